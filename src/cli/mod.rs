@@ -1,0 +1,220 @@
+//! Command-line arguments (clap derive). Parsing only: [`crate::commands`] runs them.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::policy::FailurePolicy;
+use crate::telemetry::LogFormat;
+use crate::util::parse_duration;
+
+/// Policy-as-code admission webhook for Kubernetes: Gatekeeper, Kyverno and Rego policies in one fast webhook.
+#[derive(Debug, Parser)]
+#[command(name = "policyctl", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Logging options.
+    #[command(flatten)]
+    pub log: LogArgs,
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Logging options, accepted by every command.
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Log line format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "POLICYCTL_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// Log filter, e.g. `info` or `policyctl=debug,info` (RUST_LOG overrides it).
+    #[arg(long, global = true, default_value = "info", env = "POLICYCTL_LOG")]
+    pub log_level: String,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the admission webhook (HTTPS) and its admin listener (HTTP).
+    Serve(ServeArgs),
+    /// Generate a CA and a serving certificate for the webhook.
+    Certs(CertsArgs),
+    /// Run policy tests: gator Suites, kyverno tests and *_test.rego files.
+    Test(TestArgs),
+    /// Evaluate manifests or AdmissionReviews against policies, offline.
+    Eval(EvalArgs),
+    /// Load and compile every policy and report every problem.
+    Lint(LintArgs),
+}
+
+/// `policyctl serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address of the HTTPS webhook listener.
+    #[arg(long, default_value = "0.0.0.0:8443", env = "POLICYCTL_ADDR")]
+    pub addr: SocketAddr,
+    /// PEM certificate (chain). Without --tls-cert/--tls-key a throwaway localhost certificate is generated.
+    #[arg(long, requires = "tls_key", env = "POLICYCTL_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of the certificate.
+    #[arg(long, requires = "tls_cert", env = "POLICYCTL_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// How often the certificate files are re-read (they are swapped in when they change).
+    #[arg(long, default_value = "10s", value_parser = duration, env = "POLICYCTL_TLS_RELOAD_INTERVAL")]
+    pub tls_reload_interval: Duration,
+    /// Directory of policy files (*.yaml, *.yml, *.rego), read recursively.
+    #[arg(long, default_value = "policies", env = "POLICYCTL_POLICIES")]
+    pub policies: PathBuf,
+    /// Address of the plain-HTTP admin listener (/healthz, /readyz, /metrics).
+    #[arg(long, default_value = "0.0.0.0:9090", env = "POLICYCTL_ADMIN_ADDR")]
+    pub admin_addr: SocketAddr,
+    /// What a request gets when a policy cannot be evaluated and sets no failure policy of its own.
+    #[arg(long, value_enum, default_value_t = FailurePolicy::Fail, env = "POLICYCTL_FAILURE_POLICY")]
+    pub failure_policy: FailurePolicy,
+    /// Evaluations running at once (default: the number of CPUs).
+    #[arg(long, env = "POLICYCTL_MAX_CONCURRENCY")]
+    pub max_concurrency: Option<usize>,
+    /// Time limit of one policy evaluation.
+    #[arg(long, default_value = "1s", value_parser = duration, env = "POLICYCTL_EVAL_TIMEOUT")]
+    pub eval_timeout: Duration,
+    /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
+    #[arg(long, default_value = "25s", value_parser = duration, env = "POLICYCTL_DRAIN_TIMEOUT")]
+    pub drain_timeout: Duration,
+}
+
+/// `policyctl certs`.
+#[derive(Debug, Args)]
+pub struct CertsArgs {
+    /// Directory to write ca.crt, tls.crt and tls.key into.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// DNS names of the serving certificate, e.g. policyctl.policyctl.svc.
+    #[arg(long, num_args = 1.., required_unless_present = "ip")]
+    pub dns: Vec<String>,
+    /// IP addresses of the serving certificate.
+    #[arg(long, num_args = 1..)]
+    pub ip: Vec<IpAddr>,
+    /// Validity of the serving certificate, in days.
+    #[arg(long, default_value_t = 365)]
+    pub days: u32,
+    /// Validity of the CA, in days.
+    #[arg(long, default_value_t = 3650)]
+    pub ca_days: u32,
+}
+
+/// Output format of `test`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TestOutput {
+    /// A table.
+    Table,
+    /// One JSON object with a summary and the cases.
+    Json,
+    /// JUnit XML.
+    Junit,
+}
+
+/// `policyctl test`.
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// Files or directories to search for tests (recursively).
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = TestOutput::Table)]
+    pub output: TestOutput,
+    /// A YAML list of cases expected to fail, each with a reason; such a failure does not fail the run, and such a
+    /// case passing does (so the list stays true).
+    #[arg(long)]
+    pub known_failures: Option<PathBuf>,
+    /// Only run cases whose `test//case` matches this regular expression.
+    #[arg(long)]
+    pub run: Option<String>,
+}
+
+/// Output format of `eval` and `lint`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportOutput {
+    /// Lines of text.
+    Text,
+    /// JSON.
+    Json,
+}
+
+/// `policyctl eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Directory of policy files.
+    #[arg(long, default_value = "policies")]
+    pub policies: PathBuf,
+    /// Manifests (YAML or JSON, several documents per file) or AdmissionReviews; `-` reads stdin.
+    #[arg(required = true)]
+    pub files: Vec<String>,
+    /// Operation of the review synthesized for plain manifests.
+    #[arg(long, value_enum, default_value_t = OperationArg::Create)]
+    pub operation: OperationArg,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = ReportOutput::Text)]
+    pub output: ReportOutput,
+}
+
+/// An admission operation on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "UPPER")]
+pub enum OperationArg {
+    /// CREATE
+    Create,
+    /// UPDATE (the old object is the object itself)
+    Update,
+    /// DELETE (the object becomes oldObject)
+    Delete,
+}
+
+/// `policyctl lint`.
+#[derive(Debug, Args)]
+pub struct LintArgs {
+    /// Directory of policy files.
+    #[arg(long, default_value = "policies")]
+    pub policies: PathBuf,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = ReportOutput::Text)]
+    pub output: ReportOutput,
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    parse_duration(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn serve_defaults() {
+        let cli = Cli::try_parse_from(["policyctl", "serve"]).expect("parses");
+        let Command::Serve(args) = cli.command else { panic!("serve") };
+        assert_eq!(args.addr.to_string(), "0.0.0.0:8443");
+        assert_eq!(args.admin_addr.to_string(), "0.0.0.0:9090");
+        assert_eq!(args.policies, PathBuf::from("policies"));
+        assert_eq!(args.failure_policy, FailurePolicy::Fail);
+        assert_eq!(args.eval_timeout, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn tls_flags_come_in_pairs() {
+        assert!(Cli::try_parse_from(["policyctl", "serve", "--tls-cert", "c.pem"]).is_err());
+        assert!(Cli::try_parse_from(["policyctl", "serve", "--tls-cert", "c.pem", "--tls-key", "k.pem"]).is_ok());
+    }
+
+    #[test]
+    fn certs_needs_a_name() {
+        assert!(Cli::try_parse_from(["policyctl", "certs", "--out", "d"]).is_err());
+        assert!(Cli::try_parse_from(["policyctl", "certs", "--out", "d", "--ip", "127.0.0.1"]).is_ok());
+    }
+}

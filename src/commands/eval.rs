@@ -1,0 +1,112 @@
+//! `policyctl eval`: run manifests or AdmissionReviews through the policies offline, the way the webhooks would:
+//! mutation first, then validation of the mutated object.
+
+use std::io::Read;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+
+use crate::admission::{self, Operation, Review};
+use crate::cli::{EvalArgs, OperationArg, ReportOutput};
+use crate::decide::decide;
+use crate::engine::LoadOptions;
+use crate::pipeline;
+use crate::policy::loader;
+use crate::policy::source::yaml_documents;
+use crate::policy::{EvalContext, FailurePolicy, SourceFile};
+
+pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
+    let EvalArgs { policies, files, operation, output } = args;
+    let compiled = loader::compile_dir(&policies, &LoadOptions::default());
+    if !compiled.built.errors.is_empty() {
+        for error in &compiled.built.errors {
+            eprintln!("error: {error}");
+        }
+        bail!("{} errors loading {}", compiled.built.errors.len(), policies.display());
+    }
+    let set = compiled.into_set(0).map_err(|errors| anyhow::anyhow!("{} load errors", errors.len()))?;
+    let operation = match operation {
+        OperationArg::Create => Operation::Create,
+        OperationArg::Update => Operation::Update,
+        OperationArg::Delete => Operation::Delete,
+    };
+    let ctx = EvalContext::default();
+    let mut reports = Vec::new();
+    let mut denied = false;
+    for file in files {
+        let source = read_source(&file)?;
+        let documents = yaml_documents(&source).map_err(|e| anyhow::anyhow!("{e}"))?;
+        for (origin, document) in documents {
+            let review = if document.get("kind").and_then(Value::as_str) == Some("AdmissionReview") {
+                admission::from_value(document).with_context(|| format!("{origin}"))?
+            } else {
+                Review::for_object(document, None, operation.clone())
+            };
+            let (mut runs, mutated) = pipeline::mutate_object(&set, &review, &ctx);
+            let patch = match (review.object(), &mutated) {
+                (Some(original), Some(m)) => Some(json_patch::diff(original, m)),
+                _ => None,
+            };
+            let validated = match &mutated {
+                Some(object) => review.with_object(object.clone()),
+                None => review,
+            };
+            runs.extend(pipeline::validate(&set, &validated, &ctx));
+            let decision = decide(runs, patch, FailurePolicy::Fail);
+            denied |= !decision.allowed;
+            reports.push(json!({
+                "source": origin.to_string(),
+                "kind": validated.kind.kind,
+                "namespace": validated.namespace,
+                "name": validated.name,
+                "operation": validated.operation_str(),
+                "decision": decision.verdict().as_str(),
+                "allowed": decision.allowed,
+                "denials": decision.denials,
+                "warnings": decision.warnings,
+                "audits": decision.audits,
+                "errors": decision.errors,
+                "patch": decision.patch,
+            }));
+        }
+    }
+    match output {
+        ReportOutput::Json => println!("{}", serde_json::to_string_pretty(&reports)?),
+        ReportOutput::Text => {
+            for report in &reports {
+                print_text(report);
+            }
+        }
+    }
+    Ok(if denied { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+fn read_source(file: &str) -> anyhow::Result<SourceFile> {
+    if file == "-" {
+        let mut content = String::new();
+        std::io::stdin().read_to_string(&mut content).context("reading stdin")?;
+        return Ok(SourceFile { origin: "<stdin>".into(), content });
+    }
+    let content = std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?;
+    Ok(SourceFile { origin: file.to_string(), content })
+}
+
+fn print_text(report: &Value) {
+    let str_of = |key: &str| report.get(key).and_then(Value::as_str).unwrap_or("");
+    let namespace = str_of("namespace");
+    let object = if namespace.is_empty() {
+        format!("{} {}", str_of("kind"), str_of("name"))
+    } else {
+        format!("{} {}/{}", str_of("kind"), namespace, str_of("name"))
+    };
+    println!("{:<5} {object} ({})", str_of("decision").to_uppercase(), str_of("source"));
+    for (key, label) in [("denials", "deny"), ("warnings", "warn"), ("audits", "audit"), ("errors", "error")] {
+        for line in report.get(key).and_then(Value::as_array).into_iter().flatten() {
+            println!("      {label}: {}", line.as_str().unwrap_or(""));
+        }
+    }
+    if let Some(patch) = report.get("patch").filter(|p| !p.is_null()) {
+        println!("      patch: {patch}");
+    }
+}

@@ -1,0 +1,55 @@
+//! `policyctl lint`: load and compile everything, report every problem.
+
+use std::process::ExitCode;
+
+use serde_json::json;
+
+use crate::cli::{LintArgs, ReportOutput};
+use crate::engine::LoadOptions;
+use crate::policy::loader;
+use crate::policy::PolicySet;
+
+pub fn run(args: LintArgs) -> anyhow::Result<ExitCode> {
+    let LintArgs { policies, output } = args;
+    let compiled = loader::compile_dir(&policies, &LoadOptions::default());
+    let errors = compiled.built.errors.clone();
+    let warnings = compiled.built.warnings.clone();
+    let files = compiled.files;
+    let summaries = if errors.is_empty() {
+        compiled.into_set(0).map(|set: PolicySet| set.summaries()).unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    match output {
+        ReportOutput::Json => {
+            let report = json!({
+                "directory": policies.display().to_string(),
+                "files": files,
+                "policies": summaries,
+                "errors": errors,
+                "warnings": warnings,
+            });
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        ReportOutput::Text => {
+            for error in &errors {
+                println!("error: {error}");
+            }
+            for warning in &warnings {
+                println!("warning: {warning}");
+            }
+            if errors.is_empty() {
+                println!(
+                    "{}: {} policies from {} files, {} warnings",
+                    policies.display(),
+                    summaries.len(),
+                    files,
+                    warnings.len()
+                );
+            } else {
+                println!("{}: {} errors, {} warnings", policies.display(), errors.len(), warnings.len());
+            }
+        }
+    }
+    Ok(if errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}

@@ -1,0 +1,91 @@
+//! `policyctl serve`.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::certs;
+use crate::cli::ServeArgs;
+use crate::server::{ServeConfig, Server};
+
+pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let ServeArgs {
+        addr,
+        tls_cert,
+        tls_key,
+        tls_reload_interval,
+        policies,
+        admin_addr,
+        failure_policy,
+        max_concurrency,
+        eval_timeout,
+        drain_timeout,
+    } = args;
+    let (tls_cert, tls_key) = match (tls_cert, tls_key) {
+        (Some(cert), Some(key)) => (cert, key),
+        _ => throwaway_certificate()?,
+    };
+    let max_concurrency =
+        max_concurrency.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+    let config = ServeConfig {
+        addr,
+        admin_addr,
+        tls_cert,
+        tls_key,
+        tls_reload_interval,
+        policies,
+        failure_policy,
+        max_concurrency,
+        eval_timeout,
+        drain_timeout,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    runtime.block_on(async move {
+        let server = Server::bind(config)?;
+        server.run(shutdown_signal()).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A certificate for localhost in a fresh temporary directory, for trying the webhook out.
+fn throwaway_certificate() -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let dir = std::env::temp_dir().join(format!("policyctl-{}", std::process::id()));
+    let generated = certs::generate(
+        &["localhost".to_string()],
+        &["127.0.0.1".parse()?, "::1".parse()?],
+        Duration::from_secs(7 * 24 * 3600),
+        Duration::from_secs(7 * 24 * 3600),
+    )?;
+    let written = certs::write(&dir, &generated)?;
+    tracing::warn!(
+        cert = %written.cert.display(),
+        ca = %written.ca.display(),
+        "no --tls-cert/--tls-key given: serving a throwaway certificate for localhost; trust its CA to connect"
+    );
+    Ok((written.cert, written.key))
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("received SIGTERM"),
+                    _ = tokio::signal::ctrl_c() => tracing::info!("received SIGINT"),
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for SIGTERM; only SIGINT stops the server");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

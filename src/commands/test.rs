@@ -1,0 +1,37 @@
+//! `policyctl test`: run every test under the paths, print the report, exit 1 on any failure or error.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use regex::Regex;
+
+use crate::cli::{TestArgs, TestOutput};
+use crate::testing::{self, KnownFailures, Report, TestOptions};
+
+pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
+    let TestArgs { paths, output, known_failures, run } = args;
+    let filter = run.map(|re| Regex::new(&re).with_context(|| format!("invalid --run expression {re:?}"))).transpose()?;
+    let known = known_failures.map(|path| KnownFailures::load(&path).map_err(anyhow::Error::msg)).transpose()?;
+    let options = TestOptions { filter };
+    let mut cases = testing::run(&paths, &options);
+    if let Some(known) = &known {
+        for stale in known.apply(&mut cases) {
+            eprintln!(
+                "warning: known failure matched no failing case: {} {} {}",
+                stale.suite,
+                stale.test.as_deref().unwrap_or("*"),
+                stale.case.as_deref().unwrap_or("*")
+            );
+        }
+    }
+    let report = Report::new(cases);
+    match output {
+        TestOutput::Table => print!("{}", report.table()),
+        TestOutput::Json => println!("{}", report.json()),
+        TestOutput::Junit => print!("{}", report.junit()),
+    }
+    if report.summary.total == 0 {
+        eprintln!("warning: no test cases found under {}", paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+    }
+    Ok(if report.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}

@@ -1,0 +1,269 @@
+//! Plain Rego modules, OPA kube-mgmt style.
+//!
+//! Every `.rego` file of a policy set is compiled into one regorus engine, so modules can import each other
+//! (`import data.lib.k8s`). Each package that defines at least one of these rules becomes one policy named after the
+//! package (`kubernetes.admission`):
+//!
+//! - `deny`: a set of messages; any message denies the request;
+//! - `warn`: a set of messages returned as warnings;
+//! - `patch`: a set (or array) of JSONPatch operations on the object, applied by `/mutate`.
+//!
+//! `input` is the whole `AdmissionReview`. Modules are Rego v1 (OPA 1.x syntax); a module opts in to v0 with the
+//! directive comment `# policyctl: rego.v0`. Directives are comment lines of the form `# policyctl: key[=value]`:
+//!
+//! | directive | meaning |
+//! |---|---|
+//! | `rego.v0` | parse this module as Rego v0 |
+//! | `failure-policy=Fail` / `Ignore` | what happens to a request when the package cannot be evaluated |
+//!
+//! `http.send` is rejected when loading: regorus only has a stub that is always undefined, which would silently
+//! turn a check into an allow.
+
+pub mod support;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::{Built, Engine, EngineInput, LoadOptions};
+use crate::admission::Review;
+use crate::policy::{
+    EvalContext, EvalError, FailurePolicy, LoadError, Mutation, Policy, PolicyInfo, SourceFile, SourceRef, Violation,
+};
+use crate::select::Scope;
+
+/// The plain-Rego engine.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RegoEngine;
+
+/// Directives read from a module's `# policyctl:` comments.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Directives {
+    /// Parse as Rego v0.
+    pub rego_v0: bool,
+    /// The package's failure policy.
+    pub failure_policy: Option<FailurePolicy>,
+}
+
+/// Read the `# policyctl:` directives of a module.
+pub fn directives(file: &SourceFile) -> Result<Directives, LoadError> {
+    let mut out = Directives::default();
+    for (line_no, line) in file.content.lines().enumerate() {
+        let Some(rest) = line.trim_start().strip_prefix('#') else { continue };
+        let Some(directive) = rest.trim_start().strip_prefix("policyctl:") else { continue };
+        let directive = directive.trim();
+        let (key, value) = match directive.split_once('=') {
+            Some((k, v)) => (k.trim(), Some(v.trim())),
+            None => (directive, None),
+        };
+        let at = |msg: String| LoadError::at(SourceRef::file(&file.origin), format!("line {}", line_no + 1), msg);
+        match (key, value) {
+            ("rego.v0", None) => out.rego_v0 = true,
+            ("failure-policy", Some(v)) => out.failure_policy = Some(v.parse().map_err(at)?),
+            _ => {
+                return Err(at(format!(
+                    "unknown directive {directive:?}; known: `rego.v0`, `failure-policy=Fail|Ignore`"
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Which of the webhook rules a package defines.
+#[derive(Debug, Clone, Default)]
+struct Rules {
+    deny: bool,
+    warn: bool,
+    patch: bool,
+}
+
+impl Engine for RegoEngine {
+    fn name(&self) -> &'static str {
+        "rego"
+    }
+
+    fn claims(&self, _api_version: &str, _kind: &str) -> bool {
+        false
+    }
+
+    fn claims_file(&self, file: &SourceFile) -> bool {
+        file.is_rego() && !file.origin.ends_with("_test.rego")
+    }
+
+    fn kinds(&self) -> Vec<&'static str> {
+        vec!["*.rego modules"]
+    }
+
+    fn build(&self, input: EngineInput, options: &LoadOptions) -> Built {
+        let mut built = Built::default();
+        let mut engine = support::new_engine(options.eval_timeout);
+        // package path -> (rules, failure policy, first source)
+        let mut packages: BTreeMap<String, (Rules, Option<FailurePolicy>, SourceRef)> = BTreeMap::new();
+        let mut order: Vec<String> = Vec::new();
+        for file in &input.files {
+            let source = SourceRef::file(&file.origin);
+            let directives = match directives(file) {
+                Ok(d) => d,
+                Err(err) => {
+                    built.errors.push(err);
+                    continue;
+                }
+            };
+            if let Some(err) = support::forbidden_builtin(&file.content) {
+                built.errors.push(LoadError::new(source, err));
+                continue;
+            }
+            engine.set_rego_v0(directives.rego_v0);
+            let package = match engine.add_policy(file.origin.clone(), file.content.clone()) {
+                Ok(package) => package,
+                Err(err) => {
+                    built.errors.push(LoadError::new(source, format!("Rego does not compile: {err}")));
+                    continue;
+                }
+            };
+            let mut rules = Rules::default();
+            for (name, flag) in [("deny", &mut rules.deny), ("warn", &mut rules.warn), ("patch", &mut rules.patch)] {
+                *flag = engine.has_declared_rule_rooted_at(&file.origin, name).unwrap_or(false);
+            }
+            let entry = packages.entry(package.clone()).or_insert_with(|| {
+                order.push(package.clone());
+                (Rules::default(), None, source.clone())
+            });
+            entry.0.deny |= rules.deny;
+            entry.0.warn |= rules.warn;
+            entry.0.patch |= rules.patch;
+            if directives.failure_policy.is_some() {
+                if entry.1.is_some() && entry.1 != directives.failure_policy {
+                    built.errors.push(LoadError::new(
+                        source,
+                        format!("package {package} is given two different failure policies"),
+                    ));
+                }
+                entry.1 = directives.failure_policy;
+            }
+        }
+        if !built.errors.is_empty() {
+            return built;
+        }
+        let Some(first) = order.iter().find(|p| {
+            let rules = &packages[*p].0;
+            rules.deny || rules.warn || rules.patch
+        }) else {
+            return built;
+        };
+        // Prepare once: analysis runs here, and every per-request clone starts prepared.
+        let probe_rule = {
+            let rules = &packages[first].0;
+            let name = if rules.deny { "deny" } else if rules.warn { "warn" } else { "patch" };
+            format!("{first}.{name}")
+        };
+        if let Err(err) = engine.compile_with_entrypoint(&probe_rule.as_str().into()) {
+            let origin = input.files.iter().find(|f| err.to_string().contains(&f.origin)).or(input.files.first());
+            let source = SourceRef::file(origin.map(|f| f.origin.as_str()).unwrap_or("<rego>"));
+            built.errors.push(LoadError::new(source, format!("Rego does not compile: {err}")));
+            return built;
+        }
+        let engine = Arc::new(engine);
+        for package in order {
+            let (rules, failure_policy, source) = &packages[&package];
+            if !(rules.deny || rules.warn || rules.patch) {
+                continue;
+            }
+            let name = package.strip_prefix("data.").unwrap_or(&package).to_string();
+            built.policies.push(Arc::new(RegoPolicy {
+                info: PolicyInfo {
+                    name,
+                    kind: "Rego".into(),
+                    engine: "rego",
+                    source: source.clone(),
+                    failure_policy: *failure_policy,
+                },
+                deny: rules.deny.then(|| format!("{package}.deny")),
+                warn: rules.warn.then(|| format!("{package}.warn")),
+                patch: rules.patch.then(|| format!("{package}.patch")),
+                engine: engine.clone(),
+            }));
+        }
+        built
+    }
+}
+
+/// One Rego package with webhook rules.
+#[derive(Debug)]
+pub struct RegoPolicy {
+    info: PolicyInfo,
+    deny: Option<String>,
+    warn: Option<String>,
+    patch: Option<String>,
+    engine: Arc<regorus::Engine>,
+}
+
+/// The review as a regorus value, converted once per review.
+struct RegoReview(regorus::Value);
+
+impl RegoPolicy {
+    fn engine_for(&self, review: &Review) -> regorus::Engine {
+        let input = review.cached(|r| RegoReview(support::to_rego(r.document())));
+        let mut engine = (*self.engine).clone();
+        engine.set_input(input.0.clone());
+        engine
+    }
+}
+
+impl Policy for RegoPolicy {
+    fn info(&self) -> &PolicyInfo {
+        &self.info
+    }
+
+    fn scope(&self) -> Scope {
+        Scope::any()
+    }
+
+    fn validates(&self) -> bool {
+        self.deny.is_some() || self.warn.is_some()
+    }
+
+    fn mutates(&self) -> bool {
+        self.patch.is_some()
+    }
+
+    fn validate(&self, review: &Review, ctx: &EvalContext) -> Result<Vec<Violation>, EvalError> {
+        if !self.validates() {
+            return Ok(Vec::new());
+        }
+        let mut engine = self.engine_for(review);
+        let mut out = Vec::new();
+        if let Some(rule) = &self.deny {
+            let value = engine.eval_rule(rule.clone()).map_err(|e| support::eval_error(e, ctx.timeout))?;
+            out.extend(support::messages(&value).into_iter().map(Violation::deny));
+        }
+        if let Some(rule) = &self.warn {
+            let value = engine.eval_rule(rule.clone()).map_err(|e| support::eval_error(e, ctx.timeout))?;
+            out.extend(support::messages(&value).into_iter().map(Violation::warn));
+        }
+        Ok(out)
+    }
+
+    fn mutate(&self, review: &Review, object: &Value, ctx: &EvalContext) -> Result<Mutation, EvalError> {
+        let Some(rule) = &self.patch else { return Ok(Mutation::default()) };
+        let mut engine = if review.object() == Some(object) {
+            self.engine_for(review)
+        } else {
+            self.engine_for(&review.with_object(object.clone()))
+        };
+        let value = engine.eval_rule(rule.clone()).map_err(|e| support::eval_error(e, ctx.timeout))?;
+        let ops = support::patch_operations(&value).map_err(EvalError::Engine)?;
+        if ops.is_empty() {
+            return Ok(Mutation::default());
+        }
+        let mut mutated = object.clone();
+        json_patch::patch(&mut mutated, &ops)
+            .map_err(|e| EvalError::Engine(format!("patch from {rule} does not apply: {e}")))?;
+        Ok(Mutation { object: (&mutated != object).then_some(mutated), warnings: Vec::new() })
+    }
+}
+
+#[cfg(test)]
+mod tests;

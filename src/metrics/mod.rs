@@ -1,0 +1,212 @@
+//! Prometheus metrics (prometheus-client), served as text on the admin listener's `/metrics`.
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `policyctl_admission_requests_total` | counter | `webhook`, `operation`, `kind`, `decision` |
+//! | `policyctl_admission_request_duration_seconds` | histogram | `webhook` |
+//! | `policyctl_policy_evaluation_duration_seconds` | histogram | `policy`, `engine` |
+//! | `policyctl_policy_results_total` | counter | `policy`, `engine`, `result` (`pass`, `deny`, `warn`, `audit`, `mutate`, `error`) |
+//! | `policyctl_policy_set_generation` | gauge | |
+//! | `policyctl_policies` | gauge | |
+//! | `policyctl_policy_load_errors_total` | counter | |
+//!
+//! `decision` is `allow`, `warn`, `deny`, `invalid` (a 400 answer) or `unavailable` (no policy set yet).
+
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::decide::Decision;
+use crate::pipeline::{Outcome, Webhook};
+use crate::policy::Action;
+
+/// Labels of `policyctl_admission_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// `validate` or `mutate`.
+    pub webhook: &'static str,
+    /// `CREATE`, `UPDATE`, ... (empty for unreadable requests).
+    pub operation: &'static str,
+    /// The request's kind.
+    pub kind: String,
+    /// The decision.
+    pub decision: &'static str,
+}
+
+/// Labels of the request duration histogram.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    /// `validate` or `mutate`.
+    pub webhook: &'static str,
+}
+
+/// Labels of the per-policy duration histogram.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    /// The policy's name.
+    pub policy: String,
+    /// Its engine.
+    pub engine: &'static str,
+}
+
+/// Labels of the per-policy result counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyResultLabels {
+    /// The policy's name.
+    pub policy: String,
+    /// Its engine.
+    pub engine: &'static str,
+    /// `pass`, `deny`, `warn`, `audit`, `mutate` or `error`.
+    pub result: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn request_histogram() -> Histogram {
+    // 100 µs .. ~15 s
+    Histogram::new(exponential_buckets(0.0001, 2.5, 14))
+}
+
+fn policy_histogram() -> Histogram {
+    // 5 µs .. ~5 s
+    Histogram::new(exponential_buckets(0.000_005, 4.0, 11))
+}
+
+/// Every metric of the process, and the registry that encodes them.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_duration: HistogramFamily<WebhookLabels>,
+    policy_duration: HistogramFamily<PolicyLabels>,
+    policy_results: Family<PolicyResultLabels, Counter>,
+    /// Generation of the active policy set.
+    pub policy_set_generation: Gauge,
+    /// Number of policies in the active set.
+    pub policies: Gauge,
+    /// Failed policy loads.
+    pub policy_load_errors: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Create and register every metric.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("policyctl");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("admission_requests", "Admission requests answered", requests.clone());
+        let request_duration: HistogramFamily<WebhookLabels> =
+            Family::new_with_constructor(request_histogram as fn() -> Histogram);
+        registry.register(
+            "admission_request_duration_seconds",
+            "Time to answer an admission request, from body read to response",
+            request_duration.clone(),
+        );
+        let policy_duration: HistogramFamily<PolicyLabels> =
+            Family::new_with_constructor(policy_histogram as fn() -> Histogram);
+        registry.register(
+            "policy_evaluation_duration_seconds",
+            "Time to evaluate one policy on one request",
+            policy_duration.clone(),
+        );
+        let policy_results = Family::<PolicyResultLabels, Counter>::default();
+        registry.register("policy_results", "Policy evaluation results", policy_results.clone());
+        let policy_set_generation: Gauge = Gauge::default();
+        registry.register(
+            "policy_set_generation",
+            "Generation of the active policy set (0 before the first load)",
+            policy_set_generation.clone(),
+        );
+        let policies: Gauge = Gauge::default();
+        registry.register("policies", "Policies in the active policy set", policies.clone());
+        let policy_load_errors = Counter::default();
+        registry.register("policy_load_errors", "Policy loads rejected because of errors", policy_load_errors.clone());
+        Metrics {
+            registry,
+            requests,
+            request_duration,
+            policy_duration,
+            policy_results,
+            policy_set_generation,
+            policies,
+            policy_load_errors,
+        }
+    }
+
+    /// Record an answered review: the request counter, its duration, and every policy's run.
+    pub fn record_decision(
+        &self,
+        webhook: Webhook,
+        operation: &'static str,
+        kind: &str,
+        decision: &Decision,
+        elapsed: Duration,
+    ) {
+        self.record_request(webhook, operation, kind, decision.verdict().as_str(), elapsed);
+        for run in &decision.runs {
+            let info = run.policy.info();
+            self.policy_duration
+                .get_or_create(&PolicyLabels { policy: info.name.clone(), engine: info.engine })
+                .observe(run.duration.as_secs_f64());
+            for result in results(&run.outcome) {
+                self.policy_results
+                    .get_or_create(&PolicyResultLabels { policy: info.name.clone(), engine: info.engine, result })
+                    .inc();
+            }
+        }
+    }
+
+    /// Record a request that got no decision (`invalid`, `unavailable`).
+    pub fn record_request(
+        &self,
+        webhook: Webhook,
+        operation: &'static str,
+        kind: &str,
+        decision: &'static str,
+        elapsed: Duration,
+    ) {
+        self.requests
+            .get_or_create(&RequestLabels { webhook: webhook.as_str(), operation, kind: kind.to_string(), decision })
+            .inc();
+        self.request_duration
+            .get_or_create(&WebhookLabels { webhook: webhook.as_str() })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// The metrics in the Prometheus/OpenMetrics text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// The result labels of one run: one per distinct action found, `pass`, `mutate` or `error`.
+fn results(outcome: &Outcome) -> Vec<&'static str> {
+    match outcome {
+        Outcome::Pass => vec!["pass"],
+        Outcome::Mutated { .. } => vec!["mutate"],
+        Outcome::Error(_) => vec!["error"],
+        Outcome::Violations(violations) => {
+            let mut out: Vec<&'static str> = Vec::new();
+            for action in [Action::Deny, Action::Warn, Action::Audit] {
+                if violations.iter().any(|v| v.action == action) {
+                    out.push(action.as_str());
+                }
+            }
+            out
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! `policyctl serve`: the HTTPS admission webhook and its plain-HTTP admin listener.
+//!
+//! [`Server::bind`] opens both sockets and loads the certificate (so a test can learn the ports); [`Server::run`]
+//! loads the policies, serves until the shutdown future completes, then stops accepting and drains in-flight requests
+//! for up to the drain timeout.
+
+pub mod admin;
+pub mod tls;
+pub mod webhook;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum_server::tls_rustls::RustlsConfig;
+use tokio::sync::Semaphore;
+
+use crate::engine::LoadOptions;
+use crate::metrics::Metrics;
+use crate::pipeline::Settings;
+use crate::policy::loader;
+use crate::policy::store::PolicyStore;
+use crate::policy::{EvalContext, FailurePolicy};
+
+/// Everything `serve` needs, already validated.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Address of the HTTPS webhook listener.
+    pub addr: SocketAddr,
+    /// Address of the plain-HTTP admin listener.
+    pub admin_addr: SocketAddr,
+    /// PEM certificate (chain) file.
+    pub tls_cert: PathBuf,
+    /// PEM private key file.
+    pub tls_key: PathBuf,
+    /// How often the certificate files are re-read.
+    pub tls_reload_interval: Duration,
+    /// The policy directory.
+    pub policies: PathBuf,
+    /// Failure policy for policies without their own.
+    pub failure_policy: FailurePolicy,
+    /// Evaluations running at once; more requests wait.
+    pub max_concurrency: usize,
+    /// Time limit of one policy evaluation.
+    pub eval_timeout: Duration,
+    /// How long in-flight requests may take to finish after shutdown starts.
+    pub drain_timeout: Duration,
+}
+
+/// Why the server could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The certificate could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A listener failed while serving.
+    #[error("{listener} listener failed: {source}")]
+    Serve {
+        /// `webhook` or `admin`.
+        listener: &'static str,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct AppState {
+    /// The active policy set.
+    pub store: Arc<PolicyStore>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Bounds concurrent evaluations.
+    pub limiter: Arc<Semaphore>,
+    /// Pipeline settings.
+    pub settings: Settings,
+    /// Set when shutdown starts (readiness turns false).
+    pub draining: Arc<AtomicBool>,
+}
+
+/// A bound, not yet running server.
+pub struct Server {
+    config: ServeConfig,
+    webhook_listener: std::net::TcpListener,
+    admin_listener: std::net::TcpListener,
+    cert: Arc<tls::ReloadingCert>,
+    state: AppState,
+}
+
+impl Server {
+    /// Load the certificate and bind both listeners.
+    pub fn bind(config: ServeConfig) -> Result<Server, ServeError> {
+        let cert = tls::ReloadingCert::load(&config.tls_cert, &config.tls_key)?;
+        let webhook_listener = bind(config.addr)?;
+        let admin_listener = bind(config.admin_addr)?;
+        let state = AppState {
+            store: Arc::new(PolicyStore::new()),
+            metrics: Arc::new(Metrics::new()),
+            limiter: Arc::new(Semaphore::new(config.max_concurrency.max(1))),
+            settings: Settings {
+                context: EvalContext { timeout: config.eval_timeout },
+                failure_policy: config.failure_policy,
+            },
+            draining: Arc::new(AtomicBool::new(false)),
+        };
+        Ok(Server { config, webhook_listener, admin_listener, cert, state })
+    }
+
+    /// The webhook listener's address (useful when bound to port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.webhook_listener.local_addr().unwrap_or(self.config.addr)
+    }
+
+    /// The admin listener's address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_listener.local_addr().unwrap_or(self.config.admin_addr)
+    }
+
+    /// The handlers' shared state.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serve until `shutdown` completes, then drain and return.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+        let Server { config, webhook_listener, admin_listener, cert, state } = self;
+        let webhook_addr = webhook_listener.local_addr().unwrap_or(config.addr);
+        let admin_addr = admin_listener.local_addr().unwrap_or(config.admin_addr);
+
+        tokio::spawn(load_policies(state.clone(), config.policies.clone(), config.eval_timeout));
+        let cert_watch = tokio::spawn(cert.clone().watch(config.tls_reload_interval));
+
+        let rustls_config = RustlsConfig::from_config(Arc::new(cert.server_config()?));
+        let handle = axum_server::Handle::new();
+        let mut webhook_server = axum_server::from_tcp_rustls(webhook_listener, rustls_config)
+            .map_err(|source| ServeError::Bind { addr: webhook_addr, source })?
+            .handle(handle.clone());
+        webhook_server.http_builder().http1().header_read_timeout(Duration::from_secs(10));
+        let webhook_task =
+            tokio::spawn(webhook_server.serve(webhook::router(state.clone()).into_make_service()));
+
+        let admin_handle = axum_server::Handle::new();
+        let admin_server = axum_server::from_tcp(admin_listener)
+            .map_err(|source| ServeError::Bind { addr: admin_addr, source })?
+            .handle(admin_handle.clone());
+        let admin_task = tokio::spawn(admin_server.serve(admin::router(state.clone()).into_make_service()));
+
+        tracing::info!(%webhook_addr, %admin_addr, policies = %config.policies.display(), "serving");
+        shutdown.await;
+
+        tracing::info!(drain_timeout = ?config.drain_timeout, "shutting down: draining in-flight requests");
+        state.draining.store(true, Ordering::SeqCst);
+        handle.graceful_shutdown(Some(config.drain_timeout));
+        let webhook_result = webhook_task.await;
+        admin_handle.graceful_shutdown(Some(Duration::from_secs(1)));
+        let admin_result = admin_task.await;
+        cert_watch.abort();
+        flatten("webhook", webhook_result)?;
+        flatten("admin", admin_result)?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+fn flatten(listener: &'static str, joined: Result<std::io::Result<()>, tokio::task::JoinError>) -> Result<(), ServeError> {
+    match joined {
+        Ok(result) => result.map_err(|source| ServeError::Serve { listener, source }),
+        Err(err) => Err(ServeError::Serve { listener, source: std::io::Error::other(err.to_string()) }),
+    }
+}
+
+fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, ServeError> {
+    let listener = std::net::TcpListener::bind(addr).map_err(|source| ServeError::Bind { addr, source })?;
+    listener.set_nonblocking(true).map_err(|source| ServeError::Bind { addr, source })?;
+    Ok(listener)
+}
+
+/// Build a policy set from the directory off the request path and publish it.
+pub async fn load_policies(state: AppState, dir: PathBuf, eval_timeout: Duration) {
+    let options = LoadOptions { eval_timeout };
+    let load_dir = dir.clone();
+    let compiled = match tokio::task::spawn_blocking(move || loader::compile_dir(&load_dir, &options)).await {
+        Ok(compiled) => compiled,
+        Err(err) => {
+            tracing::error!(error = %err, "policy load task failed");
+            state.metrics.policy_load_errors.inc();
+            return;
+        }
+    };
+    for warning in &compiled.built.warnings {
+        tracing::warn!(warning = %warning, "policy load warning");
+    }
+    match state.store.publish(compiled) {
+        Ok(set) => {
+            state.metrics.policy_set_generation.set(set.generation() as i64);
+            state.metrics.policies.set(set.policies().len() as i64);
+            tracing::info!(
+                generation = set.generation(),
+                policies = set.policies().len(),
+                hash = set.hash(),
+                dir = %dir.display(),
+                "policy set loaded"
+            );
+        }
+        Err(errors) => {
+            state.metrics.policy_load_errors.inc();
+            for error in &errors {
+                tracing::error!(error = %error, "policy load error");
+            }
+            tracing::error!(errors = errors.len(), dir = %dir.display(), "policy set rejected; keeping the active set");
+        }
+    }
+}
