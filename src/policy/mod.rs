@@ -8,6 +8,7 @@ pub mod store;
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -127,16 +128,45 @@ pub enum EvalError {
     Panic(String),
 }
 
+/// Read-only cluster data a policy may consult. The server fills it from cached watches of the Kubernetes API; tests
+/// and `eval` use [`NoCluster`] or fill it from files. Every method answers from memory or within a time bound.
+pub trait ClusterContext: Send + Sync + fmt::Debug {
+    /// The Namespace object named `name`, if known.
+    fn namespace(&self, name: &str) -> Option<Value> {
+        let _ = name;
+        None
+    }
+
+    /// The ConfigMap `namespace/name`, if known.
+    fn config_map(&self, namespace: &str, name: &str) -> Option<Value> {
+        let _ = (namespace, name);
+        None
+    }
+
+    /// A read-only GET on the Kubernetes API (`/api/v1/namespaces/x/pods`), as JSON.
+    fn api_get(&self, path: &str) -> Result<Value, String> {
+        Err(format!("{path}: this evaluation has no cluster context (the Kubernetes API is not available)"))
+    }
+}
+
+/// No cluster: every lookup finds nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoCluster;
+
+impl ClusterContext for NoCluster {}
+
 /// Context handed to every evaluation.
 #[derive(Debug, Clone)]
 pub struct EvalContext {
     /// The time limit for one policy evaluation.
     pub timeout: Duration,
+    /// Cluster data (namespaces, ConfigMaps, API reads).
+    pub cluster: Arc<dyn ClusterContext>,
 }
 
 impl Default for EvalContext {
     fn default() -> Self {
-        EvalContext { timeout: DEFAULT_EVAL_TIMEOUT }
+        EvalContext { timeout: DEFAULT_EVAL_TIMEOUT, cluster: Arc::new(NoCluster) }
     }
 }
 

@@ -111,7 +111,7 @@ impl Server {
             metrics: Arc::new(Metrics::new()),
             limiter: Arc::new(Semaphore::new(config.max_concurrency.max(1))),
             settings: Settings {
-                context: EvalContext { timeout: config.eval_timeout },
+                context: EvalContext { timeout: config.eval_timeout, ..EvalContext::default() },
                 failure_policy: config.failure_policy,
             },
             draining: Arc::new(AtomicBool::new(false)),

@@ -125,7 +125,7 @@ fn a_runaway_policy_hits_the_time_limit() {
     let slow = "package slow\n\ndeny contains \"x\" if {\n  count([x | some i, j; x := numbers.range(1, 3000)[i] * numbers.range(1, 3000)[j]]) > 0\n}\n";
     let compiled = compile(&[src("slow.rego", slow)], &LoadOptions { eval_timeout: Duration::from_millis(50) });
     assert!(compiled.built.errors.is_empty(), "{:?}", compiled.built.errors);
-    let ctx = EvalContext { timeout: Duration::from_millis(50) };
+    let ctx = EvalContext { timeout: Duration::from_millis(50), ..EvalContext::default() };
     let err = compiled.built.policies[0].validate(&pod(json!({})), &ctx).expect_err("times out");
     assert_eq!(err, EvalError::Timeout(Duration::from_millis(50)));
 }
