@@ -22,7 +22,9 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { eval_timeout: DEFAULT_EVAL_TIMEOUT }
+        LoadOptions {
+            eval_timeout: DEFAULT_EVAL_TIMEOUT,
+        }
     }
 }
 
@@ -69,5 +71,8 @@ pub trait Engine: Send + Sync {
 
 /// Every engine, in the order their policies appear in a set.
 pub fn engines() -> Vec<Box<dyn Engine>> {
-    vec![Box::new(gatekeeper::GatekeeperEngine), Box::new(rego::RegoEngine)]
+    vec![
+        Box::new(gatekeeper::GatekeeperEngine),
+        Box::new(rego::RegoEngine),
+    ]
 }

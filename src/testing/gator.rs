@@ -98,27 +98,33 @@ fn want(value: Option<&Value>) -> Result<Want, String> {
         None | Some(Value::Null) => Ok(Want::AtLeastOne),
         Some(Value::String(s)) if s == "yes" => Ok(Want::AtLeastOne),
         Some(Value::String(s)) if s == "no" => Ok(Want::None),
-        Some(Value::String(s)) => s
-            .parse::<u64>()
-            .map(Want::Exactly)
-            .map_err(|_| format!("invalid violations value {s:?}: use yes, no or a non-negative number")),
-        Some(Value::Number(n)) => n
-            .as_u64()
-            .map(Want::Exactly)
-            .ok_or_else(|| format!("invalid violations value {n}: use yes, no or a non-negative number")),
-        Some(other) => Err(format!("invalid violations value {other}: use yes, no or a non-negative number")),
+        Some(Value::String(s)) => s.parse::<u64>().map(Want::Exactly).map_err(|_| {
+            format!("invalid violations value {s:?}: use yes, no or a non-negative number")
+        }),
+        Some(Value::Number(n)) => n.as_u64().map(Want::Exactly).ok_or_else(|| {
+            format!("invalid violations value {n}: use yes, no or a non-negative number")
+        }),
+        Some(other) => Err(format!(
+            "invalid violations value {other}: use yes, no or a non-negative number"
+        )),
     }
 }
 
 /// Check one assertion against the messages; `Err` is the failure text.
-fn check_assertion(assertion: &AssertionSpec, messages: &[String]) -> Result<Result<(), String>, String> {
+fn check_assertion(
+    assertion: &AssertionSpec,
+    messages: &[String],
+) -> Result<Result<(), String>, String> {
     let wanted = want(assertion.violations.as_ref())?;
     let pattern = assertion.message.as_deref().filter(|m| !m.is_empty());
     let regex = match pattern {
         Some(p) => Some(Regex::new(p).map_err(|e| format!("invalid message regex {p:?}: {e}"))?),
         None => None,
     };
-    let count = messages.iter().filter(|m| regex.as_ref().is_none_or(|re| re.is_match(m))).count() as u64;
+    let count = messages
+        .iter()
+        .filter(|m| regex.as_ref().is_none_or(|re| re.is_match(m)))
+        .count() as u64;
     let holds = match wanted {
         Want::AtLeastOne => count >= 1,
         Want::None => count == 0,
@@ -127,14 +133,18 @@ fn check_assertion(assertion: &AssertionSpec, messages: &[String]) -> Result<Res
     if holds {
         return Ok(Ok(()));
     }
-    let containing = pattern.map(|p| format!(" containing {p:?}")).unwrap_or_default();
+    let containing = pattern
+        .map(|p| format!(" containing {p:?}"))
+        .unwrap_or_default();
     let want_text = match wanted {
         Want::AtLeastOne => "at least 1".to_string(),
         Want::None => "none".to_string(),
         Want::Exactly(n) => format!("exactly {n}"),
     };
     let got = serde_json::to_string(messages).unwrap_or_default();
-    Ok(Err(format!("got {count} violations{containing} but want {want_text}; got messages {got}")))
+    Ok(Err(format!(
+        "got {count} violations{containing} but want {want_text}; got messages {got}"
+    )))
 }
 
 impl SuiteRunner for GatorRunner {
@@ -159,12 +169,17 @@ impl SuiteRunner for GatorRunner {
             let suite: Suite = match parse_value(document) {
                 Ok(suite) => suite,
                 Err((field, message)) => {
-                    results.push(CaseResult::error(&origin, format!("invalid suite: {field}: {message}")));
+                    results.push(CaseResult::error(
+                        &origin,
+                        format!("invalid suite: {field}: {message}"),
+                    ));
                     continue;
                 }
             };
             for test in &suite.tests {
-                results.extend(run_test(&origin, &dir, test, suite.skip, options, &mut cache));
+                results.extend(run_test(
+                    &origin, &dir, test, suite.skip, options, &mut cache,
+                ));
             }
         }
         results
@@ -172,7 +187,10 @@ impl SuiteRunner for GatorRunner {
 }
 
 fn is_suite(document: &Value) -> bool {
-    document.get("apiVersion").and_then(Value::as_str).is_some_and(|v| v.starts_with("test.gatekeeper.sh/"))
+    document
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .is_some_and(|v| v.starts_with("test.gatekeeper.sh/"))
         && document.get("kind").and_then(Value::as_str) == Some("Suite")
 }
 
@@ -184,13 +202,20 @@ struct TemplateCache {
 
 impl TemplateCache {
     fn get(&mut self, path: &Path) -> Result<Arc<Template>, String> {
-        self.templates.entry(path.to_path_buf()).or_insert_with(|| load_template(path)).clone()
+        self.templates
+            .entry(path.to_path_buf())
+            .or_insert_with(|| load_template(path))
+            .clone()
     }
 }
 
 fn read(path: &Path) -> Result<SourceFile, String> {
-    let content = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    Ok(SourceFile { origin: path.display().to_string(), content })
+    let content = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok(SourceFile {
+        origin: path.display().to_string(),
+        content,
+    })
 }
 
 fn load_template(path: &Path) -> Result<Arc<Template>, String> {
@@ -200,11 +225,20 @@ fn load_template(path: &Path) -> Result<Arc<Template>, String> {
         return Err(err.to_string());
     }
     let Some(doc) = docs.iter().find(|d| is_template(&d.api_version, &d.kind)) else {
-        return Err(format!("{}: no ConstraintTemplate in the file", path.display()));
+        return Err(format!(
+            "{}: no ConstraintTemplate in the file",
+            path.display()
+        ));
     };
-    Template::load(doc, CASE_TIMEOUT).map(|(t, _)| Arc::new(t)).map_err(|errors| {
-        errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
-    })
+    Template::load(doc, CASE_TIMEOUT)
+        .map(|(t, _)| Arc::new(t))
+        .map_err(|errors| {
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
 }
 
 /// A path of the suite, relative to its directory.
@@ -213,12 +247,18 @@ fn relative(dir: &Path, path: &str, what: &str) -> Result<PathBuf, String> {
         return Err(format!("the test has no {what}"));
     }
     if Path::new(path).is_absolute() {
-        return Err(format!("{what} path {path:?} must be relative to the suite"));
+        return Err(format!(
+            "{what} path {path:?} must be relative to the suite"
+        ));
     }
     Ok(dir.join(path))
 }
 
-fn load_constraint(dir: &Path, test: &TestSpec, cache: &mut TemplateCache) -> Result<Result<Constraint, ConstraintError>, String> {
+fn load_constraint(
+    dir: &Path,
+    test: &TestSpec,
+    cache: &mut TemplateCache,
+) -> Result<Result<Constraint, ConstraintError>, String> {
     let template = cache.get(&relative(dir, &test.template, "template")?)?;
     let path = relative(dir, &test.constraint, "constraint")?;
     let file = read(&path)?;
@@ -227,7 +267,11 @@ fn load_constraint(dir: &Path, test: &TestSpec, cache: &mut TemplateCache) -> Re
         return Err(err.to_string());
     }
     let [doc] = docs.as_slice() else {
-        return Err(format!("{}: a constraint file must hold exactly one document, found {}", path.display(), docs.len()));
+        return Err(format!(
+            "{}: a constraint file must hold exactly one document, found {}",
+            path.display(),
+            docs.len()
+        ));
     };
     if doc.kind != template.kind {
         return Err(format!(
@@ -249,16 +293,25 @@ fn run_test(
     options: &TestOptions,
     cache: &mut TemplateCache,
 ) -> Vec<CaseResult> {
-    let selected: Vec<&CaseSpec> = test.cases.iter().filter(|c| options.selected(&test.name, &c.name)).collect();
+    let selected: Vec<&CaseSpec> = test
+        .cases
+        .iter()
+        .filter(|c| options.selected(&test.name, &c.name))
+        .collect();
     if selected.is_empty() && !(test.cases.is_empty() && options.selected(&test.name, "")) {
         return Vec::new();
     }
-    let row = |case: &str, outcome, reason: String| CaseResult::new(origin, &test.name, case, outcome, reason);
+    let row = |case: &str, outcome, reason: String| {
+        CaseResult::new(origin, &test.name, case, outcome, reason)
+    };
     let all = |outcome: Outcome, reason: &str| -> Vec<CaseResult> {
         if selected.is_empty() {
             vec![row("", outcome, reason.to_string())]
         } else {
-            selected.iter().map(|c| row(&c.name, outcome, reason.to_string())).collect()
+            selected
+                .iter()
+                .map(|c| row(&c.name, outcome, reason.to_string()))
+                .collect()
         }
     };
     if suite_skip {
@@ -268,7 +321,10 @@ fn run_test(
         return all(Outcome::Skip, "test is skipped");
     }
     if test.expansion.as_deref().is_some_and(|e| !e.is_empty()) {
-        return all(Outcome::Unsupported, "expansion (generated resources) is not supported");
+        return all(
+            Outcome::Unsupported,
+            "expansion (generated resources) is not supported",
+        );
     }
     let constraint = match load_constraint(dir, test, cache) {
         Ok(c) => c,
@@ -278,15 +334,28 @@ fn run_test(
         return match constraint {
             Err(ConstraintError::Schema(_)) => vec![row("", Outcome::Pass, String::new())],
             Err(ConstraintError::Invalid(err)) => {
-                vec![row("", Outcome::Fail, format!("want a parameter schema error, got: {err}"))]
+                vec![row(
+                    "",
+                    Outcome::Fail,
+                    format!("want a parameter schema error, got: {err}"),
+                )]
             }
-            Ok(_) => vec![row("", Outcome::Fail, "want a parameter schema error, but the constraint is valid".into())],
+            Ok(_) => vec![row(
+                "",
+                Outcome::Fail,
+                "want a parameter schema error, but the constraint is valid".into(),
+            )],
         };
     }
     let constraint = match constraint {
         Ok(c) => c,
         Err(err) => {
-            let text = err.errors().iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+            let text = err
+                .errors()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ");
             return all(Outcome::Error, &text);
         }
     };
@@ -309,7 +378,11 @@ fn run_test(
 }
 
 /// Run one case: `Err` when it cannot run, `Ok(Err)` when an assertion fails.
-fn run_case(dir: &Path, case: &CaseSpec, constraint: &Constraint) -> Result<Result<(), String>, String> {
+fn run_case(
+    dir: &Path,
+    case: &CaseSpec,
+    constraint: &Constraint,
+) -> Result<Result<(), String>, String> {
     if case.assertions.is_empty() {
         return Err("the case has no assertions".into());
     }
@@ -317,7 +390,11 @@ fn run_case(dir: &Path, case: &CaseSpec, constraint: &Constraint) -> Result<Resu
     let file = read(&object_path)?;
     let values = yaml_documents(&file).map_err(|e| e.to_string())?;
     let [(_, object)] = values.as_slice() else {
-        return Err(format!("{}: object must hold exactly one document, found {}", object_path.display(), values.len()));
+        return Err(format!(
+            "{}: object must hold exactly one document, found {}",
+            object_path.display(),
+            values.len()
+        ));
     };
     let inventory = inventory(dir, &case.inventory)?;
     let request = request_for(object, inventory.as_ref())?;
@@ -326,21 +403,35 @@ fn run_case(dir: &Path, case: &CaseSpec, constraint: &Constraint) -> Result<Resu
         data.insert("inventory".into(), inv);
         support::to_rego(&Value::Object(data))
     });
-    let findings = constraint.review(&request, data.as_ref(), CASE_TIMEOUT).map_err(|e| e.to_string())?;
+    let findings = constraint
+        .review(&request, data.as_ref(), CASE_TIMEOUT)
+        .map_err(|e| e.to_string())?;
     let messages: Vec<String> = findings.into_iter().map(|f| f.msg).collect();
     for assertion in &case.assertions {
-        check_assertion(assertion, &messages)??;
+        if let Err(failure) = check_assertion(assertion, &messages)? {
+            return Ok(Err(failure));
+        }
     }
     Ok(Ok(()))
 }
 
 /// The request for a case's object: a plain object or an AdmissionReview.
 fn request_for(object: &Value, inventory: Option<&Value>) -> Result<Request, String> {
-    let api_version = object.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    let api_version = object
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
     let namespace_object = |namespace: Option<&str>| {
         let ns = namespace.filter(|n| !n.is_empty())?;
-        inventory.and_then(|inv| inv.pointer(&format!("/cluster/v1/Namespace/{}", ns.replace('~', "~0").replace('/', "~1")))).cloned()
+        inventory
+            .and_then(|inv| {
+                inv.pointer(&format!(
+                    "/cluster/v1/Namespace/{}",
+                    ns.replace('~', "~0").replace('/', "~1")
+                ))
+            })
+            .cloned()
     };
     if api_version.starts_with("admission.k8s.io/") && kind == "AdmissionReview" {
         let Some(request) = object.get("request").filter(|r| r.is_object()) else {
@@ -353,7 +444,10 @@ fn request_for(object: &Value, inventory: Option<&Value>) -> Result<Request, Str
         let ns = request.get("namespace").and_then(Value::as_str);
         return Request::new(request.clone(), namespace_object(ns));
     }
-    let ns = object.get("metadata").and_then(|m| m.get("namespace")).and_then(Value::as_str);
+    let ns = object
+        .get("metadata")
+        .and_then(|m| m.get("namespace"))
+        .and_then(Value::as_str);
     Request::for_object(object.clone(), namespace_object(ns))
 }
 
@@ -367,13 +461,32 @@ fn inventory(dir: &Path, files: &[String]) -> Result<Option<Value>, String> {
         let path = relative(dir, file, "inventory")?;
         let values = yaml_documents(&read(&path)?).map_err(|e| e.to_string())?;
         for (_, object) in values {
-            let field = |f: &str| object.get(f).and_then(Value::as_str).unwrap_or("").to_string();
-            let meta = |f: &str| {
-                object.get("metadata").and_then(|m| m.get(f)).and_then(Value::as_str).unwrap_or("").to_string()
+            let field = |f: &str| {
+                object
+                    .get(f)
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string()
             };
-            let (api_version, kind, name, namespace) = (field("apiVersion"), field("kind"), meta("name"), meta("namespace"));
+            let meta = |f: &str| {
+                object
+                    .get("metadata")
+                    .and_then(|m| m.get(f))
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string()
+            };
+            let (api_version, kind, name, namespace) = (
+                field("apiVersion"),
+                field("kind"),
+                meta("name"),
+                meta("namespace"),
+            );
             if api_version.is_empty() || kind.is_empty() || name.is_empty() {
-                return Err(format!("{}: inventory objects need apiVersion, kind and metadata.name", path.display()));
+                return Err(format!(
+                    "{}: inventory objects need apiVersion, kind and metadata.name",
+                    path.display()
+                ));
             }
             let slot = if namespace.is_empty() {
                 &mut inventory["cluster"]
@@ -391,32 +504,59 @@ mod tests {
     use super::*;
 
     fn assertion(violations: Option<Value>, message: Option<&str>) -> AssertionSpec {
-        AssertionSpec { violations, message: message.map(Into::into) }
+        AssertionSpec {
+            violations,
+            message: message.map(Into::into),
+        }
     }
 
     #[test]
     fn assertions_count_matching_messages() {
-        let msgs = vec!["missing label owner".to_string(), "bad image nginx".to_string()];
+        let msgs = vec![
+            "missing label owner".to_string(),
+            "bad image nginx".to_string(),
+        ];
         let yes = Some(Value::String("yes".into()));
         let no = Some(Value::String("no".into()));
         assert_eq!(check_assertion(&assertion(None, None), &msgs), Ok(Ok(())));
-        assert_eq!(check_assertion(&assertion(yes.clone(), Some("owner")), &msgs), Ok(Ok(())));
-        assert_eq!(check_assertion(&assertion(Some(serde_json::json!(2)), None), &msgs), Ok(Ok(())));
-        assert_eq!(check_assertion(&assertion(Some(serde_json::json!(1)), Some("^bad")), &msgs), Ok(Ok(())));
+        assert_eq!(
+            check_assertion(&assertion(yes.clone(), Some("owner")), &msgs),
+            Ok(Ok(()))
+        );
+        assert_eq!(
+            check_assertion(&assertion(Some(serde_json::json!(2)), None), &msgs),
+            Ok(Ok(()))
+        );
+        assert_eq!(
+            check_assertion(&assertion(Some(serde_json::json!(1)), Some("^bad")), &msgs),
+            Ok(Ok(()))
+        );
         let failure = check_assertion(&assertion(no, None), &msgs).expect("valid");
-        assert!(failure.clone().expect_err("fails").starts_with("got 2 violations but want none"), "{failure:?}");
+        assert!(
+            failure
+                .clone()
+                .expect_err("fails")
+                .starts_with("got 2 violations but want none"),
+            "{failure:?}"
+        );
         let failure = check_assertion(&assertion(yes, Some("Owner")), &msgs).expect("valid");
         assert!(
-            failure.clone().expect_err("case-sensitive").starts_with("got 0 violations containing \"Owner\" but want at least 1"),
+            failure
+                .clone()
+                .expect_err("case-sensitive")
+                .starts_with("got 0 violations containing \"Owner\" but want at least 1"),
             "{failure:?}"
         );
         assert!(check_assertion(&assertion(Some(serde_json::json!(-1)), None), &msgs).is_err());
-        assert!(check_assertion(&assertion(Some(Value::String("maybe".into())), None), &msgs).is_err());
+        assert!(
+            check_assertion(&assertion(Some(Value::String("maybe".into())), None), &msgs).is_err()
+        );
     }
 
     #[test]
     fn admission_reviews_are_converted_strictly() {
-        let no_request = serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"});
+        let no_request =
+            serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"});
         assert!(request_for(&no_request, None).is_err());
         let no_object = serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"operation": "CREATE"}});
         assert!(request_for(&no_object, None).is_err());

@@ -122,7 +122,10 @@ fn stronger(a: Option<Action>, b: Action) -> Action {
 
 impl Constraint {
     /// Load a constraint document; its kind must be the kind of a loaded template.
-    pub fn load(doc: &Document, templates: &HashMap<String, Arc<Template>>) -> Result<Constraint, ConstraintError> {
+    pub fn load(
+        doc: &Document,
+        templates: &HashMap<String, Arc<Template>>,
+    ) -> Result<Constraint, ConstraintError> {
         let invalid = ConstraintError::Invalid;
         let Some(template) = templates.get(&doc.kind) else {
             let mut known: Vec<&str> = templates.keys().map(String::as_str).collect();
@@ -138,27 +141,44 @@ impl Constraint {
         };
         let parsed: ConstraintDoc = doc.parse().map_err(invalid)?;
         if parsed.metadata.name.is_empty() {
-            return Err(invalid(doc.error_at("metadata.name", "a constraint needs a name")));
+            return Err(invalid(
+                doc.error_at("metadata.name", "a constraint needs a name"),
+            ));
         }
         let matcher: Match = match &parsed.spec.match_ {
             None | Some(Value::Null) => Match::default(),
             Some(value) => parse_value(value).map_err(|(field, message)| {
-                let field = if field.is_empty() || field == "." { "spec.match".into() } else { format!("spec.match.{field}") };
+                let field = if field.is_empty() || field == "." {
+                    "spec.match".into()
+                } else {
+                    format!("spec.match.{field}")
+                };
                 invalid(doc.error_at(field, message))
             })?,
         };
-        matcher.validate().map_err(|(field, message)| invalid(doc.error_at(format!("spec.match.{field}"), message)))?;
+        matcher.validate().map_err(|(field, message)| {
+            invalid(doc.error_at(format!("spec.match.{field}"), message))
+        })?;
         let action = match parsed.spec.enforcement_action.as_deref().unwrap_or("") {
             "scoped" => {
                 let mut action: Option<Action> = None;
                 for (i, scoped) in parsed.spec.scoped_enforcement_actions.iter().enumerate() {
-                    let Some(this) = action_named(&scoped.action).filter(|_| !scoped.action.is_empty()) else {
+                    let Some(this) =
+                        action_named(&scoped.action).filter(|_| !scoped.action.is_empty())
+                    else {
                         return Err(invalid(doc.error_at(
                             format!("spec.scopedEnforcementActions[{i}].action"),
-                            format!("unknown action {:?}; use deny, warn or dryrun", scoped.action),
+                            format!(
+                                "unknown action {:?}; use deny, warn or dryrun",
+                                scoped.action
+                            ),
                         )));
                     };
-                    if scoped.enforcement_points.iter().any(|p| p.name == WEBHOOK_POINT || p.name == "*") {
+                    if scoped
+                        .enforcement_points
+                        .iter()
+                        .any(|p| p.name == WEBHOOK_POINT || p.name == "*")
+                    {
                         action = Some(stronger(action, this));
                     }
                 }
@@ -173,11 +193,16 @@ impl Constraint {
             other => Some(action_named(other).ok_or_else(|| {
                 invalid(doc.error_at(
                     "spec.enforcementAction",
-                    format!("unknown enforcement action {other:?}; use deny, warn, dryrun or scoped"),
+                    format!(
+                        "unknown enforcement action {other:?}; use deny, warn, dryrun or scoped"
+                    ),
                 ))
             })?),
         };
-        let parameters = parsed.spec.parameters.unwrap_or_else(|| Value::Object(Default::default()));
+        let parameters = parsed
+            .spec
+            .parameters
+            .unwrap_or_else(|| Value::Object(Default::default()));
         if let Some(schema) = &template.schema {
             let problems = schema.validate(&parameters);
             if !problems.is_empty() {
@@ -186,7 +211,10 @@ impl Constraint {
                     problems
                         .into_iter()
                         .map(|(field, message)| {
-                            doc.error_at(field, format!("constraint {} {name}: {message}", doc.kind))
+                            doc.error_at(
+                                field,
+                                format!("constraint {} {name}: {message}", doc.kind),
+                            )
                         })
                         .collect(),
                 ));
@@ -213,11 +241,22 @@ impl Constraint {
             Ok(true) => {}
             Ok(false) => return Ok(Vec::new()),
             Err(autoreject) => {
-                return Ok(vec![Finding { msg: autoreject, details: Value::Object(Default::default()), autoreject: true }]);
+                return Ok(vec![Finding {
+                    msg: autoreject,
+                    details: Value::Object(Default::default()),
+                    autoreject: true,
+                }]);
             }
         }
         let input = review::input(request, &self.parameters);
         let results = self.template.evaluate(input, data, timeout)?;
-        Ok(results.into_iter().map(|TemplateResult { msg, details }| Finding { msg, details, autoreject: false }).collect())
+        Ok(results
+            .into_iter()
+            .map(|TemplateResult { msg, details }| Finding {
+                msg,
+                details,
+                autoreject: false,
+            })
+            .collect())
     }
 }

@@ -106,7 +106,9 @@ pub fn lex(src: &str) -> Vec<Token> {
             }
             c if c.is_ascii_digit() => {
                 let start = i;
-                while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'.' || bytes[i] == b'_') {
+                while i < bytes.len()
+                    && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'.' || bytes[i] == b'_')
+                {
                     // `1.5`, `1e3`; a ref never starts with a digit, so a dot after digits belongs to the number.
                     i += 1;
                 }
@@ -115,7 +117,11 @@ pub fn lex(src: &str) -> Vec<Token> {
             _ => {
                 let start = i;
                 let two = src.get(i..i + 2).unwrap_or("");
-                i += if matches!(two, ":=" | "==" | "!=" | "<=" | ">=") { 2 } else { char_len(src, i) };
+                i += if matches!(two, ":=" | "==" | "!=" | "<=" | ">=") {
+                    2
+                } else {
+                    char_len(src, i)
+                };
                 push(&mut out, Kind::Op, start, i);
             }
         }
@@ -124,7 +130,10 @@ pub fn lex(src: &str) -> Vec<Token> {
 }
 
 fn char_len(src: &str, at: usize) -> usize {
-    src.get(at..).and_then(|s| s.chars().next()).map(char::len_utf8).unwrap_or(1)
+    src.get(at..)
+        .and_then(|s| s.chars().next())
+        .map(char::len_utf8)
+        .unwrap_or(1)
 }
 
 /// For every opening bracket token, the index of its closing token (`None` when unbalanced), and the bracket depth
@@ -177,7 +186,10 @@ mod tests {
         let src = "x := \"data.foo # {\" # data.bar {\ny := `raw\n(`";
         let tokens = lex(src);
         let texts: Vec<&str> = tokens.iter().map(|t| t.text(src)).collect();
-        assert_eq!(texts, ["x", ":=", "\"data.foo # {\"", "\n", "y", ":=", "`raw\n(`"]);
+        assert_eq!(
+            texts,
+            ["x", ":=", "\"data.foo # {\"", "\n", "y", ":=", "`raw\n(`"]
+        );
     }
 
     #[test]

@@ -84,16 +84,24 @@ impl LabelSelector {
             let field = format!("matchExpressions[{i}]");
             match req.operator.as_str() {
                 "In" | "NotIn" if req.values.is_empty() => {
-                    return Err((format!("{field}.values"), format!("operator {} needs values", req.operator)))
+                    return Err((
+                        format!("{field}.values"),
+                        format!("operator {} needs values", req.operator),
+                    ))
                 }
                 "Exists" | "DoesNotExist" if !req.values.is_empty() => {
-                    return Err((format!("{field}.values"), format!("operator {} takes no values", req.operator)))
+                    return Err((
+                        format!("{field}.values"),
+                        format!("operator {} takes no values", req.operator),
+                    ))
                 }
                 "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
                 other => {
                     return Err((
                         format!("{field}.operator"),
-                        format!("unknown operator {other:?}; use In, NotIn, Exists or DoesNotExist"),
+                        format!(
+                            "unknown operator {other:?}; use In, NotIn, Exists or DoesNotExist"
+                        ),
                     ))
                 }
             }
@@ -104,7 +112,9 @@ impl LabelSelector {
     /// Whether `labels` satisfy the selector.
     pub fn matches(&self, labels: Option<&serde_json::Map<String, Value>>) -> bool {
         let get = |key: &str| labels.and_then(|l| l.get(key)).and_then(Value::as_str);
-        self.match_labels.iter().all(|(k, v)| get(k) == Some(v.as_str()))
+        self.match_labels
+            .iter()
+            .all(|(k, v)| get(k) == Some(v.as_str()))
             && self.match_expressions.iter().all(|req| {
                 let value = get(&req.key);
                 match req.operator.as_str() {
@@ -152,25 +162,37 @@ pub struct Target<'a> {
 }
 
 fn meta<'a>(object: &'a Value, field: &str) -> Option<&'a str> {
-    object.get("metadata").and_then(|m| m.get(field)).and_then(Value::as_str).filter(|s| !s.is_empty())
+    object
+        .get("metadata")
+        .and_then(|m| m.get(field))
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
 }
 
 fn labels(object: &Value) -> Option<&serde_json::Map<String, Value>> {
-    object.get("metadata").and_then(|m| m.get("labels")).and_then(Value::as_object)
+    object
+        .get("metadata")
+        .and_then(|m| m.get("labels"))
+        .and_then(Value::as_object)
 }
 
 impl Match {
     /// Check wildcards and selectors when loading; the error is `(field under spec.match, message)`.
     pub fn validate(&self) -> Result<(), (String, String)> {
         if let Some(sel) = &self.label_selector {
-            sel.validate().map_err(|(f, m)| (format!("labelSelector.{f}"), m))?;
+            sel.validate()
+                .map_err(|(f, m)| (format!("labelSelector.{f}"), m))?;
         }
         if let Some(sel) = &self.namespace_selector {
-            sel.validate().map_err(|(f, m)| (format!("namespaceSelector.{f}"), m))?;
+            sel.validate()
+                .map_err(|(f, m)| (format!("namespaceSelector.{f}"), m))?;
         }
         if let Some(source) = &self.source {
             if !matches!(source.as_str(), "All" | "Original" | "Generated" | "") {
-                return Err(("source".into(), format!("unknown source {source:?}; use All, Original or Generated")));
+                return Err((
+                    "source".into(),
+                    format!("unknown source {source:?}; use All, Original or Generated"),
+                ));
             }
         }
         Ok(())
@@ -185,10 +207,16 @@ impl Match {
         }
         for entry in &self.kinds {
             let any = |list: &[String]| list.is_empty() || list.iter().any(|x| x == "*");
-            let groups: Vec<Option<&str>> =
-                if any(&entry.api_groups) { vec![None] } else { entry.api_groups.iter().map(|g| Some(g.as_str())).collect() };
-            let kinds: Vec<Option<&str>> =
-                if any(&entry.kinds) { vec![None] } else { entry.kinds.iter().map(|k| Some(k.as_str())).collect() };
+            let groups: Vec<Option<&str>> = if any(&entry.api_groups) {
+                vec![None]
+            } else {
+                entry.api_groups.iter().map(|g| Some(g.as_str())).collect()
+            };
+            let kinds: Vec<Option<&str>> = if any(&entry.kinds) {
+                vec![None]
+            } else {
+                entry.kinds.iter().map(|k| Some(k.as_str())).collect()
+            };
             for group in &groups {
                 for kind in &kinds {
                     scope.add(*group, *kind, operations);
@@ -206,9 +234,16 @@ impl Match {
         if self.source.as_deref() == Some("Generated") {
             return Ok(false);
         }
-        let objects: Vec<&Value> = [target.object, target.old_object].into_iter().flatten().collect();
+        let objects: Vec<&Value> = [target.object, target.old_object]
+            .into_iter()
+            .flatten()
+            .collect();
         let empty = Value::Object(Default::default());
-        let objects = if objects.is_empty() { vec![&empty] } else { objects };
+        let objects = if objects.is_empty() {
+            vec![&empty]
+        } else {
+            objects
+        };
         let mut error = None;
         for object in objects {
             match self.object_matches(target, object) {
@@ -226,8 +261,10 @@ impl Match {
     fn kind_matches(&self, group: &str, kind: &str) -> bool {
         self.kinds.is_empty()
             || self.kinds.iter().any(|entry| {
-                let groups = entry.api_groups.is_empty() || entry.api_groups.iter().any(|g| g == "*" || g == group);
-                let kinds = entry.kinds.is_empty() || entry.kinds.iter().any(|k| k == "*" || k == kind);
+                let groups = entry.api_groups.is_empty()
+                    || entry.api_groups.iter().any(|g| g == "*" || g == group);
+                let kinds =
+                    entry.kinds.is_empty() || entry.kinds.iter().any(|k| k == "*" || k == kind);
                 groups && kinds
             })
     }
@@ -235,14 +272,20 @@ impl Match {
     fn object_matches(&self, target: &Target<'_>, object: &Value) -> Result<bool, String> {
         let is_namespace = target.group.is_empty() && target.kind == "Namespace";
         let namespace_name = target.namespace_object.and_then(|ns| meta(ns, "name"));
-        let own_namespace = meta(object, "namespace").or(target.request_namespace).or(namespace_name);
+        let own_namespace = meta(object, "namespace")
+            .or(target.request_namespace)
+            .or(namespace_name);
         match self.scope.as_deref() {
             Some("Cluster") if !(is_namespace || own_namespace.is_none()) => return Ok(false),
             Some("Namespaced") if is_namespace || own_namespace.is_none() => return Ok(false),
             _ => {}
         }
         // The namespace the namespace matchers compare.
-        let compared = if is_namespace { meta(object, "name") } else { namespace_name.or(own_namespace) };
+        let compared = if is_namespace {
+            meta(object, "name")
+        } else {
+            namespace_name.or(own_namespace)
+        };
         if let Some(ns) = compared {
             if !self.namespaces.is_empty() && !self.namespaces.iter().any(|p| wildcard(p, ns)) {
                 return Ok(false);
@@ -279,7 +322,8 @@ impl Match {
         }
         if let Some(pattern) = self.name.as_deref().filter(|p| !p.is_empty()) {
             let by_name = meta(object, "name").is_some_and(|n| wildcard(pattern, n));
-            let by_generate_name = meta(object, "generateName").is_some_and(|g| wildcard_generate_name(pattern, g));
+            let by_generate_name =
+                meta(object, "generateName").is_some_and(|g| wildcard_generate_name(pattern, g));
             if !(by_name || by_generate_name) {
                 return Ok(false);
             }
@@ -333,28 +377,113 @@ mod tests {
         let p = pod("prod", "web-1", json!({"app": "web"}));
         let ns_prod = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "prod", "labels": {"env": "prod"}}});
         let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}});
-        let cases: Vec<(Value, &str, &Value, Option<&Value>, Result<bool, ()>)> = vec![
+        type Case<'a> = (Value, &'a str, &'a Value, Option<&'a Value>, Result<bool, ()>);
+        let cases: Vec<Case<'_>> = vec![
             (json!({}), "Pod", &p, None, Ok(true)),
-            (json!({"kinds": [{"apiGroups": [""], "kinds": ["Pod"]}]}), "Pod", &p, None, Ok(true)),
-            (json!({"kinds": [{"apiGroups": ["apps"], "kinds": ["Pod"]}]}), "Pod", &p, None, Ok(false)),
-            (json!({"kinds": [{"apiGroups": ["*"], "kinds": []}]}), "Pod", &p, None, Ok(true)),
+            (
+                json!({"kinds": [{"apiGroups": [""], "kinds": ["Pod"]}]}),
+                "Pod",
+                &p,
+                None,
+                Ok(true),
+            ),
+            (
+                json!({"kinds": [{"apiGroups": ["apps"], "kinds": ["Pod"]}]}),
+                "Pod",
+                &p,
+                None,
+                Ok(false),
+            ),
+            (
+                json!({"kinds": [{"apiGroups": ["*"], "kinds": []}]}),
+                "Pod",
+                &p,
+                None,
+                Ok(true),
+            ),
             (json!({"scope": "Cluster"}), "Pod", &p, None, Ok(false)),
             (json!({"scope": "Namespaced"}), "Pod", &p, None, Ok(true)),
-            (json!({"scope": "Namespaced"}), "Node", &node, None, Ok(false)),
+            (
+                json!({"scope": "Namespaced"}),
+                "Node",
+                &node,
+                None,
+                Ok(false),
+            ),
             (json!({"scope": "Cluster"}), "Node", &node, None, Ok(true)),
             (json!({"scope": "typo"}), "Node", &node, None, Ok(true)),
             (json!({"namespaces": ["pro*"]}), "Pod", &p, None, Ok(true)),
             (json!({"namespaces": ["dev"]}), "Pod", &p, None, Ok(false)),
-            (json!({"namespaces": ["dev"]}), "Node", &node, None, Ok(true)),
-            (json!({"excludedNamespaces": ["*od"]}), "Pod", &p, None, Ok(false)),
-            (json!({"labelSelector": {"matchLabels": {"app": "web"}}}), "Pod", &p, None, Ok(true)),
-            (json!({"labelSelector": {"matchExpressions": [{"key": "app", "operator": "NotIn", "values": ["web"]}]}}), "Pod", &p, None, Ok(false)),
-            (json!({"labelSelector": {"matchExpressions": [{"key": "tier", "operator": "DoesNotExist"}]}}), "Pod", &p, None, Ok(true)),
-            (json!({"namespaceSelector": {"matchLabels": {"env": "prod"}}}), "Pod", &p, Some(&ns_prod), Ok(true)),
-            (json!({"namespaceSelector": {"matchLabels": {"env": "dev"}}}), "Pod", &p, Some(&ns_prod), Ok(false)),
-            (json!({"namespaceSelector": {"matchLabels": {"env": "prod"}}}), "Pod", &p, None, Err(())),
-            (json!({"namespaceSelector": {"matchLabels": {"env": "prod"}}}), "Node", &node, None, Ok(true)),
-            (json!({"namespaceSelector": {"matchLabels": {"env": "prod"}}}), "Namespace", &ns_prod, None, Ok(true)),
+            (
+                json!({"namespaces": ["dev"]}),
+                "Node",
+                &node,
+                None,
+                Ok(true),
+            ),
+            (
+                json!({"excludedNamespaces": ["*od"]}),
+                "Pod",
+                &p,
+                None,
+                Ok(false),
+            ),
+            (
+                json!({"labelSelector": {"matchLabels": {"app": "web"}}}),
+                "Pod",
+                &p,
+                None,
+                Ok(true),
+            ),
+            (
+                json!({"labelSelector": {"matchExpressions": [{"key": "app", "operator": "NotIn", "values": ["web"]}]}}),
+                "Pod",
+                &p,
+                None,
+                Ok(false),
+            ),
+            (
+                json!({"labelSelector": {"matchExpressions": [{"key": "tier", "operator": "DoesNotExist"}]}}),
+                "Pod",
+                &p,
+                None,
+                Ok(true),
+            ),
+            (
+                json!({"namespaceSelector": {"matchLabels": {"env": "prod"}}}),
+                "Pod",
+                &p,
+                Some(&ns_prod),
+                Ok(true),
+            ),
+            (
+                json!({"namespaceSelector": {"matchLabels": {"env": "dev"}}}),
+                "Pod",
+                &p,
+                Some(&ns_prod),
+                Ok(false),
+            ),
+            (
+                json!({"namespaceSelector": {"matchLabels": {"env": "prod"}}}),
+                "Pod",
+                &p,
+                None,
+                Err(()),
+            ),
+            (
+                json!({"namespaceSelector": {"matchLabels": {"env": "prod"}}}),
+                "Node",
+                &node,
+                None,
+                Ok(true),
+            ),
+            (
+                json!({"namespaceSelector": {"matchLabels": {"env": "prod"}}}),
+                "Namespace",
+                &ns_prod,
+                None,
+                Ok(true),
+            ),
             (json!({"name": "web-*"}), "Pod", &p, None, Ok(true)),
             (json!({"name": "*-2"}), "Pod", &p, None, Ok(false)),
         ];
@@ -368,9 +497,18 @@ mod tests {
     #[test]
     fn generate_name_matches_only_prefix_and_contains_forms() {
         let object = json!({"metadata": {"generateName": "web-", "namespace": "a"}});
-        for (pattern, expected) in [("web-*", true), ("*eb*", true), ("web-", false), ("*-", false)] {
+        for (pattern, expected) in [
+            ("web-*", true),
+            ("*eb*", true),
+            ("web-", false),
+            ("*-", false),
+        ] {
             let m = parse(json!({"name": pattern}));
-            assert_eq!(m.matches(&target("Pod", &object, None)), Ok(expected), "{pattern}");
+            assert_eq!(
+                m.matches(&target("Pod", &object, None)),
+                Ok(expected),
+                "{pattern}"
+            );
         }
     }
 
@@ -387,7 +525,9 @@ mod tests {
 
     #[test]
     fn scope_comes_from_kinds() {
-        let m = parse(json!({"kinds": [{"apiGroups": ["", "apps"], "kinds": ["Pod", "Deployment"]}, {"apiGroups": ["*"], "kinds": ["Ingress"]}]}));
+        let m = parse(
+            json!({"kinds": [{"apiGroups": ["", "apps"], "kinds": ["Pod", "Deployment"]}, {"apiGroups": ["*"], "kinds": ["Ingress"]}]}),
+        );
         let scope = m.scope(OpSet::ALL);
         assert_eq!(scope.entries.len(), 5);
         assert_eq!(scope.entries[4].group, None);
@@ -396,7 +536,12 @@ mod tests {
 
     #[test]
     fn selectors_are_validated() {
-        let m = parse(json!({"labelSelector": {"matchExpressions": [{"key": "a", "operator": "Equals"}]}}));
-        assert_eq!(m.validate().map_err(|e| e.0), Err("labelSelector.matchExpressions[0].operator".to_string()));
+        let m = parse(
+            json!({"labelSelector": {"matchExpressions": [{"key": "a", "operator": "Equals"}]}}),
+        );
+        assert_eq!(
+            m.validate().map_err(|e| e.0),
+            Err("labelSelector.matchExpressions[0].operator".to_string())
+        );
     }
 }

@@ -64,20 +64,30 @@ impl Engine for GatekeeperEngine {
     }
 
     fn kinds(&self) -> Vec<&'static str> {
-        vec!["templates.gatekeeper.sh ConstraintTemplate", "constraints.gatekeeper.sh <template kind>"]
+        vec![
+            "templates.gatekeeper.sh ConstraintTemplate",
+            "constraints.gatekeeper.sh <template kind>",
+        ]
     }
 
     fn build(&self, input: EngineInput, options: &LoadOptions) -> Built {
         let mut built = Built::default();
         let mut templates: HashMap<String, Arc<Template>> = HashMap::new();
-        for doc in input.documents.iter().filter(|d| is_template(&d.api_version, &d.kind)) {
+        for doc in input
+            .documents
+            .iter()
+            .filter(|d| is_template(&d.api_version, &d.kind))
+        {
             match Template::load(doc, options.eval_timeout) {
                 Ok((template, warnings)) => {
                     built.warnings.extend(warnings);
                     if let Some(previous) = templates.get(&template.kind) {
                         built.errors.push(doc.error_at(
                             "spec.crd.spec.names.kind",
-                            format!("kind {} is already defined by the template in {}", template.kind, previous.source),
+                            format!(
+                                "kind {} is already defined by the template in {}",
+                                template.kind, previous.source
+                            ),
                         ));
                         continue;
                     }
@@ -87,19 +97,29 @@ impl Engine for GatekeeperEngine {
             }
         }
         let mut names: HashMap<(String, String), crate::policy::SourceRef> = HashMap::new();
-        for doc in input.documents.iter().filter(|d| !is_template(&d.api_version, &d.kind)) {
+        for doc in input
+            .documents
+            .iter()
+            .filter(|d| !is_template(&d.api_version, &d.kind))
+        {
             match Constraint::load(doc, &templates) {
                 Ok(constraint) => {
                     let key = (doc.kind.clone(), constraint.name.clone());
                     if let Some(previous) = names.get(&key) {
                         built.errors.push(doc.error_at(
                             "metadata.name",
-                            format!("constraint {} {} is already defined in {}", doc.kind, constraint.name, previous),
+                            format!(
+                                "constraint {} {} is already defined in {}",
+                                doc.kind, constraint.name, previous
+                            ),
                         ));
                         continue;
                     }
                     names.insert(key, doc.source.clone());
-                    built.policies.push(Arc::new(ConstraintPolicy::new(constraint, doc.source.clone())));
+                    built.policies.push(Arc::new(ConstraintPolicy::new(
+                        constraint,
+                        doc.source.clone(),
+                    )));
                 }
                 Err(err) => built.errors.extend(err.errors()),
             }
@@ -131,7 +151,11 @@ impl ConstraintPolicy {
             source,
             failure_policy: None,
         };
-        ConstraintPolicy { info, constraint, scope }
+        ConstraintPolicy {
+            info,
+            constraint,
+            scope,
+        }
     }
 
     /// The constraint.
@@ -157,20 +181,40 @@ impl Policy for ConstraintPolicy {
     }
 
     fn validate(&self, review: &Review, ctx: &EvalContext) -> Result<Vec<Violation>, EvalError> {
-        let Some(action) = self.constraint.action else { return Ok(Vec::new()) };
-        if !self.constraint.template.operations.contains(&review.operation) {
+        let Some(action) = self.constraint.action else {
+            return Ok(Vec::new());
+        };
+        if !self
+            .constraint
+            .template
+            .operations
+            .contains(&review.operation)
+        {
             return Ok(Vec::new());
         }
         let cached = review.cached(|r| {
-            let namespace = r.namespace.as_deref().filter(|_| !(r.kind.group.is_empty() && r.kind.kind == "Namespace"));
+            let namespace = r
+                .namespace
+                .as_deref()
+                .filter(|_| !(r.kind.group.is_empty() && r.kind.kind == "Namespace"));
             let namespace_object = namespace.and_then(|ns| ctx.cluster.namespace(ns));
             CachedRequest(Request::new(r.request().clone(), namespace_object))
         });
-        let request = cached.0.as_ref().map_err(|e| EvalError::Engine(e.clone()))?;
+        let request = cached
+            .0
+            .as_ref()
+            .map_err(|e| EvalError::Engine(e.clone()))?;
         let findings = self.constraint.review(request, None, ctx.timeout)?;
         Ok(findings
             .into_iter()
-            .map(|f| Violation { message: f.msg, action: if f.autoreject { crate::policy::Action::Deny } else { action } })
+            .map(|f| Violation {
+                message: f.msg,
+                action: if f.autoreject {
+                    crate::policy::Action::Deny
+                } else {
+                    action
+                },
+            })
             .collect())
     }
 }

@@ -44,15 +44,25 @@ impl Request {
                 None => return Err("a DELETE request without oldObject cannot be reviewed".into()),
             }
         }
-        let is_namespace = map
-            .get("kind")
-            .is_some_and(|k| k.get("kind").and_then(Value::as_str) == Some("Namespace") && k.get("group").and_then(Value::as_str).unwrap_or("").is_empty());
+        let is_namespace = map.get("kind").is_some_and(|k| {
+            k.get("kind").and_then(Value::as_str) == Some("Namespace")
+                && k.get("group")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .is_empty()
+        });
         if is_namespace && map.contains_key("namespace") {
             map.insert("namespace".into(), Value::String(String::new()));
         }
-        map.insert("namespaceObject".into(), namespace_object.unwrap_or(Value::Null));
+        map.insert(
+            "namespaceObject".into(),
+            namespace_object.unwrap_or(Value::Null),
+        );
         let rego = support::to_rego(&request);
-        Ok(Request { review: request, rego })
+        Ok(Request {
+            review: request,
+            rego,
+        })
     }
 
     /// The review gator builds for a plain object.
@@ -60,14 +70,22 @@ impl Request {
         if !object.is_object() {
             return Err("the object under review is not a mapping".into());
         }
-        let api_version = object.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+        let api_version = object
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
         let (group, version) = match api_version.split_once('/') {
             Some((g, v)) => (g, v),
             None => ("", api_version),
         };
         let meta = |field: &str| {
-            object.get("metadata").and_then(|m| m.get(field)).and_then(Value::as_str).unwrap_or("").to_string()
+            object
+                .get("metadata")
+                .and_then(|m| m.get(field))
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
         };
         let mut request = json!({
             "uid": "",
@@ -106,7 +124,10 @@ impl Request {
 
     /// `request.operation`.
     pub fn operation(&self) -> &str {
-        self.review.get("operation").and_then(Value::as_str).unwrap_or("")
+        self.review
+            .get("operation")
+            .and_then(Value::as_str)
+            .unwrap_or("")
     }
 }
 
@@ -142,10 +163,16 @@ mod tests {
         assert_eq!(request.review["uid"], "");
         assert_eq!(request.review["operation"], "");
         assert_eq!(request.review["userInfo"], json!({}));
-        assert_eq!(request.review["kind"], json!({"group": "apps", "version": "v1", "kind": "Deployment"}));
+        assert_eq!(
+            request.review["kind"],
+            json!({"group": "apps", "version": "v1", "kind": "Deployment"})
+        );
         assert_eq!(request.review["namespace"], "ns");
         let target = request.target();
-        assert_eq!((target.group, target.kind, target.request_namespace), ("apps", "Deployment", Some("ns")));
+        assert_eq!(
+            (target.group, target.kind, target.request_namespace),
+            ("apps", "Deployment", Some("ns"))
+        );
     }
 
     #[test]

@@ -17,7 +17,8 @@ impl ParamSchema {
     /// Compile an `openAPIV3Schema`; the error is the schema problem.
     pub fn compile(schema: &Value) -> Result<ParamSchema, String> {
         let translated = translate(schema);
-        let validator = jsonschema::draft4::new(&translated).map_err(|e| format!("invalid openAPIV3Schema: {e}"))?;
+        let validator = jsonschema::draft4::new(&translated)
+            .map_err(|e| format!("invalid openAPIV3Schema: {e}"))?;
         Ok(ParamSchema { validator })
     }
 
@@ -54,22 +55,32 @@ fn translate(schema: &Value) -> Value {
                 let value = match key.as_str() {
                     // Maps of schemas.
                     "properties" | "patternProperties" | "definitions" => match value {
-                        Value::Object(props) => {
-                            Value::Object(props.iter().map(|(k, v)| (k.clone(), translate(v))).collect())
-                        }
+                        Value::Object(props) => Value::Object(
+                            props
+                                .iter()
+                                .map(|(k, v)| (k.clone(), translate(v)))
+                                .collect(),
+                        ),
                         other => other.clone(),
                     },
                     // Schemas or lists of schemas.
-                    "items" | "additionalProperties" | "not" | "allOf" | "anyOf" | "oneOf" | "additionalItems" => {
-                        translate(value)
-                    }
+                    "items"
+                    | "additionalProperties"
+                    | "not"
+                    | "allOf"
+                    | "anyOf"
+                    | "oneOf"
+                    | "additionalItems" => translate(value),
                     _ => value.clone(),
                 };
                 out.insert(key.clone(), value);
             }
             if map.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true)) {
                 out.remove("type");
-                out.insert("anyOf".into(), serde_json::json!([{"type": "integer"}, {"type": "string"}]));
+                out.insert(
+                    "anyOf".into(),
+                    serde_json::json!([{"type": "integer"}, {"type": "string"}]),
+                );
             }
             if map.get("nullable") == Some(&Value::Bool(true)) {
                 match out.get("type").cloned() {
@@ -105,7 +116,9 @@ mod tests {
             "properties": {"labels": {"type": "array", "items": {"type": "object", "properties": {"key": {"type": "string"}}}}}
         }))
         .expect("compiles");
-        assert!(schema.validate(&json!({"labels": [{"key": "owner"}]})).is_empty());
+        assert!(schema
+            .validate(&json!({"labels": [{"key": "owner"}]}))
+            .is_empty());
         let errors = schema.validate(&json!({"labels": [{"key": "a"}, {"key": 5}]}));
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert_eq!(errors[0].0, "spec.parameters.labels[1].key");
@@ -125,7 +138,9 @@ mod tests {
             }
         }))
         .expect("compiles");
-        assert!(schema.validate(&json!({"n": 3, "s": null, "min": 1})).is_empty());
+        assert!(schema
+            .validate(&json!({"n": 3, "s": null, "min": 1}))
+            .is_empty());
         assert!(schema.validate(&json!({"n": "50%"})).is_empty());
         assert_eq!(schema.validate(&json!({"n": true})).len(), 1);
         assert_eq!(schema.validate(&json!({"min": 0})).len(), 1);

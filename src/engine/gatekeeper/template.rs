@@ -120,11 +120,16 @@ pub struct TemplateResult {
 
 impl Template {
     /// Parse and compile a template document. Warnings (rewrites, unchecked constructs) are returned beside it.
-    pub fn load(doc: &Document, timeout: Duration) -> Result<(Template, Vec<LoadError>), Vec<LoadError>> {
+    pub fn load(
+        doc: &Document,
+        timeout: Duration,
+    ) -> Result<(Template, Vec<LoadError>), Vec<LoadError>> {
         let parsed: TemplateDoc = doc.parse().map_err(|e| vec![e])?;
         let kind = parsed.spec.crd.spec.names.kind.clone();
         if kind.is_empty() {
-            return Err(vec![doc.error_at("spec.crd.spec.names.kind", "must not be empty")]);
+            return Err(vec![
+                doc.error_at("spec.crd.spec.names.kind", "must not be empty")
+            ]);
         }
         if parsed.metadata.name != kind.to_lowercase() {
             return Err(vec![doc.error_at(
@@ -136,23 +141,36 @@ impl Template {
                 ),
             )]);
         }
-        let schema = match parsed.spec.crd.spec.validation.as_ref().and_then(|v| v.open_api_v3_schema.as_ref()) {
-            Some(schema) => Some(
-                ParamSchema::compile(schema)
-                    .map_err(|e| vec![doc.error_at("spec.crd.spec.validation.openAPIV3Schema", e)])?,
-            ),
-            None => None,
-        };
+        let schema =
+            match parsed
+                .spec
+                .crd
+                .spec
+                .validation
+                .as_ref()
+                .and_then(|v| v.open_api_v3_schema.as_ref())
+            {
+                Some(schema) => Some(ParamSchema::compile(schema).map_err(|e| {
+                    vec![doc.error_at("spec.crd.spec.validation.openAPIV3Schema", e)]
+                })?),
+                None => None,
+            };
         let [target] = parsed.spec.targets.as_slice() else {
             return Err(vec![doc.error_at(
                 "spec.targets",
-                format!("must have exactly one target, found {}", parsed.spec.targets.len()),
+                format!(
+                    "must have exactly one target, found {}",
+                    parsed.spec.targets.len()
+                ),
             )]);
         };
         if target.target != TARGET {
             return Err(vec![doc.error_at(
                 "spec.targets[0].target",
-                format!("unknown target {:?}; policyctl serves {TARGET:?}", target.target),
+                format!(
+                    "unknown target {:?}; policyctl serves {TARGET:?}",
+                    target.target
+                ),
             )]);
         }
         let mut operations = OpSet::NONE;
@@ -162,7 +180,9 @@ impl Template {
                 None => {
                     return Err(vec![doc.error_at(
                         format!("spec.targets[0].operations[{i}]"),
-                        format!("unknown operation {op:?}; use *, CREATE, UPDATE, DELETE or CONNECT"),
+                        format!(
+                            "unknown operation {op:?}; use *, CREATE, UPDATE, DELETE or CONNECT"
+                        ),
                     )])
                 }
             }
@@ -172,20 +192,37 @@ impl Template {
         }
         // Legacy `rego` beats `code[]`; within `code[]` only the Rego engine is used (CEL is not run).
         let (field, rego, libs, v0) = match &target.rego {
-            Some(rego) if !rego.trim().is_empty() => ("spec.targets[0].rego".to_string(), rego.clone(), target.libs.clone(), true),
+            Some(rego) if !rego.trim().is_empty() => (
+                "spec.targets[0].rego".to_string(),
+                rego.clone(),
+                target.libs.clone(),
+                true,
+            ),
             _ => {
-                let Some((i, code)) = target.code.iter().enumerate().find(|(_, c)| c.engine == "Rego") else {
+                let Some((i, code)) = target
+                    .code
+                    .iter()
+                    .enumerate()
+                    .find(|(_, c)| c.engine == "Rego")
+                else {
                     return Err(vec![doc.error_at(
                         "spec.targets[0]",
                         "no Rego source: policyctl runs `rego` or `code[]` with `engine: Rego` (CEL-only templates are \
                          not supported)",
                     )]);
                 };
-                let source: RegoSource = crate::policy::source::parse_value(&code.source).map_err(|(f, m)| {
-                    vec![doc.error_at(format!("spec.targets[0].code[{i}].source{}", dotted(&f)), m)]
-                })?;
+                let source: RegoSource =
+                    crate::policy::source::parse_value(&code.source).map_err(|(f, m)| {
+                        vec![doc
+                            .error_at(format!("spec.targets[0].code[{i}].source{}", dotted(&f)), m)]
+                    })?;
                 let v0 = source.version.as_deref() != Some("v1");
-                (format!("spec.targets[0].code[{i}].source.rego"), source.rego, source.libs, v0)
+                (
+                    format!("spec.targets[0].code[{i}].source.rego"),
+                    source.rego,
+                    source.libs,
+                    v0,
+                )
             }
         };
         let mut warnings = Vec::new();
@@ -216,7 +253,12 @@ impl Template {
                 Ok(pkg) if index == 0 => {
                     match engine.has_declared_rule_rooted_at(&path, "violation") {
                         Ok(true) => {}
-                        _ => errors.push(doc.error_at(&field, "invalid module: missing required rule `violation`")),
+                        _ => {
+                            errors.push(doc.error_at(
+                                &field,
+                                "invalid module: missing required rule `violation`",
+                            ))
+                        }
                     }
                     package = pkg;
                 }
@@ -231,7 +273,9 @@ impl Template {
                         ));
                     }
                 }
-                Err(err) => errors.push(doc.error_at(&field, format!("Rego does not compile: {err}"))),
+                Err(err) => {
+                    errors.push(doc.error_at(&field, format!("Rego does not compile: {err}")))
+                }
             }
         }
         if !errors.is_empty() {
@@ -239,7 +283,9 @@ impl Template {
         }
         let rule = format!("{package}.violation");
         if let Err(err) = engine.compile_with_entrypoint(&rule.as_str().into()) {
-            return Err(vec![doc.error_at(&field, format!("Rego does not compile: {err}"))]);
+            return Err(vec![
+                doc.error_at(&field, format!("Rego does not compile: {err}"))
+            ]);
         }
         let template = Template {
             name: parsed.metadata.name,
@@ -267,10 +313,14 @@ impl Template {
             check_interval: std::num::NonZeroU32::new(32).unwrap_or(std::num::NonZeroU32::MIN),
         });
         if let Some(data) = data {
-            engine.add_data(data.clone()).map_err(|e| EvalError::Engine(format!("cannot load data: {e}")))?;
+            engine
+                .add_data(data.clone())
+                .map_err(|e| EvalError::Engine(format!("cannot load data: {e}")))?;
         }
         engine.set_input(input);
-        let value = engine.eval_rule(self.rule.clone()).map_err(|e| support::eval_error(e, timeout))?;
+        let value = engine
+            .eval_rule(self.rule.clone())
+            .map_err(|e| support::eval_error(e, timeout))?;
         Ok(results(&value))
     }
 }
@@ -284,7 +334,9 @@ pub fn results(value: &regorus::Value) -> Vec<TemplateResult> {
     };
     let mut out: Vec<TemplateResult> = Vec::new();
     for element in elements {
-        let Ok(object) = element.as_object() else { continue };
+        let Ok(object) = element.as_object() else {
+            continue;
+        };
         let msg = match object.get(&regorus::Value::from("msg")) {
             None | Some(regorus::Value::Undefined) => continue,
             Some(regorus::Value::String(s)) => s.to_string(),

@@ -5,10 +5,15 @@ use serde_json::json;
 use crate::admission::{Operation, Review};
 use crate::engine::LoadOptions;
 use crate::policy::loader::compile;
-use crate::policy::{Action, ClusterContext, EvalContext, EvalError, Policy, SourceFile, Violation};
+use crate::policy::{
+    Action, ClusterContext, EvalContext, EvalError, Policy, SourceFile, Violation,
+};
 
 fn src(origin: &str, content: &str) -> SourceFile {
-    SourceFile { origin: origin.into(), content: content.into() }
+    SourceFile {
+        origin: origin.into(),
+        content: content.into(),
+    }
 }
 
 const TEMPLATE: &str = r#"
@@ -62,12 +67,21 @@ fn constraint(name: &str, action: &str, extra: &str) -> String {
 
 fn load(content: &str) -> Vec<std::sync::Arc<dyn Policy>> {
     let compiled = compile(&[src("p.yaml", content)], &LoadOptions::default());
-    assert!(compiled.built.errors.is_empty(), "{:?}", compiled.built.errors);
+    assert!(
+        compiled.built.errors.is_empty(),
+        "{:?}",
+        compiled.built.errors
+    );
     compiled.built.policies
 }
 
 fn errors(content: &str) -> Vec<String> {
-    compile(&[src("p.yaml", content)], &LoadOptions::default()).built.errors.iter().map(ToString::to_string).collect()
+    compile(&[src("p.yaml", content)], &LoadOptions::default())
+        .built
+        .errors
+        .iter()
+        .map(ToString::to_string)
+        .collect()
 }
 
 fn pod(labels: serde_json::Value, op: Operation) -> Review {
@@ -89,10 +103,21 @@ fn enforcement_actions_map_to_violation_actions() {
     ));
     assert_eq!(policies.len(), 4);
     let review = pod(json!({}), Operation::Create);
-    let actions: Vec<Vec<Violation>> =
-        policies.iter().map(|p| p.validate(&review, &EvalContext::default()).expect("evaluates")).collect();
+    let actions: Vec<Vec<Violation>> = policies
+        .iter()
+        .map(|p| {
+            p.validate(&review, &EvalContext::default())
+                .expect("evaluates")
+        })
+        .collect();
     let msg = "missing labels: {\"owner\"}".to_string();
-    assert_eq!(actions[0], vec![Violation { message: msg.clone(), action: Action::Deny }]);
+    assert_eq!(
+        actions[0],
+        vec![Violation {
+            message: msg.clone(),
+            action: Action::Deny
+        }]
+    );
     assert_eq!(actions[1][0].action, Action::Deny);
     assert_eq!(actions[2][0].action, Action::Warn);
     assert_eq!(actions[3][0].action, Action::Audit);
@@ -100,9 +125,22 @@ fn enforcement_actions_map_to_violation_actions() {
     assert_eq!(policies[0].info().kind, "K8sRequiredLabels");
     assert_eq!(policies[0].info().engine, "gatekeeper");
     // Compliant and unmatched requests pass.
-    assert!(policies[0].validate(&pod(json!({"owner": "me"}), Operation::Create), &EvalContext::default()).expect("ok").is_empty());
-    let deployment = Review::for_object(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}}), None, Operation::Create);
-    assert!(policies[0].validate(&deployment, &EvalContext::default()).expect("ok").is_empty());
+    assert!(policies[0]
+        .validate(
+            &pod(json!({"owner": "me"}), Operation::Create),
+            &EvalContext::default()
+        )
+        .expect("ok")
+        .is_empty());
+    let deployment = Review::for_object(
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}}),
+        None,
+        Operation::Create,
+    );
+    assert!(policies[0]
+        .validate(&deployment, &EvalContext::default())
+        .expect("ok")
+        .is_empty());
 }
 
 #[test]
@@ -114,14 +152,26 @@ fn scoped_actions_use_the_webhook_point() {
              parameters:\n    labels: [\"owner\"]\n"
         )
     };
-    let policies = load(&format!("{TEMPLATE}{}", scoped("[{name: validation.gatekeeper.sh}]")));
-    let found = policies[0].validate(&pod(json!({}), Operation::Create), &EvalContext::default()).expect("ok");
+    let policies = load(&format!(
+        "{TEMPLATE}{}",
+        scoped("[{name: validation.gatekeeper.sh}]")
+    ));
+    let found = policies[0]
+        .validate(&pod(json!({}), Operation::Create), &EvalContext::default())
+        .expect("ok");
     assert_eq!(found[0].action, Action::Warn);
-    let policies = load(&format!("{TEMPLATE}{}", scoped("[{name: audit.gatekeeper.sh}]")));
+    let policies = load(&format!(
+        "{TEMPLATE}{}",
+        scoped("[{name: audit.gatekeeper.sh}]")
+    ));
     assert!(!policies[0].validates());
     assert!(policies[0].scope().entries.is_empty());
     let errs = errors(&format!("{TEMPLATE}{}", constraint("x", "block", "")));
-    assert!(errs[0].contains("document 2: spec.enforcementAction: unknown enforcement action \"block\""), "{errs:?}");
+    assert!(
+        errs[0]
+            .contains("document 2: spec.enforcementAction: unknown enforcement action \"block\""),
+        "{errs:?}"
+    );
 }
 
 #[test]
@@ -138,7 +188,12 @@ fn parameter_schema_errors_name_constraint_and_field() {
     let bad = "---\napiVersion: constraints.gatekeeper.sh/v1beta1\nkind: K8sRequiredLabels\nmetadata:\n  name: bad\nspec:\n  parameters:\n    labels: [\"a\", 3]\n";
     let errs = errors(&format!("{TEMPLATE}{bad}"));
     assert_eq!(errs.len(), 1, "{errs:?}");
-    assert!(errs[0].starts_with("p.yaml, document 2: spec.parameters.labels[1]: constraint K8sRequiredLabels bad:"), "{errs:?}");
+    assert!(
+        errs[0].starts_with(
+            "p.yaml, document 2: spec.parameters.labels[1]: constraint K8sRequiredLabels bad:"
+        ),
+        "{errs:?}"
+    );
 }
 
 #[test]
@@ -150,16 +205,34 @@ fn template_problems_are_load_errors() {
             rego.lines().map(|l| format!("        {l}\n")).collect::<String>()
         )
     };
-    let errs = errors(&with_rego("package x\nviolation[{\"msg\": m}] { r := http.send({}); m := \"x\" }"));
-    assert!(errs[0].contains("spec.targets[0].rego: http.send is not available"), "{errs:?}");
-    let errs = errors(&with_rego("package x\nviolation[{\"msg\": m}] { m := data.secrets.x }"));
+    let errs = errors(&with_rego(
+        "package x\nviolation[{\"msg\": m}] { r := http.send({}); m := \"x\" }",
+    ));
+    assert!(
+        errs[0].contains("spec.targets[0].rego: http.send is not available"),
+        "{errs:?}"
+    );
+    let errs = errors(&with_rego(
+        "package x\nviolation[{\"msg\": m}] { m := data.secrets.x }",
+    ));
     assert!(errs[0].contains("disallowed ref data.secrets"), "{errs:?}");
     let errs = errors(&with_rego("package x\ndeny[m] { m := 1 }"));
-    assert!(errs[0].contains("missing required rule `violation`"), "{errs:?}");
+    assert!(
+        errs[0].contains("missing required rule `violation`"),
+        "{errs:?}"
+    );
     let errs = errors(&with_rego("package x\nviolation[{\"msg\": m}] { m := }"));
     assert!(errs[0].contains("Rego does not compile"), "{errs:?}");
-    let errs = errors(&with_rego("package x\nviolation[{\"msg\": m}] { m := \"x\" }").replace("name: k8sx", "name: other"));
-    assert!(errs[0].contains("metadata.name: template name \"other\" is not equal to the lowercase of CRD's Kind"), "{errs:?}");
+    let errs = errors(
+        &with_rego("package x\nviolation[{\"msg\": m}] { m := \"x\" }")
+            .replace("name: k8sx", "name: other"),
+    );
+    assert!(
+        errs[0].contains(
+            "metadata.name: template name \"other\" is not equal to the lowercase of CRD's Kind"
+        ),
+        "{errs:?}"
+    );
 }
 
 #[test]
@@ -197,17 +270,32 @@ metadata:
   name: div
 "#;
     let compiled = compile(&[src("d.yaml", template)], &LoadOptions::default());
-    assert!(compiled.built.errors.is_empty(), "{:?}", compiled.built.errors);
-    let warnings: Vec<String> = compiled.built.warnings.iter().map(ToString::to_string).collect();
+    assert!(
+        compiled.built.errors.is_empty(),
+        "{:?}",
+        compiled.built.errors
+    );
+    let warnings: Vec<String> = compiled
+        .built
+        .warnings
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     assert_eq!(warnings.len(), 3, "{warnings:?}");
-    assert!(warnings.iter().any(|w| w.contains("D1")) && warnings.iter().any(|w| w.contains("D2")) && warnings.iter().any(|w| w.contains("D3")));
+    assert!(
+        warnings.iter().any(|w| w.contains("D1"))
+            && warnings.iter().any(|w| w.contains("D2"))
+            && warnings.iter().any(|w| w.contains("D3"))
+    );
     let policy = &compiled.built.policies[0];
     let service = Review::for_object(
         json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}, "spec": {"replicas": 2}}),
         None,
         Operation::Create,
     );
-    let found = policy.validate(&service, &EvalContext::default()).expect("evaluates");
+    let found = policy
+        .validate(&service, &EvalContext::default())
+        .expect("evaluates");
     assert_eq!(found, vec![Violation::deny("service s has %!v(MISSING)")]);
 }
 
@@ -237,18 +325,35 @@ metadata:
   name: slow
 "#;
     let policies = load(template);
-    let ctx = EvalContext { timeout: Duration::from_millis(50), ..EvalContext::default() };
-    let err = policies[0].validate(&pod(json!({}), Operation::Create), &ctx).expect_err("times out");
+    let ctx = EvalContext {
+        timeout: Duration::from_millis(50),
+        ..EvalContext::default()
+    };
+    let err = policies[0]
+        .validate(&pod(json!({}), Operation::Create), &ctx)
+        .expect_err("times out");
     assert_eq!(err, EvalError::Timeout(Duration::from_millis(50)));
 }
 
 #[test]
 fn template_operations_filter_requests_and_set_the_scope() {
-    let template = TEMPLATE.replace("- target: admission.k8s.gatekeeper.sh", "- target: admission.k8s.gatekeeper.sh\n      operations: [\"CREATE\"]");
+    let template = TEMPLATE.replace(
+        "- target: admission.k8s.gatekeeper.sh",
+        "- target: admission.k8s.gatekeeper.sh\n      operations: [\"CREATE\"]",
+    );
     let policies = load(&format!("{template}{}", constraint("d", "deny", "")));
     let ctx = EvalContext::default();
-    assert_eq!(policies[0].validate(&pod(json!({}), Operation::Create), &ctx).expect("ok").len(), 1);
-    assert!(policies[0].validate(&pod(json!({}), Operation::Update), &ctx).expect("ok").is_empty());
+    assert_eq!(
+        policies[0]
+            .validate(&pod(json!({}), Operation::Create), &ctx)
+            .expect("ok")
+            .len(),
+        1
+    );
+    assert!(policies[0]
+        .validate(&pod(json!({}), Operation::Update), &ctx)
+        .expect("ok")
+        .is_empty());
     let scope = policies[0].scope();
     assert_eq!(scope.entries.len(), 1);
     assert_eq!(scope.entries[0].group.as_deref(), Some(""));
@@ -270,12 +375,17 @@ fn namespace_selector_uses_the_cluster_and_autorejects_without_it() {
     let selector = "    namespaceSelector:\n      matchLabels:\n        env: prod\n";
     let policies = load(&format!("{TEMPLATE}{}", constraint("w", "warn", selector)));
     let review = pod(json!({}), Operation::Create);
-    let with_cluster = EvalContext { cluster: std::sync::Arc::new(OneNamespace), ..EvalContext::default() };
+    let with_cluster = EvalContext {
+        cluster: std::sync::Arc::new(OneNamespace),
+        ..EvalContext::default()
+    };
     let found = policies[0].validate(&review, &with_cluster).expect("ok");
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].action, Action::Warn);
     // A fresh review: the Gatekeeper form of a review (with its namespace) is built once per review.
-    let found = policies[0].validate(&pod(json!({}), Operation::Create), &EvalContext::default()).expect("ok");
+    let found = policies[0]
+        .validate(&pod(json!({}), Operation::Create), &EvalContext::default())
+        .expect("ok");
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].action, Action::Deny, "autoreject always denies");
     assert!(found[0].message.contains("autoreject"), "{found:?}");
@@ -311,6 +421,11 @@ metadata:
   name: protect
 "#;
     let policies = load(template);
-    let found = policies[0].validate(&pod(json!({"protected": "true"}), Operation::Delete), &EvalContext::default()).expect("ok");
+    let found = policies[0]
+        .validate(
+            &pod(json!({"protected": "true"}), Operation::Delete),
+            &EvalContext::default(),
+        )
+        .expect("ok");
     assert_eq!(found, vec![Violation::deny("p is protected")]);
 }
