@@ -17,11 +17,18 @@ use crate::policy::SourceFile;
 /// Time limit of one test rule.
 const TEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A test module: its file, its package and its test rules (name, whether it is a `todo_` test).
+struct TestModule {
+    origin: String,
+    package: String,
+    rules: Vec<(String, bool)>,
+}
+
 /// Run the Rego tests `tests` (paths of `*_test.rego` files under `root`).
 pub fn run(root: &Path, tests: &[PathBuf], options: &TestOptions) -> Vec<CaseResult> {
     let mut results = Vec::new();
     let mut engine = support::new_engine(TEST_TIMEOUT);
-    let mut test_packages: Vec<(String, String, Vec<(String, bool)>)> = Vec::new();
+    let mut test_modules: Vec<TestModule> = Vec::new();
     let Ok(rule_head) = Regex::new(r"(?m)^\s*((?:todo_)?test_[A-Za-z0-9_]*)\b") else {
         return results;
     };
@@ -67,13 +74,22 @@ pub fn run(root: &Path, tests: &[PathBuf], options: &TestOptions) -> Vec<CaseRes
                     (name, todo)
                 })
                 .collect();
-            test_packages.push((origin, package, rules));
+            test_modules.push(TestModule {
+                origin,
+                package,
+                rules,
+            });
         }
     }
     if results.iter().any(|r| r.result == Outcome::Error) {
         return results;
     }
-    for (origin, package, rules) in test_packages {
+    for TestModule {
+        origin,
+        package,
+        rules,
+    } in test_modules
+    {
         let test_name = package
             .strip_prefix("data.")
             .unwrap_or(&package)

@@ -72,9 +72,11 @@ pub fn directives(file: &SourceFile) -> Result<Directives, LoadError> {
         match (key, value) {
             ("rego.v0", None) => out.rego_v0 = true,
             ("failure-policy", Some(v)) => out.failure_policy = Some(v.parse().map_err(at)?),
-            _ => return Err(at(format!(
+            _ => {
+                return Err(at(format!(
                 "unknown directive {directive:?}; known: `rego.v0`, `failure-policy=Fail|Ignore`"
-            ))),
+            )))
+            }
         }
     }
     Ok(out)
