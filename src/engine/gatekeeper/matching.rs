@@ -377,7 +377,13 @@ mod tests {
         let p = pod("prod", "web-1", json!({"app": "web"}));
         let ns_prod = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "prod", "labels": {"env": "prod"}}});
         let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}});
-        type Case<'a> = (Value, &'a str, &'a Value, Option<&'a Value>, Result<bool, ()>);
+        type Case<'a> = (
+            Value,
+            &'a str,
+            &'a Value,
+            Option<&'a Value>,
+            Result<bool, ()>,
+        );
         let cases: Vec<Case<'_>> = vec![
             (json!({}), "Pod", &p, None, Ok(true)),
             (
