@@ -10,6 +10,7 @@
 //!   `namespace[ns][groupVersion][kind][name]`); a Namespace in the inventory is the review's `namespaceObject`.
 //! - An assertion `{violations: yes|no|N, message: regex}` counts the results whose message matches the regex
 //!   (unanchored, case-sensitive; absent or empty matches all): `yes` wants at least one, `no` none, `N` exactly N.
+//! - A template that fails to evaluate gives one result whose message is the error text (Gatekeeper fails closed).
 //! - `skip: true` on a suite, test or case reports it as skipped.
 //!
 //! Rows: suite = the suite file, test = the test name, case = the case name (`""` for a test-level result).
@@ -403,10 +404,11 @@ fn run_case(
         data.insert("inventory".into(), inv);
         support::to_rego(&Value::Object(data))
     });
-    let findings = constraint
-        .review(&request, data.as_ref(), CASE_TIMEOUT)
-        .map_err(|e| e.to_string())?;
-    let messages: Vec<String> = findings.into_iter().map(|f| f.msg).collect();
+    // As in Gatekeeper, an evaluation error is one result whose message is the error text.
+    let messages: Vec<String> = match constraint.review(&request, data.as_ref(), CASE_TIMEOUT) {
+        Ok(findings) => findings.into_iter().map(|f| f.msg).collect(),
+        Err(err) => vec![err.to_string()],
+    };
     for assertion in &case.assertions {
         if let Err(failure) = check_assertion(assertion, &messages)? {
             return Ok(Err(failure));
