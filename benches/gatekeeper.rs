@@ -47,14 +47,23 @@ fn review_document() -> serde_json::Value {
 fn bench(c: &mut Criterion) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/fixtures/gatekeeper");
     let compiled = loader::compile_dir(&dir, &LoadOptions::default());
-    assert!(compiled.built.errors.is_empty(), "{:?}", compiled.built.errors);
+    assert!(
+        compiled.built.errors.is_empty(),
+        "{:?}",
+        compiled.built.errors
+    );
     let set = compiled.into_set(1).expect("loads");
     assert!(set.summaries().len() >= 15);
     let document = review_document();
     let bytes = serde_json::to_vec(&document).expect("json");
     let settings = Settings::default();
     // The compliant pod is allowed by every constraint, so every template runs to completion.
-    let decision = pipeline::run(&set, &from_value(document.clone()).expect("decodes"), Webhook::Validate, &settings);
+    let decision = pipeline::run(
+        &set,
+        &from_value(document.clone()).expect("decodes"),
+        Webhook::Validate,
+        &settings,
+    );
     assert!(decision.allowed, "{:?}", decision.denials);
     assert_eq!(decision.runs.len(), set.summaries().len());
 

@@ -1,8 +1,8 @@
 //! Where regorus 0.14 and OPA disagree on template Rego, and what we do about each difference before a template is
 //! compiled. Every rewrite keeps the line count (so regorus' error positions still point at the user's lines). The
 //! rewrites of rare constructs (D1, D2, D3) are reported as load warnings, so `policyctl lint` and the server log show
-//! what was changed; the D4 hoisting is applied silently, because `not f(x.y)` is common and the rewrite gives
-//! exactly OPA's meaning.
+//! what was changed; the D4 and D5 rewrites are applied silently, because those constructs are common and the
+//! rewrites give exactly OPA's meaning.
 //!
 //! | id | difference | handling |
 //! |---|---|---|
@@ -10,9 +10,14 @@
 //! | D2 | v0 multi-body rules `head { A } { B }`: a parse error for set rules, an `else` chain for functions and complete rules | rewrite: one definition per body, each with the same head (OPA's meaning) |
 //! | D3 | `sprintf` with more verbs than arguments (or more arguments than verbs) is undefined, so the violation silently disappears | literal format and argument list: rewrite the format so regorus renders what Go renders (`%!v(MISSING)`, `%!(EXTRA …)`); anything else: warning |
 //! | D4 | `not f(a.b)` with `a.b` undefined is true in the interpreter, undefined in OPA | rewrite: hoist plain dotted refs out of the negated call (`__policyctl_h1 := a.b; not f(__policyctl_h1)`) |
-//! | D5 | body-less functions in the RVM | not applicable: templates run on the interpreter |
+//! | D5 | body-less definitions `f("a", _)` are undefined in the VM | rewrite: give them an explicit `{ true }` body (`if { true }` in v1) |
+//! | D6 | conflicting values of a rule or function are an error in OPA (a denial in Gatekeeper), undefined in the VM | templates that define a valued rule or function more than once run on the interpreter, which reports the conflict as OPA does |
 //!
-//! What remains: `%d` and the other typed verbs with a value of the wrong type render as `""` in regorus instead of
+//! Templates run on the regorus VM (about three times faster than the interpreter); a template the VM compiler
+//! rejects, or one with several valued definitions of a rule (D6), runs on the interpreter.
+//!
+//! What remains: a single valued definition that produces several values (`v = x { x := xs[_] }`) is a conflict
+//! error in OPA but undefined in the VM; `%d` and the other typed verbs with a value of the wrong type render as `""` in regorus instead of
 //! Go's `%!d(string=…)`; the `EXTRA` rendering has no Go type names; D4 is only handled for dotted refs as call
 //! arguments (a ref with brackets is left alone, because hoisting `a[_]` would change iteration); D1 and D4 are only
 //! handled directly in rule bodies, not inside comprehensions. A multi-body rule that also uses `else` is left as it
@@ -77,6 +82,7 @@ pub fn check(src: &str, v0: bool) -> Checked {
     }
     end_expressions_before_parens(&mut checked);
     hoist_refs_out_of_not(&mut checked);
+    give_bodies_to_bodyless_definitions(&mut checked, v0);
     fix_sprintf(&mut checked);
     checked
 }
@@ -397,6 +403,114 @@ fn is_dotted_ref(src: &str, arg: &[Token]) -> bool {
         })
 }
 
+/// D6: whether a module defines a rule or function with a value more than once (`f(x) = 1 { … }` and
+/// `f(x) = 2 { … }`). When two such definitions give different values for the same input, OPA (and the regorus
+/// interpreter) raise a conflict error, which Gatekeeper turns into a denial; the regorus VM makes the rule undefined
+/// instead, silently. Templates with such definitions are therefore run on the interpreter.
+pub fn has_multi_value_definitions(src: &str) -> bool {
+    let tokens = lex(src);
+    let (matching, _) = structure(&tokens);
+    let mut seen: Vec<String> = Vec::new();
+    for (first, groups, _) in statements(src, &tokens, &matching) {
+        let Some(head) = tokens.get(first).filter(|t| t.kind == Kind::Word) else {
+            continue;
+        };
+        if matches!(head.text(src), "package" | "import" | "default") {
+            continue;
+        }
+        let head_end = groups
+            .iter()
+            .find(|g| g.body)
+            .map(|g| g.open)
+            .unwrap_or(tokens.len());
+        let mut name = head.text(src).to_string();
+        let mut k = first + 1;
+        while tokens.get(k).is_some_and(|t| t.is_op(src, "."))
+            && tokens.get(k + 1).is_some_and(|t| t.kind == Kind::Word)
+        {
+            name.push('.');
+            name.push_str(tokens[k + 1].text(src));
+            k += 2;
+        }
+        // Skip the argument or key group, then look for `=` / `:=` before the body.
+        if let Some(close) = tokens
+            .get(k)
+            .filter(|t| matches!(t.kind, Kind::Open(_)))
+            .and_then(|_| matching.get(k).copied().flatten())
+        {
+            k = close + 1;
+        }
+        let valued = tokens
+            .get(k)
+            .is_some_and(|t| (t.is_op(src, "=") || t.is_op(src, ":=")) && k < head_end);
+        if !valued {
+            continue;
+        }
+        if seen.contains(&name) {
+            return true;
+        }
+        seen.push(name);
+    }
+    false
+}
+
+/// D5: `f(args)` or `p[key]` with no body and no value → `f(args) { true }`.
+fn give_bodies_to_bodyless_definitions(checked: &mut Checked, v0: bool) {
+    let src = checked.source.clone();
+    let tokens = lex(&src);
+    let (matching, _) = structure(&tokens);
+    let starts: Vec<usize> = statements(&src, &tokens, &matching)
+        .into_iter()
+        .map(|(first, _, _)| first)
+        .collect();
+    let mut edits = Vec::new();
+    for (n, &first) in starts.iter().enumerate() {
+        let end = starts.get(n + 1).copied().unwrap_or(tokens.len());
+        let significant: Vec<usize> = (first..end)
+            .filter(|&j| tokens[j].kind != Kind::Newline)
+            .collect();
+        let Some(&head) = significant.first() else {
+            continue;
+        };
+        if tokens[head].kind != Kind::Word
+            || matches!(
+                tokens[head].text(&src),
+                "package" | "import" | "default" | "else" | "not"
+            )
+        {
+            continue;
+        }
+        // word (. word)* then one bracket group that ends the statement.
+        let mut k = 1;
+        while significant
+            .get(k)
+            .is_some_and(|&j| tokens[j].is_op(&src, "."))
+            && significant
+                .get(k + 1)
+                .is_some_and(|&j| tokens[j].kind == Kind::Word)
+        {
+            k += 2;
+        }
+        let Some(&open) = significant.get(k) else {
+            continue;
+        };
+        if !matches!(tokens[open].kind, Kind::Open('(') | Kind::Open('[')) {
+            continue;
+        }
+        let Some(close) = matching.get(open).copied().flatten() else {
+            continue;
+        };
+        if significant.last() != Some(&close) {
+            continue;
+        }
+        let body = if v0 { " { true }" } else { " if { true }" };
+        edits.push((tokens[close].end, tokens[close].end, body.to_string()));
+    }
+    if !edits.is_empty() {
+        checked.source = apply(&src, edits);
+    }
+}
+
 /// Format verbs of a Go format string (`%%` is not a verb): each verb's byte range in the literal and its letter.
 fn verbs(format: &str) -> Vec<(usize, usize, char)> {
     let mut out = Vec::new();
@@ -619,6 +733,34 @@ mod tests {
             checked.source
         );
         assert!(checked.source.contains("not g(input.a[_])"));
+    }
+
+    #[test]
+    fn multi_value_definitions_are_found() {
+        assert!(has_multi_value_definitions(
+            "package t\nf(x) = 1 { x }\nf(x) = 2 { x }\n"
+        ));
+        assert!(has_multi_value_definitions(
+            "package t\nv := 1 { input.a }\nv := 2 { input.b }\n"
+        ));
+        assert!(!has_multi_value_definitions("package t\nf(x) { x }\nf(x) { not x }\nviolation[{\"msg\": m}] { m := 1 }\nviolation[{\"msg\": m}] { m := 2 }\n"));
+        assert!(!has_multi_value_definitions(
+            "package t\nf(x) = 1 { x }\ng(x) = 2 { x }\n"
+        ));
+    }
+
+    #[test]
+    fn bodyless_definitions_get_a_body() {
+        let src = "package t\nimport data.lib.x\nok(\"RuntimeDefault\")\nacc(\"RunAsAny\", _)\np[\"a\"]\nf(x) = 1\ng(x) { x }\n";
+        let checked = check(src, true);
+        assert_eq!(
+            checked.source,
+            "package t\nimport data.lib.x\nok(\"RuntimeDefault\") { true }\nacc(\"RunAsAny\", _) { true }\np[\"a\"] { true }\nf(x) = 1\ng(x) { x }\n"
+        );
+        assert!(checked.warnings.is_empty());
+        assert!(check("package t\nok(1)\n", false)
+            .source
+            .ends_with("ok(1) if { true }\n"));
     }
 
     #[test]

@@ -2,9 +2,11 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use super::template::{Evaluator, Template};
 use crate::admission::{Operation, Review};
 use crate::engine::LoadOptions;
 use crate::policy::loader::compile;
+use crate::policy::source::documents;
 use crate::policy::{
     Action, ClusterContext, EvalContext, EvalError, Policy, SourceFile, Violation,
 };
@@ -324,15 +326,31 @@ kind: K8sSlow
 metadata:
   name: slow
 "#;
-    let policies = load(template);
-    let ctx = EvalContext {
-        timeout: Duration::from_millis(50),
-        ..EvalContext::default()
-    };
-    let err = policies[0]
-        .validate(&pod(json!({}), Operation::Create), &ctx)
-        .expect_err("times out");
-    assert_eq!(err, EvalError::Timeout(Duration::from_millis(50)));
+    // The VM, and the interpreter (two valued definitions of `same` route the template there, divergence D6).
+    let interpreted = template
+        .replace("k8sslow", "k8sslowinterp")
+        .replace("K8sSlow", "K8sSlowInterp")
+        .replace(
+            "package slow",
+            "package slow\n        same = 1 { true }\n        same = 1 { input.review }",
+        );
+    for (source, evaluator) in [
+        (template.to_string(), Evaluator::Vm),
+        (interpreted, Evaluator::Interpreter),
+    ] {
+        let (docs, _) = documents(&src("s.yaml", &source));
+        let (compiled, _) = Template::load(&docs[0], Duration::from_secs(1)).expect("compiles");
+        assert_eq!(compiled.evaluator(), evaluator);
+        let policies = load(&source);
+        let ctx = EvalContext {
+            timeout: Duration::from_millis(50),
+            ..EvalContext::default()
+        };
+        let err = policies[0]
+            .validate(&pod(json!({}), Operation::Create), &ctx)
+            .expect_err("times out");
+        assert_eq!(err, EvalError::Timeout(Duration::from_millis(50)));
+    }
 }
 
 #[test]
