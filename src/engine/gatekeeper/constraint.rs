@@ -89,6 +89,47 @@ pub struct Constraint {
     pub parameters: regorus::Value,
     /// What a violation does at the webhook; `None` when a `scoped` action leaves the webhook out.
     pub action: Option<Action>,
+    /// Problems that do not stop the constraint from loading (unknown fields, which would be ignored).
+    pub warnings: Vec<LoadError>,
+}
+
+/// Fields of `spec` and `spec.match`; anything else is ignored, which for a typo (`namespace:` for `namespaces:`)
+/// would silently widen the constraint, so it is reported.
+const SPEC_FIELDS: &[&str] = &[
+    "match",
+    "enforcementAction",
+    "scopedEnforcementActions",
+    "parameters",
+];
+const MATCH_FIELDS: &[&str] = &[
+    "kinds",
+    "scope",
+    "namespaces",
+    "excludedNamespaces",
+    "labelSelector",
+    "namespaceSelector",
+    "name",
+    "source",
+];
+
+fn unknown_fields(
+    doc: &Document,
+    at: &str,
+    value: Option<&Value>,
+    known: &[&str],
+) -> Vec<LoadError> {
+    let Some(map) = value.and_then(Value::as_object) else {
+        return Vec::new();
+    };
+    map.keys()
+        .filter(|k| !known.contains(&k.as_str()))
+        .map(|k| {
+            doc.error_at(
+                format!("{at}.{k}"),
+                format!("unknown field, ignored (known: {})", known.join(", ")),
+            )
+        })
+        .collect()
 }
 
 /// One finding of a constraint on a request.
@@ -220,12 +261,21 @@ impl Constraint {
                 ));
             }
         }
+        let spec = doc.value.get("spec");
+        let mut warnings = unknown_fields(doc, "spec", spec, SPEC_FIELDS);
+        warnings.extend(unknown_fields(
+            doc,
+            "spec.match",
+            spec.and_then(|s| s.get("match")),
+            MATCH_FIELDS,
+        ));
         Ok(Constraint {
             name: parsed.metadata.name,
             template: template.clone(),
             matcher,
             parameters: support::to_rego(&parameters),
             action,
+            warnings,
         })
     }
 

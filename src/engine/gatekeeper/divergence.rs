@@ -71,6 +71,14 @@ pub fn disallowed_data_refs(src: &str) -> Vec<String> {
     out
 }
 
+/// Whether the module calls the function `name` (outside strings and comments).
+pub fn calls(src: &str, name: &str) -> bool {
+    let tokens = lex(src);
+    tokens
+        .windows(2)
+        .any(|w| w[0].is_word(src, name) && w[1].kind == Kind::Open('('))
+}
+
 /// Apply every rewrite; `v0` says whether the module is Rego v0 (D2 only exists in v0).
 pub fn check(src: &str, v0: bool) -> Checked {
     let mut checked = Checked {

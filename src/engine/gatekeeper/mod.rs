@@ -2,9 +2,11 @@
 //!
 //! - Claims `templates.gatekeeper.sh/*` `ConstraintTemplate` (v1, v1beta1, v1alpha1) and every kind of
 //!   `constraints.gatekeeper.sh/*`. A constraint's kind must be the `spec.crd.spec.names.kind` of a loaded template.
-//! - Each template is compiled once per policy set into its own prepared regorus engine (templates may share a
-//!   package name, so they are never loaded together), cloned per evaluation. Legacy `targets[].rego` and `code[]`
-//!   Rego are Rego v0 unless `code[].source.version` is `"v1"`; libs keep their `lib.*` packages.
+//! - Each template is compiled once per policy set into its own regorus engine (templates may share a package name,
+//!   so they are never loaded together) and then into a regorus VM program; evaluations take a machine from the
+//!   template's pool (or clone the prepared interpreter, for the templates that run there: see [`divergence`]).
+//!   Every evaluation has the time limit of the [`EvalContext`]. Legacy `targets[].rego` and `code[]` Rego are Rego
+//!   v0 unless `code[].source.version` is `"v1"`; libs keep their `lib.*` packages.
 //! - Each constraint is one policy named after the constraint. `spec.match` is checked in Rust before any Rego runs;
 //!   the template's `operations` filter requests; `spec.parameters` is validated against the template's
 //!   `openAPIV3Schema` when loading.
@@ -13,7 +15,10 @@
 //!   [`EvalError`], handled by the failure policy.
 //! - `enforcementAction`: `deny` (or empty) denies, `warn` warns, `dryrun` only records, `scoped` uses the actions
 //!   listed for `validation.gatekeeper.sh` (or `*`).
-//! - Template sources may only reference `data.inventory` and `data.lib.*`; `http.send` is rejected when loading.
+//! - Template sources may only reference `data.inventory` and `data.lib.*`; `http.send` and `external_data` are
+//!   rejected when loading (no network access; external data providers are not supported). Unknown fields of a
+//!   constraint's `spec` and `spec.match` are load warnings. CEL (`K8sNativeValidation`) sources are not run: a
+//!   template needs Rego.
 //! - Known regorus/OPA differences are rewritten or reported when loading: see [`divergence`].
 
 pub mod constraint;
@@ -103,7 +108,8 @@ impl Engine for GatekeeperEngine {
             .filter(|d| !is_template(&d.api_version, &d.kind))
         {
             match Constraint::load(doc, &templates) {
-                Ok(constraint) => {
+                Ok(mut constraint) => {
+                    built.warnings.append(&mut constraint.warnings);
                     let key = (doc.kind.clone(), constraint.name.clone());
                     if let Some(previous) = names.get(&key) {
                         built.errors.push(doc.error_at(

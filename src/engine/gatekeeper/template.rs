@@ -284,6 +284,14 @@ impl Template {
                 errors.push(doc.error_at(&field, err));
                 continue;
             }
+            if divergence::calls(&text, "external_data") {
+                errors.push(doc.error_at(
+                    &field,
+                    "external_data is not supported: policyctl has no external data providers (policies get no network \
+                     access)",
+                ));
+                continue;
+            }
             for problem in divergence::disallowed_data_refs(&text) {
                 errors.push(doc.error_at(&field, problem));
             }
@@ -392,7 +400,8 @@ impl Template {
     ) -> Result<Vec<TemplateResult>, EvalError> {
         let timer = regorus::utils::limits::ExecutionTimerConfig {
             limit: timeout,
-            check_interval: std::num::NonZeroU32::new(TIMER_CHECK_INTERVAL).unwrap_or(std::num::NonZeroU32::MIN),
+            check_interval: std::num::NonZeroU32::new(TIMER_CHECK_INTERVAL)
+                .unwrap_or(std::num::NonZeroU32::MIN),
         };
         let value = match &self.vm {
             Some(vm) => self.evaluate_vm(vm, input, data, timer)?,

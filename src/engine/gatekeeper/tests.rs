@@ -177,6 +177,36 @@ fn scoped_actions_use_the_webhook_point() {
 }
 
 #[test]
+fn unknown_constraint_fields_are_warnings() {
+    let typo = "---\napiVersion: constraints.gatekeeper.sh/v1beta1\nkind: K8sRequiredLabels\nmetadata:\n  name: t\nspec:\n  enforcmentAction: warn\n  match:\n    namespace: [\"prod\"]\n";
+    let compiled = compile(
+        &[src("p.yaml", &format!("{TEMPLATE}{typo}"))],
+        &LoadOptions::default(),
+    );
+    assert!(
+        compiled.built.errors.is_empty(),
+        "{:?}",
+        compiled.built.errors
+    );
+    let warnings: Vec<String> = compiled
+        .built
+        .warnings
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(
+        warnings[0]
+            .starts_with("p.yaml, document 2: spec.enforcmentAction: unknown field, ignored"),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings[1].starts_with("p.yaml, document 2: spec.match.namespace: unknown field, ignored"),
+        "{warnings:?}"
+    );
+}
+
+#[test]
 fn unknown_constraint_kind_names_file_document_and_field() {
     let errs = errors(&format!(
         "{TEMPLATE}---\napiVersion: constraints.gatekeeper.sh/v1beta1\nkind: K8sMissing\nmetadata:\n  name: x\n"
@@ -218,6 +248,11 @@ fn template_problems_are_load_errors() {
         "package x\nviolation[{\"msg\": m}] { m := data.secrets.x }",
     ));
     assert!(errs[0].contains("disallowed ref data.secrets"), "{errs:?}");
+    let errs = errors(&with_rego("package x\nviolation[{\"msg\": m}] { r := external_data({\"provider\": \"p\", \"keys\": []}); m := \"x\" }"));
+    assert!(
+        errs[0].contains("external_data is not supported"),
+        "{errs:?}"
+    );
     let errs = errors(&with_rego("package x\ndeny[m] { m := 1 }"));
     assert!(
         errs[0].contains("missing required rule `violation`"),
