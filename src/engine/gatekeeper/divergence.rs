@@ -631,6 +631,9 @@ fn fix_sprintf(checked: &mut Checked) {
             continue;
         }
         let literal = format.text(&src);
+        if literal.len() < 2 || !literal.ends_with('"') {
+            continue; // unterminated: regorus reports the syntax error
+        }
         let found = verbs(literal);
         if found.len() == args {
             continue;
@@ -741,6 +744,18 @@ mod tests {
             checked.source
         );
         assert!(checked.source.contains("not g(input.a[_])"));
+    }
+
+    #[test]
+    fn truncated_sources_never_panic() {
+        let src = "package t\nimport data.lib.x\nf(a) = b { b := 1 } { b := 2 }\nok(\"é\")\nv[{\"msg\": m}] {\n  not f(input.a.b)\n  input.x\n  (input.y - 1) > 0\n  m := sprintf(\"%v %v é\", [`raw`, [1, {2}]])\n} else = 3 { true }\n# comment \"\n";
+        for (i, _) in src.char_indices() {
+            let prefix = &src[..i];
+            let _ = check(prefix, true);
+            let _ = check(prefix, false);
+            let _ = disallowed_data_refs(prefix);
+            let _ = has_multi_value_definitions(prefix);
+        }
     }
 
     #[test]
