@@ -79,6 +79,17 @@ pub fn calls(src: &str, name: &str) -> bool {
         .any(|w| w[0].is_word(src, name) && w[1].kind == Kind::Open('('))
 }
 
+/// Whether the module reads `data.inventory`.
+pub fn reads_inventory(src: &str) -> bool {
+    let tokens = lex(src);
+    tokens.windows(3).enumerate().any(|(i, w)| {
+        w[0].is_word(src, "data")
+            && w[1].is_op(src, ".")
+            && w[2].is_word(src, "inventory")
+            && !(i > 0 && tokens.get(i - 1).is_some_and(|p| p.is_op(src, ".")))
+    })
+}
+
 /// Apply every rewrite; `v0` says whether the module is Rego v0 (D2 only exists in v0).
 pub fn check(src: &str, v0: bool) -> Checked {
     let mut checked = Checked {

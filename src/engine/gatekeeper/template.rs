@@ -295,6 +295,13 @@ impl Template {
             for problem in divergence::disallowed_data_refs(&text) {
                 errors.push(doc.error_at(&field, problem));
             }
+            if divergence::reads_inventory(&text) {
+                warnings.push(doc.error_at(
+                    &field,
+                    "the template reads data.inventory, which the webhook does not sync from the cluster: it sees an \
+                     empty inventory, so referential checks find nothing (gator suites load their inventory files)",
+                ));
+            }
             let checked = divergence::check(&text, v0);
             multi_value |= divergence::has_multi_value_definitions(&checked.source);
             for warning in checked.warnings {

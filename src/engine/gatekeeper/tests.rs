@@ -207,6 +207,31 @@ fn unknown_constraint_fields_are_warnings() {
 }
 
 #[test]
+fn inventory_templates_get_a_warning() {
+    let template = TEMPLATE.replace(
+        "count(m) > 0",
+        "count(m) > 0\n          not data.inventory.cluster.v1.Namespace.x",
+    );
+    let compiled = compile(&[src("p.yaml", &template)], &LoadOptions::default());
+    assert!(
+        compiled.built.errors.is_empty(),
+        "{:?}",
+        compiled.built.errors
+    );
+    let warnings: Vec<String> = compiled
+        .built
+        .warnings
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("spec.targets[0].rego: the template reads data.inventory"),
+        "{warnings:?}"
+    );
+}
+
+#[test]
 fn unknown_constraint_kind_names_file_document_and_field() {
     let errs = errors(&format!(
         "{TEMPLATE}---\napiVersion: constraints.gatekeeper.sh/v1beta1\nkind: K8sMissing\nmetadata:\n  name: x\n"
