@@ -4,6 +4,16 @@
 //! `cargo bench --bench gatekeeper`. Two measurements:
 //! - `validate`: select → evaluate → decide on a freshly decoded review (decoding not timed);
 //! - `decode+validate`: the same, including decoding the AdmissionReview bytes.
+//!
+//! Measured on the 2-vCPU development machine (shared, so ±15 %), release build, 19 templates, all matching:
+//!
+//! | evaluator | validate | decode+validate |
+//! |---|---|---|
+//! | regorus VM (the default) | ~89 µs | ~91 µs |
+//! | regorus interpreter (forced for every template) | ~234 µs | ~230 µs |
+//!
+//! The VM is about 2.6× faster here and passes the same conformance cases, so templates run on it; templates the VM
+//! compiler rejects or that could hide a rule conflict run on the interpreter (`src/engine/gatekeeper/divergence.rs`).
 
 use std::hint::black_box;
 use std::path::Path;
