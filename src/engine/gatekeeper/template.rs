@@ -272,9 +272,9 @@ impl Template {
         engine.set_rego_v0(v0);
         let origin = format!("{}#{}", doc.source.origin, doc.source.document.unwrap_or(1));
         let mut modules = vec![(field.clone(), format!("{origin}/{field}"), rego)];
-        let lib_field = field.trim_end_matches(".rego").trim_end_matches("rego");
+        let parent = field.trim_end_matches(".rego");
         for (i, lib) in libs.into_iter().enumerate() {
-            let lib_field = format!("{}libs[{i}]", lib_field);
+            let lib_field = format!("{parent}.libs[{i}]");
             modules.push((lib_field.clone(), format!("{origin}/{lib_field}"), lib));
         }
         let mut package = String::new();

@@ -278,6 +278,11 @@ fn template_problems_are_load_errors() {
         errs[0].contains("external_data is not supported"),
         "{errs:?}"
     );
+    let errs = errors(&TEMPLATE.replace("package lib.helpers", "package helpers"));
+    assert!(
+        errs[0].contains("spec.targets[0].libs[0]: a lib's package must be under lib"),
+        "{errs:?}"
+    );
     let errs = errors(&with_rego("package x\ndeny[m] { m := 1 }"));
     assert!(
         errs[0].contains("missing required rule `violation`"),
