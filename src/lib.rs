@@ -25,6 +25,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod select;
 pub mod server;
+pub mod sources;
 pub mod telemetry;
 pub mod testing;
 pub mod util;

@@ -1,5 +1,6 @@
 //! `policyctl serve`.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ use anyhow::Context;
 use crate::certs;
 use crate::cli::ServeArgs;
 use crate::server::{ServeConfig, Server};
+use crate::sources::{ConfigMapSelector, Sources, SourcesConfig};
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let ServeArgs {
@@ -16,6 +18,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tls_key,
         tls_reload_interval,
         policies,
+        policies_poll_interval,
+        configmap_selector,
+        configmap_namespace,
         admin_addr,
         failure_policy,
         max_concurrency,
@@ -28,13 +33,25 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let max_concurrency =
         max_concurrency.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+    // Without a ConfigMap selector the directory defaults to `policies`; with one, a directory is only read when given.
+    let directory = match (&policies, &configmap_selector) {
+        (Some(dir), _) => Some(dir.clone()),
+        (None, None) => Some(PathBuf::from("policies")),
+        (None, Some(_)) => None,
+    };
+    let sources = SourcesConfig {
+        directory: directory.clone(),
+        configmaps: configmap_selector.map(|labels| ConfigMapSelector { labels, namespace: configmap_namespace }),
+        poll_interval: policies_poll_interval,
+        ..SourcesConfig::default()
+    };
     let config = ServeConfig {
         addr,
         admin_addr,
         tls_cert,
         tls_key,
         tls_reload_interval,
-        policies,
+        policies: directory.unwrap_or_default(),
         failure_policy,
         max_concurrency,
         eval_timeout,
@@ -42,7 +59,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(async move {
-        let server = Server::bind(config)?;
+        let server = Server::bind(config)?.with_sources(Sources::new(sources));
         server.run(shutdown_signal()).await
     })?;
     Ok(ExitCode::SUCCESS)
