@@ -26,6 +26,12 @@ pub struct Target {
     pub publisher: Publisher,
 }
 
+impl Default for Target {
+    fn default() -> Self {
+        Target::new()
+    }
+}
+
 impl Target {
     pub fn new() -> Target {
         let store = Arc::new(PolicyStore::new());
