@@ -76,7 +76,11 @@ pub struct ServeArgs {
     #[arg(long, value_parser = label_selector, env = "POLICYCTL_CONFIGMAP_SELECTOR")]
     pub configmap_selector: Option<String>,
     /// Namespace of the policy ConfigMaps (default: the client's namespace; in a pod, its own).
-    #[arg(long, requires = "configmap_selector", env = "POLICYCTL_CONFIGMAP_NAMESPACE")]
+    #[arg(
+        long,
+        requires = "configmap_selector",
+        env = "POLICYCTL_CONFIGMAP_NAMESPACE"
+    )]
     pub configmap_namespace: Option<String>,
     /// Address of the plain-HTTP admin listener (/healthz, /readyz, /metrics, /status).
     #[arg(long, default_value = "0.0.0.0:9090", env = "POLICYCTL_ADMIN_ADDR")]
@@ -200,7 +204,10 @@ fn duration(text: &str) -> Result<Duration, String> {
 fn label_selector(text: &str) -> Result<String, String> {
     let text = text.trim();
     if text.is_empty() {
-        return Err("the selector must not be empty: it would load every ConfigMap of the namespace".to_string());
+        return Err(
+            "the selector must not be empty: it would load every ConfigMap of the namespace"
+                .to_string(),
+        );
     }
     Ok(text.to_string())
 }
@@ -218,7 +225,9 @@ mod tests {
     #[test]
     fn serve_defaults() {
         let cli = Cli::try_parse_from(["policyctl", "serve"]).expect("parses");
-        let Command::Serve(args) = cli.command else { panic!("serve") };
+        let Command::Serve(args) = cli.command else {
+            panic!("serve")
+        };
         assert_eq!(args.addr.to_string(), "0.0.0.0:8443");
         assert_eq!(args.admin_addr.to_string(), "0.0.0.0:9090");
         assert_eq!(args.policies, None);
@@ -231,12 +240,22 @@ mod tests {
     #[test]
     fn tls_flags_come_in_pairs() {
         assert!(Cli::try_parse_from(["policyctl", "serve", "--tls-cert", "c.pem"]).is_err());
-        assert!(Cli::try_parse_from(["policyctl", "serve", "--tls-cert", "c.pem", "--tls-key", "k.pem"]).is_ok());
+        assert!(Cli::try_parse_from([
+            "policyctl",
+            "serve",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem"
+        ])
+        .is_ok());
     }
 
     #[test]
     fn configmap_flags() {
-        assert!(Cli::try_parse_from(["policyctl", "serve", "--configmap-namespace", "ns"]).is_err());
+        assert!(
+            Cli::try_parse_from(["policyctl", "serve", "--configmap-namespace", "ns"]).is_err()
+        );
         assert!(Cli::try_parse_from(["policyctl", "serve", "--configmap-selector", " "]).is_err());
         let cli = Cli::try_parse_from([
             "policyctl",
@@ -247,14 +266,21 @@ mod tests {
             "policyctl",
         ])
         .expect("parses");
-        let Command::Serve(args) = cli.command else { panic!("serve") };
-        assert_eq!(args.configmap_selector.as_deref(), Some("policyctl.io/policies=true"));
+        let Command::Serve(args) = cli.command else {
+            panic!("serve")
+        };
+        assert_eq!(
+            args.configmap_selector.as_deref(),
+            Some("policyctl.io/policies=true")
+        );
         assert_eq!(args.configmap_namespace.as_deref(), Some("policyctl"));
     }
 
     #[test]
     fn certs_needs_a_name() {
         assert!(Cli::try_parse_from(["policyctl", "certs", "--out", "d"]).is_err());
-        assert!(Cli::try_parse_from(["policyctl", "certs", "--out", "d", "--ip", "127.0.0.1"]).is_ok());
+        assert!(
+            Cli::try_parse_from(["policyctl", "certs", "--out", "d", "--ip", "127.0.0.1"]).is_ok()
+        );
     }
 }

@@ -31,8 +31,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         (Some(cert), Some(key)) => (cert, key),
         _ => throwaway_certificate()?,
     };
-    let max_concurrency =
-        max_concurrency.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+    let max_concurrency = max_concurrency.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    });
     // Without a ConfigMap selector the directory defaults to `policies`; with one, a directory is only read when given.
     let directory = match (&policies, &configmap_selector) {
         (Some(dir), _) => Some(dir.clone()),
@@ -41,7 +44,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let sources = SourcesConfig {
         directory: directory.clone(),
-        configmaps: configmap_selector.map(|labels| ConfigMapSelector { labels, namespace: configmap_namespace }),
+        configmaps: configmap_selector.map(|labels| ConfigMapSelector {
+            labels,
+            namespace: configmap_namespace,
+        }),
         poll_interval: policies_poll_interval,
         ..SourcesConfig::default()
     };
@@ -57,7 +63,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         eval_timeout,
         drain_timeout,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
     runtime.block_on(async move {
         let server = Server::bind(config)?.with_sources(Sources::new(sources));
         server.run(shutdown_signal()).await

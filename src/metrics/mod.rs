@@ -114,7 +114,11 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("policyctl");
         let requests = Family::<RequestLabels, Counter>::default();
-        registry.register("admission_requests", "Admission requests answered", requests.clone());
+        registry.register(
+            "admission_requests",
+            "Admission requests answered",
+            requests.clone(),
+        );
         let request_duration: HistogramFamily<WebhookLabels> =
             Family::new_with_constructor(request_histogram as fn() -> Histogram);
         registry.register(
@@ -130,7 +134,11 @@ impl Metrics {
             policy_duration.clone(),
         );
         let policy_results = Family::<PolicyResultLabels, Counter>::default();
-        registry.register("policy_results", "Policy evaluation results", policy_results.clone());
+        registry.register(
+            "policy_results",
+            "Policy evaluation results",
+            policy_results.clone(),
+        );
         let policy_set_generation: Gauge = Gauge::default();
         registry.register(
             "policy_set_generation",
@@ -138,11 +146,23 @@ impl Metrics {
             policy_set_generation.clone(),
         );
         let policies: Gauge = Gauge::default();
-        registry.register("policies", "Policies in the active policy set", policies.clone());
+        registry.register(
+            "policies",
+            "Policies in the active policy set",
+            policies.clone(),
+        );
         let policy_load_errors = Counter::default();
-        registry.register("policy_load_errors", "Policy loads rejected because of errors", policy_load_errors.clone());
+        registry.register(
+            "policy_load_errors",
+            "Policy loads rejected because of errors",
+            policy_load_errors.clone(),
+        );
         let policy_set_info = Family::<PolicySetLabels, Gauge>::default();
-        registry.register("policy_set_info", "The active policy set: 1 for the hash of its sources", policy_set_info.clone());
+        registry.register(
+            "policy_set_info",
+            "The active policy set: 1 for the hash of its sources",
+            policy_set_info.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -158,10 +178,16 @@ impl Metrics {
 
     /// Record a newly active policy set: its generation, size and source hash.
     pub fn record_policy_set(&self, generation: u64, policies: usize, hash: &str) {
-        self.policy_set_generation.set(i64::try_from(generation).unwrap_or(i64::MAX));
-        self.policies.set(i64::try_from(policies).unwrap_or(i64::MAX));
+        self.policy_set_generation
+            .set(i64::try_from(generation).unwrap_or(i64::MAX));
+        self.policies
+            .set(i64::try_from(policies).unwrap_or(i64::MAX));
         self.policy_set_info.clear();
-        self.policy_set_info.get_or_create(&PolicySetLabels { hash: hash.to_string() }).set(1);
+        self.policy_set_info
+            .get_or_create(&PolicySetLabels {
+                hash: hash.to_string(),
+            })
+            .set(1);
     }
 
     /// Record an answered review: the request counter, its duration, and every policy's run.
@@ -173,15 +199,28 @@ impl Metrics {
         decision: &Decision,
         elapsed: Duration,
     ) {
-        self.record_request(webhook, operation, kind, decision.verdict().as_str(), elapsed);
+        self.record_request(
+            webhook,
+            operation,
+            kind,
+            decision.verdict().as_str(),
+            elapsed,
+        );
         for run in &decision.runs {
             let info = run.policy.info();
             self.policy_duration
-                .get_or_create(&PolicyLabels { policy: info.name.clone(), engine: info.engine })
+                .get_or_create(&PolicyLabels {
+                    policy: info.name.clone(),
+                    engine: info.engine,
+                })
                 .observe(run.duration.as_secs_f64());
             for result in results(&run.outcome) {
                 self.policy_results
-                    .get_or_create(&PolicyResultLabels { policy: info.name.clone(), engine: info.engine, result })
+                    .get_or_create(&PolicyResultLabels {
+                        policy: info.name.clone(),
+                        engine: info.engine,
+                        result,
+                    })
                     .inc();
             }
         }
@@ -197,10 +236,17 @@ impl Metrics {
         elapsed: Duration,
     ) {
         self.requests
-            .get_or_create(&RequestLabels { webhook: webhook.as_str(), operation, kind: kind.to_string(), decision })
+            .get_or_create(&RequestLabels {
+                webhook: webhook.as_str(),
+                operation,
+                kind: kind.to_string(),
+                decision,
+            })
             .inc();
         self.request_duration
-            .get_or_create(&WebhookLabels { webhook: webhook.as_str() })
+            .get_or_create(&WebhookLabels {
+                webhook: webhook.as_str(),
+            })
             .observe(elapsed.as_secs_f64());
     }
 

@@ -118,14 +118,24 @@ impl Server {
             metrics: Arc::new(Metrics::new()),
             limiter: Arc::new(Semaphore::new(config.max_concurrency.max(1))),
             settings: Settings {
-                context: EvalContext { timeout: config.eval_timeout, ..EvalContext::default() },
+                context: EvalContext {
+                    timeout: config.eval_timeout,
+                    ..EvalContext::default()
+                },
                 failure_policy: config.failure_policy,
             },
             draining: Arc::new(AtomicBool::new(false)),
             sources: Arc::new(SourcesStatus::new()),
         };
         let sources = Sources::new(SourcesConfig::directory(config.policies.clone()));
-        Ok(Server { config, webhook_listener, admin_listener, cert, state, sources })
+        Ok(Server {
+            config,
+            webhook_listener,
+            admin_listener,
+            cert,
+            state,
+            sources,
+        })
     }
 
     /// Replace the policy sources (by default: the `policies` directory of the config, polled).
@@ -136,12 +146,16 @@ impl Server {
 
     /// The webhook listener's address (useful when bound to port 0).
     pub fn addr(&self) -> SocketAddr {
-        self.webhook_listener.local_addr().unwrap_or(self.config.addr)
+        self.webhook_listener
+            .local_addr()
+            .unwrap_or(self.config.addr)
     }
 
     /// The admin listener's address.
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin_listener.local_addr().unwrap_or(self.config.admin_addr)
+        self.admin_listener
+            .local_addr()
+            .unwrap_or(self.config.admin_addr)
     }
 
     /// The handlers' shared state.
@@ -150,32 +164,62 @@ impl Server {
     }
 
     /// Serve until `shutdown` completes, then drain and return.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
-        let Server { config, webhook_listener, admin_listener, cert, state, sources } = self;
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let Server {
+            config,
+            webhook_listener,
+            admin_listener,
+            cert,
+            state,
+            sources,
+        } = self;
         let webhook_addr = webhook_listener.local_addr().unwrap_or(config.addr);
         let admin_addr = admin_listener.local_addr().unwrap_or(config.admin_addr);
 
-        let publisher =
-            Publisher::new(state.store.clone(), state.metrics.clone(), LoadOptions { eval_timeout: config.eval_timeout });
+        let publisher = Publisher::new(
+            state.store.clone(),
+            state.metrics.clone(),
+            LoadOptions {
+                eval_timeout: config.eval_timeout,
+            },
+        );
         let sources = sources.start(publisher, state.sources.clone()).await?;
         let cert_watch = tokio::spawn(cert.clone().watch(config.tls_reload_interval));
 
         let rustls_config = RustlsConfig::from_config(Arc::new(cert.server_config()?));
         let handle = axum_server::Handle::new();
         let mut webhook_server = axum_server::from_tcp_rustls(webhook_listener, rustls_config)
-            .map_err(|source| ServeError::Bind { addr: webhook_addr, source })?
+            .map_err(|source| ServeError::Bind {
+                addr: webhook_addr,
+                source,
+            })?
             .handle(handle.clone());
-        webhook_server.http_builder().http1().header_read_timeout(Duration::from_secs(10));
+        webhook_server
+            .http_builder()
+            .http1()
+            .header_read_timeout(Duration::from_secs(10));
         let webhook_task =
             tokio::spawn(webhook_server.serve(webhook::router(state.clone()).into_make_service()));
 
         let admin_handle = axum_server::Handle::new();
         let admin_server = axum_server::from_tcp(admin_listener)
-            .map_err(|source| ServeError::Bind { addr: admin_addr, source })?
+            .map_err(|source| ServeError::Bind {
+                addr: admin_addr,
+                source,
+            })?
             .handle(admin_handle.clone());
-        let admin_task = tokio::spawn(admin_server.serve(admin::router(state.clone()).into_make_service()));
+        let admin_task =
+            tokio::spawn(admin_server.serve(admin::router(state.clone()).into_make_service()));
 
-        let sources_text: Vec<String> = state.sources.snapshot().into_iter().map(|s| s.description).collect();
+        let sources_text: Vec<String> = state
+            .sources
+            .snapshot()
+            .into_iter()
+            .map(|s| s.description)
+            .collect();
         tracing::info!(%webhook_addr, %admin_addr, sources = ?sources_text, "serving");
         shutdown.await;
 
@@ -194,23 +238,36 @@ impl Server {
     }
 }
 
-fn flatten(listener: &'static str, joined: Result<std::io::Result<()>, tokio::task::JoinError>) -> Result<(), ServeError> {
+fn flatten(
+    listener: &'static str,
+    joined: Result<std::io::Result<()>, tokio::task::JoinError>,
+) -> Result<(), ServeError> {
     match joined {
         Ok(result) => result.map_err(|source| ServeError::Serve { listener, source }),
-        Err(err) => Err(ServeError::Serve { listener, source: std::io::Error::other(err.to_string()) }),
+        Err(err) => Err(ServeError::Serve {
+            listener,
+            source: std::io::Error::other(err.to_string()),
+        }),
     }
 }
 
 fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, ServeError> {
-    let listener = std::net::TcpListener::bind(addr).map_err(|source| ServeError::Bind { addr, source })?;
-    listener.set_nonblocking(true).map_err(|source| ServeError::Bind { addr, source })?;
+    let listener =
+        std::net::TcpListener::bind(addr).map_err(|source| ServeError::Bind { addr, source })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| ServeError::Bind { addr, source })?;
     Ok(listener)
 }
 
 /// Load the directory once, off the request path, and publish the result (no change tracking: [`Server::run`]
 /// starts the [`sources`](crate::sources) instead).
 pub async fn load_policies(state: AppState, dir: PathBuf, eval_timeout: Duration) {
-    let publisher = Publisher::new(state.store.clone(), state.metrics.clone(), LoadOptions { eval_timeout });
+    let publisher = Publisher::new(
+        state.store.clone(),
+        state.metrics.clone(),
+        LoadOptions { eval_timeout },
+    );
     let loaded = tokio::task::spawn_blocking(move || match loader::read_dir(&dir) {
         Ok(files) => publisher.publish_files(&files).map(|_| ()),
         Err(errors) => Err(publisher.reject(errors)),

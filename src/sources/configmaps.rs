@@ -44,7 +44,10 @@ pub struct ConfigMapSelector {
 impl ConfigMapSelector {
     /// How `/status` and the logs describe the source.
     pub fn describe(&self, namespace: &str) -> String {
-        format!("ConfigMaps in namespace {namespace} with labels {}", self.labels)
+        format!(
+            "ConfigMaps in namespace {namespace} with labels {}",
+            self.labels
+        )
     }
 }
 
@@ -60,7 +63,10 @@ pub fn files_of(config_map: &ConfigMap) -> ConfigMapFiles {
         if key.starts_with('.') || !is_policy_file(key) {
             continue;
         }
-        files.push(SourceFile { origin: format!("{namespace}/{name}/{key}"), content: content.clone() });
+        files.push(SourceFile {
+            origin: format!("{namespace}/{name}/{key}"),
+            content: content.clone(),
+        });
     }
     let errors: Vec<LoadError> = config_map
         .binary_data
@@ -99,7 +105,11 @@ fn snapshot(config_maps: &BTreeMap<String, ConfigMapFiles>) -> Snapshot {
 }
 
 fn key_of(config_map: &ConfigMap) -> String {
-    format!("{}/{}", config_map.namespace().unwrap_or_default(), config_map.name_any())
+    format!(
+        "{}/{}",
+        config_map.namespace().unwrap_or_default(),
+        config_map.name_any()
+    )
 }
 
 /// Watch the selected ConfigMaps until the publisher goes away.
@@ -125,7 +135,9 @@ pub(crate) async fn run(
                 false
             }
             Ok(Event::InitApply(config_map)) => {
-                listing.get_or_insert_with(BTreeMap::new).insert(key_of(&config_map), files_of(&config_map));
+                listing
+                    .get_or_insert_with(BTreeMap::new)
+                    .insert(key_of(&config_map), files_of(&config_map));
                 false
             }
             Ok(Event::InitDone) => {
@@ -167,8 +179,19 @@ pub(crate) async fn run(
             continue;
         }
         last_sent = Some(key);
-        tracing::info!(config_maps = count, files, "policy ConfigMaps changed; rebuilding the policy set");
-        if tx.send(Update { source: index, snapshot }).await.is_err() {
+        tracing::info!(
+            config_maps = count,
+            files,
+            "policy ConfigMaps changed; rebuilding the policy set"
+        );
+        if tx
+            .send(Update {
+                source: index,
+                snapshot,
+            })
+            .await
+            .is_err()
+        {
             return;
         }
     }
@@ -192,9 +215,15 @@ mod tests {
         ]));
         let files = files_of(&config_map).expect("no errors");
         let origins: Vec<&str> = files.iter().map(|f| f.origin.as_str()).collect();
-        assert_eq!(origins, ["policyctl/policies/a.rego", "policyctl/policies/b.yaml"]);
+        assert_eq!(
+            origins,
+            ["policyctl/policies/a.rego", "policyctl/policies/b.yaml"]
+        );
 
-        config_map.binary_data = Some(BTreeMap::from([("c.rego".to_string(), ByteString(b"package c".to_vec()))]));
+        config_map.binary_data = Some(BTreeMap::from([(
+            "c.rego".to_string(),
+            ByteString(b"package c".to_vec()),
+        )]));
         let errors = files_of(&config_map).expect_err("binaryData policy");
         assert_eq!(
             errors[0].to_string(),

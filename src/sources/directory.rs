@@ -50,7 +50,9 @@ pub fn fingerprint(dir: &Path) -> Fingerprint {
     for entry in walker {
         match entry {
             Ok(entry) => {
-                if !entry.file_type().is_file() || !is_policy_file(&entry.file_name().to_string_lossy()) {
+                if !entry.file_type().is_file()
+                    || !is_policy_file(&entry.file_name().to_string_lossy())
+                {
                     continue;
                 }
                 let metadata = entry.metadata().ok();
@@ -58,7 +60,11 @@ pub fn fingerprint(dir: &Path) -> Fingerprint {
                 let modified = metadata.and_then(|m| m.modified().ok());
                 files.push((entry.into_path(), size, modified));
             }
-            Err(err) => files.push((err.path().map(Path::to_path_buf).unwrap_or_default(), None, None)),
+            Err(err) => files.push((
+                err.path().map(Path::to_path_buf).unwrap_or_default(),
+                None,
+                None,
+            )),
         }
     }
     Fingerprint { data_link, files }
@@ -73,17 +79,24 @@ fn read(dir: &Path) -> super::Snapshot {
 async fn read_blocking(dir: &Path) -> (super::Snapshot, Fingerprint) {
     let dir = dir.to_path_buf();
     let origin = dir.display().to_string();
-    tokio::task::spawn_blocking(move || (read(&dir), fingerprint(&dir))).await.unwrap_or_else(|err| {
-        (
-            Err(vec![LoadError::new(SourceRef::file(&origin), format!("reading the directory failed: {err}"))]),
-            Fingerprint::default(),
-        )
-    })
+    tokio::task::spawn_blocking(move || (read(&dir), fingerprint(&dir)))
+        .await
+        .unwrap_or_else(|err| {
+            (
+                Err(vec![LoadError::new(
+                    SourceRef::file(&origin),
+                    format!("reading the directory failed: {err}"),
+                )]),
+                Fingerprint::default(),
+            )
+        })
 }
 
 async fn fingerprint_blocking(dir: &Path) -> Fingerprint {
     let dir = dir.to_path_buf();
-    tokio::task::spawn_blocking(move || fingerprint(&dir)).await.unwrap_or_default()
+    tokio::task::spawn_blocking(move || fingerprint(&dir))
+        .await
+        .unwrap_or_default()
 }
 
 /// Follow `dir` until the publisher goes away.
@@ -164,13 +177,22 @@ async fn send(
             let message = format!(
                 "cannot read {}: {}",
                 dir.display(),
-                errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+                errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
             );
             status.update(index, |s| s.updated_at = Some(SystemTime::now()));
             status.problem(index, message);
         }
     }
-    tx.send(Update { source: index, snapshot }).await.is_ok()
+    tx.send(Update {
+        source: index,
+        snapshot,
+    })
+    .await
+    .is_ok()
 }
 
 #[cfg(test)]
@@ -188,7 +210,11 @@ mod tests {
         assert_eq!(fingerprint(root), first, "stable without changes");
 
         std::fs::write(root.join("notes.txt"), "changed").expect("write");
-        assert_eq!(fingerprint(root), first, "files the loader does not read do not count");
+        assert_eq!(
+            fingerprint(root),
+            first,
+            "files the loader does not read do not count"
+        );
 
         std::fs::write(root.join("a.rego"), "package a\n").expect("write");
         let edited = fingerprint(root);

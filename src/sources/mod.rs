@@ -79,7 +79,10 @@ pub struct SourcesConfig {
 impl SourcesConfig {
     /// Only a directory, with the default timings.
     pub fn directory(dir: impl Into<PathBuf>) -> SourcesConfig {
-        SourcesConfig { directory: Some(dir.into()), ..SourcesConfig::default() }
+        SourcesConfig {
+            directory: Some(dir.into()),
+            ..SourcesConfig::default()
+        }
     }
 }
 
@@ -104,7 +107,9 @@ pub enum SourceError {
     )]
     NoSource,
     /// No Kubernetes client configuration was found (kubeconfig, in-cluster service account).
-    #[error("cannot configure the Kubernetes client (kubeconfig or in-cluster service account): {0}")]
+    #[error(
+        "cannot configure the Kubernetes client (kubeconfig or in-cluster service account): {0}"
+    )]
     KubeConfig(#[from] kube::config::InferConfigError),
     /// The Kubernetes client could not be built.
     #[error("cannot create the Kubernetes client: {0}")]
@@ -122,7 +127,11 @@ pub struct Publisher {
 impl Publisher {
     /// A publisher into `store`.
     pub fn new(store: Arc<PolicyStore>, metrics: Arc<Metrics>, options: LoadOptions) -> Publisher {
-        Publisher { store, metrics, options }
+        Publisher {
+            store,
+            metrics,
+            options,
+        }
     }
 
     /// The store it publishes into.
@@ -139,7 +148,13 @@ impl Publisher {
 
     /// Record a load that failed before compiling (unreadable sources).
     pub fn reject(&self, errors: Vec<LoadError>) -> Vec<LoadError> {
-        let compiled = Compiled { built: Built { errors, ..Built::default() }, ..Compiled::default() };
+        let compiled = Compiled {
+            built: Built {
+                errors,
+                ..Built::default()
+            },
+            ..Compiled::default()
+        };
         match self.publish(compiled) {
             Ok(_) => Vec::new(),
             Err(errors) => errors,
@@ -159,7 +174,8 @@ impl Publisher {
         let files = compiled.files;
         match self.store.publish(compiled) {
             Ok(set) => {
-                self.metrics.record_policy_set(set.generation(), set.policies().len(), set.hash());
+                self.metrics
+                    .record_policy_set(set.generation(), set.policies().len(), set.hash());
                 tracing::info!(
                     generation = set.generation(),
                     policies = set.policies().len(),
@@ -218,13 +234,19 @@ pub struct Running {
 
 impl std::fmt::Debug for Sources {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sources").field("config", &self.config).field("client", &self.client.is_some()).finish()
+        f.debug_struct("Sources")
+            .field("config", &self.config)
+            .field("client", &self.client.is_some())
+            .finish()
     }
 }
 
 impl std::fmt::Debug for Running {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Running").field("tasks", &self.tasks.len()).field("client", &self.client.is_some()).finish()
+        f.debug_struct("Running")
+            .field("tasks", &self.tasks.len())
+            .field("client", &self.client.is_some())
+            .finish()
     }
 }
 
@@ -251,7 +273,10 @@ impl Drop for Running {
 impl Sources {
     /// Sources as configured; a ConfigMap source gets its client from the environment ([`kube::Config::infer`]).
     pub fn new(config: SourcesConfig) -> Sources {
-        Sources { config, client: None }
+        Sources {
+            config,
+            client: None,
+        }
     }
 
     /// Use this Kubernetes client instead of inferring one.
@@ -261,7 +286,11 @@ impl Sources {
     }
 
     /// Start every source and the publisher; the first set is published once every source has been read.
-    pub async fn start(self, publisher: Publisher, status: Arc<SourcesStatus>) -> Result<Running, SourceError> {
+    pub async fn start(
+        self,
+        publisher: Publisher,
+        status: Arc<SourcesStatus>,
+    ) -> Result<Running, SourceError> {
         let Sources { config, client } = self;
         if config.directory.is_none() && config.configmaps.is_none() {
             return Err(SourceError::NoSource);
@@ -284,11 +313,20 @@ impl Sources {
                 debounce: config.debounce,
                 rescan: config.rescan_interval,
             };
-            tasks.push(tokio::spawn(directory::run(dir.clone(), timings, index, tx.clone(), status.clone())));
+            tasks.push(tokio::spawn(directory::run(
+                dir.clone(),
+                timings,
+                index,
+                tx.clone(),
+                status.clone(),
+            )));
             count += 1;
         }
         if let (Some(selector), Some(client)) = (&config.configmaps, &client) {
-            let namespace = selector.namespace.clone().unwrap_or_else(|| client.default_namespace().to_string());
+            let namespace = selector
+                .namespace
+                .clone()
+                .unwrap_or_else(|| client.default_namespace().to_string());
             let index = status.register(SourceKind::ConfigMaps, selector.describe(&namespace));
             tasks.push(tokio::spawn(configmaps::run(
                 client.clone(),
@@ -339,7 +377,9 @@ async fn publish_loop(publisher: Publisher, mut rx: mpsc::Receiver<Update>, sour
         }
         last_hash = Some(hash);
         let task_publisher = publisher.clone();
-        if let Err(err) = tokio::task::spawn_blocking(move || task_publisher.publish_files(&files)).await {
+        if let Err(err) =
+            tokio::task::spawn_blocking(move || task_publisher.publish_files(&files)).await
+        {
             // Compiling cannot panic by design; if it did, count it as a failed load and keep the active set.
             tracing::error!(error = %err, "policy load task failed; the active policy set keeps serving");
             publisher.metrics.policy_load_errors.inc();
@@ -365,7 +405,11 @@ fn union(latest: &[Option<Snapshot>]) -> (Vec<SourceFile>, Vec<LoadError>) {
 pub(crate) fn snapshot_key(snapshot: &Snapshot) -> Result<String, String> {
     match snapshot {
         Ok(files) => Ok(crate::policy::content_hash(files)),
-        Err(errors) => Err(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")),
+        Err(errors) => Err(errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")),
     }
 }
 
@@ -375,11 +419,18 @@ mod tests {
     use crate::policy::SourceRef;
 
     fn file(origin: &str, content: &str) -> SourceFile {
-        SourceFile { origin: origin.into(), content: content.into() }
+        SourceFile {
+            origin: origin.into(),
+            content: content.into(),
+        }
     }
 
     fn publisher() -> Publisher {
-        Publisher::new(Arc::new(PolicyStore::new()), Arc::new(Metrics::new()), LoadOptions::default())
+        Publisher::new(
+            Arc::new(PolicyStore::new()),
+            Arc::new(Metrics::new()),
+            LoadOptions::default(),
+        )
     }
 
     /// Wait until the loop has taken every update out of the channel (it handles them one batch at a time).
@@ -401,12 +452,26 @@ mod tests {
         let task = tokio::spawn(publish_loop(publisher, rx, 2));
         let a = "package a\n\ndeny contains \"a\" if false\n";
         let b = "package b\n\ndeny contains \"b\" if false\n";
-        tx.send(Update { source: 0, snapshot: Ok(vec![file("dir/a.rego", a)]) }).await.expect("send");
-        tx.send(Update { source: 1, snapshot: Ok(vec![file("ns/cm/b.rego", b)]) }).await.expect("send");
+        tx.send(Update {
+            source: 0,
+            snapshot: Ok(vec![file("dir/a.rego", a)]),
+        })
+        .await
+        .expect("send");
+        tx.send(Update {
+            source: 1,
+            snapshot: Ok(vec![file("ns/cm/b.rego", b)]),
+        })
+        .await
+        .expect("send");
         drop(tx);
         task.await.expect("loop ends");
         let set = store.current().expect("published");
-        let names: Vec<String> = set.policies().iter().map(|p| p.info().name.clone()).collect();
+        let names: Vec<String> = set
+            .policies()
+            .iter()
+            .map(|p| p.info().name.clone())
+            .collect();
         assert_eq!(names, ["a", "b"]);
     }
 
@@ -416,13 +481,31 @@ mod tests {
         let store = publisher.store().clone();
         let (tx, rx) = mpsc::channel(4);
         let task = tokio::spawn(publish_loop(publisher, rx, 1));
-        let good = vec![file("p/a.rego", "package a\n\ndeny contains \"a\" if false\n")];
-        tx.send(Update { source: 0, snapshot: Ok(good.clone()) }).await.expect("send");
+        let good = vec![file(
+            "p/a.rego",
+            "package a\n\ndeny contains \"a\" if false\n",
+        )];
+        tx.send(Update {
+            source: 0,
+            snapshot: Ok(good.clone()),
+        })
+        .await
+        .expect("send");
         drained(&tx).await;
-        tx.send(Update { source: 0, snapshot: Ok(good.clone()) }).await.expect("send");
+        tx.send(Update {
+            source: 0,
+            snapshot: Ok(good.clone()),
+        })
+        .await
+        .expect("send");
         drained(&tx).await;
         let broken = vec![LoadError::new(SourceRef::file("p/b.rego"), "cannot read")];
-        tx.send(Update { source: 0, snapshot: Err(broken) }).await.expect("send");
+        tx.send(Update {
+            source: 0,
+            snapshot: Err(broken),
+        })
+        .await
+        .expect("send");
         drop(tx);
         task.await.expect("loop ends");
         assert_eq!(store.current().map(|s| s.generation()), Some(1));

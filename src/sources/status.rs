@@ -86,12 +86,20 @@ impl SourcesStatus {
 
     /// Record a problem of source `index`.
     pub fn problem(&self, index: usize, message: String) {
-        self.update(index, |s| s.problem = Some(SourceProblem { message, at: SystemTime::now() }));
+        self.update(index, |s| {
+            s.problem = Some(SourceProblem {
+                message,
+                at: SystemTime::now(),
+            })
+        });
     }
 
     /// The state of every source.
     pub fn snapshot(&self) -> Vec<SourceState> {
-        self.sources.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.sources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -131,19 +139,29 @@ impl StatusReport {
             loaded_at: set.loaded_at(),
             policies: set.summaries(),
         });
-        StatusReport { ready: active.is_some(), active, last_error: store.last_error(), sources: sources.snapshot() }
+        StatusReport {
+            ready: active.is_some(),
+            active,
+            last_error: store.last_error(),
+            sources: sources.snapshot(),
+        }
     }
 }
 
 fn seconds(time: &SystemTime) -> f64 {
-    time.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 fn unix_seconds<S: serde::Serializer>(time: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(seconds(time))
 }
 
-fn optional_unix_seconds<S: serde::Serializer>(time: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+fn optional_unix_seconds<S: serde::Serializer>(
+    time: &Option<SystemTime>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     match time {
         Some(time) => s.serialize_f64(seconds(time)),
         None => s.serialize_none(),

@@ -12,14 +12,32 @@ const LABEL: (&str, &str) = ("policyctl.io/policies", "true");
 async fn configmaps_follow_the_api_and_a_deleted_configmap_takes_its_policies() {
     let api = FakeApi::start().await;
     let a_v1 = rego("team.a", "a v1");
-    api.apply("policyctl", "policies-a", &[LABEL], &[("a.rego", &a_v1), ("README.md", "not a policy")]);
+    api.apply(
+        "policyctl",
+        "policies-a",
+        &[LABEL],
+        &[("a.rego", &a_v1), ("README.md", "not a policy")],
+    );
     // Not selected: no label, and the right label in another namespace.
-    api.apply("policyctl", "unlabelled", &[], &[("x.rego", "package broken {")]);
-    api.apply("elsewhere", "policies-x", &[LABEL], &[("x.rego", "package broken {")]);
+    api.apply(
+        "policyctl",
+        "unlabelled",
+        &[],
+        &[("x.rego", "package broken {")],
+    );
+    api.apply(
+        "elsewhere",
+        "policies-x",
+        &[LABEL],
+        &[("x.rego", "package broken {")],
+    );
 
     let target = Target::new();
     let config = SourcesConfig {
-        configmaps: Some(ConfigMapSelector { labels: "policyctl.io/policies=true".into(), namespace: None }),
+        configmaps: Some(ConfigMapSelector {
+            labels: "policyctl.io/policies=true".into(),
+            namespace: None,
+        }),
         ..SourcesConfig::default()
     };
     let _running = Sources::new(config)
@@ -30,24 +48,46 @@ async fn configmaps_follow_the_api_and_a_deleted_configmap_takes_its_policies() 
 
     let first = target.until_generation(1).await;
     assert_eq!(names(&first), ["team.a"]);
-    assert_eq!(&*first.policies()[0].info().source.origin, "policyctl/policies-a/a.rego");
+    assert_eq!(
+        &*first.policies()[0].info().source.origin,
+        "policyctl/policies-a/a.rego"
+    );
 
     let b_v1 = rego("team.b", "b v1");
     api.apply("policyctl", "policies-b", &[LABEL], &[("b.rego", &b_v1)]);
-    assert_eq!(denials(&target.until_generation(2).await), ["[team.a] a v1", "[team.b] b v1"]);
+    assert_eq!(
+        denials(&target.until_generation(2).await),
+        ["[team.a] a v1", "[team.b] b v1"]
+    );
 
     // A broken update of one ConfigMap keeps the whole active set and names the ConfigMap key.
-    api.apply("policyctl", "policies-a", &[LABEL], &[("a.rego", "package team.a\n\ndeny contains msg if {\n")]);
+    api.apply(
+        "policyctl",
+        "policies-a",
+        &[LABEL],
+        &[("a.rego", "package team.a\n\ndeny contains msg if {\n")],
+    );
     let errors = target.until_rejected().await;
-    assert!(errors.iter().all(|e| e.starts_with("policyctl/policies-a/a.rego")), "{errors:?}");
+    assert!(
+        errors
+            .iter()
+            .all(|e| e.starts_with("policyctl/policies-a/a.rego")),
+        "{errors:?}"
+    );
     assert_eq!(target.generation(), 2);
 
     let a_v2 = rego("team.a", "a v2");
     api.apply("policyctl", "policies-a", &[LABEL], &[("a.rego", &a_v2)]);
-    assert_eq!(denials(&target.until_generation(3).await), ["[team.a] a v2", "[team.b] b v1"]);
+    assert_eq!(
+        denials(&target.until_generation(3).await),
+        ["[team.a] a v2", "[team.b] b v1"]
+    );
 
     api.delete("policyctl", "policies-b");
-    assert_eq!(denials(&target.until_generation(4).await), ["[team.a] a v2"]);
+    assert_eq!(
+        denials(&target.until_generation(4).await),
+        ["[team.a] a v2"]
+    );
 
     // The watch history expires while a ConfigMap is deleted and another added: the watcher relists, and the set
     // follows the list (the deleted one's policies go, the new one's come).
@@ -59,17 +99,29 @@ async fn configmaps_follow_the_api_and_a_deleted_configmap_takes_its_policies() 
     let after = target.until_generation(5).await;
     assert_eq!(denials(&after), ["[team.c] c v1"]);
     let (lists_after, watches) = api.requests();
-    assert!(lists_after > lists_before, "relisted ({lists_before} -> {lists_after} lists, {watches} watches)");
+    assert!(
+        lists_after > lists_before,
+        "relisted ({lists_before} -> {lists_after} lists, {watches} watches)"
+    );
 
     let status = target.status.snapshot();
     assert_eq!(status[0].config_maps, Some(1));
-    assert!(status[0].description.contains("namespace policyctl"), "{:?}", status[0].description);
+    assert!(
+        status[0].description.contains("namespace policyctl"),
+        "{:?}",
+        status[0].description
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn directory_and_configmaps_together_form_one_set() {
     let api = FakeApi::start().await;
-    api.apply("policyctl", "policies", &[LABEL], &[("cm.rego", &rego("from.configmap", "cm"))]);
+    api.apply(
+        "policyctl",
+        "policies",
+        &[LABEL],
+        &[("cm.rego", &rego("from.configmap", "cm"))],
+    );
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("dir.rego"), rego("from.dir", "dir")).expect("write");
 
@@ -90,6 +142,12 @@ async fn directory_and_configmaps_together_form_one_set() {
     assert_eq!(denials(&set), ["[from.configmap] cm", "[from.dir] dir"]);
 
     api.delete("policyctl", "policies");
-    assert_eq!(denials(&target.until_generation(2).await), ["[from.dir] dir"]);
-    until("both sources synced", || target.status.snapshot().iter().all(|s| s.synced)).await;
+    assert_eq!(
+        denials(&target.until_generation(2).await),
+        ["[from.dir] dir"]
+    );
+    until("both sources synced", || {
+        target.status.snapshot().iter().all(|s| s.synced)
+    })
+    .await;
 }

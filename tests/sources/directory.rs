@@ -26,7 +26,10 @@ pub struct ConfigMapVolume {
 
 impl ConfigMapVolume {
     pub fn new(root: &Path, files: &[(&str, &str)]) -> ConfigMapVolume {
-        let mut volume = ConfigMapVolume { root: root.to_path_buf(), version: 0 };
+        let mut volume = ConfigMapVolume {
+            root: root.to_path_buf(),
+            version: 0,
+        };
         volume.swap(files);
         volume
     }
@@ -43,7 +46,8 @@ impl ConfigMapVolume {
             std::fs::write(new.join(key), content).expect("write key");
         }
         let tmp = self.root.join("..data_tmp");
-        std::os::unix::fs::symlink(new.file_name().expect("name"), &tmp).expect("symlink ..data_tmp");
+        std::os::unix::fs::symlink(new.file_name().expect("name"), &tmp)
+            .expect("symlink ..data_tmp");
         std::fs::rename(&tmp, self.root.join("..data")).expect("rename over ..data");
         for (key, _) in files {
             let link = self.root.join(key);
@@ -64,7 +68,8 @@ impl ConfigMapVolume {
     }
 
     fn version_dir(&self) -> PathBuf {
-        self.root.join(format!("..2026_11_23_23_00_00.{:04}", self.version))
+        self.root
+            .join(format!("..2026_11_23_23_00_00.{:04}", self.version))
     }
 }
 
@@ -75,8 +80,10 @@ async fn configmap_volume_swaps_publish_new_sets_and_a_broken_one_keeps_the_old(
     let b_v1 = rego("team.b", "b v1");
     let mut volume = ConfigMapVolume::new(dir.path(), &[("a.rego", &a_v1), ("b.rego", &b_v1)]);
     let target = Target::new();
-    let _running =
-        Sources::new(fast(dir.path())).start(target.publisher.clone(), target.status.clone()).await.expect("starts");
+    let _running = Sources::new(fast(dir.path()))
+        .start(target.publisher.clone(), target.status.clone())
+        .await
+        .expect("starts");
 
     let first = target.until_generation(1).await;
     assert_eq!(names(&first), ["team.a", "team.b"]);
@@ -87,21 +94,43 @@ async fn configmap_volume_swaps_publish_new_sets_and_a_broken_one_keeps_the_old(
     let c_v1 = rego("team.c", "c v1");
     volume.swap(&[("a.rego", &a_v2), ("b.rego", &b_v1), ("c.rego", &c_v1)]);
     let second = target.until_generation(2).await;
-    assert_eq!(denials(&second), ["[team.a] a v2", "[team.b] b v1", "[team.c] c v1"]);
+    assert_eq!(
+        denials(&second),
+        ["[team.a] a v2", "[team.b] b v1", "[team.c] c v1"]
+    );
     // The first set is untouched: a request that holds it still gets its answers.
     assert_eq!(denials(&first), ["[team.a] a v1", "[team.b] b v1"]);
 
     // A broken version is rejected: the error names the file, the old set keeps answering, the error is counted.
-    volume.swap(&[("a.rego", "package team.a\n\ndeny contains msg if {\n"), ("b.rego", &b_v1), ("c.rego", &c_v1)]);
+    volume.swap(&[
+        ("a.rego", "package team.a\n\ndeny contains msg if {\n"),
+        ("b.rego", &b_v1),
+        ("c.rego", &c_v1),
+    ]);
     let errors = target.until_rejected().await;
     let a_path = dir.path().join("a.rego").display().to_string();
     assert!(errors.iter().any(|e| e.starts_with(&a_path)), "{errors:?}");
     assert_eq!(target.generation(), 2);
-    assert!(target.metrics.encode().contains("policyctl_policy_load_errors_total 1"), "{}", target.metrics.encode());
-    let report =
-        serde_json::to_value(policyctl::sources::StatusReport::new(&target.store, &target.status)).expect("serializes");
+    assert!(
+        target
+            .metrics
+            .encode()
+            .contains("policyctl_policy_load_errors_total 1"),
+        "{}",
+        target.metrics.encode()
+    );
+    let report = serde_json::to_value(policyctl::sources::StatusReport::new(
+        &target.store,
+        &target.status,
+    ))
+    .expect("serializes");
     assert_eq!(report["active"]["generation"], 2);
-    assert!(report["last_error"]["errors"][0]["location"]["origin"].as_str().is_some(), "{report}");
+    assert!(
+        report["last_error"]["errors"][0]["location"]["origin"]
+            .as_str()
+            .is_some(),
+        "{report}"
+    );
     assert_eq!(report["sources"][0]["kind"], "directory");
 
     // Fixed, with a key removed: its policy goes away.
@@ -110,9 +139,22 @@ async fn configmap_volume_swaps_publish_new_sets_and_a_broken_one_keeps_the_old(
     assert_eq!(denials(&third), ["[team.a] a v2", "[team.c] c v1"]);
     assert!(target.store.last_error().is_none());
     let metrics = target.metrics.encode();
-    assert!(metrics.contains("policyctl_policy_set_generation 3"), "{metrics}");
-    assert!(metrics.contains(&format!("policyctl_policy_set_info{{hash=\"{}\"}} 1", third.hash())), "{metrics}");
-    assert_eq!(metrics.matches("policyctl_policy_set_info{").count(), 1, "only the active hash: {metrics}");
+    assert!(
+        metrics.contains("policyctl_policy_set_generation 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "policyctl_policy_set_info{{hash=\"{}\"}} 1",
+            third.hash()
+        )),
+        "{metrics}"
+    );
+    assert_eq!(
+        metrics.matches("policyctl_policy_set_info{").count(),
+        1,
+        "only the active hash: {metrics}"
+    );
 
     // The same content under a new version directory is not rebuilt.
     volume.swap(&[("a.rego", &a_v2), ("c.rego", &c_v1)]);
@@ -131,24 +173,39 @@ async fn plain_edits_additions_and_removals_are_picked_up() {
     std::fs::create_dir(root.join("sub")).expect("mkdir");
     std::fs::write(root.join("a.rego"), rego("a", "a v1")).expect("write");
     let target = Target::new();
-    let _running =
-        Sources::new(fast(root)).start(target.publisher.clone(), target.status.clone()).await.expect("starts");
+    let _running = Sources::new(fast(root))
+        .start(target.publisher.clone(), target.status.clone())
+        .await
+        .expect("starts");
     let first = target.until_generation(1).await;
     assert_eq!(denials(&first), ["[a] a v1"]);
 
     std::fs::write(root.join("a.rego"), rego("a", "a version 2")).expect("edit");
-    assert_eq!(denials(&target.until_generation(2).await), ["[a] a version 2"]);
+    assert_eq!(
+        denials(&target.until_generation(2).await),
+        ["[a] a version 2"]
+    );
 
     std::fs::write(root.join("sub/b.rego"), rego("b", "b v1")).expect("add");
-    assert_eq!(denials(&target.until_generation(3).await), ["[a] a version 2", "[b] b v1"]);
+    assert_eq!(
+        denials(&target.until_generation(3).await),
+        ["[a] a version 2", "[b] b v1"]
+    );
 
     std::fs::remove_file(root.join("a.rego")).expect("remove");
     assert_eq!(denials(&target.until_generation(4).await), ["[b] b v1"]);
 
     // A YAML document of an unknown kind is rejected with file, document and field.
-    std::fs::write(root.join("x.yaml"), "apiVersion: example.com/v1\nkind: Mystery\n").expect("write");
+    std::fs::write(
+        root.join("x.yaml"),
+        "apiVersion: example.com/v1\nkind: Mystery\n",
+    )
+    .expect("write");
     let errors = target.until_rejected().await;
-    let expected = format!("{}, document 1: kind: unknown policy kind", root.join("x.yaml").display());
+    let expected = format!(
+        "{}, document 1: kind: unknown policy kind",
+        root.join("x.yaml").display()
+    );
     assert!(errors[0].starts_with(&expected), "{errors:?}");
     assert_eq!(target.generation(), 4);
 }
@@ -158,8 +215,10 @@ async fn a_missing_directory_is_not_ready_until_it_appears() {
     let dir = tempfile::tempdir().expect("tempdir");
     let policies = dir.path().join("policies");
     let target = Target::new();
-    let _running =
-        Sources::new(fast(&policies)).start(target.publisher.clone(), target.status.clone()).await.expect("starts");
+    let _running = Sources::new(fast(&policies))
+        .start(target.publisher.clone(), target.status.clone())
+        .await
+        .expect("starts");
     let errors = target.until_rejected().await;
     assert!(errors[0].ends_with("not a directory"), "{errors:?}");
     assert!(target.store.current().is_none());

@@ -48,12 +48,21 @@ pub struct FakeApi {
 impl FakeApi {
     /// Serve on 127.0.0.1, port 0.
     pub async fn start() -> FakeApi {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (changes, _) = watch::channel(0);
-        let api = FakeApi { inner: Arc::default(), changes: Arc::new(changes), addr };
+        let api = FakeApi {
+            inner: Arc::default(),
+            changes: Arc::new(changes),
+            addr,
+        };
         let router = Router::new()
-            .route("/api/v1/namespaces/{namespace}/configmaps", get(list_or_watch))
+            .route(
+                "/api/v1/namespaces/{namespace}/configmaps",
+                get(list_or_watch),
+            )
             .fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
             .with_state(api.clone());
         tokio::spawn(async move { axum::serve(listener, router).await });
@@ -72,7 +81,13 @@ impl FakeApi {
     }
 
     /// Create or replace a ConfigMap.
-    pub fn apply(&self, namespace: &str, name: &str, labels: &[(&str, &str)], data: &[(&str, &str)]) {
+    pub fn apply(
+        &self,
+        namespace: &str,
+        name: &str,
+        labels: &[(&str, &str)],
+        data: &[(&str, &str)],
+    ) {
         let mut inner = self.lock();
         inner.resource_version += 1;
         let rv = inner.resource_version;
@@ -91,7 +106,11 @@ impl FakeApi {
             "data": data,
         });
         let key = (namespace.to_string(), name.to_string());
-        let kind = if inner.objects.contains_key(&key) { "MODIFIED" } else { "ADDED" };
+        let kind = if inner.objects.contains_key(&key) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
         inner.objects.insert(key, object.clone());
         inner.log.push((rv, kind, object));
         drop(inner);
@@ -101,7 +120,12 @@ impl FakeApi {
     /// Delete a ConfigMap.
     pub fn delete(&self, namespace: &str, name: &str) {
         let mut inner = self.lock();
-        let Some(mut object) = inner.objects.remove(&(namespace.to_string(), name.to_string())) else { return };
+        let Some(mut object) = inner
+            .objects
+            .remove(&(namespace.to_string(), name.to_string()))
+        else {
+            return;
+        };
         inner.resource_version += 1;
         let rv = inner.resource_version;
         object["metadata"]["resourceVersion"] = json!(rv.to_string());
@@ -130,12 +154,16 @@ impl FakeApi {
 
 /// `a=b,c==d,e` (equality and existence; enough for the tests).
 fn selects(selector: Option<&str>, object: &Value) -> bool {
-    let Some(selector) = selector.filter(|s| !s.is_empty()) else { return true };
+    let Some(selector) = selector.filter(|s| !s.is_empty()) else {
+        return true;
+    };
     let labels = &object["metadata"]["labels"];
     selector.split(',').all(|term| {
         let term = term.trim();
         match term.split_once("==").or_else(|| term.split_once('=')) {
-            Some((key, value)) => labels.get(key.trim()).and_then(Value::as_str) == Some(value.trim()),
+            Some((key, value)) => {
+                labels.get(key.trim()).and_then(Value::as_str) == Some(value.trim())
+            }
             None => labels.get(term).is_some(),
         }
     })
@@ -145,12 +173,21 @@ fn in_namespace(namespace: &str, object: &Value) -> bool {
     object["metadata"]["namespace"].as_str() == Some(namespace)
 }
 
-async fn list_or_watch(State(api): State<FakeApi>, Path(namespace): Path<String>, uri: Uri) -> Response {
+async fn list_or_watch(
+    State(api): State<FakeApi>,
+    Path(namespace): Path<String>,
+    uri: Uri,
+) -> Response {
     let query: BTreeMap<String, String> =
-        form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()).into_owned().collect();
+        form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
     let selector = query.get("labelSelector").cloned();
     if query.get("watch").map(String::as_str) == Some("true") {
-        let from: u64 = query.get("resourceVersion").and_then(|rv| rv.parse().ok()).unwrap_or(0);
+        let from: u64 = query
+            .get("resourceVersion")
+            .and_then(|rv| rv.parse().ok())
+            .unwrap_or(0);
         return watch_response(api, namespace, selector, from);
     }
     let mut inner = api.lock();
@@ -167,14 +204,24 @@ async fn list_or_watch(State(api): State<FakeApi>, Path(namespace): Path<String>
         "metadata": {"resourceVersion": inner.resource_version.to_string()},
         "items": items,
     });
-    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 fn line(value: &Value) -> Result<Bytes, Infallible> {
     Ok(Bytes::from(format!("{value}\n")))
 }
 
-fn watch_response(api: FakeApi, namespace: String, selector: Option<String>, from: u64) -> Response {
+fn watch_response(
+    api: FakeApi,
+    namespace: String,
+    selector: Option<String>,
+    from: u64,
+) -> Response {
     let (epoch, expired, current) = {
         let mut inner = api.lock();
         inner.watches += 1;
@@ -189,7 +236,12 @@ fn watch_response(api: FakeApi, namespace: String, selector: Option<String>, fro
                 "message": format!("too old resource version: {from} ({current})"), "reason": "Expired", "code": 410,
             },
         });
-        return (StatusCode::OK, headers, Body::from_stream(futures::stream::iter([line(&status)]))).into_response();
+        return (
+            StatusCode::OK,
+            headers,
+            Body::from_stream(futures::stream::iter([line(&status)])),
+        )
+            .into_response();
     }
     let bookmark = json!({
         "type": "BOOKMARK",
@@ -220,7 +272,9 @@ fn watch_response(api: FakeApi, namespace: String, selector: Option<String>, fro
                 match next {
                     Some((rv, kind, object)) => {
                         cursor = rv;
-                        if in_namespace(&namespace, &object) && selects(selector.as_deref(), &object) {
+                        if in_namespace(&namespace, &object)
+                            && selects(selector.as_deref(), &object)
+                        {
                             let event = json!({"type": kind, "object": object});
                             return Some((line(&event), (api, changes, cursor, None)));
                         }

@@ -37,7 +37,12 @@ impl Target {
         let store = Arc::new(PolicyStore::new());
         let metrics = Arc::new(Metrics::new());
         let publisher = Publisher::new(store.clone(), metrics.clone(), LoadOptions::default());
-        Target { store, metrics, status: Arc::new(SourcesStatus::new()), publisher }
+        Target {
+            store,
+            metrics,
+            status: Arc::new(SourcesStatus::new()),
+            publisher,
+        }
     }
 
     /// The active generation (0 before the first set).
@@ -47,7 +52,10 @@ impl Target {
 
     /// Wait until the active generation is `generation`; panics after 20 s (a failure limit, not a timing claim).
     pub async fn until_generation(&self, generation: u64) -> Arc<PolicySet> {
-        until(&format!("generation {generation}"), || self.generation() >= generation).await;
+        until(&format!("generation {generation}"), || {
+            self.generation() >= generation
+        })
+        .await;
         let set = self.store.current().expect("a set");
         assert_eq!(set.generation(), generation, "exactly one new generation");
         set
@@ -56,7 +64,13 @@ impl Target {
     /// Wait until a load was rejected.
     pub async fn until_rejected(&self) -> Vec<String> {
         until("a rejected load", || self.store.last_error().is_some()).await;
-        self.store.last_error().expect("error").errors.iter().map(ToString::to_string).collect()
+        self.store
+            .last_error()
+            .expect("error")
+            .errors
+            .iter()
+            .map(ToString::to_string)
+            .collect()
     }
 }
 
@@ -64,7 +78,10 @@ impl Target {
 pub async fn until(what: &str, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
     while !done() {
-        assert!(start.elapsed() < Duration::from_secs(20), "timed out waiting for {what}");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -88,5 +105,8 @@ pub fn denials(set: &Arc<PolicySet>) -> Vec<String> {
 
 /// The names of a set's policies.
 pub fn names(set: &Arc<PolicySet>) -> Vec<String> {
-    set.policies().iter().map(|p| p.info().name.clone()).collect()
+    set.policies()
+        .iter()
+        .map(|p| p.info().name.clone())
+        .collect()
 }

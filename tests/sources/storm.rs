@@ -25,7 +25,10 @@ const CLIENTS: usize = 8;
 fn version(n: usize) -> Vec<SourceFile> {
     ["alpha", "beta", "gamma"]
         .iter()
-        .map(|name| SourceFile { origin: format!("storm/{name}.rego"), content: rego(name, &format!("v{n}")) })
+        .map(|name| SourceFile {
+            origin: format!("storm/{name}.rego"),
+            content: rego(name, &format!("v{n}")),
+        })
         .collect()
 }
 
@@ -38,7 +41,10 @@ fn broken(n: usize) -> Vec<SourceFile> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_storm_every_request_is_answered_by_exactly_one_generation() {
     let target = Target::new();
-    target.publisher.publish_files(&version(0)).expect("first set");
+    target
+        .publisher
+        .publish_files(&version(0))
+        .expect("first set");
     let state = AppState {
         store: target.store.clone(),
         metrics: target.metrics.clone(),
@@ -68,7 +74,10 @@ async fn reload_storm_every_request_is_answered_by_exactly_one_generation() {
             let mut rejected = 0;
             for n in 1..=RELOADS {
                 if n % 5 == 0 {
-                    assert!(publisher.publish_files(&broken(n)).is_err(), "broken version {n} rejected");
+                    assert!(
+                        publisher.publish_files(&broken(n)).is_err(),
+                        "broken version {n} rejected"
+                    );
                     rejected += 1;
                 } else {
                     // Recorded before publishing: a request may see the new set as soon as it is stored.
@@ -96,17 +105,33 @@ async fn reload_storm_every_request_is_answered_by_exactly_one_generation() {
                     .expect("request");
                 let response = router.clone().oneshot(request).await.expect("answered");
                 assert_eq!(response.status(), 200);
-                let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.expect("body");
+                let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+                    .await
+                    .expect("body");
                 let review: Value = serde_json::from_slice(&bytes).expect("AdmissionReview");
                 let answer = &review["response"];
                 assert_eq!(answer["allowed"], false, "{review}");
                 let message = answer["status"]["message"].as_str().expect("message");
-                let versions: BTreeSet<&str> =
-                    message.lines().map(|line| line.rsplit(' ').next().unwrap_or("")).collect();
-                assert_eq!(message.lines().count(), 3, "three denials, no error: {message}");
-                assert_eq!(versions.len(), 1, "one generation answers a request: {message}");
-                let version: usize =
-                    versions.iter().next().and_then(|v| v.strip_prefix('v')).and_then(|v| v.parse().ok()).expect("vN");
+                let versions: BTreeSet<&str> = message
+                    .lines()
+                    .map(|line| line.rsplit(' ').next().unwrap_or(""))
+                    .collect();
+                assert_eq!(
+                    message.lines().count(),
+                    3,
+                    "three denials, no error: {message}"
+                );
+                assert_eq!(
+                    versions.len(),
+                    1,
+                    "one generation answers a request: {message}"
+                );
+                let version: usize = versions
+                    .iter()
+                    .next()
+                    .and_then(|v| v.strip_prefix('v'))
+                    .and_then(|v| v.parse().ok())
+                    .expect("vN");
                 seen.push(version);
             }
             seen
@@ -122,19 +147,41 @@ async fn reload_storm_every_request_is_answered_by_exactly_one_generation() {
         versions_seen.extend(seen);
     }
     let published = published.lock().expect("lock").clone();
-    assert!(versions_seen.is_subset(&published), "only published versions answer: {versions_seen:?}");
-    assert!(versions_seen.iter().all(|v| *v == 0 || v % 5 != 0), "no broken version answers");
+    assert!(
+        versions_seen.is_subset(&published),
+        "only published versions answer: {versions_seen:?}"
+    );
+    assert!(
+        versions_seen.iter().all(|v| *v == 0 || v % 5 != 0),
+        "no broken version answers"
+    );
     assert!(answered >= CLIENTS * 5, "{answered} requests answered");
     assert_eq!(rejected, RELOADS / 5);
-    let last_good = (1..=RELOADS).rev().find(|n| n % 5 != 0).expect("a good version");
+    let last_good = (1..=RELOADS)
+        .rev()
+        .find(|n| n % 5 != 0)
+        .expect("a good version");
     // Generation 1 is version 0; every good reload adds one.
     assert_eq!(target.generation(), (RELOADS - RELOADS / 5 + 1) as u64);
     let final_set = target.store.current().expect("set");
     assert_eq!(
         crate::denials(&final_set),
-        [format!("[alpha] v{last_good}"), format!("[beta] v{last_good}"), format!("[gamma] v{last_good}")]
+        [
+            format!("[alpha] v{last_good}"),
+            format!("[beta] v{last_good}"),
+            format!("[gamma] v{last_good}")
+        ]
     );
     let metrics = target.metrics.encode();
-    assert!(metrics.contains(&format!("policyctl_policy_load_errors_total {}", RELOADS / 5)), "{metrics}");
-    eprintln!("storm: {answered} requests answered during {RELOADS} reloads, versions seen: {}", versions_seen.len());
+    assert!(
+        metrics.contains(&format!(
+            "policyctl_policy_load_errors_total {}",
+            RELOADS / 5
+        )),
+        "{metrics}"
+    );
+    eprintln!(
+        "storm: {answered} requests answered during {RELOADS} reloads, versions seen: {}",
+        versions_seen.len()
+    );
 }
