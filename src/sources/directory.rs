@@ -2,8 +2,9 @@
 //! fingerprint (see the [module docs](super) for why polling).
 //!
 //! Each poll takes a [`Fingerprint`]: the target of the `..data` link (the kubelet's atomic-writer layout) and the
-//! path, size and modification time of every policy file the loader would read. When it changes, the source waits
-//! until it stays unchanged for the debounce period, then reads the files ([`loader::read_dir`]), checks that the
+//! path, size and modification time of every policy file the loader would read. When it changes, the source looks
+//! again when the debounce period is over (and again after that while it keeps changing); once it stayed unchanged
+//! for the debounce period, it reads the files ([`loader::read_dir`]), checks that the
 //! fingerprint did not move while it read, and sends the snapshot to the publisher when its content hash differs from
 //! the last one sent. Every rescan interval the files are read even without a fingerprint change.
 
@@ -107,10 +108,7 @@ pub(crate) async fn run(
     tx: mpsc::Sender<Update>,
     status: Arc<SourcesStatus>,
 ) {
-    let mut interval = tokio::time::interval(timings.poll.max(Duration::from_millis(10)));
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    interval.tick().await;
-
+    let poll = timings.poll.max(Duration::from_millis(10));
     let (snapshot, mut seen) = read_blocking(&dir).await;
     let mut last_sent = snapshot_key(&snapshot);
     if !send(&tx, &status, index, &dir, snapshot).await {
@@ -119,7 +117,15 @@ pub(crate) async fn run(
     let mut changed_at: Option<Instant> = None;
     let mut last_read = Instant::now();
     loop {
-        interval.tick().await;
+        // While a change settles, look again right when the debounce period is over instead of a poll later.
+        let wait = match changed_at {
+            Some(at) => timings
+                .debounce
+                .saturating_sub(at.elapsed())
+                .clamp(Duration::from_millis(10), poll),
+            None => poll,
+        };
+        tokio::time::sleep(wait).await;
         let current = fingerprint_blocking(&dir).await;
         if current != seen {
             tracing::debug!(dir = %dir.display(), "policy directory changed; waiting for it to settle");
