@@ -82,6 +82,11 @@ pub struct ServeArgs {
         env = "POLICYCTL_CONFIGMAP_NAMESPACE"
     )]
     pub configmap_namespace: Option<String>,
+    /// Give policies read access to the cluster through the Kubernetes API: namespaces (namespaceSelector,
+    /// namespaceObject) and ConfigMaps from cached watches, and time-limited, cached API reads (Kyverno apiCall).
+    /// The first policy set is served once the namespaces have been listed.
+    #[arg(long, env = "POLICYCTL_CLUSTER_CONTEXT")]
+    pub cluster_context: bool,
     /// Address of the plain-HTTP admin listener (/healthz, /readyz, /metrics, /status).
     #[arg(long, default_value = "0.0.0.0:9090", env = "POLICYCTL_ADMIN_ADDR")]
     pub admin_addr: SocketAddr,

@@ -8,6 +8,7 @@ use anyhow::Context;
 
 use crate::certs;
 use crate::cli::ServeArgs;
+use crate::cluster::ClusterOptions;
 use crate::server::{ServeConfig, Server};
 use crate::sources::{ConfigMapSelector, Sources, SourcesConfig};
 
@@ -21,6 +22,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         policies_poll_interval,
         configmap_selector,
         configmap_namespace,
+        cluster_context,
         admin_addr,
         failure_policy,
         max_concurrency,
@@ -49,6 +51,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             namespace: configmap_namespace,
         }),
         poll_interval: policies_poll_interval,
+        cluster_context: cluster_context.then(ClusterOptions::default),
         ..SourcesConfig::default()
     };
     let config = ServeConfig {

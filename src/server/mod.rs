@@ -187,6 +187,10 @@ impl Server {
             },
         );
         let sources = sources.start(publisher, state.sources.clone()).await?;
+        let mut state = state;
+        if let Some(cluster) = sources.cluster() {
+            state.settings.context.cluster = cluster;
+        }
         let cert_watch = tokio::spawn(cert.clone().watch(config.tls_reload_interval));
 
         let rustls_config = RustlsConfig::from_config(Arc::new(cert.server_config()?));

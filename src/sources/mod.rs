@@ -42,11 +42,12 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::cluster::{ClusterOptions, KubeCluster};
 use crate::engine::{Built, LoadOptions};
 use crate::metrics::Metrics;
 use crate::policy::loader::{compile, Compiled};
 use crate::policy::store::PolicyStore;
-use crate::policy::{LoadError, PolicySet, SourceFile};
+use crate::policy::{ClusterContext, LoadError, PolicySet, SourceFile};
 
 pub use configmaps::ConfigMapSelector;
 pub use status::{SourceKind, SourceProblem, SourceState, SourcesStatus, StatusReport};
@@ -74,6 +75,9 @@ pub struct SourcesConfig {
     pub debounce: Duration,
     /// How often the directory is read in full even when its fingerprint did not change.
     pub rescan_interval: Duration,
+    /// Serve policies cluster context from the Kubernetes API (`--cluster-context`); the first policy set is then
+    /// published once the namespaces have been listed.
+    pub cluster_context: Option<ClusterOptions>,
 }
 
 impl SourcesConfig {
@@ -94,6 +98,7 @@ impl Default for SourcesConfig {
             poll_interval: DEFAULT_POLL_INTERVAL,
             debounce: DEFAULT_DEBOUNCE,
             rescan_interval: DEFAULT_RESCAN_INTERVAL,
+            cluster_context: None,
         }
     }
 }
@@ -213,6 +218,9 @@ impl Publisher {
     }
 }
 
+/// Completes when the first policy set may be published.
+type Gate = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 /// A snapshot from source number `source`.
 #[derive(Debug)]
 pub(crate) struct Update {
@@ -230,6 +238,7 @@ pub struct Sources {
 pub struct Running {
     tasks: Vec<JoinHandle<()>>,
     client: Option<kube::Client>,
+    cluster: Option<Arc<KubeCluster>>,
 }
 
 impl std::fmt::Debug for Sources {
@@ -254,6 +263,11 @@ impl Running {
     /// The Kubernetes client, when a ConfigMap source runs.
     pub fn client(&self) -> Option<&kube::Client> {
         self.client.as_ref()
+    }
+
+    /// The cluster context, when it was asked for.
+    pub fn cluster(&self) -> Option<Arc<dyn ClusterContext>> {
+        self.cluster.clone().map(|c| c as Arc<dyn ClusterContext>)
     }
 
     /// Stop every source.
@@ -295,13 +309,14 @@ impl Sources {
         if config.directory.is_none() && config.configmaps.is_none() {
             return Err(SourceError::NoSource);
         }
-        let client = match (&config.configmaps, client) {
-            (Some(_), Some(client)) => Some(client),
-            (Some(_), None) => {
+        let needs_api = config.configmaps.is_some() || config.cluster_context.is_some();
+        let client = match (needs_api, client) {
+            (true, Some(client)) => Some(client),
+            (true, None) => {
                 let kube_config = kube::Config::infer().await?;
                 Some(kube::Client::try_from(kube_config)?)
             }
-            (None, _) => None,
+            (false, _) => None,
         };
         let (tx, rx) = mpsc::channel::<Update>(16);
         let mut tasks = Vec::new();
@@ -339,8 +354,26 @@ impl Sources {
             count += 1;
         }
         drop(tx);
-        tasks.push(tokio::spawn(publish_loop(publisher, rx, count)));
-        Ok(Running { tasks, client })
+        let mut cluster = None;
+        let mut gate: Option<Gate> = None;
+        if let (Some(options), Some(client)) = (&config.cluster_context, &client) {
+            let started = KubeCluster::start(client.clone(), options.clone());
+            tasks.extend(started.tasks);
+            gate = Some(started.ready);
+            cluster = Some(started.context);
+        }
+        tasks.push(tokio::spawn(async move {
+            if let Some(gate) = gate {
+                tracing::info!("waiting for the cluster context (namespaces) before publishing the first policy set");
+                gate.await;
+            }
+            publish_loop(publisher, rx, count).await
+        }));
+        Ok(Running {
+            tasks,
+            client,
+            cluster,
+        })
     }
 }
 

@@ -1,11 +1,13 @@
-//! A minimal, hermetic fake of the Kubernetes API's ConfigMap list and watch endpoints, on 127.0.0.1 port 0.
+//! A minimal, hermetic fake of the Kubernetes API's ConfigMap and Namespace endpoints (list, watch, get), on
+//! 127.0.0.1 port 0.
 //!
 //! Faithful to the watch protocol as far as a watcher relies on it: every write bumps a global resourceVersion; a
 //! list (`GET /api/v1/namespaces/NS/configmaps?labelSelector=...`) answers the matching objects and the list's
 //! resourceVersion; a watch (`...&watch=true&resourceVersion=RV`) streams, one JSON object per line, every
 //! `ADDED`/`MODIFIED`/`DELETED` event after RV that matches, a `BOOKMARK` first, and stays open for new events. A
 //! watch from a resourceVersion older than the last compaction gets an `ERROR` event with a 410 `Expired` Status, as
-//! the API server answers after etcd compaction; [`FakeApi::compact`] also ends the open watches.
+//! the API server answers after etcd compaction; [`FakeApi::compact`] also ends the open watches. A GET of a missing
+//! object answers a 404 `NotFound` Status.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -14,19 +16,20 @@ use std::sync::{Arc, Mutex};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
-use axum::http::Uri;
-use axum::http::{header, StatusCode};
+use axum::http::{header, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
+/// (kind, namespace, name); cluster-scoped objects have an empty namespace.
+type Key = (String, String, String);
+
 #[derive(Default)]
 struct Inner {
     resource_version: u64,
-    /// (namespace, name) → object.
-    objects: BTreeMap<(String, String), Value>,
+    objects: BTreeMap<Key, Value>,
     /// (resourceVersion, event type, object) in order.
     log: Vec<(u64, &'static str, Value)>,
     /// Watches from before this resourceVersion are expired.
@@ -35,6 +38,7 @@ struct Inner {
     epoch: u64,
     lists: usize,
     watches: usize,
+    gets: usize,
 }
 
 /// The fake API server.
@@ -61,8 +65,15 @@ impl FakeApi {
         let router = Router::new()
             .route(
                 "/api/v1/namespaces/{namespace}/configmaps",
-                get(list_or_watch),
+                get(config_maps_in),
             )
+            .route(
+                "/api/v1/namespaces/{namespace}/configmaps/{name}",
+                get(config_map),
+            )
+            .route("/api/v1/configmaps", get(all_config_maps))
+            .route("/api/v1/namespaces", get(namespaces))
+            .route("/api/v1/namespaces/{namespace}", get(namespace))
             .fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
             .with_state(api.clone());
         tokio::spawn(async move { axum::serve(listener, router).await });
@@ -88,31 +99,48 @@ impl FakeApi {
         labels: &[(&str, &str)],
         data: &[(&str, &str)],
     ) {
+        let data: BTreeMap<&str, &str> = data.iter().copied().collect();
+        self.put("ConfigMap", namespace, name, labels, json!({"data": data}));
+    }
+
+    /// Create or replace a Namespace.
+    pub fn apply_namespace(&self, name: &str, labels: &[(&str, &str)]) {
+        self.put(
+            "Namespace",
+            "",
+            name,
+            labels,
+            json!({"spec": {"finalizers": ["kubernetes"]}}),
+        );
+    }
+
+    fn put(&self, kind: &str, namespace: &str, name: &str, labels: &[(&str, &str)], body: Value) {
         let mut inner = self.lock();
         inner.resource_version += 1;
         let rv = inner.resource_version;
         let labels: BTreeMap<&str, &str> = labels.iter().copied().collect();
-        let data: BTreeMap<&str, &str> = data.iter().copied().collect();
-        let object = json!({
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {
-                "name": name,
-                "namespace": namespace,
-                "uid": format!("uid-{namespace}-{name}"),
-                "resourceVersion": rv.to_string(),
-                "labels": labels,
-            },
-            "data": data,
+        let mut metadata = json!({
+            "name": name,
+            "uid": format!("uid-{namespace}-{name}"),
+            "resourceVersion": rv.to_string(),
+            "labels": labels,
+            "managedFields": [{"manager": "kubectl", "operation": "Apply"}],
         });
-        let key = (namespace.to_string(), name.to_string());
-        let kind = if inner.objects.contains_key(&key) {
+        if !namespace.is_empty() {
+            metadata["namespace"] = json!(namespace);
+        }
+        let mut object = json!({"apiVersion": "v1", "kind": kind, "metadata": metadata});
+        if let (Some(fields), Some(body)) = (object.as_object_mut(), body.as_object()) {
+            fields.extend(body.clone());
+        }
+        let key = (kind.to_string(), namespace.to_string(), name.to_string());
+        let event = if inner.objects.contains_key(&key) {
             "MODIFIED"
         } else {
             "ADDED"
         };
         inner.objects.insert(key, object.clone());
-        inner.log.push((rv, kind, object));
+        inner.log.push((rv, event, object));
         drop(inner);
         self.changes.send_replace(rv);
     }
@@ -120,10 +148,12 @@ impl FakeApi {
     /// Delete a ConfigMap.
     pub fn delete(&self, namespace: &str, name: &str) {
         let mut inner = self.lock();
-        let Some(mut object) = inner
-            .objects
-            .remove(&(namespace.to_string(), name.to_string()))
-        else {
+        let key = (
+            "ConfigMap".to_string(),
+            namespace.to_string(),
+            name.to_string(),
+        );
+        let Some(mut object) = inner.objects.remove(&key) else {
             return;
         };
         inner.resource_version += 1;
@@ -150,6 +180,11 @@ impl FakeApi {
         let inner = self.lock();
         (inner.lists, inner.watches)
     }
+
+    /// How many single-object GETs were served.
+    pub fn gets(&self) -> usize {
+        self.lock().gets
+    }
 }
 
 /// `a=b,c==d,e` (equality and existence; enough for the tests).
@@ -169,15 +204,97 @@ fn selects(selector: Option<&str>, object: &Value) -> bool {
     })
 }
 
-fn in_namespace(namespace: &str, object: &Value) -> bool {
-    object["metadata"]["namespace"].as_str() == Some(namespace)
+/// Which objects a request is about: a kind, in one namespace or in all.
+#[derive(Clone)]
+struct Scope {
+    kind: &'static str,
+    namespace: Option<String>,
 }
 
-async fn list_or_watch(
+impl Scope {
+    fn holds(&self, object: &Value) -> bool {
+        object["kind"].as_str() == Some(self.kind)
+            && self
+                .namespace
+                .as_deref()
+                .is_none_or(|ns| object["metadata"]["namespace"].as_str() == Some(ns))
+    }
+}
+
+async fn config_maps_in(
     State(api): State<FakeApi>,
     Path(namespace): Path<String>,
     uri: Uri,
 ) -> Response {
+    list_or_watch(
+        api,
+        Scope {
+            kind: "ConfigMap",
+            namespace: Some(namespace),
+        },
+        &uri,
+    )
+}
+
+async fn all_config_maps(State(api): State<FakeApi>, uri: Uri) -> Response {
+    list_or_watch(
+        api,
+        Scope {
+            kind: "ConfigMap",
+            namespace: None,
+        },
+        &uri,
+    )
+}
+
+async fn namespaces(State(api): State<FakeApi>, uri: Uri) -> Response {
+    list_or_watch(
+        api,
+        Scope {
+            kind: "Namespace",
+            namespace: None,
+        },
+        &uri,
+    )
+}
+
+async fn config_map(
+    State(api): State<FakeApi>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Response {
+    get_object(&api, ("ConfigMap".to_string(), namespace, name))
+}
+
+async fn namespace(State(api): State<FakeApi>, Path(name): Path<String>) -> Response {
+    get_object(&api, ("Namespace".to_string(), String::new(), name))
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn get_object(api: &FakeApi, key: Key) -> Response {
+    let mut inner = api.lock();
+    inner.gets += 1;
+    match inner.objects.get(&key) {
+        Some(object) => json_response(StatusCode::OK, object),
+        None => {
+            let message = format!("{} {:?} not found", key.0.to_lowercase(), key.2);
+            let status = json!({
+                "apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
+                "message": message, "reason": "NotFound", "code": 404,
+            });
+            json_response(StatusCode::NOT_FOUND, &status)
+        }
+    }
+}
+
+fn list_or_watch(api: FakeApi, scope: Scope, uri: &Uri) -> Response {
     let query: BTreeMap<String, String> =
         form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
             .into_owned()
@@ -188,40 +305,30 @@ async fn list_or_watch(
             .get("resourceVersion")
             .and_then(|rv| rv.parse().ok())
             .unwrap_or(0);
-        return watch_response(api, namespace, selector, from);
+        return watch_response(api, scope, selector, from);
     }
     let mut inner = api.lock();
     inner.lists += 1;
     let items: Vec<Value> = inner
         .objects
         .values()
-        .filter(|o| in_namespace(&namespace, o) && selects(selector.as_deref(), o))
+        .filter(|o| scope.holds(o) && selects(selector.as_deref(), o))
         .cloned()
         .collect();
     let body = json!({
         "apiVersion": "v1",
-        "kind": "ConfigMapList",
+        "kind": format!("{}List", scope.kind),
         "metadata": {"resourceVersion": inner.resource_version.to_string()},
         "items": items,
     });
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
+    json_response(StatusCode::OK, &body)
 }
 
 fn line(value: &Value) -> Result<Bytes, Infallible> {
     Ok(Bytes::from(format!("{value}\n")))
 }
 
-fn watch_response(
-    api: FakeApi,
-    namespace: String,
-    selector: Option<String>,
-    from: u64,
-) -> Response {
+fn watch_response(api: FakeApi, scope: Scope, selector: Option<String>, from: u64) -> Response {
     let (epoch, expired, current) = {
         let mut inner = api.lock();
         inner.watches += 1;
@@ -245,12 +352,12 @@ fn watch_response(
     }
     let bookmark = json!({
         "type": "BOOKMARK",
-        "object": {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"resourceVersion": from.max(1).to_string()}},
+        "object": {"apiVersion": "v1", "kind": scope.kind, "metadata": {"resourceVersion": from.max(1).to_string()}},
     });
     let changes = api.changes.subscribe();
     let state = (api, changes, from, Some(bookmark));
     let stream = futures::stream::unfold(state, move |(api, mut changes, mut cursor, bookmark)| {
-        let namespace = namespace.clone();
+        let scope = scope.clone();
         let selector = selector.clone();
         async move {
             if let Some(bookmark) = bookmark {
@@ -270,12 +377,10 @@ fn watch_response(
                     next
                 };
                 match next {
-                    Some((rv, kind, object)) => {
+                    Some((rv, event, object)) => {
                         cursor = rv;
-                        if in_namespace(&namespace, &object)
-                            && selects(selector.as_deref(), &object)
-                        {
-                            let event = json!({"type": kind, "object": object});
+                        if scope.holds(&object) && selects(selector.as_deref(), &object) {
+                            let event = json!({"type": event, "object": object});
                             return Some((line(&event), (api, changes, cursor, None)));
                         }
                     }

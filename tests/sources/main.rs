@@ -1,6 +1,8 @@
 //! Policy sources end to end: a directory with real files and real kubelet-style `..data` symlink swaps, the
 //! ConfigMap watcher against a fake API server, and a reload storm under concurrent evaluations.
 
+mod admin;
+mod cluster;
 mod configmaps;
 mod directory;
 mod fake_api;
