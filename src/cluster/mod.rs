@@ -208,117 +208,77 @@ pub fn check_path(path: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The answer of one GET: a value, or an error that is either definite (the object does not exist, access is
+/// forbidden: worth caching) or transient (time-out, connection, server error: tried again next time).
+#[derive(Debug, Clone)]
+enum Fetched {
+    Value(Value, usize),
+    Definite(String),
+    Transient(String),
+}
+
+#[derive(Debug)]
 struct Entry {
     at: Instant,
     size: usize,
     value: Result<Value, String>,
 }
 
-#[derive(Default)]
+/// A TTL cache bounded in bytes and in entries; the oldest entries go first.
+#[derive(Debug)]
 struct Cache {
     entries: HashMap<String, Entry>,
     bytes: usize,
-}
-
-/// Time-limited GETs with a TTL cache bounded in bytes.
-struct ApiCache {
-    client: Client,
-    handle: tokio::runtime::Handle,
-    timeout: Duration,
     ttl: Duration,
-    max_response_bytes: usize,
     budget: usize,
-    cache: Mutex<Cache>,
+    max_entries: usize,
 }
 
-impl ApiCache {
-    fn new(client: Client, handle: tokio::runtime::Handle, options: &ClusterOptions) -> ApiCache {
-        ApiCache {
-            client,
-            handle,
-            timeout: options.api_timeout,
-            ttl: options.api_ttl,
-            max_response_bytes: options.max_response_bytes,
-            budget: options.cache_bytes,
-            cache: Mutex::new(Cache::default()),
+impl Cache {
+    fn new(ttl: Duration, budget: usize, max_entries: usize) -> Cache {
+        Cache {
+            entries: HashMap::new(),
+            bytes: 0,
+            ttl,
+            budget,
+            max_entries: max_entries.max(1),
         }
     }
 
-    fn get(&self, path: &str) -> Result<Value, String> {
-        check_path(path)?;
-        {
-            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(entry) = cache.entries.get(path) {
-                if entry.at.elapsed() < self.ttl {
-                    return entry.value.clone();
-                }
-            }
-        }
-        let (value, size) = self.fetch(path);
-        self.remember(path, value.clone(), size);
-        value
+    fn lookup(&self, path: &str) -> Option<Result<Value, String>> {
+        self.entries
+            .get(path)
+            .filter(|e| e.at.elapsed() < self.ttl)
+            .map(|e| e.value.clone())
     }
 
-    /// Run the GET on the runtime and wait for it for at most the time limit. Works from any thread; on a runtime
-    /// worker it blocks that worker for at most the time limit.
-    fn fetch(&self, path: &str) -> (Result<Value, String>, usize) {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let client = self.client.clone();
-        let request_path = path.to_string();
-        let limit = self.timeout;
-        let max = self.max_response_bytes;
-        self.handle.spawn(async move {
-            let result = match tokio::time::timeout(limit, get_text(client, &request_path)).await {
-                Ok(Ok(text)) if text.len() > max => Err(format!(
-                    "{request_path}: the response exceeds the limit of {max} bytes"
-                )),
-                Ok(Ok(text)) => serde_json::from_str::<Value>(&text)
-                    .map(|value| (value, text.len()))
-                    .map_err(|err| format!("{request_path}: the response is not JSON: {err}")),
-                Ok(Err(err)) => Err(err),
-                Err(_) => Err(format!(
-                    "{request_path}: the API server did not answer within {limit:?}"
-                )),
-            };
-            let _ = tx.send(result);
-        });
-        match rx.recv_timeout(self.timeout + Duration::from_millis(250)) {
-            Ok(Ok((value, size))) => (Ok(value), size),
-            Ok(Err(err)) => (Err(err), 0),
-            Err(_) => (
-                Err(format!(
-                    "{path}: the API server did not answer within {:?}",
-                    self.timeout
-                )),
-                0,
-            ),
+    fn remove(&mut self, path: &str) {
+        if let Some(old) = self.entries.remove(path) {
+            self.bytes = self.bytes.saturating_sub(old.size);
         }
     }
 
-    fn remember(&self, path: &str, value: Result<Value, String>, size: usize) {
+    fn insert(&mut self, path: &str, value: Result<Value, String>, size: usize) {
         let size = size.max(path.len());
+        self.remove(path);
+        // One entry may take at most an eighth of the budget: a huge answer is not worth evicting everything for.
         if size > self.budget / 8 {
             return;
         }
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(old) = cache.entries.remove(path) {
-            cache.bytes -= old.size;
-        }
-        // Drop expired entries, then the oldest, until the new one fits.
-        let ttl = self.ttl;
-        let expired: Vec<String> = cache
-            .entries
-            .iter()
-            .filter(|(_, e)| e.at.elapsed() >= ttl)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in expired {
-            if let Some(old) = cache.entries.remove(&key) {
-                cache.bytes -= old.size;
+        if self.bytes + size > self.budget || self.entries.len() >= self.max_entries {
+            let ttl = self.ttl;
+            let expired: Vec<String> = self
+                .entries
+                .iter()
+                .filter(|(_, e)| e.at.elapsed() >= ttl)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in expired {
+                self.remove(&key);
             }
         }
-        while cache.bytes + size > self.budget {
-            let Some(oldest) = cache
+        while self.bytes + size > self.budget || self.entries.len() >= self.max_entries {
+            let Some(oldest) = self
                 .entries
                 .iter()
                 .min_by_key(|(_, e)| e.at)
@@ -326,12 +286,10 @@ impl ApiCache {
             else {
                 break;
             };
-            if let Some(old) = cache.entries.remove(&oldest) {
-                cache.bytes -= old.size;
-            }
+            self.remove(&oldest);
         }
-        cache.bytes += size;
-        cache.entries.insert(
+        self.bytes += size;
+        self.entries.insert(
             path.to_string(),
             Entry {
                 at: Instant::now(),
@@ -342,19 +300,134 @@ impl ApiCache {
     }
 }
 
-async fn get_text(client: Client, path: &str) -> Result<String, String> {
+/// Time-limited GETs with a TTL cache bounded in bytes and entries.
+struct ApiCache {
+    client: Client,
+    handle: tokio::runtime::Handle,
+    timeout: Duration,
+    max_response_bytes: usize,
+    cache: Mutex<Cache>,
+}
+
+impl ApiCache {
+    fn new(client: Client, handle: tokio::runtime::Handle, options: &ClusterOptions) -> ApiCache {
+        ApiCache {
+            client,
+            handle,
+            timeout: options.api_timeout,
+            max_response_bytes: options.max_response_bytes,
+            cache: Mutex::new(Cache::new(
+                options.api_ttl,
+                options.cache_bytes,
+                MAX_CACHE_ENTRIES,
+            )),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, path: &str) -> Result<Value, String> {
+        check_path(path)?;
+        if let Some(hit) = self.lock().lookup(path) {
+            return hit;
+        }
+        match self.fetch(path) {
+            Fetched::Value(value, size) => {
+                self.lock().insert(path, Ok(value.clone()), size);
+                Ok(value)
+            }
+            Fetched::Definite(err) => {
+                self.lock().insert(path, Err(err.clone()), err.len());
+                Err(err)
+            }
+            Fetched::Transient(err) => Err(err),
+        }
+    }
+
+    /// Run the GET on the runtime and wait for it for at most the time limit. Works from any thread; on a runtime
+    /// worker it blocks that worker for at most the time limit.
+    fn fetch(&self, path: &str) -> Fetched {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let client = self.client.clone();
+        let request_path = path.to_string();
+        let limit = self.timeout;
+        let max = self.max_response_bytes;
+        self.handle.spawn(async move {
+            let fetched = match tokio::time::timeout(limit, get_text(client, &request_path)).await {
+                Ok(Ok(text)) if text.len() > max => Fetched::Definite(format!(
+                    "{request_path}: the response exceeds the limit of {max} bytes"
+                )),
+                Ok(Ok(text)) => match serde_json::from_str::<Value>(&text) {
+                    Ok(value) => Fetched::Value(value, text.len()),
+                    Err(err) => Fetched::Transient(format!(
+                        "{request_path}: the response is not JSON: {err}"
+                    )),
+                },
+                Ok(Err(fetched)) => fetched,
+                Err(_) => Fetched::Transient(format!(
+                    "{request_path}: the API server did not answer within {limit:?}"
+                )),
+            };
+            let _ = tx.send(fetched);
+        });
+        rx.recv_timeout(self.timeout + Duration::from_millis(250))
+            .unwrap_or_else(|_| {
+                Fetched::Transient(format!(
+                    "{path}: the API server did not answer within {:?}",
+                    self.timeout
+                ))
+            })
+    }
+}
+
+/// Entries of the GET cache at most.
+const MAX_CACHE_ENTRIES: usize = 4096;
+
+async fn get_text(client: Client, path: &str) -> Result<String, Fetched> {
     let request = axum::http::Request::get(path)
         .body(Vec::new())
-        .map_err(|err| format!("{path}: {err}"))?;
+        .map_err(|err| Fetched::Definite(format!("{path}: {err}")))?;
     client.request_text(request).await.map_err(|err| match err {
-        kube::Error::Api(status) => format!("{path}: {} ({})", status.message, status.code),
-        other => format!("{path}: {other}"),
+        kube::Error::Api(status) if matches!(status.code, 400 | 401 | 403 | 404 | 405 | 410) => {
+            Fetched::Definite(format!("{path}: {} ({})", status.message, status.code))
+        }
+        kube::Error::Api(status) => {
+            Fetched::Transient(format!("{path}: {} ({})", status.message, status.code))
+        }
+        other => Fetched::Transient(format!("{path}: {other}")),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cache_stays_within_its_byte_and_entry_budgets_and_forgets_after_the_ttl() {
+        let mut cache = Cache::new(Duration::from_secs(60), 1000, 3);
+        cache.insert("/api/a", Ok(Value::from(1)), 100);
+        cache.insert("/api/b", Ok(Value::from(2)), 100);
+        cache.insert("/api/c", Err("gone".into()), 10);
+        assert_eq!(cache.lookup("/api/a"), Some(Ok(Value::from(1))));
+        cache.insert("/api/d", Ok(Value::from(4)), 100);
+        assert_eq!(cache.entries.len(), 3, "the entry bound holds");
+        assert!(cache.lookup("/api/a").is_none(), "the oldest went first");
+        cache.insert("/api/e", Ok(Value::from(5)), 120);
+        assert!(cache.bytes <= 1000);
+        cache.insert("/api/huge", Ok(Value::from(6)), 126);
+        assert!(
+            cache.lookup("/api/huge").is_none(),
+            "more than an eighth of the budget is not cached"
+        );
+        let bytes: usize = cache.entries.values().map(|e| e.size).sum();
+        assert_eq!(cache.bytes, bytes, "the byte count matches the entries");
+
+        let mut short = Cache::new(Duration::ZERO, 1000, 3);
+        short.insert("/api/a", Ok(Value::from(1)), 10);
+        assert!(short.lookup("/api/a").is_none(), "expired");
+    }
 
     #[test]
     fn only_reads_of_the_api_outside_secrets() {

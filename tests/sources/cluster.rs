@@ -32,6 +32,7 @@ async fn cluster_context_reads_namespaces_and_configmaps_from_the_api() {
     let config = SourcesConfig {
         cluster_context: Some(ClusterOptions {
             api_ttl: Duration::from_secs(60),
+            api_timeout: Duration::from_millis(300),
             ..ClusterOptions::default()
         }),
         ..crate::directory::fast(dir.path())
@@ -94,4 +95,19 @@ async fn cluster_context_reads_namespaces_and_configmaps_from_the_api() {
         .await
         .expect_err("404");
     assert!(err.contains("not found") && err.contains("404"), "{err}");
+
+    // An API server that does not answer costs an evaluation at most the time limit, and is not cached.
+    api.apply("team-a", "later", &[], &[("k", "v")]);
+    api.hang_gets(true);
+    let c = cluster.clone();
+    let err = blocking(move || c.api_get("/api/v1/namespaces/team-a/configmaps/later"))
+        .await
+        .expect_err("hangs");
+    assert!(err.contains("did not answer"), "{err}");
+    api.hang_gets(false);
+    let c = cluster.clone();
+    let later = blocking(move || c.api_get("/api/v1/namespaces/team-a/configmaps/later"))
+        .await
+        .expect("answers");
+    assert_eq!(later["data"]["k"], "v");
 }

@@ -39,6 +39,8 @@ struct Inner {
     lists: usize,
     watches: usize,
     gets: usize,
+    /// Single-object GETs hang (an overloaded API server).
+    hang: bool,
 }
 
 /// The fake API server.
@@ -181,6 +183,11 @@ impl FakeApi {
         (inner.lists, inner.watches)
     }
 
+    /// Make single-object GETs hang (or answer again).
+    pub fn hang_gets(&self, hang: bool) {
+        self.lock().hang = hang;
+    }
+
     /// How many single-object GETs were served.
     pub fn gets(&self) -> usize {
         self.lock().gets
@@ -262,6 +269,9 @@ async fn config_map(
     State(api): State<FakeApi>,
     Path((namespace, name)): Path<(String, String)>,
 ) -> Response {
+    if api.lock().hang {
+        std::future::pending::<()>().await;
+    }
     get_object(&api, ("ConfigMap".to_string(), namespace, name))
 }
 
