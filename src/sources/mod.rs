@@ -260,7 +260,7 @@ impl std::fmt::Debug for Running {
 }
 
 impl Running {
-    /// The Kubernetes client, when a ConfigMap source runs.
+    /// The Kubernetes client, when a ConfigMap source or the cluster context runs.
     pub fn client(&self) -> Option<&kube::Client> {
         self.client.as_ref()
     }
@@ -285,7 +285,8 @@ impl Drop for Running {
 }
 
 impl Sources {
-    /// Sources as configured; a ConfigMap source gets its client from the environment ([`kube::Config::infer`]).
+    /// Sources as configured; a ConfigMap source and the cluster context get their client from the environment
+    /// (kubeconfig or in-cluster service account, [`kube::Config::infer`]) unless one is given.
     pub fn new(config: SourcesConfig) -> Sources {
         Sources {
             config,
@@ -312,10 +313,7 @@ impl Sources {
         let needs_api = config.configmaps.is_some() || config.cluster_context.is_some();
         let client = match (needs_api, client) {
             (true, Some(client)) => Some(client),
-            (true, None) => {
-                let kube_config = kube::Config::infer().await?;
-                Some(kube::Client::try_from(kube_config)?)
-            }
+            (true, None) => Some(client_from(kube::Config::infer().await?)?),
             (false, _) => None,
         };
         let (tx, rx) = mpsc::channel::<Update>(16);
@@ -375,6 +373,13 @@ impl Sources {
             cluster,
         })
     }
+}
+
+/// A Kubernetes client for `config`, on the ring crypto provider (the process default is set to ring if none is
+/// set yet, so the client's TLS never depends on which providers other crates enable).
+pub fn client_from(config: kube::Config) -> Result<kube::Client, SourceError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Ok(kube::Client::try_from(config)?)
 }
 
 /// Receive snapshots, rebuild from the union of the latest snapshot of every source, publish.
@@ -475,6 +480,14 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         panic!("the publisher did not take its updates");
+    }
+
+    #[tokio::test]
+    async fn an_https_client_builds_on_ring() {
+        let mut config = kube::Config::new("https://127.0.0.1:6443".parse().expect("url"));
+        config.default_namespace = "policyctl".into();
+        let client = client_from(config).expect("client");
+        assert_eq!(client.default_namespace(), "policyctl");
     }
 
     #[tokio::test]
