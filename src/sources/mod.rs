@@ -112,12 +112,10 @@ pub enum SourceError {
     )]
     NoSource,
     /// No Kubernetes client configuration was found (kubeconfig, in-cluster service account).
-    #[error(
-        "cannot configure the Kubernetes client (kubeconfig or in-cluster service account): {0}"
-    )]
+    #[error("cannot configure the Kubernetes client (kubeconfig or in-cluster service account)")]
     KubeConfig(#[from] kube::config::InferConfigError),
     /// The Kubernetes client could not be built.
-    #[error("cannot create the Kubernetes client: {0}")]
+    #[error("cannot create the Kubernetes client")]
     Kube(#[from] kube::Error),
 }
 
