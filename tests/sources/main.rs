@@ -66,6 +66,17 @@ impl Target {
         set
     }
 
+    /// Wait until the active set gives a Pod exactly these denial lines (sorted).
+    pub async fn until_denials(&self, expected: &[&str]) -> Arc<PolicySet> {
+        until(&format!("the set denying {expected:?}"), || {
+            self.store
+                .current()
+                .is_some_and(|set| denials(&set) == expected)
+        })
+        .await;
+        self.store.current().expect("a set")
+    }
+
     /// Wait until a load was rejected.
     pub async fn until_rejected(&self) -> Vec<String> {
         until("a rejected load", || self.store.last_error().is_some()).await;
