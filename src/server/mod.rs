@@ -1,8 +1,8 @@
 //! `policyctl serve`: the HTTPS admission webhook and its plain-HTTP admin listener.
 //!
 //! [`Server::bind`] opens both sockets and loads the certificate (so a test can learn the ports); [`Server::run`]
-//! starts the policy [`sources`](crate::sources) (which load the policies and follow their changes), serves until the shutdown future completes, then stops accepting and drains in-flight requests
-//! for up to the drain timeout.
+//! starts the policy [`sources`](crate::sources) (which load the policies and follow their changes), serves until
+//! the shutdown future completes, then stops accepting and drains in-flight requests for up to the drain timeout.
 
 pub mod admin;
 pub mod tls;

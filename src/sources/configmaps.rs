@@ -156,7 +156,12 @@ pub(crate) async fn run(
                 true
             }
             Err(err) => {
-                tracing::warn!(error = %err, namespace = %namespace, labels = %labels, "watching policy ConfigMaps failed; retrying");
+                tracing::warn!(
+                    error = %err,
+                    namespace = %namespace,
+                    labels = %labels,
+                    "watching policy ConfigMaps failed; retrying"
+                );
                 status.problem(index, format!("watch failed: {err}"));
                 false
             }
