@@ -9,7 +9,7 @@ use std::cmp::Ordering;
 use serde_json::{Map, Value};
 
 use super::ast::{Cmp, Node};
-use super::functions::{Arg, Args};
+use super::functions::{Arg, Args, Function};
 use super::JmesError;
 
 /// Most nodes one search may evaluate.
@@ -131,7 +131,9 @@ impl Interp {
         }
     }
 
+    #[inline]
     fn eval_inner<'a>(&mut self, node: &'a Node, data: &'a Value) -> Res<'a> {
+        // The heavier arms live in their own (non-inlined) functions to keep this recursive frame small.
         match node {
             Node::Identity => Ok(Cow::Borrowed(data)),
             Node::Field(key) => match data {
@@ -148,19 +150,7 @@ impl Interp {
                 }),
                 _ => Ok(Cow::Owned(Value::Null)),
             },
-            Node::Slice { start, stop, step } => match data {
-                Value::Array(items) => {
-                    let picked = slice_indices(items.len(), *start, *stop, *step);
-                    let mut out = Vec::with_capacity(picked.len());
-                    for i in picked {
-                        if let Some(item) = items.get(i) {
-                            out.push(self.own(Cow::Borrowed(item))?);
-                        }
-                    }
-                    Ok(Cow::Owned(Value::Array(out)))
-                }
-                _ => Ok(Cow::Owned(Value::Null)),
-            },
+            Node::Slice { start, stop, step } => self.slice(data, *start, *stop, *step),
             Node::Literal(value) => Ok(Cow::Borrowed(value)),
             Node::Subexpr(lhs, rhs) => {
                 let left = self.eval(lhs, data)?;
@@ -172,39 +162,11 @@ impl Interp {
             }
             Node::ObjectValues(inner) => {
                 let value = self.eval(inner, data)?;
-                match value {
-                    Cow::Borrowed(Value::Object(map)) => {
-                        let mut out = Vec::with_capacity(map.len());
-                        for v in map.values() {
-                            out.push(self.own(Cow::Borrowed(v))?);
-                        }
-                        Ok(Cow::Owned(Value::Array(out)))
-                    }
-                    Cow::Owned(Value::Object(map)) => Ok(Cow::Owned(Value::Array(map.into_iter().map(|(_, v)| v).collect()))),
-                    _ => Ok(Cow::Owned(Value::Null)),
-                }
+                self.object_values(value)
             }
             Node::Flatten(inner) => {
                 let value = self.eval(inner, data)?;
-                let items = match value {
-                    Cow::Borrowed(Value::Array(items)) => {
-                        let mut owned = Vec::with_capacity(items.len());
-                        for item in items {
-                            owned.push(self.own(Cow::Borrowed(item))?);
-                        }
-                        owned
-                    }
-                    Cow::Owned(Value::Array(items)) => items,
-                    _ => return Ok(Cow::Owned(Value::Null)),
-                };
-                let mut out = Vec::with_capacity(items.len());
-                for item in items {
-                    match item {
-                        Value::Array(inner) => out.extend(inner),
-                        other => out.push(other),
-                    }
-                }
-                Ok(Cow::Owned(Value::Array(out)))
+                self.flatten(value)
             }
             Node::Condition(predicate, then) => {
                 let test = self.eval(predicate, data)?;
@@ -237,44 +199,106 @@ impl Interp {
                 let value = self.eval(inner, data)?;
                 Ok(Cow::Owned(Value::Bool(!is_truthy(&value))))
             }
-            Node::MultiList(elements) => {
-                if data.is_null() {
-                    return Ok(Cow::Owned(Value::Null));
-                }
-                let mut out = Vec::with_capacity(elements.len());
-                for element in elements {
-                    let value = self.eval_or_null(element, data)?;
-                    out.push(self.own(value)?);
-                }
-                Ok(Cow::Owned(Value::Array(out)))
-            }
-            Node::MultiHash(pairs) => {
-                if data.is_null() {
-                    return Ok(Cow::Owned(Value::Null));
-                }
-                let mut out = Map::new();
-                for (key, element) in pairs {
-                    let value = self.eval_or_null(element, data)?;
-                    out.insert(key.clone(), self.own(value)?);
-                }
-                Ok(Cow::Owned(Value::Object(out)))
-            }
-            Node::Call(function, arg_nodes) => {
-                let mut args = Vec::with_capacity(arg_nodes.len());
-                for arg in arg_nodes {
-                    match arg {
-                        Node::Expref(inner) => args.push(Arg::Expref(inner)),
-                        other => args.push(Arg::Value(self.eval(other, data)?)),
-                    }
-                }
-                let result = (function.call)(self, &Args::new(function.name, &args))?;
-                self.charge_value(&result)?;
-                Ok(Cow::Owned(result))
-            }
+            Node::MultiList(elements) => self.multi_list(elements, data),
+            Node::MultiHash(pairs) => self.multi_hash(pairs, data),
+            Node::Call(function, arg_nodes) => self.call(function, arg_nodes, data),
             Node::Expref(_) => Err(JmesError::Type {
                 message: "an expression reference (&expr) can only be a function argument".to_string(),
             }),
         }
+    }
+
+    #[inline(never)]
+    fn slice<'a>(&mut self, data: &'a Value, start: Option<i64>, stop: Option<i64>, step: i64) -> Res<'a> {
+        let Value::Array(items) = data else {
+            return Ok(Cow::Owned(Value::Null));
+        };
+        let picked = slice_indices(items.len(), start, stop, step);
+        let mut out = Vec::with_capacity(picked.len());
+        for i in picked {
+            if let Some(item) = items.get(i) {
+                out.push(self.own(Cow::Borrowed(item))?);
+            }
+        }
+        Ok(Cow::Owned(Value::Array(out)))
+    }
+
+    #[inline(never)]
+    fn object_values<'a>(&mut self, value: Cow<'a, Value>) -> Res<'a> {
+        match value {
+            Cow::Borrowed(Value::Object(map)) => {
+                let mut out = Vec::with_capacity(map.len());
+                for v in map.values() {
+                    out.push(self.own(Cow::Borrowed(v))?);
+                }
+                Ok(Cow::Owned(Value::Array(out)))
+            }
+            Cow::Owned(Value::Object(map)) => Ok(Cow::Owned(Value::Array(map.into_iter().map(|(_, v)| v).collect()))),
+            _ => Ok(Cow::Owned(Value::Null)),
+        }
+    }
+
+    #[inline(never)]
+    fn flatten<'a>(&mut self, value: Cow<'a, Value>) -> Res<'a> {
+        let items = match value {
+            Cow::Borrowed(Value::Array(items)) => {
+                let mut owned = Vec::with_capacity(items.len());
+                for item in items {
+                    owned.push(self.own(Cow::Borrowed(item))?);
+                }
+                owned
+            }
+            Cow::Owned(Value::Array(items)) => items,
+            _ => return Ok(Cow::Owned(Value::Null)),
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            match item {
+                Value::Array(inner) => out.extend(inner),
+                other => out.push(other),
+            }
+        }
+        Ok(Cow::Owned(Value::Array(out)))
+    }
+
+    #[inline(never)]
+    fn multi_list<'a>(&mut self, elements: &'a [Node], data: &'a Value) -> Res<'a> {
+        if data.is_null() {
+            return Ok(Cow::Owned(Value::Null));
+        }
+        let mut out = Vec::with_capacity(elements.len());
+        for element in elements {
+            let value = self.eval_or_null(element, data)?;
+            out.push(self.own(value)?);
+        }
+        Ok(Cow::Owned(Value::Array(out)))
+    }
+
+    #[inline(never)]
+    fn multi_hash<'a>(&mut self, pairs: &'a [(String, Node)], data: &'a Value) -> Res<'a> {
+        if data.is_null() {
+            return Ok(Cow::Owned(Value::Null));
+        }
+        let mut out = Map::new();
+        for (key, element) in pairs {
+            let value = self.eval_or_null(element, data)?;
+            out.insert(key.clone(), self.own(value)?);
+        }
+        Ok(Cow::Owned(Value::Object(out)))
+    }
+
+    #[inline(never)]
+    fn call<'a>(&mut self, function: &'static Function, arg_nodes: &'a [Node], data: &'a Value) -> Res<'a> {
+        let mut args = Vec::with_capacity(arg_nodes.len());
+        for arg in arg_nodes {
+            match arg {
+                Node::Expref(inner) => args.push(Arg::Expref(inner)),
+                other => args.push(Arg::Value(self.eval(other, data)?)),
+            }
+        }
+        let result = (function.call)(self, &Args::new(function.name, &args))?;
+        self.charge_value(&result)?;
+        Ok(Cow::Owned(result))
     }
 
     /// Evaluate a multi-select member: a missing key gives null, so that the common

@@ -56,7 +56,7 @@ pub use functions::{function_names, json_string};
 pub const MAX_EXPRESSION_LEN: usize = 16 * 1024;
 /// Most operator characters (`( [ { ! & * . | = < >`) an expression may contain outside quotes and literals; bounds
 /// the depth of the parsed tree, hence the parser's and the interpreter's recursion.
-pub const MAX_NESTING_TOKENS: usize = 256;
+pub const MAX_NESTING_TOKENS: usize = 128;
 /// How many compiled expressions [`search`] keeps.
 const CACHE_CAPACITY: usize = 1024;
 

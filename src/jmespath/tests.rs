@@ -281,11 +281,12 @@ fn deep_but_allowed_nesting_does_not_overflow() {
     let handle = std::thread::Builder::new()
         .stack_size(2 * 1024 * 1024)
         .spawn(|| {
-            let parens = format!("{}a{}", "(".repeat(120), ")".repeat(120));
-            let nots = format!("{}a", "!".repeat(250));
-            let dots = vec!["a"; 250].join(".");
-            let projections = "a[*]".repeat(120);
-            for text in [parens, nots, dots, projections] {
+            let parens = format!("{}a{}", "(".repeat(127), ")".repeat(127));
+            let nots = format!("{}a", "!".repeat(127));
+            let dots = vec!["a"; 128].join(".");
+            let projections = vec!["a[*]"; 42].join(".");
+            let calls = format!("{}a{}", "abs(".repeat(120), ")".repeat(120));
+            for text in [parens, nots, dots, projections, calls] {
                 let expr = Expression::compile(&text).expect("within limits");
                 let _ = expr.search(&json!({"a": {"a": [1]}}));
             }
