@@ -13,9 +13,9 @@ use super::functions::{Arg, Args, Function};
 use super::JmesError;
 
 /// Most nodes one search may evaluate.
-const MAX_STEPS: u64 = 5_000_000;
+const MAX_STEPS: u64 = 2_000_000;
 /// Most value nodes one search may copy or create (a string counts one per 32 bytes).
-const MAX_COPIED: u64 = 4_000_000;
+const MAX_COPIED: u64 = 1_000_000;
 /// Deepest recursion of the interpreter.
 const MAX_DEPTH: u32 = 512;
 
@@ -30,7 +30,11 @@ type Res<'a> = Result<Cow<'a, Value>, JmesError>;
 
 impl Interp {
     pub(crate) fn new() -> Self {
-        Interp { steps: 0, copied: 0, depth: 0 }
+        Interp {
+            steps: 0,
+            copied: 0,
+            depth: 0,
+        }
     }
 
     /// Evaluate `node` against `data` and return an owned result.
@@ -61,7 +65,9 @@ impl Interp {
         self.copied = self.copied.saturating_add(n);
         if self.copied > MAX_COPIED {
             return Err(JmesError::Type {
-                message: format!("expression result too large (more than {MAX_COPIED} values built)"),
+                message: format!(
+                    "expression result too large (more than {MAX_COPIED} values built)"
+                ),
             });
         }
         Ok(())
@@ -91,10 +97,14 @@ impl Interp {
     fn step(&mut self) -> Result<(), JmesError> {
         self.steps += 1;
         if self.steps > MAX_STEPS {
-            return Err(JmesError::Type { message: format!("expression too expensive (more than {MAX_STEPS} steps)") });
+            return Err(JmesError::Type {
+                message: format!("expression too expensive (more than {MAX_STEPS} steps)"),
+            });
         }
         if self.depth > MAX_DEPTH {
-            return Err(JmesError::Type { message: "expression nested too deeply".to_string() });
+            return Err(JmesError::Type {
+                message: "expression nested too deeply".to_string(),
+            });
         }
         Ok(())
     }
@@ -144,10 +154,12 @@ impl Interp {
                 _ => Ok(Cow::Owned(Value::Null)),
             },
             Node::Index(idx) => match data {
-                Value::Array(items) => Ok(match resolve_index(items.len(), *idx).and_then(|i| items.get(i)) {
-                    Some(found) => Cow::Borrowed(found),
-                    None => Cow::Owned(Value::Null),
-                }),
+                Value::Array(items) => Ok(
+                    match resolve_index(items.len(), *idx).and_then(|i| items.get(i)) {
+                        Some(found) => Cow::Borrowed(found),
+                        None => Cow::Owned(Value::Null),
+                    },
+                ),
                 _ => Ok(Cow::Owned(Value::Null)),
             },
             Node::Slice { start, stop, step } => self.slice(data, *start, *stop, *step),
@@ -203,13 +215,20 @@ impl Interp {
             Node::MultiHash(pairs) => self.multi_hash(pairs, data),
             Node::Call(function, arg_nodes) => self.call(function, arg_nodes, data),
             Node::Expref(_) => Err(JmesError::Type {
-                message: "an expression reference (&expr) can only be a function argument".to_string(),
+                message: "an expression reference (&expr) can only be a function argument"
+                    .to_string(),
             }),
         }
     }
 
     #[inline(never)]
-    fn slice<'a>(&mut self, data: &'a Value, start: Option<i64>, stop: Option<i64>, step: i64) -> Res<'a> {
+    fn slice<'a>(
+        &mut self,
+        data: &'a Value,
+        start: Option<i64>,
+        stop: Option<i64>,
+        step: i64,
+    ) -> Res<'a> {
         let Value::Array(items) = data else {
             return Ok(Cow::Owned(Value::Null));
         };
@@ -233,7 +252,9 @@ impl Interp {
                 }
                 Ok(Cow::Owned(Value::Array(out)))
             }
-            Cow::Owned(Value::Object(map)) => Ok(Cow::Owned(Value::Array(map.into_iter().map(|(_, v)| v).collect()))),
+            Cow::Owned(Value::Object(map)) => Ok(Cow::Owned(Value::Array(
+                map.into_iter().map(|(_, v)| v).collect(),
+            ))),
             _ => Ok(Cow::Owned(Value::Null)),
         }
     }
@@ -288,7 +309,12 @@ impl Interp {
     }
 
     #[inline(never)]
-    fn call<'a>(&mut self, function: &'static Function, arg_nodes: &'a [Node], data: &'a Value) -> Res<'a> {
+    fn call<'a>(
+        &mut self,
+        function: &'static Function,
+        arg_nodes: &'a [Node],
+        data: &'a Value,
+    ) -> Res<'a> {
         let mut args = Vec::with_capacity(arg_nodes.len());
         for arg in arg_nodes {
             match arg {
@@ -358,9 +384,13 @@ pub(crate) fn is_truthy(value: &Value) -> bool {
 pub(crate) fn json_equal(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => number_cmp(x, y) == Some(Ordering::Equal),
-        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_equal(p, q)),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_equal(p, q))
+        }
         (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_equal(v, w)))
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| json_equal(v, w)))
         }
         _ => a == b,
     }
@@ -409,7 +439,12 @@ fn resolve_index(len: usize, idx: i64) -> Option<usize> {
 }
 
 /// The indexes a slice `[start:stop:step]` picks from an array of `len` elements (JMESPath/Python semantics).
-pub(crate) fn slice_indices(len: usize, start: Option<i64>, stop: Option<i64>, step: i64) -> Vec<usize> {
+pub(crate) fn slice_indices(
+    len: usize,
+    start: Option<i64>,
+    stop: Option<i64>,
+    step: i64,
+) -> Vec<usize> {
     let Ok(len) = i64::try_from(len) else {
         return Vec::new();
     };

@@ -110,9 +110,14 @@ pub struct Expression {
 impl Expression {
     /// Compile an expression. Unknown functions and wrong argument counts are reported here, not at evaluation.
     pub fn compile(text: &str) -> Result<Expression, JmesError> {
-        let parse_error = |message: String| JmesError::Parse { expression: text.to_string(), message };
+        let parse_error = |message: String| JmesError::Parse {
+            expression: text.to_string(),
+            message,
+        };
         if text.len() > MAX_EXPRESSION_LEN {
-            return Err(parse_error(format!("expression longer than {MAX_EXPRESSION_LEN} bytes")));
+            return Err(parse_error(format!(
+                "expression longer than {MAX_EXPRESSION_LEN} bytes"
+            )));
         }
         if nesting_tokens(text) > MAX_NESTING_TOKENS {
             return Err(parse_error(format!(
@@ -124,7 +129,10 @@ impl Expression {
             .map_err(|_| parse_error("the expression could not be parsed".to_string()))?;
         let parsed = parsed.map_err(|e| parse_error(parse_message(&e)))?;
         let root = ast::convert(&parsed, text)?;
-        Ok(Expression { text: Arc::from(text), root: Arc::new(root) })
+        Ok(Expression {
+            text: Arc::from(text),
+            root: Arc::new(root),
+        })
     }
 
     /// Evaluate the expression against `data`.
