@@ -34,10 +34,7 @@ pub fn run(root: &Path, tests: &[PathBuf], options: &TestOptions) -> Vec<CaseRes
                 continue;
             }
         };
-        let file = SourceFile {
-            origin: origin.clone(),
-            content,
-        };
+        let file = SourceFile { origin: origin.clone(), content };
         let directives = match directives(&file) {
             Ok(d) => d,
             Err(err) => {
@@ -49,10 +46,7 @@ pub fn run(root: &Path, tests: &[PathBuf], options: &TestOptions) -> Vec<CaseRes
         let package = match engine.add_policy(origin.clone(), file.content.clone()) {
             Ok(package) => package,
             Err(err) => {
-                results.push(CaseResult::error(
-                    &origin,
-                    format!("Rego does not compile: {err}"),
-                ));
+                results.push(CaseResult::error(&origin, format!("Rego does not compile: {err}")));
                 continue;
             }
         };
@@ -74,38 +68,21 @@ pub fn run(root: &Path, tests: &[PathBuf], options: &TestOptions) -> Vec<CaseRes
         return results;
     }
     for (origin, package, rules) in test_packages {
-        let test_name = package
-            .strip_prefix("data.")
-            .unwrap_or(&package)
-            .to_string();
+        let test_name = package.strip_prefix("data.").unwrap_or(&package).to_string();
         for (rule, todo) in rules {
             if !options.selected(&test_name, &rule) {
                 continue;
             }
             if todo {
-                results.push(CaseResult::new(
-                    &origin,
-                    &test_name,
-                    &rule,
-                    Outcome::Skip,
-                    "todo test",
-                ));
+                results.push(CaseResult::new(&origin, &test_name, &rule, Outcome::Skip, "todo test"));
                 continue;
             }
             let outcome = engine.eval_rule(format!("{package}.{rule}"));
             let (result, reason) = match outcome {
                 Ok(regorus::Value::Bool(true)) => (Outcome::Pass, String::new()),
-                Ok(regorus::Value::Undefined) => {
-                    (Outcome::Fail, "test rule is undefined".to_string())
-                }
-                Ok(other) => (
-                    Outcome::Fail,
-                    format!("test rule is {}", support::to_json(&other)),
-                ),
-                Err(err) => (
-                    Outcome::Error,
-                    support::eval_error(err, TEST_TIMEOUT).to_string(),
-                ),
+                Ok(regorus::Value::Undefined) => (Outcome::Fail, "test rule is undefined".to_string()),
+                Ok(other) => (Outcome::Fail, format!("test rule is {}", support::to_json(&other))),
+                Err(err) => (Outcome::Error, support::eval_error(err, TEST_TIMEOUT).to_string()),
             };
             results.push(CaseResult::new(&origin, &test_name, &rule, result, reason));
         }
