@@ -203,8 +203,8 @@ impl Interp {
             }
             Node::Or(lhs, rhs) => match self.eval(lhs, data) {
                 Ok(left) if is_truthy(&left) => Ok(left),
-                Ok(_) => self.eval(rhs, data),
-                Err(e) if e.is_not_found() => self.eval(rhs, data),
+                Ok(_) => self.eval_or_null(rhs, data),
+                Err(e) if e.is_not_found() => self.eval_or_null(rhs, data),
                 Err(e) => Err(e),
             },
             Node::Not(inner) => {
@@ -327,8 +327,9 @@ impl Interp {
         Ok(Cow::Owned(result))
     }
 
-    /// Evaluate a multi-select member: a missing key gives null, so that the common
-    /// `spec.[initContainers, containers][]` works on Pods without init containers (as it does in Kyverno).
+    /// Evaluate where a missing key gives null instead of an error: multi-select members (so that the common
+    /// `spec.[initContainers, containers][]` works on Pods without init containers) and the right-hand side of `||`
+    /// (`a.missing || b.missing` is null), as in Kyverno.
     fn eval_or_null<'a>(&mut self, node: &'a Node, data: &'a Value) -> Res<'a> {
         match self.eval(node, data) {
             Err(e) if e.is_not_found() => Ok(Cow::Owned(Value::Null)),

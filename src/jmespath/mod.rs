@@ -6,7 +6,8 @@
 //! * a field lookup on an object that lacks the key is an error, [`JmesError::NotFound`]
 //!   (`Unknown key "x" in path`), not `null`; a lookup on `null` or on a non-object is still `null`;
 //! * `a || b` evaluates `b` when `a` is false-ish (`null`, `false`, `""`, `[]`, `{}`) **or** raised `NotFound`, which
-//!   is why policies write `request.object.metadata.labels.app || ''`;
+//!   is why policies write `request.object.metadata.labels.app || ''`; a `NotFound` in `b` makes the result `null`
+//!   (Kyverno's `limits.memory || requests.memory` on a container with neither is `null`, not an error);
 //! * inside projections (`[*]`, `[]`, `.*`, slices) and filters (`[?...]`), an element whose evaluation raises
 //!   `NotFound` is dropped instead of aborting the whole projection;
 //! * in a multi-select list or hash (`[a, b]`, `{x: a}`) a member raising `NotFound` is `null`, so the common

@@ -129,8 +129,14 @@ fn or_defaults_on_not_found_and_falsy() {
     assert_eq!(ok("zero || `5`", &data), json!(0), "0 is truthy");
     assert_eq!(ok("f || 'x'", &data), json!("x"));
     assert_eq!(ok("missing || other || 'last'", &data), json!("last"));
-    // The right-hand side's own NotFound is still an error.
-    assert!(err("missing || other", &data).is_not_found());
+    // A NotFound on the right-hand side gives null (Kyverno: `limits.memory || requests.memory` on `resources: {}`).
+    assert_eq!(ok("missing || other", &data), Value::Null);
+    assert_eq!(ok("metadata.name || metadata.missing.deeper", &data), Value::Null);
+    assert_eq!(ok("(missing || other).x", &data), Value::Null);
+    let c = json!({"resources": {}});
+    assert_eq!(ok("resources.limits.memory || resources.requests.memory", &c), Value::Null);
+    // Other errors on the right-hand side propagate.
+    assert!(matches!(err("missing || length(`1`)", &data), JmesError::Function { .. }));
     // A non-NotFound error on the left is not swallowed.
     let e = err("length(`1`) || 'x'", &data);
     assert!(matches!(e, JmesError::Function { .. }), "{e:?}");
