@@ -131,12 +131,21 @@ fn or_defaults_on_not_found_and_falsy() {
     assert_eq!(ok("missing || other || 'last'", &data), json!("last"));
     // A NotFound on the right-hand side gives null (Kyverno: `limits.memory || requests.memory` on `resources: {}`).
     assert_eq!(ok("missing || other", &data), Value::Null);
-    assert_eq!(ok("metadata.name || metadata.missing.deeper", &data), Value::Null);
+    assert_eq!(
+        ok("metadata.name || metadata.missing.deeper", &data),
+        Value::Null
+    );
     assert_eq!(ok("(missing || other).x", &data), Value::Null);
     let c = json!({"resources": {}});
-    assert_eq!(ok("resources.limits.memory || resources.requests.memory", &c), Value::Null);
+    assert_eq!(
+        ok("resources.limits.memory || resources.requests.memory", &c),
+        Value::Null
+    );
     // Other errors on the right-hand side propagate.
-    assert!(matches!(err("missing || length(`1`)", &data), JmesError::Function { .. }));
+    assert!(matches!(
+        err("missing || length(`1`)", &data),
+        JmesError::Function { .. }
+    ));
     // A non-NotFound error on the left is not swallowed.
     let e = err("length(`1`) || 'x'", &data);
     assert!(matches!(e, JmesError::Function { .. }), "{e:?}");
