@@ -694,6 +694,16 @@ fn kyverno_regex_and_wildcards() {
         lit("regex_replace_all_literal('[a-z]', 'a1b', '$0')"),
         json!("$01$0")
     );
+    assert_eq!(
+        lit("regex_replace_all('x*', 'abc', '-')"),
+        json!("-a-b-c-"),
+        "empty matches, as Go"
+    );
+    let big = json!({"s": "a".repeat(10_000), "r": "b".repeat(10_000)});
+    let e = eval("regex_replace_all('', s, r)", &big).expect_err("bounded");
+    assert!(e.to_string().contains("result longer than"), "{e}");
+    let e = eval("replace_all(s, 'a', r)", &big).expect_err("bounded");
+    assert!(e.to_string().contains("result longer than"), "{e}");
     assert_eq!(lit("pattern_match('nginx:*', 'nginx:1.25')"), json!(true));
     assert_eq!(lit("pattern_match('v?', 'v1')"), json!(true));
     assert_eq!(

@@ -173,15 +173,43 @@ pub(crate) fn regex(a: &Args<'_, '_>, pattern: &str) -> Result<Regex, JmesError>
 fn regex_replace_all(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     let re = regex(a, a.string(0)?)?;
     let (src, repl) = (text_arg(a, 1)?, text_arg(a, 2)?);
-    let out = re.replace_all(&src, repl.as_str()).into_owned();
+    bounded_replace(a, &re, &src, &repl, true)
+}
+
+/// `Regex::replace_all`, stopping as soon as the result grows past [`MAX_OUTPUT`] (a short pattern and a long
+/// replacement could otherwise multiply the input's size).
+fn bounded_replace(
+    a: &Args<'_, '_>,
+    re: &Regex,
+    src: &str,
+    repl: &str,
+    expand: bool,
+) -> Result<Value, JmesError> {
+    let mut out = String::new();
+    let mut last = 0;
+    for caps in re.captures_iter(src) {
+        let Some(whole) = caps.get(0) else {
+            continue;
+        };
+        out.push_str(src.get(last..whole.start()).unwrap_or(""));
+        if expand {
+            caps.expand(repl, &mut out);
+        } else {
+            out.push_str(repl);
+        }
+        last = whole.end();
+        if out.len() > MAX_OUTPUT {
+            return Err(a.error(format!("result longer than {MAX_OUTPUT} bytes")));
+        }
+    }
+    out.push_str(src.get(last..).unwrap_or(""));
     output(a, out)
 }
 
 fn regex_replace_all_literal(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     let re = regex(a, a.string(0)?)?;
     let (src, repl) = (text_arg(a, 1)?, text_arg(a, 2)?);
-    let out = re.replace_all(&src, regex::NoExpand(&repl)).into_owned();
-    output(a, out)
+    bounded_replace(a, &re, &src, &repl, false)
 }
 
 fn regex_match(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
