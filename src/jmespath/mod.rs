@@ -15,6 +15,23 @@
 //! * about fifty extra functions (strings, regular expressions, wildcards, quantity/duration arithmetic, time,
 //!   encoding, YAML/JSON parsing, ...) on top of the 26 standard ones. See [`function_names`].
 //!
+//! Functions: the 26 of the specification (`abs avg ceil contains ends_with floor join keys length map max max_by
+//! merge min min_by not_null reverse sort sort_by starts_with sum to_array to_number to_string type values`, where
+//! `sum` is Kyverno's quantity-aware version that rejects an empty array) and Kyverno's:
+//!
+//! | family | functions |
+//! |---|---|
+//! | strings | `compare equal_fold replace replace_all to_upper to_lower trim trim_prefix split truncate` |
+//! | matching | `regex_match regex_replace_all regex_replace_all_literal pattern_match` (`*` any run, `?` exactly one character) `label_match` |
+//! | conversion | `to_boolean parse_json parse_yaml` |
+//! | arithmetic | `add sum subtract multiply divide modulo round` on numbers, quantities (`"100Mi"`) and durations (`"1h"`) |
+//! | encoding | `base64_decode base64_encode sha256` |
+//! | misc | `path_canonicalize semver_compare image_normalize is_external_url lookup items object_from_lists random` |
+//! | time | `time_now time_now_utc time_add time_parse` (Go layouts) `time_since time_to_cron time_utc time_diff time_before time_after time_between time_truncate` |
+//!
+//! Not implemented: `x509_decode`, `sha1`, `md5` (compiling an expression that calls them reports an unknown
+//! function).
+//!
 //! Everything else follows the JMESPath specification: literals (`` `json` `` and `'raw'`), sub-expressions, pipes,
 //! indexes and slices, projections, flatten, filters, comparisons, `&&`, `!`, multi-select lists and hashes, `@` and
 //! function calls with `&expr` references, with the specification's type checking of function arguments.
@@ -213,5 +230,8 @@ fn parse_message(error: &jmespath::JmespathError) -> String {
         jmespath::ErrorReason::Parse(m) => m.clone(),
         other => other.to_string(),
     };
+    let reason = reason
+        .replace("Unexpected nud token", "unexpected token")
+        .replace("found Eof", "found the end of the expression");
     format!("{reason} (at offset {})", error.offset)
 }

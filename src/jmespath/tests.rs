@@ -398,6 +398,9 @@ fn expression_references() {
 #[test]
 fn compile_errors() {
     assert!(compile_err("a.").contains("invalid JMESPath expression \"a.\""));
+    assert!(compile_err("").contains("unexpected token -- found the end of the expression"));
+    assert!(compile_err("a || ").contains("found the end of the expression (at offset 5)"));
+    assert!(compile_err("x509_decode(@)").contains("unknown function x509_decode()"));
     assert!(compile_err("foo(").starts_with("invalid JMESPath expression"));
     assert!(compile_err("no_such_fn(@)").contains("unknown function no_such_fn()"));
     assert!(compile_err("length(a, b)").contains("expects 1 argument, got 2"));
@@ -578,6 +581,12 @@ fn standard_string_and_collection_functions() {
     assert!(ok("to_number('12')", &data).is_i64());
     assert_eq!(ok("to_number('1.5')", &data), json!(1.5));
     assert_eq!(ok("to_number('abc')", &data), Value::Null);
+    assert_eq!(
+        ok("to_number(' 1')", &data),
+        Value::Null,
+        "no trimming, as Go's ParseFloat"
+    );
+    assert_eq!(ok("to_number('-7')", &data), json!(-7));
     assert_eq!(ok("to_number(`true`)", &data), Value::Null);
     assert_eq!(ok("to_string('x')", &data), json!("x"));
     assert_eq!(ok("to_string(o)", &data), json!("{\"a\":1,\"b\":2}"));
@@ -817,6 +826,10 @@ fn quantities() {
     assert_eq!(q("-1k").as_deref(), Some("-1k"));
     assert_eq!(q("512").as_deref(), Some("512"));
     assert_eq!(q("+.5").as_deref(), Some("500m"));
+    assert_eq!(
+        q("1.0000000000000000000000000000000000000000000").as_deref(),
+        Some("1")
+    );
     for bad in ["", "abc", "1x", "Mi", "1.2.3", "--1", "1 Mi", "1e", "1h"] {
         assert_eq!(q(bad), None, "{bad:?}");
     }

@@ -130,7 +130,8 @@ impl Quantity {
                 (exp.parse::<i32>().ok()?, 0, QuantityFormat::DecimalExponent)
             }
         };
-        // Significant digits as one integer, then scale to nano units.
+        // Significant digits as one integer, then scale to nano units (trailing fraction zeros change nothing).
+        let frac_digits = frac_digits.trim_end_matches('0');
         let digits = format!("{int_digits}{frac_digits}");
         let digits = digits.trim_start_matches('0');
         if digits.len() > 36 {

@@ -296,9 +296,9 @@ fn to_number(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     })
 }
 
-/// Parse a JSON-style number from a string (`"12"` → 12, `"1.5"` → 1.5); integers stay integers.
+/// Parse a number from a string as Go's `strconv.ParseFloat` would (`"12"` → 12, `"1.5"` → 1.5, `" 1"` → none);
+/// integers stay integers.
 pub(crate) fn parse_number(s: &str) -> Option<Value> {
-    let s = s.trim();
     if let Ok(i) = s.parse::<i64>() {
         return Some(Value::from(i));
     }
