@@ -392,7 +392,8 @@ impl Template {
     ) -> Result<Vec<TemplateResult>, EvalError> {
         let timer = regorus::utils::limits::ExecutionTimerConfig {
             limit: timeout,
-            check_interval: std::num::NonZeroU32::new(TIMER_CHECK_INTERVAL).unwrap_or(std::num::NonZeroU32::MIN),
+            check_interval: std::num::NonZeroU32::new(TIMER_CHECK_INTERVAL)
+                .unwrap_or(std::num::NonZeroU32::MIN),
         };
         let value = match &self.vm {
             Some(vm) => self.evaluate_vm(vm, input, data, timer)?,
