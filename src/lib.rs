@@ -20,6 +20,7 @@ pub mod cli;
 pub mod commands;
 pub mod decide;
 pub mod engine;
+pub mod jmespath;
 pub mod metrics;
 pub mod pipeline;
 pub mod policy;
