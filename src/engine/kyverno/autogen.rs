@@ -100,7 +100,7 @@ pub fn controllers(annotations: &BTreeMap<String, String>, rules: &[Value]) -> V
 
 fn replace_kinds(block: &mut Value, kinds: &[String]) {
     let new: Vec<Value> = kinds.iter().map(|k| Value::String(k.clone())).collect();
-    let mut fix = |d: &mut Value| {
+    let fix = |d: &mut Value| {
         if let Some(k) = d.get_mut("kinds") {
             if k.as_array().is_some_and(|a| contains_pod(a)) {
                 *k = Value::Array(new.clone());

@@ -141,7 +141,7 @@ fn numeric(key: &Value, value: &Value) -> Option<std::cmp::Ordering> {
     if let (Some(a), Some(b)) = (number(key), number(value)) {
         return a.partial_cmp(&b);
     }
-    let (Value::String(_), _) | (_, Value::String(_)) = (key, value) else { return None };
+    let ((Value::String(_), _) | (_, Value::String(_))) = (key, value) else { return None };
     let text = |v: &Value| match v {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),

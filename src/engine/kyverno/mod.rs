@@ -243,7 +243,7 @@ fn scope_for(rules: &[CompiledRule]) -> Scope {
             return Scope::any();
         }
         let ops = match matching::operations(&rule.spec.matches) {
-            Some(list) => list.iter().filter_map(|o| OpSet::parse(o)).fold(OpSet::default(), OpSet::union),
+            Some(list) => list.iter().filter_map(|o| OpSet::parse(o)).fold(OpSet::NONE, OpSet::union),
             None => OpSet::ALL,
         };
         for k in kinds {

@@ -451,6 +451,26 @@ fn remove_at(doc: &mut Value, path: &str, must_exist: bool) -> Result<Option<Val
     Ok(removed)
 }
 
+fn replace_at(doc: &mut Value, path: &str, value: Value) -> Result<(), String> {
+    let tokens = pointer_tokens(path)?;
+    let Some((last, parents)) = tokens.split_last() else {
+        *doc = value;
+        return Ok(());
+    };
+    let parent = parent_mut(doc, parents, false)?.ok_or_else(|| format!("path {path} not found"))?;
+    let slot = match parent {
+        Value::Object(m) => m.get_mut(last),
+        Value::Array(a) => {
+            let i = index_of(last, a.len(), false)?;
+            a.get_mut(i)
+        }
+        _ => None,
+    };
+    let slot = slot.ok_or_else(|| format!("path {path} not found"))?;
+    *slot = value;
+    Ok(())
+}
+
 /// Apply RFC 6902 operations with Kyverno's options: negative indices, `add` creates missing parents, removing a
 /// missing path is a no-op.
 pub fn apply_json6902(doc: &mut Value, ops: &[Value]) -> Result<(), String> {
@@ -464,11 +484,7 @@ pub fn apply_json6902(doc: &mut Value, ops: &[Value]) -> Result<(), String> {
             "remove" => {
                 remove_at(doc, path, false)?;
             }
-            "replace" => {
-                get_at(doc, path)?;
-                remove_at(doc, path, true)?;
-                add_at(doc, path, value()?)?;
-            }
+            "replace" => replace_at(doc, path, value()?)?,
             "move" => {
                 let from = from()?;
                 let moved = remove_at(doc, from, true)?.unwrap_or(Value::Null);
