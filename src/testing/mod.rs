@@ -4,6 +4,7 @@
 //! runner reports [`CaseResult`]s into one [`Report`], rendered as a table, JSON or JUnit.
 
 pub mod known;
+pub mod kyverno;
 pub mod rego;
 pub mod report;
 
@@ -50,7 +51,7 @@ pub trait SuiteRunner: Send + Sync {
 
 /// Every YAML suite runner.
 pub fn runners() -> Vec<Box<dyn SuiteRunner>> {
-    Vec::new()
+    vec![Box::new(kyverno::KyvernoRunner)]
 }
 
 /// Find and run every test under `paths`.
