@@ -40,12 +40,14 @@ mod eval;
 mod functions;
 #[cfg(test)]
 mod tests;
+pub mod units;
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
 
 use serde_json::Value;
 
+pub use functions::strings::wildcard_match;
 pub use functions::{function_names, json_string};
 
 /// Longest expression text accepted.

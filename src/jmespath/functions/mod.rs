@@ -12,7 +12,7 @@ mod arithmetic;
 mod encoding;
 mod misc;
 mod standard;
-mod strings;
+pub(crate) mod strings;
 mod time;
 
 /// Signature of a function implementation.
@@ -135,15 +135,6 @@ impl<'x, 'a> Args<'x, 'a> {
         }
     }
 
-    /// Argument `i`, if given.
-    pub(crate) fn optional(&self, i: usize) -> Result<Option<&Value>, JmesError> {
-        if i < self.args.len() {
-            self.value(i).map(Some)
-        } else {
-            Ok(None)
-        }
-    }
-
     /// Argument `i` as an expression reference.
     pub(crate) fn expref(&self, i: usize) -> Result<&'a Node, JmesError> {
         match self.args.get(i) {
@@ -179,14 +170,6 @@ impl<'x, 'a> Args<'x, 'a> {
     pub(crate) fn integer(&self, i: usize) -> Result<i64, JmesError> {
         let n = self.number(i)?;
         as_integer(n).ok_or_else(|| self.error(format!("argument {}: expected an integer, got {n}", i + 1)))
-    }
-
-    /// Argument `i` as a boolean.
-    pub(crate) fn boolean(&self, i: usize) -> Result<bool, JmesError> {
-        match self.value(i)? {
-            Value::Bool(b) => Ok(*b),
-            other => Err(self.type_error(i, "boolean", other)),
-        }
     }
 
     /// Argument `i` as an array.
@@ -333,13 +316,5 @@ pub(crate) fn format_float(f: f64) -> String {
         }
     } else {
         format!("{f}")
-    }
-}
-
-/// A value as text the way Kyverno's functions stringify non-strings: strings as they are, the rest as JSON.
-pub(crate) fn stringify(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        other => json_string(other),
     }
 }
