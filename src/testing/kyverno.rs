@@ -184,7 +184,8 @@ fn load_suite(path: &Path, test: &Value) -> Result<Suite, String> {
     let mut resources = Vec::new();
     for file in strings(field(test, "resources")) {
         let docs = read_documents(&dir.join(&file)).map_err(|e| format!("resource file {file}: {e}"))?;
-        for (_, value) in docs {
+        for (_, mut value) in docs {
+            default_namespace(&mut value);
             let name = value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
             let namespace = value.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("").to_string();
             resources.push(Resource { value, name, namespace });
@@ -212,6 +213,43 @@ fn load_suite(path: &Path, test: &Value) -> Result<Suite, String> {
     }
     let operation = operation_of(&values);
     Ok(Suite { dir, policies, resources, user, values, operation, cache: HashMap::new() })
+}
+
+/// Kinds that are not namespaced (the CLI puts other resources without a namespace in `default`).
+const CLUSTER_SCOPED: [&str; 22] = [
+    "Namespace",
+    "Node",
+    "PersistentVolume",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "StorageClass",
+    "CustomResourceDefinition",
+    "ValidatingWebhookConfiguration",
+    "MutatingWebhookConfiguration",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+    "PriorityClass",
+    "IngressClass",
+    "RuntimeClass",
+    "APIService",
+    "CSIDriver",
+    "CSINode",
+    "VolumeAttachment",
+    "ClusterPolicy",
+    "ClusterIssuer",
+    "CertificateSigningRequest",
+    "PodSecurityPolicy",
+];
+
+fn default_namespace(value: &mut Value) {
+    let kind = value.get("kind").and_then(Value::as_str).unwrap_or("");
+    if CLUSTER_SCOPED.contains(&kind) || kind.starts_with("Cluster") {
+        return;
+    }
+    let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) else { return };
+    if meta.get("namespace").and_then(Value::as_str).is_none_or(str::is_empty) {
+        meta.insert("namespace".into(), Value::String("default".into()));
+    }
 }
 
 const CEL_FLAGS: [&str; 7] = [

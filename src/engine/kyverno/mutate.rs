@@ -192,6 +192,10 @@ fn preprocess(overlay: &Value, resource: &Value) -> Result<Value, AnchorFail> {
                     }
                     None => {
                         let child = rmap.and_then(|m| m.get(k)).unwrap_or(&Value::Null);
+                        if child.is_null() && has_global(v) {
+                            // A global condition on something the resource does not have cannot hold.
+                            return Err(AnchorFail::Global);
+                        }
                         out.insert(k.clone(), preprocess(v, child)?);
                     }
                 }
@@ -210,7 +214,7 @@ fn preprocess(overlay: &Value, resource: &Value) -> Result<Value, AnchorFail> {
                         match preprocess(elem, relem) {
                             Ok(mut processed) => {
                                 if global {
-                                    if !global_passed {
+                                    if !global_passed && processed.as_object().is_some_and(|m| !m.is_empty()) {
                                         out.push(processed);
                                     }
                                     global_passed = true;
@@ -225,7 +229,7 @@ fn preprocess(overlay: &Value, resource: &Value) -> Result<Value, AnchorFail> {
                             Err(AnchorFail::Global) => global_failed = true,
                         }
                     }
-                    if global && !global_passed && global_failed {
+                    if global && !global_passed && (global_failed || rlist.is_empty()) {
                         return Err(AnchorFail::Global);
                     }
                 } else {
