@@ -439,7 +439,10 @@ fn run_test(path: &Path, test: &Value, options: &TestOptions) -> Vec<CaseResult>
 }
 
 fn check_patched(suite: &Suite, file: &str, found: &[(usize, RuleStatus, String, Option<Value>)]) -> Result<(), String> {
-    let docs = read_documents(&suite.dir.join(file)).map_err(|e| format!("patchedResources {file}: {e}"))?;
+    let mut docs = read_documents(&suite.dir.join(file)).map_err(|e| format!("patchedResources {file}: {e}"))?;
+    for (_, d) in &mut docs {
+        default_namespace(d);
+    }
     let mut checked = false;
     for (index, _, _, patched) in found {
         let Some(resource) = suite.resources.get(*index) else { continue };

@@ -196,7 +196,13 @@ fn preprocess(overlay: &Value, resource: &Value) -> Result<Value, AnchorFail> {
                             // A global condition on something the resource does not have cannot hold.
                             return Err(AnchorFail::Global);
                         }
-                        out.insert(k.clone(), preprocess(v, child)?);
+                        let processed = preprocess(v, child)?;
+                        // A list of conditional elements none of which applied is left out of the patch.
+                        let emptied = v.as_array().is_some_and(|a| !a.is_empty())
+                            && processed.as_array().is_some_and(Vec::is_empty);
+                        if !emptied {
+                            out.insert(k.clone(), processed);
+                        }
                     }
                 }
             }
@@ -370,9 +376,26 @@ fn index_of(token: &str, len: usize, allow_end: bool) -> Result<usize, String> {
     Ok(i as usize)
 }
 
-fn parent_mut<'v>(doc: &'v mut Value, tokens: &[String], create: bool) -> Result<Option<&'v mut Value>, String> {
+fn parent_mut<'v>(
+    doc: &'v mut Value,
+    tokens: &[String],
+    create: bool,
+    leaf: &str,
+) -> Result<Option<&'v mut Value>, String> {
     let mut current = doc;
-    for t in tokens {
+    for (position, t) in tokens.iter().enumerate() {
+        let next_is_index = tokens
+            .get(position + 1)
+            .map(String::as_str)
+            .unwrap_or(leaf);
+        let next_is_index = next_is_index == "-" || next_is_index.parse::<i64>().is_ok();
+        if create && next_is_index {
+            if let Value::Object(m) = current {
+                if !m.contains_key(t) {
+                    m.insert(t.clone(), Value::Array(Vec::new()));
+                }
+            }
+        }
         let next = match current {
             Value::Object(m) => {
                 if !m.contains_key(t) {
@@ -385,6 +408,10 @@ fn parent_mut<'v>(doc: &'v mut Value, tokens: &[String], create: bool) -> Result
             }
             Value::Array(a) => {
                 let len = a.len();
+                if create && t == "-" {
+                    a.push(Value::Object(Map::new()));
+                }
+                let (t, len) = if create && t == "-" { ("-1", a.len()) } else { (t.as_str(), len) };
                 match index_of(t, len, false) {
                     Ok(i) => a.get_mut(i),
                     Err(_) if !create => return Ok(None),
@@ -421,7 +448,7 @@ fn add_at(doc: &mut Value, path: &str, value: Value) -> Result<(), String> {
         *doc = value;
         return Ok(());
     };
-    let parent = parent_mut(doc, parents, true)?.ok_or_else(|| format!("cannot add at {path}"))?;
+    let parent = parent_mut(doc, parents, true, last)?.ok_or_else(|| format!("cannot add at {path}"))?;
     match parent {
         Value::Object(m) => {
             m.insert(last.clone(), value);
@@ -438,7 +465,7 @@ fn add_at(doc: &mut Value, path: &str, value: Value) -> Result<(), String> {
 fn remove_at(doc: &mut Value, path: &str, must_exist: bool) -> Result<Option<Value>, String> {
     let tokens = pointer_tokens(path)?;
     let Some((last, parents)) = tokens.split_last() else { return Err("cannot remove the whole document".into()) };
-    let Some(parent) = parent_mut(doc, parents, false)? else {
+    let Some(parent) = parent_mut(doc, parents, false, last)? else {
         return if must_exist { Err(format!("path {path} not found")) } else { Ok(None) };
     };
     let removed = match parent {
@@ -461,7 +488,7 @@ fn replace_at(doc: &mut Value, path: &str, value: Value) -> Result<(), String> {
         *doc = value;
         return Ok(());
     };
-    let parent = parent_mut(doc, parents, false)?.ok_or_else(|| format!("path {path} not found"))?;
+    let parent = parent_mut(doc, parents, false, last)?.ok_or_else(|| format!("path {path} not found"))?;
     let slot = match parent {
         Value::Object(m) => m.get_mut(last),
         Value::Array(a) => {
