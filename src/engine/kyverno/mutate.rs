@@ -220,9 +220,7 @@ fn preprocess(overlay: &Value, resource: &Value) -> Result<Value, AnchorFail> {
                         match preprocess(elem, relem) {
                             Ok(mut processed) => {
                                 if global {
-                                    if !global_passed && processed.as_object().is_some_and(|m| !m.is_empty()) {
-                                        out.push(processed);
-                                    }
+                                    // The element only gates the patch.
                                     global_passed = true;
                                 } else if let Some(name) = relem.get("name") {
                                     if let Some(m) = processed.as_object_mut() {
@@ -328,23 +326,26 @@ pub fn merge(target: &mut Value, patch: &Value) {
             let replace = items.iter().any(|i| i.get("$patch").and_then(Value::as_str) == Some("replace"));
             match (key, target.as_array_mut()) {
                 (Some(key), Some(existing)) if !replace => {
+                    // kyaml order: the patch's elements first (merged with their match), then the rest.
+                    let mut rest: Vec<Option<Value>> = existing.drain(..).map(Some).collect();
+                    let mut merged = Vec::with_capacity(rest.len() + items.len());
                     for item in items {
                         let id = item.get(key);
-                        let position = existing.iter().position(|e| e.get(key) == id);
-                        let delete = item.get("$patch").and_then(Value::as_str) == Some("delete");
-                        match (position, delete) {
-                            (Some(i), true) => {
-                                existing.remove(i);
+                        let position = rest.iter().position(|e| e.as_ref().is_some_and(|e| e.get(key) == id));
+                        let found = position.and_then(|i| rest.get_mut(i)).and_then(Option::take);
+                        if item.get("$patch").and_then(Value::as_str) == Some("delete") {
+                            continue;
+                        }
+                        match found {
+                            Some(mut e) => {
+                                merge(&mut e, item);
+                                merged.push(e);
                             }
-                            (None, true) => {}
-                            (Some(i), false) => {
-                                if let Some(e) = existing.get_mut(i) {
-                                    merge(e, item);
-                                }
-                            }
-                            (None, false) => existing.push(without_nulls(item)),
+                            None => merged.push(without_nulls(item)),
                         }
                     }
+                    merged.extend(rest.into_iter().flatten());
+                    *existing = merged;
                 }
                 _ => *target = without_nulls(patch),
             }
@@ -551,7 +552,8 @@ mod tests {
         let out = psm(pod.clone(), json!({"spec": {"containers": [{"name": "b", "imagePullPolicy": "Always"}]}, "metadata": {"labels": {"x": null, "y": "2"}}}));
         assert_eq!(
             out,
-            Some(json!({"spec": {"containers": [{"name": "a", "image": "x"}, {"name": "b", "image": "y", "imagePullPolicy": "Always"}]}, "metadata": {"labels": {"y": "2"}}}))
+            Some(json!({"spec": {"containers": [{"name": "b", "image": "y", "imagePullPolicy": "Always"}, {"name": "a", "image": "x"}]}, "metadata": {"labels": {"y": "2"}}})),
+            "patched elements come first (kyaml order)"
         );
         let out = psm(json!({"a": [1, 2]}), json!({"a": [3]}));
         assert_eq!(out, Some(json!({"a": [3]})));
