@@ -13,8 +13,18 @@ use serde_json::{json, Value};
 fn set() -> PolicySet {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kyverno/policies.yaml");
     let content = std::fs::read_to_string(&path).expect("fixture");
-    let compiled = compile(&[SourceFile { origin: path.display().to_string(), content }], &LoadOptions::default());
-    assert!(compiled.built.errors.is_empty(), "{:?}", compiled.built.errors);
+    let compiled = compile(
+        &[SourceFile {
+            origin: path.display().to_string(),
+            content,
+        }],
+        &LoadOptions::default(),
+    );
+    assert!(
+        compiled.built.errors.is_empty(),
+        "{:?}",
+        compiled.built.errors
+    );
     compiled.into_set(1).expect("set")
 }
 
@@ -31,7 +41,11 @@ fn enforce_policy_denies_a_latest_image() {
     assert_eq!(decision.denials.len(), 1, "{:?}", decision.denials);
     let message = &decision.denials[0];
     assert!(message.contains("[disallow-latest]"), "{message}");
-    assert!(message.contains("require-tag: validation error: An image tag other than latest is required."), "{message}");
+    assert!(
+        message
+            .contains("require-tag: validation error: An image tag other than latest is required."),
+        "{message}"
+    );
 }
 
 #[test]
@@ -69,14 +83,32 @@ fn kyverno_test_files_run_with_pass_fail_skip_and_unsupported() {
             .map(|c| (c.result, c.reason.clone()))
             .unwrap_or_else(|| panic!("no case {test} {case}: {cases:?}"))
     };
-    assert_eq!(outcome("disallow-latest/require-tag", "bad").0, Outcome::Pass);
-    assert_eq!(outcome("disallow-latest/require-tag", "good-deploy").0, Outcome::Pass, "autogen rule name");
+    assert_eq!(
+        outcome("disallow-latest/require-tag", "bad").0,
+        Outcome::Pass
+    );
+    assert_eq!(
+        outcome("disallow-latest/require-tag", "good-deploy").0,
+        Outcome::Pass,
+        "autogen rule name"
+    );
     let (result, reason) = outcome("disallow-latest/require-tag", "good");
     assert_eq!(result, Outcome::Fail);
     assert!(reason.contains("want fail, got pass"), "{reason}");
-    assert_eq!(outcome("disallow-latest/require-tag", "svc").0, Outcome::Skip, "not matched is never a pass");
+    assert_eq!(
+        outcome("disallow-latest/require-tag", "svc").0,
+        Outcome::Skip,
+        "not matched is never a pass"
+    );
     let (result, reason) = outcome("add-defaults/team-label", "good");
-    assert_eq!(result, Outcome::Fail, "the patched file expects another label");
-    assert!(reason.contains("/metadata/labels/team: expected \"other\", got \"platform\""), "{reason}");
+    assert_eq!(
+        result,
+        Outcome::Fail,
+        "the patched file expects another label"
+    );
+    assert!(
+        reason.contains("/metadata/labels/team: expected \"other\", got \"platform\""),
+        "{reason}"
+    );
     assert_eq!(outcome("cel-policy/", "good").0, Outcome::Unsupported);
 }

@@ -20,7 +20,9 @@ use super::{SuiteRunner, TestOptions};
 use crate::admission::Review;
 use crate::engine::kyverno::eval::{Lookups, Mocks};
 use crate::engine::kyverno::matching::UserContext;
-use crate::engine::kyverno::{is_kyverno_policy, ApplyOptions, KyvernoPolicy, Part, PolicyResponse, RuleStatus};
+use crate::engine::kyverno::{
+    is_kyverno_policy, ApplyOptions, KyvernoPolicy, Part, PolicyResponse, RuleStatus,
+};
 use crate::policy::source::{yaml_documents, Document};
 use crate::policy::SourceFile;
 
@@ -31,7 +33,11 @@ pub struct KyvernoRunner;
 /// A case-insensitive field lookup.
 fn field<'v>(value: &'v Value, name: &str) -> Option<&'v Value> {
     let map = value.as_object()?;
-    map.get(name).or_else(|| map.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v))
+    map.get(name).or_else(|| {
+        map.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    })
 }
 
 fn field_str<'v>(value: &'v Value, name: &str) -> Option<&'v str> {
@@ -40,15 +46,24 @@ fn field_str<'v>(value: &'v Value, name: &str) -> Option<&'v str> {
 
 fn strings(value: Option<&Value>) -> Vec<String> {
     match value {
-        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).map(str::to_string).collect(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect(),
         Some(Value::String(s)) => vec![s.clone()],
         _ => Vec::new(),
     }
 }
 
 fn read_documents(path: &Path) -> Result<Vec<(crate::policy::SourceRef, Value)>, String> {
-    let content = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    yaml_documents(&SourceFile { origin: path.display().to_string(), content }).map_err(|e| e.to_string())
+    let content = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    yaml_documents(&SourceFile {
+        origin: path.display().to_string(),
+        content,
+    })
+    .map_err(|e| e.to_string())
 }
 
 /// What a policy name stands for in a test.
@@ -92,18 +107,42 @@ impl Suite {
         if let Some(Value::Object(g)) = field(&self.values, "globalValues") {
             mocks.global = g.clone();
         }
-        let policies = field(&self.values, "policies").and_then(Value::as_array).cloned().unwrap_or_default();
-        for p in policies.iter().filter(|p| field_str(p, "name") == Some(policy)) {
-            for r in field(p, "rules").and_then(Value::as_array).into_iter().flatten() {
-                let Some(name) = field_str(r, "name") else { continue };
+        let policies = field(&self.values, "policies")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for p in policies
+            .iter()
+            .filter(|p| field_str(p, "name") == Some(policy))
+        {
+            for r in field(p, "rules")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let Some(name) = field_str(r, "name") else {
+                    continue;
+                };
                 if let Some(Value::Object(v)) = field(r, "values") {
-                    mocks.rules.entry(name.to_string()).or_default().extend(v.clone());
+                    mocks
+                        .rules
+                        .entry(name.to_string())
+                        .or_default()
+                        .extend(v.clone());
                 }
                 if let Some(Value::Object(v)) = field(r, "foreachValues") {
-                    mocks.foreach.entry(name.to_string()).or_default().extend(v.clone());
+                    mocks
+                        .foreach
+                        .entry(name.to_string())
+                        .or_default()
+                        .extend(v.clone());
                 }
             }
-            for r in field(p, "resources").and_then(Value::as_array).into_iter().flatten() {
+            for r in field(p, "resources")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 if field_str(r, "name") == Some(resource.name.as_str()) {
                     if let Some(Value::Object(v)) = field(r, "values") {
                         mocks.resource.extend(v.clone());
@@ -115,14 +154,25 @@ impl Suite {
     }
 
     fn namespace_labels(&self, namespace: &str) -> Option<Map<String, Value>> {
-        for entry in field(&self.values, "namespaceSelector").and_then(Value::as_array).into_iter().flatten() {
+        for entry in field(&self.values, "namespaceSelector")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             if field_str(entry, "name") == Some(namespace) {
                 return field(entry, "labels").and_then(Value::as_object).cloned();
             }
         }
-        for ns in field(&self.values, "namespaces").and_then(Value::as_array).into_iter().flatten() {
+        for ns in field(&self.values, "namespaces")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             if ns.pointer("/metadata/name").and_then(Value::as_str) == Some(namespace) {
-                return ns.pointer("/metadata/labels").and_then(Value::as_object).cloned();
+                return ns
+                    .pointer("/metadata/labels")
+                    .and_then(Value::as_object)
+                    .cloned();
             }
         }
         None
@@ -131,7 +181,9 @@ impl Suite {
     fn response(&mut self, policy_name: &str, index: usize) -> Option<&PolicyResponse> {
         let key = (policy_name.to_string(), index);
         if !self.cache.contains_key(&key) {
-            let Some(LoadedPolicy::Kyverno(policy)) = self.policies.get(policy_name) else { return None };
+            let Some(LoadedPolicy::Kyverno(policy)) = self.policies.get(policy_name) else {
+                return None;
+            };
             let resource = self.resources.get(index)?;
             let mocks = self.mocks(policy_name, resource);
             let labels = self.namespace_labels(&resource.namespace);
@@ -166,42 +218,79 @@ fn load_suite(path: &Path, test: &Value) -> Result<Suite, String> {
         let file_path = dir.join(&file);
         let docs = read_documents(&file_path).map_err(|e| format!("policy file {file}: {e}"))?;
         for (source, value) in docs {
-            let api_version = value.get("apiVersion").and_then(Value::as_str).unwrap_or("").to_string();
-            let kind = value.get("kind").and_then(Value::as_str).unwrap_or("").to_string();
-            let name = value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
+            let api_version = value
+                .get("apiVersion")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let kind = value
+                .get("kind")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let name = value
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
             let loaded = if is_kyverno_policy(&api_version, &kind) {
-                let doc = Document { source, api_version, kind, value };
+                let doc = Document {
+                    source,
+                    api_version,
+                    kind,
+                    value,
+                };
                 match KyvernoPolicy::from_document(&doc) {
                     Ok((p, _)) => LoadedPolicy::Kyverno(Box::new(p)),
                     Err(e) => LoadedPolicy::Broken(e.to_string()),
                 }
             } else {
-                LoadedPolicy::Other { kind: format!("{api_version} {kind}") }
+                LoadedPolicy::Other {
+                    kind: format!("{api_version} {kind}"),
+                }
             };
             policies.insert(name, loaded);
         }
     }
     let mut resources = Vec::new();
     for file in strings(field(test, "resources")) {
-        let docs = read_documents(&dir.join(&file)).map_err(|e| format!("resource file {file}: {e}"))?;
+        let docs =
+            read_documents(&dir.join(&file)).map_err(|e| format!("resource file {file}: {e}"))?;
         for (_, mut value) in docs {
             default_namespace(&mut value);
-            let name = value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
-            let namespace = value.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("").to_string();
-            resources.push(Resource { value, name, namespace });
+            let name = value
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let namespace = value
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            resources.push(Resource {
+                value,
+                name,
+                namespace,
+            });
         }
     }
     let values = match (field_str(test, "variables"), field(test, "values")) {
         (Some(file), _) => {
-            let docs = read_documents(&dir.join(file)).map_err(|e| format!("values file {file}: {e}"))?;
-            docs.into_iter().next().map(|(_, v)| v).unwrap_or(Value::Null)
+            let docs =
+                read_documents(&dir.join(file)).map_err(|e| format!("values file {file}: {e}"))?;
+            docs.into_iter()
+                .next()
+                .map(|(_, v)| v)
+                .unwrap_or(Value::Null)
         }
         (None, Some(v)) => v.clone(),
         (None, None) => Value::Null,
     };
     let mut user = UserContext::default();
     if let Some(file) = field_str(test, "userinfo") {
-        let docs = read_documents(&dir.join(file)).map_err(|e| format!("userinfo file {file}: {e}"))?;
+        let docs =
+            read_documents(&dir.join(file)).map_err(|e| format!("userinfo file {file}: {e}"))?;
         if let Some((_, u)) = docs.into_iter().next() {
             user.roles = strings(field(&u, "roles"));
             user.cluster_roles = strings(field(&u, "clusterRoles"));
@@ -212,7 +301,15 @@ fn load_suite(path: &Path, test: &Value) -> Result<Suite, String> {
         }
     }
     let operation = operation_of(&values);
-    Ok(Suite { dir, policies, resources, user, values, operation, cache: HashMap::new() })
+    Ok(Suite {
+        dir,
+        policies,
+        resources,
+        user,
+        values,
+        operation,
+        cache: HashMap::new(),
+    })
 }
 
 /// Kinds that are not namespaced (the CLI puts other resources without a namespace in `default`).
@@ -246,8 +343,14 @@ fn default_namespace(value: &mut Value) {
     if CLUSTER_SCOPED.contains(&kind) || kind.starts_with("Cluster") {
         return;
     }
-    let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) else { return };
-    if meta.get("namespace").and_then(Value::as_str).is_none_or(str::is_empty) {
+    let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return;
+    };
+    if meta
+        .get("namespace")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
         meta.insert("namespace".into(), Value::String("default".into()));
     }
 }
@@ -267,7 +370,10 @@ pub fn tidy(value: &Value) -> Option<Value> {
     match value {
         Value::Null => None,
         Value::Object(m) => {
-            let out: Map<String, Value> = m.iter().filter_map(|(k, v)| tidy(v).map(|v| (k.clone(), v))).collect();
+            let out: Map<String, Value> = m
+                .iter()
+                .filter_map(|(k, v)| tidy(v).map(|v| (k.clone(), v)))
+                .collect();
             (!out.is_empty()).then_some(Value::Object(out))
         }
         Value::Array(a) => {
@@ -311,13 +417,21 @@ fn diff_into(expected: &Value, actual: &Value, path: String, out: &mut Vec<Strin
                 diff_into(ev, av, format!("{path}/{i}"), out);
             }
         }
-        (e, a) if e != a => out.push(format!("{}: expected {e}, got {a}", if path.is_empty() { "/" } else { &path })),
+        (e, a) if e != a => out.push(format!(
+            "{}: expected {e}, got {a}",
+            if path.is_empty() { "/" } else { &path }
+        )),
         _ => {}
     }
 }
 
 fn same_object(a: &Value, b: &Value) -> bool {
-    let get = |v: &Value, p: &str| v.pointer(p).and_then(Value::as_str).unwrap_or("").to_string();
+    let get = |v: &Value, p: &str| {
+        v.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
     get(a, "/apiVersion") == get(b, "/apiVersion")
         && get(a, "/kind") == get(b, "/kind")
         && get(a, "/metadata/name") == get(b, "/metadata/name")
@@ -330,18 +444,29 @@ fn same_object(a: &Value, b: &Value) -> bool {
 fn run_test(path: &Path, test: &Value, options: &TestOptions) -> Vec<CaseResult> {
     let suite_name = path.display().to_string();
     let mut out = Vec::new();
-    let results = field(test, "results").and_then(Value::as_array).cloned().unwrap_or_default();
+    let results = field(test, "results")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     let mut suite = match load_suite(path, test) {
         Ok(s) => s,
         Err(e) => return vec![CaseResult::error(&suite_name, e)],
     };
     for result in &results {
         let policy_name = field_str(result, "policy").unwrap_or("");
-        let policy_name = policy_name.rsplit('/').next().unwrap_or(policy_name).to_string();
+        let policy_name = policy_name
+            .rsplit('/')
+            .next()
+            .unwrap_or(policy_name)
+            .to_string();
         let rule = field_str(result, "rule").unwrap_or("").to_string();
         let test_name = format!("{policy_name}/{rule}");
-        let expected = field_str(result, "result").unwrap_or("").to_ascii_lowercase();
-        let cel_flag = CEL_FLAGS.iter().find(|f| field(result, f).and_then(Value::as_bool) == Some(true));
+        let expected = field_str(result, "result")
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let cel_flag = CEL_FLAGS
+            .iter()
+            .find(|f| field(result, f).and_then(Value::as_bool) == Some(true));
         let mut keys = strings(field(result, "resources"));
         if let Some(Value::Array(specs)) = field(result, "resourceSpecs") {
             for s in specs {
@@ -360,18 +485,29 @@ fn run_test(path: &Path, test: &Value, options: &TestOptions) -> Vec<CaseResult>
             if !options.selected(&test_name, &key) {
                 continue;
             }
-            let case = |outcome: Outcome, reason: String| CaseResult::new(&suite_name, &test_name, &key, outcome, reason);
+            let case = |outcome: Outcome, reason: String| {
+                CaseResult::new(&suite_name, &test_name, &key, outcome, reason)
+            };
             if let Some(flag) = cel_flag {
-                out.push(case(Outcome::Unsupported, format!("{flag}: CEL policy kinds are not supported")));
+                out.push(case(
+                    Outcome::Unsupported,
+                    format!("{flag}: CEL policy kinds are not supported"),
+                ));
                 continue;
             }
             match suite.policies.get(&policy_name) {
                 None => {
-                    out.push(case(Outcome::Error, format!("policy {policy_name} is not in the test's policy files")));
+                    out.push(case(
+                        Outcome::Error,
+                        format!("policy {policy_name} is not in the test's policy files"),
+                    ));
                     continue;
                 }
                 Some(LoadedPolicy::Other { kind }) => {
-                    out.push(case(Outcome::Unsupported, format!("policy kind {kind} is not supported")));
+                    out.push(case(
+                        Outcome::Unsupported,
+                        format!("policy kind {kind} is not supported"),
+                    ));
                     continue;
                 }
                 Some(LoadedPolicy::Broken(e)) => {
@@ -381,13 +517,24 @@ fn run_test(path: &Path, test: &Value, options: &TestOptions) -> Vec<CaseResult>
                 Some(LoadedPolicy::Kyverno(_)) => {}
             }
             if !["pass", "fail", "skip", "warn", "error"].contains(&expected.as_str()) {
-                out.push(case(Outcome::Error, format!("unknown expected result {expected:?}")));
+                out.push(case(
+                    Outcome::Error,
+                    format!("unknown expected result {expected:?}"),
+                ));
                 continue;
             }
-            let indices: Vec<usize> =
-                suite.resources.iter().enumerate().filter(|(_, r)| r.matches_key(&key)).map(|(i, _)| i).collect();
+            let indices: Vec<usize> = suite
+                .resources
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.matches_key(&key))
+                .map(|(i, _)| i)
+                .collect();
             if indices.is_empty() {
-                out.push(case(Outcome::Fail, "resource not found in the test's resource files".into()));
+                out.push(case(
+                    Outcome::Fail,
+                    "resource not found in the test's resource files".into(),
+                ));
                 continue;
             }
             let scored = match suite.policies.get(&policy_name) {
@@ -396,14 +543,20 @@ fn run_test(path: &Path, test: &Value, options: &TestOptions) -> Vec<CaseResult>
             };
             let mut found: Vec<(usize, RuleStatus, String, Option<Value>)> = Vec::new();
             for i in indices {
-                let Some(response) = suite.response(&policy_name, i) else { continue };
+                let Some(response) = suite.response(&policy_name, i) else {
+                    continue;
+                };
                 for r in &response.rules {
                     let wanted = rule.is_empty()
                         || r.name == rule
                         || r.name == format!("autogen-{rule}")
                         || r.name == format!("autogen-cronjob-{rule}");
                     if wanted {
-                        let status = if r.status == RuleStatus::Fail && !scored { RuleStatus::Warn } else { r.status };
+                        let status = if r.status == RuleStatus::Fail && !scored {
+                            RuleStatus::Warn
+                        } else {
+                            r.status
+                        };
                         found.push((i, status, r.message.clone(), response.patched.clone()));
                     }
                 }
@@ -438,20 +591,35 @@ fn run_test(path: &Path, test: &Value, options: &TestOptions) -> Vec<CaseResult>
     out
 }
 
-fn check_patched(suite: &Suite, file: &str, found: &[(usize, RuleStatus, String, Option<Value>)]) -> Result<(), String> {
-    let mut docs = read_documents(&suite.dir.join(file)).map_err(|e| format!("patchedResources {file}: {e}"))?;
+fn check_patched(
+    suite: &Suite,
+    file: &str,
+    found: &[(usize, RuleStatus, String, Option<Value>)],
+) -> Result<(), String> {
+    let mut docs = read_documents(&suite.dir.join(file))
+        .map_err(|e| format!("patchedResources {file}: {e}"))?;
     for (_, d) in &mut docs {
         default_namespace(d);
     }
     let mut checked = false;
     for (index, _, _, patched) in found {
-        let Some(resource) = suite.resources.get(*index) else { continue };
+        let Some(resource) = suite.resources.get(*index) else {
+            continue;
+        };
         let actual = patched.as_ref().unwrap_or(&resource.value);
-        let Some((_, expected)) = docs.iter().find(|(_, d)| same_object(d, actual)) else { continue };
+        let Some((_, expected)) = docs.iter().find(|(_, d)| same_object(d, actual)) else {
+            continue;
+        };
         checked = true;
-        let (e, a) = (tidy(expected).unwrap_or(Value::Null), tidy(actual).unwrap_or(Value::Null));
+        let (e, a) = (
+            tidy(expected).unwrap_or(Value::Null),
+            tidy(actual).unwrap_or(Value::Null),
+        );
         if e != a {
-            return Err(format!("patched resource does not match {file}: {}", diff(&e, &a)));
+            return Err(format!(
+                "patched resource does not match {file}: {}",
+                diff(&e, &a)
+            ));
         }
     }
     if !checked {
@@ -474,12 +642,18 @@ impl SuiteRunner for KyvernoRunner {
     }
 
     fn run(&self, path: &Path, documents: Vec<Value>, options: &TestOptions) -> Vec<CaseResult> {
-        documents.iter().filter(|d| is_test(d)).flat_map(|d| run_test(path, d, options)).collect()
+        documents
+            .iter()
+            .filter(|d| is_test(d))
+            .flat_map(|d| run_test(path, d, options))
+            .collect()
     }
 }
 
 fn is_test(doc: &Value) -> bool {
-    doc.get("apiVersion").and_then(Value::as_str).is_some_and(|a| a.starts_with("cli.kyverno.io/"))
+    doc.get("apiVersion")
+        .and_then(Value::as_str)
+        .is_some_and(|a| a.starts_with("cli.kyverno.io/"))
         && doc.get("kind").and_then(Value::as_str) == Some("Test")
 }
 
@@ -490,8 +664,14 @@ mod tests {
 
     #[test]
     fn tidy_and_diff() {
-        assert_eq!(tidy(&json!({"a": {}, "b": [], "c": null, "d": 1})), Some(json!({"d": 1})));
-        let d = diff(&json!({"a": 1, "b": {"c": 2}}), &json!({"a": 1, "b": {"c": 3}, "x": true}));
+        assert_eq!(
+            tidy(&json!({"a": {}, "b": [], "c": null, "d": 1})),
+            Some(json!({"d": 1}))
+        );
+        let d = diff(
+            &json!({"a": 1, "b": {"c": 2}}),
+            &json!({"a": 1, "b": {"c": 3}, "x": true}),
+        );
         assert_eq!(d, "/b/c: expected 2, got 3; /x: unexpected true");
     }
 
@@ -499,7 +679,11 @@ mod tests {
     fn case_insensitive_fields_and_keys() {
         let v = json!({"isMUtatingPolicy": true});
         assert_eq!(field(&v, "isMutatingPolicy"), Some(&json!(true)));
-        let r = Resource { value: Value::Null, name: "p".into(), namespace: "ns".into() };
+        let r = Resource {
+            value: Value::Null,
+            name: "p".into(),
+            namespace: "ns".into(),
+        };
         assert!(r.matches_key("p"));
         assert!(r.matches_key("ns/p"));
         assert!(!r.matches_key("other/p"));

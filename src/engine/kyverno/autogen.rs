@@ -16,15 +16,27 @@ use super::matching::parse_kind;
 pub const ANNOTATION: &str = "pod-policies.kyverno.io/autogen-controllers";
 
 /// Controllers of the `autogen-` rule.
-pub const CONTROLLERS: [&str; 6] = ["DaemonSet", "Deployment", "Job", "StatefulSet", "ReplicaSet", "ReplicationController"];
+pub const CONTROLLERS: [&str; 6] = [
+    "DaemonSet",
+    "Deployment",
+    "Job",
+    "StatefulSet",
+    "ReplicaSet",
+    "ReplicationController",
+];
 
 fn contains_pod(kinds: &[Value]) -> bool {
-    kinds.iter().filter_map(Value::as_str).any(|k| parse_kind(k).kind == "Pod")
+    kinds
+        .iter()
+        .filter_map(Value::as_str)
+        .any(|k| parse_kind(k).kind == "Pod")
 }
 
 /// Every resource description (`resources` object) of a match/exclude block.
 fn descriptions(block: Option<&Value>) -> Vec<&Value> {
-    let Some(block) = block else { return Vec::new() };
+    let Some(block) = block else {
+        return Vec::new();
+    };
     let mut out = Vec::new();
     for key in ["any", "all"] {
         if let Some(list) = block.get(key).and_then(Value::as_array) {
@@ -40,7 +52,12 @@ fn descriptions(block: Option<&Value>) -> Vec<&Value> {
 fn kinds_of(block: Option<&Value>) -> Vec<Value> {
     descriptions(block)
         .into_iter()
-        .flat_map(|d| d.get("kinds").and_then(Value::as_array).cloned().unwrap_or_default())
+        .flat_map(|d| {
+            d.get("kinds")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+        })
         .collect()
 }
 
@@ -55,7 +72,11 @@ fn description_allows(d: &Value, needed: &mut bool) -> bool {
     if set("name") || set("names") || set("selector") || set("annotations") {
         return false;
     }
-    let kinds = d.get("kinds").and_then(Value::as_array).cloned().unwrap_or_default();
+    let kinds = d
+        .get("kinds")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     if kinds.len() > 1 && contains_pod(&kinds) {
         return false;
     }
@@ -93,8 +114,16 @@ pub fn controllers(annotations: &BTreeMap<String, String>, rules: &[Value]) -> V
     }
     match annotations.get(ANNOTATION).map(|s| s.trim()) {
         Some("none") => Vec::new(),
-        None | Some("") | Some("all") => CONTROLLERS.iter().map(|s| s.to_string()).chain(["CronJob".to_string()]).collect(),
-        Some(list) => list.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+        None | Some("") | Some("all") => CONTROLLERS
+            .iter()
+            .map(|s| s.to_string())
+            .chain(["CronJob".to_string()])
+            .collect(),
+        Some(list) => list
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect(),
     }
 }
 
@@ -144,7 +173,10 @@ fn truncate(name: String) -> String {
 pub fn generate(rule: &Value, kinds: &[String], cronjob: bool) -> Option<Value> {
     let match_kinds = kinds_of(rule.get("match"));
     let exclude_kinds = kinds_of(rule.get("exclude"));
-    if !contains_pod(&match_kinds) || (!exclude_kinds.is_empty() && !contains_pod(&exclude_kinds)) || kinds.is_empty() {
+    if !contains_pod(&match_kinds)
+        || (!exclude_kinds.is_empty() && !contains_pod(&exclude_kinds))
+        || kinds.is_empty()
+    {
         return None;
     }
     let name = rule.get("name").and_then(Value::as_str).unwrap_or("");
@@ -171,9 +203,16 @@ pub fn generate(rule: &Value, kinds: &[String], cronjob: bool) -> Option<Value> 
         .replace("request.oldObject.spec", old_spec_to)
         .replace("request.oldObject.metadata", old_meta_to);
     let mut out: Value = serde_json::from_str(&text).ok()?;
-    let prefix = if cronjob { "autogen-cronjob-" } else { "autogen-" };
+    let prefix = if cronjob {
+        "autogen-cronjob-"
+    } else {
+        "autogen-"
+    };
     let obj = out.as_object_mut()?;
-    obj.insert("name".into(), Value::String(truncate(format!("{prefix}{name}"))));
+    obj.insert(
+        "name".into(),
+        Value::String(truncate(format!("{prefix}{name}"))),
+    );
     if let Some(m) = obj.get_mut("match") {
         replace_kinds(m, kinds);
     }
@@ -185,7 +224,10 @@ pub fn generate(rule: &Value, kinds: &[String], cronjob: bool) -> Option<Value> 
             v.insert("pattern".into(), wrap(p, cronjob));
         }
         if let Some(Value::Array(list)) = v.remove("anyPattern") {
-            v.insert("anyPattern".into(), Value::Array(list.into_iter().map(|p| wrap(p, cronjob)).collect()));
+            v.insert(
+                "anyPattern".into(),
+                Value::Array(list.into_iter().map(|p| wrap(p, cronjob)).collect()),
+            );
         }
     }
     if let Some(m) = obj.get_mut("mutate").and_then(Value::as_object_mut) {
@@ -212,7 +254,11 @@ pub fn expand(annotations: &BTreeMap<String, String>, rules: &[Value]) -> Vec<Va
     if controllers.is_empty() {
         return out;
     }
-    let plain: Vec<String> = controllers.iter().filter(|c| *c != "CronJob").cloned().collect();
+    let plain: Vec<String> = controllers
+        .iter()
+        .filter(|c| *c != "CronJob")
+        .cloned()
+        .collect();
     let cron = controllers.iter().any(|c| c == "CronJob");
     let mut generated = Vec::new();
     let mut generated_cron = Vec::new();
@@ -255,11 +301,25 @@ mod tests {
         let rules = expand(&BTreeMap::new(), &[rule()]);
         assert_eq!(rules.len(), 3);
         assert_eq!(rules[1]["name"], "autogen-check");
-        assert_eq!(rules[1]["match"]["any"][0]["resources"]["kinds"].as_array().map(Vec::len), Some(6));
-        assert_eq!(rules[1]["validate"]["pattern"], json!({"spec": {"template": {"spec": {"hostNetwork": false}}}}));
-        assert_eq!(rules[1]["validate"]["message"], "{{ request.object.spec.template.metadata.name }}");
+        assert_eq!(
+            rules[1]["match"]["any"][0]["resources"]["kinds"]
+                .as_array()
+                .map(Vec::len),
+            Some(6)
+        );
+        assert_eq!(
+            rules[1]["validate"]["pattern"],
+            json!({"spec": {"template": {"spec": {"hostNetwork": false}}}})
+        );
+        assert_eq!(
+            rules[1]["validate"]["message"],
+            "{{ request.object.spec.template.metadata.name }}"
+        );
         assert_eq!(rules[2]["name"], "autogen-cronjob-check");
-        assert_eq!(rules[2]["match"]["any"][0]["resources"]["kinds"], json!(["CronJob"]));
+        assert_eq!(
+            rules[2]["match"]["any"][0]["resources"]["kinds"],
+            json!(["CronJob"])
+        );
         assert_eq!(
             rules[2]["validate"]["pattern"],
             json!({"spec": {"jobTemplate": {"spec": {"template": {"spec": {"hostNetwork": false}}}}}})
@@ -274,14 +334,18 @@ mod tests {
         ann.insert(ANNOTATION.to_string(), "Deployment".to_string());
         let rules = expand(&ann, &[rule()]);
         assert_eq!(rules.len(), 2);
-        assert_eq!(rules[1]["match"]["any"][0]["resources"]["kinds"], json!(["Deployment"]));
+        assert_eq!(
+            rules[1]["match"]["any"][0]["resources"]["kinds"],
+            json!(["Deployment"])
+        );
         let mut named = rule();
         named["match"]["any"][0]["resources"]["names"] = json!(["x"]);
         assert_eq!(expand(&BTreeMap::new(), &[named]).len(), 1);
         let mut multi = rule();
         multi["match"]["any"][0]["resources"]["kinds"] = json!(["Pod", "Service"]);
         assert_eq!(expand(&BTreeMap::new(), &[multi]).len(), 1);
-        let not_pod = json!({"name": "n", "match": {"any": [{"resources": {"kinds": ["Service"]}}]}});
+        let not_pod =
+            json!({"name": "n", "match": {"any": [{"resources": {"kinds": ["Service"]}}]}});
         assert_eq!(expand(&BTreeMap::new(), &[not_pod]).len(), 1);
         assert_eq!(truncate("a".repeat(70)).len(), 63);
     }

@@ -67,10 +67,16 @@ pub fn evaluate(op: Operator, key: &Value, value: &Value) -> bool {
         Operator::AllNotIn => set_op(key, value, false, true),
         Operator::In => legacy_in(key, value),
         Operator::NotIn => !legacy_in(key, value),
-        Operator::GreaterThan => numeric(key, value).is_some_and(|o| o == std::cmp::Ordering::Greater),
-        Operator::GreaterThanOrEquals => numeric(key, value).is_some_and(|o| o != std::cmp::Ordering::Less),
+        Operator::GreaterThan => {
+            numeric(key, value).is_some_and(|o| o == std::cmp::Ordering::Greater)
+        }
+        Operator::GreaterThanOrEquals => {
+            numeric(key, value).is_some_and(|o| o != std::cmp::Ordering::Less)
+        }
         Operator::LessThan => numeric(key, value).is_some_and(|o| o == std::cmp::Ordering::Less),
-        Operator::LessThanOrEquals => numeric(key, value).is_some_and(|o| o != std::cmp::Ordering::Greater),
+        Operator::LessThanOrEquals => {
+            numeric(key, value).is_some_and(|o| o != std::cmp::Ordering::Greater)
+        }
     }
 }
 
@@ -141,7 +147,9 @@ fn numeric(key: &Value, value: &Value) -> Option<std::cmp::Ordering> {
     if let (Some(a), Some(b)) = (number(key), number(value)) {
         return a.partial_cmp(&b);
     }
-    let ((Value::String(_), _) | (_, Value::String(_))) = (key, value) else { return None };
+    let ((Value::String(_), _) | (_, Value::String(_))) = (key, value) else {
+        return None;
+    };
     let text = |v: &Value| match v {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
@@ -185,7 +193,10 @@ fn values_of(value: &Value) -> Values {
 
 fn range_regex() -> Option<&'static regex::Regex> {
     static RE: std::sync::OnceLock<Option<regex::Regex>> = std::sync::OnceLock::new();
-    RE.get_or_init(|| regex::Regex::new(r"^[-+]?\d+(\.\d+)?[A-Za-z]*!?-[-+]?\d+(\.\d+)?[A-Za-z]*$").ok()).as_ref()
+    RE.get_or_init(|| {
+        regex::Regex::new(r"^[-+]?\d+(\.\d+)?[A-Za-z]*!?-[-+]?\d+(\.\d+)?[A-Za-z]*$").ok()
+    })
+    .as_ref()
 }
 
 fn contains(values: &Values, key: &str) -> bool {
@@ -209,7 +220,9 @@ fn keys_of(key: &Value) -> Option<Vec<String>> {
 }
 
 fn set_op(key: &Value, value: &Value, any: bool, negate: bool) -> bool {
-    let Some(keys) = keys_of(key) else { return false };
+    let Some(keys) = keys_of(key) else {
+        return false;
+    };
     let values = values_of(value);
     if matches!(values, Values::Invalid) {
         return false;
@@ -226,7 +239,9 @@ fn legacy_in(key: &Value, value: &Value) -> bool {
     match key {
         Value::Array(_) => set_op(key, value, false, false),
         _ => {
-            let Some(keys) = keys_of(key) else { return false };
+            let Some(keys) = keys_of(key) else {
+                return false;
+            };
             let values = match value {
                 Value::Array(items) => Values::List(items.iter().map(sprint).collect()),
                 Value::String(s) => match serde_json::from_str::<Vec<Value>>(s) {
@@ -252,7 +267,10 @@ mod tests {
     #[test]
     fn equality() {
         assert!(ev("Equals", json!("nginx:latest"), json!("*:latest")));
-        assert!(!ev("Equals", json!("*:latest"), json!("nginx:latest")), "the value is the pattern");
+        assert!(
+            !ev("Equals", json!("*:latest"), json!("nginx:latest")),
+            "the value is the pattern"
+        );
         assert!(ev("equals", json!(1), json!("1")));
         assert!(ev("Equals", json!(true), json!(true)));
         assert!(!ev("Equals", json!(true), json!("true")));
@@ -287,10 +305,22 @@ mod tests {
         assert!(ev("AnyNotIn", json!(["a", "x"]), json!(["a", "b"])));
         assert!(!ev("AllNotIn", json!(["a", "x"]), json!(["a", "b"])));
         assert!(ev("AllNotIn", json!(["y", "x"]), json!(["a", "b"])));
-        assert!(ev("AnyIn", json!("nginx:1.0"), json!(["nginx:*"])), "wildcard in value");
-        assert!(ev("AnyIn", json!("ngin*"), json!(["nginx"])), "wildcard in key");
-        assert!(ev("AnyIn", json!(80), json!(["80"])), "numbers are stringified");
-        assert!(ev("AnyIn", json!("a"), json!("[\"a\",\"b\"]")), "JSON-encoded list");
+        assert!(
+            ev("AnyIn", json!("nginx:1.0"), json!(["nginx:*"])),
+            "wildcard in value"
+        );
+        assert!(
+            ev("AnyIn", json!("ngin*"), json!(["nginx"])),
+            "wildcard in key"
+        );
+        assert!(
+            ev("AnyIn", json!(80), json!(["80"])),
+            "numbers are stringified"
+        );
+        assert!(
+            ev("AnyIn", json!("a"), json!("[\"a\",\"b\"]")),
+            "JSON-encoded list"
+        );
         assert!(ev("AnyIn", json!(5), json!("1-10")), "range");
         assert!(!ev("AnyIn", json!(50), json!("1-10")));
         assert!(ev("AnyNotIn", json!(50), json!("1-10")));

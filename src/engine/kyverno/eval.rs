@@ -47,16 +47,25 @@ pub struct Env<'a> {
 impl Env<'_> {
     /// Rule-level mocks for a rule (autogen names fall back to the rule they came from).
     pub fn rule_values(&self, rule: &str) -> Option<&Map<String, Value>> {
-        let Lookups::Mocks(m) = self.lookups else { return None };
+        let Lookups::Mocks(m) = self.lookups else {
+            return None;
+        };
         m.rules.get(rule).or_else(|| {
-            let base = rule.strip_prefix("autogen-cronjob-").or_else(|| rule.strip_prefix("autogen-"))?;
+            let base = rule
+                .strip_prefix("autogen-cronjob-")
+                .or_else(|| rule.strip_prefix("autogen-"))?;
             m.rules.get(base)
         })
     }
 }
 
 /// Load context entries into `ctx`. Errors name the entry.
-pub fn load_context(entries: &[ContextEntry], ctx: &mut Context, env: &Env<'_>, rule: &str) -> Result<(), String> {
+pub fn load_context(
+    entries: &[ContextEntry],
+    ctx: &mut Context,
+    env: &Env<'_>,
+    rule: &str,
+) -> Result<(), String> {
     for entry in entries {
         if let Some(var) = &entry.variable {
             let value = match &var.value {
@@ -82,7 +91,9 @@ pub fn load_context(entries: &[ContextEntry], ctx: &mut Context, env: &Env<'_>, 
                         None => ctx.query(&path).map_err(|e| e.to_string()),
                     };
                     match searched {
-                        Ok(Value::Null) | Err(_) if var.default.is_some() => var.default.clone().unwrap_or(Value::Null),
+                        Ok(Value::Null) | Err(_) if var.default.is_some() => {
+                            var.default.clone().unwrap_or(Value::Null)
+                        }
                         Ok(v) => v,
                         Err(e) => return Err(format!("context entry {}: {e}", entry.name)),
                     }
@@ -96,7 +107,12 @@ pub fn load_context(entries: &[ContextEntry], ctx: &mut Context, env: &Env<'_>, 
                 }
                 (None, None) => match &var.default {
                     Some(d) => d.clone(),
-                    None => return Err(format!("context entry {}: a variable needs a value or a jmesPath", entry.name)),
+                    None => {
+                        return Err(format!(
+                            "context entry {}: a variable needs a value or a jmesPath",
+                            entry.name
+                        ))
+                    }
                 },
             };
             ctx.set(&entry.name, result);
@@ -119,18 +135,32 @@ pub fn load_context(entries: &[ContextEntry], ctx: &mut Context, env: &Env<'_>, 
                     ctx.set(&entry.name, found);
                 } else if let Some(call) = &entry.api_call {
                     let Some(path) = &call.url_path else {
-                        return Err(format!("context entry {}: only apiCall.urlPath is supported", entry.name));
+                        return Err(format!(
+                            "context entry {}: only apiCall.urlPath is supported",
+                            entry.name
+                        ));
                     };
-                    if call.method.as_deref().is_some_and(|m| !m.eq_ignore_ascii_case("GET")) {
-                        return Err(format!("context entry {}: only GET API calls are supported", entry.name));
+                    if call
+                        .method
+                        .as_deref()
+                        .is_some_and(|m| !m.eq_ignore_ascii_case("GET"))
+                    {
+                        return Err(format!(
+                            "context entry {}: only GET API calls are supported",
+                            entry.name
+                        ));
                     }
                     let path = text(path, ctx, &entry.name)?;
                     let response = match cluster.api_get(&path) {
                         Ok(v) => Ok(v),
-                        Err(e) => Err(format!("context entry {}: API call {path} needs cluster context: {e}", entry.name)),
+                        Err(e) => Err(format!(
+                            "context entry {}: API call {path} needs cluster context: {e}",
+                            entry.name
+                        )),
                     };
                     let value = match (response, &call.jmes_path) {
-                        (Ok(v), Some(jp)) => crate::jmespath::search(jp, &v).map_err(|e| format!("context entry {}: {e}", entry.name)),
+                        (Ok(v), Some(jp)) => crate::jmespath::search(jp, &v)
+                            .map_err(|e| format!("context entry {}: {e}", entry.name)),
                         (r, None) => r,
                         (Err(e), _) => Err(e),
                     };
@@ -141,7 +171,10 @@ pub fn load_context(entries: &[ContextEntry], ctx: &mut Context, env: &Env<'_>, 
                     };
                     ctx.set(&entry.name, value);
                 } else {
-                    return Err(format!("context entry {}: this kind of context entry is not supported", entry.name));
+                    return Err(format!(
+                        "context entry {}: this kind of context entry is not supported",
+                        entry.name
+                    ));
                 }
             }
         }
@@ -172,12 +205,22 @@ pub struct ConditionsOutcome {
 }
 
 /// Evaluate a `{any, all}` block (or a legacy list meaning `all`). Variables are resolved with `mode`.
-pub fn check_conditions(block: &Value, ctx: &Context, mode: Mode) -> Result<ConditionsOutcome, String> {
+pub fn check_conditions(
+    block: &Value,
+    ctx: &Context,
+    mode: Mode,
+) -> Result<ConditionsOutcome, String> {
     let (any, all): (Vec<&Value>, Vec<&Value>) = match block {
         Value::Array(list) => (Vec::new(), list.iter().collect()),
         Value::Object(map) => (
-            map.get("any").and_then(Value::as_array).map(|l| l.iter().collect()).unwrap_or_default(),
-            map.get("all").and_then(Value::as_array).map(|l| l.iter().collect()).unwrap_or_default(),
+            map.get("any")
+                .and_then(Value::as_array)
+                .map(|l| l.iter().collect())
+                .unwrap_or_default(),
+            map.get("all")
+                .and_then(Value::as_array)
+                .map(|l| l.iter().collect())
+                .unwrap_or_default(),
         ),
         Value::Null => (Vec::new(), Vec::new()),
         _ => return Err("conditions must be a list or {any, all}".into()),
@@ -213,23 +256,29 @@ pub fn check_conditions(block: &Value, ctx: &Context, mode: Mode) -> Result<Cond
         }
     }
     let holds = any_result && all_result;
-    let messages = if holds { true_messages.join("; ") } else { false_messages.join("; ") };
+    let messages = if holds {
+        true_messages.join("; ")
+    } else {
+        false_messages.join("; ")
+    };
     Ok(ConditionsOutcome { holds, messages })
 }
 
 fn condition(c: &Value, ctx: &Context, mode: Mode) -> Result<(bool, Option<String>), String> {
     let op_name = c.get("operator").and_then(Value::as_str).unwrap_or("");
-    let op = Operator::parse(op_name).ok_or_else(|| format!("unknown condition operator {op_name:?}"))?;
-    let sub = |v: &Value| -> Result<Value, String> { substitute(v, ctx, mode).map_err(|e: VarError| e.to_string()) };
+    let op = Operator::parse(op_name)
+        .ok_or_else(|| format!("unknown condition operator {op_name:?}"))?;
+    let sub = |v: &Value| -> Result<Value, String> {
+        substitute(v, ctx, mode).map_err(|e: VarError| e.to_string())
+    };
     let key = sub(c.get("key").unwrap_or(&Value::Null))?;
     let value = sub(c.get("value").unwrap_or(&Value::Null))?;
-    let message = match c.get("message").and_then(Value::as_str) {
-        Some(m) => Some(match substitute_str(m, ctx, Mode::Lenient) {
+    let message = c.get("message").and_then(Value::as_str).map(|m| {
+        match substitute_str(m, ctx, Mode::Lenient) {
             Ok(Value::String(s)) => s,
             Ok(other) => other.to_string(),
             Err(_) => m.to_string(),
-        }),
-        None => None,
-    };
+        }
+    });
     Ok((evaluate(op, &key, &value), message))
 }

@@ -29,8 +29,12 @@ fn is_version(s: &str) -> bool {
     if s == "*" {
         return true;
     }
-    let Some(rest) = s.strip_prefix('v') else { return false };
-    let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+    let Some(rest) = s.strip_prefix('v') else {
+        return false;
+    };
+    let digits = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
     if digits == 0 {
         return false;
     }
@@ -38,7 +42,9 @@ fn is_version(s: &str) -> bool {
     if tail.is_empty() {
         return true;
     }
-    let num = tail.strip_prefix("alpha").or_else(|| tail.strip_prefix("beta"));
+    let num = tail
+        .strip_prefix("alpha")
+        .or_else(|| tail.strip_prefix("beta"));
     num.is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
 }
 
@@ -55,17 +61,42 @@ pub fn parse_kind(selector: &str) -> KindSelector {
     match parts.as_slice() {
         [kind] => {
             let (kind, sub) = split_sub(kind);
-            KindSelector { group: any(), version: any(), kind, subresource: sub }
+            KindSelector {
+                group: any(),
+                version: any(),
+                kind,
+                subresource: sub,
+            }
         }
-        ["*", "*"] => KindSelector { group: any(), version: any(), kind: any(), subresource: Some(any()) },
+        ["*", "*"] => KindSelector {
+            group: any(),
+            version: any(),
+            kind: any(),
+            subresource: Some(any()),
+        },
         [first, second] => {
             if *first == "*" && second.chars().all(|c| c.is_ascii_lowercase()) {
-                KindSelector { group: any(), version: any(), kind: any(), subresource: Some((*second).to_string()) }
+                KindSelector {
+                    group: any(),
+                    version: any(),
+                    kind: any(),
+                    subresource: Some((*second).to_string()),
+                }
             } else if is_version(first) {
                 let (kind, sub) = split_sub(second);
-                KindSelector { group: any(), version: (*first).to_string(), kind, subresource: sub }
+                KindSelector {
+                    group: any(),
+                    version: (*first).to_string(),
+                    kind,
+                    subresource: sub,
+                }
             } else {
-                KindSelector { group: any(), version: any(), kind: (*first).to_string(), subresource: Some((*second).to_string()) }
+                KindSelector {
+                    group: any(),
+                    version: any(),
+                    kind: (*first).to_string(),
+                    subresource: Some((*second).to_string()),
+                }
             }
         }
         [first, second, third] => {
@@ -78,7 +109,12 @@ pub fn parse_kind(selector: &str) -> KindSelector {
                 }
             } else {
                 let (kind, sub) = split_sub(third);
-                KindSelector { group: (*first).to_string(), version: (*second).to_string(), kind, subresource: sub }
+                KindSelector {
+                    group: (*first).to_string(),
+                    version: (*second).to_string(),
+                    kind,
+                    subresource: sub,
+                }
             }
         }
         [group, version, kind, sub, ..] => KindSelector {
@@ -87,14 +123,22 @@ pub fn parse_kind(selector: &str) -> KindSelector {
             kind: (*kind).to_string(),
             subresource: Some((*sub).to_string()),
         },
-        [] => KindSelector { group: any(), version: any(), kind: any(), subresource: None },
+        [] => KindSelector {
+            group: any(),
+            version: any(),
+            kind: any(),
+            subresource: None,
+        },
     }
 }
 
 impl KindSelector {
     /// Whether the selector matches a resource of this group/version/kind and subresource (`""` for none).
     pub fn matches(&self, group: &str, version: &str, kind: &str, subresource: &str) -> bool {
-        if !(wildcard(&self.group, group) && wildcard(&self.version, version) && wildcard(&self.kind, kind)) {
+        if !(wildcard(&self.group, group)
+            && wildcard(&self.version, version)
+            && wildcard(&self.kind, kind))
+        {
             return false;
         }
         match &self.subresource {
@@ -120,7 +164,10 @@ pub struct UserContext {
 impl UserContext {
     /// Whether nothing is known about the requester.
     pub fn is_empty(&self) -> bool {
-        self.username.is_empty() && self.groups.is_empty() && self.roles.is_empty() && self.cluster_roles.is_empty()
+        self.username.is_empty()
+            && self.groups.is_empty()
+            && self.roles.is_empty()
+            && self.cluster_roles.is_empty()
     }
 }
 
@@ -148,7 +195,10 @@ pub struct MatchInput<'a> {
 }
 
 fn object_str<'v>(object: &'v Value, pointer: &str) -> &'v str {
-    object.pointer(pointer).and_then(Value::as_str).unwrap_or("")
+    object
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or("")
 }
 
 /// Whether a label selector matches labels (`matchLabels` values accept wildcards).
@@ -178,10 +228,9 @@ pub fn selector_matches(selector: &LabelSelector, labels: Option<&Map<String, Va
 
 fn description_matches(desc: &ResourceDescription, input: &MatchInput<'_>) -> bool {
     if !desc.kinds.is_empty()
-        && !desc
-            .kinds
-            .iter()
-            .any(|k| parse_kind(k).matches(input.group, input.version, input.kind, input.subresource))
+        && !desc.kinds.iter().any(|k| {
+            parse_kind(k).matches(input.group, input.version, input.kind, input.subresource)
+        })
     {
         return false;
     }
@@ -211,10 +260,14 @@ fn description_matches(desc: &ResourceDescription, input: &MatchInput<'_>) -> bo
         }
     }
     if !desc.annotations.is_empty() {
-        let annotations = input.object.pointer("/metadata/annotations").and_then(Value::as_object);
+        let annotations = input
+            .object
+            .pointer("/metadata/annotations")
+            .and_then(Value::as_object);
         for (k, v) in &desc.annotations {
             let found = annotations.is_some_and(|a| {
-                a.iter().any(|(ak, av)| wildcard(k, ak) && av.as_str().is_some_and(|s| wildcard(v, s)))
+                a.iter()
+                    .any(|(ak, av)| wildcard(k, ak) && av.as_str().is_some_and(|s| wildcard(v, s)))
             });
             if !found {
                 return false;
@@ -222,7 +275,10 @@ fn description_matches(desc: &ResourceDescription, input: &MatchInput<'_>) -> bo
         }
     }
     if let Some(selector) = &desc.selector {
-        let labels = input.object.pointer("/metadata/labels").and_then(Value::as_object);
+        let labels = input
+            .object
+            .pointer("/metadata/labels")
+            .and_then(Value::as_object);
         if !selector_matches(selector, labels) {
             return false;
         }
@@ -232,7 +288,12 @@ fn description_matches(desc: &ResourceDescription, input: &MatchInput<'_>) -> bo
             return false;
         }
     }
-    if !desc.operations.is_empty() && !desc.operations.iter().any(|o| o.eq_ignore_ascii_case(input.operation)) {
+    if !desc.operations.is_empty()
+        && !desc
+            .operations
+            .iter()
+            .any(|o| o.eq_ignore_ascii_case(input.operation))
+    {
         return false;
     }
     true
@@ -241,7 +302,7 @@ fn description_matches(desc: &ResourceDescription, input: &MatchInput<'_>) -> bo
 fn subject_matches(subject: &Subject, user: &UserContext) -> bool {
     match subject.kind.as_str() {
         "User" => subject.name == user.username,
-        "Group" => user.groups.iter().any(|g| *g == subject.name),
+        "Group" => user.groups.contains(&subject.name),
         "ServiceAccount" => {
             let ns = subject.namespace.as_deref().unwrap_or("");
             user.username == format!("system:serviceaccount:{ns}:{}", subject.name)
@@ -250,7 +311,12 @@ fn subject_matches(subject: &Subject, user: &UserContext) -> bool {
     }
 }
 
-fn user_matches(roles: &[String], cluster_roles: &[String], subjects: &[Subject], user: &UserContext) -> bool {
+fn user_matches(
+    roles: &[String],
+    cluster_roles: &[String],
+    subjects: &[Subject],
+    user: &UserContext,
+) -> bool {
     if !roles.is_empty() && !roles.iter().any(|r| user.roles.contains(r)) {
         return false;
     }
@@ -268,14 +334,23 @@ fn has_user(roles: &[String], cluster_roles: &[String], subjects: &[Subject]) ->
 }
 
 fn filter_matches(filter: &ResourceFilter, input: &MatchInput<'_>, exclude: bool) -> bool {
-    if filter.resources.is_empty() && !has_user(&filter.roles, &filter.cluster_roles, &filter.subjects) {
+    if filter.resources.is_empty()
+        && !has_user(&filter.roles, &filter.cluster_roles, &filter.subjects)
+    {
         return false;
     }
     if !filter.resources.is_empty() && !description_matches(&filter.resources, input) {
         return false;
     }
-    if has_user(&filter.roles, &filter.cluster_roles, &filter.subjects) && (exclude || !input.user.is_empty()) {
-        return user_matches(&filter.roles, &filter.cluster_roles, &filter.subjects, input.user);
+    if has_user(&filter.roles, &filter.cluster_roles, &filter.subjects)
+        && (exclude || !input.user.is_empty())
+    {
+        return user_matches(
+            &filter.roles,
+            &filter.cluster_roles,
+            &filter.subjects,
+            input.user,
+        );
     }
     true
 }
@@ -321,8 +396,13 @@ pub fn kinds(m: &MatchResources) -> Vec<String> {
 /// The operations a match block is limited to; `None` when some filter allows every operation.
 pub fn operations(m: &MatchResources) -> Option<Vec<String>> {
     let mut out: BTreeMap<String, ()> = BTreeMap::new();
-    let descs: Vec<&ResourceDescription> =
-        m.any.iter().chain(&m.all).map(|f| &f.resources).chain(m.resources.as_ref()).collect();
+    let descs: Vec<&ResourceDescription> = m
+        .any
+        .iter()
+        .chain(&m.all)
+        .map(|f| &f.resources)
+        .chain(m.resources.as_ref())
+        .collect();
     if descs.is_empty() {
         return None;
     }
@@ -357,18 +437,41 @@ mod tests {
         assert_eq!(ks("v1/Pod"), (s("*"), s("v1"), s("Pod"), None));
         assert_eq!(ks("*/Pod"), (s("*"), s("*"), s("Pod"), None));
         assert_eq!(ks("Pod/exec"), (s("*"), s("*"), s("Pod"), Some(s("exec"))));
-        assert_eq!(ks("Pod.status"), (s("*"), s("*"), s("Pod"), Some(s("status"))));
-        assert_eq!(ks("v1/Pod/status"), (s("*"), s("v1"), s("Pod"), Some(s("status"))));
-        assert_eq!(ks("apps/v1/Deployment"), (s("apps"), s("v1"), s("Deployment"), None));
-        assert_eq!(ks("batch/*/CronJob"), (s("batch"), s("*"), s("CronJob"), None));
-        assert_eq!(ks("apps/v1/Deployment/scale"), (s("apps"), s("v1"), s("Deployment"), Some(s("scale"))));
-        assert_eq!(ks("networking.k8s.io/v1/Ingress"), (s("networking.k8s.io"), s("v1"), s("Ingress"), None));
+        assert_eq!(
+            ks("Pod.status"),
+            (s("*"), s("*"), s("Pod"), Some(s("status")))
+        );
+        assert_eq!(
+            ks("v1/Pod/status"),
+            (s("*"), s("v1"), s("Pod"), Some(s("status")))
+        );
+        assert_eq!(
+            ks("apps/v1/Deployment"),
+            (s("apps"), s("v1"), s("Deployment"), None)
+        );
+        assert_eq!(
+            ks("batch/*/CronJob"),
+            (s("batch"), s("*"), s("CronJob"), None)
+        );
+        assert_eq!(
+            ks("apps/v1/Deployment/scale"),
+            (s("apps"), s("v1"), s("Deployment"), Some(s("scale")))
+        );
+        assert_eq!(
+            ks("networking.k8s.io/v1/Ingress"),
+            (s("networking.k8s.io"), s("v1"), s("Ingress"), None)
+        );
         assert!(parse_kind("Pod").matches("", "v1", "Pod", ""));
         assert!(!parse_kind("Pod").matches("", "v1", "Pod", "exec"));
         assert!(parse_kind("Pod/exec").matches("", "v1", "Pod", "exec"));
         assert!(parse_kind("*/*").matches("apps", "v1", "Deployment", "scale"));
         assert!(!parse_kind("apps/v1/Deployment").matches("", "v1", "Deployment", ""));
-        assert!(parse_kind("v2beta1/HorizontalPodAutoscaler").matches("autoscaling", "v2beta1", "HorizontalPodAutoscaler", ""));
+        assert!(parse_kind("v2beta1/HorizontalPodAutoscaler").matches(
+            "autoscaling",
+            "v2beta1",
+            "HorizontalPodAutoscaler",
+            ""
+        ));
     }
 
     #[test]
@@ -377,7 +480,8 @@ mod tests {
             "kinds": ["Pod"], "namespaces": ["prod-*"], "selector": {"matchLabels": {"app": "w*"}},
             "operations": ["CREATE"]}}]}))
         .expect("match");
-        let obj = json!({"metadata": {"name": "p", "namespace": "prod-1", "labels": {"app": "web"}}});
+        let obj =
+            json!({"metadata": {"name": "p", "namespace": "prod-1", "labels": {"app": "web"}}});
         let user = UserContext::default();
         let mut input = MatchInput {
             group: "",
@@ -400,9 +504,14 @@ mod tests {
 
     #[test]
     fn user_filters() {
-        let ex: MatchResources = serde_json::from_value(json!({"any": [{"clusterRoles": ["cluster-admin"]}]})).expect("m");
+        let ex: MatchResources =
+            serde_json::from_value(json!({"any": [{"clusterRoles": ["cluster-admin"]}]}))
+                .expect("m");
         let obj = json!({"metadata": {"name": "p"}});
-        let admin = UserContext { cluster_roles: vec!["cluster-admin".into()], ..Default::default() };
+        let admin = UserContext {
+            cluster_roles: vec!["cluster-admin".into()],
+            ..Default::default()
+        };
         let nobody = UserContext::default();
         let input = |user| MatchInput {
             group: "",

@@ -41,8 +41,8 @@ use super::{Built, Engine, EngineInput, LoadOptions};
 use crate::admission::Review;
 use crate::policy::source::{parse_value, Document};
 use crate::policy::{
-    Action, ClusterContext, EvalContext, EvalError, FailurePolicy, LoadError, Mutation as PolicyMutation, Policy,
-    PolicyInfo, Violation,
+    Action, ClusterContext, EvalContext, EvalError, FailurePolicy, LoadError,
+    Mutation as PolicyMutation, Policy, PolicyInfo, Violation,
 };
 use crate::select::{OpSet, Scope};
 use eval::{check_conditions, load_context, Env, Lookups, Mocks};
@@ -58,7 +58,8 @@ pub struct KyvernoEngine;
 
 /// Whether an apiVersion/kind is a Kyverno policy this engine loads.
 pub fn is_kyverno_policy(api_version: &str, kind: &str) -> bool {
-    matches!(api_version, "kyverno.io/v1" | "kyverno.io/v2beta1") && matches!(kind, "ClusterPolicy" | "Policy")
+    matches!(api_version, "kyverno.io/v1" | "kyverno.io/v2beta1")
+        && matches!(kind, "ClusterPolicy" | "Policy")
 }
 
 impl Engine for KyvernoEngine {
@@ -71,7 +72,12 @@ impl Engine for KyvernoEngine {
     }
 
     fn kinds(&self) -> Vec<&'static str> {
-        vec!["kyverno.io/v1 ClusterPolicy", "kyverno.io/v1 Policy", "kyverno.io/v2beta1 ClusterPolicy", "kyverno.io/v2beta1 Policy"]
+        vec![
+            "kyverno.io/v1 ClusterPolicy",
+            "kyverno.io/v1 Policy",
+            "kyverno.io/v2beta1 ClusterPolicy",
+            "kyverno.io/v2beta1 Policy",
+        ]
     }
 
     fn build(&self, input: EngineInput, _options: &LoadOptions) -> Built {
@@ -185,13 +191,22 @@ fn unsupported_reason(rule: &Rule, raw: &Value) -> Option<String> {
     }
     for c in contexts {
         if c.image_registry.is_some() {
-            return Some(format!("context entry {}: imageRegistry is not supported", c.name));
+            return Some(format!(
+                "context entry {}: imageRegistry is not supported",
+                c.name
+            ));
         }
         if c.global_reference.is_some() {
-            return Some(format!("context entry {}: globalReference is not supported", c.name));
+            return Some(format!(
+                "context entry {}: globalReference is not supported",
+                c.name
+            ));
         }
         if c.api_call.as_ref().is_some_and(|a| a.service.is_some()) {
-            return Some(format!("context entry {}: apiCall.service (external calls) is not supported", c.name));
+            return Some(format!(
+                "context entry {}: apiCall.service (external calls) is not supported",
+                c.name
+            ));
         }
     }
     let mut problem = None;
@@ -243,13 +258,17 @@ fn scope_for(rules: &[CompiledRule]) -> Scope {
             return Scope::any();
         }
         let ops = match matching::operations(&rule.spec.matches) {
-            Some(list) => list.iter().filter_map(|o| OpSet::parse(o)).fold(OpSet::NONE, OpSet::union),
+            Some(list) => list
+                .iter()
+                .filter_map(|o| OpSet::parse(o))
+                .fold(OpSet::NONE, OpSet::union),
             None => OpSet::ALL,
         };
         for k in kinds {
             let sel = matching::parse_kind(&k);
             let group = (sel.group != "*").then_some(sel.group.as_str());
-            let kind = (sel.subresource.is_none() && !sel.kind.contains(['*', '?'])).then_some(sel.kind.as_str());
+            let kind = (sel.subresource.is_none() && !sel.kind.contains(['*', '?']))
+                .then_some(sel.kind.as_str());
             scope.add(group.filter(|g| !g.contains(['*', '?'])), kind, ops);
         }
     }
@@ -273,19 +292,37 @@ impl KyvernoPolicy {
                 None => format!("spec.rules[{i}]"),
             };
             let rule: Rule = parse_value(raw).map_err(|(path, message)| {
-                doc.error_at(if path.is_empty() || path == "." { field.clone() } else { format!("{field}.{path}") }, message)
+                doc.error_at(
+                    if path.is_empty() || path == "." {
+                        field.clone()
+                    } else {
+                        format!("{field}.{path}")
+                    },
+                    message,
+                )
             })?;
             if names.insert(rule.name.clone(), ()).is_some() {
                 return Err(doc.error_at(field, format!("duplicate rule name {:?}", rule.name)));
             }
-            let kinds = [rule.validate.is_some(), rule.mutate.is_some(), rule.generate.is_some(), rule.verify_images.is_some()];
+            let kinds = [
+                rule.validate.is_some(),
+                rule.mutate.is_some(),
+                rule.generate.is_some(),
+                rule.verify_images.is_some(),
+            ];
             if kinds.iter().filter(|k| **k).count() != 1 {
-                return Err(doc.error_at(field, "a rule needs exactly one of validate, mutate, generate, verifyImages"));
+                return Err(doc.error_at(
+                    field,
+                    "a rule needs exactly one of validate, mutate, generate, verifyImages",
+                ));
             }
             let unsupported = unsupported_reason(&rule, raw);
             if let Some(reason) = &unsupported {
                 if !autogen::is_autogen(&rule.name) {
-                    warnings.push(doc.error_at(field.clone(), format!("unsupported, skipped at admission: {reason}")));
+                    warnings.push(doc.error_at(
+                        field.clone(),
+                        format!("unsupported, skipped at admission: {reason}"),
+                    ));
                 }
             }
             for c in &rule.context {
@@ -295,10 +332,16 @@ impl KyvernoPolicy {
                     && c.image_registry.is_none()
                     && c.global_reference.is_none()
                 {
-                    return Err(doc.error_at(format!("{field}.context[{}]", c.name), "unknown context entry type"));
+                    return Err(doc.error_at(
+                        format!("{field}.context[{}]", c.name),
+                        "unknown context entry type",
+                    ));
                 }
             }
-            rules.push(CompiledRule { spec: rule, unsupported });
+            rules.push(CompiledRule {
+                spec: rule,
+                unsupported,
+            });
         }
         let spec = &parsed.spec;
         let failure_policy = spec
@@ -310,7 +353,13 @@ impl KyvernoPolicy {
             .transpose()
             .map_err(|e| doc.error_at("spec.webhookConfiguration.failurePolicy", e))?
             .unwrap_or(FailurePolicy::Fail);
-        let namespace = (doc.kind == "Policy").then(|| parsed.metadata.namespace.clone().unwrap_or_else(|| "default".into()));
+        let namespace = (doc.kind == "Policy").then(|| {
+            parsed
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".into())
+        });
         let scope = scope_for(&rules);
         let policy = KyvernoPolicy {
             info: PolicyInfo {
@@ -321,12 +370,22 @@ impl KyvernoPolicy {
                 failure_policy: Some(failure_policy),
             },
             namespace,
-            enforce: spec.validation_failure_action.as_deref().is_some_and(is_enforce),
+            enforce: spec
+                .validation_failure_action
+                .as_deref()
+                .is_some_and(is_enforce),
             overrides: spec.validation_failure_action_overrides.clone(),
             emit_warning: spec.emit_warning.unwrap_or(false),
-            apply_one: spec.apply_rules.as_deref().is_some_and(|a| a.eq_ignore_ascii_case("one")),
+            apply_one: spec
+                .apply_rules
+                .as_deref()
+                .is_some_and(|a| a.eq_ignore_ascii_case("one")),
             admission: spec.admission.unwrap_or(true),
-            scored: parsed.metadata.annotations.get("policies.kyverno.io/scored").is_none_or(|s| s != "false"),
+            scored: parsed
+                .metadata
+                .annotations
+                .get("policies.kyverno.io/scored")
+                .is_none_or(|s| s != "false"),
             rules,
             scope,
         };
@@ -344,10 +403,19 @@ impl KyvernoPolicy {
     }
 
     /// Whether a rule's failure is enforced for a resource in `namespace`.
-    pub fn enforced(&self, rule: &Rule, namespace: &str, labels: Option<&Map<String, Value>>) -> bool {
+    pub fn enforced(
+        &self,
+        rule: &Rule,
+        namespace: &str,
+        labels: Option<&Map<String, Value>>,
+    ) -> bool {
         let matches = |o: &ActionOverride| {
-            let ns_ok = o.namespaces.is_empty() || o.namespaces.iter().any(|p| wildcard(p, namespace));
-            let sel_ok = o.namespace_selector.as_ref().is_none_or(|s| matching::selector_matches(s, labels));
+            let ns_ok =
+                o.namespaces.is_empty() || o.namespaces.iter().any(|p| wildcard(p, namespace));
+            let sel_ok = o
+                .namespace_selector
+                .as_ref()
+                .is_none_or(|s| matching::selector_matches(s, labels));
             ns_ok && sel_ok
         };
         if let Some(v) = &rule.validate {
@@ -365,12 +433,23 @@ impl KyvernoPolicy {
     }
 
     /// Run the policy on a review: mutate rules (patched resource kept), then validate rules on the result.
-    pub fn apply(&self, review: &Review, options: &ApplyOptions<'_>, mocks_base: Option<&Mocks>) -> PolicyResponse {
+    pub fn apply(
+        &self,
+        review: &Review,
+        options: &ApplyOptions<'_>,
+        mocks_base: Option<&Mocks>,
+    ) -> PolicyResponse {
         let mut response = PolicyResponse::default();
         let review_ns = review
             .namespace
             .clone()
-            .or_else(|| review.subject().and_then(|o| o.pointer("/metadata/namespace")).and_then(Value::as_str).map(String::from))
+            .or_else(|| {
+                review
+                    .subject()
+                    .and_then(|o| o.pointer("/metadata/namespace"))
+                    .and_then(Value::as_str)
+                    .map(String::from)
+            })
             .unwrap_or_default();
         if let Some(ns) = &self.namespace {
             if *ns != review_ns {
@@ -380,7 +459,11 @@ impl KyvernoPolicy {
         let delete = matches!(review.operation, kube::core::admission::Operation::Delete);
         let mut object = review.object().cloned();
         let base = Arc::new(base_document(review, options.user, mocks_base));
-        let env = Env { user: options.user, namespace_labels: options.namespace_labels, lookups: options.lookups };
+        let env = Env {
+            user: options.user,
+            namespace_labels: options.namespace_labels,
+            lookups: options.lookups,
+        };
         let empty = Value::Null;
         let mut stop = false;
         let runs_mutate = matches!(options.part, Part::All | Part::Mutate);
@@ -396,7 +479,11 @@ impl KyvernoPolicy {
                 if (pass && !rule.is_mutate()) || (!pass && rule.is_mutate()) {
                     continue;
                 }
-                let subject = if delete { review.old_object().unwrap_or(&empty) } else { object.as_ref().unwrap_or(&empty) };
+                let subject = if delete {
+                    review.old_object().unwrap_or(&empty)
+                } else {
+                    object.as_ref().unwrap_or(&empty)
+                };
                 let input = MatchInput {
                     group: &review.kind.group,
                     version: &review.kind.version,
@@ -411,7 +498,12 @@ impl KyvernoPolicy {
                 if !matching::matches(&rule.spec.matches, &input) {
                     continue;
                 }
-                if rule.spec.exclude.as_ref().is_some_and(|e| matching::excluded(e, &input)) {
+                if rule
+                    .spec
+                    .exclude
+                    .as_ref()
+                    .is_some_and(|e| matching::excluded(e, &input))
+                {
                     continue;
                 }
                 let rule_type = if rule.is_mutate() {
@@ -422,7 +514,12 @@ impl KyvernoPolicy {
                     RuleType::Other
                 };
                 if let Some(reason) = &rule.unsupported {
-                    response.rules.push(RuleResponse::new(&rule.spec.name, rule_type, RuleStatus::Unsupported, reason.clone()));
+                    response.rules.push(RuleResponse::new(
+                        &rule.spec.name,
+                        rule_type,
+                        RuleStatus::Unsupported,
+                        reason.clone(),
+                    ));
                     continue;
                 }
                 let mut ctx = Context::new(base.clone(), delete);
@@ -431,12 +528,20 @@ impl KyvernoPolicy {
                         mutate::set_object(&mut ctx, o);
                     }
                 }
-                let resp = self.run_rule(rule, rule_type, &mut ctx, subject, review, &review_ns, &env);
-                let Some((resp, patched)) = resp else { continue };
+                let resp =
+                    self.run_rule(rule, rule_type, &mut ctx, subject, review, &review_ns, &env);
+                let Some((resp, patched)) = resp else {
+                    continue;
+                };
                 if let Some(p) = patched {
                     object = Some(p);
                 }
-                if self.apply_one && matches!(resp.status, RuleStatus::Pass | RuleStatus::Fail | RuleStatus::Error) {
+                if self.apply_one
+                    && matches!(
+                        resp.status,
+                        RuleStatus::Pass | RuleStatus::Fail | RuleStatus::Error
+                    )
+                {
                     stop = true;
                 }
                 response.rules.push(resp);
@@ -460,7 +565,12 @@ impl KyvernoPolicy {
         env: &Env<'_>,
     ) -> Option<(RuleResponse, Option<Value>)> {
         let name = rule.spec.name.as_str();
-        let error = |m: String| Some((RuleResponse::new(name, rule_type, RuleStatus::Error, m), None));
+        let error = |m: String| {
+            Some((
+                RuleResponse::new(name, rule_type, RuleStatus::Error, m),
+                None,
+            ))
+        };
         if let Err(e) = load_context(&rule.spec.context, ctx, env, name) {
             return error(format!("failed to load context: {e}"));
         }
@@ -473,7 +583,10 @@ impl KyvernoPolicy {
                     } else {
                         format!("preconditions not met; {}", o.messages)
                     };
-                    return Some((RuleResponse::new(name, rule_type, RuleStatus::Skip, msg), None));
+                    return Some((
+                        RuleResponse::new(name, rule_type, RuleStatus::Skip, msg),
+                        None,
+                    ));
                 }
                 Ok(_) => {}
             }
@@ -526,10 +639,18 @@ impl KyvernoPolicy {
             .namespace
             .as_deref()
             .and_then(|ns| ctx.cluster.namespace(ns))
-            .and_then(|n| n.pointer("/metadata/labels").and_then(Value::as_object).cloned());
+            .and_then(|n| {
+                n.pointer("/metadata/labels")
+                    .and_then(Value::as_object)
+                    .cloned()
+            });
         let cluster: &dyn ClusterContext = ctx.cluster.as_ref();
-        let options =
-            ApplyOptions { user: &user, namespace_labels: labels.as_ref(), lookups: Lookups::Cluster(cluster), part };
+        let options = ApplyOptions {
+            user: &user,
+            namespace_labels: labels.as_ref(),
+            lookups: Lookups::Cluster(cluster),
+            part,
+        };
         self.apply(review, &options, None)
     }
 }
@@ -542,11 +663,17 @@ pub fn base_document(review: &Review, user: &UserContext, mocks: Option<&Mocks>)
         map.insert("roles".into(), json!(user.roles));
         map.insert("clusterRoles".into(), json!(user.cluster_roles));
         if !user.username.is_empty() || !user.groups.is_empty() {
-            map.insert("userInfo".into(), json!({"username": user.username, "groups": user.groups}));
+            map.insert(
+                "userInfo".into(),
+                json!({"username": user.username, "groups": user.groups}),
+            );
         }
     }
     let (sa_ns, sa_name) = variables::service_account(&user.username);
-    let images = review.subject().map(variables::images_of).unwrap_or_else(|| json!({}));
+    let images = review
+        .subject()
+        .map(variables::images_of)
+        .unwrap_or_else(|| json!({}));
     let mut doc = json!({
         "request": request,
         "serviceAccountName": sa_name,
@@ -573,11 +700,19 @@ impl Policy for KyvernoPolicy {
     }
 
     fn validates(&self) -> bool {
-        self.admission && self.rules.iter().any(|r| r.is_validate() && r.unsupported.is_none())
+        self.admission
+            && self
+                .rules
+                .iter()
+                .any(|r| r.is_validate() && r.unsupported.is_none())
     }
 
     fn mutates(&self) -> bool {
-        self.admission && self.rules.iter().any(|r| r.is_mutate() && r.unsupported.is_none())
+        self.admission
+            && self
+                .rules
+                .iter()
+                .any(|r| r.is_mutate() && r.unsupported.is_none())
     }
 
     fn validate(&self, review: &Review, ctx: &EvalContext) -> Result<Vec<Violation>, EvalError> {
@@ -587,27 +722,39 @@ impl Policy for KyvernoPolicy {
             .namespace
             .as_deref()
             .and_then(|ns| ctx.cluster.namespace(ns))
-            .and_then(|n| n.pointer("/metadata/labels").and_then(Value::as_object).cloned());
+            .and_then(|n| {
+                n.pointer("/metadata/labels")
+                    .and_then(Value::as_object)
+                    .cloned()
+            });
         let mut out = Vec::new();
         for r in &response.rules {
             match r.status {
                 RuleStatus::Fail => {
                     let rule = self.rules.iter().find(|c| c.spec.name == r.name);
-                    let enforce = rule.is_some_and(|c| self.enforced(&c.spec, &namespace, labels.as_ref()));
+                    let enforce =
+                        rule.is_some_and(|c| self.enforced(&c.spec, &namespace, labels.as_ref()));
                     let message = format!("{}: {}", r.name, r.message);
                     if enforce {
-                        out.push(Violation { message, action: Action::Deny });
+                        out.push(Violation {
+                            message,
+                            action: Action::Deny,
+                        });
                     } else {
                         if self.emit_warning {
-                            out.push(Violation { message: message.clone(), action: Action::Warn });
+                            out.push(Violation {
+                                message: message.clone(),
+                                action: Action::Warn,
+                            });
                         }
-                        out.push(Violation { message, action: Action::Audit });
+                        out.push(Violation {
+                            message,
+                            action: Action::Audit,
+                        });
                     }
                 }
-                RuleStatus::Error => {
-                    if self.info.failure_policy != Some(FailurePolicy::Ignore) {
-                        return Err(EvalError::Engine(format!("{}: {}", r.name, r.message)));
-                    }
+                RuleStatus::Error if self.info.failure_policy != Some(FailurePolicy::Ignore) => {
+                    return Err(EvalError::Engine(format!("{}: {}", r.name, r.message)));
                 }
                 RuleStatus::Warn => out.push(Violation::warn(format!("{}: {}", r.name, r.message))),
                 _ => {}
@@ -616,7 +763,12 @@ impl Policy for KyvernoPolicy {
         Ok(out)
     }
 
-    fn mutate(&self, review: &Review, object: &Value, ctx: &EvalContext) -> Result<PolicyMutation, EvalError> {
+    fn mutate(
+        &self,
+        review: &Review,
+        object: &Value,
+        ctx: &EvalContext,
+    ) -> Result<PolicyMutation, EvalError> {
         let response = if review.object() == Some(object) {
             self.serving_apply(review, ctx, Part::Mutate)
         } else {
@@ -624,14 +776,22 @@ impl Policy for KyvernoPolicy {
         };
         let mut warnings = Vec::new();
         for r in &response.rules {
-            if r.status == RuleStatus::Error && self.info.failure_policy != Some(FailurePolicy::Ignore) {
+            if r.status == RuleStatus::Error
+                && self.info.failure_policy != Some(FailurePolicy::Ignore)
+            {
                 return Err(EvalError::Engine(format!("{}: {}", r.name, r.message)));
             }
             if self.emit_warning && r.status == RuleStatus::Pass {
-                warnings.push(format!("policy {}.{}: {}", self.info.name, r.name, r.message));
+                warnings.push(format!(
+                    "policy {}.{}: {}",
+                    self.info.name, r.name, r.message
+                ));
             }
         }
-        Ok(PolicyMutation { object: response.patched, warnings })
+        Ok(PolicyMutation {
+            object: response.patched,
+            warnings,
+        })
     }
 }
 

@@ -19,37 +19,63 @@ fn response(rule: &str, status: RuleStatus, message: impl Into<String>) -> RuleR
 }
 
 /// Apply the `mutate` part of a rule to `resource`. Returns the response and the new resource when it changed.
-pub fn mutate(rule: &str, m: &Mutation, ctx: &Context, resource: &Value, env: &Env<'_>) -> (RuleResponse, Option<Value>) {
+pub fn mutate(
+    rule: &str,
+    m: &Mutation,
+    ctx: &Context,
+    resource: &Value,
+    env: &Env<'_>,
+) -> (RuleResponse, Option<Value>) {
     let result = if let Some(list) = &m.foreach {
         foreach(rule, list, ctx, resource, 0, env)
     } else {
-        apply_patches(m.patch_strategic_merge.as_ref(), m.patches_json6902.as_deref(), ctx, resource)
+        apply_patches(
+            m.patch_strategic_merge.as_ref(),
+            m.patches_json6902.as_deref(),
+            ctx,
+            resource,
+        )
     };
     match result {
         Err(e) => (response(rule, RuleStatus::Error, e), None),
-        Ok(Some(patched)) if patched != *resource => (response(rule, RuleStatus::Pass, "resource patched"), Some(patched)),
+        Ok(Some(patched)) if patched != *resource => (
+            response(rule, RuleStatus::Pass, "resource patched"),
+            Some(patched),
+        ),
         Ok(_) => (response(rule, RuleStatus::Skip, "no patches applied"), None),
     }
 }
 
-fn apply_patches(psm: Option<&Value>, json6902: Option<&str>, ctx: &Context, resource: &Value) -> Result<Option<Value>, String> {
+fn apply_patches(
+    psm: Option<&Value>,
+    json6902: Option<&str>,
+    ctx: &Context,
+    resource: &Value,
+) -> Result<Option<Value>, String> {
     let mut current = resource.clone();
     let mut changed = false;
     if let Some(overlay) = psm {
-        let overlay = substitute(overlay, ctx, Mode::Strict).map_err(|e| format!("variable substitution failed: {e}"))?;
+        let overlay = substitute(overlay, ctx, Mode::Strict)
+            .map_err(|e| format!("variable substitution failed: {e}"))?;
         if let Some(patched) = strategic_merge_with_anchors(&current, &overlay)? {
             changed |= patched != current;
             current = patched;
         }
     }
     if let Some(text) = json6902 {
-        let text = match substitute_str(text, ctx, Mode::Strict).map_err(|e| format!("variable substitution failed: {e}"))? {
+        let text = match substitute_str(text, ctx, Mode::Strict)
+            .map_err(|e| format!("variable substitution failed: {e}"))?
+        {
             Value::String(s) => s,
             other => other.to_string(),
         };
-        let ops: Value = serde_yaml::from_str(&text).map_err(|e| format!("patchesJson6902 is not valid YAML: {e}"))?;
-        let ops = substitute(&ops, ctx, Mode::Strict).map_err(|e| format!("variable substitution failed: {e}"))?;
-        let Value::Array(ops) = ops else { return Err("patchesJson6902 must be a list of operations".into()) };
+        let ops: Value = serde_yaml::from_str(&text)
+            .map_err(|e| format!("patchesJson6902 is not valid YAML: {e}"))?;
+        let ops = substitute(&ops, ctx, Mode::Strict)
+            .map_err(|e| format!("variable substitution failed: {e}"))?;
+        let Value::Array(ops) = ops else {
+            return Err("patchesJson6902 must be a list of operations".into());
+        };
         apply_json6902(&mut current, &ops)?;
         changed = true;
     }
@@ -70,7 +96,9 @@ fn foreach(
         // The list is evaluated against the resource as patched so far.
         let mut lctx = ctx.clone();
         set_object(&mut lctx, &current);
-        let Ok(items) = elements(&lctx, &fe.list) else { continue };
+        let Ok(items) = elements(&lctx, &fe.list) else {
+            continue;
+        };
         let descending = match fe.order.as_deref() {
             Some(o) => o.eq_ignore_ascii_case("Descending"),
             None => fe.patch_strategic_merge.is_some(),
@@ -80,14 +108,17 @@ fn foreach(
             order.reverse();
         }
         for index in order {
-            let Some(element) = items.get(index) else { continue };
+            let Some(element) = items.get(index) else {
+                continue;
+            };
             if element.is_null() {
                 continue;
             }
             let mut ectx = ctx.clone();
             set_object(&mut ectx, &current);
             set_element(&mut ectx, element, index, nesting);
-            load_context(&fe.context, &mut ectx, env, rule).map_err(|e| format!("failed to load context: {e}"))?;
+            load_context(&fe.context, &mut ectx, env, rule)
+                .map_err(|e| format!("failed to load context: {e}"))?;
             if let Some(p) = &fe.preconditions {
                 let outcome = check_conditions(p, &ectx, Mode::Lenient)
                     .map_err(|e| format!("failed to evaluate preconditions: {e}"))?;
@@ -98,7 +129,12 @@ fn foreach(
             let patched = if let Some(nested) = &fe.foreach {
                 foreach(rule, nested, &ectx, &current, nesting + 1, env)?
             } else {
-                apply_patches(fe.patch_strategic_merge.as_ref(), fe.patches_json6902.as_deref(), &ectx, &current)?
+                apply_patches(
+                    fe.patch_strategic_merge.as_ref(),
+                    fe.patches_json6902.as_deref(),
+                    &ectx,
+                    &current,
+                )?
             };
             if let Some(p) = patched {
                 changed |= p != current;
@@ -115,7 +151,10 @@ pub fn set_object(ctx: &mut Context, object: &Value) {
     if doc.pointer("/request/object") == Some(object) {
         return;
     }
-    let mut request = doc.get("request").cloned().unwrap_or_else(|| Value::Object(Map::new()));
+    let mut request = doc
+        .get("request")
+        .cloned()
+        .unwrap_or_else(|| Value::Object(Map::new()));
     if let Some(map) = request.as_object_mut() {
         map.insert("object".into(), object.clone());
     }
@@ -133,7 +172,10 @@ enum AnchorFail {
 fn has_conditions(v: &Value) -> bool {
     match v {
         Value::Object(m) => m.iter().any(|(k, v)| {
-            matches!(parse_anchor(k), Some((Anchor::Condition | Anchor::Global, _))) || has_conditions(v)
+            matches!(
+                parse_anchor(k),
+                Some((Anchor::Condition | Anchor::Global, _))
+            ) || has_conditions(v)
         }),
         Value::Array(a) => a.iter().any(has_conditions),
         _ => false,
@@ -142,14 +184,19 @@ fn has_conditions(v: &Value) -> bool {
 
 fn has_global(v: &Value) -> bool {
     match v {
-        Value::Object(m) => m.iter().any(|(k, v)| matches!(parse_anchor(k), Some((Anchor::Global, _))) || has_global(v)),
+        Value::Object(m) => m
+            .iter()
+            .any(|(k, v)| matches!(parse_anchor(k), Some((Anchor::Global, _))) || has_global(v)),
         Value::Array(a) => a.iter().any(has_global),
         _ => false,
     }
 }
 
 /// Resolve the anchors of an overlay against the resource. `Ok(None)`: a condition failed, nothing to apply.
-pub fn strategic_merge_with_anchors(resource: &Value, overlay: &Value) -> Result<Option<Value>, String> {
+pub fn strategic_merge_with_anchors(
+    resource: &Value,
+    overlay: &Value,
+) -> Result<Option<Value>, String> {
     let processed = match preprocess(overlay, resource) {
         Ok(p) => p,
         Err(AnchorFail::Condition | AnchorFail::Global) => return Ok(None),
@@ -270,14 +317,25 @@ fn strip(v: &Value) -> Value {
     }
 }
 
-const ASSOCIATIVE_KEYS: [&str; 7] = ["mountPath", "devicePath", "ip", "type", "topologyKey", "name", "containerPort"];
+const ASSOCIATIVE_KEYS: [&str; 7] = [
+    "mountPath",
+    "devicePath",
+    "ip",
+    "type",
+    "topologyKey",
+    "name",
+    "containerPort",
+];
 
 fn associative_key(list: &[Value]) -> Option<&'static str> {
     let maps: Vec<&Map<String, Value>> = list.iter().filter_map(Value::as_object).collect();
     if maps.is_empty() || maps.len() != list.len() {
         return None;
     }
-    ASSOCIATIVE_KEYS.iter().copied().find(|k| maps.iter().all(|m| m.contains_key(*k)))
+    ASSOCIATIVE_KEYS
+        .iter()
+        .copied()
+        .find(|k| maps.iter().all(|m| m.contains_key(*k)))
 }
 
 fn without_nulls(v: &Value) -> Value {
@@ -304,7 +362,9 @@ pub fn merge(target: &mut Value, patch: &Value) {
             if !target.is_object() {
                 *target = Value::Object(Map::new());
             }
-            let Some(t) = target.as_object_mut() else { return };
+            let Some(t) = target.as_object_mut() else {
+                return;
+            };
             for (k, v) in p {
                 if k == "$patch" {
                     continue;
@@ -323,7 +383,9 @@ pub fn merge(target: &mut Value, patch: &Value) {
         }
         Value::Array(items) => {
             let key = associative_key(items);
-            let replace = items.iter().any(|i| i.get("$patch").and_then(Value::as_str) == Some("replace"));
+            let replace = items
+                .iter()
+                .any(|i| i.get("$patch").and_then(Value::as_str) == Some("replace"));
             match (key, target.as_array_mut()) {
                 (Some(key), Some(existing)) if !replace => {
                     // kyaml order: the patch's elements first (merged with their match), then the rest.
@@ -331,8 +393,12 @@ pub fn merge(target: &mut Value, patch: &Value) {
                     let mut merged = Vec::with_capacity(rest.len() + items.len());
                     for item in items {
                         let id = item.get(key);
-                        let position = rest.iter().position(|e| e.as_ref().is_some_and(|e| e.get(key) == id));
-                        let found = position.and_then(|i| rest.get_mut(i)).and_then(Option::take);
+                        let position = rest
+                            .iter()
+                            .position(|e| e.as_ref().is_some_and(|e| e.get(key) == id));
+                        let found = position
+                            .and_then(|i| rest.get_mut(i))
+                            .and_then(Option::take);
                         if item.get("$patch").and_then(Value::as_str) == Some("delete") {
                             continue;
                         }
@@ -360,17 +426,28 @@ fn pointer_tokens(path: &str) -> Result<Vec<String>, String> {
     if path.is_empty() {
         return Ok(Vec::new());
     }
-    let Some(rest) = path.strip_prefix('/') else { return Err(format!("invalid JSON pointer {path:?}")) };
-    Ok(rest.split('/').map(|t| t.replace("~1", "/").replace("~0", "~")).collect())
+    let Some(rest) = path.strip_prefix('/') else {
+        return Err(format!("invalid JSON pointer {path:?}"));
+    };
+    Ok(rest
+        .split('/')
+        .map(|t| t.replace("~1", "/").replace("~0", "~"))
+        .collect())
 }
 
 fn index_of(token: &str, len: usize, allow_end: bool) -> Result<usize, String> {
     if token == "-" && allow_end {
         return Ok(len);
     }
-    let i: i64 = token.parse().map_err(|_| format!("invalid array index {token:?}"))?;
+    let i: i64 = token
+        .parse()
+        .map_err(|_| format!("invalid array index {token:?}"))?;
     let i = if i < 0 { i + len as i64 } else { i };
-    let max = if allow_end { len } else { len.saturating_sub(1) };
+    let max = if allow_end {
+        len
+    } else {
+        len.saturating_sub(1)
+    };
     if i < 0 || i as usize > max || (!allow_end && len == 0) {
         return Err(format!("array index {token} out of bounds"));
     }
@@ -385,10 +462,7 @@ fn parent_mut<'v>(
 ) -> Result<Option<&'v mut Value>, String> {
     let mut current = doc;
     for (position, t) in tokens.iter().enumerate() {
-        let next_is_index = tokens
-            .get(position + 1)
-            .map(String::as_str)
-            .unwrap_or(leaf);
+        let next_is_index = tokens.get(position + 1).map(String::as_str).unwrap_or(leaf);
         let next_is_index = next_is_index == "-" || next_is_index.parse::<i64>().is_ok();
         if create && next_is_index {
             if let Value::Object(m) = current {
@@ -412,7 +486,11 @@ fn parent_mut<'v>(
                 if create && t == "-" {
                     a.push(Value::Object(Map::new()));
                 }
-                let (t, len) = if create && t == "-" { ("-1", a.len()) } else { (t.as_str(), len) };
+                let (t, len) = if create && t == "-" {
+                    ("-1", a.len())
+                } else {
+                    (t.as_str(), len)
+                };
                 match index_of(t, len, false) {
                     Ok(i) => a.get_mut(i),
                     Err(_) if !create => return Ok(None),
@@ -436,7 +514,9 @@ fn get_at(doc: &Value, path: &str) -> Result<Value, String> {
     for t in &tokens {
         current = match current {
             Value::Object(m) => m.get(t).ok_or_else(|| format!("path {path} not found"))?,
-            Value::Array(a) => a.get(index_of(t, a.len(), false)?).ok_or_else(|| format!("path {path} not found"))?,
+            Value::Array(a) => a
+                .get(index_of(t, a.len(), false)?)
+                .ok_or_else(|| format!("path {path} not found"))?,
             _ => return Err(format!("path {path} not found")),
         };
     }
@@ -449,7 +529,8 @@ fn add_at(doc: &mut Value, path: &str, value: Value) -> Result<(), String> {
         *doc = value;
         return Ok(());
     };
-    let parent = parent_mut(doc, parents, true, last)?.ok_or_else(|| format!("cannot add at {path}"))?;
+    let parent =
+        parent_mut(doc, parents, true, last)?.ok_or_else(|| format!("cannot add at {path}"))?;
     match parent {
         Value::Object(m) => {
             m.insert(last.clone(), value);
@@ -458,16 +539,26 @@ fn add_at(doc: &mut Value, path: &str, value: Value) -> Result<(), String> {
             let i = index_of(last, a.len(), true)?;
             a.insert(i, value);
         }
-        _ => return Err(format!("cannot add at {path}: parent is not a map or a list")),
+        _ => {
+            return Err(format!(
+                "cannot add at {path}: parent is not a map or a list"
+            ))
+        }
     }
     Ok(())
 }
 
 fn remove_at(doc: &mut Value, path: &str, must_exist: bool) -> Result<Option<Value>, String> {
     let tokens = pointer_tokens(path)?;
-    let Some((last, parents)) = tokens.split_last() else { return Err("cannot remove the whole document".into()) };
+    let Some((last, parents)) = tokens.split_last() else {
+        return Err("cannot remove the whole document".into());
+    };
     let Some(parent) = parent_mut(doc, parents, false, last)? else {
-        return if must_exist { Err(format!("path {path} not found")) } else { Ok(None) };
+        return if must_exist {
+            Err(format!("path {path} not found"))
+        } else {
+            Ok(None)
+        };
     };
     let removed = match parent {
         Value::Object(m) => m.remove(last),
@@ -489,7 +580,8 @@ fn replace_at(doc: &mut Value, path: &str, value: Value) -> Result<(), String> {
         *doc = value;
         return Ok(());
     };
-    let parent = parent_mut(doc, parents, false, last)?.ok_or_else(|| format!("path {path} not found"))?;
+    let parent =
+        parent_mut(doc, parents, false, last)?.ok_or_else(|| format!("path {path} not found"))?;
     let slot = match parent {
         Value::Object(m) => m.get_mut(last),
         Value::Array(a) => {
@@ -508,9 +600,20 @@ fn replace_at(doc: &mut Value, path: &str, value: Value) -> Result<(), String> {
 pub fn apply_json6902(doc: &mut Value, ops: &[Value]) -> Result<(), String> {
     for op in ops {
         let name = op.get("op").and_then(Value::as_str).unwrap_or("");
-        let path = op.get("path").and_then(Value::as_str).ok_or_else(|| format!("operation {name:?} has no path"))?;
-        let value = || op.get("value").cloned().ok_or_else(|| format!("operation {name} {path} has no value"));
-        let from = || op.get("from").and_then(Value::as_str).ok_or_else(|| format!("operation {name} {path} has no from"));
+        let path = op
+            .get("path")
+            .and_then(Value::as_str)
+            .ok_or_else(|| format!("operation {name:?} has no path"))?;
+        let value = || {
+            op.get("value")
+                .cloned()
+                .ok_or_else(|| format!("operation {name} {path} has no value"))
+        };
+        let from = || {
+            op.get("from")
+                .and_then(Value::as_str)
+                .ok_or_else(|| format!("operation {name} {path} has no from"))
+        };
         match name {
             "add" => add_at(doc, path, value()?)?,
             "remove" => {
@@ -549,10 +652,15 @@ mod tests {
     #[test]
     fn strategic_merge_lists_and_nulls() {
         let pod = json!({"spec": {"containers": [{"name": "a", "image": "x"}, {"name": "b", "image": "y"}]}, "metadata": {"labels": {"x": "1"}}});
-        let out = psm(pod.clone(), json!({"spec": {"containers": [{"name": "b", "imagePullPolicy": "Always"}]}, "metadata": {"labels": {"x": null, "y": "2"}}}));
+        let out = psm(
+            pod.clone(),
+            json!({"spec": {"containers": [{"name": "b", "imagePullPolicy": "Always"}]}, "metadata": {"labels": {"x": null, "y": "2"}}}),
+        );
         assert_eq!(
             out,
-            Some(json!({"spec": {"containers": [{"name": "b", "image": "y", "imagePullPolicy": "Always"}, {"name": "a", "image": "x"}]}, "metadata": {"labels": {"y": "2"}}})),
+            Some(
+                json!({"spec": {"containers": [{"name": "b", "image": "y", "imagePullPolicy": "Always"}, {"name": "a", "image": "x"}]}, "metadata": {"labels": {"y": "2"}}})
+            ),
             "patched elements come first (kyaml order)"
         );
         let out = psm(json!({"a": [1, 2]}), json!({"a": [3]}));
@@ -563,19 +671,36 @@ mod tests {
     fn anchors_in_overlays() {
         let pod = json!({"spec": {"containers": [{"name": "a", "image": "x:latest"}, {"name": "b", "image": "y:1"}]}});
         // conditional element: only containers with latest images
-        let out = psm(pod.clone(), json!({"spec": {"containers": [{"(image)": "*:latest", "imagePullPolicy": "Always"}]}}));
+        let out = psm(
+            pod.clone(),
+            json!({"spec": {"containers": [{"(image)": "*:latest", "imagePullPolicy": "Always"}]}}),
+        );
         assert_eq!(
             out,
-            Some(json!({"spec": {"containers": [{"name": "a", "image": "x:latest", "imagePullPolicy": "Always"}, {"name": "b", "image": "y:1"}]}}))
+            Some(
+                json!({"spec": {"containers": [{"name": "a", "image": "x:latest", "imagePullPolicy": "Always"}, {"name": "b", "image": "y:1"}]}})
+            )
         );
         // add if not present
-        let out = psm(json!({"metadata": {"labels": {"a": "1"}}}), json!({"metadata": {"labels": {"+(a)": "2", "+(b)": "3"}}}));
-        assert_eq!(out, Some(json!({"metadata": {"labels": {"a": "1", "b": "3"}}})));
+        let out = psm(
+            json!({"metadata": {"labels": {"a": "1"}}}),
+            json!({"metadata": {"labels": {"+(a)": "2", "+(b)": "3"}}}),
+        );
+        assert_eq!(
+            out,
+            Some(json!({"metadata": {"labels": {"a": "1", "b": "3"}}}))
+        );
         // condition on a map fails → nothing applied
-        let out = psm(json!({"metadata": {"name": "x"}}), json!({"metadata": {"(name)": "y", "labels": {"a": "b"}}}));
+        let out = psm(
+            json!({"metadata": {"name": "x"}}),
+            json!({"metadata": {"(name)": "y", "labels": {"a": "b"}}}),
+        );
         assert_eq!(out, None);
         // global anchor
-        let out = psm(pod, json!({"spec": {"<(hostNetwork)": true, "dnsPolicy": "ClusterFirstWithHostNet"}}));
+        let out = psm(
+            pod,
+            json!({"spec": {"<(hostNetwork)": true, "dnsPolicy": "ClusterFirstWithHostNet"}}),
+        );
         assert_eq!(out, None);
     }
 
@@ -595,8 +720,15 @@ mod tests {
             ],
         )
         .expect("patch");
-        assert_eq!(doc, json!({"a": [1, 2, 9, 4], "b": {"c": {"d": 1}}, "f": {"c": {"d": 1}}}));
-        assert!(apply_json6902(&mut doc, &[json!({"op": "replace", "path": "/zz", "value": 1})]).is_err());
+        assert_eq!(
+            doc,
+            json!({"a": [1, 2, 9, 4], "b": {"c": {"d": 1}}, "f": {"c": {"d": 1}}})
+        );
+        assert!(apply_json6902(
+            &mut doc,
+            &[json!({"op": "replace", "path": "/zz", "value": 1})]
+        )
+        .is_err());
         assert!(apply_json6902(&mut doc, &[json!({"op": "bogus", "path": "/a"})]).is_err());
     }
 }

@@ -83,7 +83,11 @@ struct Err {
 
 impl Err {
     fn plain(path: &str, message: String) -> Err {
-        Err { kind: ErrKind::Plain, path: path.to_string(), message }
+        Err {
+            kind: ErrKind::Plain,
+            path: path.to_string(),
+            message,
+        }
     }
     fn skippable(&self) -> bool {
         matches!(self.kind, ErrKind::Conditional | ErrKind::Global)
@@ -116,8 +120,13 @@ pub fn match_pattern(resource: &Value, pattern: &Value) -> Result<(), PatternErr
     match element(resource, pattern, "/", &mut anchors) {
         Ok(()) => Ok(()),
         Err(err) if err.skippable() => Err(PatternError::Skip(err.message)),
-        Err(err) if anchors.keys_missing() || err.path.is_empty() => Err(PatternError::Error(err.message)),
-        Err(err) => Err(PatternError::Fail { path: err.path, message: err.message }),
+        Err(err) if anchors.keys_missing() || err.path.is_empty() => {
+            Err(PatternError::Error(err.message))
+        }
+        Err(err) => Err(PatternError::Fail {
+            path: err.path,
+            message: err.message,
+        }),
     }
 }
 
@@ -132,7 +141,12 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
-fn element(resource: &Value, pattern: &Value, path: &str, anchors: &mut AnchorMap) -> Result<(), Err> {
+fn element(
+    resource: &Value,
+    pattern: &Value,
+    path: &str,
+    anchors: &mut AnchorMap,
+) -> Result<(), Err> {
     match pattern {
         Value::Object(pmap) => {
             let Value::Object(rmap) = resource else {
@@ -162,7 +176,11 @@ fn element(resource: &Value, pattern: &Value, path: &str, anchors: &mut AnchorMa
                     if !scalar_matches(item, scalar) {
                         return Err(Err::plain(
                             path,
-                            format!("resource value '{}' does not match '{}' at path {path}", show(resource), show(scalar)),
+                            format!(
+                                "resource value '{}' does not match '{}' at path {path}",
+                                show(resource),
+                                show(scalar)
+                            ),
                         ));
                     }
                 }
@@ -171,7 +189,11 @@ fn element(resource: &Value, pattern: &Value, path: &str, anchors: &mut AnchorMa
             _ if scalar_matches(resource, scalar) => Ok(()),
             _ => Err(Err::plain(
                 path,
-                format!("value '{}' does not match '{}' at path {path}", show(resource), show(scalar)),
+                format!(
+                    "value '{}' does not match '{}' at path {path}",
+                    show(resource),
+                    show(scalar)
+                ),
             )),
         },
     }
@@ -186,7 +208,10 @@ fn show(v: &Value) -> String {
 }
 
 /// Expand wildcard keys of `metadata.labels`/`annotations`-style maps against the resource's keys.
-fn expand_wildcard_keys(pattern: &Map<String, Value>, resource: &Map<String, Value>) -> Option<Map<String, Value>> {
+fn expand_wildcard_keys(
+    pattern: &Map<String, Value>,
+    resource: &Map<String, Value>,
+) -> Option<Map<String, Value>> {
     if !pattern.keys().any(|k| k.contains(['*', '?'])) {
         return None;
     }
@@ -223,7 +248,9 @@ fn expand_wildcard_keys(pattern: &Map<String, Value>, resource: &Map<String, Val
 
 fn has_anchor_inside(v: &Value) -> bool {
     match v {
-        Value::Object(m) => m.iter().any(|(k, v)| parse_anchor(k).is_some() || has_anchor_inside(v)),
+        Value::Object(m) => m
+            .iter()
+            .any(|(k, v)| parse_anchor(k).is_some() || has_anchor_inside(v)),
         Value::Array(a) => a.iter().any(has_anchor_inside),
         _ => false,
     }
@@ -253,7 +280,11 @@ fn validate_map(
             Anchor::Condition => match found {
                 Some(v) => {
                     if let Err(e) = element(v, value, &current, anchors) {
-                        return Err(Err { kind: ErrKind::Conditional, path: e.path, message: e.message });
+                        return Err(Err {
+                            kind: ErrKind::Conditional,
+                            path: e.path,
+                            message: e.message,
+                        });
                     }
                 }
                 None => {
@@ -267,7 +298,11 @@ fn validate_map(
             Anchor::Global => {
                 if let Some(v) = found {
                     if let Err(e) = element(v, value, &current, anchors) {
-                        return Err(Err { kind: ErrKind::Global, path: e.path, message: e.message });
+                        return Err(Err {
+                            kind: ErrKind::Global,
+                            path: e.path,
+                            message: e.message,
+                        });
                     }
                 }
             }
@@ -305,13 +340,24 @@ fn validate_map(
     Ok(())
 }
 
-fn existence(resource: &Value, pattern: &Value, path: &str, anchors: &mut AnchorMap) -> Result<(), Err> {
+fn existence(
+    resource: &Value,
+    pattern: &Value,
+    path: &str,
+    anchors: &mut AnchorMap,
+) -> Result<(), Err> {
     let (Value::Array(items), Value::Array(patterns)) = (resource, pattern) else {
-        return Err(Err::plain(path, format!("existence anchor at {path} needs a list value and a list pattern")));
+        return Err(Err::plain(
+            path,
+            format!("existence anchor at {path} needs a list value and a list pattern"),
+        ));
     };
     for p in patterns {
         if !p.is_object() {
-            return Err(Err::plain(path, format!("existence anchor at {path} needs a list of maps as pattern")));
+            return Err(Err::plain(
+                path,
+                format!("existence anchor at {path} needs a list of maps as pattern"),
+            ));
         }
         let mut found = false;
         for (i, item) in items.iter().enumerate() {
@@ -321,13 +367,21 @@ fn existence(resource: &Value, pattern: &Value, path: &str, anchors: &mut Anchor
             }
         }
         if !found {
-            return Err(Err::plain(path, format!("existence anchor validation failed at path {path}")));
+            return Err(Err::plain(
+                path,
+                format!("existence anchor validation failed at path {path}"),
+            ));
         }
     }
     Ok(())
 }
 
-fn validate_array(resource: &[Value], pattern: &[Value], path: &str, anchors: &mut AnchorMap) -> Result<(), Err> {
+fn validate_array(
+    resource: &[Value],
+    pattern: &[Value],
+    path: &str,
+    anchors: &mut AnchorMap,
+) -> Result<(), Err> {
     let Some(first) = pattern.first() else {
         return Err(Err::plain(path, "pattern Array empty".into()));
     };
@@ -343,7 +397,11 @@ fn validate_array(resource: &[Value], pattern: &[Value], path: &str, anchors: &m
                 }
             }
             if applied == 0 && !skipped.is_empty() {
-                return Err(Err { kind: ErrKind::Conditional, path: path.to_string(), message: skipped.join("; ") });
+                return Err(Err {
+                    kind: ErrKind::Conditional,
+                    path: path.to_string(),
+                    message: skipped.join("; "),
+                });
             }
             Ok(())
         }
@@ -375,7 +433,10 @@ pub fn scalar_matches(value: &Value, pattern: &Value) -> bool {
     match pattern {
         Value::Bool(p) => value.as_bool() == Some(*p),
         Value::Number(n) => {
-            if let Some(p) = n.as_i64().or_else(|| n.as_u64().and_then(|u| i64::try_from(u).ok())) {
+            if let Some(p) = n
+                .as_i64()
+                .or_else(|| n.as_u64().and_then(|u| i64::try_from(u).ok()))
+            {
                 match value {
                     Value::Number(v) => match v.as_i64() {
                         Some(i) => i == p,
@@ -420,7 +481,11 @@ fn string_patterns(value: &Value, pattern: &str) -> bool {
     if value.as_str() == Some(pattern) {
         return true;
     }
-    pattern.split('|').any(|alt| alt.trim_matches(' ').split('&').all(|c| string_pattern(value, c.trim_matches(' '))))
+    pattern.split('|').any(|alt| {
+        alt.trim_matches(' ')
+            .split('&')
+            .all(|c| string_pattern(value, c.trim_matches(' ')))
+    })
 }
 
 fn range_operands(pattern: &str, sep: &str) -> Option<(String, String)> {
@@ -432,7 +497,9 @@ fn range_operands(pattern: &str, sep: &str) -> Option<(String, String)> {
         }
         let mut rest = &s[digits_end..];
         if let Some(frac) = rest.strip_prefix('.') {
-            let end = frac.find(|c: char| !c.is_ascii_digit()).unwrap_or(frac.len());
+            let end = frac
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(frac.len());
             if end == 0 {
                 return false;
             }
@@ -468,10 +535,12 @@ fn string_pattern(value: &Value, pattern: &str) -> bool {
         Op::NotEqual
     } else {
         if let Some((l, r)) = range_operands(pattern, "!-") {
-            return string_pattern(value, &format!("< {l}")) || string_pattern(value, &format!("> {r}"));
+            return string_pattern(value, &format!("< {l}"))
+                || string_pattern(value, &format!("> {r}"));
         }
         if let Some((l, r)) = range_operands(pattern, "-") {
-            return string_pattern(value, &format!(">= {l}")) && string_pattern(value, &format!("<= {r}"));
+            return string_pattern(value, &format!(">= {l}"))
+                && string_pattern(value, &format!("<= {r}"));
         }
         Op::Equal
     };
@@ -481,7 +550,9 @@ fn string_pattern(value: &Value, pattern: &str) -> bool {
         Op::MoreEqual | Op::LessEqual => 2,
     };
     let operand = pattern.get(prefix..).unwrap_or("").trim();
-    compare_duration(value, operand, op) || compare_quantity(value, operand, op) || compare_string(value, operand, op)
+    compare_duration(value, operand, op)
+        || compare_quantity(value, operand, op)
+        || compare_string(value, operand, op)
 }
 
 fn cmp_op(a: f64, b: f64, op: Op) -> bool {
@@ -508,16 +579,28 @@ fn value_text_for_numbers(value: &Value) -> Option<String> {
 }
 
 fn compare_duration(value: &Value, pattern: &str, op: Op) -> bool {
-    let Some(p) = parse_duration(pattern) else { return false };
-    let Some(text) = value_text_for_numbers(value) else { return false };
-    let Some(v) = parse_duration(&text) else { return false };
+    let Some(p) = parse_duration(pattern) else {
+        return false;
+    };
+    let Some(text) = value_text_for_numbers(value) else {
+        return false;
+    };
+    let Some(v) = parse_duration(&text) else {
+        return false;
+    };
     cmp_op(v, p, op)
 }
 
 fn compare_quantity(value: &Value, pattern: &str, op: Op) -> bool {
-    let Some(p) = parse_quantity(pattern) else { return false };
-    let Some(text) = value_text_for_numbers(value) else { return false };
-    let Some(v) = parse_quantity(&text) else { return false };
+    let Some(p) = parse_quantity(pattern) else {
+        return false;
+    };
+    let Some(text) = value_text_for_numbers(value) else {
+        return false;
+    };
+    let Some(v) = parse_quantity(&text) else {
+        return false;
+    };
     cmp_op(v, p, op)
 }
 
@@ -585,7 +668,11 @@ mod tests {
             (json!({"a": 1}), json!({}), true),
         ];
         for (value, pattern, want) in cases {
-            assert_eq!(scalar_matches(&value, &pattern), want, "{value} vs {pattern}");
+            assert_eq!(
+                scalar_matches(&value, &pattern),
+                want,
+                "{value} vs {pattern}"
+            );
         }
     }
 
@@ -593,57 +680,144 @@ mod tests {
     fn anchors_table() {
         let pod = |c: Value| json!({"spec": {"containers": c}});
         // condition anchor: image latest → pull policy Always
-        let p = json!({"spec": {"containers": [{"(image)": "*:latest", "imagePullPolicy": "Always"}]}});
-        assert_eq!(outcome(pod(json!([{"image": "a:latest", "imagePullPolicy": "Always"}])), p.clone()), "pass");
-        assert_eq!(outcome(pod(json!([{"image": "a:latest", "imagePullPolicy": "Never"}])), p.clone()), "fail");
-        assert_eq!(outcome(pod(json!([{"image": "a:1", "imagePullPolicy": "Never"}])), p.clone()), "skip");
+        let p =
+            json!({"spec": {"containers": [{"(image)": "*:latest", "imagePullPolicy": "Always"}]}});
         assert_eq!(
             outcome(
-                pod(json!([{"image": "a:1", "imagePullPolicy": "Never"}, {"image": "b:latest", "imagePullPolicy": "Always"}])),
+                pod(json!([{"image": "a:latest", "imagePullPolicy": "Always"}])),
+                p.clone()
+            ),
+            "pass"
+        );
+        assert_eq!(
+            outcome(
+                pod(json!([{"image": "a:latest", "imagePullPolicy": "Never"}])),
+                p.clone()
+            ),
+            "fail"
+        );
+        assert_eq!(
+            outcome(
+                pod(json!([{"image": "a:1", "imagePullPolicy": "Never"}])),
+                p.clone()
+            ),
+            "skip"
+        );
+        assert_eq!(
+            outcome(
+                pod(
+                    json!([{"image": "a:1", "imagePullPolicy": "Never"}, {"image": "b:latest", "imagePullPolicy": "Always"}])
+                ),
                 p
             ),
             "pass"
         );
         // global anchor
         let g = json!({"spec": {"<(runtimeClassName)": "gvisor", "hostNetwork": false}});
-        assert_eq!(outcome(json!({"spec": {"runtimeClassName": "runc", "hostNetwork": true}}), g.clone()), "skip");
-        assert_eq!(outcome(json!({"spec": {"runtimeClassName": "gvisor", "hostNetwork": true}}), g.clone()), "fail");
+        assert_eq!(
+            outcome(
+                json!({"spec": {"runtimeClassName": "runc", "hostNetwork": true}}),
+                g.clone()
+            ),
+            "skip"
+        );
+        assert_eq!(
+            outcome(
+                json!({"spec": {"runtimeClassName": "gvisor", "hostNetwork": true}}),
+                g.clone()
+            ),
+            "fail"
+        );
         assert_eq!(outcome(json!({"spec": {"hostNetwork": true}}), g), "fail");
         // equality anchor
         let e = json!({"spec": {"=(hostPID)": false}});
         assert_eq!(outcome(json!({"spec": {}}), e.clone()), "pass");
-        assert_eq!(outcome(json!({"spec": {"hostPID": true}}), e.clone()), "fail");
+        assert_eq!(
+            outcome(json!({"spec": {"hostPID": true}}), e.clone()),
+            "fail"
+        );
         assert_eq!(outcome(json!({"spec": {"hostPID": false}}), e), "pass");
         // negation anchor
         let x = json!({"spec": {"volumes": [{"X(hostPath)": "null"}]}});
-        assert_eq!(outcome(json!({"spec": {"volumes": [{"name": "a", "hostPath": {}}]}}), x.clone()), "fail");
-        assert_eq!(outcome(json!({"spec": {"volumes": [{"name": "a"}]}}), x), "pass");
+        assert_eq!(
+            outcome(
+                json!({"spec": {"volumes": [{"name": "a", "hostPath": {}}]}}),
+                x.clone()
+            ),
+            "fail"
+        );
+        assert_eq!(
+            outcome(json!({"spec": {"volumes": [{"name": "a"}]}}), x),
+            "pass"
+        );
         // existence anchor
         let ex = json!({"spec": {"^(containers)": [{"name": "side*"}]}});
-        assert_eq!(outcome(pod(json!([{"name": "app"}, {"name": "sidecar"}])), ex.clone()), "pass");
+        assert_eq!(
+            outcome(
+                pod(json!([{"name": "app"}, {"name": "sidecar"}])),
+                ex.clone()
+            ),
+            "pass"
+        );
         assert_eq!(outcome(pod(json!([{"name": "app"}])), ex), "fail");
         // condition on a map (not in a list) → skip propagates
         let c = json!({"metadata": {"(name)": "special", "labels": {"a": "?*"}}});
-        assert_eq!(outcome(json!({"metadata": {"name": "other"}}), c.clone()), "skip");
+        assert_eq!(
+            outcome(json!({"metadata": {"name": "other"}}), c.clone()),
+            "skip"
+        );
         assert_eq!(outcome(json!({"metadata": {"name": "special"}}), c), "fail");
         // "*" means present
-        assert_eq!(outcome(json!({"metadata": {}}), json!({"metadata": {"labels": "*"}})), "fail");
+        assert_eq!(
+            outcome(
+                json!({"metadata": {}}),
+                json!({"metadata": {"labels": "*"}})
+            ),
+            "fail"
+        );
         // map vs non-map
-        assert_eq!(outcome(json!({"spec": "x"}), json!({"spec": {"a": 1}})), "fail");
+        assert_eq!(
+            outcome(json!({"spec": "x"}), json!({"spec": {"a": 1}})),
+            "fail"
+        );
         // wildcard label keys
         let w = json!({"metadata": {"labels": {"app.kubernetes.io/*": "?*"}}});
-        assert_eq!(outcome(json!({"metadata": {"labels": {"app.kubernetes.io/name": "x"}}}), w.clone()), "pass");
-        assert_eq!(outcome(json!({"metadata": {"labels": {"app.kubernetes.io/name": ""}}}), w), "fail");
+        assert_eq!(
+            outcome(
+                json!({"metadata": {"labels": {"app.kubernetes.io/name": "x"}}}),
+                w.clone()
+            ),
+            "pass"
+        );
+        assert_eq!(
+            outcome(
+                json!({"metadata": {"labels": {"app.kubernetes.io/name": ""}}}),
+                w
+            ),
+            "fail"
+        );
         // empty list in resource: every element (none) matches
-        assert_eq!(outcome(pod(json!([])), json!({"spec": {"containers": [{"name": "x"}]}})), "pass");
+        assert_eq!(
+            outcome(
+                pod(json!([])),
+                json!({"spec": {"containers": [{"name": "x"}]}})
+            ),
+            "pass"
+        );
     }
 
     #[test]
     fn anchor_keys() {
         assert_eq!(parse_anchor("(name)"), Some((Anchor::Condition, "name")));
         assert_eq!(parse_anchor("<(name)"), Some((Anchor::Global, "name")));
-        assert_eq!(parse_anchor("+(name)"), Some((Anchor::AddIfNotPresent, "name")));
-        assert_eq!(parse_anchor("X(hostPath)"), Some((Anchor::Negation, "hostPath")));
+        assert_eq!(
+            parse_anchor("+(name)"),
+            Some((Anchor::AddIfNotPresent, "name"))
+        );
+        assert_eq!(
+            parse_anchor("X(hostPath)"),
+            Some((Anchor::Negation, "hostPath"))
+        );
         assert_eq!(parse_anchor("name"), None);
         assert_eq!(parse_anchor("()"), None);
     }

@@ -62,8 +62,18 @@ pub struct RuleResponse {
 
 impl RuleResponse {
     /// A response.
-    pub fn new(name: &str, rule_type: RuleType, status: RuleStatus, message: impl Into<String>) -> RuleResponse {
-        RuleResponse { name: name.to_string(), rule_type, status, message: message.into() }
+    pub fn new(
+        name: &str,
+        rule_type: RuleType,
+        status: RuleStatus,
+        message: impl Into<String>,
+    ) -> RuleResponse {
+        RuleResponse {
+            name: name.to_string(),
+            rule_type,
+            status,
+            message: message.into(),
+        }
     }
 }
 

@@ -33,7 +33,8 @@ pub fn wildcard(pattern: &str, text: &str) -> bool {
             },
         }
     }
-    p.get(pi..).is_some_and(|rest| rest.iter().all(|c| *c == '*'))
+    p.get(pi..)
+        .is_some_and(|rest| rest.iter().all(|c| *c == '*'))
 }
 
 /// Parse a Go `time.ParseDuration` string into seconds.
@@ -55,13 +56,17 @@ pub fn parse_duration(text: &str) -> Option<f64> {
     }
     let mut total = 0.0;
     while !rest.is_empty() {
-        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         if num_end == 0 {
             return None;
         }
         let number: f64 = rest[..num_end].parse().ok()?;
         rest = &rest[num_end..];
-        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let factor = match &rest[..unit_end] {
             "ns" => 1e-9,
             "us" | "µs" | "μs" => 1e-6,
@@ -147,7 +152,11 @@ pub fn parse_semver(text: &str) -> Option<Semver> {
     if parts.next().is_some() {
         return None;
     }
-    Some(Semver { core: (major, minor, patch), release: pre.is_empty(), pre })
+    Some(Semver {
+        core: (major, minor, patch),
+        release: pre.is_empty(),
+        pre,
+    })
 }
 
 /// Go's `fmt.Sprint` of a decoded JSON value, as Kyverno stringifies condition keys.
@@ -157,10 +166,16 @@ pub fn sprint(value: &Value) -> String {
         Value::Bool(b) => b.to_string(),
         Value::Number(n) => n.to_string(),
         Value::String(s) => s.clone(),
-        Value::Array(items) => format!("[{}]", items.iter().map(sprint).collect::<Vec<_>>().join(" ")),
+        Value::Array(items) => format!(
+            "[{}]",
+            items.iter().map(sprint).collect::<Vec<_>>().join(" ")
+        ),
         Value::Object(map) => format!(
             "map[{}]",
-            map.iter().map(|(k, v)| format!("{k}:{}", sprint(v))).collect::<Vec<_>>().join(" ")
+            map.iter()
+                .map(|(k, v)| format!("{k}:{}", sprint(v)))
+                .collect::<Vec<_>>()
+                .join(" ")
         ),
     }
 }

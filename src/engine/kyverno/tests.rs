@@ -4,7 +4,10 @@ use crate::policy::SourceFile;
 use kube::core::admission::Operation;
 
 fn load(yaml: &str) -> KyvernoPolicy {
-    let (docs, errors) = documents(&SourceFile { origin: "p.yaml".into(), content: yaml.into() });
+    let (docs, errors) = documents(&SourceFile {
+        origin: "p.yaml".into(),
+        content: yaml.into(),
+    });
     assert!(errors.is_empty(), "{errors:?}");
     KyvernoPolicy::from_document(&docs[0]).expect("policy").0
 }
@@ -13,7 +16,12 @@ fn run(policy: &KyvernoPolicy, object: Value) -> PolicyResponse {
     let review = Review::for_object(object, None, Operation::Create);
     let user = UserContext::default();
     let mocks = Mocks::default();
-    let options = ApplyOptions { user: &user, namespace_labels: None, lookups: Lookups::Mocks(&mocks), part: Part::All };
+    let options = ApplyOptions {
+        user: &user,
+        namespace_labels: None,
+        lookups: Lookups::Mocks(&mocks),
+        part: Part::All,
+    };
     policy.apply(&review, &options, Some(&mocks))
 }
 
@@ -38,7 +46,14 @@ spec:
 fn validate_with_autogen() {
     let p = load(POLICY);
     let names: Vec<&str> = p.rules().iter().map(|r| r.spec.name.as_str()).collect();
-    assert_eq!(names, ["check-tag", "autogen-check-tag", "autogen-cronjob-check-tag"]);
+    assert_eq!(
+        names,
+        [
+            "check-tag",
+            "autogen-check-tag",
+            "autogen-cronjob-check-tag"
+        ]
+    );
     let bad = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "nginx:latest"}]}});
     let r = run(&p, bad);
     assert_eq!(r.rules.len(), 1);
@@ -62,12 +77,20 @@ fn admission_actions() {
     let p = load(POLICY);
     let bad = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "nginx:latest"}]}});
     let review = Review::for_object(bad.clone(), None, Operation::Create);
-    let v = p.validate(&review, &EvalContext::default()).expect("validate");
+    let v = p
+        .validate(&review, &EvalContext::default())
+        .expect("validate");
     assert_eq!(v.len(), 1);
     assert_eq!(v[0].action, Action::Deny);
     assert!(v[0].message.starts_with("check-tag: validation error"));
-    let audit = load(&POLICY.replace("Enforce", "Audit").replace("  rules:", "  emitWarning: true\n  rules:"));
-    let v = audit.validate(&review, &EvalContext::default()).expect("validate");
+    let audit = load(
+        &POLICY
+            .replace("Enforce", "Audit")
+            .replace("  rules:", "  emitWarning: true\n  rules:"),
+    );
+    let v = audit
+        .validate(&review, &EvalContext::default())
+        .expect("validate");
     let actions: Vec<Action> = v.iter().map(|v| v.action).collect();
     assert_eq!(actions, [Action::Warn, Action::Audit]);
 }
@@ -108,13 +131,20 @@ spec:
     let r = run(&p, cm("forbidden-x", json!({"team": "a"})));
     assert_eq!(r.rules[0].status, RuleStatus::Fail);
     assert_eq!(r.rules[0].message, "team a may not use this name");
-    assert_eq!(r.rules[1].status, RuleStatus::Error, "missing key is an error");
+    assert_eq!(
+        r.rules[1].status,
+        RuleStatus::Error,
+        "missing key is an error"
+    );
     let r = run(&p, cm("ok", json!({"team": "a"})));
     assert_eq!(r.rules[0].status, RuleStatus::Pass);
     let r = run(&p, cm("forbidden-x", json!({})));
     assert_eq!(r.rules[0].status, RuleStatus::Skip);
     let review = Review::for_object(cm("ok", json!({"team": "a"})), None, Operation::Create);
-    assert!(p.validate(&review, &EvalContext::default()).is_err(), "errors follow failurePolicy Fail");
+    assert!(
+        p.validate(&review, &EvalContext::default()).is_err(),
+        "errors follow failurePolicy Fail"
+    );
 }
 
 #[test]
@@ -146,12 +176,20 @@ spec:
     );
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "a", "image": "x"}, {"name": "b", "image": "y"}]}});
     let r = run(&p, pod);
-    assert_eq!(r.rules.iter().map(|r| r.status).collect::<Vec<_>>(), [RuleStatus::Pass, RuleStatus::Pass]);
+    assert_eq!(
+        r.rules.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [RuleStatus::Pass, RuleStatus::Pass]
+    );
     let patched = r.patched.expect("patched");
     assert_eq!(patched["metadata"]["labels"]["owner"], "p");
-    assert_eq!(patched["spec"]["containers"][1]["imagePullPolicy"], "Always");
+    assert_eq!(
+        patched["spec"]["containers"][1]["imagePullPolicy"],
+        "Always"
+    );
     let review = Review::for_object(patched.clone(), None, Operation::Create);
-    let m = p.mutate(&review, &patched, &EvalContext::default()).expect("mutate");
+    let m = p
+        .mutate(&review, &patched, &EvalContext::default())
+        .expect("mutate");
     assert_eq!(m.object, None, "already mutated → nothing changes");
 }
 
@@ -169,17 +207,27 @@ spec:
       cel:
         expressions: [{expression: "true"}]
 "#;
-    let (docs, _) = documents(&SourceFile { origin: "p.yaml".into(), content: yaml.into() });
+    let (docs, _) = documents(&SourceFile {
+        origin: "p.yaml".into(),
+        content: yaml.into(),
+    });
     let (p, warnings) = KyvernoPolicy::from_document(&docs[0]).expect("policy");
     assert_eq!(warnings.len(), 1);
     assert!(!p.validates());
-    let r = run(&p, json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}}));
+    let r = run(
+        &p,
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}}),
+    );
     assert_eq!(r.rules[0].status, RuleStatus::Unsupported);
 }
 
 #[test]
 fn namespaced_policy_only_in_its_namespace() {
-    let p = load(&POLICY.replace("ClusterPolicy", "Policy").replace("{name: no-latest}", "{name: no-latest, namespace: team}"));
+    let p = load(
+        &POLICY
+            .replace("ClusterPolicy", "Policy")
+            .replace("{name: no-latest}", "{name: no-latest, namespace: team}"),
+    );
     let pod = |ns: &str| json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": ns}, "spec": {"containers": [{"name": "c", "image": "nginx:latest"}]}});
     assert!(run(&p, pod("other")).rules.is_empty());
     assert_eq!(run(&p, pod("team")).rules.len(), 1);

@@ -36,7 +36,17 @@ pub fn validate(
         deny: v.deny.as_ref(),
         foreach: v.foreach.as_deref(),
     };
-    run_body(rule, v.message.as_deref(), &body, ctx, resource, delete, false, 0, env)
+    run_body(
+        rule,
+        v.message.as_deref(),
+        &body,
+        ctx,
+        resource,
+        delete,
+        false,
+        0,
+        env,
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -58,7 +68,14 @@ fn run_body(
         if delete && !in_foreach {
             return None;
         }
-        return Some(validate_patterns(rule, message, body.pattern, body.any_pattern, ctx, resource));
+        return Some(validate_patterns(
+            rule,
+            message,
+            body.pattern,
+            body.any_pattern,
+            ctx,
+            resource,
+        ));
     }
     if let Some(list) = body.foreach {
         return validate_foreach(rule, message, list, ctx, resource, nesting, env);
@@ -66,19 +83,35 @@ fn run_body(
     None
 }
 
-fn render_message(rule: &str, message: Option<&str>, ctx: &Context) -> Result<Option<String>, String> {
-    let Some(m) = message.filter(|m| !m.is_empty()) else { return Ok(None) };
+fn render_message(
+    rule: &str,
+    message: Option<&str>,
+    ctx: &Context,
+) -> Result<Option<String>, String> {
+    let Some(m) = message.filter(|m| !m.is_empty()) else {
+        return Ok(None);
+    };
     match substitute_str(m, ctx, Mode::Strict) {
         Ok(Value::String(s)) => Ok(Some(s)),
         Ok(other) => Ok(Some(other.to_string())),
-        Err(e) => Err(format!("validation error: variables substitution error in rule {rule} execution error: {e}")),
+        Err(e) => Err(format!(
+            "validation error: variables substitution error in rule {rule} execution error: {e}"
+        )),
     }
 }
 
-fn error_message(rule: &str, message: Option<&str>, ctx: &Context, err: &str, path: &str) -> String {
+fn error_message(
+    rule: &str,
+    message: Option<&str>,
+    ctx: &Context,
+    err: &str,
+    path: &str,
+) -> String {
     match render_message(rule, message, ctx) {
         Err(e) => e,
-        Ok(None) if !path.is_empty() => format!("validation error: rule {rule} failed at path {path}"),
+        Ok(None) if !path.is_empty() => {
+            format!("validation error: rule {rule} failed at path {path}")
+        }
         Ok(None) => format!("validation error: rule {rule} execution error: {err}"),
         Ok(Some(mut m)) => {
             if !m.ends_with('.') {
@@ -96,7 +129,11 @@ fn error_message(rule: &str, message: Option<&str>, ctx: &Context, err: &str, pa
 fn validate_deny(rule: &str, message: Option<&str>, deny: &Deny, ctx: &Context) -> RuleResponse {
     let conditions = deny.conditions.clone().unwrap_or(Value::Null);
     match check_conditions(&conditions, ctx, Mode::Lenient) {
-        Err(e) => response(rule, RuleStatus::Error, format!("failed to check deny conditions: {e}")),
+        Err(e) => response(
+            rule,
+            RuleStatus::Error,
+            format!("failed to check deny conditions: {e}"),
+        ),
         Ok(outcome) if outcome.holds => {
             let text = match render_message(rule, message, ctx) {
                 Ok(Some(m)) if outcome.messages.is_empty() => m,
@@ -107,7 +144,11 @@ fn validate_deny(rule: &str, message: Option<&str>, deny: &Deny, ctx: &Context) 
             };
             response(rule, RuleStatus::Fail, text)
         }
-        Ok(_) => response(rule, RuleStatus::Pass, format!("validation rule '{rule}' passed.")),
+        Ok(_) => response(
+            rule,
+            RuleStatus::Pass,
+            format!("validation rule '{rule}' passed."),
+        ),
     }
 }
 
@@ -122,37 +163,67 @@ fn validate_patterns(
     if let Some(pattern) = pattern {
         let pattern = match substitute(pattern, ctx, Mode::Strict) {
             Ok(p) => p,
-            Err(e) => return response(rule, RuleStatus::Error, format!("variable substitution failed: {e}")),
+            Err(e) => {
+                return response(
+                    rule,
+                    RuleStatus::Error,
+                    format!("variable substitution failed: {e}"),
+                )
+            }
         };
         return match match_pattern(resource, &pattern) {
-            Ok(()) => response(rule, RuleStatus::Pass, format!("validation rule '{rule}' passed.")),
+            Ok(()) => response(
+                rule,
+                RuleStatus::Pass,
+                format!("validation rule '{rule}' passed."),
+            ),
             Err(PatternError::Skip(m)) => response(rule, RuleStatus::Skip, m),
-            Err(PatternError::Error(m)) => {
-                response(rule, RuleStatus::Error, error_message(rule, message, ctx, &m, ""))
-            }
-            Err(PatternError::Fail { path, message: m }) => {
-                response(rule, RuleStatus::Fail, error_message(rule, message, ctx, &m, &path))
-            }
+            Err(PatternError::Error(m)) => response(
+                rule,
+                RuleStatus::Error,
+                error_message(rule, message, ctx, &m, ""),
+            ),
+            Err(PatternError::Fail { path, message: m }) => response(
+                rule,
+                RuleStatus::Fail,
+                error_message(rule, message, ctx, &m, &path),
+            ),
         };
     }
     let Some(any) = any_pattern else {
-        return response(rule, RuleStatus::Pass, message.unwrap_or_default().to_string());
+        return response(
+            rule,
+            RuleStatus::Pass,
+            message.unwrap_or_default().to_string(),
+        );
     };
     let patterns = match substitute(any, ctx, Mode::Strict) {
         Ok(Value::Array(list)) => list,
         Ok(_) => return response(rule, RuleStatus::Error, "anyPattern must be a list"),
-        Err(e) => return response(rule, RuleStatus::Error, format!("variable substitution failed: {e}")),
+        Err(e) => {
+            return response(
+                rule,
+                RuleStatus::Error,
+                format!("variable substitution failed: {e}"),
+            )
+        }
     };
     let mut failed = Vec::new();
     let mut skipped = Vec::new();
     for (i, p) in patterns.iter().enumerate() {
         match match_pattern(resource, p) {
             Ok(()) => {
-                return response(rule, RuleStatus::Pass, format!("validation rule '{rule}' anyPattern[{i}] passed."))
+                return response(
+                    rule,
+                    RuleStatus::Pass,
+                    format!("validation rule '{rule}' anyPattern[{i}] passed."),
+                )
             }
             Err(PatternError::Skip(m)) => skipped.push(format!("rule {rule}[{i}] skipped: {m}")),
             Err(PatternError::Error(m)) => failed.push(format!("rule {rule}[{i}] failed: {m}")),
-            Err(PatternError::Fail { path, .. }) => failed.push(format!("rule {rule}[{i}] failed at path {path}")),
+            Err(PatternError::Fail { path, .. }) => {
+                failed.push(format!("rule {rule}[{i}] failed at path {path}"))
+            }
         }
     }
     if !failed.is_empty() {
@@ -171,7 +242,11 @@ fn validate_patterns(
     if !skipped.is_empty() {
         return response(rule, RuleStatus::Skip, skipped.join(" "));
     }
-    response(rule, RuleStatus::Pass, message.unwrap_or_default().to_string())
+    response(
+        rule,
+        RuleStatus::Pass,
+        message.unwrap_or_default().to_string(),
+    )
 }
 
 /// The elements of a foreach `list` expression: a list, or a single value wrapped in one.
@@ -208,8 +283,11 @@ fn validate_foreach(
 ) -> Option<RuleResponse> {
     let mut applied = 0;
     for fe in list {
-        let Ok(items) = elements(ctx, &fe.list) else { continue };
-        let (resp, count) = validate_elements(rule, message, fe, &items, ctx, resource, nesting, env);
+        let Ok(items) = elements(ctx, &fe.list) else {
+            continue;
+        };
+        let (resp, count) =
+            validate_elements(rule, message, fe, &items, ctx, resource, nesting, env);
         if resp.status != RuleStatus::Pass {
             return Some(resp);
         }
@@ -241,13 +319,30 @@ fn validate_elements(
         let mut ectx = ctx.clone();
         set_element(&mut ectx, element, index, nesting);
         if let Err(e) = load_context(&fe.context, &mut ectx, env, rule) {
-            return (response(rule, RuleStatus::Error, format!("failed to process foreach: {e}")), applied);
+            return (
+                response(
+                    rule,
+                    RuleStatus::Error,
+                    format!("failed to process foreach: {e}"),
+                ),
+                applied,
+            );
         }
         let scoped = element.is_object() && fe.element_scope != Some(false);
         let target = if scoped { element } else { resource };
-        let result = match fe.preconditions.as_ref().map(|p| check_conditions(p, &ectx, Mode::Lenient)) {
-            Some(Err(e)) => Some(response(rule, RuleStatus::Error, format!("failed to evaluate preconditions: {e}"))),
-            Some(Ok(o)) if !o.holds => Some(response(rule, RuleStatus::Skip, "preconditions not met")),
+        let result = match fe
+            .preconditions
+            .as_ref()
+            .map(|p| check_conditions(p, &ectx, Mode::Lenient))
+        {
+            Some(Err(e)) => Some(response(
+                rule,
+                RuleStatus::Error,
+                format!("failed to evaluate preconditions: {e}"),
+            )),
+            Some(Ok(o)) if !o.holds => {
+                Some(response(rule, RuleStatus::Skip, "preconditions not met"))
+            }
             _ => {
                 let body = Body {
                     pattern: fe.pattern.as_ref(),
@@ -255,7 +350,17 @@ fn validate_elements(
                     deny: fe.deny.as_ref(),
                     foreach: fe.foreach.as_deref(),
                 };
-                run_body(rule, message, &body, &ectx, target, false, true, nesting + 1, env)
+                run_body(
+                    rule,
+                    message,
+                    &body,
+                    &ectx,
+                    target,
+                    false,
+                    true,
+                    nesting + 1,
+                    env,
+                )
             }
         };
         match result {
@@ -265,10 +370,24 @@ fn validate_elements(
                 if index < last {
                     continue;
                 }
-                return (response(rule, RuleStatus::Error, format!("validation failure: {}", r.message)), applied);
+                return (
+                    response(
+                        rule,
+                        RuleStatus::Error,
+                        format!("validation failure: {}", r.message),
+                    ),
+                    applied,
+                );
             }
             Some(r) if r.status != RuleStatus::Pass => {
-                return (response(rule, RuleStatus::Fail, format!("validation failure: {}", r.message)), applied);
+                return (
+                    response(
+                        rule,
+                        RuleStatus::Fail,
+                        format!("validation failure: {}", r.message),
+                    ),
+                    applied,
+                );
             }
             Some(_) => applied += 1,
         }

@@ -48,7 +48,12 @@ pub struct Context {
 impl Context {
     /// A context over a base document (an object with `request` etc.).
     pub fn new(base: Arc<Value>, delete: bool) -> Context {
-        Context { base, overlay: Map::new(), merged: RefCell::new(None), delete }
+        Context {
+            base,
+            overlay: Map::new(),
+            merged: RefCell::new(None),
+            delete,
+        }
     }
 
     /// The current document.
@@ -78,7 +83,9 @@ impl Context {
     /// exists.
     pub fn add_path(&mut self, path: &str, value: Value) {
         let mut parts: Vec<&str> = path.split('.').collect();
-        let Some(first) = parts.first().copied() else { return };
+        let Some(first) = parts.first().copied() else {
+            return;
+        };
         parts.remove(0);
         let mut nested = value;
         for part in parts.iter().rev() {
@@ -145,12 +152,15 @@ pub fn deep_merge(target: &mut Value, patch: Value) {
 
 fn variable_regex() -> Option<&'static Regex> {
     static RE: OnceLock<Option<Regex>> = OnceLock::new();
-    RE.get_or_init(|| Regex::new(r"(^|[^\\])(\{\{(?:\{[^{}]*\}|[^{}])*\}\})").ok()).as_ref()
+    RE.get_or_init(|| Regex::new(r"(^|[^\\])(\{\{(?:\{[^{}]*\}|[^{}])*\}\})").ok())
+        .as_ref()
 }
 
 /// The expressions of the `{{ }}` variables in a text (innermost ones only).
 pub fn expressions_in(text: &str) -> Vec<String> {
-    let Some(re) = variable_regex() else { return Vec::new() };
+    let Some(re) = variable_regex() else {
+        return Vec::new();
+    };
     re.captures_iter(text)
         .filter_map(|c| c.get(2))
         .map(|m| {
@@ -171,7 +181,9 @@ pub fn value_has_variables(value: &Value) -> bool {
     match value {
         Value::String(s) => has_variables(s),
         Value::Array(a) => a.iter().any(value_has_variables),
-        Value::Object(m) => m.iter().any(|(k, v)| has_variables(k) || value_has_variables(v)),
+        Value::Object(m) => m
+            .iter()
+            .any(|(k, v)| has_variables(k) || value_has_variables(v)),
         _ => false,
     }
 }
@@ -180,7 +192,11 @@ pub fn value_has_variables(value: &Value) -> bool {
 pub fn substitute(value: &Value, ctx: &Context, mode: Mode) -> Result<Value, VarError> {
     match value {
         Value::String(s) => substitute_str(s, ctx, mode),
-        Value::Array(items) => items.iter().map(|v| substitute(v, ctx, mode)).collect::<Result<Vec<_>, _>>().map(Value::Array),
+        Value::Array(items) => items
+            .iter()
+            .map(|v| substitute(v, ctx, mode))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Value::Array),
         Value::Object(map) => {
             let mut out = Map::with_capacity(map.len());
             for (k, v) in map {
@@ -205,11 +221,15 @@ pub fn substitute_str(text: &str, ctx: &Context, mode: Mode) -> Result<Value, Va
     if !has_variables(text) {
         return Ok(Value::String(text.to_string()));
     }
-    let Some(re) = variable_regex() else { return Ok(Value::String(text.to_string())) };
+    let Some(re) = variable_regex() else {
+        return Ok(Value::String(text.to_string()));
+    };
     let mut current = text.to_string();
     // Bounded re-scan: each pass resolves the innermost variables.
     for _ in 0..32 {
-        let Some(caps) = re.captures(&current) else { break };
+        let Some(caps) = re.captures(&current) else {
+            break;
+        };
         let Some(whole) = caps.get(2) else { break };
         let raw = whole.as_str();
         let inner = raw.get(2..raw.len().saturating_sub(2)).unwrap_or("");
@@ -248,7 +268,9 @@ pub fn substitute_str(text: &str, ctx: &Context, mode: Mode) -> Result<Value, Va
                 other => other.to_string(),
             };
             let head = &current[..whole.start()];
-            return Ok(Value::String(format!("{head}{insert}{tail}").replace("\\{{", "{{")));
+            return Ok(Value::String(
+                format!("{head}{insert}{tail}").replace("\\{{", "{{"),
+            ));
         }
         current = next;
     }
@@ -257,7 +279,10 @@ pub fn substitute_str(text: &str, ctx: &Context, mode: Mode) -> Result<Value, Va
 
 /// Parse a `system:serviceaccount:<ns>:<name>` username into (namespace, name).
 pub fn service_account(username: &str) -> (String, String) {
-    match username.strip_prefix("system:serviceaccount:").and_then(|rest| rest.split_once(':')) {
+    match username
+        .strip_prefix("system:serviceaccount:")
+        .and_then(|rest| rest.split_once(':'))
+    {
         Some((ns, name)) => (ns.to_string(), name.to_string()),
         None => (String::new(), String::new()),
     }
@@ -270,14 +295,20 @@ pub fn image_info(image: &str) -> Value {
         None => (image, String::new()),
     };
     let (registry, remainder) = match rest.split_once('/') {
-        Some((first, tail)) if first.contains(['.', ':']) || first == "localhost" => (first.to_string(), tail),
+        Some((first, tail)) if first.contains(['.', ':']) || first == "localhost" => {
+            (first.to_string(), tail)
+        }
         _ => ("docker.io".to_string(), rest),
     };
     let (path, tag) = match remainder.rsplit_once(':') {
         Some((p, t)) if !t.contains('/') => (p.to_string(), t.to_string()),
         _ => (remainder.to_string(), String::new()),
     };
-    let tag = if tag.is_empty() && digest.is_empty() { "latest".to_string() } else { tag };
+    let tag = if tag.is_empty() && digest.is_empty() {
+        "latest".to_string()
+    } else {
+        tag
+    };
     let name = path.rsplit('/').next().unwrap_or(&path).to_string();
     let mut reference = format!("{registry}/{path}");
     let reference_with_tag = format!("{reference}:{tag}");
@@ -312,12 +343,15 @@ pub fn images_of(object: &Value) -> Value {
     let mut out = Map::new();
     if let Some(spec) = spec {
         for field in ["containers", "initContainers", "ephemeralContainers"] {
-            let Some(items) = spec.get(field).and_then(Value::as_array) else { continue };
+            let Some(items) = spec.get(field).and_then(Value::as_array) else {
+                continue;
+            };
             let mut by_name = Map::new();
             for c in items {
-                if let (Some(name), Some(image)) =
-                    (c.get("name").and_then(Value::as_str), c.get("image").and_then(Value::as_str))
-                {
+                if let (Some(name), Some(image)) = (
+                    c.get("name").and_then(Value::as_str),
+                    c.get("image").and_then(Value::as_str),
+                ) {
                     by_name.insert(name.to_string(), image_info(image));
                 }
             }
@@ -336,7 +370,9 @@ mod tests {
 
     fn ctx() -> Context {
         Context::new(
-            Arc::new(json!({"request": {"object": {"metadata": {"name": "web", "labels": {"n": 3}}}, "operation": "CREATE"}})),
+            Arc::new(
+                json!({"request": {"object": {"metadata": {"name": "web", "labels": {"n": 3}}}, "operation": "CREATE"}}),
+            ),
             false,
         )
     }
@@ -344,10 +380,22 @@ mod tests {
     #[test]
     fn keeps_types_and_embeds() {
         let c = ctx();
-        assert_eq!(substitute_str("{{ request.object.metadata.labels.n }}", &c, Mode::Strict), Ok(json!(3)));
-        assert_eq!(substitute_str("name={{request.object.metadata.name}}!", &c, Mode::Strict), Ok(json!("name=web!")));
-        assert_eq!(substitute_str("{{ request.object.metadata.labels }}x", &c, Mode::Strict), Ok(json!("{\"n\":3}x")));
-        assert_eq!(substitute_str("\\{{ not }}", &c, Mode::Strict), Ok(json!("{{ not }}")));
+        assert_eq!(
+            substitute_str("{{ request.object.metadata.labels.n }}", &c, Mode::Strict),
+            Ok(json!(3))
+        );
+        assert_eq!(
+            substitute_str("name={{request.object.metadata.name}}!", &c, Mode::Strict),
+            Ok(json!("name=web!"))
+        );
+        assert_eq!(
+            substitute_str("{{ request.object.metadata.labels }}x", &c, Mode::Strict),
+            Ok(json!("{\"n\":3}x"))
+        );
+        assert_eq!(
+            substitute_str("\\{{ not }}", &c, Mode::Strict),
+            Ok(json!("{{ not }}"))
+        );
     }
 
     #[test]
@@ -355,7 +403,10 @@ mod tests {
         let c = ctx();
         let err = substitute_str("{{ request.object.spec }}", &c, Mode::Strict);
         assert!(err.is_err());
-        assert_eq!(substitute_str("{{ request.object.spec }}", &c, Mode::Lenient), Ok(json!("")));
+        assert_eq!(
+            substitute_str("{{ request.object.spec }}", &c, Mode::Lenient),
+            Ok(json!(""))
+        );
     }
 
     #[test]
@@ -364,8 +415,15 @@ mod tests {
         c.add_path("request.operation", json!("DELETE"));
         c.add_path("cm.data.x", json!("1"));
         let doc = json!({"{{ cm.data.x }}": "{{ request.operation }}"});
-        assert_eq!(substitute(&doc, &c, Mode::Strict), Ok(json!({"1": "DELETE"})));
-        assert_eq!(c.query("request.object.metadata.name"), Ok(json!("web")), "merge keeps siblings");
+        assert_eq!(
+            substitute(&doc, &c, Mode::Strict),
+            Ok(json!({"1": "DELETE"}))
+        );
+        assert_eq!(
+            c.query("request.object.metadata.name"),
+            Ok(json!("web")),
+            "merge keeps siblings"
+        );
     }
 
     #[test]
@@ -377,6 +435,9 @@ mod tests {
         let i = image_info("nginx");
         assert_eq!(i["registry"], "docker.io");
         assert_eq!(i["tag"], "latest");
-        assert_eq!(service_account("system:serviceaccount:ns:sa"), ("ns".into(), "sa".into()));
+        assert_eq!(
+            service_account("system:serviceaccount:ns:sa"),
+            ("ns".into(), "sa".into())
+        );
     }
 }
