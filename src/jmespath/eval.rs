@@ -243,7 +243,7 @@ impl Interp {
                 }
                 let mut out = Vec::with_capacity(elements.len());
                 for element in elements {
-                    let value = self.eval(element, data)?;
+                    let value = self.eval_or_null(element, data)?;
                     out.push(self.own(value)?);
                 }
                 Ok(Cow::Owned(Value::Array(out)))
@@ -254,7 +254,7 @@ impl Interp {
                 }
                 let mut out = Map::new();
                 for (key, element) in pairs {
-                    let value = self.eval(element, data)?;
+                    let value = self.eval_or_null(element, data)?;
                     out.insert(key.clone(), self.own(value)?);
                 }
                 Ok(Cow::Owned(Value::Object(out)))
@@ -274,6 +274,15 @@ impl Interp {
             Node::Expref(_) => Err(JmesError::Type {
                 message: "an expression reference (&expr) can only be a function argument".to_string(),
             }),
+        }
+    }
+
+    /// Evaluate a multi-select member: a missing key gives null, so that the common
+    /// `spec.[initContainers, containers][]` works on Pods without init containers (as it does in Kyverno).
+    fn eval_or_null<'a>(&mut self, node: &'a Node, data: &'a Value) -> Res<'a> {
+        match self.eval(node, data) {
+            Err(e) if e.is_not_found() => Ok(Cow::Owned(Value::Null)),
+            other => other,
         }
     }
 

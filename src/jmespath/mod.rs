@@ -9,6 +9,8 @@
 //!   is why policies write `request.object.metadata.labels.app || ''`;
 //! * inside projections (`[*]`, `[]`, `.*`, slices) and filters (`[?...]`), an element whose evaluation raises
 //!   `NotFound` is dropped instead of aborting the whole projection;
+//! * in a multi-select list or hash (`[a, b]`, `{x: a}`) a member raising `NotFound` is `null`, so the common
+//!   `request.object.spec.[initContainers, containers][]` works on Pods without init containers;
 //! * about fifty extra functions (strings, regular expressions, wildcards, quantity/duration arithmetic, time,
 //!   encoding, YAML/JSON parsing, ...) on top of the 26 standard ones. See [`function_names`].
 //!

@@ -190,9 +190,22 @@ fn apply(a: &Args<'_, '_>, op: Op, x: &Operand, y: &Operand) -> Result<Value, Jm
     }
 }
 
+/// Parse two operands. A string such as `"30m"` or `"0"` is both a quantity and a duration: next to a duration
+/// it is read as a duration (Kyverno would report a type mismatch for `add('1h', '30m')`).
+fn operands(a: &Args<'_, '_>, x: &Value, y: &Value) -> Result<(Operand, Operand), JmesError> {
+    let mut p = operand(a, x, 0)?;
+    let mut q = operand(a, y, 1)?;
+    let as_duration = |v: &Value| v.as_str().and_then(parse_duration).map(Operand::Duration);
+    match (&p, &q) {
+        (Operand::Duration(_), Operand::Quantity(_)) => q = as_duration(y).unwrap_or(q),
+        (Operand::Quantity(_), Operand::Duration(_)) => p = as_duration(x).unwrap_or(p),
+        _ => {}
+    }
+    Ok((p, q))
+}
+
 fn binary(a: &Args<'_, '_>, op: Op) -> Result<Value, JmesError> {
-    let x = operand(a, a.value(0)?, 0)?;
-    let y = operand(a, a.value(1)?, 1)?;
+    let (x, y) = operands(a, a.value(0)?, a.value(1)?)?;
     apply(a, op, &x, &y)
 }
 
@@ -226,8 +239,7 @@ fn sum(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     // Validate the first element even when it is the only one.
     operand(a, first, 0)?;
     for item in items.iter().skip(1) {
-        let x = operand(a, &total, 0)?;
-        let y = operand(a, item, 0)?;
+        let (x, y) = operands(a, &total, item)?;
         total = apply(a, Op::Add, &x, &y)?;
     }
     Ok(total)

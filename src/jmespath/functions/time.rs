@@ -310,12 +310,12 @@ pub(crate) fn parse_layout(layout: &str, text: &str) -> Result<Time, String> {
         }
         None
     }
-    for chunk in tokenize(layout) {
-        match chunk {
+    let chunks = tokenize(layout);
+    for (index, chunk) in chunks.iter().enumerate() {
+        let next_is_fraction = matches!(chunks.get(index + 1), Some(Ok(Chunk::Frac { .. })));
+        match chunk.clone() {
             Err(lit) => {
-                let lit = lit.as_str();
-                // Go skips leading spaces in the value where the layout has spaces.
-                rest = rest.strip_prefix(lit).ok_or_else(bad)?;
+                rest = skip_literal(rest, &lit).ok_or_else(bad)?;
             }
             Ok(c) => match c {
                 Chunk::LongMonth => month = name(&mut rest, &MONTHS, false).ok_or_else(bad)? + 1,
@@ -348,6 +348,9 @@ pub(crate) fn parse_layout(layout: &str, text: &str) -> Result<Time, String> {
                     let min = if c == Chunk::ZeroSecond { 2 } else { 1 };
                     second = digits(&mut rest, min, 2).ok_or_else(bad)?;
                     // Go accepts a fraction after seconds even when the layout has none.
+                    if next_is_fraction {
+                        continue;
+                    }
                     if let Some(after) = rest.strip_prefix(['.', ',']) {
                         if after.starts_with(|ch: char| ch.is_ascii_digit()) {
                             rest = after;
@@ -449,6 +452,23 @@ pub(crate) fn parse_layout(layout: &str, text: &str) -> Result<Time, String> {
     let naive = date.and_hms_nano_opt(hour, minute, second, nanos).ok_or_else(|| format!("time out of range in {text:?}"))?;
     let zone = FixedOffset::east_opt(offset).ok_or_else(|| format!("invalid zone offset in {text:?}"))?;
     zone.from_local_datetime(&naive).single().ok_or_else(|| format!("invalid time {text:?}"))
+}
+
+/// Match layout literal text: a run of spaces in the layout matches a run of spaces in the value (Go's `skip`).
+fn skip_literal<'t>(mut value: &'t str, mut prefix: &str) -> Option<&'t str> {
+    while let Some(c) = prefix.chars().next() {
+        if c == ' ' {
+            if !value.is_empty() && !value.starts_with(' ') {
+                return None;
+            }
+            prefix = prefix.trim_start_matches(' ');
+            value = value.trim_start_matches(' ');
+            continue;
+        }
+        value = value.strip_prefix(c)?;
+        prefix = prefix.get(c.len_utf8()..)?;
+    }
+    Some(value)
 }
 
 /// Consume up to nine significant fraction digits (more are read and ignored) as nanoseconds.
