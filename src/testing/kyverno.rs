@@ -187,7 +187,13 @@ impl Suite {
             let resource = self.resources.get(index)?;
             let mocks = self.mocks(policy_name, resource);
             let labels = self.namespace_labels(&resource.namespace);
-            let review = Review::for_object(resource.value.clone(), None, self.operation.clone());
+            let operation = mocks
+                .resource
+                .get("request.operation")
+                .and_then(Value::as_str)
+                .map(parse_operation)
+                .unwrap_or_else(|| self.operation.clone());
+            let review = Review::for_object(resource.value.clone(), None, operation);
             let options = ApplyOptions {
                 user: &self.user,
                 namespace_labels: labels.as_ref(),
@@ -201,14 +207,21 @@ impl Suite {
     }
 }
 
-fn operation_of(values: &Value) -> Operation {
-    let op = field(values, "globalValues").and_then(|g| field_str(g, "request.operation"));
-    match op.map(str::to_ascii_uppercase).as_deref() {
-        Some("UPDATE") => Operation::Update,
-        Some("DELETE") => Operation::Delete,
-        Some("CONNECT") => Operation::Connect,
+fn parse_operation(op: &str) -> Operation {
+    match op.to_ascii_uppercase().as_str() {
+        "UPDATE" => Operation::Update,
+        "DELETE" => Operation::Delete,
+        "CONNECT" => Operation::Connect,
         _ => Operation::Create,
     }
+}
+
+/// The operation of every review in a test: `globalValues["request.operation"]`, default CREATE.
+fn operation_of(values: &Value) -> Operation {
+    field(values, "globalValues")
+        .and_then(|g| field_str(g, "request.operation"))
+        .map(parse_operation)
+        .unwrap_or(Operation::Create)
 }
 
 fn load_suite(path: &Path, test: &Value) -> Result<Suite, String> {

@@ -601,8 +601,9 @@ impl KyvernoPolicy {
         }
         let v = rule.spec.validate.as_ref()?;
         let resp = validate::validate(name, v, ctx, subject, delete, env)?;
-        // Pre-existing violations are allowed on UPDATE for enforced rules.
+        // Pre-existing violations are allowed on UPDATE for enforced pattern rules.
         if resp.status == RuleStatus::Fail
+            && (v.pattern.is_some() || v.any_pattern.is_some())
             && matches!(review.operation, kube::core::admission::Operation::Update)
             && v.allow_existing_violations.unwrap_or(true)
             && self.enforced(&rule.spec, namespace, env.namespace_labels)
