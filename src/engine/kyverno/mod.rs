@@ -458,7 +458,19 @@ impl KyvernoPolicy {
         }
         let delete = matches!(review.operation, kube::core::admission::Operation::Delete);
         let mut object = review.object().cloned();
-        let base = Arc::new(base_document(review, options.user, mocks_base));
+        let base = match mocks_base {
+            Some(m) => Arc::new(base_document(review, options.user, Some(m))),
+            None if options.user.is_empty()
+                || (options.user.roles.is_empty() && options.user.cluster_roles.is_empty()) =>
+            {
+                // Serving: the document only depends on the review; built once per review for every policy.
+                review
+                    .cached(|r| ServingBase(Arc::new(base_document(r, &serving_user(r), None))))
+                    .0
+                    .clone()
+            }
+            None => Arc::new(base_document(review, options.user, None)),
+        };
         let env = Env {
             user: options.user,
             namespace_labels: options.namespace_labels,
@@ -630,12 +642,7 @@ impl KyvernoPolicy {
     }
 
     fn serving_apply(&self, review: &Review, ctx: &EvalContext, part: Part) -> PolicyResponse {
-        let user = UserContext {
-            username: review.user_info.username.clone(),
-            groups: review.user_info.groups.clone(),
-            roles: Vec::new(),
-            cluster_roles: Vec::new(),
-        };
+        let user = serving_user(review);
         let labels = review
             .namespace
             .as_deref()
@@ -653,6 +660,19 @@ impl KyvernoPolicy {
             part,
         };
         self.apply(review, &options, None)
+    }
+}
+
+/// The base context document of a served review, shared by every Kyverno policy through [`Review::cached`].
+struct ServingBase(Arc<Value>);
+
+/// The requester of a served review (roles are not resolved: the webhook has no RBAC data).
+fn serving_user(review: &Review) -> UserContext {
+    UserContext {
+        username: review.user_info.username.clone(),
+        groups: review.user_info.groups.clone(),
+        roles: Vec::new(),
+        cluster_roles: Vec::new(),
     }
 }
 

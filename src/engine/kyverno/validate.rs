@@ -6,7 +6,7 @@ use super::eval::{check_conditions, load_context, Env};
 use super::pattern::{match_pattern, PatternError};
 use super::result::{RuleResponse, RuleStatus, RuleType};
 use super::spec::{Deny, ForEachValidation, Validation};
-use super::variables::{substitute, substitute_str, Context, Mode};
+use super::variables::{substitute, substitute_str, value_has_variables, Context, Mode};
 
 fn response(rule: &str, status: RuleStatus, message: impl Into<String>) -> RuleResponse {
     RuleResponse::new(rule, RuleType::Validation, status, message)
@@ -161,17 +161,23 @@ fn validate_patterns(
     resource: &Value,
 ) -> RuleResponse {
     if let Some(pattern) = pattern {
-        let pattern = match substitute(pattern, ctx, Mode::Strict) {
-            Ok(p) => p,
-            Err(e) => {
-                return response(
-                    rule,
-                    RuleStatus::Error,
-                    format!("variable substitution failed: {e}"),
-                )
+        let substituted;
+        let pattern = if value_has_variables(pattern) {
+            substituted = substitute(pattern, ctx, Mode::Strict);
+            match &substituted {
+                Ok(p) => p,
+                Err(e) => {
+                    return response(
+                        rule,
+                        RuleStatus::Error,
+                        format!("variable substitution failed: {e}"),
+                    )
+                }
             }
+        } else {
+            pattern
         };
-        return match match_pattern(resource, &pattern) {
+        return match match_pattern(resource, pattern) {
             Ok(()) => response(
                 rule,
                 RuleStatus::Pass,
