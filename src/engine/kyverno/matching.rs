@@ -227,12 +227,16 @@ pub fn selector_matches(selector: &LabelSelector, labels: Option<&Map<String, Va
 }
 
 fn description_matches(desc: &ResourceDescription, input: &MatchInput<'_>) -> bool {
-    if !desc.kinds.is_empty()
-        && !desc.kinds.iter().any(|k| {
-            parse_kind(k).matches(input.group, input.version, input.kind, input.subresource)
-        })
-    {
-        return false;
+    if !desc.kinds.is_empty() {
+        let matches = |k: &KindSelector| k.matches(input.group, input.version, input.kind, input.subresource);
+        let found = if desc.parsed_kinds.len() == desc.kinds.len() {
+            desc.parsed_kinds.iter().any(matches)
+        } else {
+            desc.kinds.iter().any(|k| matches(&parse_kind(k)))
+        };
+        if !found {
+            return false;
+        }
     }
     let name = match object_str(input.object, "/metadata/name") {
         "" => object_str(input.object, "/metadata/generateName"),

@@ -291,7 +291,7 @@ impl KyvernoPolicy {
                 Some(n) => format!("spec.rules[{n}]"),
                 None => format!("spec.rules[{i}]"),
             };
-            let rule: Rule = parse_value(raw).map_err(|(path, message)| {
+            let mut rule: Rule = parse_value(raw).map_err(|(path, message)| {
                 doc.error_at(
                     if path.is_empty() || path == "." {
                         field.clone()
@@ -315,6 +315,10 @@ impl KyvernoPolicy {
                     field,
                     "a rule needs exactly one of validate, mutate, generate, verifyImages",
                 ));
+            }
+            rule.matches.prepare();
+            if let Some(e) = &mut rule.exclude {
+                e.prepare();
             }
             let unsupported = unsupported_reason(&rule, raw);
             if let Some(reason) = &unsupported {
@@ -457,7 +461,8 @@ impl KyvernoPolicy {
             }
         }
         let delete = matches!(review.operation, kube::core::admission::Operation::Delete);
-        let mut object = review.object().cloned();
+        // The object as changed by this policy's mutate rules so far (`None`: unchanged).
+        let mut patched: Option<Value> = None;
         let base = match mocks_base {
             Some(m) => Arc::new(base_document(review, options.user, Some(m))),
             None if options.user.is_empty()
@@ -494,7 +499,7 @@ impl KyvernoPolicy {
                 let subject = if delete {
                     review.old_object().unwrap_or(&empty)
                 } else {
-                    object.as_ref().unwrap_or(&empty)
+                    patched.as_ref().or(review.object()).unwrap_or(&empty)
                 };
                 let input = MatchInput {
                     group: &review.kind.group,
@@ -535,18 +540,16 @@ impl KyvernoPolicy {
                     continue;
                 }
                 let mut ctx = Context::new(base.clone(), delete);
-                if let Some(o) = &object {
-                    if review.object() != Some(o) {
-                        mutate::set_object(&mut ctx, o);
-                    }
+                if let Some(o) = &patched {
+                    mutate::set_object(&mut ctx, o);
                 }
                 let resp =
                     self.run_rule(rule, rule_type, &mut ctx, subject, review, &review_ns, &env);
-                let Some((resp, patched)) = resp else {
+                let Some((resp, changed)) = resp else {
                     continue;
                 };
-                if let Some(p) = patched {
-                    object = Some(p);
+                if let Some(p) = changed {
+                    patched = Some(p);
                 }
                 if self.apply_one
                     && matches!(
@@ -559,9 +562,7 @@ impl KyvernoPolicy {
                 response.rules.push(resp);
             }
         }
-        if object.as_ref() != review.object() {
-            response.patched = object;
-        }
+        response.patched = patched;
         response
     }
 

@@ -67,6 +67,30 @@ impl std::fmt::Display for PatternError {
     }
 }
 
+/// A position in the resource, rendered (`/spec/containers/0/`) only when an error needs it.
+#[derive(Clone, Copy)]
+enum Path<'a> {
+    Root,
+    Key(&'a Path<'a>, &'a str),
+    Index(&'a Path<'a>, usize),
+}
+
+impl Path<'_> {
+    fn render(&self) -> String {
+        match self {
+            Path::Root => "/".to_string(),
+            Path::Key(parent, key) => format!("{}{key}/", parent.render()),
+            Path::Index(parent, i) => format!("{}{i}/", parent.render()),
+        }
+    }
+}
+
+impl std::fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.render())
+    }
+}
+
 #[derive(Debug, Clone)]
 enum ErrKind {
     Conditional,
@@ -82,10 +106,17 @@ struct Err {
 }
 
 impl Err {
-    fn plain(path: &str, message: String) -> Err {
+    fn plain(path: &Path<'_>, message: String) -> Err {
         Err {
             kind: ErrKind::Plain,
-            path: path.to_string(),
+            path: path.render(),
+            message,
+        }
+    }
+    fn at_unknown(message: String) -> Err {
+        Err {
+            kind: ErrKind::Plain,
+            path: String::new(),
             message,
         }
     }
@@ -117,7 +148,7 @@ impl AnchorMap {
 /// Match `resource` against `pattern`.
 pub fn match_pattern(resource: &Value, pattern: &Value) -> Result<(), PatternError> {
     let mut anchors = AnchorMap::default();
-    match element(resource, pattern, "/", &mut anchors) {
+    match element(resource, pattern, &Path::Root, &mut anchors) {
         Ok(()) => Ok(()),
         Err(err) if err.skippable() => Err(PatternError::Skip(err.message)),
         Err(err) if anchors.keys_missing() || err.path.is_empty() => {
@@ -144,7 +175,7 @@ fn type_name(v: &Value) -> &'static str {
 fn element(
     resource: &Value,
     pattern: &Value,
-    path: &str,
+    path: &Path<'_>,
     anchors: &mut AnchorMap,
 ) -> Result<(), Err> {
     match pattern {
@@ -259,7 +290,7 @@ fn has_anchor_inside(v: &Value) -> bool {
 fn validate_map(
     resource: &Map<String, Value>,
     pattern: &Map<String, Value>,
-    path: &str,
+    path: &Path<'_>,
     anchors: &mut AnchorMap,
 ) -> Result<(), Err> {
     let expanded = expand_wildcard_keys(pattern, resource);
@@ -274,7 +305,7 @@ fn validate_map(
     }
     anchored.sort_by(|a, b| a.0.cmp(b.0));
     for (_, anchor, bare, value) in anchored {
-        let current = format!("{path}{bare}/");
+        let current = Path::Key(path, bare);
         let found = resource.get(bare);
         match anchor {
             Anchor::Condition => match found {
@@ -290,7 +321,7 @@ fn validate_map(
                 None => {
                     return Err(Err {
                         kind: ErrKind::Conditional,
-                        path: current,
+                        path: current.render(),
                         message: "conditional anchor key doesn't exist in the resource".into(),
                     })
                 }
@@ -327,7 +358,7 @@ fn validate_map(
     // Plain keys whose subtree has anchors first (stable otherwise).
     plain.sort_by_key(|(_, v)| !has_anchor_inside(v));
     for (key, value) in plain {
-        let current = format!("{path}{key}/");
+        let current = Path::Key(path, key);
         let found = resource.get(key.as_str()).unwrap_or(&Value::Null);
         if value.as_str() == Some("*") {
             if found.is_null() {
@@ -343,7 +374,7 @@ fn validate_map(
 fn existence(
     resource: &Value,
     pattern: &Value,
-    path: &str,
+    path: &Path<'_>,
     anchors: &mut AnchorMap,
 ) -> Result<(), Err> {
     let (Value::Array(items), Value::Array(patterns)) = (resource, pattern) else {
@@ -361,7 +392,7 @@ fn existence(
         }
         let mut found = false;
         for (i, item) in items.iter().enumerate() {
-            if element(item, p, &format!("{path}{i}/"), anchors).is_ok() {
+            if element(item, p, &Path::Index(path, i), anchors).is_ok() {
                 found = true;
                 break;
             }
@@ -379,7 +410,7 @@ fn existence(
 fn validate_array(
     resource: &[Value],
     pattern: &[Value],
-    path: &str,
+    path: &Path<'_>,
     anchors: &mut AnchorMap,
 ) -> Result<(), Err> {
     let Some(first) = pattern.first() else {
@@ -390,7 +421,7 @@ fn validate_array(
             let mut applied = 0;
             let mut skipped: Vec<String> = Vec::new();
             for (i, item) in resource.iter().enumerate() {
-                match element(item, first, &format!("{path}{i}/"), anchors) {
+                match element(item, first, &Path::Index(path, i), anchors) {
                     Ok(()) => applied += 1,
                     Err(e) if e.skippable() => skipped.push(e.message),
                     Err(e) => return Err(e),
@@ -399,7 +430,7 @@ fn validate_array(
             if applied == 0 && !skipped.is_empty() {
                 return Err(Err {
                     kind: ErrKind::Conditional,
-                    path: path.to_string(),
+                    path: path.render(),
                     message: skipped.join("; "),
                 });
             }
@@ -407,8 +438,7 @@ fn validate_array(
         }
         Value::Array(_) => {
             if resource.len() < pattern.len() {
-                return Err(Err::plain(
-                    "",
+                return Err(Err::at_unknown(
                     format!(
                         "validate Array failed, array length mismatch, resource Array len is {} and pattern Array len is {}",
                         resource.len(),
@@ -417,7 +447,7 @@ fn validate_array(
                 ));
             }
             for (i, (r, p)) in resource.iter().zip(pattern).enumerate() {
-                element(r, p, &format!("{path}{i}/"), anchors)?;
+                element(r, p, &Path::Index(path, i), anchors)?;
             }
             Ok(())
         }

@@ -145,6 +145,18 @@ pub struct MatchResources {
     pub cluster_roles: Vec<String>,
 }
 
+impl MatchResources {
+    /// Parse every kind selector once.
+    pub fn prepare(&mut self) {
+        for f in self.any.iter_mut().chain(self.all.iter_mut()) {
+            f.resources.prepare();
+        }
+        if let Some(r) = &mut self.resources {
+            r.prepare();
+        }
+    }
+}
+
 /// One filter of `any` / `all`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -191,12 +203,27 @@ pub struct ResourceDescription {
     /// Operations.
     #[serde(default)]
     pub operations: Vec<String>,
+    /// `kinds`, parsed once ([`ResourceDescription::prepare`]).
+    #[serde(skip)]
+    pub parsed_kinds: Vec<super::matching::KindSelector>,
 }
 
 impl ResourceDescription {
     /// Whether no field is set.
     pub fn is_empty(&self) -> bool {
-        *self == ResourceDescription::default()
+        self.kinds.is_empty()
+            && self.name.is_none()
+            && self.names.is_empty()
+            && self.namespaces.is_empty()
+            && self.annotations.is_empty()
+            && self.selector.is_none()
+            && self.namespace_selector.is_none()
+            && self.operations.is_empty()
+    }
+
+    /// Parse the kind selectors once.
+    pub fn prepare(&mut self) {
+        self.parsed_kinds = self.kinds.iter().map(|k| super::matching::parse_kind(k)).collect();
     }
 }
 
