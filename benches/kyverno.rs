@@ -59,10 +59,21 @@ fn review_bytes() -> Vec<u8> {
 }
 
 fn bench(c: &mut Criterion) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/fixtures/kyverno/pod-policies.yaml");
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/fixtures/kyverno/pod-policies.yaml");
     let content = std::fs::read_to_string(&path).expect("fixture");
-    let compiled = compile(&[SourceFile { origin: path.display().to_string(), content }], &LoadOptions::default());
-    assert!(compiled.built.errors.is_empty(), "{:?}", compiled.built.errors);
+    let compiled = compile(
+        &[SourceFile {
+            origin: path.display().to_string(),
+            content,
+        }],
+        &LoadOptions::default(),
+    );
+    assert!(
+        compiled.built.errors.is_empty(),
+        "{:?}",
+        compiled.built.errors
+    );
     let set = compiled.into_set(1).expect("set");
     let bytes = review_bytes();
     let settings = Settings::default();
@@ -70,14 +81,21 @@ fn bench(c: &mut Criterion) {
     let review = admission::decode(&bytes).expect("decode");
     let decision = pipeline::run(&set, &review, Webhook::Validate, &settings);
     assert!(decision.allowed, "{:?}", decision.denials);
-    assert!(decision.runs.len() >= 15, "{} policies ran", decision.runs.len());
-    c.bench_function("kyverno: Pod CREATE vs 16 pattern policies (decode + validate)", |b| {
-        b.iter(|| {
-            let review = admission::decode(std::hint::black_box(&bytes)).expect("decode");
-            let decision = pipeline::run(&set, &review, Webhook::Validate, &settings);
-            std::hint::black_box(decision.allowed)
-        })
-    });
+    assert!(
+        decision.runs.len() >= 15,
+        "{} policies ran",
+        decision.runs.len()
+    );
+    c.bench_function(
+        "kyverno: Pod CREATE vs 16 pattern policies (decode + validate)",
+        |b| {
+            b.iter(|| {
+                let review = admission::decode(std::hint::black_box(&bytes)).expect("decode");
+                let decision = pipeline::run(&set, &review, Webhook::Validate, &settings);
+                std::hint::black_box(decision.allowed)
+            })
+        },
+    );
 }
 
 criterion_group!(benches, bench);

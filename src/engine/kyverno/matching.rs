@@ -228,7 +228,8 @@ pub fn selector_matches(selector: &LabelSelector, labels: Option<&Map<String, Va
 
 fn description_matches(desc: &ResourceDescription, input: &MatchInput<'_>) -> bool {
     if !desc.kinds.is_empty() {
-        let matches = |k: &KindSelector| k.matches(input.group, input.version, input.kind, input.subresource);
+        let matches =
+            |k: &KindSelector| k.matches(input.group, input.version, input.kind, input.subresource);
         let found = if desc.parsed_kinds.len() == desc.kinds.len() {
             desc.parsed_kinds.iter().any(matches)
         } else {

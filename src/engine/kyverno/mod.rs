@@ -316,6 +316,16 @@ impl KyvernoPolicy {
                     "a rule needs exactly one of validate, mutate, generate, verifyImages",
                 ));
             }
+            if let Some(v) = &mut rule.validate {
+                v.static_patterns = !v
+                    .pattern
+                    .as_ref()
+                    .is_some_and(variables::value_has_variables)
+                    && !v
+                        .any_pattern
+                        .as_ref()
+                        .is_some_and(variables::value_has_variables);
+            }
             rule.matches.prepare();
             if let Some(e) = &mut rule.exclude {
                 e.prepare();

@@ -133,9 +133,12 @@ impl AnchorMap {
     fn check(&mut self, pattern: &Map<String, Value>, resource: &Map<String, Value>) {
         for key in pattern.keys() {
             if let Some((Anchor::Condition | Anchor::Existence, bare)) = parse_anchor(key) {
-                let entry = self.0.entry(key.clone()).or_insert(false);
-                if !*entry && resource.get(bare).is_some() {
-                    *entry = true;
+                let present = resource.get(bare).is_some();
+                match self.0.get_mut(key) {
+                    Some(found) => *found |= present,
+                    None => {
+                        self.0.insert(key.clone(), present);
+                    }
                 }
             }
         }
@@ -295,15 +298,10 @@ fn validate_map(
 ) -> Result<(), Err> {
     let expanded = expand_wildcard_keys(pattern, resource);
     let pattern = expanded.as_ref().unwrap_or(pattern);
-    let mut anchored: Vec<(&String, Anchor, &str, &Value)> = Vec::new();
-    let mut plain: Vec<(&String, &Value)> = Vec::new();
-    for (key, value) in pattern {
-        match parse_anchor(key) {
-            Some((a, bare)) => anchored.push((key, a, bare, value)),
-            None => plain.push((key, value)),
-        }
-    }
-    anchored.sort_by(|a, b| a.0.cmp(b.0));
+    // serde_json maps iterate in key order, which is the order Kyverno evaluates anchors in.
+    let anchored = pattern
+        .iter()
+        .filter_map(|(key, value)| parse_anchor(key).map(|(a, bare)| (key, a, bare, value)));
     for (_, anchor, bare, value) in anchored {
         let current = Path::Key(path, bare);
         let found = resource.get(bare);
@@ -356,17 +354,21 @@ fn validate_map(
         }
     }
     // Plain keys whose subtree has anchors first (stable otherwise).
-    plain.sort_by_key(|(_, v)| !has_anchor_inside(v));
-    for (key, value) in plain {
-        let current = Path::Key(path, key);
-        let found = resource.get(key.as_str()).unwrap_or(&Value::Null);
-        if value.as_str() == Some("*") {
-            if found.is_null() {
-                return Err(Err::plain(path, format!("{path}/{key} not found")));
+    for anchors_first in [true, false] {
+        for (key, value) in pattern {
+            if parse_anchor(key).is_some() || has_anchor_inside(value) != anchors_first {
+                continue;
             }
-            continue;
+            let current = Path::Key(path, key);
+            let found = resource.get(key.as_str()).unwrap_or(&Value::Null);
+            if value.as_str() == Some("*") {
+                if found.is_null() {
+                    return Err(Err::plain(path, format!("{path}/{key} not found")));
+                }
+                continue;
+            }
+            element(found, value, &current, anchors)?;
         }
-        element(found, value, &current, anchors)?;
     }
     Ok(())
 }

@@ -223,7 +223,11 @@ impl ResourceDescription {
 
     /// Parse the kind selectors once.
     pub fn prepare(&mut self) {
-        self.parsed_kinds = self.kinds.iter().map(|k| super::matching::parse_kind(k)).collect();
+        self.parsed_kinds = self
+            .kinds
+            .iter()
+            .map(|k| super::matching::parse_kind(k))
+            .collect();
     }
 }
 
@@ -372,6 +376,9 @@ pub struct Validation {
     /// `manifests` (unsupported).
     #[serde(default)]
     pub manifests: Option<Value>,
+    /// Set when the rule is compiled and `pattern` / `anyPattern` contain no variable: substitution is skipped.
+    #[serde(skip)]
+    pub static_patterns: bool,
 }
 
 /// `deny`.

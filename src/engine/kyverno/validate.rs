@@ -18,6 +18,8 @@ struct Body<'a> {
     any_pattern: Option<&'a Value>,
     deny: Option<&'a Deny>,
     foreach: Option<&'a [ForEachValidation]>,
+    /// The patterns are known to contain no variable.
+    static_patterns: bool,
 }
 
 /// Evaluate the `validate` part of a rule (context and preconditions already done). `None`: no response (DELETE
@@ -35,6 +37,7 @@ pub fn validate(
         any_pattern: v.any_pattern.as_ref(),
         deny: v.deny.as_ref(),
         foreach: v.foreach.as_deref(),
+        static_patterns: v.static_patterns,
     };
     run_body(
         rule,
@@ -73,6 +76,7 @@ fn run_body(
             message,
             body.pattern,
             body.any_pattern,
+            body.static_patterns,
             ctx,
             resource,
         ));
@@ -157,12 +161,13 @@ fn validate_patterns(
     message: Option<&str>,
     pattern: Option<&Value>,
     any_pattern: Option<&Value>,
+    static_patterns: bool,
     ctx: &Context,
     resource: &Value,
 ) -> RuleResponse {
     if let Some(pattern) = pattern {
         let substituted;
-        let pattern = if value_has_variables(pattern) {
+        let pattern = if !static_patterns && value_has_variables(pattern) {
             substituted = substitute(pattern, ctx, Mode::Strict);
             match &substituted {
                 Ok(p) => p,
@@ -355,6 +360,7 @@ fn validate_elements(
                     any_pattern: fe.any_pattern.as_ref(),
                     deny: fe.deny.as_ref(),
                     foreach: fe.foreach.as_deref(),
+                    static_patterns: false,
                 };
                 run_body(
                     rule,
