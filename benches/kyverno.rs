@@ -98,5 +98,13 @@ fn bench(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, bench);
+/// The decode part alone, to tell the policies' share from the AdmissionReview parsing.
+fn decode_only(c: &mut Criterion) {
+    let bytes = review_bytes();
+    c.bench_function("kyverno: decode only (baseline)", |b| {
+        b.iter(|| admission::decode(std::hint::black_box(&bytes)).expect("decode"))
+    });
+}
+
+criterion_group!(benches, bench, decode_only);
 criterion_main!(benches);

@@ -35,7 +35,7 @@ pub mod variables;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use super::{Built, Engine, EngineInput, LoadOptions};
 use crate::admission::Review;
@@ -690,28 +690,34 @@ fn serving_user(review: &Review) -> UserContext {
 /// The base context document of a review: `request` (with `roles` / `clusterRoles`), service account and images,
 /// plus the mocks' global and resource values.
 pub fn base_document(review: &Review, user: &UserContext, mocks: Option<&Mocks>) -> Value {
+    let strings = |list: &[String]| Value::Array(list.iter().cloned().map(Value::String).collect());
     let mut request = review.request().clone();
     if let Some(map) = request.as_object_mut() {
-        map.insert("roles".into(), json!(user.roles));
-        map.insert("clusterRoles".into(), json!(user.cluster_roles));
-        if !user.username.is_empty() || !user.groups.is_empty() {
-            map.insert(
-                "userInfo".into(),
-                json!({"username": user.username, "groups": user.groups}),
-            );
+        map.insert("roles".into(), strings(&user.roles));
+        map.insert("clusterRoles".into(), strings(&user.cluster_roles));
+        let has_user = map
+            .get("userInfo")
+            .and_then(|u| u.get("username"))
+            .and_then(Value::as_str)
+            .is_some_and(|u| !u.is_empty());
+        if !has_user && (!user.username.is_empty() || !user.groups.is_empty()) {
+            let mut info = Map::new();
+            info.insert("username".into(), Value::String(user.username.clone()));
+            info.insert("groups".into(), strings(&user.groups));
+            map.insert("userInfo".into(), Value::Object(info));
         }
     }
     let (sa_ns, sa_name) = variables::service_account(&user.username);
     let images = review
         .subject()
         .map(variables::images_of)
-        .unwrap_or_else(|| json!({}));
-    let mut doc = json!({
-        "request": request,
-        "serviceAccountName": sa_name,
-        "serviceAccountNamespace": sa_ns,
-        "images": images,
-    });
+        .unwrap_or_else(|| Value::Object(Map::new()));
+    let mut doc = Map::new();
+    doc.insert("request".into(), request);
+    doc.insert("serviceAccountName".into(), Value::String(sa_name));
+    doc.insert("serviceAccountNamespace".into(), Value::String(sa_ns));
+    doc.insert("images".into(), images);
+    let mut doc = Value::Object(doc);
     if let Some(m) = mocks {
         let mut ctx = Context::new(Arc::new(doc), false);
         for (k, v) in m.global.iter().chain(m.resource.iter()) {

@@ -513,6 +513,9 @@ fn string_patterns(value: &Value, pattern: &str) -> bool {
     if value.as_str() == Some(pattern) {
         return true;
     }
+    if !pattern.contains(['|', '&', ' ']) {
+        return string_pattern(value, pattern);
+    }
     pattern.split('|').any(|alt| {
         alt.trim_matches(' ')
             .split('&')
@@ -637,6 +640,13 @@ fn compare_quantity(value: &Value, pattern: &str, op: Op) -> bool {
 }
 
 fn compare_string(value: &Value, pattern: &str, op: Op) -> bool {
+    if let Value::String(s) = value {
+        return match op {
+            Op::Equal => wildcard(pattern, s),
+            Op::NotEqual => !wildcard(pattern, s),
+            _ => false,
+        };
+    }
     let text = match value {
         Value::String(s) => s.clone(),
         Value::Number(n) => match n.as_i64() {

@@ -2,6 +2,7 @@ use super::*;
 use crate::policy::source::documents;
 use crate::policy::SourceFile;
 use kube::core::admission::Operation;
+use serde_json::json;
 
 fn load(yaml: &str) -> KyvernoPolicy {
     let (docs, errors) = documents(&SourceFile {
