@@ -5,6 +5,7 @@
 
 pub mod gator;
 pub mod known;
+pub mod kyverno;
 pub mod rego;
 pub mod report;
 
@@ -53,7 +54,7 @@ pub trait SuiteRunner: Send + Sync {
 
 /// Every YAML suite runner.
 pub fn runners() -> Vec<Box<dyn SuiteRunner>> {
-    vec![Box::new(gator::GatorRunner)]
+    vec![Box::new(gator::GatorRunner), Box::new(kyverno::KyvernoRunner)]
 }
 
 /// Find and run every test under `paths`.
