@@ -11,7 +11,9 @@ use serde_json::Value;
 
 use crate::admission::Review;
 use crate::decide::{decide, Decision};
-use crate::policy::{EvalContext, EvalError, FailurePolicy, Mutation, Policy, PolicySet, Violation};
+use crate::policy::{
+    EvalContext, EvalError, FailurePolicy, Mutation, Policy, PolicySet, Violation,
+};
 
 /// Which webhook a review came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -95,24 +97,38 @@ pub fn validate(set: &PolicySet, review: &Review, ctx: &EvalContext) -> Vec<Poli
                 Ok(v) => Outcome::Violations(v),
                 Err(e) => Outcome::Error(e),
             };
-            PolicyRun { policy: policy.clone(), outcome, duration: start.elapsed() }
+            PolicyRun {
+                policy: policy.clone(),
+                outcome,
+                duration: start.elapsed(),
+            }
         })
         .collect()
 }
 
 /// Apply every mutating policy that may match, in set order, each on the result of the one before. Returns the runs
 /// and the JSON patch from the original object to the final one (`None` when nothing changed or there is no object).
-pub fn mutate(set: &PolicySet, review: &Review, ctx: &EvalContext) -> (Vec<PolicyRun>, Option<json_patch::Patch>) {
+pub fn mutate(
+    set: &PolicySet,
+    review: &Review,
+    ctx: &EvalContext,
+) -> (Vec<PolicyRun>, Option<json_patch::Patch>) {
     let (runs, object) = mutate_object(set, review, ctx);
     let patch = match (review.object(), object) {
-        (Some(original), Some(mutated)) if *original != mutated => Some(json_patch::diff(original, &mutated)),
+        (Some(original), Some(mutated)) if *original != mutated => {
+            Some(json_patch::diff(original, &mutated))
+        }
         _ => None,
     };
     (runs, patch)
 }
 
 /// Like [`mutate`], returning the mutated object itself (`None` when nothing changed).
-pub fn mutate_object(set: &PolicySet, review: &Review, ctx: &EvalContext) -> (Vec<PolicyRun>, Option<Value>) {
+pub fn mutate_object(
+    set: &PolicySet,
+    review: &Review,
+    ctx: &EvalContext,
+) -> (Vec<PolicyRun>, Option<Value>) {
     let Some(original) = review.object() else {
         return (Vec::new(), None);
     };
@@ -123,15 +139,28 @@ pub fn mutate_object(set: &PolicySet, review: &Review, ctx: &EvalContext) -> (Ve
         let object = current.as_ref().unwrap_or(original);
         let result = contained(|| policy.mutate(review, object, ctx));
         let outcome = match result {
-            Ok(Mutation { object: Some(mutated), warnings }) => {
+            Ok(Mutation {
+                object: Some(mutated),
+                warnings,
+            }) => {
                 current = Some(mutated);
                 Outcome::Mutated { warnings }
             }
-            Ok(Mutation { object: None, warnings }) if warnings.is_empty() => Outcome::Pass,
-            Ok(Mutation { object: None, warnings }) => Outcome::Mutated { warnings },
+            Ok(Mutation {
+                object: None,
+                warnings,
+            }) if warnings.is_empty() => Outcome::Pass,
+            Ok(Mutation {
+                object: None,
+                warnings,
+            }) => Outcome::Mutated { warnings },
             Err(e) => Outcome::Error(e),
         };
-        runs.push(PolicyRun { policy: policy.clone(), outcome, duration: start.elapsed() });
+        runs.push(PolicyRun {
+            policy: policy.clone(),
+            outcome,
+            duration: start.elapsed(),
+        });
     }
     (runs, current)
 }

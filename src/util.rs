@@ -9,7 +9,11 @@ pub fn plural(kind: &str) -> String {
     if lower.is_empty() {
         return lower;
     }
-    if lower.ends_with('s') || lower.ends_with('x') || lower.ends_with("ch") || lower.ends_with("sh") {
+    if lower.ends_with('s')
+        || lower.ends_with('x')
+        || lower.ends_with("ch")
+        || lower.ends_with("sh")
+    {
         return format!("{lower}es");
     }
     if let Some(stem) = lower.strip_suffix('y') {
@@ -23,15 +27,23 @@ pub fn plural(kind: &str) -> String {
 /// Parse a duration written as a number and a unit: `250ms`, `2s`, `1.5s`, `5m`, `1h`. A bare number is seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let value: f64 = number.parse().map_err(|_| format!("invalid duration {text:?}: expected e.g. 500ms, 2s, 1m"))?;
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?}: expected e.g. 500ms, 2s, 1m"))?;
     let seconds = match unit.trim() {
         "" | "s" => value,
         "ms" => value / 1000.0,
         "m" => value * 60.0,
         "h" => value * 3600.0,
-        other => return Err(format!("invalid duration unit {other:?} in {text:?}: use ms, s, m or h")),
+        other => {
+            return Err(format!(
+                "invalid duration unit {other:?} in {text:?}: use ms, s, m or h"
+            ))
+        }
     };
     if !seconds.is_finite() || seconds < 0.0 {
         return Err(format!("invalid duration {text:?}"));

@@ -44,7 +44,10 @@ pub fn from_value(document: Value) -> Result<Review, DecodeError> {
     if kind != "AdmissionReview" {
         return Err(DecodeError::WrongKind(kind.to_string()));
     }
-    let api_version = object.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    let api_version = object
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let version = match api_version {
         "admission.k8s.io/v1" => ReviewVersion::V1,
         "admission.k8s.io/v1beta1" => ReviewVersion::V1Beta1,
@@ -74,9 +77,10 @@ mod tests {
 
     #[test]
     fn decodes_v1_and_v1beta1() {
-        for (version, expected) in
-            [("admission.k8s.io/v1", ReviewVersion::V1), ("admission.k8s.io/v1beta1", ReviewVersion::V1Beta1)]
-        {
+        for (version, expected) in [
+            ("admission.k8s.io/v1", ReviewVersion::V1),
+            ("admission.k8s.io/v1beta1", ReviewVersion::V1Beta1),
+        ] {
             let review = decode(review(version).as_bytes()).expect("decodes");
             assert_eq!(review.version, expected);
             assert_eq!(review.uid, "u1");
@@ -108,7 +112,10 @@ mod tests {
         ];
         for (body, expected) in cases {
             let err = decode(body).expect_err("must fail").to_string();
-            assert!(err.contains(expected), "{err:?} should contain {expected:?}");
+            assert!(
+                err.contains(expected),
+                "{err:?} should contain {expected:?}"
+            );
             assert!(!err.contains('\n'), "one line: {err:?}");
         }
     }

@@ -55,7 +55,11 @@ struct ResponseOut<'a> {
 /// (as Gatekeeper does), 200 otherwise. An empty patch is left out.
 pub fn encode_response(review: &Review, response: Response) -> Result<Vec<u8>, EncodeError> {
     let status = if response.allowed {
-        let code = if response.warnings.is_empty() { 200 } else { 299 };
+        let code = if response.warnings.is_empty() {
+            200
+        } else {
+            299
+        };
         Status::success().with_code(code)
     } else {
         Status::failure(&response.message, "Forbidden").with_code(403)
@@ -101,7 +105,11 @@ mod tests {
     fn denial_echoes_uid_and_version_with_403() {
         let out = encode(
             &review("admission.k8s.io/v1beta1"),
-            Response { allowed: false, message: "[p] no".into(), ..Default::default() },
+            Response {
+                allowed: false,
+                message: "[p] no".into(),
+                ..Default::default()
+            },
         );
         assert_eq!(out["apiVersion"], "admission.k8s.io/v1beta1");
         assert_eq!(out["kind"], "AdmissionReview");
@@ -115,10 +123,16 @@ mod tests {
     #[test]
     fn allowed_with_warnings_and_patch() {
         let patch: json_patch::Patch =
-            serde_json::from_value(serde_json::json!([{"op": "add", "path": "/x", "value": 1}])).expect("patch");
+            serde_json::from_value(serde_json::json!([{"op": "add", "path": "/x", "value": 1}]))
+                .expect("patch");
         let out = encode(
             &review("admission.k8s.io/v1"),
-            Response { allowed: true, warnings: vec!["[p] careful".into()], patch: Some(patch), ..Default::default() },
+            Response {
+                allowed: true,
+                warnings: vec!["[p] careful".into()],
+                patch: Some(patch),
+                ..Default::default()
+            },
         );
         assert_eq!(out["response"]["allowed"], true);
         assert_eq!(out["response"]["status"]["code"], 299);
@@ -136,7 +150,11 @@ mod tests {
     fn empty_patch_is_omitted() {
         let out = encode(
             &review("admission.k8s.io/v1"),
-            Response { allowed: true, patch: Some(json_patch::Patch(vec![])), ..Default::default() },
+            Response {
+                allowed: true,
+                patch: Some(json_patch::Patch(vec![])),
+                ..Default::default()
+            },
         );
         assert!(out["response"].get("patch").is_none());
         assert!(out["response"].get("patchType").is_none());

@@ -45,7 +45,11 @@ pub struct Gvk {
 impl Gvk {
     /// Build from parts.
     pub fn new(group: &str, version: &str, kind: &str) -> Self {
-        Gvk { group: group.into(), version: version.into(), kind: kind.into() }
+        Gvk {
+            group: group.into(),
+            version: version.into(),
+            kind: kind.into(),
+        }
     }
 
     /// Split an `apiVersion` (`apps/v1` or `v1`) and a kind.
@@ -170,7 +174,11 @@ pub(super) struct RequestHeader {
 }
 
 impl Review {
-    pub(super) fn from_parts(version: ReviewVersion, header: RequestHeader, document: Value) -> Self {
+    pub(super) fn from_parts(
+        version: ReviewVersion,
+        header: RequestHeader,
+        document: Value,
+    ) -> Self {
         let namespace = header.namespace.filter(|ns| !ns.is_empty());
         Review {
             version,
@@ -193,7 +201,10 @@ impl Review {
     /// `object` is the new object for CREATE/UPDATE; for DELETE it becomes `oldObject`. For UPDATE, `old_object`
     /// defaults to the object itself.
     pub fn for_object(object: Value, old_object: Option<Value>, operation: Operation) -> Review {
-        let api_version = object.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+        let api_version = object
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
         let gvk = Gvk::from_api_version(api_version, kind);
         let metadata = object.get("metadata");
@@ -341,7 +352,10 @@ struct Cache {
 
 impl Cache {
     fn get<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
-        let slots = self.slots.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let slots = self
+            .slots
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         slots
             .iter()
             .find(|(id, _)| *id == TypeId::of::<T>())
@@ -349,7 +363,10 @@ impl Cache {
     }
 
     fn put<T: Any + Send + Sync>(&self, value: Arc<T>) {
-        let mut slots = self.slots.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut slots = self
+            .slots
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if !slots.iter().any(|(id, _)| *id == TypeId::of::<T>()) {
             slots.push((TypeId::of::<T>(), value));
         }
@@ -373,7 +390,11 @@ mod tests {
 
     #[test]
     fn cache_computes_once() {
-        let review = Review::for_object(json!({"kind": "Pod", "apiVersion": "v1"}), None, Operation::Create);
+        let review = Review::for_object(
+            json!({"kind": "Pod", "apiVersion": "v1"}),
+            None,
+            Operation::Create,
+        );
         let calls = std::sync::atomic::AtomicUsize::new(0);
         let a = review.cached(|_| {
             calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -389,7 +410,11 @@ mod tests {
 
     #[test]
     fn with_object_replaces_only_the_object() {
-        let review = Review::for_object(json!({"kind": "Pod", "apiVersion": "v1"}), None, Operation::Create);
+        let review = Review::for_object(
+            json!({"kind": "Pod", "apiVersion": "v1"}),
+            None,
+            Operation::Create,
+        );
         let next = review.with_object(json!({"kind": "Pod", "apiVersion": "v1", "x": 1}));
         assert_eq!(next.object().and_then(|o| o.get("x")), Some(&json!(1)));
         assert!(review.object().and_then(|o| o.get("x")).is_none());

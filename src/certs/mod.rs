@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
 };
 use time::OffsetDateTime;
 
@@ -69,7 +69,12 @@ pub struct Written {
 }
 
 /// Generate a CA valid `ca_validity` and a serving certificate for `dns` names and `ips`, valid `validity`.
-pub fn generate(dns: &[String], ips: &[IpAddr], validity: Duration, ca_validity: Duration) -> Result<Generated, CertError> {
+pub fn generate(
+    dns: &[String],
+    ips: &[IpAddr],
+    validity: Duration,
+    ca_validity: Duration,
+) -> Result<Generated, CertError> {
     if dns.is_empty() && ips.is_empty() {
         return Err(CertError::NoNames);
     }
@@ -78,7 +83,11 @@ pub fn generate(dns: &[String], ips: &[IpAddr], validity: Duration, ca_validity:
 
     let mut ca_params = CertificateParams::default();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     ca_params.distinguished_name = name("policyctl webhook CA");
     ca_params.not_before = now - backdate;
     ca_params.not_after = now + to_time(ca_validity);
@@ -86,21 +95,31 @@ pub fn generate(dns: &[String], ips: &[IpAddr], validity: Duration, ca_validity:
 
     let mut sans = Vec::new();
     for dns_name in dns {
-        let ia5 = dns_name.clone().try_into().map_err(|_| CertError::InvalidName(dns_name.clone()))?;
+        let ia5 = dns_name
+            .clone()
+            .try_into()
+            .map_err(|_| CertError::InvalidName(dns_name.clone()))?;
         sans.push(SanType::DnsName(ia5));
     }
     sans.extend(ips.iter().copied().map(SanType::IpAddress));
     let mut params = CertificateParams::default();
     params.subject_alt_names = sans;
     params.distinguished_name = name(dns.first().map(String::as_str).unwrap_or("policyctl"));
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.not_before = now - backdate;
     params.not_after = now + to_time(validity);
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, &ca)?;
 
-    Ok(Generated { ca_pem: ca.as_ref().pem(), cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+    Ok(Generated {
+        ca_pem: ca.as_ref().pem(),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
 }
 
 fn name(common_name: &str) -> DistinguishedName {
@@ -115,8 +134,15 @@ fn to_time(d: Duration) -> time::Duration {
 
 /// Write `ca.crt`, `tls.crt` and `tls.key` (mode 0600) into `dir`, creating it.
 pub fn write(dir: &Path, generated: &Generated) -> Result<Written, CertError> {
-    fs::create_dir_all(dir).map_err(|source| CertError::Write { path: dir.to_path_buf(), source })?;
-    let written = Written { ca: dir.join("ca.crt"), cert: dir.join("tls.crt"), key: dir.join("tls.key") };
+    fs::create_dir_all(dir).map_err(|source| CertError::Write {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let written = Written {
+        ca: dir.join("ca.crt"),
+        cert: dir.join("tls.crt"),
+        key: dir.join("tls.key"),
+    };
     write_file(&written.ca, generated.ca_pem.as_bytes(), false)?;
     write_file(&written.cert, generated.cert_pem.as_bytes(), false)?;
     write_file(&written.key, generated.key_pem.as_bytes(), true)?;
@@ -124,7 +150,10 @@ pub fn write(dir: &Path, generated: &Generated) -> Result<Written, CertError> {
 }
 
 fn write_file(path: &Path, bytes: &[u8], private: bool) -> Result<(), CertError> {
-    let err = |source| CertError::Write { path: path.to_path_buf(), source };
+    let err = |source| CertError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
     let mut options = fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -152,30 +181,54 @@ mod tests {
         )
         .expect("generates");
         assert!(generated.ca_pem.starts_with("-----BEGIN CERTIFICATE-----"));
-        assert!(generated.cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
+        assert!(generated
+            .cert_pem
+            .starts_with("-----BEGIN CERTIFICATE-----"));
         assert!(generated.key_pem.contains("PRIVATE KEY"));
         assert_ne!(generated.ca_pem, generated.cert_pem);
-        let decoded = base64::engine::general_purpose::STANDARD.decode(generated.ca_bundle()).expect("base64");
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(generated.ca_bundle())
+            .expect("base64");
         assert_eq!(decoded, generated.ca_pem.as_bytes());
     }
 
     #[test]
     fn refuses_no_names_and_bad_names() {
-        assert!(matches!(generate(&[], &[], Duration::from_secs(1), Duration::from_secs(1)), Err(CertError::NoNames)));
-        assert!(generate(&["bad name\u{1F600}".into()], &[], Duration::from_secs(1), Duration::from_secs(1)).is_err());
+        assert!(matches!(
+            generate(&[], &[], Duration::from_secs(1), Duration::from_secs(1)),
+            Err(CertError::NoNames)
+        ));
+        assert!(generate(
+            &["bad name\u{1F600}".into()],
+            &[],
+            Duration::from_secs(1),
+            Duration::from_secs(1)
+        )
+        .is_err());
     }
 
     #[test]
     fn writes_the_key_private() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let generated =
-            generate(&["localhost".into()], &[], Duration::from_secs(60), Duration::from_secs(60)).expect("generates");
+        let generated = generate(
+            &["localhost".into()],
+            &[],
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        )
+        .expect("generates");
         let written = write(&dir.path().join("out"), &generated).expect("writes");
-        assert_eq!(fs::read_to_string(&written.cert).expect("read"), generated.cert_pem);
+        assert_eq!(
+            fs::read_to_string(&written.cert).expect("read"),
+            generated.cert_pem
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = fs::metadata(&written.key).expect("meta").permissions().mode();
+            let mode = fs::metadata(&written.key)
+                .expect("meta")
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
     }

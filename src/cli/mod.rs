@@ -198,7 +198,9 @@ mod tests {
     #[test]
     fn serve_defaults() {
         let cli = Cli::try_parse_from(["policyctl", "serve"]).expect("parses");
-        let Command::Serve(args) = cli.command else { panic!("serve") };
+        let Command::Serve(args) = cli.command else {
+            panic!("serve")
+        };
         assert_eq!(args.addr.to_string(), "0.0.0.0:8443");
         assert_eq!(args.admin_addr.to_string(), "0.0.0.0:9090");
         assert_eq!(args.policies, PathBuf::from("policies"));
@@ -209,12 +211,22 @@ mod tests {
     #[test]
     fn tls_flags_come_in_pairs() {
         assert!(Cli::try_parse_from(["policyctl", "serve", "--tls-cert", "c.pem"]).is_err());
-        assert!(Cli::try_parse_from(["policyctl", "serve", "--tls-cert", "c.pem", "--tls-key", "k.pem"]).is_ok());
+        assert!(Cli::try_parse_from([
+            "policyctl",
+            "serve",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem"
+        ])
+        .is_ok());
     }
 
     #[test]
     fn certs_needs_a_name() {
         assert!(Cli::try_parse_from(["policyctl", "certs", "--out", "d"]).is_err());
-        assert!(Cli::try_parse_from(["policyctl", "certs", "--out", "d", "--ip", "127.0.0.1"]).is_ok());
+        assert!(
+            Cli::try_parse_from(["policyctl", "certs", "--out", "d", "--ip", "127.0.0.1"]).is_ok()
+        );
     }
 }

@@ -11,15 +11,27 @@ use crate::cli::CertsArgs;
 const DAY: u64 = 24 * 3600;
 
 pub fn run(args: CertsArgs) -> anyhow::Result<ExitCode> {
-    let CertsArgs { out, dns, ip, days, ca_days } = args;
+    let CertsArgs {
+        out,
+        dns,
+        ip,
+        days,
+        ca_days,
+    } = args;
     let generated = certs::generate(
         &dns,
         &ip,
         Duration::from_secs(u64::from(days) * DAY),
         Duration::from_secs(u64::from(ca_days) * DAY),
     )?;
-    let written = certs::write(&out, &generated).with_context(|| format!("writing certificates to {}", out.display()))?;
-    eprintln!("wrote {}, {} and {}", written.ca.display(), written.cert.display(), written.key.display());
+    let written = certs::write(&out, &generated)
+        .with_context(|| format!("writing certificates to {}", out.display()))?;
+    eprintln!(
+        "wrote {}, {} and {}",
+        written.ca.display(),
+        written.cert.display(),
+        written.key.display()
+    );
     eprintln!("caBundle for the webhook configurations:");
     println!("{}", generated.ca_bundle());
     Ok(ExitCode::SUCCESS)

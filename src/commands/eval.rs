@@ -17,15 +17,26 @@ use crate::policy::source::yaml_documents;
 use crate::policy::{EvalContext, FailurePolicy, SourceFile};
 
 pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
-    let EvalArgs { policies, files, operation, output } = args;
+    let EvalArgs {
+        policies,
+        files,
+        operation,
+        output,
+    } = args;
     let compiled = loader::compile_dir(&policies, &LoadOptions::default());
     if !compiled.built.errors.is_empty() {
         for error in &compiled.built.errors {
             eprintln!("error: {error}");
         }
-        bail!("{} errors loading {}", compiled.built.errors.len(), policies.display());
+        bail!(
+            "{} errors loading {}",
+            compiled.built.errors.len(),
+            policies.display()
+        );
     }
-    let set = compiled.into_set(0).map_err(|errors| anyhow::anyhow!("{} load errors", errors.len()))?;
+    let set = compiled
+        .into_set(0)
+        .map_err(|errors| anyhow::anyhow!("{} load errors", errors.len()))?;
     let operation = match operation {
         OperationArg::Create => Operation::Create,
         OperationArg::Update => Operation::Update,
@@ -38,7 +49,8 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
         let source = read_source(&file)?;
         let documents = yaml_documents(&source).map_err(|e| anyhow::anyhow!("{e}"))?;
         for (origin, document) in documents {
-            let review = if document.get("kind").and_then(Value::as_str) == Some("AdmissionReview") {
+            let review = if document.get("kind").and_then(Value::as_str) == Some("AdmissionReview")
+            {
                 admission::from_value(document).with_context(|| format!("{origin}"))?
             } else {
                 Review::for_object(document, None, operation.clone())
@@ -79,17 +91,29 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(if denied { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if denied {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn read_source(file: &str) -> anyhow::Result<SourceFile> {
     if file == "-" {
         let mut content = String::new();
-        std::io::stdin().read_to_string(&mut content).context("reading stdin")?;
-        return Ok(SourceFile { origin: "<stdin>".into(), content });
+        std::io::stdin()
+            .read_to_string(&mut content)
+            .context("reading stdin")?;
+        return Ok(SourceFile {
+            origin: "<stdin>".into(),
+            content,
+        });
     }
     let content = std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?;
-    Ok(SourceFile { origin: file.to_string(), content })
+    Ok(SourceFile {
+        origin: file.to_string(),
+        content,
+    })
 }
 
 fn print_text(report: &Value) {
@@ -100,9 +124,23 @@ fn print_text(report: &Value) {
     } else {
         format!("{} {}/{}", str_of("kind"), namespace, str_of("name"))
     };
-    println!("{:<5} {object} ({})", str_of("decision").to_uppercase(), str_of("source"));
-    for (key, label) in [("denials", "deny"), ("warnings", "warn"), ("audits", "audit"), ("errors", "error")] {
-        for line in report.get(key).and_then(Value::as_array).into_iter().flatten() {
+    println!(
+        "{:<5} {object} ({})",
+        str_of("decision").to_uppercase(),
+        str_of("source")
+    );
+    for (key, label) in [
+        ("denials", "deny"),
+        ("warnings", "warn"),
+        ("audits", "audit"),
+        ("errors", "error"),
+    ] {
+        for line in report
+            .get(key)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             println!("      {label}: {}", line.as_str().unwrap_or(""));
         }
     }

@@ -16,7 +16,10 @@ pub fn run(args: LintArgs) -> anyhow::Result<ExitCode> {
     let warnings = compiled.built.warnings.clone();
     let files = compiled.files;
     let summaries = if errors.is_empty() {
-        compiled.into_set(0).map(|set: PolicySet| set.summaries()).unwrap_or_default()
+        compiled
+            .into_set(0)
+            .map(|set: PolicySet| set.summaries())
+            .unwrap_or_default()
     } else {
         Vec::new()
     };
@@ -47,9 +50,18 @@ pub fn run(args: LintArgs) -> anyhow::Result<ExitCode> {
                     warnings.len()
                 );
             } else {
-                println!("{}: {} errors, {} warnings", policies.display(), errors.len(), warnings.len());
+                println!(
+                    "{}: {} errors, {} warnings",
+                    policies.display(),
+                    errors.len(),
+                    warnings.len()
+                );
             }
         }
     }
-    Ok(if errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -26,8 +26,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         (Some(cert), Some(key)) => (cert, key),
         _ => throwaway_certificate()?,
     };
-    let max_concurrency =
-        max_concurrency.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+    let max_concurrency = max_concurrency.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    });
     let config = ServeConfig {
         addr,
         admin_addr,
@@ -40,7 +43,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         eval_timeout,
         drain_timeout,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
     runtime.block_on(async move {
         let server = Server::bind(config)?;
         server.run(shutdown_signal()).await

@@ -9,9 +9,18 @@ use crate::cli::{TestArgs, TestOutput};
 use crate::testing::{self, KnownFailures, Report, TestOptions};
 
 pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
-    let TestArgs { paths, output, known_failures, run } = args;
-    let filter = run.map(|re| Regex::new(&re).with_context(|| format!("invalid --run expression {re:?}"))).transpose()?;
-    let known = known_failures.map(|path| KnownFailures::load(&path).map_err(anyhow::Error::msg)).transpose()?;
+    let TestArgs {
+        paths,
+        output,
+        known_failures,
+        run,
+    } = args;
+    let filter = run
+        .map(|re| Regex::new(&re).with_context(|| format!("invalid --run expression {re:?}")))
+        .transpose()?;
+    let known = known_failures
+        .map(|path| KnownFailures::load(&path).map_err(anyhow::Error::msg))
+        .transpose()?;
     let options = TestOptions { filter };
     let mut cases = testing::run(&paths, &options);
     if let Some(known) = &known {
@@ -31,7 +40,18 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
         TestOutput::Junit => print!("{}", report.junit()),
     }
     if report.summary.total == 0 {
-        eprintln!("warning: no test cases found under {}", paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+        eprintln!(
+            "warning: no test cases found under {}",
+            paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
-    Ok(if report.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if report.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -74,14 +74,25 @@ impl Decision {
             allowed: self.allowed,
             message: self.message(),
             warnings: self.warnings.clone(),
-            patch: if self.allowed { self.patch.clone() } else { None },
+            patch: if self.allowed {
+                self.patch.clone()
+            } else {
+                None
+            },
         }
     }
 }
 
 /// Combine policy runs into a decision. `default_failure_policy` applies to policies without their own.
-pub fn decide(runs: Vec<PolicyRun>, patch: Option<json_patch::Patch>, default_failure_policy: FailurePolicy) -> Decision {
-    let mut decision = Decision { patch, ..Decision::default() };
+pub fn decide(
+    runs: Vec<PolicyRun>,
+    patch: Option<json_patch::Patch>,
+    default_failure_policy: FailurePolicy,
+) -> Decision {
+    let mut decision = Decision {
+        patch,
+        ..Decision::default()
+    };
     for run in &runs {
         let name = &run.policy.info().name;
         match &run.outcome {
@@ -97,16 +108,23 @@ pub fn decide(runs: Vec<PolicyRun>, patch: Option<json_patch::Patch>, default_fa
                 }
             }
             Outcome::Mutated { warnings } => {
-                decision.warnings.extend(warnings.iter().map(|w| format!("[{name}] {w}")));
+                decision
+                    .warnings
+                    .extend(warnings.iter().map(|w| format!("[{name}] {w}")));
             }
             Outcome::Error(err) => {
                 let line = format!("[{name}] {err}");
                 decision.errors.push(line.clone());
-                match run.policy.info().failure_policy.unwrap_or(default_failure_policy) {
+                match run
+                    .policy
+                    .info()
+                    .failure_policy
+                    .unwrap_or(default_failure_policy)
+                {
                     FailurePolicy::Fail => decision.denials.push(line),
-                    FailurePolicy::Ignore => decision
-                        .warnings
-                        .push(format!("[{name}] policy skipped (failure policy Ignore): {err}")),
+                    FailurePolicy::Ignore => decision.warnings.push(format!(
+                        "[{name}] policy skipped (failure policy Ignore): {err}"
+                    )),
                 }
             }
         }
@@ -149,21 +167,43 @@ mod tests {
             source: SourceRef::file("t"),
             failure_policy,
         };
-        PolicyRun { policy: Arc::new(Fixed(info)), outcome, duration: Duration::ZERO }
+        PolicyRun {
+            policy: Arc::new(Fixed(info)),
+            outcome,
+            duration: Duration::ZERO,
+        }
     }
 
     fn violation(message: &str, action: Action) -> Violation {
-        Violation { message: message.into(), action }
+        Violation {
+            message: message.into(),
+            action,
+        }
     }
 
     #[test]
     fn denials_are_prefixed_and_joined_by_newlines() {
         let decision = decide(
             vec![
-                run("a", None, Outcome::Violations(vec![violation("one", Action::Deny), violation("w", Action::Warn)])),
+                run(
+                    "a",
+                    None,
+                    Outcome::Violations(vec![
+                        violation("one", Action::Deny),
+                        violation("w", Action::Warn),
+                    ]),
+                ),
                 run("b", None, Outcome::Pass),
-                run("c", None, Outcome::Violations(vec![violation("two", Action::Deny)])),
-                run("d", None, Outcome::Violations(vec![violation("quiet", Action::Audit)])),
+                run(
+                    "c",
+                    None,
+                    Outcome::Violations(vec![violation("two", Action::Deny)]),
+                ),
+                run(
+                    "d",
+                    None,
+                    Outcome::Violations(vec![violation("quiet", Action::Audit)]),
+                ),
             ],
             None,
             FailurePolicy::Fail,
@@ -179,7 +219,14 @@ mod tests {
     #[test]
     fn warnings_and_audits_alone_allow() {
         let decision = decide(
-            vec![run("a", None, Outcome::Violations(vec![violation("w", Action::Warn), violation("x", Action::Audit)]))],
+            vec![run(
+                "a",
+                None,
+                Outcome::Violations(vec![
+                    violation("w", Action::Warn),
+                    violation("x", Action::Audit),
+                ]),
+            )],
             None,
             FailurePolicy::Fail,
         );
@@ -197,11 +244,22 @@ mod tests {
         let open = decide(vec![run("a", None, err())], None, FailurePolicy::Ignore);
         assert!(open.allowed);
         assert_eq!(open.errors, ["[a] boom"]);
-        assert_eq!(open.warnings, ["[a] policy skipped (failure policy Ignore): boom"]);
+        assert_eq!(
+            open.warnings,
+            ["[a] policy skipped (failure policy Ignore): boom"]
+        );
 
-        let own = decide(vec![run("a", Some(FailurePolicy::Ignore), err())], None, FailurePolicy::Fail);
+        let own = decide(
+            vec![run("a", Some(FailurePolicy::Ignore), err())],
+            None,
+            FailurePolicy::Fail,
+        );
         assert!(own.allowed);
-        let own_closed = decide(vec![run("a", Some(FailurePolicy::Fail), err())], None, FailurePolicy::Ignore);
+        let own_closed = decide(
+            vec![run("a", Some(FailurePolicy::Fail), err())],
+            None,
+            FailurePolicy::Ignore,
+        );
         assert!(!own_closed.allowed);
     }
 
@@ -209,7 +267,11 @@ mod tests {
     fn a_denied_mutation_carries_no_patch() {
         let patch = json_patch::Patch(vec![]);
         let decision = decide(
-            vec![run("a", None, Outcome::Error(EvalError::Engine("x".into())))],
+            vec![run(
+                "a",
+                None,
+                Outcome::Error(EvalError::Engine("x".into())),
+            )],
             Some(patch),
             FailurePolicy::Fail,
         );

@@ -21,7 +21,9 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { eval_timeout: DEFAULT_EVAL_TIMEOUT }
+        LoadOptions {
+            eval_timeout: DEFAULT_EVAL_TIMEOUT,
+        }
     }
 }
 

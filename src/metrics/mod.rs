@@ -105,7 +105,11 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("policyctl");
         let requests = Family::<RequestLabels, Counter>::default();
-        registry.register("admission_requests", "Admission requests answered", requests.clone());
+        registry.register(
+            "admission_requests",
+            "Admission requests answered",
+            requests.clone(),
+        );
         let request_duration: HistogramFamily<WebhookLabels> =
             Family::new_with_constructor(request_histogram as fn() -> Histogram);
         registry.register(
@@ -121,7 +125,11 @@ impl Metrics {
             policy_duration.clone(),
         );
         let policy_results = Family::<PolicyResultLabels, Counter>::default();
-        registry.register("policy_results", "Policy evaluation results", policy_results.clone());
+        registry.register(
+            "policy_results",
+            "Policy evaluation results",
+            policy_results.clone(),
+        );
         let policy_set_generation: Gauge = Gauge::default();
         registry.register(
             "policy_set_generation",
@@ -129,9 +137,17 @@ impl Metrics {
             policy_set_generation.clone(),
         );
         let policies: Gauge = Gauge::default();
-        registry.register("policies", "Policies in the active policy set", policies.clone());
+        registry.register(
+            "policies",
+            "Policies in the active policy set",
+            policies.clone(),
+        );
         let policy_load_errors = Counter::default();
-        registry.register("policy_load_errors", "Policy loads rejected because of errors", policy_load_errors.clone());
+        registry.register(
+            "policy_load_errors",
+            "Policy loads rejected because of errors",
+            policy_load_errors.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -153,15 +169,28 @@ impl Metrics {
         decision: &Decision,
         elapsed: Duration,
     ) {
-        self.record_request(webhook, operation, kind, decision.verdict().as_str(), elapsed);
+        self.record_request(
+            webhook,
+            operation,
+            kind,
+            decision.verdict().as_str(),
+            elapsed,
+        );
         for run in &decision.runs {
             let info = run.policy.info();
             self.policy_duration
-                .get_or_create(&PolicyLabels { policy: info.name.clone(), engine: info.engine })
+                .get_or_create(&PolicyLabels {
+                    policy: info.name.clone(),
+                    engine: info.engine,
+                })
                 .observe(run.duration.as_secs_f64());
             for result in results(&run.outcome) {
                 self.policy_results
-                    .get_or_create(&PolicyResultLabels { policy: info.name.clone(), engine: info.engine, result })
+                    .get_or_create(&PolicyResultLabels {
+                        policy: info.name.clone(),
+                        engine: info.engine,
+                        result,
+                    })
                     .inc();
             }
         }
@@ -177,10 +206,17 @@ impl Metrics {
         elapsed: Duration,
     ) {
         self.requests
-            .get_or_create(&RequestLabels { webhook: webhook.as_str(), operation, kind: kind.to_string(), decision })
+            .get_or_create(&RequestLabels {
+                webhook: webhook.as_str(),
+                operation,
+                kind: kind.to_string(),
+                decision,
+            })
             .inc();
         self.request_duration
-            .get_or_create(&WebhookLabels { webhook: webhook.as_str() })
+            .get_or_create(&WebhookLabels {
+                webhook: webhook.as_str(),
+            })
             .observe(elapsed.as_secs_f64());
     }
 

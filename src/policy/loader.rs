@@ -41,7 +41,8 @@ impl Compiled {
 
 /// Whether a file name is a policy source (`.yaml`, `.yml`, `.rego`, but not a `_test.rego`).
 pub fn is_policy_file(name: &str) -> bool {
-    (name.ends_with(".yaml") || name.ends_with(".yml") || name.ends_with(".rego")) && !name.ends_with("_test.rego")
+    (name.ends_with(".yaml") || name.ends_with(".yml") || name.ends_with(".rego"))
+        && !name.ends_with("_test.rego")
 }
 
 /// Read every policy file under `dir`, sorted by path.
@@ -53,7 +54,10 @@ pub fn read_dir(dir: &Path) -> Result<Vec<SourceFile>, Vec<LoadError>> {
     let mut files = Vec::new();
     let mut errors = Vec::new();
     if !dir.is_dir() {
-        return Err(vec![LoadError::new(SourceRef::file(&dir.display().to_string()), "not a directory")]);
+        return Err(vec![LoadError::new(
+            SourceRef::file(&dir.display().to_string()),
+            "not a directory",
+        )]);
     }
     let walker = WalkDir::new(dir)
         .follow_links(true)
@@ -64,8 +68,14 @@ pub fn read_dir(dir: &Path) -> Result<Vec<SourceFile>, Vec<LoadError>> {
         let entry = match entry {
             Ok(entry) => entry,
             Err(err) => {
-                let origin = err.path().map(|p| p.display().to_string()).unwrap_or_else(|| dir.display().to_string());
-                errors.push(LoadError::new(SourceRef::file(&origin), format!("cannot read: {err}")));
+                let origin = err
+                    .path()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| dir.display().to_string());
+                errors.push(LoadError::new(
+                    SourceRef::file(&origin),
+                    format!("cannot read: {err}"),
+                ));
                 continue;
             }
         };
@@ -78,7 +88,10 @@ pub fn read_dir(dir: &Path) -> Result<Vec<SourceFile>, Vec<LoadError>> {
                 Ok(content) => files.push(SourceFile { origin, content }),
                 Err(_) => errors.push(LoadError::new(SourceRef::file(&origin), "not valid UTF-8")),
             },
-            Err(err) => errors.push(LoadError::new(SourceRef::file(&origin), format!("cannot read: {err}"))),
+            Err(err) => errors.push(LoadError::new(
+                SourceRef::file(&origin),
+                format!("cannot read: {err}"),
+            )),
         }
     }
     if errors.is_empty() {
@@ -99,7 +112,10 @@ pub fn compile(files: &[SourceFile], options: &LoadOptions) -> Compiled {
         if file.is_rego() {
             match engines.iter().position(|e| e.claims_file(file)) {
                 Some(i) => inputs[i].files.push(file.clone()),
-                None => errors.push(LoadError::new(SourceRef::file(&file.origin), "no engine loads this file")),
+                None => errors.push(LoadError::new(
+                    SourceRef::file(&file.origin),
+                    "no engine loads this file",
+                )),
             }
             continue;
         }
@@ -109,7 +125,10 @@ pub fn compile(files: &[SourceFile], options: &LoadOptions) -> Compiled {
             route(doc, &engines, &mut inputs, &mut errors);
         }
     }
-    let mut built = Built { errors, ..Built::default() };
+    let mut built = Built {
+        errors,
+        ..Built::default()
+    };
     for (engine, input) in engines.iter().zip(inputs) {
         if input.documents.is_empty() && input.files.is_empty() {
             continue;
@@ -119,11 +138,23 @@ pub fn compile(files: &[SourceFile], options: &LoadOptions) -> Compiled {
         built.errors.extend(part.errors);
         built.warnings.extend(part.warnings);
     }
-    Compiled { built, hash: content_hash(files), files: files.len() }
+    Compiled {
+        built,
+        hash: content_hash(files),
+        files: files.len(),
+    }
 }
 
-fn route(doc: Document, engines: &[Box<dyn crate::engine::Engine>], inputs: &mut [EngineInput], errors: &mut Vec<LoadError>) {
-    if let Some(i) = engines.iter().position(|e| e.claims(&doc.api_version, &doc.kind)) {
+fn route(
+    doc: Document,
+    engines: &[Box<dyn crate::engine::Engine>],
+    inputs: &mut [EngineInput],
+    errors: &mut Vec<LoadError>,
+) {
+    if let Some(i) = engines
+        .iter()
+        .position(|e| e.claims(&doc.api_version, &doc.kind))
+    {
         inputs[i].documents.push(doc);
         return;
     }
@@ -136,7 +167,12 @@ fn route(doc: Document, engines: &[Box<dyn crate::engine::Engine>], inputs: &mut
     let known: Vec<&str> = engines.iter().flat_map(|e| e.kinds()).collect();
     errors.push(doc.error_at(
         "kind",
-        format!("unknown policy kind {:?} (apiVersion {:?}); policyctl loads: {}", doc.kind, doc.api_version, known.join(", ")),
+        format!(
+            "unknown policy kind {:?} (apiVersion {:?}); policyctl loads: {}",
+            doc.kind,
+            doc.api_version,
+            known.join(", ")
+        ),
     ));
 }
 
@@ -144,7 +180,13 @@ fn route(doc: Document, engines: &[Box<dyn crate::engine::Engine>], inputs: &mut
 pub fn compile_dir(dir: &Path, options: &LoadOptions) -> Compiled {
     match read_dir(dir) {
         Ok(files) => compile(&files, options),
-        Err(errors) => Compiled { built: Built { errors, ..Built::default() }, ..Compiled::default() },
+        Err(errors) => Compiled {
+            built: Built {
+                errors,
+                ..Built::default()
+            },
+            ..Compiled::default()
+        },
     }
 }
 
@@ -153,25 +195,45 @@ mod tests {
     use super::*;
 
     fn src(origin: &str, content: &str) -> SourceFile {
-        SourceFile { origin: origin.into(), content: content.into() }
+        SourceFile {
+            origin: origin.into(),
+            content: content.into(),
+        }
     }
 
     #[test]
     fn unknown_kind_names_file_document_and_field() {
         let compiled = compile(
-            &[src("p/a.yaml", "apiVersion: v1\nkind: Suite\n---\napiVersion: example.com/v1\nkind: Mystery\n")],
+            &[src(
+                "p/a.yaml",
+                "apiVersion: v1\nkind: Suite\n---\napiVersion: example.com/v1\nkind: Mystery\n",
+            )],
             &LoadOptions::default(),
         );
-        let errors: Vec<String> = compiled.built.errors.iter().map(ToString::to_string).collect();
+        let errors: Vec<String> = compiled
+            .built
+            .errors
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         assert_eq!(errors.len(), 2, "{errors:?}");
-        assert!(errors[0].starts_with("p/a.yaml, document 1: kind: unknown policy kind \"Suite\""), "{errors:?}");
-        assert!(errors[1].starts_with("p/a.yaml, document 2: kind: unknown policy kind \"Mystery\""), "{errors:?}");
+        assert!(
+            errors[0].starts_with("p/a.yaml, document 1: kind: unknown policy kind \"Suite\""),
+            "{errors:?}"
+        );
+        assert!(
+            errors[1].starts_with("p/a.yaml, document 2: kind: unknown policy kind \"Mystery\""),
+            "{errors:?}"
+        );
     }
 
     #[test]
     fn test_kinds_beside_policies_are_ignored() {
         let compiled = compile(
-            &[src("p/suite.yaml", "apiVersion: test.gatekeeper.sh/v1alpha1\nkind: Suite\ntests: []\n")],
+            &[src(
+                "p/suite.yaml",
+                "apiVersion: test.gatekeeper.sh/v1alpha1\nkind: Suite\ntests: []\n",
+            )],
             &LoadOptions::default(),
         );
         assert!(compiled.built.errors.is_empty());
@@ -194,7 +256,13 @@ mod tests {
         let files = read_dir(root).expect("reads");
         let names: Vec<String> = files
             .iter()
-            .map(|f| Path::new(&f.origin).strip_prefix(root).expect("under root").display().to_string())
+            .map(|f| {
+                Path::new(&f.origin)
+                    .strip_prefix(root)
+                    .expect("under root")
+                    .display()
+                    .to_string()
+            })
             .collect();
         assert_eq!(names, ["a.yaml", "b.rego", "sub/c.yml"]);
     }

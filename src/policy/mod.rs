@@ -61,7 +61,9 @@ impl FromStr for FailurePolicy {
         match s.to_ascii_lowercase().as_str() {
             "fail" => Ok(FailurePolicy::Fail),
             "ignore" => Ok(FailurePolicy::Ignore),
-            other => Err(format!("failure policy must be Fail or Ignore, got {other:?}")),
+            other => Err(format!(
+                "failure policy must be Fail or Ignore, got {other:?}"
+            )),
         }
     }
 }
@@ -93,12 +95,18 @@ pub struct Violation {
 impl Violation {
     /// A violation that denies.
     pub fn deny(message: impl Into<String>) -> Self {
-        Violation { message: message.into(), action: Action::Deny }
+        Violation {
+            message: message.into(),
+            action: Action::Deny,
+        }
     }
 
     /// A violation that warns.
     pub fn warn(message: impl Into<String>) -> Self {
-        Violation { message: message.into(), action: Action::Warn }
+        Violation {
+            message: message.into(),
+            action: Action::Warn,
+        }
     }
 }
 
@@ -145,7 +153,9 @@ pub trait ClusterContext: Send + Sync + fmt::Debug {
 
     /// A read-only GET on the Kubernetes API (`/api/v1/namespaces/x/pods`), as JSON.
     fn api_get(&self, path: &str) -> Result<Value, String> {
-        Err(format!("{path}: this evaluation has no cluster context (the Kubernetes API is not available)"))
+        Err(format!(
+            "{path}: this evaluation has no cluster context (the Kubernetes API is not available)"
+        ))
     }
 }
 
@@ -166,7 +176,10 @@ pub struct EvalContext {
 
 impl Default for EvalContext {
     fn default() -> Self {
-        EvalContext { timeout: DEFAULT_EVAL_TIMEOUT, cluster: Arc::new(NoCluster) }
+        EvalContext {
+            timeout: DEFAULT_EVAL_TIMEOUT,
+            cluster: Arc::new(NoCluster),
+        }
     }
 }
 
@@ -199,7 +212,12 @@ pub trait Policy: Send + Sync + fmt::Debug {
     fn validate(&self, review: &Review, ctx: &EvalContext) -> Result<Vec<Violation>, EvalError>;
 
     /// Mutate `object` (the review's object as changed by the policies before this one).
-    fn mutate(&self, review: &Review, object: &Value, ctx: &EvalContext) -> Result<Mutation, EvalError> {
+    fn mutate(
+        &self,
+        review: &Review,
+        object: &Value,
+        ctx: &EvalContext,
+    ) -> Result<Mutation, EvalError> {
         let _ = (review, object, ctx);
         Ok(Mutation::default())
     }

@@ -39,7 +39,13 @@ impl PolicySet {
     pub fn new(policies: Vec<Arc<dyn Policy>>, generation: u64, hash: String) -> PolicySet {
         let scopes: Vec<_> = policies.iter().map(|p| p.scope()).collect();
         let index = Index::build(&scopes);
-        PolicySet { policies, index, generation, hash, loaded_at: SystemTime::now() }
+        PolicySet {
+            policies,
+            index,
+            generation,
+            hash,
+            loaded_at: SystemTime::now(),
+        }
     }
 
     /// An empty set.
@@ -54,8 +60,13 @@ impl PolicySet {
 
     /// The policies that may match `review`, in set order.
     pub fn select(&self, review: &Review) -> Vec<&Arc<dyn Policy>> {
-        let candidates = self.index.candidates(&review.kind.group, &review.kind.kind, &review.operation);
-        candidates.iter().filter_map(|&i| self.policies.get(i as usize)).collect()
+        let candidates =
+            self.index
+                .candidates(&review.kind.group, &review.kind.kind, &review.operation);
+        candidates
+            .iter()
+            .filter_map(|&i| self.policies.get(i as usize))
+            .collect()
     }
 
     /// Load generation: 1 for the first set a process loads, then counting up.
@@ -77,7 +88,11 @@ impl PolicySet {
     pub fn summaries(&self) -> Vec<PolicySummary> {
         self.policies
             .iter()
-            .map(|p| PolicySummary { info: p.info().clone(), validates: p.validates(), mutates: p.mutates() })
+            .map(|p| PolicySummary {
+                info: p.info().clone(),
+                validates: p.validates(),
+                mutates: p.mutates(),
+            })
             .collect()
     }
 }

@@ -35,12 +35,18 @@ pub struct SourceRef {
 impl SourceRef {
     /// A whole file.
     pub fn file(origin: &str) -> Self {
-        SourceRef { origin: origin.into(), document: None }
+        SourceRef {
+            origin: origin.into(),
+            document: None,
+        }
     }
 
     /// A document of a file, counted from 1.
     pub fn document(origin: &str, document: usize) -> Self {
-        SourceRef { origin: origin.into(), document: Some(document) }
+        SourceRef {
+            origin: origin.into(),
+            document: Some(document),
+        }
     }
 }
 
@@ -68,12 +74,20 @@ pub struct LoadError {
 impl LoadError {
     /// An error about a whole document or file.
     pub fn new(source: SourceRef, message: impl Into<String>) -> Self {
-        LoadError { location: source, field: None, message: message.into() }
+        LoadError {
+            location: source,
+            field: None,
+            message: message.into(),
+        }
     }
 
     /// An error about one field.
     pub fn at(source: SourceRef, field: impl Into<String>, message: impl Into<String>) -> Self {
-        LoadError { location: source, field: Some(field.into()), message: message.into() }
+        LoadError {
+            location: source,
+            field: Some(field.into()),
+            message: message.into(),
+        }
     }
 }
 
@@ -102,7 +116,10 @@ pub struct Document {
 impl Document {
     /// `metadata.name`, or `""`.
     pub fn name(&self) -> &str {
-        self.value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("")
+        self.value
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
     }
 
     /// An error about a field of this document.
@@ -139,7 +156,8 @@ pub fn yaml_documents(file: &SourceFile) -> Result<Vec<(SourceRef, Value)>, Load
     let mut out = Vec::new();
     for (index, document) in serde_yaml::Deserializer::from_str(&file.content).enumerate() {
         let source = SourceRef::document(&file.origin, index + 1);
-        let value = Value::deserialize(document).map_err(|err| LoadError::new(source.clone(), yaml_message(&err)))?;
+        let value = Value::deserialize(document)
+            .map_err(|err| LoadError::new(source.clone(), yaml_message(&err)))?;
         if !value.is_null() {
             out.push((source, value));
         }
@@ -157,11 +175,22 @@ pub fn documents(file: &SourceFile) -> (Vec<Document>, Vec<LoadError>) {
     };
     for (source, value) in values {
         if !value.is_object() {
-            errors.push(LoadError::new(source, "a document must be a mapping with apiVersion and kind"));
+            errors.push(LoadError::new(
+                source,
+                "a document must be a mapping with apiVersion and kind",
+            ));
             continue;
         }
-        let api_version = value.get("apiVersion").and_then(Value::as_str).unwrap_or("").to_string();
-        let kind = value.get("kind").and_then(Value::as_str).unwrap_or("").to_string();
+        let api_version = value
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let kind = value
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         if api_version.is_empty() {
             errors.push(LoadError::at(source, "apiVersion", "missing"));
             continue;
@@ -170,7 +199,12 @@ pub fn documents(file: &SourceFile) -> (Vec<Document>, Vec<LoadError>) {
             errors.push(LoadError::at(source, "kind", "missing"));
             continue;
         }
-        docs.push(Document { source, api_version, kind, value });
+        docs.push(Document {
+            source,
+            api_version,
+            kind,
+            value,
+        });
     }
     (docs, errors)
 }
@@ -186,12 +220,16 @@ mod tests {
     use super::*;
 
     fn file(content: &str) -> SourceFile {
-        SourceFile { origin: "p.yaml".into(), content: content.into() }
+        SourceFile {
+            origin: "p.yaml".into(),
+            content: content.into(),
+        }
     }
 
     #[test]
     fn counts_documents_from_one_and_skips_empty_ones() {
-        let docs = yaml_documents(&file("---\n# only a comment\n---\na: 1\n---\nb: 2\n")).expect("parses");
+        let docs =
+            yaml_documents(&file("---\n# only a comment\n---\na: 1\n---\nb: 2\n")).expect("parses");
         let numbers: Vec<_> = docs.iter().map(|(s, _)| s.document).collect();
         assert_eq!(docs.len(), 2);
         assert_eq!(numbers.last(), Some(&Some(3)));
@@ -200,19 +238,28 @@ mod tests {
     #[test]
     fn yaml_1_2_keeps_yes_and_no_as_strings() {
         let docs = yaml_documents(&file("a: yes\nb: no\nc: true\n")).expect("parses");
-        assert_eq!(docs[0].1, serde_json::json!({"a": "yes", "b": "no", "c": true}));
+        assert_eq!(
+            docs[0].1,
+            serde_json::json!({"a": "yes", "b": "no", "c": true})
+        );
     }
 
     #[test]
     fn syntax_error_names_the_document() {
         let err = yaml_documents(&file("a: 1\n---\nb: [1, 2\n")).expect_err("broken");
         assert_eq!(err.location.document, Some(2));
-        assert!(err.to_string().starts_with("p.yaml, document 2: invalid YAML"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("p.yaml, document 2: invalid YAML"),
+            "{err}"
+        );
     }
 
     #[test]
     fn documents_require_api_version_and_kind() {
-        let (docs, errors) = documents(&file("kind: X\n---\napiVersion: v1\n---\n[1]\n---\napiVersion: v1\nkind: Y\n"));
+        let (docs, errors) = documents(&file(
+            "kind: X\n---\napiVersion: v1\n---\n[1]\n---\napiVersion: v1\nkind: Y\n",
+        ));
         assert_eq!(docs.len(), 1);
         let texts: Vec<String> = errors.iter().map(ToString::to_string).collect();
         assert_eq!(
@@ -237,7 +284,9 @@ mod tests {
         struct Doc {
             spec: Spec,
         }
-        let (docs, _) = documents(&file("apiVersion: v1\nkind: X\nspec:\n  labels: [a, {b: 1}]\n"));
+        let (docs, _) = documents(&file(
+            "apiVersion: v1\nkind: X\nspec:\n  labels: [a, {b: 1}]\n",
+        ));
         let err = docs[0].parse::<Doc>().expect_err("bad field");
         assert_eq!(err.field.as_deref(), Some("spec.labels[1]"));
     }

@@ -24,7 +24,10 @@ pub struct LoadFailure {
 }
 
 fn serialize_time<S: serde::Serializer>(time: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    let secs = time.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    let secs = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
     s.serialize_f64(secs)
 }
 
@@ -52,12 +55,18 @@ impl PolicyStore {
     pub fn publish(&self, compiled: Compiled) -> Result<Arc<PolicySet>, Vec<LoadError>> {
         if !compiled.built.errors.is_empty() {
             let errors = compiled.built.errors;
-            *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
-                Some(LoadFailure { errors: errors.clone(), at: SystemTime::now() });
+            *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(LoadFailure {
+                errors: errors.clone(),
+                at: SystemTime::now(),
+            });
             return Err(errors);
         }
         let generation = self.generations.fetch_add(1, Ordering::SeqCst) + 1;
-        let set = Arc::new(PolicySet::new(compiled.built.policies, generation, compiled.hash));
+        let set = Arc::new(PolicySet::new(
+            compiled.built.policies,
+            generation,
+            compiled.hash,
+        ));
         self.current.store(Some(set.clone()));
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
         Ok(set)
@@ -65,7 +74,10 @@ impl PolicyStore {
 
     /// The last rejected load, if the latest load failed.
     pub fn last_error(&self) -> Option<LoadFailure> {
-        self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -83,7 +95,10 @@ mod tests {
         assert_eq!(first.generation(), 1);
 
         let bad = Compiled {
-            built: Built { errors: vec![LoadError::new(SourceRef::file("x.rego"), "broken")], ..Built::default() },
+            built: Built {
+                errors: vec![LoadError::new(SourceRef::file("x.rego"), "broken")],
+                ..Built::default()
+            },
             ..Compiled::default()
         };
         assert!(store.publish(bad).is_err());

@@ -83,7 +83,13 @@ pub struct Scope {
 impl Scope {
     /// Every resource and operation.
     pub fn any() -> Scope {
-        Scope { entries: vec![ScopeEntry { group: None, kind: None, operations: OpSet::ALL }] }
+        Scope {
+            entries: vec![ScopeEntry {
+                group: None,
+                kind: None,
+                operations: OpSet::ALL,
+            }],
+        }
     }
 
     /// Add an entry.
@@ -108,7 +114,12 @@ fn op_index(op: &Operation) -> usize {
     }
 }
 
-const OPS: [Operation; 4] = [Operation::Create, Operation::Update, Operation::Delete, Operation::Connect];
+const OPS: [Operation; 4] = [
+    Operation::Create,
+    Operation::Update,
+    Operation::Delete,
+    Operation::Connect,
+];
 
 /// Lookup from (group, kind, operation) to the positions of the policies that may match, built once per set.
 #[derive(Debug, Default)]
@@ -170,7 +181,12 @@ impl Index {
         for list in any.iter_mut() {
             sort_dedup(list);
         }
-        Index { exact, group_any, kind_any, any }
+        Index {
+            exact,
+            group_any,
+            kind_any,
+            any,
+        }
     }
 
     /// Positions of the policies that may match a request for `group`/`kind` with `op`, ascending.
@@ -214,29 +230,58 @@ mod tests {
     fn selects_exact_and_wildcard_policies_in_set_order() {
         let create = OpSet::only(&Operation::Create);
         let scopes = vec![
-            scope(&[(Some(""), Some("Pod"), OpSet::ALL)]),           // 0: core Pods
-            scope(&[(Some("apps"), Some("Deployment"), create)]),    // 1: Deployments on create
-            Scope::any(),                                            // 2: everything
-            scope(&[(Some("apps"), None, OpSet::ALL)]),              // 3: any apps kind
-            scope(&[(None, Some("Pod"), create)]),                   // 4: Pod in any group, create
-            Scope::default(),                                        // 5: nothing
-            scope(&[(Some(""), Some("Pod"), OpSet::ALL), (None, None, OpSet::ALL)]), // 6: both (dedup)
+            scope(&[(Some(""), Some("Pod"), OpSet::ALL)]), // 0: core Pods
+            scope(&[(Some("apps"), Some("Deployment"), create)]), // 1: Deployments on create
+            Scope::any(),                                  // 2: everything
+            scope(&[(Some("apps"), None, OpSet::ALL)]),    // 3: any apps kind
+            scope(&[(None, Some("Pod"), create)]),         // 4: Pod in any group, create
+            Scope::default(),                              // 5: nothing
+            scope(&[
+                (Some(""), Some("Pod"), OpSet::ALL),
+                (None, None, OpSet::ALL),
+            ]), // 6: both (dedup)
         ];
         let index = Index::build(&scopes);
-        assert_eq!(&*index.candidates("", "Pod", &Operation::Create), &[0, 2, 4, 6]);
-        assert_eq!(&*index.candidates("", "Pod", &Operation::Delete), &[0, 2, 6]);
-        assert_eq!(&*index.candidates("apps", "Deployment", &Operation::Create), &[1, 2, 3, 6]);
-        assert_eq!(&*index.candidates("apps", "Deployment", &Operation::Update), &[2, 3, 6]);
-        assert_eq!(&*index.candidates("apps", "StatefulSet", &Operation::Update), &[2, 3, 6]);
-        assert_eq!(&*index.candidates("batch", "Job", &Operation::Create), &[2, 6]);
-        assert_eq!(&*index.candidates("apps", "Pod", &Operation::Create), &[2, 3, 4, 6]);
+        assert_eq!(
+            &*index.candidates("", "Pod", &Operation::Create),
+            &[0, 2, 4, 6]
+        );
+        assert_eq!(
+            &*index.candidates("", "Pod", &Operation::Delete),
+            &[0, 2, 6]
+        );
+        assert_eq!(
+            &*index.candidates("apps", "Deployment", &Operation::Create),
+            &[1, 2, 3, 6]
+        );
+        assert_eq!(
+            &*index.candidates("apps", "Deployment", &Operation::Update),
+            &[2, 3, 6]
+        );
+        assert_eq!(
+            &*index.candidates("apps", "StatefulSet", &Operation::Update),
+            &[2, 3, 6]
+        );
+        assert_eq!(
+            &*index.candidates("batch", "Job", &Operation::Create),
+            &[2, 6]
+        );
+        assert_eq!(
+            &*index.candidates("apps", "Pod", &Operation::Create),
+            &[2, 3, 4, 6]
+        );
     }
 
     #[test]
     fn parses_operations() {
-        assert_eq!(OpSet::parse("create"), Some(OpSet::only(&Operation::Create)));
+        assert_eq!(
+            OpSet::parse("create"),
+            Some(OpSet::only(&Operation::Create))
+        );
         assert_eq!(OpSet::parse("*"), Some(OpSet::ALL));
         assert_eq!(OpSet::parse("PATCH"), None);
-        assert!(OpSet::NONE.with(&Operation::Delete).contains(&Operation::Delete));
+        assert!(OpSet::NONE
+            .with(&Operation::Delete)
+            .contains(&Operation::Delete));
     }
 }

@@ -29,15 +29,26 @@ async fn readyz(State(state): State<AppState>) -> Response {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     }
     match state.store.current() {
-        Some(set) => (StatusCode::OK, format!("ready: policy set generation {}\n", set.generation())).into_response(),
-        None => (StatusCode::SERVICE_UNAVAILABLE, "not ready: no policy set loaded yet\n").into_response(),
+        Some(set) => (
+            StatusCode::OK,
+            format!("ready: policy set generation {}\n", set.generation()),
+        )
+            .into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no policy set loaded yet\n",
+        )
+            .into_response(),
     }
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
     (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         state.metrics.encode(),
     )
         .into_response()

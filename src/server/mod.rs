@@ -111,22 +111,35 @@ impl Server {
             metrics: Arc::new(Metrics::new()),
             limiter: Arc::new(Semaphore::new(config.max_concurrency.max(1))),
             settings: Settings {
-                context: EvalContext { timeout: config.eval_timeout, ..EvalContext::default() },
+                context: EvalContext {
+                    timeout: config.eval_timeout,
+                    ..EvalContext::default()
+                },
                 failure_policy: config.failure_policy,
             },
             draining: Arc::new(AtomicBool::new(false)),
         };
-        Ok(Server { config, webhook_listener, admin_listener, cert, state })
+        Ok(Server {
+            config,
+            webhook_listener,
+            admin_listener,
+            cert,
+            state,
+        })
     }
 
     /// The webhook listener's address (useful when bound to port 0).
     pub fn addr(&self) -> SocketAddr {
-        self.webhook_listener.local_addr().unwrap_or(self.config.addr)
+        self.webhook_listener
+            .local_addr()
+            .unwrap_or(self.config.addr)
     }
 
     /// The admin listener's address.
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin_listener.local_addr().unwrap_or(self.config.admin_addr)
+        self.admin_listener
+            .local_addr()
+            .unwrap_or(self.config.admin_addr)
     }
 
     /// The handlers' shared state.
@@ -135,28 +148,51 @@ impl Server {
     }
 
     /// Serve until `shutdown` completes, then drain and return.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
-        let Server { config, webhook_listener, admin_listener, cert, state } = self;
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let Server {
+            config,
+            webhook_listener,
+            admin_listener,
+            cert,
+            state,
+        } = self;
         let webhook_addr = webhook_listener.local_addr().unwrap_or(config.addr);
         let admin_addr = admin_listener.local_addr().unwrap_or(config.admin_addr);
 
-        tokio::spawn(load_policies(state.clone(), config.policies.clone(), config.eval_timeout));
+        tokio::spawn(load_policies(
+            state.clone(),
+            config.policies.clone(),
+            config.eval_timeout,
+        ));
         let cert_watch = tokio::spawn(cert.clone().watch(config.tls_reload_interval));
 
         let rustls_config = RustlsConfig::from_config(Arc::new(cert.server_config()?));
         let handle = axum_server::Handle::new();
         let mut webhook_server = axum_server::from_tcp_rustls(webhook_listener, rustls_config)
-            .map_err(|source| ServeError::Bind { addr: webhook_addr, source })?
+            .map_err(|source| ServeError::Bind {
+                addr: webhook_addr,
+                source,
+            })?
             .handle(handle.clone());
-        webhook_server.http_builder().http1().header_read_timeout(Duration::from_secs(10));
+        webhook_server
+            .http_builder()
+            .http1()
+            .header_read_timeout(Duration::from_secs(10));
         let webhook_task =
             tokio::spawn(webhook_server.serve(webhook::router(state.clone()).into_make_service()));
 
         let admin_handle = axum_server::Handle::new();
         let admin_server = axum_server::from_tcp(admin_listener)
-            .map_err(|source| ServeError::Bind { addr: admin_addr, source })?
+            .map_err(|source| ServeError::Bind {
+                addr: admin_addr,
+                source,
+            })?
             .handle(admin_handle.clone());
-        let admin_task = tokio::spawn(admin_server.serve(admin::router(state.clone()).into_make_service()));
+        let admin_task =
+            tokio::spawn(admin_server.serve(admin::router(state.clone()).into_make_service()));
 
         tracing::info!(%webhook_addr, %admin_addr, policies = %config.policies.display(), "serving");
         shutdown.await;
@@ -175,16 +211,25 @@ impl Server {
     }
 }
 
-fn flatten(listener: &'static str, joined: Result<std::io::Result<()>, tokio::task::JoinError>) -> Result<(), ServeError> {
+fn flatten(
+    listener: &'static str,
+    joined: Result<std::io::Result<()>, tokio::task::JoinError>,
+) -> Result<(), ServeError> {
     match joined {
         Ok(result) => result.map_err(|source| ServeError::Serve { listener, source }),
-        Err(err) => Err(ServeError::Serve { listener, source: std::io::Error::other(err.to_string()) }),
+        Err(err) => Err(ServeError::Serve {
+            listener,
+            source: std::io::Error::other(err.to_string()),
+        }),
     }
 }
 
 fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, ServeError> {
-    let listener = std::net::TcpListener::bind(addr).map_err(|source| ServeError::Bind { addr, source })?;
-    listener.set_nonblocking(true).map_err(|source| ServeError::Bind { addr, source })?;
+    let listener =
+        std::net::TcpListener::bind(addr).map_err(|source| ServeError::Bind { addr, source })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| ServeError::Bind { addr, source })?;
     Ok(listener)
 }
 
@@ -192,20 +237,24 @@ fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, ServeError> {
 pub async fn load_policies(state: AppState, dir: PathBuf, eval_timeout: Duration) {
     let options = LoadOptions { eval_timeout };
     let load_dir = dir.clone();
-    let compiled = match tokio::task::spawn_blocking(move || loader::compile_dir(&load_dir, &options)).await {
-        Ok(compiled) => compiled,
-        Err(err) => {
-            tracing::error!(error = %err, "policy load task failed");
-            state.metrics.policy_load_errors.inc();
-            return;
-        }
-    };
+    let compiled =
+        match tokio::task::spawn_blocking(move || loader::compile_dir(&load_dir, &options)).await {
+            Ok(compiled) => compiled,
+            Err(err) => {
+                tracing::error!(error = %err, "policy load task failed");
+                state.metrics.policy_load_errors.inc();
+                return;
+            }
+        };
     for warning in &compiled.built.warnings {
         tracing::warn!(warning = %warning, "policy load warning");
     }
     match state.store.publish(compiled) {
         Ok(set) => {
-            state.metrics.policy_set_generation.set(set.generation() as i64);
+            state
+                .metrics
+                .policy_set_generation
+                .set(set.generation() as i64);
             state.metrics.policies.set(set.policies().len() as i64);
             tracing::info!(
                 generation = set.generation(),

@@ -92,11 +92,20 @@ impl ReloadingCert {
     /// Re-read the files; swap in the new pair if they changed and are valid. Returns whether the certificate changed.
     pub fn reload(&self) -> Result<bool, TlsError> {
         let (cert_bytes, key_bytes) = read_pair(&self.cert_path, &self.key_path)?;
-        let mut loaded = self.loaded.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut loaded = self
+            .loaded
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if loaded.0 == cert_bytes && loaded.1 == key_bytes {
             return Ok(false);
         }
-        let key = certified_key(&self.cert_path, &self.key_path, &cert_bytes, &key_bytes, &self.provider)?;
+        let key = certified_key(
+            &self.cert_path,
+            &self.key_path,
+            &cert_bytes,
+            &key_bytes,
+            &self.provider,
+        )?;
         self.current.store(Arc::new(key));
         *loaded = (cert_bytes, key_bytes);
         Ok(true)
@@ -123,7 +132,9 @@ impl ReloadingCert {
             let this = self.clone();
             let result = tokio::task::spawn_blocking(move || this.reload()).await;
             match result {
-                Ok(Ok(true)) => tracing::info!(cert = %self.cert_path.display(), "reloaded the TLS certificate"),
+                Ok(Ok(true)) => {
+                    tracing::info!(cert = %self.cert_path.display(), "reloaded the TLS certificate")
+                }
                 Ok(Ok(false)) => {}
                 Ok(Err(err)) => tracing::warn!(error = %err, "keeping the current TLS certificate"),
                 Err(err) => tracing::warn!(error = %err, "TLS certificate reload task failed"),
@@ -139,7 +150,12 @@ impl ResolvesServerCert for ReloadingCert {
 }
 
 fn read_pair(cert_path: &Path, key_path: &Path) -> Result<(Vec<u8>, Vec<u8>), TlsError> {
-    let read = |path: &Path| std::fs::read(path).map_err(|source| TlsError::Read { path: path.to_path_buf(), source });
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|source| TlsError::Read {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
     Ok((read(cert_path)?, read(key_path)?))
 }
 
@@ -152,12 +168,17 @@ fn certified_key(
 ) -> Result<CertifiedKey, TlsError> {
     let chain = CertificateDer::pem_slice_iter(cert_bytes)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::Pem { path: cert_path.to_path_buf(), message: e.to_string() })?;
+        .map_err(|e| TlsError::Pem {
+            path: cert_path.to_path_buf(),
+            message: e.to_string(),
+        })?;
     if chain.is_empty() {
         return Err(TlsError::NoCertificate(cert_path.to_path_buf()));
     }
-    let key = PrivateKeyDer::from_pem_slice(key_bytes)
-        .map_err(|e| TlsError::Pem { path: key_path.to_path_buf(), message: e.to_string() })?;
+    let key = PrivateKeyDer::from_pem_slice(key_bytes).map_err(|e| TlsError::Pem {
+        path: key_path.to_path_buf(),
+        message: e.to_string(),
+    })?;
     CertifiedKey::from_der(chain, key, provider).map_err(|source| TlsError::Pair {
         cert: cert_path.to_path_buf(),
         key: key_path.to_path_buf(),
@@ -171,8 +192,13 @@ mod tests {
     use crate::certs;
 
     fn pair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-        let generated = certs::generate(&[name.into()], &[], Duration::from_secs(600), Duration::from_secs(600))
-            .expect("generates");
+        let generated = certs::generate(
+            &[name.into()],
+            &[],
+            Duration::from_secs(600),
+            Duration::from_secs(600),
+        )
+        .expect("generates");
         let out = dir.join(name);
         let written = certs::write(&out, &generated).expect("writes");
         (written.cert, written.key)

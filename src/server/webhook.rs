@@ -37,22 +37,36 @@ async fn mutate(State(state): State<AppState>, body: Result<Bytes, BytesRejectio
 }
 
 async fn not_found() -> Response {
-    text(StatusCode::NOT_FOUND, "not found: the webhook serves POST /validate and POST /mutate")
+    text(
+        StatusCode::NOT_FOUND,
+        "not found: the webhook serves POST /validate and POST /mutate",
+    )
 }
 
 fn text(status: StatusCode, message: impl Into<String>) -> Response {
     let mut line = message.into();
     line.push('\n');
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], line).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        line,
+    )
+        .into_response()
 }
 
-async fn handle(state: AppState, webhook: Webhook, body: Result<Bytes, BytesRejection>) -> Response {
+async fn handle(
+    state: AppState,
+    webhook: Webhook,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let start = Instant::now();
     let body = match body {
         Ok(body) => body,
         Err(rejection) => {
             let status = rejection.status();
-            state.metrics.record_request(webhook, "", "", "invalid", start.elapsed());
+            state
+                .metrics
+                .record_request(webhook, "", "", "invalid", start.elapsed());
             let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
                 format!("request body exceeds the limit of {MAX_BODY_BYTES} bytes")
             } else {
@@ -64,7 +78,9 @@ async fn handle(state: AppState, webhook: Webhook, body: Result<Bytes, BytesReje
     let review = match admission::decode(&body) {
         Ok(review) => review,
         Err(err) => {
-            state.metrics.record_request(webhook, "", "", "invalid", start.elapsed());
+            state
+                .metrics
+                .record_request(webhook, "", "", "invalid", start.elapsed());
             tracing::debug!(error = %err, "rejected an unreadable AdmissionReview");
             return text(StatusCode::BAD_REQUEST, err.to_string());
         }
@@ -86,8 +102,17 @@ async fn handle(state: AppState, webhook: Webhook, body: Result<Bytes, BytesReje
 async fn answer(state: AppState, webhook: Webhook, review: Review, start: Instant) -> Response {
     let operation = review.operation_str();
     let Some(set) = state.store.current() else {
-        state.metrics.record_request(webhook, operation, &review.kind.kind, "unavailable", start.elapsed());
-        return text(StatusCode::SERVICE_UNAVAILABLE, "no policy set is loaded yet");
+        state.metrics.record_request(
+            webhook,
+            operation,
+            &review.kind.kind,
+            "unavailable",
+            start.elapsed(),
+        );
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no policy set is loaded yet",
+        );
     };
     Span::current().record("generation", set.generation());
     let review = Arc::new(review);
@@ -110,10 +135,21 @@ async fn answer(state: AppState, webhook: Webhook, review: Review, start: Instan
     };
     let verdict = decision.verdict();
     Span::current().record("decision", verdict.as_str());
-    state.metrics.record_decision(webhook, operation, &review.kind.kind, &decision, start.elapsed());
+    state.metrics.record_decision(
+        webhook,
+        operation,
+        &review.kind.kind,
+        &decision,
+        start.elapsed(),
+    );
     log_decision(&decision);
     match encode_response(&review, decision.response()) {
-        Ok(bytes) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        Ok(bytes) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            bytes,
+        )
+            .into_response(),
         Err(err) => text(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
     }
 }
@@ -125,7 +161,11 @@ fn internal_failure(state: &AppState, reason: &str) -> Decision {
     let fail_closed = state.settings.failure_policy == FailurePolicy::Fail;
     Decision {
         allowed: !fail_closed,
-        denials: if fail_closed { vec![line.clone()] } else { Vec::new() },
+        denials: if fail_closed {
+            vec![line.clone()]
+        } else {
+            Vec::new()
+        },
         errors: vec![line],
         ..Decision::default()
     }
@@ -151,7 +191,10 @@ fn log_decision(decision: &Decision) {
         tracing::warn!(error = %line, "policy evaluation failed");
     }
     if !decision.audits.is_empty() {
-        tracing::info!(violations = decision.audits.len(), "audit-only violations recorded");
+        tracing::info!(
+            violations = decision.audits.len(),
+            "audit-only violations recorded"
+        );
         for line in &decision.audits {
             tracing::debug!(violation = %line, "audit violation");
         }

@@ -45,8 +45,14 @@ impl KnownFailure {
 }
 
 fn path_ends_with(path: &str, suffix: &str) -> bool {
-    let path: Vec<&str> = path.split(['/', '\\']).filter(|s| !s.is_empty() && *s != ".").collect();
-    let suffix: Vec<&str> = suffix.split(['/', '\\']).filter(|s| !s.is_empty() && *s != ".").collect();
+    let path: Vec<&str> = path
+        .split(['/', '\\'])
+        .filter(|s| !s.is_empty() && *s != ".")
+        .collect();
+    let suffix: Vec<&str> = suffix
+        .split(['/', '\\'])
+        .filter(|s| !s.is_empty() && *s != ".")
+        .collect();
     !suffix.is_empty() && path.ends_with(&suffix)
 }
 
@@ -60,12 +66,21 @@ pub struct KnownFailures {
 impl KnownFailures {
     /// Read a list from a YAML file.
     pub fn load(path: &Path) -> Result<KnownFailures, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let entries: Vec<KnownFailure> = serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let entries: Vec<KnownFailure> =
+            serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         if let Some(empty) = entries.iter().find(|e| e.reason.trim().is_empty()) {
-            return Err(format!("{}: entry for {} has no reason", path.display(), empty.suite));
+            return Err(format!(
+                "{}: entry for {} has no reason",
+                path.display(),
+                empty.suite
+            ));
         }
-        Ok(KnownFailures { entries, origin: path.display().to_string() })
+        Ok(KnownFailures {
+            entries,
+            origin: path.display().to_string(),
+        })
     }
 
     /// Apply the list to results; returns the entries that matched no case (stale or filtered out).
@@ -74,23 +89,41 @@ impl KnownFailures {
         for case in cases.iter_mut() {
             match case.result {
                 Outcome::Fail | Outcome::Error => {
-                    if let Some((i, entry)) = self.entries.iter().enumerate().find(|(_, e)| e.covers(case)) {
+                    if let Some((i, entry)) = self
+                        .entries
+                        .iter()
+                        .enumerate()
+                        .find(|(_, e)| e.covers(case))
+                    {
                         used[i] = true;
                         case.reason = format!("{} (was: {})", entry.reason, case.reason);
                         case.result = Outcome::KnownFailure;
                     }
                 }
                 Outcome::Pass => {
-                    if let Some((i, _)) = self.entries.iter().enumerate().find(|(_, e)| e.names_exactly(case)) {
+                    if let Some((i, _)) = self
+                        .entries
+                        .iter()
+                        .enumerate()
+                        .find(|(_, e)| e.names_exactly(case))
+                    {
                         used[i] = true;
                         case.result = Outcome::Fail;
-                        case.reason = format!("listed as a known failure in {} but passes: remove the entry", self.origin);
+                        case.reason = format!(
+                            "listed as a known failure in {} but passes: remove the entry",
+                            self.origin
+                        );
                     }
                 }
                 _ => {}
             }
         }
-        self.entries.iter().zip(used).filter(|(_, used)| !used).map(|(e, _)| e.clone()).collect()
+        self.entries
+            .iter()
+            .zip(used)
+            .filter(|(_, used)| !used)
+            .map(|(e, _)| e.clone())
+            .collect()
     }
 }
 
@@ -99,11 +132,19 @@ mod tests {
     use super::*;
 
     fn list(entries: Vec<KnownFailure>) -> KnownFailures {
-        KnownFailures { entries, origin: "known.yaml".into() }
+        KnownFailures {
+            entries,
+            origin: "known.yaml".into(),
+        }
     }
 
     fn entry(suite: &str, test: Option<&str>, case: Option<&str>) -> KnownFailure {
-        KnownFailure { suite: suite.into(), test: test.map(Into::into), case: case.map(Into::into), reason: "r".into() }
+        KnownFailure {
+            suite: suite.into(),
+            test: test.map(Into::into),
+            case: case.map(Into::into),
+            reason: "r".into(),
+        }
     }
 
     #[test]
@@ -114,15 +155,31 @@ mod tests {
             entry("other/suite.yaml", None, None),
         ]);
         let mut cases = vec![
-            CaseResult::new("lib/general/hpa/suite.yaml", "t", "c1", Outcome::Fail, "got 0"),
+            CaseResult::new(
+                "lib/general/hpa/suite.yaml",
+                "t",
+                "c1",
+                Outcome::Fail,
+                "got 0",
+            ),
             CaseResult::new("lib/general/hpa/suite.yaml", "t", "c2", Outcome::Pass, ""),
-            CaseResult::new("lib/general/xhpa/suite.yaml", "t", "c1", Outcome::Fail, "got 0"),
+            CaseResult::new(
+                "lib/general/xhpa/suite.yaml",
+                "t",
+                "c1",
+                Outcome::Fail,
+                "got 0",
+            ),
         ];
         let unused = known.apply(&mut cases);
         assert_eq!(cases[0].result, Outcome::KnownFailure);
         assert_eq!(cases[0].reason, "r (was: got 0)");
         assert_eq!(cases[1].result, Outcome::Fail);
-        assert_eq!(cases[2].result, Outcome::Fail, "path components must match exactly");
+        assert_eq!(
+            cases[2].result,
+            Outcome::Fail,
+            "path components must match exactly"
+        );
         assert_eq!(unused, vec![entry("other/suite.yaml", None, None)]);
     }
 
@@ -133,7 +190,10 @@ mod tests {
         std::fs::write(&path, "- suite: a.yaml\n  reason: ''\n").expect("write");
         assert!(KnownFailures::load(&path).is_err());
         std::fs::write(&path, "- suite: a.yaml\n  reason: because\n  cas: typo\n").expect("write");
-        assert!(KnownFailures::load(&path).is_err(), "unknown fields are rejected");
+        assert!(
+            KnownFailures::load(&path).is_err(),
+            "unknown fields are rejected"
+        );
         std::fs::write(&path, "- suite: a.yaml\n  reason: because\n").expect("write");
         assert!(KnownFailures::load(&path).is_ok());
     }

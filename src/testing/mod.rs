@@ -29,7 +29,9 @@ pub struct TestOptions {
 impl TestOptions {
     /// Whether a case is selected by the filter.
     pub fn selected(&self, test: &str, case: &str) -> bool {
-        self.filter.as_ref().is_none_or(|re| re.is_match(&format!("{test}//{case}")))
+        self.filter
+            .as_ref()
+            .is_none_or(|re| re.is_match(&format!("{test}//{case}")))
     }
 }
 
@@ -59,7 +61,10 @@ pub fn run(paths: &[PathBuf], options: &TestOptions) -> Vec<CaseResult> {
     let mut results = Vec::new();
     for root in paths {
         if !root.exists() {
-            results.push(CaseResult::error(&root.display().to_string(), "no such file or directory"));
+            results.push(CaseResult::error(
+                &root.display().to_string(),
+                "no such file or directory",
+            ));
             continue;
         }
         let mut rego_tests: BTreeMap<PathBuf, ()> = BTreeMap::new();
@@ -98,17 +103,25 @@ pub fn run(paths: &[PathBuf], options: &TestOptions) -> Vec<CaseResult> {
     results
 }
 
-fn run_yaml(path: &Path, runners: &[Box<dyn SuiteRunner>], options: &TestOptions) -> Vec<CaseResult> {
+fn run_yaml(
+    path: &Path,
+    runners: &[Box<dyn SuiteRunner>],
+    options: &TestOptions,
+) -> Vec<CaseResult> {
     let origin = path.display().to_string();
     let Ok(content) = std::fs::read_to_string(path) else {
         // Unreadable files that no runner would want are not test files; only report the ones that look like tests.
         return Vec::new();
     };
-    let interested: Vec<&Box<dyn SuiteRunner>> = runners.iter().filter(|r| r.sniff(&content)).collect();
+    let interested: Vec<&Box<dyn SuiteRunner>> =
+        runners.iter().filter(|r| r.sniff(&content)).collect();
     if interested.is_empty() {
         return Vec::new();
     }
-    let documents = match yaml_documents(&SourceFile { origin: origin.clone(), content }) {
+    let documents = match yaml_documents(&SourceFile {
+        origin: origin.clone(),
+        content,
+    }) {
         Ok(docs) => docs.into_iter().map(|(_, value)| value).collect::<Vec<_>>(),
         Err(err) => return vec![CaseResult::error(&origin, err.to_string())],
     };

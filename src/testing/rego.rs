@@ -17,11 +17,18 @@ use crate::policy::SourceFile;
 /// Time limit of one test rule.
 const TEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A test module: its file, its package and its test rules (name, whether it is a `todo_` test).
+struct TestModule {
+    origin: String,
+    package: String,
+    rules: Vec<(String, bool)>,
+}
+
 /// Run the Rego tests `tests` (paths of `*_test.rego` files under `root`).
 pub fn run(root: &Path, tests: &[PathBuf], options: &TestOptions) -> Vec<CaseResult> {
     let mut results = Vec::new();
     let mut engine = support::new_engine(TEST_TIMEOUT);
-    let mut test_packages: Vec<(String, String, Vec<(String, bool)>)> = Vec::new();
+    let mut test_modules: Vec<TestModule> = Vec::new();
     let Ok(rule_head) = Regex::new(r"(?m)^\s*((?:todo_)?test_[A-Za-z0-9_]*)\b") else {
         return results;
     };
@@ -34,7 +41,10 @@ pub fn run(root: &Path, tests: &[PathBuf], options: &TestOptions) -> Vec<CaseRes
                 continue;
             }
         };
-        let file = SourceFile { origin: origin.clone(), content };
+        let file = SourceFile {
+            origin: origin.clone(),
+            content,
+        };
         let directives = match directives(&file) {
             Ok(d) => d,
             Err(err) => {
@@ -46,7 +56,10 @@ pub fn run(root: &Path, tests: &[PathBuf], options: &TestOptions) -> Vec<CaseRes
         let package = match engine.add_policy(origin.clone(), file.content.clone()) {
             Ok(package) => package,
             Err(err) => {
-                results.push(CaseResult::error(&origin, format!("Rego does not compile: {err}")));
+                results.push(CaseResult::error(
+                    &origin,
+                    format!("Rego does not compile: {err}"),
+                ));
                 continue;
             }
         };
@@ -61,28 +74,54 @@ pub fn run(root: &Path, tests: &[PathBuf], options: &TestOptions) -> Vec<CaseRes
                     (name, todo)
                 })
                 .collect();
-            test_packages.push((origin, package, rules));
+            test_modules.push(TestModule {
+                origin,
+                package,
+                rules,
+            });
         }
     }
     if results.iter().any(|r| r.result == Outcome::Error) {
         return results;
     }
-    for (origin, package, rules) in test_packages {
-        let test_name = package.strip_prefix("data.").unwrap_or(&package).to_string();
+    for TestModule {
+        origin,
+        package,
+        rules,
+    } in test_modules
+    {
+        let test_name = package
+            .strip_prefix("data.")
+            .unwrap_or(&package)
+            .to_string();
         for (rule, todo) in rules {
             if !options.selected(&test_name, &rule) {
                 continue;
             }
             if todo {
-                results.push(CaseResult::new(&origin, &test_name, &rule, Outcome::Skip, "todo test"));
+                results.push(CaseResult::new(
+                    &origin,
+                    &test_name,
+                    &rule,
+                    Outcome::Skip,
+                    "todo test",
+                ));
                 continue;
             }
             let outcome = engine.eval_rule(format!("{package}.{rule}"));
             let (result, reason) = match outcome {
                 Ok(regorus::Value::Bool(true)) => (Outcome::Pass, String::new()),
-                Ok(regorus::Value::Undefined) => (Outcome::Fail, "test rule is undefined".to_string()),
-                Ok(other) => (Outcome::Fail, format!("test rule is {}", support::to_json(&other))),
-                Err(err) => (Outcome::Error, support::eval_error(err, TEST_TIMEOUT).to_string()),
+                Ok(regorus::Value::Undefined) => {
+                    (Outcome::Fail, "test rule is undefined".to_string())
+                }
+                Ok(other) => (
+                    Outcome::Fail,
+                    format!("test rule is {}", support::to_json(&other)),
+                ),
+                Err(err) => (
+                    Outcome::Error,
+                    support::eval_error(err, TEST_TIMEOUT).to_string(),
+                ),
             };
             results.push(CaseResult::new(&origin, &test_name, &rule, result, reason));
         }

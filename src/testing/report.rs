@@ -54,8 +54,20 @@ pub struct CaseResult {
 
 impl CaseResult {
     /// A result.
-    pub fn new(suite: &str, test: &str, case: &str, result: Outcome, reason: impl Into<String>) -> CaseResult {
-        CaseResult { suite: suite.into(), test: test.into(), case: case.into(), result, reason: reason.into() }
+    pub fn new(
+        suite: &str,
+        test: &str,
+        case: &str,
+        result: Outcome,
+        reason: impl Into<String>,
+    ) -> CaseResult {
+        CaseResult {
+            suite: suite.into(),
+            test: test.into(),
+            case: case.into(),
+            result,
+            reason: reason.into(),
+        }
     }
 
     /// A file-level error (the suite could not be read or its policies did not load).
@@ -95,7 +107,10 @@ pub struct Report {
 impl Report {
     /// A report over these results.
     pub fn new(cases: Vec<CaseResult>) -> Report {
-        let mut summary = Summary { total: cases.len(), ..Summary::default() };
+        let mut summary = Summary {
+            total: cases.len(),
+            ..Summary::default()
+        };
         for case in &cases {
             match case.result {
                 Outcome::Pass => summary.passed += 1,
@@ -131,7 +146,13 @@ impl Report {
             .iter()
             .map(|c| {
                 let reason = c.reason.lines().next().unwrap_or("").to_string();
-                [c.suite.clone(), c.test.clone(), c.case.clone(), c.result.as_str().to_string(), reason]
+                [
+                    c.suite.clone(),
+                    c.test.clone(),
+                    c.case.clone(),
+                    c.result.as_str().to_string(),
+                    reason,
+                ]
             })
             .collect();
         let mut widths = headers.map(str::len);
@@ -198,9 +219,21 @@ impl Report {
                 count(&[Outcome::Skip, Outcome::Unsupported, Outcome::KnownFailure]),
             );
             for case in cases {
-                let classname = if case.test.is_empty() { name.to_string() } else { format!("{name}/{}", case.test) };
-                let case_name = if case.case.is_empty() { "(suite)" } else { case.case.as_str() };
-                let open = format!("    <testcase classname=\"{}\" name=\"{}\"", xml(&classname), xml(case_name));
+                let classname = if case.test.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{name}/{}", case.test)
+                };
+                let case_name = if case.case.is_empty() {
+                    "(suite)"
+                } else {
+                    case.case.as_str()
+                };
+                let open = format!(
+                    "    <testcase classname=\"{}\" name=\"{}\"",
+                    xml(&classname),
+                    xml(case_name)
+                );
                 let reason = xml(&case.reason);
                 let first = xml(case.reason.lines().next().unwrap_or(""));
                 let _ = match case.result {
@@ -249,8 +282,20 @@ mod tests {
     fn sample() -> Report {
         Report::new(vec![
             CaseResult::new("a/suite.yaml", "t1", "ok", Outcome::Pass, ""),
-            CaseResult::new("a/suite.yaml", "t1", "bad", Outcome::Fail, "got 0 violations but want at least 1"),
-            CaseResult::new("b/kyverno-test.yaml", "p/r", "ns/pod", Outcome::Unsupported, "generate rule"),
+            CaseResult::new(
+                "a/suite.yaml",
+                "t1",
+                "bad",
+                Outcome::Fail,
+                "got 0 violations but want at least 1",
+            ),
+            CaseResult::new(
+                "b/kyverno-test.yaml",
+                "p/r",
+                "ns/pod",
+                Outcome::Unsupported,
+                "generate rule",
+            ),
             CaseResult::error("c/broken.yaml", "invalid YAML <here> & \"there\""),
         ])
     }
@@ -260,10 +305,25 @@ mod tests {
         let report = sample();
         assert_eq!(
             report.summary,
-            Summary { total: 4, passed: 1, failed: 1, skipped: 0, errors: 1, unsupported: 1, known_failures: 0 }
+            Summary {
+                total: 4,
+                passed: 1,
+                failed: 1,
+                skipped: 0,
+                errors: 1,
+                unsupported: 1,
+                known_failures: 0
+            }
         );
         assert!(!report.success());
-        assert!(Report::new(vec![CaseResult::new("s", "t", "c", Outcome::Unsupported, "")]).success());
+        assert!(Report::new(vec![CaseResult::new(
+            "s",
+            "t",
+            "c",
+            Outcome::Unsupported,
+            ""
+        )])
+        .success());
     }
 
     #[test]
@@ -271,8 +331,15 @@ mod tests {
         let table = sample().table();
         let lines: Vec<&str> = table.lines().collect();
         assert!(lines[0].starts_with("SUITE"));
-        assert!(lines[2].contains("bad") && lines[2].contains("fail") && lines[2].contains("want at least 1"));
-        assert_eq!(lines.last().copied(), Some(sample().summary_line().as_str()));
+        assert!(
+            lines[2].contains("bad")
+                && lines[2].contains("fail")
+                && lines[2].contains("want at least 1")
+        );
+        assert_eq!(
+            lines.last().copied(),
+            Some(sample().summary_line().as_str())
+        );
     }
 
     #[test]
@@ -287,7 +354,9 @@ mod tests {
     #[test]
     fn junit_is_escaped_and_grouped_by_file() {
         let xml = sample().junit();
-        assert!(xml.contains("<testsuites name=\"policyctl\" tests=\"4\" failures=\"1\" errors=\"1\" skipped=\"1\">"));
+        assert!(xml.contains(
+            "<testsuites name=\"policyctl\" tests=\"4\" failures=\"1\" errors=\"1\" skipped=\"1\">"
+        ));
         assert_eq!(xml.matches("<testsuite ").count(), 3);
         assert!(xml.contains("invalid YAML &lt;here&gt; &amp; &quot;there&quot;"));
         assert!(xml.contains("<failure message=\"got 0 violations but want at least 1\">"));

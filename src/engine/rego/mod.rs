@@ -29,7 +29,8 @@ use serde_json::Value;
 use super::{Built, Engine, EngineInput, LoadOptions};
 use crate::admission::Review;
 use crate::policy::{
-    EvalContext, EvalError, FailurePolicy, LoadError, Mutation, Policy, PolicyInfo, SourceFile, SourceRef, Violation,
+    EvalContext, EvalError, FailurePolicy, LoadError, Mutation, Policy, PolicyInfo, SourceFile,
+    SourceRef, Violation,
 };
 use crate::select::Scope;
 
@@ -50,21 +51,31 @@ pub struct Directives {
 pub fn directives(file: &SourceFile) -> Result<Directives, LoadError> {
     let mut out = Directives::default();
     for (line_no, line) in file.content.lines().enumerate() {
-        let Some(rest) = line.trim_start().strip_prefix('#') else { continue };
-        let Some(directive) = rest.trim_start().strip_prefix("policyctl:") else { continue };
+        let Some(rest) = line.trim_start().strip_prefix('#') else {
+            continue;
+        };
+        let Some(directive) = rest.trim_start().strip_prefix("policyctl:") else {
+            continue;
+        };
         let directive = directive.trim();
         let (key, value) = match directive.split_once('=') {
             Some((k, v)) => (k.trim(), Some(v.trim())),
             None => (directive, None),
         };
-        let at = |msg: String| LoadError::at(SourceRef::file(&file.origin), format!("line {}", line_no + 1), msg);
+        let at = |msg: String| {
+            LoadError::at(
+                SourceRef::file(&file.origin),
+                format!("line {}", line_no + 1),
+                msg,
+            )
+        };
         match (key, value) {
             ("rego.v0", None) => out.rego_v0 = true,
             ("failure-policy", Some(v)) => out.failure_policy = Some(v.parse().map_err(at)?),
             _ => {
                 return Err(at(format!(
-                    "unknown directive {directive:?}; known: `rego.v0`, `failure-policy=Fail|Ignore`"
-                )))
+                "unknown directive {directive:?}; known: `rego.v0`, `failure-policy=Fail|Ignore`"
+            )))
             }
         }
     }
@@ -100,7 +111,8 @@ impl Engine for RegoEngine {
         let mut built = Built::default();
         let mut engine = support::new_engine(options.eval_timeout);
         // package path -> (rules, failure policy, first source)
-        let mut packages: BTreeMap<String, (Rules, Option<FailurePolicy>, SourceRef)> = BTreeMap::new();
+        let mut packages: BTreeMap<String, (Rules, Option<FailurePolicy>, SourceRef)> =
+            BTreeMap::new();
         let mut order: Vec<String> = Vec::new();
         for file in &input.files {
             let source = SourceRef::file(&file.origin);
@@ -119,13 +131,22 @@ impl Engine for RegoEngine {
             let package = match engine.add_policy(file.origin.clone(), file.content.clone()) {
                 Ok(package) => package,
                 Err(err) => {
-                    built.errors.push(LoadError::new(source, format!("Rego does not compile: {err}")));
+                    built.errors.push(LoadError::new(
+                        source,
+                        format!("Rego does not compile: {err}"),
+                    ));
                     continue;
                 }
             };
             let mut rules = Rules::default();
-            for (name, flag) in [("deny", &mut rules.deny), ("warn", &mut rules.warn), ("patch", &mut rules.patch)] {
-                *flag = engine.has_declared_rule_rooted_at(&file.origin, name).unwrap_or(false);
+            for (name, flag) in [
+                ("deny", &mut rules.deny),
+                ("warn", &mut rules.warn),
+                ("patch", &mut rules.patch),
+            ] {
+                *flag = engine
+                    .has_declared_rule_rooted_at(&file.origin, name)
+                    .unwrap_or(false);
             }
             let entry = packages.entry(package.clone()).or_insert_with(|| {
                 order.push(package.clone());
@@ -156,13 +177,26 @@ impl Engine for RegoEngine {
         // Prepare once: analysis runs here, and every per-request clone starts prepared.
         let probe_rule = {
             let rules = &packages[first].0;
-            let name = if rules.deny { "deny" } else if rules.warn { "warn" } else { "patch" };
+            let name = if rules.deny {
+                "deny"
+            } else if rules.warn {
+                "warn"
+            } else {
+                "patch"
+            };
             format!("{first}.{name}")
         };
         if let Err(err) = engine.compile_with_entrypoint(&probe_rule.as_str().into()) {
-            let origin = input.files.iter().find(|f| err.to_string().contains(&f.origin)).or(input.files.first());
+            let origin = input
+                .files
+                .iter()
+                .find(|f| err.to_string().contains(&f.origin))
+                .or(input.files.first());
             let source = SourceRef::file(origin.map(|f| f.origin.as_str()).unwrap_or("<rego>"));
-            built.errors.push(LoadError::new(source, format!("Rego does not compile: {err}")));
+            built.errors.push(LoadError::new(
+                source,
+                format!("Rego does not compile: {err}"),
+            ));
             return built;
         }
         let engine = Arc::new(engine);
@@ -171,7 +205,10 @@ impl Engine for RegoEngine {
             if !(rules.deny || rules.warn || rules.patch) {
                 continue;
             }
-            let name = package.strip_prefix("data.").unwrap_or(&package).to_string();
+            let name = package
+                .strip_prefix("data.")
+                .unwrap_or(&package)
+                .to_string();
             built.policies.push(Arc::new(RegoPolicy {
                 info: PolicyInfo {
                     name,
@@ -236,24 +273,37 @@ impl Policy for RegoPolicy {
         let mut engine = self.engine_for(review);
         let mut out = Vec::new();
         if let Some(rule) = &self.deny {
-            let value = engine.eval_rule(rule.clone()).map_err(|e| support::eval_error(e, ctx.timeout))?;
+            let value = engine
+                .eval_rule(rule.clone())
+                .map_err(|e| support::eval_error(e, ctx.timeout))?;
             out.extend(support::messages(&value).into_iter().map(Violation::deny));
         }
         if let Some(rule) = &self.warn {
-            let value = engine.eval_rule(rule.clone()).map_err(|e| support::eval_error(e, ctx.timeout))?;
+            let value = engine
+                .eval_rule(rule.clone())
+                .map_err(|e| support::eval_error(e, ctx.timeout))?;
             out.extend(support::messages(&value).into_iter().map(Violation::warn));
         }
         Ok(out)
     }
 
-    fn mutate(&self, review: &Review, object: &Value, ctx: &EvalContext) -> Result<Mutation, EvalError> {
-        let Some(rule) = &self.patch else { return Ok(Mutation::default()) };
+    fn mutate(
+        &self,
+        review: &Review,
+        object: &Value,
+        ctx: &EvalContext,
+    ) -> Result<Mutation, EvalError> {
+        let Some(rule) = &self.patch else {
+            return Ok(Mutation::default());
+        };
         let mut engine = if review.object() == Some(object) {
             self.engine_for(review)
         } else {
             self.engine_for(&review.with_object(object.clone()))
         };
-        let value = engine.eval_rule(rule.clone()).map_err(|e| support::eval_error(e, ctx.timeout))?;
+        let value = engine
+            .eval_rule(rule.clone())
+            .map_err(|e| support::eval_error(e, ctx.timeout))?;
         let ops = support::patch_operations(&value).map_err(EvalError::Engine)?;
         if ops.is_empty() {
             return Ok(Mutation::default());
@@ -261,7 +311,10 @@ impl Policy for RegoPolicy {
         let mut mutated = object.clone();
         json_patch::patch(&mut mutated, &ops)
             .map_err(|e| EvalError::Engine(format!("patch from {rule} does not apply: {e}")))?;
-        Ok(Mutation { object: (&mutated != object).then_some(mutated), warnings: Vec::new() })
+        Ok(Mutation {
+            object: (&mutated != object).then_some(mutated),
+            warnings: Vec::new(),
+        })
     }
 }
 

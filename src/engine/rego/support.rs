@@ -35,7 +35,9 @@ pub fn to_json(value: &regorus::Value) -> serde_json::Value {
 
 /// Map a regorus evaluation error to an [`EvalError`], recognising the time limit.
 pub fn eval_error(err: anyhow::Error, timeout: Duration) -> EvalError {
-    if let Some(regorus::LimitError::TimeLimitExceeded { .. }) = err.downcast_ref::<regorus::LimitError>() {
+    if let Some(regorus::LimitError::TimeLimitExceeded { .. }) =
+        err.downcast_ref::<regorus::LimitError>()
+    {
         return EvalError::Timeout(timeout);
     }
     let text = err.to_string();
@@ -91,7 +93,10 @@ pub fn patch_operations(value: &regorus::Value) -> Result<Vec<json_patch::PatchO
 /// Builtins a policy may not call, with the reason. `http.send` exists in regorus only as a stub that is always
 /// undefined: a policy relying on it would silently allow.
 pub fn forbidden_builtin(source: &str) -> Option<String> {
-    for (needle, name) in [("http.send", "http.send"), ("net.lookup_ip_addr", "net.lookup_ip_addr")] {
+    for (needle, name) in [
+        ("http.send", "http.send"),
+        ("net.lookup_ip_addr", "net.lookup_ip_addr"),
+    ] {
         if source.lines().any(|line| {
             let code = line.split('#').next().unwrap_or("");
             code.contains(needle)

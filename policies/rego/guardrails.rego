@@ -1,0 +1,43 @@
+# Baseline guardrails, as a plain Rego module (OPA kube-mgmt style).
+#
+# input is the whole AdmissionReview. `deny` messages reject the request, `warn` messages are returned as warnings,
+# `patch` operations (JSONPatch on the object) are applied by /mutate.
+package policyctl.guardrails
+
+# Workload kinds that carry a pod spec, and where it is.
+pod_spec(obj) := obj.spec if obj.kind == "Pod"
+
+pod_spec(obj) := obj.spec.template.spec if obj.kind in {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}
+
+pod_spec(obj) := obj.spec.jobTemplate.spec.template.spec if obj.kind == "CronJob"
+
+containers(obj) := array.concat(
+	object.get(pod_spec(obj), "containers", []),
+	array.concat(object.get(pod_spec(obj), "initContainers", []), object.get(pod_spec(obj), "ephemeralContainers", [])),
+)
+
+deny contains msg if {
+	some container in containers(input.request.object)
+	container.securityContext.privileged == true
+	msg := sprintf("%s %s: container %s must not be privileged", [input.request.kind.kind, input.request.name, container.name])
+}
+
+deny contains msg if {
+	some volume in pod_spec(input.request.object).volumes
+	volume.hostPath
+	msg := sprintf("%s %s: hostPath volume %s is not allowed", [input.request.kind.kind, input.request.name, volume.name])
+}
+
+warn contains msg if {
+	some container in containers(input.request.object)
+	untagged_or_latest(container.image)
+	msg := sprintf("container %s: image %s should be pinned to a tag other than latest", [container.name, container.image])
+}
+
+untagged_or_latest(image) if endswith(image, ":latest")
+
+untagged_or_latest(image) if {
+	not contains(image, "@")
+	last := regex.split("/", image)[count(regex.split("/", image)) - 1]
+	not contains(last, ":")
+}
