@@ -639,6 +639,15 @@ fn cert_manager_overlay_injects_the_ca_of_the_mounted_certificate() {
         issuer["spec"]["ca"].is_object(),
         "serving certificates come from a stable CA issuer"
     );
+    let ca = certificates
+        .iter()
+        .find(|c| c["spec"]["secretName"] == issuer["spec"]["ca"]["secretName"])
+        .expect("the CA Certificate is part of the overlay");
+    assert_eq!(ca["spec"]["isCA"], true);
+    assert_eq!(
+        ca["spec"]["privateKey"]["rotationPolicy"], "Never",
+        "CA renewals must keep the key, or serving certificates signed before break until re-issued"
+    );
 
     let inject = format!(
         "{}/{}",
