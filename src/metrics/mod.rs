@@ -9,6 +9,7 @@
 //! | `policyctl_policy_set_generation` | gauge | |
 //! | `policyctl_policies` | gauge | |
 //! | `policyctl_policy_load_errors_total` | counter | |
+//! | `policyctl_tls_certificate_expiry_timestamp_seconds` | gauge | |
 //!
 //! `decision` is `allow`, `warn`, `deny`, `invalid` (a 400 answer) or `unavailable` (no policy set yet).
 
@@ -92,6 +93,8 @@ pub struct Metrics {
     pub policies: Gauge,
     /// Failed policy loads.
     pub policy_load_errors: Counter,
+    /// `notAfter` of the served TLS certificate, seconds since the Unix epoch (0 until known).
+    pub tls_certificate_expiry: Gauge,
 }
 
 impl Default for Metrics {
@@ -148,6 +151,12 @@ impl Metrics {
             "Policy loads rejected because of errors",
             policy_load_errors.clone(),
         );
+        let tls_certificate_expiry: Gauge = Gauge::default();
+        registry.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "When the served TLS certificate expires (notAfter), in seconds since the Unix epoch",
+            tls_certificate_expiry.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -157,6 +166,7 @@ impl Metrics {
             policy_set_generation,
             policies,
             policy_load_errors,
+            tls_certificate_expiry,
         }
     }
 
