@@ -26,12 +26,19 @@ fn kustomize(dir: &Path) -> Vec<Value> {
         ),
         Err(err) => panic!("cannot run kubectl: {err}"),
     };
-    assert!(
-        output.status.success(),
-        "kubectl kustomize {} failed:\n{}",
-        dir.display(),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    if !output.status.success() {
+        let version = Command::new("kubectl")
+            .args(["version", "--client"])
+            .output()
+            .map(|v| String::from_utf8_lossy(&v.stdout).into_owned())
+            .unwrap_or_default();
+        panic!(
+            "kubectl kustomize {} failed:\n{}\n(kubectl 1.21 or later is required; this one says: {})",
+            dir.display(),
+            String::from_utf8_lossy(&output.stderr),
+            version.trim()
+        );
+    }
     let text = String::from_utf8(output.stdout).expect("kustomize prints UTF-8");
     serde_yaml::Deserializer::from_str(&text)
         .map(|doc| {
