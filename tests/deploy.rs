@@ -452,6 +452,21 @@ fn webhooks_exclude_system_namespaces_and_choose_failure_policies() {
                     "{kind} must exclude namespace {must}: {excluded:?}"
                 );
             }
+            let conditions: Vec<&str> = webhook["matchConditions"]
+                .as_array()
+                .map(|c| c.iter().filter_map(|c| c["expression"].as_str()).collect())
+                .unwrap_or_default();
+            for kept_off in [
+                "'leases'",
+                "'events'",
+                "'authentication.k8s.io'",
+                "'authorization.k8s.io'",
+            ] {
+                assert!(
+                    conditions.iter().any(|e| e.contains(kept_off)),
+                    "{kind}: matchConditions must keep {kept_off} off the webhook: {conditions:?}"
+                );
+            }
             let operations: Vec<&str> = webhook["rules"]
                 .as_array()
                 .expect("rules")
