@@ -538,6 +538,41 @@ fn policies_config_map_holds_every_policy_file() {
     );
 }
 
+#[test]
+fn policies_config_map_loads_as_mounted() {
+    // The pods see the ConfigMap's keys as files in one directory: that flat set must load without an error.
+    let rendered = base();
+    let config_map = rendered.one("ConfigMap");
+    let mounted = tempfile::tempdir().expect("tempdir");
+    let empty = serde_json::Map::new();
+    let data = config_map["data"].as_object().unwrap_or(&empty);
+    for (key, value) in data {
+        std::fs::write(mounted.path().join(key), value.as_str().expect("text data"))
+            .expect("write");
+    }
+    let compiled = policyctl::policy::loader::compile_dir(mounted.path(), &Default::default());
+    let errors: Vec<String> = compiled
+        .built
+        .errors
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "the mounted policies ConfigMap does not load:\n{}",
+        errors.join("\n")
+    );
+    assert_eq!(
+        compiled.files,
+        data.len(),
+        "every key is a policy file the loader reads"
+    );
+    assert!(
+        !compiled.built.policies.is_empty() || data.is_empty(),
+        "policies were built"
+    );
+}
+
 /// Copy deploy/ and policies/ into a scratch directory, keeping their relative layout.
 fn scratch_copy() -> tempfile::TempDir {
     let scratch = tempfile::tempdir().expect("tempdir");
