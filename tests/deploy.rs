@@ -313,6 +313,32 @@ fn volumes_feed_the_server_flags() {
 }
 
 #[test]
+fn deployment_args_are_accepted_by_the_binary() {
+    use clap::Parser;
+    use policyctl::cli::{Cli, Command as CliCommand};
+
+    let rendered = base();
+    let container = &rendered.one("Deployment")["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<&str> = str_list(&container["args"]);
+    let cli = Cli::try_parse_from(std::iter::once("policyctl").chain(args.iter().copied()))
+        .unwrap_or_else(|e| panic!("the Deployment's args do not parse: {e}"));
+    let CliCommand::Serve(serve) = cli.command else {
+        panic!("the container must run `serve`")
+    };
+    assert_eq!(
+        serve.tls_cert.as_deref(),
+        Some(Path::new(flag(container, "tls-cert")))
+    );
+    assert_eq!(
+        serve.policies,
+        PathBuf::from(mount_path(container, "policies"))
+    );
+    assert_eq!(serve.admin_addr.port(), 9090);
+    assert_eq!(serve.addr.port(), 8443);
+    assert_eq!(serve.failure_policy, policyctl::policy::FailurePolicy::Fail);
+}
+
+#[test]
 fn service_and_pdb_select_the_pods() {
     let rendered = base();
     let deployment = rendered.one("Deployment");
