@@ -10,6 +10,7 @@
 //!   `namespace[ns][groupVersion][kind][name]`); a Namespace in the inventory is the review's `namespaceObject`.
 //! - An assertion `{violations: yes|no|N, message: regex}` counts the results whose message matches the regex
 //!   (unanchored, case-sensitive; absent or empty matches all): `yes` wants at least one, `no` none, `N` exactly N.
+//! - A `scoped` constraint runs only if it lists the `gator.gatekeeper.sh` enforcement point (or `*`).
 //! - A template that fails to evaluate gives one result whose message is the error text (Gatekeeper fails closed).
 //! - `skip: true` on a suite, test or case reports it as skipped.
 //!
@@ -30,6 +31,9 @@ use crate::engine::gatekeeper::{is_template, Constraint, ConstraintError, Reques
 use crate::engine::rego::support;
 use crate::policy::source::{documents, parse_value, yaml_documents};
 use crate::policy::SourceFile;
+
+/// gator's enforcement point, for `scoped` constraints.
+const GATOR_POINT: &str = "gator.gatekeeper.sh";
 
 /// Time limit of one case's evaluation.
 const CASE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -404,10 +408,15 @@ fn run_case(
         data.insert("inventory".into(), inv);
         support::to_rego(&Value::Object(data))
     });
-    // As in Gatekeeper, an evaluation error is one result whose message is the error text.
-    let messages: Vec<String> = match constraint.review(&request, data.as_ref(), CASE_TIMEOUT) {
-        Ok(findings) => findings.into_iter().map(|f| f.msg).collect(),
-        Err(err) => vec![err.to_string()],
+    // A `scoped` constraint that does not list gator's enforcement point gives no results. As in Gatekeeper, an
+    // evaluation error is one result whose message is the error text.
+    let messages: Vec<String> = if !constraint.runs_at(GATOR_POINT) {
+        Vec::new()
+    } else {
+        match constraint.review(&request, data.as_ref(), CASE_TIMEOUT) {
+            Ok(findings) => findings.into_iter().map(|f| f.msg).collect(),
+            Err(err) => vec![err.to_string()],
+        }
     };
     for assertion in &case.assertions {
         if let Err(failure) = check_assertion(assertion, &messages)? {

@@ -89,6 +89,8 @@ pub struct Constraint {
     pub parameters: regorus::Value,
     /// What a violation does at the webhook; `None` when a `scoped` action leaves the webhook out.
     pub action: Option<Action>,
+    /// With `enforcementAction: scoped`, the enforcement points listed (`None` otherwise: every point).
+    pub scoped_points: Option<Vec<String>>,
     /// Problems that do not stop the constraint from loading (unknown fields, which would be ignored).
     pub warnings: Vec<LoadError>,
 }
@@ -200,6 +202,7 @@ impl Constraint {
         matcher.validate().map_err(|(field, message)| {
             invalid(doc.error_at(format!("spec.match.{field}"), message))
         })?;
+        let mut scoped_points: Option<Vec<String>> = None;
         let action = match parsed.spec.enforcement_action.as_deref().unwrap_or("") {
             "scoped" => {
                 let mut action: Option<Action> = None;
@@ -223,6 +226,14 @@ impl Constraint {
                         action = Some(stronger(action, this));
                     }
                 }
+                scoped_points = Some(
+                    parsed
+                        .spec
+                        .scoped_enforcement_actions
+                        .iter()
+                        .flat_map(|a| a.enforcement_points.iter().map(|p| p.name.clone()))
+                        .collect(),
+                );
                 if parsed.spec.scoped_enforcement_actions.is_empty() {
                     return Err(invalid(doc.error_at(
                         "spec.scopedEnforcementActions",
@@ -275,8 +286,17 @@ impl Constraint {
             matcher,
             parameters: support::to_rego(&parameters),
             action,
+            scoped_points,
             warnings,
         })
+    }
+
+    /// Whether the constraint runs at an enforcement point (e.g. `gator.gatekeeper.sh`): always, unless its action
+    /// is `scoped` and the point (or `*`) is not listed.
+    pub fn runs_at(&self, point: &str) -> bool {
+        self.scoped_points
+            .as_ref()
+            .is_none_or(|points| points.iter().any(|p| p == point || p == "*"))
     }
 
     /// Match and evaluate. A request the constraint does not match gives no findings; a namespace selector that

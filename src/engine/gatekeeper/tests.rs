@@ -168,6 +168,20 @@ fn scoped_actions_use_the_webhook_point() {
     ));
     assert!(!policies[0].validates());
     assert!(policies[0].scope().entries.is_empty());
+    let (docs, _) = documents(&src(
+        "s.yaml",
+        &format!(
+            "{TEMPLATE}{}",
+            scoped("[{name: audit.gatekeeper.sh}, {name: gator.gatekeeper.sh}]")
+        ),
+    ));
+    let (template, _) = Template::load(&docs[0], Duration::from_secs(1)).expect("compiles");
+    let templates =
+        std::collections::HashMap::from([(template.kind.clone(), std::sync::Arc::new(template))]);
+    let loaded = super::Constraint::load(&docs[1], &templates).expect("loads");
+    assert!(loaded.runs_at("gator.gatekeeper.sh") && loaded.runs_at("audit.gatekeeper.sh"));
+    assert!(!loaded.runs_at("validation.gatekeeper.sh"));
+    assert_eq!(loaded.action, None);
     let errs = errors(&format!("{TEMPLATE}{}", constraint("x", "block", "")));
     assert!(
         errs[0]
