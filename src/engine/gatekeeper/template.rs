@@ -458,7 +458,10 @@ impl Template {
         }
         machine.set_input(input);
         let result = machine.execute();
-        // Drop the input (and data) before the machine goes back to the pool.
+        // A machine that failed is dropped rather than reused; a reused one drops the input (and data) first.
+        if result.is_err() {
+            return result_of(result, timer);
+        }
         machine.set_input(regorus::Value::Null);
         if data.is_some() && machine.set_data(regorus::Value::new_object()).is_err() {
             return result_of(result, timer);
