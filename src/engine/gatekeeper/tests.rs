@@ -526,3 +526,31 @@ metadata:
         .expect("ok");
     assert_eq!(found, vec![Violation::deny("p is protected")]);
 }
+
+#[test]
+fn pooled_machines_give_consistent_answers_across_threads() {
+    let policies = load(&format!("{TEMPLATE}{}", constraint("d", "deny", "")));
+    let policy = policies[0].clone();
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let policy = policy.clone();
+            std::thread::spawn(move || {
+                for i in 0..50 {
+                    let labelled = (i + t) % 2 == 0;
+                    let labels = if labelled {
+                        json!({"owner": "x"})
+                    } else {
+                        json!({})
+                    };
+                    let found = policy
+                        .validate(&pod(labels, Operation::Create), &EvalContext::default())
+                        .expect("ok");
+                    assert_eq!(found.is_empty(), labelled, "thread {t} iteration {i}");
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().expect("no panic");
+    }
+}
