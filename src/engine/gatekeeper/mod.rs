@@ -59,13 +59,39 @@ pub fn is_constraint(api_version: &str) -> bool {
     api_version.starts_with(CONSTRAINTS_GROUP)
 }
 
+/// Other Gatekeeper resources that may sit beside templates and constraints: loaded as warnings that say what does
+/// not happen, so a Gatekeeper policy repository loads as it is.
+const UNSUPPORTED: &[(&str, &str)] = &[
+    (
+        "config.gatekeeper.sh/",
+        "Gatekeeper Config is not used by policyctl: its sync list (data.inventory) and its excluded namespaces have no \
+         effect; exclude namespaces in the constraints' spec.match or in the webhook configuration",
+    ),
+    ("syncset.gatekeeper.sh/", "SyncSet is not used by policyctl: the webhook does not sync data.inventory"),
+    ("mutations.gatekeeper.sh/", "Gatekeeper mutators are not supported by policyctl: this mutation is not applied"),
+    (
+        "expansion.gatekeeper.sh/",
+        "ExpansionTemplate is not supported by policyctl: workloads are not expanded into the resources they generate",
+    ),
+    ("externaldata.gatekeeper.sh/", "external data providers are not supported by policyctl"),
+];
+
+fn unsupported(api_version: &str) -> Option<&'static str> {
+    UNSUPPORTED
+        .iter()
+        .find(|(group, _)| api_version.starts_with(group))
+        .map(|(_, why)| *why)
+}
+
 impl Engine for GatekeeperEngine {
     fn name(&self) -> &'static str {
         "gatekeeper"
     }
 
     fn claims(&self, api_version: &str, kind: &str) -> bool {
-        is_template(api_version, kind) || is_constraint(api_version)
+        is_template(api_version, kind)
+            || is_constraint(api_version)
+            || unsupported(api_version).is_some()
     }
 
     fn kinds(&self) -> Vec<&'static str> {
@@ -107,6 +133,12 @@ impl Engine for GatekeeperEngine {
             .iter()
             .filter(|d| !is_template(&d.api_version, &d.kind))
         {
+            if let Some(why) = unsupported(&doc.api_version) {
+                built
+                    .warnings
+                    .push(doc.error_at("kind", format!("{} {}: {why}", doc.kind, doc.name())));
+                continue;
+            }
             match Constraint::load(doc, &templates) {
                 Ok(mut constraint) => {
                     built.warnings.append(&mut constraint.warnings);

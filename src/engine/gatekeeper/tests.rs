@@ -554,3 +554,31 @@ fn pooled_machines_give_consistent_answers_across_threads() {
         thread.join().expect("no panic");
     }
 }
+
+#[test]
+fn other_gatekeeper_resources_load_as_warnings() {
+    let others = "apiVersion: config.gatekeeper.sh/v1alpha1\nkind: Config\nmetadata:\n  name: config\n---\n\
+                  apiVersion: mutations.gatekeeper.sh/v1\nkind: Assign\nmetadata:\n  name: pull-policy\n";
+    let compiled = compile(&[src("o.yaml", others)], &LoadOptions::default());
+    assert!(
+        compiled.built.errors.is_empty(),
+        "{:?}",
+        compiled.built.errors
+    );
+    let warnings: Vec<String> = compiled
+        .built
+        .warnings
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(
+        warnings[0]
+            .starts_with("o.yaml, document 1: kind: Config config: Gatekeeper Config is not used"),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings[1].contains("Assign pull-policy: Gatekeeper mutators are not supported"),
+        "{warnings:?}"
+    );
+}
