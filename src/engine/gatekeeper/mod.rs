@@ -20,6 +20,8 @@
 //!   constraint's `spec` and `spec.match` are load warnings. CEL (`K8sNativeValidation`) sources are not run: a
 //!   template needs Rego.
 //! - Known regorus/OPA differences are rewritten or reported when loading: see [`divergence`].
+//! - Gatekeeper's other resources (`Config`, `SyncSet`, mutators, `ExpansionTemplate`, external data `Provider`) are
+//!   accepted beside policies and reported as load warnings that say what policyctl does not do with them.
 
 pub mod constraint;
 pub mod divergence;
