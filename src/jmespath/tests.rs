@@ -472,10 +472,18 @@ fn search_uses_cache_and_matches_compile() {
         );
     }
     assert!(search("a.", &data).is_err());
-    // Fill past the capacity: still correct.
+    // Fill past the capacity: still correct, and the cache stays bounded.
     for i in 0..(CACHE_CAPACITY + 10) {
         assert_eq!(search(&format!("`{i}`"), &data), Ok(json!(i)));
     }
+    assert!(cache().read().map(|m| m.len()).unwrap_or(0) <= CACHE_CAPACITY);
+    // Long texts are evaluated but not kept.
+    let long = format!("'{}'", "x".repeat(CACHE_MAX_TEXT));
+    assert_eq!(search(&long, &data), Ok(json!("x".repeat(CACHE_MAX_TEXT))));
+    assert!(cache()
+        .read()
+        .map(|m| !m.contains_key(long.as_str()))
+        .unwrap_or(false));
 }
 
 #[test]
