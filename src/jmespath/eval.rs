@@ -131,6 +131,12 @@ impl Interp {
                             None => Err(JmesError::NotFound { key: key.clone() }),
                         }
                     }
+                    (Node::Index(idx), Value::Array(items)) => {
+                        self.step()?;
+                        let found =
+                            resolve_index(items.len(), *idx).and_then(|i| items.into_iter().nth(i));
+                        Ok(Cow::Owned(found.unwrap_or(Value::Null)))
+                    }
                     (node, v) => {
                         let result = self.eval(node, &v)?;
                         Ok(Cow::Owned(self.own(result)?))

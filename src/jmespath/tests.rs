@@ -265,6 +265,28 @@ fn pipes_stop_projections() {
         json!(3)
     );
     assert_eq!(ok("request.object | metadata | name", &data), json!("web"));
+    // Owned intermediate results (after a projection) indexed and looked up.
+    assert_eq!(
+        ok("request.object.spec.containers[*].name | [-1]", &data),
+        json!("log")
+    );
+    assert_eq!(
+        ok("request.object.spec.containers[*] | [5]", &data),
+        Value::Null
+    );
+    assert_eq!(
+        ok(
+            "request.object.spec.containers[?name == 'log'] | [0] | image",
+            &data
+        ),
+        json!("fluentd:v1")
+    );
+    assert!(eval(
+        "request.object.spec.containers[?name == 'log'] | [0] | nope",
+        &data
+    )
+    .expect_err("missing")
+    .is_not_found());
 }
 
 #[test]
