@@ -3,7 +3,9 @@
 //! Each kind of test file has a [`SuiteRunner`]; [`rego`] runs `*_test.rego` files the way `opa test` does. Every
 //! runner reports [`CaseResult`]s into one [`Report`], rendered as a table, JSON or JUnit.
 
+pub mod gator;
 pub mod known;
+pub mod kyverno;
 pub mod rego;
 pub mod report;
 
@@ -52,7 +54,7 @@ pub trait SuiteRunner: Send + Sync {
 
 /// Every YAML suite runner.
 pub fn runners() -> Vec<Box<dyn SuiteRunner>> {
-    Vec::new()
+    vec![Box::new(gator::GatorRunner), Box::new(kyverno::KyvernoRunner)]
 }
 
 /// Find and run every test under `paths`.
