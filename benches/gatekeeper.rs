@@ -9,7 +9,7 @@
 //!
 //! | evaluator | validate | decode+validate |
 //! |---|---|---|
-//! | regorus VM (the default) | ~89 µs | ~91 µs |
+//! | regorus VM (the default) | 89–98 µs | 91–99 µs |
 //! | regorus interpreter (forced for every template) | ~234 µs | ~230 µs |
 //!
 //! The VM is about 2.6× faster here and passes the same conformance cases, so templates run on it; templates the VM
