@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | D1 | a line starting with `(` after a complete expression is parsed as a call of the previous line | rewrite: end the previous expression with `;` (what OPA's newline does); only for lines directly in a rule body |
 //! | D2 | v0 multi-body rules `head { A } { B }`: a parse error for set rules, an `else` chain for functions and complete rules | rewrite: one definition per body, each with the same head (OPA's meaning) |
-//! | D3 | `sprintf` with more verbs than arguments (or more arguments than verbs) is undefined, so the violation silently disappears | literal format and argument list: rewrite the format so regorus renders what Go renders (`%!v(MISSING)`, `%!(EXTRA …)`); anything else: warning |
+//! | D3 | `sprintf` with more verbs than arguments (or more arguments than verbs) is undefined, so the violation silently disappears | literal format and argument list: rewrite the format so regorus renders what Go renders (`%!v(MISSING)`, `%!(EXTRA …)`); any other call: routed through a helper that counts at run time and renders the format with `%!(BADARGS …)` on a mismatch (never undefined); both reported as warnings |
 //! | D4 | `not f(a.b)` with `a.b` undefined is true in the interpreter, undefined in OPA | rewrite: hoist plain dotted refs out of the negated call (`__policyctl_h1 := a.b; not f(__policyctl_h1)`) |
 //! | D5 | body-less definitions `f("a", _)` are undefined in the VM | rewrite: give them an explicit `{ true }` body (`if { true }` in v1) |
 //! | D6 | conflicting values of a rule or function are an error in OPA (a denial in Gatekeeper), undefined in the VM | templates that define a valued rule or function more than once run on the interpreter, which reports the conflict as OPA does |
@@ -102,7 +102,7 @@ pub fn check(src: &str, v0: bool) -> Checked {
     end_expressions_before_parens(&mut checked);
     hoist_refs_out_of_not(&mut checked);
     give_bodies_to_bodyless_definitions(&mut checked, v0);
-    fix_sprintf(&mut checked);
+    fix_sprintf(&mut checked, v0);
     checked
 }
 
@@ -563,12 +563,30 @@ fn verbs(format: &str) -> Vec<(usize, usize, char)> {
     out
 }
 
+/// The function dynamic `sprintf` calls are renamed to.
+const SPRINTF_HELPER: &str = "__policyctl_sprintf";
+
+/// The warning for a dynamic `sprintf` call.
+const DYNAMIC_SPRINTF: &str = "sprintf with a format or argument list that is not a literal is checked when it runs: \
+     if its verbs and arguments differ in number, the message is the format followed by %!(BADARGS …) instead of \
+     regorus making it undefined and dropping the violation (regorus divergence D3)";
+
+/// `sprintf` that never becomes undefined over a verb/argument count mismatch (appended to modules that need it; one
+/// definition with `else`, so it is not a multi-value definition).
+const SPRINTF_HELPER_V0: &str = "__policyctl_sprintf(f, a) = s { __policyctl_verbs(f) == count(a); s := sprintf(f, a) } \
+     else = s { s := sprintf(\"%s%%!(BADARGS %v verbs, %v arguments: %v)\", [f, __policyctl_verbs(f), count(a), a]) }\n\
+     __policyctl_verbs(f) = n { n := count([v | v := regex.find_n(`%[-+# 0-9.*]*[a-zA-Z%]`, f, -1)[_]; v != \"%%\"]) }\n";
+const SPRINTF_HELPER_V1: &str = "__policyctl_sprintf(f, a) := s if { __policyctl_verbs(f) == count(a); s := sprintf(f, a) } \
+     else := s if { s := sprintf(\"%s%%!(BADARGS %v verbs, %v arguments: %v)\", [f, __policyctl_verbs(f), count(a), a]) }\n\
+     __policyctl_verbs(f) := n if { n := count([v | some v in regex.find_n(`%[-+# 0-9.*]*[a-zA-Z%]`, f, -1); v != \"%%\"]) }\n";
+
 /// D3: make `sprintf` verb/argument count mismatches render as Go renders them instead of becoming undefined.
-fn fix_sprintf(checked: &mut Checked) {
+fn fix_sprintf(checked: &mut Checked, v0: bool) {
     let src = checked.source.clone();
     let tokens = lex(&src);
     let (matching, _) = structure(&tokens);
     let mut edits = Vec::new();
+    let mut dynamic = false;
     for (i, token) in tokens.iter().enumerate() {
         if !token.is_word(&src, "sprintf") || (i > 0 && tokens[i - 1].is_op(&src, ".")) {
             continue;
@@ -595,11 +613,11 @@ fn fix_sprintf(checked: &mut Checked) {
             .copied()
             .filter(|&j| tokens[j].kind == Kind::Open('['));
         let (Some(format), true, Some(list)) = (format, comma, list) else {
-            checked.warnings.push(format!(
-                "line {line}: sprintf with a format or argument list that is not a literal cannot be checked when \
-                 loading; if its verbs and arguments differ in number, regorus makes the message undefined and the \
-                 violation is dropped where OPA renders %!v(MISSING) (regorus divergence D3)"
-            ));
+            edits.push((token.start, token.end, SPRINTF_HELPER.to_string()));
+            dynamic = true;
+            checked
+                .warnings
+                .push(format!("line {line}: {DYNAMIC_SPRINTF}"));
             continue;
         };
         let Some(list_close) = matching.get(list).copied().flatten() else {
@@ -635,10 +653,11 @@ fn fix_sprintf(checked: &mut Checked) {
             .any(|t| t.is_op(&src, "|"))
         {
             // An array comprehension: the count is dynamic.
-            checked.warnings.push(format!(
-                "line {line}: sprintf arguments built by a comprehension cannot be counted when loading (regorus \
-                 divergence D3)"
-            ));
+            edits.push((token.start, token.end, SPRINTF_HELPER.to_string()));
+            dynamic = true;
+            checked
+                .warnings
+                .push(format!("line {line}: {DYNAMIC_SPRINTF}"));
             continue;
         }
         let literal = format.text(&src);
@@ -677,6 +696,16 @@ fn fix_sprintf(checked: &mut Checked) {
     }
     if !edits.is_empty() {
         checked.source = apply(&src, edits);
+    }
+    if dynamic {
+        if !checked.source.ends_with('\n') {
+            checked.source.push('\n');
+        }
+        checked.source.push_str(if v0 {
+            SPRINTF_HELPER_V0
+        } else {
+            SPRINTF_HELPER_V1
+        });
     }
 }
 
@@ -819,5 +848,8 @@ mod tests {
         assert!(checked.warnings.is_empty());
         let checked = check("package t\nm := sprintf(f, [1])\n", true);
         assert_eq!(checked.warnings.len(), 1);
+        assert!(checked
+            .source
+            .starts_with("package t\nm := __policyctl_sprintf(f, [1])\n__policyctl_sprintf(f, a)"));
     }
 }

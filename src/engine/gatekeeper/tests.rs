@@ -582,3 +582,82 @@ fn other_gatekeeper_resources_load_as_warnings() {
         "{warnings:?}"
     );
 }
+
+#[test]
+fn dynamic_sprintf_mismatch_is_never_undefined() {
+    let template = |version: &str, rule: &str| {
+        format!(
+            r#"apiVersion: templates.gatekeeper.sh/v1
+kind: ConstraintTemplate
+metadata:
+  name: k8sfmt
+spec:
+  crd:
+    spec:
+      names:
+        kind: K8sFmt
+  targets:
+    - target: admission.k8s.gatekeeper.sh
+      code:
+        - engine: Rego
+          source:
+            version: "{version}"
+            rego: |
+              package fmt
+              {rule}
+---
+apiVersion: constraints.gatekeeper.sh/v1beta1
+kind: K8sFmt
+metadata:
+  name: good
+spec:
+  parameters:
+    fmt: "name %v"
+---
+apiVersion: constraints.gatekeeper.sh/v1beta1
+kind: K8sFmt
+metadata:
+  name: bad
+spec:
+  parameters:
+    fmt: "name %v in %v"
+"#
+        )
+    };
+    let v0 = r#"violation[{"msg": msg}] { msg := sprintf(input.parameters.fmt, [input.review.object.metadata.name]) }"#;
+    let v1 = r#"violation contains {"msg": msg} if { msg := sprintf(input.parameters.fmt, [input.review.object.metadata.name]) }"#;
+    for (version, rule) in [("v0", v0), ("v1", v1)] {
+        let compiled = compile(
+            &[src("f.yaml", &template(version, rule))],
+            &LoadOptions::default(),
+        );
+        assert!(
+            compiled.built.errors.is_empty(),
+            "{version}: {:?}",
+            compiled.built.errors
+        );
+        assert!(
+            compiled
+                .built
+                .warnings
+                .iter()
+                .any(|w| w.message.contains("BADARGS")),
+            "{version}"
+        );
+        let review = pod(json!({}), Operation::Create);
+        let good = compiled.built.policies[0]
+            .validate(&review, &EvalContext::default())
+            .expect("ok");
+        assert_eq!(good, vec![Violation::deny("name p")], "{version}");
+        let bad = compiled.built.policies[1]
+            .validate(&review, &EvalContext::default())
+            .expect("ok");
+        assert_eq!(
+            bad,
+            vec![Violation::deny(
+                "name %v in %v%!(BADARGS 2 verbs, 1 arguments: [\"p\"])"
+            )],
+            "{version}"
+        );
+    }
+}
