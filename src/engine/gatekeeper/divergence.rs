@@ -13,15 +13,18 @@
 //! | D5 | body-less definitions `f("a", _)` are undefined in the VM | rewrite: give them an explicit `{ true }` body (`if { true }` in v1) |
 //! | D6 | conflicting values of a rule or function are an error in OPA (a denial in Gatekeeper), undefined in the VM | templates that define a valued rule or function more than once run on the interpreter, which reports the conflict as OPA does |
 //!
-//! Templates run on the regorus VM (about three times faster than the interpreter); a template the VM compiler
-//! rejects, or one with several valued definitions of a rule (D6), runs on the interpreter.
+//! Templates run on the regorus VM (about 2.5 times faster than the interpreter on the benchmark); a template the VM
+//! compiler rejects, or one with several valued definitions of a rule (D6), runs on the interpreter.
 //!
-//! What remains: a single valued definition that produces several values (`v = x { x := xs[_] }`) is a conflict
-//! error in OPA but undefined in the VM; `%d` and the other typed verbs with a value of the wrong type render as `""` in regorus instead of
-//! Go's `%!d(string=…)`; the `EXTRA` rendering has no Go type names; D4 is only handled for dotted refs as call
-//! arguments (a ref with brackets is left alone, because hoisting `a[_]` would change iteration); D1 and D4 are only
-//! handled directly in rule bodies, not inside comprehensions. A multi-body rule that also uses `else` is left as it
-//! is and reported.
+//! What remains:
+//! - a single valued definition that produces several values (`v = x { x := xs[_] }`) is a conflict error in OPA but
+//!   undefined in the VM;
+//! - `%d` and the other typed verbs with a value of the wrong type render as `""` in regorus instead of Go's
+//!   `%!d(string=…)`; the `EXTRA` rendering has no Go type names; a dynamic mismatch renders `%!(BADARGS …)`, not Go's
+//!   text;
+//! - D4 is only handled for dotted refs as call arguments (a ref with brackets is left alone, because hoisting `a[_]`
+//!   would change iteration); D1 and D4 are only handled directly in rule bodies, not inside comprehensions;
+//! - a multi-body rule that also uses `else` is left as it is and reported.
 
 use super::lexer::{lex, one_line, structure, Kind, Token};
 
