@@ -42,12 +42,14 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::cluster::inventory::{sync_kinds, SyncKind};
 use crate::cluster::{ClusterOptions, KubeCluster};
 use crate::engine::{Built, LoadOptions};
 use crate::metrics::Metrics;
 use crate::policy::loader::{compile, Compiled};
 use crate::policy::store::PolicyStore;
 use crate::policy::{ClusterContext, LoadError, PolicySet, SourceFile};
+use std::collections::BTreeSet;
 
 pub use configmaps::ConfigMapSelector;
 pub use status::{SourceKind, SourceProblem, SourceState, SourcesStatus, StatusReport};
@@ -358,12 +360,13 @@ impl Sources {
             gate = Some(started.ready);
             cluster = Some(started.context);
         }
+        let loop_cluster = cluster.clone();
         tasks.push(tokio::spawn(async move {
             if let Some(gate) = gate {
                 tracing::info!("waiting for the cluster context (namespaces) before publishing the first policy set");
                 gate.await;
             }
-            publish_loop(publisher, rx, count).await
+            publish_loop(publisher, rx, count, loop_cluster).await
         }));
         Ok(Running {
             tasks,
@@ -381,7 +384,12 @@ pub fn client_from(config: kube::Config) -> Result<kube::Client, SourceError> {
 }
 
 /// Receive snapshots, rebuild from the union of the latest snapshot of every source, publish.
-async fn publish_loop(publisher: Publisher, mut rx: mpsc::Receiver<Update>, sources: usize) {
+async fn publish_loop(
+    publisher: Publisher,
+    mut rx: mpsc::Receiver<Update>,
+    sources: usize,
+    cluster: Option<Arc<KubeCluster>>,
+) {
     let mut latest: Vec<Option<Snapshot>> = (0..sources).map(|_| None).collect();
     let mut last_hash: Option<String> = None;
     while let Some(update) = rx.recv().await {
@@ -413,14 +421,33 @@ async fn publish_loop(publisher: Publisher, mut rx: mpsc::Receiver<Update>, sour
         }
         last_hash = Some(hash);
         let task_publisher = publisher.clone();
-        if let Err(err) =
-            tokio::task::spawn_blocking(move || task_publisher.publish_files(&files)).await
-        {
-            // Compiling cannot panic by design; if it did, count it as a failed load and keep the active set.
-            tracing::error!(error = %err, "policy load task failed; the active policy set keeps serving");
-            publisher.metrics.policy_load_errors.inc();
-            last_hash = None;
+        let published = tokio::task::spawn_blocking(move || {
+            let kinds = sync_kinds(&files);
+            task_publisher.publish_files(&files).map(|_| kinds)
+        })
+        .await;
+        match published {
+            Ok(Ok(kinds)) => follow_sync_kinds(cluster.as_deref(), kinds),
+            Ok(Err(_)) => {}
+            Err(err) => {
+                // Compiling cannot panic by design; if it did, count it as a failed load and keep the active set.
+                tracing::error!(error = %err, "policy load task failed; the active policy set keeps serving");
+                publisher.metrics.policy_load_errors.inc();
+                last_hash = None;
+            }
         }
+    }
+}
+
+/// Sync the kinds the new set's Gatekeeper `Config`/`SyncSet` name; without a cluster context, say they are not.
+fn follow_sync_kinds(cluster: Option<&KubeCluster>, kinds: BTreeSet<SyncKind>) {
+    match cluster {
+        Some(cluster) => cluster.sync(kinds),
+        None if !kinds.is_empty() => tracing::warn!(
+            kinds = ?kinds,
+            "a Gatekeeper Config or SyncSet names kinds to sync, but --cluster-context is off: data.inventory stays empty"
+        ),
+        None => {}
     }
 }
 
@@ -493,7 +520,7 @@ mod tests {
         let publisher = publisher();
         let store = publisher.store().clone();
         let (tx, rx) = mpsc::channel(4);
-        let task = tokio::spawn(publish_loop(publisher, rx, 2));
+        let task = tokio::spawn(publish_loop(publisher, rx, 2, None));
         let a = "package a\n\ndeny contains \"a\" if false\n";
         let b = "package b\n\ndeny contains \"b\" if false\n";
         tx.send(Update {
@@ -524,7 +551,7 @@ mod tests {
         let publisher = publisher();
         let store = publisher.store().clone();
         let (tx, rx) = mpsc::channel(4);
-        let task = tokio::spawn(publish_loop(publisher, rx, 1));
+        let task = tokio::spawn(publish_loop(publisher, rx, 1, None));
         let good = vec![file(
             "p/a.rego",
             "package a\n\ndeny contains \"a\" if false\n",

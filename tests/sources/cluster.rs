@@ -111,3 +111,64 @@ async fn cluster_context_reads_namespaces_and_configmaps_from_the_api() {
         .expect("answers");
     assert_eq!(later["data"]["k"], "v");
 }
+
+const SYNC_BOTH: &str = "apiVersion: config.gatekeeper.sh/v1alpha1\nkind: Config\nmetadata:\n  name: config\nspec:\n  sync:\n    syncOnly:\n    - {group: '', version: v1, kind: Namespace}\n    - {group: '', version: v1, kind: ConfigMap}\n";
+const SYNC_NAMESPACES: &str = "apiVersion: config.gatekeeper.sh/v1alpha1\nkind: Config\nmetadata:\n  name: config\nspec:\n  sync:\n    syncOnly:\n    - {group: '', version: v1, kind: Namespace}\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gatekeeper_config_syncs_its_kinds_into_the_inventory() {
+    let api = FakeApi::start().await;
+    api.apply_namespace("team-a", &[("env", "prod")]);
+    api.apply("team-a", "settings", &[], &[("registry", "ghcr.io")]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("sync.yaml"), SYNC_BOTH).expect("write");
+    std::fs::write(dir.path().join("a.rego"), crate::rego("a", "a")).expect("write");
+
+    let target = Target::new();
+    let config = SourcesConfig {
+        cluster_context: Some(ClusterOptions::default()),
+        ..crate::directory::fast(dir.path())
+    };
+    let running = Sources::new(config)
+        .with_client(api.client("default"))
+        .start(target.publisher.clone(), target.status.clone())
+        .await
+        .expect("starts");
+    target.until_generation(1).await;
+    let cluster = running.cluster().expect("cluster context");
+
+    let inventory = |pointer: &str| {
+        cluster
+            .inventory()
+            .and_then(|v| v.pointer(pointer).cloned())
+    };
+    until("the synced objects", || {
+        inventory("/cluster/v1/Namespace/team-a").is_some()
+            && inventory("/namespace/team-a/v1/ConfigMap/settings").is_some()
+    })
+    .await;
+    assert_eq!(
+        inventory("/namespace/team-a/v1/ConfigMap/settings/data/registry"),
+        Some(serde_json::json!("ghcr.io"))
+    );
+    assert_eq!(
+        inventory("/cluster/v1/Namespace/team-a/metadata/managedFields"),
+        None
+    );
+
+    // Objects follow the watch.
+    api.apply("team-a", "more", &[], &[("k", "v")]);
+    until("a new object", || {
+        inventory("/namespace/team-a/v1/ConfigMap/more").is_some()
+    })
+    .await;
+
+    // The kinds follow the policy set: ConfigMaps are no longer synced.
+    std::fs::write(dir.path().join("sync.yaml"), SYNC_NAMESPACES).expect("edit");
+    target.until_generation(2).await;
+    until("ConfigMaps gone from the inventory", || {
+        inventory("/namespace/team-a").is_none()
+            && inventory("/cluster/v1/Namespace/team-a").is_some()
+    })
+    .await;
+}
