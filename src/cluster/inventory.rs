@@ -273,7 +273,25 @@ mod tests {
     fn kinds_come_from_gatekeeper_config_and_syncset_documents() {
         let config = SourceFile {
             origin: "p/sync.yaml".into(),
-            content: "apiVersion: config.gatekeeper.sh/v1alpha1\nkind: Config\nmetadata: {name: config}\nspec:\n  sync:\n    syncOnly:\n    - {group: '', version: v1, kind: Namespace}\n    - {group: networking.k8s.io, version: v1, kind: Ingress}\n---\napiVersion: syncset.gatekeeper.sh/v1alpha1\nkind: SyncSet\nmetadata: {name: s}\nspec:\n  gvks:\n  - {group: '', version: v1, kind: Service}\n  - {group: '', version: '', kind: Broken}\n".into(),
+            content: r"
+apiVersion: config.gatekeeper.sh/v1alpha1
+kind: Config
+metadata: {name: config}
+spec:
+  sync:
+    syncOnly:
+    - {group: '', version: v1, kind: Namespace}
+    - {group: networking.k8s.io, version: v1, kind: Ingress}
+---
+apiVersion: syncset.gatekeeper.sh/v1alpha1
+kind: SyncSet
+metadata: {name: s}
+spec:
+  gvks:
+  - {group: '', version: v1, kind: Service}
+  - {group: '', version: '', kind: Broken}
+"
+            .into(),
         };
         let rego = SourceFile {
             origin: "p/a.rego".into(),

@@ -445,7 +445,8 @@ fn follow_sync_kinds(cluster: Option<&KubeCluster>, kinds: BTreeSet<SyncKind>) {
         Some(cluster) => cluster.sync(kinds),
         None if !kinds.is_empty() => tracing::warn!(
             kinds = ?kinds,
-            "a Gatekeeper Config or SyncSet names kinds to sync, but --cluster-context is off: data.inventory stays empty"
+            "a Gatekeeper Config or SyncSet names kinds to sync, but --cluster-context is off: \
+             data.inventory stays empty"
         ),
         None => {}
     }

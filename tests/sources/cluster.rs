@@ -112,8 +112,28 @@ async fn cluster_context_reads_namespaces_and_configmaps_from_the_api() {
     assert_eq!(later["data"]["k"], "v");
 }
 
-const SYNC_BOTH: &str = "apiVersion: config.gatekeeper.sh/v1alpha1\nkind: Config\nmetadata:\n  name: config\nspec:\n  sync:\n    syncOnly:\n    - {group: '', version: v1, kind: Namespace}\n    - {group: '', version: v1, kind: ConfigMap}\n";
-const SYNC_NAMESPACES: &str = "apiVersion: config.gatekeeper.sh/v1alpha1\nkind: Config\nmetadata:\n  name: config\nspec:\n  sync:\n    syncOnly:\n    - {group: '', version: v1, kind: Namespace}\n";
+const SYNC_BOTH: &str = r"
+apiVersion: config.gatekeeper.sh/v1alpha1
+kind: Config
+metadata:
+  name: config
+spec:
+  sync:
+    syncOnly:
+    - {group: '', version: v1, kind: Namespace}
+    - {group: '', version: v1, kind: ConfigMap}
+";
+
+const SYNC_NAMESPACES: &str = r"
+apiVersion: config.gatekeeper.sh/v1alpha1
+kind: Config
+metadata:
+  name: config
+spec:
+  sync:
+    syncOnly:
+    - {group: '', version: v1, kind: Namespace}
+";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gatekeeper_config_syncs_its_kinds_into_the_inventory() {
