@@ -84,6 +84,9 @@ pub fn sync_kinds(files: &[SourceFile]) -> BTreeSet<SyncKind> {
     kinds
 }
 
+/// How long to wait before looking for a kind again.
+const DISCOVERY_RETRY: std::time::Duration = std::time::Duration::from_secs(10);
+
 struct Synced {
     store: Store<DynamicObject>,
     namespaced: bool,
@@ -157,18 +160,46 @@ impl Inventory {
             let changes = self.changes.clone();
             self.handle.spawn(async move {
                 let gvk = GroupVersionKind::gvk(&kind.group, &kind.version, &kind.kind);
-                let (resource, capabilities) = match kube::discovery::pinned_kind(&client, &gvk).await {
-                    Ok(found) => found,
-                    Err(err) => {
-                        tracing::error!(kind = ?kind, error = %err, "cannot sync a kind into data.inventory");
+                let is_wanted = || {
+                    wanted
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .contains(&kind)
+                };
+                // The kind may not exist yet (a CRD installed later): keep looking while it is wanted.
+                let mut logged = false;
+                let (resource, capabilities) = loop {
+                    match kube::discovery::pinned_kind(&client, &gvk).await {
+                        Ok(found) => break found,
+                        Err(err) if !logged => {
+                            logged = true;
+                            tracing::error!(
+                                kind = ?kind,
+                                error = %err,
+                                "cannot sync a kind into data.inventory; retrying"
+                            );
+                        }
+                        Err(_) => {}
+                    }
+                    tokio::time::sleep(DISCOVERY_RETRY).await;
+                    if !is_wanted() {
                         return;
                     }
                 };
-                let entry = start(client, resource, capabilities.scope == Scope::Namespaced, changes.clone());
-                let still_wanted = wanted.lock().unwrap_or_else(|p| p.into_inner()).contains(&kind);
+                let entry = start(
+                    client.clone(),
+                    resource,
+                    capabilities.scope == Scope::Namespaced,
+                    changes.clone(),
+                );
+                let still_wanted = is_wanted();
                 if still_wanted {
                     tracing::info!(kind = ?kind, "syncing a kind into data.inventory");
-                    synced.lock().unwrap_or_else(|p| p.into_inner()).entry(kind).or_insert(entry);
+                    synced
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .entry(kind)
+                        .or_insert(entry);
                     changes.fetch_add(1, Ordering::SeqCst);
                 }
             });
