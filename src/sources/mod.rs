@@ -17,6 +17,10 @@
 //! `policyctl_policy_load_errors_total`, kept as the store's last error (shown by the admin `/status`), and the old set
 //! keeps answering. Only one publisher compiles at a time, so sets are published in the order their sources changed.
 //!
+//! With `--cluster-context` the sources also start the [`cluster`](crate::cluster) context (it shares their
+//! Kubernetes client); the first set is then published once the namespaces have been listed, and every published set
+//! tells it which kinds its Gatekeeper `Config`/`SyncSet` documents want synced into `data.inventory`.
+//!
 //! ## Why the directory source polls
 //!
 //! The kubelet updates a mounted ConfigMap by writing a new timestamped directory and renaming a `..data_tmp`
