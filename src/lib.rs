@@ -21,6 +21,7 @@ pub mod cluster;
 pub mod commands;
 pub mod decide;
 pub mod engine;
+pub mod jmespath;
 pub mod metrics;
 pub mod pipeline;
 pub mod policy;

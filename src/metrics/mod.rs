@@ -10,6 +10,7 @@
 //! | `policyctl_policy_set_info` | gauge (always 1) | `hash` (of the active set's sources) |
 //! | `policyctl_policies` | gauge | |
 //! | `policyctl_policy_load_errors_total` | counter | |
+//! | `policyctl_tls_certificate_expiry_timestamp_seconds` | gauge | |
 //!
 //! `decision` is `allow`, `warn`, `deny`, `invalid` (a 400 answer) or `unavailable` (no policy set yet).
 
@@ -101,6 +102,8 @@ pub struct Metrics {
     /// Failed policy loads.
     pub policy_load_errors: Counter,
     policy_set_info: Family<PolicySetLabels, Gauge>,
+    /// `notAfter` of the served TLS certificate, seconds since the Unix epoch (0 until known).
+    pub tls_certificate_expiry: Gauge,
 }
 
 impl Default for Metrics {
@@ -163,6 +166,12 @@ impl Metrics {
             "The active policy set: 1 for the hash of its sources",
             policy_set_info.clone(),
         );
+        let tls_certificate_expiry: Gauge = Gauge::default();
+        registry.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "When the served TLS certificate expires (notAfter), in seconds since the Unix epoch",
+            tls_certificate_expiry.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -173,6 +182,7 @@ impl Metrics {
             policies,
             policy_load_errors,
             policy_set_info,
+            tls_certificate_expiry,
         }
     }
 

@@ -191,7 +191,14 @@ impl Server {
         if let Some(cluster) = sources.cluster() {
             state.settings.context.cluster = cluster;
         }
-        let cert_watch = tokio::spawn(cert.clone().watch(config.tls_reload_interval));
+        let expiry = state.metrics.tls_certificate_expiry.clone();
+        expiry.set(cert.not_after().unwrap_or(0));
+        let cert_watch = tokio::spawn(cert.clone().watch_with(
+            config.tls_reload_interval,
+            move |cert| {
+                expiry.set(cert.not_after().unwrap_or(0));
+            },
+        ));
 
         let rustls_config = RustlsConfig::from_config(Arc::new(cert.server_config()?));
         let handle = axum_server::Handle::new();
