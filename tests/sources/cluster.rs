@@ -192,3 +192,105 @@ async fn a_gatekeeper_config_syncs_its_kinds_into_the_inventory() {
     })
     .await;
 }
+
+const KNOWN_NAMESPACE: &str = r#"
+apiVersion: templates.gatekeeper.sh/v1
+kind: ConstraintTemplate
+metadata:
+  name: k8sknownnamespace
+spec:
+  crd:
+    spec:
+      names:
+        kind: K8sKnownNamespace
+  targets:
+    - target: admission.k8s.gatekeeper.sh
+      rego: |
+        package k8sknownnamespace
+        violation[{"msg": msg}] {
+          ns := input.review.object.metadata.namespace
+          not data.inventory.cluster["v1"]["Namespace"][ns]
+          msg := sprintf("namespace %v is not synced", [ns])
+        }
+---
+apiVersion: constraints.gatekeeper.sh/v1beta1
+kind: K8sKnownNamespace
+metadata:
+  name: known-namespace
+spec:
+  match:
+    kinds:
+      - apiGroups: [""]
+        kinds: ["Pod"]
+"#;
+
+/// A cluster whose only data is an inventory of namespaces.
+#[derive(Debug)]
+struct Synced(Arc<serde_json::Value>);
+
+impl ClusterContext for Synced {
+    fn inventory(&self) -> Option<Arc<serde_json::Value>> {
+        Some(self.0.clone())
+    }
+}
+
+fn synced(namespaces: &[&str]) -> Arc<dyn ClusterContext> {
+    let by_name: serde_json::Map<String, serde_json::Value> = namespaces
+        .iter()
+        .map(|ns| {
+            (
+                ns.to_string(),
+                serde_json::json!({"metadata": {"name": ns}}),
+            )
+        })
+        .collect();
+    Arc::new(Synced(Arc::new(
+        serde_json::json!({"cluster": {"v1": {"Namespace": by_name}}, "namespace": {}}),
+    )))
+}
+
+#[test]
+fn gatekeeper_templates_see_the_inventory_of_the_cluster_context() {
+    use policyctl::admission::{Operation, Review};
+    use policyctl::pipeline::{self, Settings, Webhook};
+    use policyctl::policy::{EvalContext, SourceFile};
+
+    let file = SourceFile {
+        origin: "p/known.yaml".into(),
+        content: KNOWN_NAMESPACE.into(),
+    };
+    let compiled =
+        policyctl::policy::loader::compile(&[file], &policyctl::engine::LoadOptions::default());
+    assert!(
+        compiled.built.errors.is_empty(),
+        "{:?}",
+        compiled.built.errors
+    );
+    let set = policyctl::policy::PolicySet::new(compiled.built.policies, 1, compiled.hash);
+    let pod = |ns: &str| {
+        Review::for_object(
+            serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": ns}}),
+            None,
+            Operation::Create,
+        )
+    };
+    let denials = |cluster: Arc<dyn ClusterContext>, ns: &str| {
+        let settings = Settings {
+            context: EvalContext {
+                cluster,
+                ..EvalContext::default()
+            },
+            ..Settings::default()
+        };
+        let decision = pipeline::run(&set, &pod(ns), Webhook::Validate, &settings);
+        assert!(decision.errors.is_empty(), "{:?}", decision.errors);
+        decision.denials
+    };
+    assert!(denials(synced(&["known"]), "known").is_empty());
+    assert_eq!(
+        denials(synced(&["known"]), "other"),
+        ["[known-namespace] namespace other is not synced"]
+    );
+    // A new inventory snapshot is seen at once.
+    assert!(denials(synced(&["known", "other"]), "other").is_empty());
+}
