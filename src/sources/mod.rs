@@ -365,10 +365,24 @@ impl Sources {
             cluster = Some(started.context);
         }
         let loop_cluster = cluster.clone();
+        let cluster_index = config.cluster_context.as_ref().map(|options| {
+            let description = format!(
+                "namespaces and the ConfigMaps labelled {} (reflectors), API reads, data.inventory",
+                options.cached_config_maps
+            );
+            status.register(SourceKind::ClusterContext, description)
+        });
+        let gate_status = status.clone();
         tasks.push(tokio::spawn(async move {
             if let Some(gate) = gate {
                 tracing::info!("waiting for the cluster context (namespaces) before publishing the first policy set");
                 gate.await;
+                if let Some(index) = cluster_index {
+                    gate_status.update(index, |s| {
+                        s.synced = true;
+                        s.updated_at = Some(std::time::SystemTime::now());
+                    });
+                }
             }
             publish_loop(publisher, rx, count, loop_cluster).await
         }));

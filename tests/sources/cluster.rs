@@ -44,6 +44,11 @@ async fn cluster_context_reads_namespaces_and_configmaps_from_the_api() {
         .expect("starts");
     target.until_generation(1).await;
     let cluster: Arc<dyn ClusterContext> = running.cluster().expect("cluster context");
+    let status = target.status.snapshot();
+    let context = status
+        .iter()
+        .find(|s| s.kind == policyctl::sources::SourceKind::ClusterContext);
+    assert!(context.is_some_and(|s| s.synced), "{status:?}");
 
     // From the reflectors: no GET.
     let namespace = cluster.namespace("team-a").expect("namespace");
