@@ -17,14 +17,17 @@
 pub mod admission;
 pub mod certs;
 pub mod cli;
+pub mod cluster;
 pub mod commands;
 pub mod decide;
 pub mod engine;
+pub mod jmespath;
 pub mod metrics;
 pub mod pipeline;
 pub mod policy;
 pub mod select;
 pub mod server;
+pub mod sources;
 pub mod telemetry;
 pub mod testing;
 pub mod util;

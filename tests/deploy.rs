@@ -331,7 +331,7 @@ fn deployment_args_are_accepted_by_the_binary() {
     );
     assert_eq!(
         serve.policies,
-        PathBuf::from(mount_path(container, "policies"))
+        Some(PathBuf::from(mount_path(container, "policies")))
     );
     assert_eq!(serve.admin_addr.port(), 9090);
     assert_eq!(serve.addr.port(), 8443);

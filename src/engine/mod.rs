@@ -4,6 +4,7 @@
 //! then evaluates them through the [`Policy`] trait without knowing the language. Adding a language means adding a
 //! module here and listing it in [`engines`].
 
+pub mod gatekeeper;
 pub mod rego;
 
 use std::sync::Arc;
@@ -70,5 +71,8 @@ pub trait Engine: Send + Sync {
 
 /// Every engine, in the order their policies appear in a set.
 pub fn engines() -> Vec<Box<dyn Engine>> {
-    vec![Box::new(rego::RegoEngine)]
+    vec![
+        Box::new(gatekeeper::GatekeeperEngine),
+        Box::new(rego::RegoEngine),
+    ]
 }

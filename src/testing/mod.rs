@@ -3,6 +3,7 @@
 //! Each kind of test file has a [`SuiteRunner`]; [`rego`] runs `*_test.rego` files the way `opa test` does. Every
 //! runner reports [`CaseResult`]s into one [`Report`], rendered as a table, JSON or JUnit.
 
+pub mod gator;
 pub mod known;
 pub mod progress;
 pub mod rego;
@@ -53,7 +54,7 @@ pub trait SuiteRunner: Send + Sync {
 
 /// Every YAML suite runner.
 pub fn runners() -> Vec<Box<dyn SuiteRunner>> {
-    Vec::new()
+    vec![Box::new(gator::GatorRunner)]
 }
 
 /// Where a test run is, reported just before each test file (or each directory's group of Rego tests) runs.
