@@ -5,6 +5,7 @@
 //! module here and listing it in [`engines`].
 
 pub mod gatekeeper;
+pub mod kyverno;
 pub mod rego;
 
 use std::sync::Arc;
@@ -73,6 +74,7 @@ pub trait Engine: Send + Sync {
 pub fn engines() -> Vec<Box<dyn Engine>> {
     vec![
         Box::new(gatekeeper::GatekeeperEngine),
+        Box::new(kyverno::KyvernoEngine),
         Box::new(rego::RegoEngine),
     ]
 }

@@ -5,6 +5,7 @@
 
 pub mod gator;
 pub mod known;
+pub mod kyverno;
 pub mod progress;
 pub mod rego;
 pub mod report;
@@ -54,7 +55,10 @@ pub trait SuiteRunner: Send + Sync {
 
 /// Every YAML suite runner.
 pub fn runners() -> Vec<Box<dyn SuiteRunner>> {
-    vec![Box::new(gator::GatorRunner)]
+    vec![
+        Box::new(gator::GatorRunner),
+        Box::new(kyverno::KyvernoRunner),
+    ]
 }
 
 /// Where a test run is, reported just before each test file (or each directory's group of Rego tests) runs.

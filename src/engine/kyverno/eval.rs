@@ -1,0 +1,284 @@
+//! What every rule needs while it runs: the environment (user, namespace labels, mocks, cluster), context entries
+//! and condition blocks.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+use super::conditions::{evaluate, Operator};
+use super::matching::UserContext;
+use super::spec::ContextEntry;
+use super::variables::{substitute, substitute_str, Context, Mode, VarError};
+use crate::policy::ClusterContext;
+
+/// Values that replace lookups when testing (`kyverno test` Values files).
+#[derive(Debug, Clone, Default)]
+pub struct Mocks {
+    /// `globalValues`: dotted paths added to every rule's context.
+    pub global: Map<String, Value>,
+    /// Rule-level `values` by rule name: context-entry mocks and other variables.
+    pub rules: BTreeMap<String, Map<String, Value>>,
+    /// Rule-level `foreachValues` by rule name: per-iteration values of a variable.
+    pub foreach: BTreeMap<String, Map<String, Value>>,
+    /// Resource-level values for the resource under test.
+    pub resource: Map<String, Value>,
+}
+
+/// Where data from outside the request comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum Lookups<'a> {
+    /// Testing: only mocks; `configMap` / `apiCall` entries not mocked are not loaded (Kyverno CLI behaviour).
+    Mocks(&'a Mocks),
+    /// Serving: the cluster context.
+    Cluster(&'a dyn ClusterContext),
+}
+
+/// The environment of an evaluation.
+#[derive(Debug, Clone, Copy)]
+pub struct Env<'a> {
+    /// The requester.
+    pub user: &'a UserContext,
+    /// Labels of the request's namespace, when known.
+    pub namespace_labels: Option<&'a Map<String, Value>>,
+    /// Lookups.
+    pub lookups: Lookups<'a>,
+}
+
+impl Env<'_> {
+    /// Rule-level mocks for a rule (autogen names fall back to the rule they came from).
+    pub fn rule_values(&self, rule: &str) -> Option<&Map<String, Value>> {
+        let Lookups::Mocks(m) = self.lookups else {
+            return None;
+        };
+        m.rules.get(rule).or_else(|| {
+            let base = rule
+                .strip_prefix("autogen-cronjob-")
+                .or_else(|| rule.strip_prefix("autogen-"))?;
+            m.rules.get(base)
+        })
+    }
+}
+
+/// Load context entries into `ctx`. Errors name the entry.
+pub fn load_context(
+    entries: &[ContextEntry],
+    ctx: &mut Context,
+    env: &Env<'_>,
+    rule: &str,
+) -> Result<(), String> {
+    for entry in entries {
+        if let Some(var) = &entry.variable {
+            let value = match &var.value {
+                Some(v) => match substitute(v, ctx, Mode::Strict) {
+                    Ok(v) => Some(v),
+                    Err(e) if var.default.is_some() => {
+                        let _ = e;
+                        None
+                    }
+                    Err(e) => return Err(format!("context entry {}: {e}", entry.name)),
+                },
+                None => None,
+            };
+            let result = match (&var.jmes_path, value) {
+                (Some(path), value) => {
+                    let path = match substitute_str(path, ctx, Mode::Strict) {
+                        Ok(Value::String(s)) => s,
+                        Ok(other) => other.to_string(),
+                        Err(e) => return Err(format!("context entry {}: {e}", entry.name)),
+                    };
+                    let searched = match value {
+                        Some(v) => crate::jmespath::search(&path, &v).map_err(|e| e.to_string()),
+                        None => ctx.query(&path).map_err(|e| e.to_string()),
+                    };
+                    match searched {
+                        Ok(Value::Null) | Err(_) if var.default.is_some() => {
+                            var.default.clone().unwrap_or(Value::Null)
+                        }
+                        Ok(v) => v,
+                        Err(e) => return Err(format!("context entry {}: {e}", entry.name)),
+                    }
+                }
+                (None, Some(v)) => {
+                    if v.is_null() {
+                        var.default.clone().unwrap_or(Value::Null)
+                    } else {
+                        v
+                    }
+                }
+                (None, None) => match &var.default {
+                    Some(d) => d.clone(),
+                    None => {
+                        return Err(format!(
+                            "context entry {}: a variable needs a value or a jmesPath",
+                            entry.name
+                        ))
+                    }
+                },
+            };
+            ctx.set(&entry.name, result);
+            continue;
+        }
+        match env.lookups {
+            Lookups::Mocks(_) => {
+                // Not loaded: rule values below provide mocked entries.
+            }
+            Lookups::Cluster(cluster) => {
+                if let Some(cm) = &entry.config_map {
+                    let name = text(&cm.name, ctx, &entry.name)?;
+                    let namespace = text(&cm.namespace, ctx, &entry.name)?;
+                    let found = cluster.config_map(&namespace, &name).ok_or_else(|| {
+                        format!(
+                            "context entry {}: ConfigMap {namespace}/{name} is not available (needs cluster context)",
+                            entry.name
+                        )
+                    })?;
+                    ctx.set(&entry.name, found);
+                } else if let Some(call) = &entry.api_call {
+                    let Some(path) = &call.url_path else {
+                        return Err(format!(
+                            "context entry {}: only apiCall.urlPath is supported",
+                            entry.name
+                        ));
+                    };
+                    if call
+                        .method
+                        .as_deref()
+                        .is_some_and(|m| !m.eq_ignore_ascii_case("GET"))
+                    {
+                        return Err(format!(
+                            "context entry {}: only GET API calls are supported",
+                            entry.name
+                        ));
+                    }
+                    let path = text(path, ctx, &entry.name)?;
+                    let response = match cluster.api_get(&path) {
+                        Ok(v) => Ok(v),
+                        Err(e) => Err(format!(
+                            "context entry {}: API call {path} needs cluster context: {e}",
+                            entry.name
+                        )),
+                    };
+                    let value = match (response, &call.jmes_path) {
+                        (Ok(v), Some(jp)) => crate::jmespath::search(jp, &v)
+                            .map_err(|e| format!("context entry {}: {e}", entry.name)),
+                        (r, None) => r,
+                        (Err(e), _) => Err(e),
+                    };
+                    let value = match (value, &call.default) {
+                        (Ok(v), _) => v,
+                        (Err(_), Some(d)) => d.clone(),
+                        (Err(e), None) => return Err(e),
+                    };
+                    ctx.set(&entry.name, value);
+                } else {
+                    return Err(format!(
+                        "context entry {}: this kind of context entry is not supported",
+                        entry.name
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(values) = env.rule_values(rule) {
+        for (k, v) in values {
+            ctx.add_path(k, v.clone());
+        }
+    }
+    Ok(())
+}
+
+fn text(template: &str, ctx: &Context, entry: &str) -> Result<String, String> {
+    match substitute_str(template, ctx, Mode::Strict) {
+        Ok(Value::String(s)) => Ok(s),
+        Ok(other) => Ok(other.to_string()),
+        Err(e) => Err(format!("context entry {entry}: {e}")),
+    }
+}
+
+/// The outcome of a condition block: whether it holds and the messages of the conditions that decided it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConditionsOutcome {
+    /// `any ∧ all`.
+    pub holds: bool,
+    /// Messages of the conditions that were false (for preconditions) or true (for deny), joined with `; `.
+    pub messages: String,
+}
+
+/// Evaluate a `{any, all}` block (or a legacy list meaning `all`). Variables are resolved with `mode`.
+pub fn check_conditions(
+    block: &Value,
+    ctx: &Context,
+    mode: Mode,
+) -> Result<ConditionsOutcome, String> {
+    let (any, all): (Vec<&Value>, Vec<&Value>) = match block {
+        Value::Array(list) => (Vec::new(), list.iter().collect()),
+        Value::Object(map) => (
+            map.get("any")
+                .and_then(Value::as_array)
+                .map(|l| l.iter().collect())
+                .unwrap_or_default(),
+            map.get("all")
+                .and_then(Value::as_array)
+                .map(|l| l.iter().collect())
+                .unwrap_or_default(),
+        ),
+        Value::Null => (Vec::new(), Vec::new()),
+        _ => return Err("conditions must be a list or {any, all}".into()),
+    };
+    let mut true_messages = Vec::new();
+    let mut false_messages = Vec::new();
+    let mut any_result = any.is_empty();
+    for c in &any {
+        let (ok, msg) = condition(c, ctx, mode)?;
+        if ok {
+            any_result = true;
+            if let Some(m) = msg {
+                true_messages.push(m);
+            }
+            break;
+        } else if let Some(m) = msg {
+            false_messages.push(m);
+        }
+    }
+    let mut all_result = true;
+    for c in &all {
+        let (ok, msg) = condition(c, ctx, mode)?;
+        if ok {
+            if let Some(m) = msg {
+                true_messages.push(m);
+            }
+        } else {
+            all_result = false;
+            if let Some(m) = msg {
+                false_messages.push(m);
+            }
+            break;
+        }
+    }
+    let holds = any_result && all_result;
+    let messages = if holds {
+        true_messages.join("; ")
+    } else {
+        false_messages.join("; ")
+    };
+    Ok(ConditionsOutcome { holds, messages })
+}
+
+fn condition(c: &Value, ctx: &Context, mode: Mode) -> Result<(bool, Option<String>), String> {
+    let op_name = c.get("operator").and_then(Value::as_str).unwrap_or("");
+    let op = Operator::parse(op_name)
+        .ok_or_else(|| format!("unknown condition operator {op_name:?}"))?;
+    let sub = |v: &Value| -> Result<Value, String> {
+        substitute(v, ctx, mode).map_err(|e: VarError| e.to_string())
+    };
+    let key = sub(c.get("key").unwrap_or(&Value::Null))?;
+    let value = sub(c.get("value").unwrap_or(&Value::Null))?;
+    let message = c.get("message").and_then(Value::as_str).map(|m| {
+        match substitute_str(m, ctx, Mode::Lenient) {
+            Ok(Value::String(s)) => s,
+            Ok(other) => other.to_string(),
+            Err(_) => m.to_string(),
+        }
+    });
+    Ok((evaluate(op, &key, &value), message))
+}

@@ -1,0 +1,734 @@
+//! `mutate` rules: `patchStrategicMerge` (with anchors), `patchesJson6902` (Kyverno's apply options) and `foreach`.
+//!
+//! Strategic merge: maps merge recursively, `null` deletes a key; lists of maps merge by the first of Kyverno's
+//! (kyaml's) associative keys that every overlay element has (`mountPath`, `devicePath`, `ip`, `type`,
+//! `topologyKey`, `name`, `containerPort`), other lists are replaced. `$patch: delete` removes a matched element,
+//! `$patch: replace` replaces the map or list it is in.
+
+use serde_json::{Map, Value};
+
+use super::eval::{check_conditions, load_context, Env};
+use super::pattern::{match_pattern, parse_anchor, Anchor};
+use super::result::{RuleResponse, RuleStatus, RuleType};
+use super::spec::{ForEachMutation, Mutation};
+use super::validate::{elements, set_element};
+use super::variables::{substitute, substitute_str, Context, Mode};
+
+fn response(rule: &str, status: RuleStatus, message: impl Into<String>) -> RuleResponse {
+    RuleResponse::new(rule, RuleType::Mutation, status, message)
+}
+
+/// Apply the `mutate` part of a rule to `resource`. Returns the response and the new resource when it changed.
+pub fn mutate(
+    rule: &str,
+    m: &Mutation,
+    ctx: &Context,
+    resource: &Value,
+    env: &Env<'_>,
+) -> (RuleResponse, Option<Value>) {
+    let result = if let Some(list) = &m.foreach {
+        foreach(rule, list, ctx, resource, 0, env)
+    } else {
+        apply_patches(
+            m.patch_strategic_merge.as_ref(),
+            m.patches_json6902.as_deref(),
+            ctx,
+            resource,
+        )
+    };
+    match result {
+        Err(e) => (response(rule, RuleStatus::Error, e), None),
+        Ok(Some(patched)) if patched != *resource => (
+            response(rule, RuleStatus::Pass, "resource patched"),
+            Some(patched),
+        ),
+        Ok(_) => (response(rule, RuleStatus::Skip, "no patches applied"), None),
+    }
+}
+
+fn apply_patches(
+    psm: Option<&Value>,
+    json6902: Option<&str>,
+    ctx: &Context,
+    resource: &Value,
+) -> Result<Option<Value>, String> {
+    let mut current = resource.clone();
+    let mut changed = false;
+    if let Some(overlay) = psm {
+        let overlay = substitute(overlay, ctx, Mode::Strict)
+            .map_err(|e| format!("variable substitution failed: {e}"))?;
+        if let Some(patched) = strategic_merge_with_anchors(&current, &overlay)? {
+            changed |= patched != current;
+            current = patched;
+        }
+    }
+    if let Some(text) = json6902 {
+        let text = match substitute_str(text, ctx, Mode::Strict)
+            .map_err(|e| format!("variable substitution failed: {e}"))?
+        {
+            Value::String(s) => s,
+            other => other.to_string(),
+        };
+        let ops: Value = serde_yaml::from_str(&text)
+            .map_err(|e| format!("patchesJson6902 is not valid YAML: {e}"))?;
+        let ops = substitute(&ops, ctx, Mode::Strict)
+            .map_err(|e| format!("variable substitution failed: {e}"))?;
+        let Value::Array(ops) = ops else {
+            return Err("patchesJson6902 must be a list of operations".into());
+        };
+        apply_json6902(&mut current, &ops)?;
+        changed = true;
+    }
+    Ok(changed.then_some(current))
+}
+
+fn foreach(
+    rule: &str,
+    list: &[ForEachMutation],
+    ctx: &Context,
+    resource: &Value,
+    nesting: usize,
+    env: &Env<'_>,
+) -> Result<Option<Value>, String> {
+    let mut current = resource.clone();
+    let mut changed = false;
+    for fe in list {
+        // The list is evaluated against the resource as patched so far.
+        let mut lctx = ctx.clone();
+        set_object(&mut lctx, &current);
+        let Ok(items) = elements(&lctx, &fe.list) else {
+            continue;
+        };
+        let descending = match fe.order.as_deref() {
+            Some(o) => o.eq_ignore_ascii_case("Descending"),
+            None => fe.patch_strategic_merge.is_some(),
+        };
+        let mut order: Vec<usize> = (0..items.len()).collect();
+        if descending {
+            order.reverse();
+        }
+        for index in order {
+            let Some(element) = items.get(index) else {
+                continue;
+            };
+            if element.is_null() {
+                continue;
+            }
+            let mut ectx = ctx.clone();
+            set_object(&mut ectx, &current);
+            set_element(&mut ectx, element, index, nesting);
+            load_context(&fe.context, &mut ectx, env, rule)
+                .map_err(|e| format!("failed to load context: {e}"))?;
+            if let Some(p) = &fe.preconditions {
+                let outcome = check_conditions(p, &ectx, Mode::Lenient)
+                    .map_err(|e| format!("failed to evaluate preconditions: {e}"))?;
+                if !outcome.holds {
+                    continue;
+                }
+            }
+            let patched = if let Some(nested) = &fe.foreach {
+                foreach(rule, nested, &ectx, &current, nesting + 1, env)?
+            } else {
+                apply_patches(
+                    fe.patch_strategic_merge.as_ref(),
+                    fe.patches_json6902.as_deref(),
+                    &ectx,
+                    &current,
+                )?
+            };
+            if let Some(p) = patched {
+                changed |= p != current;
+                current = p;
+            }
+        }
+    }
+    Ok(changed.then_some(current))
+}
+
+/// Make `request.object` the given object in a context.
+pub fn set_object(ctx: &mut Context, object: &Value) {
+    let doc = ctx.document();
+    if doc.pointer("/request/object") == Some(object) {
+        return;
+    }
+    let mut request = doc
+        .get("request")
+        .cloned()
+        .unwrap_or_else(|| Value::Object(Map::new()));
+    if let Some(map) = request.as_object_mut() {
+        map.insert("object".into(), object.clone());
+    }
+    ctx.set("request", request);
+}
+
+// ---------------------------------------------------------------- strategic merge with anchors
+
+#[derive(Debug)]
+enum AnchorFail {
+    Condition,
+    Global,
+}
+
+fn has_conditions(v: &Value) -> bool {
+    match v {
+        Value::Object(m) => m.iter().any(|(k, v)| {
+            matches!(
+                parse_anchor(k),
+                Some((Anchor::Condition | Anchor::Global, _))
+            ) || has_conditions(v)
+        }),
+        Value::Array(a) => a.iter().any(has_conditions),
+        _ => false,
+    }
+}
+
+fn has_global(v: &Value) -> bool {
+    match v {
+        Value::Object(m) => m
+            .iter()
+            .any(|(k, v)| matches!(parse_anchor(k), Some((Anchor::Global, _))) || has_global(v)),
+        Value::Array(a) => a.iter().any(has_global),
+        _ => false,
+    }
+}
+
+/// Resolve the anchors of an overlay against the resource. `Ok(None)`: a condition failed, nothing to apply.
+pub fn strategic_merge_with_anchors(
+    resource: &Value,
+    overlay: &Value,
+) -> Result<Option<Value>, String> {
+    let processed = match preprocess(overlay, resource) {
+        Ok(p) => p,
+        Err(AnchorFail::Condition | AnchorFail::Global) => return Ok(None),
+    };
+    let mut out = resource.clone();
+    merge(&mut out, &processed);
+    Ok(Some(out))
+}
+
+fn preprocess(overlay: &Value, resource: &Value) -> Result<Value, AnchorFail> {
+    match overlay {
+        Value::Object(pmap) => {
+            let rmap = resource.as_object();
+            for (k, v) in pmap {
+                match parse_anchor(k) {
+                    Some((Anchor::Condition, bare)) => match rmap.and_then(|m| m.get(bare)) {
+                        Some(rv) if match_pattern(rv, &strip(v)).is_ok() => {}
+                        _ => return Err(AnchorFail::Condition),
+                    },
+                    Some((Anchor::Global, bare)) => match rmap.and_then(|m| m.get(bare)) {
+                        Some(rv) if match_pattern(rv, &strip(v)).is_ok() => {}
+                        _ => return Err(AnchorFail::Global),
+                    },
+                    _ => {}
+                }
+            }
+            let mut out = Map::new();
+            for (k, v) in pmap {
+                match parse_anchor(k) {
+                    Some((Anchor::Condition | Anchor::Global, _)) => {}
+                    Some((Anchor::AddIfNotPresent, bare)) => {
+                        let present = rmap.and_then(|m| m.get(bare)).is_some_and(|v| !v.is_null());
+                        if !present {
+                            out.insert(bare.to_string(), strip(v));
+                        }
+                    }
+                    Some((_, bare)) => {
+                        let child = rmap.and_then(|m| m.get(bare)).unwrap_or(&Value::Null);
+                        out.insert(bare.to_string(), preprocess(v, child)?);
+                    }
+                    None => {
+                        let child = rmap.and_then(|m| m.get(k)).unwrap_or(&Value::Null);
+                        if child.is_null() && has_global(v) {
+                            // A global condition on something the resource does not have cannot hold.
+                            return Err(AnchorFail::Global);
+                        }
+                        let processed = preprocess(v, child)?;
+                        // A list of conditional elements none of which applied is left out of the patch.
+                        let emptied = v.as_array().is_some_and(|a| !a.is_empty())
+                            && processed.as_array().is_some_and(Vec::is_empty);
+                        if !emptied {
+                            out.insert(k.clone(), processed);
+                        }
+                    }
+                }
+            }
+            Ok(Value::Object(out))
+        }
+        Value::Array(plist) if plist.first().is_some_and(Value::is_object) => {
+            let rlist: &[Value] = resource.as_array().map(Vec::as_slice).unwrap_or(&[]);
+            let mut out = Vec::new();
+            for elem in plist {
+                if has_conditions(elem) {
+                    let global = has_global(elem);
+                    let mut global_passed = false;
+                    let mut global_failed = false;
+                    for relem in rlist {
+                        match preprocess(elem, relem) {
+                            Ok(mut processed) => {
+                                if global {
+                                    // The element only gates the patch.
+                                    global_passed = true;
+                                } else if let Some(name) = relem.get("name") {
+                                    if let Some(m) = processed.as_object_mut() {
+                                        m.insert("name".into(), name.clone());
+                                    }
+                                    out.push(processed);
+                                }
+                            }
+                            Err(AnchorFail::Condition) => {}
+                            Err(AnchorFail::Global) => global_failed = true,
+                        }
+                    }
+                    if global && !global_passed && (global_failed || rlist.is_empty()) {
+                        return Err(AnchorFail::Global);
+                    }
+                } else {
+                    let key = associative_key(std::slice::from_ref(elem));
+                    let target = key
+                        .and_then(|k| elem.get(k).map(|v| (k, v)))
+                        .and_then(|(k, v)| rlist.iter().find(|r| r.get(k) == Some(v)))
+                        .unwrap_or(&Value::Null);
+                    out.push(preprocess(elem, target)?);
+                }
+            }
+            Ok(Value::Array(out))
+        }
+        other => Ok(other.clone()),
+    }
+}
+
+/// Remove anchors from keys (used for condition values and added subtrees).
+fn strip(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| {
+                    let key = match parse_anchor(k) {
+                        Some((Anchor::AddIfNotPresent, bare)) => bare.to_string(),
+                        _ => k.clone(),
+                    };
+                    (key, strip(v))
+                })
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(strip).collect()),
+        other => other.clone(),
+    }
+}
+
+const ASSOCIATIVE_KEYS: [&str; 7] = [
+    "mountPath",
+    "devicePath",
+    "ip",
+    "type",
+    "topologyKey",
+    "name",
+    "containerPort",
+];
+
+fn associative_key(list: &[Value]) -> Option<&'static str> {
+    let maps: Vec<&Map<String, Value>> = list.iter().filter_map(Value::as_object).collect();
+    if maps.is_empty() || maps.len() != list.len() {
+        return None;
+    }
+    ASSOCIATIVE_KEYS
+        .iter()
+        .copied()
+        .find(|k| maps.iter().all(|m| m.contains_key(*k)))
+}
+
+fn without_nulls(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(k, v)| !v.is_null() && k.as_str() != "$patch")
+                .map(|(k, v)| (k.clone(), without_nulls(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(without_nulls).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Strategic-merge `patch` into `target`.
+pub fn merge(target: &mut Value, patch: &Value) {
+    match patch {
+        Value::Object(p) => {
+            if p.get("$patch").and_then(Value::as_str) == Some("replace") {
+                *target = without_nulls(patch);
+                return;
+            }
+            if !target.is_object() {
+                *target = Value::Object(Map::new());
+            }
+            let Some(t) = target.as_object_mut() else {
+                return;
+            };
+            for (k, v) in p {
+                if k == "$patch" {
+                    continue;
+                }
+                if v.is_null() {
+                    t.remove(k);
+                    continue;
+                }
+                match t.get_mut(k) {
+                    Some(existing) => merge(existing, v),
+                    None => {
+                        t.insert(k.clone(), without_nulls(v));
+                    }
+                }
+            }
+        }
+        Value::Array(items) => {
+            let key = associative_key(items);
+            let replace = items
+                .iter()
+                .any(|i| i.get("$patch").and_then(Value::as_str) == Some("replace"));
+            match (key, target.as_array_mut()) {
+                (Some(key), Some(existing)) if !replace => {
+                    // kyaml order: the patch's elements first (merged with their match), then the rest.
+                    let mut rest: Vec<Option<Value>> = existing.drain(..).map(Some).collect();
+                    let mut merged = Vec::with_capacity(rest.len() + items.len());
+                    for item in items {
+                        let id = item.get(key);
+                        let position = rest
+                            .iter()
+                            .position(|e| e.as_ref().is_some_and(|e| e.get(key) == id));
+                        let found = position
+                            .and_then(|i| rest.get_mut(i))
+                            .and_then(Option::take);
+                        if item.get("$patch").and_then(Value::as_str) == Some("delete") {
+                            continue;
+                        }
+                        match found {
+                            Some(mut e) => {
+                                merge(&mut e, item);
+                                merged.push(e);
+                            }
+                            None => merged.push(without_nulls(item)),
+                        }
+                    }
+                    merged.extend(rest.into_iter().flatten());
+                    *existing = merged;
+                }
+                _ => *target = without_nulls(patch),
+            }
+        }
+        other => *target = other.clone(),
+    }
+}
+
+// ---------------------------------------------------------------- JSON 6902
+
+fn pointer_tokens(path: &str) -> Result<Vec<String>, String> {
+    if path.is_empty() {
+        return Ok(Vec::new());
+    }
+    let Some(rest) = path.strip_prefix('/') else {
+        return Err(format!("invalid JSON pointer {path:?}"));
+    };
+    Ok(rest
+        .split('/')
+        .map(|t| t.replace("~1", "/").replace("~0", "~"))
+        .collect())
+}
+
+fn index_of(token: &str, len: usize, allow_end: bool) -> Result<usize, String> {
+    if token == "-" && allow_end {
+        return Ok(len);
+    }
+    let i: i64 = token
+        .parse()
+        .map_err(|_| format!("invalid array index {token:?}"))?;
+    let i = if i < 0 { i + len as i64 } else { i };
+    let max = if allow_end {
+        len
+    } else {
+        len.saturating_sub(1)
+    };
+    if i < 0 || i as usize > max || (!allow_end && len == 0) {
+        return Err(format!("array index {token} out of bounds"));
+    }
+    Ok(i as usize)
+}
+
+fn parent_mut<'v>(
+    doc: &'v mut Value,
+    tokens: &[String],
+    create: bool,
+    leaf: &str,
+) -> Result<Option<&'v mut Value>, String> {
+    let mut current = doc;
+    for (position, t) in tokens.iter().enumerate() {
+        let next_is_index = tokens.get(position + 1).map(String::as_str).unwrap_or(leaf);
+        let next_is_index = next_is_index == "-" || next_is_index.parse::<i64>().is_ok();
+        if create && next_is_index {
+            if let Value::Object(m) = current {
+                if !m.contains_key(t) {
+                    m.insert(t.clone(), Value::Array(Vec::new()));
+                }
+            }
+        }
+        let next = match current {
+            Value::Object(m) => {
+                if !m.contains_key(t) {
+                    if !create {
+                        return Ok(None);
+                    }
+                    m.insert(t.clone(), Value::Object(Map::new()));
+                }
+                m.get_mut(t)
+            }
+            Value::Array(a) => {
+                let len = a.len();
+                if create && t == "-" {
+                    a.push(Value::Object(Map::new()));
+                }
+                let (t, len) = if create && t == "-" {
+                    ("-1", a.len())
+                } else {
+                    (t.as_str(), len)
+                };
+                match index_of(t, len, false) {
+                    Ok(i) => a.get_mut(i),
+                    Err(_) if !create => return Ok(None),
+                    Err(e) => return Err(e),
+                }
+            }
+            _ if create => return Err(format!("cannot create a path through a scalar at {t:?}")),
+            _ => return Ok(None),
+        };
+        match next {
+            Some(n) => current = n,
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(current))
+}
+
+fn get_at(doc: &Value, path: &str) -> Result<Value, String> {
+    let tokens = pointer_tokens(path)?;
+    let mut current = doc;
+    for t in &tokens {
+        current = match current {
+            Value::Object(m) => m.get(t).ok_or_else(|| format!("path {path} not found"))?,
+            Value::Array(a) => a
+                .get(index_of(t, a.len(), false)?)
+                .ok_or_else(|| format!("path {path} not found"))?,
+            _ => return Err(format!("path {path} not found")),
+        };
+    }
+    Ok(current.clone())
+}
+
+fn add_at(doc: &mut Value, path: &str, value: Value) -> Result<(), String> {
+    let tokens = pointer_tokens(path)?;
+    let Some((last, parents)) = tokens.split_last() else {
+        *doc = value;
+        return Ok(());
+    };
+    let parent =
+        parent_mut(doc, parents, true, last)?.ok_or_else(|| format!("cannot add at {path}"))?;
+    match parent {
+        Value::Object(m) => {
+            m.insert(last.clone(), value);
+        }
+        Value::Array(a) => {
+            let i = index_of(last, a.len(), true)?;
+            a.insert(i, value);
+        }
+        _ => {
+            return Err(format!(
+                "cannot add at {path}: parent is not a map or a list"
+            ))
+        }
+    }
+    Ok(())
+}
+
+fn remove_at(doc: &mut Value, path: &str, must_exist: bool) -> Result<Option<Value>, String> {
+    let tokens = pointer_tokens(path)?;
+    let Some((last, parents)) = tokens.split_last() else {
+        return Err("cannot remove the whole document".into());
+    };
+    let Some(parent) = parent_mut(doc, parents, false, last)? else {
+        return if must_exist {
+            Err(format!("path {path} not found"))
+        } else {
+            Ok(None)
+        };
+    };
+    let removed = match parent {
+        Value::Object(m) => m.remove(last),
+        Value::Array(a) => match index_of(last, a.len(), false) {
+            Ok(i) => Some(a.remove(i)),
+            Err(_) => None,
+        },
+        _ => None,
+    };
+    if removed.is_none() && must_exist {
+        return Err(format!("path {path} not found"));
+    }
+    Ok(removed)
+}
+
+fn replace_at(doc: &mut Value, path: &str, value: Value) -> Result<(), String> {
+    let tokens = pointer_tokens(path)?;
+    let Some((last, parents)) = tokens.split_last() else {
+        *doc = value;
+        return Ok(());
+    };
+    let parent =
+        parent_mut(doc, parents, false, last)?.ok_or_else(|| format!("path {path} not found"))?;
+    let slot = match parent {
+        Value::Object(m) => m.get_mut(last),
+        Value::Array(a) => {
+            let i = index_of(last, a.len(), false)?;
+            a.get_mut(i)
+        }
+        _ => None,
+    };
+    let slot = slot.ok_or_else(|| format!("path {path} not found"))?;
+    *slot = value;
+    Ok(())
+}
+
+/// Apply RFC 6902 operations with Kyverno's options: negative indices, `add` creates missing parents, removing a
+/// missing path is a no-op.
+pub fn apply_json6902(doc: &mut Value, ops: &[Value]) -> Result<(), String> {
+    for op in ops {
+        let name = op.get("op").and_then(Value::as_str).unwrap_or("");
+        let path = op
+            .get("path")
+            .and_then(Value::as_str)
+            .ok_or_else(|| format!("operation {name:?} has no path"))?;
+        let value = || {
+            op.get("value")
+                .cloned()
+                .ok_or_else(|| format!("operation {name} {path} has no value"))
+        };
+        let from = || {
+            op.get("from")
+                .and_then(Value::as_str)
+                .ok_or_else(|| format!("operation {name} {path} has no from"))
+        };
+        match name {
+            "add" => add_at(doc, path, value()?)?,
+            "remove" => {
+                remove_at(doc, path, false)?;
+            }
+            "replace" => replace_at(doc, path, value()?)?,
+            "move" => {
+                let from = from()?;
+                let moved = remove_at(doc, from, true)?.unwrap_or(Value::Null);
+                add_at(doc, path, moved)?;
+            }
+            "copy" => {
+                let copied = get_at(doc, from()?)?;
+                add_at(doc, path, copied)?;
+            }
+            "test" => {
+                if get_at(doc, path)? != value()? {
+                    return Err(format!("test operation at {path} failed"));
+                }
+            }
+            other => return Err(format!("unknown patch operation {other:?}")),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn psm(resource: Value, overlay: Value) -> Option<Value> {
+        strategic_merge_with_anchors(&resource, &overlay).expect("merge")
+    }
+
+    #[test]
+    fn strategic_merge_lists_and_nulls() {
+        let pod = json!({"spec": {"containers": [{"name": "a", "image": "x"}, {"name": "b", "image": "y"}]}, "metadata": {"labels": {"x": "1"}}});
+        let out = psm(
+            pod.clone(),
+            json!({"spec": {"containers": [{"name": "b", "imagePullPolicy": "Always"}]}, "metadata": {"labels": {"x": null, "y": "2"}}}),
+        );
+        assert_eq!(
+            out,
+            Some(
+                json!({"spec": {"containers": [{"name": "b", "image": "y", "imagePullPolicy": "Always"}, {"name": "a", "image": "x"}]}, "metadata": {"labels": {"y": "2"}}})
+            ),
+            "patched elements come first (kyaml order)"
+        );
+        let out = psm(json!({"a": [1, 2]}), json!({"a": [3]}));
+        assert_eq!(out, Some(json!({"a": [3]})));
+    }
+
+    #[test]
+    fn anchors_in_overlays() {
+        let pod = json!({"spec": {"containers": [{"name": "a", "image": "x:latest"}, {"name": "b", "image": "y:1"}]}});
+        // conditional element: only containers with latest images
+        let out = psm(
+            pod.clone(),
+            json!({"spec": {"containers": [{"(image)": "*:latest", "imagePullPolicy": "Always"}]}}),
+        );
+        assert_eq!(
+            out,
+            Some(
+                json!({"spec": {"containers": [{"name": "a", "image": "x:latest", "imagePullPolicy": "Always"}, {"name": "b", "image": "y:1"}]}})
+            )
+        );
+        // add if not present
+        let out = psm(
+            json!({"metadata": {"labels": {"a": "1"}}}),
+            json!({"metadata": {"labels": {"+(a)": "2", "+(b)": "3"}}}),
+        );
+        assert_eq!(
+            out,
+            Some(json!({"metadata": {"labels": {"a": "1", "b": "3"}}}))
+        );
+        // condition on a map fails → nothing applied
+        let out = psm(
+            json!({"metadata": {"name": "x"}}),
+            json!({"metadata": {"(name)": "y", "labels": {"a": "b"}}}),
+        );
+        assert_eq!(out, None);
+        // global anchor
+        let out = psm(
+            pod,
+            json!({"spec": {"<(hostNetwork)": true, "dnsPolicy": "ClusterFirstWithHostNet"}}),
+        );
+        assert_eq!(out, None);
+    }
+
+    #[test]
+    fn json6902_options() {
+        let mut doc = json!({"a": [1, 2, 3]});
+        apply_json6902(
+            &mut doc,
+            &[
+                json!({"op": "add", "path": "/b/c/d", "value": 1}),
+                json!({"op": "remove", "path": "/missing"}),
+                json!({"op": "replace", "path": "/a/-1", "value": 9}),
+                json!({"op": "add", "path": "/a/-", "value": 4}),
+                json!({"op": "copy", "from": "/b", "path": "/e"}),
+                json!({"op": "move", "from": "/e", "path": "/f"}),
+                json!({"op": "test", "path": "/f/c/d", "value": 1}),
+            ],
+        )
+        .expect("patch");
+        assert_eq!(
+            doc,
+            json!({"a": [1, 2, 9, 4], "b": {"c": {"d": 1}}, "f": {"c": {"d": 1}}})
+        );
+        assert!(apply_json6902(
+            &mut doc,
+            &[json!({"op": "replace", "path": "/zz", "value": 1})]
+        )
+        .is_err());
+        assert!(apply_json6902(&mut doc, &[json!({"op": "bogus", "path": "/a"})]).is_err());
+    }
+}

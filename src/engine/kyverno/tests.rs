@@ -1,0 +1,235 @@
+use super::*;
+use crate::policy::source::documents;
+use crate::policy::SourceFile;
+use kube::core::admission::Operation;
+use serde_json::json;
+
+fn load(yaml: &str) -> KyvernoPolicy {
+    let (docs, errors) = documents(&SourceFile {
+        origin: "p.yaml".into(),
+        content: yaml.into(),
+    });
+    assert!(errors.is_empty(), "{errors:?}");
+    KyvernoPolicy::from_document(&docs[0]).expect("policy").0
+}
+
+fn run(policy: &KyvernoPolicy, object: Value) -> PolicyResponse {
+    let review = Review::for_object(object, None, Operation::Create);
+    let user = UserContext::default();
+    let mocks = Mocks::default();
+    let options = ApplyOptions {
+        user: &user,
+        namespace_labels: None,
+        lookups: Lookups::Mocks(&mocks),
+        part: Part::All,
+    };
+    policy.apply(&review, &options, Some(&mocks))
+}
+
+const POLICY: &str = r#"
+apiVersion: kyverno.io/v1
+kind: ClusterPolicy
+metadata: {name: no-latest}
+spec:
+  validationFailureAction: Enforce
+  rules:
+  - name: check-tag
+    match: {any: [{resources: {kinds: [Pod]}}]}
+    validate:
+      message: "latest is not allowed for {{ request.object.metadata.name }}"
+      pattern:
+        spec:
+          containers:
+          - image: "!*:latest"
+"#;
+
+#[test]
+fn validate_with_autogen() {
+    let p = load(POLICY);
+    let names: Vec<&str> = p.rules().iter().map(|r| r.spec.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "check-tag",
+            "autogen-check-tag",
+            "autogen-cronjob-check-tag"
+        ]
+    );
+    let bad = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "nginx:latest"}]}});
+    let r = run(&p, bad);
+    assert_eq!(r.rules.len(), 1);
+    assert_eq!(r.rules[0].status, RuleStatus::Fail);
+    assert_eq!(
+        r.rules[0].message,
+        "validation error: latest is not allowed for p. rule check-tag failed at path /spec/containers/0/image/"
+    );
+    let good = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+        "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "nginx:1"}]}}}});
+    let r = run(&p, good);
+    assert_eq!(r.rules.len(), 1);
+    assert_eq!(r.rules[0].name, "autogen-check-tag");
+    assert_eq!(r.rules[0].status, RuleStatus::Pass);
+    let other = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}});
+    assert!(run(&p, other).rules.is_empty(), "not matched → no response");
+}
+
+#[test]
+fn admission_actions() {
+    let p = load(POLICY);
+    let bad = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "nginx:latest"}]}});
+    let review = Review::for_object(bad.clone(), None, Operation::Create);
+    let v = p
+        .validate(&review, &EvalContext::default())
+        .expect("validate");
+    assert_eq!(v.len(), 1);
+    assert_eq!(v[0].action, Action::Deny);
+    assert!(v[0].message.starts_with("check-tag: validation error"));
+    let audit = load(
+        &POLICY
+            .replace("Enforce", "Audit")
+            .replace("  rules:", "  emitWarning: true\n  rules:"),
+    );
+    let v = audit
+        .validate(&review, &EvalContext::default())
+        .expect("validate");
+    let actions: Vec<Action> = v.iter().map(|v| v.action).collect();
+    assert_eq!(actions, [Action::Warn, Action::Audit]);
+}
+
+#[test]
+fn deny_preconditions_and_errors() {
+    let p = load(
+        r#"
+apiVersion: kyverno.io/v1
+kind: ClusterPolicy
+metadata: {name: d}
+spec:
+  rules:
+  - name: r
+    match: {any: [{resources: {kinds: [ConfigMap]}}]}
+    preconditions:
+      all:
+      - key: "{{ request.object.metadata.labels.team || '' }}"
+        operator: NotEquals
+        value: ""
+    validate:
+      message: "team {{ request.object.metadata.labels.team }} may not use this name"
+      deny:
+        conditions:
+          any:
+          - key: "{{ request.object.metadata.name }}"
+            operator: Equals
+            value: "forbidden-*"
+  - name: e
+    match: {any: [{resources: {kinds: [ConfigMap]}}]}
+    validate:
+      pattern:
+        data:
+          x: "{{ request.object.metadata.missing }}"
+"#,
+    );
+    let cm = |name: &str, labels: Value| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "labels": labels}});
+    let r = run(&p, cm("forbidden-x", json!({"team": "a"})));
+    assert_eq!(r.rules[0].status, RuleStatus::Fail);
+    assert_eq!(r.rules[0].message, "team a may not use this name");
+    assert_eq!(
+        r.rules[1].status,
+        RuleStatus::Error,
+        "missing key is an error"
+    );
+    let r = run(&p, cm("ok", json!({"team": "a"})));
+    assert_eq!(r.rules[0].status, RuleStatus::Pass);
+    let r = run(&p, cm("forbidden-x", json!({})));
+    assert_eq!(r.rules[0].status, RuleStatus::Skip);
+    let review = Review::for_object(cm("ok", json!({"team": "a"})), None, Operation::Create);
+    assert!(
+        p.validate(&review, &EvalContext::default()).is_err(),
+        "errors follow failurePolicy Fail"
+    );
+}
+
+#[test]
+fn mutate_and_foreach() {
+    let p = load(
+        r#"
+apiVersion: kyverno.io/v1
+kind: ClusterPolicy
+metadata: {name: m}
+spec:
+  rules:
+  - name: label
+    match: {any: [{resources: {kinds: [Pod]}}]}
+    mutate:
+      patchStrategicMerge:
+        metadata:
+          labels:
+            +(owner): "{{ request.object.metadata.name }}"
+  - name: pull
+    match: {any: [{resources: {kinds: [Pod]}}]}
+    mutate:
+      foreach:
+      - list: request.object.spec.containers
+        patchesJson6902: |-
+          - op: add
+            path: /spec/containers/{{elementIndex}}/imagePullPolicy
+            value: Always
+"#,
+    );
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "a", "image": "x"}, {"name": "b", "image": "y"}]}});
+    let r = run(&p, pod);
+    assert_eq!(
+        r.rules.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [RuleStatus::Pass, RuleStatus::Pass]
+    );
+    let patched = r.patched.expect("patched");
+    assert_eq!(patched["metadata"]["labels"]["owner"], "p");
+    assert_eq!(
+        patched["spec"]["containers"][1]["imagePullPolicy"],
+        "Always"
+    );
+    let review = Review::for_object(patched.clone(), None, Operation::Create);
+    let m = p
+        .mutate(&review, &patched, &EvalContext::default())
+        .expect("mutate");
+    assert_eq!(m.object, None, "already mutated → nothing changes");
+}
+
+#[test]
+fn unsupported_rules_load_with_warnings() {
+    let yaml = r#"
+apiVersion: kyverno.io/v1
+kind: ClusterPolicy
+metadata: {name: u, annotations: {pod-policies.kyverno.io/autogen-controllers: none}}
+spec:
+  rules:
+  - name: cel
+    match: {any: [{resources: {kinds: [Pod]}}]}
+    validate:
+      cel:
+        expressions: [{expression: "true"}]
+"#;
+    let (docs, _) = documents(&SourceFile {
+        origin: "p.yaml".into(),
+        content: yaml.into(),
+    });
+    let (p, warnings) = KyvernoPolicy::from_document(&docs[0]).expect("policy");
+    assert_eq!(warnings.len(), 1);
+    assert!(!p.validates());
+    let r = run(
+        &p,
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}}),
+    );
+    assert_eq!(r.rules[0].status, RuleStatus::Unsupported);
+}
+
+#[test]
+fn namespaced_policy_only_in_its_namespace() {
+    let p = load(
+        &POLICY
+            .replace("ClusterPolicy", "Policy")
+            .replace("{name: no-latest}", "{name: no-latest, namespace: team}"),
+    );
+    let pod = |ns: &str| json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": ns}, "spec": {"containers": [{"name": "c", "image": "nginx:latest"}]}});
+    assert!(run(&p, pod("other")).rules.is_empty());
+    assert_eq!(run(&p, pod("team")).rules.len(), 1);
+}

@@ -1,0 +1,408 @@
+//! `validate` rules: pattern, anyPattern, deny and foreach, with Kyverno's results and messages.
+
+use serde_json::Value;
+
+use super::eval::{check_conditions, load_context, Env};
+use super::pattern::{match_pattern, PatternError};
+use super::result::{RuleResponse, RuleStatus, RuleType};
+use super::spec::{Deny, ForEachValidation, Validation};
+use super::variables::{substitute, substitute_str, value_has_variables, Context, Mode};
+
+fn response(rule: &str, status: RuleStatus, message: impl Into<String>) -> RuleResponse {
+    RuleResponse::new(rule, RuleType::Validation, status, message)
+}
+
+/// The pieces of a validation body (a rule or a foreach entry).
+struct Body<'a> {
+    pattern: Option<&'a Value>,
+    any_pattern: Option<&'a Value>,
+    deny: Option<&'a Deny>,
+    foreach: Option<&'a [ForEachValidation]>,
+    /// The patterns are known to contain no variable.
+    static_patterns: bool,
+}
+
+/// Evaluate the `validate` part of a rule (context and preconditions already done). `None`: no response (DELETE
+/// of a pattern rule, empty foreach).
+pub fn validate(
+    rule: &str,
+    v: &Validation,
+    ctx: &Context,
+    resource: &Value,
+    delete: bool,
+    env: &Env<'_>,
+) -> Option<RuleResponse> {
+    let body = Body {
+        pattern: v.pattern.as_ref(),
+        any_pattern: v.any_pattern.as_ref(),
+        deny: v.deny.as_ref(),
+        foreach: v.foreach.as_deref(),
+        static_patterns: v.static_patterns,
+    };
+    run_body(
+        rule,
+        v.message.as_deref(),
+        &body,
+        ctx,
+        resource,
+        delete,
+        false,
+        0,
+        env,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_body(
+    rule: &str,
+    message: Option<&str>,
+    body: &Body<'_>,
+    ctx: &Context,
+    resource: &Value,
+    delete: bool,
+    in_foreach: bool,
+    nesting: usize,
+    env: &Env<'_>,
+) -> Option<RuleResponse> {
+    if let Some(deny) = body.deny {
+        return Some(validate_deny(rule, message, deny, ctx));
+    }
+    if body.pattern.is_some() || body.any_pattern.is_some() {
+        if delete && !in_foreach {
+            return None;
+        }
+        return Some(validate_patterns(
+            rule,
+            message,
+            body.pattern,
+            body.any_pattern,
+            body.static_patterns,
+            ctx,
+            resource,
+        ));
+    }
+    if let Some(list) = body.foreach {
+        return validate_foreach(rule, message, list, ctx, resource, nesting, env);
+    }
+    None
+}
+
+fn render_message(
+    rule: &str,
+    message: Option<&str>,
+    ctx: &Context,
+) -> Result<Option<String>, String> {
+    let Some(m) = message.filter(|m| !m.is_empty()) else {
+        return Ok(None);
+    };
+    match substitute_str(m, ctx, Mode::Strict) {
+        Ok(Value::String(s)) => Ok(Some(s)),
+        Ok(other) => Ok(Some(other.to_string())),
+        Err(e) => Err(format!(
+            "validation error: variables substitution error in rule {rule} execution error: {e}"
+        )),
+    }
+}
+
+fn error_message(
+    rule: &str,
+    message: Option<&str>,
+    ctx: &Context,
+    err: &str,
+    path: &str,
+) -> String {
+    match render_message(rule, message, ctx) {
+        Err(e) => e,
+        Ok(None) if !path.is_empty() => {
+            format!("validation error: rule {rule} failed at path {path}")
+        }
+        Ok(None) => format!("validation error: rule {rule} execution error: {err}"),
+        Ok(Some(mut m)) => {
+            if !m.ends_with('.') {
+                m.push('.');
+            }
+            if path.is_empty() {
+                format!("validation error: {m} rule {rule} execution error: {err}")
+            } else {
+                format!("validation error: {m} rule {rule} failed at path {path}")
+            }
+        }
+    }
+}
+
+fn validate_deny(rule: &str, message: Option<&str>, deny: &Deny, ctx: &Context) -> RuleResponse {
+    let conditions = deny.conditions.clone().unwrap_or(Value::Null);
+    match check_conditions(&conditions, ctx, Mode::Lenient) {
+        Err(e) => response(
+            rule,
+            RuleStatus::Error,
+            format!("failed to check deny conditions: {e}"),
+        ),
+        Ok(outcome) if outcome.holds => {
+            let text = match render_message(rule, message, ctx) {
+                Ok(Some(m)) if outcome.messages.is_empty() => m,
+                Ok(Some(m)) => format!("{m}; {}", outcome.messages),
+                Ok(None) if !outcome.messages.is_empty() => outcome.messages,
+                Ok(None) => format!("validation error: rule {rule} failed"),
+                Err(e) => e,
+            };
+            response(rule, RuleStatus::Fail, text)
+        }
+        Ok(_) => response(
+            rule,
+            RuleStatus::Pass,
+            format!("validation rule '{rule}' passed."),
+        ),
+    }
+}
+
+fn validate_patterns(
+    rule: &str,
+    message: Option<&str>,
+    pattern: Option<&Value>,
+    any_pattern: Option<&Value>,
+    static_patterns: bool,
+    ctx: &Context,
+    resource: &Value,
+) -> RuleResponse {
+    if let Some(pattern) = pattern {
+        let substituted;
+        let pattern = if !static_patterns && value_has_variables(pattern) {
+            substituted = substitute(pattern, ctx, Mode::Strict);
+            match &substituted {
+                Ok(p) => p,
+                Err(e) => {
+                    return response(
+                        rule,
+                        RuleStatus::Error,
+                        format!("variable substitution failed: {e}"),
+                    )
+                }
+            }
+        } else {
+            pattern
+        };
+        return match match_pattern(resource, pattern) {
+            Ok(()) => response(
+                rule,
+                RuleStatus::Pass,
+                format!("validation rule '{rule}' passed."),
+            ),
+            Err(PatternError::Skip(m)) => response(rule, RuleStatus::Skip, m),
+            Err(PatternError::Error(m)) => response(
+                rule,
+                RuleStatus::Error,
+                error_message(rule, message, ctx, &m, ""),
+            ),
+            Err(PatternError::Fail { path, message: m }) => response(
+                rule,
+                RuleStatus::Fail,
+                error_message(rule, message, ctx, &m, &path),
+            ),
+        };
+    }
+    let Some(any) = any_pattern else {
+        return response(
+            rule,
+            RuleStatus::Pass,
+            message.unwrap_or_default().to_string(),
+        );
+    };
+    let patterns = match substitute(any, ctx, Mode::Strict) {
+        Ok(Value::Array(list)) => list,
+        Ok(_) => return response(rule, RuleStatus::Error, "anyPattern must be a list"),
+        Err(e) => {
+            return response(
+                rule,
+                RuleStatus::Error,
+                format!("variable substitution failed: {e}"),
+            )
+        }
+    };
+    let mut failed = Vec::new();
+    let mut skipped = Vec::new();
+    for (i, p) in patterns.iter().enumerate() {
+        match match_pattern(resource, p) {
+            Ok(()) => {
+                return response(
+                    rule,
+                    RuleStatus::Pass,
+                    format!("validation rule '{rule}' anyPattern[{i}] passed."),
+                )
+            }
+            Err(PatternError::Skip(m)) => skipped.push(format!("rule {rule}[{i}] skipped: {m}")),
+            Err(PatternError::Error(m)) => failed.push(format!("rule {rule}[{i}] failed: {m}")),
+            Err(PatternError::Fail { path, .. }) => {
+                failed.push(format!("rule {rule}[{i}] failed at path {path}"))
+            }
+        }
+    }
+    if !failed.is_empty() {
+        let text = match render_message(rule, message, ctx) {
+            Ok(Some(mut m)) => {
+                if !m.ends_with('.') {
+                    m.push('.');
+                }
+                format!("validation error: {m} {}", failed.join(" "))
+            }
+            Ok(None) => format!("validation error: {}", failed.join(" ")),
+            Err(e) => e,
+        };
+        return response(rule, RuleStatus::Fail, text);
+    }
+    if !skipped.is_empty() {
+        return response(rule, RuleStatus::Skip, skipped.join(" "));
+    }
+    response(
+        rule,
+        RuleStatus::Pass,
+        message.unwrap_or_default().to_string(),
+    )
+}
+
+/// The elements of a foreach `list` expression: a list, or a single value wrapped in one.
+pub fn elements(ctx: &Context, list: &str) -> Result<Vec<Value>, String> {
+    let expr = list.trim();
+    let expr = expr
+        .strip_prefix("{{")
+        .and_then(|e| e.strip_suffix("}}"))
+        .map(str::trim)
+        .unwrap_or(expr);
+    match ctx.query(expr) {
+        Ok(Value::Array(items)) => Ok(items),
+        Ok(other) => Ok(vec![other]),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Put a foreach element into the context.
+pub fn set_element(ctx: &mut Context, element: &Value, index: usize, nesting: usize) {
+    ctx.set("element", element.clone());
+    ctx.set("elementIndex", Value::from(index));
+    ctx.set(&format!("element{nesting}"), element.clone());
+    ctx.set(&format!("elementIndex{nesting}"), Value::from(index));
+}
+
+fn validate_foreach(
+    rule: &str,
+    message: Option<&str>,
+    list: &[ForEachValidation],
+    ctx: &Context,
+    resource: &Value,
+    nesting: usize,
+    env: &Env<'_>,
+) -> Option<RuleResponse> {
+    let mut applied = 0;
+    for fe in list {
+        let Ok(items) = elements(ctx, &fe.list) else {
+            continue;
+        };
+        let (resp, count) =
+            validate_elements(rule, message, fe, &items, ctx, resource, nesting, env);
+        if resp.status != RuleStatus::Pass {
+            return Some(resp);
+        }
+        applied += count;
+    }
+    if applied == 0 {
+        return Some(response(rule, RuleStatus::Skip, "rule skipped"));
+    }
+    Some(response(rule, RuleStatus::Pass, "rule passed"))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn validate_elements(
+    rule: &str,
+    message: Option<&str>,
+    fe: &ForEachValidation,
+    items: &[Value],
+    ctx: &Context,
+    resource: &Value,
+    nesting: usize,
+    env: &Env<'_>,
+) -> (RuleResponse, usize) {
+    let mut applied = 0;
+    let last = items.len().saturating_sub(1);
+    for (index, element) in items.iter().enumerate() {
+        if element.is_null() {
+            continue;
+        }
+        let mut ectx = ctx.clone();
+        set_element(&mut ectx, element, index, nesting);
+        if let Err(e) = load_context(&fe.context, &mut ectx, env, rule) {
+            return (
+                response(
+                    rule,
+                    RuleStatus::Error,
+                    format!("failed to process foreach: {e}"),
+                ),
+                applied,
+            );
+        }
+        let scoped = element.is_object() && fe.element_scope != Some(false);
+        let target = if scoped { element } else { resource };
+        let result = match fe
+            .preconditions
+            .as_ref()
+            .map(|p| check_conditions(p, &ectx, Mode::Lenient))
+        {
+            Some(Err(e)) => Some(response(
+                rule,
+                RuleStatus::Error,
+                format!("failed to evaluate preconditions: {e}"),
+            )),
+            Some(Ok(o)) if !o.holds => {
+                Some(response(rule, RuleStatus::Skip, "preconditions not met"))
+            }
+            _ => {
+                let body = Body {
+                    pattern: fe.pattern.as_ref(),
+                    any_pattern: fe.any_pattern.as_ref(),
+                    deny: fe.deny.as_ref(),
+                    foreach: fe.foreach.as_deref(),
+                    static_patterns: false,
+                };
+                run_body(
+                    rule,
+                    message,
+                    &body,
+                    &ectx,
+                    target,
+                    false,
+                    true,
+                    nesting + 1,
+                    env,
+                )
+            }
+        };
+        match result {
+            None => continue,
+            Some(r) if r.status == RuleStatus::Skip => continue,
+            Some(r) if r.status == RuleStatus::Error => {
+                if index < last {
+                    continue;
+                }
+                return (
+                    response(
+                        rule,
+                        RuleStatus::Error,
+                        format!("validation failure: {}", r.message),
+                    ),
+                    applied,
+                );
+            }
+            Some(r) if r.status != RuleStatus::Pass => {
+                return (
+                    response(
+                        rule,
+                        RuleStatus::Fail,
+                        format!("validation failure: {}", r.message),
+                    ),
+                    applied,
+                );
+            }
+            Some(_) => applied += 1,
+        }
+    }
+    (response(rule, RuleStatus::Pass, ""), applied)
+}

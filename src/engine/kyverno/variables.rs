@@ -1,0 +1,443 @@
+//! Kyverno variables: the evaluation context (`request.*`, `serviceAccountName`, `images.*`, `element`, context
+//! entries) and `{{ }}` substitution in JSON documents.
+//!
+//! Expressions are Kyverno-flavoured JMESPath ([`crate::jmespath`]): a missing key is an error (`Unknown key`), which
+//! is why policies write `{{ x || '' }}`. Substitution rules:
+//! - `{{ expr }}` is found in map values **and keys**; `\{{` escapes;
+//! - a string that is exactly one `{{ }}` takes the value's JSON type; otherwise strings are inserted raw and other
+//!   values as JSON text;
+//! - nested `{{ }}` resolve inside out; `{{- expr }}` is not re-scanned;
+//! - on DELETE, `request.object` in an expression reads `request.oldObject`.
+
+use std::cell::RefCell;
+use std::sync::{Arc, OnceLock};
+
+use regex::Regex;
+use serde_json::{Map, Value};
+
+/// A variable that could not be resolved.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("failed to substitute variable {expression:?}: {message}")]
+pub struct VarError {
+    /// The expression text.
+    pub expression: String,
+    /// Why.
+    pub message: String,
+    /// Whether the failure is a missing key.
+    pub not_found: bool,
+}
+
+/// How unresolvable variables are treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Any error fails the substitution.
+    Strict,
+    /// Errors resolve to `""` (Kyverno's preconditions resolver).
+    Lenient,
+}
+
+/// The evaluation context of one rule: a JSON document that expressions query.
+#[derive(Debug, Clone)]
+pub struct Context {
+    base: Arc<Value>,
+    overlay: Map<String, Value>,
+    merged: RefCell<Option<Arc<Value>>>,
+    delete: bool,
+}
+
+impl Context {
+    /// A context over a base document (an object with `request` etc.).
+    pub fn new(base: Arc<Value>, delete: bool) -> Context {
+        Context {
+            base,
+            overlay: Map::new(),
+            merged: RefCell::new(None),
+            delete,
+        }
+    }
+
+    /// The current document.
+    pub fn document(&self) -> Arc<Value> {
+        if self.overlay.is_empty() {
+            return self.base.clone();
+        }
+        if let Some(doc) = self.merged.borrow().as_ref() {
+            return doc.clone();
+        }
+        let mut map = self.base.as_object().cloned().unwrap_or_default();
+        for (k, v) in &self.overlay {
+            merge_into(&mut map, k, v.clone());
+        }
+        let doc = Arc::new(Value::Object(map));
+        *self.merged.borrow_mut() = Some(doc.clone());
+        doc
+    }
+
+    /// Set a top-level variable (replacing it).
+    pub fn set(&mut self, name: &str, value: Value) {
+        self.overlay.insert(name.to_string(), value);
+        *self.merged.borrow_mut() = None;
+    }
+
+    /// Add a variable by dotted path (`request.object.metadata.name`, as values files do), merging into what
+    /// exists.
+    pub fn add_path(&mut self, path: &str, value: Value) {
+        let mut parts: Vec<&str> = path.split('.').collect();
+        let Some(first) = parts.first().copied() else {
+            return;
+        };
+        parts.remove(0);
+        let mut nested = value;
+        for part in parts.iter().rev() {
+            let mut m = Map::new();
+            m.insert((*part).to_string(), nested);
+            nested = Value::Object(m);
+        }
+        let current = match self.overlay.get(first) {
+            Some(v) => Some(v.clone()),
+            None => self.base.get(first).cloned(),
+        };
+        let merged = match current {
+            Some(mut existing) => {
+                deep_merge(&mut existing, nested);
+                existing
+            }
+            None => nested,
+        };
+        self.set(first, merged);
+    }
+
+    /// Evaluate an expression (without braces).
+    pub fn query(&self, expression: &str) -> Result<Value, VarError> {
+        let text = expression.trim();
+        let rewritten;
+        let text = if self.delete && text.contains("request.object") {
+            rewritten = text.replace("request.object", "request.oldObject");
+            rewritten.as_str()
+        } else {
+            text
+        };
+        if text == "@" {
+            return Ok((*self.document()).clone());
+        }
+        let doc = self.document();
+        crate::jmespath::search(text, &doc).map_err(|e| VarError {
+            expression: expression.to_string(),
+            message: e.to_string(),
+            not_found: e.is_not_found(),
+        })
+    }
+}
+
+fn merge_into(map: &mut Map<String, Value>, key: &str, value: Value) {
+    map.insert(key.to_string(), value);
+}
+
+/// Merge `patch` into `target`: objects recursively, anything else replaces.
+pub fn deep_merge(target: &mut Value, patch: Value) {
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                match t.get_mut(&k) {
+                    Some(existing) => deep_merge(existing, v),
+                    None => {
+                        t.insert(k, v);
+                    }
+                }
+            }
+        }
+        (t, p) => *t = p,
+    }
+}
+
+fn variable_regex() -> Option<&'static Regex> {
+    static RE: OnceLock<Option<Regex>> = OnceLock::new();
+    RE.get_or_init(|| Regex::new(r"(^|[^\\])(\{\{(?:\{[^{}]*\}|[^{}])*\}\})").ok())
+        .as_ref()
+}
+
+/// The expressions of the `{{ }}` variables in a text (innermost ones only).
+pub fn expressions_in(text: &str) -> Vec<String> {
+    let Some(re) = variable_regex() else {
+        return Vec::new();
+    };
+    re.captures_iter(text)
+        .filter_map(|c| c.get(2))
+        .map(|m| {
+            let raw = m.as_str();
+            let inner = raw.get(2..raw.len().saturating_sub(2)).unwrap_or("").trim();
+            inner.strip_prefix('-').unwrap_or(inner).trim().to_string()
+        })
+        .collect()
+}
+
+/// Whether a string contains a `{{ }}` variable.
+pub fn has_variables(text: &str) -> bool {
+    text.contains("{{")
+}
+
+/// Whether a JSON value contains a `{{ }}` variable anywhere (keys included).
+pub fn value_has_variables(value: &Value) -> bool {
+    match value {
+        Value::String(s) => has_variables(s),
+        Value::Array(a) => a.iter().any(value_has_variables),
+        Value::Object(m) => m
+            .iter()
+            .any(|(k, v)| has_variables(k) || value_has_variables(v)),
+        _ => false,
+    }
+}
+
+/// Substitute every variable in `value`.
+pub fn substitute(value: &Value, ctx: &Context, mode: Mode) -> Result<Value, VarError> {
+    match value {
+        Value::String(s) => substitute_str(s, ctx, mode),
+        Value::Array(items) => items
+            .iter()
+            .map(|v| substitute(v, ctx, mode))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Value::Array),
+        Value::Object(map) => {
+            let mut out = Map::with_capacity(map.len());
+            for (k, v) in map {
+                let key = if has_variables(k) {
+                    match substitute_str(k, ctx, mode)? {
+                        Value::String(s) => s,
+                        other => other.to_string(),
+                    }
+                } else {
+                    k.clone()
+                };
+                out.insert(key, substitute(v, ctx, mode)?);
+            }
+            Ok(Value::Object(out))
+        }
+        other => Ok(other.clone()),
+    }
+}
+
+/// Substitute the variables of one string; a string that is exactly one variable keeps the value's type.
+pub fn substitute_str(text: &str, ctx: &Context, mode: Mode) -> Result<Value, VarError> {
+    if !has_variables(text) {
+        return Ok(Value::String(text.to_string()));
+    }
+    let Some(re) = variable_regex() else {
+        return Ok(Value::String(text.to_string()));
+    };
+    let mut current = text.to_string();
+    // Bounded re-scan: each pass resolves the innermost variables.
+    for _ in 0..32 {
+        let Some(caps) = re.captures(&current) else {
+            break;
+        };
+        let Some(whole) = caps.get(2) else { break };
+        let raw = whole.as_str();
+        let inner = raw.get(2..raw.len().saturating_sub(2)).unwrap_or("");
+        let (shallow, expr) = match inner.trim_start().strip_prefix('-') {
+            Some(rest) => (true, rest.trim()),
+            None => (false, inner.trim()),
+        };
+        let resolved = match ctx.query(expr) {
+            Ok(v) => v,
+            Err(e) => match mode {
+                Mode::Strict => return Err(e),
+                Mode::Lenient => Value::String(String::new()),
+            },
+        };
+        if whole.start() == 0 && whole.end() == current.len() {
+            return Ok(match resolved {
+                Value::String(s) if !shallow && has_variables(&s) && s != current => {
+                    return substitute_str(&s, ctx, mode);
+                }
+                other => other,
+            });
+        }
+        let insert = match &resolved {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let mut next = String::with_capacity(current.len() + insert.len());
+        next.push_str(&current[..whole.start()]);
+        next.push_str(&insert);
+        next.push_str(&current[whole.end()..]);
+        if shallow {
+            // Do not re-scan what was inserted.
+            let tail = substitute_str(&current[whole.end()..], ctx, mode)?;
+            let tail = match tail {
+                Value::String(s) => s,
+                other => other.to_string(),
+            };
+            let head = &current[..whole.start()];
+            return Ok(Value::String(
+                format!("{head}{insert}{tail}").replace("\\{{", "{{"),
+            ));
+        }
+        current = next;
+    }
+    Ok(Value::String(current.replace("\\{{", "{{")))
+}
+
+/// Parse a `system:serviceaccount:<ns>:<name>` username into (namespace, name).
+pub fn service_account(username: &str) -> (String, String) {
+    match username
+        .strip_prefix("system:serviceaccount:")
+        .and_then(|rest| rest.split_once(':'))
+    {
+        Some((ns, name)) => (ns.to_string(), name.to_string()),
+        None => (String::new(), String::new()),
+    }
+}
+
+/// Parse an image reference into Kyverno's `images.*` fields.
+pub fn image_info(image: &str) -> Value {
+    let (rest, digest) = match image.split_once('@') {
+        Some((r, d)) => (r, d.to_string()),
+        None => (image, String::new()),
+    };
+    let (registry, remainder) = match rest.split_once('/') {
+        Some((first, tail)) if first.contains(['.', ':']) || first == "localhost" => {
+            (first.to_string(), tail)
+        }
+        _ => ("docker.io".to_string(), rest),
+    };
+    let (path, tag) = match remainder.rsplit_once(':') {
+        Some((p, t)) if !t.contains('/') => (p.to_string(), t.to_string()),
+        _ => (remainder.to_string(), String::new()),
+    };
+    let tag = if tag.is_empty() && digest.is_empty() {
+        "latest".to_string()
+    } else {
+        tag
+    };
+    let name = path.rsplit('/').next().unwrap_or(&path).to_string();
+    let mut reference = format!("{registry}/{path}");
+    let reference_with_tag = format!("{reference}:{tag}");
+    if !tag.is_empty() {
+        reference = format!("{reference}:{tag}");
+    }
+    if !digest.is_empty() {
+        reference = format!("{reference}@{digest}");
+    }
+    serde_json::json!({
+        "registry": registry,
+        "path": path,
+        "name": name,
+        "tag": tag,
+        "digest": digest,
+        "reference": reference,
+        "referenceWithTag": reference_with_tag,
+    })
+}
+
+/// `images` for an object: containers, initContainers and ephemeralContainers by container name, for Pods and pod
+/// templates (controllers, CronJobs).
+pub fn images_of(object: &Value) -> Value {
+    let spec = [
+        "/spec",
+        "/spec/template/spec",
+        "/spec/jobTemplate/spec/template/spec",
+    ]
+    .iter()
+    .filter_map(|p| object.pointer(p))
+    .find(|s| s.get("containers").is_some());
+    let mut out = Map::new();
+    if let Some(spec) = spec {
+        for field in ["containers", "initContainers", "ephemeralContainers"] {
+            let Some(items) = spec.get(field).and_then(Value::as_array) else {
+                continue;
+            };
+            let mut by_name = Map::new();
+            for c in items {
+                if let (Some(name), Some(image)) = (
+                    c.get("name").and_then(Value::as_str),
+                    c.get("image").and_then(Value::as_str),
+                ) {
+                    by_name.insert(name.to_string(), image_info(image));
+                }
+            }
+            if !by_name.is_empty() {
+                out.insert(field.to_string(), Value::Object(by_name));
+            }
+        }
+    }
+    Value::Object(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ctx() -> Context {
+        Context::new(
+            Arc::new(
+                json!({"request": {"object": {"metadata": {"name": "web", "labels": {"n": 3}}}, "operation": "CREATE"}}),
+            ),
+            false,
+        )
+    }
+
+    #[test]
+    fn keeps_types_and_embeds() {
+        let c = ctx();
+        assert_eq!(
+            substitute_str("{{ request.object.metadata.labels.n }}", &c, Mode::Strict),
+            Ok(json!(3))
+        );
+        assert_eq!(
+            substitute_str("name={{request.object.metadata.name}}!", &c, Mode::Strict),
+            Ok(json!("name=web!"))
+        );
+        assert_eq!(
+            substitute_str("{{ request.object.metadata.labels }}x", &c, Mode::Strict),
+            Ok(json!("{\"n\":3}x"))
+        );
+        assert_eq!(
+            substitute_str("\\{{ not }}", &c, Mode::Strict),
+            Ok(json!("{{ not }}"))
+        );
+    }
+
+    #[test]
+    fn missing_keys() {
+        let c = ctx();
+        let err = substitute_str("{{ request.object.spec }}", &c, Mode::Strict);
+        assert!(err.is_err());
+        assert_eq!(
+            substitute_str("{{ request.object.spec }}", &c, Mode::Lenient),
+            Ok(json!(""))
+        );
+    }
+
+    #[test]
+    fn keys_and_paths() {
+        let mut c = ctx();
+        c.add_path("request.operation", json!("DELETE"));
+        c.add_path("cm.data.x", json!("1"));
+        let doc = json!({"{{ cm.data.x }}": "{{ request.operation }}"});
+        assert_eq!(
+            substitute(&doc, &c, Mode::Strict),
+            Ok(json!({"1": "DELETE"}))
+        );
+        assert_eq!(
+            c.query("request.object.metadata.name"),
+            Ok(json!("web")),
+            "merge keeps siblings"
+        );
+    }
+
+    #[test]
+    fn images() {
+        let i = image_info("ghcr.io/org/app:1.2");
+        assert_eq!(i["registry"], "ghcr.io");
+        assert_eq!(i["path"], "org/app");
+        assert_eq!(i["tag"], "1.2");
+        let i = image_info("nginx");
+        assert_eq!(i["registry"], "docker.io");
+        assert_eq!(i["tag"], "latest");
+        assert_eq!(
+            service_account("system:serviceaccount:ns:sa"),
+            ("ns".into(), "sa".into())
+        );
+    }
+}

@@ -1,0 +1,704 @@
+//! `kyverno test` files (`cli.kyverno.io/v1alpha1` `Test`), run the way the Kyverno CLI runs them.
+//!
+//! Paths of `policies`, `resources`, `variables` (a `Values` file), `userinfo` (a `UserInfo` file) and
+//! `patchedResources` are relative to the test file. Field names are matched case-insensitively, as Kyverno's
+//! decoder does (`isMUtatingPolicy`). One row per result entry and resource: suite = the test file, test =
+//! `policy/rule`, case = the resource key as written (`name` or `namespace/name`).
+//!
+//! Differences from the Kyverno CLI, on purpose: a resource no rule matched is a **skip**, never a pass; an expected
+//! result on a policy kind or rule policyctl cannot run (CEL kinds, `validate.cel`, `generate`, ...) is
+//! **unsupported**.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use kube::core::admission::Operation;
+use serde_json::{Map, Value};
+
+use super::report::{CaseResult, Outcome};
+use super::{SuiteRunner, TestOptions};
+use crate::admission::Review;
+use crate::engine::kyverno::eval::{Lookups, Mocks};
+use crate::engine::kyverno::matching::UserContext;
+use crate::engine::kyverno::{
+    is_kyverno_policy, ApplyOptions, KyvernoPolicy, Part, PolicyResponse, RuleStatus,
+};
+use crate::policy::source::{yaml_documents, Document};
+use crate::policy::SourceFile;
+
+/// The `kyverno test` runner.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KyvernoRunner;
+
+/// A case-insensitive field lookup.
+fn field<'v>(value: &'v Value, name: &str) -> Option<&'v Value> {
+    let map = value.as_object()?;
+    map.get(name).or_else(|| {
+        map.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    })
+}
+
+fn field_str<'v>(value: &'v Value, name: &str) -> Option<&'v str> {
+    field(value, name).and_then(Value::as_str)
+}
+
+fn strings(value: Option<&Value>) -> Vec<String> {
+    match value {
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect(),
+        Some(Value::String(s)) => vec![s.clone()],
+        _ => Vec::new(),
+    }
+}
+
+fn read_documents(path: &Path) -> Result<Vec<(crate::policy::SourceRef, Value)>, String> {
+    let content = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    yaml_documents(&SourceFile {
+        origin: path.display().to_string(),
+        content,
+    })
+    .map_err(|e| e.to_string())
+}
+
+/// What a policy name stands for in a test.
+enum LoadedPolicy {
+    Kyverno(Box<KyvernoPolicy>),
+    Other { kind: String },
+    Broken(String),
+}
+
+struct Resource {
+    value: Value,
+    name: String,
+    namespace: String,
+}
+
+impl Resource {
+    fn matches_key(&self, key: &str) -> bool {
+        match key.rsplit_once('/') {
+            Some((ns, name)) => {
+                let ns = ns.rsplit('/').next().unwrap_or(ns);
+                name == self.name && ns == self.namespace
+            }
+            None => key == self.name,
+        }
+    }
+}
+
+struct Suite {
+    dir: PathBuf,
+    policies: BTreeMap<String, LoadedPolicy>,
+    resources: Vec<Resource>,
+    user: UserContext,
+    values: Value,
+    operation: Operation,
+    cache: HashMap<(String, usize), PolicyResponse>,
+}
+
+impl Suite {
+    fn mocks(&self, policy: &str, resource: &Resource) -> Mocks {
+        let mut mocks = Mocks::default();
+        if let Some(Value::Object(g)) = field(&self.values, "globalValues") {
+            mocks.global = g.clone();
+        }
+        let policies = field(&self.values, "policies")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for p in policies
+            .iter()
+            .filter(|p| field_str(p, "name") == Some(policy))
+        {
+            for r in field(p, "rules")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let Some(name) = field_str(r, "name") else {
+                    continue;
+                };
+                if let Some(Value::Object(v)) = field(r, "values") {
+                    mocks
+                        .rules
+                        .entry(name.to_string())
+                        .or_default()
+                        .extend(v.clone());
+                }
+                if let Some(Value::Object(v)) = field(r, "foreachValues") {
+                    mocks
+                        .foreach
+                        .entry(name.to_string())
+                        .or_default()
+                        .extend(v.clone());
+                }
+            }
+            for r in field(p, "resources")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if field_str(r, "name") == Some(resource.name.as_str()) {
+                    if let Some(Value::Object(v)) = field(r, "values") {
+                        mocks.resource.extend(v.clone());
+                    }
+                }
+            }
+        }
+        mocks
+    }
+
+    fn namespace_labels(&self, namespace: &str) -> Option<Map<String, Value>> {
+        for entry in field(&self.values, "namespaceSelector")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if field_str(entry, "name") == Some(namespace) {
+                return field(entry, "labels").and_then(Value::as_object).cloned();
+            }
+        }
+        for ns in field(&self.values, "namespaces")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if ns.pointer("/metadata/name").and_then(Value::as_str) == Some(namespace) {
+                return ns
+                    .pointer("/metadata/labels")
+                    .and_then(Value::as_object)
+                    .cloned();
+            }
+        }
+        None
+    }
+
+    fn response(&mut self, policy_name: &str, index: usize) -> Option<&PolicyResponse> {
+        let key = (policy_name.to_string(), index);
+        if !self.cache.contains_key(&key) {
+            let Some(LoadedPolicy::Kyverno(policy)) = self.policies.get(policy_name) else {
+                return None;
+            };
+            let resource = self.resources.get(index)?;
+            let mocks = self.mocks(policy_name, resource);
+            let labels = self.namespace_labels(&resource.namespace);
+            let operation = mocks
+                .resource
+                .get("request.operation")
+                .and_then(Value::as_str)
+                .map(parse_operation)
+                .unwrap_or_else(|| self.operation.clone());
+            let review = Review::for_object(resource.value.clone(), None, operation);
+            let options = ApplyOptions {
+                user: &self.user,
+                namespace_labels: labels.as_ref(),
+                lookups: Lookups::Mocks(&mocks),
+                part: Part::All,
+            };
+            let response = policy.apply(&review, &options, Some(&mocks));
+            self.cache.insert(key.clone(), response);
+        }
+        self.cache.get(&key)
+    }
+}
+
+fn parse_operation(op: &str) -> Operation {
+    match op.to_ascii_uppercase().as_str() {
+        "UPDATE" => Operation::Update,
+        "DELETE" => Operation::Delete,
+        "CONNECT" => Operation::Connect,
+        _ => Operation::Create,
+    }
+}
+
+/// The operation of every review in a test: `globalValues["request.operation"]`, default CREATE.
+fn operation_of(values: &Value) -> Operation {
+    field(values, "globalValues")
+        .and_then(|g| field_str(g, "request.operation"))
+        .map(parse_operation)
+        .unwrap_or(Operation::Create)
+}
+
+fn load_suite(path: &Path, test: &Value) -> Result<Suite, String> {
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut policies = BTreeMap::new();
+    for file in strings(field(test, "policies")) {
+        let file_path = dir.join(&file);
+        let docs = read_documents(&file_path).map_err(|e| format!("policy file {file}: {e}"))?;
+        for (source, value) in docs {
+            let api_version = value
+                .get("apiVersion")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let kind = value
+                .get("kind")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let name = value
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let loaded = if is_kyverno_policy(&api_version, &kind) {
+                let doc = Document {
+                    source,
+                    api_version,
+                    kind,
+                    value,
+                };
+                match KyvernoPolicy::from_document(&doc) {
+                    Ok((p, _)) => LoadedPolicy::Kyverno(Box::new(p)),
+                    Err(e) => LoadedPolicy::Broken(e.to_string()),
+                }
+            } else {
+                LoadedPolicy::Other {
+                    kind: format!("{api_version} {kind}"),
+                }
+            };
+            policies.insert(name, loaded);
+        }
+    }
+    let mut resources = Vec::new();
+    for file in strings(field(test, "resources")) {
+        let docs =
+            read_documents(&dir.join(&file)).map_err(|e| format!("resource file {file}: {e}"))?;
+        for (_, mut value) in docs {
+            default_namespace(&mut value);
+            let name = value
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let namespace = value
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            resources.push(Resource {
+                value,
+                name,
+                namespace,
+            });
+        }
+    }
+    let values = match (field_str(test, "variables"), field(test, "values")) {
+        (Some(file), _) => {
+            let docs =
+                read_documents(&dir.join(file)).map_err(|e| format!("values file {file}: {e}"))?;
+            docs.into_iter()
+                .next()
+                .map(|(_, v)| v)
+                .unwrap_or(Value::Null)
+        }
+        (None, Some(v)) => v.clone(),
+        (None, None) => Value::Null,
+    };
+    let mut user = UserContext::default();
+    if let Some(file) = field_str(test, "userinfo") {
+        let docs =
+            read_documents(&dir.join(file)).map_err(|e| format!("userinfo file {file}: {e}"))?;
+        if let Some((_, u)) = docs.into_iter().next() {
+            user.roles = strings(field(&u, "roles"));
+            user.cluster_roles = strings(field(&u, "clusterRoles"));
+            if let Some(info) = field(&u, "userInfo") {
+                user.username = field_str(info, "username").unwrap_or("").to_string();
+                user.groups = strings(field(info, "groups"));
+            }
+        }
+    }
+    let operation = operation_of(&values);
+    Ok(Suite {
+        dir,
+        policies,
+        resources,
+        user,
+        values,
+        operation,
+        cache: HashMap::new(),
+    })
+}
+
+/// Kinds that are not namespaced (the CLI puts other resources without a namespace in `default`).
+const CLUSTER_SCOPED: [&str; 22] = [
+    "Namespace",
+    "Node",
+    "PersistentVolume",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "StorageClass",
+    "CustomResourceDefinition",
+    "ValidatingWebhookConfiguration",
+    "MutatingWebhookConfiguration",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+    "PriorityClass",
+    "IngressClass",
+    "RuntimeClass",
+    "APIService",
+    "CSIDriver",
+    "CSINode",
+    "VolumeAttachment",
+    "ClusterPolicy",
+    "ClusterIssuer",
+    "CertificateSigningRequest",
+    "PodSecurityPolicy",
+];
+
+fn default_namespace(value: &mut Value) {
+    let kind = value.get("kind").and_then(Value::as_str).unwrap_or("");
+    if CLUSTER_SCOPED.contains(&kind) || kind.starts_with("Cluster") {
+        return;
+    }
+    let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return;
+    };
+    if meta
+        .get("namespace")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        meta.insert("namespace".into(), Value::String("default".into()));
+    }
+}
+
+const CEL_FLAGS: [&str; 7] = [
+    "isValidatingPolicy",
+    "isMutatingPolicy",
+    "isGeneratingPolicy",
+    "isDeletingPolicy",
+    "isImageValidatingPolicy",
+    "isValidatingAdmissionPolicy",
+    "isMutatingAdmissionPolicy",
+];
+
+/// Remove nulls and empty maps / lists recursively (Kyverno's tidy before comparing).
+pub fn tidy(value: &Value) -> Option<Value> {
+    match value {
+        Value::Null => None,
+        Value::Object(m) => {
+            let out: Map<String, Value> = m
+                .iter()
+                .filter_map(|(k, v)| tidy(v).map(|v| (k.clone(), v)))
+                .collect();
+            (!out.is_empty()).then_some(Value::Object(out))
+        }
+        Value::Array(a) => {
+            let out: Vec<Value> = a.iter().filter_map(tidy).collect();
+            (!out.is_empty()).then_some(Value::Array(out))
+        }
+        other => Some(other.clone()),
+    }
+}
+
+/// A readable diff between two JSON values: one line per differing path.
+pub fn diff(expected: &Value, actual: &Value) -> String {
+    let mut lines = Vec::new();
+    diff_into(expected, actual, String::new(), &mut lines);
+    let total = lines.len();
+    lines.truncate(20);
+    if total > 20 {
+        lines.push(format!("... {} more differences", total - 20));
+    }
+    lines.join("; ")
+}
+
+fn diff_into(expected: &Value, actual: &Value, path: String, out: &mut Vec<String>) {
+    match (expected, actual) {
+        (Value::Object(e), Value::Object(a)) => {
+            for (k, ev) in e {
+                let p = format!("{path}/{k}");
+                match a.get(k) {
+                    Some(av) => diff_into(ev, av, p, out),
+                    None => out.push(format!("{p}: expected {ev}, missing")),
+                }
+            }
+            for (k, av) in a {
+                if !e.contains_key(k) {
+                    out.push(format!("{path}/{k}: unexpected {av}"));
+                }
+            }
+        }
+        (Value::Array(e), Value::Array(a)) if e.len() == a.len() => {
+            for (i, (ev, av)) in e.iter().zip(a).enumerate() {
+                diff_into(ev, av, format!("{path}/{i}"), out);
+            }
+        }
+        (e, a) if e != a => out.push(format!(
+            "{}: expected {e}, got {a}",
+            if path.is_empty() { "/" } else { &path }
+        )),
+        _ => {}
+    }
+}
+
+fn same_object(a: &Value, b: &Value) -> bool {
+    let get = |v: &Value, p: &str| {
+        v.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    get(a, "/apiVersion") == get(b, "/apiVersion")
+        && get(a, "/kind") == get(b, "/kind")
+        && get(a, "/metadata/name") == get(b, "/metadata/name")
+        && {
+            let (na, nb) = (get(a, "/metadata/namespace"), get(b, "/metadata/namespace"));
+            na == nb || na.is_empty() || nb.is_empty()
+        }
+}
+
+fn run_test(path: &Path, test: &Value, options: &TestOptions) -> Vec<CaseResult> {
+    let suite_name = path.display().to_string();
+    let mut out = Vec::new();
+    let results = field(test, "results")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut suite = match load_suite(path, test) {
+        Ok(s) => s,
+        Err(e) => return vec![CaseResult::error(&suite_name, e)],
+    };
+    for result in &results {
+        let policy_name = field_str(result, "policy").unwrap_or("");
+        let policy_name = policy_name
+            .rsplit('/')
+            .next()
+            .unwrap_or(policy_name)
+            .to_string();
+        let rule = field_str(result, "rule").unwrap_or("").to_string();
+        let test_name = format!("{policy_name}/{rule}");
+        let expected = field_str(result, "result")
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let cel_flag = CEL_FLAGS
+            .iter()
+            .find(|f| field(result, f).and_then(Value::as_bool) == Some(true));
+        let mut keys = strings(field(result, "resources"));
+        if let Some(Value::Array(specs)) = field(result, "resourceSpecs") {
+            for s in specs {
+                let name = field_str(s, "name").unwrap_or("");
+                keys.push(match field_str(s, "namespace") {
+                    Some(ns) if !ns.is_empty() => format!("{ns}/{name}"),
+                    _ => name.to_string(),
+                });
+            }
+        }
+        if keys.is_empty() {
+            keys = suite.resources.iter().map(|r| r.name.clone()).collect();
+        }
+        let patched_file = field_str(result, "patchedResources").map(str::to_string);
+        for key in keys {
+            if !options.selected(&test_name, &key) {
+                continue;
+            }
+            let case = |outcome: Outcome, reason: String| {
+                CaseResult::new(&suite_name, &test_name, &key, outcome, reason)
+            };
+            if let Some(flag) = cel_flag {
+                out.push(case(
+                    Outcome::Unsupported,
+                    format!("{flag}: CEL policy kinds are not supported"),
+                ));
+                continue;
+            }
+            match suite.policies.get(&policy_name) {
+                None => {
+                    out.push(case(
+                        Outcome::Error,
+                        format!("policy {policy_name} is not in the test's policy files"),
+                    ));
+                    continue;
+                }
+                Some(LoadedPolicy::Other { kind }) => {
+                    out.push(case(
+                        Outcome::Unsupported,
+                        format!("policy kind {kind} is not supported"),
+                    ));
+                    continue;
+                }
+                Some(LoadedPolicy::Broken(e)) => {
+                    out.push(case(Outcome::Error, format!("policy does not load: {e}")));
+                    continue;
+                }
+                Some(LoadedPolicy::Kyverno(_)) => {}
+            }
+            if !["pass", "fail", "skip", "warn", "error"].contains(&expected.as_str()) {
+                out.push(case(
+                    Outcome::Error,
+                    format!("unknown expected result {expected:?}"),
+                ));
+                continue;
+            }
+            let indices: Vec<usize> = suite
+                .resources
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.matches_key(&key))
+                .map(|(i, _)| i)
+                .collect();
+            if indices.is_empty() {
+                out.push(case(
+                    Outcome::Fail,
+                    "resource not found in the test's resource files".into(),
+                ));
+                continue;
+            }
+            let scored = match suite.policies.get(&policy_name) {
+                Some(LoadedPolicy::Kyverno(p)) => p.scored(),
+                _ => true,
+            };
+            let mut found: Vec<(usize, RuleStatus, String, Option<Value>)> = Vec::new();
+            for i in indices {
+                let Some(response) = suite.response(&policy_name, i) else {
+                    continue;
+                };
+                for r in &response.rules {
+                    let wanted = rule.is_empty()
+                        || r.name == rule
+                        || r.name == format!("autogen-{rule}")
+                        || r.name == format!("autogen-cronjob-{rule}");
+                    if wanted {
+                        let status = if r.status == RuleStatus::Fail && !scored {
+                            RuleStatus::Warn
+                        } else {
+                            r.status
+                        };
+                        found.push((i, status, r.message.clone(), response.patched.clone()));
+                    }
+                }
+            }
+            if found.is_empty() {
+                out.push(case(Outcome::Skip, format!("no rule response: the rule did not match the resource (expected {expected})")));
+                continue;
+            }
+            if let Some((_, _, m, _)) = found.iter().find(|f| f.1 == RuleStatus::Unsupported) {
+                out.push(case(Outcome::Unsupported, m.clone()));
+                continue;
+            }
+            let wrong: Vec<String> = found
+                .iter()
+                .filter(|f| f.1.as_str() != expected)
+                .map(|f| format!("want {expected}, got {}: {}", f.1.as_str(), f.2))
+                .collect();
+            if !wrong.is_empty() {
+                out.push(case(Outcome::Fail, wrong.join("; ")));
+                continue;
+            }
+            if let Some(file) = &patched_file {
+                match check_patched(&suite, file, &found) {
+                    Ok(()) => out.push(case(Outcome::Pass, String::new())),
+                    Err(reason) => out.push(case(Outcome::Fail, reason)),
+                }
+                continue;
+            }
+            out.push(case(Outcome::Pass, String::new()));
+        }
+    }
+    out
+}
+
+fn check_patched(
+    suite: &Suite,
+    file: &str,
+    found: &[(usize, RuleStatus, String, Option<Value>)],
+) -> Result<(), String> {
+    let mut docs = read_documents(&suite.dir.join(file))
+        .map_err(|e| format!("patchedResources {file}: {e}"))?;
+    for (_, d) in &mut docs {
+        default_namespace(d);
+    }
+    let mut checked = false;
+    for (index, _, _, patched) in found {
+        let Some(resource) = suite.resources.get(*index) else {
+            continue;
+        };
+        let actual = patched.as_ref().unwrap_or(&resource.value);
+        let Some((_, expected)) = docs.iter().find(|(_, d)| same_object(d, actual)) else {
+            continue;
+        };
+        checked = true;
+        let (e, a) = (
+            tidy(expected).unwrap_or(Value::Null),
+            tidy(actual).unwrap_or(Value::Null),
+        );
+        if e != a {
+            return Err(format!(
+                "patched resource does not match {file}: {}",
+                diff(&e, &a)
+            ));
+        }
+    }
+    if !checked {
+        return Ok(());
+    }
+    Ok(())
+}
+
+impl SuiteRunner for KyvernoRunner {
+    fn name(&self) -> &'static str {
+        "kyverno"
+    }
+
+    fn sniff(&self, content: &str) -> bool {
+        content.contains("cli.kyverno.io")
+    }
+
+    fn detect(&self, documents: &[Value]) -> bool {
+        documents.iter().any(is_test)
+    }
+
+    fn run(&self, path: &Path, documents: Vec<Value>, options: &TestOptions) -> Vec<CaseResult> {
+        documents
+            .iter()
+            .filter(|d| is_test(d))
+            .flat_map(|d| run_test(path, d, options))
+            .collect()
+    }
+}
+
+fn is_test(doc: &Value) -> bool {
+    doc.get("apiVersion")
+        .and_then(Value::as_str)
+        .is_some_and(|a| a.starts_with("cli.kyverno.io/"))
+        && doc.get("kind").and_then(Value::as_str) == Some("Test")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn tidy_and_diff() {
+        assert_eq!(
+            tidy(&json!({"a": {}, "b": [], "c": null, "d": 1})),
+            Some(json!({"d": 1}))
+        );
+        let d = diff(
+            &json!({"a": 1, "b": {"c": 2}}),
+            &json!({"a": 1, "b": {"c": 3}, "x": true}),
+        );
+        assert_eq!(d, "/b/c: expected 2, got 3; /x: unexpected true");
+    }
+
+    #[test]
+    fn case_insensitive_fields_and_keys() {
+        let v = json!({"isMUtatingPolicy": true});
+        assert_eq!(field(&v, "isMutatingPolicy"), Some(&json!(true)));
+        let r = Resource {
+            value: Value::Null,
+            name: "p".into(),
+            namespace: "ns".into(),
+        };
+        assert!(r.matches_key("p"));
+        assert!(r.matches_key("ns/p"));
+        assert!(!r.matches_key("other/p"));
+    }
+}

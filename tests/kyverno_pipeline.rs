@@ -1,0 +1,114 @@
+//! Kyverno policies through the whole pipeline: load from files, select, evaluate, decide.
+
+use std::path::Path;
+
+use kube::core::admission::Operation;
+use policyctl::admission::Review;
+use policyctl::engine::LoadOptions;
+use policyctl::pipeline::{self, Settings, Webhook};
+use policyctl::policy::loader::compile;
+use policyctl::policy::{PolicySet, SourceFile};
+use serde_json::{json, Value};
+
+fn set() -> PolicySet {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kyverno/policies.yaml");
+    let content = std::fs::read_to_string(&path).expect("fixture");
+    let compiled = compile(
+        &[SourceFile {
+            origin: path.display().to_string(),
+            content,
+        }],
+        &LoadOptions::default(),
+    );
+    assert!(
+        compiled.built.errors.is_empty(),
+        "{:?}",
+        compiled.built.errors
+    );
+    compiled.into_set(1).expect("set")
+}
+
+fn pod(image: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default"},
+        "spec": {"containers": [{"name": "c", "image": image}]}})
+}
+
+#[test]
+fn enforce_policy_denies_a_latest_image() {
+    let review = Review::for_object(pod("nginx:latest"), None, Operation::Create);
+    let decision = pipeline::run(&set(), &review, Webhook::Validate, &Settings::default());
+    assert!(!decision.allowed);
+    assert_eq!(decision.denials.len(), 1, "{:?}", decision.denials);
+    let message = &decision.denials[0];
+    assert!(message.contains("[disallow-latest]"), "{message}");
+    assert!(
+        message
+            .contains("require-tag: validation error: An image tag other than latest is required."),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_tagged_image_is_allowed() {
+    let review = Review::for_object(pod("nginx:1.27"), None, Operation::Create);
+    let decision = pipeline::run(&set(), &review, Webhook::Validate, &Settings::default());
+    assert!(decision.allowed, "{:?}", decision.denials);
+    assert!(decision.errors.is_empty(), "{:?}", decision.errors);
+}
+
+#[test]
+fn mutation_patch_gives_the_expected_object() {
+    let original = pod("nginx:1.27");
+    let review = Review::for_object(original.clone(), None, Operation::Create);
+    let decision = pipeline::run(&set(), &review, Webhook::Mutate, &Settings::default());
+    assert!(decision.allowed);
+    let patch = decision.patch.expect("a patch");
+    let mut patched = original;
+    json_patch::patch(&mut patched, &patch).expect("patch applies");
+    let mut expected = pod("nginx:1.27");
+    expected["metadata"]["labels"] = json!({"team": "platform"});
+    expected["spec"]["containers"][0]["imagePullPolicy"] = json!("IfNotPresent");
+    assert_eq!(patched, expected);
+}
+
+#[test]
+fn kyverno_test_files_run_with_pass_fail_skip_and_unsupported() {
+    use policyctl::testing::{self, Outcome, TestOptions};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kyverno/suite");
+    let cases = testing::run(&[dir], &TestOptions::default());
+    let outcome = |test: &str, case: &str| {
+        cases
+            .iter()
+            .find(|c| c.test == test && c.case == case)
+            .map(|c| (c.result, c.reason.clone()))
+            .unwrap_or_else(|| panic!("no case {test} {case}: {cases:?}"))
+    };
+    assert_eq!(
+        outcome("disallow-latest/require-tag", "bad").0,
+        Outcome::Pass
+    );
+    assert_eq!(
+        outcome("disallow-latest/require-tag", "good-deploy").0,
+        Outcome::Pass,
+        "autogen rule name"
+    );
+    let (result, reason) = outcome("disallow-latest/require-tag", "good");
+    assert_eq!(result, Outcome::Fail);
+    assert!(reason.contains("want fail, got pass"), "{reason}");
+    assert_eq!(
+        outcome("disallow-latest/require-tag", "svc").0,
+        Outcome::Skip,
+        "not matched is never a pass"
+    );
+    let (result, reason) = outcome("add-defaults/team-label", "good");
+    assert_eq!(
+        result,
+        Outcome::Fail,
+        "the patched file expects another label"
+    );
+    assert!(
+        reason.contains("/metadata/labels/team: expected \"other\", got \"platform\""),
+        "{reason}"
+    );
+    assert_eq!(outcome("cel-policy/", "good").0, Outcome::Unsupported);
+}
