@@ -26,12 +26,19 @@ fn kustomize(dir: &Path) -> Vec<Value> {
         ),
         Err(err) => panic!("cannot run kubectl: {err}"),
     };
-    assert!(
-        output.status.success(),
-        "kubectl kustomize {} failed:\n{}",
-        dir.display(),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    if !output.status.success() {
+        let version = Command::new("kubectl")
+            .args(["version", "--client"])
+            .output()
+            .map(|v| String::from_utf8_lossy(&v.stdout).into_owned())
+            .unwrap_or_default();
+        panic!(
+            "kubectl kustomize {} failed:\n{}\n(kubectl 1.21 or later is required; this one says: {})",
+            dir.display(),
+            String::from_utf8_lossy(&output.stderr),
+            version.trim()
+        );
+    }
     let text = String::from_utf8(output.stdout).expect("kustomize prints UTF-8");
     serde_yaml::Deserializer::from_str(&text)
         .map(|doc| {
@@ -443,6 +450,21 @@ fn webhooks_exclude_system_namespaces_and_choose_failure_policies() {
                 assert!(
                     excluded.contains(&must),
                     "{kind} must exclude namespace {must}: {excluded:?}"
+                );
+            }
+            let conditions: Vec<&str> = webhook["matchConditions"]
+                .as_array()
+                .map(|c| c.iter().filter_map(|c| c["expression"].as_str()).collect())
+                .unwrap_or_default();
+            for kept_off in [
+                "'leases'",
+                "'events'",
+                "'authentication.k8s.io'",
+                "'authorization.k8s.io'",
+            ] {
+                assert!(
+                    conditions.iter().any(|e| e.contains(kept_off)),
+                    "{kind}: matchConditions must keep {kept_off} off the webhook: {conditions:?}"
                 );
             }
             let operations: Vec<&str> = webhook["rules"]

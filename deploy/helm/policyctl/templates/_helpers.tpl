@@ -58,6 +58,10 @@ namespaceSelector:
     - {{ . }}
 {{- end }}
     - {{ .root.Release.Namespace }}
+{{- with .root.Values.webhooks.matchConditions }}
+matchConditions:
+{{- toYaml . | nindent 0 }}
+{{- end }}
 rules:
 - apiGroups: ["*"]
   apiVersions: ["*"]
