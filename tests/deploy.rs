@@ -313,6 +313,32 @@ fn volumes_feed_the_server_flags() {
 }
 
 #[test]
+fn deployment_args_are_accepted_by_the_binary() {
+    use clap::Parser;
+    use policyctl::cli::{Cli, Command as CliCommand};
+
+    let rendered = base();
+    let container = &rendered.one("Deployment")["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<&str> = str_list(&container["args"]);
+    let cli = Cli::try_parse_from(std::iter::once("policyctl").chain(args.iter().copied()))
+        .unwrap_or_else(|e| panic!("the Deployment's args do not parse: {e}"));
+    let CliCommand::Serve(serve) = cli.command else {
+        panic!("the container must run `serve`")
+    };
+    assert_eq!(
+        serve.tls_cert.as_deref(),
+        Some(Path::new(flag(container, "tls-cert")))
+    );
+    assert_eq!(
+        serve.policies,
+        PathBuf::from(mount_path(container, "policies"))
+    );
+    assert_eq!(serve.admin_addr.port(), 9090);
+    assert_eq!(serve.addr.port(), 8443);
+    assert_eq!(serve.failure_policy, policyctl::policy::FailurePolicy::Fail);
+}
+
+#[test]
 fn service_and_pdb_select_the_pods() {
     let rendered = base();
     let deployment = rendered.one("Deployment");
@@ -535,6 +561,41 @@ fn policies_config_map_holds_every_policy_file() {
     assert!(
         extra.is_empty(),
         "policies/Kustomization lists files the loader would not read: {extra:?}"
+    );
+}
+
+#[test]
+fn policies_config_map_loads_as_mounted() {
+    // The pods see the ConfigMap's keys as files in one directory: that flat set must load without an error.
+    let rendered = base();
+    let config_map = rendered.one("ConfigMap");
+    let mounted = tempfile::tempdir().expect("tempdir");
+    let empty = serde_json::Map::new();
+    let data = config_map["data"].as_object().unwrap_or(&empty);
+    for (key, value) in data {
+        std::fs::write(mounted.path().join(key), value.as_str().expect("text data"))
+            .expect("write");
+    }
+    let compiled = policyctl::policy::loader::compile_dir(mounted.path(), &Default::default());
+    let errors: Vec<String> = compiled
+        .built
+        .errors
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "the mounted policies ConfigMap does not load:\n{}",
+        errors.join("\n")
+    );
+    assert_eq!(
+        compiled.files,
+        data.len(),
+        "every key is a policy file the loader reads"
+    );
+    assert!(
+        !compiled.built.policies.is_empty() || data.is_empty(),
+        "policies were built"
     );
 }
 

@@ -475,3 +475,105 @@ async fn sigterm_drains_in_flight_requests() {
     };
     assert!(exit.success(), "exit status {exit:?}");
 }
+
+/// The kubelet's atomic writer: `tls.crt -> ..data/tls.crt`, `..data -> ..<timestamp>`; an update writes a new
+/// timestamped directory and renames a `..data_tmp` symlink over `..data`.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_follows_a_secret_volume_symlink_swap() {
+    use std::os::unix::fs::symlink;
+
+    let volume = tempfile::tempdir().expect("tempdir");
+    let root = volume.path();
+    let (first, first_files) = support::write_certs(root, "..2026_11_23_01");
+    let _ = first_files;
+    symlink("..2026_11_23_01", root.join("..data")).expect("..data");
+    symlink("..data/tls.crt", root.join("tls.crt")).expect("tls.crt");
+    symlink("..data/tls.key", root.join("tls.key")).expect("tls.key");
+
+    let server = TestServer::start_with(&fixture("rego"), |config| {
+        config.tls_cert = root.join("tls.crt");
+        config.tls_key = root.join("tls.key");
+    })
+    .await;
+    server.wait_ready(200).await;
+    let trust_first = client_config(&[&first.ca_pem], &[b"http/1.1"]);
+    let mut open = connect(server.addr, &trust_first)
+        .await
+        .expect("handshake with the first certificate");
+
+    let (second, _) = support::write_certs(root, "..2026_11_23_02");
+    symlink("..2026_11_23_02", root.join("..data_tmp")).expect("..data_tmp");
+    std::fs::rename(root.join("..data_tmp"), root.join("..data")).expect("atomic swap");
+    std::fs::remove_dir_all(root.join("..2026_11_23_01")).expect("old dir removed");
+
+    let trust_second = client_config(&[&second.ca_pem], &[b"http/1.1"]);
+    let mut swapped = false;
+    for _ in 0..200 {
+        if connect(server.addr, &trust_second).await.is_ok() {
+            swapped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        swapped,
+        "the certificate behind the swapped ..data link was never served"
+    );
+    let response = request(
+        &mut open,
+        "POST",
+        "/validate",
+        &pod_review(V1, "kept", "p", json!({}), "x:1"),
+    )
+    .await;
+    assert_eq!(
+        response.json()["response"]["uid"],
+        "kept",
+        "the connection from before the swap still works"
+    );
+    server.stop().await;
+}
+
+/// The API server speaks HTTP/2 to webhooks when ALPN allows it: a real h2 exchange.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_over_http2() {
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let server = TestServer::start(&fixture("rego")).await;
+    server.wait_ready(200).await;
+    let tls = connect(server.addr, &client_config(&[&server.ca_pem], &[b"h2"]))
+        .await
+        .expect("tls");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .expect("h2 handshake");
+    tokio::spawn(connection);
+    for uid in ["h2-a", "h2-b"] {
+        let body = pod_review(V1, uid, "p", json!({}), "x:1");
+        let request = hyper::Request::post("https://localhost/validate")
+            .header("content-type", "application/json")
+            .body(Full::new(bytes_of(body)))
+            .expect("request");
+        let response = sender.send_request(request).await.expect("h2 response");
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.version(), hyper::Version::HTTP_2);
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let review: Value = serde_json::from_slice(&bytes).expect("json");
+        assert_eq!(review["response"]["uid"], uid);
+        assert_eq!(review["response"]["allowed"], false);
+    }
+    server.stop().await;
+}
+
+fn bytes_of(body: Vec<u8>) -> hyper::body::Bytes {
+    hyper::body::Bytes::from(body)
+}

@@ -178,11 +178,15 @@ impl Server {
 
         let rustls_config = RustlsConfig::from_config(Arc::new(cert.server_config()?));
         let handle = axum_server::Handle::new();
-        let mut webhook_server = axum_server::from_tcp_rustls(webhook_listener, rustls_config)
+        // TCP_NODELAY: answers are small and latency-bound; never wait on Nagle.
+        let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(rustls_config)
+            .acceptor(axum_server::accept::NoDelayAcceptor::new());
+        let mut webhook_server = axum_server::from_tcp(webhook_listener)
             .map_err(|source| ServeError::Bind {
                 addr: webhook_addr,
                 source,
             })?
+            .acceptor(acceptor)
             .handle(handle.clone());
         webhook_server
             .http_builder()

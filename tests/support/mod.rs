@@ -152,6 +152,7 @@ pub async fn connect(
     config: &Arc<ClientConfig>,
 ) -> std::io::Result<TlsStream<TcpStream>> {
     let tcp = TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
     let name = ServerName::try_from("localhost").expect("server name");
     TlsConnector::from(config.clone()).connect(name, tcp).await
 }
@@ -193,8 +194,10 @@ pub async fn request<S: AsyncRead + AsyncWrite + Unpin>(
         "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
-    stream.write_all(head.as_bytes()).await.expect("write head");
-    stream.write_all(body).await.expect("write body");
+    // One write: a request split over two small writes waits on Nagle and delayed ACKs.
+    let mut bytes = head.into_bytes();
+    bytes.extend_from_slice(body);
+    stream.write_all(&bytes).await.expect("write request");
     stream.flush().await.expect("flush");
     read_response(stream).await
 }
