@@ -336,6 +336,7 @@ fn deployment_args_are_accepted_by_the_binary() {
     assert_eq!(serve.admin_addr.port(), 9090);
     assert_eq!(serve.addr.port(), 8443);
     assert_eq!(serve.failure_policy, policyctl::policy::FailurePolicy::Fail);
+    assert!(serve.cluster_context, "policies get namespace labels (the RBAC allows exactly that)");
 }
 
 #[test]
