@@ -336,7 +336,10 @@ fn deployment_args_are_accepted_by_the_binary() {
     assert_eq!(serve.admin_addr.port(), 9090);
     assert_eq!(serve.addr.port(), 8443);
     assert_eq!(serve.failure_policy, policyctl::policy::FailurePolicy::Fail);
-    assert!(serve.cluster_context, "policies get namespace labels (the RBAC allows exactly that)");
+    assert!(
+        serve.cluster_context,
+        "policies get namespace labels (the RBAC allows exactly that)"
+    );
 }
 
 #[test]
@@ -597,6 +600,50 @@ fn policies_config_map_loads_as_mounted() {
     assert!(
         !compiled.built.policies.is_empty() || data.is_empty(),
         "policies were built"
+    );
+}
+
+#[test]
+fn own_deployment_passes_the_bundled_policies() {
+    // policyctl's own pods meet the Pod Security Standards (restricted) and the guardrails it ships, in both the
+    // Gatekeeper and the Kyverno version; only the allowed-registries placeholder does not know our image.
+    use policyctl::pipeline::{self, Outcome, Settings, Webhook};
+
+    let rendered = base();
+    let mut deployment = rendered.one("Deployment").clone();
+    deployment["metadata"]["namespace"] = Value::from("default");
+    let set = policyctl::policy::loader::compile_dir(&root().join("policies"), &Default::default())
+        .into_set(1)
+        .expect("the bundled policies load");
+    assert!(
+        set.policies().len() >= 10,
+        "the bundled library is loaded: {}",
+        set.policies().len()
+    );
+    let review = policyctl::admission::Review::for_object(
+        deployment,
+        None,
+        kube::core::admission::Operation::Create,
+    );
+    let decision = pipeline::run(&set, &review, Webhook::Validate, &Settings::default());
+    let mut problems = Vec::new();
+    let mut checked = 0;
+    for run in &decision.runs {
+        let name = run.policy.info().name.clone();
+        checked += 1;
+        match &run.outcome {
+            Outcome::Violations(violations) if !name.contains("allowed-re") => {
+                problems.extend(violations.iter().map(|v| format!("[{name}] {}", v.message)));
+            }
+            Outcome::Error(err) => problems.push(format!("[{name}] error: {err}")),
+            _ => {}
+        }
+    }
+    assert!(checked >= 10, "the Deployment met only {checked} policies");
+    assert!(
+        problems.is_empty(),
+        "policyctl's Deployment violates the bundled policies:\n{}",
+        problems.join("\n")
     );
 }
 
