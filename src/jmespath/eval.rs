@@ -17,7 +17,7 @@ const MAX_STEPS: u64 = 2_000_000;
 /// Most value nodes one search may copy or create (a string counts one per 32 bytes).
 const MAX_COPIED: u64 = 1_000_000;
 /// Deepest recursion of the interpreter.
-const MAX_DEPTH: u32 = 512;
+const MAX_DEPTH: u32 = 256;
 
 /// One evaluation's state and budget.
 pub(crate) struct Interp {
@@ -39,8 +39,7 @@ impl Interp {
 
     /// Evaluate `node` against `data` and return an owned result.
     pub(crate) fn run(&mut self, node: &Node, data: &Value) -> Result<Value, JmesError> {
-        let result = self.eval(node, data)?;
-        self.own(result)
+        self.apply(node, data)
     }
 
     /// Evaluate an expression reference for a function (`sort_by`, `map`, ...).
@@ -131,6 +130,12 @@ impl Interp {
                             Some(found) => Ok(Cow::Owned(found)),
                             None => Err(JmesError::NotFound { key: key.clone() }),
                         }
+                    }
+                    (Node::Index(idx), Value::Array(items)) => {
+                        self.step()?;
+                        let found =
+                            resolve_index(items.len(), *idx).and_then(|i| items.into_iter().nth(i));
+                        Ok(Cow::Owned(found.unwrap_or(Value::Null)))
                     }
                     (node, v) => {
                         let result = self.eval(node, &v)?;

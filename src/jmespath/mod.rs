@@ -76,7 +76,10 @@ pub const MAX_EXPRESSION_LEN: usize = 16 * 1024;
 /// the depth of the parsed tree, hence the parser's and the interpreter's recursion.
 pub const MAX_NESTING_TOKENS: usize = 128;
 /// How many compiled expressions [`search`] keeps.
-const CACHE_CAPACITY: usize = 1024;
+const CACHE_CAPACITY: usize = 512;
+/// Longer expressions are compiled on every [`search`] rather than cached (they are usually one-off texts with
+/// substituted values, and would make the cache's memory grow).
+const CACHE_MAX_TEXT: usize = 1024;
 
 /// Errors of compiling or evaluating an expression.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -190,6 +193,9 @@ fn cached(text: &str) -> Result<Expression, JmesError> {
         }
     }
     let compiled = Expression::compile(text)?;
+    if text.len() > CACHE_MAX_TEXT {
+        return Ok(compiled);
+    }
     if let Ok(mut map) = cache().write() {
         if map.len() >= CACHE_CAPACITY {
             map.clear();

@@ -265,6 +265,28 @@ fn pipes_stop_projections() {
         json!(3)
     );
     assert_eq!(ok("request.object | metadata | name", &data), json!("web"));
+    // Owned intermediate results (after a projection) indexed and looked up.
+    assert_eq!(
+        ok("request.object.spec.containers[*].name | [-1]", &data),
+        json!("log")
+    );
+    assert_eq!(
+        ok("request.object.spec.containers[*] | [5]", &data),
+        Value::Null
+    );
+    assert_eq!(
+        ok(
+            "request.object.spec.containers[?name == 'log'] | [0] | image",
+            &data
+        ),
+        json!("fluentd:v1")
+    );
+    assert!(eval(
+        "request.object.spec.containers[?name == 'log'] | [0] | nope",
+        &data
+    )
+    .expect_err("missing")
+    .is_not_found());
 }
 
 #[test]
@@ -472,10 +494,18 @@ fn search_uses_cache_and_matches_compile() {
         );
     }
     assert!(search("a.", &data).is_err());
-    // Fill past the capacity: still correct.
+    // Fill past the capacity: still correct, and the cache stays bounded.
     for i in 0..(CACHE_CAPACITY + 10) {
         assert_eq!(search(&format!("`{i}`"), &data), Ok(json!(i)));
     }
+    assert!(cache().read().map(|m| m.len()).unwrap_or(0) <= CACHE_CAPACITY);
+    // Long texts are evaluated but not kept.
+    let long = format!("'{}'", "x".repeat(CACHE_MAX_TEXT));
+    assert_eq!(search(&long, &data), Ok(json!("x".repeat(CACHE_MAX_TEXT))));
+    assert!(cache()
+        .read()
+        .map(|m| !m.contains_key(long.as_str()))
+        .unwrap_or(false));
 }
 
 #[test]
