@@ -798,3 +798,53 @@ fn cert_manager_overlay_injects_the_ca_of_the_mounted_certificate() {
         );
     }
 }
+
+#[test]
+fn monitoring_kustomization_scrapes_the_service_and_ships_the_dashboard() {
+    let monitoring = Rendered(kustomize(&root().join("deploy/monitoring")));
+    let service_base = base();
+    let service = service_base.one("Service");
+
+    let monitor = monitoring.one("ServiceMonitor");
+    for (key, value) in monitor["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .expect("selector")
+    {
+        assert_eq!(
+            &service["metadata"]["labels"][key], value,
+            "ServiceMonitor selects the policyctl Service by {key}"
+        );
+    }
+    let job_label = monitor["spec"]["jobLabel"].as_str().expect("jobLabel");
+    assert_eq!(
+        service["metadata"]["labels"][job_label], "policyctl",
+        "the alerts expect job=\"policyctl\""
+    );
+    let ports: Vec<&str> = service["spec"]["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    for endpoint in monitor["spec"]["endpoints"].as_array().expect("endpoints") {
+        let port = endpoint["port"].as_str().expect("named port");
+        assert!(
+            ports.contains(&port),
+            "ServiceMonitor scrapes port {port}, the Service has {ports:?}"
+        );
+        assert_eq!(endpoint["path"], "/metrics");
+    }
+
+    let dashboard = monitoring.one("ConfigMap");
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+    let shipped = std::fs::read_to_string(root().join("deploy/monitoring/dashboard.json"))
+        .expect("dashboard");
+    assert_eq!(
+        dashboard["data"]["policyctl.json"].as_str(),
+        Some(shipped.as_str())
+    );
+    assert_eq!(
+        monitoring.one("PrometheusRule")["metadata"]["namespace"],
+        "policyctl"
+    );
+}
