@@ -20,8 +20,10 @@
 //!   constraint's `spec` and `spec.match` are load warnings. CEL (`K8sNativeValidation`) sources are not run: a
 //!   template needs Rego.
 //! - Known regorus/OPA differences are rewritten or reported when loading: see [`divergence`].
-//! - Gatekeeper's other resources (`Config`, `SyncSet`, mutators, `ExpansionTemplate`, external data `Provider`) are
-//!   accepted beside policies and reported as load warnings that say what policyctl does not do with them.
+//! - `data.inventory` comes from the cluster context (the kinds a Gatekeeper `Config` or `SyncSet` among the policy
+//!   files names); a template that reads it with no such document loaded gets a load warning.
+//! - Gatekeeper's other resources (mutators, `ExpansionTemplate`, external data `Provider`) are accepted beside
+//!   policies and reported as load warnings that say what policyctl does not do with them.
 
 pub mod constraint;
 pub mod divergence;
@@ -64,12 +66,6 @@ pub fn is_constraint(api_version: &str) -> bool {
 /// Other Gatekeeper resources that may sit beside templates and constraints: loaded as warnings that say what does
 /// not happen, so a Gatekeeper policy repository loads as it is.
 const UNSUPPORTED: &[(&str, &str)] = &[
-    (
-        "config.gatekeeper.sh/",
-        "Gatekeeper Config is not used by policyctl: its sync list (data.inventory) and its excluded namespaces have no \
-         effect; exclude namespaces in the constraints' spec.match or in the webhook configuration",
-    ),
-    ("syncset.gatekeeper.sh/", "SyncSet is not used by policyctl: the webhook does not sync data.inventory"),
     ("mutations.gatekeeper.sh/", "Gatekeeper mutators are not supported by policyctl: this mutation is not applied"),
     (
         "expansion.gatekeeper.sh/",
@@ -77,6 +73,13 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ),
     ("externaldata.gatekeeper.sh/", "external data providers are not supported by policyctl"),
 ];
+
+/// Gatekeeper's sync configuration (`Config`, `SyncSet`): read by the cluster context to fill `data.inventory`
+/// (`cluster::inventory`); the engine only notes that one is present.
+fn is_sync_config(api_version: &str, kind: &str) -> bool {
+    (api_version.starts_with("config.gatekeeper.sh/") && kind == "Config")
+        || (api_version.starts_with("syncset.gatekeeper.sh/") && kind == "SyncSet")
+}
 
 fn unsupported(api_version: &str) -> Option<&'static str> {
     UNSUPPORTED
@@ -93,6 +96,7 @@ impl Engine for GatekeeperEngine {
     fn claims(&self, api_version: &str, kind: &str) -> bool {
         is_template(api_version, kind)
             || is_constraint(api_version)
+            || is_sync_config(api_version, kind)
             || unsupported(api_version).is_some()
     }
 
@@ -129,12 +133,31 @@ impl Engine for GatekeeperEngine {
                 Err(errors) => built.errors.extend(errors),
             }
         }
+        let syncs = input
+            .documents
+            .iter()
+            .any(|d| is_sync_config(&d.api_version, &d.kind));
+        if !syncs {
+            for template in templates.values().filter(|t| t.reads_inventory) {
+                built.warnings.push(crate::policy::LoadError::new(
+                    template.source.clone(),
+                    format!(
+                        "template {} reads data.inventory, but no Gatekeeper Config or SyncSet among the policy files \
+                         names kinds to sync: in the webhook the inventory is empty and referential checks find nothing",
+                        template.name
+                    ),
+                ));
+            }
+        }
         let mut names: HashMap<(String, String), crate::policy::SourceRef> = HashMap::new();
         for doc in input
             .documents
             .iter()
             .filter(|d| !is_template(&d.api_version, &d.kind))
         {
+            if is_sync_config(&doc.api_version, &doc.kind) {
+                continue;
+            }
             if let Some(why) = unsupported(&doc.api_version) {
                 built
                     .warnings
@@ -262,7 +285,12 @@ impl Policy for ConstraintPolicy {
             .0
             .as_ref()
             .map_err(|e| EvalError::Engine(e.clone()))?;
-        let data = inventory_data(ctx);
+        // Only templates that read data.inventory get it: for the others it would only cost time.
+        let data = if self.constraint.template.reads_inventory {
+            inventory_data(ctx)
+        } else {
+            None
+        };
         let findings = self
             .constraint
             .review(request, data.as_ref(), ctx.timeout)?;

@@ -129,6 +129,8 @@ pub struct Template {
     pub schema: Option<ParamSchema>,
     /// Operations the template applies to at the webhook (`*` when not given).
     pub operations: OpSet,
+    /// Whether the template (or a lib) reads `data.inventory`.
+    pub reads_inventory: bool,
     /// The prepared engine: template and libs compiled, analysis done.
     engine: regorus::Engine,
     /// `data.<package>.violation`.
@@ -279,6 +281,7 @@ impl Template {
         }
         let mut package = String::new();
         let mut multi_value = false;
+        let mut reads_inventory = false;
         for (index, (field, path, text)) in modules.into_iter().enumerate() {
             if let Some(err) = support::forbidden_builtin(&text) {
                 errors.push(doc.error_at(&field, err));
@@ -295,13 +298,7 @@ impl Template {
             for problem in divergence::disallowed_data_refs(&text) {
                 errors.push(doc.error_at(&field, problem));
             }
-            if divergence::reads_inventory(&text) {
-                warnings.push(doc.error_at(
-                    &field,
-                    "the template reads data.inventory, which the webhook does not sync from the cluster: it sees an \
-                     empty inventory, so referential checks find nothing (gator suites load their inventory files)",
-                ));
-            }
+            reads_inventory |= divergence::reads_inventory(&text);
             let checked = divergence::check(&text, v0);
             multi_value |= divergence::has_multi_value_definitions(&checked.source);
             for warning in checked.warnings {
@@ -375,6 +372,7 @@ impl Template {
             source: doc.source.clone(),
             schema,
             operations,
+            reads_inventory,
             engine,
             rule,
             vm,

@@ -221,7 +221,7 @@ fn unknown_constraint_fields_are_warnings() {
 }
 
 #[test]
-fn inventory_templates_get_a_warning() {
+fn inventory_templates_without_sync_config_get_a_warning() {
     let template = TEMPLATE.replace(
         "count(m) > 0",
         "count(m) > 0\n          not data.inventory.cluster.v1.Namespace.x",
@@ -240,9 +240,54 @@ fn inventory_templates_get_a_warning() {
         .collect();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(
-        warnings[0].contains("spec.targets[0].rego: the template reads data.inventory"),
+        warnings[0]
+            .contains("template k8srequiredlabels reads data.inventory, but no Gatekeeper Config"),
         "{warnings:?}"
     );
+    let sync = "---\napiVersion: syncset.gatekeeper.sh/v1alpha1\nkind: SyncSet\nmetadata:\n  name: s\nspec:\n  gvks: [{group: \"\", version: v1, kind: Namespace}]\n";
+    let compiled = compile(
+        &[src("p.yaml", &format!("{template}{sync}"))],
+        &LoadOptions::default(),
+    );
+    assert!(
+        compiled.built.errors.is_empty(),
+        "{:?}",
+        compiled.built.errors
+    );
+    assert!(
+        compiled.built.warnings.is_empty(),
+        "{:?}",
+        compiled.built.warnings
+    );
+}
+
+#[derive(Debug)]
+struct Inventory(std::sync::Arc<serde_json::Value>);
+
+impl ClusterContext for Inventory {
+    fn inventory(&self) -> Option<std::sync::Arc<serde_json::Value>> {
+        Some(self.0.clone())
+    }
+}
+
+#[test]
+fn webhook_templates_see_the_cluster_inventory() {
+    let template = TEMPLATE.replace(
+        "count(m) > 0",
+        "count(m) > 0\n          data.inventory.cluster.v1.Namespace[input.review.object.metadata.namespace]",
+    );
+    let policies = load(&format!("{template}{}", constraint("d", "deny", "")));
+    let review = || pod(json!({}), Operation::Create);
+    assert!(policies[0]
+        .validate(&review(), &EvalContext::default())
+        .expect("ok")
+        .is_empty());
+    let inventory = json!({"cluster": {"v1": {"Namespace": {"ns": {"metadata": {"name": "ns"}}}}}});
+    let ctx = EvalContext {
+        cluster: std::sync::Arc::new(Inventory(std::sync::Arc::new(inventory))),
+        ..EvalContext::default()
+    };
+    assert_eq!(policies[0].validate(&review(), &ctx).expect("ok").len(), 1);
 }
 
 #[test]
@@ -571,14 +616,12 @@ fn other_gatekeeper_resources_load_as_warnings() {
         .iter()
         .map(ToString::to_string)
         .collect();
-    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    // The Config is sync configuration, read by the cluster context: accepted without a warning.
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(
-        warnings[0]
-            .starts_with("o.yaml, document 1: kind: Config config: Gatekeeper Config is not used"),
-        "{warnings:?}"
-    );
-    assert!(
-        warnings[1].contains("Assign pull-policy: Gatekeeper mutators are not supported"),
+        warnings[0].starts_with(
+            "o.yaml, document 2: kind: Assign pull-policy: Gatekeeper mutators are not supported"
+        ),
         "{warnings:?}"
     );
 }
