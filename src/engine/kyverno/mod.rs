@@ -454,19 +454,16 @@ impl KyvernoPolicy {
         mocks_base: Option<&Mocks>,
     ) -> PolicyResponse {
         let mut response = PolicyResponse::default();
-        let review_ns = review
-            .namespace
-            .clone()
-            .or_else(|| {
-                review
-                    .subject()
-                    .and_then(|o| o.pointer("/metadata/namespace"))
-                    .and_then(Value::as_str)
-                    .map(String::from)
-            })
-            .unwrap_or_default();
+        let review_ns: &str = match review.namespace.as_deref() {
+            Some(ns) => ns,
+            None => review
+                .subject()
+                .and_then(|o| o.pointer("/metadata/namespace"))
+                .and_then(Value::as_str)
+                .unwrap_or(""),
+        };
         if let Some(ns) = &self.namespace {
-            if *ns != review_ns {
+            if ns != review_ns {
                 return response;
             }
         }
@@ -517,7 +514,7 @@ impl KyvernoPolicy {
                     kind: &review.kind.kind,
                     subresource: review.sub_resource.as_deref().unwrap_or(""),
                     object: subject,
-                    namespace: &review_ns,
+                    namespace: review_ns,
                     operation: review.operation_str(),
                     user: options.user,
                     namespace_labels: options.namespace_labels,
@@ -554,7 +551,7 @@ impl KyvernoPolicy {
                     mutate::set_object(&mut ctx, o);
                 }
                 let resp =
-                    self.run_rule(rule, rule_type, &mut ctx, subject, review, &review_ns, &env);
+                    self.run_rule(rule, rule_type, &mut ctx, subject, review, review_ns, &env);
                 let Some((resp, changed)) = resp else {
                     continue;
                 };
@@ -653,8 +650,28 @@ impl KyvernoPolicy {
     }
 
     fn serving_apply(&self, review: &Review, ctx: &EvalContext, part: Part) -> PolicyResponse {
-        let user = serving_user(review);
-        let labels = review
+        let env = serving_env(review, ctx);
+        let cluster: &dyn ClusterContext = ctx.cluster.as_ref();
+        let options = ApplyOptions {
+            user: &env.user,
+            namespace_labels: env.labels.as_ref(),
+            lookups: Lookups::Cluster(cluster),
+            part,
+        };
+        self.apply(review, &options, None)
+    }
+}
+
+/// What every Kyverno policy needs to know about a served review besides the review: computed once per review.
+struct ServingEnv {
+    user: UserContext,
+    labels: Option<Map<String, Value>>,
+}
+
+fn serving_env(review: &Review, ctx: &EvalContext) -> Arc<ServingEnv> {
+    review.cached(|r| ServingEnv {
+        user: serving_user(r),
+        labels: r
             .namespace
             .as_deref()
             .and_then(|ns| ctx.cluster.namespace(ns))
@@ -662,16 +679,8 @@ impl KyvernoPolicy {
                 n.pointer("/metadata/labels")
                     .and_then(Value::as_object)
                     .cloned()
-            });
-        let cluster: &dyn ClusterContext = ctx.cluster.as_ref();
-        let options = ApplyOptions {
-            user: &user,
-            namespace_labels: labels.as_ref(),
-            lookups: Lookups::Cluster(cluster),
-            part,
-        };
-        self.apply(review, &options, None)
-    }
+            }),
+    })
 }
 
 /// The base context document of a served review, shared by every Kyverno policy through [`Review::cached`].
@@ -755,23 +764,15 @@ impl Policy for KyvernoPolicy {
 
     fn validate(&self, review: &Review, ctx: &EvalContext) -> Result<Vec<Violation>, EvalError> {
         let response = self.serving_apply(review, ctx, Part::Validate);
-        let namespace = review.namespace.clone().unwrap_or_default();
-        let labels = review
-            .namespace
-            .as_deref()
-            .and_then(|ns| ctx.cluster.namespace(ns))
-            .and_then(|n| {
-                n.pointer("/metadata/labels")
-                    .and_then(Value::as_object)
-                    .cloned()
-            });
+        let namespace = review.namespace.as_deref().unwrap_or_default();
+        let env = serving_env(review, ctx);
+        let labels = env.labels.as_ref();
         let mut out = Vec::new();
         for r in &response.rules {
             match r.status {
                 RuleStatus::Fail => {
                     let rule = self.rules.iter().find(|c| c.spec.name == r.name);
-                    let enforce =
-                        rule.is_some_and(|c| self.enforced(&c.spec, &namespace, labels.as_ref()));
+                    let enforce = rule.is_some_and(|c| self.enforced(&c.spec, namespace, labels));
                     let message = format!("{}: {}", r.name, r.message);
                     if enforce {
                         out.push(Violation {
