@@ -62,7 +62,7 @@ impl Env<'_> {
 /// Load context entries into `ctx`. Errors name the entry.
 pub fn load_context(
     entries: &[ContextEntry],
-    ctx: &mut Context,
+    ctx: &mut Context<'_>,
     env: &Env<'_>,
     rule: &str,
 ) -> Result<(), String> {
@@ -187,7 +187,7 @@ pub fn load_context(
     Ok(())
 }
 
-fn text(template: &str, ctx: &Context, entry: &str) -> Result<String, String> {
+fn text(template: &str, ctx: &Context<'_>, entry: &str) -> Result<String, String> {
     match substitute_str(template, ctx, Mode::Strict) {
         Ok(Value::String(s)) => Ok(s),
         Ok(other) => Ok(other.to_string()),
@@ -207,7 +207,7 @@ pub struct ConditionsOutcome {
 /// Evaluate a `{any, all}` block (or a legacy list meaning `all`). Variables are resolved with `mode`.
 pub fn check_conditions(
     block: &Value,
-    ctx: &Context,
+    ctx: &Context<'_>,
     mode: Mode,
 ) -> Result<ConditionsOutcome, String> {
     let (any, all): (Vec<&Value>, Vec<&Value>) = match block {
@@ -264,7 +264,7 @@ pub fn check_conditions(
     Ok(ConditionsOutcome { holds, messages })
 }
 
-fn condition(c: &Value, ctx: &Context, mode: Mode) -> Result<(bool, Option<String>), String> {
+fn condition(c: &Value, ctx: &Context<'_>, mode: Mode) -> Result<(bool, Option<String>), String> {
     let op_name = c.get("operator").and_then(Value::as_str).unwrap_or("");
     let op = Operator::parse(op_name)
         .ok_or_else(|| format!("unknown condition operator {op_name:?}"))?;

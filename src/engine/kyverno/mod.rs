@@ -50,7 +50,7 @@ use matching::{MatchInput, UserContext};
 pub use result::{PolicyResponse, RuleResponse, RuleStatus, RuleType};
 use scalar::wildcard;
 use spec::{ActionOverride, PolicyDocument, Rule};
-use variables::{Context, Mode};
+use variables::{Base, Context, Mode};
 
 /// The Kyverno engine.
 #[derive(Debug, Clone, Copy, Default)]
@@ -471,17 +471,11 @@ impl KyvernoPolicy {
         // The object as changed by this policy's mutate rules so far (`None`: unchanged).
         let mut patched: Option<Value> = None;
         let base = match mocks_base {
-            Some(m) => Arc::new(base_document(review, options.user, Some(m))),
-            None if options.user.is_empty()
-                || (options.user.roles.is_empty() && options.user.cluster_roles.is_empty()) =>
-            {
-                // Serving: the document only depends on the review; built once per review for every policy.
-                review
-                    .cached(|r| ServingBase(Arc::new(base_document(r, &serving_user(r), None))))
-                    .0
-                    .clone()
+            Some(m) => Base::Ready(Arc::new(base_document(review, options.user, Some(m)))),
+            None if options.user.roles.is_empty() && options.user.cluster_roles.is_empty() => {
+                Base::Served(review)
             }
-            None => Arc::new(base_document(review, options.user, None)),
+            None => Base::Ready(Arc::new(base_document(review, options.user, None))),
         };
         let env = Env {
             user: options.user,
@@ -546,7 +540,7 @@ impl KyvernoPolicy {
                     ));
                     continue;
                 }
-                let mut ctx = Context::new(base.clone(), delete);
+                let mut ctx = Context::with_base(base.clone(), delete);
                 if let Some(o) = &patched {
                     mutate::set_object(&mut ctx, o);
                 }
@@ -578,7 +572,7 @@ impl KyvernoPolicy {
         &self,
         rule: &CompiledRule,
         rule_type: RuleType,
-        ctx: &mut Context,
+        ctx: &mut Context<'_>,
         subject: &Value,
         review: &Review,
         namespace: &str,
@@ -685,6 +679,14 @@ fn serving_env(review: &Review, ctx: &EvalContext) -> Arc<ServingEnv> {
 
 /// The base context document of a served review, shared by every Kyverno policy through [`Review::cached`].
 struct ServingBase(Arc<Value>);
+
+/// The base context document of a served review, built on first use.
+pub(crate) fn serving_base(review: &Review) -> Arc<Value> {
+    review
+        .cached(|r| ServingBase(Arc::new(base_document(r, &serving_user(r), None))))
+        .0
+        .clone()
+}
 
 /// The requester of a served review (roles are not resolved: the webhook has no RBAC data).
 fn serving_user(review: &Review) -> UserContext {

@@ -22,7 +22,7 @@ fn response(rule: &str, status: RuleStatus, message: impl Into<String>) -> RuleR
 pub fn mutate(
     rule: &str,
     m: &Mutation,
-    ctx: &Context,
+    ctx: &Context<'_>,
     resource: &Value,
     env: &Env<'_>,
 ) -> (RuleResponse, Option<Value>) {
@@ -49,7 +49,7 @@ pub fn mutate(
 fn apply_patches(
     psm: Option<&Value>,
     json6902: Option<&str>,
-    ctx: &Context,
+    ctx: &Context<'_>,
     resource: &Value,
 ) -> Result<Option<Value>, String> {
     let mut current = resource.clone();
@@ -85,7 +85,7 @@ fn apply_patches(
 fn foreach(
     rule: &str,
     list: &[ForEachMutation],
-    ctx: &Context,
+    ctx: &Context<'_>,
     resource: &Value,
     nesting: usize,
     env: &Env<'_>,
@@ -146,7 +146,7 @@ fn foreach(
 }
 
 /// Make `request.object` the given object in a context.
-pub fn set_object(ctx: &mut Context, object: &Value) {
+pub fn set_object(ctx: &mut Context<'_>, object: &Value) {
     let doc = ctx.document();
     if doc.pointer("/request/object") == Some(object) {
         return;

@@ -27,7 +27,7 @@ struct Body<'a> {
 pub fn validate(
     rule: &str,
     v: &Validation,
-    ctx: &Context,
+    ctx: &Context<'_>,
     resource: &Value,
     delete: bool,
     env: &Env<'_>,
@@ -57,7 +57,7 @@ fn run_body(
     rule: &str,
     message: Option<&str>,
     body: &Body<'_>,
-    ctx: &Context,
+    ctx: &Context<'_>,
     resource: &Value,
     delete: bool,
     in_foreach: bool,
@@ -90,7 +90,7 @@ fn run_body(
 fn render_message(
     rule: &str,
     message: Option<&str>,
-    ctx: &Context,
+    ctx: &Context<'_>,
 ) -> Result<Option<String>, String> {
     let Some(m) = message.filter(|m| !m.is_empty()) else {
         return Ok(None);
@@ -107,7 +107,7 @@ fn render_message(
 fn error_message(
     rule: &str,
     message: Option<&str>,
-    ctx: &Context,
+    ctx: &Context<'_>,
     err: &str,
     path: &str,
 ) -> String {
@@ -130,7 +130,12 @@ fn error_message(
     }
 }
 
-fn validate_deny(rule: &str, message: Option<&str>, deny: &Deny, ctx: &Context) -> RuleResponse {
+fn validate_deny(
+    rule: &str,
+    message: Option<&str>,
+    deny: &Deny,
+    ctx: &Context<'_>,
+) -> RuleResponse {
     let conditions = deny.conditions.clone().unwrap_or(Value::Null);
     match check_conditions(&conditions, ctx, Mode::Lenient) {
         Err(e) => response(
@@ -162,7 +167,7 @@ fn validate_patterns(
     pattern: Option<&Value>,
     any_pattern: Option<&Value>,
     static_patterns: bool,
-    ctx: &Context,
+    ctx: &Context<'_>,
     resource: &Value,
 ) -> RuleResponse {
     if let Some(pattern) = pattern {
@@ -261,7 +266,7 @@ fn validate_patterns(
 }
 
 /// The elements of a foreach `list` expression: a list, or a single value wrapped in one.
-pub fn elements(ctx: &Context, list: &str) -> Result<Vec<Value>, String> {
+pub fn elements(ctx: &Context<'_>, list: &str) -> Result<Vec<Value>, String> {
     let expr = list.trim();
     let expr = expr
         .strip_prefix("{{")
@@ -276,7 +281,7 @@ pub fn elements(ctx: &Context, list: &str) -> Result<Vec<Value>, String> {
 }
 
 /// Put a foreach element into the context.
-pub fn set_element(ctx: &mut Context, element: &Value, index: usize, nesting: usize) {
+pub fn set_element(ctx: &mut Context<'_>, element: &Value, index: usize, nesting: usize) {
     ctx.set("element", element.clone());
     ctx.set("elementIndex", Value::from(index));
     ctx.set(&format!("element{nesting}"), element.clone());
@@ -287,7 +292,7 @@ fn validate_foreach(
     rule: &str,
     message: Option<&str>,
     list: &[ForEachValidation],
-    ctx: &Context,
+    ctx: &Context<'_>,
     resource: &Value,
     nesting: usize,
     env: &Env<'_>,
@@ -316,7 +321,7 @@ fn validate_elements(
     message: Option<&str>,
     fe: &ForEachValidation,
     items: &[Value],
-    ctx: &Context,
+    ctx: &Context<'_>,
     resource: &Value,
     nesting: usize,
     env: &Env<'_>,

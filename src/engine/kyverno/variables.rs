@@ -36,18 +36,33 @@ pub enum Mode {
     Lenient,
 }
 
+/// Where the base document of a context comes from.
+#[derive(Debug, Clone)]
+pub enum Base<'r> {
+    /// A document built beforehand.
+    Ready(Arc<Value>),
+    /// A served review: the document is built on first use, once per review, and shared by every policy (rules
+    /// without variables never pay for it).
+    Served(&'r crate::admission::Review),
+}
+
 /// The evaluation context of one rule: a JSON document that expressions query.
 #[derive(Debug, Clone)]
-pub struct Context {
-    base: Arc<Value>,
+pub struct Context<'r> {
+    base: Base<'r>,
     overlay: Map<String, Value>,
     merged: RefCell<Option<Arc<Value>>>,
     delete: bool,
 }
 
-impl Context {
+impl<'r> Context<'r> {
     /// A context over a base document (an object with `request` etc.).
-    pub fn new(base: Arc<Value>, delete: bool) -> Context {
+    pub fn new(base: Arc<Value>, delete: bool) -> Context<'r> {
+        Context::with_base(Base::Ready(base), delete)
+    }
+
+    /// A context over a [`Base`].
+    pub fn with_base(base: Base<'r>, delete: bool) -> Context<'r> {
         Context {
             base,
             overlay: Map::new(),
@@ -56,15 +71,26 @@ impl Context {
         }
     }
 
+    fn base_document(&self) -> Arc<Value> {
+        match &self.base {
+            Base::Ready(doc) => doc.clone(),
+            Base::Served(review) => super::serving_base(review),
+        }
+    }
+
     /// The current document.
     pub fn document(&self) -> Arc<Value> {
         if self.overlay.is_empty() {
-            return self.base.clone();
+            return self.base_document();
         }
         if let Some(doc) = self.merged.borrow().as_ref() {
             return doc.clone();
         }
-        let mut map = self.base.as_object().cloned().unwrap_or_default();
+        let mut map = self
+            .base_document()
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
         for (k, v) in &self.overlay {
             merge_into(&mut map, k, v.clone());
         }
@@ -95,7 +121,7 @@ impl Context {
         }
         let current = match self.overlay.get(first) {
             Some(v) => Some(v.clone()),
-            None => self.base.get(first).cloned(),
+            None => self.base_document().get(first).cloned(),
         };
         let merged = match current {
             Some(mut existing) => {
@@ -189,7 +215,7 @@ pub fn value_has_variables(value: &Value) -> bool {
 }
 
 /// Substitute every variable in `value`.
-pub fn substitute(value: &Value, ctx: &Context, mode: Mode) -> Result<Value, VarError> {
+pub fn substitute(value: &Value, ctx: &Context<'_>, mode: Mode) -> Result<Value, VarError> {
     match value {
         Value::String(s) => substitute_str(s, ctx, mode),
         Value::Array(items) => items
@@ -217,7 +243,7 @@ pub fn substitute(value: &Value, ctx: &Context, mode: Mode) -> Result<Value, Var
 }
 
 /// Substitute the variables of one string; a string that is exactly one variable keeps the value's type.
-pub fn substitute_str(text: &str, ctx: &Context, mode: Mode) -> Result<Value, VarError> {
+pub fn substitute_str(text: &str, ctx: &Context<'_>, mode: Mode) -> Result<Value, VarError> {
     if !has_variables(text) {
         return Ok(Value::String(text.to_string()));
     }
@@ -332,14 +358,15 @@ pub fn image_info(image: &str) -> Value {
 /// `images` for an object: containers, initContainers and ephemeralContainers by container name, for Pods and pod
 /// templates (controllers, CronJobs).
 pub fn images_of(object: &Value) -> Value {
-    let spec = [
-        "/spec",
-        "/spec/template/spec",
-        "/spec/jobTemplate/spec/template/spec",
-    ]
-    .iter()
-    .filter_map(|p| object.pointer(p))
-    .find(|s| s.get("containers").is_some());
+    let paths: [&[&str]; 3] = [
+        &["spec"],
+        &["spec", "template", "spec"],
+        &["spec", "jobTemplate", "spec", "template", "spec"],
+    ];
+    let spec = paths
+        .iter()
+        .filter_map(|p| p.iter().try_fold(object, |v, k| v.get(*k)))
+        .find(|s| s.get("containers").is_some());
     let mut out = Map::new();
     if let Some(spec) = spec {
         for field in ["containers", "initContainers", "ephemeralContainers"] {
@@ -368,7 +395,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn ctx() -> Context {
+    fn ctx() -> Context<'static> {
         Context::new(
             Arc::new(
                 json!({"request": {"object": {"metadata": {"name": "web", "labels": {"n": 3}}}, "operation": "CREATE"}}),
