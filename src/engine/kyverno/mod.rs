@@ -218,6 +218,13 @@ fn check_expression(expr: &str, problem: &mut Option<String>) {
     if problem.is_some() || expr.is_empty() || expr == "@" {
         return;
     }
+    if expr.starts_with('$') {
+        use jsonpath_rust::JsonPath;
+        if let Err(e) = Value::Null.query(expr) {
+            *problem = Some(format!("JSONPath {expr:?} is invalid: {e}"));
+        }
+        return;
+    }
     if let Err(e) = crate::jmespath::Expression::compile(expr) {
         *problem = Some(format!("expression {expr:?} is not supported: {e}"));
     }

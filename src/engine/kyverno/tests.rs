@@ -372,3 +372,23 @@ fn update_with_existing_violation_is_skipped_for_enforced_patterns() {
         "no pattern validation on DELETE"
     );
 }
+
+#[test]
+fn json_path_variables_load_and_run() {
+    let p = load(&POLICY.replace(
+        "{{ request.object.metadata.name }}",
+        "{{ $.request.object.metadata.name }}",
+    ));
+    assert!(
+        p.rules()[0].unsupported.is_none(),
+        "{:?}",
+        p.rules()[0].unsupported
+    );
+    let bad = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "jp"}, "spec": {"containers": [{"name": "c", "image": "nginx:latest"}]}});
+    let r = run(&p, bad);
+    assert!(
+        r.rules[0].message.contains("latest is not allowed for jp."),
+        "{}",
+        r.rules[0].message
+    );
+}

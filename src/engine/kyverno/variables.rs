@@ -7,7 +7,10 @@
 //! - a string that is exactly one `{{ }}` takes the value's JSON type; otherwise strings are inserted raw and other
 //!   values as JSON text;
 //! - nested `{{ }}` resolve inside out; `{{- expr }}` is not re-scanned;
-//! - on DELETE, `request.object` in an expression reads `request.oldObject`.
+//! - on DELETE, `request.object` in an expression reads `request.oldObject`;
+//! - policyctl extension: an expression starting with `$` (`{{ $.request.object.metadata.name }}`) is JSONPath
+//!   (RFC 9535, evaluated with jsonpath-rust) over the same document: one match is the value, several a list, none
+//!   a missing-key error.
 
 use std::cell::RefCell;
 use std::sync::{Arc, OnceLock};
@@ -146,12 +149,38 @@ impl<'r> Context<'r> {
         if text == "@" {
             return Ok((*self.document()).clone());
         }
+        if text.starts_with('$') {
+            return self.json_path(expression, text);
+        }
         let doc = self.document();
         crate::jmespath::search(text, &doc).map_err(|e| VarError {
             expression: expression.to_string(),
             message: e.to_string(),
             not_found: e.is_not_found(),
         })
+    }
+}
+
+impl Context<'_> {
+    /// policyctl's extension: an expression starting with `$` is JSONPath (RFC 9535, jsonpath-rust) over the same
+    /// document. One match gives the value, several give a list, none is a missing-key error (as in Kyverno's
+    /// JMESPath).
+    fn json_path(&self, expression: &str, text: &str) -> Result<Value, VarError> {
+        use jsonpath_rust::JsonPath;
+        let doc = self.document();
+        let error = |message: String, not_found: bool| VarError {
+            expression: expression.to_string(),
+            message,
+            not_found,
+        };
+        let found = doc
+            .query(text)
+            .map_err(|e| error(format!("invalid JSONPath: {e}"), false))?;
+        match found.as_slice() {
+            [] => Err(error(format!("JSONPath {text} matches nothing"), true)),
+            [one] => Ok((*one).clone()),
+            many => Ok(Value::Array(many.iter().map(|v| (*v).clone()).collect())),
+        }
     }
 }
 
@@ -451,6 +480,23 @@ mod tests {
             Ok(json!("web")),
             "merge keeps siblings"
         );
+    }
+
+    #[test]
+    fn json_path_extension() {
+        let c = ctx();
+        assert_eq!(
+            substitute_str("{{ $.request.object.metadata.name }}", &c, Mode::Strict),
+            Ok(json!("web"))
+        );
+        assert_eq!(
+            substitute_str("{{ $.request.object.metadata.labels.* }}", &c, Mode::Strict),
+            Ok(json!(3))
+        );
+        let err =
+            substitute_str("{{ $.request.nothing }}", &c, Mode::Strict).expect_err("no match");
+        assert!(err.not_found);
+        assert!(substitute_str("{{ $.[ }}", &c, Mode::Strict).is_err());
     }
 
     #[test]
