@@ -110,5 +110,18 @@ fn kyverno_test_files_run_with_pass_fail_skip_and_unsupported() {
         reason.contains("/metadata/labels/team: expected \"other\", got \"platform\""),
         "{reason}"
     );
+    let (result, reason) = outcome("add-defaults/team-label", "bad");
+    assert_eq!(
+        result,
+        Outcome::Fail,
+        "a PolicyException turns the rule into a skip: {reason}"
+    );
+    assert!(reason.contains("want pass, got skip"), "{reason}");
+    let (result, reason) = outcome("disallow-latest/require-tag", "default/bad");
+    assert_eq!(
+        result,
+        Outcome::Skip,
+        "no pattern validation on DELETE: {reason}"
+    );
     assert_eq!(outcome("cel-policy/", "good").0, Outcome::Unsupported);
 }

@@ -57,6 +57,25 @@ impl Env<'_> {
             m.rules.get(base)
         })
     }
+
+    /// Apply the `foreachValues` mocks of a rule for iteration `index`: each variable takes the index-th value
+    /// of its list.
+    pub fn apply_foreach_values(&self, rule: &str, index: usize, ctx: &mut Context<'_>) {
+        let Lookups::Mocks(m) = self.lookups else {
+            return;
+        };
+        let values = m.foreach.get(rule).or_else(|| {
+            let base = rule
+                .strip_prefix("autogen-cronjob-")
+                .or_else(|| rule.strip_prefix("autogen-"))?;
+            m.foreach.get(base)
+        });
+        for (name, list) in values.into_iter().flatten() {
+            if let Some(v) = list.as_array().and_then(|l| l.get(index)) {
+                ctx.add_path(name, v.clone());
+            }
+        }
+    }
 }
 
 /// Load context entries into `ctx`. Errors name the entry.

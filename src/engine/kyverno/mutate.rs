@@ -117,6 +117,7 @@ fn foreach(
             let mut ectx = ctx.clone();
             set_object(&mut ectx, &current);
             set_element(&mut ectx, element, index, nesting);
+            env.apply_foreach_values(rule, index, &mut ectx);
             load_context(&fe.context, &mut ectx, env, rule)
                 .map_err(|e| format!("failed to load context: {e}"))?;
             if let Some(p) = &fe.preconditions {

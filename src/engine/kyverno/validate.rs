@@ -334,6 +334,7 @@ fn validate_elements(
         }
         let mut ectx = ctx.clone();
         set_element(&mut ectx, element, index, nesting);
+        env.apply_foreach_values(rule, index, &mut ectx);
         if let Err(e) = load_context(&fe.context, &mut ectx, env, rule) {
             return (
                 response(
