@@ -392,3 +392,117 @@ fn json_path_variables_load_and_run() {
         r.rules[0].message
     );
 }
+
+#[test]
+fn foreach_strategic_merge_keeps_container_order_and_apply_rules_one() {
+    let p = load(
+        r#"
+apiVersion: kyverno.io/v1
+kind: ClusterPolicy
+metadata: {name: fe}
+spec:
+  applyRules: One
+  rules:
+  - name: limits
+    match: {any: [{resources: {kinds: [Pod]}}]}
+    mutate:
+      foreach:
+      - list: request.object.spec.containers
+        patchStrategicMerge:
+          spec:
+            containers:
+            - name: "{{ element.name }}"
+              resources:
+                limits:
+                  +(memory): 256Mi
+  - name: never-reached
+    match: {any: [{resources: {kinds: [Pod]}}]}
+    mutate:
+      patchStrategicMerge:
+        metadata:
+          labels: {x: y}
+"#,
+    );
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "a"}, {"name": "b", "resources": {"limits": {"memory": "1Gi"}}}, {"name": "c"}]}});
+    let r = run(&p, pod);
+    assert_eq!(
+        r.rules.len(),
+        1,
+        "applyRules One stops after the first applied rule"
+    );
+    let patched = r.patched.expect("patched");
+    let names: Vec<&str> = patched["spec"]["containers"]
+        .as_array()
+        .expect("containers")
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(names, ["a", "b", "c"], "descending foreach keeps the order");
+    assert_eq!(
+        patched["spec"]["containers"][0]["resources"]["limits"]["memory"],
+        "256Mi"
+    );
+    assert_eq!(
+        patched["spec"]["containers"][1]["resources"]["limits"]["memory"],
+        "1Gi"
+    );
+}
+
+#[test]
+fn subjects_and_namespace_selectors() {
+    let p = load(
+        r#"
+apiVersion: kyverno.io/v1
+kind: ClusterPolicy
+metadata: {name: who}
+spec:
+  validationFailureAction: Enforce
+  rules:
+  - name: only-prod-from-ci
+    match:
+      any:
+      - resources:
+          kinds: [ConfigMap]
+          namespaceSelector: {matchLabels: {env: prod}}
+    exclude:
+      any:
+      - subjects: [{kind: ServiceAccount, name: ci, namespace: tools}]
+    validate:
+      message: only CI may change prod
+      deny: {}
+"#,
+    );
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "prod-1"}});
+    let review = Review::for_object(cm, None, Operation::Create);
+    let mocks = Mocks::default();
+    let prod: Map<String, Value> = serde_json::from_value(json!({"env": "prod"})).expect("labels");
+    let apply = |user: &UserContext, labels: Option<&Map<String, Value>>| {
+        let options = ApplyOptions {
+            user,
+            namespace_labels: labels,
+            lookups: Lookups::Mocks(&mocks),
+            part: Part::All,
+        };
+        p.apply(&review, &options, Some(&mocks))
+            .rules
+            .iter()
+            .map(|r| r.status)
+            .collect::<Vec<_>>()
+    };
+    let someone = UserContext {
+        username: "alice".into(),
+        ..Default::default()
+    };
+    let ci = UserContext {
+        username: "system:serviceaccount:tools:ci".into(),
+        ..Default::default()
+    };
+    assert_eq!(apply(&someone, Some(&prod)), [RuleStatus::Fail]);
+    assert_eq!(apply(&ci, Some(&prod)), [], "excluded subject");
+    assert_eq!(
+        apply(&someone, None),
+        [],
+        "namespace labels unknown: the selector does not match"
+    );
+}
