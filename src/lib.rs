@@ -17,6 +17,7 @@
 pub mod admission;
 pub mod certs;
 pub mod cli;
+pub mod cluster;
 pub mod commands;
 pub mod decide;
 pub mod engine;
@@ -26,6 +27,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod select;
 pub mod server;
+pub mod sources;
 pub mod telemetry;
 pub mod testing;
 pub mod util;

@@ -63,10 +63,31 @@ pub struct ServeArgs {
     /// How often the certificate files are re-read (they are swapped in when they change).
     #[arg(long, default_value = "10s", value_parser = duration, env = "POLICYCTL_TLS_RELOAD_INTERVAL")]
     pub tls_reload_interval: Duration,
-    /// Directory of policy files (*.yaml, *.yml, *.rego), read recursively.
-    #[arg(long, default_value = "policies", env = "POLICYCTL_POLICIES")]
-    pub policies: PathBuf,
-    /// Address of the plain-HTTP admin listener (/healthz, /readyz, /metrics).
+    /// Directory of policy files (*.yaml, *.yml, *.rego), read recursively and followed for changes (also a
+    /// ConfigMap mounted as a volume). Default: `policies`, unless --configmap-selector is given.
+    #[arg(long, env = "POLICYCTL_POLICIES")]
+    pub policies: Option<PathBuf>,
+    /// How often the policy directory is checked for changes.
+    #[arg(long, default_value = "200ms", value_parser = duration, env = "POLICYCTL_POLICIES_POLL_INTERVAL")]
+    pub policies_poll_interval: Duration,
+    /// Also (or instead) load policies from the ConfigMaps with these labels, watched through the Kubernetes API
+    /// (kubeconfig or in-cluster service account), e.g. `policyctl.io/policies=true`. Every data key named *.yaml,
+    /// *.yml or *.rego is a policy file.
+    #[arg(long, value_parser = label_selector, env = "POLICYCTL_CONFIGMAP_SELECTOR")]
+    pub configmap_selector: Option<String>,
+    /// Namespace of the policy ConfigMaps (default: the client's namespace; in a pod, its own).
+    #[arg(
+        long,
+        requires = "configmap_selector",
+        env = "POLICYCTL_CONFIGMAP_NAMESPACE"
+    )]
+    pub configmap_namespace: Option<String>,
+    /// Give policies read access to the cluster through the Kubernetes API: namespaces (namespaceSelector,
+    /// namespaceObject) and ConfigMaps from cached watches, and time-limited, cached API reads (Kyverno apiCall).
+    /// The first policy set is served once the namespaces have been listed.
+    #[arg(long, env = "POLICYCTL_CLUSTER_CONTEXT")]
+    pub cluster_context: bool,
+    /// Address of the plain-HTTP admin listener (/healthz, /readyz, /metrics, /status).
     #[arg(long, default_value = "0.0.0.0:9090", env = "POLICYCTL_ADMIN_ADDR")]
     pub admin_addr: SocketAddr,
     /// What a request gets when a policy cannot be evaluated and sets no failure policy of its own.
@@ -185,6 +206,17 @@ fn duration(text: &str) -> Result<Duration, String> {
     parse_duration(text)
 }
 
+fn label_selector(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(
+            "the selector must not be empty: it would load every ConfigMap of the namespace"
+                .to_string(),
+        );
+    }
+    Ok(text.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,7 +235,9 @@ mod tests {
         };
         assert_eq!(args.addr.to_string(), "0.0.0.0:8443");
         assert_eq!(args.admin_addr.to_string(), "0.0.0.0:9090");
-        assert_eq!(args.policies, PathBuf::from("policies"));
+        assert_eq!(args.policies, None);
+        assert_eq!(args.policies_poll_interval, Duration::from_millis(200));
+        assert_eq!(args.configmap_selector, None);
         assert_eq!(args.failure_policy, FailurePolicy::Fail);
         assert_eq!(args.eval_timeout, Duration::from_secs(1));
     }
@@ -220,6 +254,31 @@ mod tests {
             "k.pem"
         ])
         .is_ok());
+    }
+
+    #[test]
+    fn configmap_flags() {
+        assert!(
+            Cli::try_parse_from(["policyctl", "serve", "--configmap-namespace", "ns"]).is_err()
+        );
+        assert!(Cli::try_parse_from(["policyctl", "serve", "--configmap-selector", " "]).is_err());
+        let cli = Cli::try_parse_from([
+            "policyctl",
+            "serve",
+            "--configmap-selector",
+            "policyctl.io/policies=true",
+            "--configmap-namespace",
+            "policyctl",
+        ])
+        .expect("parses");
+        let Command::Serve(args) = cli.command else {
+            panic!("serve")
+        };
+        assert_eq!(
+            args.configmap_selector.as_deref(),
+            Some("policyctl.io/policies=true")
+        );
+        assert_eq!(args.configmap_namespace.as_deref(), Some("policyctl"));
     }
 
     #[test]

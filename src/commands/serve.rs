@@ -1,5 +1,6 @@
 //! `policyctl serve`.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -7,7 +8,9 @@ use anyhow::Context;
 
 use crate::certs;
 use crate::cli::ServeArgs;
+use crate::cluster::ClusterOptions;
 use crate::server::{ServeConfig, Server};
+use crate::sources::{ConfigMapSelector, Sources, SourcesConfig};
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let ServeArgs {
@@ -16,6 +19,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tls_key,
         tls_reload_interval,
         policies,
+        policies_poll_interval,
+        configmap_selector,
+        configmap_namespace,
+        cluster_context,
         admin_addr,
         failure_policy,
         max_concurrency,
@@ -31,13 +38,29 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .map(|n| n.get())
             .unwrap_or(2)
     });
+    // Without a ConfigMap selector the directory defaults to `policies`; with one, a directory is only read when given.
+    let directory = match (&policies, &configmap_selector) {
+        (Some(dir), _) => Some(dir.clone()),
+        (None, None) => Some(PathBuf::from("policies")),
+        (None, Some(_)) => None,
+    };
+    let sources = SourcesConfig {
+        directory: directory.clone(),
+        configmaps: configmap_selector.map(|labels| ConfigMapSelector {
+            labels,
+            namespace: configmap_namespace,
+        }),
+        poll_interval: policies_poll_interval,
+        cluster_context: cluster_context.then(ClusterOptions::default),
+        ..SourcesConfig::default()
+    };
     let config = ServeConfig {
         addr,
         admin_addr,
         tls_cert,
         tls_key,
         tls_reload_interval,
-        policies,
+        policies: directory.unwrap_or_default(),
         failure_policy,
         max_concurrency,
         eval_timeout,
@@ -48,7 +71,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async move {
-        let server = Server::bind(config)?;
+        let server = Server::bind(config)?.with_sources(Sources::new(sources));
         server.run(shutdown_signal()).await
     })?;
     Ok(ExitCode::SUCCESS)

@@ -6,6 +6,7 @@ use anyhow::Context;
 use regex::Regex;
 
 use crate::cli::{TestArgs, TestOutput};
+use crate::testing::progress::{self, ProgressLine};
 use crate::testing::{self, KnownFailures, Report, TestOptions};
 
 pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
@@ -22,7 +23,9 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
         .map(|path| KnownFailures::load(&path).map_err(anyhow::Error::msg))
         .transpose()?;
     let options = TestOptions { filter };
-    let mut cases = testing::run(&paths, &options);
+    let mut line = ProgressLine::new(std::io::stderr(), progress::wanted_on_stderr());
+    let mut cases = testing::run_with_progress(&paths, &options, &mut |p| line.update(p));
+    line.finish();
     if let Some(known) = &known {
         for stale in known.apply(&mut cases) {
             eprintln!(

@@ -4,6 +4,7 @@
 //! then evaluates them through the [`Policy`] trait without knowing the language. Adding a language means adding a
 //! module here and listing it in [`engines`].
 
+pub mod gatekeeper;
 pub mod kyverno;
 pub mod rego;
 
@@ -71,5 +72,9 @@ pub trait Engine: Send + Sync {
 
 /// Every engine, in the order their policies appear in a set.
 pub fn engines() -> Vec<Box<dyn Engine>> {
-    vec![Box::new(rego::RegoEngine), Box::new(kyverno::KyvernoEngine)]
+    vec![
+        Box::new(gatekeeper::GatekeeperEngine),
+        Box::new(kyverno::KyvernoEngine),
+        Box::new(rego::RegoEngine),
+    ]
 }

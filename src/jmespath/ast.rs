@@ -27,7 +27,11 @@ pub(crate) enum Node {
     /// `[3]`, `[-1]`
     Index(i64),
     /// `[a:b:c]` (the projection around it is a separate node)
-    Slice { start: Option<i64>, stop: Option<i64>, step: i64 },
+    Slice {
+        start: Option<i64>,
+        stop: Option<i64>,
+        step: i64,
+    },
     /// `` `json` `` or `'raw'`
     Literal(Value),
     /// `a.b`, `a[0]`, `a | b`
@@ -66,22 +70,36 @@ pub(crate) fn convert(ast: &jmespath::ast::Ast, text: &str) -> Result<Node, Jmes
         Ast::Identity { .. } => Node::Identity,
         Ast::Field { name, .. } => Node::Field(name.clone()),
         Ast::Index { idx, .. } => Node::Index(i64::from(*idx)),
-        Ast::Slice { start, stop, step, .. } => {
+        Ast::Slice {
+            start, stop, step, ..
+        } => {
             if *step == 0 {
                 return Err(parse_error(text, "slice step cannot be 0"));
             }
-            Node::Slice { start: start.map(i64::from), stop: stop.map(i64::from), step: i64::from(*step) }
+            Node::Slice {
+                start: start.map(i64::from),
+                stop: stop.map(i64::from),
+                step: i64::from(*step),
+            }
         }
         Ast::Literal { value, .. } => {
-            let value = serde_json::to_value(&**value).map_err(|e| parse_error(text, &format!("invalid literal: {e}")))?;
+            let value = serde_json::to_value(&**value)
+                .map_err(|e| parse_error(text, &format!("invalid literal: {e}")))?;
             Node::Literal(value)
         }
         Ast::Subexpr { lhs, rhs, .. } => Node::Subexpr(boxed(lhs)?, boxed(rhs)?),
         Ast::Projection { lhs, rhs, .. } => Node::Projection(boxed(lhs)?, boxed(rhs)?),
         Ast::ObjectValues { node, .. } => Node::ObjectValues(boxed(node)?),
         Ast::Flatten { node, .. } => Node::Flatten(boxed(node)?),
-        Ast::Condition { predicate, then, .. } => Node::Condition(boxed(predicate)?, boxed(then)?),
-        Ast::Comparison { comparator, lhs, rhs, .. } => {
+        Ast::Condition {
+            predicate, then, ..
+        } => Node::Condition(boxed(predicate)?, boxed(then)?),
+        Ast::Comparison {
+            comparator,
+            lhs,
+            rhs,
+            ..
+        } => {
             let op = match comparator {
                 Comparator::Equal => Cmp::Eq,
                 Comparator::NotEqual => Cmp::Ne,
@@ -95,9 +113,12 @@ pub(crate) fn convert(ast: &jmespath::ast::Ast, text: &str) -> Result<Node, Jmes
         Ast::And { lhs, rhs, .. } => Node::And(boxed(lhs)?, boxed(rhs)?),
         Ast::Or { lhs, rhs, .. } => Node::Or(boxed(lhs)?, boxed(rhs)?),
         Ast::Not { node, .. } => Node::Not(boxed(node)?),
-        Ast::MultiList { elements, .. } => {
-            Node::MultiList(elements.iter().map(|e| convert(e, text)).collect::<Result<_, _>>()?)
-        }
+        Ast::MultiList { elements, .. } => Node::MultiList(
+            elements
+                .iter()
+                .map(|e| convert(e, text))
+                .collect::<Result<_, _>>()?,
+        ),
         Ast::MultiHash { elements, .. } => Node::MultiHash(
             elements
                 .iter()
@@ -107,13 +128,23 @@ pub(crate) fn convert(ast: &jmespath::ast::Ast, text: &str) -> Result<Node, Jmes
         Ast::Function { name, args, .. } => {
             let function = functions::lookup(name)
                 .ok_or_else(|| parse_error(text, &format!("unknown function {name}()")))?;
-            function.check_arity(args.len()).map_err(|m| parse_error(text, &m))?;
-            Node::Call(function, args.iter().map(|a| convert(a, text)).collect::<Result<_, _>>()?)
+            function
+                .check_arity(args.len())
+                .map_err(|m| parse_error(text, &m))?;
+            Node::Call(
+                function,
+                args.iter()
+                    .map(|a| convert(a, text))
+                    .collect::<Result<_, _>>()?,
+            )
         }
         Ast::Expref { ast, .. } => Node::Expref(boxed(ast)?),
     })
 }
 
 fn parse_error(text: &str, message: &str) -> JmesError {
-    JmesError::Parse { expression: text.to_string(), message: message.to_string() }
+    JmesError::Parse {
+        expression: text.to_string(),
+        message: message.to_string(),
+    }
 }

@@ -9,15 +9,15 @@ use std::cmp::Ordering;
 use serde_json::{Map, Value};
 
 use super::ast::{Cmp, Node};
-use super::functions::{Arg, Args};
+use super::functions::{Arg, Args, Function};
 use super::JmesError;
 
 /// Most nodes one search may evaluate.
-const MAX_STEPS: u64 = 5_000_000;
+const MAX_STEPS: u64 = 2_000_000;
 /// Most value nodes one search may copy or create (a string counts one per 32 bytes).
-const MAX_COPIED: u64 = 4_000_000;
+const MAX_COPIED: u64 = 1_000_000;
 /// Deepest recursion of the interpreter.
-const MAX_DEPTH: u32 = 512;
+const MAX_DEPTH: u32 = 256;
 
 /// One evaluation's state and budget.
 pub(crate) struct Interp {
@@ -30,13 +30,16 @@ type Res<'a> = Result<Cow<'a, Value>, JmesError>;
 
 impl Interp {
     pub(crate) fn new() -> Self {
-        Interp { steps: 0, copied: 0, depth: 0 }
+        Interp {
+            steps: 0,
+            copied: 0,
+            depth: 0,
+        }
     }
 
     /// Evaluate `node` against `data` and return an owned result.
     pub(crate) fn run(&mut self, node: &Node, data: &Value) -> Result<Value, JmesError> {
-        let result = self.eval(node, data)?;
-        self.own(result)
+        self.apply(node, data)
     }
 
     /// Evaluate an expression reference for a function (`sort_by`, `map`, ...).
@@ -61,7 +64,9 @@ impl Interp {
         self.copied = self.copied.saturating_add(n);
         if self.copied > MAX_COPIED {
             return Err(JmesError::Type {
-                message: format!("expression result too large (more than {MAX_COPIED} values built)"),
+                message: format!(
+                    "expression result too large (more than {MAX_COPIED} values built)"
+                ),
             });
         }
         Ok(())
@@ -91,10 +96,14 @@ impl Interp {
     fn step(&mut self) -> Result<(), JmesError> {
         self.steps += 1;
         if self.steps > MAX_STEPS {
-            return Err(JmesError::Type { message: format!("expression too expensive (more than {MAX_STEPS} steps)") });
+            return Err(JmesError::Type {
+                message: format!("expression too expensive (more than {MAX_STEPS} steps)"),
+            });
         }
         if self.depth > MAX_DEPTH {
-            return Err(JmesError::Type { message: "expression nested too deeply".to_string() });
+            return Err(JmesError::Type {
+                message: "expression nested too deeply".to_string(),
+            });
         }
         Ok(())
     }
@@ -122,6 +131,12 @@ impl Interp {
                             None => Err(JmesError::NotFound { key: key.clone() }),
                         }
                     }
+                    (Node::Index(idx), Value::Array(items)) => {
+                        self.step()?;
+                        let found =
+                            resolve_index(items.len(), *idx).and_then(|i| items.into_iter().nth(i));
+                        Ok(Cow::Owned(found.unwrap_or(Value::Null)))
+                    }
                     (node, v) => {
                         let result = self.eval(node, &v)?;
                         Ok(Cow::Owned(self.own(result)?))
@@ -131,7 +146,9 @@ impl Interp {
         }
     }
 
+    #[inline]
     fn eval_inner<'a>(&mut self, node: &'a Node, data: &'a Value) -> Res<'a> {
+        // The heavier arms live in their own (non-inlined) functions to keep this recursive frame small.
         match node {
             Node::Identity => Ok(Cow::Borrowed(data)),
             Node::Field(key) => match data {
@@ -142,25 +159,15 @@ impl Interp {
                 _ => Ok(Cow::Owned(Value::Null)),
             },
             Node::Index(idx) => match data {
-                Value::Array(items) => Ok(match resolve_index(items.len(), *idx).and_then(|i| items.get(i)) {
-                    Some(found) => Cow::Borrowed(found),
-                    None => Cow::Owned(Value::Null),
-                }),
+                Value::Array(items) => Ok(
+                    match resolve_index(items.len(), *idx).and_then(|i| items.get(i)) {
+                        Some(found) => Cow::Borrowed(found),
+                        None => Cow::Owned(Value::Null),
+                    },
+                ),
                 _ => Ok(Cow::Owned(Value::Null)),
             },
-            Node::Slice { start, stop, step } => match data {
-                Value::Array(items) => {
-                    let picked = slice_indices(items.len(), *start, *stop, *step);
-                    let mut out = Vec::with_capacity(picked.len());
-                    for i in picked {
-                        if let Some(item) = items.get(i) {
-                            out.push(self.own(Cow::Borrowed(item))?);
-                        }
-                    }
-                    Ok(Cow::Owned(Value::Array(out)))
-                }
-                _ => Ok(Cow::Owned(Value::Null)),
-            },
+            Node::Slice { start, stop, step } => self.slice(data, *start, *stop, *step),
             Node::Literal(value) => Ok(Cow::Borrowed(value)),
             Node::Subexpr(lhs, rhs) => {
                 let left = self.eval(lhs, data)?;
@@ -172,39 +179,11 @@ impl Interp {
             }
             Node::ObjectValues(inner) => {
                 let value = self.eval(inner, data)?;
-                match value {
-                    Cow::Borrowed(Value::Object(map)) => {
-                        let mut out = Vec::with_capacity(map.len());
-                        for v in map.values() {
-                            out.push(self.own(Cow::Borrowed(v))?);
-                        }
-                        Ok(Cow::Owned(Value::Array(out)))
-                    }
-                    Cow::Owned(Value::Object(map)) => Ok(Cow::Owned(Value::Array(map.into_iter().map(|(_, v)| v).collect()))),
-                    _ => Ok(Cow::Owned(Value::Null)),
-                }
+                self.object_values(value)
             }
             Node::Flatten(inner) => {
                 let value = self.eval(inner, data)?;
-                let items = match value {
-                    Cow::Borrowed(Value::Array(items)) => {
-                        let mut owned = Vec::with_capacity(items.len());
-                        for item in items {
-                            owned.push(self.own(Cow::Borrowed(item))?);
-                        }
-                        owned
-                    }
-                    Cow::Owned(Value::Array(items)) => items,
-                    _ => return Ok(Cow::Owned(Value::Null)),
-                };
-                let mut out = Vec::with_capacity(items.len());
-                for item in items {
-                    match item {
-                        Value::Array(inner) => out.extend(inner),
-                        other => out.push(other),
-                    }
-                }
-                Ok(Cow::Owned(Value::Array(out)))
+                self.flatten(value)
             }
             Node::Condition(predicate, then) => {
                 let test = self.eval(predicate, data)?;
@@ -229,56 +208,133 @@ impl Interp {
             }
             Node::Or(lhs, rhs) => match self.eval(lhs, data) {
                 Ok(left) if is_truthy(&left) => Ok(left),
-                Ok(_) => self.eval(rhs, data),
-                Err(e) if e.is_not_found() => self.eval(rhs, data),
+                Ok(_) => self.eval_or_null(rhs, data),
+                Err(e) if e.is_not_found() => self.eval_or_null(rhs, data),
                 Err(e) => Err(e),
             },
             Node::Not(inner) => {
                 let value = self.eval(inner, data)?;
                 Ok(Cow::Owned(Value::Bool(!is_truthy(&value))))
             }
-            Node::MultiList(elements) => {
-                if data.is_null() {
-                    return Ok(Cow::Owned(Value::Null));
-                }
-                let mut out = Vec::with_capacity(elements.len());
-                for element in elements {
-                    let value = self.eval_or_null(element, data)?;
-                    out.push(self.own(value)?);
-                }
-                Ok(Cow::Owned(Value::Array(out)))
-            }
-            Node::MultiHash(pairs) => {
-                if data.is_null() {
-                    return Ok(Cow::Owned(Value::Null));
-                }
-                let mut out = Map::new();
-                for (key, element) in pairs {
-                    let value = self.eval_or_null(element, data)?;
-                    out.insert(key.clone(), self.own(value)?);
-                }
-                Ok(Cow::Owned(Value::Object(out)))
-            }
-            Node::Call(function, arg_nodes) => {
-                let mut args = Vec::with_capacity(arg_nodes.len());
-                for arg in arg_nodes {
-                    match arg {
-                        Node::Expref(inner) => args.push(Arg::Expref(inner)),
-                        other => args.push(Arg::Value(self.eval(other, data)?)),
-                    }
-                }
-                let result = (function.call)(self, &Args::new(function.name, &args))?;
-                self.charge_value(&result)?;
-                Ok(Cow::Owned(result))
-            }
+            Node::MultiList(elements) => self.multi_list(elements, data),
+            Node::MultiHash(pairs) => self.multi_hash(pairs, data),
+            Node::Call(function, arg_nodes) => self.call(function, arg_nodes, data),
             Node::Expref(_) => Err(JmesError::Type {
-                message: "an expression reference (&expr) can only be a function argument".to_string(),
+                message: "an expression reference (&expr) can only be a function argument"
+                    .to_string(),
             }),
         }
     }
 
-    /// Evaluate a multi-select member: a missing key gives null, so that the common
-    /// `spec.[initContainers, containers][]` works on Pods without init containers (as it does in Kyverno).
+    #[inline(never)]
+    fn slice<'a>(
+        &mut self,
+        data: &'a Value,
+        start: Option<i64>,
+        stop: Option<i64>,
+        step: i64,
+    ) -> Res<'a> {
+        let Value::Array(items) = data else {
+            return Ok(Cow::Owned(Value::Null));
+        };
+        let picked = slice_indices(items.len(), start, stop, step);
+        let mut out = Vec::with_capacity(picked.len());
+        for i in picked {
+            if let Some(item) = items.get(i) {
+                out.push(self.own(Cow::Borrowed(item))?);
+            }
+        }
+        Ok(Cow::Owned(Value::Array(out)))
+    }
+
+    #[inline(never)]
+    fn object_values<'a>(&mut self, value: Cow<'a, Value>) -> Res<'a> {
+        match value {
+            Cow::Borrowed(Value::Object(map)) => {
+                let mut out = Vec::with_capacity(map.len());
+                for v in map.values() {
+                    out.push(self.own(Cow::Borrowed(v))?);
+                }
+                Ok(Cow::Owned(Value::Array(out)))
+            }
+            Cow::Owned(Value::Object(map)) => Ok(Cow::Owned(Value::Array(
+                map.into_iter().map(|(_, v)| v).collect(),
+            ))),
+            _ => Ok(Cow::Owned(Value::Null)),
+        }
+    }
+
+    #[inline(never)]
+    fn flatten<'a>(&mut self, value: Cow<'a, Value>) -> Res<'a> {
+        let items = match value {
+            Cow::Borrowed(Value::Array(items)) => {
+                let mut owned = Vec::with_capacity(items.len());
+                for item in items {
+                    owned.push(self.own(Cow::Borrowed(item))?);
+                }
+                owned
+            }
+            Cow::Owned(Value::Array(items)) => items,
+            _ => return Ok(Cow::Owned(Value::Null)),
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            match item {
+                Value::Array(inner) => out.extend(inner),
+                other => out.push(other),
+            }
+        }
+        Ok(Cow::Owned(Value::Array(out)))
+    }
+
+    #[inline(never)]
+    fn multi_list<'a>(&mut self, elements: &'a [Node], data: &'a Value) -> Res<'a> {
+        if data.is_null() {
+            return Ok(Cow::Owned(Value::Null));
+        }
+        let mut out = Vec::with_capacity(elements.len());
+        for element in elements {
+            let value = self.eval_or_null(element, data)?;
+            out.push(self.own(value)?);
+        }
+        Ok(Cow::Owned(Value::Array(out)))
+    }
+
+    #[inline(never)]
+    fn multi_hash<'a>(&mut self, pairs: &'a [(String, Node)], data: &'a Value) -> Res<'a> {
+        if data.is_null() {
+            return Ok(Cow::Owned(Value::Null));
+        }
+        let mut out = Map::new();
+        for (key, element) in pairs {
+            let value = self.eval_or_null(element, data)?;
+            out.insert(key.clone(), self.own(value)?);
+        }
+        Ok(Cow::Owned(Value::Object(out)))
+    }
+
+    #[inline(never)]
+    fn call<'a>(
+        &mut self,
+        function: &'static Function,
+        arg_nodes: &'a [Node],
+        data: &'a Value,
+    ) -> Res<'a> {
+        let mut args = Vec::with_capacity(arg_nodes.len());
+        for arg in arg_nodes {
+            match arg {
+                Node::Expref(inner) => args.push(Arg::Expref(inner)),
+                other => args.push(Arg::Value(self.eval(other, data)?)),
+            }
+        }
+        let result = (function.call)(self, &Args::new(function.name, &args))?;
+        self.charge_value(&result)?;
+        Ok(Cow::Owned(result))
+    }
+
+    /// Evaluate where a missing key gives null instead of an error: multi-select members (so that the common
+    /// `spec.[initContainers, containers][]` works on Pods without init containers) and the right-hand side of `||`
+    /// (`a.missing || b.missing` is null), as in Kyverno.
     fn eval_or_null<'a>(&mut self, node: &'a Node, data: &'a Value) -> Res<'a> {
         match self.eval(node, data) {
             Err(e) if e.is_not_found() => Ok(Cow::Owned(Value::Null)),
@@ -334,9 +390,13 @@ pub(crate) fn is_truthy(value: &Value) -> bool {
 pub(crate) fn json_equal(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => number_cmp(x, y) == Some(Ordering::Equal),
-        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_equal(p, q)),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_equal(p, q))
+        }
         (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_equal(v, w)))
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| json_equal(v, w)))
         }
         _ => a == b,
     }
@@ -385,7 +445,12 @@ fn resolve_index(len: usize, idx: i64) -> Option<usize> {
 }
 
 /// The indexes a slice `[start:stop:step]` picks from an array of `len` elements (JMESPath/Python semantics).
-pub(crate) fn slice_indices(len: usize, start: Option<i64>, stop: Option<i64>, step: i64) -> Vec<usize> {
+pub(crate) fn slice_indices(
+    len: usize,
+    start: Option<i64>,
+    stop: Option<i64>,
+    step: i64,
+) -> Vec<usize> {
     let Ok(len) = i64::try_from(len) else {
         return Vec::new();
     };

@@ -6,13 +6,31 @@
 //! * a field lookup on an object that lacks the key is an error, [`JmesError::NotFound`]
 //!   (`Unknown key "x" in path`), not `null`; a lookup on `null` or on a non-object is still `null`;
 //! * `a || b` evaluates `b` when `a` is false-ish (`null`, `false`, `""`, `[]`, `{}`) **or** raised `NotFound`, which
-//!   is why policies write `request.object.metadata.labels.app || ''`;
+//!   is why policies write `request.object.metadata.labels.app || ''`; a `NotFound` in `b` makes the result `null`
+//!   (Kyverno's `limits.memory || requests.memory` on a container with neither is `null`, not an error);
 //! * inside projections (`[*]`, `[]`, `.*`, slices) and filters (`[?...]`), an element whose evaluation raises
 //!   `NotFound` is dropped instead of aborting the whole projection;
 //! * in a multi-select list or hash (`[a, b]`, `{x: a}`) a member raising `NotFound` is `null`, so the common
 //!   `request.object.spec.[initContainers, containers][]` works on Pods without init containers;
 //! * about fifty extra functions (strings, regular expressions, wildcards, quantity/duration arithmetic, time,
 //!   encoding, YAML/JSON parsing, ...) on top of the 26 standard ones. See [`function_names`].
+//!
+//! Functions: the 26 of the specification (`abs avg ceil contains ends_with floor join keys length map max max_by
+//! merge min min_by not_null reverse sort sort_by starts_with sum to_array to_number to_string type values`, where
+//! `sum` is Kyverno's quantity-aware version that rejects an empty array) and Kyverno's:
+//!
+//! | family | functions |
+//! |---|---|
+//! | strings | `compare equal_fold replace replace_all to_upper to_lower trim trim_prefix split truncate` |
+//! | matching | `regex_match regex_replace_all regex_replace_all_literal pattern_match` (`*` any run, `?` exactly one character) `label_match` |
+//! | conversion | `to_boolean parse_json parse_yaml` |
+//! | arithmetic | `add sum subtract multiply divide modulo round` on numbers, quantities (`"100Mi"`) and durations (`"1h"`) |
+//! | encoding | `base64_decode base64_encode sha256` |
+//! | misc | `path_canonicalize semver_compare image_normalize is_external_url lookup items object_from_lists random` |
+//! | time | `time_now time_now_utc time_add time_parse` (Go layouts) `time_since time_to_cron time_utc time_diff time_before time_after time_between time_truncate` |
+//!
+//! Not implemented: `x509_decode`, `sha1`, `md5` (compiling an expression that calls them reports an unknown
+//! function).
 //!
 //! Everything else follows the JMESPath specification: literals (`` `json` `` and `'raw'`), sub-expressions, pipes,
 //! indexes and slices, projections, flatten, filters, comparisons, `&&`, `!`, multi-select lists and hashes, `@` and
@@ -56,9 +74,12 @@ pub use functions::{function_names, json_string};
 pub const MAX_EXPRESSION_LEN: usize = 16 * 1024;
 /// Most operator characters (`( [ { ! & * . | = < >`) an expression may contain outside quotes and literals; bounds
 /// the depth of the parsed tree, hence the parser's and the interpreter's recursion.
-pub const MAX_NESTING_TOKENS: usize = 256;
+pub const MAX_NESTING_TOKENS: usize = 128;
 /// How many compiled expressions [`search`] keeps.
-const CACHE_CAPACITY: usize = 1024;
+const CACHE_CAPACITY: usize = 512;
+/// Longer expressions are compiled on every [`search`] rather than cached (they are usually one-off texts with
+/// substituted values, and would make the cache's memory grow).
+const CACHE_MAX_TEXT: usize = 1024;
 
 /// Errors of compiling or evaluating an expression.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -110,9 +131,14 @@ pub struct Expression {
 impl Expression {
     /// Compile an expression. Unknown functions and wrong argument counts are reported here, not at evaluation.
     pub fn compile(text: &str) -> Result<Expression, JmesError> {
-        let parse_error = |message: String| JmesError::Parse { expression: text.to_string(), message };
+        let parse_error = |message: String| JmesError::Parse {
+            expression: text.to_string(),
+            message,
+        };
         if text.len() > MAX_EXPRESSION_LEN {
-            return Err(parse_error(format!("expression longer than {MAX_EXPRESSION_LEN} bytes")));
+            return Err(parse_error(format!(
+                "expression longer than {MAX_EXPRESSION_LEN} bytes"
+            )));
         }
         if nesting_tokens(text) > MAX_NESTING_TOKENS {
             return Err(parse_error(format!(
@@ -124,7 +150,10 @@ impl Expression {
             .map_err(|_| parse_error("the expression could not be parsed".to_string()))?;
         let parsed = parsed.map_err(|e| parse_error(parse_message(&e)))?;
         let root = ast::convert(&parsed, text)?;
-        Ok(Expression { text: Arc::from(text), root: Arc::new(root) })
+        Ok(Expression {
+            text: Arc::from(text),
+            root: Arc::new(root),
+        })
     }
 
     /// Evaluate the expression against `data`.
@@ -164,6 +193,9 @@ fn cached(text: &str) -> Result<Expression, JmesError> {
         }
     }
     let compiled = Expression::compile(text)?;
+    if text.len() > CACHE_MAX_TEXT {
+        return Ok(compiled);
+    }
     if let Ok(mut map) = cache().write() {
         if map.len() >= CACHE_CAPACITY {
             map.clear();
@@ -204,5 +236,8 @@ fn parse_message(error: &jmespath::JmespathError) -> String {
         jmespath::ErrorReason::Parse(m) => m.clone(),
         other => other.to_string(),
     };
+    let reason = reason
+        .replace("Unexpected nud token", "unexpected token")
+        .replace("found Eof", "found the end of the expression");
     format!("{reason} (at offset {})", error.offset)
 }

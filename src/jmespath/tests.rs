@@ -72,14 +72,38 @@ fn pod() -> Value {
 fn field_lookup_semantics() {
     let data = json!({"a": {"b": 1}, "n": null, "s": "text", "l": [1]});
     assert_eq!(eval("a.b", &data), Ok(json!(1)));
-    assert_eq!(eval("a.c", &data), Err(JmesError::NotFound { key: "c".into() }));
-    assert_eq!(eval("missing.x", &data), Err(JmesError::NotFound { key: "missing".into() }));
-    assert_eq!(eval("n.x", &data), Ok(Value::Null), "lookup on null is null");
-    assert_eq!(eval("a.b.c", &data), Ok(Value::Null), "lookup on a number is null");
+    assert_eq!(
+        eval("a.c", &data),
+        Err(JmesError::NotFound { key: "c".into() })
+    );
+    assert_eq!(
+        eval("missing.x", &data),
+        Err(JmesError::NotFound {
+            key: "missing".into()
+        })
+    );
+    assert_eq!(
+        eval("n.x", &data),
+        Ok(Value::Null),
+        "lookup on null is null"
+    );
+    assert_eq!(
+        eval("a.b.c", &data),
+        Ok(Value::Null),
+        "lookup on a number is null"
+    );
     assert_eq!(eval("s.x", &data), Ok(Value::Null));
     assert_eq!(eval("l.x", &data), Ok(Value::Null));
-    assert_eq!(eval("\"a\".\"b\"", &data), Ok(json!(1)), "quoted identifiers");
-    assert_eq!(eval("n", &data), Ok(Value::Null), "a present null is not NotFound");
+    assert_eq!(
+        eval("\"a\".\"b\"", &data),
+        Ok(json!(1)),
+        "quoted identifiers"
+    );
+    assert_eq!(
+        eval("n", &data),
+        Ok(Value::Null),
+        "a present null is not NotFound"
+    );
 }
 
 #[test]
@@ -87,7 +111,10 @@ fn not_found_error_text() {
     let e = err("metadata.labels.app", &json!({"metadata": {}}));
     assert!(e.is_not_found());
     assert_eq!(e.to_string(), "Unknown key \"labels\" in path");
-    assert!(!JmesError::Type { message: "x".into() }.is_not_found());
+    assert!(!JmesError::Type {
+        message: "x".into()
+    }
+    .is_not_found());
 }
 
 #[test]
@@ -95,12 +122,30 @@ fn or_defaults_on_not_found_and_falsy() {
     let data = json!({"metadata": {"name": "", "labels": {}}, "zero": 0, "f": false});
     assert_eq!(ok("metadata.annotations.x || 'none'", &data), json!("none"));
     assert_eq!(ok("metadata.name || 'unnamed'", &data), json!("unnamed"));
-    assert_eq!(ok("metadata.labels || `{\"a\": 1}`", &data), json!({"a": 1}));
+    assert_eq!(
+        ok("metadata.labels || `{\"a\": 1}`", &data),
+        json!({"a": 1})
+    );
     assert_eq!(ok("zero || `5`", &data), json!(0), "0 is truthy");
     assert_eq!(ok("f || 'x'", &data), json!("x"));
     assert_eq!(ok("missing || other || 'last'", &data), json!("last"));
-    // The right-hand side's own NotFound is still an error.
-    assert!(err("missing || other", &data).is_not_found());
+    // A NotFound on the right-hand side gives null (Kyverno: `limits.memory || requests.memory` on `resources: {}`).
+    assert_eq!(ok("missing || other", &data), Value::Null);
+    assert_eq!(
+        ok("metadata.name || metadata.missing.deeper", &data),
+        Value::Null
+    );
+    assert_eq!(ok("(missing || other).x", &data), Value::Null);
+    let c = json!({"resources": {}});
+    assert_eq!(
+        ok("resources.limits.memory || resources.requests.memory", &c),
+        Value::Null
+    );
+    // Other errors on the right-hand side propagate.
+    assert!(matches!(
+        err("missing || length(`1`)", &data),
+        JmesError::Function { .. }
+    ));
     // A non-NotFound error on the left is not swallowed.
     let e = err("length(`1`) || 'x'", &data);
     assert!(matches!(e, JmesError::Function { .. }), "{e:?}");
@@ -117,7 +162,10 @@ fn and_not_and_truthiness() {
     assert_eq!(ok("!o", &data), json!(true));
     assert_eq!(ok("!n", &data), json!(false));
     assert_eq!(ok("!''", &data), json!(true));
-    assert!(err("t && missing", &data).is_not_found(), "&& does not default");
+    assert!(
+        err("t && missing", &data).is_not_found(),
+        "&& does not default"
+    );
     assert!(err("!missing", &data).is_not_found());
     assert_eq!(ok("f && missing", &data), json!(false), "short-circuit");
 }
@@ -150,15 +198,39 @@ fn indexes_and_slices() {
 fn projections_drop_nulls_and_not_found() {
     let data = pod();
     let spec = "request.object.spec";
-    assert_eq!(ok(&format!("{spec}.containers[*].name"), &data), json!(["nginx", "sidecar", "log"]));
-    assert_eq!(ok(&format!("{spec}.containers[].name"), &data), json!(["nginx", "sidecar", "log"]));
+    assert_eq!(
+        ok(&format!("{spec}.containers[*].name"), &data),
+        json!(["nginx", "sidecar", "log"])
+    );
+    assert_eq!(
+        ok(&format!("{spec}.containers[].name"), &data),
+        json!(["nginx", "sidecar", "log"])
+    );
     // `securityContext` is missing on the sidecar: NotFound drops the element instead of failing.
-    assert_eq!(ok(&format!("{spec}.containers[].securityContext.privileged"), &data), json!([true, false]));
-    assert_eq!(ok(&format!("{spec}.containers[].ports[].containerPort"), &data), json!([80, 443]));
-    assert_eq!(ok(&format!("{spec}.containers[*].ports[*].containerPort"), &data), json!([[80, 443]]));
+    assert_eq!(
+        ok(
+            &format!("{spec}.containers[].securityContext.privileged"),
+            &data
+        ),
+        json!([true, false])
+    );
+    assert_eq!(
+        ok(&format!("{spec}.containers[].ports[].containerPort"), &data),
+        json!([80, 443])
+    );
+    assert_eq!(
+        ok(
+            &format!("{spec}.containers[*].ports[*].containerPort"),
+            &data
+        ),
+        json!([[80, 443]])
+    );
     // A missing key before the projection is still an error.
     assert!(err(&format!("{spec}.initContainers[].image"), &data).is_not_found());
-    assert_eq!(ok(&format!("{spec}.initContainers[].image || `[]`"), &data), json!([]));
+    assert_eq!(
+        ok(&format!("{spec}.initContainers[].image || `[]`"), &data),
+        json!([])
+    );
     // Projection on a non-array is null.
     assert_eq!(ok("request.operation[*]", &data), Value::Null);
     assert_eq!(ok("request.operation[]", &data), Value::Null);
@@ -180,30 +252,84 @@ fn object_projection_and_flatten() {
 #[test]
 fn pipes_stop_projections() {
     let data = pod();
-    assert_eq!(ok("request.object.spec.containers[*].name | [0]", &data), json!("nginx"));
-    assert_eq!(ok("request.object.spec.containers[*].name[0]", &data), json!([]));
-    assert_eq!(ok("request.object.spec.containers | length(@)", &data), json!(3));
+    assert_eq!(
+        ok("request.object.spec.containers[*].name | [0]", &data),
+        json!("nginx")
+    );
+    assert_eq!(
+        ok("request.object.spec.containers[*].name[0]", &data),
+        json!([])
+    );
+    assert_eq!(
+        ok("request.object.spec.containers | length(@)", &data),
+        json!(3)
+    );
     assert_eq!(ok("request.object | metadata | name", &data), json!("web"));
+    // Owned intermediate results (after a projection) indexed and looked up.
+    assert_eq!(
+        ok("request.object.spec.containers[*].name | [-1]", &data),
+        json!("log")
+    );
+    assert_eq!(
+        ok("request.object.spec.containers[*] | [5]", &data),
+        Value::Null
+    );
+    assert_eq!(
+        ok(
+            "request.object.spec.containers[?name == 'log'] | [0] | image",
+            &data
+        ),
+        json!("fluentd:v1")
+    );
+    assert!(eval(
+        "request.object.spec.containers[?name == 'log'] | [0] | nope",
+        &data
+    )
+    .expect_err("missing")
+    .is_not_found());
 }
 
 #[test]
 fn filters() {
     let data = pod();
     let c = "request.object.spec.containers";
-    assert_eq!(ok(&format!("{c}[?securityContext.privileged].name"), &data), json!(["nginx"]));
-    assert_eq!(ok(&format!("{c}[?securityContext.privileged == `false`].name"), &data), json!(["log"]));
-    assert_eq!(ok(&format!("{c}[?name == 'sidecar'] | [0].image"), &data), json!("busybox"));
-    assert_eq!(ok(&format!("{c}[?starts_with(image, 'nginx')].name"), &data), json!(["nginx"]));
-    assert_eq!(ok(&format!("{c}[?!securityContext].name"), &data), json!([]), "NotFound in the predicate drops");
+    assert_eq!(
+        ok(&format!("{c}[?securityContext.privileged].name"), &data),
+        json!(["nginx"])
+    );
+    assert_eq!(
+        ok(
+            &format!("{c}[?securityContext.privileged == `false`].name"),
+            &data
+        ),
+        json!(["log"])
+    );
+    assert_eq!(
+        ok(&format!("{c}[?name == 'sidecar'] | [0].image"), &data),
+        json!("busybox")
+    );
+    assert_eq!(
+        ok(&format!("{c}[?starts_with(image, 'nginx')].name"), &data),
+        json!(["nginx"])
+    );
+    assert_eq!(
+        ok(&format!("{c}[?!securityContext].name"), &data),
+        json!([]),
+        "NotFound in the predicate drops"
+    );
     assert_eq!(ok(&format!("{c}[?ports].name"), &data), json!(["sidecar"]));
-    assert_eq!(ok(&format!("length({c}[?contains(image, ':')])"), &data), json!(2));
+    assert_eq!(
+        ok(&format!("length({c}[?contains(image, ':')])"), &data),
+        json!(2)
+    );
     assert_eq!(ok("[?@ > `2`]", &json!([1, 2, 3, 4])), json!([3, 4]));
     assert_eq!(ok("x[?@]", &json!({"x": "notarray"})), Value::Null);
 }
 
 #[test]
 fn comparisons() {
-    let data = json!({"a": 1, "b": 1.0, "c": 2, "s": "x", "l": [1, {"k": 2}], "m": [1, {"k": 2.0}]});
+    let data =
+        json!({"a": 1, "b": 1.0, "c": 2, "s": "x", "l": [1, {"k": 2}], "m": [1, {"k": 2.0}]});
     assert_eq!(ok("a == b", &data), json!(true), "1 == 1.0");
     assert_eq!(ok("a != c", &data), json!(true));
     assert_eq!(ok("a < c", &data), json!(true));
@@ -211,15 +337,26 @@ fn comparisons() {
     assert_eq!(ok("c >= c", &data), json!(true));
     assert_eq!(ok("c > b", &data), json!(true));
     assert_eq!(ok("s == 'x'", &data), json!(true));
-    assert_eq!(ok("s < 'y'", &data), Value::Null, "ordering is for numbers only");
-    assert_eq!(ok("l == m", &data), json!(true), "deep equality with numeric values");
+    assert_eq!(
+        ok("s < 'y'", &data),
+        Value::Null,
+        "ordering is for numbers only"
+    );
+    assert_eq!(
+        ok("l == m", &data),
+        json!(true),
+        "deep equality with numeric values"
+    );
     assert_eq!(ok("a == s", &data), json!(false));
     assert_eq!(ok("`null` == nothing_here || `true`", &data), json!(true));
 }
 
 #[test]
 fn literals() {
-    assert_eq!(lit("`{\"a\": [1, 2.5, \"x\", null, true]}`"), json!({"a": [1, 2.5, "x", null, true]}));
+    assert_eq!(
+        lit("`{\"a\": [1, 2.5, \"x\", null, true]}`"),
+        json!({"a": [1, 2.5, "x", null, true]})
+    );
     assert_eq!(lit("'raw string'"), json!("raw string"));
     assert_eq!(lit(r"'it\'s'"), json!("it's"));
     assert_eq!(lit("`\"backtick\"`"), json!("backtick"));
@@ -236,17 +373,36 @@ fn multiselect_and_current_node() {
     assert_eq!(ok("b.[c, @]", &data), json!([2, {"c": 2}]));
     assert_eq!(ok("@", &data), data);
     assert_eq!(ok("@.a", &data), json!(1));
-    assert_eq!(ok("nothing.[a]", &json!({"nothing": null})), Value::Null, "multiselect on null");
+    assert_eq!(
+        ok("nothing.[a]", &json!({"nothing": null})),
+        Value::Null,
+        "multiselect on null"
+    );
     assert_eq!(ok("nothing.{a: a}", &json!({"nothing": null})), Value::Null);
     // A missing member is null, not an error.
     assert_eq!(ok("[a, missing]", &data), json!([1, null]));
-    assert_eq!(ok("{a: a, m: missing.deeper}", &data), json!({"a": 1, "m": null}));
-    assert_eq!(ok("[*].[a, b]", &json!([{"a": 1, "b": 2}, {"a": 3}])), json!([[1, 2], [3, null]]));
+    assert_eq!(
+        ok("{a: a, m: missing.deeper}", &data),
+        json!({"a": 1, "m": null})
+    );
+    assert_eq!(
+        ok("[*].[a, b]", &json!([{"a": 1, "b": 2}, {"a": 3}])),
+        json!([[1, 2], [3, null]])
+    );
     // The Kyverno idiom: all containers of a Pod, whichever lists exist.
     let pod = json!({"spec": {"containers": [{"name": "c"}], "initContainers": [{"name": "i"}]}});
-    assert_eq!(ok("spec.[ephemeralContainers, initContainers, containers][].name", &pod), json!(["i", "c"]));
+    assert_eq!(
+        ok(
+            "spec.[ephemeralContainers, initContainers, containers][].name",
+            &pod
+        ),
+        json!(["i", "c"])
+    );
     // Errors other than NotFound still propagate.
-    assert!(matches!(err("[a, length(`1`)]", &data), JmesError::Function { .. }));
+    assert!(matches!(
+        err("[a, length(`1`)]", &data),
+        JmesError::Function { .. }
+    ));
 }
 
 #[test]
@@ -264,6 +420,9 @@ fn expression_references() {
 #[test]
 fn compile_errors() {
     assert!(compile_err("a.").contains("invalid JMESPath expression \"a.\""));
+    assert!(compile_err("").contains("unexpected token -- found the end of the expression"));
+    assert!(compile_err("a || ").contains("found the end of the expression (at offset 5)"));
+    assert!(compile_err("x509_decode(@)").contains("unknown function x509_decode()"));
     assert!(compile_err("foo(").starts_with("invalid JMESPath expression"));
     assert!(compile_err("no_such_fn(@)").contains("unknown function no_such_fn()"));
     assert!(compile_err("length(a, b)").contains("expects 1 argument, got 2"));
@@ -272,7 +431,9 @@ fn compile_errors() {
     assert!(compile_err("[a, b").contains("invalid"));
     assert!(compile_err("a[?b").contains("invalid"));
     assert!(compile_err(&"a".repeat(MAX_EXPRESSION_LEN + 1)).contains("longer than"));
-    assert!(compile_err(&format!("{}a{}", "(".repeat(300), ")".repeat(300))).contains("too complex"));
+    assert!(
+        compile_err(&format!("{}a{}", "(".repeat(300), ")".repeat(300))).contains("too complex")
+    );
 }
 
 #[test]
@@ -281,11 +442,12 @@ fn deep_but_allowed_nesting_does_not_overflow() {
     let handle = std::thread::Builder::new()
         .stack_size(2 * 1024 * 1024)
         .spawn(|| {
-            let parens = format!("{}a{}", "(".repeat(120), ")".repeat(120));
-            let nots = format!("{}a", "!".repeat(250));
-            let dots = vec!["a"; 250].join(".");
-            let projections = "a[*]".repeat(120);
-            for text in [parens, nots, dots, projections] {
+            let parens = format!("{}a{}", "(".repeat(127), ")".repeat(127));
+            let nots = format!("{}a", "!".repeat(127));
+            let dots = vec!["a"; 128].join(".");
+            let projections = vec!["a[*]"; 42].join(".");
+            let calls = format!("{}a{}", "abs(".repeat(120), ")".repeat(120));
+            for text in [parens, nots, dots, projections, calls] {
                 let expr = Expression::compile(&text).expect("within limits");
                 let _ = expr.search(&json!({"a": {"a": [1]}}));
             }
@@ -298,25 +460,52 @@ fn deep_but_allowed_nesting_does_not_overflow() {
 fn work_is_bounded() {
     // Each stage doubles the value: the copy budget stops it long before memory runs out.
     let text = vec!["[@, @, @, @]"; 40].join(" | ");
-    let e = Expression::compile(&text).expect("compiles").search(&json!({"k": "v"})).expect_err("budget");
+    let e = Expression::compile(&text)
+        .expect("compiles")
+        .search(&json!({"k": "v"}))
+        .expect_err("budget");
     assert!(e.to_string().contains("too large"), "{e}");
     // Doubling strings through functions is bounded too.
     let text = vec!["join('', [@, @, @, @])"; 40].join(" | ");
-    let e = Expression::compile(&text).expect("compiles").search(&json!("abcdefgh")).expect_err("budget");
+    let e = Expression::compile(&text)
+        .expect("compiles")
+        .search(&json!("abcdefgh"))
+        .expect_err("budget");
     assert!(e.to_string().contains("too large"), "{e}");
+}
+
+#[test]
+fn steps_are_bounded() {
+    let data = Value::Array(vec![json!(0); 300_000]);
+    let e =
+        eval("[?@ == `1` || @ == `2` || @ == `3` || @ == `4`]", &data).expect_err("step budget");
+    assert!(e.to_string().contains("too expensive"), "{e}");
+    // A cheaper filter over the same data is fine.
+    assert_eq!(eval("length([?@ == `1`])", &data), Ok(json!(0)));
 }
 
 #[test]
 fn search_uses_cache_and_matches_compile() {
     let data = pod();
     for _ in 0..3 {
-        assert_eq!(search("request.object.metadata.name", &data), Ok(json!("web")));
+        assert_eq!(
+            search("request.object.metadata.name", &data),
+            Ok(json!("web"))
+        );
     }
     assert!(search("a.", &data).is_err());
-    // Fill past the capacity: still correct.
+    // Fill past the capacity: still correct, and the cache stays bounded.
     for i in 0..(CACHE_CAPACITY + 10) {
         assert_eq!(search(&format!("`{i}`"), &data), Ok(json!(i)));
     }
+    assert!(cache().read().map(|m| m.len()).unwrap_or(0) <= CACHE_CAPACITY);
+    // Long texts are evaluated but not kept.
+    let long = format!("'{}'", "x".repeat(CACHE_MAX_TEXT));
+    assert_eq!(search(&long, &data), Ok(json!("x".repeat(CACHE_MAX_TEXT))));
+    assert!(cache()
+        .read()
+        .map(|m| !m.contains_key(long.as_str()))
+        .unwrap_or(false));
 }
 
 #[test]
@@ -333,10 +522,22 @@ fn expression_is_send_sync_clone() {
 #[test]
 fn function_names_lists_standard_and_kyverno() {
     let names = function_names();
-    for n in ["length", "sort_by", "to_string", "label_match", "time_now_utc", "add", "random", "lookup"] {
+    for n in [
+        "length",
+        "sort_by",
+        "to_string",
+        "label_match",
+        "time_now_utc",
+        "add",
+        "random",
+        "lookup",
+    ] {
         assert!(names.contains(&n), "{n}");
     }
-    assert!(names.windows(2).all(|w| w.first() < w.get(1)), "sorted and unique");
+    assert!(
+        names.windows(2).all(|w| w.first() < w.get(1)),
+        "sorted and unique"
+    );
 }
 
 // ------------------------------------------------------------------------------------------------------------
@@ -380,14 +581,24 @@ fn standard_string_and_collection_functions() {
     assert_eq!(ok("keys(o)", &data), json!(["a", "b"]));
     assert_eq!(ok("values(o)", &data), json!([1, 2]));
     assert!(fn_err("keys(`[]`)", "keys").contains("expected object, got array"));
-    assert_eq!(ok("length('héllo')", &data), json!(5), "length counts characters");
+    assert_eq!(
+        ok("length('héllo')", &data),
+        json!(5),
+        "length counts characters"
+    );
     assert_eq!(ok("length(l)", &data), json!(2));
     assert_eq!(ok("length(o)", &data), json!(2));
     assert!(ok("length(o)", &data).is_u64());
     assert!(fn_err("length(`null`)", "length").contains("got null"));
-    assert_eq!(ok("merge(o, `{\"b\": 3, \"c\": 4}`)", &data), json!({"a": 1, "b": 3, "c": 4}));
+    assert_eq!(
+        ok("merge(o, `{\"b\": 3, \"c\": 4}`)", &data),
+        json!({"a": 1, "b": 3, "c": 4})
+    );
     assert!(fn_err("merge(`{}`, `1`)", "merge").contains("argument 2: expected object"));
-    assert_eq!(ok("not_null(missing_is_error || `null`, `null`, 'x')", &data), json!("x"));
+    assert_eq!(
+        ok("not_null(missing_is_error || `null`, `null`, 'x')", &data),
+        json!("x")
+    );
     assert_eq!(ok("not_null(`null`)", &data), Value::Null);
     assert_eq!(ok("reverse(l)", &data), json!(["y", "x"]));
     assert_eq!(ok("reverse('abc')", &data), json!("cba"));
@@ -400,10 +611,20 @@ fn standard_string_and_collection_functions() {
     assert!(ok("to_number('12')", &data).is_i64());
     assert_eq!(ok("to_number('1.5')", &data), json!(1.5));
     assert_eq!(ok("to_number('abc')", &data), Value::Null);
+    assert_eq!(
+        ok("to_number(' 1')", &data),
+        Value::Null,
+        "no trimming, as Go's ParseFloat"
+    );
+    assert_eq!(ok("to_number('-7')", &data), json!(-7));
     assert_eq!(ok("to_number(`true`)", &data), Value::Null);
     assert_eq!(ok("to_string('x')", &data), json!("x"));
     assert_eq!(ok("to_string(o)", &data), json!("{\"a\":1,\"b\":2}"));
-    assert_eq!(ok("to_string(`1.0`)", &data), json!("1"), "Go prints integral floats without a fraction");
+    assert_eq!(
+        ok("to_string(`1.0`)", &data),
+        json!("1"),
+        "Go prints integral floats without a fraction"
+    );
     assert_eq!(ok("to_string(`[true, null]`)", &data), json!("[true,null]"));
     assert_eq!(ok("type(o)", &data), json!("object"));
     assert_eq!(ok("type(l)", &data), json!("array"));
@@ -416,10 +637,18 @@ fn standard_string_and_collection_functions() {
 #[test]
 fn standard_expref_functions() {
     let data = json!({"p": [{"n": "b", "a": 3}, {"n": "a", "a": 1}, {"n": "c", "a": 3}]});
-    assert_eq!(ok("max_by(p, &a).n", &data), json!("b"), "first maximum wins");
+    assert_eq!(
+        ok("max_by(p, &a).n", &data),
+        json!("b"),
+        "first maximum wins"
+    );
     assert_eq!(ok("min_by(p, &a).n", &data), json!("a"));
     assert_eq!(ok("min_by(p, &n).n", &data), json!("a"));
-    assert_eq!(ok("sort_by(p, &a)[].n", &data), json!(["a", "b", "c"]), "stable");
+    assert_eq!(
+        ok("sort_by(p, &a)[].n", &data),
+        json!(["a", "b", "c"]),
+        "stable"
+    );
     assert_eq!(ok("sort_by(p, &n)[].n", &data), json!(["a", "b", "c"]));
     assert_eq!(ok("map(&a, p)", &data), json!([3, 1, 3]));
     assert_eq!(ok("map(&[n, a], p)[0]", &data), json!(["b", 3]));
@@ -430,7 +659,9 @@ fn standard_expref_functions() {
     assert!(fn_err("map(&a, 'x')", "map").contains("expected array"));
     assert!(fn_err("length(&a)", "length").contains("expected a value"));
     // NotFound inside an expression reference is an error.
-    assert!(eval("map(&zz, p)", &data).expect_err("not found").is_not_found());
+    assert!(eval("map(&zz, p)", &data)
+        .expect_err("not found")
+        .is_not_found());
 }
 
 // ------------------------------------------------------------------------------------------------------------
@@ -449,8 +680,15 @@ fn kyverno_string_functions() {
     assert_eq!(lit("to_upper('abc')"), json!("ABC"));
     assert_eq!(lit("to_lower('ABC')"), json!("abc"));
     assert_eq!(lit("trim('  x  ', ' ')"), json!("x"));
-    assert_eq!(lit("trim('xxhixy', 'xy')"), json!("hi"), "trim takes a set of characters");
-    assert_eq!(lit("trim_prefix('docker.io/nginx', 'docker.io/')"), json!("nginx"));
+    assert_eq!(
+        lit("trim('xxhixy', 'xy')"),
+        json!("hi"),
+        "trim takes a set of characters"
+    );
+    assert_eq!(
+        lit("trim_prefix('docker.io/nginx', 'docker.io/')"),
+        json!("nginx")
+    );
     assert_eq!(lit("trim_prefix('nginx', 'docker.io/')"), json!("nginx"));
     assert_eq!(lit("split('a,b,,c', ',')"), json!(["a", "b", "", "c"]));
     assert_eq!(lit("split('abc', '')"), json!(["a", "b", "c"]));
@@ -460,23 +698,58 @@ fn kyverno_string_functions() {
     assert_eq!(lit("truncate('ab', `-1`)"), json!(""));
     assert!(fn_err("to_upper(`1`)", "to_upper").contains("expected string, got number"));
     assert!(fn_err("split('a', `1`)", "split").contains("argument 2"));
-    assert!(fn_err("replace('a', 'a', 'b', 'x')", "replace").contains("argument 4: expected number"));
+    assert!(
+        fn_err("replace('a', 'a', 'b', 'x')", "replace").contains("argument 4: expected number")
+    );
 }
 
 #[test]
 fn kyverno_regex_and_wildcards() {
     assert_eq!(lit("regex_match('^[a-z]+$', 'abc')"), json!(true));
     assert_eq!(lit("regex_match('^[a-z]+$', 'ab1')"), json!(false));
-    assert_eq!(lit("regex_match('^[0-9]+$', `123`)"), json!(true), "numbers are matched as text");
-    assert_eq!(lit("regex_match('\\bjcmd\\b', 'run jcmd now')"), json!(true));
+    assert_eq!(
+        lit("regex_match('^[0-9]+$', `123`)"),
+        json!(true),
+        "numbers are matched as text"
+    );
+    assert_eq!(
+        lit("regex_match('\\bjcmd\\b', 'run jcmd now')"),
+        json!(true)
+    );
     assert!(fn_err("regex_match('(', 'x')", "regex_match").contains("invalid regular expression"));
-    assert_eq!(lit("regex_replace_all('([a-z]+)-([0-9]+)', 'abc-123', '$2-$1')"), json!("123-abc"));
-    assert_eq!(lit("regex_replace_all('h.*', '2400h0m0s', '')"), json!("2400"));
-    assert_eq!(lit("regex_replace_all('[0-9]', `1234`, 'x')"), json!("xxxx"));
-    assert_eq!(lit("regex_replace_all_literal('[a-z]', 'a1b', '$0')"), json!("$01$0"));
+    assert_eq!(
+        lit("regex_replace_all('([a-z]+)-([0-9]+)', 'abc-123', '$2-$1')"),
+        json!("123-abc")
+    );
+    assert_eq!(
+        lit("regex_replace_all('h.*', '2400h0m0s', '')"),
+        json!("2400")
+    );
+    assert_eq!(
+        lit("regex_replace_all('[0-9]', `1234`, 'x')"),
+        json!("xxxx")
+    );
+    assert_eq!(
+        lit("regex_replace_all_literal('[a-z]', 'a1b', '$0')"),
+        json!("$01$0")
+    );
+    assert_eq!(
+        lit("regex_replace_all('x*', 'abc', '-')"),
+        json!("-a-b-c-"),
+        "empty matches, as Go"
+    );
+    let big = json!({"s": "a".repeat(10_000), "r": "b".repeat(10_000)});
+    let e = eval("regex_replace_all('', s, r)", &big).expect_err("bounded");
+    assert!(e.to_string().contains("result longer than"), "{e}");
+    let e = eval("replace_all(s, 'a', r)", &big).expect_err("bounded");
+    assert!(e.to_string().contains("result longer than"), "{e}");
     assert_eq!(lit("pattern_match('nginx:*', 'nginx:1.25')"), json!(true));
     assert_eq!(lit("pattern_match('v?', 'v1')"), json!(true));
-    assert_eq!(lit("pattern_match('v?', 'v')"), json!(false), "? is exactly one character");
+    assert_eq!(
+        lit("pattern_match('v?', 'v')"),
+        json!(false),
+        "? is exactly one character"
+    );
     assert_eq!(lit("pattern_match('*', '')"), json!(true));
     assert_eq!(lit("pattern_match('1*', `123`)"), json!(true));
     assert!(wildcard_match("a*b*c", "axxbyyc"));
@@ -486,7 +759,10 @@ fn kyverno_regex_and_wildcards() {
     assert!(wildcard_match("", ""));
     assert!(!wildcard_match("", "a"));
     assert!(wildcard_match("*.example.com", "api.example.com"));
-    assert!(!wildcard_match(&"*a".repeat(50), &"a".repeat(40)), "no exponential backtracking");
+    assert!(
+        !wildcard_match(&"*a".repeat(50), &"a".repeat(40)),
+        "no exponential backtracking"
+    );
 }
 
 #[test]
@@ -517,7 +793,7 @@ fn kyverno_arithmetic_numbers() {
     assert!(fn_err("divide(`1`, `0`)", "divide").contains("zero divisor"));
     assert!(fn_err("modulo(`1`, `0`)", "modulo").contains("zero divisor"));
     assert!(fn_err("modulo(`1.5`, `1`)", "modulo").contains("non-integer"));
-    assert_eq!(lit("round(`3.14159`, `2`)"), json!(3.14));
+    assert_eq!(lit("round(`2.71828`, `2`)"), json!(2.72));
     assert_eq!(lit("round(`2.5`, `0`)"), json!(3));
     assert_eq!(lit("round(`7`, `2`)"), json!(7));
     assert!(fn_err("round(`1.5`, `-1`)", "round").contains("non-negative"));
@@ -529,7 +805,11 @@ fn kyverno_arithmetic_numbers() {
     assert_eq!(lit("sum(`[4]`)"), json!(4));
     assert!(fn_err("sum(`[]`)", "sum").contains("at least one element"));
     assert!(fn_err("sum(`0`)", "sum").contains("expected array"));
-    assert_eq!(lit("add(`9223372036854775807`, `1`)"), json!(9_223_372_036_854_775_808.0_f64), "overflow goes to float");
+    assert_eq!(
+        lit("add(`9223372036854775807`, `1`)"),
+        json!(9_223_372_036_854_775_808.0_f64),
+        "overflow goes to float"
+    );
 }
 
 #[test]
@@ -576,14 +856,25 @@ fn quantities() {
     assert_eq!(q("-1k").as_deref(), Some("-1k"));
     assert_eq!(q("512").as_deref(), Some("512"));
     assert_eq!(q("+.5").as_deref(), Some("500m"));
+    assert_eq!(
+        q("1.0000000000000000000000000000000000000000000").as_deref(),
+        Some("1")
+    );
     for bad in ["", "abc", "1x", "Mi", "1.2.3", "--1", "1 Mi", "1e", "1h"] {
         assert_eq!(q(bad), None, "{bad:?}");
     }
     assert!(Quantity::parse("1Gi") > Quantity::parse("1000Mi"));
     assert_eq!(Quantity::parse("1k"), Quantity::parse("1000"));
     assert_eq!(Quantity::parse("1n").map(|q| q.nanos()), Some(1));
-    assert_eq!(Quantity::parse("0.1n").map(|q| q.nanos()), Some(1), "sub-nano rounds up");
-    assert!(Quantity::parse("999999999999999999999999999999999999999E").is_none(), "overflow is refused");
+    assert_eq!(
+        Quantity::parse("0.1n").map(|q| q.nanos()),
+        Some(1),
+        "sub-nano rounds up"
+    );
+    assert!(
+        Quantity::parse("999999999999999999999999999999999999999E").is_none(),
+        "overflow is refused"
+    );
 }
 
 #[test]
@@ -618,12 +909,21 @@ fn kyverno_encoding_functions() {
     assert_eq!(lit("base64_encode('hello')"), json!("aGVsbG8="));
     assert_eq!(lit("base64_decode('aGVsbG8=')"), json!("hello"));
     assert!(fn_err("base64_decode('!!!')", "base64_decode").contains("invalid base64"));
-    assert_eq!(lit("sha256('abc')"), json!("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"));
+    assert_eq!(
+        lit("sha256('abc')"),
+        json!("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+    );
     assert_eq!(lit("parse_json('{\"a\": [1, 2]}').a[1]"), json!(2));
     assert_eq!(lit("parse_json('\"x\"')"), json!("x"));
     assert!(fn_err("parse_json('{')", "parse_json").contains("invalid JSON"));
-    assert_eq!(lit("parse_yaml('a: 1\nb: [x, y]\n1: one\ntrue: yes')"), json!({"a": 1, "b": ["x", "y"], "1": "one", "true": "yes"}));
-    assert_eq!(lit("parse_yaml('clusterName: prod').clusterName"), json!("prod"));
+    assert_eq!(
+        lit("parse_yaml('a: 1\nb: [x, y]\n1: one\ntrue: yes')"),
+        json!({"a": 1, "b": ["x", "y"], "1": "one", "true": "yes"})
+    );
+    assert_eq!(
+        lit("parse_yaml('clusterName: prod').clusterName"),
+        json!("prod")
+    );
     assert!(fn_err("parse_yaml('a: [')", "parse_yaml").contains("invalid YAML"));
     assert_eq!(
         lit("base64_decode(base64_encode('{\"k\": \"v\"}')).parse_json(@).k"),
@@ -634,37 +934,69 @@ fn kyverno_encoding_functions() {
 
 #[test]
 fn kyverno_misc_functions() {
-    assert_eq!(lit("path_canonicalize('//etc/../etc/./kubernetes/')"), json!("/etc/kubernetes"));
+    assert_eq!(
+        lit("path_canonicalize('//etc/../etc/./kubernetes/')"),
+        json!("/etc/kubernetes")
+    );
     assert_eq!(lit("path_canonicalize('a/../../b')"), json!("../b"));
     assert_eq!(lit("path_canonicalize('/..')"), json!("/"));
     assert_eq!(lit("path_canonicalize('')"), json!(""));
     assert_eq!(lit("path_canonicalize('a/..')"), json!("."));
     assert_eq!(lit("semver_compare('1.2.3', '>1.0.0')"), json!(true));
-    assert_eq!(lit("semver_compare('1.2.3', '>1.0.0 <1.2.0')"), json!(false));
-    assert_eq!(lit("semver_compare('1.2.3', '<1.0.0 || >=1.2.3')"), json!(true));
+    assert_eq!(
+        lit("semver_compare('1.2.3', '>1.0.0 <1.2.0')"),
+        json!(false)
+    );
+    assert_eq!(
+        lit("semver_compare('1.2.3', '<1.0.0 || >=1.2.3')"),
+        json!(true)
+    );
     assert_eq!(lit("semver_compare('1.2.3', '1.2.3')"), json!(true));
     assert_eq!(lit("semver_compare('1.2.3', '!1.2.3')"), json!(false));
     assert_eq!(lit("semver_compare('1.2.3', '1.x')"), json!(true));
     assert_eq!(lit("semver_compare('2.0.0', '1.x')"), json!(false));
     assert_eq!(lit("semver_compare('1.2.9', '1.2.x')"), json!(true));
     assert_eq!(lit("semver_compare('1.0.0-alpha', '<1.0.0')"), json!(true));
-    assert_eq!(lit("semver_compare('1.0.0-alpha.2', '>1.0.0-alpha.10')"), json!(false));
+    assert_eq!(
+        lit("semver_compare('1.0.0-alpha.2', '>1.0.0-alpha.10')"),
+        json!(false)
+    );
     assert_eq!(lit("semver_compare('1.0.0', '>= 1.0.0')"), json!(true));
-    assert!(fn_err("semver_compare('1.2', '>1.0.0')", "semver_compare").contains("invalid semantic version"));
+    assert!(fn_err("semver_compare('1.2', '>1.0.0')", "semver_compare")
+        .contains("invalid semantic version"));
     assert!(fn_err("semver_compare('1.2.3', '>>1')", "semver_compare").contains("range"));
-    assert_eq!(lit("image_normalize('nginx')"), json!("docker.io/nginx:latest"));
-    assert_eq!(lit("image_normalize('nginx:1.25')"), json!("docker.io/nginx:1.25"));
-    assert_eq!(lit("image_normalize('ghcr.io/org/app:v1')"), json!("ghcr.io/org/app:v1"));
-    assert_eq!(lit("image_normalize('localhost:5000/app')"), json!("localhost:5000/app:latest"));
+    assert_eq!(
+        lit("image_normalize('nginx')"),
+        json!("docker.io/nginx:latest")
+    );
+    assert_eq!(
+        lit("image_normalize('nginx:1.25')"),
+        json!("docker.io/nginx:1.25")
+    );
+    assert_eq!(
+        lit("image_normalize('ghcr.io/org/app:v1')"),
+        json!("ghcr.io/org/app:v1")
+    );
+    assert_eq!(
+        lit("image_normalize('localhost:5000/app')"),
+        json!("localhost:5000/app:latest")
+    );
     let digest = format!("sha256:{}", "a".repeat(64));
     assert_eq!(
         lit(&format!("image_normalize('nginx:1@{digest}')")),
         json!(format!("docker.io/nginx@{digest}"))
     );
-    assert!(fn_err("image_normalize('Nginx')", "image_normalize").contains("invalid image reference"));
-    assert!(fn_err("image_normalize('nginx:')", "image_normalize").contains("invalid image reference"));
+    assert!(
+        fn_err("image_normalize('Nginx')", "image_normalize").contains("invalid image reference")
+    );
+    assert!(
+        fn_err("image_normalize('nginx:')", "image_normalize").contains("invalid image reference")
+    );
     assert_eq!(lit("is_external_url('https://example.com/x')"), json!(true));
-    assert_eq!(lit("is_external_url('http://localhost:8080')"), json!(false));
+    assert_eq!(
+        lit("is_external_url('http://localhost:8080')"),
+        json!(false)
+    );
     assert_eq!(lit("is_external_url('http://127.0.0.1/')"), json!(false));
     assert_eq!(lit("is_external_url('http://10.1.2.3/')"), json!(false));
     assert_eq!(lit("is_external_url('http://[::1]:80/')"), json!(false));
@@ -687,10 +1019,22 @@ fn kyverno_collection_functions() {
         ok("items(m, 'key', 'value')", &data),
         json!([{"key": "a", "value": 1}, {"key": "b", "value": 2}])
     );
-    assert_eq!(ok("items(l, 'i', 'v')", &data), json!([{"i": 0, "v": "x"}, {"i": 1, "v": "y"}]));
-    assert_eq!(ok("object_from_lists(l, `[1]`)", &data), json!({"x": 1, "y": null}));
-    assert_eq!(ok("object_from_lists(`[1, true]`, l)", &data), json!({"1": "x", "true": "y"}));
-    assert!(fn_err("object_from_lists(`[{}]`, `[]`)", "object_from_lists").contains("keys must be strings"));
+    assert_eq!(
+        ok("items(l, 'i', 'v')", &data),
+        json!([{"i": 0, "v": "x"}, {"i": 1, "v": "y"}])
+    );
+    assert_eq!(
+        ok("object_from_lists(l, `[1]`)", &data),
+        json!({"x": 1, "y": null})
+    );
+    assert_eq!(
+        ok("object_from_lists(`[1, true]`, l)", &data),
+        json!({"1": "x", "true": "y"})
+    );
+    assert!(
+        fn_err("object_from_lists(`[{}]`, `[]`)", "object_from_lists")
+            .contains("keys must be strings")
+    );
 }
 
 #[test]
@@ -699,17 +1043,31 @@ fn kyverno_random() {
     let first = lit("random('[a-z0-9]{12}')");
     let text = first.as_str().expect("string");
     assert!(re.is_match(text), "{text}");
-    let many: std::collections::HashSet<String> =
-        (0..20).map(|_| lit("random('[a-z]{16}')").as_str().unwrap_or_default().to_string()).collect();
+    let many: std::collections::HashSet<String> = (0..20)
+        .map(|_| {
+            lit("random('[a-z]{16}')")
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
     assert!(many.len() > 1, "random varies");
     let v = lit("random('(ab|cd)-[0-9]+x?')");
-    assert!(regex::Regex::new("^(ab|cd)-[0-9]+x?$").expect("regex").is_match(v.as_str().unwrap_or("")), "{v}");
+    assert!(
+        regex::Regex::new("^(ab|cd)-[0-9]+x?$")
+            .expect("regex")
+            .is_match(v.as_str().unwrap_or("")),
+        "{v}"
+    );
     assert!(fn_err("random('')", "random").contains("no pattern"));
     assert!(fn_err("random('[')", "random").contains("invalid pattern"));
     assert!(fn_err("random('a{5000}')", "random").contains("too large"));
     assert!(fn_err("random('(a{100}){100}')", "random").contains("more than"));
     let m = fn_err("random('(?:a|){1000}{1000}{1000}')", "random");
-    assert!(m.contains("too expensive") || m.contains("more than"), "{m}");
+    assert!(
+        m.contains("too expensive") || m.contains("more than"),
+        "{m}"
+    );
 }
 
 // ------------------------------------------------------------------------------------------------------------
@@ -719,15 +1077,41 @@ fn kyverno_random() {
 fn kyverno_time_functions() {
     let now = lit("time_now_utc()");
     let now = now.as_str().expect("string");
-    assert!(regex::Regex::new(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$").expect("re").is_match(now), "{now}");
+    assert!(
+        regex::Regex::new(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+            .expect("re")
+            .is_match(now),
+        "{now}"
+    );
     assert!(lit("time_now()").is_string());
-    assert_eq!(lit("time_add('2023-01-01T00:00:00Z', '1h30m')"), json!("2023-01-01T01:30:00Z"));
-    assert_eq!(lit("time_add('2023-01-01T00:00:00+02:00', '-1h')"), json!("2022-12-31T23:00:00+02:00"));
-    assert_eq!(lit("time_utc('2023-01-01T02:00:00+02:00')"), json!("2023-01-01T00:00:00Z"));
-    assert_eq!(lit("time_diff('2023-01-01T00:00:00Z', '2023-01-02T01:00:00Z')"), json!("25h0m0s"));
-    assert_eq!(lit("time_diff('2023-01-01T01:00:00Z', '2023-01-01T00:00:00Z')"), json!("-1h0m0s"));
-    assert_eq!(lit("time_before('2023-01-01T00:00:00Z', '2023-01-02T00:00:00Z')"), json!(true));
-    assert_eq!(lit("time_after('2023-01-01T00:00:00Z', '2023-01-02T00:00:00Z')"), json!(false));
+    assert_eq!(
+        lit("time_add('2023-01-01T00:00:00Z', '1h30m')"),
+        json!("2023-01-01T01:30:00Z")
+    );
+    assert_eq!(
+        lit("time_add('2023-01-01T00:00:00+02:00', '-1h')"),
+        json!("2022-12-31T23:00:00+02:00")
+    );
+    assert_eq!(
+        lit("time_utc('2023-01-01T02:00:00+02:00')"),
+        json!("2023-01-01T00:00:00Z")
+    );
+    assert_eq!(
+        lit("time_diff('2023-01-01T00:00:00Z', '2023-01-02T01:00:00Z')"),
+        json!("25h0m0s")
+    );
+    assert_eq!(
+        lit("time_diff('2023-01-01T01:00:00Z', '2023-01-01T00:00:00Z')"),
+        json!("-1h0m0s")
+    );
+    assert_eq!(
+        lit("time_before('2023-01-01T00:00:00Z', '2023-01-02T00:00:00Z')"),
+        json!(true)
+    );
+    assert_eq!(
+        lit("time_after('2023-01-01T00:00:00Z', '2023-01-02T00:00:00Z')"),
+        json!(false)
+    );
     assert_eq!(
         lit("time_between('2023-01-01T12:00:00Z', '2023-01-01T00:00:00Z', '2023-01-02T00:00:00Z')"),
         json!(true)
@@ -737,39 +1121,80 @@ fn kyverno_time_functions() {
         json!(false),
         "bounds are exclusive"
     );
-    assert_eq!(lit("time_truncate('2023-01-01T10:37:12Z', '1h')"), json!("2023-01-01T10:00:00Z"));
-    assert_eq!(lit("time_truncate('2023-01-01T10:37:12Z', '15m')"), json!("2023-01-01T10:30:00Z"));
-    assert_eq!(lit("time_to_cron('2023-03-05T14:30:00Z')"), json!("30 14 5 3 0"));
-    assert_eq!(lit("time_to_cron('2023-03-05T14:30:00Z').split(@, ' ') | [1].to_number(@)"), json!(14));
-    assert_eq!(lit("time_since('', '2023-01-01T00:00:00Z', '2023-01-01T00:00:10Z')"), json!("10s"));
-    assert!(lit("time_since('', '2023-01-01T00:00:00Z', '')").as_str().is_some_and(|s| s.ends_with('s')));
+    assert_eq!(
+        lit("time_truncate('2023-01-01T10:37:12Z', '1h')"),
+        json!("2023-01-01T10:00:00Z")
+    );
+    assert_eq!(
+        lit("time_truncate('2023-01-01T10:37:12Z', '15m')"),
+        json!("2023-01-01T10:30:00Z")
+    );
+    assert_eq!(
+        lit("time_to_cron('2023-03-05T14:30:00Z')"),
+        json!("30 14 5 3 0")
+    );
+    assert_eq!(
+        lit("time_to_cron('2023-03-05T14:30:00Z').split(@, ' ') | [1].to_number(@)"),
+        json!(14)
+    );
+    assert_eq!(
+        lit("time_since('', '2023-01-01T00:00:00Z', '2023-01-01T00:00:10Z')"),
+        json!("10s")
+    );
+    assert!(lit("time_since('', '2023-01-01T00:00:00Z', '')")
+        .as_str()
+        .is_some_and(|s| s.ends_with('s')));
     assert_eq!(
         lit("time_since('2006-01-02', '2023-01-01', '2023-01-03')"),
         json!("48h0m0s"),
         "with a Go layout"
     );
     assert!(fn_err("time_add('yesterday', '1h')", "time_add").contains("invalid RFC 3339"));
-    assert!(fn_err("time_add('2023-01-01T00:00:00Z', '1d')", "time_add").contains("invalid duration"));
+    assert!(
+        fn_err("time_add('2023-01-01T00:00:00Z', '1d')", "time_add").contains("invalid duration")
+    );
 }
 
 #[test]
 fn go_time_layouts() {
     let cases = [
-        ("2006-01-02T15:04:05Z07:00", "2023-06-22T17:45:00+01:00", "2023-06-22T17:45:00+01:00"),
-        ("Mon Jan 02 2006 15:04:05 -0700", "Thu Jun 22 2023 17:45:00 +0100", "2023-06-22T17:45:00+01:00"),
+        (
+            "2006-01-02T15:04:05Z07:00",
+            "2023-06-22T17:45:00+01:00",
+            "2023-06-22T17:45:00+01:00",
+        ),
+        (
+            "Mon Jan 02 2006 15:04:05 -0700",
+            "Thu Jun 22 2023 17:45:00 +0100",
+            "2023-06-22T17:45:00+01:00",
+        ),
         ("2006-01-02", "2023-06-22", "2023-06-22T00:00:00Z"),
         ("02/01/06 3:04PM", "22/06/23 5:45PM", "2023-06-22T17:45:00Z"),
         ("January 2, 2006", "June 2, 2023", "2023-06-02T00:00:00Z"),
-        ("2006-01-02 15:04:05.000", "2023-06-22 17:45:00.123", "2023-06-22T17:45:00Z"),
-        ("2006-01-02 15:04:05", "2023-06-22 17:45:00.5", "2023-06-22T17:45:00Z"),
-        ("Jan _2 15:04:05 2006 MST", "Jun  2 17:45:00 2023 UTC", "2023-06-02T17:45:00Z"),
+        (
+            "2006-01-02 15:04:05.000",
+            "2023-06-22 17:45:00.123",
+            "2023-06-22T17:45:00Z",
+        ),
+        (
+            "2006-01-02 15:04:05",
+            "2023-06-22 17:45:00.5",
+            "2023-06-22T17:45:00Z",
+        ),
+        (
+            "Jan _2 15:04:05 2006 MST",
+            "Jun  2 17:45:00 2023 UTC",
+            "2023-06-02T17:45:00Z",
+        ),
         ("2006.002", "2023.032", "2023-02-01T00:00:00Z"),
     ];
     for (layout, text, want) in cases {
         let expr = format!("time_parse('{layout}', '{text}')");
         assert_eq!(lit(&expr), json!(want), "{layout}");
     }
-    assert!(fn_err("time_parse('2006-01-02', '2023-02-30')", "time_parse").contains("day out of range"));
+    assert!(
+        fn_err("time_parse('2006-01-02', '2023-02-30')", "time_parse").contains("day out of range")
+    );
     assert!(fn_err("time_parse('2006-01-02', '2023-02-01x')", "time_parse").contains("extra text"));
     assert!(fn_err("time_parse('2006-01-02', 'June')", "time_parse").contains("cannot parse"));
 }
@@ -779,13 +1204,19 @@ fn go_time_layouts() {
 
 #[test]
 fn json_string_matches_go() {
-    assert_eq!(json_string(&json!({"b": 1, "a": [true, null]})), r#"{"a":[true,null],"b":1}"#);
+    assert_eq!(
+        json_string(&json!({"b": 1, "a": [true, null]})),
+        r#"{"a":[true,null],"b":1}"#
+    );
     assert_eq!(json_string(&json!(1.0)), "1");
     assert_eq!(json_string(&json!(1.5)), "1.5");
     assert_eq!(json_string(&json!(1e21)), "1e+21");
     assert_eq!(json_string(&json!(1e-7)), "1e-07");
     assert_eq!(json_string(&json!(123456789.0)), "123456789");
-    assert_eq!(json_string(&json!("<a & b>")), r#""\u003ca \u0026 b\u003e""#);
+    assert_eq!(
+        json_string(&json!("<a & b>")),
+        r#""\u003ca \u0026 b\u003e""#
+    );
     assert_eq!(json_string(&json!("line\nquote\"")), r#""line\nquote\"""#);
 }
 
@@ -864,7 +1295,10 @@ spec:
 /// Find `{{ ... }}` bodies (one level of nested braces allowed, as Kyverno's regex does).
 fn variables(text: &str) -> Vec<String> {
     let re = regex::Regex::new(r"\{\{((?:\{[^{}]*\}|[^{}])*)\}\}").expect("regex");
-    re.captures_iter(text).filter_map(|c| c.get(1)).map(|m| m.as_str().trim().to_string()).collect()
+    re.captures_iter(text)
+        .filter_map(|c| c.get(1))
+        .map(|m| m.as_str().trim().to_string())
+        .collect()
 }
 
 fn collect(value: &serde_yaml::Value, out: &mut Vec<String>) {
@@ -893,19 +1327,26 @@ fn policy_snippet_expressions_compile_and_run() {
     if let Some(req) = data.get_mut("request").and_then(Value::as_object_mut) {
         req.insert("namespace".into(), json!("prod"));
     }
-    if let Some(obj) = data.pointer_mut("/request/object/metadata").and_then(Value::as_object_mut) {
+    if let Some(obj) = data
+        .pointer_mut("/request/object/metadata")
+        .and_then(Value::as_object_mut)
+    {
         obj.insert("creationTimestamp".into(), json!("2024-01-01T00:00:00Z"));
     }
-    data.as_object_mut().map(|o| o.insert("element".into(), json!({"image": "registry.corp/x:1"})));
-    data.as_object_mut().map(|o| o.insert("elementIndex".into(), json!(0)));
-    data.as_object_mut().map(|o| o.insert("team".into(), json!("none")));
+    data.as_object_mut()
+        .map(|o| o.insert("element".into(), json!({"image": "registry.corp/x:1"})));
+    data.as_object_mut()
+        .map(|o| o.insert("elementIndex".into(), json!(0)));
+    data.as_object_mut()
+        .map(|o| o.insert("team".into(), json!("none")));
     for text in &expressions {
         let expr = Expression::compile(text).unwrap_or_else(|e| panic!("{text}: {e}"));
         // Evaluation may fail (missing keys in this sample) but never panics; errors are typed.
         let _ = expr.search(&data);
     }
     assert_eq!(
-        search("request.object.spec.[containers, initContainers][]", &data).map(|v| v.as_array().map(Vec::len)),
+        search("request.object.spec.[containers, initContainers][]", &data)
+            .map(|v| v.as_array().map(Vec::len)),
         Ok(Some(3))
     );
 }

@@ -121,19 +121,27 @@ impl Quantity {
             other => {
                 let exp = other.strip_prefix(['e', 'E'])?;
                 let digits = exp.strip_prefix(['+', '-']).unwrap_or(exp);
-                if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                if digits.is_empty()
+                    || digits.len() > 4
+                    || !digits.bytes().all(|b| b.is_ascii_digit())
+                {
                     return None;
                 }
                 (exp.parse::<i32>().ok()?, 0, QuantityFormat::DecimalExponent)
             }
         };
-        // Significant digits as one integer, then scale to nano units.
+        // Significant digits as one integer, then scale to nano units (trailing fraction zeros change nothing).
+        let frac_digits = frac_digits.trim_end_matches('0');
         let digits = format!("{int_digits}{frac_digits}");
         let digits = digits.trim_start_matches('0');
         if digits.len() > 36 {
             return None;
         }
-        let mantissa: i128 = if digits.is_empty() { 0 } else { digits.parse().ok()? };
+        let mantissa: i128 = if digits.is_empty() {
+            0
+        } else {
+            digits.parse().ok()?
+        };
         let scale = exp10 + 9 - i32::try_from(frac_digits.len()).ok()?;
         let mut nanos = if scale >= 0 {
             mantissa.checked_mul(pow10(u32::try_from(scale).ok()?)?)?
@@ -148,7 +156,10 @@ impl Quantity {
         if nanos > LIMIT {
             return None;
         }
-        Some(Quantity { nanos: if negative { -nanos } else { nanos }, format })
+        Some(Quantity {
+            nanos: if negative { -nanos } else { nanos },
+            format,
+        })
     }
 
     /// A quantity of `nanos` 10^-9 units printed in `format`.
@@ -173,13 +184,21 @@ impl Quantity {
 
     /// The sum; the format is the receiver's (or `other`'s when the receiver is zero), as in Kubernetes.
     pub fn checked_add(&self, other: &Quantity) -> Option<Quantity> {
-        let format = if self.nanos == 0 { other.format } else { self.format };
+        let format = if self.nanos == 0 {
+            other.format
+        } else {
+            self.format
+        };
         Quantity::from_nanos(self.nanos.checked_add(other.nanos)?, format)
     }
 
     /// The difference, formatted like [`Quantity::checked_add`].
     pub fn checked_sub(&self, other: &Quantity) -> Option<Quantity> {
-        let format = if self.nanos == 0 { other.format } else { self.format };
+        let format = if self.nanos == 0 {
+            other.format
+        } else {
+            self.format
+        };
         Quantity::from_nanos(self.nanos.checked_sub(other.nanos)?, format)
     }
 }
@@ -190,7 +209,10 @@ impl fmt::Display for Quantity {
         if self.nanos == 0 {
             return f.write_str("0");
         }
-        if self.format == QuantityFormat::BinarySI && self.nanos % NANO == 0 && self.nanos.abs() >= 1024 * NANO {
+        if self.format == QuantityFormat::BinarySI
+            && self.nanos % NANO == 0
+            && self.nanos.abs() >= 1024 * NANO
+        {
             let units = self.nanos / NANO;
             let suffixes = ["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"];
             let mut best = 0usize;
@@ -220,7 +242,11 @@ impl fmt::Display for Quantity {
         let divisor = u32::try_from(exp + 9).ok().and_then(pow10).unwrap_or(1);
         let mantissa = self.nanos / divisor;
         if self.format == QuantityFormat::DecimalExponent {
-            return if exp == 0 { write!(f, "{mantissa}") } else { write!(f, "{mantissa}e{exp}") };
+            return if exp == 0 {
+                write!(f, "{mantissa}")
+            } else {
+                write!(f, "{mantissa}e{exp}")
+            };
         }
         let suffix = match exp {
             -9 => "n",
@@ -266,7 +292,9 @@ pub fn parse_duration(text: &str) -> Option<i64> {
         if int_part.is_empty() && frac_part.is_empty() {
             return None;
         }
-        let unit_len = rest.find(|c: char| c == '.' || c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c == '.' || c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let unit: i128 = match rest.get(..unit_len)? {
             "ns" => 1,
             "us" | "µs" | "μs" => 1_000,
@@ -280,7 +308,11 @@ pub fn parse_duration(text: &str) -> Option<i64> {
         if int_part.len() > 20 {
             return None;
         }
-        let whole: i128 = if int_part.is_empty() { 0 } else { int_part.parse().ok()? };
+        let whole: i128 = if int_part.is_empty() {
+            0
+        } else {
+            int_part.parse().ok()?
+        };
         let mut value = whole.checked_mul(unit)?;
         if !frac_part.is_empty() {
             let frac = frac_part.get(..frac_part.len().min(18))?;

@@ -7,8 +7,10 @@
 //! | `policyctl_policy_evaluation_duration_seconds` | histogram | `policy`, `engine` |
 //! | `policyctl_policy_results_total` | counter | `policy`, `engine`, `result` (`pass`, `deny`, `warn`, `audit`, `mutate`, `error`) |
 //! | `policyctl_policy_set_generation` | gauge | |
+//! | `policyctl_policy_set_info` | gauge (always 1) | `hash` (of the active set's sources) |
 //! | `policyctl_policies` | gauge | |
 //! | `policyctl_policy_load_errors_total` | counter | |
+//! | `policyctl_tls_certificate_expiry_timestamp_seconds` | gauge | |
 //!
 //! `decision` is `allow`, `warn`, `deny`, `invalid` (a 400 answer) or `unavailable` (no policy set yet).
 
@@ -55,6 +57,13 @@ pub struct PolicyLabels {
     pub engine: &'static str,
 }
 
+/// Labels of `policyctl_policy_set_info`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicySetLabels {
+    /// Hex SHA-256 of the active set's sources.
+    pub hash: String,
+}
+
 /// Labels of the per-policy result counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PolicyResultLabels {
@@ -92,6 +101,9 @@ pub struct Metrics {
     pub policies: Gauge,
     /// Failed policy loads.
     pub policy_load_errors: Counter,
+    policy_set_info: Family<PolicySetLabels, Gauge>,
+    /// `notAfter` of the served TLS certificate, seconds since the Unix epoch (0 until known).
+    pub tls_certificate_expiry: Gauge,
 }
 
 impl Default for Metrics {
@@ -148,6 +160,18 @@ impl Metrics {
             "Policy loads rejected because of errors",
             policy_load_errors.clone(),
         );
+        let policy_set_info = Family::<PolicySetLabels, Gauge>::default();
+        registry.register(
+            "policy_set_info",
+            "The active policy set: 1 for the hash of its sources",
+            policy_set_info.clone(),
+        );
+        let tls_certificate_expiry: Gauge = Gauge::default();
+        registry.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "When the served TLS certificate expires (notAfter), in seconds since the Unix epoch",
+            tls_certificate_expiry.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -157,7 +181,23 @@ impl Metrics {
             policy_set_generation,
             policies,
             policy_load_errors,
+            policy_set_info,
+            tls_certificate_expiry,
         }
+    }
+
+    /// Record a newly active policy set: its generation, size and source hash.
+    pub fn record_policy_set(&self, generation: u64, policies: usize, hash: &str) {
+        self.policy_set_generation
+            .set(i64::try_from(generation).unwrap_or(i64::MAX));
+        self.policies
+            .set(i64::try_from(policies).unwrap_or(i64::MAX));
+        self.policy_set_info.clear();
+        self.policy_set_info
+            .get_or_create(&PolicySetLabels {
+                hash: hash.to_string(),
+            })
+            .set(1);
     }
 
     /// Record an answered review: the request counter, its duration, and every policy's run.

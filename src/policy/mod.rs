@@ -17,7 +17,7 @@ use serde_json::Value;
 use crate::admission::Review;
 use crate::select::Scope;
 
-pub use set::{PolicySet, PolicySummary};
+pub use set::{content_hash, PolicySet, PolicySummary};
 pub use source::{LoadError, SourceFile, SourceRef};
 
 /// What happens to a request when a policy's violation is found.

@@ -1,4 +1,4 @@
-//! The plain-HTTP admin listener: `/healthz`, `/readyz`, `/metrics`.
+//! The plain-HTTP admin listener: `/healthz`, `/readyz`, `/metrics`, `/status`.
 
 use std::sync::atomic::Ordering;
 
@@ -16,6 +16,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/status", get(status))
         .with_state(state)
 }
 
@@ -52,4 +53,13 @@ async fn metrics(State(state): State<AppState>) -> Response {
         state.metrics.encode(),
     )
         .into_response()
+}
+
+/// The active policy set (generation, hash, policies), the last rejected load and the sources, as JSON.
+async fn status(State(state): State<AppState>) -> Response {
+    axum::Json(crate::sources::StatusReport::new(
+        &state.store,
+        &state.sources,
+    ))
+    .into_response()
 }

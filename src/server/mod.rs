@@ -1,8 +1,8 @@
 //! `policyctl serve`: the HTTPS admission webhook and its plain-HTTP admin listener.
 //!
 //! [`Server::bind`] opens both sockets and loads the certificate (so a test can learn the ports); [`Server::run`]
-//! loads the policies, serves until the shutdown future completes, then stops accepting and drains in-flight requests
-//! for up to the drain timeout.
+//! starts the policy [`sources`](crate::sources) (which load the policies and follow their changes), serves until
+//! the shutdown future completes, then stops accepting and drains in-flight requests for up to the drain timeout.
 
 pub mod admin;
 pub mod tls;
@@ -24,6 +24,7 @@ use crate::pipeline::Settings;
 use crate::policy::loader;
 use crate::policy::store::PolicyStore;
 use crate::policy::{EvalContext, FailurePolicy};
+use crate::sources::{Publisher, Sources, SourcesConfig, SourcesStatus};
 
 /// Everything `serve` needs, already validated.
 #[derive(Debug, Clone)]
@@ -38,7 +39,7 @@ pub struct ServeConfig {
     pub tls_key: PathBuf,
     /// How often the certificate files are re-read.
     pub tls_reload_interval: Duration,
-    /// The policy directory.
+    /// The policy directory (the default directory source; see [`Server::with_sources`]).
     pub policies: PathBuf,
     /// Failure policy for policies without their own.
     pub failure_policy: FailurePolicy,
@@ -74,6 +75,9 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    /// The policy sources could not start.
+    #[error(transparent)]
+    Sources(#[from] crate::sources::SourceError),
 }
 
 /// Shared state of the handlers.
@@ -89,6 +93,8 @@ pub struct AppState {
     pub settings: Settings,
     /// Set when shutdown starts (readiness turns false).
     pub draining: Arc<AtomicBool>,
+    /// What the policy sources are doing (admin `/status`).
+    pub sources: Arc<SourcesStatus>,
 }
 
 /// A bound, not yet running server.
@@ -98,6 +104,7 @@ pub struct Server {
     admin_listener: std::net::TcpListener,
     cert: Arc<tls::ReloadingCert>,
     state: AppState,
+    sources: Sources,
 }
 
 impl Server {
@@ -118,14 +125,23 @@ impl Server {
                 failure_policy: config.failure_policy,
             },
             draining: Arc::new(AtomicBool::new(false)),
+            sources: Arc::new(SourcesStatus::new()),
         };
+        let sources = Sources::new(SourcesConfig::directory(config.policies.clone()));
         Ok(Server {
             config,
             webhook_listener,
             admin_listener,
             cert,
             state,
+            sources,
         })
+    }
+
+    /// Replace the policy sources (by default: the `policies` directory of the config, polled).
+    pub fn with_sources(mut self, sources: Sources) -> Server {
+        self.sources = sources;
+        self
     }
 
     /// The webhook listener's address (useful when bound to port 0).
@@ -158,16 +174,31 @@ impl Server {
             admin_listener,
             cert,
             state,
+            sources,
         } = self;
         let webhook_addr = webhook_listener.local_addr().unwrap_or(config.addr);
         let admin_addr = admin_listener.local_addr().unwrap_or(config.admin_addr);
 
-        tokio::spawn(load_policies(
-            state.clone(),
-            config.policies.clone(),
-            config.eval_timeout,
+        let publisher = Publisher::new(
+            state.store.clone(),
+            state.metrics.clone(),
+            LoadOptions {
+                eval_timeout: config.eval_timeout,
+            },
+        );
+        let sources = sources.start(publisher, state.sources.clone()).await?;
+        let mut state = state;
+        if let Some(cluster) = sources.cluster() {
+            state.settings.context.cluster = cluster;
+        }
+        let expiry = state.metrics.tls_certificate_expiry.clone();
+        expiry.set(cert.not_after().unwrap_or(0));
+        let cert_watch = tokio::spawn(cert.clone().watch_with(
+            config.tls_reload_interval,
+            move |cert| {
+                expiry.set(cert.not_after().unwrap_or(0));
+            },
         ));
-        let cert_watch = tokio::spawn(cert.clone().watch(config.tls_reload_interval));
 
         let rustls_config = RustlsConfig::from_config(Arc::new(cert.server_config()?));
         let handle = axum_server::Handle::new();
@@ -198,7 +229,13 @@ impl Server {
         let admin_task =
             tokio::spawn(admin_server.serve(admin::router(state.clone()).into_make_service()));
 
-        tracing::info!(%webhook_addr, %admin_addr, policies = %config.policies.display(), "serving");
+        let sources_text: Vec<String> = state
+            .sources
+            .snapshot()
+            .into_iter()
+            .map(|s| s.description)
+            .collect();
+        tracing::info!(%webhook_addr, %admin_addr, sources = ?sources_text, "serving");
         shutdown.await;
 
         tracing::info!(drain_timeout = ?config.drain_timeout, "shutting down: draining in-flight requests");
@@ -208,6 +245,7 @@ impl Server {
         admin_handle.graceful_shutdown(Some(Duration::from_secs(1)));
         let admin_result = admin_task.await;
         cert_watch.abort();
+        sources.stop();
         flatten("webhook", webhook_result)?;
         flatten("admin", admin_result)?;
         tracing::info!("stopped");
@@ -237,43 +275,21 @@ fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, ServeError> {
     Ok(listener)
 }
 
-/// Build a policy set from the directory off the request path and publish it.
+/// Load the directory once, off the request path, and publish the result (no change tracking: [`Server::run`]
+/// starts the [`sources`](crate::sources) instead).
 pub async fn load_policies(state: AppState, dir: PathBuf, eval_timeout: Duration) {
-    let options = LoadOptions { eval_timeout };
-    let load_dir = dir.clone();
-    let compiled =
-        match tokio::task::spawn_blocking(move || loader::compile_dir(&load_dir, &options)).await {
-            Ok(compiled) => compiled,
-            Err(err) => {
-                tracing::error!(error = %err, "policy load task failed");
-                state.metrics.policy_load_errors.inc();
-                return;
-            }
-        };
-    for warning in &compiled.built.warnings {
-        tracing::warn!(warning = %warning, "policy load warning");
-    }
-    match state.store.publish(compiled) {
-        Ok(set) => {
-            state
-                .metrics
-                .policy_set_generation
-                .set(set.generation() as i64);
-            state.metrics.policies.set(set.policies().len() as i64);
-            tracing::info!(
-                generation = set.generation(),
-                policies = set.policies().len(),
-                hash = set.hash(),
-                dir = %dir.display(),
-                "policy set loaded"
-            );
-        }
-        Err(errors) => {
-            state.metrics.policy_load_errors.inc();
-            for error in &errors {
-                tracing::error!(error = %error, "policy load error");
-            }
-            tracing::error!(errors = errors.len(), dir = %dir.display(), "policy set rejected; keeping the active set");
-        }
+    let publisher = Publisher::new(
+        state.store.clone(),
+        state.metrics.clone(),
+        LoadOptions { eval_timeout },
+    );
+    let loaded = tokio::task::spawn_blocking(move || match loader::read_dir(&dir) {
+        Ok(files) => publisher.publish_files(&files).map(|_| ()),
+        Err(errors) => Err(publisher.reject(errors)),
+    })
+    .await;
+    if let Err(err) = loaded {
+        tracing::error!(error = %err, "policy load task failed");
+        state.metrics.policy_load_errors.inc();
     }
 }

@@ -8,6 +8,7 @@
 //! theirs.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -70,6 +71,8 @@ pub struct ReloadingCert {
     key_path: PathBuf,
     provider: Arc<CryptoProvider>,
     current: ArcSwap<CertifiedKey>,
+    /// `notAfter` of the served certificate, in seconds since the Unix epoch (0: unknown).
+    not_after: AtomicI64,
     /// The bytes the current pair was built from, to notice changes cheaply.
     loaded: Mutex<(Vec<u8>, Vec<u8>)>,
 }
@@ -84,6 +87,7 @@ impl ReloadingCert {
             cert_path: cert_path.to_path_buf(),
             key_path: key_path.to_path_buf(),
             provider,
+            not_after: AtomicI64::new(not_after(&key).unwrap_or(0)),
             current: ArcSwap::from_pointee(key),
             loaded: Mutex::new((cert_bytes, key_bytes)),
         }))
@@ -106,6 +110,8 @@ impl ReloadingCert {
             &key_bytes,
             &self.provider,
         )?;
+        self.not_after
+            .store(not_after(&key).unwrap_or(0), Ordering::Relaxed);
         self.current.store(Arc::new(key));
         *loaded = (cert_bytes, key_bytes);
         Ok(true)
@@ -122,8 +128,23 @@ impl ReloadingCert {
         Ok(config)
     }
 
+    /// When the served certificate expires (its `notAfter`), in seconds since the Unix epoch; `None` if its
+    /// validity could not be read.
+    pub fn not_after(&self) -> Option<i64> {
+        Some(self.not_after.load(Ordering::Relaxed)).filter(|t| *t != 0)
+    }
+
     /// Poll the files every `interval` until the task is dropped, logging each reload or failure.
     pub async fn watch(self: Arc<Self>, interval: Duration) {
+        self.watch_with(interval, |_| {}).await;
+    }
+
+    /// [`ReloadingCert::watch`], calling `on_reload` after each certificate swap (e.g. to update metrics).
+    pub async fn watch_with(
+        self: Arc<Self>,
+        interval: Duration,
+        on_reload: impl Fn(&ReloadingCert) + Send,
+    ) {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await;
@@ -133,7 +154,12 @@ impl ReloadingCert {
             let result = tokio::task::spawn_blocking(move || this.reload()).await;
             match result {
                 Ok(Ok(true)) => {
-                    tracing::info!(cert = %self.cert_path.display(), "reloaded the TLS certificate")
+                    tracing::info!(
+                        cert = %self.cert_path.display(),
+                        not_after = self.not_after().unwrap_or_default(),
+                        "reloaded the TLS certificate"
+                    );
+                    on_reload(&self);
                 }
                 Ok(Ok(false)) => {}
                 Ok(Err(err)) => tracing::warn!(error = %err, "keeping the current TLS certificate"),
@@ -157,6 +183,13 @@ fn read_pair(cert_path: &Path, key_path: &Path) -> Result<(Vec<u8>, Vec<u8>), Tl
         })
     };
     Ok((read(cert_path)?, read(key_path)?))
+}
+
+/// `notAfter` of the leaf certificate, in seconds since the Unix epoch.
+fn not_after(key: &CertifiedKey) -> Option<i64> {
+    let leaf = key.cert.first()?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    Some(parsed.validity().not_after.timestamp())
 }
 
 fn certified_key(
@@ -222,6 +255,41 @@ mod tests {
         std::fs::copy(&key2, &key).expect("copy");
         assert!(reloading.reload().expect("reloads"));
         assert!(!Arc::ptr_eq(&first, &reloading.current.load_full()));
+    }
+
+    #[test]
+    fn expiry_follows_the_served_certificate() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let short = certs::generate(
+            &["a".into()],
+            &[],
+            Duration::from_secs(3600),
+            Duration::from_secs(7200),
+        )
+        .expect("generates");
+        let long = certs::generate(
+            &["a".into()],
+            &[],
+            Duration::from_secs(86400),
+            Duration::from_secs(172800),
+        )
+        .expect("generates");
+        let written = certs::write(&dir.path().join("c"), &short).expect("writes");
+        let reloading = ReloadingCert::load(&written.cert, &written.key).expect("loads");
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let first = reloading.not_after().expect("known expiry");
+        assert!(
+            (now + 3000..=now + 3700).contains(&first),
+            "notAfter {first} is about an hour from {now}"
+        );
+
+        certs::write(&dir.path().join("c"), &long).expect("writes");
+        assert!(reloading.reload().expect("reloads"));
+        let second = reloading.not_after().expect("known expiry");
+        assert!(
+            (now + 86000..=now + 86500).contains(&second),
+            "notAfter {second} is about a day from {now}"
+        );
     }
 
     #[test]

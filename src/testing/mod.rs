@@ -3,8 +3,10 @@
 //! Each kind of test file has a [`SuiteRunner`]; [`rego`] runs `*_test.rego` files the way `opa test` does. Every
 //! runner reports [`CaseResult`]s into one [`Report`], rendered as a table, JSON or JUnit.
 
+pub mod gator;
 pub mod known;
 pub mod kyverno;
+pub mod progress;
 pub mod rego;
 pub mod report;
 
@@ -53,19 +55,53 @@ pub trait SuiteRunner: Send + Sync {
 
 /// Every YAML suite runner.
 pub fn runners() -> Vec<Box<dyn SuiteRunner>> {
-    vec![Box::new(kyverno::KyvernoRunner)]
+    vec![
+        Box::new(gator::GatorRunner),
+        Box::new(kyverno::KyvernoRunner),
+    ]
+}
+
+/// Where a test run is, reported just before each test file (or each directory's group of Rego tests) runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress<'a> {
+    /// 1-based position of the file about to run.
+    pub current: usize,
+    /// Number of test files found.
+    pub total: usize,
+    /// The test file (for Rego tests: the directory whose `*_test.rego` files run together).
+    pub path: &'a Path,
 }
 
 /// Find and run every test under `paths`.
 pub fn run(paths: &[PathBuf], options: &TestOptions) -> Vec<CaseResult> {
+    run_with_progress(paths, options, &mut |_| {})
+}
+
+/// One unit of a test run, in report order.
+enum Work {
+    /// Results known while searching (a missing path, an unreadable directory).
+    Done(CaseResult),
+    /// A YAML file that a runner recognised, with its content.
+    Yaml(PathBuf, String),
+    /// The `*_test.rego` files under one root.
+    Rego(PathBuf, Vec<PathBuf>),
+}
+
+/// [`run`], calling `progress` before each test file runs. Files are found first, so `total` is known from the
+/// start; a YAML file counts only if a runner recognises it.
+pub fn run_with_progress(
+    paths: &[PathBuf],
+    options: &TestOptions,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Vec<CaseResult> {
     let runners = runners();
-    let mut results = Vec::new();
+    let mut work = Vec::new();
     for root in paths {
         if !root.exists() {
-            results.push(CaseResult::error(
+            work.push(Work::Done(CaseResult::error(
                 &root.display().to_string(),
                 "no such file or directory",
-            ));
+            )));
             continue;
         }
         let mut rego_tests: BTreeMap<PathBuf, ()> = BTreeMap::new();
@@ -79,7 +115,10 @@ pub fn run(paths: &[PathBuf], options: &TestOptions) -> Vec<CaseResult> {
                 Ok(entry) => entry,
                 Err(err) => {
                     let origin = err.path().unwrap_or(root).display().to_string();
-                    results.push(CaseResult::error(&origin, format!("cannot read: {err}")));
+                    work.push(Work::Done(CaseResult::error(
+                        &origin,
+                        format!("cannot read: {err}"),
+                    )));
                     continue;
                 }
             };
@@ -94,11 +133,42 @@ pub fn run(paths: &[PathBuf], options: &TestOptions) -> Vec<CaseResult> {
             if !(name.ends_with(".yaml") || name.ends_with(".yml")) {
                 continue;
             }
-            results.extend(run_yaml(entry.path(), &runners, options));
+            // Unreadable files that no runner would want are not test files; only the ones that look like tests run.
+            let Ok(content) = std::fs::read_to_string(entry.path()) else {
+                continue;
+            };
+            if runners.iter().any(|r| r.sniff(&content)) {
+                work.push(Work::Yaml(entry.path().to_path_buf(), content));
+            }
         }
         if !rego_tests.is_empty() {
-            let tests: Vec<PathBuf> = rego_tests.into_keys().collect();
-            results.extend(rego::run(root, &tests, options));
+            work.push(Work::Rego(root.clone(), rego_tests.into_keys().collect()));
+        }
+    }
+    let total = work.iter().filter(|w| !matches!(w, Work::Done(_))).count();
+    let mut current = 0;
+    let mut results = Vec::new();
+    for item in work {
+        match item {
+            Work::Done(result) => results.push(result),
+            Work::Yaml(path, content) => {
+                current += 1;
+                progress(Progress {
+                    current,
+                    total,
+                    path: &path,
+                });
+                results.extend(run_yaml(&path, content, &runners, options));
+            }
+            Work::Rego(root, tests) => {
+                current += 1;
+                progress(Progress {
+                    current,
+                    total,
+                    path: &root,
+                });
+                results.extend(rego::run(&root, &tests, options));
+            }
         }
     }
     results
@@ -106,14 +176,11 @@ pub fn run(paths: &[PathBuf], options: &TestOptions) -> Vec<CaseResult> {
 
 fn run_yaml(
     path: &Path,
+    content: String,
     runners: &[Box<dyn SuiteRunner>],
     options: &TestOptions,
 ) -> Vec<CaseResult> {
     let origin = path.display().to_string();
-    let Ok(content) = std::fs::read_to_string(path) else {
-        // Unreadable files that no runner would want are not test files; only report the ones that look like tests.
-        return Vec::new();
-    };
     let interested: Vec<&Box<dyn SuiteRunner>> =
         runners.iter().filter(|r| r.sniff(&content)).collect();
     if interested.is_empty() {
@@ -129,5 +196,40 @@ fn run_yaml(
     match interested.into_iter().find(|r| r.detect(&documents)) {
         Some(runner) => runner.run(path, documents, options),
         None => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_counts_test_files_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let write = |name: &str, content: &str| {
+            let path = dir.path().join(name);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            std::fs::write(path, content).expect("write");
+        };
+        write("p/a.rego", "package a\n\nallow := true\n");
+        write(
+            "p/a_test.rego",
+            "package a_test\n\nimport data.a\n\ntest_allow if a.allow\n",
+        );
+        write("p/policy.yaml", "apiVersion: v1\nkind: ConfigMap\n");
+        let missing = dir.path().join("missing");
+        let mut seen = Vec::new();
+        let results = run_with_progress(
+            &[dir.path().join("p"), missing.clone()],
+            &TestOptions::default(),
+            &mut |p| seen.push((p.current, p.total, p.path.to_path_buf())),
+        );
+        // The Rego tests of p/ are one unit; a plain YAML file no runner recognises is not counted; a missing path
+        // is an error result, not a unit of progress.
+        assert_eq!(seen, vec![(1, 1, dir.path().join("p"))]);
+        assert_eq!(results.len(), 2, "{results:?}");
+        assert_eq!(results[0].result, Outcome::Pass);
+        assert_eq!(results[1].result, Outcome::Error);
+        assert_eq!(results[1].suite, missing.display().to_string());
     }
 }

@@ -46,7 +46,10 @@ fn operand(a: &Args<'_, '_>, value: &Value, i: usize) -> Result<Operand, JmesErr
             } else if let Some(d) = parse_duration(s) {
                 Ok(Operand::Duration(d))
             } else {
-                Err(a.error(format!("argument {}: {s:?} is not a number, quantity or duration", i + 1)))
+                Err(a.error(format!(
+                    "argument {}: {s:?} is not a number, quantity or duration",
+                    i + 1
+                )))
             }
         }
         other => Err(a.type_error(i, "number, quantity or duration", other)),
@@ -63,7 +66,11 @@ fn mismatch(a: &Args<'_, '_>, x: &Operand, y: &Operand) -> JmesError {
         Operand::Quantity(_) => "quantity",
         Operand::Duration(_) => "duration",
     };
-    a.error(format!("types mismatch: cannot combine {} and {}", kind(x), kind(y)))
+    a.error(format!(
+        "types mismatch: cannot combine {} and {}",
+        kind(x),
+        kind(y)
+    ))
 }
 
 fn overflow(a: &Args<'_, '_>) -> JmesError {
@@ -82,18 +89,28 @@ fn duration_value(a: &Args<'_, '_>, nanos: f64) -> Result<Value, JmesError> {
 }
 
 fn quantity_value(a: &Args<'_, '_>, q: Option<Quantity>) -> Result<Value, JmesError> {
-    q.map(|q| Value::String(q.to_string())).ok_or_else(|| overflow(a))
+    q.map(|q| Value::String(q.to_string()))
+        .ok_or_else(|| overflow(a))
 }
 
 /// Multiply a quantity by a number exactly when the number is a short decimal.
-fn scale_quantity(a: &Args<'_, '_>, q: &Quantity, n: &Number, divide: bool) -> Result<Value, JmesError> {
-    let factor = Quantity::parse(&n.to_string()).ok_or_else(|| a.error(format!("cannot use {n} as a factor")))?;
+fn scale_quantity(
+    a: &Args<'_, '_>,
+    q: &Quantity,
+    n: &Number,
+    divide: bool,
+) -> Result<Value, JmesError> {
+    let factor = Quantity::parse(&n.to_string())
+        .ok_or_else(|| a.error(format!("cannot use {n} as a factor")))?;
     let f = factor.nanos();
     let nanos = if divide {
         if f == 0 {
             return Err(zero(a));
         }
-        q.nanos().checked_mul(1_000_000_000).ok_or_else(|| overflow(a))? / f
+        q.nanos()
+            .checked_mul(1_000_000_000)
+            .ok_or_else(|| overflow(a))?
+            / f
     } else {
         q.nanos().checked_mul(f).ok_or_else(|| overflow(a))? / 1_000_000_000
     };
@@ -147,10 +164,16 @@ fn apply(a: &Args<'_, '_>, op: Op, x: &Operand, y: &Operand) -> Result<Value, Jm
         (_, S(p), S(q)) => scalar(a, op, p, q),
         (Op::Add, Q(p), Q(q)) => quantity_value(a, p.checked_add(q)),
         (Op::Sub, Q(p), Q(q)) => quantity_value(a, p.checked_sub(q)),
-        (Op::Add, D(p), D(q)) => Ok(Value::String(format_duration(p.checked_add(*q).ok_or_else(|| overflow(a))?))),
-        (Op::Sub, D(p), D(q)) => Ok(Value::String(format_duration(p.checked_sub(*q).ok_or_else(|| overflow(a))?))),
+        (Op::Add, D(p), D(q)) => Ok(Value::String(format_duration(
+            p.checked_add(*q).ok_or_else(|| overflow(a))?,
+        ))),
+        (Op::Sub, D(p), D(q)) => Ok(Value::String(format_duration(
+            p.checked_sub(*q).ok_or_else(|| overflow(a))?,
+        ))),
         (Op::Mul, Q(p), S(n)) | (Op::Mul, S(n), Q(p)) => scale_quantity(a, p, n, false),
-        (Op::Mul, D(d), S(n)) | (Op::Mul, S(n), D(d)) => duration_value(a, *d as f64 * float(a, n)?),
+        (Op::Mul, D(d), S(n)) | (Op::Mul, S(n), D(d)) => {
+            duration_value(a, *d as f64 * float(a, n)?)
+        }
         (Op::Div, Q(p), S(n)) => scale_quantity(a, p, n, true),
         (Op::Div, D(d), S(n)) => {
             let n = float(a, n)?;
@@ -184,7 +207,9 @@ fn apply(a: &Args<'_, '_>, op: Op, x: &Operand, y: &Operand) -> Result<Value, Jm
             if *q == 0 {
                 return Err(zero(a));
             }
-            Ok(Value::String(format_duration(p.checked_rem(*q).ok_or_else(|| overflow(a))?)))
+            Ok(Value::String(format_duration(
+                p.checked_rem(*q).ok_or_else(|| overflow(a))?,
+            )))
         }
         _ => Err(mismatch(a, x, y)),
     }
@@ -257,5 +282,9 @@ fn round(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     let value = float(a, n)?;
     let shift = 10f64.powi(i32::try_from(places.min(300)).unwrap_or(300));
     let rounded = (value * shift).round() / shift;
-    Ok(if rounded.is_finite() { number(rounded) } else { Value::Number(n.clone()) })
+    Ok(if rounded.is_finite() {
+        number(rounded)
+    } else {
+        Value::Number(n.clone())
+    })
 }

@@ -24,7 +24,9 @@ fn base64_decode(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
 }
 
 fn base64_encode(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
-    Ok(Value::String(base64::engine::general_purpose::STANDARD.encode(a.string(0)?)))
+    Ok(Value::String(
+        base64::engine::general_purpose::STANDARD.encode(a.string(0)?),
+    ))
 }
 
 fn sha256(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
@@ -56,11 +58,15 @@ pub(crate) fn yaml_to_json(yaml: &serde_yaml::Value) -> Result<Value, String> {
                 Value::from(u)
             } else {
                 let f = n.as_f64().unwrap_or(f64::NAN);
-                serde_json::Number::from_f64(f).map(Value::Number).ok_or_else(|| format!("{n} is not a JSON number"))?
+                serde_json::Number::from_f64(f)
+                    .map(Value::Number)
+                    .ok_or_else(|| format!("{n} is not a JSON number"))?
             }
         }
         Y::String(s) => Value::String(s.clone()),
-        Y::Sequence(items) => Value::Array(items.iter().map(yaml_to_json).collect::<Result<_, _>>()?),
+        Y::Sequence(items) => {
+            Value::Array(items.iter().map(yaml_to_json).collect::<Result<_, _>>()?)
+        }
         Y::Mapping(map) => {
             let mut out = Map::new();
             for (k, v) in map {

@@ -27,7 +27,11 @@ pub(crate) static FUNCTIONS: &[Function] = &[
 
 fn path_canonicalize(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     let path = a.string(0)?;
-    Ok(Value::String(if path.is_empty() { String::new() } else { clean_path(path) }))
+    Ok(Value::String(if path.is_empty() {
+        String::new()
+    } else {
+        clean_path(path)
+    }))
 }
 
 /// Lexically clean a slash-separated path as Go's `filepath.Clean` does on Linux.
@@ -73,7 +77,10 @@ struct Version {
 }
 
 fn parse_numeric(part: &str) -> Option<u64> {
-    if part.is_empty() || (part.len() > 1 && part.starts_with('0')) || !part.bytes().all(|b| b.is_ascii_digit()) {
+    if part.is_empty()
+        || (part.len() > 1 && part.starts_with('0'))
+        || !part.bytes().all(|b| b.is_ascii_digit())
+    {
         return None;
     }
     part.parse().ok()
@@ -107,13 +114,19 @@ impl Version {
                 });
             }
         }
-        Some(Version { major, minor, patch, pre: ids })
+        Some(Version {
+            major,
+            minor,
+            patch,
+            pre: ids,
+        })
     }
 }
 
 impl Ord for Version {
     fn cmp(&self, other: &Self) -> Ordering {
-        let core = (self.major, self.minor, self.patch).cmp(&(other.major, other.minor, other.patch));
+        let core =
+            (self.major, self.minor, self.patch).cmp(&(other.major, other.minor, other.patch));
         if core != Ordering::Equal {
             return core;
         }
@@ -172,14 +185,34 @@ fn expand_term(op: &str, version: &str) -> Option<Vec<(String, Version)>> {
     let major = parse_numeric(parts.first()?)?;
     let (low, high) = if at == 1 {
         (
-            Version { major, minor: 0, patch: 0, pre: vec![] },
-            Version { major: major.checked_add(1)?, minor: 0, patch: 0, pre: vec![] },
+            Version {
+                major,
+                minor: 0,
+                patch: 0,
+                pre: vec![],
+            },
+            Version {
+                major: major.checked_add(1)?,
+                minor: 0,
+                patch: 0,
+                pre: vec![],
+            },
         )
     } else {
         let minor = parse_numeric(parts.get(1)?)?;
         (
-            Version { major, minor, patch: 0, pre: vec![] },
-            Version { major, minor: minor.checked_add(1)?, patch: 0, pre: vec![] },
+            Version {
+                major,
+                minor,
+                patch: 0,
+                pre: vec![],
+            },
+            Version {
+                major,
+                minor: minor.checked_add(1)?,
+                patch: 0,
+                pre: vec![],
+            },
         )
     };
     Some(match op {
@@ -204,7 +237,9 @@ fn range_matches(version: &Version, range: &str) -> Option<bool> {
         let mut i = 0;
         while let Some(token) = tokens.get(i) {
             i += 1;
-            let op_len = token.find(|c: char| !matches!(c, '<' | '>' | '=' | '!')).unwrap_or(token.len());
+            let op_len = token
+                .find(|c: char| !matches!(c, '<' | '>' | '=' | '!'))
+                .unwrap_or(token.len());
             let (op, mut ver) = token.split_at(op_len);
             if ver.is_empty() {
                 ver = tokens.get(i)?;
@@ -223,8 +258,8 @@ fn range_matches(version: &Version, range: &str) -> Option<bool> {
 
 fn semver_compare(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     let version_text = a.string(0)?;
-    let version =
-        Version::parse(version_text).ok_or_else(|| a.error(format!("invalid semantic version {version_text:?}")))?;
+    let version = Version::parse(version_text)
+        .ok_or_else(|| a.error(format!("invalid semantic version {version_text:?}")))?;
     let range = a.string(1)?;
     range_matches(&version, range)
         .map(Value::Bool)
@@ -262,19 +297,27 @@ pub(crate) fn normalize_image(image: &str) -> Result<String, String> {
     let (name, tag) = match rest.get(last_slash..).and_then(|tail| tail.rfind(':')) {
         Some(colon) => {
             let split = last_slash + colon;
-            (rest.get(..split).ok_or_else(invalid)?, rest.get(split + 1..))
+            (
+                rest.get(..split).ok_or_else(invalid)?,
+                rest.get(split + 1..),
+            )
         }
         None => (rest, None),
     };
     let (registry, path) = match name.split_once('/') {
         Some((first, remainder))
-            if first.contains(['.', ':']) || first == "localhost" || first.to_lowercase() != first =>
+            if first.contains(['.', ':'])
+                || first == "localhost"
+                || first.to_lowercase() != first =>
         {
             (first, remainder)
         }
         _ => ("docker.io", name),
     };
-    if !domain_re.is_match(registry) || path.is_empty() || !path.split('/').all(|c| component_re.is_match(c)) {
+    if !domain_re.is_match(registry)
+        || path.is_empty()
+        || !path.split('/').all(|c| component_re.is_match(c))
+    {
         return Err(invalid());
     }
     if let Some(tag) = tag {
@@ -292,7 +335,9 @@ pub(crate) fn normalize_image(image: &str) -> Result<String, String> {
 }
 
 fn image_normalize(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
-    normalize_image(a.string(0)?).map(Value::String).map_err(|m| a.error(m))
+    normalize_image(a.string(0)?)
+        .map(Value::String)
+        .map_err(|m| a.error(m))
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -303,7 +348,11 @@ fn is_external_url(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError>
     let Some((scheme, rest)) = text.split_once("://") else {
         return Ok(Value::Bool(false));
     };
-    if scheme.is_empty() || !scheme.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')) {
+    if scheme.is_empty()
+        || !scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    {
         return Ok(Value::Bool(false));
     }
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
@@ -342,12 +391,15 @@ fn lookup(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
         }
         Value::Array(items) => {
             let index = match a.value(1)? {
-                Value::Number(n) => {
-                    as_integer(n).ok_or_else(|| a.error(format!("argument 2: expected an integer, got {n}")))?
-                }
+                Value::Number(n) => as_integer(n)
+                    .ok_or_else(|| a.error(format!("argument 2: expected an integer, got {n}")))?,
                 other => return Err(a.type_error(1, "number", other)),
             };
-            Ok(usize::try_from(index).ok().and_then(|i| items.get(i)).cloned().unwrap_or(Value::Null))
+            Ok(usize::try_from(index)
+                .ok()
+                .and_then(|i| items.get(i))
+                .cloned()
+                .unwrap_or(Value::Null))
         }
         other => Err(a.type_error(0, "object or array", other)),
     }
@@ -367,10 +419,17 @@ fn items(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
             let mut keys: Vec<&String> = map.keys().collect();
             keys.sort_unstable();
             Ok(Value::Array(
-                keys.into_iter().filter_map(|k| map.get(k).map(|v| pair(Value::String(k.clone()), v))).collect(),
+                keys.into_iter()
+                    .filter_map(|k| map.get(k).map(|v| pair(Value::String(k.clone()), v)))
+                    .collect(),
             ))
         }
-        Value::Array(list) => Ok(Value::Array(list.iter().enumerate().map(|(i, v)| pair(Value::from(i), v)).collect())),
+        Value::Array(list) => Ok(Value::Array(
+            list.iter()
+                .enumerate()
+                .map(|(i, v)| pair(Value::from(i), v))
+                .collect(),
+        )),
         other => Err(a.type_error(0, "object or array", other)),
     }
 }
@@ -386,7 +445,12 @@ fn object_from_lists(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesErro
                 let args = [super::Arg::Value(std::borrow::Cow::Borrowed(key))];
                 text_arg(&Args::new(a.name, &args), 0)?
             }
-            other => return Err(a.error(format!("keys must be strings, found {}", super::type_name(other)))),
+            other => {
+                return Err(a.error(format!(
+                    "keys must be strings, found {}",
+                    super::type_name(other)
+                )))
+            }
         };
         out.insert(key, values.get(i).cloned().unwrap_or(Value::Null));
     }
@@ -413,7 +477,9 @@ impl Rng {
     fn new() -> Self {
         use std::hash::{BuildHasher, Hasher};
         let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
         hasher.write_u128(nanos);
         Rng(hasher.finish() | 1, 0)
     }
@@ -468,19 +534,29 @@ fn emit(hir: &regex_syntax::hir::Hir, rng: &mut Rng, out: &mut String) -> Result
         return Err("pattern too expensive to generate".to_string());
     }
     if out.len() > MAX_RANDOM_OUTPUT {
-        return Err(format!("pattern generates more than {MAX_RANDOM_OUTPUT} bytes"));
+        return Err(format!(
+            "pattern generates more than {MAX_RANDOM_OUTPUT} bytes"
+        ));
     }
     match hir.kind() {
         HirKind::Empty | HirKind::Look(_) => {}
         HirKind::Literal(lit) => out.push_str(&String::from_utf8_lossy(&lit.0)),
         HirKind::Class(Class::Unicode(class)) => {
             // Prefer printable ASCII for broad classes such as `.` or `[^a]`.
-            let mut printable = regex_syntax::hir::ClassUnicode::new([regex_syntax::hir::ClassUnicodeRange::new(
-                ' ', '~',
-            )]);
+            let mut printable =
+                regex_syntax::hir::ClassUnicode::new([regex_syntax::hir::ClassUnicodeRange::new(
+                    ' ', '~',
+                )]);
             printable.intersect(class);
-            let ranges = if printable.ranges().is_empty() { class.ranges() } else { printable.ranges() };
-            let total: u64 = ranges.iter().map(|r| u64::from(r.end()) - u64::from(r.start()) + 1).sum();
+            let ranges = if printable.ranges().is_empty() {
+                class.ranges()
+            } else {
+                printable.ranges()
+            };
+            let total: u64 = ranges
+                .iter()
+                .map(|r| u64::from(r.end()) - u64::from(r.start()) + 1)
+                .sum();
             if total == 0 {
                 return Err("pattern has an empty character class".to_string());
             }
@@ -488,7 +564,8 @@ fn emit(hir: &regex_syntax::hir::Hir, rng: &mut Rng, out: &mut String) -> Result
             for r in ranges {
                 let size = u64::from(r.end()) - u64::from(r.start()) + 1;
                 if pick < size {
-                    let code = u32::try_from(u64::from(r.start()) + pick).unwrap_or(u32::from(r.start()));
+                    let code =
+                        u32::try_from(u64::from(r.start()) + pick).unwrap_or(u32::from(r.start()));
                     out.push(char::from_u32(code).unwrap_or(r.start()));
                     break;
                 }
@@ -497,7 +574,10 @@ fn emit(hir: &regex_syntax::hir::Hir, rng: &mut Rng, out: &mut String) -> Result
         }
         HirKind::Class(Class::Bytes(class)) => {
             let ranges = class.ranges();
-            let total: u64 = ranges.iter().map(|r| u64::from(r.end()) - u64::from(r.start()) + 1).sum();
+            let total: u64 = ranges
+                .iter()
+                .map(|r| u64::from(r.end()) - u64::from(r.start()) + 1)
+                .sum();
             let mut pick = rng.below(total.max(1));
             for r in ranges {
                 let size = u64::from(r.end()) - u64::from(r.start()) + 1;
@@ -510,15 +590,20 @@ fn emit(hir: &regex_syntax::hir::Hir, rng: &mut Rng, out: &mut String) -> Result
             }
         }
         HirKind::Repetition(rep) => {
-            let max = rep.max.unwrap_or_else(|| rep.min.saturating_add(UNBOUNDED_EXTRA));
+            let max = rep
+                .max
+                .unwrap_or_else(|| rep.min.saturating_add(UNBOUNDED_EXTRA));
             if rep.min as usize > MAX_RANDOM_OUTPUT {
                 return Err(format!("repetition {{{}}} too large", rep.min));
             }
-            let count = rep.min + u32::try_from(rng.below(u64::from(max.saturating_sub(rep.min)) + 1)).unwrap_or(0);
+            let count = rep.min
+                + u32::try_from(rng.below(u64::from(max.saturating_sub(rep.min)) + 1)).unwrap_or(0);
             for _ in 0..count {
                 emit(&rep.sub, rng, out)?;
                 if out.len() > MAX_RANDOM_OUTPUT {
-                    return Err(format!("pattern generates more than {MAX_RANDOM_OUTPUT} bytes"));
+                    return Err(format!(
+                        "pattern generates more than {MAX_RANDOM_OUTPUT} bytes"
+                    ));
                 }
             }
         }
@@ -530,7 +615,10 @@ fn emit(hir: &regex_syntax::hir::Hir, rng: &mut Rng, out: &mut String) -> Result
         }
         HirKind::Alternation(options) => {
             let len = u64::try_from(options.len()).unwrap_or(1);
-            if let Some(choice) = usize::try_from(rng.below(len)).ok().and_then(|i| options.get(i)) {
+            if let Some(choice) = usize::try_from(rng.below(len))
+                .ok()
+                .and_then(|i| options.get(i))
+            {
                 emit(choice, rng, out)?;
             }
         }

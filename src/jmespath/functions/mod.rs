@@ -35,8 +35,18 @@ impl std::fmt::Debug for Function {
 }
 
 impl Function {
-    pub(crate) const fn new(name: &'static str, min: usize, max: Option<usize>, call: Impl) -> Self {
-        Function { name, min, max, call }
+    pub(crate) const fn new(
+        name: &'static str,
+        min: usize,
+        max: Option<usize>,
+        call: Impl,
+    ) -> Self {
+        Function {
+            name,
+            min,
+            max,
+            call,
+        }
     }
 
     /// Check a call's argument count.
@@ -51,7 +61,10 @@ impl Function {
             None => format!("at least {}", self.min),
         };
         let plural = if expected == "1" { "" } else { "s" };
-        Err(format!("function {}() expects {expected} argument{plural}, got {given}", self.name))
+        Err(format!(
+            "function {}() expects {expected} argument{plural}, got {given}",
+            self.name
+        ))
     }
 }
 
@@ -69,12 +82,18 @@ fn tables() -> [&'static [Function]; 6] {
 
 /// Find a function by name.
 pub(crate) fn lookup(name: &str) -> Option<&'static Function> {
-    tables().into_iter().flat_map(|t| t.iter()).find(|f| f.name == name)
+    tables()
+        .into_iter()
+        .flat_map(|t| t.iter())
+        .find(|f| f.name == name)
 }
 
 /// The names of every function expressions may call, sorted.
 pub fn function_names() -> Vec<&'static str> {
-    let mut names: Vec<&'static str> = tables().into_iter().flat_map(|t| t.iter().map(|f| f.name)).collect();
+    let mut names: Vec<&'static str> = tables()
+        .into_iter()
+        .flat_map(|t| t.iter().map(|f| f.name))
+        .collect();
     names.sort_unstable();
     names.dedup();
     names
@@ -118,19 +137,29 @@ impl<'x, 'a> Args<'x, 'a> {
 
     /// A function error with this function's name.
     pub(crate) fn error(&self, message: impl Into<String>) -> JmesError {
-        JmesError::Function { name: self.name.to_string(), message: message.into() }
+        JmesError::Function {
+            name: self.name.to_string(),
+            message: message.into(),
+        }
     }
 
     /// A type error for argument `i` (0-based).
     pub(crate) fn type_error(&self, i: usize, expected: &str, got: &Value) -> JmesError {
-        self.error(format!("argument {}: expected {expected}, got {}", i + 1, type_name(got)))
+        self.error(format!(
+            "argument {}: expected {expected}, got {}",
+            i + 1,
+            type_name(got)
+        ))
     }
 
     /// Argument `i` as any value.
     pub(crate) fn value(&self, i: usize) -> Result<&Value, JmesError> {
         match self.args.get(i) {
             Some(Arg::Value(v)) => Ok(v),
-            Some(Arg::Expref(_)) => Err(self.error(format!("argument {}: expected a value, got an expression", i + 1))),
+            Some(Arg::Expref(_)) => Err(self.error(format!(
+                "argument {}: expected a value, got an expression",
+                i + 1
+            ))),
             None => Err(self.error(format!("missing argument {}", i + 1))),
         }
     }
@@ -163,13 +192,15 @@ impl<'x, 'a> Args<'x, 'a> {
     /// Argument `i` as a float.
     pub(crate) fn float(&self, i: usize) -> Result<f64, JmesError> {
         let n = self.number(i)?;
-        n.as_f64().ok_or_else(|| self.error(format!("argument {}: number out of range", i + 1)))
+        n.as_f64()
+            .ok_or_else(|| self.error(format!("argument {}: number out of range", i + 1)))
     }
 
     /// Argument `i` as an integer (an integral number).
     pub(crate) fn integer(&self, i: usize) -> Result<i64, JmesError> {
         let n = self.number(i)?;
-        as_integer(n).ok_or_else(|| self.error(format!("argument {}: expected an integer, got {n}", i + 1)))
+        as_integer(n)
+            .ok_or_else(|| self.error(format!("argument {}: expected an integer, got {n}", i + 1)))
     }
 
     /// Argument `i` as an array.
@@ -195,7 +226,11 @@ impl<'x, 'a> Args<'x, 'a> {
             .iter()
             .map(|v| match v {
                 Value::String(s) => Ok(s.as_str()),
-                other => Err(self.error(format!("argument {}: expected array of strings, found {}", i + 1, type_name(other)))),
+                other => Err(self.error(format!(
+                    "argument {}: expected array of strings, found {}",
+                    i + 1,
+                    type_name(other)
+                ))),
             })
             .collect()
     }
@@ -219,7 +254,9 @@ pub(crate) fn number(f: f64) -> Value {
     if f.is_finite() && f.fract() == 0.0 && f.abs() < 9.007_199_254_740_992e15 {
         return Value::from(f as i64);
     }
-    Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null)
+    Number::from_f64(f)
+        .map(Value::Number)
+        .unwrap_or(Value::Null)
 }
 
 /// Encode a value as Go's `encoding/json` does (what Kyverno prints): object keys sorted, integral floats without
@@ -309,7 +346,11 @@ pub(crate) fn format_float(f: f64) -> String {
                     Some(d) => ('-', d),
                     None => ('+', exp),
                 };
-                let digits = if digits.len() < 2 { format!("0{digits}") } else { digits.to_string() };
+                let digits = if digits.len() < 2 {
+                    format!("0{digits}")
+                } else {
+                    digits.to_string()
+                };
                 format!("{mantissa}e{sign}{digits}")
             }
             None => text,

@@ -52,7 +52,11 @@ fn numbers(a: &Args<'_, '_>, i: usize) -> Result<Vec<f64>, JmesError> {
         .iter()
         .map(|v| match v {
             Value::Number(n) => n.as_f64().ok_or_else(|| a.error("number out of range")),
-            other => Err(a.error(format!("argument {}: expected array of numbers, found {}", i + 1, type_name(other)))),
+            other => Err(a.error(format!(
+                "argument {}: expected array of numbers, found {}",
+                i + 1,
+                type_name(other)
+            ))),
         })
         .collect()
 }
@@ -107,7 +111,12 @@ fn join(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
 }
 
 fn keys(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
-    Ok(Value::Array(a.object(0)?.keys().map(|k| Value::String(k.clone())).collect()))
+    Ok(Value::Array(
+        a.object(0)?
+            .keys()
+            .map(|k| Value::String(k.clone()))
+            .collect(),
+    ))
 }
 
 fn values(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
@@ -144,7 +153,11 @@ fn sort_cmp(x: &Value, y: &Value) -> Ordering {
 }
 
 /// Check that all `items` are numbers, or all are strings; returns the shared type name.
-fn sortable<'v>(a: &Args<'_, '_>, items: impl Iterator<Item = &'v Value>, what: &str) -> Result<(), JmesError> {
+fn sortable<'v>(
+    a: &Args<'_, '_>,
+    items: impl Iterator<Item = &'v Value>,
+    what: &str,
+) -> Result<(), JmesError> {
     let mut kind: Option<&'static str> = None;
     for item in items {
         let t = type_name(item);
@@ -153,7 +166,11 @@ fn sortable<'v>(a: &Args<'_, '_>, items: impl Iterator<Item = &'v Value>, what: 
         }
         match kind {
             None => kind = Some(t),
-            Some(k) if k != t => return Err(a.error(format!("{what} must all be numbers or all strings, found {k} and {t}"))),
+            Some(k) if k != t => {
+                return Err(a.error(format!(
+                    "{what} must all be numbers or all strings, found {k} and {t}"
+                )))
+            }
             Some(_) => {}
         }
     }
@@ -203,7 +220,10 @@ fn extreme_by(interp: &mut Interp, a: &Args<'_, '_>, want: Ordering) -> Result<V
             _ => Some(entry),
         };
     }
-    Ok(best.and_then(|(_, i)| items.get(*i)).cloned().unwrap_or(Value::Null))
+    Ok(best
+        .and_then(|(_, i)| items.get(*i))
+        .cloned()
+        .unwrap_or(Value::Null))
 }
 
 fn max_by(interp: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
@@ -254,7 +274,11 @@ fn sort_by(interp: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     let mut keys = keyed(interp, a)?;
     let items = a.array(0)?;
     keys.sort_by(|x, y| sort_cmp(&x.0, &y.0));
-    Ok(Value::Array(keys.iter().filter_map(|(_, i)| items.get(*i).cloned()).collect()))
+    Ok(Value::Array(
+        keys.iter()
+            .filter_map(|(_, i)| items.get(*i).cloned())
+            .collect(),
+    ))
 }
 
 fn to_array(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
@@ -272,9 +296,9 @@ fn to_number(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     })
 }
 
-/// Parse a JSON-style number from a string (`"12"` → 12, `"1.5"` → 1.5); integers stay integers.
+/// Parse a number from a string as Go's `strconv.ParseFloat` would (`"12"` → 12, `"1.5"` → 1.5, `" 1"` → none);
+/// integers stay integers.
 pub(crate) fn parse_number(s: &str) -> Option<Value> {
-    let s = s.trim();
     if let Ok(i) = s.parse::<i64>() {
         return Some(Value::from(i));
     }

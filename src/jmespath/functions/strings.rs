@@ -22,7 +22,12 @@ pub(crate) static FUNCTIONS: &[Function] = &[
     Function::new("split", 2, Some(2), split),
     Function::new("truncate", 2, Some(2), truncate),
     Function::new("regex_replace_all", 3, Some(3), regex_replace_all),
-    Function::new("regex_replace_all_literal", 3, Some(3), regex_replace_all_literal),
+    Function::new(
+        "regex_replace_all_literal",
+        3,
+        Some(3),
+        regex_replace_all_literal,
+    ),
     Function::new("regex_match", 2, Some(2), regex_match),
     Function::new("pattern_match", 2, Some(2), pattern_match),
     Function::new("label_match", 2, Some(2), label_match),
@@ -47,13 +52,19 @@ fn compare(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
 fn equal_fold(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     let (x, y) = (a.string(0)?, a.string(1)?);
     let same = x.chars().count() == y.chars().count()
-        && x.chars().zip(y.chars()).all(|(p, q)| p == q || p.to_lowercase().eq(q.to_lowercase()));
+        && x.chars()
+            .zip(y.chars())
+            .all(|(p, q)| p == q || p.to_lowercase().eq(q.to_lowercase()));
     Ok(Value::Bool(same))
 }
 
 /// The length `replace` may produce, checked before building it.
 fn replaced_len(s: &str, old: &str, new: &str, count: usize) -> usize {
-    let matches = if old.is_empty() { s.chars().count() + 1 } else { s.matches(old).count() };
+    let matches = if old.is_empty() {
+        s.chars().count() + 1
+    } else {
+        s.matches(old).count()
+    };
     let matches = matches.min(count);
     s.len().saturating_add(matches.saturating_mul(new.len()))
 }
@@ -65,7 +76,11 @@ fn replace(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     if replaced_len(s, old, new, count) > MAX_OUTPUT {
         return Err(a.error(format!("result longer than {MAX_OUTPUT} bytes")));
     }
-    let out = if count == usize::MAX { s.replace(old, new) } else { s.replacen(old, new, count) };
+    let out = if count == usize::MAX {
+        s.replace(old, new)
+    } else {
+        s.replacen(old, new, count)
+    };
     output(a, out)
 }
 
@@ -87,12 +102,16 @@ fn to_lower(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
 
 fn trim(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     let (s, cutset) = (a.string(0)?, a.string(1)?);
-    Ok(Value::String(s.trim_matches(|c| cutset.contains(c)).to_string()))
+    Ok(Value::String(
+        s.trim_matches(|c| cutset.contains(c)).to_string(),
+    ))
 }
 
 fn trim_prefix(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     let (s, prefix) = (a.string(0)?, a.string(1)?);
-    Ok(Value::String(s.strip_prefix(prefix).unwrap_or(s).to_string()))
+    Ok(Value::String(
+        s.strip_prefix(prefix).unwrap_or(s).to_string(),
+    ))
 }
 
 fn split(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
@@ -119,7 +138,10 @@ pub(crate) fn text_arg(a: &Args<'_, '_>, i: usize) -> Result<String, JmesError> 
         Value::Bool(b) => Ok(b.to_string()),
         Value::Number(n) => Ok(match n.as_i64() {
             Some(i) => i.to_string(),
-            None => n.as_f64().map(|f| format_float(f64::from(f as f32))).unwrap_or_else(|| n.to_string()),
+            None => n
+                .as_f64()
+                .map(|f| format_float(f64::from(f as f32)))
+                .unwrap_or_else(|| n.to_string()),
         }),
         other => Err(a.type_error(i, "string or number", other)),
     }
@@ -151,15 +173,43 @@ pub(crate) fn regex(a: &Args<'_, '_>, pattern: &str) -> Result<Regex, JmesError>
 fn regex_replace_all(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     let re = regex(a, a.string(0)?)?;
     let (src, repl) = (text_arg(a, 1)?, text_arg(a, 2)?);
-    let out = re.replace_all(&src, repl.as_str()).into_owned();
+    bounded_replace(a, &re, &src, &repl, true)
+}
+
+/// `Regex::replace_all`, stopping as soon as the result grows past [`MAX_OUTPUT`] (a short pattern and a long
+/// replacement could otherwise multiply the input's size).
+fn bounded_replace(
+    a: &Args<'_, '_>,
+    re: &Regex,
+    src: &str,
+    repl: &str,
+    expand: bool,
+) -> Result<Value, JmesError> {
+    let mut out = String::new();
+    let mut last = 0;
+    for caps in re.captures_iter(src) {
+        let Some(whole) = caps.get(0) else {
+            continue;
+        };
+        out.push_str(src.get(last..whole.start()).unwrap_or(""));
+        if expand {
+            caps.expand(repl, &mut out);
+        } else {
+            out.push_str(repl);
+        }
+        last = whole.end();
+        if out.len() > MAX_OUTPUT {
+            return Err(a.error(format!("result longer than {MAX_OUTPUT} bytes")));
+        }
+    }
+    out.push_str(src.get(last..).unwrap_or(""));
     output(a, out)
 }
 
 fn regex_replace_all_literal(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     let re = regex(a, a.string(0)?)?;
     let (src, repl) = (text_arg(a, 1)?, text_arg(a, 2)?);
-    let out = re.replace_all(&src, regex::NoExpand(&repl)).into_owned();
-    output(a, out)
+    bounded_replace(a, &re, &src, &repl, false)
 }
 
 fn regex_match(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
@@ -199,13 +249,16 @@ pub fn wildcard_match(pattern: &str, text: &str) -> bool {
             },
         }
     }
-    p.get(pi..).is_some_and(|rest| rest.iter().all(|c| *c == '*'))
+    p.get(pi..)
+        .is_some_and(|rest| rest.iter().all(|c| *c == '*'))
 }
 
 fn label_match(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     let selector = a.object(0)?;
     let labels = a.object(1)?;
-    let matched = selector.iter().all(|(k, v)| labels.get(k).is_some_and(|w| json_equal(v, w)));
+    let matched = selector
+        .iter()
+        .all(|(k, v)| labels.get(k).is_some_and(|w| json_equal(v, w)));
     Ok(Value::Bool(matched))
 }
 
@@ -214,6 +267,8 @@ fn to_boolean(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     match s.to_lowercase().as_str() {
         "true" => Ok(Value::Bool(true)),
         "false" => Ok(Value::Bool(false)),
-        _ => Err(a.error(format!("lowercase argument must be 'true' or 'false', got {s:?}"))),
+        _ => Err(a.error(format!(
+            "lowercase argument must be 'true' or 'false', got {s:?}"
+        ))),
     }
 }

@@ -33,19 +33,25 @@ pub(crate) fn rfc3339(t: &Time) -> String {
 
 fn time_arg(a: &Args<'_, '_>, i: usize) -> Result<Time, JmesError> {
     let text = a.string(i)?;
-    DateTime::parse_from_rfc3339(text)
-        .map_err(|e| a.error(format!("argument {}: invalid RFC 3339 time {text:?}: {e}", i + 1)))
+    DateTime::parse_from_rfc3339(text).map_err(|e| {
+        a.error(format!(
+            "argument {}: invalid RFC 3339 time {text:?}: {e}",
+            i + 1
+        ))
+    })
 }
 
 fn duration_arg(a: &Args<'_, '_>, i: usize) -> Result<i64, JmesError> {
     let text = a.string(i)?;
-    parse_duration(text).ok_or_else(|| a.error(format!("argument {}: invalid duration {text:?}", i + 1)))
+    parse_duration(text)
+        .ok_or_else(|| a.error(format!("argument {}: invalid duration {text:?}", i + 1)))
 }
 
 /// `t2 - t1` in nanoseconds, saturating like Go's `Time.Sub`.
 fn sub_nanos(t2: &Time, t1: &Time) -> i64 {
     let secs = i128::from(t2.timestamp()) - i128::from(t1.timestamp());
-    let nanos = secs * 1_000_000_000 + i128::from(t2.timestamp_subsec_nanos()) - i128::from(t1.timestamp_subsec_nanos());
+    let nanos = secs * 1_000_000_000 + i128::from(t2.timestamp_subsec_nanos())
+        - i128::from(t1.timestamp_subsec_nanos());
     i64::try_from(nanos).unwrap_or(if nanos < 0 { i64::MIN } else { i64::MAX })
 }
 
@@ -64,7 +70,9 @@ fn time_now_utc(_: &mut Interp, _: &Args<'_, '_>) -> Result<Value, JmesError> {
 fn time_add(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     let t = time_arg(a, 0)?;
     let d = duration_arg(a, 1)?;
-    let sum = t.checked_add_signed(chrono::Duration::nanoseconds(d)).ok_or_else(|| a.error("time out of range"))?;
+    let sum = t
+        .checked_add_signed(chrono::Duration::nanoseconds(d))
+        .ok_or_else(|| a.error("time out of range"))?;
     Ok(Value::String(rfc3339(&sum)))
 }
 
@@ -85,7 +93,11 @@ fn time_since(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
         }
     };
     let t1 = parse(1)?;
-    let t2 = if a.string(2)?.is_empty() { now() } else { parse(2)? };
+    let t2 = if a.string(2)?.is_empty() {
+        now()
+    } else {
+        parse(2)?
+    };
     Ok(Value::String(format_duration(sub_nanos(&t2, &t1))))
 }
 
@@ -102,7 +114,9 @@ fn time_to_cron(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
 }
 
 fn time_utc(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
-    Ok(Value::String(rfc3339(&time_arg(a, 0)?.with_timezone(&Utc).fixed_offset())))
+    Ok(Value::String(rfc3339(
+        &time_arg(a, 0)?.with_timezone(&Utc).fixed_offset(),
+    )))
 }
 
 fn time_diff(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
@@ -133,11 +147,13 @@ fn time_truncate(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
         return Ok(Value::String(rfc3339(&t)));
     }
     // Go truncates relative to its zero time, whatever the zone.
-    let since_zero = (i128::from(t.timestamp()) + ZERO_TO_UNIX) * 1_000_000_000 + i128::from(t.timestamp_subsec_nanos());
+    let since_zero = (i128::from(t.timestamp()) + ZERO_TO_UNIX) * 1_000_000_000
+        + i128::from(t.timestamp_subsec_nanos());
     let rem = since_zero.rem_euclid(i128::from(d));
     let back = i64::try_from(rem).map_err(|_| a.error("time out of range"))?;
-    let truncated =
-        t.checked_sub_signed(chrono::Duration::nanoseconds(back)).ok_or_else(|| a.error("time out of range"))?;
+    let truncated = t
+        .checked_sub_signed(chrono::Duration::nanoseconds(back))
+        .ok_or_else(|| a.error("time out of range"))?;
     Ok(Value::String(rfc3339(&truncated)))
 }
 
@@ -169,9 +185,17 @@ enum Chunk {
     Pm,
     Tz,
     /// `Z` allowed for zero; then hh[:mm[:ss]] per the flags.
-    Offset { z: bool, colon: bool, minutes: bool, seconds: bool },
+    Offset {
+        z: bool,
+        colon: bool,
+        minutes: bool,
+        seconds: bool,
+    },
     /// `.000` (fixed digits) or `.999` (optional).
-    Frac { digits: usize, optional: bool },
+    Frac {
+        digits: usize,
+        optional: bool,
+    },
 }
 
 /// Split a Go layout into literal text and layout elements, following Go's `nextStdChunk`.
@@ -223,7 +247,12 @@ fn tokenize(layout: &str) -> Vec<Result<Chunk, String>> {
                 ];
                 match forms.iter().find(|(f, ..)| rest.starts_with(f)) {
                     Some((f, colon, minutes, seconds)) => (
-                        Some(Chunk::Offset { z, colon: *colon, minutes: *minutes, seconds: *seconds }),
+                        Some(Chunk::Offset {
+                            z,
+                            colon: *colon,
+                            minutes: *minutes,
+                            seconds: *seconds,
+                        }),
                         1 + f.len(),
                     ),
                     None => (None, 1),
@@ -232,12 +261,20 @@ fn tokenize(layout: &str) -> Vec<Result<Chunk, String>> {
             c @ (b'.' | b',') => {
                 let digit = b.get(i + 1).copied();
                 if matches!(digit, Some(b'0') | Some(b'9')) {
-                    let run = b.get(i + 1..).map_or(0, |r| r.iter().take_while(|x| Some(**x) == digit).count());
+                    let run = b
+                        .get(i + 1..)
+                        .map_or(0, |r| r.iter().take_while(|x| Some(**x) == digit).count());
                     if b.get(i + 1 + run).is_some_and(u8::is_ascii_digit) {
                         (None, 1)
                     } else {
                         let _ = c;
-                        (Some(Chunk::Frac { digits: run, optional: digit == Some(b'9') }), 1 + run)
+                        (
+                            Some(Chunk::Frac {
+                                digits: run,
+                                optional: digit == Some(b'9'),
+                            }),
+                            1 + run,
+                        )
                     }
                 } else {
                     (None, 1)
@@ -254,7 +291,10 @@ fn tokenize(layout: &str) -> Vec<Result<Chunk, String>> {
                 i += len;
             }
             None => {
-                let ch = layout.get(i..).and_then(|r| r.chars().next()).unwrap_or('\u{fffd}');
+                let ch = layout
+                    .get(i..)
+                    .and_then(|r| r.chars().next())
+                    .unwrap_or('\u{fffd}');
                 literal.push(ch);
                 i += ch.len_utf8().max(1);
             }
@@ -280,7 +320,15 @@ const MONTHS: [&str; 12] = [
     "November",
     "December",
 ];
-const DAYS: [&str; 7] = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"];
+const DAYS: [&str; 7] = [
+    "Sunday",
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+];
 
 /// Parse `text` with a Go layout (`time.Parse`): no zone in the text means UTC.
 pub(crate) fn parse_layout(layout: &str, text: &str) -> Result<Time, String> {
@@ -291,8 +339,12 @@ pub(crate) fn parse_layout(layout: &str, text: &str) -> Result<Time, String> {
     let mut pm: Option<bool> = None;
     let mut offset = 0i32;
     // Take 1..=max digits (exactly `max` when `fixed`).
-    fn digits<'t>(rest: &mut &'t str, min: usize, max: usize) -> Option<u32> {
-        let n = rest.bytes().take(max).take_while(u8::is_ascii_digit).count();
+    fn digits(rest: &mut &str, min: usize, max: usize) -> Option<u32> {
+        let n = rest
+            .bytes()
+            .take(max)
+            .take_while(u8::is_ascii_digit)
+            .count();
         if n < min {
             return None;
         }
@@ -300,10 +352,18 @@ pub(crate) fn parse_layout(layout: &str, text: &str) -> Result<Time, String> {
         *rest = tail;
         num.parse().ok()
     }
-    fn name<'t>(rest: &mut &'t str, names: &[&str], short: bool) -> Option<u32> {
+    fn name(rest: &mut &str, names: &[&str], short: bool) -> Option<u32> {
         for (i, full) in names.iter().enumerate() {
-            let want = if short { full.get(..3).unwrap_or(full) } else { full };
-            if rest.len() >= want.len() && rest.get(..want.len()).is_some_and(|p| p.eq_ignore_ascii_case(want)) {
+            let want = if short {
+                full.get(..3).unwrap_or(full)
+            } else {
+                full
+            };
+            if rest.len() >= want.len()
+                && rest
+                    .get(..want.len())
+                    .is_some_and(|p| p.eq_ignore_ascii_case(want))
+            {
                 *rest = rest.get(want.len()..).unwrap_or("");
                 return u32::try_from(i).ok();
             }
@@ -359,10 +419,12 @@ pub(crate) fn parse_layout(layout: &str, text: &str) -> Result<Time, String> {
                     }
                 }
                 Chunk::LongYear => {
-                    year = i32::try_from(digits(&mut rest, 4, 4).ok_or_else(bad)?).map_err(|_| bad())?;
+                    year = i32::try_from(digits(&mut rest, 4, 4).ok_or_else(bad)?)
+                        .map_err(|_| bad())?;
                 }
                 Chunk::Year => {
-                    let y = i32::try_from(digits(&mut rest, 2, 2).ok_or_else(bad)?).map_err(|_| bad())?;
+                    let y = i32::try_from(digits(&mut rest, 2, 2).ok_or_else(bad)?)
+                        .map_err(|_| bad())?;
                     year = if y >= 69 { 1900 + y } else { 2000 + y };
                 }
                 Chunk::Pm => {
@@ -381,7 +443,12 @@ pub(crate) fn parse_layout(layout: &str, text: &str) -> Result<Time, String> {
                     }
                     rest = rest.get(n..).unwrap_or("");
                 }
-                Chunk::Offset { z, colon, minutes, seconds } => {
+                Chunk::Offset {
+                    z,
+                    colon,
+                    minutes,
+                    seconds,
+                } => {
                     if z {
                         if let Some(after) = rest.strip_prefix('Z') {
                             rest = after;
@@ -411,7 +478,10 @@ pub(crate) fn parse_layout(layout: &str, text: &str) -> Result<Time, String> {
                     }
                     offset = sign * i32::try_from(h * 3600 + m * 60 + s).map_err(|_| bad())?;
                 }
-                Chunk::Frac { digits: n, optional } => {
+                Chunk::Frac {
+                    digits: n,
+                    optional,
+                } => {
                     if optional {
                         if let Some(after) = rest.strip_prefix(['.', ',']) {
                             rest = after;
@@ -431,7 +501,9 @@ pub(crate) fn parse_layout(layout: &str, text: &str) -> Result<Time, String> {
         }
     }
     if !rest.is_empty() {
-        return Err(format!("cannot parse {text:?} as {layout:?}: extra text {rest:?}"));
+        return Err(format!(
+            "cannot parse {text:?} as {layout:?}: extra text {rest:?}"
+        ));
     }
     if let Some(pm) = pm {
         if hour > 12 {
@@ -449,9 +521,14 @@ pub(crate) fn parse_layout(layout: &str, text: &str) -> Result<Time, String> {
         NaiveDate::from_ymd_opt(year, month, day)
     }
     .ok_or_else(|| format!("day out of range in {text:?}"))?;
-    let naive = date.and_hms_nano_opt(hour, minute, second, nanos).ok_or_else(|| format!("time out of range in {text:?}"))?;
-    let zone = FixedOffset::east_opt(offset).ok_or_else(|| format!("invalid zone offset in {text:?}"))?;
-    zone.from_local_datetime(&naive).single().ok_or_else(|| format!("invalid time {text:?}"))
+    let naive = date
+        .and_hms_nano_opt(hour, minute, second, nanos)
+        .ok_or_else(|| format!("time out of range in {text:?}"))?;
+    let zone =
+        FixedOffset::east_opt(offset).ok_or_else(|| format!("invalid zone offset in {text:?}"))?;
+    zone.from_local_datetime(&naive)
+        .single()
+        .ok_or_else(|| format!("invalid time {text:?}"))
 }
 
 /// Match layout literal text: a run of spaces in the layout matches a run of spaces in the value (Go's `skip`).

@@ -1,0 +1,572 @@
+//! gator `Suite` files (`test.gatekeeper.sh/v1alpha1`), run with `gator verify` semantics.
+//!
+//! - A test names a template and a constraint, with paths relative to the suite file (absolute paths are rejected).
+//!   The constraint's kind must be the template's kind. `invalid: true` expects the constraint to fail its parameter
+//!   schema; its cases are not run.
+//! - A case's `object` file holds exactly one document: a plain object, reviewed with the review gator synthesizes
+//!   (`uid: ""`, `operation: ""`, `userInfo: {}`), or an `admission.k8s.io` `AdmissionReview`, whose `request` (with
+//!   `object` or `oldObject`) is reviewed as the webhook would.
+//! - `inventory` files are loaded into `data.inventory` (`cluster[groupVersion][kind][name]`,
+//!   `namespace[ns][groupVersion][kind][name]`); a Namespace in the inventory is the review's `namespaceObject`.
+//! - An assertion `{violations: yes|no|N, message: regex}` counts the results whose message matches the regex
+//!   (unanchored, case-sensitive; absent or empty matches all): `yes` wants at least one, `no` none, `N` exactly N.
+//! - A template that fails to evaluate gives one result whose message is the error text (Gatekeeper fails closed).
+//! - `skip: true` on a suite, test or case reports it as skipped.
+//!
+//! Rows: suite = the suite file, test = the test name, case = the case name (`""` for a test-level result).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use regex::Regex;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::report::{CaseResult, Outcome};
+use super::{SuiteRunner, TestOptions};
+use crate::engine::gatekeeper::{is_template, Constraint, ConstraintError, Request, Template};
+use crate::engine::rego::support;
+use crate::policy::source::{documents, parse_value, yaml_documents};
+use crate::policy::SourceFile;
+
+/// Time limit of one case's evaluation.
+const CASE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The gator runner.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GatorRunner;
+
+#[derive(Debug, Deserialize)]
+struct Suite {
+    #[serde(default)]
+    tests: Vec<TestSpec>,
+    #[serde(default)]
+    skip: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct TestSpec {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    template: String,
+    #[serde(default)]
+    constraint: String,
+    #[serde(default)]
+    expansion: Option<String>,
+    #[serde(default)]
+    cases: Vec<CaseSpec>,
+    #[serde(default)]
+    invalid: bool,
+    #[serde(default)]
+    skip: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct CaseSpec {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    object: String,
+    #[serde(default)]
+    inventory: Vec<String>,
+    #[serde(default)]
+    assertions: Vec<AssertionSpec>,
+    #[serde(default)]
+    skip: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct AssertionSpec {
+    #[serde(default)]
+    violations: Option<Value>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+/// How many results an assertion wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Want {
+    AtLeastOne,
+    None,
+    Exactly(u64),
+}
+
+fn want(value: Option<&Value>) -> Result<Want, String> {
+    match value {
+        None | Some(Value::Null) => Ok(Want::AtLeastOne),
+        Some(Value::String(s)) if s == "yes" => Ok(Want::AtLeastOne),
+        Some(Value::String(s)) if s == "no" => Ok(Want::None),
+        Some(Value::String(s)) => s.parse::<u64>().map(Want::Exactly).map_err(|_| {
+            format!("invalid violations value {s:?}: use yes, no or a non-negative number")
+        }),
+        Some(Value::Number(n)) => n.as_u64().map(Want::Exactly).ok_or_else(|| {
+            format!("invalid violations value {n}: use yes, no or a non-negative number")
+        }),
+        Some(other) => Err(format!(
+            "invalid violations value {other}: use yes, no or a non-negative number"
+        )),
+    }
+}
+
+/// Check one assertion against the messages; `Err` is the failure text.
+fn check_assertion(
+    assertion: &AssertionSpec,
+    messages: &[String],
+) -> Result<Result<(), String>, String> {
+    let wanted = want(assertion.violations.as_ref())?;
+    let pattern = assertion.message.as_deref().filter(|m| !m.is_empty());
+    let regex = match pattern {
+        Some(p) => Some(Regex::new(p).map_err(|e| format!("invalid message regex {p:?}: {e}"))?),
+        None => None,
+    };
+    let count = messages
+        .iter()
+        .filter(|m| regex.as_ref().is_none_or(|re| re.is_match(m)))
+        .count() as u64;
+    let holds = match wanted {
+        Want::AtLeastOne => count >= 1,
+        Want::None => count == 0,
+        Want::Exactly(n) => count == n,
+    };
+    if holds {
+        return Ok(Ok(()));
+    }
+    let containing = pattern
+        .map(|p| format!(" containing {p:?}"))
+        .unwrap_or_default();
+    let want_text = match wanted {
+        Want::AtLeastOne => "at least 1".to_string(),
+        Want::None => "none".to_string(),
+        Want::Exactly(n) => format!("exactly {n}"),
+    };
+    let got = serde_json::to_string(messages).unwrap_or_default();
+    Ok(Err(format!(
+        "got {count} violations{containing} but want {want_text}; got messages {got}"
+    )))
+}
+
+impl SuiteRunner for GatorRunner {
+    fn name(&self) -> &'static str {
+        "gator"
+    }
+
+    fn sniff(&self, content: &str) -> bool {
+        content.contains("test.gatekeeper.sh")
+    }
+
+    fn detect(&self, documents: &[Value]) -> bool {
+        documents.iter().any(is_suite)
+    }
+
+    fn run(&self, path: &Path, documents: Vec<Value>, options: &TestOptions) -> Vec<CaseResult> {
+        let origin = path.display().to_string();
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut results = Vec::new();
+        let mut cache = TemplateCache::default();
+        for document in documents.iter().filter(|d| is_suite(d)) {
+            let suite: Suite = match parse_value(document) {
+                Ok(suite) => suite,
+                Err((field, message)) => {
+                    results.push(CaseResult::error(
+                        &origin,
+                        format!("invalid suite: {field}: {message}"),
+                    ));
+                    continue;
+                }
+            };
+            for test in &suite.tests {
+                results.extend(run_test(
+                    &origin, &dir, test, suite.skip, options, &mut cache,
+                ));
+            }
+        }
+        results
+    }
+}
+
+fn is_suite(document: &Value) -> bool {
+    document
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .is_some_and(|v| v.starts_with("test.gatekeeper.sh/"))
+        && document.get("kind").and_then(Value::as_str) == Some("Suite")
+}
+
+/// Templates compiled once per suite file, by path.
+#[derive(Default)]
+struct TemplateCache {
+    templates: HashMap<PathBuf, Result<Arc<Template>, String>>,
+}
+
+impl TemplateCache {
+    fn get(&mut self, path: &Path) -> Result<Arc<Template>, String> {
+        self.templates
+            .entry(path.to_path_buf())
+            .or_insert_with(|| load_template(path))
+            .clone()
+    }
+}
+
+fn read(path: &Path) -> Result<SourceFile, String> {
+    let content = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok(SourceFile {
+        origin: path.display().to_string(),
+        content,
+    })
+}
+
+fn load_template(path: &Path) -> Result<Arc<Template>, String> {
+    let file = read(path)?;
+    let (docs, errors) = documents(&file);
+    if let Some(err) = errors.into_iter().next() {
+        return Err(err.to_string());
+    }
+    let Some(doc) = docs.iter().find(|d| is_template(&d.api_version, &d.kind)) else {
+        return Err(format!(
+            "{}: no ConstraintTemplate in the file",
+            path.display()
+        ));
+    };
+    Template::load(doc, CASE_TIMEOUT)
+        .map(|(t, _)| Arc::new(t))
+        .map_err(|errors| {
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+}
+
+/// A path of the suite, relative to its directory.
+fn relative(dir: &Path, path: &str, what: &str) -> Result<PathBuf, String> {
+    if path.is_empty() {
+        return Err(format!("the test has no {what}"));
+    }
+    if Path::new(path).is_absolute() {
+        return Err(format!(
+            "{what} path {path:?} must be relative to the suite"
+        ));
+    }
+    Ok(dir.join(path))
+}
+
+fn load_constraint(
+    dir: &Path,
+    test: &TestSpec,
+    cache: &mut TemplateCache,
+) -> Result<Result<Constraint, ConstraintError>, String> {
+    let template = cache.get(&relative(dir, &test.template, "template")?)?;
+    let path = relative(dir, &test.constraint, "constraint")?;
+    let file = read(&path)?;
+    let (docs, errors) = documents(&file);
+    if let Some(err) = errors.into_iter().next() {
+        return Err(err.to_string());
+    }
+    let [doc] = docs.as_slice() else {
+        return Err(format!(
+            "{}: a constraint file must hold exactly one document, found {}",
+            path.display(),
+            docs.len()
+        ));
+    };
+    if doc.kind != template.kind {
+        return Err(format!(
+            "{}: constraint kind {:?} does not match the template's kind {:?}",
+            path.display(),
+            doc.kind,
+            template.kind
+        ));
+    }
+    let templates = HashMap::from([(template.kind.clone(), template)]);
+    Ok(Constraint::load(doc, &templates))
+}
+
+fn run_test(
+    origin: &str,
+    dir: &Path,
+    test: &TestSpec,
+    suite_skip: bool,
+    options: &TestOptions,
+    cache: &mut TemplateCache,
+) -> Vec<CaseResult> {
+    let selected: Vec<&CaseSpec> = test
+        .cases
+        .iter()
+        .filter(|c| options.selected(&test.name, &c.name))
+        .collect();
+    if selected.is_empty() && !(test.cases.is_empty() && options.selected(&test.name, "")) {
+        return Vec::new();
+    }
+    let row = |case: &str, outcome, reason: String| {
+        CaseResult::new(origin, &test.name, case, outcome, reason)
+    };
+    let all = |outcome: Outcome, reason: &str| -> Vec<CaseResult> {
+        if selected.is_empty() {
+            vec![row("", outcome, reason.to_string())]
+        } else {
+            selected
+                .iter()
+                .map(|c| row(&c.name, outcome, reason.to_string()))
+                .collect()
+        }
+    };
+    if suite_skip {
+        return all(Outcome::Skip, "suite is skipped");
+    }
+    if test.skip {
+        return all(Outcome::Skip, "test is skipped");
+    }
+    if test.expansion.as_deref().is_some_and(|e| !e.is_empty()) {
+        return all(
+            Outcome::Unsupported,
+            "expansion (generated resources) is not supported",
+        );
+    }
+    let constraint = match load_constraint(dir, test, cache) {
+        Ok(c) => c,
+        Err(err) => return all(Outcome::Error, &err),
+    };
+    if test.invalid {
+        return match constraint {
+            Err(ConstraintError::Schema(_)) => vec![row("", Outcome::Pass, String::new())],
+            Err(ConstraintError::Invalid(err)) => {
+                vec![row(
+                    "",
+                    Outcome::Fail,
+                    format!("want a parameter schema error, got: {err}"),
+                )]
+            }
+            Ok(_) => vec![row(
+                "",
+                Outcome::Fail,
+                "want a parameter schema error, but the constraint is valid".into(),
+            )],
+        };
+    }
+    let constraint = match constraint {
+        Ok(c) => c,
+        Err(err) => {
+            let text = err
+                .errors()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ");
+            return all(Outcome::Error, &text);
+        }
+    };
+    if selected.is_empty() {
+        return vec![row("", Outcome::Error, "the test has no cases".into())];
+    }
+    selected
+        .into_iter()
+        .map(|case| {
+            if case.skip {
+                return row(&case.name, Outcome::Skip, "case is skipped".into());
+            }
+            match run_case(dir, case, &constraint) {
+                Ok(Ok(())) => row(&case.name, Outcome::Pass, String::new()),
+                Ok(Err(failure)) => row(&case.name, Outcome::Fail, failure),
+                Err(error) => row(&case.name, Outcome::Error, error),
+            }
+        })
+        .collect()
+}
+
+/// Run one case: `Err` when it cannot run, `Ok(Err)` when an assertion fails.
+fn run_case(
+    dir: &Path,
+    case: &CaseSpec,
+    constraint: &Constraint,
+) -> Result<Result<(), String>, String> {
+    if case.assertions.is_empty() {
+        return Err("the case has no assertions".into());
+    }
+    let object_path = relative(dir, &case.object, "object")?;
+    let file = read(&object_path)?;
+    let values = yaml_documents(&file).map_err(|e| e.to_string())?;
+    let [(_, object)] = values.as_slice() else {
+        return Err(format!(
+            "{}: object must hold exactly one document, found {}",
+            object_path.display(),
+            values.len()
+        ));
+    };
+    let inventory = inventory(dir, &case.inventory)?;
+    let request = request_for(object, inventory.as_ref())?;
+    let data = inventory.map(|inv| {
+        let mut data = Map::new();
+        data.insert("inventory".into(), inv);
+        support::to_rego(&Value::Object(data))
+    });
+    // As in Gatekeeper, an evaluation error is one result whose message is the error text.
+    let messages: Vec<String> = match constraint.review(&request, data.as_ref(), CASE_TIMEOUT) {
+        Ok(findings) => findings.into_iter().map(|f| f.msg).collect(),
+        Err(err) => vec![err.to_string()],
+    };
+    for assertion in &case.assertions {
+        if let Err(failure) = check_assertion(assertion, &messages)? {
+            return Ok(Err(failure));
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// The request for a case's object: a plain object or an AdmissionReview.
+fn request_for(object: &Value, inventory: Option<&Value>) -> Result<Request, String> {
+    let api_version = object
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
+    let namespace_object = |namespace: Option<&str>| {
+        let ns = namespace.filter(|n| !n.is_empty())?;
+        inventory
+            .and_then(|inv| {
+                inv.pointer(&format!(
+                    "/cluster/v1/Namespace/{}",
+                    ns.replace('~', "~0").replace('/', "~1")
+                ))
+            })
+            .cloned()
+    };
+    if api_version.starts_with("admission.k8s.io/") && kind == "AdmissionReview" {
+        let Some(request) = object.get("request").filter(|r| r.is_object()) else {
+            return Err("AdmissionReview has no request".into());
+        };
+        let present = |field: &str| request.get(field).is_some_and(|v| !v.is_null());
+        if !present("object") && !present("oldObject") {
+            return Err("AdmissionReview request has neither object nor oldObject".into());
+        }
+        let ns = request.get("namespace").and_then(Value::as_str);
+        return Request::new(request.clone(), namespace_object(ns));
+    }
+    let ns = object
+        .get("metadata")
+        .and_then(|m| m.get("namespace"))
+        .and_then(Value::as_str);
+    Request::for_object(object.clone(), namespace_object(ns))
+}
+
+/// `data.inventory` from inventory files, or `None` when the case has none.
+fn inventory(dir: &Path, files: &[String]) -> Result<Option<Value>, String> {
+    if files.is_empty() {
+        return Ok(None);
+    }
+    let mut inventory = serde_json::json!({"cluster": {}, "namespace": {}});
+    for file in files {
+        let path = relative(dir, file, "inventory")?;
+        let values = yaml_documents(&read(&path)?).map_err(|e| e.to_string())?;
+        for (_, object) in values {
+            let field = |f: &str| {
+                object
+                    .get(f)
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string()
+            };
+            let meta = |f: &str| {
+                object
+                    .get("metadata")
+                    .and_then(|m| m.get(f))
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string()
+            };
+            let (api_version, kind, name, namespace) = (
+                field("apiVersion"),
+                field("kind"),
+                meta("name"),
+                meta("namespace"),
+            );
+            if api_version.is_empty() || kind.is_empty() || name.is_empty() {
+                return Err(format!(
+                    "{}: inventory objects need apiVersion, kind and metadata.name",
+                    path.display()
+                ));
+            }
+            let slot = if namespace.is_empty() {
+                &mut inventory["cluster"]
+            } else {
+                &mut inventory["namespace"][namespace.as_str()]
+            };
+            slot[api_version.as_str()][kind.as_str()][name.as_str()] = object.clone();
+        }
+    }
+    Ok(Some(inventory))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assertion(violations: Option<Value>, message: Option<&str>) -> AssertionSpec {
+        AssertionSpec {
+            violations,
+            message: message.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn assertions_count_matching_messages() {
+        let msgs = vec![
+            "missing label owner".to_string(),
+            "bad image nginx".to_string(),
+        ];
+        let yes = Some(Value::String("yes".into()));
+        let no = Some(Value::String("no".into()));
+        assert_eq!(check_assertion(&assertion(None, None), &msgs), Ok(Ok(())));
+        assert_eq!(
+            check_assertion(&assertion(yes.clone(), Some("owner")), &msgs),
+            Ok(Ok(()))
+        );
+        assert_eq!(
+            check_assertion(&assertion(Some(serde_json::json!(2)), None), &msgs),
+            Ok(Ok(()))
+        );
+        assert_eq!(
+            check_assertion(&assertion(Some(serde_json::json!(1)), Some("^bad")), &msgs),
+            Ok(Ok(()))
+        );
+        let failure = check_assertion(&assertion(no, None), &msgs).expect("valid");
+        assert!(
+            failure
+                .clone()
+                .expect_err("fails")
+                .starts_with("got 2 violations but want none"),
+            "{failure:?}"
+        );
+        let failure = check_assertion(&assertion(yes, Some("Owner")), &msgs).expect("valid");
+        assert!(
+            failure
+                .clone()
+                .expect_err("case-sensitive")
+                .starts_with("got 0 violations containing \"Owner\" but want at least 1"),
+            "{failure:?}"
+        );
+        assert!(check_assertion(&assertion(Some(serde_json::json!(-1)), None), &msgs).is_err());
+        assert!(
+            check_assertion(&assertion(Some(Value::String("maybe".into())), None), &msgs).is_err()
+        );
+    }
+
+    #[test]
+    fn admission_reviews_are_converted_strictly() {
+        let no_request =
+            serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"});
+        assert!(request_for(&no_request, None).is_err());
+        let no_object = serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"operation": "CREATE"}});
+        assert!(request_for(&no_object, None).is_err());
+        let ok = serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+            "operation": "UPDATE", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "userInfo": {"username": "alice"}, "object": {"metadata": {"name": "p"}}}});
+        let request = request_for(&ok, None).expect("valid");
+        assert_eq!(request.review["userInfo"]["username"], "alice");
+        assert_eq!(request.operation(), "UPDATE");
+    }
+}

@@ -1,0 +1,407 @@
+//! A minimal, hermetic fake of the Kubernetes API's ConfigMap and Namespace endpoints (list, watch, get), on
+//! 127.0.0.1 port 0.
+//!
+//! Faithful to the watch protocol as far as a watcher relies on it: every write bumps a global resourceVersion; a
+//! list (`GET /api/v1/namespaces/NS/configmaps?labelSelector=...`) answers the matching objects and the list's
+//! resourceVersion; a watch (`...&watch=true&resourceVersion=RV`) streams, one JSON object per line, every
+//! `ADDED`/`MODIFIED`/`DELETED` event after RV that matches, a `BOOKMARK` first, and stays open for new events. A
+//! watch from a resourceVersion older than the last compaction gets an `ERROR` event with a 410 `Expired` Status, as
+//! the API server answers after etcd compaction; [`FakeApi::compact`] also ends the open watches. A GET of a missing
+//! object answers a 404 `NotFound` Status.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+/// (kind, namespace, name); cluster-scoped objects have an empty namespace.
+type Key = (String, String, String);
+
+#[derive(Default)]
+struct Inner {
+    resource_version: u64,
+    objects: BTreeMap<Key, Value>,
+    /// (resourceVersion, event type, object) in order.
+    log: Vec<(u64, &'static str, Value)>,
+    /// Watches from before this resourceVersion are expired.
+    compacted: u64,
+    /// Bumped by `compact` to end the open watches.
+    epoch: u64,
+    lists: usize,
+    watches: usize,
+    gets: usize,
+    /// Single-object GETs hang (an overloaded API server).
+    hang: bool,
+}
+
+/// The fake API server.
+#[derive(Clone)]
+pub struct FakeApi {
+    inner: Arc<Mutex<Inner>>,
+    changes: Arc<watch::Sender<u64>>,
+    addr: SocketAddr,
+}
+
+impl FakeApi {
+    /// Serve on 127.0.0.1, port 0.
+    pub async fn start() -> FakeApi {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (changes, _) = watch::channel(0);
+        let api = FakeApi {
+            inner: Arc::default(),
+            changes: Arc::new(changes),
+            addr,
+        };
+        let router = Router::new()
+            .route(
+                "/api/v1/namespaces/{namespace}/configmaps",
+                get(config_maps_in),
+            )
+            .route(
+                "/api/v1/namespaces/{namespace}/configmaps/{name}",
+                get(config_map),
+            )
+            .route("/api/v1/configmaps", get(all_config_maps))
+            .route("/api/v1/namespaces", get(namespaces))
+            .route("/api/v1/namespaces/{namespace}", get(namespace))
+            .fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
+            .with_state(api.clone());
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        api
+    }
+
+    /// A kube client talking to this fake, with `namespace` as its default namespace.
+    pub fn client(&self, namespace: &str) -> kube::Client {
+        let mut config = kube::Config::new(format!("http://{}", self.addr).parse().expect("url"));
+        config.default_namespace = namespace.to_string();
+        kube::Client::try_from(config).expect("client")
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().expect("lock")
+    }
+
+    /// Create or replace a ConfigMap.
+    pub fn apply(
+        &self,
+        namespace: &str,
+        name: &str,
+        labels: &[(&str, &str)],
+        data: &[(&str, &str)],
+    ) {
+        let data: BTreeMap<&str, &str> = data.iter().copied().collect();
+        self.put("ConfigMap", namespace, name, labels, json!({"data": data}));
+    }
+
+    /// Create or replace a Namespace.
+    pub fn apply_namespace(&self, name: &str, labels: &[(&str, &str)]) {
+        self.put(
+            "Namespace",
+            "",
+            name,
+            labels,
+            json!({"spec": {"finalizers": ["kubernetes"]}}),
+        );
+    }
+
+    fn put(&self, kind: &str, namespace: &str, name: &str, labels: &[(&str, &str)], body: Value) {
+        let mut inner = self.lock();
+        inner.resource_version += 1;
+        let rv = inner.resource_version;
+        let labels: BTreeMap<&str, &str> = labels.iter().copied().collect();
+        let mut metadata = json!({
+            "name": name,
+            "uid": format!("uid-{namespace}-{name}"),
+            "resourceVersion": rv.to_string(),
+            "labels": labels,
+            "managedFields": [{"manager": "kubectl", "operation": "Apply"}],
+        });
+        if !namespace.is_empty() {
+            metadata["namespace"] = json!(namespace);
+        }
+        let mut object = json!({"apiVersion": "v1", "kind": kind, "metadata": metadata});
+        if let (Some(fields), Some(body)) = (object.as_object_mut(), body.as_object()) {
+            fields.extend(body.clone());
+        }
+        let key = (kind.to_string(), namespace.to_string(), name.to_string());
+        let event = if inner.objects.contains_key(&key) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        inner.objects.insert(key, object.clone());
+        inner.log.push((rv, event, object));
+        drop(inner);
+        self.changes.send_replace(rv);
+    }
+
+    /// Delete a ConfigMap.
+    pub fn delete(&self, namespace: &str, name: &str) {
+        let mut inner = self.lock();
+        let key = (
+            "ConfigMap".to_string(),
+            namespace.to_string(),
+            name.to_string(),
+        );
+        let Some(mut object) = inner.objects.remove(&key) else {
+            return;
+        };
+        inner.resource_version += 1;
+        let rv = inner.resource_version;
+        object["metadata"]["resourceVersion"] = json!(rv.to_string());
+        inner.log.push((rv, "DELETED", object));
+        drop(inner);
+        self.changes.send_replace(rv);
+    }
+
+    /// Forget the event history (as etcd compaction does) and end every open watch: watchers must relist.
+    pub fn compact(&self) {
+        let mut inner = self.lock();
+        inner.compacted = inner.resource_version + 1;
+        inner.log.clear();
+        inner.epoch += 1;
+        let rv = inner.resource_version;
+        drop(inner);
+        self.changes.send_replace(rv);
+    }
+
+    /// How many lists and watches were served.
+    pub fn requests(&self) -> (usize, usize) {
+        let inner = self.lock();
+        (inner.lists, inner.watches)
+    }
+
+    /// Make single-object GETs hang (or answer again).
+    pub fn hang_gets(&self, hang: bool) {
+        self.lock().hang = hang;
+    }
+
+    /// How many single-object GETs were served.
+    pub fn gets(&self) -> usize {
+        self.lock().gets
+    }
+}
+
+/// `a=b,c==d,e` (equality and existence; enough for the tests).
+fn selects(selector: Option<&str>, object: &Value) -> bool {
+    let Some(selector) = selector.filter(|s| !s.is_empty()) else {
+        return true;
+    };
+    let labels = &object["metadata"]["labels"];
+    selector.split(',').all(|term| {
+        let term = term.trim();
+        match term.split_once("==").or_else(|| term.split_once('=')) {
+            Some((key, value)) => {
+                labels.get(key.trim()).and_then(Value::as_str) == Some(value.trim())
+            }
+            None => labels.get(term).is_some(),
+        }
+    })
+}
+
+/// Which objects a request is about: a kind, in one namespace or in all.
+#[derive(Clone)]
+struct Scope {
+    kind: &'static str,
+    namespace: Option<String>,
+}
+
+impl Scope {
+    fn holds(&self, object: &Value) -> bool {
+        object["kind"].as_str() == Some(self.kind)
+            && self
+                .namespace
+                .as_deref()
+                .is_none_or(|ns| object["metadata"]["namespace"].as_str() == Some(ns))
+    }
+}
+
+async fn config_maps_in(
+    State(api): State<FakeApi>,
+    Path(namespace): Path<String>,
+    uri: Uri,
+) -> Response {
+    list_or_watch(
+        api,
+        Scope {
+            kind: "ConfigMap",
+            namespace: Some(namespace),
+        },
+        &uri,
+    )
+}
+
+async fn all_config_maps(State(api): State<FakeApi>, uri: Uri) -> Response {
+    list_or_watch(
+        api,
+        Scope {
+            kind: "ConfigMap",
+            namespace: None,
+        },
+        &uri,
+    )
+}
+
+async fn namespaces(State(api): State<FakeApi>, uri: Uri) -> Response {
+    list_or_watch(
+        api,
+        Scope {
+            kind: "Namespace",
+            namespace: None,
+        },
+        &uri,
+    )
+}
+
+async fn config_map(
+    State(api): State<FakeApi>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Response {
+    if api.lock().hang {
+        std::future::pending::<()>().await;
+    }
+    get_object(&api, ("ConfigMap".to_string(), namespace, name))
+}
+
+async fn namespace(State(api): State<FakeApi>, Path(name): Path<String>) -> Response {
+    get_object(&api, ("Namespace".to_string(), String::new(), name))
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn get_object(api: &FakeApi, key: Key) -> Response {
+    let mut inner = api.lock();
+    inner.gets += 1;
+    match inner.objects.get(&key) {
+        Some(object) => json_response(StatusCode::OK, object),
+        None => {
+            let message = format!("{} {:?} not found", key.0.to_lowercase(), key.2);
+            let status = json!({
+                "apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
+                "message": message, "reason": "NotFound", "code": 404,
+            });
+            json_response(StatusCode::NOT_FOUND, &status)
+        }
+    }
+}
+
+fn list_or_watch(api: FakeApi, scope: Scope, uri: &Uri) -> Response {
+    let query: BTreeMap<String, String> =
+        form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
+    let selector = query.get("labelSelector").cloned();
+    if query.get("watch").map(String::as_str) == Some("true") {
+        let from: u64 = query
+            .get("resourceVersion")
+            .and_then(|rv| rv.parse().ok())
+            .unwrap_or(0);
+        return watch_response(api, scope, selector, from);
+    }
+    let mut inner = api.lock();
+    inner.lists += 1;
+    let items: Vec<Value> = inner
+        .objects
+        .values()
+        .filter(|o| scope.holds(o) && selects(selector.as_deref(), o))
+        .cloned()
+        .collect();
+    let body = json!({
+        "apiVersion": "v1",
+        "kind": format!("{}List", scope.kind),
+        "metadata": {"resourceVersion": inner.resource_version.to_string()},
+        "items": items,
+    });
+    json_response(StatusCode::OK, &body)
+}
+
+fn line(value: &Value) -> Result<Bytes, Infallible> {
+    Ok(Bytes::from(format!("{value}\n")))
+}
+
+fn watch_response(api: FakeApi, scope: Scope, selector: Option<String>, from: u64) -> Response {
+    let (epoch, expired, current) = {
+        let mut inner = api.lock();
+        inner.watches += 1;
+        (inner.epoch, from < inner.compacted, inner.resource_version)
+    };
+    let headers = [(header::CONTENT_TYPE, "application/json")];
+    if expired {
+        let status = json!({
+            "type": "ERROR",
+            "object": {
+                "apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
+                "message": format!("too old resource version: {from} ({current})"), "reason": "Expired", "code": 410,
+            },
+        });
+        return (
+            StatusCode::OK,
+            headers,
+            Body::from_stream(futures::stream::iter([line(&status)])),
+        )
+            .into_response();
+    }
+    let bookmark = json!({
+        "type": "BOOKMARK",
+        "object": {"apiVersion": "v1", "kind": scope.kind, "metadata": {"resourceVersion": from.max(1).to_string()}},
+    });
+    let changes = api.changes.subscribe();
+    let state = (api, changes, from, Some(bookmark));
+    let stream = futures::stream::unfold(state, move |(api, mut changes, mut cursor, bookmark)| {
+        let scope = scope.clone();
+        let selector = selector.clone();
+        async move {
+            if let Some(bookmark) = bookmark {
+                return Some((line(&bookmark), (api, changes, cursor, None)));
+            }
+            loop {
+                changes.borrow_and_update();
+                let next = {
+                    let inner = api.lock();
+                    if inner.epoch != epoch {
+                        return None;
+                    }
+                    let next = inner.log.iter().find(|(rv, _, _)| *rv > cursor).cloned();
+                    if next.is_none() {
+                        cursor = cursor.max(inner.resource_version);
+                    }
+                    next
+                };
+                match next {
+                    Some((rv, event, object)) => {
+                        cursor = rv;
+                        if scope.holds(&object) && selects(selector.as_deref(), &object) {
+                            let event = json!({"type": event, "object": object});
+                            return Some((line(&event), (api, changes, cursor, None)));
+                        }
+                    }
+                    None => {
+                        if changes.changed().await.is_err() {
+                            return None;
+                        }
+                    }
+                }
+            }
+        }
+    });
+    (StatusCode::OK, headers, Body::from_stream(stream)).into_response()
+}
