@@ -74,7 +74,7 @@ fn mutation_patch_gives_the_expected_object() {
 #[test]
 fn kyverno_test_files_run_with_pass_fail_skip_and_unsupported() {
     use policyctl::testing::{self, Outcome, TestOptions};
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kyverno/suite");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kyverno/.kyverno-test");
     let cases = testing::run(&[dir], &TestOptions::default());
     let outcome = |test: &str, case: &str| {
         cases
