@@ -300,12 +300,8 @@ pub fn substitute_str(text: &str, ctx: &Context<'_>, mode: Mode) -> Result<Value
             },
         };
         if whole.start() == 0 && whole.end() == current.len() {
-            return Ok(match resolved {
-                Value::String(s) if !shallow && has_variables(&s) && s != current => {
-                    return substitute_str(&s, ctx, mode);
-                }
-                other => other,
-            });
+            // The value is data: it is not scanned for variables again.
+            return Ok(resolved);
         }
         let insert = match &resolved {
             Value::String(s) => s.clone(),
@@ -452,6 +448,17 @@ mod tests {
             substitute_str("\\{{ not }}", &c, Mode::Strict),
             Ok(json!("{{ not }}"))
         );
+    }
+
+    #[test]
+    fn resolved_values_are_not_evaluated_again() {
+        let c = Context::new(Arc::new(json!({"a": "{{ a }}", "b": "{{ b }}x"})), false);
+        assert_eq!(
+            substitute_str("{{ a }}", &c, Mode::Strict),
+            Ok(json!("{{ a }}"))
+        );
+        // Embedded values are re-scanned (nested variables resolve inside out) but the scan is bounded.
+        assert!(substitute_str("-{{ b }}", &c, Mode::Strict).is_ok());
     }
 
     #[test]
