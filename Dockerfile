@@ -21,9 +21,10 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /out/policyctl /usr/local/bin/policyctl
-# The bundled policies, used when no --policies/POLICYCTL_POLICIES points elsewhere (Kubernetes mounts a ConfigMap).
+# The bundled policies: `serve` without --policies (and without --configmap-selector) reads `policies` relative to
+# the working directory. Kubernetes mounts the policies ConfigMap and passes --policies instead.
 COPY policies /etc/policyctl/policies
-ENV POLICYCTL_POLICIES=/etc/policyctl/policies
+WORKDIR /etc/policyctl
 # distroless "nonroot" is 65532; numeric so runAsNonRoot can verify it.
 USER 65532:65532
 EXPOSE 8443 9090

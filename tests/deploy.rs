@@ -336,6 +336,10 @@ fn deployment_args_are_accepted_by_the_binary() {
     assert_eq!(serve.admin_addr.port(), 9090);
     assert_eq!(serve.addr.port(), 8443);
     assert_eq!(serve.failure_policy, policyctl::policy::FailurePolicy::Fail);
+    assert!(
+        serve.cluster_context,
+        "policies get namespace labels (the RBAC allows exactly that)"
+    );
 }
 
 #[test]
@@ -599,6 +603,50 @@ fn policies_config_map_loads_as_mounted() {
     );
 }
 
+#[test]
+fn own_deployment_passes_the_bundled_policies() {
+    // policyctl's own pods meet the Pod Security Standards (restricted) and the guardrails it ships, in both the
+    // Gatekeeper and the Kyverno version; only the allowed-registries placeholder does not know our image.
+    use policyctl::pipeline::{self, Outcome, Settings, Webhook};
+
+    let rendered = base();
+    let mut deployment = rendered.one("Deployment").clone();
+    deployment["metadata"]["namespace"] = Value::from("default");
+    let set = policyctl::policy::loader::compile_dir(&root().join("policies"), &Default::default())
+        .into_set(1)
+        .expect("the bundled policies load");
+    assert!(
+        set.policies().len() >= 10,
+        "the bundled library is loaded: {}",
+        set.policies().len()
+    );
+    let review = policyctl::admission::Review::for_object(
+        deployment,
+        None,
+        kube::core::admission::Operation::Create,
+    );
+    let decision = pipeline::run(&set, &review, Webhook::Validate, &Settings::default());
+    let mut problems = Vec::new();
+    let mut checked = 0;
+    for run in &decision.runs {
+        let name = run.policy.info().name.clone();
+        checked += 1;
+        match &run.outcome {
+            Outcome::Violations(violations) if !name.contains("allowed-re") => {
+                problems.extend(violations.iter().map(|v| format!("[{name}] {}", v.message)));
+            }
+            Outcome::Error(err) => problems.push(format!("[{name}] error: {err}")),
+            _ => {}
+        }
+    }
+    assert!(checked >= 10, "the Deployment met only {checked} policies");
+    assert!(
+        problems.is_empty(),
+        "policyctl's Deployment violates the bundled policies:\n{}",
+        problems.join("\n")
+    );
+}
+
 /// Copy deploy/ and policies/ into a scratch directory, keeping their relative layout.
 fn scratch_copy() -> tempfile::TempDir {
     let scratch = tempfile::tempdir().expect("tempdir");
@@ -749,4 +797,54 @@ fn cert_manager_overlay_injects_the_ca_of_the_mounted_certificate() {
             "{kind} must get its caBundle from the serving Certificate"
         );
     }
+}
+
+#[test]
+fn monitoring_kustomization_scrapes_the_service_and_ships_the_dashboard() {
+    let monitoring = Rendered(kustomize(&root().join("deploy/monitoring")));
+    let service_base = base();
+    let service = service_base.one("Service");
+
+    let monitor = monitoring.one("ServiceMonitor");
+    for (key, value) in monitor["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .expect("selector")
+    {
+        assert_eq!(
+            &service["metadata"]["labels"][key], value,
+            "ServiceMonitor selects the policyctl Service by {key}"
+        );
+    }
+    let job_label = monitor["spec"]["jobLabel"].as_str().expect("jobLabel");
+    assert_eq!(
+        service["metadata"]["labels"][job_label], "policyctl",
+        "the alerts expect job=\"policyctl\""
+    );
+    let ports: Vec<&str> = service["spec"]["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    for endpoint in monitor["spec"]["endpoints"].as_array().expect("endpoints") {
+        let port = endpoint["port"].as_str().expect("named port");
+        assert!(
+            ports.contains(&port),
+            "ServiceMonitor scrapes port {port}, the Service has {ports:?}"
+        );
+        assert_eq!(endpoint["path"], "/metrics");
+    }
+
+    let dashboard = monitoring.one("ConfigMap");
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+    let shipped = std::fs::read_to_string(root().join("deploy/monitoring/dashboard.json"))
+        .expect("dashboard");
+    assert_eq!(
+        dashboard["data"]["policyctl.json"].as_str(),
+        Some(shipped.as_str())
+    );
+    assert_eq!(
+        monitoring.one("PrometheusRule")["metadata"]["namespace"],
+        "policyctl"
+    );
 }

@@ -370,6 +370,38 @@ fn webhooks_exclude_namespaces_and_follow_the_certificate_mode() {
 }
 
 #[test]
+fn service_monitor_selects_the_service() {
+    // The ServiceMonitor selects Services by the pods' selector labels: the Service must carry all of them.
+    let helpers = read(&chart().join("templates/_helpers.tpl"));
+    let service = read(&chart().join("templates/service.yaml"));
+    let monitor = read(&chart().join("templates/servicemonitor.yaml"));
+    assert!(
+        monitor.contains("include \"policyctl.selectorLabels\""),
+        "the ServiceMonitor selects by selectorLabels"
+    );
+    let selector = &helpers[helpers
+        .find("define \"policyctl.selectorLabels\"")
+        .expect("selectorLabels")..];
+    let selector = &selector[..selector.find("{{- end").expect("end of define")];
+    let labels = &helpers[helpers.find("define \"policyctl.labels\"").expect("labels")..];
+    let labels = &labels[..labels.find("{{- end").expect("end of define")];
+    for line in selector.lines().skip(1).filter(|l| l.contains(':')) {
+        let key = line.split(':').next().expect("key").trim();
+        assert!(
+            labels.contains(&format!("{key}:")) || service.contains(line.trim()),
+            "the Service lacks selector label {key}"
+        );
+    }
+    let objects = skeleton_objects();
+    let monitor = objects
+        .iter()
+        .find(|(_, o)| o["kind"] == "ServiceMonitor")
+        .expect("ServiceMonitor template");
+    assert_eq!(monitor.1["spec"]["endpoints"][0]["port"], "admin");
+    assert_eq!(monitor.1["spec"]["jobLabel"], "app.kubernetes.io/name");
+}
+
+#[test]
 fn skeleton_drops_actions_and_keeps_structure() {
     let text = "a:\n  {{- if .Values.x }}\n  b: {{ .Values.y | quote }}\n  {{- end }}\n{{/* note\nmore */}}\nc: \"{{ .z }}:{{ .w }}\"\n";
     assert_eq!(skeleton(text), "a:\n  b: x\nc: \"x:x\"");

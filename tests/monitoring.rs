@@ -20,7 +20,7 @@ fn read(relative: &str) -> String {
 
 /// The documented metrics: name -> type (`counter`, `gauge`, `histogram`).
 fn documented() -> BTreeMap<String, String> {
-    let row = Regex::new(r"^//! \| `(policyctl_[a-z0-9_]+)` \| (counter|gauge|histogram) \|")
+    let row = Regex::new(r"^//! \| `(policyctl_[a-z0-9_]+)` \| (counter|gauge|histogram)\b[^|]*\|")
         .expect("regex");
     let table: BTreeMap<String, String> = read("src/metrics/mod.rs")
         .lines()
@@ -118,6 +118,7 @@ fn exercised_metrics() -> policyctl::metrics::Metrics {
     let decision = pipeline::run(&set, &review, Webhook::Validate, &Settings::default());
     assert!(!decision.runs.is_empty(), "the probe policy ran");
     let metrics = policyctl::metrics::Metrics::new();
+    metrics.record_policy_set(1, set.policies().len(), set.hash());
     metrics.record_decision(
         Webhook::Validate,
         "CREATE",

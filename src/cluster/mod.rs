@@ -14,9 +14,13 @@
 //! Evaluations are synchronous and run on blocking threads; a GET is run on the async runtime and waited for with
 //! the time limit, so a slow API server delays an evaluation by at most that limit.
 //!
+//! - [`ClusterContext::inventory`]: Gatekeeper's `data.inventory`, see [`inventory`].
+//!
 //! RBAC needed: `get`, `list`, `watch` on `namespaces` (cluster-wide); `get`, `list`, `watch` on `configmaps`
 //! (cluster-wide, for the labelled cache and ConfigMap lookups); plus `get` (and `list` for collection paths) on
-//! whatever resources the policies' API calls read.
+//! whatever resources the policies' API calls read; `list`, `watch` on the kinds synced into `data.inventory`.
+
+pub mod inventory;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -33,6 +37,7 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 
 use crate::policy::ClusterContext;
+use inventory::{Inventory, SyncKind};
 
 /// Limits and selectors of the cluster context.
 #[derive(Debug, Clone)]
@@ -66,6 +71,7 @@ pub struct KubeCluster {
     namespaces: Store<Namespace>,
     config_maps: Store<ConfigMap>,
     api: ApiCache,
+    inventory: Inventory,
 }
 
 impl std::fmt::Debug for KubeCluster {
@@ -119,12 +125,15 @@ impl KubeCluster {
                 let _ = config_maps.wait_until_ready().await;
             })
         };
-        let api = ApiCache::new(client, tokio::runtime::Handle::current(), &options);
+        let handle = tokio::runtime::Handle::current();
+        let api = ApiCache::new(client.clone(), handle.clone(), &options);
+        let inventory = Inventory::new(client, handle);
         StartedCluster {
             context: Arc::new(KubeCluster {
                 namespaces,
                 config_maps,
                 api,
+                inventory,
             }),
             tasks,
             ready,
@@ -177,6 +186,17 @@ impl ClusterContext for KubeCluster {
 
     fn api_get(&self, path: &str) -> Result<Value, String> {
         self.api.get(path)
+    }
+
+    fn inventory(&self) -> Option<Arc<Value>> {
+        self.inventory.snapshot()
+    }
+}
+
+impl KubeCluster {
+    /// Sync exactly these kinds into `data.inventory`.
+    pub fn sync(&self, kinds: std::collections::BTreeSet<SyncKind>) {
+        self.inventory.sync(kinds);
     }
 }
 

@@ -16,6 +16,9 @@ const IGNORED_KINDS: &[(&str, &str)] = &[
     ("cli.kyverno.io/", "Test"),
     ("cli.kyverno.io/", "Values"),
     ("cli.kyverno.io/", "UserInfo"),
+    // Gatekeeper's sync configuration: read by the cluster context (`cluster::inventory::sync_kinds`).
+    ("config.gatekeeper.sh/", "Config"),
+    ("syncset.gatekeeper.sh/", "SyncSet"),
 ];
 
 /// Everything a load produced: the policies (if any), errors and warnings.

@@ -151,6 +151,13 @@ pub trait ClusterContext: Send + Sync + fmt::Debug {
         None
     }
 
+    /// Gatekeeper's `data.inventory`: the objects of the synced kinds, as `{"cluster": {"<group/version>":
+    /// {"<Kind>": {"<name>": object}}}, "namespace": {"<namespace>": {"<group/version>": {"<Kind>": {"<name>":
+    /// object}}}}}` (the core group's group/version is `v1`). `None` when no kind is synced.
+    fn inventory(&self) -> Option<Arc<Value>> {
+        None
+    }
+
     /// A read-only GET on the Kubernetes API (`/api/v1/namespaces/x/pods`), as JSON.
     fn api_get(&self, path: &str) -> Result<Value, String> {
         Err(format!(

@@ -1,5 +1,5 @@
 //! The ConfigMap source: ConfigMaps selected by labels in one namespace, watched through the Kubernetes API with
-//! kube-runtime's [`watcher`].
+//! kube-runtime's [`watcher()`](kube::runtime::watcher()).
 //!
 //! Every `data` key of a matching ConfigMap whose name is a policy file name (`*.yaml`, `*.yml`, `*.rego`, not
 //! `*_test.rego`, not hidden) is a policy file with the origin `namespace/configmap/key`; other keys are ignored, like

@@ -17,6 +17,10 @@
 //! `policyctl_policy_load_errors_total`, kept as the store's last error (shown by the admin `/status`), and the old set
 //! keeps answering. Only one publisher compiles at a time, so sets are published in the order their sources changed.
 //!
+//! With `--cluster-context` the sources also start the [`cluster`](crate::cluster) context (it shares their
+//! Kubernetes client); the first set is then published once the namespaces have been listed, and every published set
+//! tells it which kinds its Gatekeeper `Config`/`SyncSet` documents want synced into `data.inventory`.
+//!
 //! ## Why the directory source polls
 //!
 //! The kubelet updates a mounted ConfigMap by writing a new timestamped directory and renaming a `..data_tmp`
@@ -42,12 +46,14 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::cluster::inventory::{sync_kinds, SyncKind};
 use crate::cluster::{ClusterOptions, KubeCluster};
 use crate::engine::{Built, LoadOptions};
 use crate::metrics::Metrics;
 use crate::policy::loader::{compile, Compiled};
 use crate::policy::store::PolicyStore;
 use crate::policy::{ClusterContext, LoadError, PolicySet, SourceFile};
+use std::collections::BTreeSet;
 
 pub use configmaps::ConfigMapSelector;
 pub use status::{SourceKind, SourceProblem, SourceState, SourcesStatus, StatusReport};
@@ -358,12 +364,27 @@ impl Sources {
             gate = Some(started.ready);
             cluster = Some(started.context);
         }
+        let loop_cluster = cluster.clone();
+        let cluster_index = config.cluster_context.as_ref().map(|options| {
+            let description = format!(
+                "namespaces and the ConfigMaps labelled {} (reflectors), API reads, data.inventory",
+                options.cached_config_maps
+            );
+            status.register(SourceKind::ClusterContext, description)
+        });
+        let gate_status = status.clone();
         tasks.push(tokio::spawn(async move {
             if let Some(gate) = gate {
                 tracing::info!("waiting for the cluster context (namespaces) before publishing the first policy set");
                 gate.await;
+                if let Some(index) = cluster_index {
+                    gate_status.update(index, |s| {
+                        s.synced = true;
+                        s.updated_at = Some(std::time::SystemTime::now());
+                    });
+                }
             }
-            publish_loop(publisher, rx, count).await
+            publish_loop(publisher, rx, count, loop_cluster).await
         }));
         Ok(Running {
             tasks,
@@ -381,7 +402,12 @@ pub fn client_from(config: kube::Config) -> Result<kube::Client, SourceError> {
 }
 
 /// Receive snapshots, rebuild from the union of the latest snapshot of every source, publish.
-async fn publish_loop(publisher: Publisher, mut rx: mpsc::Receiver<Update>, sources: usize) {
+async fn publish_loop(
+    publisher: Publisher,
+    mut rx: mpsc::Receiver<Update>,
+    sources: usize,
+    cluster: Option<Arc<KubeCluster>>,
+) {
     let mut latest: Vec<Option<Snapshot>> = (0..sources).map(|_| None).collect();
     let mut last_hash: Option<String> = None;
     while let Some(update) = rx.recv().await {
@@ -413,14 +439,34 @@ async fn publish_loop(publisher: Publisher, mut rx: mpsc::Receiver<Update>, sour
         }
         last_hash = Some(hash);
         let task_publisher = publisher.clone();
-        if let Err(err) =
-            tokio::task::spawn_blocking(move || task_publisher.publish_files(&files)).await
-        {
-            // Compiling cannot panic by design; if it did, count it as a failed load and keep the active set.
-            tracing::error!(error = %err, "policy load task failed; the active policy set keeps serving");
-            publisher.metrics.policy_load_errors.inc();
-            last_hash = None;
+        let published = tokio::task::spawn_blocking(move || {
+            let kinds = sync_kinds(&files);
+            task_publisher.publish_files(&files).map(|_| kinds)
+        })
+        .await;
+        match published {
+            Ok(Ok(kinds)) => follow_sync_kinds(cluster.as_deref(), kinds),
+            Ok(Err(_)) => {}
+            Err(err) => {
+                // Compiling cannot panic by design; if it did, count it as a failed load and keep the active set.
+                tracing::error!(error = %err, "policy load task failed; the active policy set keeps serving");
+                publisher.metrics.policy_load_errors.inc();
+                last_hash = None;
+            }
         }
+    }
+}
+
+/// Sync the kinds the new set's Gatekeeper `Config`/`SyncSet` name; without a cluster context, say they are not.
+fn follow_sync_kinds(cluster: Option<&KubeCluster>, kinds: BTreeSet<SyncKind>) {
+    match cluster {
+        Some(cluster) => cluster.sync(kinds),
+        None if !kinds.is_empty() => tracing::warn!(
+            kinds = ?kinds,
+            "a Gatekeeper Config or SyncSet names kinds to sync, but --cluster-context is off: \
+             data.inventory stays empty"
+        ),
+        None => {}
     }
 }
 
@@ -493,7 +539,7 @@ mod tests {
         let publisher = publisher();
         let store = publisher.store().clone();
         let (tx, rx) = mpsc::channel(4);
-        let task = tokio::spawn(publish_loop(publisher, rx, 2));
+        let task = tokio::spawn(publish_loop(publisher, rx, 2, None));
         let a = "package a\n\ndeny contains \"a\" if false\n";
         let b = "package b\n\ndeny contains \"b\" if false\n";
         tx.send(Update {
@@ -524,7 +570,7 @@ mod tests {
         let publisher = publisher();
         let store = publisher.store().clone();
         let (tx, rx) = mpsc::channel(4);
-        let task = tokio::spawn(publish_loop(publisher, rx, 1));
+        let task = tokio::spawn(publish_loop(publisher, rx, 1, None));
         let good = vec![file(
             "p/a.rego",
             "package a\n\ndeny contains \"a\" if false\n",

@@ -16,6 +16,9 @@ pub enum SourceKind {
     Directory,
     /// ConfigMaps watched through the Kubernetes API.
     ConfigMaps,
+    /// The cluster context (`--cluster-context`): not a source of policies, but the first set waits for it.
+    #[serde(rename = "cluster-context")]
+    ClusterContext,
 }
 
 /// A problem of a source itself (unreadable directory, watch failure), as opposed to an error in a policy.

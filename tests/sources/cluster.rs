@@ -44,6 +44,11 @@ async fn cluster_context_reads_namespaces_and_configmaps_from_the_api() {
         .expect("starts");
     target.until_generation(1).await;
     let cluster: Arc<dyn ClusterContext> = running.cluster().expect("cluster context");
+    let status = target.status.snapshot();
+    let context = status
+        .iter()
+        .find(|s| s.kind == policyctl::sources::SourceKind::ClusterContext);
+    assert!(context.is_some_and(|s| s.synced), "{status:?}");
 
     // From the reflectors: no GET.
     let namespace = cluster.namespace("team-a").expect("namespace");
@@ -110,4 +115,187 @@ async fn cluster_context_reads_namespaces_and_configmaps_from_the_api() {
         .await
         .expect("answers");
     assert_eq!(later["data"]["k"], "v");
+}
+
+const SYNC_BOTH: &str = r"
+apiVersion: config.gatekeeper.sh/v1alpha1
+kind: Config
+metadata:
+  name: config
+spec:
+  sync:
+    syncOnly:
+    - {group: '', version: v1, kind: Namespace}
+    - {group: '', version: v1, kind: ConfigMap}
+";
+
+const SYNC_NAMESPACES: &str = r"
+apiVersion: config.gatekeeper.sh/v1alpha1
+kind: Config
+metadata:
+  name: config
+spec:
+  sync:
+    syncOnly:
+    - {group: '', version: v1, kind: Namespace}
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gatekeeper_config_syncs_its_kinds_into_the_inventory() {
+    let api = FakeApi::start().await;
+    api.apply_namespace("team-a", &[("env", "prod")]);
+    api.apply("team-a", "settings", &[], &[("registry", "ghcr.io")]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("sync.yaml"), SYNC_BOTH).expect("write");
+    std::fs::write(dir.path().join("a.rego"), crate::rego("a", "a")).expect("write");
+
+    let target = Target::new();
+    let config = SourcesConfig {
+        cluster_context: Some(ClusterOptions::default()),
+        ..crate::directory::fast(dir.path())
+    };
+    let running = Sources::new(config)
+        .with_client(api.client("default"))
+        .start(target.publisher.clone(), target.status.clone())
+        .await
+        .expect("starts");
+    target.until_generation(1).await;
+    let cluster = running.cluster().expect("cluster context");
+
+    let inventory = |pointer: &str| {
+        cluster
+            .inventory()
+            .and_then(|v| v.pointer(pointer).cloned())
+    };
+    until("the synced objects", || {
+        inventory("/cluster/v1/Namespace/team-a").is_some()
+            && inventory("/namespace/team-a/v1/ConfigMap/settings").is_some()
+    })
+    .await;
+    assert_eq!(
+        inventory("/namespace/team-a/v1/ConfigMap/settings/data/registry"),
+        Some(serde_json::json!("ghcr.io"))
+    );
+    assert_eq!(
+        inventory("/cluster/v1/Namespace/team-a/metadata/managedFields"),
+        None
+    );
+
+    // Objects follow the watch.
+    api.apply("team-a", "more", &[], &[("k", "v")]);
+    until("a new object", || {
+        inventory("/namespace/team-a/v1/ConfigMap/more").is_some()
+    })
+    .await;
+
+    // The kinds follow the policy set: ConfigMaps are no longer synced.
+    std::fs::write(dir.path().join("sync.yaml"), SYNC_NAMESPACES).expect("edit");
+    target.until_generation(2).await;
+    until("ConfigMaps gone from the inventory", || {
+        inventory("/namespace/team-a").is_none()
+            && inventory("/cluster/v1/Namespace/team-a").is_some()
+    })
+    .await;
+}
+
+const KNOWN_NAMESPACE: &str = r#"
+apiVersion: templates.gatekeeper.sh/v1
+kind: ConstraintTemplate
+metadata:
+  name: k8sknownnamespace
+spec:
+  crd:
+    spec:
+      names:
+        kind: K8sKnownNamespace
+  targets:
+    - target: admission.k8s.gatekeeper.sh
+      rego: |
+        package k8sknownnamespace
+        violation[{"msg": msg}] {
+          ns := input.review.object.metadata.namespace
+          not data.inventory.cluster["v1"]["Namespace"][ns]
+          msg := sprintf("namespace %v is not synced", [ns])
+        }
+---
+apiVersion: constraints.gatekeeper.sh/v1beta1
+kind: K8sKnownNamespace
+metadata:
+  name: known-namespace
+spec:
+  match:
+    kinds:
+      - apiGroups: [""]
+        kinds: ["Pod"]
+"#;
+
+/// A cluster whose only data is an inventory of namespaces.
+#[derive(Debug)]
+struct Synced(Arc<serde_json::Value>);
+
+impl ClusterContext for Synced {
+    fn inventory(&self) -> Option<Arc<serde_json::Value>> {
+        Some(self.0.clone())
+    }
+}
+
+fn synced(namespaces: &[&str]) -> Arc<dyn ClusterContext> {
+    let by_name: serde_json::Map<String, serde_json::Value> = namespaces
+        .iter()
+        .map(|ns| {
+            (
+                ns.to_string(),
+                serde_json::json!({"metadata": {"name": ns}}),
+            )
+        })
+        .collect();
+    Arc::new(Synced(Arc::new(
+        serde_json::json!({"cluster": {"v1": {"Namespace": by_name}}, "namespace": {}}),
+    )))
+}
+
+#[test]
+fn gatekeeper_templates_see_the_inventory_of_the_cluster_context() {
+    use policyctl::admission::{Operation, Review};
+    use policyctl::pipeline::{self, Settings, Webhook};
+    use policyctl::policy::{EvalContext, SourceFile};
+
+    let file = SourceFile {
+        origin: "p/known.yaml".into(),
+        content: KNOWN_NAMESPACE.into(),
+    };
+    let compiled =
+        policyctl::policy::loader::compile(&[file], &policyctl::engine::LoadOptions::default());
+    assert!(
+        compiled.built.errors.is_empty(),
+        "{:?}",
+        compiled.built.errors
+    );
+    let set = policyctl::policy::PolicySet::new(compiled.built.policies, 1, compiled.hash);
+    let pod = |ns: &str| {
+        Review::for_object(
+            serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": ns}}),
+            None,
+            Operation::Create,
+        )
+    };
+    let denials = |cluster: Arc<dyn ClusterContext>, ns: &str| {
+        let settings = Settings {
+            context: EvalContext {
+                cluster,
+                ..EvalContext::default()
+            },
+            ..Settings::default()
+        };
+        let decision = pipeline::run(&set, &pod(ns), Webhook::Validate, &settings);
+        assert!(decision.errors.is_empty(), "{:?}", decision.errors);
+        decision.denials
+    };
+    assert!(denials(synced(&["known"]), "known").is_empty());
+    assert_eq!(
+        denials(synced(&["known"]), "other"),
+        ["[known-namespace] namespace other is not synced"]
+    );
+    // A new inventory snapshot is seen at once.
+    assert!(denials(synced(&["known", "other"]), "other").is_empty());
 }

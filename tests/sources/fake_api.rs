@@ -74,6 +74,7 @@ impl FakeApi {
                 get(config_map),
             )
             .route("/api/v1/configmaps", get(all_config_maps))
+            .route("/api/v1", get(core_resources))
             .route("/api/v1/namespaces", get(namespaces))
             .route("/api/v1/namespaces/{namespace}", get(namespace))
             .fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
@@ -277,6 +278,22 @@ async fn config_map(
 
 async fn namespace(State(api): State<FakeApi>, Path(name): Path<String>) -> Response {
     get_object(&api, ("Namespace".to_string(), String::new(), name))
+}
+
+/// Discovery of the core group: the resources this fake serves.
+async fn core_resources() -> Response {
+    let list = json!({
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": "v1",
+        "resources": [
+            {"name": "configmaps", "singularName": "configmap", "namespaced": true, "kind": "ConfigMap",
+             "verbs": ["get", "list", "watch"]},
+            {"name": "namespaces", "singularName": "namespace", "namespaced": false, "kind": "Namespace",
+             "verbs": ["get", "list", "watch"]},
+        ],
+    });
+    json_response(StatusCode::OK, &list)
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response {

@@ -25,7 +25,7 @@ pub mod schema;
 pub mod template;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use super::{Built, Engine, EngineInput, LoadOptions};
 use crate::admission::Review;
@@ -164,6 +164,24 @@ impl ConstraintPolicy {
     }
 }
 
+/// The templates' `data` document, `{"inventory": …}`, from the cluster context's synced objects (`None` without
+/// them). Converted once per inventory snapshot and shared by every evaluation until the inventory changes.
+fn inventory_data(ctx: &EvalContext) -> Option<regorus::Value> {
+    static CACHE: Mutex<Option<(Arc<serde_json::Value>, regorus::Value)>> = Mutex::new(None);
+    let inventory = ctx.cluster.inventory()?;
+    let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((source, data)) = cache.as_ref() {
+        if Arc::ptr_eq(source, &inventory) {
+            return Some(data.clone());
+        }
+    }
+    let mut document = serde_json::Map::new();
+    document.insert("inventory".to_string(), (*inventory).clone());
+    let data = crate::engine::rego::support::to_rego(&serde_json::Value::Object(document));
+    *cache = Some((inventory, data.clone()));
+    Some(data)
+}
+
 /// The Gatekeeper form of a review, built once per review and shared by every constraint.
 struct CachedRequest(Result<Request, String>);
 
@@ -204,7 +222,10 @@ impl Policy for ConstraintPolicy {
             .0
             .as_ref()
             .map_err(|e| EvalError::Engine(e.clone()))?;
-        let findings = self.constraint.review(request, None, ctx.timeout)?;
+        let data = inventory_data(ctx);
+        let findings = self
+            .constraint
+            .review(request, data.as_ref(), ctx.timeout)?;
         Ok(findings
             .into_iter()
             .map(|f| Violation {
