@@ -6,7 +6,7 @@ use super::eval::{check_conditions, load_context, Env};
 use super::pattern::{match_pattern, PatternError};
 use super::result::{RuleResponse, RuleStatus, RuleType};
 use super::spec::{Deny, ForEachValidation, Validation};
-use super::variables::{substitute, substitute_str, value_has_variables, Context, Mode};
+use super::variables::{substitute_pattern, substitute_str, value_has_variables, Context, Mode};
 
 fn response(rule: &str, status: RuleStatus, message: impl Into<String>) -> RuleResponse {
     RuleResponse::new(rule, RuleType::Validation, status, message)
@@ -173,7 +173,7 @@ fn validate_patterns(
     if let Some(pattern) = pattern {
         let substituted;
         let pattern = if !static_patterns && value_has_variables(pattern) {
-            substituted = substitute(pattern, ctx, Mode::Strict);
+            substituted = substitute_pattern(pattern, Some(resource), ctx, Mode::Strict);
             match &substituted {
                 Ok(p) => p,
                 Err(e) => {
@@ -213,7 +213,15 @@ fn validate_patterns(
             message.unwrap_or_default().to_string(),
         );
     };
-    let patterns = match substitute(any, ctx, Mode::Strict) {
+    let patterns = match any {
+        Value::Array(items) => items
+            .iter()
+            .map(|p| substitute_pattern(p, Some(resource), ctx, Mode::Strict))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Value::Array),
+        other => Ok(other.clone()),
+    };
+    let patterns = match patterns {
         Ok(Value::Array(list)) => list,
         Ok(_) => return response(rule, RuleStatus::Error, "anyPattern must be a list"),
         Err(e) => {

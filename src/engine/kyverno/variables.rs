@@ -8,6 +8,7 @@
 //!   values as JSON text;
 //! - nested `{{ }}` resolve inside out; `{{- expr }}` is not re-scanned;
 //! - on DELETE, `request.object` in an expression reads `request.oldObject`;
+//! - in a validation pattern, a value that is exactly `{{@}}` is the resource's value at the same place;
 //! - policyctl extension: an expression starting with `$` (`{{ $.request.object.metadata.name }}`) is JSONPath
 //!   (RFC 9535, evaluated with jsonpath-rust) over the same document: one match is the value, several a list, none
 //!   a missing-key error.
@@ -271,6 +272,60 @@ pub fn substitute(value: &Value, ctx: &Context<'_>, mode: Mode) -> Result<Value,
     }
 }
 
+/// Substitute the variables of a validation pattern. Besides the usual variables, a value that is exactly `{{@}}`
+/// is the resource's value at the same place as the pattern value (anchors removed from keys; list element `i` of
+/// the pattern reads element `i` of the resource).
+pub fn substitute_pattern(
+    pattern: &Value,
+    resource: Option<&Value>,
+    ctx: &Context<'_>,
+    mode: Mode,
+) -> Result<Value, VarError> {
+    match pattern {
+        Value::String(s) if is_at_reference(s) => match resource {
+            Some(v) => Ok(v.clone()),
+            None => Err(VarError {
+                expression: "@".into(),
+                message: "the resource has no value at this place of the pattern".into(),
+                not_found: true,
+            }),
+        },
+        Value::String(s) => substitute_str(s, ctx, mode),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| substitute_pattern(v, resource.and_then(|r| r.get(i)), ctx, mode))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Value::Array),
+        Value::Object(map) => {
+            let mut out = Map::with_capacity(map.len());
+            for (k, v) in map {
+                let key = if has_variables(k) {
+                    match substitute_str(k, ctx, mode)? {
+                        Value::String(s) => s,
+                        other => other.to_string(),
+                    }
+                } else {
+                    k.clone()
+                };
+                let bare = super::pattern::parse_anchor(&key)
+                    .map(|(_, b)| b.to_string())
+                    .unwrap_or_else(|| key.clone());
+                let child = resource.and_then(|r| r.get(bare.as_str()));
+                out.insert(key, substitute_pattern(v, child, ctx, mode)?);
+            }
+            Ok(Value::Object(out))
+        }
+        other => Ok(other.clone()),
+    }
+}
+
+fn is_at_reference(text: &str) -> bool {
+    text.strip_prefix("{{")
+        .and_then(|t| t.strip_suffix("}}"))
+        .is_some_and(|inner| inner.trim() == "@")
+}
+
 /// Substitute the variables of one string; a string that is exactly one variable keeps the value's type.
 pub fn substitute_str(text: &str, ctx: &Context<'_>, mode: Mode) -> Result<Value, VarError> {
     if !has_variables(text) {
@@ -459,6 +514,19 @@ mod tests {
         );
         // Embedded values are re-scanned (nested variables resolve inside out) but the scan is bounded.
         assert!(substitute_str("-{{ b }}", &c, Mode::Strict).is_ok());
+    }
+
+    #[test]
+    fn at_reference_in_patterns() {
+        let c = ctx();
+        let resource = json!({"spec": {"containers": [{"name": "a", "image": "x"}]}});
+        let pattern = json!({"spec": {"containers": [{"=(name)": "{{@}}", "image": "{{ request.object.metadata.name }}"}]}});
+        assert_eq!(
+            substitute_pattern(&pattern, Some(&resource), &c, Mode::Strict),
+            Ok(json!({"spec": {"containers": [{"=(name)": "a", "image": "web"}]}}))
+        );
+        let missing = json!({"spec": {"hostname": "{{ @ }}"}});
+        assert!(substitute_pattern(&missing, Some(&resource), &c, Mode::Strict).is_err());
     }
 
     #[test]
