@@ -6,7 +6,9 @@ use super::eval::{check_conditions, load_context, Env};
 use super::pattern::{match_pattern, PatternError};
 use super::result::{RuleResponse, RuleStatus, RuleType};
 use super::spec::{Deny, ForEachValidation, Validation};
-use super::variables::{substitute_pattern, substitute_str, value_has_variables, Context, Mode};
+use super::variables::{
+    resolve_references, substitute_pattern, substitute_str, value_has_variables, Context, Mode,
+};
 
 fn response(rule: &str, status: RuleStatus, message: impl Into<String>) -> RuleResponse {
     RuleResponse::new(rule, RuleType::Validation, status, message)
@@ -173,7 +175,8 @@ fn validate_patterns(
     if let Some(pattern) = pattern {
         let substituted;
         let pattern = if !static_patterns && value_has_variables(pattern) {
-            substituted = substitute_pattern(pattern, Some(resource), ctx, Mode::Strict);
+            substituted = substitute_pattern(pattern, Some(resource), ctx, Mode::Strict)
+                .and_then(|p| resolve_references(&p));
             match &substituted {
                 Ok(p) => p,
                 Err(e) => {
@@ -216,7 +219,10 @@ fn validate_patterns(
     let patterns = match any {
         Value::Array(items) => items
             .iter()
-            .map(|p| substitute_pattern(p, Some(resource), ctx, Mode::Strict))
+            .map(|p| {
+                substitute_pattern(p, Some(resource), ctx, Mode::Strict)
+                    .and_then(|p| resolve_references(&p))
+            })
             .collect::<Result<Vec<_>, _>>()
             .map(Value::Array),
         other => Ok(other.clone()),

@@ -232,10 +232,10 @@ pub fn has_variables(text: &str) -> bool {
     text.contains("{{")
 }
 
-/// Whether a JSON value contains a `{{ }}` variable anywhere (keys included).
+/// Whether a JSON value contains a `{{ }}` variable or a `$( )` reference anywhere (keys included).
 pub fn value_has_variables(value: &Value) -> bool {
     match value {
-        Value::String(s) => has_variables(s),
+        Value::String(s) => has_variables(s) || s.contains("$("),
         Value::Array(a) => a.iter().any(value_has_variables),
         Value::Object(m) => m
             .iter()
@@ -318,6 +318,120 @@ pub fn substitute_pattern(
         }
         other => Ok(other.clone()),
     }
+}
+
+/// Resolve `$(path)` references in a pattern: `path` is relative to the referring field (`./../limits/memory`:
+/// `.` is the field itself, `..` its parent) or absolute (`/spec/...`) and names another value of the same
+/// pattern (anchored keys match by their bare name). A string that is exactly one reference takes the value; an
+/// embedded reference is replaced by its text. `\$(` escapes.
+pub fn resolve_references(pattern: &Value) -> Result<Value, VarError> {
+    if !has_reference(pattern) {
+        return Ok(pattern.clone());
+    }
+    let mut path = Vec::new();
+    resolve_in(pattern, pattern, &mut path)
+}
+
+fn has_reference(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains("$("),
+        Value::Array(a) => a.iter().any(has_reference),
+        Value::Object(m) => m.values().any(has_reference),
+        _ => false,
+    }
+}
+
+fn resolve_in(root: &Value, v: &Value, path: &mut Vec<String>) -> Result<Value, VarError> {
+    match v {
+        Value::String(s) if s.contains("$(") => resolve_string(root, s, path),
+        Value::Array(items) => {
+            let mut out = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                path.push(i.to_string());
+                out.push(resolve_in(root, item, path)?);
+                path.pop();
+            }
+            Ok(Value::Array(out))
+        }
+        Value::Object(map) => {
+            let mut out = Map::with_capacity(map.len());
+            for (k, item) in map {
+                let bare = super::pattern::parse_anchor(k).map(|(_, b)| b).unwrap_or(k);
+                path.push(bare.to_string());
+                out.insert(k.clone(), resolve_in(root, item, path)?);
+                path.pop();
+            }
+            Ok(Value::Object(out))
+        }
+        other => Ok(other.clone()),
+    }
+}
+
+fn lookup<'v>(root: &'v Value, path: &[String]) -> Option<&'v Value> {
+    path.iter().try_fold(root, |v, seg| match v {
+        Value::Object(m) => m.get(seg.as_str()).or_else(|| {
+            m.iter()
+                .find(|(k, _)| super::pattern::parse_anchor(k).is_some_and(|(_, b)| b == seg))
+                .map(|(_, v)| v)
+        }),
+        Value::Array(a) => seg.parse::<usize>().ok().and_then(|i| a.get(i)),
+        _ => None,
+    })
+}
+
+fn resolve_string(root: &Value, text: &str, path: &[String]) -> Result<Value, VarError> {
+    let mut out = String::new();
+    let mut rest = text;
+    let mut whole: Option<Value> = None;
+    while let Some(pos) = rest.find("$(") {
+        if rest[..pos].ends_with('\\') {
+            out.push_str(&rest[..pos - 1]);
+            out.push_str("$(");
+            rest = &rest[pos + 2..];
+            continue;
+        }
+        let Some(end) = rest[pos..].find(')') else {
+            break;
+        };
+        let reference = &rest[pos + 2..pos + end];
+        // An operator may lead the reference (`$(<=./../limits/memory)`); it is kept in front of the value.
+        let operator_len = [">=", "<=", ">", "<", "!"]
+            .iter()
+            .find(|op| reference.starts_with(**op))
+            .map_or(0, |op| op.len());
+        let (operator, reference) = reference.split_at(operator_len);
+        let mut target: Vec<String> = if reference.starts_with('/') {
+            Vec::new()
+        } else {
+            path.to_vec()
+        };
+        for seg in reference.split('/').filter(|s| !s.is_empty()) {
+            match seg {
+                "." => {}
+                ".." => {
+                    target.pop();
+                }
+                other => target.push(other.to_string()),
+            }
+        }
+        let found = lookup(root, &target).ok_or_else(|| VarError {
+            expression: format!("$({reference})"),
+            message: format!("the pattern has no value at /{}", target.join("/")),
+            not_found: true,
+        })?;
+        if pos == 0 && end + 1 == rest.len() && out.is_empty() && operator.is_empty() {
+            whole = Some(found.clone());
+        }
+        out.push_str(&rest[..pos]);
+        out.push_str(operator);
+        match found {
+            Value::String(s) => out.push_str(s),
+            other => out.push_str(&other.to_string()),
+        }
+        rest = &rest[pos + end + 1..];
+    }
+    out.push_str(rest);
+    Ok(whole.unwrap_or(Value::String(out)))
 }
 
 fn is_at_reference(text: &str) -> bool {
@@ -527,6 +641,25 @@ mod tests {
         );
         let missing = json!({"spec": {"hostname": "{{ @ }}"}});
         assert!(substitute_pattern(&missing, Some(&resource), &c, Mode::Strict).is_err());
+    }
+
+    #[test]
+    fn pattern_references() {
+        let pattern = json!({"spec": {"containers": [{"resources": {
+            "requests": {"memory": "$(<=./../../limits/memory)", "cpu": "$(./../../limits/cpu)"},
+            "limits": {"memory": "2Gi", "=(cpu)": 2}}}],
+            "hostname": "\\$(literal)"}});
+        let out = resolve_references(&pattern).expect("references");
+        assert_eq!(
+            out["spec"]["containers"][0]["resources"]["requests"]["memory"],
+            "<=2Gi"
+        );
+        assert_eq!(
+            out["spec"]["containers"][0]["resources"]["requests"]["cpu"], 2,
+            "whole reference keeps the type"
+        );
+        assert_eq!(out["spec"]["hostname"], "$(literal)");
+        assert!(resolve_references(&json!({"a": "$(./../missing)"})).is_err());
     }
 
     #[test]
