@@ -165,6 +165,21 @@ fn certs_writes_the_files_and_prints_the_ca_bundle() {
 }
 
 #[test]
+fn finding_no_test_case_fails() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("p.rego"), "package p\n").expect("write");
+    let output = policyctl(&["test", &dir.path().to_string_lossy()]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no test cases found"));
+    let output = policyctl(&["test", "policies", "--run", "no-such-test-name//"]);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "a filter that selects nothing fails too"
+    );
+}
+
+#[test]
 fn unknown_paths_are_errors() {
     let output = policyctl(&["test", "does/not/exist"]);
     assert_eq!(output.status.code(), Some(1));

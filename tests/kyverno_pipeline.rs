@@ -74,7 +74,7 @@ fn mutation_patch_gives_the_expected_object() {
 #[test]
 fn kyverno_test_files_run_with_pass_fail_skip_and_unsupported() {
     use policyctl::testing::{self, Outcome, TestOptions};
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kyverno/suite");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kyverno/.kyverno-test");
     let cases = testing::run(&[dir], &TestOptions::default());
     let outcome = |test: &str, case: &str| {
         cases
@@ -109,6 +109,19 @@ fn kyverno_test_files_run_with_pass_fail_skip_and_unsupported() {
     assert!(
         reason.contains("/metadata/labels/team: expected \"other\", got \"platform\""),
         "{reason}"
+    );
+    let (result, reason) = outcome("add-defaults/team-label", "bad");
+    assert_eq!(
+        result,
+        Outcome::Fail,
+        "a PolicyException turns the rule into a skip: {reason}"
+    );
+    assert!(reason.contains("want pass, got skip"), "{reason}");
+    let (result, reason) = outcome("disallow-latest/require-tag", "default/bad");
+    assert_eq!(
+        result,
+        Outcome::Skip,
+        "no pattern validation on DELETE: {reason}"
     );
     assert_eq!(outcome("cel-policy/", "good").0, Outcome::Unsupported);
 }

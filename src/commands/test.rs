@@ -43,14 +43,16 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
         TestOutput::Junit => print!("{}", report.junit()),
     }
     if report.summary.total == 0 {
+        // A CI step that ran nothing must not pass: a broken path or discovery would otherwise go unnoticed.
         eprintln!(
-            "warning: no test cases found under {}",
+            "error: no test cases found under {}",
             paths
                 .iter()
                 .map(|p| p.display().to_string())
                 .collect::<Vec<_>>()
                 .join(", ")
         );
+        return Ok(ExitCode::FAILURE);
     }
     Ok(if report.success() {
         ExitCode::SUCCESS

@@ -19,7 +19,8 @@ use super::report::{CaseResult, Outcome};
 use super::{SuiteRunner, TestOptions};
 use crate::admission::Review;
 use crate::engine::kyverno::eval::{Lookups, Mocks};
-use crate::engine::kyverno::matching::UserContext;
+use crate::engine::kyverno::matching::{self, MatchInput, UserContext};
+use crate::engine::kyverno::spec::MatchResources;
 use crate::engine::kyverno::{
     is_kyverno_policy, ApplyOptions, KyvernoPolicy, Part, PolicyResponse, RuleStatus,
 };
@@ -98,7 +99,9 @@ struct Suite {
     user: UserContext,
     values: Value,
     operation: Operation,
-    cache: HashMap<(String, usize), PolicyResponse>,
+    cache: HashMap<(String, usize, Option<String>), PolicyResponse>,
+    /// PolicyExceptions of the test: `(policy, rule or "*", match)`.
+    exceptions: Vec<(String, String, MatchResources)>,
 }
 
 impl Suite {
@@ -178,8 +181,17 @@ impl Suite {
         None
     }
 
-    fn response(&mut self, policy_name: &str, index: usize) -> Option<&PolicyResponse> {
-        let key = (policy_name.to_string(), index);
+    fn response(
+        &mut self,
+        policy_name: &str,
+        index: usize,
+        operation: Option<&str>,
+    ) -> Option<&PolicyResponse> {
+        let key = (
+            policy_name.to_string(),
+            index,
+            operation.map(str::to_ascii_uppercase),
+        );
         if !self.cache.contains_key(&key) {
             let Some(LoadedPolicy::Kyverno(policy)) = self.policies.get(policy_name) else {
                 return None;
@@ -187,10 +199,14 @@ impl Suite {
             let resource = self.resources.get(index)?;
             let mocks = self.mocks(policy_name, resource);
             let labels = self.namespace_labels(&resource.namespace);
-            let operation = mocks
-                .resource
-                .get("request.operation")
-                .and_then(Value::as_str)
+            // Precedence: the result's `operation`, the resource's values, the global values, CREATE.
+            let operation = operation
+                .or_else(|| {
+                    mocks
+                        .resource
+                        .get("request.operation")
+                        .and_then(Value::as_str)
+                })
                 .map(parse_operation)
                 .unwrap_or_else(|| self.operation.clone());
             let review = Review::for_object(resource.value.clone(), None, operation);
@@ -204,6 +220,47 @@ impl Suite {
             self.cache.insert(key.clone(), response);
         }
         self.cache.get(&key)
+    }
+}
+
+impl Suite {
+    /// Whether a PolicyException of the test exempts resource `index` from a rule (Kyverno then skips the rule).
+    fn excepted(&self, policy: &str, rule: &str, index: usize) -> bool {
+        let Some(resource) = self.resources.get(index) else {
+            return false;
+        };
+        let base = rule
+            .strip_prefix("autogen-cronjob-")
+            .or_else(|| rule.strip_prefix("autogen-"))
+            .unwrap_or(rule);
+        let api_version = resource
+            .value
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let kind = resource
+            .value
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let (group, version) = match api_version.split_once('/') {
+            Some((g, v)) => (g, v),
+            None => ("", api_version),
+        };
+        let input = MatchInput {
+            group,
+            version,
+            kind,
+            subresource: "",
+            object: &resource.value,
+            namespace: &resource.namespace,
+            operation: "CREATE",
+            user: &self.user,
+            namespace_labels: None,
+        };
+        self.exceptions.iter().any(|(p, r, m)| {
+            p == policy && (r == "*" || r == rule || r == base) && matching::matches(m, &input)
+        })
     }
 }
 
@@ -314,6 +371,38 @@ fn load_suite(path: &Path, test: &Value) -> Result<Suite, String> {
         }
     }
     let operation = operation_of(&values);
+    let mut exceptions = Vec::new();
+    for file in strings(field(test, "exceptions")) {
+        let docs =
+            read_documents(&dir.join(&file)).map_err(|e| format!("exception file {file}: {e}"))?;
+        for (_, doc) in docs {
+            let entries = doc
+                .pointer("/spec/exceptions")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            for e in entries {
+                let policy = field_str(&e, "policyName").unwrap_or("");
+                let policy = policy.rsplit('/').next().unwrap_or(policy).to_string();
+                let rules = strings(field(&e, "ruleNames"));
+                let mut matches: MatchResources = doc
+                    .pointer("/spec/match")
+                    .map(|m| serde_json::from_value(m.clone()))
+                    .transpose()
+                    .map_err(|err| format!("exception file {file}: spec.match: {err}"))?
+                    .unwrap_or_default();
+                matches.prepare();
+                if rules.is_empty() {
+                    exceptions.push((policy.clone(), "*".to_string(), matches.clone()));
+                }
+                exceptions.extend(
+                    rules
+                        .into_iter()
+                        .map(|r| (policy.clone(), r, matches.clone())),
+                );
+            }
+        }
+    }
     Ok(Suite {
         dir,
         policies,
@@ -322,6 +411,7 @@ fn load_suite(path: &Path, test: &Value) -> Result<Suite, String> {
         values,
         operation,
         cache: HashMap::new(),
+        exceptions,
     })
 }
 
@@ -494,6 +584,8 @@ fn run_test(path: &Path, test: &Value, options: &TestOptions) -> Vec<CaseResult>
             keys = suite.resources.iter().map(|r| r.name.clone()).collect();
         }
         let patched_file = field_str(result, "patchedResources").map(str::to_string);
+        let operation = field_str(result, "operation");
+
         for key in keys {
             if !options.selected(&test_name, &key) {
                 continue;
@@ -554,9 +646,9 @@ fn run_test(path: &Path, test: &Value, options: &TestOptions) -> Vec<CaseResult>
                 Some(LoadedPolicy::Kyverno(p)) => p.scored(),
                 _ => true,
             };
-            let mut found: Vec<(usize, RuleStatus, String, Option<Value>)> = Vec::new();
+            let mut found: Vec<(usize, RuleStatus, String, String, Option<Value>)> = Vec::new();
             for i in indices {
-                let Some(response) = suite.response(&policy_name, i) else {
+                let Some(response) = suite.response(&policy_name, i, operation) else {
                     continue;
                 };
                 for r in &response.rules {
@@ -570,10 +662,32 @@ fn run_test(path: &Path, test: &Value, options: &TestOptions) -> Vec<CaseResult>
                         } else {
                             r.status
                         };
-                        found.push((i, status, r.message.clone(), response.patched.clone()));
+                        found.push((
+                            i,
+                            status,
+                            r.name.clone(),
+                            r.message.clone(),
+                            response.patched.clone(),
+                        ));
                     }
                 }
             }
+            // A PolicyException that covers the resource turns the rule into a skip.
+            let found: Vec<(usize, RuleStatus, String, Option<Value>)> = found
+                .into_iter()
+                .map(|(i, status, name, message, patched)| {
+                    if status != RuleStatus::Skip && suite.excepted(&policy_name, &name, i) {
+                        (
+                            i,
+                            RuleStatus::Skip,
+                            "excluded by a PolicyException".to_string(),
+                            patched,
+                        )
+                    } else {
+                        (i, status, message, patched)
+                    }
+                })
+                .collect();
             if found.is_empty() {
                 out.push(case(Outcome::Skip, format!("no rule response: the rule did not match the resource (expected {expected})")));
                 continue;

@@ -57,12 +57,31 @@ impl Env<'_> {
             m.rules.get(base)
         })
     }
+
+    /// Apply the `foreachValues` mocks of a rule for iteration `index`: each variable takes the index-th value
+    /// of its list.
+    pub fn apply_foreach_values(&self, rule: &str, index: usize, ctx: &mut Context<'_>) {
+        let Lookups::Mocks(m) = self.lookups else {
+            return;
+        };
+        let values = m.foreach.get(rule).or_else(|| {
+            let base = rule
+                .strip_prefix("autogen-cronjob-")
+                .or_else(|| rule.strip_prefix("autogen-"))?;
+            m.foreach.get(base)
+        });
+        for (name, list) in values.into_iter().flatten() {
+            if let Some(v) = list.as_array().and_then(|l| l.get(index)) {
+                ctx.add_path(name, v.clone());
+            }
+        }
+    }
 }
 
 /// Load context entries into `ctx`. Errors name the entry.
 pub fn load_context(
     entries: &[ContextEntry],
-    ctx: &mut Context,
+    ctx: &mut Context<'_>,
     env: &Env<'_>,
     rule: &str,
 ) -> Result<(), String> {
@@ -187,7 +206,7 @@ pub fn load_context(
     Ok(())
 }
 
-fn text(template: &str, ctx: &Context, entry: &str) -> Result<String, String> {
+fn text(template: &str, ctx: &Context<'_>, entry: &str) -> Result<String, String> {
     match substitute_str(template, ctx, Mode::Strict) {
         Ok(Value::String(s)) => Ok(s),
         Ok(other) => Ok(other.to_string()),
@@ -207,7 +226,7 @@ pub struct ConditionsOutcome {
 /// Evaluate a `{any, all}` block (or a legacy list meaning `all`). Variables are resolved with `mode`.
 pub fn check_conditions(
     block: &Value,
-    ctx: &Context,
+    ctx: &Context<'_>,
     mode: Mode,
 ) -> Result<ConditionsOutcome, String> {
     let (any, all): (Vec<&Value>, Vec<&Value>) = match block {
@@ -264,7 +283,7 @@ pub fn check_conditions(
     Ok(ConditionsOutcome { holds, messages })
 }
 
-fn condition(c: &Value, ctx: &Context, mode: Mode) -> Result<(bool, Option<String>), String> {
+fn condition(c: &Value, ctx: &Context<'_>, mode: Mode) -> Result<(bool, Option<String>), String> {
     let op_name = c.get("operator").and_then(Value::as_str).unwrap_or("");
     let op = Operator::parse(op_name)
         .ok_or_else(|| format!("unknown condition operator {op_name:?}"))?;

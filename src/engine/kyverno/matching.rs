@@ -195,8 +195,11 @@ pub struct MatchInput<'a> {
 }
 
 fn object_str<'v>(object: &'v Value, pointer: &str) -> &'v str {
-    object
-        .pointer(pointer)
+    // A plain walk: `Value::pointer` unescapes every token, which shows in profiles.
+    pointer
+        .split('/')
+        .skip(1)
+        .try_fold(object, |v, key| v.get(key))
         .and_then(Value::as_str)
         .unwrap_or("")
 }
@@ -239,21 +242,21 @@ fn description_matches(desc: &ResourceDescription, input: &MatchInput<'_>) -> bo
             return false;
         }
     }
-    let name = match object_str(input.object, "/metadata/name") {
+    let name = || match object_str(input.object, "/metadata/name") {
         "" => object_str(input.object, "/metadata/generateName"),
         n => n,
     };
     if let Some(pattern) = desc.name.as_deref().filter(|n| !n.is_empty()) {
-        if !wildcard(pattern, name) {
+        if !wildcard(pattern, name()) {
             return false;
         }
     }
-    if !desc.names.is_empty() && !desc.names.iter().any(|p| wildcard(p, name)) {
+    if !desc.names.is_empty() && !desc.names.iter().any(|p| wildcard(p, name())) {
         return false;
     }
     if !desc.namespaces.is_empty() {
         let ns = if input.kind == "Namespace" {
-            name
+            name()
         } else {
             match input.namespace {
                 "" => object_str(input.object, "/metadata/namespace"),

@@ -50,7 +50,7 @@ use matching::{MatchInput, UserContext};
 pub use result::{PolicyResponse, RuleResponse, RuleStatus, RuleType};
 use scalar::wildcard;
 use spec::{ActionOverride, PolicyDocument, Rule};
-use variables::{Context, Mode};
+use variables::{Base, Context, Mode};
 
 /// The Kyverno engine.
 #[derive(Debug, Clone, Copy, Default)]
@@ -216,6 +216,13 @@ fn unsupported_reason(rule: &Rule, raw: &Value) -> Option<String> {
 
 fn check_expression(expr: &str, problem: &mut Option<String>) {
     if problem.is_some() || expr.is_empty() || expr == "@" {
+        return;
+    }
+    if expr.starts_with('$') {
+        use jsonpath_rust::JsonPath;
+        if let Err(e) = Value::Null.query(expr) {
+            *problem = Some(format!("JSONPath {expr:?} is invalid: {e}"));
+        }
         return;
     }
     if let Err(e) = crate::jmespath::Expression::compile(expr) {
@@ -454,19 +461,16 @@ impl KyvernoPolicy {
         mocks_base: Option<&Mocks>,
     ) -> PolicyResponse {
         let mut response = PolicyResponse::default();
-        let review_ns = review
-            .namespace
-            .clone()
-            .or_else(|| {
-                review
-                    .subject()
-                    .and_then(|o| o.pointer("/metadata/namespace"))
-                    .and_then(Value::as_str)
-                    .map(String::from)
-            })
-            .unwrap_or_default();
+        let review_ns: &str = match review.namespace.as_deref() {
+            Some(ns) => ns,
+            None => review
+                .subject()
+                .and_then(|o| o.pointer("/metadata/namespace"))
+                .and_then(Value::as_str)
+                .unwrap_or(""),
+        };
         if let Some(ns) = &self.namespace {
-            if *ns != review_ns {
+            if ns != review_ns {
                 return response;
             }
         }
@@ -474,17 +478,11 @@ impl KyvernoPolicy {
         // The object as changed by this policy's mutate rules so far (`None`: unchanged).
         let mut patched: Option<Value> = None;
         let base = match mocks_base {
-            Some(m) => Arc::new(base_document(review, options.user, Some(m))),
-            None if options.user.is_empty()
-                || (options.user.roles.is_empty() && options.user.cluster_roles.is_empty()) =>
-            {
-                // Serving: the document only depends on the review; built once per review for every policy.
-                review
-                    .cached(|r| ServingBase(Arc::new(base_document(r, &serving_user(r), None))))
-                    .0
-                    .clone()
+            Some(m) => Base::Ready(Arc::new(base_document(review, options.user, Some(m)))),
+            None if options.user.roles.is_empty() && options.user.cluster_roles.is_empty() => {
+                Base::Served(review)
             }
-            None => Arc::new(base_document(review, options.user, None)),
+            None => Base::Ready(Arc::new(base_document(review, options.user, None))),
         };
         let env = Env {
             user: options.user,
@@ -517,7 +515,7 @@ impl KyvernoPolicy {
                     kind: &review.kind.kind,
                     subresource: review.sub_resource.as_deref().unwrap_or(""),
                     object: subject,
-                    namespace: &review_ns,
+                    namespace: review_ns,
                     operation: review.operation_str(),
                     user: options.user,
                     namespace_labels: options.namespace_labels,
@@ -549,12 +547,12 @@ impl KyvernoPolicy {
                     ));
                     continue;
                 }
-                let mut ctx = Context::new(base.clone(), delete);
+                let mut ctx = Context::with_base(base.clone(), delete);
                 if let Some(o) = &patched {
                     mutate::set_object(&mut ctx, o);
                 }
                 let resp =
-                    self.run_rule(rule, rule_type, &mut ctx, subject, review, &review_ns, &env);
+                    self.run_rule(rule, rule_type, &mut ctx, subject, review, review_ns, &env);
                 let Some((resp, changed)) = resp else {
                     continue;
                 };
@@ -581,7 +579,7 @@ impl KyvernoPolicy {
         &self,
         rule: &CompiledRule,
         rule_type: RuleType,
-        ctx: &mut Context,
+        ctx: &mut Context<'_>,
         subject: &Value,
         review: &Review,
         namespace: &str,
@@ -653,20 +651,11 @@ impl KyvernoPolicy {
     }
 
     fn serving_apply(&self, review: &Review, ctx: &EvalContext, part: Part) -> PolicyResponse {
-        let user = serving_user(review);
-        let labels = review
-            .namespace
-            .as_deref()
-            .and_then(|ns| ctx.cluster.namespace(ns))
-            .and_then(|n| {
-                n.pointer("/metadata/labels")
-                    .and_then(Value::as_object)
-                    .cloned()
-            });
+        let env = serving_env(review, ctx);
         let cluster: &dyn ClusterContext = ctx.cluster.as_ref();
         let options = ApplyOptions {
-            user: &user,
-            namespace_labels: labels.as_ref(),
+            user: &env.user,
+            namespace_labels: env.labels.as_ref(),
             lookups: Lookups::Cluster(cluster),
             part,
         };
@@ -674,8 +663,37 @@ impl KyvernoPolicy {
     }
 }
 
+/// What every Kyverno policy needs to know about a served review besides the review: computed once per review.
+struct ServingEnv {
+    user: UserContext,
+    labels: Option<Map<String, Value>>,
+}
+
+fn serving_env(review: &Review, ctx: &EvalContext) -> Arc<ServingEnv> {
+    review.cached(|r| ServingEnv {
+        user: serving_user(r),
+        labels: r
+            .namespace
+            .as_deref()
+            .and_then(|ns| ctx.cluster.namespace(ns))
+            .and_then(|n| {
+                n.pointer("/metadata/labels")
+                    .and_then(Value::as_object)
+                    .cloned()
+            }),
+    })
+}
+
 /// The base context document of a served review, shared by every Kyverno policy through [`Review::cached`].
 struct ServingBase(Arc<Value>);
+
+/// The base context document of a served review, built on first use.
+pub(crate) fn serving_base(review: &Review) -> Arc<Value> {
+    review
+        .cached(|r| ServingBase(Arc::new(base_document(r, &serving_user(r), None))))
+        .0
+        .clone()
+}
 
 /// The requester of a served review (roles are not resolved: the webhook has no RBAC data).
 fn serving_user(review: &Review) -> UserContext {
@@ -755,23 +773,15 @@ impl Policy for KyvernoPolicy {
 
     fn validate(&self, review: &Review, ctx: &EvalContext) -> Result<Vec<Violation>, EvalError> {
         let response = self.serving_apply(review, ctx, Part::Validate);
-        let namespace = review.namespace.clone().unwrap_or_default();
-        let labels = review
-            .namespace
-            .as_deref()
-            .and_then(|ns| ctx.cluster.namespace(ns))
-            .and_then(|n| {
-                n.pointer("/metadata/labels")
-                    .and_then(Value::as_object)
-                    .cloned()
-            });
+        let namespace = review.namespace.as_deref().unwrap_or_default();
+        let env = serving_env(review, ctx);
+        let labels = env.labels.as_ref();
         let mut out = Vec::new();
         for r in &response.rules {
             match r.status {
                 RuleStatus::Fail => {
                     let rule = self.rules.iter().find(|c| c.spec.name == r.name);
-                    let enforce =
-                        rule.is_some_and(|c| self.enforced(&c.spec, &namespace, labels.as_ref()));
+                    let enforce = rule.is_some_and(|c| self.enforced(&c.spec, namespace, labels));
                     let message = format!("{}: {}", r.name, r.message);
                     if enforce {
                         out.push(Violation {

@@ -22,7 +22,7 @@ fn response(rule: &str, status: RuleStatus, message: impl Into<String>) -> RuleR
 pub fn mutate(
     rule: &str,
     m: &Mutation,
-    ctx: &Context,
+    ctx: &Context<'_>,
     resource: &Value,
     env: &Env<'_>,
 ) -> (RuleResponse, Option<Value>) {
@@ -49,7 +49,7 @@ pub fn mutate(
 fn apply_patches(
     psm: Option<&Value>,
     json6902: Option<&str>,
-    ctx: &Context,
+    ctx: &Context<'_>,
     resource: &Value,
 ) -> Result<Option<Value>, String> {
     let mut current = resource.clone();
@@ -85,7 +85,7 @@ fn apply_patches(
 fn foreach(
     rule: &str,
     list: &[ForEachMutation],
-    ctx: &Context,
+    ctx: &Context<'_>,
     resource: &Value,
     nesting: usize,
     env: &Env<'_>,
@@ -117,6 +117,7 @@ fn foreach(
             let mut ectx = ctx.clone();
             set_object(&mut ectx, &current);
             set_element(&mut ectx, element, index, nesting);
+            env.apply_foreach_values(rule, index, &mut ectx);
             load_context(&fe.context, &mut ectx, env, rule)
                 .map_err(|e| format!("failed to load context: {e}"))?;
             if let Some(p) = &fe.preconditions {
@@ -146,7 +147,7 @@ fn foreach(
 }
 
 /// Make `request.object` the given object in a context.
-pub fn set_object(ctx: &mut Context, object: &Value) {
+pub fn set_object(ctx: &mut Context<'_>, object: &Value) {
     let doc = ctx.document();
     if doc.pointer("/request/object") == Some(object) {
         return;

@@ -25,6 +25,11 @@ pub enum Anchor {
 
 /// Split a pattern key into its anchor and bare key.
 pub fn parse_anchor(key: &str) -> Option<(Anchor, &str)> {
+    // Fast reject: an anchor ends with `)`.
+    let last = key.bytes().rev().find(|b| !b.is_ascii_whitespace());
+    if last != Some(b')') {
+        return None;
+    }
     let k = key.trim();
     let (anchor, rest) = match k.as_bytes().first() {
         Some(b'(') => (Anchor::Condition, k),

@@ -6,6 +6,9 @@ use serde_json::Value;
 /// Kyverno's wildcard match: `*` is any run of characters (possibly empty), `?` exactly one character; everything
 /// else is literal. An empty pattern matches only the empty string.
 pub fn wildcard(pattern: &str, text: &str) -> bool {
+    if pattern == "*" {
+        return true;
+    }
     if !pattern.contains(['*', '?']) {
         return pattern == text;
     }

@@ -233,3 +233,276 @@ fn namespaced_policy_only_in_its_namespace() {
     assert!(run(&p, pod("other")).rules.is_empty());
     assert_eq!(run(&p, pod("team")).rules.len(), 1);
 }
+
+#[test]
+fn context_entries_variables_and_cluster_lookups() {
+    let p = load(
+        r#"
+apiVersion: kyverno.io/v1
+kind: ClusterPolicy
+metadata: {name: ctx}
+spec:
+  validationFailureAction: Enforce
+  rules:
+  - name: from-variable
+    match: {any: [{resources: {kinds: [ConfigMap]}}]}
+    context:
+    - name: team
+      variable:
+        jmesPath: request.object.metadata.labels.team
+        default: none
+    validate:
+      message: "team is {{ team }}"
+      deny:
+        conditions:
+          all:
+          - key: "{{ team }}"
+            operator: Equals
+            value: none
+  - name: from-config-map
+    match: {any: [{resources: {kinds: [ConfigMap]}}]}
+    context:
+    - name: settings
+      configMap: {name: settings, namespace: "{{ request.namespace }}"}
+    validate:
+      deny:
+        conditions:
+          all:
+          - key: "{{ settings.data.blocked }}"
+            operator: Equals
+            value: "true"
+"#,
+    );
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "ns"}});
+    let review = Review::for_object(cm.clone(), None, Operation::Create);
+    // Serving without a cluster: the configMap entry cannot be loaded.
+    let err = p
+        .validate(&review, &EvalContext::default())
+        .expect_err("needs cluster context");
+    assert!(err.to_string().contains("needs cluster context"), "{err}");
+    // With a cluster that has the ConfigMap.
+    #[derive(Debug)]
+    struct Cluster;
+    impl crate::policy::ClusterContext for Cluster {
+        fn config_map(&self, namespace: &str, name: &str) -> Option<Value> {
+            (namespace == "ns" && name == "settings").then(|| json!({"data": {"blocked": "true"}}))
+        }
+    }
+    let ctx = EvalContext {
+        cluster: Arc::new(Cluster),
+        ..EvalContext::default()
+    };
+    let v = p.validate(&review, &ctx).expect("validate");
+    let messages: Vec<&str> = v.iter().map(|v| v.message.as_str()).collect();
+    assert_eq!(
+        messages,
+        [
+            "from-variable: team is none",
+            "from-config-map: validation error: rule from-config-map failed"
+        ]
+    );
+    // Testing: configMap entries come from rule values.
+    let mut mocks = Mocks::default();
+    let mut values = Map::new();
+    values.insert("settings.data.blocked".into(), json!("false"));
+    mocks.rules.insert("from-config-map".into(), values);
+    let user = UserContext::default();
+    let options = ApplyOptions {
+        user: &user,
+        namespace_labels: None,
+        lookups: Lookups::Mocks(&mocks),
+        part: Part::All,
+    };
+    let r = p.apply(&review, &options, Some(&mocks));
+    assert_eq!(r.rules[1].status, RuleStatus::Pass);
+}
+
+#[test]
+fn failure_action_overrides_and_scope() {
+    let p = load(&POLICY.replace(
+        "  validationFailureAction: Enforce\n",
+        "  validationFailureAction: Enforce\n  validationFailureActionOverrides:\n  - action: Audit\n    namespaces: [dev-*]\n",
+    ));
+    let rule = &p.rules()[0].spec;
+    assert!(p.enforced(rule, "prod", None));
+    assert!(!p.enforced(rule, "dev-1", None));
+    let scope = p.scope();
+    let kinds: Vec<Option<&str>> = scope.entries.iter().map(|e| e.kind.as_deref()).collect();
+    for kind in [
+        "Pod",
+        "Deployment",
+        "CronJob",
+        "Job",
+        "StatefulSet",
+        "DaemonSet",
+        "ReplicaSet",
+        "ReplicationController",
+    ] {
+        assert!(kinds.contains(&Some(kind)), "{kind} missing from {kinds:?}");
+    }
+    let any = load(&POLICY.replace("kinds: [Pod]", "kinds: [\"*\"]"));
+    assert!(
+        any.scope().entries.iter().any(|e| e.kind.is_none()),
+        "wildcard kinds give a wildcard scope"
+    );
+}
+
+#[test]
+fn update_with_existing_violation_is_skipped_for_enforced_patterns() {
+    let p = load(POLICY);
+    let bad = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "nginx:latest"}]}});
+    let review = Review::for_object(bad.clone(), Some(bad), Operation::Update);
+    let user = UserContext::default();
+    let mocks = Mocks::default();
+    let options = ApplyOptions {
+        user: &user,
+        namespace_labels: None,
+        lookups: Lookups::Mocks(&mocks),
+        part: Part::All,
+    };
+    let r = p.apply(&review, &options, Some(&mocks));
+    assert_eq!(r.rules[0].status, RuleStatus::Skip);
+    let delete = Review::for_object(
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "nginx:latest"}]}}),
+        None,
+        Operation::Delete,
+    );
+    assert!(
+        p.apply(&delete, &options, Some(&mocks)).rules.is_empty(),
+        "no pattern validation on DELETE"
+    );
+}
+
+#[test]
+fn json_path_variables_load_and_run() {
+    let p = load(&POLICY.replace(
+        "{{ request.object.metadata.name }}",
+        "{{ $.request.object.metadata.name }}",
+    ));
+    assert!(
+        p.rules()[0].unsupported.is_none(),
+        "{:?}",
+        p.rules()[0].unsupported
+    );
+    let bad = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "jp"}, "spec": {"containers": [{"name": "c", "image": "nginx:latest"}]}});
+    let r = run(&p, bad);
+    assert!(
+        r.rules[0].message.contains("latest is not allowed for jp."),
+        "{}",
+        r.rules[0].message
+    );
+}
+
+#[test]
+fn foreach_strategic_merge_keeps_container_order_and_apply_rules_one() {
+    let p = load(
+        r#"
+apiVersion: kyverno.io/v1
+kind: ClusterPolicy
+metadata: {name: fe}
+spec:
+  applyRules: One
+  rules:
+  - name: limits
+    match: {any: [{resources: {kinds: [Pod]}}]}
+    mutate:
+      foreach:
+      - list: request.object.spec.containers
+        patchStrategicMerge:
+          spec:
+            containers:
+            - name: "{{ element.name }}"
+              resources:
+                limits:
+                  +(memory): 256Mi
+  - name: never-reached
+    match: {any: [{resources: {kinds: [Pod]}}]}
+    mutate:
+      patchStrategicMerge:
+        metadata:
+          labels: {x: y}
+"#,
+    );
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "a"}, {"name": "b", "resources": {"limits": {"memory": "1Gi"}}}, {"name": "c"}]}});
+    let r = run(&p, pod);
+    assert_eq!(
+        r.rules.len(),
+        1,
+        "applyRules One stops after the first applied rule"
+    );
+    let patched = r.patched.expect("patched");
+    let names: Vec<&str> = patched["spec"]["containers"]
+        .as_array()
+        .expect("containers")
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(names, ["a", "b", "c"], "descending foreach keeps the order");
+    assert_eq!(
+        patched["spec"]["containers"][0]["resources"]["limits"]["memory"],
+        "256Mi"
+    );
+    assert_eq!(
+        patched["spec"]["containers"][1]["resources"]["limits"]["memory"],
+        "1Gi"
+    );
+}
+
+#[test]
+fn subjects_and_namespace_selectors() {
+    let p = load(
+        r#"
+apiVersion: kyverno.io/v1
+kind: ClusterPolicy
+metadata: {name: who}
+spec:
+  validationFailureAction: Enforce
+  rules:
+  - name: only-prod-from-ci
+    match:
+      any:
+      - resources:
+          kinds: [ConfigMap]
+          namespaceSelector: {matchLabels: {env: prod}}
+    exclude:
+      any:
+      - subjects: [{kind: ServiceAccount, name: ci, namespace: tools}]
+    validate:
+      message: only CI may change prod
+      deny: {}
+"#,
+    );
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "prod-1"}});
+    let review = Review::for_object(cm, None, Operation::Create);
+    let mocks = Mocks::default();
+    let prod: Map<String, Value> = serde_json::from_value(json!({"env": "prod"})).expect("labels");
+    let apply = |user: &UserContext, labels: Option<&Map<String, Value>>| {
+        let options = ApplyOptions {
+            user,
+            namespace_labels: labels,
+            lookups: Lookups::Mocks(&mocks),
+            part: Part::All,
+        };
+        p.apply(&review, &options, Some(&mocks))
+            .rules
+            .iter()
+            .map(|r| r.status)
+            .collect::<Vec<_>>()
+    };
+    let someone = UserContext {
+        username: "alice".into(),
+        ..Default::default()
+    };
+    let ci = UserContext {
+        username: "system:serviceaccount:tools:ci".into(),
+        ..Default::default()
+    };
+    assert_eq!(apply(&someone, Some(&prod)), [RuleStatus::Fail]);
+    assert_eq!(apply(&ci, Some(&prod)), [], "excluded subject");
+    assert_eq!(
+        apply(&someone, None),
+        [],
+        "namespace labels unknown: the selector does not match"
+    );
+}

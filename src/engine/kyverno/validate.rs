@@ -6,7 +6,9 @@ use super::eval::{check_conditions, load_context, Env};
 use super::pattern::{match_pattern, PatternError};
 use super::result::{RuleResponse, RuleStatus, RuleType};
 use super::spec::{Deny, ForEachValidation, Validation};
-use super::variables::{substitute, substitute_str, value_has_variables, Context, Mode};
+use super::variables::{
+    resolve_references, substitute_pattern, substitute_str, value_has_variables, Context, Mode,
+};
 
 fn response(rule: &str, status: RuleStatus, message: impl Into<String>) -> RuleResponse {
     RuleResponse::new(rule, RuleType::Validation, status, message)
@@ -27,7 +29,7 @@ struct Body<'a> {
 pub fn validate(
     rule: &str,
     v: &Validation,
-    ctx: &Context,
+    ctx: &Context<'_>,
     resource: &Value,
     delete: bool,
     env: &Env<'_>,
@@ -57,7 +59,7 @@ fn run_body(
     rule: &str,
     message: Option<&str>,
     body: &Body<'_>,
-    ctx: &Context,
+    ctx: &Context<'_>,
     resource: &Value,
     delete: bool,
     in_foreach: bool,
@@ -90,7 +92,7 @@ fn run_body(
 fn render_message(
     rule: &str,
     message: Option<&str>,
-    ctx: &Context,
+    ctx: &Context<'_>,
 ) -> Result<Option<String>, String> {
     let Some(m) = message.filter(|m| !m.is_empty()) else {
         return Ok(None);
@@ -107,7 +109,7 @@ fn render_message(
 fn error_message(
     rule: &str,
     message: Option<&str>,
-    ctx: &Context,
+    ctx: &Context<'_>,
     err: &str,
     path: &str,
 ) -> String {
@@ -130,7 +132,12 @@ fn error_message(
     }
 }
 
-fn validate_deny(rule: &str, message: Option<&str>, deny: &Deny, ctx: &Context) -> RuleResponse {
+fn validate_deny(
+    rule: &str,
+    message: Option<&str>,
+    deny: &Deny,
+    ctx: &Context<'_>,
+) -> RuleResponse {
     let conditions = deny.conditions.clone().unwrap_or(Value::Null);
     match check_conditions(&conditions, ctx, Mode::Lenient) {
         Err(e) => response(
@@ -162,13 +169,14 @@ fn validate_patterns(
     pattern: Option<&Value>,
     any_pattern: Option<&Value>,
     static_patterns: bool,
-    ctx: &Context,
+    ctx: &Context<'_>,
     resource: &Value,
 ) -> RuleResponse {
     if let Some(pattern) = pattern {
         let substituted;
         let pattern = if !static_patterns && value_has_variables(pattern) {
-            substituted = substitute(pattern, ctx, Mode::Strict);
+            substituted = substitute_pattern(pattern, Some(resource), ctx, Mode::Strict)
+                .and_then(|p| resolve_references(&p));
             match &substituted {
                 Ok(p) => p,
                 Err(e) => {
@@ -208,7 +216,18 @@ fn validate_patterns(
             message.unwrap_or_default().to_string(),
         );
     };
-    let patterns = match substitute(any, ctx, Mode::Strict) {
+    let patterns = match any {
+        Value::Array(items) => items
+            .iter()
+            .map(|p| {
+                substitute_pattern(p, Some(resource), ctx, Mode::Strict)
+                    .and_then(|p| resolve_references(&p))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Value::Array),
+        other => Ok(other.clone()),
+    };
+    let patterns = match patterns {
         Ok(Value::Array(list)) => list,
         Ok(_) => return response(rule, RuleStatus::Error, "anyPattern must be a list"),
         Err(e) => {
@@ -261,7 +280,7 @@ fn validate_patterns(
 }
 
 /// The elements of a foreach `list` expression: a list, or a single value wrapped in one.
-pub fn elements(ctx: &Context, list: &str) -> Result<Vec<Value>, String> {
+pub fn elements(ctx: &Context<'_>, list: &str) -> Result<Vec<Value>, String> {
     let expr = list.trim();
     let expr = expr
         .strip_prefix("{{")
@@ -276,7 +295,7 @@ pub fn elements(ctx: &Context, list: &str) -> Result<Vec<Value>, String> {
 }
 
 /// Put a foreach element into the context.
-pub fn set_element(ctx: &mut Context, element: &Value, index: usize, nesting: usize) {
+pub fn set_element(ctx: &mut Context<'_>, element: &Value, index: usize, nesting: usize) {
     ctx.set("element", element.clone());
     ctx.set("elementIndex", Value::from(index));
     ctx.set(&format!("element{nesting}"), element.clone());
@@ -287,7 +306,7 @@ fn validate_foreach(
     rule: &str,
     message: Option<&str>,
     list: &[ForEachValidation],
-    ctx: &Context,
+    ctx: &Context<'_>,
     resource: &Value,
     nesting: usize,
     env: &Env<'_>,
@@ -316,7 +335,7 @@ fn validate_elements(
     message: Option<&str>,
     fe: &ForEachValidation,
     items: &[Value],
-    ctx: &Context,
+    ctx: &Context<'_>,
     resource: &Value,
     nesting: usize,
     env: &Env<'_>,
@@ -329,6 +348,7 @@ fn validate_elements(
         }
         let mut ectx = ctx.clone();
         set_element(&mut ectx, element, index, nesting);
+        env.apply_foreach_values(rule, index, &mut ectx);
         if let Err(e) = load_context(&fe.context, &mut ectx, env, rule) {
             return (
                 response(

@@ -7,7 +7,11 @@
 //! - a string that is exactly one `{{ }}` takes the value's JSON type; otherwise strings are inserted raw and other
 //!   values as JSON text;
 //! - nested `{{ }}` resolve inside out; `{{- expr }}` is not re-scanned;
-//! - on DELETE, `request.object` in an expression reads `request.oldObject`.
+//! - on DELETE, `request.object` in an expression reads `request.oldObject`;
+//! - in a validation pattern, a value that is exactly `{{@}}` is the resource's value at the same place;
+//! - policyctl extension: an expression starting with `$` (`{{ $.request.object.metadata.name }}`) is JSONPath
+//!   (RFC 9535, evaluated with jsonpath-rust) over the same document: one match is the value, several a list, none
+//!   a missing-key error.
 
 use std::cell::RefCell;
 use std::sync::{Arc, OnceLock};
@@ -36,18 +40,33 @@ pub enum Mode {
     Lenient,
 }
 
+/// Where the base document of a context comes from.
+#[derive(Debug, Clone)]
+pub enum Base<'r> {
+    /// A document built beforehand.
+    Ready(Arc<Value>),
+    /// A served review: the document is built on first use, once per review, and shared by every policy (rules
+    /// without variables never pay for it).
+    Served(&'r crate::admission::Review),
+}
+
 /// The evaluation context of one rule: a JSON document that expressions query.
 #[derive(Debug, Clone)]
-pub struct Context {
-    base: Arc<Value>,
+pub struct Context<'r> {
+    base: Base<'r>,
     overlay: Map<String, Value>,
     merged: RefCell<Option<Arc<Value>>>,
     delete: bool,
 }
 
-impl Context {
+impl<'r> Context<'r> {
     /// A context over a base document (an object with `request` etc.).
-    pub fn new(base: Arc<Value>, delete: bool) -> Context {
+    pub fn new(base: Arc<Value>, delete: bool) -> Context<'r> {
+        Context::with_base(Base::Ready(base), delete)
+    }
+
+    /// A context over a [`Base`].
+    pub fn with_base(base: Base<'r>, delete: bool) -> Context<'r> {
         Context {
             base,
             overlay: Map::new(),
@@ -56,15 +75,26 @@ impl Context {
         }
     }
 
+    fn base_document(&self) -> Arc<Value> {
+        match &self.base {
+            Base::Ready(doc) => doc.clone(),
+            Base::Served(review) => super::serving_base(review),
+        }
+    }
+
     /// The current document.
     pub fn document(&self) -> Arc<Value> {
         if self.overlay.is_empty() {
-            return self.base.clone();
+            return self.base_document();
         }
         if let Some(doc) = self.merged.borrow().as_ref() {
             return doc.clone();
         }
-        let mut map = self.base.as_object().cloned().unwrap_or_default();
+        let mut map = self
+            .base_document()
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
         for (k, v) in &self.overlay {
             merge_into(&mut map, k, v.clone());
         }
@@ -95,7 +125,7 @@ impl Context {
         }
         let current = match self.overlay.get(first) {
             Some(v) => Some(v.clone()),
-            None => self.base.get(first).cloned(),
+            None => self.base_document().get(first).cloned(),
         };
         let merged = match current {
             Some(mut existing) => {
@@ -120,12 +150,38 @@ impl Context {
         if text == "@" {
             return Ok((*self.document()).clone());
         }
+        if text.starts_with('$') {
+            return self.json_path(expression, text);
+        }
         let doc = self.document();
         crate::jmespath::search(text, &doc).map_err(|e| VarError {
             expression: expression.to_string(),
             message: e.to_string(),
             not_found: e.is_not_found(),
         })
+    }
+}
+
+impl Context<'_> {
+    /// policyctl's extension: an expression starting with `$` is JSONPath (RFC 9535, jsonpath-rust) over the same
+    /// document. One match gives the value, several give a list, none is a missing-key error (as in Kyverno's
+    /// JMESPath).
+    fn json_path(&self, expression: &str, text: &str) -> Result<Value, VarError> {
+        use jsonpath_rust::JsonPath;
+        let doc = self.document();
+        let error = |message: String, not_found: bool| VarError {
+            expression: expression.to_string(),
+            message,
+            not_found,
+        };
+        let found = doc
+            .query(text)
+            .map_err(|e| error(format!("invalid JSONPath: {e}"), false))?;
+        match found.as_slice() {
+            [] => Err(error(format!("JSONPath {text} matches nothing"), true)),
+            [one] => Ok((*one).clone()),
+            many => Ok(Value::Array(many.iter().map(|v| (*v).clone()).collect())),
+        }
     }
 }
 
@@ -176,10 +232,10 @@ pub fn has_variables(text: &str) -> bool {
     text.contains("{{")
 }
 
-/// Whether a JSON value contains a `{{ }}` variable anywhere (keys included).
+/// Whether a JSON value contains a `{{ }}` variable or a `$( )` reference anywhere (keys included).
 pub fn value_has_variables(value: &Value) -> bool {
     match value {
-        Value::String(s) => has_variables(s),
+        Value::String(s) => has_variables(s) || s.contains("$("),
         Value::Array(a) => a.iter().any(value_has_variables),
         Value::Object(m) => m
             .iter()
@@ -189,7 +245,7 @@ pub fn value_has_variables(value: &Value) -> bool {
 }
 
 /// Substitute every variable in `value`.
-pub fn substitute(value: &Value, ctx: &Context, mode: Mode) -> Result<Value, VarError> {
+pub fn substitute(value: &Value, ctx: &Context<'_>, mode: Mode) -> Result<Value, VarError> {
     match value {
         Value::String(s) => substitute_str(s, ctx, mode),
         Value::Array(items) => items
@@ -216,8 +272,176 @@ pub fn substitute(value: &Value, ctx: &Context, mode: Mode) -> Result<Value, Var
     }
 }
 
+/// Substitute the variables of a validation pattern. Besides the usual variables, a value that is exactly `{{@}}`
+/// is the resource's value at the same place as the pattern value (anchors removed from keys; list element `i` of
+/// the pattern reads element `i` of the resource).
+pub fn substitute_pattern(
+    pattern: &Value,
+    resource: Option<&Value>,
+    ctx: &Context<'_>,
+    mode: Mode,
+) -> Result<Value, VarError> {
+    match pattern {
+        Value::String(s) if is_at_reference(s) => match resource {
+            Some(v) => Ok(v.clone()),
+            None => Err(VarError {
+                expression: "@".into(),
+                message: "the resource has no value at this place of the pattern".into(),
+                not_found: true,
+            }),
+        },
+        Value::String(s) => substitute_str(s, ctx, mode),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| substitute_pattern(v, resource.and_then(|r| r.get(i)), ctx, mode))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Value::Array),
+        Value::Object(map) => {
+            let mut out = Map::with_capacity(map.len());
+            for (k, v) in map {
+                let key = if has_variables(k) {
+                    match substitute_str(k, ctx, mode)? {
+                        Value::String(s) => s,
+                        other => other.to_string(),
+                    }
+                } else {
+                    k.clone()
+                };
+                let bare = super::pattern::parse_anchor(&key)
+                    .map(|(_, b)| b.to_string())
+                    .unwrap_or_else(|| key.clone());
+                let child = resource.and_then(|r| r.get(bare.as_str()));
+                out.insert(key, substitute_pattern(v, child, ctx, mode)?);
+            }
+            Ok(Value::Object(out))
+        }
+        other => Ok(other.clone()),
+    }
+}
+
+/// Resolve `$(path)` references in a pattern: `path` is relative to the referring field (`./../limits/memory`:
+/// `.` is the field itself, `..` its parent) or absolute (`/spec/...`) and names another value of the same
+/// pattern (anchored keys match by their bare name). A string that is exactly one reference takes the value; an
+/// embedded reference is replaced by its text. `\$(` escapes.
+pub fn resolve_references(pattern: &Value) -> Result<Value, VarError> {
+    if !has_reference(pattern) {
+        return Ok(pattern.clone());
+    }
+    let mut path = Vec::new();
+    resolve_in(pattern, pattern, &mut path)
+}
+
+fn has_reference(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains("$("),
+        Value::Array(a) => a.iter().any(has_reference),
+        Value::Object(m) => m.values().any(has_reference),
+        _ => false,
+    }
+}
+
+fn resolve_in(root: &Value, v: &Value, path: &mut Vec<String>) -> Result<Value, VarError> {
+    match v {
+        Value::String(s) if s.contains("$(") => resolve_string(root, s, path),
+        Value::Array(items) => {
+            let mut out = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                path.push(i.to_string());
+                out.push(resolve_in(root, item, path)?);
+                path.pop();
+            }
+            Ok(Value::Array(out))
+        }
+        Value::Object(map) => {
+            let mut out = Map::with_capacity(map.len());
+            for (k, item) in map {
+                let bare = super::pattern::parse_anchor(k).map(|(_, b)| b).unwrap_or(k);
+                path.push(bare.to_string());
+                out.insert(k.clone(), resolve_in(root, item, path)?);
+                path.pop();
+            }
+            Ok(Value::Object(out))
+        }
+        other => Ok(other.clone()),
+    }
+}
+
+fn lookup<'v>(root: &'v Value, path: &[String]) -> Option<&'v Value> {
+    path.iter().try_fold(root, |v, seg| match v {
+        Value::Object(m) => m.get(seg.as_str()).or_else(|| {
+            m.iter()
+                .find(|(k, _)| super::pattern::parse_anchor(k).is_some_and(|(_, b)| b == seg))
+                .map(|(_, v)| v)
+        }),
+        Value::Array(a) => seg.parse::<usize>().ok().and_then(|i| a.get(i)),
+        _ => None,
+    })
+}
+
+fn resolve_string(root: &Value, text: &str, path: &[String]) -> Result<Value, VarError> {
+    let mut out = String::new();
+    let mut rest = text;
+    let mut whole: Option<Value> = None;
+    while let Some(pos) = rest.find("$(") {
+        if rest[..pos].ends_with('\\') {
+            out.push_str(&rest[..pos - 1]);
+            out.push_str("$(");
+            rest = &rest[pos + 2..];
+            continue;
+        }
+        let Some(end) = rest[pos..].find(')') else {
+            break;
+        };
+        let reference = &rest[pos + 2..pos + end];
+        // An operator may lead the reference (`$(<=./../limits/memory)`); it is kept in front of the value.
+        let operator_len = [">=", "<=", ">", "<", "!"]
+            .iter()
+            .find(|op| reference.starts_with(**op))
+            .map_or(0, |op| op.len());
+        let (operator, reference) = reference.split_at(operator_len);
+        let mut target: Vec<String> = if reference.starts_with('/') {
+            Vec::new()
+        } else {
+            path.to_vec()
+        };
+        for seg in reference.split('/').filter(|s| !s.is_empty()) {
+            match seg {
+                "." => {}
+                ".." => {
+                    target.pop();
+                }
+                other => target.push(other.to_string()),
+            }
+        }
+        let found = lookup(root, &target).ok_or_else(|| VarError {
+            expression: format!("$({reference})"),
+            message: format!("the pattern has no value at /{}", target.join("/")),
+            not_found: true,
+        })?;
+        if pos == 0 && end + 1 == rest.len() && out.is_empty() && operator.is_empty() {
+            whole = Some(found.clone());
+        }
+        out.push_str(&rest[..pos]);
+        out.push_str(operator);
+        match found {
+            Value::String(s) => out.push_str(s),
+            other => out.push_str(&other.to_string()),
+        }
+        rest = &rest[pos + end + 1..];
+    }
+    out.push_str(rest);
+    Ok(whole.unwrap_or(Value::String(out)))
+}
+
+fn is_at_reference(text: &str) -> bool {
+    text.strip_prefix("{{")
+        .and_then(|t| t.strip_suffix("}}"))
+        .is_some_and(|inner| inner.trim() == "@")
+}
+
 /// Substitute the variables of one string; a string that is exactly one variable keeps the value's type.
-pub fn substitute_str(text: &str, ctx: &Context, mode: Mode) -> Result<Value, VarError> {
+pub fn substitute_str(text: &str, ctx: &Context<'_>, mode: Mode) -> Result<Value, VarError> {
     if !has_variables(text) {
         return Ok(Value::String(text.to_string()));
     }
@@ -245,12 +469,8 @@ pub fn substitute_str(text: &str, ctx: &Context, mode: Mode) -> Result<Value, Va
             },
         };
         if whole.start() == 0 && whole.end() == current.len() {
-            return Ok(match resolved {
-                Value::String(s) if !shallow && has_variables(&s) && s != current => {
-                    return substitute_str(&s, ctx, mode);
-                }
-                other => other,
-            });
+            // The value is data: it is not scanned for variables again.
+            return Ok(resolved);
         }
         let insert = match &resolved {
             Value::String(s) => s.clone(),
@@ -332,14 +552,15 @@ pub fn image_info(image: &str) -> Value {
 /// `images` for an object: containers, initContainers and ephemeralContainers by container name, for Pods and pod
 /// templates (controllers, CronJobs).
 pub fn images_of(object: &Value) -> Value {
-    let spec = [
-        "/spec",
-        "/spec/template/spec",
-        "/spec/jobTemplate/spec/template/spec",
-    ]
-    .iter()
-    .filter_map(|p| object.pointer(p))
-    .find(|s| s.get("containers").is_some());
+    let paths: [&[&str]; 3] = [
+        &["spec"],
+        &["spec", "template", "spec"],
+        &["spec", "jobTemplate", "spec", "template", "spec"],
+    ];
+    let spec = paths
+        .iter()
+        .filter_map(|p| p.iter().try_fold(object, |v, k| v.get(*k)))
+        .find(|s| s.get("containers").is_some());
     let mut out = Map::new();
     if let Some(spec) = spec {
         for field in ["containers", "initContainers", "ephemeralContainers"] {
@@ -368,7 +589,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn ctx() -> Context {
+    fn ctx() -> Context<'static> {
         Context::new(
             Arc::new(
                 json!({"request": {"object": {"metadata": {"name": "web", "labels": {"n": 3}}}, "operation": "CREATE"}}),
@@ -399,6 +620,49 @@ mod tests {
     }
 
     #[test]
+    fn resolved_values_are_not_evaluated_again() {
+        let c = Context::new(Arc::new(json!({"a": "{{ a }}", "b": "{{ b }}x"})), false);
+        assert_eq!(
+            substitute_str("{{ a }}", &c, Mode::Strict),
+            Ok(json!("{{ a }}"))
+        );
+        // Embedded values are re-scanned (nested variables resolve inside out) but the scan is bounded.
+        assert!(substitute_str("-{{ b }}", &c, Mode::Strict).is_ok());
+    }
+
+    #[test]
+    fn at_reference_in_patterns() {
+        let c = ctx();
+        let resource = json!({"spec": {"containers": [{"name": "a", "image": "x"}]}});
+        let pattern = json!({"spec": {"containers": [{"=(name)": "{{@}}", "image": "{{ request.object.metadata.name }}"}]}});
+        assert_eq!(
+            substitute_pattern(&pattern, Some(&resource), &c, Mode::Strict),
+            Ok(json!({"spec": {"containers": [{"=(name)": "a", "image": "web"}]}}))
+        );
+        let missing = json!({"spec": {"hostname": "{{ @ }}"}});
+        assert!(substitute_pattern(&missing, Some(&resource), &c, Mode::Strict).is_err());
+    }
+
+    #[test]
+    fn pattern_references() {
+        let pattern = json!({"spec": {"containers": [{"resources": {
+            "requests": {"memory": "$(<=./../../limits/memory)", "cpu": "$(./../../limits/cpu)"},
+            "limits": {"memory": "2Gi", "=(cpu)": 2}}}],
+            "hostname": "\\$(literal)"}});
+        let out = resolve_references(&pattern).expect("references");
+        assert_eq!(
+            out["spec"]["containers"][0]["resources"]["requests"]["memory"],
+            "<=2Gi"
+        );
+        assert_eq!(
+            out["spec"]["containers"][0]["resources"]["requests"]["cpu"], 2,
+            "whole reference keeps the type"
+        );
+        assert_eq!(out["spec"]["hostname"], "$(literal)");
+        assert!(resolve_references(&json!({"a": "$(./../missing)"})).is_err());
+    }
+
+    #[test]
     fn missing_keys() {
         let c = ctx();
         let err = substitute_str("{{ request.object.spec }}", &c, Mode::Strict);
@@ -424,6 +688,23 @@ mod tests {
             Ok(json!("web")),
             "merge keeps siblings"
         );
+    }
+
+    #[test]
+    fn json_path_extension() {
+        let c = ctx();
+        assert_eq!(
+            substitute_str("{{ $.request.object.metadata.name }}", &c, Mode::Strict),
+            Ok(json!("web"))
+        );
+        assert_eq!(
+            substitute_str("{{ $.request.object.metadata.labels.* }}", &c, Mode::Strict),
+            Ok(json!(3))
+        );
+        let err =
+            substitute_str("{{ $.request.nothing }}", &c, Mode::Strict).expect_err("no match");
+        assert!(err.not_found);
+        assert!(substitute_str("{{ $.[ }}", &c, Mode::Strict).is_err());
     }
 
     #[test]
