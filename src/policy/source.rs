@@ -114,6 +114,24 @@ pub struct Document {
 }
 
 impl Document {
+    /// A document from a parsed value; `apiVersion` and `kind` are `""` when absent.
+    pub fn from_value(source: SourceRef, value: Value) -> Document {
+        let text = |key: &str| {
+            value
+                .get(key)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        let (api_version, kind) = (text("apiVersion"), text("kind"));
+        Document {
+            source,
+            api_version,
+            kind,
+            value,
+        }
+    }
+
     /// `metadata.name`, or `""`.
     pub fn name(&self) -> &str {
         self.value
@@ -181,30 +199,16 @@ pub fn documents(file: &SourceFile) -> (Vec<Document>, Vec<LoadError>) {
             ));
             continue;
         }
-        let api_version = value
-            .get("apiVersion")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        let kind = value
-            .get("kind")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        if api_version.is_empty() {
-            errors.push(LoadError::at(source, "apiVersion", "missing"));
+        let doc = Document::from_value(source, value);
+        if doc.api_version.is_empty() {
+            errors.push(doc.error_at("apiVersion", "missing"));
             continue;
         }
-        if kind.is_empty() {
-            errors.push(LoadError::at(source, "kind", "missing"));
+        if doc.kind.is_empty() {
+            errors.push(doc.error_at("kind", "missing"));
             continue;
         }
-        docs.push(Document {
-            source,
-            api_version,
-            kind,
-            value,
-        });
+        docs.push(doc);
     }
     (docs, errors)
 }

@@ -288,35 +288,16 @@ fn load_suite(path: &Path, test: &Value) -> Result<Suite, String> {
         let file_path = dir.join(&file);
         let docs = read_documents(&file_path).map_err(|e| format!("policy file {file}: {e}"))?;
         for (source, value) in docs {
-            let api_version = value
-                .get("apiVersion")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            let kind = value
-                .get("kind")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            let name = value
-                .pointer("/metadata/name")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            let loaded = if is_kyverno_policy(&api_version, &kind) {
-                let doc = Document {
-                    source,
-                    api_version,
-                    kind,
-                    value,
-                };
+            let doc = Document::from_value(source, value);
+            let name = doc.name().to_string();
+            let loaded = if is_kyverno_policy(&doc.api_version, &doc.kind) {
                 match KyvernoPolicy::from_document(&doc) {
                     Ok((p, _)) => LoadedPolicy::Kyverno(Box::new(p)),
                     Err(e) => LoadedPolicy::Broken(e.to_string()),
                 }
             } else {
                 LoadedPolicy::Other {
-                    kind: format!("{api_version} {kind}"),
+                    kind: format!("{} {}", doc.api_version, doc.kind),
                 }
             };
             policies.insert(name, loaded);
