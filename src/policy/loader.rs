@@ -48,6 +48,21 @@ pub fn is_policy_file(name: &str) -> bool {
         && !name.ends_with("_test.rego")
 }
 
+/// The policy files under `dir`, sorted by path, and the entries that could not be read: the one definition of which
+/// files a policy directory holds, shared by the loader and the directory watcher. Hidden files and directories are
+/// skipped and symbolic links followed (see [`read_dir`]).
+pub fn policy_entries(dir: &Path) -> impl Iterator<Item = walkdir::Result<walkdir::DirEntry>> {
+    WalkDir::new(dir)
+        .follow_links(true)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'))
+        .filter(|entry| match entry {
+            Ok(e) => e.file_type().is_file() && is_policy_file(&e.file_name().to_string_lossy()),
+            Err(_) => true,
+        })
+}
+
 /// Read every policy file under `dir`, sorted by path.
 ///
 /// Hidden files and directories (a name starting with `.`) are skipped: that is where Kubernetes keeps the `..data`
@@ -62,12 +77,7 @@ pub fn read_dir(dir: &Path) -> Result<Vec<SourceFile>, Vec<LoadError>> {
             "not a directory",
         )]);
     }
-    let walker = WalkDir::new(dir)
-        .follow_links(true)
-        .sort_by_file_name()
-        .into_iter()
-        .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
-    for entry in walker {
+    for entry in policy_entries(dir) {
         let entry = match entry {
             Ok(entry) => entry,
             Err(err) => {
@@ -82,9 +92,6 @@ pub fn read_dir(dir: &Path) -> Result<Vec<SourceFile>, Vec<LoadError>> {
                 continue;
             }
         };
-        if !entry.file_type().is_file() || !is_policy_file(&entry.file_name().to_string_lossy()) {
-            continue;
-        }
         let origin = entry.path().display().to_string();
         match std::fs::read(entry.path()) {
             Ok(bytes) => match String::from_utf8(bytes) {

@@ -13,10 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc;
-use walkdir::WalkDir;
 
 use super::{snapshot_key, SourcesStatus, Update};
-use crate::policy::loader::{self, is_policy_file};
+use crate::policy::loader::{self, policy_entries};
 use crate::policy::{LoadError, SourceRef};
 
 /// Timings of the directory source.
@@ -43,19 +42,9 @@ pub struct Fingerprint {
 pub fn fingerprint(dir: &Path) -> Fingerprint {
     let data_link = std::fs::read_link(dir.join("..data")).ok();
     let mut files = Vec::new();
-    let walker = WalkDir::new(dir)
-        .follow_links(true)
-        .sort_by_file_name()
-        .into_iter()
-        .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
-    for entry in walker {
+    for entry in policy_entries(dir) {
         match entry {
             Ok(entry) => {
-                if !entry.file_type().is_file()
-                    || !is_policy_file(&entry.file_name().to_string_lossy())
-                {
-                    continue;
-                }
                 let metadata = entry.metadata().ok();
                 let size = metadata.as_ref().map(|m| m.len());
                 let modified = metadata.and_then(|m| m.modified().ok());
