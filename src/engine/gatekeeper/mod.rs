@@ -281,19 +281,32 @@ impl Policy for ConstraintPolicy {
             let namespace_object = namespace.and_then(|ns| ctx.cluster.namespace(ns));
             CachedRequest(Request::new(r.request().clone(), namespace_object))
         });
-        let request = cached
-            .0
-            .as_ref()
-            .map_err(|e| EvalError::Engine(e.clone()))?;
+        // As in Gatekeeper, an evaluation error is a result of the constraint's own enforcement action: a `deny`
+        // constraint's error goes to the failure policy (Gatekeeper denies with the error text), while a `warn` or
+        // `dryrun` constraint can never deny because of one — its error becomes a warning or an audit record.
+        let on_error = |err: EvalError| -> Result<Vec<Violation>, EvalError> {
+            match action {
+                crate::policy::Action::Deny => Err(err),
+                other => Ok(vec![Violation {
+                    message: err.to_string(),
+                    action: other,
+                }]),
+            }
+        };
+        let request = match cached.0.as_ref() {
+            Ok(request) => request,
+            Err(e) => return on_error(EvalError::Engine(e.clone())),
+        };
         // Only templates that read data.inventory get it: for the others it would only cost time.
         let data = if self.constraint.template.reads_inventory {
             inventory_data(ctx)
         } else {
             None
         };
-        let findings = self
-            .constraint
-            .review(request, data.as_ref(), ctx.timeout)?;
+        let findings = match self.constraint.review(request, data.as_ref(), ctx.timeout) {
+            Ok(findings) => findings,
+            Err(err) => return on_error(err),
+        };
         Ok(findings
             .into_iter()
             .map(|f| Violation {

@@ -478,6 +478,74 @@ metadata:
 }
 
 #[test]
+fn an_evaluation_error_follows_the_constraints_enforcement_action() {
+    let slow = r#"apiVersion: templates.gatekeeper.sh/v1
+kind: ConstraintTemplate
+metadata:
+  name: k8sslowaction
+spec:
+  crd:
+    spec:
+      names:
+        kind: K8sSlowAction
+  targets:
+    - target: admission.k8s.gatekeeper.sh
+      rego: |
+        package slowaction
+        violation[{"msg": msg}] {
+          n := count([x | some i, j; x := numbers.range(1, 3000)[i] * numbers.range(1, 3000)[j]])
+          msg := sprintf("%v", [n])
+        }
+---
+apiVersion: constraints.gatekeeper.sh/v1beta1
+kind: K8sSlowAction
+metadata:
+  name: slow-dryrun
+spec:
+  enforcementAction: dryrun
+---
+apiVersion: constraints.gatekeeper.sh/v1beta1
+kind: K8sSlowAction
+metadata:
+  name: slow-warn
+spec:
+  enforcementAction: warn
+---
+apiVersion: constraints.gatekeeper.sh/v1beta1
+kind: K8sSlowAction
+metadata:
+  name: slow-deny
+"#;
+    let policies = load(slow);
+    let ctx = EvalContext {
+        timeout: Duration::from_millis(50),
+        ..EvalContext::default()
+    };
+    let review = pod(json!({}), Operation::Create);
+    let by_name = |name: &str| {
+        policies
+            .iter()
+            .find(|p| p.info().name == name)
+            .unwrap_or_else(|| panic!("{name} loaded"))
+            .validate(&review, &ctx)
+    };
+    let dryrun =
+        by_name("slow-dryrun").expect("a dryrun constraint's error is a record, not a failure");
+    assert_eq!(dryrun.len(), 1);
+    assert_eq!(dryrun[0].action, crate::policy::Action::Audit);
+    assert!(
+        dryrun[0].message.contains("time limit"),
+        "{}",
+        dryrun[0].message
+    );
+    let warn = by_name("slow-warn").expect("a warn constraint's error is a warning");
+    assert_eq!(warn[0].action, crate::policy::Action::Warn);
+    let deny =
+        by_name("slow-deny").expect_err("a deny constraint's error goes to the failure policy");
+    assert_eq!(deny, EvalError::Timeout(Duration::from_millis(50)));
+}
+
+#[test]
 fn template_operations_filter_requests_and_set_the_scope() {
     let template = TEMPLATE.replace(
         "- target: admission.k8s.gatekeeper.sh",
