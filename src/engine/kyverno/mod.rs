@@ -801,8 +801,23 @@ impl Policy for KyvernoPolicy {
                         });
                     }
                 }
-                RuleStatus::Error if self.info.failure_policy != Some(FailurePolicy::Ignore) => {
-                    return Err(EvalError::Engine(format!("{}: {}", r.name, r.message)));
+                RuleStatus::Error => {
+                    // An enforced rule's error goes to the failure policy (the decide stage denies, or allows with a
+                    // warning under Ignore). An Audit rule can never block: Kyverno evaluates Audit policies after
+                    // the response, so its error is only recorded (and returned as a warning with emitWarning).
+                    let rule = self.rules.iter().find(|c| c.spec.name == r.name);
+                    let enforce = rule.is_some_and(|c| self.enforced(&c.spec, namespace, labels));
+                    let message = format!("{}: {}", r.name, r.message);
+                    if enforce {
+                        return Err(EvalError::Engine(message));
+                    }
+                    if self.emit_warning {
+                        out.push(Violation::warn(message.clone()));
+                    }
+                    out.push(Violation {
+                        message,
+                        action: Action::Audit,
+                    });
                 }
                 RuleStatus::Warn => out.push(Violation::warn(format!("{}: {}", r.name, r.message))),
                 _ => {}

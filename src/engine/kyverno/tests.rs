@@ -141,10 +141,16 @@ spec:
     assert_eq!(r.rules[0].status, RuleStatus::Pass);
     let r = run(&p, cm("forbidden-x", json!({})));
     assert_eq!(r.rules[0].status, RuleStatus::Skip);
+    // The policy is Audit (the default): its rule error is recorded, never a failure that could block.
     let review = Review::for_object(cm("ok", json!({"team": "a"})), None, Operation::Create);
+    let recorded = p
+        .validate(&review, &EvalContext::default())
+        .expect("an Audit policy's rule error does not block");
     assert!(
-        p.validate(&review, &EvalContext::default()).is_err(),
-        "errors follow failurePolicy Fail"
+        recorded
+            .iter()
+            .any(|v| v.action == Action::Audit && v.message.starts_with("e: ")),
+        "{recorded:?}"
     );
 }
 
@@ -505,4 +511,51 @@ spec:
         [],
         "namespace labels unknown: the selector does not match"
     );
+}
+
+#[test]
+fn rule_errors_block_only_through_enforced_rules() {
+    let audit = r#"
+apiVersion: kyverno.io/v1
+kind: ClusterPolicy
+metadata: {name: needs-team}
+spec:
+  validationFailureAction: Audit
+  rules:
+  - name: team-label
+    match: {any: [{resources: {kinds: [Pod]}}]}
+    validate:
+      message: "bad team"
+      pattern:
+        metadata:
+          name: "{{ request.object.metadata.labels.team }}"
+"#;
+    // No labels at all: the variable is an "Unknown key" error, so the rule errors.
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default"}, "spec": {"containers": [{"name": "c", "image": "nginx:1"}]}});
+    let review = Review::for_object(pod, None, Operation::Create);
+    let ctx = EvalContext::default();
+
+    let recorded = load(audit)
+        .validate(&review, &ctx)
+        .expect("an Audit rule's error never blocks");
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    assert_eq!(recorded[0].action, Action::Audit);
+    assert!(
+        recorded[0].message.starts_with("team-label: "),
+        "{recorded:?}"
+    );
+
+    let enforced = load(&audit.replace("Audit", "Enforce"));
+    let err = enforced
+        .validate(&review, &ctx)
+        .expect_err("an enforced rule's error goes to the failure policy");
+    assert!(err.to_string().starts_with("team-label: "), "{err}");
+
+    // failurePolicy Ignore is applied by the decide stage (allow, with a warning), not swallowed here.
+    let ignore = load(&audit.replace(
+        "  validationFailureAction: Audit\n",
+        "  validationFailureAction: Enforce\n  failurePolicy: Ignore\n",
+    ));
+    assert_eq!(ignore.info().failure_policy, Some(FailurePolicy::Ignore));
+    assert!(ignore.validate(&review, &ctx).is_err());
 }
