@@ -244,6 +244,17 @@ pub fn value_has_variables(value: &Value) -> bool {
     }
 }
 
+/// Substitute the variables of a map key; a non-string result is written as JSON.
+fn substitute_key(key: &str, ctx: &Context<'_>, mode: Mode) -> Result<String, VarError> {
+    if !has_variables(key) {
+        return Ok(key.to_string());
+    }
+    Ok(match substitute_str(key, ctx, mode)? {
+        Value::String(s) => s,
+        other => other.to_string(),
+    })
+}
+
 /// Substitute every variable in `value`.
 pub fn substitute(value: &Value, ctx: &Context<'_>, mode: Mode) -> Result<Value, VarError> {
     match value {
@@ -256,14 +267,7 @@ pub fn substitute(value: &Value, ctx: &Context<'_>, mode: Mode) -> Result<Value,
         Value::Object(map) => {
             let mut out = Map::with_capacity(map.len());
             for (k, v) in map {
-                let key = if has_variables(k) {
-                    match substitute_str(k, ctx, mode)? {
-                        Value::String(s) => s,
-                        other => other.to_string(),
-                    }
-                } else {
-                    k.clone()
-                };
+                let key = substitute_key(k, ctx, mode)?;
                 out.insert(key, substitute(v, ctx, mode)?);
             }
             Ok(Value::Object(out))
@@ -300,14 +304,7 @@ pub fn substitute_pattern(
         Value::Object(map) => {
             let mut out = Map::with_capacity(map.len());
             for (k, v) in map {
-                let key = if has_variables(k) {
-                    match substitute_str(k, ctx, mode)? {
-                        Value::String(s) => s,
-                        other => other.to_string(),
-                    }
-                } else {
-                    k.clone()
-                };
+                let key = substitute_key(k, ctx, mode)?;
                 let bare = super::pattern::parse_anchor(&key)
                     .map(|(_, b)| b.to_string())
                     .unwrap_or_else(|| key.clone());
