@@ -1,7 +1,10 @@
 //! A review's path through a policy set: select → evaluate → decide.
 //!
 //! Pure and synchronous: the server runs it on a blocking thread, `policyctl eval` and the test runners call it
-//! directly. A panic inside one policy is contained and becomes that policy's evaluation error.
+//! directly. Every run has one [`Deadline`], shared by all the policies of the review: the pipeline checks it
+//! before each policy and engines check it inside their loops. A policy that starts after the deadline, or whose
+//! evaluation was still running when it passed, reports [`EvalError::Timeout`], which the decide stage handles
+//! under the failure policy. A panic inside one policy is contained and becomes that policy's evaluation error.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
@@ -12,7 +15,8 @@ use serde_json::Value;
 use crate::admission::Review;
 use crate::decide::{decide, Decision};
 use crate::policy::{
-    EvalContext, EvalError, FailurePolicy, Mutation, Policy, PolicySet, Violation,
+    Action, ClusterContext, Deadline, EvalContext, EvalError, Evaluation, FailurePolicy, Mutation,
+    NoCluster, Policy, PolicyError, PolicySet, Violation, DEFAULT_REQUEST_TIMEOUT,
 };
 
 /// Which webhook a review came to.
@@ -34,20 +38,82 @@ impl Webhook {
     }
 }
 
-/// What one policy did with a review.
-#[derive(Debug, Clone)]
-pub enum Outcome {
-    /// No violation (or no change, for a mutation).
-    Pass,
-    /// Violations found.
-    Violations(Vec<Violation>),
-    /// The object was changed.
-    Mutated {
-        /// Warnings from the mutation.
-        warnings: Vec<String>,
-    },
-    /// The policy could not be evaluated.
-    Error(EvalError),
+/// What one policy reported about a review: the facts the decide stage turns into an answer.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Outcome {
+    /// Whether the policy applied (matched). `false` is a skip, never a pass.
+    pub applied: bool,
+    /// Violations, each with the action its policy declares.
+    pub violations: Vec<Violation>,
+    /// Evaluation errors, each with the action of the rule that failed.
+    pub errors: Vec<PolicyError>,
+    /// Whether the policy changed the object (on `/mutate`).
+    pub mutated: bool,
+    /// Warnings from a mutation.
+    pub warnings: Vec<String>,
+}
+
+impl Outcome {
+    /// The outcome of a validating policy.
+    pub fn from_evaluation(e: Evaluation) -> Self {
+        Outcome {
+            applied: e.applied || !e.violations.is_empty() || !e.errors.is_empty(),
+            violations: e.violations,
+            errors: e.errors,
+            ..Outcome::default()
+        }
+    }
+
+    /// An outcome that is only an error of an enforcing rule.
+    pub fn failed(error: EvalError) -> Self {
+        Outcome {
+            applied: true,
+            errors: vec![PolicyError::enforced(error)],
+            ..Outcome::default()
+        }
+    }
+
+    /// Whether the policy applied and found nothing and changed nothing.
+    pub fn is_pass(&self) -> bool {
+        self.applied
+            && self.violations.is_empty()
+            && self.errors.is_empty()
+            && !self.mutated
+            && self.warnings.is_empty()
+    }
+
+    /// Whether the outcome blocks the request by itself (a deny violation or an enforced error).
+    pub fn denies(&self) -> bool {
+        self.violations.iter().any(|v| v.action == Action::Deny)
+            || self.errors.iter().any(|e| e.action == Action::Deny)
+    }
+
+    /// The result labels for metrics: `skip`, `pass`, one per distinct violation action (`deny`, `warn`, `audit`),
+    /// `mutate`, and `error` / `timeout` for evaluation failures.
+    pub fn labels(&self) -> Vec<&'static str> {
+        if !self.applied {
+            return vec!["skip"];
+        }
+        let mut out: Vec<&'static str> = Vec::new();
+        for action in [Action::Deny, Action::Warn, Action::Audit] {
+            if self.violations.iter().any(|v| v.action == action) {
+                out.push(action.as_str());
+            }
+        }
+        if self.mutated {
+            out.push("mutate");
+        }
+        for e in &self.errors {
+            let label = e.error.label();
+            if !out.contains(&label) {
+                out.push(label);
+            }
+        }
+        if out.is_empty() {
+            out.push("pass");
+        }
+        out
+    }
 }
 
 /// One policy's run on one review.
@@ -62,24 +128,63 @@ pub struct PolicyRun {
 }
 
 /// Settings of a pipeline run.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Settings {
-    /// Context for every evaluation (time limit).
-    pub context: EvalContext,
+    /// The deadline of one request, counted from its arrival.
+    pub request_timeout: Duration,
+    /// Cluster data for every evaluation.
+    pub cluster: Arc<dyn ClusterContext>,
     /// Failure policy for policies that do not set their own.
     pub failure_policy: FailurePolicy,
 }
 
-/// Run a review through the policies of `set` that may match it, and decide.
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            cluster: Arc::new(NoCluster),
+            failure_policy: FailurePolicy::default(),
+        }
+    }
+}
+
+impl Settings {
+    /// The evaluation context of a request that arrived at `start`.
+    pub fn context(&self, start: Instant) -> EvalContext {
+        EvalContext {
+            deadline: Deadline::starting(start, self.request_timeout),
+            cluster: self.cluster.clone(),
+        }
+    }
+}
+
+/// Run a review through the policies of `set` that may match it, and decide. The deadline starts now.
 pub fn run(set: &PolicySet, review: &Review, webhook: Webhook, settings: &Settings) -> Decision {
+    run_with(
+        set,
+        review,
+        webhook,
+        &settings.context(Instant::now()),
+        settings.failure_policy,
+    )
+}
+
+/// Like [`run`], with the request's own context (its deadline started when the request arrived).
+pub fn run_with(
+    set: &PolicySet,
+    review: &Review,
+    webhook: Webhook,
+    ctx: &EvalContext,
+    failure_policy: FailurePolicy,
+) -> Decision {
     match webhook {
         Webhook::Validate => {
-            let runs = validate(set, review, &settings.context);
-            decide(runs, None, settings.failure_policy)
+            let runs = validate(set, review, ctx);
+            decide(runs, None, failure_policy)
         }
         Webhook::Mutate => {
-            let (runs, patch) = mutate(set, review, &settings.context);
-            decide(runs, patch, settings.failure_policy)
+            let (runs, patch) = mutate(set, review, ctx);
+            decide(runs, patch, failure_policy)
         }
     }
 }
@@ -91,11 +196,15 @@ pub fn validate(set: &PolicySet, review: &Review, ctx: &EvalContext) -> Vec<Poli
         .filter(|p| p.validates())
         .map(|policy| {
             let start = Instant::now();
-            let result = contained(|| policy.validate(review, ctx));
-            let outcome = match result {
-                Ok(v) if v.is_empty() => Outcome::Pass,
-                Ok(v) => Outcome::Violations(v),
-                Err(e) => Outcome::Error(e),
+            let outcome = match ctx.deadline.check() {
+                Err(e) => Outcome::failed(e),
+                Ok(()) => {
+                    let outcome = match contained(|| policy.validate(review, ctx)) {
+                        Ok(evaluation) => Outcome::from_evaluation(evaluation),
+                        Err(e) => Outcome::failed(e),
+                    };
+                    within_deadline(outcome, ctx)
+                }
             };
             PolicyRun {
                 policy: policy.clone(),
@@ -104,6 +213,15 @@ pub fn validate(set: &PolicySet, review: &Review, ctx: &EvalContext) -> Vec<Poli
             }
         })
         .collect()
+}
+
+/// An evaluation that was still running when the deadline passed may have been cut short by its engine: whatever
+/// it returned is replaced by the time-out.
+fn within_deadline(outcome: Outcome, ctx: &EvalContext) -> Outcome {
+    match ctx.deadline.check() {
+        Ok(()) => outcome,
+        Err(e) => Outcome::failed(e),
+    }
 }
 
 /// Apply every mutating policy that may match, in set order, each on the result of the one before. Returns the runs
@@ -137,24 +255,32 @@ pub fn mutate_object(
     for policy in set.select(review).into_iter().filter(|p| p.mutates()) {
         let start = Instant::now();
         let object = current.as_ref().unwrap_or(original);
-        let result = contained(|| policy.mutate(review, object, ctx));
-        let outcome = match result {
-            Ok(Mutation {
-                object: Some(mutated),
-                warnings,
-            }) => {
-                current = Some(mutated);
-                Outcome::Mutated { warnings }
-            }
-            Ok(Mutation {
-                object: None,
-                warnings,
-            }) if warnings.is_empty() => Outcome::Pass,
-            Ok(Mutation {
-                object: None,
-                warnings,
-            }) => Outcome::Mutated { warnings },
-            Err(e) => Outcome::Error(e),
+        let outcome = match ctx.deadline.check() {
+            Err(e) => Outcome::failed(e),
+            Ok(()) => match contained(|| policy.mutate(review, object, ctx)) {
+                Err(e) => Outcome::failed(e),
+                Ok(_) if ctx.deadline.expired() => {
+                    Outcome::failed(EvalError::Timeout(ctx.deadline.budget()))
+                }
+                Ok(Mutation {
+                    applied,
+                    object: mutated,
+                    warnings,
+                    errors,
+                }) => {
+                    let changed = mutated.is_some();
+                    if let Some(mutated) = mutated {
+                        current = Some(mutated);
+                    }
+                    Outcome {
+                        applied: applied || changed || !errors.is_empty(),
+                        mutated: changed,
+                        warnings,
+                        errors,
+                        violations: Vec::new(),
+                    }
+                }
+            },
         };
         runs.push(PolicyRun {
             policy: policy.clone(),
@@ -166,9 +292,9 @@ pub fn mutate_object(
 }
 
 /// Run `f`, turning a panic into an evaluation error.
-fn contained<T>(f: impl FnOnce() -> Result<T, EvalError>) -> Result<T, EvalError> {
+fn contained<T>(f: impl FnOnce() -> T) -> Result<T, EvalError> {
     match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(result) => result,
+        Ok(result) => Ok(result),
         Err(payload) => {
             let text = payload
                 .downcast_ref::<&str>()

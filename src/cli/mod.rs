@@ -96,9 +96,14 @@ pub struct ServeArgs {
     /// Evaluations running at once (default: the number of CPUs).
     #[arg(long, env = "POLICYCTL_MAX_CONCURRENCY")]
     pub max_concurrency: Option<usize>,
-    /// Time limit of one policy evaluation.
+    /// Time limit of one policy evaluation (a cap inside the request's deadline).
     #[arg(long, default_value = "1s", value_parser = duration, env = "POLICYCTL_EVAL_TIMEOUT")]
     pub eval_timeout: Duration,
+    /// Deadline of one admission request, from its arrival to its answer, shared by every policy it reaches
+    /// (queueing for an evaluation slot included). Keep it below the webhook's `timeoutSeconds`; a request that runs
+    /// out is answered under the failure policy.
+    #[arg(long, default_value = "2s", value_parser = duration, env = "POLICYCTL_REQUEST_TIMEOUT")]
+    pub request_timeout: Duration,
     /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
     #[arg(long, default_value = "25s", value_parser = duration, env = "POLICYCTL_DRAIN_TIMEOUT")]
     pub drain_timeout: Duration,
@@ -240,6 +245,7 @@ mod tests {
         assert_eq!(args.configmap_selector, None);
         assert_eq!(args.failure_policy, FailurePolicy::Fail);
         assert_eq!(args.eval_timeout, Duration::from_secs(1));
+        assert_eq!(args.request_timeout, Duration::from_secs(2));
     }
 
     #[test]

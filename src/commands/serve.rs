@@ -27,6 +27,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         failure_policy,
         max_concurrency,
         eval_timeout,
+        request_timeout,
         drain_timeout,
     } = args;
     let (tls_cert, tls_key) = match (tls_cert, tls_key) {
@@ -64,16 +65,20 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         failure_policy,
         max_concurrency,
         eval_timeout,
+        request_timeout,
         drain_timeout,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(async move {
+    let served = runtime.block_on(async move {
         let server = Server::bind(config)?.with_sources(Sources::new(sources));
         server.run(shutdown_signal()).await
-    })?;
+    });
+    // Blocking evaluation threads end at their request's deadline; never wait past the drain time for one.
+    runtime.shutdown_timeout(drain_timeout);
+    served?;
     Ok(ExitCode::SUCCESS)
 }
 

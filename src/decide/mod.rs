@@ -7,8 +7,8 @@
 //!   `[policy] <error>`; `Ignore` allows and adds a warning saying the policy was skipped.
 
 use crate::admission::Response;
-use crate::pipeline::{Outcome, PolicyRun};
-use crate::policy::{Action, FailurePolicy};
+use crate::pipeline::PolicyRun;
+use crate::policy::{Action, FailurePolicy, PolicyError};
 
 /// The decision for one review.
 #[derive(Debug, Clone, Default)]
@@ -84,6 +84,13 @@ impl Decision {
 }
 
 /// Combine policy runs into a decision. `default_failure_policy` applies to policies without their own.
+///
+/// This is the only place where facts become an answer:
+/// - violations by their action: `deny` denies, `warn` warns, `audit` records;
+/// - errors by the action of the rule or constraint that failed: `deny` follows the failure policy (the policy's
+///   own, else `default_failure_policy`), `warn` warns, `audit` records; every error is listed in
+///   [`Decision::errors`] whatever happens to it;
+/// - mutation warnings are returned as warnings.
 pub fn decide(
     runs: Vec<PolicyRun>,
     patch: Option<json_patch::Patch>,
@@ -95,27 +102,23 @@ pub fn decide(
     };
     for run in &runs {
         let name = &run.policy.info().name;
-        match &run.outcome {
-            Outcome::Pass => {}
-            Outcome::Violations(violations) => {
-                for violation in violations {
-                    let line = format!("[{name}] {}", violation.message);
-                    match violation.action {
-                        Action::Deny => decision.denials.push(line),
-                        Action::Warn => decision.warnings.push(line),
-                        Action::Audit => decision.audits.push(line),
-                    }
-                }
+        let outcome = &run.outcome;
+        for violation in &outcome.violations {
+            let line = format!("[{name}] {}", violation.message);
+            match violation.action {
+                Action::Deny => decision.denials.push(line),
+                Action::Warn => decision.warnings.push(line),
+                Action::Audit => decision.audits.push(line),
             }
-            Outcome::Mutated { warnings } => {
-                decision
-                    .warnings
-                    .extend(warnings.iter().map(|w| format!("[{name}] {w}")));
-            }
-            Outcome::Error(err) => {
-                let line = format!("[{name}] {err}");
-                decision.errors.push(line.clone());
-                match run
+        }
+        decision
+            .warnings
+            .extend(outcome.warnings.iter().map(|w| format!("[{name}] {w}")));
+        for PolicyError { error, action } in &outcome.errors {
+            let line = format!("[{name}] {error}");
+            decision.errors.push(line.clone());
+            match action {
+                Action::Deny => match run
                     .policy
                     .info()
                     .failure_policy
@@ -123,9 +126,11 @@ pub fn decide(
                 {
                     FailurePolicy::Fail => decision.denials.push(line),
                     FailurePolicy::Ignore => decision.warnings.push(format!(
-                        "[{name}] policy skipped (failure policy Ignore): {err}"
+                        "[{name}] policy skipped (failure policy Ignore): {error}"
                     )),
-                }
+                },
+                Action::Warn => decision.warnings.push(line),
+                Action::Audit => decision.audits.push(line),
             }
         }
     }
@@ -141,7 +146,10 @@ mod tests {
 
     use super::*;
     use crate::admission::Review;
-    use crate::policy::{EvalContext, EvalError, Policy, PolicyInfo, SourceRef, Violation};
+    use crate::pipeline::Outcome;
+    use crate::policy::{
+        EvalContext, EvalError, Evaluation, Policy, PolicyInfo, SourceRef, Violation,
+    };
     use crate::select::Scope;
 
     #[derive(Debug)]
@@ -154,8 +162,8 @@ mod tests {
         fn scope(&self) -> Scope {
             Scope::any()
         }
-        fn validate(&self, _: &Review, _: &EvalContext) -> Result<Vec<Violation>, EvalError> {
-            Ok(Vec::new())
+        fn validate(&self, _: &Review, _: &EvalContext) -> Evaluation {
+            Evaluation::skip()
         }
     }
 
@@ -174,6 +182,25 @@ mod tests {
         }
     }
 
+    fn found(violations: Vec<Violation>) -> Outcome {
+        Outcome::from_evaluation(Evaluation::found(violations))
+    }
+
+    fn pass() -> Outcome {
+        Outcome::from_evaluation(Evaluation::found(Vec::new()))
+    }
+
+    fn error(text: &str, action: Action) -> Outcome {
+        Outcome {
+            applied: true,
+            errors: vec![PolicyError {
+                error: EvalError::Engine(text.into()),
+                action,
+            }],
+            ..Outcome::default()
+        }
+    }
+
     fn violation(message: &str, action: Action) -> Violation {
         Violation {
             message: message.into(),
@@ -188,22 +215,14 @@ mod tests {
                 run(
                     "a",
                     None,
-                    Outcome::Violations(vec![
+                    found(vec![
                         violation("one", Action::Deny),
                         violation("w", Action::Warn),
                     ]),
                 ),
-                run("b", None, Outcome::Pass),
-                run(
-                    "c",
-                    None,
-                    Outcome::Violations(vec![violation("two", Action::Deny)]),
-                ),
-                run(
-                    "d",
-                    None,
-                    Outcome::Violations(vec![violation("quiet", Action::Audit)]),
-                ),
+                run("b", None, pass()),
+                run("c", None, found(vec![violation("two", Action::Deny)])),
+                run("d", None, found(vec![violation("quiet", Action::Audit)])),
             ],
             None,
             FailurePolicy::Fail,
@@ -222,7 +241,7 @@ mod tests {
             vec![run(
                 "a",
                 None,
-                Outcome::Violations(vec![
+                found(vec![
                     violation("w", Action::Warn),
                     violation("x", Action::Audit),
                 ]),
@@ -236,7 +255,7 @@ mod tests {
 
     #[test]
     fn errors_follow_the_policy_then_the_default_failure_policy() {
-        let err = || Outcome::Error(EvalError::Engine("boom".into()));
+        let err = || error("boom", Action::Deny);
         let closed = decide(vec![run("a", None, err())], None, FailurePolicy::Fail);
         assert!(!closed.allowed);
         assert_eq!(closed.message(), "[a] boom");
@@ -267,14 +286,40 @@ mod tests {
     fn a_denied_mutation_carries_no_patch() {
         let patch = json_patch::Patch(vec![]);
         let decision = decide(
-            vec![run(
-                "a",
-                None,
-                Outcome::Error(EvalError::Engine("x".into())),
-            )],
+            vec![run("a", None, error("x", Action::Deny))],
             Some(patch),
             FailurePolicy::Fail,
         );
         assert!(decision.response().patch.is_none());
+    }
+
+    #[test]
+    fn errors_of_warn_and_audit_rules_never_deny() {
+        let decision = decide(
+            vec![
+                run("w", None, error("broken", Action::Warn)),
+                run("a", None, error("broken too", Action::Audit)),
+            ],
+            None,
+            FailurePolicy::Fail,
+        );
+        assert!(decision.allowed);
+        assert_eq!(decision.warnings, ["[w] broken"]);
+        assert_eq!(decision.audits, ["[a] broken too"]);
+        assert_eq!(decision.errors, ["[w] broken", "[a] broken too"]);
+    }
+
+    #[test]
+    fn a_policy_can_report_violations_and_errors_together() {
+        let mut outcome = found(vec![violation("bad", Action::Deny)]);
+        outcome.errors.push(PolicyError {
+            error: EvalError::Timeout(Duration::from_secs(2)),
+            action: Action::Deny,
+        });
+        let decision = decide(vec![run("p", None, outcome)], None, FailurePolicy::Ignore);
+        assert!(!decision.allowed);
+        assert_eq!(decision.denials, ["[p] bad"]);
+        assert_eq!(decision.errors.len(), 1);
+        assert!(decision.warnings[0].contains("request deadline"));
     }
 }

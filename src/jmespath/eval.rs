@@ -5,6 +5,7 @@
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
+use std::time::Instant;
 
 use serde_json::{Map, Value};
 
@@ -18,23 +19,71 @@ const MAX_STEPS: u64 = 2_000_000;
 const MAX_COPIED: u64 = 1_000_000;
 /// Deepest recursion of the interpreter.
 const MAX_DEPTH: u32 = 256;
+/// The deadline is checked every this many steps (a clock read is far dearer than a step).
+const DEADLINE_CHECK_INTERVAL: u64 = 1024;
+
+/// Top-level members that shadow the root document's, for a search over a layered document (Kyverno's context:
+/// a shared base document plus per-rule and per-element variables) without building the merged document.
+pub(crate) struct RootScope<'o> {
+    /// The root document; only lookups on this very value are shadowed.
+    pub(crate) root: &'o Value,
+    /// The shadowing members, later ones first.
+    pub(crate) overlay: &'o [(&'o str, &'o Value)],
+}
 
 /// One evaluation's state and budget.
-pub(crate) struct Interp {
+pub(crate) struct Interp<'o> {
     steps: u64,
     copied: u64,
     depth: u32,
+    deadline: Option<Instant>,
+    scope: Option<RootScope<'o>>,
 }
 
 type Res<'a> = Result<Cow<'a, Value>, JmesError>;
 
-impl Interp {
-    pub(crate) fn new() -> Self {
+impl<'o> Interp<'o> {
+    pub(crate) fn new(deadline: Option<Instant>, scope: Option<RootScope<'o>>) -> Self {
         Interp {
             steps: 0,
             copied: 0,
             depth: 0,
+            deadline,
+            scope,
         }
+    }
+
+    /// The shadowing member `key` when `data` is the root of a layered search.
+    fn shadowed<'a>(&self, key: &str, data: &'a Value) -> Option<&'a Value>
+    where
+        'o: 'a,
+    {
+        let scope = self.scope.as_ref()?;
+        if !std::ptr::eq(scope.root, data) {
+            return None;
+        }
+        scope
+            .overlay
+            .iter()
+            .find(|(name, _)| *name == key)
+            .map(|(_, value)| *value)
+    }
+
+    /// `@` at the root of a layered search: the merged document, built (and charged) only for this rare case.
+    fn merged_root(&mut self, data: &Value) -> Result<Option<Value>, JmesError> {
+        let Some(scope) = self.scope.as_ref() else {
+            return Ok(None);
+        };
+        if !std::ptr::eq(scope.root, data) || scope.overlay.is_empty() {
+            return Ok(None);
+        }
+        let mut map = data.as_object().cloned().unwrap_or_default();
+        for (name, value) in scope.overlay.iter().rev() {
+            map.insert((*name).to_string(), (*value).clone());
+        }
+        let merged = Value::Object(map);
+        self.charge_value(&merged)?;
+        Ok(Some(merged))
     }
 
     /// Evaluate `node` against `data` and return an owned result.
@@ -63,7 +112,7 @@ impl Interp {
     pub(crate) fn charge(&mut self, n: u64) -> Result<(), JmesError> {
         self.copied = self.copied.saturating_add(n);
         if self.copied > MAX_COPIED {
-            return Err(JmesError::Type {
+            return Err(JmesError::Budget {
                 message: format!(
                     "expression result too large (more than {MAX_COPIED} values built)"
                 ),
@@ -95,20 +144,28 @@ impl Interp {
 
     fn step(&mut self) -> Result<(), JmesError> {
         self.steps += 1;
+        if self.steps % DEADLINE_CHECK_INTERVAL == 0
+            && self.deadline.is_some_and(|d| Instant::now() >= d)
+        {
+            return Err(JmesError::Deadline);
+        }
         if self.steps > MAX_STEPS {
-            return Err(JmesError::Type {
+            return Err(JmesError::Budget {
                 message: format!("expression too expensive (more than {MAX_STEPS} steps)"),
             });
         }
         if self.depth > MAX_DEPTH {
-            return Err(JmesError::Type {
+            return Err(JmesError::Budget {
                 message: "expression nested too deeply".to_string(),
             });
         }
         Ok(())
     }
 
-    pub(crate) fn eval<'a>(&mut self, node: &'a Node, data: &'a Value) -> Res<'a> {
+    pub(crate) fn eval<'a>(&mut self, node: &'a Node, data: &'a Value) -> Res<'a>
+    where
+        'o: 'a,
+    {
         self.step()?;
         self.depth += 1;
         let result = self.eval_inner(node, data);
@@ -117,7 +174,10 @@ impl Interp {
     }
 
     /// Evaluate `node` on an intermediate result (borrowed or owned).
-    fn eval_on<'a>(&mut self, node: &'a Node, input: Cow<'a, Value>) -> Res<'a> {
+    fn eval_on<'a>(&mut self, node: &'a Node, input: Cow<'a, Value>) -> Res<'a>
+    where
+        'o: 'a,
+    {
         match input {
             Cow::Borrowed(v) => self.eval(node, v),
             Cow::Owned(v) => {
@@ -147,10 +207,20 @@ impl Interp {
     }
 
     #[inline]
-    fn eval_inner<'a>(&mut self, node: &'a Node, data: &'a Value) -> Res<'a> {
+    fn eval_inner<'a>(&mut self, node: &'a Node, data: &'a Value) -> Res<'a>
+    where
+        'o: 'a,
+    {
         // The heavier arms live in their own (non-inlined) functions to keep this recursive frame small.
         match node {
-            Node::Identity => Ok(Cow::Borrowed(data)),
+            Node::Identity => match self.merged_root(data)? {
+                Some(merged) => Ok(Cow::Owned(merged)),
+                None => Ok(Cow::Borrowed(data)),
+            },
+            Node::Field(key) if self.scope.is_some() => match self.shadowed(key, data) {
+                Some(found) => Ok(Cow::Borrowed(found)),
+                None => field(key, data),
+            },
             Node::Field(key) => match data {
                 Value::Object(map) => match map.get(key.as_str()) {
                     Some(found) => Ok(Cow::Borrowed(found)),
@@ -233,7 +303,10 @@ impl Interp {
         start: Option<i64>,
         stop: Option<i64>,
         step: i64,
-    ) -> Res<'a> {
+    ) -> Res<'a>
+    where
+        'o: 'a,
+    {
         let Value::Array(items) = data else {
             return Ok(Cow::Owned(Value::Null));
         };
@@ -248,7 +321,10 @@ impl Interp {
     }
 
     #[inline(never)]
-    fn object_values<'a>(&mut self, value: Cow<'a, Value>) -> Res<'a> {
+    fn object_values<'a>(&mut self, value: Cow<'a, Value>) -> Res<'a>
+    where
+        'o: 'a,
+    {
         match value {
             Cow::Borrowed(Value::Object(map)) => {
                 let mut out = Vec::with_capacity(map.len());
@@ -265,7 +341,10 @@ impl Interp {
     }
 
     #[inline(never)]
-    fn flatten<'a>(&mut self, value: Cow<'a, Value>) -> Res<'a> {
+    fn flatten<'a>(&mut self, value: Cow<'a, Value>) -> Res<'a>
+    where
+        'o: 'a,
+    {
         let items = match value {
             Cow::Borrowed(Value::Array(items)) => {
                 let mut owned = Vec::with_capacity(items.len());
@@ -288,7 +367,10 @@ impl Interp {
     }
 
     #[inline(never)]
-    fn multi_list<'a>(&mut self, elements: &'a [Node], data: &'a Value) -> Res<'a> {
+    fn multi_list<'a>(&mut self, elements: &'a [Node], data: &'a Value) -> Res<'a>
+    where
+        'o: 'a,
+    {
         if data.is_null() {
             return Ok(Cow::Owned(Value::Null));
         }
@@ -301,7 +383,10 @@ impl Interp {
     }
 
     #[inline(never)]
-    fn multi_hash<'a>(&mut self, pairs: &'a [(String, Node)], data: &'a Value) -> Res<'a> {
+    fn multi_hash<'a>(&mut self, pairs: &'a [(String, Node)], data: &'a Value) -> Res<'a>
+    where
+        'o: 'a,
+    {
         if data.is_null() {
             return Ok(Cow::Owned(Value::Null));
         }
@@ -319,7 +404,10 @@ impl Interp {
         function: &'static Function,
         arg_nodes: &'a [Node],
         data: &'a Value,
-    ) -> Res<'a> {
+    ) -> Res<'a>
+    where
+        'o: 'a,
+    {
         let mut args = Vec::with_capacity(arg_nodes.len());
         for arg in arg_nodes {
             match arg {
@@ -335,7 +423,10 @@ impl Interp {
     /// Evaluate where a missing key gives null instead of an error: multi-select members (so that the common
     /// `spec.[initContainers, containers][]` works on Pods without init containers) and the right-hand side of `||`
     /// (`a.missing || b.missing` is null), as in Kyverno.
-    fn eval_or_null<'a>(&mut self, node: &'a Node, data: &'a Value) -> Res<'a> {
+    fn eval_or_null<'a>(&mut self, node: &'a Node, data: &'a Value) -> Res<'a>
+    where
+        'o: 'a,
+    {
         match self.eval(node, data) {
             Err(e) if e.is_not_found() => Ok(Cow::Owned(Value::Null)),
             other => other,
@@ -343,7 +434,10 @@ impl Interp {
     }
 
     /// Apply `rhs` to every element of an array; null results and elements raising NotFound are dropped.
-    fn project<'a>(&mut self, left: Cow<'a, Value>, rhs: &'a Node) -> Res<'a> {
+    fn project<'a>(&mut self, left: Cow<'a, Value>, rhs: &'a Node) -> Res<'a>
+    where
+        'o: 'a,
+    {
         let mut out = Vec::new();
         match left {
             Cow::Borrowed(Value::Array(items)) => {
@@ -375,6 +469,18 @@ impl Interp {
 }
 
 /// JMESPath truthiness: `null`, `false`, `""`, `[]` and `{}` are false; everything else (including 0) is true.
+fn field<'a>(key: &str, data: &'a Value) -> Res<'a> {
+    match data {
+        Value::Object(map) => match map.get(key) {
+            Some(found) => Ok(Cow::Borrowed(found)),
+            None => Err(JmesError::NotFound {
+                key: key.to_string(),
+            }),
+        },
+        _ => Ok(Cow::Owned(Value::Null)),
+    }
+}
+
 pub(crate) fn is_truthy(value: &Value) -> bool {
     match value {
         Value::Null => false,

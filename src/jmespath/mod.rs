@@ -64,6 +64,7 @@ pub mod units;
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Instant;
 
 use serde_json::Value;
 
@@ -106,6 +107,15 @@ pub enum JmesError {
         /// What went wrong.
         message: String,
     },
+    /// The evaluation hit a work budget (steps, values copied, recursion depth).
+    #[error("{message}")]
+    Budget {
+        /// Which budget.
+        message: String,
+    },
+    /// The caller's deadline passed during the evaluation.
+    #[error("evaluation stopped: the request deadline passed")]
+    Deadline,
     /// Any other evaluation error (invalid slice, resource limits, ...).
     #[error("{message}")]
     Type {
@@ -118,6 +128,12 @@ impl JmesError {
     /// Whether this is the error of a missing key ([`JmesError::NotFound`]).
     pub fn is_not_found(&self) -> bool {
         matches!(self, JmesError::NotFound { .. })
+    }
+
+    /// Whether the evaluation was stopped by a bound (the deadline, or the step, copy or depth budget) rather than
+    /// by the data: such an error must never be read as a value.
+    pub fn is_bound(&self) -> bool {
+        matches!(self, JmesError::Deadline | JmesError::Budget { .. })
     }
 }
 
@@ -158,7 +174,32 @@ impl Expression {
 
     /// Evaluate the expression against `data`.
     pub fn search(&self, data: &Value) -> Result<Value, JmesError> {
-        eval::Interp::new().run(&self.root, data)
+        eval::Interp::new(None, None).run(&self.root, data)
+    }
+
+    /// Evaluate the expression against `data`, giving up with [`JmesError::Deadline`] once `deadline` has passed.
+    pub fn search_until(
+        &self,
+        data: &Value,
+        deadline: Option<Instant>,
+    ) -> Result<Value, JmesError> {
+        eval::Interp::new(deadline, None).run(&self.root, data)
+    }
+
+    /// Evaluate the expression against a layered document: `base`, whose top-level members are shadowed by those
+    /// of `overlay` (the first entry of a name wins). Equivalent to searching the merged document, without building
+    /// it: a lookup costs nothing more than on `base` alone, whatever the size of either.
+    pub fn search_layered(
+        &self,
+        overlay: &[(&str, &Value)],
+        base: &Value,
+        deadline: Option<Instant>,
+    ) -> Result<Value, JmesError> {
+        let scope = eval::RootScope {
+            root: base,
+            overlay,
+        };
+        eval::Interp::new(deadline, Some(scope)).run(&self.root, base)
     }
 
     /// The expression's source text.
@@ -177,6 +218,25 @@ impl PartialEq for Expression {
 /// `data`.
 pub fn search(text: &str, data: &Value) -> Result<Value, JmesError> {
     cached(text)?.search(data)
+}
+
+/// [`search`] with a deadline.
+pub fn search_until(
+    text: &str,
+    data: &Value,
+    deadline: Option<Instant>,
+) -> Result<Value, JmesError> {
+    cached(text)?.search_until(data, deadline)
+}
+
+/// [`Expression::search_layered`] of `text`, compiled through the cache.
+pub fn search_layered(
+    text: &str,
+    overlay: &[(&str, &Value)],
+    base: &Value,
+    deadline: Option<Instant>,
+) -> Result<Value, JmesError> {
+    cached(text)?.search_layered(overlay, base, deadline)
 }
 
 fn cache() -> &'static RwLock<HashMap<Arc<str>, Expression>> {

@@ -5,7 +5,7 @@
 //! | `policyctl_admission_requests_total` | counter | `webhook`, `operation`, `kind`, `decision` |
 //! | `policyctl_admission_request_duration_seconds` | histogram | `webhook` |
 //! | `policyctl_policy_evaluation_duration_seconds` | histogram | `policy`, `engine` |
-//! | `policyctl_policy_results_total` | counter | `policy`, `engine`, `result` (`pass`, `deny`, `warn`, `audit`, `mutate`, `error`) |
+//! | `policyctl_policy_results_total` | counter | `policy`, `engine`, `result` (`skip` when the policy did not apply, `pass`, `deny`, `warn`, `audit`, `mutate`, `error`, `timeout`) |
 //! | `policyctl_policy_set_generation` | gauge | |
 //! | `policyctl_policy_set_info` | gauge (always 1) | `hash` (of the active set's sources) |
 //! | `policyctl_policies` | gauge | |
@@ -25,8 +25,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::decide::Decision;
-use crate::pipeline::{Outcome, Webhook};
-use crate::policy::Action;
+use crate::pipeline::Webhook;
 
 /// Labels of `policyctl_admission_requests_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -224,7 +223,7 @@ impl Metrics {
                     engine: info.engine,
                 })
                 .observe(run.duration.as_secs_f64());
-            for result in results(&run.outcome) {
+            for result in run.outcome.labels() {
                 self.policy_results
                     .get_or_create(&PolicyResultLabels {
                         policy: info.name.clone(),
@@ -266,23 +265,5 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
-    }
-}
-
-/// The result labels of one run: one per distinct action found, `pass`, `mutate` or `error`.
-fn results(outcome: &Outcome) -> Vec<&'static str> {
-    match outcome {
-        Outcome::Pass => vec!["pass"],
-        Outcome::Mutated { .. } => vec!["mutate"],
-        Outcome::Error(_) => vec!["error"],
-        Outcome::Violations(violations) => {
-            let mut out: Vec<&'static str> = Vec::new();
-            for action in [Action::Deny, Action::Warn, Action::Audit] {
-                if violations.iter().any(|v| v.action == action) {
-                    out.push(action.as_str());
-                }
-            }
-            out
-        }
     }
 }

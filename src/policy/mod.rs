@@ -9,7 +9,7 @@ pub mod store;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -110,21 +110,15 @@ impl Violation {
     }
 }
 
-/// The result of a mutating policy on one object.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Mutation {
-    /// The mutated object, or `None` when the policy changed nothing.
-    pub object: Option<Value>,
-    /// Warnings to return to the client.
-    pub warnings: Vec<String>,
-}
-
 /// Why a policy could not give an answer. The display text is what a fail-closed denial shows.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum EvalError {
-    /// The evaluation ran past its time limit.
-    #[error("evaluation exceeded the time limit of {0:?}")]
+    /// The request's deadline passed before the policy finished (or before it started).
+    #[error("evaluation did not finish within the request deadline of {0:?}")]
     Timeout(Duration),
+    /// The evaluation hit a work budget (steps, copies, size) that bounds what a policy may cost.
+    #[error("evaluation budget exceeded: {0}")]
+    Budget(String),
     /// The engine reported an error.
     #[error("{0}")]
     Engine(String),
@@ -134,6 +128,210 @@ pub enum EvalError {
     /// The engine panicked; the panic was contained.
     #[error("internal error while evaluating the policy: {0}")]
     Panic(String),
+}
+
+impl EvalError {
+    /// A short label for metrics: `timeout` for time-outs, `error` for everything else.
+    pub fn label(&self) -> &'static str {
+        match self {
+            EvalError::Timeout(_) => "timeout",
+            _ => "error",
+        }
+    }
+}
+
+/// An evaluation error together with the action the failing rule or constraint declares. Engines report it; the
+/// decide stage alone turns it into an answer: `Deny` goes to the failure policy (per policy, else the server's),
+/// `Warn` becomes a warning and `Audit` a record, so a record-only policy can never block because of an error.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyError {
+    /// What went wrong.
+    pub error: EvalError,
+    /// The action of the rule or constraint that failed.
+    pub action: Action,
+}
+
+impl PolicyError {
+    /// An error of an enforcing rule: it follows the failure policy.
+    pub fn enforced(error: EvalError) -> Self {
+        PolicyError {
+            error,
+            action: Action::Deny,
+        }
+    }
+}
+
+/// The facts a policy reports about one review. Engines never decide: they say whether the policy applied, what it
+/// found with the action each finding declares, and what failed.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Evaluation {
+    /// Whether the policy applied to the review (matched it). A policy that did not apply is a skip, not a pass.
+    pub applied: bool,
+    /// Violations found.
+    pub violations: Vec<Violation>,
+    /// Errors met while evaluating.
+    pub errors: Vec<PolicyError>,
+}
+
+impl Evaluation {
+    /// The policy did not apply to the review.
+    pub fn skip() -> Self {
+        Evaluation::default()
+    }
+
+    /// The policy applied and found `violations`.
+    pub fn found(violations: Vec<Violation>) -> Self {
+        Evaluation {
+            applied: true,
+            violations,
+            errors: Vec::new(),
+        }
+    }
+
+    /// The policy applied and could not be evaluated; the error follows the failure policy.
+    pub fn failed(error: EvalError) -> Self {
+        Evaluation {
+            applied: true,
+            violations: Vec::new(),
+            errors: vec![PolicyError::enforced(error)],
+        }
+    }
+}
+
+impl Evaluation {
+    /// The evaluation as a `Result`, the way the decide stage would show it: the violations, with each error of a
+    /// warn/audit rule as a violation of that action, or the first error of an enforcing rule.
+    pub fn into_result(self) -> Result<Vec<Violation>, EvalError> {
+        let mut violations = self.violations;
+        for PolicyError { error, action } in self.errors {
+            match action {
+                Action::Deny => return Err(error),
+                action => violations.push(Violation {
+                    message: error.to_string(),
+                    action,
+                }),
+            }
+        }
+        Ok(violations)
+    }
+}
+
+/// Unit tests' view of [`Policy::validate`] as a `Result` ([`Evaluation::into_result`]).
+#[cfg(test)]
+pub(crate) trait Check {
+    /// `validate(..).into_result()`.
+    fn check(&self, review: &Review, ctx: &EvalContext) -> Result<Vec<Violation>, EvalError>;
+
+    /// `mutate(..)`, with the first error as `Err`.
+    fn mutate_checked(
+        &self,
+        review: &Review,
+        object: &Value,
+        ctx: &EvalContext,
+    ) -> Result<Mutation, EvalError>;
+}
+
+#[cfg(test)]
+impl<T: Policy + ?Sized> Check for T {
+    fn check(&self, review: &Review, ctx: &EvalContext) -> Result<Vec<Violation>, EvalError> {
+        self.validate(review, ctx).into_result()
+    }
+
+    fn mutate_checked(
+        &self,
+        review: &Review,
+        object: &Value,
+        ctx: &EvalContext,
+    ) -> Result<Mutation, EvalError> {
+        let mutation = self.mutate(review, object, ctx);
+        match mutation.errors.first() {
+            Some(e) => Err(e.error.clone()),
+            None => Ok(mutation),
+        }
+    }
+}
+
+/// The result of a mutating policy on one object.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Mutation {
+    /// Whether the policy applied to the review.
+    pub applied: bool,
+    /// The mutated object, or `None` when the policy changed nothing.
+    pub object: Option<Value>,
+    /// Warnings to return to the client.
+    pub warnings: Vec<String>,
+    /// Errors met while mutating. A mutation with an enforced error is discarded under `Fail`; under `Ignore` what
+    /// the other rules changed is kept.
+    pub errors: Vec<PolicyError>,
+}
+
+impl Mutation {
+    /// The policy applied and could not be evaluated.
+    pub fn failed(error: EvalError) -> Self {
+        Mutation {
+            applied: true,
+            errors: vec![PolicyError::enforced(error)],
+            ..Mutation::default()
+        }
+    }
+}
+
+/// The moment by which every policy of one request must have answered. One per request, created when the request
+/// arrives and shared by every policy and engine of it: regorus gets the time left as its timer, the Kyverno engine
+/// and the JMESPath interpreter check it in their loops, and the pipeline checks it between policies. Running out
+/// is [`EvalError::Timeout`], handled by the failure policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadline {
+    at: Instant,
+    budget: Duration,
+}
+
+impl Deadline {
+    /// A deadline `budget` from now.
+    pub fn after(budget: Duration) -> Self {
+        let now = Instant::now();
+        Deadline {
+            at: now.checked_add(budget).unwrap_or(now),
+            budget,
+        }
+    }
+
+    /// A deadline `budget` after `start` (the moment the request arrived).
+    pub fn starting(start: Instant, budget: Duration) -> Self {
+        Deadline {
+            at: start.checked_add(budget).unwrap_or(start),
+            budget,
+        }
+    }
+
+    /// The instant itself.
+    pub fn instant(&self) -> Instant {
+        self.at
+    }
+
+    /// The whole budget of the request (for messages).
+    pub fn budget(&self) -> Duration {
+        self.budget
+    }
+
+    /// Time left; zero once passed.
+    pub fn remaining(&self) -> Duration {
+        self.at.saturating_duration_since(Instant::now())
+    }
+
+    /// Whether the deadline has passed.
+    pub fn expired(&self) -> bool {
+        Instant::now() >= self.at
+    }
+
+    /// `Err(Timeout)` once the deadline has passed.
+    pub fn check(&self) -> Result<(), EvalError> {
+        if self.expired() {
+            Err(EvalError::Timeout(self.budget))
+        } else {
+            Ok(())
+        }
+    }
 }
 
 /// Read-only cluster data a policy may consult. The server fills it from cached watches of the Kubernetes API; tests
@@ -172,26 +370,43 @@ pub struct NoCluster;
 
 impl ClusterContext for NoCluster {}
 
-/// Context handed to every evaluation.
+/// Context handed to every evaluation of one request.
 #[derive(Debug, Clone)]
 pub struct EvalContext {
-    /// The time limit for one policy evaluation.
-    pub timeout: Duration,
+    /// The request's deadline, shared by all its policies.
+    pub deadline: Deadline,
     /// Cluster data (namespaces, ConfigMaps, API reads).
     pub cluster: Arc<dyn ClusterContext>,
 }
 
-impl Default for EvalContext {
-    fn default() -> Self {
+impl EvalContext {
+    /// A context whose deadline is `timeout` from now, over `cluster`.
+    pub fn new(timeout: Duration, cluster: Arc<dyn ClusterContext>) -> Self {
         EvalContext {
-            timeout: DEFAULT_EVAL_TIMEOUT,
-            cluster: Arc::new(NoCluster),
+            deadline: Deadline::after(timeout),
+            cluster,
         }
+    }
+
+    /// The time limit for one engine evaluation: what is left of the request's deadline, at most `cap`.
+    pub fn time_limit(&self, cap: Duration) -> Duration {
+        self.deadline.remaining().min(cap)
     }
 }
 
-/// Default time limit for one policy evaluation.
+impl Default for EvalContext {
+    /// A context with the default request deadline starting now and no cluster (tests, one-off evaluations).
+    fn default() -> Self {
+        EvalContext::new(DEFAULT_REQUEST_TIMEOUT, Arc::new(NoCluster))
+    }
+}
+
+/// Default time limit for one policy evaluation (a cap inside the request's deadline).
 pub const DEFAULT_EVAL_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Default deadline of one request: comfortably below the webhook time-outs that deploy/ sets (3 s for mutate,
+/// 5 s for validate), so the API server always gets our answer rather than its own time-out.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A loaded, ready-to-evaluate policy. Engines implement it; the pipeline only sees this trait.
 ///
@@ -215,17 +430,13 @@ pub trait Policy: Send + Sync + fmt::Debug {
         false
     }
 
-    /// Check the review and return every violation (an empty list when the request passes or does not match).
-    fn validate(&self, review: &Review, ctx: &EvalContext) -> Result<Vec<Violation>, EvalError>;
+    /// Check the review and report the facts: whether the policy applied, its violations, its errors. Never decides
+    /// anything: enforcement and failure policies are the decide stage's.
+    fn validate(&self, review: &Review, ctx: &EvalContext) -> Evaluation;
 
     /// Mutate `object` (the review's object as changed by the policies before this one).
-    fn mutate(
-        &self,
-        review: &Review,
-        object: &Value,
-        ctx: &EvalContext,
-    ) -> Result<Mutation, EvalError> {
+    fn mutate(&self, review: &Review, object: &Value, ctx: &EvalContext) -> Mutation {
         let _ = (review, object, ctx);
-        Ok(Mutation::default())
+        Mutation::default()
     }
 }

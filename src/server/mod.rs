@@ -23,7 +23,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::Settings;
 use crate::policy::loader;
 use crate::policy::store::PolicyStore;
-use crate::policy::{EvalContext, FailurePolicy};
+use crate::policy::{FailurePolicy, NoCluster};
 use crate::sources::{Publisher, Sources, SourcesConfig, SourcesStatus};
 
 /// Everything `serve` needs, already validated.
@@ -45,8 +45,10 @@ pub struct ServeConfig {
     pub failure_policy: FailurePolicy,
     /// Evaluations running at once; more requests wait.
     pub max_concurrency: usize,
-    /// Time limit of one policy evaluation.
+    /// Time limit of one policy evaluation (a cap inside the request's deadline).
     pub eval_timeout: Duration,
+    /// Deadline of one request, from its arrival.
+    pub request_timeout: Duration,
     /// How long in-flight requests may take to finish after shutdown starts.
     pub drain_timeout: Duration,
 }
@@ -118,10 +120,8 @@ impl Server {
             metrics: Arc::new(Metrics::new()),
             limiter: Arc::new(Semaphore::new(config.max_concurrency.max(1))),
             settings: Settings {
-                context: EvalContext {
-                    timeout: config.eval_timeout,
-                    ..EvalContext::default()
-                },
+                request_timeout: config.request_timeout,
+                cluster: Arc::new(NoCluster),
                 failure_policy: config.failure_policy,
             },
             draining: Arc::new(AtomicBool::new(false)),
@@ -189,7 +189,7 @@ impl Server {
         let sources = sources.start(publisher, state.sources.clone()).await?;
         let mut state = state;
         if let Some(cluster) = sources.cluster() {
-            state.settings.context.cluster = cluster;
+            state.settings.cluster = cluster;
         }
         let expiry = state.metrics.tls_certificate_expiry.clone();
         expiry.set(cert.not_after().unwrap_or(0));

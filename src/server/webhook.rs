@@ -15,8 +15,8 @@ use tracing::{field, Instrument, Span};
 use super::AppState;
 use crate::admission::{self, encode_response, Review, MAX_BODY_BYTES};
 use crate::decide::Decision;
-use crate::pipeline::{self, Outcome, Webhook};
-use crate::policy::{Action, EvalError, FailurePolicy};
+use crate::pipeline::{self, Webhook};
+use crate::policy::{EvalError, FailurePolicy};
 
 /// The router of the TLS listener.
 pub fn router(state: AppState) -> Router {
@@ -116,21 +116,35 @@ async fn answer(state: AppState, webhook: Webhook, review: Review, start: Instan
     };
     Span::current().record("generation", set.generation());
     let review = Arc::new(review);
+    // One deadline for the whole request, counted from its arrival: queueing for a slot uses it up too.
+    let ctx = state.settings.context(start);
+    let failure_policy = state.settings.failure_policy;
     let decision = {
-        // Bound the evaluations running at once; waiting requests queue here, off the blocking pool.
-        let permit = state.limiter.clone().acquire_owned().await;
-        let settings = state.settings.clone();
-        let review = review.clone();
-        let span = Span::current();
-        let joined = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            let _entered = span.enter();
-            pipeline::run(&set, &review, webhook, &settings)
-        })
-        .await;
-        match joined {
-            Ok(decision) => decision,
-            Err(err) => internal_failure(&state, &err.to_string()),
+        // Bound the evaluations running at once; waiting requests queue here, off the blocking pool, until their
+        // deadline. One that gets no slot in time is decided without evaluating: each policy it would have reached
+        // reports a time-out, under its failure policy (cheap enough to do right here).
+        let deadline = tokio::time::Instant::from_std(ctx.deadline.instant());
+        let acquired =
+            tokio::time::timeout_at(deadline, state.limiter.clone().acquire_owned()).await;
+        match acquired {
+            Ok(Ok(permit)) => {
+                let review = review.clone();
+                let span = Span::current();
+                let joined = tokio::task::spawn_blocking(move || {
+                    let _permit = permit;
+                    let _entered = span.enter();
+                    pipeline::run_with(&set, &review, webhook, &ctx, failure_policy)
+                })
+                .await;
+                match joined {
+                    Ok(decision) => decision,
+                    Err(err) => internal_failure(&state, &err.to_string()),
+                }
+            }
+            _ => {
+                tracing::warn!("no evaluation slot before the request deadline");
+                pipeline::run_with(&set, &review, webhook, &ctx, failure_policy)
+            }
         }
     };
     let verdict = decision.verdict();
@@ -175,11 +189,7 @@ fn log_decision(decision: &Decision) {
     let denied_by: Vec<&str> = decision
         .runs
         .iter()
-        .filter(|run| match &run.outcome {
-            Outcome::Violations(v) => v.iter().any(|v| v.action == Action::Deny),
-            Outcome::Error(_) => true,
-            _ => false,
-        })
+        .filter(|run| run.outcome.denies())
         .map(|run| run.policy.info().name.as_str())
         .collect();
     if !decision.allowed {

@@ -414,7 +414,11 @@ fn run_case(
         Vec::new()
     } else {
         match constraint.review(&request, data.as_ref(), CASE_TIMEOUT) {
-            Ok(findings) => findings.into_iter().map(|f| f.msg).collect(),
+            Ok(findings) => findings
+                .unwrap_or_default()
+                .into_iter()
+                .map(|f| f.msg)
+                .collect(),
             Err(err) => vec![err.to_string()],
         }
     };

@@ -9,6 +9,9 @@
 //! result on a policy kind or rule policyctl cannot run (CEL kinds, `validate.cel`, `generate`, ...) is
 //! **unsupported**.
 
+/// How long one resource's evaluation may take (a runaway policy is an error, not a hang).
+const CASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
@@ -215,6 +218,7 @@ impl Suite {
                 namespace_labels: labels.as_ref(),
                 lookups: Lookups::Mocks(&mocks),
                 part: Part::All,
+                deadline: Some(std::time::Instant::now() + CASE_TIMEOUT),
             };
             let response = policy.apply(&review, &options, Some(&mocks));
             self.cache.insert(key.clone(), response);

@@ -258,7 +258,7 @@ fn synced(namespaces: &[&str]) -> Arc<dyn ClusterContext> {
 fn gatekeeper_templates_see_the_inventory_of_the_cluster_context() {
     use policyctl::admission::{Operation, Review};
     use policyctl::pipeline::{self, Settings, Webhook};
-    use policyctl::policy::{EvalContext, SourceFile};
+    use policyctl::policy::SourceFile;
 
     let file = SourceFile {
         origin: "p/known.yaml".into(),
@@ -281,10 +281,7 @@ fn gatekeeper_templates_see_the_inventory_of_the_cluster_context() {
     };
     let denials = |cluster: Arc<dyn ClusterContext>, ns: &str| {
         let settings = Settings {
-            context: EvalContext {
-                cluster,
-                ..EvalContext::default()
-            },
+            cluster,
             ..Settings::default()
         };
         let decision = pipeline::run(&set, &pod(ns), Webhook::Validate, &settings);

@@ -299,34 +299,36 @@ impl Constraint {
             .is_none_or(|points| points.iter().any(|p| p == point || p == "*"))
     }
 
-    /// Match and evaluate. A request the constraint does not match gives no findings; a namespace selector that
+    /// Match and evaluate. `Ok(None)`: the constraint does not match the request; a namespace selector that
     /// cannot be decided gives one finding (the autoreject); an evaluation error is returned as such.
     pub fn review(
         &self,
         request: &Request,
         data: Option<&regorus::Value>,
         timeout: Duration,
-    ) -> Result<Vec<Finding>, EvalError> {
+    ) -> Result<Option<Vec<Finding>>, EvalError> {
         match self.matcher.matches(&request.target()) {
             Ok(true) => {}
-            Ok(false) => return Ok(Vec::new()),
+            Ok(false) => return Ok(None),
             Err(autoreject) => {
-                return Ok(vec![Finding {
+                return Ok(Some(vec![Finding {
                     msg: autoreject,
                     details: Value::Object(Default::default()),
                     autoreject: true,
-                }]);
+                }]));
             }
         }
         let input = review::input(request, &self.parameters);
         let results = self.template.evaluate(input, data, timeout)?;
-        Ok(results
-            .into_iter()
-            .map(|TemplateResult { msg, details }| Finding {
-                msg,
-                details,
-                autoreject: false,
-            })
-            .collect())
+        Ok(Some(
+            results
+                .into_iter()
+                .map(|TemplateResult { msg, details }| Finding {
+                    msg,
+                    details,
+                    autoreject: false,
+                })
+                .collect(),
+        ))
     }
 }

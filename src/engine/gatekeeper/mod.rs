@@ -38,7 +38,9 @@ use std::sync::{Arc, Mutex};
 
 use super::{Built, Engine, EngineInput, LoadOptions};
 use crate::admission::Review;
-use crate::policy::{EvalContext, EvalError, Policy, PolicyInfo, Violation};
+use crate::policy::{
+    EvalContext, EvalError, Evaluation, Policy, PolicyError, PolicyInfo, Violation,
+};
 use crate::select::Scope;
 pub use constraint::{Constraint, ConstraintError, Finding};
 pub use review::Request;
@@ -182,6 +184,7 @@ impl Engine for GatekeeperEngine {
                     built.policies.push(Arc::new(ConstraintPolicy::new(
                         constraint,
                         doc.source.clone(),
+                        options.eval_timeout,
                     )));
                 }
                 Err(err) => built.errors.extend(err.errors()),
@@ -197,11 +200,17 @@ pub struct ConstraintPolicy {
     info: PolicyInfo,
     constraint: Constraint,
     scope: Scope,
+    /// Longest one evaluation may take, inside the request's deadline.
+    cap: std::time::Duration,
 }
 
 impl ConstraintPolicy {
     /// Wrap a loaded constraint.
-    pub fn new(constraint: Constraint, source: crate::policy::SourceRef) -> Self {
+    pub fn new(
+        constraint: Constraint,
+        source: crate::policy::SourceRef,
+        cap: std::time::Duration,
+    ) -> Self {
         let scope = if constraint.action.is_some() {
             constraint.matcher.scope(constraint.template.operations)
         } else {
@@ -218,6 +227,7 @@ impl ConstraintPolicy {
             info,
             constraint,
             scope,
+            cap,
         }
     }
 
@@ -261,9 +271,9 @@ impl Policy for ConstraintPolicy {
         self.constraint.action.is_some()
     }
 
-    fn validate(&self, review: &Review, ctx: &EvalContext) -> Result<Vec<Violation>, EvalError> {
+    fn validate(&self, review: &Review, ctx: &EvalContext) -> Evaluation {
         let Some(action) = self.constraint.action else {
-            return Ok(Vec::new());
+            return Evaluation::skip();
         };
         if !self
             .constraint
@@ -271,7 +281,7 @@ impl Policy for ConstraintPolicy {
             .operations
             .contains(&review.operation)
         {
-            return Ok(Vec::new());
+            return Evaluation::skip();
         }
         let cached = review.cached(|r| {
             let namespace = r
@@ -281,17 +291,13 @@ impl Policy for ConstraintPolicy {
             let namespace_object = namespace.and_then(|ns| ctx.cluster.namespace(ns));
             CachedRequest(Request::new(r.request().clone(), namespace_object))
         });
-        // As in Gatekeeper, an evaluation error is a result of the constraint's own enforcement action: a `deny`
-        // constraint's error goes to the failure policy (Gatekeeper denies with the error text), while a `warn` or
-        // `dryrun` constraint can never deny because of one — its error becomes a warning or an audit record.
-        let on_error = |err: EvalError| -> Result<Vec<Violation>, EvalError> {
-            match action {
-                crate::policy::Action::Deny => Err(err),
-                other => Ok(vec![Violation {
-                    message: err.to_string(),
-                    action: other,
-                }]),
-            }
+        // As in Gatekeeper, an evaluation error is a result of the constraint's own enforcement action; the decide
+        // stage turns a `deny` constraint's error into the failure policy and a `warn`/`dryrun` one's into a warning
+        // or a record.
+        let on_error = |error: EvalError| Evaluation {
+            applied: true,
+            violations: Vec::new(),
+            errors: vec![PolicyError { error, action }],
         };
         let request = match cached.0.as_ref() {
             Ok(request) => request,
@@ -303,21 +309,28 @@ impl Policy for ConstraintPolicy {
         } else {
             None
         };
-        let findings = match self.constraint.review(request, data.as_ref(), ctx.timeout) {
-            Ok(findings) => findings,
+        let limit = ctx.time_limit(self.cap);
+        let findings = match self.constraint.review(request, data.as_ref(), limit) {
+            Ok(Some(findings)) => findings,
+            Ok(None) => return Evaluation::skip(),
+            Err(EvalError::Timeout(_)) => {
+                return on_error(EvalError::Timeout(ctx.deadline.budget()))
+            }
             Err(err) => return on_error(err),
         };
-        Ok(findings
-            .into_iter()
-            .map(|f| Violation {
-                message: f.msg,
-                action: if f.autoreject {
-                    crate::policy::Action::Deny
-                } else {
-                    action
-                },
-            })
-            .collect())
+        Evaluation::found(
+            findings
+                .into_iter()
+                .map(|f| Violation {
+                    message: f.msg,
+                    action: if f.autoreject {
+                        crate::policy::Action::Deny
+                    } else {
+                        action
+                    },
+                })
+                .collect(),
+        )
     }
 }
 

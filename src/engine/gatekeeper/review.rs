@@ -44,13 +44,10 @@ impl Request {
                 None => return Err("a DELETE request without oldObject cannot be reviewed".into()),
             }
         }
-        let is_namespace = map.get("kind").is_some_and(|k| {
-            k.get("kind").and_then(Value::as_str) == Some("Namespace")
-                && k.get("group")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .is_empty()
-        });
+        let is_namespace = subject_kind(&request) == ("", "Namespace");
+        let Some(map) = request.as_object_mut() else {
+            return Err("the admission request is not an object".into());
+        };
         if is_namespace && map.contains_key("namespace") {
             map.insert("namespace".into(), Value::String(String::new()));
         }
@@ -109,12 +106,14 @@ impl Request {
         Request::new(request, namespace_object)
     }
 
-    /// What the matcher looks at.
+    /// What the matcher looks at. As in Gatekeeper, kinds match on the object under review (the old object on
+    /// DELETE, which [`Request::new`] put in `object`); `request.kind` is only the fallback for an object without
+    /// `apiVersion`/`kind`. gator's AdmissionReview test objects often carry no `request.kind`.
     pub fn target(&self) -> Target<'_> {
-        let kind = self.review.get("kind");
+        let (group, kind) = subject_kind(&self.review);
         Target {
-            group: get_str(kind.and_then(|k| k.get("group"))).unwrap_or(""),
-            kind: get_str(kind.and_then(|k| k.get("kind"))).unwrap_or(""),
+            group,
+            kind,
             object: non_null(self.review.get("object")),
             old_object: non_null(self.review.get("oldObject")),
             request_namespace: get_str(self.review.get("namespace")).filter(|s| !s.is_empty()),
@@ -129,6 +128,23 @@ impl Request {
             .and_then(Value::as_str)
             .unwrap_or("")
     }
+}
+
+/// The group and kind of the object under review (`object`, which holds the old object on DELETE), falling back to
+/// `request.kind` when the object does not say.
+fn subject_kind(request: &Value) -> (&str, &str) {
+    let object = non_null(request.get("object"));
+    let kind = get_str(object.and_then(|o| o.get("kind"))).filter(|k| !k.is_empty());
+    if let Some(kind) = kind {
+        let api_version = get_str(object.and_then(|o| o.get("apiVersion"))).unwrap_or("");
+        let group = api_version.split_once('/').map_or("", |(g, _)| g);
+        return (group, kind);
+    }
+    let requested = request.get("kind");
+    (
+        get_str(requested.and_then(|k| k.get("group"))).unwrap_or(""),
+        get_str(requested.and_then(|k| k.get("kind"))).unwrap_or(""),
+    )
 }
 
 /// The template input `{review, parameters}`.
@@ -180,5 +196,26 @@ mod tests {
         let req = json!({"operation": "CREATE", "kind": {"group": "", "version": "v1", "kind": "Namespace"}, "namespace": "x", "object": {}});
         let request = Request::new(req, None).expect("valid");
         assert_eq!(request.review["namespace"], "");
+    }
+
+    #[test]
+    fn kinds_come_from_the_object_under_review() {
+        // gator's AdmissionReview objects often have no request.kind.
+        let req = json!({"operation": "UPDATE", "object": {"apiVersion": "apps/v1", "kind": "Deployment"}});
+        let request = Request::new(req, None).expect("valid");
+        let target = request.target();
+        assert_eq!((target.group, target.kind), ("apps", "Deployment"));
+        // DELETE looks at the old object.
+        let req = json!({"operation": "DELETE", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "object": null,
+            "oldObject": {"apiVersion": "v1", "kind": "ConfigMap"}});
+        let target_kind = Request::new(req, None).map(|r| {
+            let t = r.target();
+            (t.group.to_string(), t.kind.to_string())
+        });
+        assert_eq!(target_kind, Ok((String::new(), "ConfigMap".to_string())));
+        // Without apiVersion/kind on the object, request.kind decides.
+        let req = json!({"operation": "CREATE", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "object": {}});
+        let request = Request::new(req, None).expect("valid");
+        assert_eq!(request.target().kind, "Pod");
     }
 }

@@ -1,3 +1,4 @@
+use crate::policy::Check;
 use std::time::Duration;
 
 use serde_json::json;
@@ -108,7 +109,7 @@ fn enforcement_actions_map_to_violation_actions() {
     let actions: Vec<Vec<Violation>> = policies
         .iter()
         .map(|p| {
-            p.validate(&review, &EvalContext::default())
+            p.check(&review, &EvalContext::default())
                 .expect("evaluates")
         })
         .collect();
@@ -128,7 +129,7 @@ fn enforcement_actions_map_to_violation_actions() {
     assert_eq!(policies[0].info().engine, "gatekeeper");
     // Compliant and unmatched requests pass.
     assert!(policies[0]
-        .validate(
+        .check(
             &pod(json!({"owner": "me"}), Operation::Create),
             &EvalContext::default()
         )
@@ -140,7 +141,7 @@ fn enforcement_actions_map_to_violation_actions() {
         Operation::Create,
     );
     assert!(policies[0]
-        .validate(&deployment, &EvalContext::default())
+        .check(&deployment, &EvalContext::default())
         .expect("ok")
         .is_empty());
 }
@@ -159,7 +160,7 @@ fn scoped_actions_use_the_webhook_point() {
         scoped("[{name: validation.gatekeeper.sh}]")
     ));
     let found = policies[0]
-        .validate(&pod(json!({}), Operation::Create), &EvalContext::default())
+        .check(&pod(json!({}), Operation::Create), &EvalContext::default())
         .expect("ok");
     assert_eq!(found[0].action, Action::Warn);
     let policies = load(&format!(
@@ -279,7 +280,7 @@ fn webhook_templates_see_the_cluster_inventory() {
     let policies = load(&format!("{template}{}", constraint("d", "deny", "")));
     let review = || pod(json!({}), Operation::Create);
     assert!(policies[0]
-        .validate(&review(), &EvalContext::default())
+        .check(&review(), &EvalContext::default())
         .expect("ok")
         .is_empty());
     let inventory = json!({"cluster": {"v1": {"Namespace": {"ns": {"metadata": {"name": "ns"}}}}}});
@@ -287,7 +288,7 @@ fn webhook_templates_see_the_cluster_inventory() {
         cluster: std::sync::Arc::new(Inventory(std::sync::Arc::new(inventory))),
         ..EvalContext::default()
     };
-    assert_eq!(policies[0].validate(&review(), &ctx).expect("ok").len(), 1);
+    assert_eq!(policies[0].check(&review(), &ctx).expect("ok").len(), 1);
 }
 
 #[test]
@@ -420,7 +421,7 @@ metadata:
         Operation::Create,
     );
     let found = policy
-        .validate(&service, &EvalContext::default())
+        .check(&service, &EvalContext::default())
         .expect("evaluates");
     assert_eq!(found, vec![Violation::deny("service s has %!v(MISSING)")]);
 }
@@ -466,12 +467,12 @@ metadata:
         let (compiled, _) = Template::load(&docs[0], Duration::from_secs(1)).expect("compiles");
         assert_eq!(compiled.evaluator(), evaluator);
         let policies = load(&source);
-        let ctx = EvalContext {
-            timeout: Duration::from_millis(50),
-            ..EvalContext::default()
-        };
+        let ctx = EvalContext::new(
+            Duration::from_millis(50),
+            std::sync::Arc::new(crate::policy::NoCluster),
+        );
         let err = policies[0]
-            .validate(&pod(json!({}), Operation::Create), &ctx)
+            .check(&pod(json!({}), Operation::Create), &ctx)
             .expect_err("times out");
         assert_eq!(err, EvalError::Timeout(Duration::from_millis(50)));
     }
@@ -517,24 +518,25 @@ metadata:
   name: slow-deny
 "#;
     let policies = load(slow);
-    let ctx = EvalContext {
-        timeout: Duration::from_millis(50),
-        ..EvalContext::default()
-    };
     let review = pod(json!({}), Operation::Create);
+    // Each evaluation is its own request, with its own 50 ms deadline.
     let by_name = |name: &str| {
+        let ctx = EvalContext::new(
+            Duration::from_millis(50),
+            std::sync::Arc::new(crate::policy::NoCluster),
+        );
         policies
             .iter()
             .find(|p| p.info().name == name)
             .unwrap_or_else(|| panic!("{name} loaded"))
-            .validate(&review, &ctx)
+            .check(&review, &ctx)
     };
     let dryrun =
         by_name("slow-dryrun").expect("a dryrun constraint's error is a record, not a failure");
     assert_eq!(dryrun.len(), 1);
     assert_eq!(dryrun[0].action, crate::policy::Action::Audit);
     assert!(
-        dryrun[0].message.contains("time limit"),
+        dryrun[0].message.contains("request deadline"),
         "{}",
         dryrun[0].message
     );
@@ -555,13 +557,13 @@ fn template_operations_filter_requests_and_set_the_scope() {
     let ctx = EvalContext::default();
     assert_eq!(
         policies[0]
-            .validate(&pod(json!({}), Operation::Create), &ctx)
+            .check(&pod(json!({}), Operation::Create), &ctx)
             .expect("ok")
             .len(),
         1
     );
     assert!(policies[0]
-        .validate(&pod(json!({}), Operation::Update), &ctx)
+        .check(&pod(json!({}), Operation::Update), &ctx)
         .expect("ok")
         .is_empty());
     let scope = policies[0].scope();
@@ -589,12 +591,12 @@ fn namespace_selector_uses_the_cluster_and_autorejects_without_it() {
         cluster: std::sync::Arc::new(OneNamespace),
         ..EvalContext::default()
     };
-    let found = policies[0].validate(&review, &with_cluster).expect("ok");
+    let found = policies[0].check(&review, &with_cluster).expect("ok");
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].action, Action::Warn);
     // A fresh review: the Gatekeeper form of a review (with its namespace) is built once per review.
     let found = policies[0]
-        .validate(&pod(json!({}), Operation::Create), &EvalContext::default())
+        .check(&pod(json!({}), Operation::Create), &EvalContext::default())
         .expect("ok");
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].action, Action::Deny, "autoreject always denies");
@@ -632,7 +634,7 @@ metadata:
 "#;
     let policies = load(template);
     let found = policies[0]
-        .validate(
+        .check(
             &pod(json!({"protected": "true"}), Operation::Delete),
             &EvalContext::default(),
         )
@@ -656,7 +658,7 @@ fn pooled_machines_give_consistent_answers_across_threads() {
                         json!({})
                     };
                     let found = policy
-                        .validate(&pod(labels, Operation::Create), &EvalContext::default())
+                        .check(&pod(labels, Operation::Create), &EvalContext::default())
                         .expect("ok");
                     assert_eq!(found.is_empty(), labelled, "thread {t} iteration {i}");
                 }
@@ -757,11 +759,11 @@ spec:
         );
         let review = pod(json!({}), Operation::Create);
         let good = compiled.built.policies[0]
-            .validate(&review, &EvalContext::default())
+            .check(&review, &EvalContext::default())
             .expect("ok");
         assert_eq!(good, vec![Violation::deny("name p")], "{version}");
         let bad = compiled.built.policies[1]
-            .validate(&review, &EvalContext::default())
+            .check(&review, &EvalContext::default())
             .expect("ok");
         assert_eq!(
             bad,

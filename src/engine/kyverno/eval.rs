@@ -2,6 +2,7 @@
 //! and condition blocks.
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use serde_json::{Map, Value};
 
@@ -42,6 +43,18 @@ pub struct Env<'a> {
     pub namespace_labels: Option<&'a Map<String, Value>>,
     /// Lookups.
     pub lookups: Lookups<'a>,
+    /// The request's deadline: loops over elements stop once it has passed.
+    pub deadline: Option<Instant>,
+}
+
+/// The message of a rule stopped by the request's deadline.
+pub const DEADLINE_MESSAGE: &str = "evaluation stopped: the request deadline passed";
+
+impl Env<'_> {
+    /// Whether the request's deadline has passed.
+    pub fn expired(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
 }
 
 impl Env<'_> {

@@ -41,8 +41,8 @@ use super::{Built, Engine, EngineInput, LoadOptions};
 use crate::admission::Review;
 use crate::policy::source::{parse_value, Document};
 use crate::policy::{
-    Action, ClusterContext, EvalContext, EvalError, FailurePolicy, LoadError,
-    Mutation as PolicyMutation, Policy, PolicyInfo, Violation,
+    Action, ClusterContext, EvalContext, EvalError, Evaluation, FailurePolicy, LoadError,
+    Mutation as PolicyMutation, Policy, PolicyError, PolicyInfo, Violation,
 };
 use crate::select::{OpSet, Scope};
 use eval::{check_conditions, load_context, Env, Lookups, Mocks};
@@ -150,6 +150,8 @@ pub struct ApplyOptions<'a> {
     pub lookups: Lookups<'a>,
     /// Which rules run.
     pub part: Part,
+    /// The request's deadline: rules, foreach elements and expressions stop once it has passed.
+    pub deadline: Option<std::time::Instant>,
 }
 
 fn is_enforce(action: &str) -> bool {
@@ -488,6 +490,7 @@ impl KyvernoPolicy {
             user: options.user,
             namespace_labels: options.namespace_labels,
             lookups: options.lookups,
+            deadline: options.deadline,
         };
         let empty = Value::Null;
         let mut stop = false;
@@ -547,7 +550,17 @@ impl KyvernoPolicy {
                     ));
                     continue;
                 }
-                let mut ctx = Context::with_base(base.clone(), delete);
+                if env.expired() {
+                    response.rules.push(RuleResponse::new(
+                        &rule.spec.name,
+                        rule_type,
+                        RuleStatus::Error,
+                        eval::DEADLINE_MESSAGE,
+                    ));
+                    stop = true;
+                    continue;
+                }
+                let mut ctx = Context::with_base(base.clone(), delete).until(options.deadline);
                 if let Some(o) = &patched {
                     mutate::set_object(&mut ctx, o);
                 }
@@ -658,6 +671,7 @@ impl KyvernoPolicy {
             namespace_labels: env.labels.as_ref(),
             lookups: Lookups::Cluster(cluster),
             part,
+            deadline: Some(ctx.deadline.instant()),
         };
         self.apply(review, &options, None)
     }
@@ -771,90 +785,90 @@ impl Policy for KyvernoPolicy {
                 .any(|r| r.is_mutate() && r.unsupported.is_none())
     }
 
-    fn validate(&self, review: &Review, ctx: &EvalContext) -> Result<Vec<Violation>, EvalError> {
+    fn validate(&self, review: &Review, ctx: &EvalContext) -> Evaluation {
         let response = self.serving_apply(review, ctx, Part::Validate);
         let namespace = review.namespace.as_deref().unwrap_or_default();
         let env = serving_env(review, ctx);
         let labels = env.labels.as_ref();
-        let mut out = Vec::new();
+        let mut out = Evaluation::skip();
         for r in &response.rules {
+            let rule = self.rules.iter().find(|c| c.spec.name == r.name);
+            if r.status != RuleStatus::Skip {
+                out.applied = true;
+            }
+            // The action the rule declares: Enforce denies; Audit records, and warns too with emitWarning.
+            let enforce = rule.is_some_and(|c| self.enforced(&c.spec, namespace, labels));
+            let message = format!("{}: {}", r.name, r.message);
             match r.status {
+                RuleStatus::Fail if enforce => out.violations.push(Violation::deny(message)),
                 RuleStatus::Fail => {
-                    let rule = self.rules.iter().find(|c| c.spec.name == r.name);
-                    let enforce = rule.is_some_and(|c| self.enforced(&c.spec, namespace, labels));
-                    let message = format!("{}: {}", r.name, r.message);
-                    if enforce {
-                        out.push(Violation {
-                            message,
-                            action: Action::Deny,
-                        });
-                    } else {
-                        if self.emit_warning {
-                            out.push(Violation {
-                                message: message.clone(),
-                                action: Action::Warn,
-                            });
-                        }
-                        out.push(Violation {
-                            message,
-                            action: Action::Audit,
-                        });
-                    }
-                }
-                RuleStatus::Error => {
-                    // An enforced rule's error goes to the failure policy (the decide stage denies, or allows with a
-                    // warning under Ignore). An Audit rule can never block: Kyverno evaluates Audit policies after
-                    // the response, so its error is only recorded (and returned as a warning with emitWarning).
-                    let rule = self.rules.iter().find(|c| c.spec.name == r.name);
-                    let enforce = rule.is_some_and(|c| self.enforced(&c.spec, namespace, labels));
-                    let message = format!("{}: {}", r.name, r.message);
-                    if enforce {
-                        return Err(EvalError::Engine(message));
-                    }
                     if self.emit_warning {
-                        out.push(Violation::warn(message.clone()));
+                        out.violations.push(Violation::warn(message.clone()));
                     }
-                    out.push(Violation {
+                    out.violations.push(Violation {
                         message,
                         action: Action::Audit,
                     });
                 }
-                RuleStatus::Warn => out.push(Violation::warn(format!("{}: {}", r.name, r.message))),
+                RuleStatus::Error => {
+                    // Kyverno evaluates Audit policies after the response, so an Audit rule's error can never
+                    // block; the decide stage sends an enforced rule's error to the failure policy.
+                    let action = if enforce {
+                        Action::Deny
+                    } else if self.emit_warning {
+                        Action::Warn
+                    } else {
+                        Action::Audit
+                    };
+                    out.errors.push(PolicyError {
+                        error: rule_error(&message, ctx),
+                        action,
+                    });
+                }
+                RuleStatus::Warn => out.violations.push(Violation::warn(message)),
                 _ => {}
             }
         }
-        Ok(out)
+        out
     }
 
-    fn mutate(
-        &self,
-        review: &Review,
-        object: &Value,
-        ctx: &EvalContext,
-    ) -> Result<PolicyMutation, EvalError> {
+    fn mutate(&self, review: &Review, object: &Value, ctx: &EvalContext) -> PolicyMutation {
         let response = if review.object() == Some(object) {
             self.serving_apply(review, ctx, Part::Mutate)
         } else {
             self.serving_apply(&review.with_object(object.clone()), ctx, Part::Mutate)
         };
-        let mut warnings = Vec::new();
+        let mut out = PolicyMutation::default();
         for r in &response.rules {
-            if r.status == RuleStatus::Error
-                && self.info.failure_policy != Some(FailurePolicy::Ignore)
-            {
-                return Err(EvalError::Engine(format!("{}: {}", r.name, r.message)));
+            if r.status != RuleStatus::Skip {
+                out.applied = true;
+            }
+            // A mutate rule's error follows the policy's failure policy, in the decide stage: under Fail the
+            // request is denied, under Ignore it is admitted with a warning saying what failed.
+            if r.status == RuleStatus::Error {
+                out.errors.push(PolicyError::enforced(rule_error(
+                    &format!("{}: {}", r.name, r.message),
+                    ctx,
+                )));
             }
             if self.emit_warning && r.status == RuleStatus::Pass {
-                warnings.push(format!(
+                out.warnings.push(format!(
                     "policy {}.{}: {}",
                     self.info.name, r.name, r.message
                 ));
             }
         }
-        Ok(PolicyMutation {
-            object: response.patched,
-            warnings,
-        })
+        out.object = response.patched;
+        out
+    }
+}
+
+/// A rule's error text as a typed error: the deadline is a time-out, anything else an engine error.
+fn rule_error(message: &str, ctx: &EvalContext) -> EvalError {
+    if message.contains(eval::DEADLINE_MESSAGE) {
+        EvalError::Timeout(ctx.deadline.budget())
+    } else {
+        EvalError::Engine(message.to_string())
     }
 }
 

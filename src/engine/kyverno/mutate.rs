@@ -92,10 +92,12 @@ fn foreach(
 ) -> Result<Option<Value>, String> {
     let mut current = resource.clone();
     let mut changed = false;
+    // The context with `request.object` = `current`, updated only when an element changed it (never per element:
+    // that would copy the object once per element).
+    let mut lctx = ctx.clone();
+    set_object(&mut lctx, &current);
     for fe in list {
         // The list is evaluated against the resource as patched so far.
-        let mut lctx = ctx.clone();
-        set_object(&mut lctx, &current);
         let Ok(items) = elements(&lctx, &fe.list) else {
             continue;
         };
@@ -114,8 +116,10 @@ fn foreach(
             if element.is_null() {
                 continue;
             }
-            let mut ectx = ctx.clone();
-            set_object(&mut ectx, &current);
+            if env.expired() {
+                return Err(super::eval::DEADLINE_MESSAGE.to_string());
+            }
+            let mut ectx = lctx.clone();
             set_element(&mut ectx, element, index, nesting);
             env.apply_foreach_values(rule, index, &mut ectx);
             load_context(&fe.context, &mut ectx, env, rule)
@@ -138,28 +142,21 @@ fn foreach(
                 )?
             };
             if let Some(p) = patched {
-                changed |= p != current;
-                current = p;
+                if p != current {
+                    changed = true;
+                    current = p;
+                    set_object(&mut lctx, &current);
+                }
             }
         }
     }
     Ok(changed.then_some(current))
 }
 
-/// Make `request.object` the given object in a context.
+/// Make `request.object` the given object in a context (a copy of the object: call it when the object changes, not
+/// per element).
 pub fn set_object(ctx: &mut Context<'_>, object: &Value) {
-    let doc = ctx.document();
-    if doc.pointer("/request/object") == Some(object) {
-        return;
-    }
-    let mut request = doc
-        .get("request")
-        .cloned()
-        .unwrap_or_else(|| Value::Object(Map::new()));
-    if let Some(map) = request.as_object_mut() {
-        map.insert("object".into(), object.clone());
-    }
-    ctx.set("request", request);
+    ctx.set_object(object);
 }
 
 // ---------------------------------------------------------------- strategic merge with anchors

@@ -1,5 +1,6 @@
 use super::*;
 use crate::policy::source::documents;
+use crate::policy::Check;
 use crate::policy::SourceFile;
 use kube::core::admission::Operation;
 use serde_json::json;
@@ -22,6 +23,7 @@ fn run(policy: &KyvernoPolicy, object: Value) -> PolicyResponse {
         namespace_labels: None,
         lookups: Lookups::Mocks(&mocks),
         part: Part::All,
+        deadline: None,
     };
     policy.apply(&review, &options, Some(&mocks))
 }
@@ -78,9 +80,7 @@ fn admission_actions() {
     let p = load(POLICY);
     let bad = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "nginx:latest"}]}});
     let review = Review::for_object(bad.clone(), None, Operation::Create);
-    let v = p
-        .validate(&review, &EvalContext::default())
-        .expect("validate");
+    let v = p.check(&review, &EvalContext::default()).expect("validate");
     assert_eq!(v.len(), 1);
     assert_eq!(v[0].action, Action::Deny);
     assert!(v[0].message.starts_with("check-tag: validation error"));
@@ -90,7 +90,7 @@ fn admission_actions() {
             .replace("  rules:", "  emitWarning: true\n  rules:"),
     );
     let v = audit
-        .validate(&review, &EvalContext::default())
+        .check(&review, &EvalContext::default())
         .expect("validate");
     let actions: Vec<Action> = v.iter().map(|v| v.action).collect();
     assert_eq!(actions, [Action::Warn, Action::Audit]);
@@ -144,7 +144,7 @@ spec:
     // The policy is Audit (the default): its rule error is recorded, never a failure that could block.
     let review = Review::for_object(cm("ok", json!({"team": "a"})), None, Operation::Create);
     let recorded = p
-        .validate(&review, &EvalContext::default())
+        .check(&review, &EvalContext::default())
         .expect("an Audit policy's rule error does not block");
     assert!(
         recorded
@@ -195,7 +195,7 @@ spec:
     );
     let review = Review::for_object(patched.clone(), None, Operation::Create);
     let m = p
-        .mutate(&review, &patched, &EvalContext::default())
+        .mutate_checked(&review, &patched, &EvalContext::default())
         .expect("mutate");
     assert_eq!(m.object, None, "already mutated → nothing changes");
 }
@@ -283,7 +283,7 @@ spec:
     let review = Review::for_object(cm.clone(), None, Operation::Create);
     // Serving without a cluster: the configMap entry cannot be loaded.
     let err = p
-        .validate(&review, &EvalContext::default())
+        .check(&review, &EvalContext::default())
         .expect_err("needs cluster context");
     assert!(err.to_string().contains("needs cluster context"), "{err}");
     // With a cluster that has the ConfigMap.
@@ -298,7 +298,7 @@ spec:
         cluster: Arc::new(Cluster),
         ..EvalContext::default()
     };
-    let v = p.validate(&review, &ctx).expect("validate");
+    let v = p.check(&review, &ctx).expect("validate");
     let messages: Vec<&str> = v.iter().map(|v| v.message.as_str()).collect();
     assert_eq!(
         messages,
@@ -318,6 +318,7 @@ spec:
         namespace_labels: None,
         lookups: Lookups::Mocks(&mocks),
         part: Part::All,
+        deadline: None,
     };
     let r = p.apply(&review, &options, Some(&mocks));
     assert_eq!(r.rules[1].status, RuleStatus::Pass);
@@ -365,6 +366,7 @@ fn update_with_existing_violation_is_skipped_for_enforced_patterns() {
         namespace_labels: None,
         lookups: Lookups::Mocks(&mocks),
         part: Part::All,
+        deadline: None,
     };
     let r = p.apply(&review, &options, Some(&mocks));
     assert_eq!(r.rules[0].status, RuleStatus::Skip);
@@ -489,6 +491,7 @@ spec:
             namespace_labels: labels,
             lookups: Lookups::Mocks(&mocks),
             part: Part::All,
+            deadline: None,
         };
         p.apply(&review, &options, Some(&mocks))
             .rules
@@ -536,7 +539,7 @@ spec:
     let ctx = EvalContext::default();
 
     let recorded = load(audit)
-        .validate(&review, &ctx)
+        .check(&review, &ctx)
         .expect("an Audit rule's error never blocks");
     assert_eq!(recorded.len(), 1, "{recorded:?}");
     assert_eq!(recorded[0].action, Action::Audit);
@@ -547,7 +550,7 @@ spec:
 
     let enforced = load(&audit.replace("Audit", "Enforce"));
     let err = enforced
-        .validate(&review, &ctx)
+        .check(&review, &ctx)
         .expect_err("an enforced rule's error goes to the failure policy");
     assert!(err.to_string().starts_with("team-label: "), "{err}");
 
@@ -557,5 +560,5 @@ spec:
         "  validationFailureAction: Enforce\n  failurePolicy: Ignore\n",
     ));
     assert_eq!(ignore.info().failure_policy, Some(FailurePolicy::Ignore));
-    assert!(ignore.validate(&review, &ctx).is_err());
+    assert!(ignore.check(&review, &ctx).is_err());
 }

@@ -346,6 +346,12 @@ fn validate_elements(
         if element.is_null() {
             continue;
         }
+        if env.expired() {
+            return (
+                response(rule, RuleStatus::Error, super::eval::DEADLINE_MESSAGE),
+                applied,
+            );
+        }
         let mut ectx = ctx.clone();
         set_element(&mut ectx, element, index, nesting);
         env.apply_foreach_values(rule, index, &mut ectx);

@@ -15,6 +15,7 @@
 
 use std::cell::RefCell;
 use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use regex::Regex;
 use serde_json::{Map, Value};
@@ -29,6 +30,8 @@ pub struct VarError {
     pub message: String,
     /// Whether the failure is a missing key.
     pub not_found: bool,
+    /// Whether a bound (deadline, work budget) stopped the evaluation: never resolved leniently.
+    pub bound: bool,
 }
 
 /// How unresolvable variables are treated.
@@ -36,7 +39,8 @@ pub struct VarError {
 pub enum Mode {
     /// Any error fails the substitution.
     Strict,
-    /// Errors resolve to `""` (Kyverno's preconditions resolver).
+    /// Errors resolve to `""` (Kyverno's preconditions resolver), except those of a bound (deadline, budget): an
+    /// expression stopped by a bound has no value, and reading it as `""` could turn a deny into a pass.
     Lenient,
 }
 
@@ -51,12 +55,18 @@ pub enum Base<'r> {
 }
 
 /// The evaluation context of one rule: a JSON document that expressions query.
+///
+/// The document is layered: a base document shared by every rule of a review (built once per review), plus the
+/// variables a rule sets on top of it (context entries, foreach `element`s). Lookups go through the layers, so
+/// setting a variable or cloning the context for a foreach element costs nothing more than the variable itself,
+/// never a copy of the request: a foreach over N elements stays linear in N.
 #[derive(Debug, Clone)]
 pub struct Context<'r> {
     base: Base<'r>,
-    overlay: Map<String, Value>,
+    overlay: Vec<(Arc<str>, Arc<Value>)>,
     merged: RefCell<Option<Arc<Value>>>,
     delete: bool,
+    deadline: Option<Instant>,
 }
 
 impl<'r> Context<'r> {
@@ -69,10 +79,22 @@ impl<'r> Context<'r> {
     pub fn with_base(base: Base<'r>, delete: bool) -> Context<'r> {
         Context {
             base,
-            overlay: Map::new(),
+            overlay: Vec::new(),
             merged: RefCell::new(None),
             delete,
+            deadline: None,
         }
+    }
+
+    /// The same context, whose queries give up once `deadline` has passed.
+    pub fn until(mut self, deadline: Option<Instant>) -> Context<'r> {
+        self.deadline = deadline;
+        self
+    }
+
+    /// The deadline of the queries.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
     }
 
     fn base_document(&self) -> Arc<Value> {
@@ -82,7 +104,16 @@ impl<'r> Context<'r> {
         }
     }
 
-    /// The current document.
+    /// A top-level variable: the overlay's, else the base document's.
+    fn variable(&self, name: &str) -> Option<Value> {
+        match self.overlay.iter().find(|(k, _)| &**k == name) {
+            Some((_, v)) => Some((**v).clone()),
+            None => self.base_document().get(name).cloned(),
+        }
+    }
+
+    /// The whole document, merged. Costs a copy of the base document when variables are set: only `@` and JSONPath
+    /// need it; queries read the layers directly.
     pub fn document(&self) -> Arc<Value> {
         if self.overlay.is_empty() {
             return self.base_document();
@@ -96,7 +127,7 @@ impl<'r> Context<'r> {
             .cloned()
             .unwrap_or_default();
         for (k, v) in &self.overlay {
-            merge_into(&mut map, k, v.clone());
+            merge_into(&mut map, k, (**v).clone());
         }
         let doc = Arc::new(Value::Object(map));
         *self.merged.borrow_mut() = Some(doc.clone());
@@ -105,7 +136,11 @@ impl<'r> Context<'r> {
 
     /// Set a top-level variable (replacing it).
     pub fn set(&mut self, name: &str, value: Value) {
-        self.overlay.insert(name.to_string(), value);
+        let value = Arc::new(value);
+        match self.overlay.iter_mut().find(|(k, _)| &**k == name) {
+            Some(slot) => slot.1 = value,
+            None => self.overlay.push((Arc::from(name), value)),
+        }
         *self.merged.borrow_mut() = None;
     }
 
@@ -123,11 +158,7 @@ impl<'r> Context<'r> {
             m.insert((*part).to_string(), nested);
             nested = Value::Object(m);
         }
-        let current = match self.overlay.get(first) {
-            Some(v) => Some(v.clone()),
-            None => self.base_document().get(first).cloned(),
-        };
-        let merged = match current {
+        let merged = match self.variable(first) {
             Some(mut existing) => {
                 deep_merge(&mut existing, nested);
                 existing
@@ -135,6 +166,37 @@ impl<'r> Context<'r> {
             None => nested,
         };
         self.set(first, merged);
+    }
+
+    /// Make `request.object` the given object: `request` becomes a copy of the current one with that object
+    /// (nothing is copied when it already is).
+    pub fn set_object(&mut self, object: &Value) {
+        let current = match self.overlay.iter().find(|(k, _)| &**k == "request") {
+            Some((_, v)) => v.clone(),
+            None => {
+                let base = self.base_document();
+                match base.get("request") {
+                    Some(r) if r.get("object") == Some(object) => return,
+                    Some(r) => Arc::new(r.clone()),
+                    None => Arc::new(Value::Object(Map::new())),
+                }
+            }
+        };
+        if current.get("object") == Some(object) {
+            return;
+        }
+        let mut request = (*current).clone();
+        match request.as_object_mut() {
+            Some(map) => {
+                map.insert("object".into(), object.clone());
+            }
+            None => {
+                let mut map = Map::new();
+                map.insert("object".into(), object.clone());
+                request = Value::Object(map);
+            }
+        }
+        self.set("request", request);
     }
 
     /// Evaluate an expression (without braces).
@@ -153,11 +215,19 @@ impl<'r> Context<'r> {
         if text.starts_with('$') {
             return self.json_path(expression, text);
         }
-        let doc = self.document();
-        crate::jmespath::search(text, &doc).map_err(|e| VarError {
+        let base = self.base_document();
+        let result = if self.overlay.is_empty() {
+            crate::jmespath::search_until(text, &base, self.deadline)
+        } else {
+            let overlay: Vec<(&str, &Value)> =
+                self.overlay.iter().map(|(k, v)| (&**k, &**v)).collect();
+            crate::jmespath::search_layered(text, &overlay, &base, self.deadline)
+        };
+        result.map_err(|e| VarError {
             expression: expression.to_string(),
             message: e.to_string(),
             not_found: e.is_not_found(),
+            bound: e.is_bound(),
         })
     }
 }
@@ -173,6 +243,7 @@ impl Context<'_> {
             expression: expression.to_string(),
             message,
             not_found,
+            bound: false,
         };
         let found = doc
             .query(text)
@@ -292,6 +363,7 @@ pub fn substitute_pattern(
                 expression: "@".into(),
                 message: "the resource has no value at this place of the pattern".into(),
                 not_found: true,
+                bound: false,
             }),
         },
         Value::String(s) => substitute_str(s, ctx, mode),
@@ -415,6 +487,7 @@ fn resolve_string(root: &Value, text: &str, path: &[String]) -> Result<Value, Va
             expression: format!("$({reference})"),
             message: format!("the pattern has no value at /{}", target.join("/")),
             not_found: true,
+            bound: false,
         })?;
         if pos == 0 && end + 1 == rest.len() && out.is_empty() && operator.is_empty() {
             whole = Some(found.clone());
@@ -461,8 +534,8 @@ pub fn substitute_str(text: &str, ctx: &Context<'_>, mode: Mode) -> Result<Value
         let resolved = match ctx.query(expr) {
             Ok(v) => v,
             Err(e) => match mode {
-                Mode::Strict => return Err(e),
-                Mode::Lenient => Value::String(String::new()),
+                Mode::Lenient if !e.bound => Value::String(String::new()),
+                _ => return Err(e),
             },
         };
         if whole.start() == 0 && whole.end() == current.len() {

@@ -23,14 +23,15 @@ pub mod support;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::Value;
 
 use super::{Built, Engine, EngineInput, LoadOptions};
 use crate::admission::Review;
 use crate::policy::{
-    EvalContext, EvalError, FailurePolicy, LoadError, Mutation, Policy, PolicyInfo, SourceFile,
-    SourceRef, Violation,
+    EvalContext, EvalError, Evaluation, FailurePolicy, LoadError, Mutation, Policy, PolicyInfo,
+    SourceFile, SourceRef, Violation,
 };
 use crate::select::Scope;
 
@@ -221,6 +222,7 @@ impl Engine for RegoEngine {
                 warn: rules.warn.then(|| format!("{package}.warn")),
                 patch: rules.patch.then(|| format!("{package}.patch")),
                 engine: engine.clone(),
+                cap: options.eval_timeout,
             }));
         }
         built
@@ -235,15 +237,18 @@ pub struct RegoPolicy {
     warn: Option<String>,
     patch: Option<String>,
     engine: Arc<regorus::Engine>,
+    /// Longest one evaluation may take, inside the request's deadline.
+    cap: Duration,
 }
 
 /// The review as a regorus value, converted once per review.
 struct RegoReview(regorus::Value);
 
 impl RegoPolicy {
-    fn engine_for(&self, review: &Review) -> regorus::Engine {
+    fn engine_for(&self, review: &Review, ctx: &EvalContext) -> regorus::Engine {
         let input = review.cached(|r| RegoReview(support::to_rego(r.document())));
         let mut engine = (*self.engine).clone();
+        support::set_time_limit(&mut engine, ctx.time_limit(self.cap));
         engine.set_input(input.0.clone());
         engine
     }
@@ -266,55 +271,65 @@ impl Policy for RegoPolicy {
         self.patch.is_some()
     }
 
-    fn validate(&self, review: &Review, ctx: &EvalContext) -> Result<Vec<Violation>, EvalError> {
+    fn validate(&self, review: &Review, ctx: &EvalContext) -> Evaluation {
         if !self.validates() {
-            return Ok(Vec::new());
+            return Evaluation::skip();
         }
-        let mut engine = self.engine_for(review);
+        let mut engine = self.engine_for(review, ctx);
         let mut out = Vec::new();
-        if let Some(rule) = &self.deny {
-            let value = engine
-                .eval_rule(rule.clone())
-                .map_err(|e| support::eval_error(e, ctx.timeout))?;
-            out.extend(support::messages(&value).into_iter().map(Violation::deny));
+        for (rule, violation) in [
+            (&self.deny, Violation::deny as fn(String) -> Violation),
+            (&self.warn, Violation::warn as fn(String) -> Violation),
+        ] {
+            let Some(rule) = rule else { continue };
+            match engine.eval_rule(rule.clone()) {
+                Ok(value) => out.extend(support::messages(&value).into_iter().map(violation)),
+                Err(e) => {
+                    let mut failed =
+                        Evaluation::failed(support::eval_error(e, ctx.deadline.budget()));
+                    failed.violations = out;
+                    return failed;
+                }
+            }
         }
-        if let Some(rule) = &self.warn {
-            let value = engine
-                .eval_rule(rule.clone())
-                .map_err(|e| support::eval_error(e, ctx.timeout))?;
-            out.extend(support::messages(&value).into_iter().map(Violation::warn));
-        }
-        Ok(out)
+        Evaluation::found(out)
     }
 
-    fn mutate(
-        &self,
-        review: &Review,
-        object: &Value,
-        ctx: &EvalContext,
-    ) -> Result<Mutation, EvalError> {
+    fn mutate(&self, review: &Review, object: &Value, ctx: &EvalContext) -> Mutation {
         let Some(rule) = &self.patch else {
-            return Ok(Mutation::default());
+            return Mutation::default();
         };
         let mut engine = if review.object() == Some(object) {
-            self.engine_for(review)
+            self.engine_for(review, ctx)
         } else {
-            self.engine_for(&review.with_object(object.clone()))
+            self.engine_for(&review.with_object(object.clone()), ctx)
         };
-        let value = engine
-            .eval_rule(rule.clone())
-            .map_err(|e| support::eval_error(e, ctx.timeout))?;
-        let ops = support::patch_operations(&value).map_err(EvalError::Engine)?;
+        let value = match engine.eval_rule(rule.clone()) {
+            Ok(value) => value,
+            Err(e) => return Mutation::failed(support::eval_error(e, ctx.deadline.budget())),
+        };
+        let ops = match support::patch_operations(&value) {
+            Ok(ops) => ops,
+            Err(e) => return Mutation::failed(EvalError::Engine(e)),
+        };
         if ops.is_empty() {
-            return Ok(Mutation::default());
+            return Mutation {
+                applied: true,
+                ..Mutation::default()
+            };
         }
         let mut mutated = object.clone();
-        json_patch::patch(&mut mutated, &ops)
-            .map_err(|e| EvalError::Engine(format!("patch from {rule} does not apply: {e}")))?;
-        Ok(Mutation {
+        if let Err(e) = json_patch::patch(&mut mutated, &ops) {
+            return Mutation::failed(EvalError::Engine(format!(
+                "patch from {rule} does not apply: {e}"
+            )));
+        }
+        Mutation {
+            applied: true,
             object: (&mutated != object).then_some(mutated),
             warnings: Vec::new(),
-        })
+            errors: Vec::new(),
+        }
     }
 }
 

@@ -16,11 +16,21 @@ pub fn new_engine(timeout: Duration) -> regorus::Engine {
     let mut engine = regorus::Engine::new();
     engine.set_strict_builtin_errors(false);
     engine.set_gather_prints(true);
-    engine.set_execution_timer_config(regorus::utils::limits::ExecutionTimerConfig {
-        limit: timeout,
-        check_interval: NonZeroU32::new(TIMER_CHECK_INTERVAL).unwrap_or(NonZeroU32::MIN),
-    });
+    set_time_limit(&mut engine, timeout);
     engine
+}
+
+/// The regorus timer for one evaluation of at most `limit` (regorus reads the clock every few work units).
+pub fn timer(limit: Duration) -> regorus::utils::limits::ExecutionTimerConfig {
+    regorus::utils::limits::ExecutionTimerConfig {
+        limit,
+        check_interval: NonZeroU32::new(TIMER_CHECK_INTERVAL).unwrap_or(NonZeroU32::MIN),
+    }
+}
+
+/// Limit the next evaluations of `engine` to `limit`.
+pub fn set_time_limit(engine: &mut regorus::Engine, limit: Duration) {
+    engine.set_execution_timer_config(timer(limit));
 }
 
 /// Convert a JSON document to a regorus value.
@@ -33,7 +43,8 @@ pub fn to_json(value: &regorus::Value) -> serde_json::Value {
     serde_json::to_value(value).unwrap_or(serde_json::Value::Null)
 }
 
-/// Map a regorus evaluation error to an [`EvalError`], recognising the time limit.
+/// Map a regorus evaluation error to an [`EvalError`], recognising the time limit (reported as the request's
+/// `budget`).
 pub fn eval_error(err: anyhow::Error, timeout: Duration) -> EvalError {
     if let Some(regorus::LimitError::TimeLimitExceeded { .. }) =
         err.downcast_ref::<regorus::LimitError>()

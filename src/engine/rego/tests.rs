@@ -1,3 +1,4 @@
+use crate::policy::Check;
 use std::time::Duration;
 
 use serde_json::json;
@@ -80,7 +81,7 @@ fn deny_warn_and_patch_rules_become_one_policy_per_package() {
     assert!(policy.validates() && policy.mutates());
 
     let ctx = EvalContext::default();
-    let violations = policy.validate(&pod(json!({})), &ctx).expect("evaluates");
+    let violations = policy.check(&pod(json!({})), &ctx).expect("evaluates");
     assert_eq!(
         violations,
         vec![
@@ -96,7 +97,9 @@ fn deny_warn_and_patch_rules_become_one_policy_per_package() {
     );
     let review = pod(json!({"team": "a"}));
     let object = review.object().cloned().expect("object");
-    let mutation = policy.mutate(&review, &object, &ctx).expect("mutates");
+    let mutation = policy
+        .mutate_checked(&review, &object, &ctx)
+        .expect("mutates");
     let mutated = mutation.object.expect("changed");
     assert_eq!(
         mutated["metadata"]["labels"],
@@ -104,7 +107,9 @@ fn deny_warn_and_patch_rules_become_one_policy_per_package() {
     );
 
     // A second mutation pass on the mutated object changes nothing.
-    let again = policy.mutate(&review, &mutated, &ctx).expect("mutates");
+    let again = policy
+        .mutate_checked(&review, &mutated, &ctx)
+        .expect("mutates");
     assert!(again.object.is_none());
 }
 
@@ -113,7 +118,7 @@ fn v0_modules_opt_in_with_a_directive() {
     let v0 = "# policyctl: rego.v0\npackage old\n\ndeny[msg] {\n  input.request.operation == \"CREATE\"\n  msg := \"no\"\n}\n";
     let policies = load(&[src("old.rego", v0)]);
     let violations = policies[0]
-        .validate(&pod(json!({})), &EvalContext::default())
+        .check(&pod(json!({})), &EvalContext::default())
         .expect("evaluates");
     assert_eq!(violations, vec![Violation::deny("no")]);
 
@@ -172,12 +177,12 @@ fn a_runaway_policy_hits_the_time_limit() {
         "{:?}",
         compiled.built.errors
     );
-    let ctx = EvalContext {
-        timeout: Duration::from_millis(50),
-        ..EvalContext::default()
-    };
+    let ctx = EvalContext::new(
+        Duration::from_millis(50),
+        Arc::new(crate::policy::NoCluster),
+    );
     let err = compiled.built.policies[0]
-        .validate(&pod(json!({})), &ctx)
+        .check(&pod(json!({})), &ctx)
         .expect_err("times out");
     assert_eq!(err, EvalError::Timeout(Duration::from_millis(50)));
 }
@@ -190,7 +195,7 @@ fn a_bad_patch_is_an_evaluation_error() {
     let review = pod(json!({}));
     let object = review.object().cloned().expect("object");
     let err = policies[0]
-        .mutate(&review, &object, &EvalContext::default())
+        .mutate_checked(&review, &object, &EvalContext::default())
         .expect_err("does not apply");
     assert!(err.to_string().contains("does not apply"), "{err}");
 }
@@ -202,7 +207,7 @@ fn packages_across_files_merge() {
     let policies = load(&[src("a.rego", a), src("b.rego", b)]);
     assert_eq!(policies.len(), 1);
     let violations = policies[0]
-        .validate(&pod(json!({})), &EvalContext::default())
+        .check(&pod(json!({})), &EvalContext::default())
         .expect("evaluates");
     assert_eq!(
         violations,

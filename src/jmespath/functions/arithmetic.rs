@@ -234,28 +234,28 @@ fn binary(a: &Args<'_, '_>, op: Op) -> Result<Value, JmesError> {
     apply(a, op, &x, &y)
 }
 
-fn add(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn add(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     binary(a, Op::Add)
 }
 
-fn subtract(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn subtract(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     binary(a, Op::Sub)
 }
 
-fn multiply(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn multiply(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     binary(a, Op::Mul)
 }
 
-fn divide(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn divide(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     binary(a, Op::Div)
 }
 
-fn modulo(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn modulo(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     binary(a, Op::Mod)
 }
 
 /// Kyverno's `sum`: adds the elements of a non-empty array of numbers, quantities or durations (all of one kind).
-fn sum(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn sum(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     let items = a.array(0)?;
     let Some(first) = items.first() else {
         return Err(a.error("at least one element in the array is required"));
@@ -270,7 +270,7 @@ fn sum(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     Ok(total)
 }
 
-fn round(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn round(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     let n = a.number(0)?;
     let places = a.integer(1)?;
     if places < 0 {

@@ -16,30 +16,30 @@ pub(crate) static FUNCTIONS: &[Function] = &[
     Function::new("parse_yaml", 1, Some(1), parse_yaml),
 ];
 
-fn base64_decode(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn base64_decode(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(a.string(0)?)
         .map_err(|e| a.error(format!("invalid base64: {e}")))?;
     Ok(Value::String(String::from_utf8_lossy(&bytes).into_owned()))
 }
 
-fn base64_encode(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn base64_encode(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     Ok(Value::String(
         base64::engine::general_purpose::STANDARD.encode(a.string(0)?),
     ))
 }
 
-fn sha256(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn sha256(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     let digest = sha2::Sha256::digest(a.string(0)?.as_bytes());
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     Ok(Value::String(hex))
 }
 
-fn parse_json(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn parse_json(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     serde_json::from_str(a.string(0)?).map_err(|e| a.error(format!("invalid JSON: {e}")))
 }
 
-fn parse_yaml(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn parse_yaml(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     let yaml: serde_yaml::Value =
         serde_yaml::from_str(a.string(0)?).map_err(|e| a.error(format!("invalid YAML: {e}")))?;
     yaml_to_json(&yaml).map_err(|m| a.error(m))

@@ -25,7 +25,7 @@ pub(crate) static FUNCTIONS: &[Function] = &[
 // ---------------------------------------------------------------------------------------------------------------
 // path_canonicalize
 
-fn path_canonicalize(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn path_canonicalize(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     let path = a.string(0)?;
     Ok(Value::String(if path.is_empty() {
         String::new()
@@ -256,7 +256,7 @@ fn range_matches(version: &Version, range: &str) -> Option<bool> {
     Some(any)
 }
 
-fn semver_compare(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn semver_compare(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     let version_text = a.string(0)?;
     let version = Version::parse(version_text)
         .ok_or_else(|| a.error(format!("invalid semantic version {version_text:?}")))?;
@@ -334,7 +334,7 @@ pub(crate) fn normalize_image(image: &str) -> Result<String, String> {
     Ok(format!("{registry}/{path}:{}", tag.unwrap_or("latest")))
 }
 
-fn image_normalize(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn image_normalize(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     normalize_image(a.string(0)?)
         .map(Value::String)
         .map_err(|m| a.error(m))
@@ -343,7 +343,7 @@ fn image_normalize(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError>
 // ---------------------------------------------------------------------------------------------------------------
 // is_external_url
 
-fn is_external_url(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn is_external_url(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     let text = a.string(0)?;
     let Some((scheme, rest)) = text.split_once("://") else {
         return Ok(Value::Bool(false));
@@ -383,7 +383,7 @@ fn is_external_url(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError>
 // ---------------------------------------------------------------------------------------------------------------
 // collections
 
-fn lookup(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn lookup(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     match a.value(0)? {
         Value::Object(map) => {
             let key = a.string(1)?;
@@ -405,7 +405,7 @@ fn lookup(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     }
 }
 
-fn items(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn items(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     let key_name = a.string(1)?;
     let value_name = a.string(2)?;
     let pair = |k: Value, v: &Value| {
@@ -434,7 +434,7 @@ fn items(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     }
 }
 
-fn object_from_lists(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn object_from_lists(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     let keys = a.array(0)?;
     let values = a.array(1)?;
     let mut out = Map::new();
@@ -503,7 +503,7 @@ impl Rng {
     }
 }
 
-fn random(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn random(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     let pattern = a.string(0)?;
     generate(pattern).map(Value::String).map_err(|m| a.error(m))
 }

@@ -16,7 +16,7 @@ pub(crate) mod strings;
 mod time;
 
 /// Signature of a function implementation.
-pub(crate) type Impl = fn(&mut Interp, &Args<'_, '_>) -> Result<Value, JmesError>;
+pub(crate) type Impl = fn(&mut Interp<'_>, &Args<'_, '_>) -> Result<Value, JmesError>;
 
 /// A callable function: name, accepted argument count, implementation.
 pub(crate) struct Function {

@@ -36,7 +36,7 @@ pub(crate) static FUNCTIONS: &[Function] = &[
     Function::new("values", 1, Some(1), values),
 ];
 
-fn abs(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn abs(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     let n = a.number(0)?;
     if let Some(i) = n.as_i64() {
         if let Some(v) = i.checked_abs() {
@@ -61,7 +61,7 @@ fn numbers(a: &Args<'_, '_>, i: usize) -> Result<Vec<f64>, JmesError> {
         .collect()
 }
 
-fn avg(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn avg(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     let items = numbers(a, 0)?;
     if items.is_empty() {
         return Ok(Value::Null);
@@ -69,7 +69,7 @@ fn avg(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     Ok(number(items.iter().sum::<f64>() / items.len() as f64))
 }
 
-fn ceil(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn ceil(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     let n = a.number(0)?;
     if n.is_i64() || n.is_u64() {
         return Ok(Value::Number(n.clone()));
@@ -77,7 +77,7 @@ fn ceil(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     Ok(number(a.float(0)?.ceil()))
 }
 
-fn floor(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn floor(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     let n = a.number(0)?;
     if n.is_i64() || n.is_u64() {
         return Ok(Value::Number(n.clone()));
@@ -85,7 +85,7 @@ fn floor(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     Ok(number(a.float(0)?.floor()))
 }
 
-fn contains(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn contains(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     let search = a.value(1)?;
     match a.value(0)? {
         Value::Array(items) => Ok(Value::Bool(items.iter().any(|v| json_equal(v, search)))),
@@ -97,20 +97,20 @@ fn contains(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     }
 }
 
-fn ends_with(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn ends_with(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     Ok(Value::Bool(a.string(0)?.ends_with(a.string(1)?)))
 }
 
-fn starts_with(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn starts_with(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     Ok(Value::Bool(a.string(0)?.starts_with(a.string(1)?)))
 }
 
-fn join(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn join(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     let glue = a.string(0)?;
     Ok(Value::String(a.strings(1)?.join(glue)))
 }
 
-fn keys(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn keys(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     Ok(Value::Array(
         a.object(0)?
             .keys()
@@ -119,11 +119,11 @@ fn keys(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     ))
 }
 
-fn values(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn values(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     Ok(Value::Array(a.object(0)?.values().cloned().collect()))
 }
 
-fn length(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn length(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     let n = match a.value(0)? {
         Value::String(s) => s.chars().count(),
         Value::Array(items) => items.len(),
@@ -133,7 +133,7 @@ fn length(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     Ok(Value::from(n))
 }
 
-fn map(interp: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn map(interp: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     let expr = a.expref(0)?;
     let items = a.array(1)?;
     let mut out = Vec::with_capacity(items.len());
@@ -190,16 +190,16 @@ fn extreme(a: &Args<'_, '_>, want: Ordering) -> Result<Value, JmesError> {
     Ok(best.cloned().unwrap_or(Value::Null))
 }
 
-fn max(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn max(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     extreme(a, Ordering::Greater)
 }
 
-fn min(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn min(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     extreme(a, Ordering::Less)
 }
 
 /// Evaluate `&expr` (argument 1) over the array (argument 0), keyed results checked to be sortable.
-fn keyed(interp: &mut Interp, a: &Args<'_, '_>) -> Result<Vec<(Value, usize)>, JmesError> {
+fn keyed(interp: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Vec<(Value, usize)>, JmesError> {
     let items = a.array(0)?;
     let expr = a.expref(1)?;
     let mut keys = Vec::with_capacity(items.len());
@@ -210,7 +210,11 @@ fn keyed(interp: &mut Interp, a: &Args<'_, '_>) -> Result<Vec<(Value, usize)>, J
     Ok(keys)
 }
 
-fn extreme_by(interp: &mut Interp, a: &Args<'_, '_>, want: Ordering) -> Result<Value, JmesError> {
+fn extreme_by(
+    interp: &mut Interp<'_>,
+    a: &Args<'_, '_>,
+    want: Ordering,
+) -> Result<Value, JmesError> {
     let keys = keyed(interp, a)?;
     let items = a.array(0)?;
     let mut best: Option<&(Value, usize)> = None;
@@ -226,15 +230,15 @@ fn extreme_by(interp: &mut Interp, a: &Args<'_, '_>, want: Ordering) -> Result<V
         .unwrap_or(Value::Null))
 }
 
-fn max_by(interp: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn max_by(interp: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     extreme_by(interp, a, Ordering::Greater)
 }
 
-fn min_by(interp: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn min_by(interp: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     extreme_by(interp, a, Ordering::Less)
 }
 
-fn merge(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn merge(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     let mut out = Map::new();
     for i in 0..a.len() {
         for (k, v) in a.object(i)? {
@@ -244,7 +248,7 @@ fn merge(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     Ok(Value::Object(out))
 }
 
-fn not_null(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn not_null(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     for i in 0..a.len() {
         let v = a.value(i)?;
         if !v.is_null() {
@@ -254,7 +258,7 @@ fn not_null(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     Ok(Value::Null)
 }
 
-fn reverse(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn reverse(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     match a.value(0)? {
         Value::String(s) => Ok(Value::String(s.chars().rev().collect())),
         Value::Array(items) => Ok(Value::Array(items.iter().rev().cloned().collect())),
@@ -262,7 +266,7 @@ fn reverse(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     }
 }
 
-fn sort(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn sort(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     let items = a.array(0)?;
     sortable(a, items.iter(), "array elements")?;
     let mut sorted = items.to_vec();
@@ -270,7 +274,7 @@ fn sort(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     Ok(Value::Array(sorted))
 }
 
-fn sort_by(interp: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn sort_by(interp: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     let mut keys = keyed(interp, a)?;
     let items = a.array(0)?;
     keys.sort_by(|x, y| sort_cmp(&x.0, &y.0));
@@ -281,14 +285,14 @@ fn sort_by(interp: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     ))
 }
 
-fn to_array(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn to_array(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     Ok(match a.value(0)? {
         Value::Array(items) => Value::Array(items.clone()),
         other => Value::Array(vec![other.clone()]),
     })
 }
 
-fn to_number(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn to_number(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     Ok(match a.value(0)? {
         Value::Number(n) => Value::Number(n.clone()),
         Value::String(s) => parse_number(s).unwrap_or(Value::Null),
@@ -313,13 +317,13 @@ pub(crate) fn parse_number(s: &str) -> Option<Value> {
     Some(Value::Number(v))
 }
 
-fn to_string(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn to_string(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     Ok(match a.value(0)? {
         Value::String(s) => Value::String(s.clone()),
         other => Value::String(json_string(other)),
     })
 }
 
-fn type_of(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn type_of(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     Ok(Value::String(type_name(a.value(0)?).to_string()))
 }

@@ -44,12 +44,12 @@ fn output(a: &Args<'_, '_>, s: String) -> Result<Value, JmesError> {
     Ok(Value::String(s))
 }
 
-fn compare(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn compare(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     let ord = a.string(0)?.cmp(a.string(1)?);
     Ok(Value::from(ord as i64))
 }
 
-fn equal_fold(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn equal_fold(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     let (x, y) = (a.string(0)?, a.string(1)?);
     let same = x.chars().count() == y.chars().count()
         && x.chars()
@@ -69,7 +69,7 @@ fn replaced_len(s: &str, old: &str, new: &str, count: usize) -> usize {
     s.len().saturating_add(matches.saturating_mul(new.len()))
 }
 
-fn replace(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn replace(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     let (s, old, new) = (a.string(0)?, a.string(1)?, a.string(2)?);
     let n = a.float(3)?;
     let count = if n < 0.0 { usize::MAX } else { n as usize };
@@ -84,7 +84,7 @@ fn replace(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     output(a, out)
 }
 
-fn replace_all(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn replace_all(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     let (s, old, new) = (a.string(0)?, a.string(1)?, a.string(2)?);
     if replaced_len(s, old, new, usize::MAX) > MAX_OUTPUT {
         return Err(a.error(format!("result longer than {MAX_OUTPUT} bytes")));
@@ -92,29 +92,29 @@ fn replace_all(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     output(a, s.replace(old, new))
 }
 
-fn to_upper(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn to_upper(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     Ok(Value::String(a.string(0)?.to_uppercase()))
 }
 
-fn to_lower(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn to_lower(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     Ok(Value::String(a.string(0)?.to_lowercase()))
 }
 
-fn trim(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn trim(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     let (s, cutset) = (a.string(0)?, a.string(1)?);
     Ok(Value::String(
         s.trim_matches(|c| cutset.contains(c)).to_string(),
     ))
 }
 
-fn trim_prefix(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn trim_prefix(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     let (s, prefix) = (a.string(0)?, a.string(1)?);
     Ok(Value::String(
         s.strip_prefix(prefix).unwrap_or(s).to_string(),
     ))
 }
 
-fn split(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn split(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     let (s, sep) = (a.string(0)?, a.string(1)?);
     let parts: Vec<Value> = if sep.is_empty() {
         s.chars().map(|c| Value::String(c.to_string())).collect()
@@ -124,7 +124,7 @@ fn split(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     Ok(Value::Array(parts))
 }
 
-fn truncate(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn truncate(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     let s = a.string(0)?;
     let n = a.float(1)?;
     let keep = if n < 0.0 { 0 } else { n as usize };
@@ -170,7 +170,7 @@ pub(crate) fn regex(a: &Args<'_, '_>, pattern: &str) -> Result<Regex, JmesError>
     Ok(re)
 }
 
-fn regex_replace_all(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn regex_replace_all(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     let re = regex(a, a.string(0)?)?;
     let (src, repl) = (text_arg(a, 1)?, text_arg(a, 2)?);
     bounded_replace(a, &re, &src, &repl, true)
@@ -206,18 +206,18 @@ fn bounded_replace(
     output(a, out)
 }
 
-fn regex_replace_all_literal(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn regex_replace_all_literal(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     let re = regex(a, a.string(0)?)?;
     let (src, repl) = (text_arg(a, 1)?, text_arg(a, 2)?);
     bounded_replace(a, &re, &src, &repl, false)
 }
 
-fn regex_match(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn regex_match(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     let re = regex(a, a.string(0)?)?;
     Ok(Value::Bool(re.is_match(&text_arg(a, 1)?)))
 }
 
-fn pattern_match(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn pattern_match(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     let pattern = a.string(0)?;
     Ok(Value::Bool(wildcard_match(pattern, &text_arg(a, 1)?)))
 }
@@ -253,7 +253,7 @@ pub fn wildcard_match(pattern: &str, text: &str) -> bool {
         .is_some_and(|rest| rest.iter().all(|c| *c == '*'))
 }
 
-fn label_match(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn label_match(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     let selector = a.object(0)?;
     let labels = a.object(1)?;
     let matched = selector
@@ -262,7 +262,7 @@ fn label_match(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     Ok(Value::Bool(matched))
 }
 
-fn to_boolean(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn to_boolean(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     let s = a.string(0)?;
     match s.to_lowercase().as_str() {
         "true" => Ok(Value::Bool(true)),

@@ -59,15 +59,15 @@ fn now() -> Time {
     Utc::now().fixed_offset()
 }
 
-fn time_now(_: &mut Interp, _: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn time_now(_: &mut Interp<'_>, _: &Args<'_, '_>) -> Result<Value, JmesError> {
     Ok(Value::String(rfc3339(&chrono::Local::now().fixed_offset())))
 }
 
-fn time_now_utc(_: &mut Interp, _: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn time_now_utc(_: &mut Interp<'_>, _: &Args<'_, '_>) -> Result<Value, JmesError> {
     Ok(Value::String(rfc3339(&now())))
 }
 
-fn time_add(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn time_add(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     let t = time_arg(a, 0)?;
     let d = duration_arg(a, 1)?;
     let sum = t
@@ -76,14 +76,14 @@ fn time_add(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     Ok(Value::String(rfc3339(&sum)))
 }
 
-fn time_parse(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn time_parse(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     let layout = a.string(0)?;
     let text = a.string(1)?;
     let t = parse_layout(layout, text).map_err(|m| a.error(m))?;
     Ok(Value::String(rfc3339(&t)))
 }
 
-fn time_since(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn time_since(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     let layout = a.string(0)?;
     let parse = |i: usize| -> Result<Time, JmesError> {
         if layout.is_empty() {
@@ -101,7 +101,7 @@ fn time_since(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     Ok(Value::String(format_duration(sub_nanos(&t2, &t1))))
 }
 
-fn time_to_cron(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn time_to_cron(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     let t = time_arg(a, 0)?;
     Ok(Value::String(format!(
         "{} {} {} {} {}",
@@ -113,26 +113,26 @@ fn time_to_cron(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     )))
 }
 
-fn time_utc(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn time_utc(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     Ok(Value::String(rfc3339(
         &time_arg(a, 0)?.with_timezone(&Utc).fixed_offset(),
     )))
 }
 
-fn time_diff(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn time_diff(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     let (t1, t2) = (time_arg(a, 0)?, time_arg(a, 1)?);
     Ok(Value::String(format_duration(sub_nanos(&t2, &t1))))
 }
 
-fn time_before(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn time_before(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     Ok(Value::Bool(time_arg(a, 0)? < time_arg(a, 1)?))
 }
 
-fn time_after(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn time_after(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     Ok(Value::Bool(time_arg(a, 0)? > time_arg(a, 1)?))
 }
 
-fn time_between(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn time_between(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     let (t, start, end) = (time_arg(a, 0)?, time_arg(a, 1)?, time_arg(a, 2)?);
     Ok(Value::Bool(t > start && t < end))
 }
@@ -140,7 +140,7 @@ fn time_between(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
 /// Seconds from 0001-01-01T00:00:00Z (Go's zero time) to the Unix epoch.
 const ZERO_TO_UNIX: i128 = 62_135_596_800;
 
-fn time_truncate(_: &mut Interp, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+fn time_truncate(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     let t = time_arg(a, 0)?;
     let d = duration_arg(a, 1)?;
     if d <= 0 {
