@@ -21,7 +21,7 @@ fn passing_suite_passes_every_case() {
         "tests/fixtures/gatekeeper/policies",
         &TestOptions::default(),
     );
-    assert_eq!(results.len(), 11, "{results:?}");
+    assert_eq!(results.len(), 12, "{results:?}");
     for r in &results {
         let expected = if r.case == "skipped" {
             Outcome::Skip

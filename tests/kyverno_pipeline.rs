@@ -125,3 +125,108 @@ fn kyverno_test_files_run_with_pass_fail_skip_and_unsupported() {
     );
     assert_eq!(outcome("cel-policy/", "good").0, Outcome::Unsupported);
 }
+
+/// A policy built from YAML text, alone in its set.
+fn set_of(yaml: &str) -> PolicySet {
+    let compiled = compile(
+        &[SourceFile {
+            origin: "inline.yaml".into(),
+            content: yaml.into(),
+        }],
+        &LoadOptions::default(),
+    );
+    assert!(
+        compiled.built.errors.is_empty(),
+        "{:?}",
+        compiled.built.errors
+    );
+    compiled.into_set(1).expect("set")
+}
+
+const BROKEN_MUTATION: &str = r#"
+apiVersion: kyverno.io/v1
+kind: ClusterPolicy
+metadata:
+  name: add-owner
+spec:
+  failurePolicy: FAILURE_POLICY
+  rules:
+    - name: owner-from-annotation
+      match:
+        any:
+          - resources:
+              kinds: [Pod]
+      mutate:
+        patchStrategicMerge:
+          metadata:
+            labels:
+              owner: "{{ request.object.metadata.annotations.owner }}"
+    - name: team
+      match:
+        any:
+          - resources:
+              kinds: [Pod]
+      mutate:
+        patchStrategicMerge:
+          metadata:
+            labels:
+              team: platform
+"#;
+
+#[test]
+fn a_mutate_rule_error_under_ignore_is_a_warning_not_silence() {
+    let set = set_of(&BROKEN_MUTATION.replace("FAILURE_POLICY", "Ignore"));
+    let original = pod("nginx:1.27");
+    let review = Review::for_object(original.clone(), None, Operation::Create);
+    let decision = pipeline::run(&set, &review, Webhook::Mutate, &Settings::default());
+    assert!(decision.allowed, "{:?}", decision.denials);
+    assert_eq!(decision.errors.len(), 1, "{:?}", decision.errors);
+    assert!(
+        decision.errors[0].starts_with("[add-owner] owner-from-annotation: "),
+        "{:?}",
+        decision.errors
+    );
+    assert_eq!(decision.warnings.len(), 1, "{:?}", decision.warnings);
+    assert!(
+        decision.warnings[0].starts_with("[add-owner] policy skipped (failure policy Ignore): "),
+        "{:?}",
+        decision.warnings
+    );
+    // What the other rule changed is kept.
+    let mut patched = original;
+    json_patch::patch(&mut patched, decision.patch.as_ref().expect("a patch")).expect("applies");
+    assert_eq!(patched["metadata"]["labels"], json!({"team": "platform"}));
+    assert_eq!(run_labels(&decision), ["error", "mutate"]);
+
+    // Under Fail the same error denies.
+    let set = set_of(&BROKEN_MUTATION.replace("FAILURE_POLICY", "Fail"));
+    let decision = pipeline::run(&set, &review, Webhook::Mutate, &Settings::default());
+    assert!(!decision.allowed);
+    assert!(decision.response().patch.is_none());
+}
+
+fn run_labels(decision: &policyctl::decide::Decision) -> Vec<&'static str> {
+    let mut labels: Vec<&'static str> = decision
+        .runs
+        .iter()
+        .flat_map(|r| r.outcome.labels())
+        .collect();
+    labels.sort();
+    labels
+}
+
+#[test]
+fn a_policy_that_does_not_match_is_a_skip_not_a_pass() {
+    let review = Review::for_object(
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "default"}}),
+        None,
+        Operation::Create,
+    );
+    let set = set_of(&BROKEN_MUTATION.replace("FAILURE_POLICY", "Fail").replace(
+        "kinds: [Pod]",
+        "kinds: [Pod, ConfigMap]\n              namespaces: [other]",
+    ));
+    let decision = pipeline::run(&set, &review, Webhook::Mutate, &Settings::default());
+    assert!(decision.allowed);
+    assert_eq!(run_labels(&decision), ["skip"]);
+}
