@@ -230,3 +230,99 @@ fn a_policy_that_does_not_match_is_a_skip_not_a_pass() {
     assert!(decision.allowed);
     assert_eq!(run_labels(&decision), ["skip"]);
 }
+
+const LATEST_WITH_EXCEPTION: &str = r#"
+apiVersion: kyverno.io/v1
+kind: ClusterPolicy
+metadata:
+  name: no-latest
+spec:
+  validationFailureAction: Enforce
+  rules:
+    - name: require-tag
+      match:
+        any:
+          - resources:
+              kinds: [Pod]
+      validate:
+        message: "An image tag other than latest is required."
+        pattern:
+          spec:
+            containers:
+              - image: "!*:latest"
+---
+apiVersion: kyverno.io/v2
+kind: PolicyException
+metadata:
+  name: legacy-apps
+  namespace: kyverno
+spec:
+  exceptions:
+    - policyName: no-latest
+      ruleNames: [require-tag]
+  match:
+    any:
+      - resources:
+          kinds: [Pod, Deployment]
+          namespaces: [legacy]
+"#;
+
+#[test]
+fn a_policy_exception_loads_and_applies_in_the_webhook_pipeline() {
+    let set = set_of(LATEST_WITH_EXCEPTION);
+    let in_namespace = |ns: &str| {
+        let mut p = pod("nginx:latest");
+        p["metadata"]["namespace"] = json!(ns);
+        Review::for_object(p, None, Operation::Create)
+    };
+    let excepted = pipeline::run(
+        &set,
+        &in_namespace("legacy"),
+        Webhook::Validate,
+        &Settings::default(),
+    );
+    assert!(excepted.allowed, "{:?}", excepted.denials);
+    assert_eq!(
+        run_labels(&excepted),
+        ["skip"],
+        "an excepted rule is a skip"
+    );
+    let denied = pipeline::run(
+        &set,
+        &in_namespace("default"),
+        Webhook::Validate,
+        &Settings::default(),
+    );
+    assert!(!denied.allowed);
+    // The autogen rule of a Deployment is excepted through the rule it came from (the exception must match the
+    // Deployment itself, as in Kyverno).
+    let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "d", "namespace": "legacy"},
+        "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "nginx:latest"}]}}}});
+    let review = Review::for_object(deployment, None, Operation::Create);
+    let decision = pipeline::run(&set, &review, Webhook::Validate, &Settings::default());
+    assert!(decision.allowed, "{:?}", decision.denials);
+}
+
+#[test]
+fn a_policy_exception_with_conditions_is_refused_rather_than_over_broad() {
+    let text = LATEST_WITH_EXCEPTION.replace(
+        "  match:\n    any:\n      - resources:\n          kinds: [Pod, Deployment]\n          namespaces: [legacy]\n",
+        "  match:\n    any:\n      - resources:\n          kinds: [Pod]\n  conditions:\n    any:\n      - key: a\n        operator: Equals\n        value: a\n",
+    );
+    let compiled = compile(
+        &[SourceFile {
+            origin: "inline.yaml".into(),
+            content: text,
+        }],
+        &LoadOptions::default(),
+    );
+    let errors: Vec<String> = compiled
+        .built
+        .errors
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("spec.conditions"), "{errors:?}");
+}

@@ -22,8 +22,8 @@ use super::report::{CaseResult, Outcome};
 use super::{SuiteRunner, TestOptions};
 use crate::admission::Review;
 use crate::engine::kyverno::eval::{Lookups, Mocks};
-use crate::engine::kyverno::matching::{self, MatchInput, UserContext};
-use crate::engine::kyverno::spec::MatchResources;
+use crate::engine::kyverno::exception::{is_policy_exception, PolicyException};
+use crate::engine::kyverno::matching::UserContext;
 use crate::engine::kyverno::{
     is_kyverno_policy, ApplyOptions, KyvernoPolicy, Part, PolicyResponse, RuleStatus,
 };
@@ -103,8 +103,6 @@ struct Suite {
     values: Value,
     operation: Operation,
     cache: HashMap<(String, usize, Option<String>), PolicyResponse>,
-    /// PolicyExceptions of the test: `(policy, rule or "*", match)`.
-    exceptions: Vec<(String, String, MatchResources)>,
 }
 
 impl Suite {
@@ -227,47 +225,6 @@ impl Suite {
     }
 }
 
-impl Suite {
-    /// Whether a PolicyException of the test exempts resource `index` from a rule (Kyverno then skips the rule).
-    fn excepted(&self, policy: &str, rule: &str, index: usize) -> bool {
-        let Some(resource) = self.resources.get(index) else {
-            return false;
-        };
-        let base = rule
-            .strip_prefix("autogen-cronjob-")
-            .or_else(|| rule.strip_prefix("autogen-"))
-            .unwrap_or(rule);
-        let api_version = resource
-            .value
-            .get("apiVersion")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        let kind = resource
-            .value
-            .get("kind")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        let (group, version) = match api_version.split_once('/') {
-            Some((g, v)) => (g, v),
-            None => ("", api_version),
-        };
-        let input = MatchInput {
-            group,
-            version,
-            kind,
-            subresource: "",
-            object: &resource.value,
-            namespace: &resource.namespace,
-            operation: "CREATE",
-            user: &self.user,
-            namespace_labels: None,
-        };
-        self.exceptions.iter().any(|(p, r, m)| {
-            p == policy && (r == "*" || r == rule || r == base) && matching::matches(m, &input)
-        })
-    }
-}
-
 fn parse_operation(op: &str) -> Operation {
     match op.to_ascii_uppercase().as_str() {
         "UPDATE" => Operation::Update,
@@ -356,36 +313,28 @@ fn load_suite(path: &Path, test: &Value) -> Result<Suite, String> {
         }
     }
     let operation = operation_of(&values);
+    // PolicyExceptions load through the engine, as in the webhook, and attach to the policies they name.
     let mut exceptions = Vec::new();
     for file in strings(field(test, "exceptions")) {
         let docs =
             read_documents(&dir.join(&file)).map_err(|e| format!("exception file {file}: {e}"))?;
-        for (_, doc) in docs {
-            let entries = doc
-                .pointer("/spec/exceptions")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            for e in entries {
-                let policy = field_str(&e, "policyName").unwrap_or("");
-                let policy = policy.rsplit('/').next().unwrap_or(policy).to_string();
-                let rules = strings(field(&e, "ruleNames"));
-                let mut matches: MatchResources = doc
-                    .pointer("/spec/match")
-                    .map(|m| serde_json::from_value(m.clone()))
-                    .transpose()
-                    .map_err(|err| format!("exception file {file}: spec.match: {err}"))?
-                    .unwrap_or_default();
-                matches.prepare();
-                if rules.is_empty() {
-                    exceptions.push((policy.clone(), "*".to_string(), matches.clone()));
-                }
-                exceptions.extend(
-                    rules
-                        .into_iter()
-                        .map(|r| (policy.clone(), r, matches.clone())),
-                );
+        for (source, value) in docs {
+            let doc = Document::from_value(source, value);
+            if !is_policy_exception(&doc.api_version, &doc.kind) {
+                return Err(format!(
+                    "exception file {file}: {} {} is not a Kyverno PolicyException",
+                    doc.api_version, doc.kind
+                ));
             }
+            let exception = PolicyException::from_document(&doc)
+                .map_err(|e| format!("exception file {file}: {e}"))?;
+            exceptions.push(std::sync::Arc::new(exception));
+        }
+    }
+    for loaded in policies.values_mut() {
+        if let LoadedPolicy::Kyverno(policy) = loaded {
+            let with = (**policy).clone().with_exceptions(&exceptions);
+            **policy = with;
         }
     }
     Ok(Suite {
@@ -396,7 +345,6 @@ fn load_suite(path: &Path, test: &Value) -> Result<Suite, String> {
         values,
         operation,
         cache: HashMap::new(),
-        exceptions,
     })
 }
 
@@ -631,7 +579,7 @@ fn run_test(path: &Path, test: &Value, options: &TestOptions) -> Vec<CaseResult>
                 Some(LoadedPolicy::Kyverno(p)) => p.scored(),
                 _ => true,
             };
-            let mut found: Vec<(usize, RuleStatus, String, String, Option<Value>)> = Vec::new();
+            let mut found: Vec<(usize, RuleStatus, String, Option<Value>)> = Vec::new();
             for i in indices {
                 let Some(response) = suite.response(&policy_name, i, operation) else {
                     continue;
@@ -647,32 +595,10 @@ fn run_test(path: &Path, test: &Value, options: &TestOptions) -> Vec<CaseResult>
                         } else {
                             r.status
                         };
-                        found.push((
-                            i,
-                            status,
-                            r.name.clone(),
-                            r.message.clone(),
-                            response.patched.clone(),
-                        ));
+                        found.push((i, status, r.message.clone(), response.patched.clone()));
                     }
                 }
             }
-            // A PolicyException that covers the resource turns the rule into a skip.
-            let found: Vec<(usize, RuleStatus, String, Option<Value>)> = found
-                .into_iter()
-                .map(|(i, status, name, message, patched)| {
-                    if status != RuleStatus::Skip && suite.excepted(&policy_name, &name, i) {
-                        (
-                            i,
-                            RuleStatus::Skip,
-                            "excluded by a PolicyException".to_string(),
-                            patched,
-                        )
-                    } else {
-                        (i, status, message, patched)
-                    }
-                })
-                .collect();
             if found.is_empty() {
                 out.push(case(Outcome::Skip, format!("no rule response: the rule did not match the resource (expected {expected})")));
                 continue;

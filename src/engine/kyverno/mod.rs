@@ -23,6 +23,7 @@
 pub mod autogen;
 pub mod conditions;
 pub mod eval;
+pub mod exception;
 pub mod matching;
 pub mod mutate;
 pub mod pattern;
@@ -46,6 +47,7 @@ use crate::policy::{
 };
 use crate::select::{OpSet, Scope};
 use eval::{check_conditions, load_context, Env, Lookups, Mocks};
+use exception::PolicyException;
 use matching::{MatchInput, UserContext};
 pub use result::{PolicyResponse, RuleResponse, RuleStatus, RuleType};
 use scalar::wildcard;
@@ -68,7 +70,7 @@ impl Engine for KyvernoEngine {
     }
 
     fn claims(&self, api_version: &str, kind: &str) -> bool {
-        is_kyverno_policy(api_version, kind)
+        is_kyverno_policy(api_version, kind) || exception::is_policy_exception(api_version, kind)
     }
 
     fn kinds(&self) -> Vec<&'static str> {
@@ -77,18 +79,47 @@ impl Engine for KyvernoEngine {
             "kyverno.io/v1 Policy",
             "kyverno.io/v2beta1 ClusterPolicy",
             "kyverno.io/v2beta1 Policy",
+            "kyverno.io/v2 PolicyException",
+            "kyverno.io/v2beta1 PolicyException",
         ]
     }
 
     fn build(&self, input: EngineInput, _options: &LoadOptions) -> Built {
         let mut built = Built::default();
-        for doc in &input.documents {
+        let (exception_docs, policy_docs): (Vec<&Document>, Vec<&Document>) = input
+            .documents
+            .iter()
+            .partition(|d| exception::is_policy_exception(&d.api_version, &d.kind));
+        let mut exceptions = Vec::new();
+        for doc in exception_docs {
+            match PolicyException::from_document(doc) {
+                Ok(e) => exceptions.push(Arc::new(e)),
+                Err(err) => built.errors.push(err),
+            }
+        }
+        let mut named = vec![false; exceptions.len()];
+        for doc in policy_docs {
             match KyvernoPolicy::from_document(doc) {
                 Ok((policy, warnings)) => {
                     built.warnings.extend(warnings);
+                    let policy = policy.with_exceptions(&exceptions);
+                    for (i, e) in exceptions.iter().enumerate() {
+                        named[i] |= e.names_policy(&policy.exception_key());
+                    }
                     built.policies.push(Arc::new(policy));
                 }
                 Err(err) => built.errors.push(err),
+            }
+        }
+        for (e, named) in exceptions.iter().zip(named) {
+            if !named {
+                built.warnings.push(LoadError::new(
+                    crate::policy::SourceRef::file(&e.name),
+                    format!(
+                        "PolicyException {} names no policy of this set; it exempts nothing",
+                        e.name
+                    ),
+                ));
             }
         }
         built
@@ -126,6 +157,8 @@ pub struct KyvernoPolicy {
     admission: bool,
     scored: bool,
     scope: Scope,
+    /// The PolicyExceptions that name this policy.
+    exceptions: Vec<Arc<PolicyException>>,
 }
 
 /// Which rules [`KyvernoPolicy::apply`] runs.
@@ -411,8 +444,28 @@ impl KyvernoPolicy {
                 .is_none_or(|s| s != "false"),
             rules,
             scope,
+            exceptions: Vec::new(),
         };
         Ok((policy, warnings))
+    }
+
+    /// The same policy with the exceptions of `all` that name it.
+    pub fn with_exceptions(mut self, all: &[Arc<PolicyException>]) -> Self {
+        let key = self.exception_key();
+        self.exceptions = all
+            .iter()
+            .filter(|e| e.names_policy(&key))
+            .cloned()
+            .collect();
+        self
+    }
+
+    /// How PolicyExceptions name this policy: `name`, or `namespace/name` for a namespaced Policy.
+    pub fn exception_key(&self) -> String {
+        match (&self.namespace, self.info.kind.as_str()) {
+            (Some(ns), "Policy") => format!("{ns}/{}", self.info.name),
+            _ => self.info.name.clone(),
+        }
     }
 
     /// The compiled rules (autogen rules included).
@@ -532,6 +585,23 @@ impl KyvernoPolicy {
                     .as_ref()
                     .is_some_and(|e| matching::excluded(e, &input))
                 {
+                    continue;
+                }
+                if let Some(e) = self
+                    .exceptions
+                    .iter()
+                    .find(|e| e.exempts(&self.exception_key(), &rule.spec.name, &input))
+                {
+                    response.rules.push(RuleResponse::new(
+                        &rule.spec.name,
+                        if rule.is_mutate() {
+                            RuleType::Mutation
+                        } else {
+                            RuleType::Validation
+                        },
+                        RuleStatus::Skip,
+                        format!("rule is skipped due to policy exception {}", e.name),
+                    ));
                     continue;
                 }
                 let rule_type = if rule.is_mutate() {
