@@ -34,6 +34,8 @@ pub struct LogArgs {
 }
 
 /// The commands.
+// Parsed once at start-up: the size of the `serve` variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the admission webhook (HTTPS) and its admin listener (HTTP).

@@ -144,7 +144,7 @@ impl<'o> Interp<'o> {
 
     fn step(&mut self) -> Result<(), JmesError> {
         self.steps += 1;
-        if self.steps % DEADLINE_CHECK_INTERVAL == 0
+        if self.steps.is_multiple_of(DEADLINE_CHECK_INTERVAL)
             && self.deadline.is_some_and(|d| Instant::now() >= d)
         {
             return Err(JmesError::Deadline);
