@@ -4,8 +4,10 @@
 //!
 //! 1. [`admission`]: decode an `AdmissionReview` into a [`admission::Review`];
 //! 2. [`select`]: pick the policies that can match it from the policy set's [`select::Index`];
-//! 3. [`engine`]: evaluate each policy with the engine of its language, behind the [`policy::Policy`] trait;
-//! 4. [`decide`]: combine the results into one [`decide::Decision`] (enforcement actions, failure policy);
+//! 3. [`engine`]: evaluate each policy with the engine of its language, behind the [`policy::Policy`] trait, under
+//!    the request's one [`policy::Deadline`]; engines report facts ([`policy::Evaluation`]: applied or not,
+//!    violations with their declared action, errors with the action of the failing rule);
+//! 4. [`decide`]: the only place facts become one [`decide::Decision`] (enforcement actions, failure policy);
 //! 5. [`admission::respond`]: encode the decision as an `AdmissionReview` response.
 //!
 //! [`pipeline`] strings stages 2–4 together; [`server`] puts the pipeline behind TLS, and the [`commands`]

@@ -42,7 +42,6 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
         OperationArg::Update => Operation::Update,
         OperationArg::Delete => Operation::Delete,
     };
-    let ctx = EvalContext::default();
     let mut reports = Vec::new();
     let mut denied = false;
     for file in files {
@@ -55,6 +54,8 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
             } else {
                 Review::for_object(document, None, operation.clone())
             };
+            // Each review is its own request, with its own deadline (the default request timeout).
+            let ctx = EvalContext::default();
             let (mut runs, mutated) = pipeline::mutate_object(&set, &review, &ctx);
             let patch = match (review.object(), &mutated) {
                 (Some(original), Some(m)) => Some(json_patch::diff(original, m)),
