@@ -791,4 +791,48 @@ mod tests {
             ("ns".into(), "sa".into())
         );
     }
+
+    #[test]
+    fn variables_are_layered_and_never_copy_the_base_document() {
+        let mut c = ctx();
+        for i in 0..1000 {
+            let mut element = c.clone();
+            element.set("element", json!({"i": i}));
+            assert_eq!(element.query("element.i"), Ok(json!(i)));
+            assert_eq!(
+                element.query("request.object.metadata.name"),
+                Ok(json!("web"))
+            );
+            assert_eq!(
+                element.query("[element.i, request.operation]"),
+                Ok(json!([i, "CREATE"]))
+            );
+            // Lookups read the layers: the merged document is never built.
+            assert!(element.merged.borrow().is_none());
+        }
+        // A variable shadows the base document's member of the same name; `@` sees the merged document.
+        c.set("request", json!({"operation": "DELETE"}));
+        assert_eq!(c.query("request.operation"), Ok(json!("DELETE")));
+        assert!(c.query("request.object").is_err_and(|e| e.not_found));
+        c.set("extra", json!(1));
+        assert_eq!(
+            c.query("@"),
+            Ok(json!({"request": {"operation": "DELETE"}, "extra": 1}))
+        );
+        assert_eq!(
+            c.query("keys(@) | sort(@)"),
+            Ok(json!(["extra", "request"]))
+        );
+    }
+
+    #[test]
+    fn a_bound_is_never_resolved_leniently() {
+        let mut c = ctx().until(Some(std::time::Instant::now()));
+        c.set("items", json!((0..5000).collect::<Vec<u32>>()));
+        // Thousands of steps: the interpreter meets the passed deadline.
+        let result = substitute_str("{{ items[?@ > `-1`] | length(@) }}", &c, Mode::Lenient);
+        let err = result.expect_err("a passed deadline is an error, even in lenient mode");
+        assert!(err.bound, "{err}");
+        assert!(err.message.contains("deadline"), "{err}");
+    }
 }
