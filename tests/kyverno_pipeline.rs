@@ -13,10 +13,15 @@ use serde_json::{json, Value};
 fn set() -> PolicySet {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kyverno/policies.yaml");
     let content = std::fs::read_to_string(&path).expect("fixture");
+    compiled_set(&path.display().to_string(), &content)
+}
+
+/// The set of one policy file, which must load without errors.
+fn compiled_set(origin: &str, content: &str) -> PolicySet {
     let compiled = compile(
         &[SourceFile {
-            origin: path.display().to_string(),
-            content,
+            origin: origin.into(),
+            content: content.into(),
         }],
         &LoadOptions::default(),
     );
@@ -128,19 +133,7 @@ fn kyverno_test_files_run_with_pass_fail_skip_and_unsupported() {
 
 /// A policy built from YAML text, alone in its set.
 fn set_of(yaml: &str) -> PolicySet {
-    let compiled = compile(
-        &[SourceFile {
-            origin: "inline.yaml".into(),
-            content: yaml.into(),
-        }],
-        &LoadOptions::default(),
-    );
-    assert!(
-        compiled.built.errors.is_empty(),
-        "{:?}",
-        compiled.built.errors
-    );
-    compiled.into_set(1).expect("set")
+    compiled_set("inline.yaml", yaml)
 }
 
 const BROKEN_MUTATION: &str = r#"
