@@ -16,7 +16,7 @@ use crate::admission::Review;
 use crate::decide::{decide, Decision};
 use crate::policy::{
     Action, ClusterContext, Deadline, EvalContext, EvalError, Evaluation, FailurePolicy, Mutation,
-    NoCluster, Policy, PolicyError, PolicySet, Violation, DEFAULT_REQUEST_TIMEOUT,
+    NoCluster, Policy, PolicyError, PolicySet, RuleResult, Violation, DEFAULT_REQUEST_TIMEOUT,
 };
 
 /// Which webhook a review came to.
@@ -51,6 +51,8 @@ pub struct Outcome {
     pub mutated: bool,
     /// Warnings from a mutation.
     pub warnings: Vec<String>,
+    /// Per-rule results, when the run explains ([`EvalContext::explain`]).
+    pub rules: Vec<RuleResult>,
 }
 
 impl Outcome {
@@ -60,6 +62,7 @@ impl Outcome {
             applied: e.applied || !e.violations.is_empty() || !e.errors.is_empty(),
             violations: e.violations,
             errors: e.errors,
+            rules: e.rules,
             ..Outcome::default()
         }
     }
@@ -154,6 +157,7 @@ impl Settings {
         EvalContext {
             deadline: Deadline::starting(start, self.request_timeout),
             cluster: self.cluster.clone(),
+            explain: false,
         }
     }
 }
@@ -189,11 +193,11 @@ pub fn run_with(
     }
 }
 
-/// Evaluate every validating policy that may match.
+/// Evaluate every validating policy that may match (every policy that may match, when the context explains).
 pub fn validate(set: &PolicySet, review: &Review, ctx: &EvalContext) -> Vec<PolicyRun> {
     set.select(review)
         .into_iter()
-        .filter(|p| p.validates())
+        .filter(|p| ctx.explain || p.validates())
         .map(|policy| {
             let start = Instant::now();
             let outcome = match ctx.deadline.check() {
@@ -252,7 +256,11 @@ pub fn mutate_object(
     };
     let mut current: Option<Value> = None;
     let mut runs = Vec::new();
-    for policy in set.select(review).into_iter().filter(|p| p.mutates()) {
+    for policy in set
+        .select(review)
+        .into_iter()
+        .filter(|p| ctx.explain || p.mutates())
+    {
         let start = Instant::now();
         let object = current.as_ref().unwrap_or(original);
         let outcome = match ctx.deadline.check() {
@@ -267,6 +275,7 @@ pub fn mutate_object(
                     object: mutated,
                     warnings,
                     errors,
+                    rules,
                 }) => {
                     let changed = mutated.is_some();
                     if let Some(mutated) = mutated {
@@ -277,6 +286,7 @@ pub fn mutate_object(
                         mutated: changed,
                         warnings,
                         errors,
+                        rules,
                         violations: Vec::new(),
                     }
                 }

@@ -300,6 +300,23 @@ impl Review {
         operation_str(&self.operation)
     }
 
+    /// This review as made by `user` (`request.userInfo`), for reviews synthesized by tests.
+    pub fn with_user_info(mut self, user: UserInfo) -> Review {
+        if let Some(request) = self
+            .document
+            .get_mut("request")
+            .and_then(Value::as_object_mut)
+        {
+            request.insert(
+                "userInfo".into(),
+                serde_json::to_value(&user).unwrap_or(Value::Null),
+            );
+        }
+        self.user_info = user;
+        self.cache = Cache::default();
+        self
+    }
+
     /// A copy of this review whose `request.object` is `object` (the next step of a mutation chain).
     pub fn with_object(&self, object: Value) -> Review {
         let mut document = self.document.clone();

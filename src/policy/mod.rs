@@ -110,6 +110,65 @@ impl Violation {
     }
 }
 
+/// The result of one rule (or constraint) on one resource, as a policy report states it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleStatus {
+    /// The rule passed (or patched the resource).
+    Pass,
+    /// The rule failed.
+    Fail,
+    /// The rule did not apply (preconditions, conditional anchors, nothing to patch, an exception).
+    Skip,
+    /// A failure reported as a warning (Kyverno policies annotated `policies.kyverno.io/scored: "false"`).
+    Warn,
+    /// The rule could not be evaluated.
+    Error,
+    /// policyctl cannot evaluate this rule (a feature it does not implement); never a pass.
+    Unsupported,
+}
+
+impl RuleStatus {
+    /// The lower-case name (`pass`, `fail`, ...), as policy reports and `kyverno test` spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuleStatus::Pass => "pass",
+            RuleStatus::Fail => "fail",
+            RuleStatus::Skip => "skip",
+            RuleStatus::Warn => "warn",
+            RuleStatus::Error => "error",
+            RuleStatus::Unsupported => "unsupported",
+        }
+    }
+}
+
+/// One rule's result, reported when the evaluation is asked to explain itself ([`EvalContext::explain`]): what
+/// `policyctl test` compares with expected results and what a policy report lists.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RuleResult {
+    /// The rule's name (Kyverno autogen names included).
+    pub rule: String,
+    /// Its result.
+    pub status: RuleStatus,
+    /// Its message.
+    pub message: String,
+}
+
+/// Values that replace cluster lookups and set variables, for tests (a `kyverno test` Values file). Served by a
+/// test's [`ClusterContext`]; the webhook has none.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// Global values: dotted paths added to every rule's context.
+    pub global: serde_json::Map<String, Value>,
+    /// Rule-level values by rule name: context-entry values and other variables.
+    pub rules: std::collections::BTreeMap<String, serde_json::Map<String, Value>>,
+    /// Rule-level per-iteration values by rule name: the i-th element of each list is the variable's value in
+    /// iteration i of a foreach.
+    pub foreach: std::collections::BTreeMap<String, serde_json::Map<String, Value>>,
+    /// Values of the resource under review.
+    pub resource: serde_json::Map<String, Value>,
+}
+
 /// Why a policy could not give an answer. The display text is what a fail-closed denial shows.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum EvalError {
@@ -171,6 +230,8 @@ pub struct Evaluation {
     pub violations: Vec<Violation>,
     /// Errors met while evaluating.
     pub errors: Vec<PolicyError>,
+    /// Per-rule results, when the context asks for them ([`EvalContext::explain`]).
+    pub rules: Vec<RuleResult>,
 }
 
 impl Evaluation {
@@ -184,7 +245,7 @@ impl Evaluation {
         Evaluation {
             applied: true,
             violations,
-            errors: Vec::new(),
+            ..Evaluation::default()
         }
     }
 
@@ -192,8 +253,8 @@ impl Evaluation {
     pub fn failed(error: EvalError) -> Self {
         Evaluation {
             applied: true,
-            violations: Vec::new(),
             errors: vec![PolicyError::enforced(error)],
+            ..Evaluation::default()
         }
     }
 }
@@ -263,6 +324,8 @@ pub struct Mutation {
     /// Errors met while mutating. A mutation with an enforced error is discarded under `Fail`; under `Ignore` what
     /// the other rules changed is kept.
     pub errors: Vec<PolicyError>,
+    /// Per-rule results, when the context asks for them ([`EvalContext::explain`]).
+    pub rules: Vec<RuleResult>,
 }
 
 impl Mutation {
@@ -356,6 +419,18 @@ pub trait ClusterContext: Send + Sync + fmt::Debug {
         None
     }
 
+    /// The roles and cluster roles bound to `user` (Kyverno's `roles` / `clusterRoles` match), when known. The
+    /// webhook does not resolve RBAC bindings; a test's UserInfo file supplies them.
+    fn roles(&self, user: &crate::admission::UserInfo) -> Option<(Vec<String>, Vec<String>)> {
+        let _ = user;
+        None
+    }
+
+    /// Values that replace lookups and set variables (tests). `None` when serving.
+    fn overrides(&self) -> Option<&Overrides> {
+        None
+    }
+
     /// A read-only GET on the Kubernetes API (`/api/v1/namespaces/x/pods`), as JSON.
     fn api_get(&self, path: &str) -> Result<Value, String> {
         Err(format!(
@@ -377,6 +452,10 @@ pub struct EvalContext {
     pub deadline: Deadline,
     /// Cluster data (namespaces, ConfigMaps, API reads).
     pub cluster: Arc<dyn ClusterContext>,
+    /// Explain: evaluate every selected policy (even those with nothing to do at admission, such as Kyverno
+    /// `admission: false` policies or unsupported rules) and report per-rule results. `policyctl test` and audits
+    /// explain; the webhook does not.
+    pub explain: bool,
 }
 
 impl EvalContext {
@@ -385,6 +464,7 @@ impl EvalContext {
         EvalContext {
             deadline: Deadline::after(timeout),
             cluster,
+            explain: false,
         }
     }
 

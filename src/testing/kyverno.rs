@@ -5,6 +5,11 @@
 //! decoder does (`isMUtatingPolicy`). One row per result entry and resource: suite = the test file, test =
 //! `policy/rule`, case = the resource key as written (`name` or `namespace/name`).
 //!
+//! Every case runs on the webhook's own path: the test's policies and PolicyExceptions are compiled by the policy
+//! loader, the resource becomes a [`Review`], and the pipeline evaluates it (mutations, then validations on the
+//! mutated object) with a context that explains itself (per-rule results). What the test files mock — values, namespace
+//! labels, the UserInfo file's roles — is a test implementation of [`ClusterContext`], not a branch inside an engine.
+//!
 //! Differences from the Kyverno CLI, on purpose: a resource no rule matched is a **skip**, never a pass; an expected
 //! result on a policy kind or rule policyctl cannot run (CEL kinds, `validate.cel`, `generate`, ...) is
 //! **unsupported**.
@@ -18,17 +23,21 @@ use std::path::{Path, PathBuf};
 use kube::core::admission::Operation;
 use serde_json::{Map, Value};
 
+use std::sync::Arc;
+
 use super::report::{CaseResult, Outcome};
 use super::{SuiteRunner, TestOptions};
-use crate::admission::Review;
-use crate::engine::kyverno::eval::{Lookups, Mocks};
-use crate::engine::kyverno::exception::{is_policy_exception, PolicyException};
-use crate::engine::kyverno::matching::UserContext;
-use crate::engine::kyverno::{
-    is_kyverno_policy, ApplyOptions, KyvernoPolicy, Part, PolicyResponse, RuleStatus,
-};
+use crate::admission::{Review, UserInfo};
+use crate::engine::kyverno::exception::is_policy_exception;
+use crate::engine::kyverno::is_kyverno_policy;
+use crate::engine::LoadOptions;
+use crate::pipeline;
+use crate::policy::loader::compile;
 use crate::policy::source::{yaml_documents, Document};
-use crate::policy::SourceFile;
+use crate::policy::{
+    ClusterContext, Deadline, EvalContext, Overrides, Policy, PolicySet, RuleResult, RuleStatus,
+    SourceFile, SourceRef,
+};
 
 /// The `kyverno test` runner.
 #[derive(Debug, Clone, Copy, Default)]
@@ -60,21 +69,83 @@ fn strings(value: Option<&Value>) -> Vec<String> {
     }
 }
 
-fn read_documents(path: &Path) -> Result<Vec<(crate::policy::SourceRef, Value)>, String> {
+fn read_source(path: &Path) -> Result<SourceFile, String> {
     let content = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    yaml_documents(&SourceFile {
+    Ok(SourceFile {
         origin: path.display().to_string(),
         content,
     })
-    .map_err(|e| e.to_string())
+}
+
+fn read_documents(path: &Path) -> Result<Vec<(SourceRef, Value)>, String> {
+    yaml_documents(&read_source(path)?).map_err(|e| e.to_string())
 }
 
 /// What a policy name stands for in a test.
 enum LoadedPolicy {
-    Kyverno(Box<KyvernoPolicy>),
-    Other { kind: String },
+    /// Loaded by the policy loader, as the webhook would.
+    Ready(Arc<dyn Policy>),
+    Other {
+        kind: String,
+    },
     Broken(String),
+}
+
+/// The requester of a test (its UserInfo file).
+#[derive(Debug, Clone, Default)]
+struct TestUser {
+    info: UserInfo,
+    roles: Vec<String>,
+    cluster_roles: Vec<String>,
+}
+
+/// What a test's files say about the cluster: namespace labels, the user's roles, the Values file's values.
+#[derive(Debug)]
+struct TestCluster {
+    namespace_labels: Option<Map<String, Value>>,
+    namespace: String,
+    user: TestUser,
+    overrides: Overrides,
+}
+
+impl ClusterContext for TestCluster {
+    fn namespace(&self, name: &str) -> Option<Value> {
+        let labels = self
+            .namespace_labels
+            .as_ref()
+            .filter(|_| name == self.namespace)?;
+        Some(serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": name, "labels": labels},
+        }))
+    }
+
+    fn roles(&self, user: &UserInfo) -> Option<(Vec<String>, Vec<String>)> {
+        (user.username == self.user.info.username)
+            .then(|| (self.user.roles.clone(), self.user.cluster_roles.clone()))
+    }
+
+    fn overrides(&self) -> Option<&Overrides> {
+        Some(&self.overrides)
+    }
+
+    fn api_get(&self, path: &str) -> Result<Value, String> {
+        Err(format!(
+            "{path}: API calls are not made in tests (mock the context entry in the Values file)"
+        ))
+    }
+}
+
+/// What a policy did with one resource.
+struct Evaluated {
+    /// Per-rule results, mutations first.
+    rules: Vec<RuleResult>,
+    /// The resource after the policy's mutations, when it changed.
+    patched: Option<Value>,
+    /// Errors not tied to a rule (a time-out, a contained panic).
+    errors: Vec<String>,
 }
 
 struct Resource {
@@ -99,15 +170,15 @@ struct Suite {
     dir: PathBuf,
     policies: BTreeMap<String, LoadedPolicy>,
     resources: Vec<Resource>,
-    user: UserContext,
+    user: TestUser,
     values: Value,
     operation: Operation,
-    cache: HashMap<(String, usize, Option<String>), PolicyResponse>,
+    cache: HashMap<(String, usize, Option<String>), Evaluated>,
 }
 
 impl Suite {
-    fn mocks(&self, policy: &str, resource: &Resource) -> Mocks {
-        let mut mocks = Mocks::default();
+    fn mocks(&self, policy: &str, resource: &Resource) -> Overrides {
+        let mut mocks = Overrides::default();
         if let Some(Value::Object(g)) = field(&self.values, "globalValues") {
             mocks.global = g.clone();
         }
@@ -182,24 +253,25 @@ impl Suite {
         None
     }
 
-    fn response(
+    /// Run one policy on resource `index` through the pipeline, as the webhook would (mutations, then
+    /// validations on the mutated resource), explaining per rule.
+    fn evaluate(
         &mut self,
         policy_name: &str,
         index: usize,
         operation: Option<&str>,
-    ) -> Option<&PolicyResponse> {
+    ) -> Option<&Evaluated> {
         let key = (
             policy_name.to_string(),
             index,
             operation.map(str::to_ascii_uppercase),
         );
         if !self.cache.contains_key(&key) {
-            let Some(LoadedPolicy::Kyverno(policy)) = self.policies.get(policy_name) else {
+            let Some(LoadedPolicy::Ready(policy)) = self.policies.get(policy_name) else {
                 return None;
             };
             let resource = self.resources.get(index)?;
             let mocks = self.mocks(policy_name, resource);
-            let labels = self.namespace_labels(&resource.namespace);
             // Precedence: the result's `operation`, the resource's values, the global values, CREATE.
             let operation = operation
                 .or_else(|| {
@@ -210,16 +282,41 @@ impl Suite {
                 })
                 .map(parse_operation)
                 .unwrap_or_else(|| self.operation.clone());
-            let review = Review::for_object(resource.value.clone(), None, operation);
-            let options = ApplyOptions {
-                user: &self.user,
-                namespace_labels: labels.as_ref(),
-                lookups: Lookups::Mocks(&mocks),
-                part: Part::All,
-                deadline: Some(std::time::Instant::now() + CASE_TIMEOUT),
+            let review = Review::for_object(resource.value.clone(), None, operation)
+                .with_user_info(self.user.info.clone());
+            let cluster = TestCluster {
+                namespace_labels: self.namespace_labels(&resource.namespace),
+                namespace: resource.namespace.clone(),
+                user: self.user.clone(),
+                overrides: mocks,
             };
-            let response = policy.apply(&review, &options, Some(&mocks));
-            self.cache.insert(key.clone(), response);
+            let ctx = EvalContext {
+                deadline: Deadline::after(CASE_TIMEOUT),
+                cluster: Arc::new(cluster),
+                explain: true,
+            };
+            let set = PolicySet::new(vec![policy.clone()], 0, String::new());
+            let (mut runs, patched) = pipeline::mutate_object(&set, &review, &ctx);
+            let validated = match &patched {
+                Some(object) => review.with_object(object.clone()),
+                None => review,
+            };
+            runs.extend(pipeline::validate(&set, &validated, &ctx));
+            let mut evaluated = Evaluated {
+                rules: Vec::new(),
+                patched,
+                errors: Vec::new(),
+            };
+            for run in runs {
+                // An error no rule reports (a time-out, a contained panic) is the case's error.
+                if run.outcome.rules.is_empty() {
+                    evaluated
+                        .errors
+                        .extend(run.outcome.errors.iter().map(|e| e.error.to_string()));
+                }
+                evaluated.rules.extend(run.outcome.rules);
+            }
+            self.cache.insert(key.clone(), evaluated);
         }
         self.cache.get(&key)
     }
@@ -244,25 +341,80 @@ fn operation_of(values: &Value) -> Operation {
 
 fn load_suite(path: &Path, test: &Value) -> Result<Suite, String> {
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    // Policy files and PolicyExceptions go through the policy loader together, exactly as the webhook loads them.
+    let mut files = Vec::new();
+    let mut kyverno_docs: Vec<(String, SourceRef)> = Vec::new();
     let mut policies = BTreeMap::new();
     for file in strings(field(test, "policies")) {
-        let file_path = dir.join(&file);
-        let docs = read_documents(&file_path).map_err(|e| format!("policy file {file}: {e}"))?;
-        for (source, value) in docs {
-            let doc = Document::from_value(source, value);
+        let source =
+            read_source(&dir.join(&file)).map_err(|e| format!("policy file {file}: {e}"))?;
+        let docs = yaml_documents(&source).map_err(|e| format!("policy file {file}: {e}"))?;
+        for (origin, value) in docs {
+            let doc = Document::from_value(origin.clone(), value);
             let name = doc.name().to_string();
-            let loaded = if is_kyverno_policy(&doc.api_version, &doc.kind) {
-                match KyvernoPolicy::from_document(&doc) {
-                    Ok((p, _)) => LoadedPolicy::Kyverno(Box::new(p)),
-                    Err(e) => LoadedPolicy::Broken(e.to_string()),
-                }
+            if is_kyverno_policy(&doc.api_version, &doc.kind) {
+                kyverno_docs.push((name, origin));
             } else {
-                LoadedPolicy::Other {
-                    kind: format!("{} {}", doc.api_version, doc.kind),
-                }
-            };
-            policies.insert(name, loaded);
+                policies.insert(
+                    name,
+                    LoadedPolicy::Other {
+                        kind: format!("{} {}", doc.api_version, doc.kind),
+                    },
+                );
+            }
         }
+        files.push(source);
+    }
+    let mut exception_files = Vec::new();
+    for file in strings(field(test, "exceptions")) {
+        let source =
+            read_source(&dir.join(&file)).map_err(|e| format!("exception file {file}: {e}"))?;
+        let docs = yaml_documents(&source).map_err(|e| format!("exception file {file}: {e}"))?;
+        for (_, value) in docs {
+            let doc = Document::from_value(SourceRef::file(&file), value);
+            if !is_policy_exception(&doc.api_version, &doc.kind) {
+                return Err(format!(
+                    "exception file {file}: {} {} is not a Kyverno PolicyException",
+                    doc.api_version, doc.kind
+                ));
+            }
+        }
+        exception_files.push(source.origin.clone());
+        files.push(source);
+    }
+    let compiled = compile(&files, &LoadOptions::default());
+    if let Some(e) = compiled
+        .built
+        .errors
+        .iter()
+        .find(|e| exception_files.iter().any(|f| *e.location.origin == **f))
+    {
+        return Err(format!("exception does not load: {e}"));
+    }
+    for (name, origin) in kyverno_docs {
+        let loaded = match compiled
+            .built
+            .policies
+            .iter()
+            .find(|p| p.info().source == origin)
+        {
+            Some(policy) => LoadedPolicy::Ready(policy.clone()),
+            None => {
+                let errors: Vec<String> = compiled
+                    .built
+                    .errors
+                    .iter()
+                    .filter(|e| e.location == origin)
+                    .map(ToString::to_string)
+                    .collect();
+                LoadedPolicy::Broken(if errors.is_empty() {
+                    "the policy does not load".to_string()
+                } else {
+                    errors.join("; ")
+                })
+            }
+        };
+        policies.insert(name, loaded);
     }
     let mut resources = Vec::new();
     for file in strings(field(test, "resources")) {
@@ -299,7 +451,7 @@ fn load_suite(path: &Path, test: &Value) -> Result<Suite, String> {
         (None, Some(v)) => v.clone(),
         (None, None) => Value::Null,
     };
-    let mut user = UserContext::default();
+    let mut user = TestUser::default();
     if let Some(file) = field_str(test, "userinfo") {
         let docs =
             read_documents(&dir.join(file)).map_err(|e| format!("userinfo file {file}: {e}"))?;
@@ -307,36 +459,12 @@ fn load_suite(path: &Path, test: &Value) -> Result<Suite, String> {
             user.roles = strings(field(&u, "roles"));
             user.cluster_roles = strings(field(&u, "clusterRoles"));
             if let Some(info) = field(&u, "userInfo") {
-                user.username = field_str(info, "username").unwrap_or("").to_string();
-                user.groups = strings(field(info, "groups"));
+                user.info.username = field_str(info, "username").unwrap_or("").to_string();
+                user.info.groups = strings(field(info, "groups"));
             }
         }
     }
     let operation = operation_of(&values);
-    // PolicyExceptions load through the engine, as in the webhook, and attach to the policies they name.
-    let mut exceptions = Vec::new();
-    for file in strings(field(test, "exceptions")) {
-        let docs =
-            read_documents(&dir.join(&file)).map_err(|e| format!("exception file {file}: {e}"))?;
-        for (source, value) in docs {
-            let doc = Document::from_value(source, value);
-            if !is_policy_exception(&doc.api_version, &doc.kind) {
-                return Err(format!(
-                    "exception file {file}: {} {} is not a Kyverno PolicyException",
-                    doc.api_version, doc.kind
-                ));
-            }
-            let exception = PolicyException::from_document(&doc)
-                .map_err(|e| format!("exception file {file}: {e}"))?;
-            exceptions.push(std::sync::Arc::new(exception));
-        }
-    }
-    for loaded in policies.values_mut() {
-        if let LoadedPolicy::Kyverno(policy) = loaded {
-            let with = (**policy).clone().with_exceptions(&exceptions);
-            **policy = with;
-        }
-    }
     Ok(Suite {
         dir,
         policies,
@@ -552,7 +680,7 @@ fn run_test(path: &Path, test: &Value, options: &TestOptions) -> Vec<CaseResult>
                     out.push(case(Outcome::Error, format!("policy does not load: {e}")));
                     continue;
                 }
-                Some(LoadedPolicy::Kyverno(_)) => {}
+                Some(LoadedPolicy::Ready(_)) => {}
             }
             if !["pass", "fail", "skip", "warn", "error"].contains(&expected.as_str()) {
                 out.push(case(
@@ -575,29 +703,26 @@ fn run_test(path: &Path, test: &Value, options: &TestOptions) -> Vec<CaseResult>
                 ));
                 continue;
             }
-            let scored = match suite.policies.get(&policy_name) {
-                Some(LoadedPolicy::Kyverno(p)) => p.scored(),
-                _ => true,
-            };
             let mut found: Vec<(usize, RuleStatus, String, Option<Value>)> = Vec::new();
+            let mut errors = Vec::new();
             for i in indices {
-                let Some(response) = suite.response(&policy_name, i, operation) else {
+                let Some(evaluated) = suite.evaluate(&policy_name, i, operation) else {
                     continue;
                 };
-                for r in &response.rules {
+                errors.extend(evaluated.errors.iter().cloned());
+                for r in &evaluated.rules {
                     let wanted = rule.is_empty()
-                        || r.name == rule
-                        || r.name == format!("autogen-{rule}")
-                        || r.name == format!("autogen-cronjob-{rule}");
+                        || r.rule == rule
+                        || r.rule == format!("autogen-{rule}")
+                        || r.rule == format!("autogen-cronjob-{rule}");
                     if wanted {
-                        let status = if r.status == RuleStatus::Fail && !scored {
-                            RuleStatus::Warn
-                        } else {
-                            r.status
-                        };
-                        found.push((i, status, r.message.clone(), response.patched.clone()));
+                        found.push((i, r.status, r.message.clone(), evaluated.patched.clone()));
                     }
                 }
+            }
+            if !errors.is_empty() {
+                out.push(case(Outcome::Error, errors.join("; ")));
+                continue;
             }
             if found.is_empty() {
                 out.push(case(Outcome::Skip, format!("no rule response: the rule did not match the resource (expected {expected})")));

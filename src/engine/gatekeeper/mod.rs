@@ -39,7 +39,8 @@ use std::sync::{Arc, Mutex};
 use super::{Built, Engine, EngineInput, LoadOptions};
 use crate::admission::Review;
 use crate::policy::{
-    EvalContext, EvalError, Evaluation, Policy, PolicyError, PolicyInfo, Violation,
+    EvalContext, EvalError, Evaluation, Policy, PolicyError, PolicyInfo, RuleResult, RuleStatus,
+    Violation,
 };
 use crate::select::Scope;
 pub use constraint::{Constraint, ConstraintError, Finding};
@@ -294,10 +295,12 @@ impl Policy for ConstraintPolicy {
         // As in Gatekeeper, an evaluation error is a result of the constraint's own enforcement action; the decide
         // stage turns a `deny` constraint's error into the failure policy and a `warn`/`dryrun` one's into a warning
         // or a record.
+        let name = &self.info.name;
         let on_error = |error: EvalError| Evaluation {
             applied: true,
-            violations: Vec::new(),
+            rules: explained(ctx, name, RuleStatus::Error, error.to_string()),
             errors: vec![PolicyError { error, action }],
+            ..Evaluation::default()
         };
         let request = match cached.0.as_ref() {
             Ok(request) => request,
@@ -318,7 +321,7 @@ impl Policy for ConstraintPolicy {
             }
             Err(err) => return on_error(err),
         };
-        Evaluation::found(
+        let mut evaluation = Evaluation::found(
             findings
                 .into_iter()
                 .map(|f| Violation {
@@ -330,8 +333,39 @@ impl Policy for ConstraintPolicy {
                     },
                 })
                 .collect(),
-        )
+        );
+        if ctx.explain {
+            let (status, message) = if evaluation.violations.is_empty() {
+                (RuleStatus::Pass, String::new())
+            } else {
+                let messages: Vec<&str> = evaluation
+                    .violations
+                    .iter()
+                    .map(|v| v.message.as_str())
+                    .collect();
+                (RuleStatus::Fail, messages.join("; "))
+            };
+            evaluation.rules = explained(ctx, name, status, message);
+        }
+        evaluation
     }
+}
+
+/// The per-rule result of a constraint (its one "rule" is the constraint), when the context explains.
+fn explained(
+    ctx: &EvalContext,
+    name: &str,
+    status: RuleStatus,
+    message: String,
+) -> Vec<RuleResult> {
+    if !ctx.explain {
+        return Vec::new();
+    }
+    vec![RuleResult {
+        rule: name.to_string(),
+        status,
+        message,
+    }]
 }
 
 #[cfg(test)]

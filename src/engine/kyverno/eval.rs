@@ -1,7 +1,6 @@
 //! What every rule needs while it runs: the environment (user, namespace labels, mocks, cluster), context entries
 //! and condition blocks.
 
-use std::collections::BTreeMap;
 use std::time::Instant;
 
 use serde_json::{Map, Value};
@@ -12,18 +11,8 @@ use super::spec::ContextEntry;
 use super::variables::{substitute, substitute_str, Context, Mode, VarError};
 use crate::policy::ClusterContext;
 
-/// Values that replace lookups when testing (`kyverno test` Values files).
-#[derive(Debug, Clone, Default)]
-pub struct Mocks {
-    /// `globalValues`: dotted paths added to every rule's context.
-    pub global: Map<String, Value>,
-    /// Rule-level `values` by rule name: context-entry mocks and other variables.
-    pub rules: BTreeMap<String, Map<String, Value>>,
-    /// Rule-level `foreachValues` by rule name: per-iteration values of a variable.
-    pub foreach: BTreeMap<String, Map<String, Value>>,
-    /// Resource-level values for the resource under test.
-    pub resource: Map<String, Value>,
-}
+/// Values that replace lookups when testing (`kyverno test` Values files), served by the test's cluster context.
+pub use crate::policy::Overrides as Mocks;
 
 /// Where data from outside the request comes from.
 #[derive(Debug, Clone, Copy)]

@@ -43,7 +43,7 @@ use crate::admission::Review;
 use crate::policy::source::{parse_value, Document};
 use crate::policy::{
     Action, ClusterContext, EvalContext, EvalError, Evaluation, FailurePolicy, LoadError,
-    Mutation as PolicyMutation, Policy, PolicyError, PolicyInfo, Violation,
+    Mutation as PolicyMutation, Policy, PolicyError, PolicyInfo, RuleResult, Violation,
 };
 use crate::select::{OpSet, Scope};
 use eval::{check_conditions, load_context, Env, Lookups, Mocks};
@@ -736,14 +736,40 @@ impl KyvernoPolicy {
     fn serving_apply(&self, review: &Review, ctx: &EvalContext, part: Part) -> PolicyResponse {
         let env = serving_env(review, ctx);
         let cluster: &dyn ClusterContext = ctx.cluster.as_ref();
+        // A test's cluster context carries the Values file: its values replace lookups and set variables.
+        let overrides = cluster.overrides();
         let options = ApplyOptions {
             user: &env.user,
             namespace_labels: env.labels.as_ref(),
-            lookups: Lookups::Cluster(cluster),
+            lookups: match overrides {
+                Some(values) => Lookups::Mocks(values),
+                None => Lookups::Cluster(cluster),
+            },
             part,
             deadline: Some(ctx.deadline.instant()),
         };
-        self.apply(review, &options, None)
+        self.apply(review, &options, overrides)
+    }
+
+    /// Per-rule results as a policy report states them (an unscored policy's failures are warnings), when the
+    /// context explains.
+    fn explained(&self, response: &PolicyResponse, ctx: &EvalContext) -> Vec<RuleResult> {
+        if !ctx.explain {
+            return Vec::new();
+        }
+        response
+            .rules
+            .iter()
+            .map(|r| RuleResult {
+                rule: r.name.clone(),
+                status: if r.status == RuleStatus::Fail && !self.scored {
+                    RuleStatus::Warn
+                } else {
+                    r.status
+                },
+                message: r.message.clone(),
+            })
+            .collect()
     }
 }
 
@@ -755,7 +781,7 @@ struct ServingEnv {
 
 fn serving_env(review: &Review, ctx: &EvalContext) -> Arc<ServingEnv> {
     review.cached(|r| ServingEnv {
-        user: serving_user(r),
+        user: serving_user(r, ctx),
         labels: r
             .namespace
             .as_deref()
@@ -774,13 +800,25 @@ struct ServingBase(Arc<Value>);
 /// The base context document of a served review, built on first use.
 pub(crate) fn serving_base(review: &Review) -> Arc<Value> {
     review
-        .cached(|r| ServingBase(Arc::new(base_document(r, &serving_user(r), None))))
+        .cached(|r| ServingBase(Arc::new(base_document(r, &review_user(r), None))))
         .0
         .clone()
 }
 
-/// The requester of a served review (roles are not resolved: the webhook has no RBAC data).
-fn serving_user(review: &Review) -> UserContext {
+/// The requester of a served review, with the roles the cluster context knows (the webhook resolves none; a test's
+/// UserInfo file supplies them).
+fn serving_user(review: &Review, ctx: &EvalContext) -> UserContext {
+    let (roles, cluster_roles) = ctx.cluster.roles(&review.user_info).unwrap_or_default();
+    UserContext {
+        roles,
+        cluster_roles,
+        ..review_user(review)
+    }
+}
+
+/// The requester as the review names it, without roles (the shared base document is built only for reviews whose
+/// user has none; see [`KyvernoPolicy::apply`]).
+fn review_user(review: &Review) -> UserContext {
     UserContext {
         username: review.user_info.username.clone(),
         groups: review.user_info.groups.clone(),
@@ -860,7 +898,10 @@ impl Policy for KyvernoPolicy {
         let namespace = review.namespace.as_deref().unwrap_or_default();
         let env = serving_env(review, ctx);
         let labels = env.labels.as_ref();
-        let mut out = Evaluation::skip();
+        let mut out = Evaluation {
+            rules: self.explained(&response, ctx),
+            ..Evaluation::skip()
+        };
         for r in &response.rules {
             let rule = self.rules.iter().find(|c| c.spec.name == r.name);
             if r.status != RuleStatus::Skip {
@@ -908,7 +949,10 @@ impl Policy for KyvernoPolicy {
         } else {
             self.serving_apply(&review.with_object(object.clone()), ctx, Part::Mutate)
         };
-        let mut out = PolicyMutation::default();
+        let mut out = PolicyMutation {
+            rules: self.explained(&response, ctx),
+            ..PolicyMutation::default()
+        };
         for r in &response.rules {
             if r.status != RuleStatus::Skip {
                 out.applied = true;

@@ -3,37 +3,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
-/// The result of one rule on one resource.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RuleStatus {
-    /// The rule passed (or patched the resource).
-    Pass,
-    /// The rule failed.
-    Fail,
-    /// The rule did not apply (preconditions, conditional anchors, nothing to patch).
-    Skip,
-    /// A failure reported as a warning (policies annotated `policies.kyverno.io/scored: "false"`).
-    Warn,
-    /// The rule could not be evaluated.
-    Error,
-    /// policyctl cannot evaluate this rule (a feature it does not implement); never a pass.
-    Unsupported,
-}
-
-impl RuleStatus {
-    /// Kyverno's lower-case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RuleStatus::Pass => "pass",
-            RuleStatus::Fail => "fail",
-            RuleStatus::Skip => "skip",
-            RuleStatus::Warn => "warn",
-            RuleStatus::Error => "error",
-            RuleStatus::Unsupported => "unsupported",
-        }
-    }
-}
+pub use crate::policy::RuleStatus;
 
 /// What kind of rule produced a response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

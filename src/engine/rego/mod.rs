@@ -327,8 +327,7 @@ impl Policy for RegoPolicy {
         Mutation {
             applied: true,
             object: (&mutated != object).then_some(mutated),
-            warnings: Vec::new(),
-            errors: Vec::new(),
+            ..Mutation::default()
         }
     }
 }
