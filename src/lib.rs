@@ -1,35 +1,28 @@
 //! policyctl: a policy-as-code admission webhook for Kubernetes.
 //!
-//! A request travels through the crate in this order, one folder per stage:
+//! The workspace is layered, bottom to top, and the compiler enforces it (crates cannot depend on each other in a
+//! cycle):
 //!
-//! 1. [`admission`]: decode an `AdmissionReview` into a [`admission::Review`];
-//! 2. [`select`]: pick the policies that can match it from the policy set's [`select::Index`];
-//! 3. [`engine`]: evaluate each policy with the engine of its language, behind the [`policy::Policy`] trait, under
-//!    the request's one [`policy::Deadline`]; engines report facts ([`policy::Evaluation`]: applied or not,
-//!    violations with their declared action, errors with the action of the failing rule);
-//! 4. [`decide`]: the only place facts become one [`decide::Decision`] (enforcement actions, failure policy);
-//! 5. [`admission::respond`]: encode the decision as an `AdmissionReview` response.
+//! | crate | what |
+//! |---|---|
+//! | `policyctl-jmespath` | Kyverno's JMESPath dialect |
+//! | `policyctl-core` | admission model, select, the policy/engine contract, decide, pipeline, loader |
+//! | `policyctl-regorus` | regorus plumbing shared by the Rego engines |
+//! | `policyctl-gatekeeper`, `policyctl-kyverno`, `policyctl-rego` | one crate per policy language |
+//! | `policyctl-engines` | the engine registry and the loader entry points that use it |
+//! | `policyctl-testing` | `policyctl test` runners (gator suites, kyverno tests, Rego tests) |
+//! | `policyctl-server` | webhook server, policy sources, cluster context, metrics, certificates |
+//! | `policyctl` (this crate) | the command line: [`cli`], [`commands`], [`telemetry`] |
 //!
-//! [`pipeline`] strings stages 2–4 together; [`server`] puts the pipeline behind TLS, and the [`commands`]
-//! (`serve`, `test`, `eval`, `lint`, `certs`) are what the binary runs. Policies are loaded by [`policy::loader`] into
-//! an immutable [`policy::PolicySet`], which the server swaps atomically.
+//! This crate re-exports them under the module paths of the one-crate layout (`policyctl::policy::loader::compile`,
+//! `policyctl::engine::kyverno`, `policyctl::server`, ...).
 #![forbid(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms)]
 
-pub mod admission;
-pub mod certs;
+pub use policyctl_engines::{admission, decide, engine, jmespath, pipeline, policy, select};
+pub use policyctl_server::{certs, cluster, metrics, server, sources};
+pub use policyctl_testing as testing;
+
 pub mod cli;
-pub mod cluster;
 pub mod commands;
-pub mod decide;
-pub mod engine;
-pub mod jmespath;
-pub mod metrics;
-pub mod pipeline;
-pub mod policy;
-pub mod select;
-pub mod server;
-pub mod sources;
 pub mod telemetry;
-pub mod testing;
-pub mod util;

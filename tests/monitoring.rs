@@ -1,6 +1,6 @@
 //! The Grafana dashboard and the Prometheus alert rules in `deploy/monitoring/` may only use metrics that policyctl
 //! exports: every `policyctl_*` name they reference must be in the table documented at the top of
-//! `src/metrics/mod.rs`, and that table must match what the server actually encodes. Renaming a metric without
+//! `crates/server/src/metrics/mod.rs`, and that table must match what the server actually encodes. Renaming a metric without
 //! updating the dashboard or the alerts fails here instead of silently emptying a panel or muting an alert.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -22,7 +22,7 @@ fn read(relative: &str) -> String {
 fn documented() -> BTreeMap<String, String> {
     let row = Regex::new(r"^//! \| `(policyctl_[a-z0-9_]+)` \| (counter|gauge|histogram)\b[^|]*\|")
         .expect("regex");
-    let table: BTreeMap<String, String> = read("src/metrics/mod.rs")
+    let table: BTreeMap<String, String> = read("crates/server/src/metrics/mod.rs")
         .lines()
         .filter_map(|line| {
             row.captures(line)
@@ -31,7 +31,7 @@ fn documented() -> BTreeMap<String, String> {
         .collect();
     assert!(
         table.len() >= 7,
-        "the metrics table in src/metrics/mod.rs was not found or shrank: {table:?}"
+        "the metrics table in crates/server/src/metrics/mod.rs was not found or shrank: {table:?}"
     );
     table
 }
@@ -159,7 +159,7 @@ fn documented_table_matches_the_exported_metrics() {
         };
         assert!(
             table.contains_key(&name),
-            "{name} is exported but not documented in src/metrics/mod.rs"
+            "{name} is exported but not documented in crates/server/src/metrics/mod.rs"
         );
     }
 }

@@ -1,0 +1,67 @@
+//! Stage 3 of a request: evaluation, one module per policy language.
+//!
+//! An [`Engine`] turns the documents of its language into [`Policy`] values when a policy set is built; the pipeline
+//! then evaluates them through the [`Policy`] trait without knowing the language. Each language is a crate of its
+//! own (`policyctl-gatekeeper`, `policyctl-kyverno`, `policyctl-rego`); `policyctl-engines` lists them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::policy::source::Document;
+use crate::policy::{LoadError, Policy, SourceFile, DEFAULT_EVAL_TIMEOUT};
+
+/// Settings that apply to every engine when a policy set is built.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Time limit for one policy evaluation; engines with a cooperative timer (regorus) enforce it themselves.
+    pub eval_timeout: Duration,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            eval_timeout: DEFAULT_EVAL_TIMEOUT,
+        }
+    }
+}
+
+/// What an engine is given to build: the YAML documents and the files it claimed.
+#[derive(Debug, Default)]
+pub struct EngineInput {
+    /// YAML documents whose apiVersion/kind the engine claimed.
+    pub documents: Vec<Document>,
+    /// Whole files the engine claimed (e.g. Rego modules).
+    pub files: Vec<SourceFile>,
+}
+
+/// What an engine built.
+#[derive(Debug, Default)]
+pub struct Built {
+    /// Ready policies, in the order of their documents.
+    pub policies: Vec<Arc<dyn Policy>>,
+    /// Problems that make the set unusable.
+    pub errors: Vec<LoadError>,
+    /// Problems worth reporting that do not stop the set from loading.
+    pub warnings: Vec<LoadError>,
+}
+
+/// A policy language.
+pub trait Engine: Send + Sync {
+    /// Short name, e.g. `rego`.
+    fn name(&self) -> &'static str;
+
+    /// Whether YAML documents of this apiVersion and kind belong to this engine.
+    fn claims(&self, api_version: &str, kind: &str) -> bool;
+
+    /// Whether a whole (non-YAML) file belongs to this engine.
+    fn claims_file(&self, file: &SourceFile) -> bool {
+        let _ = file;
+        false
+    }
+
+    /// The kinds this engine loads, for error messages (`apiVersion kind`).
+    fn kinds(&self) -> Vec<&'static str>;
+
+    /// Build the policies from everything the engine claimed. Must not panic on any input.
+    fn build(&self, input: EngineInput, options: &LoadOptions) -> Built;
+}

@@ -1,0 +1,334 @@
+//! Constraints: an instance of a template with `match`, `parameters` and an enforcement action.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::matching::Match;
+use super::review::{self, Request};
+use super::template::{Template, TemplateResult};
+use crate::policy::source::{parse_value, Document};
+use crate::policy::{Action, EvalError, LoadError};
+use crate::support;
+
+/// The enforcement point of the validating webhook.
+pub const WEBHOOK_POINT: &str = "validation.gatekeeper.sh";
+
+#[derive(Debug, Deserialize)]
+struct ConstraintDoc {
+    #[serde(default)]
+    metadata: Metadata,
+    #[serde(default)]
+    spec: ConstraintSpec,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Metadata {
+    #[serde(default)]
+    name: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ConstraintSpec {
+    #[serde(default, rename = "match")]
+    match_: Option<Value>,
+    #[serde(default)]
+    enforcement_action: Option<String>,
+    #[serde(default)]
+    scoped_enforcement_actions: Vec<ScopedAction>,
+    #[serde(default)]
+    parameters: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ScopedAction {
+    action: String,
+    #[serde(default)]
+    enforcement_points: Vec<EnforcementPoint>,
+}
+
+#[derive(Debug, Deserialize)]
+struct EnforcementPoint {
+    name: String,
+}
+
+/// Why a constraint does not load. Schema errors are told apart: gator's `invalid: true` tests expect them.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConstraintError {
+    /// `spec.parameters` does not satisfy the template's schema.
+    Schema(Vec<LoadError>),
+    /// Anything else.
+    Invalid(LoadError),
+}
+
+impl ConstraintError {
+    /// The load errors.
+    pub fn errors(self) -> Vec<LoadError> {
+        match self {
+            ConstraintError::Schema(errors) => errors,
+            ConstraintError::Invalid(error) => vec![error],
+        }
+    }
+}
+
+/// A loaded constraint, bound to its compiled template.
+#[derive(Debug)]
+pub struct Constraint {
+    /// `metadata.name`.
+    pub name: String,
+    /// The template.
+    pub template: Arc<Template>,
+    /// `spec.match`.
+    pub matcher: Match,
+    /// `spec.parameters` (`{}` when absent), converted once.
+    pub parameters: regorus::Value,
+    /// What a violation does at the webhook; `None` when a `scoped` action leaves the webhook out.
+    pub action: Option<Action>,
+    /// With `enforcementAction: scoped`, the enforcement points listed (`None` otherwise: every point).
+    pub scoped_points: Option<Vec<String>>,
+    /// Problems that do not stop the constraint from loading (unknown fields, which would be ignored).
+    pub warnings: Vec<LoadError>,
+}
+
+/// Fields of `spec` and `spec.match`; anything else is ignored, which for a typo (`namespace:` for `namespaces:`)
+/// would silently widen the constraint, so it is reported.
+const SPEC_FIELDS: &[&str] = &[
+    "match",
+    "enforcementAction",
+    "scopedEnforcementActions",
+    "parameters",
+];
+const MATCH_FIELDS: &[&str] = &[
+    "kinds",
+    "scope",
+    "namespaces",
+    "excludedNamespaces",
+    "labelSelector",
+    "namespaceSelector",
+    "name",
+    "source",
+];
+
+fn unknown_fields(
+    doc: &Document,
+    at: &str,
+    value: Option<&Value>,
+    known: &[&str],
+) -> Vec<LoadError> {
+    let Some(map) = value.and_then(Value::as_object) else {
+        return Vec::new();
+    };
+    map.keys()
+        .filter(|k| !known.contains(&k.as_str()))
+        .map(|k| {
+            doc.error_at(
+                format!("{at}.{k}"),
+                format!("unknown field, ignored (known: {})", known.join(", ")),
+            )
+        })
+        .collect()
+}
+
+/// One finding of a constraint on a request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    /// The message (without the `[name]` prefix).
+    pub msg: String,
+    /// `details` of the result.
+    pub details: Value,
+    /// The finding is an autoreject (the match could not be decided), which always denies.
+    pub autoreject: bool,
+}
+
+fn action_named(name: &str) -> Option<Action> {
+    match name {
+        "" | "deny" => Some(Action::Deny),
+        "warn" => Some(Action::Warn),
+        "dryrun" => Some(Action::Audit),
+        _ => None,
+    }
+}
+
+/// The most severe of two actions.
+fn stronger(a: Option<Action>, b: Action) -> Action {
+    match (a, b) {
+        (Some(Action::Deny), _) | (_, Action::Deny) => Action::Deny,
+        (Some(Action::Warn), _) | (_, Action::Warn) => Action::Warn,
+        _ => Action::Audit,
+    }
+}
+
+impl Constraint {
+    /// Load a constraint document; its kind must be the kind of a loaded template.
+    pub fn load(
+        doc: &Document,
+        templates: &HashMap<String, Arc<Template>>,
+    ) -> Result<Constraint, ConstraintError> {
+        let invalid = ConstraintError::Invalid;
+        let Some(template) = templates.get(&doc.kind) else {
+            let mut known: Vec<&str> = templates.keys().map(String::as_str).collect();
+            known.sort_unstable();
+            return Err(invalid(doc.error_at(
+                "kind",
+                format!(
+                    "no ConstraintTemplate defines the constraint kind {:?} (loaded template kinds: {})",
+                    doc.kind,
+                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                ),
+            )));
+        };
+        let parsed: ConstraintDoc = doc.parse().map_err(invalid)?;
+        if parsed.metadata.name.is_empty() {
+            return Err(invalid(
+                doc.error_at("metadata.name", "a constraint needs a name"),
+            ));
+        }
+        let matcher: Match = match &parsed.spec.match_ {
+            None | Some(Value::Null) => Match::default(),
+            Some(value) => parse_value(value).map_err(|(field, message)| {
+                let field = if field.is_empty() || field == "." {
+                    "spec.match".into()
+                } else {
+                    format!("spec.match.{field}")
+                };
+                invalid(doc.error_at(field, message))
+            })?,
+        };
+        matcher.validate().map_err(|(field, message)| {
+            invalid(doc.error_at(format!("spec.match.{field}"), message))
+        })?;
+        let mut scoped_points: Option<Vec<String>> = None;
+        let action = match parsed.spec.enforcement_action.as_deref().unwrap_or("") {
+            "scoped" => {
+                let mut action: Option<Action> = None;
+                for (i, scoped) in parsed.spec.scoped_enforcement_actions.iter().enumerate() {
+                    let Some(this) =
+                        action_named(&scoped.action).filter(|_| !scoped.action.is_empty())
+                    else {
+                        return Err(invalid(doc.error_at(
+                            format!("spec.scopedEnforcementActions[{i}].action"),
+                            format!(
+                                "unknown action {:?}; use deny, warn or dryrun",
+                                scoped.action
+                            ),
+                        )));
+                    };
+                    if scoped
+                        .enforcement_points
+                        .iter()
+                        .any(|p| p.name == WEBHOOK_POINT || p.name == "*")
+                    {
+                        action = Some(stronger(action, this));
+                    }
+                }
+                scoped_points = Some(
+                    parsed
+                        .spec
+                        .scoped_enforcement_actions
+                        .iter()
+                        .flat_map(|a| a.enforcement_points.iter().map(|p| p.name.clone()))
+                        .collect(),
+                );
+                if parsed.spec.scoped_enforcement_actions.is_empty() {
+                    return Err(invalid(doc.error_at(
+                        "spec.scopedEnforcementActions",
+                        "enforcementAction scoped needs scopedEnforcementActions",
+                    )));
+                }
+                action
+            }
+            other => Some(action_named(other).ok_or_else(|| {
+                invalid(doc.error_at(
+                    "spec.enforcementAction",
+                    format!(
+                        "unknown enforcement action {other:?}; use deny, warn, dryrun or scoped"
+                    ),
+                ))
+            })?),
+        };
+        let parameters = parsed
+            .spec
+            .parameters
+            .unwrap_or_else(|| Value::Object(Default::default()));
+        if let Some(schema) = &template.schema {
+            let problems = schema.validate(&parameters);
+            if !problems.is_empty() {
+                let name = &parsed.metadata.name;
+                return Err(ConstraintError::Schema(
+                    problems
+                        .into_iter()
+                        .map(|(field, message)| {
+                            doc.error_at(
+                                field,
+                                format!("constraint {} {name}: {message}", doc.kind),
+                            )
+                        })
+                        .collect(),
+                ));
+            }
+        }
+        let spec = doc.value.get("spec");
+        let mut warnings = unknown_fields(doc, "spec", spec, SPEC_FIELDS);
+        warnings.extend(unknown_fields(
+            doc,
+            "spec.match",
+            spec.and_then(|s| s.get("match")),
+            MATCH_FIELDS,
+        ));
+        Ok(Constraint {
+            name: parsed.metadata.name,
+            template: template.clone(),
+            matcher,
+            parameters: support::to_rego(&parameters),
+            action,
+            scoped_points,
+            warnings,
+        })
+    }
+
+    /// Whether the constraint runs at an enforcement point (e.g. `gator.gatekeeper.sh`): always, unless its action
+    /// is `scoped` and the point (or `*`) is not listed.
+    pub fn runs_at(&self, point: &str) -> bool {
+        self.scoped_points
+            .as_ref()
+            .is_none_or(|points| points.iter().any(|p| p == point || p == "*"))
+    }
+
+    /// Match and evaluate. `Ok(None)`: the constraint does not match the request; a namespace selector that
+    /// cannot be decided gives one finding (the autoreject); an evaluation error is returned as such.
+    pub fn review(
+        &self,
+        request: &Request,
+        data: Option<&regorus::Value>,
+        timeout: Duration,
+    ) -> Result<Option<Vec<Finding>>, EvalError> {
+        match self.matcher.matches(&request.target()) {
+            Ok(true) => {}
+            Ok(false) => return Ok(None),
+            Err(autoreject) => {
+                return Ok(Some(vec![Finding {
+                    msg: autoreject,
+                    details: Value::Object(Default::default()),
+                    autoreject: true,
+                }]));
+            }
+        }
+        let input = review::input(request, &self.parameters);
+        let results = self.template.evaluate(input, data, timeout)?;
+        Ok(Some(
+            results
+                .into_iter()
+                .map(|TemplateResult { msg, details }| Finding {
+                    msg,
+                    details,
+                    autoreject: false,
+                })
+                .collect(),
+        ))
+    }
+}

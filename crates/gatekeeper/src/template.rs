@@ -1,0 +1,531 @@
+//! ConstraintTemplates: parse, check and compile once into a prepared regorus engine.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::divergence;
+use super::schema::ParamSchema;
+use crate::policy::source::Document;
+use crate::policy::{EvalError, LoadError, SourceRef};
+use crate::select::OpSet;
+use crate::support;
+
+/// The only target Gatekeeper serves.
+pub const TARGET: &str = "admission.k8s.gatekeeper.sh";
+
+#[derive(Debug, Deserialize)]
+struct TemplateDoc {
+    #[serde(default)]
+    metadata: Metadata,
+    spec: TemplateSpec,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Metadata {
+    #[serde(default)]
+    name: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct TemplateSpec {
+    crd: Crd,
+    #[serde(default)]
+    targets: Vec<TargetSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Crd {
+    spec: CrdSpec,
+}
+
+#[derive(Debug, Deserialize)]
+struct CrdSpec {
+    names: Names,
+    #[serde(default)]
+    validation: Option<Validation>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Names {
+    kind: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Validation {
+    #[serde(default, rename = "openAPIV3Schema")]
+    open_api_v3_schema: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct TargetSpec {
+    #[serde(default)]
+    target: String,
+    #[serde(default)]
+    rego: Option<String>,
+    #[serde(default)]
+    libs: Vec<String>,
+    #[serde(default)]
+    code: Vec<Code>,
+    #[serde(default)]
+    operations: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Code {
+    engine: String,
+    #[serde(default)]
+    source: Value,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RegoSource {
+    #[serde(default)]
+    rego: String,
+    #[serde(default)]
+    libs: Vec<String>,
+    #[serde(default)]
+    version: Option<String>,
+}
+
+/// Which regorus evaluator runs a template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Evaluator {
+    /// The bytecode VM (the default: about three times faster).
+    Vm,
+    /// The tree-walking interpreter (used when the VM compiler rejects the template, e.g. `with`).
+    Interpreter,
+}
+
+/// The VM form of a template: the program and a pool of machines, one per concurrent evaluation.
+struct VmProgram {
+    program: Arc<regorus::rvm::Program>,
+    policy: regorus::CompiledPolicy,
+    pool: Mutex<Vec<regorus::rvm::RegoVM>>,
+}
+
+/// The instruction cap of the VM: high, because the time limit is the real bound.
+const VM_MAX_INSTRUCTIONS: usize = 100_000_000;
+
+/// Work units between two clock reads of the time limit: reading the clock every 32 units cost about 10 % of a
+/// typical review; every 256 units the limit is still checked many times per millisecond.
+const TIMER_CHECK_INTERVAL: u32 = 256;
+
+/// Machines kept per template for reuse.
+const VM_POOL_SIZE: usize = 16;
+
+/// A compiled ConstraintTemplate.
+pub struct Template {
+    /// `metadata.name`.
+    pub name: String,
+    /// The constraint kind it defines (`spec.crd.spec.names.kind`).
+    pub kind: String,
+    /// Where it was loaded from.
+    pub source: SourceRef,
+    /// The parameter schema, if the template has one.
+    pub schema: Option<ParamSchema>,
+    /// Operations the template applies to at the webhook (`*` when not given).
+    pub operations: OpSet,
+    /// Whether the template (or a lib) reads `data.inventory`.
+    pub reads_inventory: bool,
+    /// The prepared engine: template and libs compiled, analysis done.
+    engine: regorus::Engine,
+    /// `data.<package>.violation`.
+    rule: String,
+    /// The VM program, when the VM compiler accepts the template.
+    vm: Option<VmProgram>,
+    /// Why the template runs on the interpreter, when it does.
+    interpreter_reason: Option<String>,
+}
+
+impl std::fmt::Debug for Template {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Template")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("source", &self.source)
+            .field("evaluator", &self.evaluator())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One result of the `violation` rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TemplateResult {
+    /// `msg`.
+    pub msg: String,
+    /// `details`, `{}` when absent.
+    pub details: Value,
+}
+
+impl Template {
+    /// Parse and compile a template document. Warnings (rewrites, unchecked constructs) are returned beside it.
+    pub fn load(
+        doc: &Document,
+        timeout: Duration,
+    ) -> Result<(Template, Vec<LoadError>), Vec<LoadError>> {
+        let parsed: TemplateDoc = doc.parse().map_err(|e| vec![e])?;
+        let kind = parsed.spec.crd.spec.names.kind.clone();
+        if kind.is_empty() {
+            return Err(vec![
+                doc.error_at("spec.crd.spec.names.kind", "must not be empty")
+            ]);
+        }
+        if parsed.metadata.name != kind.to_lowercase() {
+            return Err(vec![doc.error_at(
+                "metadata.name",
+                format!(
+                    "template name {:?} is not equal to the lowercase of CRD's Kind {:?}",
+                    parsed.metadata.name,
+                    kind.to_lowercase()
+                ),
+            )]);
+        }
+        let schema =
+            match parsed
+                .spec
+                .crd
+                .spec
+                .validation
+                .as_ref()
+                .and_then(|v| v.open_api_v3_schema.as_ref())
+            {
+                Some(schema) => Some(ParamSchema::compile(schema).map_err(|e| {
+                    vec![doc.error_at("spec.crd.spec.validation.openAPIV3Schema", e)]
+                })?),
+                None => None,
+            };
+        let [target] = parsed.spec.targets.as_slice() else {
+            return Err(vec![doc.error_at(
+                "spec.targets",
+                format!(
+                    "must have exactly one target, found {}",
+                    parsed.spec.targets.len()
+                ),
+            )]);
+        };
+        if target.target != TARGET {
+            return Err(vec![doc.error_at(
+                "spec.targets[0].target",
+                format!(
+                    "unknown target {:?}; policyctl serves {TARGET:?}",
+                    target.target
+                ),
+            )]);
+        }
+        let mut operations = OpSet::NONE;
+        for (i, op) in target.operations.iter().enumerate() {
+            match OpSet::parse(op) {
+                Some(set) => operations = operations.union(set),
+                None => {
+                    return Err(vec![doc.error_at(
+                        format!("spec.targets[0].operations[{i}]"),
+                        format!(
+                            "unknown operation {op:?}; use *, CREATE, UPDATE, DELETE or CONNECT"
+                        ),
+                    )])
+                }
+            }
+        }
+        if target.operations.is_empty() {
+            operations = OpSet::ALL;
+        }
+        // Legacy `rego` beats `code[]`; within `code[]` only the Rego engine is used (CEL is not run).
+        let (field, rego, libs, v0) = match &target.rego {
+            Some(rego) if !rego.trim().is_empty() => (
+                "spec.targets[0].rego".to_string(),
+                rego.clone(),
+                target.libs.clone(),
+                true,
+            ),
+            _ => {
+                let Some((i, code)) = target
+                    .code
+                    .iter()
+                    .enumerate()
+                    .find(|(_, c)| c.engine == "Rego")
+                else {
+                    return Err(vec![doc.error_at(
+                        "spec.targets[0]",
+                        "no Rego source: policyctl runs `rego` or `code[]` with `engine: Rego` (CEL-only templates are \
+                         not supported)",
+                    )]);
+                };
+                let source: RegoSource =
+                    crate::policy::source::parse_value(&code.source).map_err(|(f, m)| {
+                        vec![doc
+                            .error_at(format!("spec.targets[0].code[{i}].source{}", dotted(&f)), m)]
+                    })?;
+                let v0 = source.version.as_deref() != Some("v1");
+                (
+                    format!("spec.targets[0].code[{i}].source.rego"),
+                    source.rego,
+                    source.libs,
+                    v0,
+                )
+            }
+        };
+        let mut warnings = Vec::new();
+        let mut errors = Vec::new();
+        let mut engine = support::new_engine(timeout);
+        engine.set_rego_v0(v0);
+        let origin = format!("{}#{}", doc.source.origin, doc.source.document.unwrap_or(1));
+        let mut modules = vec![(field.clone(), format!("{origin}/{field}"), rego)];
+        let parent = field.trim_end_matches(".rego");
+        for (i, lib) in libs.into_iter().enumerate() {
+            let lib_field = format!("{parent}.libs[{i}]");
+            modules.push((lib_field.clone(), format!("{origin}/{lib_field}"), lib));
+        }
+        let mut package = String::new();
+        let mut multi_value = false;
+        let mut reads_inventory = false;
+        for (index, (field, path, text)) in modules.into_iter().enumerate() {
+            if let Some(err) = support::forbidden_builtin(&text) {
+                errors.push(doc.error_at(&field, err));
+                continue;
+            }
+            if divergence::calls(&text, "external_data") {
+                errors.push(doc.error_at(
+                    &field,
+                    "external_data is not supported: policyctl has no external data providers (policies get no network \
+                     access)",
+                ));
+                continue;
+            }
+            for problem in divergence::disallowed_data_refs(&text) {
+                errors.push(doc.error_at(&field, problem));
+            }
+            reads_inventory |= divergence::reads_inventory(&text);
+            let checked = divergence::check(&text, v0);
+            multi_value |= divergence::has_multi_value_definitions(&checked.source);
+            for warning in checked.warnings {
+                warnings.push(doc.error_at(&field, warning));
+            }
+            match engine.add_policy(path.clone(), checked.source) {
+                Ok(pkg) if index == 0 => {
+                    match engine.has_declared_rule_rooted_at(&path, "violation") {
+                        Ok(true) => {}
+                        _ => {
+                            errors.push(doc.error_at(
+                                &field,
+                                "invalid module: missing required rule `violation`",
+                            ))
+                        }
+                    }
+                    package = pkg;
+                }
+                Ok(pkg) => {
+                    if !pkg.starts_with("data.lib.") {
+                        errors.push(doc.error_at(
+                            &field,
+                            format!(
+                                "a lib's package must be under lib (package lib.<name>), found {}",
+                                pkg.strip_prefix("data.").unwrap_or(&pkg)
+                            ),
+                        ));
+                    }
+                }
+                Err(err) => {
+                    errors.push(doc.error_at(&field, format!("Rego does not compile: {err}")))
+                }
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let rule = format!("{package}.violation");
+        let compiled = match engine.compile_with_entrypoint(&rule.as_str().into()) {
+            Ok(compiled) => compiled,
+            Err(err) => {
+                return Err(vec![
+                    doc.error_at(&field, format!("Rego does not compile: {err}"))
+                ])
+            }
+        };
+        let (vm, interpreter_reason) = if multi_value {
+            (None, Some("a rule or function is defined with a value more than once (regorus divergence D6)".into()))
+        } else {
+            match regorus::languages::rego::compiler::Compiler::compile_from_policy(
+                &compiled,
+                &[rule.as_str()],
+            ) {
+                Ok(program) => (
+                    Some(VmProgram {
+                        program,
+                        policy: compiled,
+                        pool: Mutex::new(Vec::new()),
+                    }),
+                    None,
+                ),
+                Err(err) => (
+                    None,
+                    Some(format!("the VM compiler rejects the template: {err}")),
+                ),
+            }
+        };
+        let template = Template {
+            name: parsed.metadata.name,
+            kind,
+            source: doc.source.clone(),
+            schema,
+            operations,
+            reads_inventory,
+            engine,
+            rule,
+            vm,
+            interpreter_reason,
+        };
+        Ok((template, warnings))
+    }
+
+    /// The evaluator that runs this template.
+    pub fn evaluator(&self) -> Evaluator {
+        if self.vm.is_some() {
+            Evaluator::Vm
+        } else {
+            Evaluator::Interpreter
+        }
+    }
+
+    /// Why the template runs on the interpreter (the VM compiler's error), if it does.
+    pub fn interpreter_reason(&self) -> Option<&str> {
+        self.interpreter_reason.as_deref()
+    }
+
+    /// Evaluate the template on an input `{review, parameters}`. `data` (e.g. `{"inventory": …}`) is the data
+    /// document the template sees besides its libs.
+    pub fn evaluate(
+        &self,
+        input: regorus::Value,
+        data: Option<&regorus::Value>,
+        timeout: Duration,
+    ) -> Result<Vec<TemplateResult>, EvalError> {
+        let timer = regorus::utils::limits::ExecutionTimerConfig {
+            limit: timeout,
+            check_interval: std::num::NonZeroU32::new(TIMER_CHECK_INTERVAL)
+                .unwrap_or(std::num::NonZeroU32::MIN),
+        };
+        let value = match &self.vm {
+            Some(vm) => self.evaluate_vm(vm, input, data, timer)?,
+            None => {
+                let mut engine = self.engine.clone();
+                engine.set_execution_timer_config(timer);
+                if let Some(data) = data {
+                    engine
+                        .add_data(data.clone())
+                        .map_err(|e| EvalError::Engine(format!("cannot load data: {e}")))?;
+                }
+                engine.set_input(input);
+                engine
+                    .eval_rule(self.rule.clone())
+                    .map_err(|e| support::eval_error(e, timeout))?
+            }
+        };
+        Ok(results(&value))
+    }
+
+    fn evaluate_vm(
+        &self,
+        vm: &VmProgram,
+        input: regorus::Value,
+        data: Option<&regorus::Value>,
+        timer: regorus::utils::limits::ExecutionTimerConfig,
+    ) -> Result<regorus::Value, EvalError> {
+        let pooled = vm
+            .pool
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .pop();
+        let mut machine = pooled.unwrap_or_else(|| {
+            let mut machine = regorus::rvm::RegoVM::new_with_policy(vm.policy.clone());
+            machine.load_program(vm.program.clone());
+            machine.set_max_instructions(VM_MAX_INSTRUCTIONS);
+            machine.set_strict_builtin_errors(false);
+            // Pooled machines always hold the empty data document between evaluations.
+            let _ = machine.set_data(regorus::Value::new_object());
+            machine
+        });
+        machine.set_execution_timer_config(Some(timer));
+        if let Some(data) = data {
+            machine
+                .set_data(data.clone())
+                .map_err(|e| EvalError::Engine(format!("cannot load data: {e}")))?;
+        }
+        machine.set_input(input);
+        let result = machine.execute();
+        // A machine that failed is dropped rather than reused; a reused one drops the input (and data) first.
+        if result.is_err() {
+            return result_of(result, timer);
+        }
+        machine.set_input(regorus::Value::Null);
+        if data.is_some() && machine.set_data(regorus::Value::new_object()).is_err() {
+            return result_of(result, timer);
+        }
+        {
+            let mut pool = vm
+                .pool
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if pool.len() < VM_POOL_SIZE {
+                pool.push(machine);
+            }
+        }
+        result_of(result, timer)
+    }
+}
+
+/// A VM result as an evaluation result, recognising the time limit.
+fn result_of(
+    result: Result<regorus::Value, regorus::rvm::vm::VmError>,
+    timer: regorus::utils::limits::ExecutionTimerConfig,
+) -> Result<regorus::Value, EvalError> {
+    result.map_err(|e| {
+        let text = e.to_string();
+        if text.contains("time limit") {
+            EvalError::Timeout(timer.limit)
+        } else {
+            EvalError::Engine(text)
+        }
+    })
+}
+
+/// Gatekeeper's post-processing: drop elements without `msg`, default `details` to `{}`, collapse duplicates.
+pub fn results(value: &regorus::Value) -> Vec<TemplateResult> {
+    let elements: Vec<&regorus::Value> = match value {
+        regorus::Value::Set(set) => set.iter().collect(),
+        regorus::Value::Array(items) => items.iter().collect(),
+        _ => Vec::new(),
+    };
+    let mut out: Vec<TemplateResult> = Vec::new();
+    for element in elements {
+        let Ok(object) = element.as_object() else {
+            continue;
+        };
+        let msg = match object.get(&regorus::Value::from("msg")) {
+            None | Some(regorus::Value::Undefined) => continue,
+            Some(regorus::Value::String(s)) => s.to_string(),
+            Some(other) => support::to_json(other).to_string(),
+        };
+        let details = match object.get(&regorus::Value::from("details")) {
+            None | Some(regorus::Value::Undefined) => Value::Object(Default::default()),
+            Some(d) => support::to_json(d),
+        };
+        let result = TemplateResult { msg, details };
+        if !out.contains(&result) {
+            out.push(result);
+        }
+    }
+    out
+}
+
+/// A serde_path_to_error path appended to a field: `.a.b` or `` for the root.
+fn dotted(path: &str) -> String {
+    if path.is_empty() || path == "." {
+        String::new()
+    } else {
+        format!(".{path}")
+    }
+}

@@ -1,0 +1,564 @@
+use super::*;
+use crate::admission::Operation;
+use crate::policy::source::documents;
+use crate::policy::Check;
+use crate::policy::SourceFile;
+use serde_json::json;
+
+fn load(yaml: &str) -> KyvernoPolicy {
+    let (docs, errors) = documents(&SourceFile {
+        origin: "p.yaml".into(),
+        content: yaml.into(),
+    });
+    assert!(errors.is_empty(), "{errors:?}");
+    KyvernoPolicy::from_document(&docs[0]).expect("policy").0
+}
+
+fn run(policy: &KyvernoPolicy, object: Value) -> PolicyResponse {
+    let review = Review::for_object(object, None, Operation::Create);
+    let user = UserContext::default();
+    let mocks = Mocks::default();
+    let options = ApplyOptions {
+        user: &user,
+        namespace_labels: None,
+        lookups: Lookups::Mocks(&mocks),
+        part: Part::All,
+        deadline: None,
+    };
+    policy.apply(&review, &options, Some(&mocks))
+}
+
+const POLICY: &str = r#"
+apiVersion: kyverno.io/v1
+kind: ClusterPolicy
+metadata: {name: no-latest}
+spec:
+  validationFailureAction: Enforce
+  rules:
+  - name: check-tag
+    match: {any: [{resources: {kinds: [Pod]}}]}
+    validate:
+      message: "latest is not allowed for {{ request.object.metadata.name }}"
+      pattern:
+        spec:
+          containers:
+          - image: "!*:latest"
+"#;
+
+#[test]
+fn validate_with_autogen() {
+    let p = load(POLICY);
+    let names: Vec<&str> = p.rules().iter().map(|r| r.spec.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "check-tag",
+            "autogen-check-tag",
+            "autogen-cronjob-check-tag"
+        ]
+    );
+    let bad = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "nginx:latest"}]}});
+    let r = run(&p, bad);
+    assert_eq!(r.rules.len(), 1);
+    assert_eq!(r.rules[0].status, RuleStatus::Fail);
+    assert_eq!(
+        r.rules[0].message,
+        "validation error: latest is not allowed for p. rule check-tag failed at path /spec/containers/0/image/"
+    );
+    let good = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+        "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "nginx:1"}]}}}});
+    let r = run(&p, good);
+    assert_eq!(r.rules.len(), 1);
+    assert_eq!(r.rules[0].name, "autogen-check-tag");
+    assert_eq!(r.rules[0].status, RuleStatus::Pass);
+    let other = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}});
+    assert!(run(&p, other).rules.is_empty(), "not matched → no response");
+}
+
+#[test]
+fn admission_actions() {
+    let p = load(POLICY);
+    let bad = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "nginx:latest"}]}});
+    let review = Review::for_object(bad.clone(), None, Operation::Create);
+    let v = p.check(&review, &EvalContext::default()).expect("validate");
+    assert_eq!(v.len(), 1);
+    assert_eq!(v[0].action, Action::Deny);
+    assert!(v[0].message.starts_with("check-tag: validation error"));
+    let audit = load(
+        &POLICY
+            .replace("Enforce", "Audit")
+            .replace("  rules:", "  emitWarning: true\n  rules:"),
+    );
+    let v = audit
+        .check(&review, &EvalContext::default())
+        .expect("validate");
+    let actions: Vec<Action> = v.iter().map(|v| v.action).collect();
+    assert_eq!(actions, [Action::Warn, Action::Audit]);
+}
+
+#[test]
+fn deny_preconditions_and_errors() {
+    let p = load(
+        r#"
+apiVersion: kyverno.io/v1
+kind: ClusterPolicy
+metadata: {name: d}
+spec:
+  rules:
+  - name: r
+    match: {any: [{resources: {kinds: [ConfigMap]}}]}
+    preconditions:
+      all:
+      - key: "{{ request.object.metadata.labels.team || '' }}"
+        operator: NotEquals
+        value: ""
+    validate:
+      message: "team {{ request.object.metadata.labels.team }} may not use this name"
+      deny:
+        conditions:
+          any:
+          - key: "{{ request.object.metadata.name }}"
+            operator: Equals
+            value: "forbidden-*"
+  - name: e
+    match: {any: [{resources: {kinds: [ConfigMap]}}]}
+    validate:
+      pattern:
+        data:
+          x: "{{ request.object.metadata.missing }}"
+"#,
+    );
+    let cm = |name: &str, labels: Value| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "labels": labels}});
+    let r = run(&p, cm("forbidden-x", json!({"team": "a"})));
+    assert_eq!(r.rules[0].status, RuleStatus::Fail);
+    assert_eq!(r.rules[0].message, "team a may not use this name");
+    assert_eq!(
+        r.rules[1].status,
+        RuleStatus::Error,
+        "missing key is an error"
+    );
+    let r = run(&p, cm("ok", json!({"team": "a"})));
+    assert_eq!(r.rules[0].status, RuleStatus::Pass);
+    let r = run(&p, cm("forbidden-x", json!({})));
+    assert_eq!(r.rules[0].status, RuleStatus::Skip);
+    // The policy is Audit (the default): its rule error is recorded, never a failure that could block.
+    let review = Review::for_object(cm("ok", json!({"team": "a"})), None, Operation::Create);
+    let recorded = p
+        .check(&review, &EvalContext::default())
+        .expect("an Audit policy's rule error does not block");
+    assert!(
+        recorded
+            .iter()
+            .any(|v| v.action == Action::Audit && v.message.starts_with("e: ")),
+        "{recorded:?}"
+    );
+}
+
+#[test]
+fn mutate_and_foreach() {
+    let p = load(
+        r#"
+apiVersion: kyverno.io/v1
+kind: ClusterPolicy
+metadata: {name: m}
+spec:
+  rules:
+  - name: label
+    match: {any: [{resources: {kinds: [Pod]}}]}
+    mutate:
+      patchStrategicMerge:
+        metadata:
+          labels:
+            +(owner): "{{ request.object.metadata.name }}"
+  - name: pull
+    match: {any: [{resources: {kinds: [Pod]}}]}
+    mutate:
+      foreach:
+      - list: request.object.spec.containers
+        patchesJson6902: |-
+          - op: add
+            path: /spec/containers/{{elementIndex}}/imagePullPolicy
+            value: Always
+"#,
+    );
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "a", "image": "x"}, {"name": "b", "image": "y"}]}});
+    let r = run(&p, pod);
+    assert_eq!(
+        r.rules.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [RuleStatus::Pass, RuleStatus::Pass]
+    );
+    let patched = r.patched.expect("patched");
+    assert_eq!(patched["metadata"]["labels"]["owner"], "p");
+    assert_eq!(
+        patched["spec"]["containers"][1]["imagePullPolicy"],
+        "Always"
+    );
+    let review = Review::for_object(patched.clone(), None, Operation::Create);
+    let m = p
+        .mutate_checked(&review, &patched, &EvalContext::default())
+        .expect("mutate");
+    assert_eq!(m.object, None, "already mutated → nothing changes");
+}
+
+#[test]
+fn unsupported_rules_load_with_warnings() {
+    let yaml = r#"
+apiVersion: kyverno.io/v1
+kind: ClusterPolicy
+metadata: {name: u, annotations: {pod-policies.kyverno.io/autogen-controllers: none}}
+spec:
+  rules:
+  - name: cel
+    match: {any: [{resources: {kinds: [Pod]}}]}
+    validate:
+      cel:
+        expressions: [{expression: "true"}]
+"#;
+    let (docs, _) = documents(&SourceFile {
+        origin: "p.yaml".into(),
+        content: yaml.into(),
+    });
+    let (p, warnings) = KyvernoPolicy::from_document(&docs[0]).expect("policy");
+    assert_eq!(warnings.len(), 1);
+    assert!(!p.validates());
+    let r = run(
+        &p,
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}}),
+    );
+    assert_eq!(r.rules[0].status, RuleStatus::Unsupported);
+}
+
+#[test]
+fn namespaced_policy_only_in_its_namespace() {
+    let p = load(
+        &POLICY
+            .replace("ClusterPolicy", "Policy")
+            .replace("{name: no-latest}", "{name: no-latest, namespace: team}"),
+    );
+    let pod = |ns: &str| json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": ns}, "spec": {"containers": [{"name": "c", "image": "nginx:latest"}]}});
+    assert!(run(&p, pod("other")).rules.is_empty());
+    assert_eq!(run(&p, pod("team")).rules.len(), 1);
+}
+
+#[test]
+fn context_entries_variables_and_cluster_lookups() {
+    let p = load(
+        r#"
+apiVersion: kyverno.io/v1
+kind: ClusterPolicy
+metadata: {name: ctx}
+spec:
+  validationFailureAction: Enforce
+  rules:
+  - name: from-variable
+    match: {any: [{resources: {kinds: [ConfigMap]}}]}
+    context:
+    - name: team
+      variable:
+        jmesPath: request.object.metadata.labels.team
+        default: none
+    validate:
+      message: "team is {{ team }}"
+      deny:
+        conditions:
+          all:
+          - key: "{{ team }}"
+            operator: Equals
+            value: none
+  - name: from-config-map
+    match: {any: [{resources: {kinds: [ConfigMap]}}]}
+    context:
+    - name: settings
+      configMap: {name: settings, namespace: "{{ request.namespace }}"}
+    validate:
+      deny:
+        conditions:
+          all:
+          - key: "{{ settings.data.blocked }}"
+            operator: Equals
+            value: "true"
+"#,
+    );
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "ns"}});
+    let review = Review::for_object(cm.clone(), None, Operation::Create);
+    // Serving without a cluster: the configMap entry cannot be loaded.
+    let err = p
+        .check(&review, &EvalContext::default())
+        .expect_err("needs cluster context");
+    assert!(err.to_string().contains("needs cluster context"), "{err}");
+    // With a cluster that has the ConfigMap.
+    #[derive(Debug)]
+    struct Cluster;
+    impl crate::policy::ClusterContext for Cluster {
+        fn config_map(&self, namespace: &str, name: &str) -> Option<Value> {
+            (namespace == "ns" && name == "settings").then(|| json!({"data": {"blocked": "true"}}))
+        }
+    }
+    let ctx = EvalContext {
+        cluster: Arc::new(Cluster),
+        ..EvalContext::default()
+    };
+    let v = p.check(&review, &ctx).expect("validate");
+    let messages: Vec<&str> = v.iter().map(|v| v.message.as_str()).collect();
+    assert_eq!(
+        messages,
+        [
+            "from-variable: team is none",
+            "from-config-map: validation error: rule from-config-map failed"
+        ]
+    );
+    // Testing: configMap entries come from rule values.
+    let mut mocks = Mocks::default();
+    let mut values = Map::new();
+    values.insert("settings.data.blocked".into(), json!("false"));
+    mocks.rules.insert("from-config-map".into(), values);
+    let user = UserContext::default();
+    let options = ApplyOptions {
+        user: &user,
+        namespace_labels: None,
+        lookups: Lookups::Mocks(&mocks),
+        part: Part::All,
+        deadline: None,
+    };
+    let r = p.apply(&review, &options, Some(&mocks));
+    assert_eq!(r.rules[1].status, RuleStatus::Pass);
+}
+
+#[test]
+fn failure_action_overrides_and_scope() {
+    let p = load(&POLICY.replace(
+        "  validationFailureAction: Enforce\n",
+        "  validationFailureAction: Enforce\n  validationFailureActionOverrides:\n  - action: Audit\n    namespaces: [dev-*]\n",
+    ));
+    let rule = &p.rules()[0].spec;
+    assert!(p.enforced(rule, "prod", None));
+    assert!(!p.enforced(rule, "dev-1", None));
+    let scope = p.scope();
+    let kinds: Vec<Option<&str>> = scope.entries.iter().map(|e| e.kind.as_deref()).collect();
+    for kind in [
+        "Pod",
+        "Deployment",
+        "CronJob",
+        "Job",
+        "StatefulSet",
+        "DaemonSet",
+        "ReplicaSet",
+        "ReplicationController",
+    ] {
+        assert!(kinds.contains(&Some(kind)), "{kind} missing from {kinds:?}");
+    }
+    let any = load(&POLICY.replace("kinds: [Pod]", "kinds: [\"*\"]"));
+    assert!(
+        any.scope().entries.iter().any(|e| e.kind.is_none()),
+        "wildcard kinds give a wildcard scope"
+    );
+}
+
+#[test]
+fn update_with_existing_violation_is_skipped_for_enforced_patterns() {
+    let p = load(POLICY);
+    let bad = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "nginx:latest"}]}});
+    let review = Review::for_object(bad.clone(), Some(bad), Operation::Update);
+    let user = UserContext::default();
+    let mocks = Mocks::default();
+    let options = ApplyOptions {
+        user: &user,
+        namespace_labels: None,
+        lookups: Lookups::Mocks(&mocks),
+        part: Part::All,
+        deadline: None,
+    };
+    let r = p.apply(&review, &options, Some(&mocks));
+    assert_eq!(r.rules[0].status, RuleStatus::Skip);
+    let delete = Review::for_object(
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "nginx:latest"}]}}),
+        None,
+        Operation::Delete,
+    );
+    assert!(
+        p.apply(&delete, &options, Some(&mocks)).rules.is_empty(),
+        "no pattern validation on DELETE"
+    );
+}
+
+#[test]
+fn json_path_variables_load_and_run() {
+    let p = load(&POLICY.replace(
+        "{{ request.object.metadata.name }}",
+        "{{ $.request.object.metadata.name }}",
+    ));
+    assert!(
+        p.rules()[0].unsupported.is_none(),
+        "{:?}",
+        p.rules()[0].unsupported
+    );
+    let bad = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "jp"}, "spec": {"containers": [{"name": "c", "image": "nginx:latest"}]}});
+    let r = run(&p, bad);
+    assert!(
+        r.rules[0].message.contains("latest is not allowed for jp."),
+        "{}",
+        r.rules[0].message
+    );
+}
+
+#[test]
+fn foreach_strategic_merge_keeps_container_order_and_apply_rules_one() {
+    let p = load(
+        r#"
+apiVersion: kyverno.io/v1
+kind: ClusterPolicy
+metadata: {name: fe}
+spec:
+  applyRules: One
+  rules:
+  - name: limits
+    match: {any: [{resources: {kinds: [Pod]}}]}
+    mutate:
+      foreach:
+      - list: request.object.spec.containers
+        patchStrategicMerge:
+          spec:
+            containers:
+            - name: "{{ element.name }}"
+              resources:
+                limits:
+                  +(memory): 256Mi
+  - name: never-reached
+    match: {any: [{resources: {kinds: [Pod]}}]}
+    mutate:
+      patchStrategicMerge:
+        metadata:
+          labels: {x: y}
+"#,
+    );
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "a"}, {"name": "b", "resources": {"limits": {"memory": "1Gi"}}}, {"name": "c"}]}});
+    let r = run(&p, pod);
+    assert_eq!(
+        r.rules.len(),
+        1,
+        "applyRules One stops after the first applied rule"
+    );
+    let patched = r.patched.expect("patched");
+    let names: Vec<&str> = patched["spec"]["containers"]
+        .as_array()
+        .expect("containers")
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(names, ["a", "b", "c"], "descending foreach keeps the order");
+    assert_eq!(
+        patched["spec"]["containers"][0]["resources"]["limits"]["memory"],
+        "256Mi"
+    );
+    assert_eq!(
+        patched["spec"]["containers"][1]["resources"]["limits"]["memory"],
+        "1Gi"
+    );
+}
+
+#[test]
+fn subjects_and_namespace_selectors() {
+    let p = load(
+        r#"
+apiVersion: kyverno.io/v1
+kind: ClusterPolicy
+metadata: {name: who}
+spec:
+  validationFailureAction: Enforce
+  rules:
+  - name: only-prod-from-ci
+    match:
+      any:
+      - resources:
+          kinds: [ConfigMap]
+          namespaceSelector: {matchLabels: {env: prod}}
+    exclude:
+      any:
+      - subjects: [{kind: ServiceAccount, name: ci, namespace: tools}]
+    validate:
+      message: only CI may change prod
+      deny: {}
+"#,
+    );
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "prod-1"}});
+    let review = Review::for_object(cm, None, Operation::Create);
+    let mocks = Mocks::default();
+    let prod: Map<String, Value> = serde_json::from_value(json!({"env": "prod"})).expect("labels");
+    let apply = |user: &UserContext, labels: Option<&Map<String, Value>>| {
+        let options = ApplyOptions {
+            user,
+            namespace_labels: labels,
+            lookups: Lookups::Mocks(&mocks),
+            part: Part::All,
+            deadline: None,
+        };
+        p.apply(&review, &options, Some(&mocks))
+            .rules
+            .iter()
+            .map(|r| r.status)
+            .collect::<Vec<_>>()
+    };
+    let someone = UserContext {
+        username: "alice".into(),
+        ..Default::default()
+    };
+    let ci = UserContext {
+        username: "system:serviceaccount:tools:ci".into(),
+        ..Default::default()
+    };
+    assert_eq!(apply(&someone, Some(&prod)), [RuleStatus::Fail]);
+    assert_eq!(apply(&ci, Some(&prod)), [], "excluded subject");
+    assert_eq!(
+        apply(&someone, None),
+        [],
+        "namespace labels unknown: the selector does not match"
+    );
+}
+
+#[test]
+fn rule_errors_block_only_through_enforced_rules() {
+    let audit = r#"
+apiVersion: kyverno.io/v1
+kind: ClusterPolicy
+metadata: {name: needs-team}
+spec:
+  validationFailureAction: Audit
+  rules:
+  - name: team-label
+    match: {any: [{resources: {kinds: [Pod]}}]}
+    validate:
+      message: "bad team"
+      pattern:
+        metadata:
+          name: "{{ request.object.metadata.labels.team }}"
+"#;
+    // No labels at all: the variable is an "Unknown key" error, so the rule errors.
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default"}, "spec": {"containers": [{"name": "c", "image": "nginx:1"}]}});
+    let review = Review::for_object(pod, None, Operation::Create);
+    let ctx = EvalContext::default();
+
+    let recorded = load(audit)
+        .check(&review, &ctx)
+        .expect("an Audit rule's error never blocks");
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    assert_eq!(recorded[0].action, Action::Audit);
+    assert!(
+        recorded[0].message.starts_with("team-label: "),
+        "{recorded:?}"
+    );
+
+    let enforced = load(&audit.replace("Audit", "Enforce"));
+    let err = enforced
+        .check(&review, &ctx)
+        .expect_err("an enforced rule's error goes to the failure policy");
+    assert!(err.to_string().starts_with("team-label: "), "{err}");
+
+    // failurePolicy Ignore is applied by the decide stage (allow, with a warning), not swallowed here.
+    let ignore = load(&audit.replace(
+        "  validationFailureAction: Audit\n",
+        "  validationFailureAction: Enforce\n  failurePolicy: Ignore\n",
+    ));
+    assert_eq!(ignore.info().failure_policy, Some(FailurePolicy::Ignore));
+    assert!(ignore.check(&review, &ctx).is_err());
+}

@@ -1,0 +1,341 @@
+//! Plain Rego modules, OPA kube-mgmt style.
+//!
+//! Every `.rego` file of a policy set is compiled into one regorus engine, so modules can import each other
+//! (`import data.lib.k8s`). Each package that defines at least one of these rules becomes one policy named after the
+//! package (`kubernetes.admission`):
+//!
+//! - `deny`: a set of messages; any message denies the request;
+//! - `warn`: a set of messages returned as warnings;
+//! - `patch`: a set (or array) of JSONPatch operations on the object, applied by `/mutate`.
+//!
+//! `input` is the whole `AdmissionReview`. Modules are Rego v1 (OPA 1.x syntax); a module opts in to v0 with the
+//! directive comment `# policyctl: rego.v0`. Directives are comment lines of the form `# policyctl: key[=value]`:
+//!
+//! | directive | meaning |
+//! |---|---|
+//! | `rego.v0` | parse this module as Rego v0 |
+//! | `failure-policy=Fail` / `Ignore` | what happens to a request when the package cannot be evaluated |
+//!
+//! `http.send` is rejected when loading: regorus only has a stub that is always undefined, which would silently
+//! turn a check into an allow.
+#![forbid(unsafe_code)]
+#![warn(missing_docs, rust_2018_idioms)]
+
+// The core crate's modules under their usual names, so paths read `crate::policy::…` as before the split.
+use policyctl_core::{admission, engine, policy, select};
+
+pub use policyctl_regorus as support;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::admission::Review;
+use crate::engine::{Built, Engine, EngineInput, LoadOptions};
+use crate::policy::{
+    EvalContext, EvalError, Evaluation, FailurePolicy, LoadError, Mutation, Policy, PolicyInfo,
+    SourceFile, SourceRef, Violation,
+};
+use crate::select::Scope;
+
+/// The plain-Rego engine.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RegoEngine;
+
+/// Directives read from a module's `# policyctl:` comments.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Directives {
+    /// Parse as Rego v0.
+    pub rego_v0: bool,
+    /// The package's failure policy.
+    pub failure_policy: Option<FailurePolicy>,
+}
+
+/// Read the `# policyctl:` directives of a module.
+pub fn directives(file: &SourceFile) -> Result<Directives, LoadError> {
+    let mut out = Directives::default();
+    for (line_no, line) in file.content.lines().enumerate() {
+        let Some(rest) = line.trim_start().strip_prefix('#') else {
+            continue;
+        };
+        let Some(directive) = rest.trim_start().strip_prefix("policyctl:") else {
+            continue;
+        };
+        let directive = directive.trim();
+        let (key, value) = match directive.split_once('=') {
+            Some((k, v)) => (k.trim(), Some(v.trim())),
+            None => (directive, None),
+        };
+        let at = |msg: String| {
+            LoadError::at(
+                SourceRef::file(&file.origin),
+                format!("line {}", line_no + 1),
+                msg,
+            )
+        };
+        match (key, value) {
+            ("rego.v0", None) => out.rego_v0 = true,
+            ("failure-policy", Some(v)) => out.failure_policy = Some(v.parse().map_err(at)?),
+            _ => {
+                return Err(at(format!(
+                "unknown directive {directive:?}; known: `rego.v0`, `failure-policy=Fail|Ignore`"
+            )))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Which of the webhook rules a package defines.
+#[derive(Debug, Clone, Default)]
+struct Rules {
+    deny: bool,
+    warn: bool,
+    patch: bool,
+}
+
+impl Engine for RegoEngine {
+    fn name(&self) -> &'static str {
+        "rego"
+    }
+
+    fn claims(&self, _api_version: &str, _kind: &str) -> bool {
+        false
+    }
+
+    fn claims_file(&self, file: &SourceFile) -> bool {
+        file.is_rego() && !file.origin.ends_with("_test.rego")
+    }
+
+    fn kinds(&self) -> Vec<&'static str> {
+        vec!["*.rego modules"]
+    }
+
+    fn build(&self, input: EngineInput, options: &LoadOptions) -> Built {
+        let mut built = Built::default();
+        let mut engine = support::new_engine(options.eval_timeout);
+        // package path -> (rules, failure policy, first source)
+        let mut packages: BTreeMap<String, (Rules, Option<FailurePolicy>, SourceRef)> =
+            BTreeMap::new();
+        let mut order: Vec<String> = Vec::new();
+        for file in &input.files {
+            let source = SourceRef::file(&file.origin);
+            let directives = match directives(file) {
+                Ok(d) => d,
+                Err(err) => {
+                    built.errors.push(err);
+                    continue;
+                }
+            };
+            if let Some(err) = support::forbidden_builtin(&file.content) {
+                built.errors.push(LoadError::new(source, err));
+                continue;
+            }
+            engine.set_rego_v0(directives.rego_v0);
+            let package = match engine.add_policy(file.origin.clone(), file.content.clone()) {
+                Ok(package) => package,
+                Err(err) => {
+                    built.errors.push(LoadError::new(
+                        source,
+                        format!("Rego does not compile: {err}"),
+                    ));
+                    continue;
+                }
+            };
+            let mut rules = Rules::default();
+            for (name, flag) in [
+                ("deny", &mut rules.deny),
+                ("warn", &mut rules.warn),
+                ("patch", &mut rules.patch),
+            ] {
+                *flag = engine
+                    .has_declared_rule_rooted_at(&file.origin, name)
+                    .unwrap_or(false);
+            }
+            let entry = packages.entry(package.clone()).or_insert_with(|| {
+                order.push(package.clone());
+                (Rules::default(), None, source.clone())
+            });
+            entry.0.deny |= rules.deny;
+            entry.0.warn |= rules.warn;
+            entry.0.patch |= rules.patch;
+            if directives.failure_policy.is_some() {
+                if entry.1.is_some() && entry.1 != directives.failure_policy {
+                    built.errors.push(LoadError::new(
+                        source,
+                        format!("package {package} is given two different failure policies"),
+                    ));
+                }
+                entry.1 = directives.failure_policy;
+            }
+        }
+        if !built.errors.is_empty() {
+            return built;
+        }
+        let Some(first) = order.iter().find(|p| {
+            let rules = &packages[*p].0;
+            rules.deny || rules.warn || rules.patch
+        }) else {
+            return built;
+        };
+        // Prepare once: analysis runs here, and every per-request clone starts prepared.
+        let probe_rule = {
+            let rules = &packages[first].0;
+            let name = if rules.deny {
+                "deny"
+            } else if rules.warn {
+                "warn"
+            } else {
+                "patch"
+            };
+            format!("{first}.{name}")
+        };
+        if let Err(err) = engine.compile_with_entrypoint(&probe_rule.as_str().into()) {
+            let origin = input
+                .files
+                .iter()
+                .find(|f| err.to_string().contains(&f.origin))
+                .or(input.files.first());
+            let source = SourceRef::file(origin.map(|f| f.origin.as_str()).unwrap_or("<rego>"));
+            built.errors.push(LoadError::new(
+                source,
+                format!("Rego does not compile: {err}"),
+            ));
+            return built;
+        }
+        let engine = Arc::new(engine);
+        for package in order {
+            let (rules, failure_policy, source) = &packages[&package];
+            if !(rules.deny || rules.warn || rules.patch) {
+                continue;
+            }
+            let name = package
+                .strip_prefix("data.")
+                .unwrap_or(&package)
+                .to_string();
+            built.policies.push(Arc::new(RegoPolicy {
+                info: PolicyInfo {
+                    name,
+                    kind: "Rego".into(),
+                    engine: "rego",
+                    source: source.clone(),
+                    failure_policy: *failure_policy,
+                },
+                deny: rules.deny.then(|| format!("{package}.deny")),
+                warn: rules.warn.then(|| format!("{package}.warn")),
+                patch: rules.patch.then(|| format!("{package}.patch")),
+                engine: engine.clone(),
+                cap: options.eval_timeout,
+            }));
+        }
+        built
+    }
+}
+
+/// One Rego package with webhook rules.
+#[derive(Debug)]
+pub struct RegoPolicy {
+    info: PolicyInfo,
+    deny: Option<String>,
+    warn: Option<String>,
+    patch: Option<String>,
+    engine: Arc<regorus::Engine>,
+    /// Longest one evaluation may take, inside the request's deadline.
+    cap: Duration,
+}
+
+/// The review as a regorus value, converted once per review.
+struct RegoReview(regorus::Value);
+
+impl RegoPolicy {
+    fn engine_for(&self, review: &Review, ctx: &EvalContext) -> regorus::Engine {
+        let input = review.cached(|r| RegoReview(support::to_rego(r.document())));
+        let mut engine = (*self.engine).clone();
+        support::set_time_limit(&mut engine, ctx.time_limit(self.cap));
+        engine.set_input(input.0.clone());
+        engine
+    }
+}
+
+impl Policy for RegoPolicy {
+    fn info(&self) -> &PolicyInfo {
+        &self.info
+    }
+
+    fn scope(&self) -> Scope {
+        Scope::any()
+    }
+
+    fn validates(&self) -> bool {
+        self.deny.is_some() || self.warn.is_some()
+    }
+
+    fn mutates(&self) -> bool {
+        self.patch.is_some()
+    }
+
+    fn validate(&self, review: &Review, ctx: &EvalContext) -> Evaluation {
+        if !self.validates() {
+            return Evaluation::skip();
+        }
+        let mut engine = self.engine_for(review, ctx);
+        let mut out = Vec::new();
+        for (rule, violation) in [
+            (&self.deny, Violation::deny as fn(String) -> Violation),
+            (&self.warn, Violation::warn as fn(String) -> Violation),
+        ] {
+            let Some(rule) = rule else { continue };
+            match engine.eval_rule(rule.clone()) {
+                Ok(value) => out.extend(support::messages(&value).into_iter().map(violation)),
+                Err(e) => {
+                    let mut failed =
+                        Evaluation::failed(support::eval_error(e, ctx.deadline.budget()));
+                    failed.violations = out;
+                    return failed;
+                }
+            }
+        }
+        Evaluation::found(out)
+    }
+
+    fn mutate(&self, review: &Review, object: &Value, ctx: &EvalContext) -> Mutation {
+        let Some(rule) = &self.patch else {
+            return Mutation::default();
+        };
+        let mut engine = if review.object() == Some(object) {
+            self.engine_for(review, ctx)
+        } else {
+            self.engine_for(&review.with_object(object.clone()), ctx)
+        };
+        let value = match engine.eval_rule(rule.clone()) {
+            Ok(value) => value,
+            Err(e) => return Mutation::failed(support::eval_error(e, ctx.deadline.budget())),
+        };
+        let ops = match support::patch_operations(&value) {
+            Ok(ops) => ops,
+            Err(e) => return Mutation::failed(EvalError::Engine(e)),
+        };
+        if ops.is_empty() {
+            return Mutation {
+                applied: true,
+                ..Mutation::default()
+            };
+        }
+        let mut mutated = object.clone();
+        if let Err(e) = json_patch::patch(&mut mutated, &ops) {
+            return Mutation::failed(EvalError::Engine(format!(
+                "patch from {rule} does not apply: {e}"
+            )));
+        }
+        Mutation {
+            applied: true,
+            object: (&mutated != object).then_some(mutated),
+            ..Mutation::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

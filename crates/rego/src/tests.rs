@@ -1,0 +1,222 @@
+use crate::policy::Check;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::*;
+use crate::admission::Operation;
+use crate::policy::loader::{compile_with, Compiled};
+use crate::policy::SourceFile as LoadedFile;
+
+/// Compile with this engine alone.
+fn compile(files: &[LoadedFile], options: &crate::engine::LoadOptions) -> Compiled {
+    compile_with(&[Box::new(crate::RegoEngine)], files, options)
+}
+use crate::policy::Action;
+
+fn src(origin: &str, content: &str) -> SourceFile {
+    SourceFile {
+        origin: origin.into(),
+        content: content.into(),
+    }
+}
+
+fn load(files: &[SourceFile]) -> Vec<Arc<dyn Policy>> {
+    let compiled = compile(files, &LoadOptions::default());
+    assert!(
+        compiled.built.errors.is_empty(),
+        "{:?}",
+        compiled.built.errors
+    );
+    compiled.built.policies
+}
+
+fn load_errors(files: &[SourceFile]) -> Vec<String> {
+    compile(files, &LoadOptions::default())
+        .built
+        .errors
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+fn pod(labels: serde_json::Value) -> Review {
+    Review::for_object(
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "ns", "labels": labels},
+               "spec": {"containers": [{"name": "c", "image": "nginx:latest"}]}}),
+        None,
+        Operation::Create,
+    )
+}
+
+const POLICY: &str = r#"
+package kubernetes.admission
+
+import data.lib.images
+
+deny contains msg if {
+    input.request.kind.kind == "Pod"
+    not input.request.object.metadata.labels.team
+    msg := sprintf("pod %s has no team label", [input.request.object.metadata.name])
+}
+
+warn contains msg if {
+    some c in input.request.object.spec.containers
+    images.latest(c.image)
+    msg := sprintf("container %s uses a latest tag", [c.name])
+}
+
+patch contains op if {
+    not input.request.object.metadata.labels.managed
+    op := {"op": "add", "path": "/metadata/labels/managed", "value": "policyctl"}
+}
+"#;
+
+const LIB: &str = r#"
+package lib.images
+
+latest(image) if endswith(image, ":latest")
+"#;
+
+#[test]
+fn deny_warn_and_patch_rules_become_one_policy_per_package() {
+    let policies = load(&[src("p/admission.rego", POLICY), src("p/lib.rego", LIB)]);
+    assert_eq!(policies.len(), 1, "the library package has no webhook rule");
+    let policy = &policies[0];
+    assert_eq!(policy.info().name, "kubernetes.admission");
+    assert!(policy.validates() && policy.mutates());
+
+    let ctx = EvalContext::default();
+    let violations = policy.check(&pod(json!({})), &ctx).expect("evaluates");
+    assert_eq!(
+        violations,
+        vec![
+            Violation {
+                message: "pod p has no team label".into(),
+                action: Action::Deny
+            },
+            Violation {
+                message: "container c uses a latest tag".into(),
+                action: Action::Warn
+            },
+        ]
+    );
+    let review = pod(json!({"team": "a"}));
+    let object = review.object().cloned().expect("object");
+    let mutation = policy
+        .mutate_checked(&review, &object, &ctx)
+        .expect("mutates");
+    let mutated = mutation.object.expect("changed");
+    assert_eq!(
+        mutated["metadata"]["labels"],
+        json!({"team": "a", "managed": "policyctl"})
+    );
+
+    // A second mutation pass on the mutated object changes nothing.
+    let again = policy
+        .mutate_checked(&review, &mutated, &ctx)
+        .expect("mutates");
+    assert!(again.object.is_none());
+}
+
+#[test]
+fn v0_modules_opt_in_with_a_directive() {
+    let v0 = "# policyctl: rego.v0\npackage old\n\ndeny[msg] {\n  input.request.operation == \"CREATE\"\n  msg := \"no\"\n}\n";
+    let policies = load(&[src("old.rego", v0)]);
+    let violations = policies[0]
+        .check(&pod(json!({})), &EvalContext::default())
+        .expect("evaluates");
+    assert_eq!(violations, vec![Violation::deny("no")]);
+
+    let errors = load_errors(&[src("old.rego", &v0.replace("# policyctl: rego.v0\n", ""))]);
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0].starts_with("old.rego: Rego does not compile"),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn directives_set_the_failure_policy_and_reject_typos() {
+    let ignore = "# policyctl: failure-policy=Ignore\npackage p\n\ndeny contains \"x\" if false\n";
+    let policies = load(&[src("p.rego", ignore)]);
+    assert_eq!(
+        policies[0].info().failure_policy,
+        Some(FailurePolicy::Ignore)
+    );
+
+    let errors = load_errors(&[src(
+        "p.rego",
+        "# policyctl: failure-policy=Sometimes\npackage p\n",
+    )]);
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0].starts_with("p.rego: line 1: failure policy must be Fail or Ignore"),
+        "{errors:?}"
+    );
+    let errors = load_errors(&[src("p.rego", "# policyctl: rego.v2\npackage p\n")]);
+    assert!(errors[0].contains("unknown directive"), "{errors:?}");
+}
+
+#[test]
+fn http_send_is_rejected_when_loading() {
+    let policy = "package p\n\ndeny contains \"x\" if {\n  r := http.send({\"method\": \"get\", \"url\": \"http://x\"})\n  r.status_code != 200\n}\n";
+    let errors = load_errors(&[src("net.rego", policy)]);
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0].starts_with("net.rego: http.send is not available"),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn a_runaway_policy_hits_the_time_limit() {
+    let slow = "package slow\n\ndeny contains \"x\" if {\n  count([x | some i, j; x := numbers.range(1, 3000)[i] * numbers.range(1, 3000)[j]]) > 0\n}\n";
+    let compiled = compile(
+        &[src("slow.rego", slow)],
+        &LoadOptions {
+            eval_timeout: Duration::from_millis(50),
+        },
+    );
+    assert!(
+        compiled.built.errors.is_empty(),
+        "{:?}",
+        compiled.built.errors
+    );
+    let ctx = EvalContext::new(
+        Duration::from_millis(50),
+        Arc::new(crate::policy::NoCluster),
+    );
+    let err = compiled.built.policies[0]
+        .check(&pod(json!({})), &ctx)
+        .expect_err("times out");
+    assert_eq!(err, EvalError::Timeout(Duration::from_millis(50)));
+}
+
+#[test]
+fn a_bad_patch_is_an_evaluation_error() {
+    let policy =
+        "package p\n\npatch contains {\"op\": \"remove\", \"path\": \"/nope/missing\"} if true\n";
+    let policies = load(&[src("p.rego", policy)]);
+    let review = pod(json!({}));
+    let object = review.object().cloned().expect("object");
+    let err = policies[0]
+        .mutate_checked(&review, &object, &EvalContext::default())
+        .expect_err("does not apply");
+    assert!(err.to_string().contains("does not apply"), "{err}");
+}
+
+#[test]
+fn packages_across_files_merge() {
+    let a = "package shared\n\ndeny contains \"from a\" if true\n";
+    let b = "package shared\n\nwarn contains \"from b\" if true\n";
+    let policies = load(&[src("a.rego", a), src("b.rego", b)]);
+    assert_eq!(policies.len(), 1);
+    let violations = policies[0]
+        .check(&pod(json!({})), &EvalContext::default())
+        .expect("evaluates");
+    assert_eq!(
+        violations,
+        vec![Violation::deny("from a"), Violation::warn("from b")]
+    );
+}

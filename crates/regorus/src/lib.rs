@@ -1,0 +1,150 @@
+//! regorus plumbing shared by the engines that evaluate Rego (plain modules, Gatekeeper templates): engine settings,
+//! JSON ↔ regorus conversions, time limits, rule messages and patches.
+#![forbid(unsafe_code)]
+#![warn(missing_docs, rust_2018_idioms)]
+
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use policyctl_core::policy::EvalError;
+
+/// How many work units regorus runs between two clock reads.
+const TIMER_CHECK_INTERVAL: u32 = 32;
+
+/// A regorus engine with the settings every policy engine wants: OPA's builtin-error semantics (an error in a
+/// builtin makes the expression undefined), `print` captured instead of written to stderr, and a time limit.
+pub fn new_engine(timeout: Duration) -> regorus::Engine {
+    let mut engine = regorus::Engine::new();
+    engine.set_strict_builtin_errors(false);
+    engine.set_gather_prints(true);
+    set_time_limit(&mut engine, timeout);
+    engine
+}
+
+/// The regorus timer for one evaluation of at most `limit` (regorus reads the clock every few work units).
+pub fn timer(limit: Duration) -> regorus::utils::limits::ExecutionTimerConfig {
+    regorus::utils::limits::ExecutionTimerConfig {
+        limit,
+        check_interval: NonZeroU32::new(TIMER_CHECK_INTERVAL).unwrap_or(NonZeroU32::MIN),
+    }
+}
+
+/// Limit the next evaluations of `engine` to `limit`.
+pub fn set_time_limit(engine: &mut regorus::Engine, limit: Duration) {
+    engine.set_execution_timer_config(timer(limit));
+}
+
+/// Convert a JSON document to a regorus value.
+pub fn to_rego(value: &serde_json::Value) -> regorus::Value {
+    regorus::Value::deserialize(value).unwrap_or(regorus::Value::Undefined)
+}
+
+/// Convert a regorus value to JSON (sets become arrays).
+pub fn to_json(value: &regorus::Value) -> serde_json::Value {
+    serde_json::to_value(value).unwrap_or(serde_json::Value::Null)
+}
+
+/// Map a regorus evaluation error to an [`EvalError`], recognising the time limit (reported as the request's
+/// `budget`).
+pub fn eval_error(err: anyhow::Error, timeout: Duration) -> EvalError {
+    if let Some(regorus::LimitError::TimeLimitExceeded { .. }) =
+        err.downcast_ref::<regorus::LimitError>()
+    {
+        return EvalError::Timeout(timeout);
+    }
+    let text = err.to_string();
+    if text.contains("exceeded time limit") || text.contains("Execution exceeded time limit") {
+        return EvalError::Timeout(timeout);
+    }
+    EvalError::Engine(text)
+}
+
+/// Messages of a `deny`/`warn` rule: each element that is a string, or an object's `msg`; anything else as JSON.
+pub fn messages(value: &regorus::Value) -> Vec<String> {
+    let elements: Vec<&regorus::Value> = match value {
+        regorus::Value::Set(set) => set.iter().collect(),
+        regorus::Value::Array(items) => items.iter().collect(),
+        regorus::Value::Undefined | regorus::Value::Null => Vec::new(),
+        regorus::Value::Bool(false) => Vec::new(),
+        other => vec![other],
+    };
+    elements
+        .into_iter()
+        .map(|element| match element {
+            regorus::Value::String(s) => s.to_string(),
+            regorus::Value::Object(map) => match map.get(&regorus::Value::from("msg")) {
+                Some(regorus::Value::String(s)) => s.to_string(),
+                _ => to_json(element).to_string(),
+            },
+            regorus::Value::Bool(true) => "denied".to_string(),
+            other => to_json(other).to_string(),
+        })
+        .collect()
+}
+
+/// The JSONPatch operations of a `patch` rule (a set or array of operation objects).
+pub fn patch_operations(value: &regorus::Value) -> Result<Vec<json_patch::PatchOperation>, String> {
+    let json = match value {
+        regorus::Value::Undefined => return Ok(Vec::new()),
+        other => to_json(other),
+    };
+    let items = match json {
+        serde_json::Value::Array(items) => items,
+        serde_json::Value::Null => return Ok(Vec::new()),
+        other => vec![other],
+    };
+    items
+        .into_iter()
+        .map(|item| {
+            serde_json::from_value::<json_patch::PatchOperation>(item.clone())
+                .map_err(|e| format!("patch element {item} is not a JSONPatch operation: {e}"))
+        })
+        .collect()
+}
+
+/// Builtins a policy may not call, with the reason. `http.send` exists in regorus only as a stub that is always
+/// undefined: a policy relying on it would silently allow.
+pub fn forbidden_builtin(source: &str) -> Option<String> {
+    for (needle, name) in [
+        ("http.send", "http.send"),
+        ("net.lookup_ip_addr", "net.lookup_ip_addr"),
+    ] {
+        if source.lines().any(|line| {
+            let code = line.split('#').next().unwrap_or("");
+            code.contains(needle)
+        }) {
+            return Some(format!(
+                "{name} is not available to policies (policies get no network access); remove the call"
+            ));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_accept_strings_objects_and_other_values() {
+        let value = to_rego(&serde_json::json!(["a", {"msg": "b", "details": {}}, {"x": 1}, 3]));
+        assert_eq!(messages(&value), ["a", "b", "{\"x\":1}", "3"]);
+        assert!(messages(&regorus::Value::Undefined).is_empty());
+    }
+
+    #[test]
+    fn forbidden_builtins_ignore_comments() {
+        assert!(forbidden_builtin("x := http.send({})").is_some());
+        assert!(forbidden_builtin("# we do not call http.send here\nx := 1").is_none());
+    }
+
+    #[test]
+    fn patch_operations_are_validated() {
+        let ok = to_rego(&serde_json::json!([{"op": "add", "path": "/a", "value": 1}]));
+        assert_eq!(patch_operations(&ok).map(|ops| ops.len()), Ok(1));
+        let bad = to_rego(&serde_json::json!([{"op": "frobnicate"}]));
+        assert!(patch_operations(&bad).is_err());
+    }
+}

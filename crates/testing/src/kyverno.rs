@@ -1,0 +1,854 @@
+//! `kyverno test` files (`cli.kyverno.io/v1alpha1` `Test`), run the way the Kyverno CLI runs them.
+//!
+//! Paths of `policies`, `resources`, `variables` (a `Values` file), `userinfo` (a `UserInfo` file) and
+//! `patchedResources` are relative to the test file. Field names are matched case-insensitively, as Kyverno's
+//! decoder does (`isMUtatingPolicy`). One row per result entry and resource: suite = the test file, test =
+//! `policy/rule`, case = the resource key as written (`name` or `namespace/name`).
+//!
+//! Every case runs on the webhook's own path: the test's policies and PolicyExceptions are compiled by the policy
+//! loader, the resource becomes a [`Review`], and the pipeline evaluates it (mutations, then validations on the
+//! mutated object) with a context that explains itself (per-rule results). What the test files mock — values, namespace
+//! labels, the UserInfo file's roles — is a test implementation of [`ClusterContext`], not a branch inside an engine.
+//!
+//! Differences from the Kyverno CLI, on purpose: a resource no rule matched is a **skip**, never a pass; an expected
+//! result on a policy kind or rule policyctl cannot run (CEL kinds, `validate.cel`, `generate`, ...) is
+//! **unsupported**.
+
+/// How long one resource's evaluation may take (a runaway policy is an error, not a hang).
+const CASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use crate::admission::Operation;
+use serde_json::{Map, Value};
+
+use std::sync::Arc;
+
+use super::report::{CaseResult, Outcome};
+use super::{SuiteRunner, TestOptions};
+use crate::admission::{Review, UserInfo};
+use crate::engine::kyverno::exception::is_policy_exception;
+use crate::engine::kyverno::is_kyverno_policy;
+use crate::engine::LoadOptions;
+use crate::pipeline;
+use crate::policy::loader::compile;
+use crate::policy::source::{yaml_documents, Document};
+use crate::policy::{
+    ClusterContext, Deadline, EvalContext, Overrides, Policy, PolicySet, RuleResult, RuleStatus,
+    SourceFile, SourceRef,
+};
+
+/// The `kyverno test` runner.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KyvernoRunner;
+
+/// A case-insensitive field lookup.
+fn field<'v>(value: &'v Value, name: &str) -> Option<&'v Value> {
+    let map = value.as_object()?;
+    map.get(name).or_else(|| {
+        map.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    })
+}
+
+fn field_str<'v>(value: &'v Value, name: &str) -> Option<&'v str> {
+    field(value, name).and_then(Value::as_str)
+}
+
+fn strings(value: Option<&Value>) -> Vec<String> {
+    match value {
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect(),
+        Some(Value::String(s)) => vec![s.clone()],
+        _ => Vec::new(),
+    }
+}
+
+fn read_source(path: &Path) -> Result<SourceFile, String> {
+    let content = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok(SourceFile {
+        origin: path.display().to_string(),
+        content,
+    })
+}
+
+fn read_documents(path: &Path) -> Result<Vec<(SourceRef, Value)>, String> {
+    yaml_documents(&read_source(path)?).map_err(|e| e.to_string())
+}
+
+/// What a policy name stands for in a test.
+enum LoadedPolicy {
+    /// Loaded by the policy loader, as the webhook would.
+    Ready(Arc<dyn Policy>),
+    Other {
+        kind: String,
+    },
+    Broken(String),
+}
+
+/// The requester of a test (its UserInfo file).
+#[derive(Debug, Clone, Default)]
+struct TestUser {
+    info: UserInfo,
+    roles: Vec<String>,
+    cluster_roles: Vec<String>,
+}
+
+/// What a test's files say about the cluster: namespace labels, the user's roles, the Values file's values.
+#[derive(Debug)]
+struct TestCluster {
+    namespace_labels: Option<Map<String, Value>>,
+    namespace: String,
+    user: TestUser,
+    overrides: Overrides,
+}
+
+impl ClusterContext for TestCluster {
+    fn namespace(&self, name: &str) -> Option<Value> {
+        let labels = self
+            .namespace_labels
+            .as_ref()
+            .filter(|_| name == self.namespace)?;
+        Some(serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": name, "labels": labels},
+        }))
+    }
+
+    fn roles(&self, user: &UserInfo) -> Option<(Vec<String>, Vec<String>)> {
+        (user.username == self.user.info.username)
+            .then(|| (self.user.roles.clone(), self.user.cluster_roles.clone()))
+    }
+
+    fn overrides(&self) -> Option<&Overrides> {
+        Some(&self.overrides)
+    }
+
+    fn api_get(&self, path: &str) -> Result<Value, String> {
+        Err(format!(
+            "{path}: API calls are not made in tests (mock the context entry in the Values file)"
+        ))
+    }
+}
+
+/// What a policy did with one resource.
+struct Evaluated {
+    /// Per-rule results, mutations first.
+    rules: Vec<RuleResult>,
+    /// The resource after the policy's mutations, when it changed.
+    patched: Option<Value>,
+    /// Errors not tied to a rule (a time-out, a contained panic).
+    errors: Vec<String>,
+}
+
+struct Resource {
+    value: Value,
+    name: String,
+    namespace: String,
+}
+
+impl Resource {
+    fn matches_key(&self, key: &str) -> bool {
+        match key.rsplit_once('/') {
+            Some((ns, name)) => {
+                let ns = ns.rsplit('/').next().unwrap_or(ns);
+                name == self.name && ns == self.namespace
+            }
+            None => key == self.name,
+        }
+    }
+}
+
+struct Suite {
+    dir: PathBuf,
+    policies: BTreeMap<String, LoadedPolicy>,
+    resources: Vec<Resource>,
+    user: TestUser,
+    values: Value,
+    operation: Operation,
+    cache: HashMap<(String, usize, Option<String>), Evaluated>,
+}
+
+impl Suite {
+    fn mocks(&self, policy: &str, resource: &Resource) -> Overrides {
+        let mut mocks = Overrides::default();
+        if let Some(Value::Object(g)) = field(&self.values, "globalValues") {
+            mocks.global = g.clone();
+        }
+        let policies = field(&self.values, "policies")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for p in policies
+            .iter()
+            .filter(|p| field_str(p, "name") == Some(policy))
+        {
+            for r in field(p, "rules")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let Some(name) = field_str(r, "name") else {
+                    continue;
+                };
+                if let Some(Value::Object(v)) = field(r, "values") {
+                    mocks
+                        .rules
+                        .entry(name.to_string())
+                        .or_default()
+                        .extend(v.clone());
+                }
+                if let Some(Value::Object(v)) = field(r, "foreachValues") {
+                    mocks
+                        .foreach
+                        .entry(name.to_string())
+                        .or_default()
+                        .extend(v.clone());
+                }
+            }
+            for r in field(p, "resources")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if field_str(r, "name") == Some(resource.name.as_str()) {
+                    if let Some(Value::Object(v)) = field(r, "values") {
+                        mocks.resource.extend(v.clone());
+                    }
+                }
+            }
+        }
+        mocks
+    }
+
+    fn namespace_labels(&self, namespace: &str) -> Option<Map<String, Value>> {
+        for entry in field(&self.values, "namespaceSelector")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if field_str(entry, "name") == Some(namespace) {
+                return field(entry, "labels").and_then(Value::as_object).cloned();
+            }
+        }
+        for ns in field(&self.values, "namespaces")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if ns.pointer("/metadata/name").and_then(Value::as_str) == Some(namespace) {
+                return ns
+                    .pointer("/metadata/labels")
+                    .and_then(Value::as_object)
+                    .cloned();
+            }
+        }
+        None
+    }
+
+    /// Run one policy on resource `index` through the pipeline, as the webhook would (mutations, then
+    /// validations on the mutated resource), explaining per rule.
+    fn evaluate(
+        &mut self,
+        policy_name: &str,
+        index: usize,
+        operation: Option<&str>,
+    ) -> Option<&Evaluated> {
+        let key = (
+            policy_name.to_string(),
+            index,
+            operation.map(str::to_ascii_uppercase),
+        );
+        if !self.cache.contains_key(&key) {
+            let Some(LoadedPolicy::Ready(policy)) = self.policies.get(policy_name) else {
+                return None;
+            };
+            let resource = self.resources.get(index)?;
+            let mocks = self.mocks(policy_name, resource);
+            // Precedence: the result's `operation`, the resource's values, the global values, CREATE.
+            let operation = operation
+                .or_else(|| {
+                    mocks
+                        .resource
+                        .get("request.operation")
+                        .and_then(Value::as_str)
+                })
+                .map(parse_operation)
+                .unwrap_or_else(|| self.operation.clone());
+            let review = Review::for_object(resource.value.clone(), None, operation)
+                .with_user_info(self.user.info.clone());
+            let cluster = TestCluster {
+                namespace_labels: self.namespace_labels(&resource.namespace),
+                namespace: resource.namespace.clone(),
+                user: self.user.clone(),
+                overrides: mocks,
+            };
+            let ctx = EvalContext {
+                deadline: Deadline::after(CASE_TIMEOUT),
+                cluster: Arc::new(cluster),
+                explain: true,
+            };
+            let set = PolicySet::new(vec![policy.clone()], 0, String::new());
+            let (mut runs, patched) = pipeline::mutate_object(&set, &review, &ctx);
+            let validated = match &patched {
+                Some(object) => review.with_object(object.clone()),
+                None => review,
+            };
+            runs.extend(pipeline::validate(&set, &validated, &ctx));
+            let mut evaluated = Evaluated {
+                rules: Vec::new(),
+                patched,
+                errors: Vec::new(),
+            };
+            for run in runs {
+                // An error no rule reports (a time-out, a contained panic) is the case's error.
+                if run.outcome.rules.is_empty() {
+                    evaluated
+                        .errors
+                        .extend(run.outcome.errors.iter().map(|e| e.error.to_string()));
+                }
+                evaluated.rules.extend(run.outcome.rules);
+            }
+            self.cache.insert(key.clone(), evaluated);
+        }
+        self.cache.get(&key)
+    }
+}
+
+fn parse_operation(op: &str) -> Operation {
+    match op.to_ascii_uppercase().as_str() {
+        "UPDATE" => Operation::Update,
+        "DELETE" => Operation::Delete,
+        "CONNECT" => Operation::Connect,
+        _ => Operation::Create,
+    }
+}
+
+/// The operation of every review in a test: `globalValues["request.operation"]`, default CREATE.
+fn operation_of(values: &Value) -> Operation {
+    field(values, "globalValues")
+        .and_then(|g| field_str(g, "request.operation"))
+        .map(parse_operation)
+        .unwrap_or(Operation::Create)
+}
+
+fn load_suite(path: &Path, test: &Value) -> Result<Suite, String> {
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    // Policy files and PolicyExceptions go through the policy loader together, exactly as the webhook loads them.
+    let mut files = Vec::new();
+    let mut kyverno_docs: Vec<(String, SourceRef)> = Vec::new();
+    let mut policies = BTreeMap::new();
+    for file in strings(field(test, "policies")) {
+        let source =
+            read_source(&dir.join(&file)).map_err(|e| format!("policy file {file}: {e}"))?;
+        let docs = yaml_documents(&source).map_err(|e| format!("policy file {file}: {e}"))?;
+        for (origin, value) in docs {
+            let doc = Document::from_value(origin.clone(), value);
+            let name = doc.name().to_string();
+            if is_kyverno_policy(&doc.api_version, &doc.kind) {
+                kyverno_docs.push((name, origin));
+            } else {
+                policies.insert(
+                    name,
+                    LoadedPolicy::Other {
+                        kind: format!("{} {}", doc.api_version, doc.kind),
+                    },
+                );
+            }
+        }
+        files.push(source);
+    }
+    let mut exception_files = Vec::new();
+    for file in strings(field(test, "exceptions")) {
+        let source =
+            read_source(&dir.join(&file)).map_err(|e| format!("exception file {file}: {e}"))?;
+        let docs = yaml_documents(&source).map_err(|e| format!("exception file {file}: {e}"))?;
+        for (_, value) in docs {
+            let doc = Document::from_value(SourceRef::file(&file), value);
+            if !is_policy_exception(&doc.api_version, &doc.kind) {
+                return Err(format!(
+                    "exception file {file}: {} {} is not a Kyverno PolicyException",
+                    doc.api_version, doc.kind
+                ));
+            }
+        }
+        exception_files.push(source.origin.clone());
+        files.push(source);
+    }
+    let compiled = compile(&files, &LoadOptions::default());
+    if let Some(e) = compiled
+        .built
+        .errors
+        .iter()
+        .find(|e| exception_files.iter().any(|f| *e.location.origin == **f))
+    {
+        return Err(format!("exception does not load: {e}"));
+    }
+    for (name, origin) in kyverno_docs {
+        let loaded = match compiled
+            .built
+            .policies
+            .iter()
+            .find(|p| p.info().source == origin)
+        {
+            Some(policy) => LoadedPolicy::Ready(policy.clone()),
+            None => {
+                let errors: Vec<String> = compiled
+                    .built
+                    .errors
+                    .iter()
+                    .filter(|e| e.location == origin)
+                    .map(ToString::to_string)
+                    .collect();
+                LoadedPolicy::Broken(if errors.is_empty() {
+                    "the policy does not load".to_string()
+                } else {
+                    errors.join("; ")
+                })
+            }
+        };
+        policies.insert(name, loaded);
+    }
+    let mut resources = Vec::new();
+    for file in strings(field(test, "resources")) {
+        let docs =
+            read_documents(&dir.join(&file)).map_err(|e| format!("resource file {file}: {e}"))?;
+        for (_, mut value) in docs {
+            default_namespace(&mut value);
+            let name = value
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let namespace = value
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            resources.push(Resource {
+                value,
+                name,
+                namespace,
+            });
+        }
+    }
+    let values = match (field_str(test, "variables"), field(test, "values")) {
+        (Some(file), _) => {
+            let docs =
+                read_documents(&dir.join(file)).map_err(|e| format!("values file {file}: {e}"))?;
+            docs.into_iter()
+                .next()
+                .map(|(_, v)| v)
+                .unwrap_or(Value::Null)
+        }
+        (None, Some(v)) => v.clone(),
+        (None, None) => Value::Null,
+    };
+    let mut user = TestUser::default();
+    if let Some(file) = field_str(test, "userinfo") {
+        let docs =
+            read_documents(&dir.join(file)).map_err(|e| format!("userinfo file {file}: {e}"))?;
+        if let Some((_, u)) = docs.into_iter().next() {
+            user.roles = strings(field(&u, "roles"));
+            user.cluster_roles = strings(field(&u, "clusterRoles"));
+            if let Some(info) = field(&u, "userInfo") {
+                user.info.username = field_str(info, "username").unwrap_or("").to_string();
+                user.info.groups = strings(field(info, "groups"));
+            }
+        }
+    }
+    let operation = operation_of(&values);
+    Ok(Suite {
+        dir,
+        policies,
+        resources,
+        user,
+        values,
+        operation,
+        cache: HashMap::new(),
+    })
+}
+
+/// Kinds that are not namespaced (the CLI puts other resources without a namespace in `default`).
+const CLUSTER_SCOPED: [&str; 22] = [
+    "Namespace",
+    "Node",
+    "PersistentVolume",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "StorageClass",
+    "CustomResourceDefinition",
+    "ValidatingWebhookConfiguration",
+    "MutatingWebhookConfiguration",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+    "PriorityClass",
+    "IngressClass",
+    "RuntimeClass",
+    "APIService",
+    "CSIDriver",
+    "CSINode",
+    "VolumeAttachment",
+    "ClusterPolicy",
+    "ClusterIssuer",
+    "CertificateSigningRequest",
+    "PodSecurityPolicy",
+];
+
+fn default_namespace(value: &mut Value) {
+    let kind = value.get("kind").and_then(Value::as_str).unwrap_or("");
+    if CLUSTER_SCOPED.contains(&kind) || kind.starts_with("Cluster") {
+        return;
+    }
+    let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return;
+    };
+    if meta
+        .get("namespace")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        meta.insert("namespace".into(), Value::String("default".into()));
+    }
+}
+
+const CEL_FLAGS: [&str; 7] = [
+    "isValidatingPolicy",
+    "isMutatingPolicy",
+    "isGeneratingPolicy",
+    "isDeletingPolicy",
+    "isImageValidatingPolicy",
+    "isValidatingAdmissionPolicy",
+    "isMutatingAdmissionPolicy",
+];
+
+/// Remove nulls and empty maps / lists recursively (Kyverno's tidy before comparing).
+pub fn tidy(value: &Value) -> Option<Value> {
+    match value {
+        Value::Null => None,
+        Value::Object(m) => {
+            let out: Map<String, Value> = m
+                .iter()
+                .filter_map(|(k, v)| tidy(v).map(|v| (k.clone(), v)))
+                .collect();
+            (!out.is_empty()).then_some(Value::Object(out))
+        }
+        Value::Array(a) => {
+            let out: Vec<Value> = a.iter().filter_map(tidy).collect();
+            (!out.is_empty()).then_some(Value::Array(out))
+        }
+        other => Some(other.clone()),
+    }
+}
+
+/// A readable diff between two JSON values: one line per differing path.
+pub fn diff(expected: &Value, actual: &Value) -> String {
+    let mut lines = Vec::new();
+    diff_into(expected, actual, String::new(), &mut lines);
+    let total = lines.len();
+    lines.truncate(20);
+    if total > 20 {
+        lines.push(format!("... {} more differences", total - 20));
+    }
+    lines.join("; ")
+}
+
+fn diff_into(expected: &Value, actual: &Value, path: String, out: &mut Vec<String>) {
+    match (expected, actual) {
+        (Value::Object(e), Value::Object(a)) => {
+            for (k, ev) in e {
+                let p = format!("{path}/{k}");
+                match a.get(k) {
+                    Some(av) => diff_into(ev, av, p, out),
+                    None => out.push(format!("{p}: expected {ev}, missing")),
+                }
+            }
+            for (k, av) in a {
+                if !e.contains_key(k) {
+                    out.push(format!("{path}/{k}: unexpected {av}"));
+                }
+            }
+        }
+        (Value::Array(e), Value::Array(a)) if e.len() == a.len() => {
+            for (i, (ev, av)) in e.iter().zip(a).enumerate() {
+                diff_into(ev, av, format!("{path}/{i}"), out);
+            }
+        }
+        (e, a) if e != a => out.push(format!(
+            "{}: expected {e}, got {a}",
+            if path.is_empty() { "/" } else { &path }
+        )),
+        _ => {}
+    }
+}
+
+fn same_object(a: &Value, b: &Value) -> bool {
+    let get = |v: &Value, p: &str| {
+        v.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    get(a, "/apiVersion") == get(b, "/apiVersion")
+        && get(a, "/kind") == get(b, "/kind")
+        && get(a, "/metadata/name") == get(b, "/metadata/name")
+        && {
+            let (na, nb) = (get(a, "/metadata/namespace"), get(b, "/metadata/namespace"));
+            na == nb || na.is_empty() || nb.is_empty()
+        }
+}
+
+fn run_test(path: &Path, test: &Value, options: &TestOptions) -> Vec<CaseResult> {
+    let suite_name = path.display().to_string();
+    let mut out = Vec::new();
+    let results = field(test, "results")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut suite = match load_suite(path, test) {
+        Ok(s) => s,
+        Err(e) => return vec![CaseResult::error(&suite_name, e)],
+    };
+    for result in &results {
+        let policy_name = field_str(result, "policy").unwrap_or("");
+        let policy_name = policy_name
+            .rsplit('/')
+            .next()
+            .unwrap_or(policy_name)
+            .to_string();
+        let rule = field_str(result, "rule").unwrap_or("").to_string();
+        let test_name = format!("{policy_name}/{rule}");
+        let expected = field_str(result, "result")
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let cel_flag = CEL_FLAGS
+            .iter()
+            .find(|f| field(result, f).and_then(Value::as_bool) == Some(true));
+        let mut keys = strings(field(result, "resources"));
+        if let Some(Value::Array(specs)) = field(result, "resourceSpecs") {
+            for s in specs {
+                let name = field_str(s, "name").unwrap_or("");
+                keys.push(match field_str(s, "namespace") {
+                    Some(ns) if !ns.is_empty() => format!("{ns}/{name}"),
+                    _ => name.to_string(),
+                });
+            }
+        }
+        if keys.is_empty() {
+            keys = suite.resources.iter().map(|r| r.name.clone()).collect();
+        }
+        let patched_file = field_str(result, "patchedResources").map(str::to_string);
+        let operation = field_str(result, "operation");
+
+        for key in keys {
+            if !options.selected(&test_name, &key) {
+                continue;
+            }
+            let case = |outcome: Outcome, reason: String| {
+                CaseResult::new(&suite_name, &test_name, &key, outcome, reason)
+            };
+            if let Some(flag) = cel_flag {
+                out.push(case(
+                    Outcome::Unsupported,
+                    format!("{flag}: CEL policy kinds are not supported"),
+                ));
+                continue;
+            }
+            match suite.policies.get(&policy_name) {
+                None => {
+                    out.push(case(
+                        Outcome::Error,
+                        format!("policy {policy_name} is not in the test's policy files"),
+                    ));
+                    continue;
+                }
+                Some(LoadedPolicy::Other { kind }) => {
+                    out.push(case(
+                        Outcome::Unsupported,
+                        format!("policy kind {kind} is not supported"),
+                    ));
+                    continue;
+                }
+                Some(LoadedPolicy::Broken(e)) => {
+                    out.push(case(Outcome::Error, format!("policy does not load: {e}")));
+                    continue;
+                }
+                Some(LoadedPolicy::Ready(_)) => {}
+            }
+            if !["pass", "fail", "skip", "warn", "error"].contains(&expected.as_str()) {
+                out.push(case(
+                    Outcome::Error,
+                    format!("unknown expected result {expected:?}"),
+                ));
+                continue;
+            }
+            let indices: Vec<usize> = suite
+                .resources
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.matches_key(&key))
+                .map(|(i, _)| i)
+                .collect();
+            if indices.is_empty() {
+                out.push(case(
+                    Outcome::Fail,
+                    "resource not found in the test's resource files".into(),
+                ));
+                continue;
+            }
+            let mut found: Vec<(usize, RuleStatus, String, Option<Value>)> = Vec::new();
+            let mut errors = Vec::new();
+            for i in indices {
+                let Some(evaluated) = suite.evaluate(&policy_name, i, operation) else {
+                    continue;
+                };
+                errors.extend(evaluated.errors.iter().cloned());
+                for r in &evaluated.rules {
+                    let wanted = rule.is_empty()
+                        || r.rule == rule
+                        || r.rule == format!("autogen-{rule}")
+                        || r.rule == format!("autogen-cronjob-{rule}");
+                    if wanted {
+                        found.push((i, r.status, r.message.clone(), evaluated.patched.clone()));
+                    }
+                }
+            }
+            if !errors.is_empty() {
+                out.push(case(Outcome::Error, errors.join("; ")));
+                continue;
+            }
+            if found.is_empty() {
+                out.push(case(Outcome::Skip, format!("no rule response: the rule did not match the resource (expected {expected})")));
+                continue;
+            }
+            if let Some((_, _, m, _)) = found.iter().find(|f| f.1 == RuleStatus::Unsupported) {
+                out.push(case(Outcome::Unsupported, m.clone()));
+                continue;
+            }
+            let wrong: Vec<String> = found
+                .iter()
+                .filter(|f| f.1.as_str() != expected)
+                .map(|f| format!("want {expected}, got {}: {}", f.1.as_str(), f.2))
+                .collect();
+            if !wrong.is_empty() {
+                out.push(case(Outcome::Fail, wrong.join("; ")));
+                continue;
+            }
+            if let Some(file) = &patched_file {
+                match check_patched(&suite, file, &found) {
+                    Ok(()) => out.push(case(Outcome::Pass, String::new())),
+                    Err(reason) => out.push(case(Outcome::Fail, reason)),
+                }
+                continue;
+            }
+            out.push(case(Outcome::Pass, String::new()));
+        }
+    }
+    out
+}
+
+fn check_patched(
+    suite: &Suite,
+    file: &str,
+    found: &[(usize, RuleStatus, String, Option<Value>)],
+) -> Result<(), String> {
+    let mut docs = read_documents(&suite.dir.join(file))
+        .map_err(|e| format!("patchedResources {file}: {e}"))?;
+    for (_, d) in &mut docs {
+        default_namespace(d);
+    }
+    let mut checked = false;
+    for (index, _, _, patched) in found {
+        let Some(resource) = suite.resources.get(*index) else {
+            continue;
+        };
+        let actual = patched.as_ref().unwrap_or(&resource.value);
+        let Some((_, expected)) = docs.iter().find(|(_, d)| same_object(d, actual)) else {
+            continue;
+        };
+        checked = true;
+        let (e, a) = (
+            tidy(expected).unwrap_or(Value::Null),
+            tidy(actual).unwrap_or(Value::Null),
+        );
+        if e != a {
+            return Err(format!(
+                "patched resource does not match {file}: {}",
+                diff(&e, &a)
+            ));
+        }
+    }
+    if !checked {
+        return Ok(());
+    }
+    Ok(())
+}
+
+impl SuiteRunner for KyvernoRunner {
+    fn name(&self) -> &'static str {
+        "kyverno"
+    }
+
+    fn sniff(&self, content: &str) -> bool {
+        content.contains("cli.kyverno.io")
+    }
+
+    fn detect(&self, documents: &[Value]) -> bool {
+        documents.iter().any(is_test)
+    }
+
+    fn run(&self, path: &Path, documents: Vec<Value>, options: &TestOptions) -> Vec<CaseResult> {
+        documents
+            .iter()
+            .filter(|d| is_test(d))
+            .flat_map(|d| run_test(path, d, options))
+            .collect()
+    }
+}
+
+fn is_test(doc: &Value) -> bool {
+    doc.get("apiVersion")
+        .and_then(Value::as_str)
+        .is_some_and(|a| a.starts_with("cli.kyverno.io/"))
+        && doc.get("kind").and_then(Value::as_str) == Some("Test")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn tidy_and_diff() {
+        assert_eq!(
+            tidy(&json!({"a": {}, "b": [], "c": null, "d": 1})),
+            Some(json!({"d": 1}))
+        );
+        let d = diff(
+            &json!({"a": 1, "b": {"c": 2}}),
+            &json!({"a": 1, "b": {"c": 3}, "x": true}),
+        );
+        assert_eq!(d, "/b/c: expected 2, got 3; /x: unexpected true");
+    }
+
+    #[test]
+    fn case_insensitive_fields_and_keys() {
+        let v = json!({"isMUtatingPolicy": true});
+        assert_eq!(field(&v, "isMutatingPolicy"), Some(&json!(true)));
+        let r = Resource {
+            value: Value::Null,
+            name: "p".into(),
+            namespace: "ns".into(),
+        };
+        assert!(r.matches_key("p"));
+        assert!(r.matches_key("ns/p"));
+        assert!(!r.matches_key("other/p"));
+    }
+}
