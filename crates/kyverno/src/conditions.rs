@@ -4,7 +4,9 @@
 use serde_json::Value;
 
 use super::pattern::scalar_matches;
-use super::scalar::{parse_duration, parse_quantity, parse_semver, sprint, wildcard};
+use super::scalar::{
+    number_quantity, parse_duration, parse_quantity, parse_semver, sprint, wildcard,
+};
 
 /// An operator, parsed case-insensitively.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,7 +129,7 @@ fn equals(key: &Value, value: &Value) -> bool {
             if let Some(q) = parse_quantity(k) {
                 return match value {
                     Value::String(v) => parse_quantity(v).is_some_and(|v| v == q),
-                    Value::Number(n) => n.as_f64() == Some(q),
+                    Value::Number(n) => number_quantity(n).is_some_and(|v| v == q),
                     _ => false,
                 };
             }
@@ -157,7 +159,7 @@ fn numeric(key: &Value, value: &Value) -> Option<std::cmp::Ordering> {
     };
     let (k, v) = (text(key)?, text(value)?);
     if let (Some(a), Some(b)) = (parse_quantity(&k), parse_quantity(&v)) {
-        return a.partial_cmp(&b);
+        return Some(a.cmp(&b));
     }
     if let (Some(a), Some(b)) = (parse_semver(&k), parse_semver(&v)) {
         return Some(a.cmp(&b));

@@ -595,7 +595,7 @@ fn string_pattern(value: &Value, pattern: &str) -> bool {
         || compare_string(value, operand, op)
 }
 
-fn cmp_op(a: f64, b: f64, op: Op) -> bool {
+fn cmp_op<T: PartialOrd>(a: T, b: T, op: Op) -> bool {
     match op {
         Op::Equal => a == b,
         Op::NotEqual => a != b,

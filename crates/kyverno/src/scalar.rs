@@ -3,142 +3,24 @@
 
 use serde_json::Value;
 
-/// Kyverno's wildcard match: `*` is any run of characters (possibly empty), `?` exactly one character; everything
-/// else is literal. An empty pattern matches only the empty string.
-pub fn wildcard(pattern: &str, text: &str) -> bool {
-    if pattern == "*" {
-        return true;
-    }
-    if !pattern.contains(['*', '?']) {
-        return pattern == text;
-    }
-    if pattern.is_ascii() && text.is_ascii() {
-        return wildcard_units(pattern.as_bytes(), text.as_bytes());
-    }
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
-    wildcard_units(&p, &t)
-}
+use policyctl_jmespath::units::{self, Quantity};
+pub use policyctl_jmespath::wildcard_match as wildcard;
 
-/// Iterative `*` / `?` matching with backtracking to the last star, over bytes (ASCII) or chars.
-fn wildcard_units<T: Copy + PartialEq + From<u8>>(p: &[T], t: &[T]) -> bool {
-    let star = T::from(b'*');
-    let any = T::from(b'?');
-    let (mut pi, mut ti) = (0usize, 0usize);
-    let mut backtrack: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        match p.get(pi) {
-            Some(c) if *c == star => {
-                backtrack = Some((pi, ti));
-                pi += 1;
-            }
-            Some(c) if *c == any || Some(c) == t.get(ti) => {
-                pi += 1;
-                ti += 1;
-            }
-            _ => match backtrack {
-                Some((sp, st)) => {
-                    pi = sp + 1;
-                    ti = st + 1;
-                    backtrack = Some((sp, st + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    p.get(pi..)
-        .is_some_and(|rest| rest.iter().all(|c| *c == star))
-}
-
-/// Parse a Go `time.ParseDuration` string into seconds.
+/// Parse a Go `time.ParseDuration` string (surrounding blanks ignored) into seconds, with the one Go-duration
+/// parser of the dialect ([`units::parse_duration`], exact nanoseconds).
 pub fn parse_duration(text: &str) -> Option<f64> {
-    let s = text.trim();
-    if s.is_empty() {
-        return None;
-    }
-    let (neg, mut rest) = match s.as_bytes().first() {
-        Some(b'-') => (true, &s[1..]),
-        Some(b'+') => (false, &s[1..]),
-        _ => (false, s),
-    };
-    if rest == "0" {
-        return Some(0.0);
-    }
-    if rest.is_empty() {
-        return None;
-    }
-    let mut total = 0.0;
-    while !rest.is_empty() {
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        if num_end == 0 {
-            return None;
-        }
-        let number: f64 = rest[..num_end].parse().ok()?;
-        rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let factor = match &rest[..unit_end] {
-            "ns" => 1e-9,
-            "us" | "µs" | "μs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        total += number * factor;
-        rest = &rest[unit_end..];
-    }
-    Some(if neg { -total } else { total })
+    units::parse_duration(text.trim()).map(|nanos| nanos as f64 / 1e9)
 }
 
-/// Parse a Kubernetes quantity (`100Mi`, `0.5`, `250m`, `1e3`) into a number.
-pub fn parse_quantity(text: &str) -> Option<f64> {
-    let s = text.trim();
-    if s.is_empty() || s != text {
-        return None;
-    }
-    let bytes = s.as_bytes();
-    let mut i = 0;
-    if matches!(bytes.first(), Some(b'+' | b'-')) {
-        i += 1;
-    }
-    let digits_start = i;
-    while i < bytes.len() && (bytes[i].is_ascii_digit() || bytes[i] == b'.') {
-        i += 1;
-    }
-    if i == digits_start || !bytes[digits_start..i].iter().any(u8::is_ascii_digit) {
-        return None;
-    }
-    let number: f64 = s[..i].parse().ok()?;
-    let suffix = &s[i..];
-    let factor = match suffix {
-        "" => 1.0,
-        "n" => 1e-9,
-        "u" => 1e-6,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        "Ki" => 1024.0,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        "Ei" => 1024f64.powi(6),
-        other => {
-            let exp = other.strip_prefix(['e', 'E'])?;
-            let exp: i32 = exp.parse().ok()?;
-            10f64.powi(exp)
-        }
-    };
-    Some(number * factor)
+/// Parse a Kubernetes quantity (`100Mi`, `0.5`, `250m`, `1e3`) into the dialect's one exact quantity type, so a
+/// pattern or condition compares quantities exactly as the JMESPath arithmetic functions do.
+pub fn parse_quantity(text: &str) -> Option<Quantity> {
+    Quantity::parse(text)
+}
+
+/// A JSON number as a quantity (exactly, through its decimal text).
+pub fn number_quantity(n: &serde_json::Number) -> Option<Quantity> {
+    Quantity::parse(&n.to_string())
 }
 
 /// A parsed semantic version (major, minor, patch, pre-release).
@@ -224,12 +106,16 @@ mod tests {
         assert_eq!(parse_duration("0"), Some(0.0));
         assert_eq!(parse_duration("10"), None);
         assert_eq!(parse_duration("1.5s"), Some(1.5));
-        assert_eq!(parse_quantity("100Mi"), Some(100.0 * 1024.0 * 1024.0));
-        assert_eq!(parse_quantity("250m"), Some(0.25));
-        assert_eq!(parse_quantity("2"), Some(2.0));
-        assert_eq!(parse_quantity("1e3"), Some(1000.0));
-        assert_eq!(parse_quantity("abc"), None);
-        assert_eq!(parse_quantity("1x"), None);
+        let q = |t: &str| parse_quantity(t).map(|q| q.as_f64());
+        assert_eq!(q("100Mi"), Some(100.0 * 1024.0 * 1024.0));
+        assert_eq!(q("250m"), Some(0.25));
+        assert_eq!(q("2"), Some(2.0));
+        assert_eq!(q("1e3"), Some(1000.0));
+        assert_eq!(q("abc"), None);
+        assert_eq!(q("1x"), None);
+        // Exact: 0.1 + 0.2 is 0.3 as a quantity, where f64 would say otherwise.
+        assert_eq!(parse_quantity("300m"), parse_quantity("0.3"));
+        assert!(parse_quantity("1Gi") > parse_quantity("1G"));
         assert!(parse_semver("1.10.0") > parse_semver("1.9.3"));
         assert!(parse_semver("v1.0.0-rc.1") < parse_semver("1.0.0"));
         assert_eq!(parse_semver("1.2"), None);

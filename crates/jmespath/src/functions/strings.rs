@@ -222,35 +222,52 @@ fn pattern_match(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesErro
     Ok(Value::Bool(wildcard_match(pattern, &text_arg(a, 1)?)))
 }
 
-/// Kyverno's wildcard match: `*` matches any run of characters (including none), `?` exactly one character; all
-/// other characters match themselves. Linear-time (no backtracking blow-up).
+/// Kyverno's wildcard match: `*` is any run of characters (possibly empty), `?` exactly one character; everything
+/// else is literal. An empty pattern matches only the empty string. Linear-time (no backtracking blow-up). The one
+/// wildcard matcher of policyctl's Kyverno dialect: patterns, conditions, match blocks and `pattern_match()`.
 pub fn wildcard_match(pattern: &str, text: &str) -> bool {
+    if pattern == "*" {
+        return true;
+    }
+    if !pattern.contains(['*', '?']) {
+        return pattern == text;
+    }
+    if pattern.is_ascii() && text.is_ascii() {
+        return wildcard_units(pattern.as_bytes(), text.as_bytes());
+    }
     let p: Vec<char> = pattern.chars().collect();
     let t: Vec<char> = text.chars().collect();
+    wildcard_units(&p, &t)
+}
+
+/// Iterative `*` / `?` matching with backtracking to the last star, over bytes (ASCII) or chars.
+fn wildcard_units<T: Copy + PartialEq + From<u8>>(p: &[T], t: &[T]) -> bool {
+    let star = T::from(b'*');
+    let any = T::from(b'?');
     let (mut pi, mut ti) = (0usize, 0usize);
-    let mut star: Option<(usize, usize)> = None;
+    let mut backtrack: Option<(usize, usize)> = None;
     while ti < t.len() {
         match p.get(pi) {
-            Some('*') => {
-                star = Some((pi, ti));
+            Some(c) if *c == star => {
+                backtrack = Some((pi, ti));
                 pi += 1;
             }
-            Some(&c) if c == '?' || Some(&c) == t.get(ti) => {
+            Some(c) if *c == any || Some(c) == t.get(ti) => {
                 pi += 1;
                 ti += 1;
             }
-            _ => match star {
+            _ => match backtrack {
                 Some((sp, st)) => {
                     pi = sp + 1;
                     ti = st + 1;
-                    star = Some((sp, st + 1));
+                    backtrack = Some((sp, st + 1));
                 }
                 None => return false,
             },
         }
     }
     p.get(pi..)
-        .is_some_and(|rest| rest.iter().all(|c| *c == '*'))
+        .is_some_and(|rest| rest.iter().all(|c| *c == star))
 }
 
 fn label_match(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
