@@ -5,6 +5,9 @@
 //! available, matching fails with an error, which the policy turns into a denial (Gatekeeper's autoreject).
 
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use kube::core::{Expression, Selector, SelectorExt};
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -53,8 +56,8 @@ pub struct KindMatch {
     pub kinds: Vec<String>,
 }
 
-/// A Kubernetes label selector.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+/// A Kubernetes label selector, matched by kube's [`Selector`] (built once, on first use).
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LabelSelector {
     /// Labels that must be present with these values.
@@ -63,6 +66,14 @@ pub struct LabelSelector {
     /// Requirements.
     #[serde(default)]
     pub match_expressions: Vec<Requirement>,
+    #[serde(skip)]
+    compiled: OnceLock<Selector>,
+}
+
+impl PartialEq for LabelSelector {
+    fn eq(&self, other: &Self) -> bool {
+        self.match_labels == other.match_labels && self.match_expressions == other.match_expressions
+    }
 }
 
 /// One `matchExpressions` entry.
@@ -109,22 +120,37 @@ impl LabelSelector {
         Ok(())
     }
 
-    /// Whether `labels` satisfy the selector.
-    pub fn matches(&self, labels: Option<&serde_json::Map<String, Value>>) -> bool {
-        let get = |key: &str| labels.and_then(|l| l.get(key)).and_then(Value::as_str);
-        self.match_labels
-            .iter()
-            .all(|(k, v)| get(k) == Some(v.as_str()))
-            && self.match_expressions.iter().all(|req| {
-                let value = get(&req.key);
+    /// kube's selector for this one ([`LabelSelector::validate`] has checked the operators at load).
+    fn selector(&self) -> &Selector {
+        self.compiled.get_or_init(|| {
+            let equality = self
+                .match_labels
+                .iter()
+                .map(|(k, v)| Expression::Equal(k.clone(), v.clone()));
+            let requirements = self.match_expressions.iter().map(|req| {
+                let key = req.key.clone();
+                let values = || req.values.iter().cloned().collect();
                 match req.operator.as_str() {
-                    "In" => value.is_some_and(|v| req.values.iter().any(|x| x == v)),
-                    "NotIn" => value.is_none_or(|v| !req.values.iter().any(|x| x == v)),
-                    "Exists" => value.is_some(),
-                    "DoesNotExist" => value.is_none(),
-                    _ => false,
+                    "In" => Expression::In(key, values()),
+                    "NotIn" => Expression::NotIn(key, values()),
+                    "Exists" => Expression::Exists(key),
+                    "DoesNotExist" => Expression::DoesNotExist(key),
+                    // Refused at load; should one slip through, it matches nothing.
+                    _ => Expression::In(key, Default::default()),
                 }
-            })
+            });
+            equality.chain(requirements).collect()
+        })
+    }
+
+    /// Whether `labels` satisfy the selector (non-string label values are ignored).
+    pub fn matches(&self, labels: Option<&serde_json::Map<String, Value>>) -> bool {
+        let labels: BTreeMap<String, String> = labels
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+            .collect();
+        self.selector().matches(&labels)
     }
 }
 
