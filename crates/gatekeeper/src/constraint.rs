@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::matching::Match;
-use super::review::{self, Request};
+use super::matching::{Match, Target};
+use super::review;
 use super::template::{Template, TemplateResult};
 use crate::policy::source::{parse_value, Document};
 use crate::policy::{Action, EvalError, LoadError};
@@ -299,15 +299,17 @@ impl Constraint {
             .is_none_or(|points| points.iter().any(|p| p == point || p == "*"))
     }
 
-    /// Match and evaluate. `Ok(None)`: the constraint does not match the request; a namespace selector that
-    /// cannot be decided gives one finding (the autoreject); an evaluation error is returned as such.
+    /// Match `target` and evaluate `input.review`. `Ok(None)`: the constraint does not match the request; a
+    /// namespace selector that cannot be decided gives one finding (the autoreject); an evaluation error is returned
+    /// as such.
     pub fn review(
         &self,
-        request: &Request,
+        target: &Target<'_>,
+        review: &regorus::Value,
         data: Option<&regorus::Value>,
         timeout: Duration,
     ) -> Result<Option<Vec<Finding>>, EvalError> {
-        match self.matcher.matches(&request.target()) {
+        match self.matcher.matches(target) {
             Ok(true) => {}
             Ok(false) => return Ok(None),
             Err(autoreject) => {
@@ -318,7 +320,7 @@ impl Constraint {
                 }]));
             }
         }
-        let input = review::input(request, &self.parameters);
+        let input = review::input(review, &self.parameters);
         let results = self.template.evaluate(input, data, timeout)?;
         Ok(Some(
             results

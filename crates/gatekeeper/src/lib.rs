@@ -262,8 +262,12 @@ fn inventory_data(ctx: &EvalContext) -> Option<regorus::Value> {
     Some(data)
 }
 
-/// The Gatekeeper form of a review, built once per review and shared by every constraint.
-struct CachedRequest(Result<Request, String>);
+/// The Gatekeeper form of a served review, built once per review and shared by every constraint: `input.review`
+/// (from the review's shared regorus value) and the Namespace object of its namespace.
+struct Served {
+    input: Result<regorus::Value, String>,
+    namespace_object: Option<serde_json::Value>,
+}
 
 impl Policy for ConstraintPolicy {
     fn info(&self) -> &PolicyInfo {
@@ -290,13 +294,18 @@ impl Policy for ConstraintPolicy {
         {
             return Evaluation::skip();
         }
-        let cached = review.cached(|r| {
+        let served = review.cached(|r| {
             let namespace = r
                 .namespace
                 .as_deref()
                 .filter(|_| !(r.kind.group.is_empty() && r.kind.kind == "Namespace"));
             let namespace_object = namespace.and_then(|ns| ctx.cluster.namespace(ns));
-            CachedRequest(Request::new(r.request().clone(), namespace_object))
+            let shared = support::review_value(r);
+            let input = review::served_review(&shared, r.request(), namespace_object.as_ref());
+            Served {
+                input,
+                namespace_object,
+            }
         });
         // As in Gatekeeper, an evaluation error is a result of the constraint's own enforcement action; the decide
         // stage turns a `deny` constraint's error into the failure policy and a `warn`/`dryrun` one's into a warning
@@ -308,10 +317,11 @@ impl Policy for ConstraintPolicy {
             errors: vec![PolicyError { error, action }],
             ..Evaluation::default()
         };
-        let request = match cached.0.as_ref() {
-            Ok(request) => request,
+        let input = match served.input.as_ref() {
+            Ok(input) => input,
             Err(e) => return on_error(EvalError::Engine(e.clone())),
         };
+        let target = review::target_of(review.request(), served.namespace_object.as_ref());
         // Only templates that read data.inventory get it: for the others it would only cost time.
         let data = if self.constraint.template.reads_inventory {
             inventory_data(ctx)
@@ -319,7 +329,7 @@ impl Policy for ConstraintPolicy {
             None
         };
         let limit = ctx.time_limit(self.cap);
-        let findings = match self.constraint.review(request, data.as_ref(), limit) {
+        let findings = match self.constraint.review(&target, input, data.as_ref(), limit) {
             Ok(Some(findings)) => findings,
             Ok(None) => return Evaluation::skip(),
             Err(EvalError::Timeout(_)) => {

@@ -110,15 +110,7 @@ impl Request {
     /// DELETE, which [`Request::new`] put in `object`); `request.kind` is only the fallback for an object without
     /// `apiVersion`/`kind`. gator's AdmissionReview test objects often carry no `request.kind`.
     pub fn target(&self) -> Target<'_> {
-        let (group, kind) = subject_kind(&self.review);
-        Target {
-            group,
-            kind,
-            object: non_null(self.review.get("object")),
-            old_object: non_null(self.review.get("oldObject")),
-            request_namespace: get_str(self.review.get("namespace")).filter(|s| !s.is_empty()),
-            namespace_object: non_null(self.review.get("namespaceObject")),
-        }
+        target_of(&self.review, non_null(self.review.get("namespaceObject")))
     }
 
     /// `request.operation`.
@@ -130,10 +122,71 @@ impl Request {
     }
 }
 
+/// What the matcher looks at in an AdmissionRequest as received (or as [`Request::new`] normalised it): on DELETE
+/// the object under review is `oldObject`; a Namespace request has no request namespace.
+pub fn target_of<'a>(request: &'a Value, namespace_object: Option<&'a Value>) -> Target<'a> {
+    let delete = get_str(request.get("operation")) == Some("DELETE");
+    let object = if delete {
+        non_null(request.get("oldObject"))
+    } else {
+        non_null(request.get("object"))
+    };
+    let (group, kind) = kind_of(object, request);
+    let namespace = get_str(request.get("namespace")).filter(|s| !s.is_empty());
+    Target {
+        group,
+        kind,
+        object,
+        old_object: non_null(request.get("oldObject")),
+        request_namespace: namespace.filter(|_| (group, kind) != ("", "Namespace")),
+        namespace_object,
+    }
+}
+
+/// `input.review` for a served request, from the review's shared regorus form ([`support::review_value`]): its
+/// `request` member with the object under review in `object` (the old object on DELETE), a Namespace request's
+/// namespace blanked and `namespaceObject` added. Only the request's top-level map is copied; no object is converted
+/// again.
+pub fn served_review(
+    shared: &regorus::Value,
+    request: &Value,
+    namespace_object: Option<&Value>,
+) -> Result<regorus::Value, String> {
+    let mut review = shared[&regorus::Value::from("request")].clone();
+    let target = target_of(request, None);
+    let delete = get_str(request.get("operation")) == Some("DELETE");
+    if delete && target.object.is_none() {
+        return Err("a DELETE request without oldObject cannot be reviewed".into());
+    }
+    let map = review
+        .as_object_mut()
+        .map_err(|_| "the admission request is not an object".to_string())?;
+    if delete {
+        let old = map
+            .get(&regorus::Value::from("oldObject"))
+            .cloned()
+            .unwrap_or(regorus::Value::Null);
+        map.insert(regorus::Value::from("object"), old);
+    }
+    if (target.group, target.kind) == ("", "Namespace")
+        && map.contains_key(&regorus::Value::from("namespace"))
+    {
+        map.insert(regorus::Value::from("namespace"), regorus::Value::from(""));
+    }
+    map.insert(
+        regorus::Value::from("namespaceObject"),
+        namespace_object.map_or(regorus::Value::Null, support::to_rego),
+    );
+    Ok(review)
+}
+
 /// The group and kind of the object under review (`object`, which holds the old object on DELETE), falling back to
 /// `request.kind` when the object does not say.
 fn subject_kind(request: &Value) -> (&str, &str) {
-    let object = non_null(request.get("object"));
+    kind_of(non_null(request.get("object")), request)
+}
+
+fn kind_of<'a>(object: Option<&'a Value>, request: &'a Value) -> (&'a str, &'a str) {
     let kind = get_str(object.and_then(|o| o.get("kind"))).filter(|k| !k.is_empty());
     if let Some(kind) = kind {
         let api_version = get_str(object.and_then(|o| o.get("apiVersion"))).unwrap_or("");
@@ -148,10 +201,10 @@ fn subject_kind(request: &Value) -> (&str, &str) {
 }
 
 /// The template input `{review, parameters}`.
-pub fn input(request: &Request, parameters: &regorus::Value) -> regorus::Value {
+pub fn input(review: &regorus::Value, parameters: &regorus::Value) -> regorus::Value {
     let mut input = regorus::Value::new_object();
     if let Ok(map) = input.as_object_mut() {
-        map.insert(regorus::Value::from("review"), request.rego.clone());
+        map.insert(regorus::Value::from("review"), review.clone());
         map.insert(regorus::Value::from("parameters"), parameters.clone());
     }
     input
@@ -217,5 +270,33 @@ mod tests {
         let req = json!({"operation": "CREATE", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "object": {}});
         let request = Request::new(req, None).expect("valid");
         assert_eq!(request.target().kind, "Pod");
+    }
+
+    #[test]
+    fn served_review_equals_the_normalised_request() {
+        let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "apps"}});
+        for req in [
+            json!({"operation": "CREATE", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "namespace": "apps",
+                "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}}, "oldObject": null}),
+            json!({"operation": "DELETE", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "namespace": "apps",
+                "object": null, "oldObject": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "old"}}}),
+            json!({"operation": "CREATE", "kind": {"group": "", "version": "v1", "kind": "Namespace"},
+                "namespace": "apps", "object": {"apiVersion": "v1", "kind": "Namespace"}}),
+        ] {
+            let document = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": req});
+            let shared = support::to_rego(&document);
+            let served = served_review(&shared, &req, Some(&ns)).expect("served");
+            let normalised = Request::new(req.clone(), Some(ns.clone())).expect("normalised");
+            assert_eq!(support::to_json(&served), normalised.review, "{req}");
+            let (a, b) = (target_of(&req, Some(&ns)), normalised.target());
+            assert_eq!(
+                (a.group, a.kind, a.object, a.old_object, a.request_namespace),
+                (b.group, b.kind, b.object, b.old_object, b.request_namespace),
+                "{req}"
+            );
+        }
+        let broken = json!({"operation": "DELETE", "kind": {"kind": "Pod"}, "object": null});
+        let shared = support::to_rego(&json!({"request": broken}));
+        assert!(served_review(&shared, &broken, None).is_err());
     }
 }

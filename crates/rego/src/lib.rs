@@ -246,15 +246,12 @@ pub struct RegoPolicy {
     cap: Duration,
 }
 
-/// The review as a regorus value, converted once per review.
-struct RegoReview(regorus::Value);
-
 impl RegoPolicy {
     fn engine_for(&self, review: &Review, ctx: &EvalContext) -> regorus::Engine {
-        let input = review.cached(|r| RegoReview(support::to_rego(r.document())));
+        let input = support::review_value(review);
         let mut engine = (*self.engine).clone();
         support::set_time_limit(&mut engine, ctx.time_limit(self.cap));
-        engine.set_input(input.0.clone());
+        engine.set_input((*input).clone());
         engine
     }
 }

@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use std::sync::Arc;
+
+use policyctl_core::admission::Review;
 use policyctl_core::policy::EvalError;
 
 /// How many work units regorus runs between two clock reads.
@@ -35,6 +38,20 @@ pub fn timer(limit: Duration) -> regorus::utils::limits::ExecutionTimerConfig {
 pub fn set_time_limit(engine: &mut regorus::Engine, limit: Duration) {
     engine.set_execution_timer_config(timer(limit));
 }
+
+/// The review (the whole AdmissionReview document) as a regorus value: converted once per review, on first use, and
+/// shared by every engine that evaluates Rego (plain Rego's `input`, Gatekeeper's `input.review` is built from its
+/// `request` member without converting the objects again). regorus values are reference-counted: sharing and
+/// cloning them copies no object.
+pub fn review_value(review: &Review) -> Arc<regorus::Value> {
+    review
+        .cached(|r| RegoReview(Arc::new(to_rego(r.document()))))
+        .0
+        .clone()
+}
+
+/// The per-review slot of [`review_value`].
+struct RegoReview(Arc<regorus::Value>);
 
 /// Convert a JSON document to a regorus value.
 pub fn to_rego(value: &serde_json::Value) -> regorus::Value {

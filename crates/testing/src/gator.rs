@@ -413,7 +413,12 @@ fn run_case(
     let messages: Vec<String> = if !constraint.runs_at(GATOR_POINT) {
         Vec::new()
     } else {
-        match constraint.review(&request, data.as_ref(), CASE_TIMEOUT) {
+        match constraint.review(
+            &request.target(),
+            &request.rego,
+            data.as_ref(),
+            CASE_TIMEOUT,
+        ) {
             Ok(findings) => findings
                 .unwrap_or_default()
                 .into_iter()
