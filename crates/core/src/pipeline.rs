@@ -251,10 +251,12 @@ pub fn mutate_object(
     review: &Review,
     ctx: &EvalContext,
 ) -> (Vec<PolicyRun>, Option<Value>) {
-    let Some(original) = review.object() else {
+    if review.object().is_none() {
         return (Vec::new(), None);
-    };
-    let mut current: Option<Value> = None;
+    }
+    // The review as changed so far: rebuilt once per change, so later policies see the new object and nothing
+    // else is redone for policies that change nothing.
+    let mut current: Option<Review> = None;
     let mut runs = Vec::new();
     for policy in set
         .select(review)
@@ -262,10 +264,10 @@ pub fn mutate_object(
         .filter(|p| ctx.explain || p.mutates())
     {
         let start = Instant::now();
-        let object = current.as_ref().unwrap_or(original);
+        let subject = current.as_ref().unwrap_or(review);
         let outcome = match ctx.deadline.check() {
             Err(e) => Outcome::failed(e),
-            Ok(()) => match contained(|| policy.mutate(review, object, ctx)) {
+            Ok(()) => match contained(|| policy.mutate(subject, ctx)) {
                 Err(e) => Outcome::failed(e),
                 Ok(_) if ctx.deadline.expired() => {
                     Outcome::failed(EvalError::Timeout(ctx.deadline.budget()))
@@ -279,7 +281,7 @@ pub fn mutate_object(
                 }) => {
                     let changed = mutated.is_some();
                     if let Some(mutated) = mutated {
-                        current = Some(mutated);
+                        current = Some(review.with_object(mutated));
                     }
                     Outcome {
                         applied: applied || changed || !errors.is_empty(),
@@ -298,7 +300,7 @@ pub fn mutate_object(
             duration: start.elapsed(),
         });
     }
-    (runs, current)
+    (runs, current.and_then(Review::into_object))
 }
 
 /// Run `f`, turning a panic into an evaluation error.

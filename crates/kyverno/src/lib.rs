@@ -949,12 +949,8 @@ impl Policy for KyvernoPolicy {
         out
     }
 
-    fn mutate(&self, review: &Review, object: &Value, ctx: &EvalContext) -> PolicyMutation {
-        let response = if review.object() == Some(object) {
-            self.serving_apply(review, ctx, Part::Mutate)
-        } else {
-            self.serving_apply(&review.with_object(object.clone()), ctx, Part::Mutate)
-        };
+    fn mutate(&self, review: &Review, ctx: &EvalContext) -> PolicyMutation {
+        let response = self.serving_apply(review, ctx, Part::Mutate);
         let mut out = PolicyMutation {
             rules: self.explained(&response, ctx),
             ..PolicyMutation::default()

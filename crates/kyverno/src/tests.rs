@@ -195,7 +195,7 @@ spec:
     );
     let review = Review::for_object(patched.clone(), None, Operation::Create);
     let m = p
-        .mutate_checked(&review, &patched, &EvalContext::default())
+        .mutate_checked(&review, &EvalContext::default())
         .expect("mutate");
     assert_eq!(m.object, None, "already mutated → nothing changes");
 }

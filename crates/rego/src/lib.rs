@@ -30,8 +30,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
-
 use crate::admission::Review;
 use crate::engine::{Built, Engine, EngineInput, LoadOptions};
 use crate::policy::{
@@ -297,15 +295,14 @@ impl Policy for RegoPolicy {
         Evaluation::found(out)
     }
 
-    fn mutate(&self, review: &Review, object: &Value, ctx: &EvalContext) -> Mutation {
+    fn mutate(&self, review: &Review, ctx: &EvalContext) -> Mutation {
         let Some(rule) = &self.patch else {
             return Mutation::default();
         };
-        let mut engine = if review.object() == Some(object) {
-            self.engine_for(review, ctx)
-        } else {
-            self.engine_for(&review.with_object(object.clone()), ctx)
+        let Some(object) = review.object() else {
+            return Mutation::default();
         };
+        let mut engine = self.engine_for(review, ctx);
         let value = match engine.eval_rule(rule.clone()) {
             Ok(value) => value,
             Err(e) => return Mutation::failed(support::eval_error(e, ctx.deadline.budget())),

@@ -102,10 +102,7 @@ fn deny_warn_and_patch_rules_become_one_policy_per_package() {
         ]
     );
     let review = pod(json!({"team": "a"}));
-    let object = review.object().cloned().expect("object");
-    let mutation = policy
-        .mutate_checked(&review, &object, &ctx)
-        .expect("mutates");
+    let mutation = policy.mutate_checked(&review, &ctx).expect("mutates");
     let mutated = mutation.object.expect("changed");
     assert_eq!(
         mutated["metadata"]["labels"],
@@ -114,7 +111,7 @@ fn deny_warn_and_patch_rules_become_one_policy_per_package() {
 
     // A second mutation pass on the mutated object changes nothing.
     let again = policy
-        .mutate_checked(&review, &mutated, &ctx)
+        .mutate_checked(&review.with_object(mutated.clone()), &ctx)
         .expect("mutates");
     assert!(again.object.is_none());
 }
@@ -199,9 +196,8 @@ fn a_bad_patch_is_an_evaluation_error() {
         "package p\n\npatch contains {\"op\": \"remove\", \"path\": \"/nope/missing\"} if true\n";
     let policies = load(&[src("p.rego", policy)]);
     let review = pod(json!({}));
-    let object = review.object().cloned().expect("object");
     let err = policies[0]
-        .mutate_checked(&review, &object, &EvalContext::default())
+        .mutate_checked(&review, &EvalContext::default())
         .expect_err("does not apply");
     assert!(err.to_string().contains("does not apply"), "{err}");
 }

@@ -317,12 +317,32 @@ impl Review {
         self
     }
 
-    /// A copy of this review whose `request.object` is `object` (the next step of a mutation chain).
+    /// A copy of this review whose `request.object` is `object` (the next step of a mutation chain). The old object
+    /// is not copied.
     pub fn with_object(&self, object: Value) -> Review {
-        let mut document = self.document.clone();
-        if let Some(request) = document.get_mut("request").and_then(Value::as_object_mut) {
-            request.insert("object".into(), object);
-        }
+        let mut object = Some(object);
+        let document = match self.document.as_object() {
+            Some(top) => Value::Object(
+                top.iter()
+                    .map(|(key, value)| {
+                        let value = match (key.as_str(), value.as_object()) {
+                            ("request", Some(request)) => {
+                                let mut copy: serde_json::Map<String, Value> = request
+                                    .iter()
+                                    .filter(|(k, _)| k.as_str() != "object")
+                                    .map(|(k, v)| (k.clone(), v.clone()))
+                                    .collect();
+                                copy.insert("object".into(), object.take().unwrap_or(Value::Null));
+                                Value::Object(copy)
+                            }
+                            _ => value.clone(),
+                        };
+                        (key.clone(), value)
+                    })
+                    .collect(),
+            ),
+            None => self.document.clone(),
+        };
         Review {
             version: self.version,
             uid: self.uid.clone(),
@@ -337,6 +357,15 @@ impl Review {
             document,
             cache: Cache::default(),
         }
+    }
+
+    /// The review's `request.object`, taken out of it.
+    pub fn into_object(mut self) -> Option<Value> {
+        self.document
+            .get_mut("request")
+            .and_then(|r| r.get_mut("object"))
+            .map(Value::take)
+            .filter(|v| !v.is_null())
     }
 
     /// A value derived from this review, computed once per review and shared by every policy that asks for it (for
@@ -469,5 +498,11 @@ mod tests {
         let next = review.with_object(json!({"kind": "Pod", "apiVersion": "v1", "x": 1}));
         assert_eq!(next.object().and_then(|o| o.get("x")), Some(&json!(1)));
         assert!(review.object().and_then(|o| o.get("x")).is_none());
+        assert_eq!(next.request()["operation"], review.request()["operation"]);
+        assert_eq!(next.old_object(), review.old_object());
+        assert_eq!(
+            next.into_object(),
+            Some(json!({"kind": "Pod", "apiVersion": "v1", "x": 1}))
+        );
     }
 }

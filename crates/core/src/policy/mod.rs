@@ -286,12 +286,7 @@ pub trait Check {
     fn check(&self, review: &Review, ctx: &EvalContext) -> Result<Vec<Violation>, EvalError>;
 
     /// `mutate(..)`, with the first error as `Err`.
-    fn mutate_checked(
-        &self,
-        review: &Review,
-        object: &Value,
-        ctx: &EvalContext,
-    ) -> Result<Mutation, EvalError>;
+    fn mutate_checked(&self, review: &Review, ctx: &EvalContext) -> Result<Mutation, EvalError>;
 }
 
 #[cfg(any(test, feature = "test-util"))]
@@ -300,13 +295,8 @@ impl<T: Policy + ?Sized> Check for T {
         self.validate(review, ctx).into_result()
     }
 
-    fn mutate_checked(
-        &self,
-        review: &Review,
-        object: &Value,
-        ctx: &EvalContext,
-    ) -> Result<Mutation, EvalError> {
-        let mutation = self.mutate(review, object, ctx);
+    fn mutate_checked(&self, review: &Review, ctx: &EvalContext) -> Result<Mutation, EvalError> {
+        let mutation = self.mutate(review, ctx);
         match mutation.errors.first() {
             Some(e) => Err(e.error.clone()),
             None => Ok(mutation),
@@ -516,9 +506,11 @@ pub trait Policy: Send + Sync + fmt::Debug {
     /// anything: enforcement and failure policies are the decide stage's.
     fn validate(&self, review: &Review, ctx: &EvalContext) -> Evaluation;
 
-    /// Mutate `object` (the review's object as changed by the policies before this one).
-    fn mutate(&self, review: &Review, object: &Value, ctx: &EvalContext) -> Mutation {
-        let _ = (review, object, ctx);
+    /// Mutate the review's object. In a mutation chain the pipeline hands each policy a review whose object is the one
+    /// the policies before it produced (built once per change, never per policy); `Mutation::object` is `Some` only
+    /// when this policy changed it.
+    fn mutate(&self, review: &Review, ctx: &EvalContext) -> Mutation {
+        let _ = (review, ctx);
         Mutation::default()
     }
 }
