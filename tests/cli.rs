@@ -185,3 +185,142 @@ fn unknown_paths_are_errors() {
     assert_eq!(output.status.code(), Some(1));
     assert!(stdout(&output).contains("no such file or directory"));
 }
+
+#[test]
+fn bench_reports_latency_throughput_and_per_policy_costs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pod = dir.path().join("pod.yaml");
+    std::fs::write(
+        &pod,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: web, namespace: shop}\nspec:\n  containers:\n    - {name: app, image: nginx:latest}\n",
+    )
+    .expect("write");
+    let saved = dir.path().join("baseline.json");
+    let (pod, saved) = (pod.to_string_lossy(), saved.to_string_lossy());
+    let output = policyctl(&[
+        "bench",
+        "--policies",
+        "policies",
+        &pod,
+        "--warmup",
+        "1",
+        "--iterations",
+        "5",
+        "--concurrency",
+        "2",
+        "-o",
+        "json",
+        "--save",
+        &saved,
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_str(&stdout(&output)).expect("json report");
+    for key in ["p50_us", "p95_us", "p99_us", "min_us", "mean_us", "max_us"] {
+        assert!(
+            report["review"][key].as_f64().is_some_and(|v| v > 0.0),
+            "{key}: {report}"
+        );
+    }
+    assert!(report["decode_floor"]["p50_us"]
+        .as_f64()
+        .is_some_and(|v| v > 0.0));
+    assert!(report["throughput_per_s"].as_f64().is_some_and(|v| v > 0.0));
+    assert!(report["setup_ms"].as_f64().is_some_and(|v| v > 0.0));
+    assert_eq!(report["concurrency"], 2);
+    let per_policy = report["per_policy"].as_array().expect("per_policy");
+    // The bundled Kyverno and Gatekeeper latest-tag policies both run on the Pod, each with its own cost.
+    for name in ["disallow-latest-tag", "k8s-disallow-latest-tag"] {
+        let entry = per_policy
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in {report}"));
+        assert!(entry["p50_us"].as_f64().is_some_and(|v| v > 0.0), "{entry}");
+        assert_eq!(
+            entry["runs"], 6,
+            "5 rounds split over 2 threads, rounded up: {entry}"
+        );
+    }
+    let saved_report: Value =
+        serde_json::from_str(&std::fs::read_to_string(&*saved).expect("saved")).expect("json");
+    assert_eq!(saved_report, report);
+
+    // The table names the policies too.
+    let table = policyctl(&[
+        "bench",
+        "--policies",
+        "policies",
+        &pod,
+        "--warmup",
+        "0",
+        "--iterations",
+        "2",
+    ]);
+    assert!(table.status.success());
+    assert!(
+        stdout(&table).contains("k8s-disallow-latest-tag"),
+        "{}",
+        stdout(&table)
+    );
+}
+
+#[test]
+fn bench_compare_fails_on_a_regression_beyond_the_threshold() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pod = dir.path().join("pod.yaml");
+    std::fs::write(
+        &pod,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: web, namespace: shop}\nspec:\n  containers:\n    - {name: app, image: nginx:1.27}\n",
+    )
+    .expect("write");
+    let pod = pod.to_string_lossy().into_owned();
+    let baseline = |p50: f64| {
+        let path = dir.path().join(format!("baseline-{p50}.json"));
+        let report = serde_json::json!({
+            "policies": "policies", "policy_count": 13, "reviews": 1, "webhook": "validate",
+            "iterations": 1, "concurrency": 1, "setup_ms": 1.0,
+            "review": {"min_us": p50, "mean_us": p50, "p50_us": p50, "p95_us": p50, "p99_us": p50, "max_us": p50},
+            "decode_floor": {"min_us": 1.0, "mean_us": 1.0, "p50_us": 1.0, "p95_us": 1.0, "p99_us": 1.0, "max_us": 1.0},
+            "ratio_to_floor": p50, "throughput_per_s": 1.0, "per_policy": []
+        });
+        std::fs::write(&path, report.to_string()).expect("write");
+        path.to_string_lossy().into_owned()
+    };
+    let run = |baseline: &str| {
+        policyctl(&[
+            "bench",
+            "--policies",
+            "policies",
+            &pod,
+            "--warmup",
+            "0",
+            "--iterations",
+            "3",
+            "--compare",
+            baseline,
+            "--threshold",
+            "10",
+        ])
+    };
+    // A baseline a million times slower: no regression.
+    let ok = run(&baseline(1e12));
+    assert_eq!(ok.status.code(), Some(0), "{}", stdout(&ok));
+    assert!(stdout(&ok).contains(": ok"), "{}", stdout(&ok));
+    // A baseline far faster than anything real: a regression, exit 1.
+    let slow = run(&baseline(1e-3));
+    assert_eq!(slow.status.code(), Some(1), "{}", stdout(&slow));
+    assert!(stdout(&slow).contains("REGRESSION"), "{}", stdout(&slow));
+    // Not a report: an error naming the file.
+    let junk = dir.path().join("junk.json");
+    std::fs::write(&junk, "{}").expect("write");
+    let bad = run(&junk.to_string_lossy());
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("is not a policyctl bench report"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}

@@ -47,6 +47,67 @@ pub enum Command {
     Eval(EvalArgs),
     /// Load and compile every policy and report every problem.
     Lint(LintArgs),
+    /// Measure what policies cost per review, on the webhook's own path: latency percentiles, throughput and a
+    /// per-policy breakdown; save a baseline and fail CI on a regression.
+    Bench(BenchArgs),
+}
+
+/// `policyctl bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Directory of policy files.
+    #[arg(long, default_value = "policies")]
+    pub policies: PathBuf,
+    /// Manifests (YAML or JSON, several documents per file) or AdmissionReviews; `-` reads stdin. Every document is
+    /// one review of each round.
+    #[arg(required = true)]
+    pub files: Vec<String>,
+    /// Operation of the review synthesized for plain manifests.
+    #[arg(long, value_enum, default_value_t = OperationArg::Create)]
+    pub operation: OperationArg,
+    /// Which webhook path to measure: decode + validate, or decode + mutate.
+    #[arg(long, value_enum, default_value_t = BenchWebhook::Validate)]
+    pub webhook: BenchWebhook,
+    /// Rounds over every review before measuring.
+    #[arg(long, default_value_t = 50)]
+    pub warmup: usize,
+    /// Measured rounds over every review.
+    #[arg(long, default_value_t = 500)]
+    pub iterations: usize,
+    /// Threads evaluating at once (each takes its share of the rounds); throughput is measured across them.
+    #[arg(long, default_value_t = 1)]
+    pub concurrency: usize,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = BenchOutput::Table)]
+    pub output: BenchOutput,
+    /// Write the results as JSON to this file (a baseline for `--compare`).
+    #[arg(long)]
+    pub save: Option<PathBuf>,
+    /// Compare with a baseline written by `--save`: exit 1 when the median review got slower by more than
+    /// `--threshold` percent.
+    #[arg(long)]
+    pub compare: Option<PathBuf>,
+    /// Regression threshold for `--compare`, in percent of the baseline's median.
+    #[arg(long, default_value_t = 10.0)]
+    pub threshold: f64,
+}
+
+/// The webhook path `policyctl bench` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchWebhook {
+    /// `/validate`.
+    Validate,
+    /// `/mutate`.
+    Mutate,
+}
+
+/// `policyctl bench` output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchOutput {
+    /// An aligned table.
+    Table,
+    /// JSON.
+    Json,
 }
 
 /// `policyctl serve`.

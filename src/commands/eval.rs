@@ -1,20 +1,15 @@
 //! `policyctl eval`: run manifests or AdmissionReviews through the policies offline, the way the webhooks would:
 //! mutation first, then validation of the mutated object.
 
-use std::io::Read;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
-use crate::admission::{self, Operation, Review};
-use crate::cli::{EvalArgs, OperationArg, ReportOutput};
+use super::inputs;
+use crate::cli::{EvalArgs, ReportOutput};
 use crate::decide::decide;
-use crate::engine::LoadOptions;
 use crate::pipeline;
-use crate::policy::loader;
-use crate::policy::source::yaml_documents;
-use crate::policy::{EvalContext, FailurePolicy, SourceFile};
+use crate::policy::{EvalContext, FailurePolicy};
 
 pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
     let EvalArgs {
@@ -23,66 +18,38 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
         operation,
         output,
     } = args;
-    let compiled = loader::compile_dir(&policies, &LoadOptions::default());
-    if !compiled.built.errors.is_empty() {
-        for error in &compiled.built.errors {
-            eprintln!("error: {error}");
-        }
-        bail!(
-            "{} errors loading {}",
-            compiled.built.errors.len(),
-            policies.display()
-        );
-    }
-    let set = compiled
-        .into_set(0)
-        .map_err(|errors| anyhow::anyhow!("{} load errors", errors.len()))?;
-    let operation = match operation {
-        OperationArg::Create => Operation::Create,
-        OperationArg::Update => Operation::Update,
-        OperationArg::Delete => Operation::Delete,
-    };
+    let (set, _) = inputs::policy_set(&policies)?;
     let mut reports = Vec::new();
     let mut denied = false;
-    for file in files {
-        let source = read_source(&file)?;
-        let documents = yaml_documents(&source).map_err(|e| anyhow::anyhow!("{e}"))?;
-        for (origin, document) in documents {
-            let review = if document.get("kind").and_then(Value::as_str) == Some("AdmissionReview")
-            {
-                admission::from_value(document).with_context(|| format!("{origin}"))?
-            } else {
-                Review::for_object(document, None, operation.clone())
-            };
-            // Each review is its own request, with its own deadline (the default request timeout).
-            let ctx = EvalContext::default();
-            let (mut runs, mutated) = pipeline::mutate_object(&set, &review, &ctx);
-            let patch = match (review.object(), &mutated) {
-                (Some(original), Some(m)) => Some(json_patch::diff(original, m)),
-                _ => None,
-            };
-            let validated = match &mutated {
-                Some(object) => review.with_object(object.clone()),
-                None => review,
-            };
-            runs.extend(pipeline::validate(&set, &validated, &ctx));
-            let decision = decide(runs, patch, FailurePolicy::Fail);
-            denied |= !decision.allowed;
-            reports.push(json!({
-                "source": origin.to_string(),
-                "kind": validated.kind.kind,
-                "namespace": validated.namespace,
-                "name": validated.name,
-                "operation": validated.operation_str(),
-                "decision": decision.verdict().as_str(),
-                "allowed": decision.allowed,
-                "denials": decision.denials,
-                "warnings": decision.warnings,
-                "audits": decision.audits,
-                "errors": decision.errors,
-                "patch": decision.patch,
-            }));
-        }
+    for (origin, review) in inputs::reviews(&files, operation.into())? {
+        // Each review is its own request, with its own deadline (the default request timeout).
+        let ctx = EvalContext::default();
+        let (mut runs, mutated) = pipeline::mutate_object(&set, &review, &ctx);
+        let patch = match (review.object(), &mutated) {
+            (Some(original), Some(m)) => Some(json_patch::diff(original, m)),
+            _ => None,
+        };
+        let validated = match &mutated {
+            Some(object) => review.with_object(object.clone()),
+            None => review,
+        };
+        runs.extend(pipeline::validate(&set, &validated, &ctx));
+        let decision = decide(runs, patch, FailurePolicy::Fail);
+        denied |= !decision.allowed;
+        reports.push(json!({
+            "source": origin.to_string(),
+            "kind": validated.kind.kind,
+            "namespace": validated.namespace,
+            "name": validated.name,
+            "operation": validated.operation_str(),
+            "decision": decision.verdict().as_str(),
+            "allowed": decision.allowed,
+            "denials": decision.denials,
+            "warnings": decision.warnings,
+            "audits": decision.audits,
+            "errors": decision.errors,
+            "patch": decision.patch,
+        }));
     }
     match output {
         ReportOutput::Json => println!("{}", serde_json::to_string_pretty(&reports)?),
@@ -96,24 +63,6 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
-    })
-}
-
-fn read_source(file: &str) -> anyhow::Result<SourceFile> {
-    if file == "-" {
-        let mut content = String::new();
-        std::io::stdin()
-            .read_to_string(&mut content)
-            .context("reading stdin")?;
-        return Ok(SourceFile {
-            origin: "<stdin>".into(),
-            content,
-        });
-    }
-    let content = std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?;
-    Ok(SourceFile {
-        origin: file.to_string(),
-        content,
     })
 }
 

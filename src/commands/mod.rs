@@ -1,7 +1,9 @@
 //! What each command does. This is the CLI edge: errors are `anyhow` here and become an exit code in `main`.
 
+mod bench;
 mod certs;
 mod eval;
+mod inputs;
 mod lint;
 mod serve;
 mod test;
@@ -20,5 +22,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Test(args) => test::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Lint(args) => lint::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }

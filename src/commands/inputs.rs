@@ -1,0 +1,81 @@
+//! What `eval` and `bench` read: the policy set of a directory and the reviews of manifest or AdmissionReview files,
+//! loaded the way the webhook loads and decodes them.
+
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use serde_json::Value;
+
+use crate::admission::{self, Operation, Review};
+use crate::cli::OperationArg;
+use crate::engine::LoadOptions;
+use crate::policy::loader::{self, Compiled};
+use crate::policy::source::yaml_documents;
+use crate::policy::{PolicySet, SourceFile, SourceRef};
+
+/// Compile a policy directory; any load error is printed and fails the command.
+pub fn policy_set(dir: &Path) -> anyhow::Result<(PolicySet, Compiled)> {
+    let compiled = loader::compile_dir(dir, &LoadOptions::default());
+    if !compiled.built.errors.is_empty() {
+        for error in &compiled.built.errors {
+            eprintln!("error: {error}");
+        }
+        bail!(
+            "{} errors loading {}",
+            compiled.built.errors.len(),
+            dir.display()
+        );
+    }
+    let hash = compiled.hash.clone();
+    let set = PolicySet::new(compiled.built.policies.clone(), 0, hash);
+    Ok((set, compiled))
+}
+
+impl From<OperationArg> for Operation {
+    fn from(op: OperationArg) -> Operation {
+        match op {
+            OperationArg::Create => Operation::Create,
+            OperationArg::Update => Operation::Update,
+            OperationArg::Delete => Operation::Delete,
+        }
+    }
+}
+
+/// Every document of `files` as a review: an AdmissionReview as it is, a plain manifest as a synthesized review of
+/// `operation`.
+pub fn reviews(files: &[String], operation: Operation) -> anyhow::Result<Vec<(SourceRef, Review)>> {
+    let mut out = Vec::new();
+    for file in files {
+        let source = read_source(file)?;
+        let documents = yaml_documents(&source).map_err(|e| anyhow::anyhow!("{e}"))?;
+        for (origin, document) in documents {
+            let review = if document.get("kind").and_then(Value::as_str) == Some("AdmissionReview")
+            {
+                admission::from_value(document).with_context(|| format!("{origin}"))?
+            } else {
+                Review::for_object(document, None, operation.clone())
+            };
+            out.push((origin, review));
+        }
+    }
+    Ok(out)
+}
+
+fn read_source(file: &str) -> anyhow::Result<SourceFile> {
+    if file == "-" {
+        let mut content = String::new();
+        std::io::stdin()
+            .read_to_string(&mut content)
+            .context("reading stdin")?;
+        return Ok(SourceFile {
+            origin: "<stdin>".into(),
+            content,
+        });
+    }
+    let content = std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?;
+    Ok(SourceFile {
+        origin: file.to_string(),
+        content,
+    })
+}
