@@ -192,6 +192,9 @@ fn measure_floor(bodies: &[Vec<u8>], iterations: usize) -> anyhow::Result<Latenc
 
 type Measured = (Vec<Duration>, Vec<PolicyCost>, Duration);
 
+/// One thread's samples: review latencies, and (policy, engine, duration) per policy run.
+type ThreadSamples = (Vec<Duration>, Vec<(String, String, Duration)>);
+
 fn measure(
     set: &PolicySet,
     bodies: &[Vec<u8>],
@@ -202,40 +205,39 @@ fn measure(
 ) -> anyhow::Result<Measured> {
     let per_thread = iterations.div_ceil(concurrency);
     let started = Instant::now();
-    let results: Vec<anyhow::Result<(Vec<Duration>, Vec<(String, String, Duration)>)>> =
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..concurrency)
-                .map(|_| {
-                    scope.spawn(|| {
-                        let mut samples = Vec::new();
-                        let mut policies = Vec::new();
-                        for _ in 0..per_thread {
-                            for body in bodies {
-                                let start = Instant::now();
-                                let runs = review_once(set, body, webhook, settings)?;
-                                samples.push(start.elapsed());
-                                for run in runs {
-                                    let info = run.policy.info();
-                                    policies.push((
-                                        info.name.clone(),
-                                        info.engine.to_string(),
-                                        run.duration,
-                                    ));
-                                }
+    let results: Vec<anyhow::Result<ThreadSamples>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..concurrency)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut samples = Vec::new();
+                    let mut policies = Vec::new();
+                    for _ in 0..per_thread {
+                        for body in bodies {
+                            let start = Instant::now();
+                            let runs = review_once(set, body, webhook, settings)?;
+                            samples.push(start.elapsed());
+                            for run in runs {
+                                let info = run.policy.info();
+                                policies.push((
+                                    info.name.clone(),
+                                    info.engine.to_string(),
+                                    run.duration,
+                                ));
                             }
                         }
-                        Ok((samples, policies))
-                    })
+                    }
+                    Ok((samples, policies))
                 })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(anyhow::anyhow!("a bench thread panicked")))
-                })
-                .collect()
-        });
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a bench thread panicked")))
+            })
+            .collect()
+    });
     let wall = started.elapsed();
     let mut samples = Vec::new();
     let mut by_policy: BTreeMap<(String, String), Vec<Duration>> = BTreeMap::new();
