@@ -35,8 +35,8 @@ use crate::pipeline;
 use crate::policy::loader::compile;
 use crate::policy::source::{yaml_documents, Document};
 use crate::policy::{
-    ClusterContext, Deadline, EvalContext, Overrides, Policy, PolicySet, RuleResult, RuleStatus,
-    SourceFile, SourceRef,
+    ClusterContext, Deadline, EnforcementPoint, EvalContext, Overrides, Policy, PolicySet,
+    RuleResult, RuleStatus, SourceFile, SourceRef,
 };
 
 /// The `kyverno test` runner.
@@ -294,6 +294,7 @@ impl Suite {
                 deadline: Deadline::after(CASE_TIMEOUT),
                 cluster: Arc::new(cluster),
                 explain: true,
+                point: EnforcementPoint::Webhook,
             };
             let set = PolicySet::new(vec![policy.clone()], 0, String::new());
             let (runs, patched) = webhook_path(&set, &review, &ctx);
