@@ -33,6 +33,8 @@ struct ConstraintDoc {
 struct Metadata {
     #[serde(default)]
     name: String,
+    #[serde(default)]
+    annotations: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -85,6 +87,8 @@ impl ConstraintError {
 pub struct Constraint {
     /// `metadata.name`.
     pub name: String,
+    /// `metadata.annotations`.
+    pub annotations: std::collections::BTreeMap<String, String>,
     /// The template.
     pub template: Arc<Template>,
     /// `spec.match`.
@@ -297,6 +301,7 @@ impl Constraint {
         ));
         Ok(Constraint {
             name: parsed.metadata.name,
+            annotations: parsed.metadata.annotations,
             template: template.clone(),
             matcher,
             parameters: support::to_rego(&parameters),

@@ -229,6 +229,7 @@ impl ConstraintPolicy {
             engine: "gatekeeper",
             source,
             failure_policy: None,
+            annotations: constraint.annotations.clone(),
         };
         ConstraintPolicy {
             info,

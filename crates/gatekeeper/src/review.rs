@@ -7,7 +7,7 @@
 //!   plus the zero values Go's JSON encoding emits (`uid: ""`, `operation: ""`, `userInfo: {}`, an empty
 //!   `resource`).
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::matching::Target;
 use crate::support;
@@ -20,49 +20,10 @@ fn get_str(value: Option<&Value>) -> Option<&str> {
     value.and_then(Value::as_str)
 }
 
-/// The AdmissionRequest gator synthesizes for a plain object: `kind`, `name`, `namespace` and `object`, plus the zero
-/// values Go's JSON encoding emits (`uid: ""`, `operation: ""`, `userInfo: {}`, an empty `resource`).
+/// The AdmissionRequest gator synthesizes for a plain object (see [`crate::admission::existing_object_request`]).
 pub fn gator_request(object: Value) -> Result<Value, String> {
-    if !object.is_object() {
-        return Err("the object under review is not a mapping".into());
-    }
-    let api_version = object
-        .get("apiVersion")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
-    let (group, version) = match api_version.split_once('/') {
-        Some((g, v)) => (g, v),
-        None => ("", api_version),
-    };
-    let meta = |field: &str| {
-        object
-            .get("metadata")
-            .and_then(|m| m.get(field))
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string()
-    };
-    let mut request = json!({
-        "uid": "",
-        "kind": {"group": group, "version": version, "kind": kind},
-        "resource": {"group": "", "version": "", "resource": ""},
-        "operation": "",
-        "userInfo": {},
-        "object": object,
-        "oldObject": null,
-        "options": null,
-    });
-    if let Some(map) = request.as_object_mut() {
-        let (name, namespace) = (meta("name"), meta("namespace"));
-        if !name.is_empty() {
-            map.insert("name".into(), Value::String(name));
-        }
-        if !namespace.is_empty() {
-            map.insert("namespace".into(), Value::String(namespace));
-        }
-    }
-    Ok(request)
+    crate::admission::existing_object_request(object)
+        .ok_or_else(|| "the object under review is not a mapping".to_string())
 }
 
 /// What the matcher looks at in an AdmissionRequest as received. As in Gatekeeper, kinds match on the object under
@@ -153,6 +114,7 @@ pub fn input(review: &regorus::Value, parameters: &regorus::Value) -> regorus::V
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn served(req: &Value, ns: Option<&Value>) -> Result<Value, String> {
         let shared = support::to_rego(&json!({"request": req}));

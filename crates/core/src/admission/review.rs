@@ -339,6 +339,12 @@ impl Review {
         }
     }
 
+    /// A review of `object` as it exists, for audits: [`existing_object_request`] read by [`Review::synthesized`]
+    /// (no user, no operation). `None` when the object is not a mapping.
+    pub fn existing(object: Value) -> Option<Review> {
+        existing_object_request(object).map(Review::synthesized)
+    }
+
     /// The whole `AdmissionReview` document as received.
     pub fn document(&self) -> &Value {
         &self.document
@@ -472,6 +478,52 @@ fn plural(kind: &str) -> String {
         }
     }
     format!("{lower}s")
+}
+
+/// The AdmissionRequest that reviews an object as it exists (an audit, a gator case), as Gatekeeper synthesizes it:
+/// `kind`, `name`, `namespace` and `object`, plus the zero values Go's JSON encoding emits (`uid: ""`,
+/// `operation: ""`, `userInfo: {}`, an empty `resource`). `None` when the object is not a mapping.
+pub fn existing_object_request(object: Value) -> Option<Value> {
+    if !object.is_object() {
+        return None;
+    }
+    let api_version = object
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
+    let (group, version) = match api_version.split_once('/') {
+        Some((g, v)) => (g, v),
+        None => ("", api_version),
+    };
+    let meta = |field: &str| {
+        object
+            .get("metadata")
+            .and_then(|m| m.get(field))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let mut request = json!({
+        "uid": "",
+        "kind": {"group": group, "version": version, "kind": kind},
+        "resource": {"group": "", "version": "", "resource": ""},
+        "operation": "",
+        "userInfo": {},
+        "object": object,
+        "oldObject": null,
+        "options": null,
+    });
+    if let Some(map) = request.as_object_mut() {
+        let (name, namespace) = (meta("name"), meta("namespace"));
+        if !name.is_empty() {
+            map.insert("name".into(), Value::String(name));
+        }
+        if !namespace.is_empty() {
+            map.insert("namespace".into(), Value::String(namespace));
+        }
+    }
+    Some(request)
 }
 
 /// The API server's spelling of an operation.

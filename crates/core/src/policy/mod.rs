@@ -82,6 +82,9 @@ pub struct PolicyInfo {
     pub source: SourceRef,
     /// Its own failure policy; `None` means the server's default.
     pub failure_policy: Option<FailurePolicy>,
+    /// `metadata.annotations` of the policy document (severity and category for reports, e.g.
+    /// `policies.kyverno.io/severity`).
+    pub annotations: std::collections::BTreeMap<String, String>,
 }
 
 /// One violation found by a policy.
