@@ -167,3 +167,32 @@ impl Indexer for Shared {
         self.get(idx).map(CowVal::into_owned)
     }
 }
+
+/// Converts an evaluation result into a value that can be bound again: lists and maps become [`Shared`] (so later
+/// comprehensions over it do not deep-copy elements), scalars stay the built-in values the standard library expects.
+pub fn from_value(value: cel::Value) -> Result<Box<dyn Val + 'static>, ExecutionError> {
+    match value {
+        cel::Value::List(items) => {
+            let items = items
+                .iter()
+                .cloned()
+                .map(from_value)
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Box::new(Shared(Arc::new(CelList::from(items)))))
+        }
+        cel::Value::Map(map) => {
+            let mut out = HashMap::with_capacity(map.map.len());
+            for (k, v) in map.map.iter() {
+                let key = match k {
+                    cel::objects::Key::Int(i) => CelMapKey::from(*i),
+                    cel::objects::Key::Uint(u) => CelMapKey::UInt(CelUInt::from(*u)),
+                    cel::objects::Key::Bool(b) => CelMapKey::from(*b),
+                    cel::objects::Key::String(s) => CelMapKey::from(s.to_string()),
+                };
+                out.insert(key, from_value(v.clone())?);
+            }
+            Ok(Box::new(Shared(Arc::new(CelMap::from(out)))))
+        }
+        other => other.try_into(),
+    }
+}

@@ -156,7 +156,8 @@ pub fn for_each_child<'a>(e: &'a IdedExpr, f: &mut dyn FnMut(&'a IdedExpr)) {
     }
 }
 
-fn children_mut(e: &mut IdedExpr, f: &mut dyn FnMut(&mut IdedExpr)) {
+/// Calls `f` on every direct child of `e`, mutably.
+pub fn children_mut(e: &mut IdedExpr, f: &mut dyn FnMut(&mut IdedExpr)) {
     match &mut e.expr {
         Expr::Call(c) => {
             if let Some(t) = &mut c.target {

@@ -144,7 +144,62 @@ impl Limits {
     }
 }
 
-fn build_env() -> Result<Arc<Env>, String> {
+/// Which policy kind's CEL environment: the libraries differ slightly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dialect {
+    /// Kubernetes (ValidatingAdmissionPolicy).
+    Kubernetes,
+    /// Kyverno: as Kubernetes, plus Kyverno's `orValue` compatibility: on a value that is not optional,
+    /// `x.orValue(y)` returns `x` (Kyverno registers it so policies written before optional types keep working).
+    Kyverno,
+}
+
+/// Kyverno's `orValue`: `x.orValue(y)` calls are rewritten to `@orValue(x, y)` at compile time (the standard
+/// overload accepts any receiver and then fails on a non-optional one, so an extra overload would never be picked).
+const KYVERNO_OR_VALUE: &str = "@orValue";
+
+fn kyverno_or_value<'b, 'v>(
+    mut args: Vec<CowVal<'b, 'v>>,
+) -> Result<CowVal<'b, 'v>, ExecutionError> {
+    if args.len() != 2 {
+        return Err(ExecutionError::invalid_argument_count(2, args.len()));
+    }
+    let other = args.swap_remove(1);
+    let this = args.swap_remove(0);
+    match this.downcast_ref::<cel::common::types::CelOptional<'_>>() {
+        Some(o) => Ok(match o.option() {
+            Some(v) => CowVal::Owned(v.clone_as_boxed()),
+            None => other,
+        }),
+        None => Ok(this),
+    }
+}
+
+fn kyverno_extension(env: &mut Env) -> Result<(), cel::DeclarationError> {
+    use cel::common::types as t;
+    env.add_overload(
+        KYVERNO_OR_VALUE,
+        "kyverno_or_value",
+        vec![t::DYN_TYPE, t::DYN_TYPE],
+        kyverno_or_value,
+    )
+}
+
+/// Rewrites `x.orValue(y)` into `@orValue(x, y)` (Kyverno).
+fn rewrite_or_value(e: &mut cel::common::ast::IdedExpr) {
+    use cel::common::ast::Expr;
+    budget::children_mut(e, &mut rewrite_or_value);
+    if let Expr::Call(c) = &mut e.expr {
+        if c.func_name == "orValue" && c.args.len() == 1 {
+            if let Some(target) = c.target.take() {
+                c.func_name = KYVERNO_OR_VALUE.to_string();
+                c.args.insert(0, *target);
+            }
+        }
+    }
+}
+
+fn build_env(dialect: Dialect) -> Result<Arc<Env>, String> {
     let mut env = Env::stdlib();
     env.add_extension(cel::extensions::strings)
         .map_err(|e| e.to_string())?;
@@ -156,29 +211,44 @@ fn build_env() -> Result<Arc<Env>, String> {
         .map_err(|e| e.to_string())?;
     env.add_extension(budget::extension)
         .map_err(|e| e.to_string())?;
+    if dialect == Dialect::Kyverno {
+        env.add_extension(kyverno_extension)
+            .map_err(|e| e.to_string())?;
+    }
     Ok(Arc::new(env))
 }
 
-/// The shared environment (built once per process).
-pub fn environment() -> Result<Arc<Env>, CompileError> {
-    static ENV: OnceLock<Result<Arc<Env>, String>> = OnceLock::new();
-    ENV.get_or_init(build_env)
+/// The environment of a dialect (built once per process).
+pub fn environment(dialect: Dialect) -> Result<Arc<Env>, CompileError> {
+    static KUBERNETES: OnceLock<Result<Arc<Env>, String>> = OnceLock::new();
+    static KYVERNO: OnceLock<Result<Arc<Env>, String>> = OnceLock::new();
+    let cell = match dialect {
+        Dialect::Kubernetes => &KUBERNETES,
+        Dialect::Kyverno => &KYVERNO,
+    };
+    cell.get_or_init(|| build_env(dialect))
         .clone()
         .map_err(|e| CompileError::Internal(format!("cannot build the CEL environment: {e}")))
 }
 
 /// A compiled expression: its source, its instrumented AST and what the static pass learnt.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Program {
+    env: Arc<Env>,
     source: Arc<str>,
     expression: Arc<Expression>,
     stats: Stats,
 }
 
 impl Program {
-    /// Compiles an expression (safely; see [`guard`]).
+    /// Compiles an expression for Kubernetes (safely; see [`guard`]).
     pub fn compile(source: &str) -> Result<Program, CompileError> {
-        let env = environment()?;
+        Program::compile_for(Dialect::Kubernetes, source)
+    }
+
+    /// Compiles an expression for a dialect (safely; see [`guard`]).
+    pub fn compile_for(dialect: Dialect, source: &str) -> Result<Program, CompileError> {
+        let env = environment(dialect)?;
         let program = guard::safe_compile(&env, source)?;
         let stats = budget::analyze(program.expression(), 1000.0);
         if stats.max_nesting > budget::MAX_COMPREHENSION_NESTING {
@@ -187,9 +257,14 @@ impl Program {
                 max: budget::MAX_COMPREHENSION_NESTING,
             });
         }
+        let mut expression = budget::instrument(program.expression());
+        if dialect == Dialect::Kyverno {
+            rewrite_or_value(&mut expression);
+        }
         Ok(Program {
+            env,
             source: source.into(),
-            expression: Arc::new(budget::instrument(program.expression())),
+            expression: Arc::new(expression),
             stats,
         })
     }
@@ -299,9 +374,8 @@ impl Activation {
         self
     }
 
-    fn context(&self) -> Result<Context<'static, 'static>, EvalError> {
-        let env = environment().map_err(|e| EvalError::Internal(e.to_string()))?;
-        let mut ctx = Context::with_env(env);
+    fn context(&self, env: &Arc<Env>) -> Context<'static, 'static> {
+        let mut ctx = Context::with_env(env.clone());
         ctx.add_variable_as_val("object", self.review.object.boxed());
         ctx.add_variable_as_val("oldObject", self.review.old_object.boxed());
         ctx.add_variable_as_val("request", self.review.request.boxed());
@@ -312,12 +386,12 @@ impl Activation {
             None => Box::new(Variables::empty()),
         };
         ctx.add_variable_as_val("variables", variables);
-        Ok(ctx)
+        ctx
     }
 
     /// Evaluates a program under `limits`.
     pub fn evaluate(&self, program: &Program, limits: &Limits) -> Result<Value, EvalError> {
-        let ctx = self.context()?;
+        let ctx = self.context(&program.env);
         budget::eval_bounded(&program.expression, &ctx, limits.cost, limits.deadline).0
     }
 
@@ -363,7 +437,7 @@ pub fn type_name(v: &Value) -> String {
 enum Slot {
     Pending,
     Running,
-    Done(Result<Shared, String>),
+    Done(Result<Arc<dyn Val>, String>),
 }
 
 struct VariablesInner {
@@ -377,6 +451,15 @@ struct VariablesInner {
 /// the evaluation that reads it.
 #[derive(Clone)]
 pub struct Variables(Arc<VariablesInner>);
+
+impl std::fmt::Debug for Program {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Program")
+            .field("source", &self.source)
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
 
 impl std::fmt::Debug for Variables {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -405,7 +488,7 @@ impl Variables {
         }))
     }
 
-    fn resolve(&self, i: usize, name: &str) -> Result<Shared, String> {
+    fn resolve(&self, i: usize, name: &str) -> Result<Arc<dyn Val>, String> {
         let inner = &self.0;
         let slot = inner.slots.get(i).ok_or("no such variable")?;
         {
@@ -432,18 +515,16 @@ impl Variables {
         result
     }
 
-    fn evaluate(&self, i: usize) -> Result<Shared, String> {
+    fn evaluate(&self, i: usize) -> Result<Arc<dyn Val>, String> {
         let program = self.0.programs.get(i).ok_or("no such variable")?;
         let mut activation = self.0.base.clone();
         activation.variables = Some(self.clone());
-        let ctx = activation.context().map_err(|e| e.to_string())?;
+        let ctx = activation.context(&program.env);
         let value = budget::eval_bounded(&program.expression, &ctx, DEFAULT_COST_LIMIT, None)
             .0
             .map_err(|e| e.to_string())?;
-        let boxed: Box<dyn Val> = value
-            .try_into()
-            .map_err(|e: ExecutionError| e.to_string())?;
-        Ok(Shared(Arc::from(boxed)))
+        let boxed = bind::from_value(value).map_err(|e| e.to_string())?;
+        Ok(Arc::from(boxed))
     }
 }
 
@@ -500,7 +581,7 @@ impl Indexer for Variables {
             return Err(ExecutionError::no_such_key(name));
         };
         match self.resolve(i, name) {
-            Ok(v) => Ok(CowVal::Owned(Box::new(v))),
+            Ok(v) => Ok(CowVal::Owned(v.clone_as_boxed())),
             Err(e) => Err(ExecutionError::function_error(
                 &format!("variables.{name}"),
                 e,

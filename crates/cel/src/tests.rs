@@ -192,3 +192,32 @@ fn bindings_are_built_once_per_review() {
     let b = ReviewBindings::of(&review);
     assert!(Arc::ptr_eq(&a, &b));
 }
+
+#[test]
+fn scalar_variables_work_with_operators() {
+    let vars = [
+        ("flag", "has(object.metadata.labels)"),
+        ("d", "'8h'"),
+        ("m", "{'a': [1, 2]}"),
+    ]
+    .map(|(n, e)| (n.to_string(), Program::compile(e).expect("compiles")));
+    let a = activation(pod(1)).with_variables(&vars);
+    for src in [
+        "!variables.flag == false",
+        "duration(variables.d) > duration('1h')",
+        "variables.m.a.all(x, x > 0) && variables.m == {'a': [1, 2]}",
+    ] {
+        assert_eq!(eval(&a, src), Ok(Value::Bool(true)), "{src}");
+    }
+}
+
+#[test]
+fn kyverno_or_value_accepts_plain_values() {
+    let a = activation(pod(2));
+    let src = "object.spec.containers.orValue([]).size() == 2 && object.?metadata.?nope.orValue('x') == 'x'";
+    let p = Program::compile_for(Dialect::Kyverno, src).unwrap();
+    assert_eq!(a.evaluate(&p, &Limits::default()), Ok(Value::Bool(true)));
+    // Kubernetes has no such overload
+    let p = Program::compile(src).unwrap();
+    assert!(a.evaluate(&p, &Limits::default()).is_err());
+}
