@@ -725,6 +725,10 @@ impl KyvernoPolicy {
             ))
         };
         let delete = matches!(review.operation, crate::admission::Operation::Delete);
+        // Kyverno does not run validate.cel on DELETE.
+        if rule.cel.is_some() && delete {
+            return None;
+        }
         if rule.cel_preconditions.is_some() || rule.cel.is_some() {
             let patched = review
                 .object()
@@ -753,10 +757,6 @@ impl KyvernoPolicy {
                 }
             }
             if let Some(c) = &rule.cel {
-                // Kyverno does not run validate.cel on DELETE.
-                if delete {
-                    return None;
-                }
                 let resp = match c.validate(&input) {
                     cel::Verdict::Pass => RuleResponse::new(
                         name,
@@ -1080,3 +1080,6 @@ fn rule_error(message: &str, ctx: &EvalContext) -> EvalError {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod cel_tests;
