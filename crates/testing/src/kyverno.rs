@@ -30,6 +30,7 @@ use super::{SuiteRunner, TestOptions};
 use crate::admission::{Review, UserInfo};
 use crate::engine::kyverno::exception::is_policy_exception;
 use crate::engine::kyverno::is_kyverno_policy;
+use crate::engine::vpol::is_validating_policy;
 use crate::engine::LoadOptions;
 use crate::pipeline;
 use crate::policy::loader::compile;
@@ -352,7 +353,9 @@ fn load_suite(path: &Path, test: &Value) -> Result<Suite, String> {
         for (origin, value) in docs {
             let doc = Document::from_value(origin.clone(), value);
             let name = doc.name().to_string();
-            if is_kyverno_policy(&doc.api_version, &doc.kind) {
+            if is_kyverno_policy(&doc.api_version, &doc.kind)
+                || is_validating_policy(&doc.api_version, &doc.kind)
+            {
                 kyverno_docs.push((name, origin));
             } else {
                 policies.insert(
@@ -654,7 +657,13 @@ fn run_test(path: &Path, test: &Value, options: &TestOptions) -> Vec<CaseResult>
             let case = |outcome: Outcome, reason: String| {
                 CaseResult::new(&suite_name, &test_name, &key, outcome, reason)
             };
-            if let Some(flag) = cel_flag {
+            // ValidatingPolicy runs (policyctl-vpol); the other CEL kinds do not yet.
+            let runs = cel_flag.is_some_and(|f| *f == "isValidatingPolicy")
+                && matches!(
+                    suite.policies.get(&policy_name),
+                    Some(LoadedPolicy::Ready(_))
+                );
+            if let Some(flag) = cel_flag.filter(|_| !runs) {
                 out.push(case(
                     Outcome::Unsupported,
                     format!("{flag}: CEL policy kinds are not supported"),
