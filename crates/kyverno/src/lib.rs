@@ -1071,8 +1071,10 @@ impl Policy for KyvernoPolicy {
 
 /// A rule's error text as a typed error: the deadline is a time-out, anything else an engine error.
 fn rule_error(message: &str, ctx: &EvalContext) -> EvalError {
-    if message.contains(eval::DEADLINE_MESSAGE) {
+    if message.contains(eval::DEADLINE_MESSAGE) || message.contains("request deadline exceeded") {
         EvalError::Timeout(ctx.deadline.budget())
+    } else if message.contains("actual cost limit exceeded") {
+        EvalError::Budget(message.to_string())
     } else {
         EvalError::Engine(message.to_string())
     }

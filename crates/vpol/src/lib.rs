@@ -514,7 +514,7 @@ fn rule_matches(rule: &ResourceRule, review: &Review) -> bool {
             &review.resource.resource,
             review.sub_resource.as_deref().unwrap_or(""),
         )
-        && (rule.resource_names.is_empty() || rule.resource_names.iter().any(|n| *n == review.name))
+        && (rule.resource_names.is_empty() || rule.resource_names.contains(&review.name))
 }
 
 fn labels_of(object: Option<&Value>) -> Option<&Map<String, Value>> {

@@ -199,9 +199,7 @@ fn selectors_and_exclusions() {
 fn load_errors_name_the_field() {
     let (docs, _) = documents(&SourceFile {
         origin: "p.yaml".into(),
-        content: POLICY
-            .replace("'latest in ' + object.metadata.name", "'unclosed")
-            .into(),
+        content: POLICY.replace("'latest in ' + object.metadata.name", "'unclosed"),
     });
     let err = ValidatingPolicy::from_document(&docs[0]).unwrap_err();
     assert!(
@@ -211,7 +209,7 @@ fn load_errors_name_the_field() {
     );
     let (docs, _) = documents(&SourceFile {
         origin: "p.yaml".into(),
-        content: POLICY.replace("[Deny, Warn]", "[Block]").into(),
+        content: POLICY.replace("[Deny, Warn]", "[Block]"),
     });
     let err = ValidatingPolicy::from_document(&docs[0]).unwrap_err();
     assert!(
