@@ -19,6 +19,7 @@
 pub mod bind;
 pub mod budget;
 pub mod guard;
+pub mod kyverno;
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -214,6 +215,8 @@ fn build_env(dialect: Dialect) -> Result<Arc<Env>, String> {
     if dialect == Dialect::Kyverno {
         env.add_extension(kyverno_extension)
             .map_err(|e| e.to_string())?;
+        env.add_extension(kyverno::extension)
+            .map_err(|e| e.to_string())?;
     }
     Ok(Arc::new(env))
 }
@@ -318,9 +321,10 @@ impl ReviewBindings {
 }
 
 /// What expressions are evaluated against.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Activation {
     review: Arc<ReviewBindings>,
+    data: Option<Arc<dyn kyverno::KyvernoData>>,
     params: Shared,
     namespace_object: Shared,
     variables: Option<Variables>,
@@ -331,10 +335,17 @@ impl Activation {
     pub fn new(review: Arc<ReviewBindings>) -> Activation {
         Activation {
             review,
+            data: None,
             params: Shared::null(),
             namespace_object: Shared::null(),
             variables: None,
         }
+    }
+
+    /// Sets where Kyverno's `resource` and `image` libraries read from.
+    pub fn with_kyverno_data(mut self, data: Arc<dyn kyverno::KyvernoData>) -> Self {
+        self.data = Some(data);
+        self
     }
 
     /// Sets `params`.
@@ -392,6 +403,7 @@ impl Activation {
     /// Evaluates a program under `limits`.
     pub fn evaluate(&self, program: &Program, limits: &Limits) -> Result<Value, EvalError> {
         let ctx = self.context(&program.env);
+        let _installed = self.data.clone().map(|d| kyverno::install(Some(d)));
         budget::eval_bounded(&program.expression, &ctx, limits.cost, limits.deadline).0
     }
 
@@ -451,6 +463,15 @@ struct VariablesInner {
 /// the evaluation that reads it.
 #[derive(Clone)]
 pub struct Variables(Arc<VariablesInner>);
+
+impl std::fmt::Debug for Activation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Activation")
+            .field("variables", &self.variables)
+            .field("kyverno_data", &self.data.is_some())
+            .finish()
+    }
+}
 
 impl std::fmt::Debug for Program {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

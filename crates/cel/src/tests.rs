@@ -221,3 +221,61 @@ fn kyverno_or_value_accepts_plain_values() {
     let p = Program::compile(src).unwrap();
     assert!(a.evaluate(&p, &Limits::default()).is_err());
 }
+
+struct FakeData;
+
+impl kyverno::KyvernoData for FakeData {
+    fn get(
+        &self,
+        api_version: &str,
+        resource: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<serde_json::Value, String> {
+        if (api_version, resource, namespace, name) == ("v1", "configmaps", "default", "regs") {
+            Ok(json!({"data": {"registries": "ghcr.io, quay.io"}}))
+        } else {
+            Err(format!("{resource}/{name} not found"))
+        }
+    }
+    fn list(&self, _: &str, _: &str, _: &str) -> Result<serde_json::Value, String> {
+        Ok(json!({"items": [{"metadata": {"name": "a"}}, {"metadata": {"name": "b"}}]}))
+    }
+    fn image_metadata(&self, image: &str) -> Result<serde_json::Value, String> {
+        Ok(json!({"config": {"User": if image == "root:1" { "0" } else { "1000" }}}))
+    }
+}
+
+#[test]
+fn kyverno_libraries_read_the_data_source() {
+    let a = activation(pod(1)).with_kyverno_data(Arc::new(FakeData));
+    let vars = [(
+        "regs".to_string(),
+        Program::compile_for(
+            Dialect::Kyverno,
+            "resource.Get('v1', 'configmaps', 'default', 'regs').data.registries.split(', ')",
+        )
+        .unwrap(),
+    )];
+    let a = a.with_variables(&vars);
+    for src in [
+        "variables.regs == ['ghcr.io', 'quay.io']",
+        "resource.List('apps/v1', 'deployments', 'default').items.map(i, i.metadata.name) == ['a', 'b']",
+        "image.GetMetadata('root:1').config.User == '0' && image.GetMetadata('app:1').config.User == '1000'",
+        "parseServiceAccount('system:serviceaccount:ns:sa').Name == 'sa' && parseServiceAccount('alice').Namespace == ''",
+        "time.now() > timestamp('2024-01-01T00:00:00Z') && time.now() - duration('1h') < time.now()",
+    ] {
+        let p = Program::compile_for(Dialect::Kyverno, src).unwrap();
+        assert_eq!(a.evaluate(&p, &Limits::default()), Ok(Value::Bool(true)), "{src}");
+    }
+    let missing = Program::compile_for(
+        Dialect::Kyverno,
+        "resource.Get('v1', 'configmaps', 'x', 'y')",
+    )
+    .unwrap();
+    let err = a.evaluate(&missing, &Limits::default()).unwrap_err();
+    assert!(err.to_string().contains("not found"), "{err}");
+    // Without a data source the functions fail rather than invent data.
+    let bare = activation(pod(1));
+    assert!(bare.evaluate(&missing, &Limits::default()).is_err());
+}

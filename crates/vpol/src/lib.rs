@@ -18,8 +18,11 @@
 //! `object.spec.template.metadata` except `object.metadata.namespace`, the same for `oldObject`, and
 //! `spec.jobTemplate.spec.template` for CronJobs.
 //!
-//! Not supported: `evaluation.mode: JSON`, Kyverno's CEL libraries (`resource`, `http`, `image`, `globalContext`,
-//! …), `auditAnnotations` (ignored), PolicyExceptions for CEL policies, `matchPolicy: Equivalent` (only the exact
+//! Kyverno's CEL libraries: `resource.Get`/`resource.List` (API GETs through the cluster context; a test's context
+//! file when testing), `image.GetMetadata` (a test's context file) and `parseServiceAccount`.
+//!
+//! Not supported: `evaluation.mode: JSON`, Kyverno's other CEL libraries (`http`, `image()`, `globalContext`,
+//! `resource.Post`, …), `auditAnnotations` (ignored), PolicyExceptions for CEL policies, `matchPolicy: Equivalent` (only the exact
 //! resource matches).
 #![forbid(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms)]
@@ -535,6 +538,48 @@ fn namespace_object(review: &Review, ctx: &EvalContext) -> Option<Value> {
     ))
 }
 
+/// Kyverno's `resource` and `image` libraries over the cluster context: `resource.Get`/`List` are API GETs (served
+/// from a test's context file when testing), `image.GetMetadata` reads the context's image data.
+struct ClusterData(Arc<dyn policyctl_core::policy::ClusterContext>);
+
+fn api_path(api_version: &str, resource: &str, namespace: &str) -> String {
+    let root = if api_version.contains('/') {
+        "apis"
+    } else {
+        "api"
+    };
+    if namespace.is_empty() {
+        format!("/{root}/{api_version}/{resource}")
+    } else {
+        format!("/{root}/{api_version}/namespaces/{namespace}/{resource}")
+    }
+}
+
+impl policyctl_cel::kyverno::KyvernoData for ClusterData {
+    fn get(
+        &self,
+        api_version: &str,
+        resource: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Value, String> {
+        self.0.api_get(&format!(
+            "{}/{name}",
+            api_path(api_version, resource, namespace)
+        ))
+    }
+
+    fn list(&self, api_version: &str, resource: &str, namespace: &str) -> Result<Value, String> {
+        self.0.api_get(&api_path(api_version, resource, namespace))
+    }
+
+    fn image_metadata(&self, image: &str) -> Result<Value, String> {
+        self.0.image_data(image).ok_or_else(|| {
+            format!("no metadata for image {image} (policyctl does not query registries; a test's context file can supply it)")
+        })
+    }
+}
+
 enum Outcome {
     Pass,
     Fail(String),
@@ -669,8 +714,9 @@ impl Policy for ValidatingPolicy {
         let namespace = namespace_object(review, ctx)
             .map(|n| policyctl_cel::bind::shared(&n))
             .unwrap_or_else(Shared::null);
-        let activation =
-            Activation::new(ReviewBindings::of(review)).with_namespace_object(namespace);
+        let activation = Activation::new(ReviewBindings::of(review))
+            .with_namespace_object(namespace)
+            .with_kyverno_data(Arc::new(ClusterData(ctx.cluster.clone())));
         let limits = Limits::until(ctx.deadline.instant());
         let (status, message) = match variant.run(&activation, &limits) {
             Outcome::NotMet => (RuleStatus::Skip, "match conditions not met".to_string()),

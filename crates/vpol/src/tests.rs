@@ -217,3 +217,59 @@ fn load_errors_name_the_field() {
         "{err}"
     );
 }
+
+#[derive(Debug)]
+struct FakeCluster;
+
+impl policyctl_core::policy::ClusterContext for FakeCluster {
+    fn api_get(&self, path: &str) -> Result<Value, String> {
+        match path {
+            "/api/v1/namespaces/default/configmaps/regs" => {
+                Ok(json!({"data": {"allowed": "ghcr.io/"}}))
+            }
+            "/apis/autoscaling/v1/namespaces/default/horizontalpodautoscalers" => {
+                Ok(json!({"items": [{"spec": {"scaleTargetRef": {"name": "p"}}}]}))
+            }
+            other => Err(format!("{other}: not found")),
+        }
+    }
+    fn image_data(&self, image: &str) -> Option<Value> {
+        (image == "ghcr.io/app:1").then(|| json!({"config": {"User": "1000"}}))
+    }
+}
+
+#[test]
+fn kyverno_libraries_read_the_cluster_context() {
+    let yaml = r#"
+apiVersion: policies.kyverno.io/v1
+kind: ValidatingPolicy
+metadata: {name: libs}
+spec:
+  validationActions: [Deny]
+  autogen: {podControllers: {controllers: []}}
+  matchConstraints:
+    resourceRules:
+    - {apiGroups: [''], apiVersions: [v1], operations: ['*'], resources: [pods]}
+  variables:
+  - name: allowed
+    expression: "resource.Get('v1', 'configmaps', 'default', 'regs').data.allowed"
+  validations:
+  - expression: "object.spec.containers.all(c, c.image.startsWith(variables.allowed))"
+  - expression: "resource.List('autoscaling/v1', 'horizontalpodautoscalers', 'default').items.exists(h, h.spec.scaleTargetRef.name == object.metadata.name)"
+  - expression: "object.spec.containers.all(c, image.GetMetadata(c.image).config.User != '0')"
+"#;
+    let p = load(yaml);
+    let ctx = EvalContext {
+        cluster: Arc::new(FakeCluster),
+        ..explain()
+    };
+    let review =
+        |image: &str| Review::for_object(pod("default", image, json!({})), None, Operation::Create);
+    let e = p.validate(&review("ghcr.io/app:1"), &ctx);
+    assert_eq!(e.rules[0].status, RuleStatus::Pass, "{:?}", e.rules);
+    let e = p.validate(&review("docker.io/app:1"), &ctx);
+    assert_eq!(e.rules[0].status, RuleStatus::Fail, "{:?}", e.rules);
+    // no image data: an error, never a pass
+    let e = p.validate(&review("ghcr.io/other:1"), &ctx);
+    assert_eq!(e.rules[0].status, RuleStatus::Error, "{:?}", e.rules);
+}
