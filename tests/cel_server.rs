@@ -64,12 +64,13 @@ async fn cel_policies_deny_warn_and_allow() {
     server.stop().await;
 }
 
+/// Also: `resource.Get` reads the test's context file, `namespaceObject` the Values file's namespaces.
 #[test]
 fn kyverno_test_files_run_validating_policy_and_validate_cel_results() {
     use policyctl::testing::{self, Outcome, TestOptions};
     let dir = fixture("cel").join(".kyverno-test");
     let cases = testing::run(&[dir], &TestOptions::default());
-    assert_eq!(cases.len(), 5, "{cases:?}");
+    assert_eq!(cases.len(), 8, "{cases:?}");
     for c in &cases {
         assert_eq!(c.result, Outcome::Pass, "{c:?}");
     }
