@@ -542,17 +542,36 @@ fn namespace_object(review: &Review, ctx: &EvalContext) -> Option<Value> {
 /// from a test's context file when testing), `image.GetMetadata` reads the context's image data.
 struct ClusterData(Arc<dyn policyctl_core::policy::ClusterContext>);
 
-fn api_path(api_version: &str, resource: &str, namespace: &str) -> String {
-    let root = if api_version.contains('/') {
-        "apis"
+/// A path segment a policy may name: no separators, queries or dot segments (a policy reads resources, it does not
+/// build arbitrary API URLs).
+fn segment(what: &str, s: &str) -> Result<(), String> {
+    let bad = s.is_empty()
+        || s == "."
+        || s == ".."
+        || s.chars()
+            .any(|c| matches!(c, '/' | '?' | '#' | '%' | '\\') || c.is_whitespace());
+    if bad {
+        Err(format!("invalid {what} {s:?}"))
     } else {
-        "api"
+        Ok(())
+    }
+}
+
+fn api_path(api_version: &str, resource: &str, namespace: &str) -> Result<String, String> {
+    let (root, parts) = match api_version.split_once('/') {
+        Some((group, version)) => ("apis", vec![group, version]),
+        None => ("api", vec![api_version]),
     };
-    if namespace.is_empty() {
+    for p in parts {
+        segment("apiVersion", p)?;
+    }
+    segment("resource", resource)?;
+    Ok(if namespace.is_empty() {
         format!("/{root}/{api_version}/{resource}")
     } else {
+        segment("namespace", namespace)?;
         format!("/{root}/{api_version}/namespaces/{namespace}/{resource}")
-    }
+    })
 }
 
 impl policyctl_cel::kyverno::KyvernoData for ClusterData {
@@ -563,14 +582,15 @@ impl policyctl_cel::kyverno::KyvernoData for ClusterData {
         namespace: &str,
         name: &str,
     ) -> Result<Value, String> {
+        segment("name", name)?;
         self.0.api_get(&format!(
             "{}/{name}",
-            api_path(api_version, resource, namespace)
+            api_path(api_version, resource, namespace)?
         ))
     }
 
     fn list(&self, api_version: &str, resource: &str, namespace: &str) -> Result<Value, String> {
-        self.0.api_get(&api_path(api_version, resource, namespace))
+        self.0.api_get(&api_path(api_version, resource, namespace)?)
     }
 
     fn image_metadata(&self, image: &str) -> Result<Value, String> {

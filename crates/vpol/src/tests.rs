@@ -273,3 +273,21 @@ spec:
     let e = p.validate(&review("ghcr.io/other:1"), &ctx);
     assert_eq!(e.rules[0].status, RuleStatus::Error, "{:?}", e.rules);
 }
+
+#[test]
+fn resource_lookups_only_name_resources() {
+    use policyctl_cel::kyverno::KyvernoData;
+    let data = ClusterData(Arc::new(FakeCluster));
+    assert!(data.get("v1", "configmaps", "default", "regs").is_ok());
+    for (v, r, ns, name) in [
+        ("v1", "configmaps", "default", "../../secrets/x"),
+        ("v1", "configmaps/x", "default", "regs"),
+        ("v1", "configmaps", "a/b", "regs"),
+        ("v1", "configmaps", "default", "regs?watch=1"),
+        ("a/b/c", "configmaps", "default", "regs"),
+        ("v1", "configmaps", "default", ""),
+    ] {
+        let err = data.get(v, r, ns, name).unwrap_err();
+        assert!(err.starts_with("invalid "), "{err}");
+    }
+}
