@@ -414,6 +414,9 @@ async fn sigterm_drains_in_flight_requests() {
         .await
         .expect("half body");
     in_flight.flush().await.expect("flush");
+    // Let the server read the head, so the request is in flight (not an idle connection, which a graceful shutdown
+    // closes at once) when the signal arrives; under load the head could otherwise still be in the socket.
+    tokio::time::sleep(Duration::from_millis(300)).await;
 
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

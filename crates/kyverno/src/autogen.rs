@@ -197,11 +197,21 @@ pub fn generate(rule: &Value, kinds: &[String], cronjob: bool) -> Option<Value> 
             "request.oldObject.spec.template.metadata",
         )
     };
-    let text = text
-        .replace("request.object.spec", spec_to)
-        .replace("request.object.metadata", meta_to)
-        .replace("request.oldObject.spec", old_spec_to)
-        .replace("request.oldObject.metadata", old_meta_to);
+    let is_cel = rule.pointer("/validate/cel").is_some() || rule.get("celPreconditions").is_some();
+    let text = if is_cel {
+        // CEL rules name `object` / `oldObject` directly (`oldObject.spec` does not contain `object.spec`: the
+        // match is case-sensitive).
+        let strip = |s: &str| s.trim_start_matches("request.").to_string();
+        text.replace("object.spec", &strip(spec_to))
+            .replace("object.metadata", &strip(meta_to))
+            .replace("oldObject.spec", &strip(old_spec_to))
+            .replace("oldObject.metadata", &strip(old_meta_to))
+    } else {
+        text.replace("request.object.spec", spec_to)
+            .replace("request.object.metadata", meta_to)
+            .replace("request.oldObject.spec", old_spec_to)
+            .replace("request.oldObject.metadata", old_meta_to)
+    };
     let mut out: Value = serde_json::from_str(&text).ok()?;
     let prefix = if cronjob {
         "autogen-cronjob-"

@@ -27,6 +27,7 @@ use policyctl_core::{admission, engine, policy, select};
 use policyctl_jmespath as jmespath;
 
 pub mod autogen;
+pub mod cel;
 pub mod conditions;
 pub mod eval;
 pub mod exception;
@@ -139,6 +140,10 @@ pub struct CompiledRule {
     pub spec: Rule,
     /// Why policyctl cannot run it, if it cannot.
     pub unsupported: Option<String>,
+    /// The compiled `validate.cel`, when the rule has one.
+    pub cel: Option<Arc<cel::CelValidation>>,
+    /// The compiled `celPreconditions`, when the rule has them.
+    pub cel_preconditions: Option<Arc<cel::CelPreconditions>>,
 }
 
 impl CompiledRule {
@@ -201,9 +206,6 @@ fn is_enforce(action: &str) -> bool {
 
 fn unsupported_reason(rule: &Rule, raw: &Value) -> Option<String> {
     if let Some(v) = &rule.validate {
-        if v.cel.is_some() {
-            return Some("validate.cel (CEL) rules are not supported".into());
-        }
         if v.pod_security.is_some() {
             return Some("validate.podSecurity rules are not supported".into());
         }
@@ -216,9 +218,6 @@ fn unsupported_reason(rule: &Rule, raw: &Value) -> Option<String> {
     }
     if rule.verify_images.is_some() {
         return Some("verifyImages rules are not supported".into());
-    }
-    if rule.cel_preconditions.is_some() {
-        return Some("celPreconditions are not supported".into());
     }
     if let Some(m) = &rule.mutate {
         if m.targets.is_some() {
@@ -255,6 +254,47 @@ fn unsupported_reason(rule: &Rule, raw: &Value) -> Option<String> {
     let mut problem = None;
     check_expressions(raw, &mut problem);
     problem
+}
+
+/// Compiles a rule's `validate.cel` and `celPreconditions`; what does not compile makes the rule unsupported (with
+/// the field and the compiler's message).
+#[allow(clippy::type_complexity)]
+fn compile_cel(
+    rule: &Rule,
+    unsupported: &mut Option<String>,
+) -> (
+    Option<Arc<cel::CelValidation>>,
+    Option<Arc<cel::CelPreconditions>>,
+) {
+    if unsupported.is_some() {
+        return (None, None);
+    }
+    let pre = match rule
+        .cel_preconditions
+        .as_ref()
+        .map(cel::CelPreconditions::compile)
+    {
+        Some(Ok(p)) => Some(Arc::new(p)),
+        Some(Err(e)) => {
+            *unsupported = Some(e.to_string());
+            return (None, None);
+        }
+        None => None,
+    };
+    let validation = rule.validate.as_ref().and_then(|v| {
+        v.cel
+            .as_ref()
+            .map(|raw| cel::CelValidation::compile(raw, v.message.as_deref()))
+    });
+    let validation = match validation {
+        Some(Ok(v)) => Some(Arc::new(v)),
+        Some(Err(e)) => {
+            *unsupported = Some(e.to_string());
+            return (None, None);
+        }
+        None => None,
+    };
+    (validation, pre)
 }
 
 fn check_expression(expr: &str, problem: &mut Option<String>) {
@@ -380,7 +420,8 @@ impl KyvernoPolicy {
             if let Some(e) = &mut rule.exclude {
                 e.prepare();
             }
-            let unsupported = unsupported_reason(&rule, raw);
+            let mut unsupported = unsupported_reason(&rule, raw);
+            let (cel, cel_preconditions) = compile_cel(&rule, &mut unsupported);
             if let Some(reason) = &unsupported {
                 if !autogen::is_autogen(&rule.name) {
                     warnings.push(doc.error_at(
@@ -405,6 +446,8 @@ impl KyvernoPolicy {
             rules.push(CompiledRule {
                 spec: rule,
                 unsupported,
+                cel,
+                cel_preconditions,
             });
         }
         let spec = &parsed.spec;
@@ -685,6 +728,54 @@ impl KyvernoPolicy {
                 None,
             ))
         };
+        let delete = matches!(review.operation, crate::admission::Operation::Delete);
+        // Kyverno does not run validate.cel on DELETE.
+        if rule.cel.is_some() && delete {
+            return None;
+        }
+        if rule.cel_preconditions.is_some() || rule.cel.is_some() {
+            let patched = review
+                .object()
+                .is_none_or(|o| !std::ptr::eq(o, subject))
+                .then_some(subject);
+            let input = cel::Input {
+                review,
+                patched: patched.filter(|_| !delete),
+                namespace,
+                namespace_labels: env.namespace_labels,
+                limits: match env.deadline {
+                    Some(d) => policyctl_cel::Limits::until(d),
+                    None => policyctl_cel::Limits::default(),
+                },
+            };
+            if let Some(pre) = &rule.cel_preconditions {
+                match pre.check(&input) {
+                    cel::Verdict::Pass => {}
+                    cel::Verdict::Fail(m) => {
+                        return Some((
+                            RuleResponse::new(name, rule_type, RuleStatus::Skip, m),
+                            None,
+                        ))
+                    }
+                    cel::Verdict::Error(m) => return error(m),
+                }
+            }
+            if let Some(c) = &rule.cel {
+                let resp = match c.validate(&input) {
+                    cel::Verdict::Pass => RuleResponse::new(
+                        name,
+                        rule_type,
+                        RuleStatus::Pass,
+                        format!("Validation rule '{name}' passed."),
+                    ),
+                    cel::Verdict::Fail(m) => {
+                        RuleResponse::new(name, rule_type, RuleStatus::Fail, m)
+                    }
+                    cel::Verdict::Error(m) => return error(m),
+                };
+                return Some((resp, None));
+            }
+        }
         if let Err(e) = load_context(&rule.spec.context, ctx, env, name) {
             return error(format!("failed to load context: {e}"));
         }
@@ -705,7 +796,6 @@ impl KyvernoPolicy {
                 Ok(_) => {}
             }
         }
-        let delete = matches!(review.operation, crate::admission::Operation::Delete);
         if let Some(m) = &rule.spec.mutate {
             if delete {
                 return None;
@@ -989,8 +1079,10 @@ impl Policy for KyvernoPolicy {
 
 /// A rule's error text as a typed error: the deadline is a time-out, anything else an engine error.
 fn rule_error(message: &str, ctx: &EvalContext) -> EvalError {
-    if message.contains(eval::DEADLINE_MESSAGE) {
+    if message.contains(eval::DEADLINE_MESSAGE) || message.contains("request deadline exceeded") {
         EvalError::Timeout(ctx.deadline.budget())
+    } else if message.contains("actual cost limit exceeded") {
+        EvalError::Budget(message.to_string())
     } else {
         EvalError::Engine(message.to_string())
     }
@@ -998,3 +1090,6 @@ fn rule_error(message: &str, ctx: &EvalContext) -> EvalError {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod cel_tests;

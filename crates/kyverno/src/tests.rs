@@ -208,11 +208,10 @@ kind: ClusterPolicy
 metadata: {name: u, annotations: {pod-policies.kyverno.io/autogen-controllers: none}}
 spec:
   rules:
-  - name: cel
+  - name: pss
     match: {any: [{resources: {kinds: [Pod]}}]}
     validate:
-      cel:
-        expressions: [{expression: "true"}]
+      podSecurity: {level: baseline, version: latest}
 "#;
     let (docs, _) = documents(&SourceFile {
         origin: "p.yaml".into(),

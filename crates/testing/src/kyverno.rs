@@ -30,6 +30,7 @@ use super::{SuiteRunner, TestOptions};
 use crate::admission::{Review, UserInfo};
 use crate::engine::kyverno::exception::is_policy_exception;
 use crate::engine::kyverno::is_kyverno_policy;
+use crate::engine::vpol::is_validating_policy;
 use crate::engine::LoadOptions;
 use crate::pipeline;
 use crate::policy::loader::compile;
@@ -103,6 +104,9 @@ struct TestUser {
 /// What a test's files say about the cluster: namespace labels, the user's roles, the Values file's values.
 #[derive(Debug)]
 struct TestCluster {
+    context: Arc<TestContext>,
+    /// The resource's Namespace object from the Values file's `namespaces`, when it lists it.
+    namespace_object: Option<Value>,
     namespace_labels: Option<Map<String, Value>>,
     namespace: String,
     user: TestUser,
@@ -111,6 +115,21 @@ struct TestCluster {
 
 impl ClusterContext for TestCluster {
     fn namespace(&self, name: &str) -> Option<Value> {
+        if let Some(ns) = self
+            .namespace_object
+            .as_ref()
+            .filter(|_| name == self.namespace)
+        {
+            let mut ns = ns.clone();
+            // The labels the Values file gives by selector win, as they do for Kyverno's namespaceSelector.
+            if let (Some(labels), Some(meta)) = (
+                &self.namespace_labels,
+                ns.get_mut("metadata").and_then(Value::as_object_mut),
+            ) {
+                meta.insert("labels".into(), Value::Object(labels.clone()));
+            }
+            return Some(ns);
+        }
         let labels = self
             .namespace_labels
             .as_ref()
@@ -132,9 +151,84 @@ impl ClusterContext for TestCluster {
     }
 
     fn api_get(&self, path: &str) -> Result<Value, String> {
-        Err(format!(
-            "{path}: API calls are not made in tests (mock the context entry in the Values file)"
-        ))
+        if self.context.resources.is_empty() {
+            return Err(format!(
+                "{path}: API calls are not made in tests (mock the context entry in the Values file)"
+            ));
+        }
+        self.context.get(path)
+    }
+
+    fn image_data(&self, image: &str) -> Option<Value> {
+        self.context
+            .images
+            .iter()
+            .find(|i| field_str(i, "image") == Some(image))
+            .cloned()
+    }
+}
+
+/// A test's `context` file (`cli.kyverno.io/v1alpha1` `Context`): the resources Kyverno's CEL `resource.Get` /
+/// `resource.List` read, and the image data `image.GetMetadata` reads.
+#[derive(Debug, Default)]
+struct TestContext {
+    resources: Vec<Value>,
+    images: Vec<Value>,
+}
+
+/// The lower-case plural Kubernetes derives from a kind.
+fn plural(kind: &str) -> String {
+    let lower = kind.to_ascii_lowercase();
+    if lower.ends_with('s')
+        || lower.ends_with('x')
+        || lower.ends_with("ch")
+        || lower.ends_with("sh")
+    {
+        format!("{lower}es")
+    } else if let Some(stem) = lower
+        .strip_suffix('y')
+        .filter(|s| !s.ends_with(['a', 'e', 'i', 'o', 'u']))
+    {
+        format!("{stem}ies")
+    } else {
+        format!("{lower}s")
+    }
+}
+
+impl TestContext {
+    /// A GET on the API path, answered from the context's resources.
+    fn get(&self, path: &str) -> Result<Value, String> {
+        let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let (api_version, rest) = match parts.as_slice() {
+            ["api", v, rest @ ..] => (v.to_string(), rest),
+            ["apis", g, v, rest @ ..] => (format!("{g}/{v}"), rest),
+            _ => return Err(format!("{path}: not a Kubernetes API path")),
+        };
+        let (namespace, resource, name) = match rest {
+            ["namespaces", ns, res, name] => (*ns, *res, Some(*name)),
+            ["namespaces", ns, res] => (*ns, *res, None),
+            [res, name] => ("", *res, Some(*name)),
+            [res] => ("", *res, None),
+            _ => return Err(format!("{path}: not a Kubernetes API path")),
+        };
+        let matching = self.resources.iter().filter(|r| {
+            field_str(r, "apiVersion") == Some(api_version.as_str())
+                && field_str(r, "kind").is_some_and(|k| plural(k) == resource)
+                && (namespace.is_empty()
+                    || r.pointer("/metadata/namespace").and_then(Value::as_str) == Some(namespace))
+        });
+        match name {
+            Some(name) => matching
+                .into_iter()
+                .find(|r| r.pointer("/metadata/name").and_then(Value::as_str) == Some(name))
+                .cloned()
+                .ok_or_else(|| format!("{path}: not found in the test's context file")),
+            None => Ok(serde_json::json!({
+                "apiVersion": api_version,
+                "kind": "List",
+                "items": matching.cloned().collect::<Vec<_>>(),
+            })),
+        }
     }
 }
 
@@ -172,6 +266,7 @@ struct Suite {
     resources: Vec<Resource>,
     user: TestUser,
     values: Value,
+    context: Arc<TestContext>,
     operation: Operation,
     cache: HashMap<(String, usize, Option<String>), Evaluated>,
 }
@@ -226,6 +321,16 @@ impl Suite {
             }
         }
         mocks
+    }
+
+    /// The Namespace object the Values file's `namespaces` lists under `namespace`.
+    fn namespace_object(&self, namespace: &str) -> Option<Value> {
+        field(&self.values, "namespaces")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .find(|ns| ns.pointer("/metadata/name").and_then(Value::as_str) == Some(namespace))
+            .cloned()
     }
 
     fn namespace_labels(&self, namespace: &str) -> Option<Map<String, Value>> {
@@ -285,6 +390,8 @@ impl Suite {
             let review = Review::for_object(resource.value.clone(), None, operation)
                 .with_user_info(self.user.info.clone());
             let cluster = TestCluster {
+                context: self.context.clone(),
+                namespace_object: self.namespace_object(&resource.namespace),
                 namespace_labels: self.namespace_labels(&resource.namespace),
                 namespace: resource.namespace.clone(),
                 user: self.user.clone(),
@@ -430,7 +537,9 @@ fn load_suite(path: &Path, test: &Value) -> Result<Suite, String> {
         for (origin, value) in docs {
             let doc = Document::from_value(origin.clone(), value);
             let name = doc.name().to_string();
-            if is_kyverno_policy(&doc.api_version, &doc.kind) {
+            if is_kyverno_policy(&doc.api_version, &doc.kind)
+                || is_validating_policy(&doc.api_version, &doc.kind)
+            {
                 kyverno_docs.push((name, origin));
             } else {
                 policies.insert(
@@ -543,12 +652,35 @@ fn load_suite(path: &Path, test: &Value) -> Result<Suite, String> {
         }
     }
     let operation = operation_of(&values);
+    let mut context = TestContext::default();
+    if let Some(file) = field_str(test, "context") {
+        let docs =
+            read_documents(&dir.join(file)).map_err(|e| format!("context file {file}: {e}"))?;
+        for (_, doc) in docs {
+            let spec = field(&doc, "spec");
+            context.resources.extend(
+                spec.and_then(|s| field(s, "resources"))
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .cloned(),
+            );
+            context.images.extend(
+                spec.and_then(|s| field(s, "images"))
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .cloned(),
+            );
+        }
+    }
     Ok(Suite {
         dir,
         policies,
         resources,
         user,
         values,
+        context: Arc::new(context),
         operation,
         cache: HashMap::new(),
     })
@@ -732,7 +864,13 @@ fn run_test(path: &Path, test: &Value, options: &TestOptions) -> Vec<CaseResult>
             let case = |outcome: Outcome, reason: String| {
                 CaseResult::new(&suite_name, &test_name, &key, outcome, reason)
             };
-            if let Some(flag) = cel_flag {
+            // ValidatingPolicy runs (policyctl-vpol); the other CEL kinds do not yet.
+            let runs = cel_flag.is_some_and(|f| *f == "isValidatingPolicy")
+                && matches!(
+                    suite.policies.get(&policy_name),
+                    Some(LoadedPolicy::Ready(_))
+                );
+            if let Some(flag) = cel_flag.filter(|_| !runs) {
                 out.push(case(
                     Outcome::Unsupported,
                     format!("{flag}: CEL policy kinds are not supported"),

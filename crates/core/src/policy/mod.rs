@@ -432,6 +432,13 @@ pub trait ClusterContext: Send + Sync + fmt::Debug {
             "{path}: this evaluation has no cluster context (the Kubernetes API is not available)"
         ))
     }
+
+    /// An image's metadata (Kyverno's CEL `image.GetMetadata`): a test's context file supplies it; the webhook does
+    /// not query registries.
+    fn image_data(&self, image: &str) -> Option<Value> {
+        let _ = image;
+        None
+    }
 }
 
 /// No cluster: every lookup finds nothing.

@@ -1,0 +1,786 @@
+//! Kyverno `policies.kyverno.io` ValidatingPolicy (v1alpha1, v1beta1, v1), on the shared CEL layer
+//! ([`policyctl_cel`]).
+//!
+//! A ValidatingPolicy is a ValidatingAdmissionPolicy without a binding: `matchConstraints` (resource rules by group,
+//! version, resource and subresource, operations, resource names, scope; `excludeResourceRules`; namespace and
+//! object selectors), `matchConditions`, lazily evaluated `variables`, `validations` (`expression`, `message`,
+//! `messageExpression`), `validationActions` (Deny, Warn, Audit) and `failurePolicy`.
+//!
+//! Evaluation: a request the constraints do not match, or whose `matchConditions` do not all hold, is not validated.
+//! The validations run in order; the first that does not return `true` fails the policy with its message (or its
+//! `messageExpression`'s result, or `failed expression: <expression>`), reported once per validation action. A CEL
+//! runtime error, the cost budget or the request deadline running out is an error, which the decide stage sends to
+//! the failure policy (default `Fail`).
+//!
+//! Autogen: a policy that matches only Pods also runs on Pod controllers (Deployment, DaemonSet, StatefulSet,
+//! ReplicaSet, Job; CronJob), unless `autogen.podControllers.controllers` says otherwise. As in Kyverno, the
+//! expressions are rewritten textually: `object.spec` → `object.spec.template.spec`, `object.metadata` →
+//! `object.spec.template.metadata` except `object.metadata.namespace`, the same for `oldObject`, and
+//! `spec.jobTemplate.spec.template` for CronJobs.
+//!
+//! Kyverno's CEL libraries: `resource.Get`/`resource.List` (API GETs through the cluster context; a test's context
+//! file when testing), `image.GetMetadata` (a test's context file) and `parseServiceAccount`.
+//!
+//! Not supported: `evaluation.mode: JSON`, Kyverno's other CEL libraries (`http`, `image()`, `globalContext`,
+//! `resource.Post`, …), `auditAnnotations` (ignored), PolicyExceptions for CEL policies, `matchPolicy: Equivalent` (only the exact
+//! resource matches).
+#![forbid(unsafe_code)]
+#![warn(missing_docs, rust_2018_idioms)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use policyctl_cel::{Activation, Dialect, EvalError, Limits, Program, ReviewBindings, Shared};
+use policyctl_core::admission::Review;
+use policyctl_core::engine::{Built, Engine, EngineInput, LoadOptions};
+use policyctl_core::policy::source::Document;
+use policyctl_core::policy::{
+    Action, EvalContext, EvalError as PolicyEvalError, Evaluation, FailurePolicy, LoadError,
+    Policy, PolicyError, PolicyInfo, RuleResult, RuleStatus, Violation,
+};
+use policyctl_core::select::Scope;
+use policyctl_kyverno::matching::selector_matches;
+use policyctl_kyverno::spec::LabelSelector;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+/// The engine name.
+pub const ENGINE: &str = "kyverno-vpol";
+
+/// Whether an apiVersion/kind is a ValidatingPolicy.
+pub fn is_validating_policy(api_version: &str, kind: &str) -> bool {
+    matches!(
+        api_version,
+        "policies.kyverno.io/v1alpha1" | "policies.kyverno.io/v1beta1" | "policies.kyverno.io/v1"
+    ) && kind == "ValidatingPolicy"
+}
+
+/// The ValidatingPolicy engine.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ValidatingPolicyEngine;
+
+impl Engine for ValidatingPolicyEngine {
+    fn name(&self) -> &'static str {
+        ENGINE
+    }
+
+    fn claims(&self, api_version: &str, kind: &str) -> bool {
+        is_validating_policy(api_version, kind)
+    }
+
+    fn kinds(&self) -> Vec<&'static str> {
+        vec![
+            "policies.kyverno.io/v1alpha1 ValidatingPolicy",
+            "policies.kyverno.io/v1beta1 ValidatingPolicy",
+            "policies.kyverno.io/v1 ValidatingPolicy",
+        ]
+    }
+
+    fn build(&self, input: EngineInput, _options: &LoadOptions) -> Built {
+        let mut built = Built::default();
+        for doc in input.documents.iter() {
+            match ValidatingPolicy::from_document(doc) {
+                Ok((policy, warnings)) => {
+                    built.warnings.extend(warnings);
+                    built.policies.push(Arc::new(policy));
+                }
+                Err(e) => built.errors.push(e),
+            }
+        }
+        built
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct PolicyDoc {
+    metadata: Metadata,
+    #[serde(default)]
+    spec: Spec,
+}
+
+#[derive(Debug, Deserialize)]
+struct Metadata {
+    #[serde(default)]
+    name: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Spec {
+    #[serde(default)]
+    match_constraints: Option<MatchResources>,
+    #[serde(default)]
+    match_conditions: Vec<Named>,
+    #[serde(default)]
+    variables: Vec<Named>,
+    #[serde(default)]
+    validations: Vec<ValidationSpec>,
+    #[serde(default)]
+    validation_actions: Vec<String>,
+    #[serde(default)]
+    failure_policy: Option<String>,
+    #[serde(default)]
+    evaluation: Option<EvaluationSpec>,
+    #[serde(default)]
+    autogen: Option<AutogenSpec>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MatchResources {
+    #[serde(default)]
+    resource_rules: Vec<ResourceRule>,
+    #[serde(default)]
+    exclude_resource_rules: Vec<ResourceRule>,
+    #[serde(default)]
+    namespace_selector: Option<LabelSelector>,
+    #[serde(default)]
+    object_selector: Option<LabelSelector>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ResourceRule {
+    #[serde(default)]
+    api_groups: Vec<String>,
+    #[serde(default)]
+    api_versions: Vec<String>,
+    #[serde(default)]
+    operations: Vec<String>,
+    #[serde(default)]
+    resources: Vec<String>,
+    #[serde(default)]
+    resource_names: Vec<String>,
+    #[serde(default)]
+    scope: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct Named {
+    name: String,
+    expression: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ValidationSpec {
+    expression: String,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    message_expression: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EvaluationSpec {
+    #[serde(default)]
+    mode: Option<String>,
+    #[serde(default)]
+    admission: Option<Enabled>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Enabled {
+    #[serde(default)]
+    enabled: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AutogenSpec {
+    #[serde(default)]
+    pod_controllers: Option<PodControllers>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct PodControllers {
+    #[serde(default)]
+    controllers: Option<Vec<String>>,
+}
+
+#[derive(Debug)]
+struct Validation {
+    program: Program,
+    message: Option<String>,
+    message_expression: Option<Program>,
+}
+
+/// One evaluated form of the policy: as written, or autogen's for Pod controllers or CronJobs.
+#[derive(Debug)]
+struct Variant {
+    /// The rule name reported: the policy's name, `autogen-<name>` or `autogen-cronjob-<name>`.
+    rule: String,
+    rules: Vec<ResourceRule>,
+    conditions: Vec<(String, Program)>,
+    variables: Vec<(String, Program)>,
+    validations: Vec<Validation>,
+}
+
+/// A compiled ValidatingPolicy.
+#[derive(Debug)]
+pub struct ValidatingPolicy {
+    info: PolicyInfo,
+    variants: Vec<Variant>,
+    exclude: Vec<ResourceRule>,
+    namespace_selector: Option<LabelSelector>,
+    object_selector: Option<LabelSelector>,
+    actions: Vec<Action>,
+    admission: bool,
+    unsupported: Option<String>,
+}
+
+const POD_CONTROLLERS: [(&str, &str, &str); 7] = [
+    ("Deployment", "apps", "deployments"),
+    ("DaemonSet", "apps", "daemonsets"),
+    ("StatefulSet", "apps", "statefulsets"),
+    ("ReplicaSet", "apps", "replicasets"),
+    ("Job", "batch", "jobs"),
+    ("ReplicationController", "", "replicationcontrollers"),
+    ("CronJob", "batch", "cronjobs"),
+];
+
+const DEFAULT_CONTROLLERS: [&str; 6] = [
+    "Deployment",
+    "DaemonSet",
+    "StatefulSet",
+    "ReplicaSet",
+    "Job",
+    "CronJob",
+];
+
+/// Autogen's textual rewrite of one expression.
+pub fn autogen_rewrite(expression: &str, cronjob: bool) -> String {
+    let template = if cronjob {
+        "spec.jobTemplate.spec.template"
+    } else {
+        "spec.template"
+    };
+    let mut out = expression.to_string();
+    for (i, root) in ["object", "oldObject"].iter().enumerate() {
+        let keep = format!("\u{0}{i}\u{0}");
+        out = out
+            .replace(&format!("{root}.metadata.namespace"), &keep)
+            .replace(&format!("{root}.spec"), &format!("{root}.{template}.spec"))
+            .replace(
+                &format!("{root}.metadata"),
+                &format!("{root}.{template}.metadata"),
+            )
+            .replace(&keep, &format!("{root}.metadata.namespace"));
+    }
+    out
+}
+
+fn matches_only_pods(rules: &[ResourceRule]) -> bool {
+    !rules.is_empty()
+        && rules.iter().all(|r| {
+            r.api_groups.iter().all(|g| g.is_empty())
+                && !r.resources.is_empty()
+                && r.resources.iter().all(|res| res == "pods")
+                && r.resource_names.is_empty()
+        })
+}
+
+fn controller_rule(template: &ResourceRule, controllers: &[&str]) -> Vec<ResourceRule> {
+    let mut by_group: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for c in controllers {
+        if let Some((_, group, resource)) = POD_CONTROLLERS
+            .iter()
+            .find(|(k, _, r)| k.eq_ignore_ascii_case(c) || r.eq_ignore_ascii_case(c))
+        {
+            by_group
+                .entry(group)
+                .or_default()
+                .push(resource.to_string());
+        }
+    }
+    by_group
+        .into_iter()
+        .map(|(group, resources)| ResourceRule {
+            api_groups: vec![group.to_string()],
+            api_versions: vec!["*".into()],
+            operations: template.operations.clone(),
+            resources,
+            resource_names: Vec::new(),
+            scope: None,
+        })
+        .collect()
+}
+
+fn compile(doc: &Document, field: String, source: &str) -> Result<Program, LoadError> {
+    Program::compile_for(Dialect::Kyverno, source)
+        .map_err(|e| doc.error_at(field, format!("CEL expression does not compile: {e}")))
+}
+
+fn compile_variant(
+    doc: &Document,
+    spec: &Spec,
+    rule: String,
+    rules: Vec<ResourceRule>,
+    rewrite: &dyn Fn(&str) -> String,
+) -> Result<Variant, LoadError> {
+    let named = |list: &[Named], what: &str| -> Result<Vec<(String, Program)>, LoadError> {
+        list.iter()
+            .enumerate()
+            .map(|(i, n)| {
+                if n.name.is_empty() {
+                    return Err(
+                        doc.error_at(format!("spec.{what}[{i}].name"), "a name is required")
+                    );
+                }
+                Ok((
+                    n.name.clone(),
+                    compile(
+                        doc,
+                        format!("spec.{what}[{i}].expression"),
+                        &rewrite(&n.expression),
+                    )?,
+                ))
+            })
+            .collect()
+    };
+    let conditions = named(&spec.match_conditions, "matchConditions")?;
+    let variables = named(&spec.variables, "variables")?;
+    let mut validations = Vec::with_capacity(spec.validations.len());
+    for (i, v) in spec.validations.iter().enumerate() {
+        let field = format!("spec.validations[{i}]");
+        validations.push(Validation {
+            program: compile(doc, format!("{field}.expression"), &rewrite(&v.expression))?,
+            message: v.message.clone().filter(|m| !m.trim().is_empty()),
+            message_expression: v
+                .message_expression
+                .as_deref()
+                .map(|m| compile(doc, format!("{field}.messageExpression"), &rewrite(m)))
+                .transpose()?,
+        });
+    }
+    Ok(Variant {
+        rule,
+        rules,
+        conditions,
+        variables,
+        validations,
+    })
+}
+
+impl ValidatingPolicy {
+    /// Compiles a ValidatingPolicy document; returns the policy and its load warnings.
+    pub fn from_document(doc: &Document) -> Result<(ValidatingPolicy, Vec<LoadError>), LoadError> {
+        let parsed: PolicyDoc = doc.parse()?;
+        let name = parsed.metadata.name.clone();
+        if name.is_empty() {
+            return Err(doc.error_at("metadata.name", "a ValidatingPolicy needs a name"));
+        }
+        let spec = &parsed.spec;
+        let mut warnings = Vec::new();
+        let constraints = spec.match_constraints.clone().unwrap_or_default();
+        if constraints.resource_rules.is_empty() {
+            return Err(doc.error_at(
+                "spec.matchConstraints.resourceRules",
+                "at least one resource rule is required",
+            ));
+        }
+        if spec.validations.is_empty() {
+            return Err(doc.error_at("spec.validations", "at least one validation is required"));
+        }
+        let mut actions = Vec::new();
+        for (i, a) in spec.validation_actions.iter().enumerate() {
+            let action = match a.as_str() {
+                "Deny" => Action::Deny,
+                "Warn" => Action::Warn,
+                "Audit" => Action::Audit,
+                other => {
+                    return Err(doc.error_at(
+                        format!("spec.validationActions[{i}]"),
+                        format!("unknown validation action {other:?} (Deny, Warn or Audit)"),
+                    ))
+                }
+            };
+            if !actions.contains(&action) {
+                actions.push(action);
+            }
+        }
+        if actions.is_empty() {
+            actions.push(Action::Deny);
+        }
+        let failure_policy = spec
+            .failure_policy
+            .as_deref()
+            .map(str::parse::<FailurePolicy>)
+            .transpose()
+            .map_err(|e| doc.error_at("spec.failurePolicy", e))?
+            .unwrap_or(FailurePolicy::Fail);
+        let evaluation = spec.evaluation.as_ref();
+        let mut unsupported = None;
+        if let Some(mode) = evaluation.and_then(|e| e.mode.as_deref()) {
+            if mode != "Kubernetes" {
+                unsupported = Some(format!("evaluation.mode {mode} is not supported"));
+            }
+        }
+        let identity = |s: &str| s.to_string();
+        let mut variants = vec![compile_variant(
+            doc,
+            spec,
+            name.clone(),
+            constraints.resource_rules.clone(),
+            &identity,
+        )?];
+        if matches_only_pods(&constraints.resource_rules) {
+            let controllers: Vec<String> = match spec
+                .autogen
+                .as_ref()
+                .and_then(|a| a.pod_controllers.as_ref())
+                .and_then(|p| p.controllers.clone())
+            {
+                Some(list) => list,
+                None => DEFAULT_CONTROLLERS.iter().map(|s| s.to_string()).collect(),
+            };
+            let template = &constraints.resource_rules[0];
+            let (cron, plain): (Vec<&str>, Vec<&str>) =
+                controllers.iter().map(String::as_str).partition(|c| {
+                    c.eq_ignore_ascii_case("CronJob") || c.eq_ignore_ascii_case("cronjobs")
+                });
+            if !plain.is_empty() {
+                variants.push(compile_variant(
+                    doc,
+                    spec,
+                    format!("autogen-{name}"),
+                    controller_rule(template, &plain),
+                    &|s| autogen_rewrite(s, false),
+                )?);
+            }
+            if !cron.is_empty() {
+                variants.push(compile_variant(
+                    doc,
+                    spec,
+                    format!("autogen-cronjob-{name}"),
+                    controller_rule(template, &cron),
+                    &|s| autogen_rewrite(s, true),
+                )?);
+            }
+        }
+        if let Some(reason) = &unsupported {
+            warnings.push(doc.error_at(
+                "spec",
+                format!("unsupported, skipped at admission: {reason}"),
+            ));
+        }
+        Ok((
+            ValidatingPolicy {
+                info: PolicyInfo {
+                    name,
+                    kind: doc.kind.clone(),
+                    engine: ENGINE,
+                    source: doc.source.clone(),
+                    failure_policy: Some(failure_policy),
+                    annotations: doc
+                        .value
+                        .pointer("/metadata/annotations")
+                        .and_then(|a| serde_json::from_value(a.clone()).ok())
+                        .unwrap_or_default(),
+                },
+                variants,
+                exclude: constraints.exclude_resource_rules,
+                namespace_selector: constraints.namespace_selector,
+                object_selector: constraints.object_selector,
+                actions,
+                admission: evaluation
+                    .and_then(|e| e.admission.as_ref())
+                    .and_then(|a| a.enabled)
+                    .unwrap_or(true),
+                unsupported,
+            },
+            warnings,
+        ))
+    }
+}
+
+fn any_or(list: &[String], value: &str) -> bool {
+    list.iter().any(|x| x == "*" || x == value)
+}
+
+fn resource_matches(list: &[String], resource: &str, sub: &str) -> bool {
+    list.iter().any(|r| {
+        let (res, rsub) = r.split_once('/').unwrap_or((r.as_str(), ""));
+        (res == "*" || res == resource) && (rsub == sub || (rsub == "*" && !sub.is_empty()))
+    })
+}
+
+fn rule_matches(rule: &ResourceRule, review: &Review) -> bool {
+    let namespace = review.namespace.as_deref().unwrap_or("");
+    let scope_ok = match rule.scope.as_deref() {
+        Some("Cluster") => namespace.is_empty(),
+        Some("Namespaced") => !namespace.is_empty(),
+        _ => true,
+    };
+    scope_ok
+        && any_or(&rule.api_groups, &review.resource.group)
+        && any_or(&rule.api_versions, &review.resource.version)
+        && any_or(&rule.operations, review.operation_str())
+        && resource_matches(
+            &rule.resources,
+            &review.resource.resource,
+            review.sub_resource.as_deref().unwrap_or(""),
+        )
+        && (rule.resource_names.is_empty() || rule.resource_names.contains(&review.name))
+}
+
+fn labels_of(object: Option<&Value>) -> Option<&Map<String, Value>> {
+    object
+        .and_then(|o| o.pointer("/metadata/labels"))
+        .and_then(Value::as_object)
+}
+
+/// The namespace object a review is evaluated with: the cluster context's, else one carrying only the name (as the
+/// Kyverno CLI builds it); `None` for cluster-scoped resources and for Namespaces themselves.
+fn namespace_object(review: &Review, ctx: &EvalContext) -> Option<Value> {
+    let ns = review.namespace.as_deref().filter(|n| !n.is_empty())?;
+    if review.kind.group.is_empty() && review.kind.kind == "Namespace" {
+        return None;
+    }
+    Some(ctx.cluster.namespace(ns).unwrap_or_else(
+        || serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+    ))
+}
+
+/// Kyverno's `resource` and `image` libraries over the cluster context: `resource.Get`/`List` are API GETs (served
+/// from a test's context file when testing), `image.GetMetadata` reads the context's image data.
+struct ClusterData(Arc<dyn policyctl_core::policy::ClusterContext>);
+
+/// A path segment a policy may name: no separators, queries or dot segments (a policy reads resources, it does not
+/// build arbitrary API URLs).
+fn segment(what: &str, s: &str) -> Result<(), String> {
+    let bad = s.is_empty()
+        || s == "."
+        || s == ".."
+        || s.chars()
+            .any(|c| matches!(c, '/' | '?' | '#' | '%' | '\\') || c.is_whitespace());
+    if bad {
+        Err(format!("invalid {what} {s:?}"))
+    } else {
+        Ok(())
+    }
+}
+
+fn api_path(api_version: &str, resource: &str, namespace: &str) -> Result<String, String> {
+    let (root, parts) = match api_version.split_once('/') {
+        Some((group, version)) => ("apis", vec![group, version]),
+        None => ("api", vec![api_version]),
+    };
+    for p in parts {
+        segment("apiVersion", p)?;
+    }
+    segment("resource", resource)?;
+    Ok(if namespace.is_empty() {
+        format!("/{root}/{api_version}/{resource}")
+    } else {
+        segment("namespace", namespace)?;
+        format!("/{root}/{api_version}/namespaces/{namespace}/{resource}")
+    })
+}
+
+impl policyctl_cel::kyverno::KyvernoData for ClusterData {
+    fn get(
+        &self,
+        api_version: &str,
+        resource: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Value, String> {
+        segment("name", name)?;
+        self.0.api_get(&format!(
+            "{}/{name}",
+            api_path(api_version, resource, namespace)?
+        ))
+    }
+
+    fn list(&self, api_version: &str, resource: &str, namespace: &str) -> Result<Value, String> {
+        self.0.api_get(&api_path(api_version, resource, namespace)?)
+    }
+
+    fn image_metadata(&self, image: &str) -> Result<Value, String> {
+        self.0.image_data(image).ok_or_else(|| {
+            format!("no metadata for image {image} (policyctl does not query registries; a test's context file can supply it)")
+        })
+    }
+}
+
+enum Outcome {
+    Pass,
+    Fail(String),
+    Error(EvalError),
+    NotMet,
+}
+
+fn is_stop(e: &EvalError) -> bool {
+    matches!(
+        e,
+        EvalError::Cost { .. } | EvalError::Deadline | EvalError::Internal(_)
+    )
+}
+
+impl Variant {
+    fn run(&self, activation: &Activation, limits: &Limits) -> Outcome {
+        for (name, program) in &self.conditions {
+            match activation.evaluate_bool(program, limits) {
+                Ok(true) => {}
+                Ok(false) => return Outcome::NotMet,
+                Err(e) if is_stop(&e) => return Outcome::Error(e),
+                Err(e) => {
+                    return Outcome::Error(EvalError::Execution(format!(
+                        "matchCondition {name}: {e}"
+                    )))
+                }
+            }
+        }
+        let activation = activation.clone().with_variables(&self.variables);
+        for v in &self.validations {
+            match activation.evaluate_bool(&v.program, limits) {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(e) if is_stop(&e) => return Outcome::Error(e),
+                Err(e) => {
+                    return Outcome::Error(EvalError::Execution(format!(
+                        "expression '{}' resulted in error: {e}",
+                        v.program.source().trim()
+                    )))
+                }
+            }
+            let from_expression = match &v.message_expression {
+                Some(m) => match activation.evaluate_string(m, limits) {
+                    Ok(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+                    Err(e) if is_stop(&e) => return Outcome::Error(e),
+                    _ => None,
+                },
+                None => None,
+            };
+            return Outcome::Fail(
+                from_expression
+                    .or_else(|| v.message.clone())
+                    .unwrap_or_else(|| format!("failed expression: {}", v.program.source().trim())),
+            );
+        }
+        Outcome::Pass
+    }
+}
+
+impl ValidatingPolicy {
+    fn selected(&self, review: &Review, ctx: &EvalContext) -> bool {
+        if self.exclude.iter().any(|r| rule_matches(r, review)) {
+            return false;
+        }
+        if let Some(sel) = &self.object_selector {
+            let new = selector_matches(sel, labels_of(review.object()));
+            let old = review.old_object().is_some()
+                && selector_matches(sel, labels_of(review.old_object()));
+            if !new && !old {
+                return false;
+            }
+        }
+        if let Some(sel) = &self.namespace_selector {
+            let is_namespace = review.kind.group.is_empty() && review.kind.kind == "Namespace";
+            let labels = if is_namespace {
+                labels_of(review.subject()).cloned()
+            } else {
+                match review.namespace.as_deref().filter(|n| !n.is_empty()) {
+                    // Cluster-scoped resources are not filtered by namespace selectors.
+                    None => return true,
+                    Some(ns) => ctx
+                        .cluster
+                        .namespace(ns)
+                        .and_then(|n| labels_of(Some(&n)).cloned()),
+                }
+            };
+            if !selector_matches(sel, labels.as_ref()) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+impl Policy for ValidatingPolicy {
+    fn info(&self) -> &PolicyInfo {
+        &self.info
+    }
+
+    fn scope(&self) -> Scope {
+        Scope::any()
+    }
+
+    fn validates(&self) -> bool {
+        self.admission
+    }
+
+    fn validate(&self, review: &Review, ctx: &EvalContext) -> Evaluation {
+        let Some(variant) = self
+            .variants
+            .iter()
+            .find(|v| v.rules.iter().any(|r| rule_matches(r, review)))
+        else {
+            return Evaluation::skip();
+        };
+        if !self.selected(review, ctx) {
+            return Evaluation::skip();
+        }
+        let result = |status: RuleStatus, message: String| RuleResult {
+            rule: variant.rule.clone(),
+            status,
+            message,
+        };
+        let mut out = Evaluation::skip();
+        if let Some(reason) = &self.unsupported {
+            if ctx.explain {
+                out.rules
+                    .push(result(RuleStatus::Unsupported, reason.clone()));
+            }
+            return out;
+        }
+        let namespace = namespace_object(review, ctx)
+            .map(|n| policyctl_cel::bind::shared(&n))
+            .unwrap_or_else(Shared::null);
+        let activation = Activation::new(ReviewBindings::of(review))
+            .with_namespace_object(namespace)
+            .with_kyverno_data(Arc::new(ClusterData(ctx.cluster.clone())));
+        let limits = Limits::until(ctx.deadline.instant());
+        let (status, message) = match variant.run(&activation, &limits) {
+            Outcome::NotMet => (RuleStatus::Skip, "match conditions not met".to_string()),
+            Outcome::Pass => (RuleStatus::Pass, String::new()),
+            Outcome::Fail(message) => {
+                for action in &self.actions {
+                    out.violations.push(Violation {
+                        message: message.clone(),
+                        action: *action,
+                    });
+                }
+                (RuleStatus::Fail, message)
+            }
+            Outcome::Error(e) => {
+                let error = match &e {
+                    EvalError::Deadline => PolicyEvalError::Timeout(ctx.deadline.budget()),
+                    EvalError::Cost { .. } => PolicyEvalError::Budget(e.to_string()),
+                    _ => PolicyEvalError::Engine(e.to_string()),
+                };
+                // An error blocks only through an enforcing (Deny) policy; the decide stage applies the failure
+                // policy.
+                let action = if self.actions.contains(&Action::Deny) {
+                    Action::Deny
+                } else if self.actions.contains(&Action::Warn) {
+                    Action::Warn
+                } else {
+                    Action::Audit
+                };
+                out.errors.push(PolicyError { error, action });
+                (RuleStatus::Error, e.to_string())
+            }
+        };
+        out.applied = status != RuleStatus::Skip;
+        if ctx.explain {
+            out.rules.push(result(status, message));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,293 @@
+use std::time::Duration;
+
+use policyctl_core::admission::Operation;
+use policyctl_core::policy::source::documents;
+use policyctl_core::policy::{Deadline, SourceFile};
+use serde_json::json;
+
+use super::*;
+
+fn load(yaml: &str) -> ValidatingPolicy {
+    let (docs, errors) = documents(&SourceFile {
+        origin: "p.yaml".into(),
+        content: yaml.into(),
+    });
+    assert!(errors.is_empty(), "{errors:?}");
+    let (p, warnings) = ValidatingPolicy::from_document(&docs[0]).expect("policy");
+    assert!(warnings.is_empty(), "{warnings:?}");
+    p
+}
+
+fn explain() -> EvalContext {
+    EvalContext {
+        explain: true,
+        ..EvalContext::default()
+    }
+}
+
+fn eval(p: &ValidatingPolicy, object: Value) -> Evaluation {
+    p.validate(
+        &Review::for_object(object, None, Operation::Create),
+        &explain(),
+    )
+}
+
+const POLICY: &str = r#"
+apiVersion: policies.kyverno.io/v1alpha1
+kind: ValidatingPolicy
+metadata: {name: no-latest}
+spec:
+  validationActions: [Deny, Warn]
+  matchConstraints:
+    resourceRules:
+    - apiGroups: ['']
+      apiVersions: [v1]
+      operations: [CREATE, UPDATE]
+      resources: [pods]
+  matchConditions:
+  - name: not-system
+    expression: "object.metadata.namespace != 'kube-system'"
+  variables:
+  - name: images
+    expression: "object.spec.containers.map(c, c.image)"
+  validations:
+  - expression: "variables.images.all(i, !i.endsWith(':latest'))"
+    messageExpression: "'latest in ' + object.metadata.name"
+  - expression: "object.metadata.?labels.?app.orValue('') != ''"
+"#;
+
+fn pod(ns: &str, image: &str, labels: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "p", "namespace": ns, "labels": labels},
+        "spec": {"containers": [{"name": "c", "image": image}]}})
+}
+
+#[test]
+fn validations_actions_conditions_and_messages() {
+    let p = load(POLICY);
+    let e = eval(&p, pod("default", "nginx:latest", json!({"app": "a"})));
+    assert!(e.applied);
+    let actions: Vec<Action> = e.violations.iter().map(|v| v.action).collect();
+    assert_eq!(actions, [Action::Deny, Action::Warn]);
+    assert_eq!(e.violations[0].message, "latest in p");
+    assert_eq!(e.rules[0].rule, "no-latest");
+    assert_eq!(e.rules[0].status, RuleStatus::Fail);
+
+    let e = eval(&p, pod("default", "nginx:1", json!({})));
+    assert!(e.violations[0].message.starts_with("failed expression: "));
+
+    let e = eval(&p, pod("default", "nginx:1", json!({"app": "a"})));
+    assert!(e.violations.is_empty() && e.errors.is_empty());
+    assert_eq!(e.rules[0].status, RuleStatus::Pass);
+
+    // matchConditions not met: not validated
+    let e = eval(&p, pod("kube-system", "nginx:latest", json!({})));
+    assert!(!e.applied && e.violations.is_empty());
+    assert_eq!(e.rules[0].status, RuleStatus::Skip);
+
+    // not matched: a Service
+    let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s", "namespace": "default"}});
+    let e = eval(&p, svc);
+    assert!(!e.applied && e.rules.is_empty());
+}
+
+#[test]
+fn autogen_runs_on_controllers_with_rewritten_expressions() {
+    let p = load(POLICY);
+    let template = json!({"metadata": {"labels": {"app": "a"}},
+        "spec": {"containers": [{"name": "c", "image": "nginx:latest"}]}});
+    let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "d", "namespace": "default"}, "spec": {"template": template}});
+    let e = eval(&p, deployment);
+    assert_eq!(e.rules[0].rule, "autogen-no-latest");
+    assert_eq!(e.rules[0].status, RuleStatus::Fail, "{:?}", e.rules);
+    let cronjob = json!({"apiVersion": "batch/v1", "kind": "CronJob",
+        "metadata": {"name": "j", "namespace": "default"},
+        "spec": {"jobTemplate": {"spec": {"template": template}}}});
+    let e = eval(&p, cronjob);
+    assert_eq!(e.rules[0].rule, "autogen-cronjob-no-latest");
+    assert_eq!(e.rules[0].status, RuleStatus::Fail, "{:?}", e.rules);
+
+    assert_eq!(
+        autogen_rewrite("object.metadata.namespace == oldObject.metadata.name && object.spec.x", false),
+        "object.metadata.namespace == oldObject.spec.template.metadata.name && object.spec.template.spec.x"
+    );
+    let off = load(&POLICY.replace(
+        "  validationActions",
+        "  autogen: {podControllers: {controllers: []}}\n  validationActions",
+    ));
+    assert_eq!(off.variants.len(), 1);
+}
+
+#[test]
+fn errors_budget_and_deadline_go_to_the_failure_policy() {
+    let yaml = r#"
+apiVersion: policies.kyverno.io/v1
+kind: ValidatingPolicy
+metadata: {name: q}
+spec:
+  validationActions: [Deny]
+  failurePolicy: Ignore
+  autogen: {podControllers: {controllers: []}}
+  matchConstraints:
+    resourceRules:
+    - {apiGroups: [''], apiVersions: [v1], operations: ['*'], resources: [pods]}
+  validations:
+  - expression: "object.spec.containers.all(c, object.spec.containers.exists_one(d, d.name == c.name)) || true"
+  - expression: "object.metadata.labels.team == 'a'"
+"#;
+    let p = load(yaml);
+    assert_eq!(p.info().failure_policy, Some(FailurePolicy::Ignore));
+    let containers: Vec<Value> = (0..5000)
+        .map(|i| json!({"name": format!("c{i}"), "image": "x"}))
+        .collect();
+    let big = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "b", "namespace": "default"},
+        "spec": {"containers": containers}});
+    let e = eval(&p, big);
+    assert!(e.violations.is_empty());
+    assert!(
+        matches!(e.errors[0].error, PolicyEvalError::Budget(_)),
+        "{:?}",
+        e.errors
+    );
+    assert_eq!(e.errors[0].action, Action::Deny);
+
+    let small = pod("default", "x", json!({}));
+    let e = eval(&p, small.clone());
+    assert!(
+        matches!(e.errors[0].error, PolicyEvalError::Engine(_)),
+        "{:?}",
+        e.errors
+    );
+    assert_eq!(e.rules[0].status, RuleStatus::Error);
+
+    let ctx = EvalContext {
+        deadline: Deadline::starting(
+            std::time::Instant::now() - Duration::from_secs(2),
+            Duration::from_secs(1),
+        ),
+        ..explain()
+    };
+    let e = p.validate(&Review::for_object(small, None, Operation::Create), &ctx);
+    assert!(
+        matches!(e.errors[0].error, PolicyEvalError::Timeout(_)),
+        "{:?}",
+        e.errors
+    );
+}
+
+#[test]
+fn selectors_and_exclusions() {
+    let yaml = POLICY.replace(
+        "  matchConditions:",
+        "    objectSelector: {matchLabels: {checked: 'yes'}}\n    excludeResourceRules:\n    - {apiGroups: [''], apiVersions: [v1], operations: ['*'], resources: [pods], resourceNames: [skip-me]}\n  matchConditions:",
+    );
+    let p = load(&yaml);
+    let e = eval(&p, pod("default", "nginx:latest", json!({"app": "a"})));
+    assert!(!e.applied, "object selector");
+    let mut checked = pod(
+        "default",
+        "nginx:latest",
+        json!({"app": "a", "checked": "yes"}),
+    );
+    assert!(eval(&p, checked.clone()).applied);
+    checked["metadata"]["name"] = json!("skip-me");
+    assert!(!eval(&p, checked).applied, "excluded by name");
+}
+
+#[test]
+fn load_errors_name_the_field() {
+    let (docs, _) = documents(&SourceFile {
+        origin: "p.yaml".into(),
+        content: POLICY.replace("'latest in ' + object.metadata.name", "'unclosed"),
+    });
+    let err = ValidatingPolicy::from_document(&docs[0]).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("spec.validations[0].messageExpression"),
+        "{err}"
+    );
+    let (docs, _) = documents(&SourceFile {
+        origin: "p.yaml".into(),
+        content: POLICY.replace("[Deny, Warn]", "[Block]"),
+    });
+    let err = ValidatingPolicy::from_document(&docs[0]).unwrap_err();
+    assert!(
+        err.to_string().contains("spec.validationActions[0]"),
+        "{err}"
+    );
+}
+
+#[derive(Debug)]
+struct FakeCluster;
+
+impl policyctl_core::policy::ClusterContext for FakeCluster {
+    fn api_get(&self, path: &str) -> Result<Value, String> {
+        match path {
+            "/api/v1/namespaces/default/configmaps/regs" => {
+                Ok(json!({"data": {"allowed": "ghcr.io/"}}))
+            }
+            "/apis/autoscaling/v1/namespaces/default/horizontalpodautoscalers" => {
+                Ok(json!({"items": [{"spec": {"scaleTargetRef": {"name": "p"}}}]}))
+            }
+            other => Err(format!("{other}: not found")),
+        }
+    }
+    fn image_data(&self, image: &str) -> Option<Value> {
+        (image == "ghcr.io/app:1").then(|| json!({"config": {"User": "1000"}}))
+    }
+}
+
+#[test]
+fn kyverno_libraries_read_the_cluster_context() {
+    let yaml = r#"
+apiVersion: policies.kyverno.io/v1
+kind: ValidatingPolicy
+metadata: {name: libs}
+spec:
+  validationActions: [Deny]
+  autogen: {podControllers: {controllers: []}}
+  matchConstraints:
+    resourceRules:
+    - {apiGroups: [''], apiVersions: [v1], operations: ['*'], resources: [pods]}
+  variables:
+  - name: allowed
+    expression: "resource.Get('v1', 'configmaps', 'default', 'regs').data.allowed"
+  validations:
+  - expression: "object.spec.containers.all(c, c.image.startsWith(variables.allowed))"
+  - expression: "resource.List('autoscaling/v1', 'horizontalpodautoscalers', 'default').items.exists(h, h.spec.scaleTargetRef.name == object.metadata.name)"
+  - expression: "object.spec.containers.all(c, image.GetMetadata(c.image).config.User != '0')"
+"#;
+    let p = load(yaml);
+    let ctx = EvalContext {
+        cluster: Arc::new(FakeCluster),
+        ..explain()
+    };
+    let review =
+        |image: &str| Review::for_object(pod("default", image, json!({})), None, Operation::Create);
+    let e = p.validate(&review("ghcr.io/app:1"), &ctx);
+    assert_eq!(e.rules[0].status, RuleStatus::Pass, "{:?}", e.rules);
+    let e = p.validate(&review("docker.io/app:1"), &ctx);
+    assert_eq!(e.rules[0].status, RuleStatus::Fail, "{:?}", e.rules);
+    // no image data: an error, never a pass
+    let e = p.validate(&review("ghcr.io/other:1"), &ctx);
+    assert_eq!(e.rules[0].status, RuleStatus::Error, "{:?}", e.rules);
+}
+
+#[test]
+fn resource_lookups_only_name_resources() {
+    use policyctl_cel::kyverno::KyvernoData;
+    let data = ClusterData(Arc::new(FakeCluster));
+    assert!(data.get("v1", "configmaps", "default", "regs").is_ok());
+    for (v, r, ns, name) in [
+        ("v1", "configmaps", "default", "../../secrets/x"),
+        ("v1", "configmaps/x", "default", "regs"),
+        ("v1", "configmaps", "a/b", "regs"),
+        ("v1", "configmaps", "default", "regs?watch=1"),
+        ("a/b/c", "configmaps", "default", "regs"),
+        ("v1", "configmaps", "default", ""),
+    ] {
+        let err = data.get(v, r, ns, name).unwrap_err();
+        assert!(err.starts_with("invalid "), "{err}");
+    }
+}
