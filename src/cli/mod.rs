@@ -181,6 +181,10 @@ pub struct ServeArgs {
     /// The first policy set is served once the namespaces have been listed.
     #[arg(long, env = "POLICYCTL_CLUSTER_CONTEXT")]
     pub cluster_context: bool,
+    /// Let an update with no policies replace a policy set that has some. By default such an update (an emptied
+    /// directory, deleted ConfigMaps) is rejected like a broken one and the active set keeps serving.
+    #[arg(long, env = "POLICYCTL_ALLOW_EMPTY_POLICY_SET")]
+    pub allow_empty_policy_set: bool,
     /// Address of the plain-HTTP admin listener (/healthz, /readyz, /metrics, /status).
     #[arg(long, default_value = "0.0.0.0:9090", env = "POLICYCTL_ADMIN_ADDR")]
     pub admin_addr: SocketAddr,
