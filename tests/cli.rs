@@ -107,6 +107,29 @@ fn lint_names_file_and_fails_on_errors() {
 }
 
 #[test]
+fn lint_refuses_the_common_mistakes_naming_file_document_and_field() {
+    let output = policyctl(&["lint", "--policies", "tests/fixtures/mistakes"]);
+    assert_eq!(output.status.code(), Some(1));
+    let text = stdout(&output);
+    let k = "tests/fixtures/mistakes/kyverno.yaml";
+    let r = "tests/fixtures/mistakes/undefined.rego";
+    for line in [
+        format!("error: {k}, document 1: spec.validationFailureActon: unknown field \"validationFailureActon\" (did you mean \"validationFailureAction\"?)"),
+        format!("error: {k}, document 2: spec.rules[deny-default].validate.deny.conditions.any[0].key: unbalanced \"{{{{\""),
+        format!("error: {k}, document 3: spec.rules[label].validate.message: expression \"to_upper(request.object.metadata.name, 'x')\" does not compile"),
+        format!("error: {r}: line 3: import data.lib.missing: no package or rule of the policy set defines it"),
+        format!("error: {r}: line 7: undefined function is_privilegd"),
+    ] {
+        assert!(text.lines().any(|l| l.starts_with(&line)), "missing {line:?} in:\n{text}");
+    }
+    // The kind typo is a warning: a CRD could define such a kind.
+    assert!(
+        text.contains(&format!("warning: {k}, document 1: spec.rules[no-privileged].match.any[0].resources.kinds[0]: kind \"Pdo\"")),
+        "{text}"
+    );
+}
+
+#[test]
 fn eval_prints_decisions_and_exits_1_on_denial() {
     let output = policyctl(&[
         "eval",

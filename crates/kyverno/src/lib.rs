@@ -109,16 +109,15 @@ impl Engine for KyvernoEngine {
         }
         let mut named = vec![false; exceptions.len()];
         for doc in policy_docs {
-            match KyvernoPolicy::from_document(doc) {
-                Ok((policy, warnings)) => {
-                    built.warnings.extend(warnings);
-                    let policy = policy.with_exceptions(&exceptions);
-                    for (i, e) in exceptions.iter().enumerate() {
-                        named[i] |= e.names_policy(&policy.exception_key());
-                    }
-                    built.policies.push(Arc::new(policy));
+            let (policy, errors, warnings) = KyvernoPolicy::load(doc);
+            built.errors.extend(errors);
+            built.warnings.extend(warnings);
+            if let Some(policy) = policy {
+                let policy = policy.with_exceptions(&exceptions);
+                for (i, e) in exceptions.iter().enumerate() {
+                    named[i] |= e.names_policy(&policy.exception_key());
                 }
-                Err(errors) => built.errors.extend(errors),
+                built.policies.push(Arc::new(policy));
             }
         }
         for (e, named) in exceptions.iter().zip(named) {
@@ -402,17 +401,27 @@ impl KyvernoPolicy {
     pub fn from_document(
         doc: &Document,
     ) -> Result<(KyvernoPolicy, Vec<LoadError>), Vec<LoadError>> {
+        let (policy, errors, warnings) = Self::load(doc);
+        match policy {
+            Some(policy) => Ok((policy, warnings)),
+            None => Err(errors),
+        }
+    }
+
+    /// Compile a policy document: the policy when there is no error, the errors, and the warnings (reported whether
+    /// the policy loads or not).
+    pub fn load(doc: &Document) -> (Option<KyvernoPolicy>, Vec<LoadError>, Vec<LoadError>) {
         let mut errors = strict_errors(doc);
         let mut warnings = Vec::new();
         match Self::compile(doc, &mut warnings, &mut errors) {
-            Ok(policy) if errors.is_empty() => Ok((policy, warnings)),
-            Ok(_) => Err(errors),
+            Ok(policy) if errors.is_empty() => (Some(policy), errors, warnings),
+            Ok(_) => (None, errors, warnings),
             Err(e) => {
                 // A field error the strict check already explains (an unknown field) is not repeated.
                 if !errors.iter().any(|s| s.field == e.field) {
                     errors.push(e);
                 }
-                Err(errors)
+                (None, errors, warnings)
             }
         }
     }
