@@ -290,6 +290,114 @@ fn expression_errors(path: &str, value: &Value, out: &mut Vec<(String, String)>)
     }
 }
 
+/// Operator names of conditions, as Kyverno documents them (for "did you mean").
+const OPERATORS: &[&str] = &[
+    "Equals",
+    "NotEquals",
+    "AnyIn",
+    "AllIn",
+    "AnyNotIn",
+    "AllNotIn",
+    "In",
+    "NotIn",
+    "GreaterThan",
+    "GreaterThanOrEquals",
+    "LessThan",
+    "LessThanOrEquals",
+    "DurationGreaterThan",
+    "DurationGreaterThanOrEquals",
+    "DurationLessThan",
+    "DurationLessThanOrEquals",
+];
+
+/// Every condition of a rule (`preconditions`, `deny.conditions`, in `foreach` entries too) has an operator Kyverno
+/// knows: an unknown one would make the rule error on every request it matches.
+fn operator_errors(path: &str, rule: &Value, out: &mut Vec<(String, String)>) {
+    fn conditions(path: &str, value: Option<&Value>, out: &mut Vec<(String, String)>) {
+        let Some(value) = value else {
+            return;
+        };
+        let lists: Vec<(String, &Value)> = match value {
+            Value::Array(_) => vec![(path.to_string(), value)],
+            Value::Object(m) => ["any", "all"]
+                .iter()
+                .filter_map(|k| m.get(*k).map(|v| (format!("{path}.{k}"), v)))
+                .collect(),
+            _ => Vec::new(),
+        };
+        for (list_path, list) in lists {
+            for (i, c) in list.as_array().into_iter().flatten().enumerate() {
+                let Some(op) = c.get("operator") else {
+                    let misspelled = c.as_object().is_some_and(|m| {
+                        m.keys()
+                            .any(|k| !matches!(k.as_str(), "key" | "value" | "message"))
+                    });
+                    // A misspelled `operator` is already reported by the strict field check.
+                    if misspelled {
+                        continue;
+                    }
+                    out.push((
+                        format!("{list_path}[{i}]"),
+                        "a condition needs an operator".into(),
+                    ));
+                    continue;
+                };
+                let name = op.as_str().unwrap_or("");
+                if conditions::Operator::parse(name).is_none() {
+                    let hint = crate::policy::strict::suggest(name, OPERATORS.iter().copied())
+                        .map(|s| format!(" (did you mean {s:?}?)"))
+                        .unwrap_or_default();
+                    out.push((
+                        format!("{list_path}[{i}].operator"),
+                        format!("unknown condition operator {op}{hint}"),
+                    ));
+                }
+            }
+        }
+    }
+    fn foreach(path: &str, list: Option<&Value>, out: &mut Vec<(String, String)>) {
+        for (i, entry) in list
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let at = format!("{path}[{i}]");
+            conditions(
+                &format!("{at}.preconditions"),
+                entry.get("preconditions"),
+                out,
+            );
+            conditions(
+                &format!("{at}.deny.conditions"),
+                entry.pointer("/deny/conditions"),
+                out,
+            );
+            foreach(&format!("{at}.foreach"), entry.get("foreach"), out);
+        }
+    }
+    conditions(
+        &format!("{path}.preconditions"),
+        rule.get("preconditions"),
+        out,
+    );
+    conditions(
+        &format!("{path}.validate.deny.conditions"),
+        rule.pointer("/validate/deny/conditions"),
+        out,
+    );
+    foreach(
+        &format!("{path}.validate.foreach"),
+        rule.pointer("/validate/foreach"),
+        out,
+    );
+    foreach(
+        &format!("{path}.mutate.foreach"),
+        rule.pointer("/mutate/foreach"),
+        out,
+    );
+}
+
 /// The `{{ }}` variables of one string: balanced, and each compiles.
 fn check_text(path: &str, text: &str, out: &mut Vec<(String, String)>) {
     if !text.contains("{{") && !text.contains("}}") {
@@ -493,6 +601,7 @@ impl KyvernoPolicy {
             if unsupported.is_none() && !autogen::is_autogen(&rule.name) {
                 let mut problems = Vec::new();
                 expression_errors(&field, raw, &mut problems);
+                operator_errors(&field, raw, &mut problems);
                 errors.extend(
                     problems
                         .into_iter()

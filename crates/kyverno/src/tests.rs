@@ -711,3 +711,36 @@ fn a_kind_no_builtin_api_has_is_a_warning_naming_it() {
         "{warnings:?}"
     );
 }
+
+#[test]
+fn an_unknown_condition_operator_is_an_error_with_a_suggestion() {
+    let yaml = r#"
+apiVersion: kyverno.io/v1
+kind: ClusterPolicy
+metadata: {name: p}
+spec:
+  validationFailureAction: Enforce
+  rules:
+  - name: r
+    match: {any: [{resources: {kinds: [Pod]}}]}
+    preconditions:
+    - {key: "{{ request.operation }}", operator: Equls, value: CREATE}
+    validate:
+      foreach:
+      - list: request.object.spec.containers
+        deny:
+          conditions:
+            all:
+            - {key: "{{ element.name }}", operator: AnyIn, value: [a]}
+            - {key: "{{ element.name }}", operator: NotAnOperator, value: b}
+"#;
+    assert_eq!(
+        load_errors(yaml),
+        [
+            "p.yaml, document 1: spec.rules[r].preconditions[0].operator: unknown condition operator \"Equls\" \
+             (did you mean \"Equals\"?)",
+            "p.yaml, document 1: spec.rules[r].validate.foreach[0].deny.conditions.all[1].operator: unknown \
+             condition operator \"NotAnOperator\"",
+        ]
+    );
+}
