@@ -107,6 +107,29 @@ fn lint_names_file_and_fails_on_errors() {
 }
 
 #[test]
+fn lint_refuses_the_common_mistakes_naming_file_document_and_field() {
+    let output = policyctl(&["lint", "--policies", "tests/fixtures/mistakes"]);
+    assert_eq!(output.status.code(), Some(1));
+    let text = stdout(&output);
+    let k = "tests/fixtures/mistakes/kyverno.yaml";
+    let r = "tests/fixtures/mistakes/undefined.rego";
+    for line in [
+        format!("error: {k}, document 1: spec.validationFailureActon: unknown field \"validationFailureActon\" (did you mean \"validationFailureAction\"?)"),
+        format!("error: {k}, document 2: spec.rules[deny-default].validate.deny.conditions.any[0].key: unbalanced \"{{{{\""),
+        format!("error: {k}, document 3: spec.rules[label].validate.message: expression \"to_upper(request.object.metadata.name, 'x')\" does not compile"),
+        format!("error: {r}: line 3: import data.lib.missing: no package or rule of the policy set defines it"),
+        format!("error: {r}: line 7: undefined function is_privilegd"),
+    ] {
+        assert!(text.lines().any(|l| l.starts_with(&line)), "missing {line:?} in:\n{text}");
+    }
+    // The kind typo is a warning: a CRD could define such a kind.
+    assert!(
+        text.contains(&format!("warning: {k}, document 1: spec.rules[no-privileged].match.any[0].resources.kinds[0]: kind \"Pdo\"")),
+        "{text}"
+    );
+}
+
+#[test]
 fn eval_prints_decisions_and_exits_1_on_denial() {
     let output = policyctl(&[
         "eval",
@@ -162,6 +185,108 @@ fn certs_writes_the_files_and_prints_the_ca_bundle() {
         .decode(stdout(&output).trim())
         .expect("base64 caBundle");
     assert_eq!(bundle, std::fs::read(out.join("ca.crt")).expect("ca"));
+
+    // The keys are not replaced by accident; --force replaces them.
+    let key = std::fs::read(out.join("tls.key")).expect("key");
+    let out_arg = out.to_string_lossy().to_string();
+    let again = policyctl(&[
+        "certs",
+        "--out",
+        &out_arg,
+        "--dns",
+        "policyctl.policyctl.svc",
+    ]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("--force"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(std::fs::read(out.join("tls.key")).expect("key"), key);
+    let forced = policyctl(&[
+        "certs",
+        "--out",
+        &out_arg,
+        "--dns",
+        "policyctl.policyctl.svc",
+        "--force",
+    ]);
+    assert!(forced.status.success());
+    assert_ne!(std::fs::read(out.join("tls.key")).expect("key"), key);
+}
+
+#[test]
+fn certs_rejects_invalid_names_and_validity() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("certs").to_string_lossy().to_string();
+    let bad_name = policyctl(&["certs", "--out", &out, "--dns", "policyctl_svc"]);
+    assert_eq!(bad_name.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&bad_name.stderr).contains("invalid DNS name \"policyctl_svc\"")
+    );
+    let zero = policyctl(&["certs", "--out", &out, "--dns", "a.svc", "--days", "0"]);
+    assert_eq!(zero.status.code(), Some(2), "a usage error");
+    let negative = policyctl(&["certs", "--out", &out, "--dns", "a.svc", "--days", "-5"]);
+    assert_eq!(negative.status.code(), Some(2), "a usage error");
+    assert!(!Path::new(&out).exists());
+}
+
+#[test]
+fn lint_and_eval_take_files_and_directories() {
+    // Files and directories together, positional or with --policies repeated: one set.
+    let output = policyctl(&[
+        "lint",
+        "policies/rego",
+        "--policies",
+        "policies/kyverno/disallow-latest-tag.yaml",
+        "--policies",
+        "policies/gatekeeper",
+    ]);
+    assert!(output.status.success(), "{}", stdout(&output));
+    let output = policyctl(&["lint", "tests/fixtures/mistakes/undefined.rego"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stdout(&output).contains("undefined function is_privilegd"));
+    let output = policyctl(&["lint", "no/such/dir"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stdout(&output).contains("no/such/dir: no such file or directory"));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("a.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("b.json"),
+        r#"{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "b"}}"#,
+    )
+    .expect("write");
+    let output = policyctl(&[
+        "eval",
+        "--policies",
+        "policies/rego/guardrails.rego",
+        &dir.path().to_string_lossy(),
+        "-o",
+        "json",
+    ]);
+    assert!(output.status.success(), "{}", stdout(&output));
+    let report: Value = serde_json::from_str(&stdout(&output)).expect("json");
+    assert_eq!(report.as_array().map(Vec::len), Some(2));
+}
+
+#[test]
+fn test_output_fail_only_detailed_and_yaml() {
+    let output = policyctl(&["test", "policies", "--fail-only", "--output", "yaml"]);
+    assert!(output.status.success(), "{}", stdout(&output));
+    let report: Value = serde_yaml::from_str(&stdout(&output)).expect("yaml");
+    assert!(
+        report["summary"]["passed"].as_u64().unwrap_or(0) > 0,
+        "{report}"
+    );
+    assert_eq!(report["cases"].as_array().map(Vec::len), Some(0));
+    let output = policyctl(&["test", "policies", "--detailed"]);
+    assert!(output.status.success());
+    assert!(stdout(&output).starts_with("SUITE"));
 }
 
 #[test]

@@ -181,6 +181,10 @@ pub struct ServeArgs {
     /// The first policy set is served once the namespaces have been listed.
     #[arg(long, env = "POLICYCTL_CLUSTER_CONTEXT")]
     pub cluster_context: bool,
+    /// Let an update with no policies replace a policy set that has some. By default such an update (an emptied
+    /// directory, deleted ConfigMaps) is rejected like a broken one and the active set keeps serving.
+    #[arg(long, env = "POLICYCTL_ALLOW_EMPTY_POLICY_SET")]
+    pub allow_empty_policy_set: bool,
     /// Address of the plain-HTTP admin listener (/healthz, /readyz, /metrics, /status).
     #[arg(long, default_value = "0.0.0.0:9090", env = "POLICYCTL_ADMIN_ADDR")]
     pub admin_addr: SocketAddr,
@@ -215,12 +219,16 @@ pub struct CertsArgs {
     /// IP addresses of the serving certificate.
     #[arg(long, num_args = 1..)]
     pub ip: Vec<IpAddr>,
-    /// Validity of the serving certificate, in days.
-    #[arg(long, default_value_t = 365)]
+    /// Validity of the serving certificate, in days (at least 1).
+    #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..))]
     pub days: u32,
-    /// Validity of the CA, in days.
-    #[arg(long, default_value_t = 3650)]
+    /// Validity of the CA, in days (at least 1).
+    #[arg(long, default_value_t = 3650, value_parser = clap::value_parser!(u32).range(1..))]
     pub ca_days: u32,
+    /// Replace ca.crt, tls.crt and tls.key when they already exist in --out (without it, existing keys are kept and
+    /// the command fails).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Output format of `test`.
@@ -232,6 +240,8 @@ pub enum TestOutput {
     Json,
     /// JUnit XML.
     Junit,
+    /// One YAML document with a summary and the cases.
+    Yaml,
 }
 
 /// `policyctl test`.
@@ -250,6 +260,12 @@ pub struct TestArgs {
     /// Only run cases whose `test//case` matches this regular expression.
     #[arg(long)]
     pub run: Option<String>,
+    /// List only the cases that failed or errored (the summary still counts every case).
+    #[arg(long)]
+    pub fail_only: bool,
+    /// Print each case's whole reason (every line) under its row, not only the first line (table output).
+    #[arg(long)]
+    pub detailed: bool,
 }
 
 /// Output format of `eval` and `lint`.
@@ -264,10 +280,11 @@ pub enum ReportOutput {
 /// `policyctl eval`.
 #[derive(Debug, Args)]
 pub struct EvalArgs {
-    /// Directory of policy files.
+    /// Policy files or directories (repeat the option for several).
     #[arg(long, default_value = "policies")]
-    pub policies: PathBuf,
-    /// Manifests (YAML or JSON, several documents per file) or AdmissionReviews; `-` reads stdin.
+    pub policies: Vec<PathBuf>,
+    /// Manifests (YAML or JSON, several documents per file) or AdmissionReviews, or directories of them (every
+    /// `*.yaml`, `*.yml` and `*.json` file under them); `-` reads stdin.
     #[arg(required = true)]
     pub files: Vec<String>,
     /// Operation of the review synthesized for plain manifests.
@@ -293,9 +310,11 @@ pub enum OperationArg {
 /// `policyctl lint`.
 #[derive(Debug, Args)]
 pub struct LintArgs {
-    /// Directory of policy files.
-    #[arg(long, default_value = "policies")]
-    pub policies: PathBuf,
+    /// Policy files or directories to check, all loaded as one set (default: `policies`).
+    pub paths: Vec<PathBuf>,
+    /// Policy files or directories, like the positional paths (repeat the option for several).
+    #[arg(long)]
+    pub policies: Vec<PathBuf>,
     /// Output format.
     #[arg(long, short, value_enum, default_value_t = ReportOutput::Text)]
     pub output: ReportOutput,

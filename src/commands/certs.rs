@@ -17,6 +17,7 @@ pub fn run(args: CertsArgs) -> anyhow::Result<ExitCode> {
         ip,
         days,
         ca_days,
+        force,
     } = args;
     let generated = certs::generate(
         &dns,
@@ -24,8 +25,12 @@ pub fn run(args: CertsArgs) -> anyhow::Result<ExitCode> {
         Duration::from_secs(u64::from(days) * DAY),
         Duration::from_secs(u64::from(ca_days) * DAY),
     )?;
-    let written = certs::write(&out, &generated)
-        .with_context(|| format!("writing certificates to {}", out.display()))?;
+    let written = if force {
+        certs::write(&out, &generated)
+    } else {
+        certs::write_new(&out, &generated)
+    }
+    .with_context(|| format!("writing certificates to {}", out.display()))?;
     eprintln!(
         "wrote {}, {} and {}",
         written.ca.display(),

@@ -14,9 +14,9 @@ use crate::policy::loader::{self, Compiled};
 use crate::policy::source::yaml_documents;
 use crate::policy::{PolicySet, SourceFile, SourceRef};
 
-/// Compile a policy directory; any load error is printed and fails the command.
-pub fn policy_set(dir: &Path) -> anyhow::Result<(PolicySet, Compiled)> {
-    let compiled = loader::compile_dir(dir, &LoadOptions::default());
+/// Compile policy files and directories as one set; any load error is printed and fails the command.
+pub fn policy_set(paths: &[impl AsRef<Path>]) -> anyhow::Result<(PolicySet, Compiled)> {
+    let compiled = loader::compile_paths(paths, &LoadOptions::default());
     if !compiled.built.errors.is_empty() {
         for error in &compiled.built.errors {
             eprintln!("error: {error}");
@@ -24,7 +24,11 @@ pub fn policy_set(dir: &Path) -> anyhow::Result<(PolicySet, Compiled)> {
         bail!(
             "{} errors loading {}",
             compiled.built.errors.len(),
-            dir.display()
+            paths
+                .iter()
+                .map(|p| p.as_ref().display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     let hash = compiled.hash.clone();
@@ -42,12 +46,11 @@ impl From<OperationArg> for Operation {
     }
 }
 
-/// Every document of `files` as a review: an AdmissionReview as it is, a plain manifest as a synthesized review of
-/// `operation`.
+/// Every document of `files` (files or directories of them, `-` for stdin; see [`sources`]) as a review: an
+/// AdmissionReview as it is, a plain manifest as a synthesized review of `operation`.
 pub fn reviews(files: &[String], operation: Operation) -> anyhow::Result<Vec<(SourceRef, Review)>> {
     let mut out = Vec::new();
-    for file in files {
-        let source = read_source(file)?;
+    for source in sources(files)? {
         let documents = yaml_documents(&source).map_err(|e| anyhow::anyhow!("{e}"))?;
         for (origin, document) in documents {
             let review = if document.get("kind").and_then(Value::as_str) == Some("AdmissionReview")
@@ -65,10 +68,30 @@ pub fn reviews(files: &[String], operation: Operation) -> anyhow::Result<Vec<(So
 /// Every resource of `files`: files or directories of them (`*.yaml`, `*.yml`, `*.json`, hidden entries skipped),
 /// `-` for stdin; several documents per file; the items of a `List` (what `kubectl get -o yaml` prints) each count.
 pub fn objects(files: &[String]) -> anyhow::Result<Vec<Value>> {
+    let sources = sources(files)?;
+    let mut out = Vec::new();
+    for source in &sources {
+        let documents = yaml_documents(source).map_err(|e| anyhow::anyhow!("{e}"))?;
+        for (_, document) in documents {
+            let is_list = document.get("kind").and_then(Value::as_str) == Some("List");
+            match document.get("items").and_then(Value::as_array) {
+                Some(items) if is_list => out.extend(items.iter().cloned()),
+                _ if document.is_object() => out.push(document),
+                _ => {}
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The files of `files`: each a file, `-` for stdin, or a directory whose `*.yaml`, `*.yml` and `*.json` files are
+/// read (recursively, sorted, hidden entries skipped).
+pub fn sources(files: &[String]) -> anyhow::Result<Vec<SourceFile>> {
     let mut sources = Vec::new();
     for file in files {
         let path = Path::new(file);
         if file != "-" && path.is_dir() {
+            let before = sources.len();
             for entry in walkdir::WalkDir::new(path)
                 .sort_by_file_name()
                 .into_iter()
@@ -84,23 +107,14 @@ pub fn objects(files: &[String]) -> anyhow::Result<Vec<Value>> {
                     sources.push(read_source(&entry.path().display().to_string())?);
                 }
             }
+            if sources.len() == before {
+                bail!("{file}: no *.yaml, *.yml or *.json file in this directory");
+            }
         } else {
             sources.push(read_source(file)?);
         }
     }
-    let mut out = Vec::new();
-    for source in &sources {
-        let documents = yaml_documents(source).map_err(|e| anyhow::anyhow!("{e}"))?;
-        for (_, document) in documents {
-            let is_list = document.get("kind").and_then(Value::as_str) == Some("List");
-            match document.get("items").and_then(Value::as_array) {
-                Some(items) if is_list => out.extend(items.iter().cloned()),
-                _ if document.is_object() => out.push(document),
-                _ => {}
-            }
-        }
-    }
-    Ok(out)
+    Ok(sources)
 }
 
 fn read_source(file: &str) -> anyhow::Result<SourceFile> {

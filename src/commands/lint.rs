@@ -10,8 +10,21 @@ use crate::policy::loader;
 use crate::policy::PolicySet;
 
 pub fn run(args: LintArgs) -> anyhow::Result<ExitCode> {
-    let LintArgs { policies, output } = args;
-    let compiled = loader::compile_dir(&policies, &LoadOptions::default());
+    let LintArgs {
+        mut paths,
+        policies,
+        output,
+    } = args;
+    paths.extend(policies);
+    if paths.is_empty() {
+        paths.push("policies".into());
+    }
+    let shown = paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let compiled = loader::compile_paths(&paths, &LoadOptions::default());
     let errors = compiled.built.errors.clone();
     let warnings = compiled.built.warnings.clone();
     let files = compiled.files;
@@ -26,7 +39,7 @@ pub fn run(args: LintArgs) -> anyhow::Result<ExitCode> {
     match output {
         ReportOutput::Json => {
             let report = json!({
-                "directory": policies.display().to_string(),
+                "directory": shown,
                 "files": files,
                 "policies": summaries,
                 "errors": errors,
@@ -44,7 +57,7 @@ pub fn run(args: LintArgs) -> anyhow::Result<ExitCode> {
             if errors.is_empty() {
                 println!(
                     "{}: {} policies from {} files, {} warnings",
-                    policies.display(),
+                    shown,
                     summaries.len(),
                     files,
                     warnings.len()
@@ -52,7 +65,7 @@ pub fn run(args: LintArgs) -> anyhow::Result<ExitCode> {
             } else {
                 println!(
                     "{}: {} errors, {} warnings",
-                    policies.display(),
+                    shown,
                     errors.len(),
                     warnings.len()
                 );

@@ -23,6 +23,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         configmap_selector,
         configmap_namespace,
         cluster_context,
+        allow_empty_policy_set,
         admin_addr,
         failure_policy,
         max_concurrency,
@@ -53,6 +54,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }),
         poll_interval: policies_poll_interval,
         cluster_context: cluster_context.then(ClusterOptions::default),
+        allow_empty_policy_set,
         ..SourcesConfig::default()
     };
     let config = ServeConfig {

@@ -15,6 +15,8 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
         output,
         known_failures,
         run,
+        fail_only,
+        detailed,
     } = args;
     let filter = run
         .map(|re| Regex::new(&re).with_context(|| format!("invalid --run expression {re:?}")))
@@ -37,10 +39,16 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let report = Report::new(cases);
+    let shown = if fail_only {
+        report.failures_only()
+    } else {
+        report.clone()
+    };
     match output {
-        TestOutput::Table => print!("{}", report.table()),
-        TestOutput::Json => println!("{}", report.json()),
-        TestOutput::Junit => print!("{}", report.junit()),
+        TestOutput::Table => print!("{}", shown.table_with(detailed)),
+        TestOutput::Json => println!("{}", shown.json()),
+        TestOutput::Junit => print!("{}", shown.junit()),
+        TestOutput::Yaml => print!("{}", shown.yaml()),
     }
     if report.summary.total == 0 {
         // A CI step that ran nothing must not pass: a broken path or discovery would otherwise go unnoticed.

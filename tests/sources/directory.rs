@@ -230,3 +230,44 @@ async fn a_missing_directory_is_not_ready_until_it_appears() {
     std::fs::write(policies.join("a.rego"), rego("a", "a v1")).expect("write");
     assert_eq!(denials(&target.until_generation(1).await), ["[a] a v1"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emptying_the_directory_is_refused_unless_empty_sets_are_allowed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    std::fs::write(root.join("a.rego"), rego("a", "a v1")).expect("write");
+    let target = Target::new();
+    let _running = Sources::new(fast(root))
+        .start(target.publisher.clone(), target.status.clone())
+        .await
+        .expect("starts");
+    assert_eq!(denials(&target.until_generation(1).await), ["[a] a v1"]);
+
+    std::fs::remove_file(root.join("a.rego")).expect("empty the directory");
+    let errors = target.until_rejected().await;
+    assert!(
+        errors[0].contains("no policies") && errors[0].contains("--allow-empty-policy-set"),
+        "{errors:?}"
+    );
+    assert_eq!(target.metrics.policy_load_errors.get(), 1);
+    let set = target.store.current().expect("the old set keeps serving");
+    assert_eq!(
+        (set.generation(), denials(&set)),
+        (1, vec!["[a] a v1".to_string()])
+    );
+
+    // With --allow-empty-policy-set the same change is published.
+    let allowed = tempfile::tempdir().expect("tempdir");
+    std::fs::write(allowed.path().join("a.rego"), rego("a", "a v1")).expect("write");
+    let open = Target::new();
+    let _running = Sources::new(SourcesConfig {
+        allow_empty_policy_set: true,
+        ..fast(allowed.path())
+    })
+    .start(open.publisher.clone(), open.status.clone())
+    .await
+    .expect("starts");
+    open.until_generation(1).await;
+    std::fs::remove_file(allowed.path().join("a.rego")).expect("empty the directory");
+    assert!(open.until_generation(2).await.policies().is_empty());
+}

@@ -50,5 +50,10 @@ pub mod policy {
         pub fn compile_dir(dir: &Path, options: &LoadOptions) -> Compiled {
             compile_dir_with(&engines(), dir, options)
         }
+
+        /// Read and compile files and directories with every engine (see [`read_paths`]).
+        pub fn compile_paths(paths: &[impl AsRef<Path>], options: &LoadOptions) -> Compiled {
+            compile_paths_with(&engines(), paths, options)
+        }
     }
 }

@@ -68,6 +68,9 @@ struct EnforcementPoint {
 pub enum ConstraintError {
     /// `spec.parameters` does not satisfy the template's schema.
     Schema(Vec<LoadError>),
+    /// Unknown fields (strict field validation: a typo such as `namespace:` for `namespaces:` would otherwise
+    /// silently widen the constraint).
+    Fields(Vec<LoadError>),
     /// Anything else.
     Invalid(LoadError),
 }
@@ -76,7 +79,7 @@ impl ConstraintError {
     /// The load errors.
     pub fn errors(self) -> Vec<LoadError> {
         match self {
-            ConstraintError::Schema(errors) => errors,
+            ConstraintError::Schema(errors) | ConstraintError::Fields(errors) => errors,
             ConstraintError::Invalid(error) => vec![error],
         }
     }
@@ -101,47 +104,47 @@ pub struct Constraint {
     pub scoped_points: Option<Vec<String>>,
     /// With `enforcementAction: scoped`, each action with the enforcement points it applies at.
     scoped_actions: Vec<(Action, Vec<String>)>,
-    /// Problems that do not stop the constraint from loading (unknown fields, which would be ignored).
+    /// Problems that do not stop the constraint from loading (`match.kinds` naming kinds no built-in API has).
     pub warnings: Vec<LoadError>,
 }
 
-/// Fields of `spec` and `spec.match`; anything else is ignored, which for a typo (`namespace:` for `namespaces:`)
-/// would silently widen the constraint, so it is reported.
-const SPEC_FIELDS: &[&str] = &[
-    "match",
-    "enforcementAction",
-    "scopedEnforcementActions",
-    "parameters",
-];
-const MATCH_FIELDS: &[&str] = &[
-    "kinds",
-    "scope",
-    "namespaces",
-    "excludedNamespaces",
-    "labelSelector",
-    "namespaceSelector",
-    "name",
-    "source",
-];
-
-fn unknown_fields(
-    doc: &Document,
-    at: &str,
-    value: Option<&Value>,
-    known: &[&str],
-) -> Vec<LoadError> {
-    let Some(map) = value.and_then(Value::as_object) else {
+/// A warning for each `spec.match.kinds[].kinds` entry that no built-in API has in any of the listed groups (a
+/// typo such as `Pdo`); kinds of custom API groups are not reported.
+fn kind_warnings(doc: &Document) -> Vec<LoadError> {
+    let Some(entries) = doc
+        .value
+        .pointer("/spec/match/kinds")
+        .and_then(Value::as_array)
+    else {
         return Vec::new();
     };
-    map.keys()
-        .filter(|k| !known.contains(&k.as_str()))
-        .map(|k| {
-            doc.error_at(
-                format!("{at}.{k}"),
-                format!("unknown field, ignored (known: {})", known.join(", ")),
-            )
-        })
-        .collect()
+    let mut out = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let groups: Vec<&str> = entry
+            .get("apiGroups")
+            .and_then(Value::as_array)
+            .map(|g| g.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let Some(kinds) = entry.get("kinds").and_then(Value::as_array) else {
+            continue;
+        };
+        for (j, kind) in kinds.iter().filter_map(Value::as_str).enumerate() {
+            let mut messages = if groups.is_empty() {
+                vec![crate::policy::kinds::unknown_kind_message(None, kind)]
+            } else {
+                groups
+                    .iter()
+                    .map(|g| crate::policy::kinds::unknown_kind_message(Some(g), kind))
+                    .collect()
+            };
+            if messages.iter().all(Option::is_some) {
+                if let Some(Some(message)) = messages.pop() {
+                    out.push(doc.error_at(format!("spec.match.kinds[{i}].kinds[{j}]"), message));
+                }
+            }
+        }
+    }
+    out
 }
 
 /// One finding of a constraint on a request.
@@ -180,6 +183,10 @@ impl Constraint {
         templates: &HashMap<String, Arc<Template>>,
     ) -> Result<Constraint, ConstraintError> {
         let invalid = ConstraintError::Invalid;
+        let unknown = crate::policy::strict::check(doc, "", &doc.value, &super::strict::CONSTRAINT);
+        if !unknown.is_empty() {
+            return Err(ConstraintError::Fields(unknown));
+        }
         let Some(template) = templates.get(&doc.kind) else {
             let mut known: Vec<&str> = templates.keys().map(String::as_str).collect();
             known.sort_unstable();
@@ -291,14 +298,6 @@ impl Constraint {
                 ));
             }
         }
-        let spec = doc.value.get("spec");
-        let mut warnings = unknown_fields(doc, "spec", spec, SPEC_FIELDS);
-        warnings.extend(unknown_fields(
-            doc,
-            "spec.match",
-            spec.and_then(|s| s.get("match")),
-            MATCH_FIELDS,
-        ));
         Ok(Constraint {
             name: parsed.metadata.name,
             annotations: parsed.metadata.annotations,
@@ -308,7 +307,7 @@ impl Constraint {
             action,
             scoped_points,
             scoped_actions,
-            warnings,
+            warnings: kind_warnings(doc),
         })
     }
 

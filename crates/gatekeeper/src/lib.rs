@@ -16,8 +16,9 @@
 //! - `enforcementAction`: `deny` (or empty) denies, `warn` warns, `dryrun` only records, `scoped` uses the actions
 //!   listed for `validation.gatekeeper.sh` (or `*`).
 //! - Template sources may only reference `data.inventory` and `data.lib.*`; `http.send` and `external_data` are
-//!   rejected when loading (no network access; external data providers are not supported). Unknown fields of a
-//!   constraint's `spec` and `spec.match` are load warnings. CEL (`K8sNativeValidation`) sources are not run: a
+//!   rejected when loading (no network access; external data providers are not supported). Templates and
+//!   constraints are validated strictly: an unknown field (outside `parameters` and `openAPIV3Schema`) is a load
+//!   error naming its path, with a "did you mean". CEL (`K8sNativeValidation`) sources are not run: a
 //!   template needs Rego.
 //! - Known regorus/OPA differences are rewritten or reported when loading: see [`divergence`].
 //! - `data.inventory` comes from the cluster context (the kinds a Gatekeeper `Config` or `SyncSet` among the policy
@@ -37,6 +38,7 @@ mod lexer;
 pub mod matching;
 pub mod review;
 pub mod schema;
+mod strict;
 pub mod template;
 
 use std::collections::HashMap;

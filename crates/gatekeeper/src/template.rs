@@ -167,6 +167,10 @@ impl Template {
         doc: &Document,
         timeout: Duration,
     ) -> Result<(Template, Vec<LoadError>), Vec<LoadError>> {
+        let unknown = crate::policy::strict::check(doc, "", &doc.value, &super::strict::TEMPLATE);
+        if !unknown.is_empty() {
+            return Err(unknown);
+        }
         let parsed: TemplateDoc = doc.parse().map_err(|e| vec![e])?;
         let kind = parsed.spec.crd.spec.names.kind.clone();
         if kind.is_empty() {
@@ -332,6 +336,15 @@ impl Template {
                     errors.push(doc.error_at(&field, format!("Rego does not compile: {err}")))
                 }
             }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        // Undefined functions and `data` references that name nothing: regorus only finds them when they run.
+        let prefix = format!("{origin}/");
+        for problem in support::check::unresolved(engine.get_modules(), &["data.inventory"]) {
+            let field = problem.file.strip_prefix(&prefix).unwrap_or(&field);
+            errors.push(doc.error_at(field, format!("line {}: {}", problem.line, problem.message)));
         }
         if !errors.is_empty() {
             return Err(errors);

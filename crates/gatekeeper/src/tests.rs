@@ -199,12 +199,42 @@ fn scoped_actions_use_the_webhook_point() {
 }
 
 #[test]
-fn unknown_constraint_fields_are_warnings() {
+fn unknown_constraint_fields_are_errors_with_a_suggestion() {
     let typo = "---\napiVersion: constraints.gatekeeper.sh/v1beta1\nkind: K8sRequiredLabels\nmetadata:\n  name: t\nspec:\n  enforcmentAction: warn\n  match:\n    namespace: [\"prod\"]\n";
-    let compiled = compile(
-        &[src("p.yaml", &format!("{TEMPLATE}{typo}"))],
-        &LoadOptions::default(),
+    assert_eq!(
+        errors(&format!("{TEMPLATE}{typo}")),
+        [
+            "p.yaml, document 2: spec.enforcmentAction: unknown field \"enforcmentAction\" (did you mean \"enforcementAction\"?)",
+            "p.yaml, document 2: spec.match.namespace: unknown field \"namespace\" (did you mean \"namespaces\"?)",
+        ]
     );
+}
+
+#[test]
+fn unknown_template_fields_are_errors() {
+    let typo = TEMPLATE.replacen("targets:", "targts:", 1);
+    let found = errors(&typo);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(
+        found[0],
+        "p.yaml, document 1: spec.targts: unknown field \"targts\" (did you mean \"targets\"?)"
+    );
+    let nested = TEMPLATE.replacen("rego: |", "regoo: |", 1);
+    let found = errors(&nested);
+    assert!(
+        found
+            .iter()
+            .any(|e| e.contains("spec.targets[0].regoo: unknown field")),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn constraint_kinds_no_builtin_api_has_are_warnings() {
+    let content = format!(
+        "{TEMPLATE}---\napiVersion: constraints.gatekeeper.sh/v1beta1\nkind: K8sRequiredLabels\nmetadata:\n  name: t\nspec:\n  match:\n    kinds: [{{apiGroups: [\"\"], kinds: [Pdo, Pod]}}, {{apiGroups: [example.com], kinds: [Widget]}}]\n"
+    );
+    let compiled = compile(&[src("p.yaml", &content)], &LoadOptions::default());
     assert!(
         compiled.built.errors.is_empty(),
         "{:?}",
@@ -216,14 +246,11 @@ fn unknown_constraint_fields_are_warnings() {
         .iter()
         .map(ToString::to_string)
         .collect();
-    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(
-        warnings[0]
-            .starts_with("p.yaml, document 2: spec.enforcmentAction: unknown field, ignored"),
-        "{warnings:?}"
-    );
-    assert!(
-        warnings[1].starts_with("p.yaml, document 2: spec.match.namespace: unknown field, ignored"),
+        warnings[0].starts_with(
+            "p.yaml, document 2: spec.match.kinds[0].kinds[0]: kind \"Pdo\" is not a built-in"
+        ) && warnings[0].contains("did you mean \"Pod\""),
         "{warnings:?}"
     );
 }
@@ -780,4 +807,27 @@ spec:
             "{version}"
         );
     }
+}
+
+#[test]
+fn an_undefined_function_in_a_template_is_a_load_error() {
+    let broken = TEMPLATE.replace("m := missing(", "m := mising(");
+    let found = errors(&broken);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("p.yaml, document 1: spec.targets[0].rego: line ")
+            && found[0].contains("undefined function mising"),
+        "{found:?}"
+    );
+    let lib = TEMPLATE.replace(
+        "import data.lib.helpers.missing",
+        "import data.lib.helper.missing",
+    );
+    let found = errors(&lib);
+    assert!(
+        found
+            .iter()
+            .any(|e| e.contains("import data.lib.helper.missing: no package")),
+        "{found:?}"
+    );
 }

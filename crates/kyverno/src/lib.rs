@@ -14,7 +14,10 @@
 //! - mutate rules run in order, each on the result of the one before;
 //! - rule types policyctl does not implement (`validate.cel`, `validate.podSecurity`, `validate.manifests`,
 //!   `generate`, `verifyImages`, `mutate.targets`, `imageRegistry` / `globalReference` context entries, CEL
-//!   preconditions, expressions our JMESPath cannot compile) load with a warning and are skipped at admission.
+//!   preconditions) load with a warning and are skipped at admission.
+//! - Loading is strict: a field Kyverno's schema does not have is an error with a "did you mean" ([`strict`]), and
+//!   every `{{ }}` variable and `list` / `jmesPath` expression of a rule policyctl runs is compiled (unbalanced
+//!   braces, syntax, unknown functions, argument counts are errors). A kind no built-in API has is a warning.
 //! - `configMap` and `apiCall` (urlPath, GET) context entries read the cluster context; without one the rule errors
 //!   with "needs cluster context".
 //!
@@ -37,6 +40,7 @@ pub mod pattern;
 pub mod result;
 pub mod scalar;
 pub mod spec;
+pub mod strict;
 pub mod validate;
 pub mod variables;
 
@@ -106,16 +110,15 @@ impl Engine for KyvernoEngine {
         }
         let mut named = vec![false; exceptions.len()];
         for doc in policy_docs {
-            match KyvernoPolicy::from_document(doc) {
-                Ok((policy, warnings)) => {
-                    built.warnings.extend(warnings);
-                    let policy = policy.with_exceptions(&exceptions);
-                    for (i, e) in exceptions.iter().enumerate() {
-                        named[i] |= e.names_policy(&policy.exception_key());
-                    }
-                    built.policies.push(Arc::new(policy));
+            let (policy, errors, warnings) = KyvernoPolicy::load(doc);
+            built.errors.extend(errors);
+            built.warnings.extend(warnings);
+            if let Some(policy) = policy {
+                let policy = policy.with_exceptions(&exceptions);
+                for (i, e) in exceptions.iter().enumerate() {
+                    named[i] |= e.names_policy(&policy.exception_key());
                 }
-                Err(err) => built.errors.push(err),
+                built.policies.push(Arc::new(policy));
             }
         }
         for (e, named) in exceptions.iter().zip(named) {
@@ -204,7 +207,7 @@ fn is_enforce(action: &str) -> bool {
     action.eq_ignore_ascii_case("enforce")
 }
 
-fn unsupported_reason(rule: &Rule, raw: &Value) -> Option<String> {
+fn unsupported_reason(rule: &Rule) -> Option<String> {
     if let Some(v) = &rule.validate {
         if v.pod_security.is_some() {
             return Some("validate.podSecurity rules are not supported".into());
@@ -251,9 +254,7 @@ fn unsupported_reason(rule: &Rule, raw: &Value) -> Option<String> {
             ));
         }
     }
-    let mut problem = None;
-    check_expressions(raw, &mut problem);
-    problem
+    None
 }
 
 /// Compiles a rule's `validate.cel` and `celPreconditions`; what does not compile makes the rule unsupported (with
@@ -297,47 +298,224 @@ fn compile_cel(
     (validation, pre)
 }
 
-fn check_expression(expr: &str, problem: &mut Option<String>) {
-    if problem.is_some() || expr.is_empty() || expr == "@" {
-        return;
-    }
-    if expr.starts_with('$') {
-        use jsonpath_rust::JsonPath;
-        if let Err(e) = Value::Null.query(expr) {
-            *problem = Some(format!("JSONPath {expr:?} is invalid: {e}"));
-        }
-        return;
-    }
-    if let Err(e) = crate::jmespath::Expression::compile(expr) {
-        *problem = Some(format!("expression {expr:?} is not supported: {e}"));
-    }
-}
-
-fn check_expressions(value: &Value, problem: &mut Option<String>) {
+/// Every expression of a rule, compiled: `{{ }}` variables in strings and keys (balanced braces, JMESPath that
+/// parses, known functions with the right number of arguments; `$…` is JSONPath) and the brace-less `list` /
+/// `jmesPath` fields. Each problem is `(field path, message)`.
+fn expression_errors(path: &str, value: &Value, out: &mut Vec<(String, String)>) {
     match value {
-        Value::String(s) => {
-            for e in variables::expressions_in(s) {
-                check_expression(&e, problem);
+        Value::String(s) => check_text(path, s, out),
+        Value::Array(a) => {
+            for (i, v) in a.iter().enumerate() {
+                expression_errors(&format!("{path}[{i}]"), v, out);
             }
         }
-        Value::Array(a) => a.iter().for_each(|v| check_expressions(v, problem)),
         Value::Object(m) => {
             for (k, v) in m {
-                for e in variables::expressions_in(k) {
-                    check_expression(&e, problem);
-                }
-                if (k == "list" || k == "jmesPath") && v.is_string() {
+                let inner = format!("{path}.{k}");
+                check_text(&inner, k, out);
+                if (k == "list" || k == "jmesPath")
+                    && !variables::has_variables(v.as_str().unwrap_or(""))
+                {
                     if let Some(text) = v.as_str() {
-                        if !text.contains("{{") {
-                            check_expression(text.trim(), problem);
+                        if let Err(message) = compile_expression(text.trim()) {
+                            out.push((inner.clone(), message));
                         }
                     }
+                    continue;
                 }
-                check_expressions(v, problem);
+                expression_errors(&inner, v, out);
             }
         }
         _ => {}
     }
+}
+
+/// Operator names of conditions, as Kyverno documents them (for "did you mean").
+const OPERATORS: &[&str] = &[
+    "Equals",
+    "NotEquals",
+    "AnyIn",
+    "AllIn",
+    "AnyNotIn",
+    "AllNotIn",
+    "In",
+    "NotIn",
+    "GreaterThan",
+    "GreaterThanOrEquals",
+    "LessThan",
+    "LessThanOrEquals",
+    "DurationGreaterThan",
+    "DurationGreaterThanOrEquals",
+    "DurationLessThan",
+    "DurationLessThanOrEquals",
+];
+
+/// Every condition of a rule (`preconditions`, `deny.conditions`, in `foreach` entries too) has an operator Kyverno
+/// knows: an unknown one would make the rule error on every request it matches.
+fn operator_errors(path: &str, rule: &Value, out: &mut Vec<(String, String)>) {
+    fn conditions(path: &str, value: Option<&Value>, out: &mut Vec<(String, String)>) {
+        let Some(value) = value else {
+            return;
+        };
+        let lists: Vec<(String, &Value)> = match value {
+            Value::Array(_) => vec![(path.to_string(), value)],
+            Value::Object(m) => ["any", "all"]
+                .iter()
+                .filter_map(|k| m.get(*k).map(|v| (format!("{path}.{k}"), v)))
+                .collect(),
+            _ => Vec::new(),
+        };
+        for (list_path, list) in lists {
+            for (i, c) in list.as_array().into_iter().flatten().enumerate() {
+                let Some(op) = c.get("operator") else {
+                    let misspelled = c.as_object().is_some_and(|m| {
+                        m.keys()
+                            .any(|k| !matches!(k.as_str(), "key" | "value" | "message"))
+                    });
+                    // A misspelled `operator` is already reported by the strict field check.
+                    if misspelled {
+                        continue;
+                    }
+                    out.push((
+                        format!("{list_path}[{i}]"),
+                        "a condition needs an operator".into(),
+                    ));
+                    continue;
+                };
+                let name = op.as_str().unwrap_or("");
+                if conditions::Operator::parse(name).is_none() {
+                    let hint = crate::policy::strict::suggest(name, OPERATORS.iter().copied())
+                        .map(|s| format!(" (did you mean {s:?}?)"))
+                        .unwrap_or_default();
+                    out.push((
+                        format!("{list_path}[{i}].operator"),
+                        format!("unknown condition operator {op}{hint}"),
+                    ));
+                }
+            }
+        }
+    }
+    fn foreach(path: &str, list: Option<&Value>, out: &mut Vec<(String, String)>) {
+        for (i, entry) in list
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let at = format!("{path}[{i}]");
+            conditions(
+                &format!("{at}.preconditions"),
+                entry.get("preconditions"),
+                out,
+            );
+            conditions(
+                &format!("{at}.deny.conditions"),
+                entry.pointer("/deny/conditions"),
+                out,
+            );
+            foreach(&format!("{at}.foreach"), entry.get("foreach"), out);
+        }
+    }
+    conditions(
+        &format!("{path}.preconditions"),
+        rule.get("preconditions"),
+        out,
+    );
+    conditions(
+        &format!("{path}.validate.deny.conditions"),
+        rule.pointer("/validate/deny/conditions"),
+        out,
+    );
+    foreach(
+        &format!("{path}.validate.foreach"),
+        rule.pointer("/validate/foreach"),
+        out,
+    );
+    foreach(
+        &format!("{path}.mutate.foreach"),
+        rule.pointer("/mutate/foreach"),
+        out,
+    );
+}
+
+/// The `{{ }}` variables of one string: balanced, and each compiles.
+fn check_text(path: &str, text: &str, out: &mut Vec<(String, String)>) {
+    if !text.contains("{{") && !text.contains("}}") {
+        return;
+    }
+    if let Some(problem) = variables::unbalanced(text) {
+        out.push((path.to_string(), problem));
+        return;
+    }
+    for e in variables::expressions_in(text) {
+        if let Err(message) = compile_expression(&e) {
+            out.push((path.to_string(), message));
+        }
+    }
+}
+
+/// Compile one expression: JMESPath, or JSONPath when it starts with `$`.
+fn compile_expression(expr: &str) -> Result<(), String> {
+    if expr.is_empty() || expr == "@" {
+        return Ok(());
+    }
+    if expr.starts_with('$') {
+        use jsonpath_rust::JsonPath;
+        return match Value::Null.query(expr) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(format!("JSONPath {expr:?} does not compile: {e}")),
+        };
+    }
+    crate::jmespath::Expression::compile(expr)
+        .map(|_| ())
+        .map_err(|e| format!("expression {expr:?} does not compile: {e}"))
+}
+
+/// Strict field validation of a policy document against Kyverno's schema ([`strict`]): the document without its
+/// rules, then each rule as written (autogen rules are derived from them).
+fn strict_errors(doc: &Document) -> Vec<LoadError> {
+    use crate::policy::strict::check;
+    let mut errors = check(doc, "", &doc.value, &strict::POLICY);
+    if let Some(rules) = doc.value.pointer("/spec/rules").and_then(Value::as_array) {
+        for (i, rule) in rules.iter().enumerate() {
+            let path = match rule.get("name").and_then(Value::as_str) {
+                Some(n) => format!("spec.rules[{n}]"),
+                None => format!("spec.rules[{i}]"),
+            };
+            errors.extend(check(doc, &path, rule, &strict::RULE));
+        }
+    }
+    errors
+}
+
+/// A warning for each kind in a rule's `match` / `exclude` that no built-in API has (`Pdo`): such a selector only
+/// matches if a CRD defines the kind.
+fn kind_warnings(doc: &Document, field: &str, rule: &Rule) -> Vec<LoadError> {
+    let mut out = Vec::new();
+    let blocks = std::iter::once(("match", &rule.matches))
+        .chain(rule.exclude.as_ref().map(|e| ("exclude", e)));
+    for (name, block) in blocks {
+        let mut descriptions: Vec<(String, &spec::ResourceDescription)> = Vec::new();
+        for (list, filters) in [("any", &block.any), ("all", &block.all)] {
+            for (i, f) in filters.iter().enumerate() {
+                descriptions.push((format!("{name}.{list}[{i}].resources"), &f.resources));
+            }
+        }
+        if let Some(r) = &block.resources {
+            descriptions.push((format!("{name}.resources"), r));
+        }
+        for (path, description) in descriptions {
+            for (i, kind) in description.kinds.iter().enumerate() {
+                let sel = matching::parse_kind(kind);
+                let group = (sel.group != "*").then_some(sel.group.as_str());
+                if let Some(message) = crate::policy::kinds::unknown_kind_message(group, &sel.kind)
+                {
+                    out.push(doc.error_at(format!("{field}.{path}.kinds[{i}]"), message));
+                }
+            }
+        }
+    }
+    out
 }
 
 fn scope_for(rules: &[CompiledRule]) -> Scope {
@@ -366,13 +544,47 @@ fn scope_for(rules: &[CompiledRule]) -> Scope {
 }
 
 impl KyvernoPolicy {
-    /// Compile a policy document; returns the policy and load warnings (unsupported rules).
-    pub fn from_document(doc: &Document) -> Result<(KyvernoPolicy, Vec<LoadError>), LoadError> {
+    /// Compile a policy document; returns the policy and load warnings (unsupported rules, kinds no built-in API
+    /// has), or every error found (unknown fields, expressions that do not compile, ...).
+    pub fn from_document(
+        doc: &Document,
+    ) -> Result<(KyvernoPolicy, Vec<LoadError>), Vec<LoadError>> {
+        let (policy, errors, warnings) = Self::load(doc);
+        match policy {
+            Some(policy) => Ok((policy, warnings)),
+            None => Err(errors),
+        }
+    }
+
+    /// Compile a policy document: the policy when there is no error, the errors, and the warnings (reported whether
+    /// the policy loads or not).
+    pub fn load(doc: &Document) -> (Option<KyvernoPolicy>, Vec<LoadError>, Vec<LoadError>) {
+        let mut errors = strict_errors(doc);
+        let mut warnings = Vec::new();
+        match Self::compile(doc, &mut warnings, &mut errors) {
+            Ok(policy) if errors.is_empty() => (Some(policy), errors, warnings),
+            Ok(_) => (None, errors, warnings),
+            Err(e) => {
+                // A field error the strict check already explains (an unknown field) is not repeated.
+                if !errors.iter().any(|s| s.field == e.field) {
+                    errors.push(e);
+                }
+                (None, errors, warnings)
+            }
+        }
+    }
+
+    /// Compile a document: a fatal problem is the `Err`; problems that do not stop the compilation (each
+    /// expression that does not compile) are added to `errors`.
+    fn compile(
+        doc: &Document,
+        warnings: &mut Vec<LoadError>,
+        errors: &mut Vec<LoadError>,
+    ) -> Result<KyvernoPolicy, LoadError> {
         let parsed: PolicyDocument = doc.parse()?;
         if parsed.metadata.name.is_empty() {
             return Err(doc.error_at("metadata.name", "a Kyverno policy needs a name"));
         }
-        let mut warnings = Vec::new();
         let expanded = autogen::expand(&parsed.metadata.annotations, &parsed.spec.rules);
         let mut rules = Vec::with_capacity(expanded.len());
         let mut names = BTreeMap::new();
@@ -420,7 +632,22 @@ impl KyvernoPolicy {
             if let Some(e) = &mut rule.exclude {
                 e.prepare();
             }
-            let mut unsupported = unsupported_reason(&rule, raw);
+            if !autogen::is_autogen(&rule.name) {
+                warnings.extend(kind_warnings(doc, &field, &rule));
+            }
+            let mut unsupported = unsupported_reason(&rule);
+            // A rule policyctl runs has every expression compiled now: one that does not compile would otherwise
+            // only fail (or be skipped) at admission. Unsupported rules are skipped whole, with a warning.
+            if unsupported.is_none() && !autogen::is_autogen(&rule.name) {
+                let mut problems = Vec::new();
+                expression_errors(&field, raw, &mut problems);
+                operator_errors(&field, raw, &mut problems);
+                errors.extend(
+                    problems
+                        .into_iter()
+                        .map(|(path, message)| doc.error_at(path, message)),
+                );
+            }
             let (cel, cel_preconditions) = compile_cel(&rule, &mut unsupported);
             if let Some(reason) = &unsupported {
                 if !autogen::is_autogen(&rule.name) {
@@ -499,7 +726,7 @@ impl KyvernoPolicy {
             scope,
             exceptions: Vec::new(),
         };
-        Ok((policy, warnings))
+        Ok(policy)
     }
 
     /// The same policy with the exceptions of `all` that name it.

@@ -561,3 +561,185 @@ spec:
     assert_eq!(ignore.info().failure_policy, Some(FailurePolicy::Ignore));
     assert!(ignore.check(&review, &ctx).is_err());
 }
+
+/// Every load error of a one-document file `p.yaml`, as text.
+fn load_errors(yaml: &str) -> Vec<String> {
+    let (docs, errors) = documents(&SourceFile {
+        origin: "p.yaml".into(),
+        content: yaml.into(),
+    });
+    assert!(errors.is_empty(), "{errors:?}");
+    match KyvernoPolicy::from_document(&docs[0]) {
+        Ok(_) => Vec::new(),
+        Err(errors) => errors.iter().map(ToString::to_string).collect(),
+    }
+}
+
+#[test]
+fn a_misspelled_spec_field_is_an_error_with_a_suggestion() {
+    let errors = load_errors(&POLICY.replace("validationFailureAction", "validationFailureActon"));
+    assert_eq!(
+        errors,
+        ["p.yaml, document 1: spec.validationFailureActon: unknown field \"validationFailureActon\" \
+          (did you mean \"validationFailureAction\"?)"]
+    );
+}
+
+#[test]
+fn unknown_fields_anywhere_in_a_rule_are_errors() {
+    let typo = r#"
+apiVersion: kyverno.io/v1
+kind: ClusterPolicy
+metadata: {name: p, labelz: {}}
+spec:
+  background: false
+  rules:
+  - name: r
+    match: {any: [{resources: {kinds: [Pod], namspaces: [prod]}}]}
+    preconditions:
+      all:
+      - {key: "{{ request.operation }}", opertor: Equals, value: CREATE}
+    validate:
+      mesage: no
+      deny:
+        conditions:
+          any:
+          - {key: "{{ request.object.metadata.name }}", operator: Equals, value: x}
+"#;
+    let errors = load_errors(typo);
+    assert_eq!(
+        errors,
+        [
+            "p.yaml, document 1: metadata.labelz: unknown field \"labelz\" (did you mean \"labels\"?)",
+            "p.yaml, document 1: spec.rules[r].match.any[0].resources.namspaces: unknown field \"namspaces\" \
+             (did you mean \"namespaces\"?)",
+            "p.yaml, document 1: spec.rules[r].preconditions.all[0].opertor: unknown field \"opertor\" \
+             (did you mean \"operator\"?)",
+            "p.yaml, document 1: spec.rules[r].validate.mesage: unknown field \"mesage\" (did you mean \"message\"?)",
+        ]
+    );
+}
+
+#[test]
+fn fields_kyverno_has_but_policyctl_does_not_use_are_accepted() {
+    let yaml = POLICY.replace(
+        "  validationFailureAction: Enforce\n",
+        "  validationFailureAction: Enforce\n  background: true\n  schemaValidation: false\n  \
+         webhookConfiguration: {timeoutSeconds: 5, matchConditions: []}\n",
+    );
+    assert_eq!(load_errors(&yaml), Vec::<String>::new());
+}
+
+#[test]
+fn an_unbalanced_variable_is_an_error_naming_the_field() {
+    let yaml = r#"
+apiVersion: kyverno.io/v1
+kind: ClusterPolicy
+metadata: {name: p}
+spec:
+  validationFailureAction: Enforce
+  rules:
+  - name: r
+    match: {any: [{resources: {kinds: [Pod]}}]}
+    validate:
+      deny:
+        conditions:
+          any:
+          - {key: "{{ request.object.metadata.name }", operator: Equals, value: x}
+"#;
+    let errors = load_errors(yaml);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].starts_with(
+            "p.yaml, document 1: spec.rules[r].validate.deny.conditions.any[0].key: unbalanced \"{{\""
+        ),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn expressions_that_do_not_compile_are_errors() {
+    let yaml = |expr: &str| {
+        format!(
+            r#"
+apiVersion: kyverno.io/v1
+kind: ClusterPolicy
+metadata: {{name: p}}
+spec:
+  rules:
+  - name: r
+    match: {{any: [{{resources: {{kinds: [Pod]}}}}]}}
+    validate:
+      message: "{{{{ {expr} }}}}"
+      pattern: {{metadata: {{name: "?*"}}}}
+"#
+        )
+    };
+    for (expr, want) in [
+        ("request.object.[", "does not compile"),
+        ("no_such_function(request.object)", "no_such_function"),
+        ("to_upper('a', 'b')", "to_upper"),
+    ] {
+        let errors = load_errors(&yaml(expr));
+        assert_eq!(errors.len(), 1, "{expr}: {errors:?}");
+        assert!(
+            errors[0].starts_with("p.yaml, document 1: spec.rules[r].validate.message: expression")
+                && errors[0].contains(want),
+            "{expr}: {errors:?}"
+        );
+    }
+    assert_eq!(load_errors(&yaml("to_upper('a')")), Vec::<String>::new());
+}
+
+#[test]
+fn a_kind_no_builtin_api_has_is_a_warning_naming_it() {
+    let (docs, _) = documents(&SourceFile {
+        origin: "p.yaml".into(),
+        content: POLICY.replace(
+            "kinds: [Pod]",
+            "kinds: [Pdo, apps/v1/Deployment, cert-manager.io/v1/Certificate]",
+        ),
+    });
+    let (_, warnings) = KyvernoPolicy::from_document(&docs[0]).expect("policy");
+    let warnings: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].starts_with(
+            "p.yaml, document 1: spec.rules[check-tag].match.any[0].resources.kinds[0]: kind \"Pdo\" is not a built-in"
+        ) && warnings[0].contains("did you mean \"Pod\""),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn an_unknown_condition_operator_is_an_error_with_a_suggestion() {
+    let yaml = r#"
+apiVersion: kyverno.io/v1
+kind: ClusterPolicy
+metadata: {name: p}
+spec:
+  validationFailureAction: Enforce
+  rules:
+  - name: r
+    match: {any: [{resources: {kinds: [Pod]}}]}
+    preconditions:
+    - {key: "{{ request.operation }}", operator: Equls, value: CREATE}
+    validate:
+      foreach:
+      - list: request.object.spec.containers
+        deny:
+          conditions:
+            all:
+            - {key: "{{ element.name }}", operator: AnyIn, value: [a]}
+            - {key: "{{ element.name }}", operator: NotAnOperator, value: b}
+"#;
+    assert_eq!(
+        load_errors(yaml),
+        [
+            "p.yaml, document 1: spec.rules[r].preconditions[0].operator: unknown condition operator \"Equls\" \
+             (did you mean \"Equals\"?)",
+            "p.yaml, document 1: spec.rules[r].validate.foreach[0].deny.conditions.all[1].operator: unknown \
+             condition operator \"NotAnOperator\"",
+        ]
+    );
+}

@@ -298,6 +298,28 @@ pub fn expressions_in(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// Why the `{{ }}` of a text do not balance (`{{ request.name }` misses a brace), or `None` when they do. Escaped
+/// openings (`\{{`) are literal text.
+pub fn unbalanced(text: &str) -> Option<String> {
+    let re = variable_regex()?;
+    let mut rest = text.replace("\\{{", "");
+    // Replace variables innermost first, as substitution does, until none is left.
+    loop {
+        let next = re.replace_all(&rest, "${1}_").into_owned();
+        if next == rest {
+            break;
+        }
+        rest = next;
+    }
+    if rest.contains("{{") {
+        Some("unbalanced \"{{\": a variable is not closed with \"}}\"".to_string())
+    } else if rest.contains("}}") {
+        Some("unbalanced \"}}\": a variable is closed but not opened with \"{{\"".to_string())
+    } else {
+        None
+    }
+}
+
 /// Whether a string contains a `{{ }}` variable.
 pub fn has_variables(text: &str) -> bool {
     text.contains("{{")

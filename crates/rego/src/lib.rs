@@ -135,9 +135,16 @@ impl Engine for RegoEngine {
             let package = match engine.add_policy(file.origin.clone(), file.content.clone()) {
                 Ok(package) => package,
                 Err(err) => {
+                    let text = err.to_string();
+                    let hint = if !directives.rego_v0 && text.contains("keyword is required") {
+                        " (this looks like Rego v0 syntax: add the line `# policyctl: rego.v0` to parse the module \
+                         as OPA 0.x Rego, or add `if` / `contains` for Rego v1)"
+                    } else {
+                        ""
+                    };
                     built.errors.push(LoadError::new(
                         source,
-                        format!("Rego does not compile: {err}"),
+                        format!("Rego does not compile: {text}{hint}"),
                     ));
                     continue;
                 }
@@ -170,6 +177,18 @@ impl Engine for RegoEngine {
             }
         }
         if !built.errors.is_empty() {
+            return built;
+        }
+        // What regorus would only find when a rule runs: undefined functions, imports of packages the set does not
+        // have, `data` references that name nothing (plain Rego gets no data besides its modules).
+        let unresolved = support::check::unresolved(engine.get_modules(), &[]);
+        if !unresolved.is_empty() {
+            built.errors.extend(unresolved.into_iter().map(|u| {
+                LoadError::new(
+                    SourceRef::file(&u.file),
+                    format!("line {}: {}", u.line, u.message),
+                )
+            }));
             return built;
         }
         let Some(first) = order.iter().find(|p| {

@@ -216,3 +216,48 @@ fn packages_across_files_merge() {
         vec![Violation::deny("from a"), Violation::warn("from b")]
     );
 }
+
+#[test]
+fn an_undefined_function_is_a_load_error_naming_file_and_line() {
+    let module = "package p\n\ndeny contains msg if {\n    not_a_function(input.request)\n    msg := \"x\"\n}\n";
+    let errors = load_errors(&[src("policies/p.rego", module)]);
+    assert_eq!(
+        errors,
+        ["policies/p.rego: line 4: undefined function not_a_function: no builtin and no function of the policy set has this name"]
+    );
+}
+
+#[test]
+fn a_missing_import_and_an_unresolved_data_reference_are_load_errors() {
+    let module = "package p\n\nimport data.lib.nothing\n\ndeny contains msg if {\n    data.other.flag\n    msg := \"x\"\n}\n";
+    let errors = load_errors(&[src("p.rego", module)]);
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(
+        errors[0].starts_with("p.rego: line 3: import data.lib.nothing: no package"),
+        "{errors:?}"
+    );
+    assert!(
+        errors[1].starts_with("p.rego: line 6: data.other.flag: no package"),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn functions_and_packages_of_other_files_and_imports_resolve() {
+    let lib = "package lib.util\n\nbad(x) if x.privileged\n";
+    let module = "package p\n\nimport data.lib.util\nimport data.lib.util as u\n\ndeny contains msg if {\n    util.bad(input.request.object)\n    u.bad(input.request.object)\n    data.lib.util.bad(input.request.object)\n    local(1)\n    msg := sprintf(\"%v\", [data.lib.util])\n}\n\nlocal(x) := x + 1\n";
+    assert_eq!(
+        load_errors(&[src("lib.rego", lib), src("p.rego", module)]),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn v0_syntax_suggests_the_directive() {
+    let errors = load_errors(&[src(
+        "v0.rego",
+        "package p\n\ndeny[msg] {\n  msg := \"x\"\n}\n",
+    )]);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("# policyctl: rego.v0"), "{errors:?}");
+}

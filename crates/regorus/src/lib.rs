@@ -3,6 +3,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms)]
 
+pub mod check;
+
 use std::num::NonZeroU32;
 use std::time::Duration;
 

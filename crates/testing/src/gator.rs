@@ -353,6 +353,14 @@ fn run_test(
                     format!("want a parameter schema error, got: {err}"),
                 )]
             }
+            Err(ConstraintError::Fields(errors)) => {
+                let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                vec![row(
+                    "",
+                    Outcome::Fail,
+                    format!("want a parameter schema error, got: {}", text.join("; ")),
+                )]
+            }
             Ok(_) => vec![row(
                 "",
                 Outcome::Fail,

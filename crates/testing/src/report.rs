@@ -138,8 +138,33 @@ impl Report {
         )
     }
 
-    /// The report as a table with a summary line.
+    /// The same report listing only the cases that failed or errored (`test --fail-only`); the summary still
+    /// counts every case.
+    pub fn failures_only(&self) -> Report {
+        Report {
+            summary: self.summary,
+            cases: self
+                .cases
+                .iter()
+                .filter(|c| matches!(c.result, Outcome::Fail | Outcome::Error))
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// The report as YAML: `summary` and `cases`.
+    pub fn yaml(&self) -> String {
+        serde_yaml::to_string(self).unwrap_or_else(|e| format!("error: {e}\n"))
+    }
+
+    /// The report as a table with a summary line; reasons are cut to their first line.
     pub fn table(&self) -> String {
+        self.table_with(false)
+    }
+
+    /// The report as a table; with `detailed`, each case's whole reason follows its row, indented
+    /// (`test --detailed`).
+    pub fn table_with(&self, detailed: bool) -> String {
         let headers = ["SUITE", "TEST", "CASE", "RESULT", "REASON"];
         let rows: Vec<[String; 5]> = self
             .cases
@@ -162,7 +187,7 @@ impl Report {
             }
         }
         let mut out = String::new();
-        let mut line = |cells: [&str; 5]| {
+        let line = |out: &mut String, cells: [&str; 5]| {
             let mut text = String::new();
             for (i, cell) in cells.iter().enumerate() {
                 if i < 4 {
@@ -174,9 +199,16 @@ impl Report {
             out.push_str(text.trim_end());
             out.push('\n');
         };
-        line(headers);
-        for row in &rows {
-            line([&row[0], &row[1], &row[2], &row[3], &row[4]]);
+        line(&mut out, headers);
+        for (row, case) in rows.iter().zip(&self.cases) {
+            line(&mut out, [&row[0], &row[1], &row[2], &row[3], &row[4]]);
+            if detailed {
+                for extra in case.reason.lines().skip(1) {
+                    out.push_str("    ");
+                    out.push_str(extra);
+                    out.push('\n');
+                }
+            }
         }
         out.push_str(&self.summary_line());
         out.push('\n');
@@ -340,6 +372,33 @@ mod tests {
             lines.last().copied(),
             Some(sample().summary_line().as_str())
         );
+    }
+
+    #[test]
+    fn fail_only_keeps_the_summary_and_lists_failures_and_errors() {
+        let report = sample().failures_only();
+        assert_eq!(report.summary.total, sample().summary.total);
+        assert!(report
+            .cases
+            .iter()
+            .all(|c| matches!(c.result, Outcome::Fail | Outcome::Error)));
+        assert_eq!(report.cases.len(), 2);
+    }
+
+    #[test]
+    fn detailed_tables_show_every_line_of_a_reason_and_yaml_has_the_cases() {
+        let report = Report::new(vec![CaseResult::new(
+            "s",
+            "t",
+            "c",
+            Outcome::Fail,
+            "first line\nsecond line",
+        )]);
+        assert!(!report.table().contains("second line"));
+        assert!(report.table_with(true).contains("\n    second line\n"));
+        let yaml: serde_json::Value = serde_yaml::from_str(&report.yaml()).expect("yaml");
+        assert_eq!(yaml["cases"][0]["result"], "fail");
+        assert_eq!(yaml["summary"]["failed"], 1);
     }
 
     #[test]

@@ -5,10 +5,91 @@
 //! - `audit` violations are only recorded (metrics, logs);
 //! - a policy that could not be evaluated follows its failure policy (or the server's): `Fail` denies with
 //!   `[policy] <error>`; `Ignore` allows and adds a warning saying the policy was skipped.
+//!
+//! Every line that reaches the API server (denials, warnings) is one line of at most [`MAX_LINE`] bytes (longer ones
+//! are cut with [`TRUNCATED`]). An error's line is its first line, without file paths or source snippets: the full
+//! text stays in [`Decision::errors`], for the log and `policyctl eval`.
 
 use crate::admission::Response;
 use crate::pipeline::PolicyRun;
 use crate::policy::{Action, FailurePolicy, PolicyError};
+
+/// Longest line, in bytes, that the API server gets for one denial or warning.
+pub const MAX_LINE: usize = 1024;
+
+/// Longest denial message, in bytes (all lines together); further lines are dropped with a count.
+pub const MAX_MESSAGE: usize = 8 * 1024;
+
+/// What ends a line that was cut.
+pub const TRUNCATED: &str = "… [truncated]";
+
+/// A message as the API server gets it: whitespace runs with line breaks become one space, and at most
+/// [`MAX_LINE`] bytes, cut on a character boundary and marked with [`TRUNCATED`].
+pub fn one_line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(MAX_LINE));
+    let mut words = text
+        .split(['\n', '\r'])
+        .map(str::trim)
+        .filter(|l| !l.is_empty());
+    if let Some(first) = words.next() {
+        out.push_str(first);
+    }
+    for line in words {
+        out.push(' ');
+        out.push_str(line);
+    }
+    truncate(out, MAX_LINE)
+}
+
+fn truncate(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut cut = max.saturating_sub(TRUNCATED.len());
+    while cut > 0 && !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    text.truncate(cut);
+    text.push_str(TRUNCATED);
+    text
+}
+
+/// An evaluation error as the API server gets it: its first line, with every token that looks like a local file
+/// path (`/…/x.rego:12:3:`, `policies/p.yaml`) replaced by `<source>`, on one bounded line. Compilers put the
+/// source snippet on the lines after the first, so dropping them drops the snippet.
+pub fn public_error(text: &str) -> String {
+    let first = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
+    let words: Vec<String> = first
+        .split(' ')
+        .map(|word| {
+            if looks_like_path(word) {
+                "<source>".to_string()
+            } else {
+                word.to_string()
+            }
+        })
+        .collect();
+    one_line(&words.join(" "))
+}
+
+/// Whether a word names a local file: it contains a `/` and, before any `:line:col` suffix, ends in a policy file
+/// extension, or starts with `/`, `./` or `../`.
+fn looks_like_path(word: &str) -> bool {
+    let word =
+        word.trim_matches(|c: char| matches!(c, '"' | '\'' | '`' | '(' | ')' | ',' | '[' | ']'));
+    let base = word.split(':').next().unwrap_or(word);
+    let extension = [".rego", ".yaml", ".yml", ".json"]
+        .iter()
+        .any(|e| base.ends_with(e));
+    (extension && (base.contains('/') || word.contains(':')))
+        || ((word.starts_with('/') || word.starts_with("./") || word.starts_with("../"))
+            && word.len() > 1
+            && word[1..].contains('/'))
+}
 
 /// The decision for one review.
 #[derive(Debug, Clone, Default)]
@@ -63,9 +144,24 @@ impl Decision {
         }
     }
 
-    /// The denial message: every denial line joined by newlines.
+    /// The denial message: every denial line joined by newlines, at most [`MAX_MESSAGE`] bytes (the lines that do
+    /// not fit are counted on a last line).
     pub fn message(&self) -> String {
-        self.denials.join("\n")
+        let mut out = String::new();
+        for (i, line) in self.denials.iter().enumerate() {
+            if out.len() + line.len() + 1 > MAX_MESSAGE {
+                let left = self.denials.len() - i;
+                out.push_str(&format!(
+                    "\n{TRUNCATED} {left} more denials (see the webhook log)"
+                ));
+                break;
+            }
+            if i > 0 {
+                out.push('\n');
+            }
+            out.push_str(line);
+        }
+        out
     }
 
     /// The webhook answer.
@@ -104,19 +200,24 @@ pub fn decide(
         let name = &run.policy.info().name;
         let outcome = &run.outcome;
         for violation in &outcome.violations {
-            let line = format!("[{name}] {}", violation.message);
+            let line = one_line(&format!("[{name}] {}", violation.message));
             match violation.action {
                 Action::Deny => decision.denials.push(line),
                 Action::Warn => decision.warnings.push(line),
                 Action::Audit => decision.audits.push(line),
             }
         }
-        decision
-            .warnings
-            .extend(outcome.warnings.iter().map(|w| format!("[{name}] {w}")));
+        decision.warnings.extend(
+            outcome
+                .warnings
+                .iter()
+                .map(|w| one_line(&format!("[{name}] {w}"))),
+        );
         for PolicyError { error, action } in &outcome.errors {
+            // The full text for the log; the API server gets one line without paths or source.
+            decision.errors.push(format!("[{name}] {error}"));
+            let error = public_error(&error.to_string());
             let line = format!("[{name}] {error}");
-            decision.errors.push(line.clone());
             match action {
                 Action::Deny => match run
                     .policy
@@ -125,9 +226,9 @@ pub fn decide(
                     .unwrap_or(default_failure_policy)
                 {
                     FailurePolicy::Fail => decision.denials.push(line),
-                    FailurePolicy::Ignore => decision.warnings.push(format!(
+                    FailurePolicy::Ignore => decision.warnings.push(one_line(&format!(
                         "[{name}] policy skipped (failure policy Ignore): {error}"
-                    )),
+                    ))),
                 },
                 Action::Warn => decision.warnings.push(line),
                 Action::Audit => decision.audits.push(line),
@@ -308,6 +409,68 @@ mod tests {
         assert_eq!(decision.warnings, ["[w] broken"]);
         assert_eq!(decision.audits, ["[a] broken too"]);
         assert_eq!(decision.errors, ["[w] broken", "[a] broken too"]);
+    }
+
+    #[test]
+    fn lines_for_the_api_server_are_single_and_bounded() {
+        let long = "x".repeat(5000);
+        let decision = decide(
+            vec![run(
+                "p",
+                None,
+                found(vec![
+                    violation("first line\n  second line\n", Action::Deny),
+                    violation(&long, Action::Warn),
+                ]),
+            )],
+            None,
+            FailurePolicy::Fail,
+        );
+        assert_eq!(decision.denials, ["[p] first line second line"]);
+        assert_eq!(decision.warnings[0].len(), MAX_LINE);
+        assert!(decision.warnings[0].ends_with(TRUNCATED));
+    }
+
+    #[test]
+    fn errors_reach_the_api_server_without_paths_or_source() {
+        let compiler = "/etc/policies/rego/bad.rego:7:3: error: could not find function nope\n   |\n 7 |   nope(input)\n   |   ^^^^";
+        let decision = decide(
+            vec![run("pkg", None, error(compiler, Action::Deny))],
+            None,
+            FailurePolicy::Fail,
+        );
+        assert_eq!(
+            decision.message(),
+            "[pkg] <source> error: could not find function nope"
+        );
+        assert_eq!(decision.errors, [format!("[pkg] {compiler}")]);
+        let open = decide(
+            vec![run(
+                "pkg",
+                None,
+                error("policies/x.yaml: boom", Action::Deny),
+            )],
+            None,
+            FailurePolicy::Ignore,
+        );
+        assert_eq!(
+            open.warnings,
+            ["[pkg] policy skipped (failure policy Ignore): <source> boom"]
+        );
+    }
+
+    #[test]
+    fn a_long_denial_message_is_bounded_and_says_how_many_lines_were_left_out() {
+        let many: Vec<Violation> = (0..100)
+            .map(|i| violation(&format!("{i} {}", "y".repeat(200)), Action::Deny))
+            .collect();
+        let decision = decide(vec![run("p", None, found(many))], None, FailurePolicy::Fail);
+        let message = decision.message();
+        assert!(message.len() <= MAX_MESSAGE + 100, "{}", message.len());
+        assert!(
+            message.ends_with("more denials (see the webhook log)"),
+            "{message}"
+        );
     }
 
     #[test]

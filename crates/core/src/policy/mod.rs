@@ -1,10 +1,12 @@
 //! The policy model shared by every engine: what a policy is, what it returns, and how policies are loaded into an
 //! immutable [`PolicySet`].
 
+pub mod kinds;
 pub mod loader;
 mod set;
 pub mod source;
 pub mod store;
+pub mod strict;
 
 use std::fmt;
 use std::str::FromStr;

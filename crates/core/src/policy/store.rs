@@ -2,6 +2,9 @@
 //!
 //! Readers take one `Arc<PolicySet>` per request and keep it until they answer, so a request is evaluated entirely by
 //! the generation it started with. A rejected load never replaces the active set; it is kept as the last error.
+//!
+//! A load that would take the active set from some policies to none (a policy directory emptied by mistake, a
+//! ConfigMap deleted) is rejected like a broken one, unless empty sets are allowed ([`EmptySet::Allow`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,7 +14,17 @@ use arc_swap::ArcSwapOption;
 use serde::Serialize;
 
 use super::loader::Compiled;
-use super::{LoadError, PolicySet};
+use super::{LoadError, PolicySet, SourceRef};
+
+/// Whether a load with no policies may replace an active set that has some.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EmptySet {
+    /// Reject it, keeping the active set (the default when serving).
+    #[default]
+    Refuse,
+    /// Publish it (`serve --allow-empty-policy-set`).
+    Allow,
+}
 
 /// A load that was rejected.
 #[derive(Debug, Clone, Serialize)]
@@ -51,8 +64,36 @@ impl PolicyStore {
     }
 
     /// Publish the result of a load: a clean load becomes the active set under the next generation; a load with
-    /// errors is recorded and the active set stays. Returns the new generation or the errors.
+    /// errors is recorded and the active set stays. Returns the new generation or the errors. An empty load never
+    /// replaces a non-empty set (see [`PolicyStore::publish_with`]).
     pub fn publish(&self, compiled: Compiled) -> Result<Arc<PolicySet>, Vec<LoadError>> {
+        self.publish_with(compiled, EmptySet::Refuse)
+    }
+
+    /// [`PolicyStore::publish`], saying whether a load with no policies may replace an active set that has some;
+    /// when it may not, it is rejected with an error that says so.
+    pub fn publish_with(
+        &self,
+        mut compiled: Compiled,
+        empty: EmptySet,
+    ) -> Result<Arc<PolicySet>, Vec<LoadError>> {
+        if empty == EmptySet::Refuse
+            && compiled.built.errors.is_empty()
+            && compiled.built.policies.is_empty()
+        {
+            if let Some(active) = self.current().filter(|s| !s.policies().is_empty()) {
+                compiled.built.errors.push(LoadError::new(
+                    SourceRef::file("policy sources"),
+                    format!(
+                        "the update has no policies and would replace the active set of {} policies \
+                         (generation {}): refused, the active set keeps serving; start the server with \
+                         --allow-empty-policy-set to allow an empty set",
+                        active.policies().len(),
+                        active.generation()
+                    ),
+                ));
+            }
+        }
         if !compiled.built.errors.is_empty() {
             let errors = compiled.built.errors;
             *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(LoadFailure {
@@ -85,7 +126,61 @@ impl PolicyStore {
 mod tests {
     use super::*;
     use crate::engine::Built;
-    use crate::policy::SourceRef;
+    use crate::policy::{EvalContext, Evaluation, Policy, PolicyInfo};
+    use crate::select::Scope;
+
+    #[derive(Debug)]
+    struct Nothing(PolicyInfo);
+
+    impl Policy for Nothing {
+        fn info(&self) -> &PolicyInfo {
+            &self.0
+        }
+        fn scope(&self) -> Scope {
+            Scope::any()
+        }
+        fn validate(&self, _: &crate::admission::Review, _: &EvalContext) -> Evaluation {
+            Evaluation::skip()
+        }
+    }
+
+    fn one_policy() -> Compiled {
+        let info = PolicyInfo {
+            name: "p".into(),
+            kind: "Test".into(),
+            engine: "test",
+            source: SourceRef::file("p.yaml"),
+            failure_policy: None,
+            annotations: Default::default(),
+        };
+        Compiled {
+            built: Built {
+                policies: vec![Arc::new(Nothing(info))],
+                ..Built::default()
+            },
+            ..Compiled::default()
+        }
+    }
+
+    #[test]
+    fn an_empty_load_does_not_replace_a_set_with_policies() {
+        let store = PolicyStore::new();
+        // Starting empty is allowed (a warning is the server's business).
+        assert!(store.publish(Compiled::default()).is_ok());
+        store.publish(one_policy()).expect("clean load");
+        let errors = store.publish(Compiled::default()).expect_err("refused");
+        assert!(
+            errors[0].to_string().contains("--allow-empty-policy-set"),
+            "{errors:?}"
+        );
+        assert_eq!(store.current().map(|s| s.policies().len()), Some(1));
+        assert!(store.last_error().is_some());
+
+        let emptied = store
+            .publish_with(Compiled::default(), EmptySet::Allow)
+            .expect("allowed");
+        assert!(emptied.policies().is_empty());
+    }
 
     #[test]
     fn a_bad_load_keeps_the_active_set() {

@@ -23,8 +23,16 @@ pub enum CertError {
     #[error("cannot generate the certificate: {0}")]
     Generate(#[from] rcgen::Error),
     /// A DNS name is not usable in a certificate.
-    #[error("invalid DNS name {0:?}")]
-    InvalidName(String),
+    #[error("invalid DNS name {0:?}: {1}")]
+    InvalidName(String, String),
+    /// A validity of zero.
+    #[error("the validity of the {0} must be at least one day")]
+    Validity(&'static str),
+    /// A file would be overwritten and overwriting was not asked for.
+    #[error(
+        "{0} already exists: pass --force to replace the keys and certificates in this directory"
+    )]
+    Exists(PathBuf),
     /// No subject name was given.
     #[error("at least one --dns name or --ip address is required")]
     NoNames,
@@ -78,6 +86,16 @@ pub fn generate(
     if dns.is_empty() && ips.is_empty() {
         return Err(CertError::NoNames);
     }
+    for dns_name in dns {
+        check_dns_name(dns_name)
+            .map_err(|reason| CertError::InvalidName(dns_name.clone(), reason))?;
+    }
+    if validity.is_zero() {
+        return Err(CertError::Validity("serving certificate"));
+    }
+    if ca_validity.is_zero() {
+        return Err(CertError::Validity("CA"));
+    }
     let now = OffsetDateTime::now_utc();
     let backdate = time::Duration::minutes(5);
 
@@ -98,7 +116,7 @@ pub fn generate(
         let ia5 = dns_name
             .clone()
             .try_into()
-            .map_err(|_| CertError::InvalidName(dns_name.clone()))?;
+            .map_err(|_| CertError::InvalidName(dns_name.clone(), "not ASCII".into()))?;
         sans.push(SanType::DnsName(ia5));
     }
     sans.extend(ips.iter().copied().map(SanType::IpAddress));
@@ -122,6 +140,38 @@ pub fn generate(
     })
 }
 
+/// Whether `name` is a DNS name a client can verify (RFC 1123, with an optional leading `*.` wildcard label): labels
+/// of 1 to 63 letters, digits and hyphens, not starting or ending with a hyphen, 253 characters at most.
+pub fn check_dns_name(name: &str) -> Result<(), String> {
+    let host = name.strip_prefix("*.").unwrap_or(name);
+    if host.is_empty() {
+        return Err("empty".into());
+    }
+    if name.len() > 253 {
+        return Err("longer than 253 characters".into());
+    }
+    for label in host.split('.') {
+        if label.is_empty() {
+            return Err("empty label (two dots, or a leading or trailing dot)".into());
+        }
+        if label.len() > 63 {
+            return Err(format!("label {label:?} is longer than 63 characters"));
+        }
+        if let Some(c) = label
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
+        {
+            return Err(format!(
+                "label {label:?} has the character {c:?} (letters, digits and '-' only)"
+            ));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(format!("label {label:?} starts or ends with '-'"));
+        }
+    }
+    Ok(())
+}
+
 fn name(common_name: &str) -> DistinguishedName {
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, common_name);
@@ -132,7 +182,19 @@ fn to_time(d: Duration) -> time::Duration {
     time::Duration::seconds(i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2))
 }
 
-/// Write `ca.crt`, `tls.crt` and `tls.key` (mode 0600) into `dir`, creating it.
+/// [`write`], refusing to replace any existing `ca.crt`, `tls.crt` or `tls.key` (`policyctl certs` without
+/// `--force`): overwriting a serving key by mistake breaks every webhook configuration that trusts the old CA.
+pub fn write_new(dir: &Path, generated: &Generated) -> Result<Written, CertError> {
+    for file in ["ca.crt", "tls.crt", "tls.key"] {
+        let path = dir.join(file);
+        if path.exists() {
+            return Err(CertError::Exists(path));
+        }
+    }
+    write(dir, generated)
+}
+
+/// Write `ca.crt`, `tls.crt` and `tls.key` (mode 0600) into `dir`, creating it; existing files are replaced.
 pub fn write(dir: &Path, generated: &Generated) -> Result<Written, CertError> {
     fs::create_dir_all(dir).map_err(|source| CertError::Write {
         path: dir.to_path_buf(),
@@ -170,6 +232,49 @@ fn write_file(path: &Path, bytes: &[u8], private: bool) -> Result<(), CertError>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dns_names_are_checked() {
+        for good in [
+            "policyctl.policyctl.svc",
+            "*.example.com",
+            "localhost",
+            "a-b.c1",
+        ] {
+            assert_eq!(check_dns_name(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            "a..b",
+            "-a.b",
+            "a_b.svc",
+            "exa mple.com",
+            "a.",
+            &"x".repeat(64),
+        ] {
+            assert!(check_dns_name(bad).is_err(), "{bad}");
+        }
+        let day = Duration::from_secs(86400);
+        assert!(matches!(
+            generate(&["bad_name".into()], &[], day, day),
+            Err(CertError::InvalidName(..))
+        ));
+        assert!(matches!(
+            generate(&["ok.svc".into()], &[], Duration::ZERO, day),
+            Err(CertError::Validity(_))
+        ));
+    }
+
+    #[test]
+    fn write_new_refuses_to_replace_keys() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let day = Duration::from_secs(86400);
+        let generated = generate(&["ok.svc".into()], &[], day, day).expect("generates");
+        write_new(dir.path(), &generated).expect("first write");
+        let err = write_new(dir.path(), &generated).expect_err("refused");
+        assert!(err.to_string().contains("--force"), "{err}");
+        write(dir.path(), &generated).expect("replacing is explicit");
+    }
 
     #[test]
     fn generates_a_ca_and_a_serving_certificate() {

@@ -51,7 +51,7 @@ use crate::cluster::{ClusterOptions, KubeCluster};
 use crate::engine::{Built, LoadOptions};
 use crate::metrics::Metrics;
 use crate::policy::loader::{compile, Compiled};
-use crate::policy::store::PolicyStore;
+use crate::policy::store::{EmptySet, PolicyStore};
 use crate::policy::{ClusterContext, LoadError, PolicySet, SourceFile};
 use std::collections::BTreeSet;
 
@@ -84,6 +84,9 @@ pub struct SourcesConfig {
     /// Serve policies cluster context from the Kubernetes API (`--cluster-context`); the first policy set is then
     /// published once the namespaces have been listed.
     pub cluster_context: Option<ClusterOptions>,
+    /// Whether an update with no policies may replace a set that has some (`--allow-empty-policy-set`); by default
+    /// it is rejected like a broken update.
+    pub allow_empty_policy_set: bool,
 }
 
 impl SourcesConfig {
@@ -105,6 +108,7 @@ impl Default for SourcesConfig {
             debounce: DEFAULT_DEBOUNCE,
             rescan_interval: DEFAULT_RESCAN_INTERVAL,
             cluster_context: None,
+            allow_empty_policy_set: false,
         }
     }
 }
@@ -131,6 +135,7 @@ pub struct Publisher {
     store: Arc<PolicyStore>,
     metrics: Arc<Metrics>,
     options: LoadOptions,
+    empty: EmptySet,
 }
 
 impl Publisher {
@@ -140,7 +145,18 @@ impl Publisher {
             store,
             metrics,
             options,
+            empty: EmptySet::Refuse,
         }
+    }
+
+    /// The same publisher, allowing (or not) an update with no policies to replace a set that has some.
+    pub fn allow_empty_policy_set(mut self, allow: bool) -> Publisher {
+        self.empty = if allow {
+            EmptySet::Allow
+        } else {
+            EmptySet::Refuse
+        };
+        self
     }
 
     /// The store it publishes into.
@@ -181,8 +197,15 @@ impl Publisher {
             );
         }
         let files = compiled.files;
-        match self.store.publish(compiled) {
+        match self.store.publish_with(compiled, self.empty) {
             Ok(set) => {
+                if set.policies().is_empty() {
+                    tracing::warn!(
+                        generation = set.generation(),
+                        files,
+                        "the active policy set has no policies: every request is admitted"
+                    );
+                }
                 self.metrics
                     .record_policy_set(set.generation(), set.policies().len(), set.hash());
                 tracing::info!(
@@ -311,6 +334,7 @@ impl Sources {
         status: Arc<SourcesStatus>,
     ) -> Result<Running, SourceError> {
         let Sources { config, client } = self;
+        let publisher = publisher.allow_empty_policy_set(config.allow_empty_policy_set);
         if config.directory.is_none() && config.configmaps.is_none() {
             return Err(SourceError::NoSource);
         }

@@ -1,0 +1,336 @@
+//! Static checks of compiled Rego modules that regorus leaves to evaluation: a call of a function that neither a
+//! builtin nor a rule of the set defines, an import of a `data` package the set does not have, and a `data.…`
+//! reference that names no package or rule. regorus only reports these when the expression runs (an undefined
+//! function is an error on every request; a missing package silently makes a rule undefined), so policyctl reports
+//! them at load time.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use regorus::unstable::{Expr, Literal, Module, Query, Rule, RuleHead, BUILTINS};
+use regorus::utils::get_path_string;
+
+/// One problem: the file (the module's path as given to `add_policy`), the line (from 1) and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Unresolved {
+    /// The module's file.
+    pub file: String,
+    /// The line, counted from 1.
+    pub line: u32,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// What the modules of one engine define: packages, rule paths and function paths (all `data.…`).
+#[derive(Debug, Default)]
+struct Defined {
+    packages: BTreeSet<String>,
+    rules: BTreeSet<String>,
+    functions: BTreeSet<String>,
+}
+
+impl Defined {
+    /// Whether a static `data.…` path names something of the set (a package, a prefix of one, or a path inside a
+    /// package that starts with one of its rules), or lies under an external root.
+    fn resolves(&self, path: &str, external: &[&str]) -> bool {
+        if path == "data" {
+            return true;
+        }
+        if external.iter().any(|e| {
+            path == *e || path.starts_with(&format!("{e}.")) || e.starts_with(&format!("{path}."))
+        }) {
+            return true;
+        }
+        let prefix = format!("{path}.");
+        if self.packages.contains(path) || self.packages.iter().any(|p| p.starts_with(&prefix)) {
+            return true;
+        }
+        if self.rules.contains(path) || self.rules.iter().any(|r| r.starts_with(&prefix)) {
+            return true;
+        }
+        self.rules
+            .iter()
+            .any(|r| path.starts_with(&format!("{r}.")) || path.starts_with(&format!("{r}[")))
+    }
+}
+
+/// Check every module: undefined functions, missing imports, `data` references that resolve to nothing. `external`
+/// lists `data` roots that come from outside the modules (Gatekeeper's `data.inventory`).
+pub fn unresolved(
+    modules: &[regorus::unstable::Ref<Module>],
+    external: &[&str],
+) -> Vec<Unresolved> {
+    let mut defined = Defined::default();
+    for module in modules {
+        let Ok(package) = get_path_string(&module.package.refr, Some("data")) else {
+            continue;
+        };
+        for rule in &module.policy {
+            let (refr, function) = match rule.as_ref() {
+                Rule::Spec { head, .. } => match head {
+                    RuleHead::Func { refr, .. } => (refr, true),
+                    RuleHead::Compr { refr, .. } | RuleHead::Set { refr, .. } => (refr, false),
+                },
+                Rule::Default { refr, args, .. } => (refr, !args.is_empty()),
+            };
+            if let Ok(name) = get_path_string(refr, None) {
+                let path = format!("{package}.{name}");
+                if function {
+                    defined.functions.insert(path.clone());
+                }
+                defined.rules.insert(path);
+            }
+        }
+        defined.packages.insert(package);
+    }
+    let mut out = BTreeSet::new();
+    for module in modules {
+        let Ok(package) = get_path_string(&module.package.refr, Some("data")) else {
+            continue;
+        };
+        let mut checker = Checker {
+            defined: &defined,
+            external,
+            package,
+            imports: BTreeMap::new(),
+            out: &mut out,
+        };
+        for import in &module.imports {
+            let Ok(path) = get_path_string(&import.refr, None) else {
+                continue;
+            };
+            let alias = match &import.r#as {
+                Some(span) => span.text().to_string(),
+                None => path.rsplit('.').next().unwrap_or(&path).to_string(),
+            };
+            if path.starts_with("data.") && !defined.resolves(&path, external) {
+                checker.report(
+                    &import.span,
+                    format!("import {path}: no package or rule of the policy set defines it"),
+                );
+            }
+            checker.imports.insert(alias, path);
+        }
+        for rule in &module.policy {
+            checker.rule(rule);
+        }
+    }
+    out.into_iter().collect()
+}
+
+struct Checker<'a> {
+    defined: &'a Defined,
+    external: &'a [&'a str],
+    package: String,
+    imports: BTreeMap<String, String>,
+    out: &'a mut BTreeSet<Unresolved>,
+}
+
+impl Checker<'_> {
+    fn report(&mut self, span: &regorus::unstable::Span, message: String) {
+        self.out.insert(Unresolved {
+            file: span.source.file().clone(),
+            line: span.line,
+            message,
+        });
+    }
+
+    fn rule(&mut self, rule: &Rule) {
+        match rule {
+            Rule::Spec { head, bodies, .. } => {
+                match head {
+                    RuleHead::Compr { assign, .. } => {
+                        if let Some(a) = assign {
+                            self.expr(&a.value);
+                        }
+                    }
+                    RuleHead::Set { key, .. } => {
+                        if let Some(k) = key {
+                            self.expr(k);
+                        }
+                    }
+                    RuleHead::Func { assign, .. } => {
+                        if let Some(a) = assign {
+                            self.expr(&a.value);
+                        }
+                    }
+                }
+                for body in bodies {
+                    if let Some(a) = &body.assign {
+                        self.expr(&a.value);
+                    }
+                    self.query(&body.query);
+                }
+            }
+            Rule::Default { value, .. } => self.expr(value),
+        }
+    }
+
+    fn query(&mut self, query: &Query) {
+        for stmt in &query.stmts {
+            match &stmt.literal {
+                Literal::SomeVars { .. } => {}
+                Literal::SomeIn {
+                    key,
+                    value,
+                    collection,
+                    ..
+                } => {
+                    if let Some(k) = key {
+                        self.expr(k);
+                    }
+                    self.expr(value);
+                    self.expr(collection);
+                }
+                Literal::Expr { expr, .. } | Literal::NotExpr { expr, .. } => self.expr(expr),
+                Literal::Every { domain, query, .. } => {
+                    self.expr(domain);
+                    self.query(query);
+                }
+            }
+            // `with` targets name what they replace (`input`, `data.x`, a function): only their values are checked.
+            for m in &stmt.with_mods {
+                self.expr(&m.r#as);
+            }
+        }
+    }
+
+    /// The static path of a reference chain rooted at `data` (`data.a.b["c"]`), up to its first dynamic part.
+    fn data_path(expr: &Expr) -> Option<String> {
+        match expr {
+            Expr::Var { span, .. } => (span.text() == "data").then(|| "data".to_string()),
+            Expr::RefDot { refr, field, .. } => {
+                Self::data_path(refr).map(|p| format!("{p}.{}", field.0.text()))
+            }
+            Expr::RefBrack { refr, index, .. } => {
+                let base = Self::data_path(refr)?;
+                match index.as_ref() {
+                    Expr::String { value, .. } => match value.as_string() {
+                        Ok(s) => Some(format!("{base}.{s}")),
+                        Err(_) => Some(base),
+                    },
+                    _ => Some(base),
+                }
+            }
+            _ => None,
+        }
+    }
+
+    fn call(&mut self, span: &regorus::unstable::Span, fcn: &Expr) {
+        let Ok(path) = get_path_string(fcn, None) else {
+            return;
+        };
+        if path == "print" || BUILTINS.contains_key(path.as_str()) {
+            return;
+        }
+        let (root, rest) = match path.split_once('.') {
+            Some((root, rest)) => (root, Some(rest)),
+            None => (path.as_str(), None),
+        };
+        let target = if root == "data" {
+            path.clone()
+        } else if let Some(import) = self.imports.get(root) {
+            match rest {
+                Some(rest) => format!("{import}.{rest}"),
+                None => import.clone(),
+            }
+        } else {
+            format!("{}.{path}", self.package)
+        };
+        if !self.defined.functions.contains(&target) {
+            self.report(
+                span,
+                format!("undefined function {path}: no builtin and no function of the policy set has this name"),
+            );
+        }
+    }
+
+    fn expr(&mut self, expr: &Expr) {
+        match expr {
+            Expr::String { .. }
+            | Expr::RawString { .. }
+            | Expr::Number { .. }
+            | Expr::Bool { .. }
+            | Expr::Null { .. }
+            | Expr::Var { .. } => {}
+            Expr::Array { items, .. } | Expr::Set { items, .. } => {
+                for i in items {
+                    self.expr(i);
+                }
+            }
+            Expr::Object { fields, .. } => {
+                for (_, k, v) in fields {
+                    self.expr(k);
+                    self.expr(v);
+                }
+            }
+            Expr::ArrayCompr { term, query, .. } | Expr::SetCompr { term, query, .. } => {
+                self.expr(term);
+                self.query(query);
+            }
+            Expr::ObjectCompr {
+                key, value, query, ..
+            } => {
+                self.expr(key);
+                self.expr(value);
+                self.query(query);
+            }
+            Expr::Call {
+                span, fcn, params, ..
+            } => {
+                self.call(span, fcn);
+                for p in params {
+                    self.expr(p);
+                }
+            }
+            Expr::UnaryExpr { expr, .. } => self.expr(expr),
+            Expr::RefDot { span, refr, .. } => {
+                if let Some(path) = Self::data_path(expr) {
+                    if !self.defined.resolves(&path, self.external) {
+                        self.report(
+                            span,
+                            format!("{path}: no package or rule of the policy set defines it"),
+                        );
+                        return;
+                    }
+                }
+                self.expr(refr);
+            }
+            Expr::RefBrack {
+                span, refr, index, ..
+            } => {
+                if let Some(path) = Self::data_path(expr) {
+                    if !self.defined.resolves(&path, self.external) {
+                        self.report(
+                            span,
+                            format!("{path}: no package or rule of the policy set defines it"),
+                        );
+                        return;
+                    }
+                }
+                self.expr(refr);
+                self.expr(index);
+            }
+            Expr::BinExpr { lhs, rhs, .. }
+            | Expr::BoolExpr { lhs, rhs, .. }
+            | Expr::ArithExpr { lhs, rhs, .. }
+            | Expr::AssignExpr { lhs, rhs, .. } => {
+                self.expr(lhs);
+                self.expr(rhs);
+            }
+            Expr::Membership {
+                key,
+                value,
+                collection,
+                ..
+            } => {
+                if let Some(k) = key {
+                    self.expr(k);
+                }
+                self.expr(value);
+                self.expr(collection);
+            }
+            #[allow(unreachable_patterns)]
+            _ => {}
+        }
+    }
+}
