@@ -203,6 +203,28 @@ pub async fn request<S: AsyncRead + AsyncWrite + Unpin>(
     read_response(stream).await
 }
 
+/// Send one HTTP/1.1 request with exactly these header lines (no Content-Type or Content-Length added) and read the
+/// response.
+pub async fn request_with_headers<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &[u8],
+) -> HttpResponse {
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\n");
+    for line in headers {
+        head.push_str(line);
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
+    let mut bytes = head.into_bytes();
+    bytes.extend_from_slice(body);
+    stream.write_all(&bytes).await.expect("write request");
+    stream.flush().await.expect("flush");
+    read_response(stream).await
+}
+
 /// Read one HTTP/1.1 response (content-length or chunked body).
 pub async fn read_response<S: AsyncRead + Unpin>(stream: &mut S) -> HttpResponse {
     let mut buf = Vec::new();

@@ -12,7 +12,8 @@
 //! | `policyctl_policy_load_errors_total` | counter | |
 //! | `policyctl_tls_certificate_expiry_timestamp_seconds` | gauge | |
 //!
-//! `decision` is `allow`, `warn`, `deny`, `invalid` (a 400 answer) or `unavailable` (no policy set yet).
+//! `decision` is `allow`, `warn`, `deny`, `invalid` (a 4xx answer: unreadable or malformed review, wrong media type,
+//! body over the limit) or `unavailable` (no policy set yet).
 
 use std::time::Duration;
 
@@ -125,7 +126,7 @@ impl Metrics {
             Family::new_with_constructor(request_histogram as fn() -> Histogram);
         registry.register(
             "admission_request_duration_seconds",
-            "Time to answer an admission request, from body read to response",
+            "Time to answer an admission request, from the arrival of its head to the response",
             request_duration.clone(),
         );
         let policy_duration: HistogramFamily<PolicyLabels> =

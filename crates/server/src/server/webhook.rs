@@ -3,13 +3,13 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, StatusCode};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
+use futures::StreamExt;
 use tracing::{field, Instrument, Span};
 
 use super::AppState;
@@ -24,16 +24,15 @@ pub fn router(state: AppState) -> Router {
         .route("/validate", post(validate))
         .route("/mutate", post(mutate))
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
 
-async fn validate(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
-    handle(state, Webhook::Validate, body).await
+async fn validate(State(state): State<AppState>, request: Request) -> Response {
+    handle(state, Webhook::Validate, request).await
 }
 
-async fn mutate(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
-    handle(state, Webhook::Mutate, body).await
+async fn mutate(State(state): State<AppState>, request: Request) -> Response {
+    handle(state, Webhook::Mutate, request).await
 }
 
 async fn not_found() -> Response {
@@ -54,25 +53,96 @@ fn text(status: StatusCode, message: impl Into<String>) -> Response {
         .into_response()
 }
 
-async fn handle(
-    state: AppState,
-    webhook: Webhook,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
+/// Why a request was answered before its body became a review.
+enum Refusal {
+    /// 415: the body is not declared as JSON.
+    MediaType,
+    /// 413: the body is (or is declared) larger than the limit.
+    TooLarge,
+    /// 400: the body could not be read.
+    Unreadable(axum::Error),
+}
+
+impl Refusal {
+    fn status(&self) -> StatusCode {
+        match self {
+            Refusal::MediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Refusal::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Refusal::Unreadable(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            Refusal::MediaType => {
+                "Content-Type must be application/json (an AdmissionReview)".to_string()
+            }
+            Refusal::TooLarge => {
+                format!("request body exceeds the limit of {MAX_BODY_BYTES} bytes")
+            }
+            Refusal::Unreadable(err) => format!("cannot read the request body: {err}"),
+        }
+    }
+}
+
+/// `Content-Type: application/json`, parameters (`; charset=utf-8`) allowed, case-insensitive.
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|media_type| media_type.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// The declared length, when there is one that parses.
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse().ok())
+}
+
+/// Read the whole body, refusing it as soon as it is known to be larger than the limit: from a declared
+/// `Content-Length` before reading anything, else once the bytes read pass the limit.
+///
+/// An unread body is simply dropped: HTTP/1.1 closes the connection after the answer; HTTP/2 sends the answer and then
+/// ends the stream with `RST_STREAM(NO_ERROR)` (RFC 9113 §8.1), the connection stays usable.
+async fn read_body(headers: &HeaderMap, body: Body) -> Result<Vec<u8>, Refusal> {
+    if !is_json(headers) {
+        return Err(Refusal::MediaType);
+    }
+    let declared = content_length(headers);
+    if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+        return Err(Refusal::TooLarge);
+    }
+    let capacity = declared.map_or(0, |len| usize::try_from(len).unwrap_or(0));
+    let mut bytes = Vec::with_capacity(capacity.min(MAX_BODY_BYTES));
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(err) => return Err(Refusal::Unreadable(err)),
+        };
+        if bytes.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(Refusal::TooLarge);
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
+}
+
+async fn handle(state: AppState, webhook: Webhook, request: Request) -> Response {
+    // The request arrived when its head did: reading the body counts against its deadline.
     let start = Instant::now();
-    let body = match body {
+    let (parts, body) = request.into_parts();
+    let body = match read_body(&parts.headers, body).await {
         Ok(body) => body,
-        Err(rejection) => {
-            let status = rejection.status();
+        Err(refusal) => {
             state
                 .metrics
                 .record_request(webhook, "", "", "invalid", start.elapsed());
-            let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                format!("request body exceeds the limit of {MAX_BODY_BYTES} bytes")
-            } else {
-                format!("cannot read the request body: {}", rejection.body_text())
-            };
-            return text(status, message);
+            tracing::debug!(status = refusal.status().as_u16(), "refused a request body");
+            return text(refusal.status(), refusal.message());
         }
     };
     let review = match admission::decode(&body) {
