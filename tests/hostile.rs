@@ -337,3 +337,138 @@ async fn oversized_bodies_get_413_over_http2_too() {
     assert_eq!(h2_text(response).await.0, 415);
     server.stop().await;
 }
+
+/// The level of a log line in either format.
+fn level(line: &str) -> String {
+    match serde_json::from_str::<Value>(line) {
+        Ok(event) => event["level"].as_str().unwrap_or_default().to_string(),
+        Err(_) => line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_default()
+            .to_string(),
+    }
+}
+
+/// A review whose request fields try to forge log lines and whose object (and so the policies' messages) carries
+/// markers that must stay out of the logs at info.
+fn forging_review(uid: &str, name: &str, namespace: &str, user: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "apiVersion": V1,
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "name": name,
+            "namespace": namespace,
+            "operation": "CREATE",
+            "userInfo": {"username": user},
+            "object": {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "OBJNAME-MARKER", "namespace": "default"},
+                "spec": {"containers": [{"name": "CONTAINER-MARKER", "image": "x:1"}]}
+            }
+        }
+    }))
+    .expect("json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_cannot_be_forged_in_any_format() {
+    let policies = fixture("logsafe");
+    let policies = policies.to_str().expect("utf-8 path");
+    for format in ["text", "json"] {
+        let binary = support::Binary::start(
+            format,
+            &["--log-level", "info,policyctl_server=debug"],
+            &["--policies", policies],
+        )
+        .await;
+        let forged = binary
+            .post(
+                "/validate",
+                &forging_review(
+                    "forge-1",
+                    "evil\nINFO policyctl_server: forged=true \u{1b}[31mred",
+                    "ns\u{1b}]0;title\u{7}",
+                    "mallory\r\nWARN forged \u{202e}txt.exe",
+                ),
+            )
+            .await;
+        assert_eq!(forged.status, 200, "{}", forged.text());
+        assert_eq!(forged.json()["response"]["allowed"], false);
+        let long_name = "n".repeat(1_000_000);
+        let long = binary
+            .post(
+                "/validate",
+                &forging_review("long-1", &long_name, "default", &"u".repeat(100_000)),
+            )
+            .await;
+        assert_eq!(long.status, 200, "{}", long.text());
+        let lines = binary.stop().await;
+
+        let mut saw_escaped_name = false;
+        let mut saw_cut = false;
+        let mut saw_markers_at_debug = false;
+        let mut saw_failure_warning = false;
+        for raw in &lines {
+            let line = String::from_utf8_lossy(raw);
+            let body = raw.strip_suffix(b"\n").unwrap_or(raw);
+            assert!(
+                !body
+                    .iter()
+                    .any(|b| matches!(b, 0x1b | 0x07 | b'\r' | b'\n')),
+                "[{format}] a raw control character reached the log: {line:?}"
+            );
+            assert!(
+                !line.contains('\u{202e}'),
+                "[{format}] raw bidi override: {line:?}"
+            );
+            assert!(
+                raw.len() <= 16 * 1024,
+                "[{format}] a {}-byte line: the request fields are not bounded",
+                raw.len()
+            );
+            match format {
+                "json" => assert!(
+                    serde_json::from_str::<Value>(&line).is_ok(),
+                    "[json] not one JSON object: {line:?}"
+                ),
+                _ => assert!(
+                    line.starts_with(|c: char| c.is_ascii_digit()),
+                    "[text] a line that does not start with a timestamp (forged?): {line:?}"
+                ),
+            }
+            saw_escaped_name |=
+                line.contains(r"evil\\u{a}INFO policyctl_server: forged=true \\u{1b}[31mred");
+            saw_cut |= line.contains(&format!("...[+{} bytes]", 1_000_000 - 256));
+            let level = level(&line);
+            let quotes_object = ["OBJNAME-MARKER", "CONTAINER-MARKER", "multiple outputs"]
+                .iter()
+                .any(|marker| line.contains(marker));
+            if level == "DEBUG" {
+                saw_markers_at_debug |= quotes_object;
+            } else {
+                assert!(
+                    !quotes_object,
+                    "[{format}] object content logged at {level}: {line:?}"
+                );
+            }
+            saw_failure_warning |= level == "WARN"
+                && line.contains("fixtures.failing")
+                && line.contains("policy evaluation failed");
+        }
+        assert!(saw_escaped_name, "[{format}] the escaped name is logged");
+        assert!(saw_cut, "[{format}] the long name is cut with a marker");
+        assert!(
+            saw_markers_at_debug,
+            "[{format}] messages are at debug level"
+        );
+        assert!(
+            saw_failure_warning,
+            "[{format}] the failing policy is named at warn"
+        );
+    }
+}

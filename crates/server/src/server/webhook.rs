@@ -15,6 +15,7 @@ use tracing::{field, Instrument, Span};
 use super::AppState;
 use crate::admission::{self, encode_response, Review, MAX_BODY_BYTES};
 use crate::decide::Decision;
+use crate::logtext;
 use crate::pipeline::{self, Webhook};
 use crate::policy::{EvalError, FailurePolicy};
 
@@ -151,17 +152,26 @@ async fn handle(state: AppState, webhook: Webhook, request: Request) -> Response
             state
                 .metrics
                 .record_request(webhook, "", "", "invalid", start.elapsed());
-            tracing::debug!(error = %err, "rejected an unreadable AdmissionReview");
-            return text(StatusCode::BAD_REQUEST, err.to_string());
+            // A parse error can quote the body: bounded and escaped like any request text.
+            let reason = err.to_string();
+            let reason = logtext::message(&reason);
+            tracing::debug!(
+                error = reason.as_ref(),
+                "rejected an unreadable AdmissionReview"
+            );
+            return text(StatusCode::BAD_REQUEST, reason);
         }
     };
+    // Every request-derived field goes through `logtext` and is recorded as a string (never `%` Display): bounded,
+    // escaped, and quoted by each log format. Nothing from the object itself is in the span.
     let span = tracing::info_span!(
         "admission",
         webhook = webhook.as_str(),
-        uid = %review.uid,
-        kind = %review.kind.kind,
-        namespace = review.namespace.as_deref().unwrap_or(""),
-        name = %review.name,
+        uid = logtext::field(&review.uid).as_ref(),
+        kind = logtext::field(&review.kind.kind).as_ref(),
+        namespace = logtext::field(review.namespace.as_deref().unwrap_or("")).as_ref(),
+        name = logtext::field(&review.name).as_ref(),
+        user = logtext::field(&review.user_info.username).as_ref(),
         operation = review.operation_str(),
         decision = field::Empty,
         generation = field::Empty,
@@ -240,7 +250,10 @@ async fn answer(state: AppState, webhook: Webhook, review: Review, start: Instan
 
 /// The evaluation task itself failed (it cannot panic: policies run contained). Follow the server's failure policy.
 fn internal_failure(state: &AppState, reason: &str) -> Decision {
-    tracing::error!(error = %reason, "evaluation task failed");
+    tracing::error!(
+        error = logtext::message(reason).as_ref(),
+        "evaluation task failed"
+    );
     let line = format!("[policyctl] {}", EvalError::Panic(reason.to_string()));
     let fail_closed = state.settings.failure_policy == FailurePolicy::Fail;
     Decision {
@@ -255,6 +268,9 @@ fn internal_failure(state: &AppState, reason: &str) -> Decision {
     }
 }
 
+/// Log a decision. At `info` and above: which policies denied, which failed and how (`error` or `timeout`), and how
+/// many audit-only violations; never a message that may quote the object (denials, warnings, audit findings, the
+/// engines' error texts), which are at `debug`, bounded and escaped.
 fn log_decision(decision: &Decision) {
     let denied_by: Vec<&str> = decision
         .runs
@@ -267,8 +283,37 @@ fn log_decision(decision: &Decision) {
     } else {
         tracing::debug!(warnings = decision.warnings.len(), "allowed");
     }
-    for line in &decision.errors {
-        tracing::warn!(error = %line, "policy evaluation failed");
+    for run in &decision.runs {
+        let policy = run.policy.info().name.as_str();
+        for failure in &run.outcome.errors {
+            let result = failure.error.label();
+            match &failure.error {
+                // Our own words: no request content.
+                EvalError::Timeout(_) => {
+                    let error = failure.error.to_string();
+                    tracing::warn!(
+                        policy,
+                        result,
+                        error = error.as_str(),
+                        "policy evaluation failed"
+                    );
+                }
+                // An engine's or a panic's text can quote the object.
+                _ => {
+                    tracing::warn!(
+                        policy,
+                        result,
+                        "policy evaluation failed (the error text is logged at debug level)"
+                    );
+                    let error = failure.error.to_string();
+                    tracing::debug!(
+                        policy,
+                        error = logtext::message(&error).as_ref(),
+                        "policy evaluation error"
+                    );
+                }
+            }
+        }
     }
     if !decision.audits.is_empty() {
         tracing::info!(
@@ -276,8 +321,15 @@ fn log_decision(decision: &Decision) {
             "audit-only violations recorded"
         );
         for line in &decision.audits {
-            tracing::debug!(violation = %line, "audit violation");
+            tracing::debug!(
+                violation = logtext::message(line).as_ref(),
+                "audit violation"
+            );
         }
     }
-    tracing::debug!(denials = ?decision.denials, warnings = ?decision.warnings, "decision details");
+    tracing::debug!(
+        denials = ?logtext::messages(&decision.denials),
+        warnings = ?logtext::messages(&decision.warnings),
+        "decision details"
+    );
 }
