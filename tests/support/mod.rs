@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use policyctl::certs;
 use policyctl::policy::FailurePolicy;
-use policyctl::server::{ServeConfig, ServeError, Server};
+use policyctl::server::{ConnectionLimits, ServeConfig, ServeError, Server};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::ClientConfig;
@@ -72,6 +72,7 @@ impl TestServer {
             eval_timeout: Duration::from_secs(1),
             request_timeout: Duration::from_secs(2),
             drain_timeout: Duration::from_secs(5),
+            connections: ConnectionLimits::default(),
         };
         adjust(&mut config);
         let server = Server::bind(config).expect("bind");

@@ -12,6 +12,7 @@ use axum::Router;
 use futures::StreamExt;
 use tracing::{field, Instrument, Span};
 
+use super::conn::Phase;
 use super::AppState;
 use crate::admission::{self, encode_response, Review, MAX_BODY_BYTES};
 use crate::decide::Decision;
@@ -62,6 +63,8 @@ enum Refusal {
     TooLarge,
     /// 400: the body could not be read.
     Unreadable(axum::Error),
+    /// 408: the body did not arrive in time.
+    Timeout(std::time::Duration),
 }
 
 impl Refusal {
@@ -70,6 +73,7 @@ impl Refusal {
             Refusal::MediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Refusal::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Refusal::Unreadable(_) => StatusCode::BAD_REQUEST,
+            Refusal::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -82,6 +86,9 @@ impl Refusal {
                 format!("request body exceeds the limit of {MAX_BODY_BYTES} bytes")
             }
             Refusal::Unreadable(err) => format!("cannot read the request body: {err}"),
+            Refusal::Timeout(limit) => {
+                format!("the request body did not arrive within {limit:?}")
+            }
         }
     }
 }
@@ -136,7 +143,17 @@ async fn handle(state: AppState, webhook: Webhook, request: Request) -> Response
     // The request arrived when its head did: reading the body counts against its deadline.
     let start = Instant::now();
     let (parts, body) = request.into_parts();
-    let body = match read_body(&parts.headers, body).await {
+    let limit = state.limits.body_read_timeout;
+    let read = tokio::time::timeout(limit, read_body(&parts.headers, body))
+        .await
+        .unwrap_or_else(|_| {
+            state
+                .metrics
+                .connection_timeouts("webhook", Phase::Body)
+                .inc();
+            Err(Refusal::Timeout(limit))
+        });
+    let body = match read {
         Ok(body) => body,
         Err(refusal) => {
             state
