@@ -205,6 +205,24 @@ pub struct ServeArgs {
     /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
     #[arg(long, default_value = "25s", value_parser = duration, env = "POLICYCTL_DRAIN_TIMEOUT")]
     pub drain_timeout: Duration,
+    /// Longest TLS handshake; a connection still handshaking after it is closed.
+    #[arg(long, default_value = "10s", value_parser = positive_duration, env = "POLICYCTL_TLS_HANDSHAKE_TIMEOUT")]
+    pub tls_handshake_timeout: Duration,
+    /// Longest wait for a request's head: a new connection's first request, and on HTTP/1.1 every request from its
+    /// first byte. A connection that sends no (complete) head in time is closed.
+    #[arg(long, default_value = "10s", value_parser = positive_duration, env = "POLICYCTL_HEADER_READ_TIMEOUT")]
+    pub header_read_timeout: Duration,
+    /// Longest wait for a whole request body, from its head; a slower body is answered 408.
+    #[arg(long, default_value = "10s", value_parser = positive_duration, env = "POLICYCTL_BODY_READ_TIMEOUT")]
+    pub body_read_timeout: Duration,
+    /// How long a connection with no request in flight stays open after its last answer. Keep it above the client's
+    /// own idle timeout (90 s for the API server) so that keep-alive connections are reused and closed by the client.
+    #[arg(long, default_value = "120s", value_parser = positive_duration, env = "POLICYCTL_IDLE_TIMEOUT")]
+    pub idle_timeout: Duration,
+    /// Most connections open at once per listener; more are closed on arrival (counted in
+    /// policyctl_connections_rejected_total).
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..), env = "POLICYCTL_MAX_CONNECTIONS")]
+    pub max_connections: u32,
 }
 
 /// `policyctl certs`.
@@ -324,6 +342,15 @@ fn duration(text: &str) -> Result<Duration, String> {
     parse_duration(text)
 }
 
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        zero if zero.is_zero() => Err(format!(
+            "{text:?}: must be more than zero (a zero timeout would close every connection)"
+        )),
+        positive => Ok(positive),
+    }
+}
+
 fn label_selector(text: &str) -> Result<String, String> {
     let text = text.trim();
     if text.is_empty() {
@@ -433,6 +460,46 @@ mod tests {
         assert!(
             Cli::try_parse_from(["policyctl", "certs", "--out", "d", "--ip", "127.0.0.1"]).is_ok()
         );
+    }
+
+    #[test]
+    fn connection_limits() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["policyctl", "serve"];
+            args.extend_from_slice(extra);
+            match Cli::try_parse_from(args).map(|cli| cli.command) {
+                Ok(Command::Serve(args)) => Ok(args),
+                Ok(_) => panic!("serve"),
+                Err(err) => Err(err.to_string()),
+            }
+        };
+        let defaults = parse(&[]).expect("defaults");
+        assert_eq!(defaults.tls_handshake_timeout, Duration::from_secs(10));
+        assert_eq!(defaults.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(defaults.body_read_timeout, Duration::from_secs(10));
+        assert_eq!(defaults.idle_timeout, Duration::from_secs(120));
+        assert_eq!(defaults.max_connections, 512);
+        let set = parse(&[
+            "--tls-handshake-timeout",
+            "2s",
+            "--header-read-timeout",
+            "3s",
+            "--body-read-timeout",
+            "500ms",
+            "--idle-timeout",
+            "5m",
+            "--max-connections",
+            "64",
+        ])
+        .expect("parses");
+        assert_eq!(set.tls_handshake_timeout, Duration::from_secs(2));
+        assert_eq!(set.header_read_timeout, Duration::from_secs(3));
+        assert_eq!(set.body_read_timeout, Duration::from_millis(500));
+        assert_eq!(set.idle_timeout, Duration::from_secs(300));
+        assert_eq!(set.max_connections, 64);
+        let zero = parse(&["--idle-timeout", "0s"]).expect_err("zero");
+        assert!(zero.contains("must be more than zero"), "{zero}");
+        assert!(parse(&["--max-connections", "0"]).is_err());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use anyhow::Context;
 use crate::certs;
 use crate::cli::ServeArgs;
 use crate::cluster::ClusterOptions;
-use crate::server::{ServeConfig, Server};
+use crate::server::{ConnectionLimits, ServeConfig, Server};
 use crate::sources::{ConfigMapSelector, Sources, SourcesConfig};
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -30,6 +30,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         eval_timeout,
         request_timeout,
         drain_timeout,
+        tls_handshake_timeout,
+        header_read_timeout,
+        body_read_timeout,
+        idle_timeout,
+        max_connections,
     } = args;
     let (tls_cert, tls_key) = match (tls_cert, tls_key) {
         (Some(cert), Some(key)) => (cert, key),
@@ -69,6 +74,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         eval_timeout,
         request_timeout,
         drain_timeout,
+        connections: ConnectionLimits {
+            tls_handshake_timeout,
+            header_read_timeout,
+            body_read_timeout,
+            idle_timeout,
+            max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+        },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1,7 +1,9 @@
 //! Structured logs with `tracing`, as text or JSON lines on stderr.
 //!
-//! Request objects are never logged at `info`: the request span carries uid, kind, namespace, name, operation and
-//! decision only.
+//! Request objects are never logged at `info`: the request span carries uid, kind, namespace, name, user, operation,
+//! generation and decision only, and every request-derived field (and every policy message, logged at `debug`) is
+//! bounded and escaped by `policyctl_server::logtext` before it is recorded, as a string, so that each format quotes it:
+//! a request cannot forge a line, send terminal escapes or flood the log in either format.
 
 use tracing_subscriber::EnvFilter;
 

@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::http::Request;
 use policyctl::pipeline::Settings;
 use policyctl::policy::SourceFile;
-use policyctl::server::{admin, AppState};
+use policyctl::server::{admin, AppState, ConnectionLimits};
 use serde_json::Value;
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
@@ -34,6 +34,7 @@ async fn status_shows_the_active_set_and_the_last_error_and_readiness_survives_a
         settings: Settings::default(),
         draining: Arc::new(AtomicBool::new(false)),
         sources: target.status.clone(),
+        limits: ConnectionLimits::default(),
     };
     let router = admin::router(state);
     let (code, body) = get(&router, "/status").await;

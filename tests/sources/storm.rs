@@ -11,7 +11,7 @@ use axum::http::Request;
 use policyctl::admission::{Operation, Review};
 use policyctl::pipeline::Settings;
 use policyctl::policy::SourceFile;
-use policyctl::server::{webhook, AppState};
+use policyctl::server::{webhook, AppState, ConnectionLimits};
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
@@ -52,6 +52,7 @@ async fn reload_storm_every_request_is_answered_by_exactly_one_generation() {
         settings: Settings::default(),
         draining: Arc::new(AtomicBool::new(false)),
         sources: target.status.clone(),
+        limits: ConnectionLimits::default(),
     };
     let router = webhook::router(state);
     let body = {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use policyctl::certs;
 use policyctl::policy::FailurePolicy;
-use policyctl::server::{ServeConfig, ServeError, Server};
+use policyctl::server::{ConnectionLimits, ServeConfig, ServeError, Server};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::ClientConfig;
@@ -72,6 +72,7 @@ impl TestServer {
             eval_timeout: Duration::from_secs(1),
             request_timeout: Duration::from_secs(2),
             drain_timeout: Duration::from_secs(5),
+            connections: ConnectionLimits::default(),
         };
         adjust(&mut config);
         let server = Server::bind(config).expect("bind");
@@ -127,6 +128,144 @@ impl TestServer {
             task.await.expect("server task").expect("server result");
         }
     }
+}
+
+/// The real `policyctl serve` binary in a child process, its stderr collected line by line (raw bytes).
+pub struct Binary {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub ca_pem: String,
+    pub dir: tempfile::TempDir,
+    lines: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Binary {
+    /// Start `policyctl --log-format <format> [global...] serve --addr 127.0.0.1:0 --admin-addr 127.0.0.1:0 <TLS> <serve...>`
+    /// and wait (bounded) until it logs its addresses and is ready.
+    pub async fn start(format: &str, global: &[&str], serve: &[&str]) -> Binary {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (generated, written) = write_certs(dir.path(), "tls");
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_policyctl"))
+            .args(["--log-format", format])
+            .args(global)
+            .args([
+                "serve",
+                "--addr",
+                "127.0.0.1:0",
+                "--admin-addr",
+                "127.0.0.1:0",
+            ])
+            .arg("--tls-cert")
+            .arg(&written.cert)
+            .arg("--tls-key")
+            .arg(&written.key)
+            .args(serve)
+            .env_remove("RUST_LOG")
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start policyctl");
+        let stderr = child.stderr.take().expect("stderr");
+        let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel::<(String, String)>();
+        let collected = lines.clone();
+        let reader = std::thread::spawn(move || {
+            let mut stderr = std::io::BufReader::new(stderr);
+            let mut sent = false;
+            loop {
+                let mut line = Vec::new();
+                match stderr.read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                if !sent {
+                    if let Some(addrs) = addresses(&String::from_utf8_lossy(&line)) {
+                        let _ = tx.send(addrs);
+                        sent = true;
+                    }
+                }
+                collected.lock().expect("lines").push(line);
+            }
+        });
+        let Ok((addr, admin)) = rx.recv_timeout(Duration::from_secs(30)) else {
+            let _ = child.kill();
+            panic!("policyctl never logged its addresses");
+        };
+        let binary = Binary {
+            child,
+            addr: addr.parse().expect("webhook address"),
+            admin: admin.parse().expect("admin address"),
+            ca_pem: generated.ca_pem,
+            dir,
+            lines,
+            reader: Some(reader),
+        };
+        for _ in 0..400 {
+            if admin_get(binary.admin, "/readyz").await.0 == 200 {
+                return binary;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("policyctl never became ready");
+    }
+
+    /// A TLS connection trusting the binary's CA.
+    pub async fn connect(&self) -> TlsStream<TcpStream> {
+        connect(self.addr, &client_config(&[&self.ca_pem], &[b"http/1.1"]))
+            .await
+            .expect("TLS connection")
+    }
+
+    /// POST a body over a fresh connection.
+    pub async fn post(&self, path: &str, body: &[u8]) -> HttpResponse {
+        let mut stream = self.connect().await;
+        request(&mut stream, "POST", path, body).await
+    }
+
+    /// SIGTERM, wait (bounded) for a clean exit, and return every stderr line.
+    pub async fn stop(mut self) -> Vec<Vec<u8>> {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let mut exit = None;
+        for _ in 0..400 {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                exit = Some(status);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let Some(exit) = exit else {
+            let _ = self.child.kill();
+            panic!("policyctl did not exit after SIGTERM");
+        };
+        assert!(exit.success(), "exit status {exit:?}");
+        if let Some(reader) = self.reader.take() {
+            reader.join().expect("stderr reader");
+        }
+        std::mem::take(&mut *self.lines.lock().expect("lines"))
+    }
+}
+
+/// The webhook and admin addresses from the "serving" log line, in either format.
+fn addresses(line: &str) -> Option<(String, String)> {
+    if let Ok(event) = serde_json::from_str::<serde_json::Value>(line) {
+        return Some((
+            event["webhook_addr"].as_str()?.to_string(),
+            event["admin_addr"].as_str()?.to_string(),
+        ));
+    }
+    let field = |name: &str| {
+        let start = line.find(&format!("{name}="))? + name.len() + 1;
+        let value = line[start..].split_whitespace().next()?;
+        Some(value.trim_matches('"').to_string())
+    };
+    Some((field("webhook_addr")?, field("admin_addr")?))
 }
 
 /// A rustls client configuration trusting `cas` (PEM), offering `alpn`.
@@ -196,6 +335,28 @@ pub async fn request<S: AsyncRead + AsyncWrite + Unpin>(
         body.len()
     );
     // One write: a request split over two small writes waits on Nagle and delayed ACKs.
+    let mut bytes = head.into_bytes();
+    bytes.extend_from_slice(body);
+    stream.write_all(&bytes).await.expect("write request");
+    stream.flush().await.expect("flush");
+    read_response(stream).await
+}
+
+/// Send one HTTP/1.1 request with exactly these header lines (no Content-Type or Content-Length added) and read the
+/// response.
+pub async fn request_with_headers<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &[u8],
+) -> HttpResponse {
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\n");
+    for line in headers {
+        head.push_str(line);
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
     let mut bytes = head.into_bytes();
     bytes.extend_from_slice(body);
     stream.write_all(&bytes).await.expect("write request");

@@ -9,6 +9,7 @@ use policyctl_engines::{admission, decide, engine, pipeline, policy};
 
 pub mod certs;
 pub mod cluster;
+pub mod logtext;
 pub mod metrics;
 pub mod server;
 pub mod sources;

@@ -11,8 +11,12 @@
 //! | `policyctl_policies` | gauge | |
 //! | `policyctl_policy_load_errors_total` | counter | |
 //! | `policyctl_tls_certificate_expiry_timestamp_seconds` | gauge | |
+//! | `policyctl_connections` | gauge | `listener` (`webhook`, `admin`) |
+//! | `policyctl_connections_rejected_total` | counter | `listener` |
+//! | `policyctl_connection_timeouts_total` | counter | `listener`, `phase` (`handshake`, `headers`, `body`, `idle`) |
 //!
-//! `decision` is `allow`, `warn`, `deny`, `invalid` (a 400 answer) or `unavailable` (no policy set yet).
+//! `decision` is `allow`, `warn`, `deny`, `invalid` (a 4xx answer: unreadable or malformed review, wrong media type,
+//! body over the limit) or `unavailable` (no policy set yet).
 
 use std::time::Duration;
 
@@ -26,6 +30,7 @@ use prometheus_client::registry::Registry;
 
 use crate::decide::Decision;
 use crate::pipeline::Webhook;
+use crate::server::conn::Phase;
 
 /// Labels of `policyctl_admission_requests_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -74,6 +79,22 @@ pub struct PolicyResultLabels {
     pub result: &'static str,
 }
 
+/// Labels of the connection metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    /// `webhook` or `admin`.
+    pub listener: &'static str,
+}
+
+/// Labels of `policyctl_connection_timeouts_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TimeoutLabels {
+    /// `webhook` or `admin`.
+    pub listener: &'static str,
+    /// `handshake`, `headers`, `body` or `idle`.
+    pub phase: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn request_histogram() -> Histogram {
@@ -103,6 +124,9 @@ pub struct Metrics {
     policy_set_info: Family<PolicySetLabels, Gauge>,
     /// `notAfter` of the served TLS certificate, seconds since the Unix epoch (0 until known).
     pub tls_certificate_expiry: Gauge,
+    connections: Family<ListenerLabels, Gauge>,
+    connections_rejected: Family<ListenerLabels, Counter>,
+    connection_timeouts: Family<TimeoutLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -125,7 +149,7 @@ impl Metrics {
             Family::new_with_constructor(request_histogram as fn() -> Histogram);
         registry.register(
             "admission_request_duration_seconds",
-            "Time to answer an admission request, from body read to response",
+            "Time to answer an admission request, from the arrival of its head to the response",
             request_duration.clone(),
         );
         let policy_duration: HistogramFamily<PolicyLabels> =
@@ -171,6 +195,31 @@ impl Metrics {
             "When the served TLS certificate expires (notAfter), in seconds since the Unix epoch",
             tls_certificate_expiry.clone(),
         );
+        let connections = Family::<ListenerLabels, Gauge>::default();
+        registry.register("connections", "Open connections", connections.clone());
+        let connections_rejected = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "connections_rejected",
+            "Connections closed on arrival because the listener had --max-connections open",
+            connections_rejected.clone(),
+        );
+        let connection_timeouts = Family::<TimeoutLabels, Counter>::default();
+        registry.register(
+            "connection_timeouts",
+            "Connections (phase handshake, headers, idle) or requests (phase body, answered 408) ended by a timeout",
+            connection_timeouts.clone(),
+        );
+        // Every connection series exists from the start (at 0), so rates and alerts see them before the first event.
+        for listener in ["webhook", "admin"] {
+            let _ = connections.get_or_create(&ListenerLabels { listener });
+            let _ = connections_rejected.get_or_create(&ListenerLabels { listener });
+            for phase in [Phase::Handshake, Phase::Headers, Phase::Body, Phase::Idle] {
+                let _ = connection_timeouts.get_or_create(&TimeoutLabels {
+                    listener,
+                    phase: phase.as_str(),
+                });
+            }
+        }
         Metrics {
             registry,
             requests,
@@ -182,7 +231,34 @@ impl Metrics {
             policy_load_errors,
             policy_set_info,
             tls_certificate_expiry,
+            connections,
+            connections_rejected,
+            connection_timeouts,
         }
+    }
+
+    /// The open-connections gauge of `listener`.
+    pub fn connections_open(&self, listener: &'static str) -> Gauge {
+        self.connections
+            .get_or_create(&ListenerLabels { listener })
+            .clone()
+    }
+
+    /// The rejected-connections counter of `listener`.
+    pub fn connections_rejected(&self, listener: &'static str) -> Counter {
+        self.connections_rejected
+            .get_or_create(&ListenerLabels { listener })
+            .clone()
+    }
+
+    /// The time-out counter of `listener` and `phase`.
+    pub fn connection_timeouts(&self, listener: &'static str, phase: Phase) -> Counter {
+        self.connection_timeouts
+            .get_or_create(&TimeoutLabels {
+                listener,
+                phase: phase.as_str(),
+            })
+            .clone()
     }
 
     /// Record a newly active policy set: its generation, size and source hash.

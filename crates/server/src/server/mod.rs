@@ -5,6 +5,7 @@
 //! the shutdown future completes, then stops accepting and drains in-flight requests for up to the drain timeout.
 
 pub mod admin;
+pub mod conn;
 pub mod tls;
 pub mod webhook;
 
@@ -25,6 +26,8 @@ use crate::policy::loader;
 use crate::policy::store::PolicyStore;
 use crate::policy::{FailurePolicy, NoCluster};
 use crate::sources::{Publisher, Sources, SourcesConfig, SourcesStatus};
+
+pub use conn::ConnectionLimits;
 
 /// Everything `serve` needs, already validated.
 #[derive(Debug, Clone)]
@@ -51,6 +54,8 @@ pub struct ServeConfig {
     pub request_timeout: Duration,
     /// How long in-flight requests may take to finish after shutdown starts.
     pub drain_timeout: Duration,
+    /// Time limits of every connection phase and the connection cap (both listeners).
+    pub connections: ConnectionLimits,
 }
 
 /// Why the server could not start or run.
@@ -97,6 +102,8 @@ pub struct AppState {
     pub draining: Arc<AtomicBool>,
     /// What the policy sources are doing (admin `/status`).
     pub sources: Arc<SourcesStatus>,
+    /// Connection limits; the handler enforces the body timeout.
+    pub limits: ConnectionLimits,
 }
 
 /// A bound, not yet running server.
@@ -126,6 +133,7 @@ impl Server {
             },
             draining: Arc::new(AtomicBool::new(false)),
             sources: Arc::new(SourcesStatus::new()),
+            limits: config.connections,
         };
         let sources = Sources::new(SourcesConfig::directory(config.policies.clone()));
         Ok(Server {
@@ -202,9 +210,13 @@ impl Server {
 
         let rustls_config = RustlsConfig::from_config(Arc::new(cert.server_config()?));
         let handle = axum_server::Handle::new();
-        // TCP_NODELAY: answers are small and latency-bound; never wait on Nagle.
-        let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(rustls_config)
+        let limits = config.connections;
+        // TCP_NODELAY: answers are small and latency-bound; never wait on Nagle. The guard bounds every phase of a
+        // connection (its own handshake timer runs first; rustls's is only a backstop).
+        let tls = axum_server::tls_rustls::RustlsAcceptor::new(rustls_config)
+            .handshake_timeout(limits.tls_handshake_timeout.saturating_mul(2))
             .acceptor(axum_server::accept::NoDelayAcceptor::new());
+        let acceptor = conn::Guard::new(tls, limits, &state.metrics, "webhook");
         let mut webhook_server = axum_server::from_tcp(webhook_listener)
             .map_err(|source| ServeError::Bind {
                 addr: webhook_addr,
@@ -212,20 +224,33 @@ impl Server {
             })?
             .acceptor(acceptor)
             .handle(handle.clone());
+        // hyper's own header timer also runs on idle keep-alive connections (it would close them after the header
+        // timeout): the guard times the headers instead.
         webhook_server
             .http_builder()
             .http1()
-            .header_read_timeout(Duration::from_secs(10));
+            .header_read_timeout(None);
         let webhook_task =
             tokio::spawn(webhook_server.serve(webhook::router(state.clone()).into_make_service()));
 
         let admin_handle = axum_server::Handle::new();
-        let admin_server = axum_server::from_tcp(admin_listener)
+        let admin_acceptor = conn::Guard::new(
+            axum_server::accept::DefaultAcceptor::new(),
+            limits,
+            &state.metrics,
+            "admin",
+        );
+        let mut admin_server = axum_server::from_tcp(admin_listener)
             .map_err(|source| ServeError::Bind {
                 addr: admin_addr,
                 source,
             })?
+            .acceptor(admin_acceptor)
             .handle(admin_handle.clone());
+        admin_server
+            .http_builder()
+            .http1()
+            .header_read_timeout(None);
         let admin_task =
             tokio::spawn(admin_server.serve(admin::router(state.clone()).into_make_service()));
 

@@ -3,18 +3,20 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, StatusCode};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
+use futures::StreamExt;
 use tracing::{field, Instrument, Span};
 
+use super::conn::Phase;
 use super::AppState;
 use crate::admission::{self, encode_response, Review, MAX_BODY_BYTES};
 use crate::decide::Decision;
+use crate::logtext;
 use crate::pipeline::{self, Webhook};
 use crate::policy::{EvalError, FailurePolicy};
 
@@ -24,16 +26,15 @@ pub fn router(state: AppState) -> Router {
         .route("/validate", post(validate))
         .route("/mutate", post(mutate))
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
 
-async fn validate(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
-    handle(state, Webhook::Validate, body).await
+async fn validate(State(state): State<AppState>, request: Request) -> Response {
+    handle(state, Webhook::Validate, request).await
 }
 
-async fn mutate(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
-    handle(state, Webhook::Mutate, body).await
+async fn mutate(State(state): State<AppState>, request: Request) -> Response {
+    handle(state, Webhook::Mutate, request).await
 }
 
 async fn not_found() -> Response {
@@ -54,25 +55,112 @@ fn text(status: StatusCode, message: impl Into<String>) -> Response {
         .into_response()
 }
 
-async fn handle(
-    state: AppState,
-    webhook: Webhook,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
+/// Why a request was answered before its body became a review.
+enum Refusal {
+    /// 415: the body is not declared as JSON.
+    MediaType,
+    /// 413: the body is (or is declared) larger than the limit.
+    TooLarge,
+    /// 400: the body could not be read.
+    Unreadable(axum::Error),
+    /// 408: the body did not arrive in time.
+    Timeout(std::time::Duration),
+}
+
+impl Refusal {
+    fn status(&self) -> StatusCode {
+        match self {
+            Refusal::MediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Refusal::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Refusal::Unreadable(_) => StatusCode::BAD_REQUEST,
+            Refusal::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            Refusal::MediaType => {
+                "Content-Type must be application/json (an AdmissionReview)".to_string()
+            }
+            Refusal::TooLarge => {
+                format!("request body exceeds the limit of {MAX_BODY_BYTES} bytes")
+            }
+            Refusal::Unreadable(err) => format!("cannot read the request body: {err}"),
+            Refusal::Timeout(limit) => {
+                format!("the request body did not arrive within {limit:?}")
+            }
+        }
+    }
+}
+
+/// `Content-Type: application/json`, parameters (`; charset=utf-8`) allowed, case-insensitive.
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|media_type| media_type.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// The declared length, when there is one that parses.
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse().ok())
+}
+
+/// Read the whole body, refusing it as soon as it is known to be larger than the limit: from a declared
+/// `Content-Length` before reading anything, else once the bytes read pass the limit.
+///
+/// An unread body is simply dropped: HTTP/1.1 closes the connection after the answer; HTTP/2 sends the answer and then
+/// ends the stream with `RST_STREAM(NO_ERROR)` (RFC 9113 §8.1), the connection stays usable.
+async fn read_body(headers: &HeaderMap, body: Body) -> Result<Vec<u8>, Refusal> {
+    if !is_json(headers) {
+        return Err(Refusal::MediaType);
+    }
+    let declared = content_length(headers);
+    if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+        return Err(Refusal::TooLarge);
+    }
+    let capacity = declared.map_or(0, |len| usize::try_from(len).unwrap_or(0));
+    let mut bytes = Vec::with_capacity(capacity.min(MAX_BODY_BYTES));
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(err) => return Err(Refusal::Unreadable(err)),
+        };
+        if bytes.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(Refusal::TooLarge);
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
+}
+
+async fn handle(state: AppState, webhook: Webhook, request: Request) -> Response {
+    // The request arrived when its head did: reading the body counts against its deadline.
     let start = Instant::now();
-    let body = match body {
+    let (parts, body) = request.into_parts();
+    let limit = state.limits.body_read_timeout;
+    let read = tokio::time::timeout(limit, read_body(&parts.headers, body))
+        .await
+        .unwrap_or_else(|_| {
+            state
+                .metrics
+                .connection_timeouts("webhook", Phase::Body)
+                .inc();
+            Err(Refusal::Timeout(limit))
+        });
+    let body = match read {
         Ok(body) => body,
-        Err(rejection) => {
-            let status = rejection.status();
+        Err(refusal) => {
             state
                 .metrics
                 .record_request(webhook, "", "", "invalid", start.elapsed());
-            let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                format!("request body exceeds the limit of {MAX_BODY_BYTES} bytes")
-            } else {
-                format!("cannot read the request body: {}", rejection.body_text())
-            };
-            return text(status, message);
+            tracing::debug!(status = refusal.status().as_u16(), "refused a request body");
+            return text(refusal.status(), refusal.message());
         }
     };
     let review = match admission::decode(&body) {
@@ -81,17 +169,26 @@ async fn handle(
             state
                 .metrics
                 .record_request(webhook, "", "", "invalid", start.elapsed());
-            tracing::debug!(error = %err, "rejected an unreadable AdmissionReview");
-            return text(StatusCode::BAD_REQUEST, err.to_string());
+            // A parse error can quote the body: bounded and escaped like any request text.
+            let reason = err.to_string();
+            let reason = logtext::message(&reason);
+            tracing::debug!(
+                error = reason.as_ref(),
+                "rejected an unreadable AdmissionReview"
+            );
+            return text(StatusCode::BAD_REQUEST, reason);
         }
     };
+    // Every request-derived field goes through `logtext` and is recorded as a string (never `%` Display): bounded,
+    // escaped, and quoted by each log format. Nothing from the object itself is in the span.
     let span = tracing::info_span!(
         "admission",
         webhook = webhook.as_str(),
-        uid = %review.uid,
-        kind = %review.kind.kind,
-        namespace = review.namespace.as_deref().unwrap_or(""),
-        name = %review.name,
+        uid = logtext::field(&review.uid).as_ref(),
+        kind = logtext::field(&review.kind.kind).as_ref(),
+        namespace = logtext::field(review.namespace.as_deref().unwrap_or("")).as_ref(),
+        name = logtext::field(&review.name).as_ref(),
+        user = logtext::field(&review.user_info.username).as_ref(),
         operation = review.operation_str(),
         decision = field::Empty,
         generation = field::Empty,
@@ -170,7 +267,10 @@ async fn answer(state: AppState, webhook: Webhook, review: Review, start: Instan
 
 /// The evaluation task itself failed (it cannot panic: policies run contained). Follow the server's failure policy.
 fn internal_failure(state: &AppState, reason: &str) -> Decision {
-    tracing::error!(error = %reason, "evaluation task failed");
+    tracing::error!(
+        error = logtext::message(reason).as_ref(),
+        "evaluation task failed"
+    );
     let line = format!("[policyctl] {}", EvalError::Panic(reason.to_string()));
     let fail_closed = state.settings.failure_policy == FailurePolicy::Fail;
     Decision {
@@ -185,6 +285,9 @@ fn internal_failure(state: &AppState, reason: &str) -> Decision {
     }
 }
 
+/// Log a decision. At `info` and above: which policies denied, which failed and how (`error` or `timeout`), and how
+/// many audit-only violations; never a message that may quote the object (denials, warnings, audit findings, the
+/// engines' error texts), which are at `debug`, bounded and escaped.
 fn log_decision(decision: &Decision) {
     let denied_by: Vec<&str> = decision
         .runs
@@ -197,8 +300,37 @@ fn log_decision(decision: &Decision) {
     } else {
         tracing::debug!(warnings = decision.warnings.len(), "allowed");
     }
-    for line in &decision.errors {
-        tracing::warn!(error = %line, "policy evaluation failed");
+    for run in &decision.runs {
+        let policy = run.policy.info().name.as_str();
+        for failure in &run.outcome.errors {
+            let result = failure.error.label();
+            match &failure.error {
+                // Our own words: no request content.
+                EvalError::Timeout(_) => {
+                    let error = failure.error.to_string();
+                    tracing::warn!(
+                        policy,
+                        result,
+                        error = error.as_str(),
+                        "policy evaluation failed"
+                    );
+                }
+                // An engine's or a panic's text can quote the object.
+                _ => {
+                    tracing::warn!(
+                        policy,
+                        result,
+                        "policy evaluation failed (the error text is logged at debug level)"
+                    );
+                    let error = failure.error.to_string();
+                    tracing::debug!(
+                        policy,
+                        error = logtext::message(&error).as_ref(),
+                        "policy evaluation error"
+                    );
+                }
+            }
+        }
     }
     if !decision.audits.is_empty() {
         tracing::info!(
@@ -206,8 +338,15 @@ fn log_decision(decision: &Decision) {
             "audit-only violations recorded"
         );
         for line in &decision.audits {
-            tracing::debug!(violation = %line, "audit violation");
+            tracing::debug!(
+                violation = logtext::message(line).as_ref(),
+                "audit violation"
+            );
         }
     }
-    tracing::debug!(denials = ?decision.denials, warnings = ?decision.warnings, "decision details");
+    tracing::debug!(
+        denials = ?logtext::messages(&decision.denials),
+        warnings = ?logtext::messages(&decision.warnings),
+        "decision details"
+    );
 }
