@@ -12,6 +12,7 @@
 //! | `policyctl-engines` | the engine registry and the loader entry points that use it |
 //! | `policyctl-testing` | `policyctl test` runners (gator suites, kyverno tests, Rego tests) |
 //! | `policyctl-server` | webhook server, policy sources, cluster context, metrics, certificates |
+//! | `policyctl-audit` | audits of existing resources, PolicyReports |
 //! | `policyctl` (this crate) | the command line: [`cli`], [`commands`], [`telemetry`] |
 //!
 //! This crate re-exports them under the module paths of the one-crate layout (`policyctl::policy::loader::compile`,
@@ -19,6 +20,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms)]
 
+pub use policyctl_audit as audit;
 pub use policyctl_engines::{admission, decide, engine, jmespath, pipeline, policy, select};
 pub use policyctl_server::{certs, cluster, metrics, server, sources};
 pub use policyctl_testing as testing;

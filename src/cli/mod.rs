@@ -50,6 +50,38 @@ pub enum Command {
     /// Measure what policies cost per review, on the webhook's own path: latency percentiles, throughput and a
     /// per-policy breakdown; save a baseline and fail CI on a regression.
     Bench(BenchArgs),
+    /// Evaluate resources as they exist (rendered manifests, `kubectl get -o yaml` output) and report PolicyReports;
+    /// exit 1 when an enforcing policy fails.
+    Audit(AuditArgs),
+}
+
+/// `policyctl audit`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Directory of policy files.
+    #[arg(long, default_value = "policies")]
+    pub policies: PathBuf,
+    /// Manifest files or directories of them (`*.yaml`, `*.yml`, `*.json`, several documents per file, `List`
+    /// items expanded); `-` reads stdin.
+    #[arg(required = true)]
+    pub files: Vec<String>,
+    /// Output: a table, or the PolicyReports as JSON (a `List`) or YAML (one document per report).
+    #[arg(long, short, value_enum, default_value_t = AuditOutput::Table)]
+    pub output: AuditOutput,
+    /// Time limit of one resource's evaluation.
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    pub timeout: Duration,
+}
+
+/// `policyctl audit` output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuditOutput {
+    /// One line per failing, warning or erroring result, and a summary.
+    Table,
+    /// The reports as a JSON `List`.
+    Json,
+    /// The reports as YAML documents.
+    Yaml,
 }
 
 /// `policyctl bench`.

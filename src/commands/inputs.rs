@@ -62,6 +62,47 @@ pub fn reviews(files: &[String], operation: Operation) -> anyhow::Result<Vec<(So
     Ok(out)
 }
 
+/// Every resource of `files`: files or directories of them (`*.yaml`, `*.yml`, `*.json`, hidden entries skipped),
+/// `-` for stdin; several documents per file; the items of a `List` (what `kubectl get -o yaml` prints) each count.
+pub fn objects(files: &[String]) -> anyhow::Result<Vec<Value>> {
+    let mut sources = Vec::new();
+    for file in files {
+        let path = Path::new(file);
+        if file != "-" && path.is_dir() {
+            for entry in walkdir::WalkDir::new(path)
+                .sort_by_file_name()
+                .into_iter()
+                .filter_entry(|e| {
+                    e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.')
+                })
+            {
+                let entry = entry.with_context(|| format!("reading {file}"))?;
+                let name = entry.file_name().to_string_lossy();
+                if entry.file_type().is_file()
+                    && [".yaml", ".yml", ".json"].iter().any(|x| name.ends_with(x))
+                {
+                    sources.push(read_source(&entry.path().display().to_string())?);
+                }
+            }
+        } else {
+            sources.push(read_source(file)?);
+        }
+    }
+    let mut out = Vec::new();
+    for source in &sources {
+        let documents = yaml_documents(source).map_err(|e| anyhow::anyhow!("{e}"))?;
+        for (_, document) in documents {
+            let is_list = document.get("kind").and_then(Value::as_str) == Some("List");
+            match document.get("items").and_then(Value::as_array) {
+                Some(items) if is_list => out.extend(items.iter().cloned()),
+                _ if document.is_object() => out.push(document),
+                _ => {}
+            }
+        }
+    }
+    Ok(out)
+}
+
 fn read_source(file: &str) -> anyhow::Result<SourceFile> {
     if file == "-" {
         let mut content = String::new();

@@ -1,5 +1,6 @@
 //! What each command does. This is the CLI edge: errors are `anyhow` here and become an exit code in `main`.
 
+mod audit;
 mod bench;
 mod certs;
 mod eval;
@@ -23,5 +24,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Eval(args) => eval::run(args),
         Command::Lint(args) => lint::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Audit(args) => audit::run(args),
     }
 }

@@ -158,6 +158,7 @@ impl Settings {
             deadline: Deadline::starting(start, self.request_timeout),
             cluster: self.cluster.clone(),
             explain: false,
+            point: crate::policy::EnforcementPoint::Webhook,
         }
     }
 }
@@ -195,9 +196,24 @@ pub fn run_with(
 
 /// Evaluate every validating policy that may match (every policy that may match, when the context explains).
 pub fn validate(set: &PolicySet, review: &Review, ctx: &EvalContext) -> Vec<PolicyRun> {
-    set.select(review)
+    let selected: Vec<Arc<dyn Policy>> = set
+        .select(review)
         .into_iter()
         .filter(|p| ctx.explain || p.validates())
+        .cloned()
+        .collect();
+    validate_policies(&selected, review, ctx)
+}
+
+/// Evaluate `policies` on the review without selecting them: for callers that already know which policies apply
+/// (gator runs one constraint on each of its cases, whatever the case's operation).
+pub fn validate_policies(
+    policies: &[Arc<dyn Policy>],
+    review: &Review,
+    ctx: &EvalContext,
+) -> Vec<PolicyRun> {
+    policies
+        .iter()
         .map(|policy| {
             let start = Instant::now();
             let outcome = match ctx.deadline.check() {

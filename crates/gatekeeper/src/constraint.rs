@@ -16,6 +16,10 @@ use crate::support;
 
 /// The enforcement point of the validating webhook.
 pub const WEBHOOK_POINT: &str = "validation.gatekeeper.sh";
+/// Gatekeeper's audit enforcement point.
+pub const AUDIT_POINT: &str = "audit.gatekeeper.sh";
+/// gator's enforcement point.
+pub const GATOR_POINT: &str = "gator.gatekeeper.sh";
 
 #[derive(Debug, Deserialize)]
 struct ConstraintDoc {
@@ -29,6 +33,8 @@ struct ConstraintDoc {
 struct Metadata {
     #[serde(default)]
     name: String,
+    #[serde(default)]
+    annotations: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -81,6 +87,8 @@ impl ConstraintError {
 pub struct Constraint {
     /// `metadata.name`.
     pub name: String,
+    /// `metadata.annotations`.
+    pub annotations: std::collections::BTreeMap<String, String>,
     /// The template.
     pub template: Arc<Template>,
     /// `spec.match`.
@@ -91,6 +99,8 @@ pub struct Constraint {
     pub action: Option<Action>,
     /// With `enforcementAction: scoped`, the enforcement points listed (`None` otherwise: every point).
     pub scoped_points: Option<Vec<String>>,
+    /// With `enforcementAction: scoped`, each action with the enforcement points it applies at.
+    scoped_actions: Vec<(Action, Vec<String>)>,
     /// Problems that do not stop the constraint from loading (unknown fields, which would be ignored).
     pub warnings: Vec<LoadError>,
 }
@@ -203,6 +213,7 @@ impl Constraint {
             invalid(doc.error_at(format!("spec.match.{field}"), message))
         })?;
         let mut scoped_points: Option<Vec<String>> = None;
+        let mut scoped_actions = Vec::new();
         let action = match parsed.spec.enforcement_action.as_deref().unwrap_or("") {
             "scoped" => {
                 let mut action: Option<Action> = None;
@@ -225,6 +236,14 @@ impl Constraint {
                     {
                         action = Some(stronger(action, this));
                     }
+                    scoped_actions.push((
+                        this,
+                        scoped
+                            .enforcement_points
+                            .iter()
+                            .map(|p| p.name.clone())
+                            .collect(),
+                    ));
                 }
                 scoped_points = Some(
                     parsed
@@ -282,21 +301,29 @@ impl Constraint {
         ));
         Ok(Constraint {
             name: parsed.metadata.name,
+            annotations: parsed.metadata.annotations,
             template: template.clone(),
             matcher,
             parameters: support::to_rego(&parameters),
             action,
             scoped_points,
+            scoped_actions,
             warnings,
         })
     }
 
-    /// Whether the constraint runs at an enforcement point (e.g. `gator.gatekeeper.sh`): always, unless its action
-    /// is `scoped` and the point (or `*`) is not listed.
-    pub fn runs_at(&self, point: &str) -> bool {
-        self.scoped_points
-            .as_ref()
-            .is_none_or(|points| points.iter().any(|p| p == point || p == "*"))
+    /// What a violation does at enforcement `point` (e.g. `gator.gatekeeper.sh`): the constraint's action, or for a
+    /// `scoped` one the strongest action listing the point (or `*`); `None` when the constraint does not run there.
+    pub fn action_at(&self, point: &str) -> Option<Action> {
+        if self.scoped_points.is_none() {
+            return self.action;
+        }
+        self.scoped_actions
+            .iter()
+            .filter(|(_, points)| points.iter().any(|p| p == point || p == "*"))
+            .fold(None, |strongest, (action, _)| {
+                Some(stronger(strongest, *action))
+            })
     }
 
     /// Match `target` and evaluate `input.review`. `Ok(None)`: the constraint does not match the request; a

@@ -45,12 +45,12 @@ use std::sync::{Arc, Mutex};
 use crate::admission::Review;
 use crate::engine::{Built, Engine, EngineInput, LoadOptions};
 use crate::policy::{
-    EvalContext, EvalError, Evaluation, Policy, PolicyError, PolicyInfo, RuleResult, RuleStatus,
-    Violation,
+    EnforcementPoint, EvalContext, EvalError, Evaluation, Policy, PolicyError, PolicyInfo,
+    RuleResult, RuleStatus, Violation,
 };
 use crate::select::Scope;
 pub use constraint::{Constraint, ConstraintError, Finding};
-pub use review::Request;
+pub use review::gator_request;
 pub use template::Template;
 
 /// API group of templates.
@@ -229,6 +229,7 @@ impl ConstraintPolicy {
             engine: "gatekeeper",
             source,
             failure_policy: None,
+            annotations: constraint.annotations.clone(),
         };
         ConstraintPolicy {
             info,
@@ -283,14 +284,21 @@ impl Policy for ConstraintPolicy {
     }
 
     fn validate(&self, review: &Review, ctx: &EvalContext) -> Evaluation {
-        let Some(action) = self.constraint.action else {
+        let point = match ctx.point {
+            EnforcementPoint::Webhook => constraint::WEBHOOK_POINT,
+            EnforcementPoint::Audit => constraint::AUDIT_POINT,
+            EnforcementPoint::Test => constraint::GATOR_POINT,
+        };
+        let Some(action) = self.constraint.action_at(point) else {
             return Evaluation::skip();
         };
-        if !self
-            .constraint
-            .template
-            .operations
-            .contains(&review.operation)
+        // A template's operations filter admission requests; audits and gator review objects, not operations.
+        if ctx.point == EnforcementPoint::Webhook
+            && !self
+                .constraint
+                .template
+                .operations
+                .contains(&review.operation)
         {
             return Evaluation::skip();
         }

@@ -186,8 +186,9 @@ fn scoped_actions_use_the_webhook_point() {
     let templates =
         std::collections::HashMap::from([(template.kind.clone(), std::sync::Arc::new(template))]);
     let loaded = super::Constraint::load(&docs[1], &templates).expect("loads");
-    assert!(loaded.runs_at("gator.gatekeeper.sh") && loaded.runs_at("audit.gatekeeper.sh"));
-    assert!(!loaded.runs_at("validation.gatekeeper.sh"));
+    assert!(loaded.action_at("gator.gatekeeper.sh").is_some());
+    assert!(loaded.action_at("audit.gatekeeper.sh").is_some());
+    assert_eq!(loaded.action_at("validation.gatekeeper.sh"), None);
     assert_eq!(loaded.action, None);
     let errs = errors(&format!("{TEMPLATE}{}", constraint("x", "block", "")));
     assert!(

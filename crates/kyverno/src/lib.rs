@@ -49,8 +49,8 @@ use crate::admission::Review;
 use crate::engine::{Built, Engine, EngineInput, LoadOptions};
 use crate::policy::source::{parse_value, Document};
 use crate::policy::{
-    Action, ClusterContext, EvalContext, EvalError, Evaluation, FailurePolicy, LoadError,
-    Mutation as PolicyMutation, Policy, PolicyError, PolicyInfo, RuleResult, Violation,
+    Action, ClusterContext, EnforcementPoint, EvalContext, EvalError, Evaluation, FailurePolicy,
+    LoadError, Mutation as PolicyMutation, Policy, PolicyError, PolicyInfo, RuleResult, Violation,
 };
 use crate::select::{OpSet, Scope};
 use eval::{check_conditions, load_context, Env, Lookups, Mocks};
@@ -166,6 +166,8 @@ pub struct KyvernoPolicy {
     emit_warning: bool,
     apply_one: bool,
     admission: bool,
+    /// `spec.background`: audits evaluate the policy.
+    background: bool,
     scored: bool,
     scope: Scope,
     /// The PolicyExceptions that name this policy.
@@ -473,6 +475,7 @@ impl KyvernoPolicy {
                 engine: "kyverno",
                 source: doc.source.clone(),
                 failure_policy: Some(failure_policy),
+                annotations: parsed.metadata.annotations.clone(),
             },
             namespace,
             enforce: spec
@@ -486,6 +489,7 @@ impl KyvernoPolicy {
                 .as_deref()
                 .is_some_and(|a| a.eq_ignore_ascii_case("one")),
             admission: spec.admission.unwrap_or(true),
+            background: spec.background.unwrap_or(true),
             scored: parsed
                 .metadata
                 .annotations
@@ -990,6 +994,10 @@ impl Policy for KyvernoPolicy {
     }
 
     fn validate(&self, review: &Review, ctx: &EvalContext) -> Evaluation {
+        // `background: false`: background scans (audits) leave the policy out, as Kyverno does.
+        if ctx.point == EnforcementPoint::Audit && !self.background {
+            return Evaluation::skip();
+        }
         let response = self.serving_apply(review, ctx, Part::Validate);
         let namespace = review.namespace.as_deref().unwrap_or_default();
         let env = serving_env(review, ctx);

@@ -60,6 +60,9 @@ pub struct Spec {
     /// Whether the policy applies at admission (default true).
     #[serde(default)]
     pub admission: Option<bool>,
+    /// `spec.background` (default true): whether background scans (audits) evaluate the policy.
+    #[serde(default)]
+    pub background: Option<bool>,
 }
 
 /// `webhookConfiguration`.

@@ -33,8 +33,8 @@ use std::time::Duration;
 use crate::admission::Review;
 use crate::engine::{Built, Engine, EngineInput, LoadOptions};
 use crate::policy::{
-    EvalContext, EvalError, Evaluation, FailurePolicy, LoadError, Mutation, Policy, PolicyInfo,
-    SourceFile, SourceRef, Violation,
+    Action, EvalContext, EvalError, Evaluation, FailurePolicy, LoadError, Mutation, Policy,
+    PolicyInfo, RuleResult, RuleStatus, SourceFile, SourceRef, Violation,
 };
 use crate::select::Scope;
 
@@ -220,6 +220,7 @@ impl Engine for RegoEngine {
                     engine: "rego",
                     source: source.clone(),
                     failure_policy: *failure_policy,
+                    annotations: Default::default(),
                 },
                 deny: rules.deny.then(|| format!("{package}.deny")),
                 warn: rules.warn.then(|| format!("{package}.warn")),
@@ -254,6 +255,28 @@ impl RegoPolicy {
     }
 }
 
+impl RegoPolicy {
+    /// The package's one result (its `deny`/`warn` rules together), when the context explains.
+    fn explained(&self, ctx: &EvalContext, status: RuleStatus, message: String) -> Vec<RuleResult> {
+        if !ctx.explain {
+            return Vec::new();
+        }
+        vec![RuleResult {
+            rule: self.info.name.clone(),
+            status,
+            message,
+        }]
+    }
+}
+
+fn messages_of(violations: &[Violation]) -> String {
+    violations
+        .iter()
+        .map(|v| v.message.as_str())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 impl Policy for RegoPolicy {
     fn info(&self) -> &PolicyInfo {
         &self.info
@@ -285,14 +308,26 @@ impl Policy for RegoPolicy {
             match engine.eval_rule(rule.clone()) {
                 Ok(value) => out.extend(support::messages(&value).into_iter().map(violation)),
                 Err(e) => {
-                    let mut failed =
-                        Evaluation::failed(support::eval_error(e, ctx.deadline.budget()));
+                    let error = support::eval_error(e, ctx.deadline.budget());
+                    let rules = self.explained(ctx, RuleStatus::Error, error.to_string());
+                    let mut failed = Evaluation::failed(error);
                     failed.violations = out;
+                    failed.rules = rules;
                     return failed;
                 }
             }
         }
-        Evaluation::found(out)
+        let (status, message) = if out.iter().any(|v| v.action == Action::Deny) {
+            (RuleStatus::Fail, messages_of(&out))
+        } else if !out.is_empty() {
+            (RuleStatus::Warn, messages_of(&out))
+        } else {
+            (RuleStatus::Pass, String::new())
+        };
+        let rules = self.explained(ctx, status, message);
+        let mut evaluation = Evaluation::found(out);
+        evaluation.rules = rules;
+        evaluation
     }
 
     fn mutate(&self, review: &Review, ctx: &EvalContext) -> Mutation {

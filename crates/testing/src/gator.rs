@@ -15,6 +15,12 @@
 //! - `skip: true` on a suite, test or case reports it as skipped.
 //!
 //! Rows: suite = the suite file, test = the test name, case = the case name (`""` for a test-level result).
+//!
+//! Templates and constraints load with the Gatekeeper engine's own loaders (`Template::load`, `Constraint::load`:
+//! gator reports schema errors per test, which a whole-set load would not), and every case is evaluated on the
+//! webhook's path: the constraint as a policy, through the pipeline, at gator's enforcement point
+//! ([`EnforcementPoint::Test`]: no operation filter, `scoped` actions for `gator.gatekeeper.sh`), with the case's
+//! inventory as its cluster context.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -23,17 +29,19 @@ use std::time::Duration;
 
 use regex::Regex;
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::report::{CaseResult, Outcome};
 use super::{SuiteRunner, TestOptions};
-use crate::engine::gatekeeper::{is_template, Constraint, ConstraintError, Request, Template};
-use crate::engine::rego::support;
+use crate::admission::Review;
+use crate::engine::gatekeeper::{
+    gator_request, is_template, Constraint, ConstraintError, ConstraintPolicy, Template,
+};
+use crate::pipeline;
 use crate::policy::source::{documents, parse_value, yaml_documents};
-use crate::policy::SourceFile;
-
-/// gator's enforcement point, for `scoped` constraints.
-const GATOR_POINT: &str = "gator.gatekeeper.sh";
+use crate::policy::{
+    ClusterContext, Deadline, EnforcementPoint, EvalContext, Policy, SourceFile, SourceRef,
+};
 
 /// Time limit of one case's evaluation.
 const CASE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -367,13 +375,17 @@ fn run_test(
     if selected.is_empty() {
         return vec![row("", Outcome::Error, "the test has no cases".into())];
     }
+    // The constraint is evaluated as the webhook evaluates it: as a policy, through the pipeline, at gator's
+    // enforcement point.
+    let source = SourceRef::file(&dir.join(&test.constraint).display().to_string());
+    let policy: Arc<dyn Policy> = Arc::new(ConstraintPolicy::new(constraint, source, CASE_TIMEOUT));
     selected
         .into_iter()
         .map(|case| {
             if case.skip {
                 return row(&case.name, Outcome::Skip, "case is skipped".into());
             }
-            match run_case(dir, case, &constraint) {
+            match run_case(dir, case, &policy) {
                 Ok(Ok(())) => row(&case.name, Outcome::Pass, String::new()),
                 Ok(Err(failure)) => row(&case.name, Outcome::Fail, failure),
                 Err(error) => row(&case.name, Outcome::Error, error),
@@ -386,7 +398,7 @@ fn run_test(
 fn run_case(
     dir: &Path,
     case: &CaseSpec,
-    constraint: &Constraint,
+    policy: &Arc<dyn Policy>,
 ) -> Result<Result<(), String>, String> {
     if case.assertions.is_empty() {
         return Err("the case has no assertions".into());
@@ -402,31 +414,31 @@ fn run_case(
         ));
     };
     let inventory = inventory(dir, &case.inventory)?;
-    let request = request_for(object, inventory.as_ref())?;
-    let data = inventory.map(|inv| {
-        let mut data = Map::new();
-        data.insert("inventory".into(), inv);
-        support::to_rego(&Value::Object(data))
-    });
+    let review = review_for(object)?;
+    let ctx = EvalContext {
+        deadline: Deadline::after(CASE_TIMEOUT),
+        cluster: Arc::new(GatorCluster {
+            inventory: inventory.map(Arc::new),
+        }),
+        explain: true,
+        point: EnforcementPoint::Test,
+    };
     // A `scoped` constraint that does not list gator's enforcement point gives no results. As in Gatekeeper, an
     // evaluation error is one result whose message is the error text.
-    let messages: Vec<String> = if !constraint.runs_at(GATOR_POINT) {
-        Vec::new()
-    } else {
-        match constraint.review(
-            &request.target(),
-            &request.rego,
-            data.as_ref(),
-            CASE_TIMEOUT,
-        ) {
-            Ok(findings) => findings
-                .unwrap_or_default()
-                .into_iter()
-                .map(|f| f.msg)
-                .collect(),
-            Err(err) => vec![err.to_string()],
-        }
-    };
+    let messages: Vec<String> =
+        pipeline::validate_policies(std::slice::from_ref(policy), &review, &ctx)
+            .into_iter()
+            .flat_map(|run| {
+                let outcome = run.outcome;
+                let errors = outcome.errors.into_iter().map(|e| e.error.to_string());
+                outcome
+                    .violations
+                    .into_iter()
+                    .map(|v| v.message)
+                    .chain(errors)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
     for assertion in &case.assertions {
         if let Err(failure) = check_assertion(assertion, &messages)? {
             return Ok(Err(failure));
@@ -435,24 +447,37 @@ fn run_case(
     Ok(Ok(()))
 }
 
-/// The request for a case's object: a plain object or an AdmissionReview.
-fn request_for(object: &Value, inventory: Option<&Value>) -> Result<Request, String> {
+/// What a gator case knows of the cluster: its inventory files (`data.inventory`), whose Namespaces are the reviews'
+/// `namespaceObject`.
+#[derive(Debug)]
+struct GatorCluster {
+    inventory: Option<Arc<Value>>,
+}
+
+impl ClusterContext for GatorCluster {
+    fn namespace(&self, name: &str) -> Option<Value> {
+        self.inventory
+            .as_ref()?
+            .pointer(&format!(
+                "/cluster/v1/Namespace/{}",
+                name.replace('~', "~0").replace('/', "~1")
+            ))
+            .cloned()
+    }
+
+    fn inventory(&self) -> Option<Arc<Value>> {
+        self.inventory.clone()
+    }
+}
+
+/// The review of a case's object: an AdmissionReview's request as written, or the request gator synthesizes for a
+/// plain object.
+fn review_for(object: &Value) -> Result<Review, String> {
     let api_version = object
         .get("apiVersion")
         .and_then(Value::as_str)
         .unwrap_or("");
     let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
-    let namespace_object = |namespace: Option<&str>| {
-        let ns = namespace.filter(|n| !n.is_empty())?;
-        inventory
-            .and_then(|inv| {
-                inv.pointer(&format!(
-                    "/cluster/v1/Namespace/{}",
-                    ns.replace('~', "~0").replace('/', "~1")
-                ))
-            })
-            .cloned()
-    };
     if api_version.starts_with("admission.k8s.io/") && kind == "AdmissionReview" {
         let Some(request) = object.get("request").filter(|r| r.is_object()) else {
             return Err("AdmissionReview has no request".into());
@@ -461,14 +486,9 @@ fn request_for(object: &Value, inventory: Option<&Value>) -> Result<Request, Str
         if !present("object") && !present("oldObject") {
             return Err("AdmissionReview request has neither object nor oldObject".into());
         }
-        let ns = request.get("namespace").and_then(Value::as_str);
-        return Request::new(request.clone(), namespace_object(ns));
+        return Ok(Review::synthesized(request.clone()));
     }
-    let ns = object
-        .get("metadata")
-        .and_then(|m| m.get("namespace"))
-        .and_then(Value::as_str);
-    Request::for_object(object.clone(), namespace_object(ns))
+    Ok(Review::synthesized(gator_request(object.clone())?))
 }
 
 /// `data.inventory` from inventory files, or `None` when the case has none.
@@ -577,14 +597,21 @@ mod tests {
     fn admission_reviews_are_converted_strictly() {
         let no_request =
             serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"});
-        assert!(request_for(&no_request, None).is_err());
+        assert!(review_for(&no_request).is_err());
         let no_object = serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"operation": "CREATE"}});
-        assert!(request_for(&no_object, None).is_err());
+        assert!(review_for(&no_object).is_err());
         let ok = serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
             "operation": "UPDATE", "kind": {"group": "", "version": "v1", "kind": "Pod"},
             "userInfo": {"username": "alice"}, "object": {"metadata": {"name": "p"}}}});
-        let request = request_for(&ok, None).expect("valid");
-        assert_eq!(request.review["userInfo"]["username"], "alice");
-        assert_eq!(request.operation(), "UPDATE");
+        let review = review_for(&ok).expect("valid");
+        assert_eq!(review.request()["userInfo"]["username"], "alice");
+        assert_eq!(review.operation_str(), "UPDATE");
+        // A plain object gets gator's synthesized request: no operation, no user.
+        let plain = review_for(
+            &serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}}),
+        )
+        .expect("valid");
+        assert_eq!(plain.request()["operation"], "");
+        assert_eq!(plain.request()["uid"], "");
     }
 }

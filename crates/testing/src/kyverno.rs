@@ -36,8 +36,8 @@ use crate::pipeline;
 use crate::policy::loader::compile;
 use crate::policy::source::{yaml_documents, Document};
 use crate::policy::{
-    ClusterContext, Deadline, EvalContext, Overrides, Policy, PolicySet, RuleResult, RuleStatus,
-    SourceFile, SourceRef,
+    ClusterContext, Deadline, EnforcementPoint, EvalContext, Overrides, Policy, PolicySet,
+    RuleResult, RuleStatus, SourceFile, SourceRef,
 };
 
 /// The `kyverno test` runner.
@@ -401,19 +401,29 @@ impl Suite {
                 deadline: Deadline::after(CASE_TIMEOUT),
                 cluster: Arc::new(cluster),
                 explain: true,
+                point: EnforcementPoint::Webhook,
             };
             let set = PolicySet::new(vec![policy.clone()], 0, String::new());
-            let (mut runs, patched) = pipeline::mutate_object(&set, &review, &ctx);
-            let validated = match &patched {
-                Some(object) => review.with_object(object.clone()),
-                None => review,
-            };
-            runs.extend(pipeline::validate(&set, &validated, &ctx));
+            let (runs, patched) = webhook_path(&set, &review, &ctx);
             let mut evaluated = Evaluated {
                 rules: Vec::new(),
                 patched,
                 errors: Vec::new(),
             };
+            // The same review without explaining is exactly what the webhook does: its facts must be the ones the
+            // test judges (a disagreement would mean `policyctl test` passes what the webhook does otherwise).
+            let served_ctx = EvalContext {
+                explain: false,
+                ..ctx.clone()
+            };
+            let (served, served_patched) = webhook_path(&set, &review, &served_ctx);
+            if let Some(disagreement) =
+                disagreement(&runs, &served, &evaluated.patched, &served_patched)
+            {
+                evaluated.errors.push(format!(
+                    "the webhook path disagrees with the test path: {disagreement}"
+                ));
+            }
             for run in runs {
                 // An error no rule reports (a time-out, a contained panic) is the case's error.
                 if run.outcome.rules.is_empty() {
@@ -427,6 +437,74 @@ impl Suite {
         }
         self.cache.get(&key)
     }
+}
+
+/// Mutations, then validations on the mutated object, as the two webhooks apply them.
+fn webhook_path(
+    set: &PolicySet,
+    review: &Review,
+    ctx: &EvalContext,
+) -> (Vec<pipeline::PolicyRun>, Option<Value>) {
+    let (mut runs, patched) = pipeline::mutate_object(set, review, ctx);
+    match &patched {
+        Some(object) => runs.extend(pipeline::validate(
+            set,
+            &review.with_object(object.clone()),
+            ctx,
+        )),
+        None => runs.extend(pipeline::validate(set, review, ctx)),
+    }
+    (runs, patched)
+}
+
+/// How the facts of an explained run differ from the webhook's (unexplained) run of the same policy, if they do.
+/// Policies the webhook does not run (Kyverno `admission: false`, only unsupported rules) are not compared.
+fn disagreement(
+    explained: &[pipeline::PolicyRun],
+    served: &[pipeline::PolicyRun],
+    explained_patch: &Option<Value>,
+    served_patch: &Option<Value>,
+) -> Option<String> {
+    if served.is_empty() {
+        return None;
+    }
+    let facts = |runs: &[pipeline::PolicyRun]| {
+        let mut out: Vec<String> = runs
+            .iter()
+            .flat_map(|r| {
+                let violations = r
+                    .outcome
+                    .violations
+                    .iter()
+                    .map(|v| format!("{:?} {}", v.action, v.message));
+                let errors = r
+                    .outcome
+                    .errors
+                    .iter()
+                    .map(|e| format!("{:?} error {}", e.action, e.error));
+                violations.chain(errors).collect::<Vec<_>>()
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    let served_policies: Vec<&str> = served
+        .iter()
+        .map(|r| r.policy.info().name.as_str())
+        .collect();
+    let explained: Vec<pipeline::PolicyRun> = explained
+        .iter()
+        .filter(|r| served_policies.contains(&r.policy.info().name.as_str()))
+        .cloned()
+        .collect();
+    let (a, b) = (facts(&explained), facts(served));
+    if a != b {
+        return Some(format!("test path found {a:?}, webhook path {b:?}"));
+    }
+    if served.iter().any(|r| r.outcome.mutated) && explained_patch != served_patch {
+        return Some("the mutated objects differ".to_string());
+    }
+    None
 }
 
 fn parse_operation(op: &str) -> Operation {
@@ -988,5 +1066,32 @@ mod tests {
         assert!(r.matches_key("p"));
         assert!(r.matches_key("ns/p"));
         assert!(!r.matches_key("other/p"));
+    }
+
+    #[test]
+    fn a_disagreement_between_the_test_and_webhook_paths_is_reported() {
+        use crate::pipeline::{Outcome, PolicyRun};
+        use crate::policy::{Evaluation, Violation};
+        let yaml = "apiVersion: kyverno.io/v1\nkind: ClusterPolicy\nmetadata: {name: p}\nspec:\n  rules:\n    - name: r\n      match: {any: [{resources: {kinds: [Pod]}}]}\n      validate: {message: m, pattern: {metadata: {name: x}}}\n";
+        let compiled = compile(
+            &[SourceFile {
+                origin: "p.yaml".into(),
+                content: yaml.into(),
+            }],
+            &LoadOptions::default(),
+        );
+        let policy = compiled.built.policies[0].clone();
+        let run = |violations: Vec<Violation>| PolicyRun {
+            policy: policy.clone(),
+            outcome: Outcome::from_evaluation(Evaluation::found(violations)),
+            duration: std::time::Duration::ZERO,
+        };
+        let same = [run(vec![Violation::deny("r: m")])];
+        assert_eq!(disagreement(&same, &same, &None, &None), None);
+        let other = [run(Vec::new())];
+        let found = disagreement(&same, &other, &None, &None).expect("a disagreement");
+        assert!(found.contains("r: m"), "{found}");
+        // A policy the webhook does not run is not compared.
+        assert_eq!(disagreement(&same, &[], &None, &None), None);
     }
 }

@@ -102,6 +102,8 @@ struct PolicyDoc {
 struct Metadata {
     #[serde(default)]
     name: String,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -473,6 +475,7 @@ impl ValidatingPolicy {
                     engine: ENGINE,
                     source: doc.source.clone(),
                     failure_policy: Some(failure_policy),
+                    annotations: parsed.metadata.annotations.clone(),
                 },
                 variants,
                 exclude: constraints.exclude_resource_rules,

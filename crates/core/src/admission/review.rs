@@ -267,6 +267,84 @@ impl Review {
         }
     }
 
+    /// A review around a request written by a test or an audit rather than sent by the API server (gator's
+    /// AdmissionReview test objects and the requests gator synthesizes, which may lack `kind`, `uid` or
+    /// `operation`). The typed fields are read leniently: the kind from `request.kind`, else from the object (the old
+    /// object on DELETE); the operation CREATE when absent or unknown. The document keeps the request exactly as
+    /// written, so engines that read the request (Gatekeeper's `input.review`) see it unchanged.
+    pub fn synthesized(request: Value) -> Review {
+        let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("").to_string();
+        let operation = match request.get("operation").and_then(Value::as_str) {
+            Some("UPDATE") => Operation::Update,
+            Some("DELETE") => Operation::Delete,
+            Some("CONNECT") => Operation::Connect,
+            _ => Operation::Create,
+        };
+        let non_null = |key: &str| request.get(key).filter(|v| !v.is_null());
+        let subject = match operation {
+            Operation::Delete => non_null("oldObject").or_else(|| non_null("object")),
+            _ => non_null("object").or_else(|| non_null("oldObject")),
+        };
+        let kind = request
+            .get("kind")
+            .and_then(|k| serde_json::from_value::<Gvk>(k.clone()).ok())
+            .filter(|k| !k.kind.is_empty())
+            .unwrap_or_else(|| {
+                Gvk::from_api_version(
+                    &text(subject.and_then(|o| o.get("apiVersion"))),
+                    &text(subject.and_then(|o| o.get("kind"))),
+                )
+            });
+        let meta = |field: &str| {
+            text(
+                subject
+                    .and_then(|o| o.get("metadata"))
+                    .and_then(|m| m.get(field)),
+            )
+        };
+        let name = Some(text(request.get("name")))
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| meta("name"));
+        let namespace = Some(text(request.get("namespace")))
+            .filter(|n| !n.is_empty())
+            .or_else(|| Some(meta("namespace")))
+            .filter(|n| !n.is_empty());
+        let user_info = request
+            .get("userInfo")
+            .and_then(|u| serde_json::from_value::<UserInfo>(u.clone()).ok())
+            .unwrap_or_default();
+        let resource = request
+            .get("resource")
+            .and_then(|r| serde_json::from_value::<Gvr>(r.clone()).ok())
+            .unwrap_or_default();
+        let uid = text(request.get("uid"));
+        let document = json!({
+            "apiVersion": ReviewVersion::V1.api_version(),
+            "kind": "AdmissionReview",
+            "request": request,
+        });
+        Review {
+            version: ReviewVersion::V1,
+            uid,
+            kind,
+            resource,
+            sub_resource: None,
+            name,
+            namespace,
+            operation,
+            user_info,
+            dry_run: false,
+            document,
+            cache: Cache::default(),
+        }
+    }
+
+    /// A review of `object` as it exists, for audits: [`existing_object_request`] read by [`Review::synthesized`]
+    /// (no user, no operation). `None` when the object is not a mapping.
+    pub fn existing(object: Value) -> Option<Review> {
+        existing_object_request(object).map(Review::synthesized)
+    }
+
     /// The whole `AdmissionReview` document as received.
     pub fn document(&self) -> &Value {
         &self.document
@@ -402,6 +480,52 @@ fn plural(kind: &str) -> String {
     format!("{lower}s")
 }
 
+/// The AdmissionRequest that reviews an object as it exists (an audit, a gator case), as Gatekeeper synthesizes it:
+/// `kind`, `name`, `namespace` and `object`, plus the zero values Go's JSON encoding emits (`uid: ""`,
+/// `operation: ""`, `userInfo: {}`, an empty `resource`). `None` when the object is not a mapping.
+pub fn existing_object_request(object: Value) -> Option<Value> {
+    if !object.is_object() {
+        return None;
+    }
+    let api_version = object
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
+    let (group, version) = match api_version.split_once('/') {
+        Some((g, v)) => (g, v),
+        None => ("", api_version),
+    };
+    let meta = |field: &str| {
+        object
+            .get("metadata")
+            .and_then(|m| m.get(field))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let mut request = json!({
+        "uid": "",
+        "kind": {"group": group, "version": version, "kind": kind},
+        "resource": {"group": "", "version": "", "resource": ""},
+        "operation": "",
+        "userInfo": {},
+        "object": object,
+        "oldObject": null,
+        "options": null,
+    });
+    if let Some(map) = request.as_object_mut() {
+        let (name, namespace) = (meta("name"), meta("namespace"));
+        if !name.is_empty() {
+            map.insert("name".into(), Value::String(name));
+        }
+        if !namespace.is_empty() {
+            map.insert("namespace".into(), Value::String(namespace));
+        }
+    }
+    Some(request)
+}
+
 /// The API server's spelling of an operation.
 pub fn operation_str(op: &Operation) -> &'static str {
     match op {
@@ -504,5 +628,30 @@ mod tests {
             next.into_object(),
             Some(json!({"kind": "Pod", "apiVersion": "v1", "x": 1}))
         );
+    }
+
+    #[test]
+    fn synthesized_reviews_read_what_the_request_has() {
+        // gator's update.yaml shape: no kind, no uid, no namespace in the request.
+        let review = Review::synthesized(json!({
+            "operation": "UPDATE",
+            "object": {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "namespace": "ns"}}
+        }));
+        assert_eq!(review.kind, Gvk::new("apps", "v1", "Deployment"));
+        assert_eq!(review.operation, Operation::Update);
+        assert_eq!(
+            (review.name.as_str(), review.namespace.as_deref()),
+            ("d", Some("ns"))
+        );
+        assert_eq!(review.request()["operation"], "UPDATE");
+        // gator's own synthesized request: operation "" stays "" in the document.
+        let review = Review::synthesized(
+            json!({"operation": "", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "object": {"kind": "Pod", "metadata": {"name": "p"}}}),
+        );
+        assert_eq!(review.operation, Operation::Create);
+        assert_eq!(review.request()["operation"], "");
+        assert_eq!(review.kind.kind, "Pod");
+        assert_eq!(review.namespace, None);
     }
 }

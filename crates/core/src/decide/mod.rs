@@ -174,6 +174,7 @@ mod tests {
             engine: "test",
             source: SourceRef::file("t"),
             failure_policy,
+            annotations: Default::default(),
         };
         PolicyRun {
             policy: Arc::new(Fixed(info)),

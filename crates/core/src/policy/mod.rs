@@ -82,6 +82,9 @@ pub struct PolicyInfo {
     pub source: SourceRef,
     /// Its own failure policy; `None` means the server's default.
     pub failure_policy: Option<FailurePolicy>,
+    /// `metadata.annotations` of the policy document (severity and category for reports, e.g.
+    /// `policies.kyverno.io/severity`).
+    pub annotations: std::collections::BTreeMap<String, String>,
 }
 
 /// One violation found by a policy.
@@ -444,6 +447,20 @@ pub struct NoCluster;
 
 impl ClusterContext for NoCluster {}
 
+/// Where an evaluation happens. Engines that scope behaviour by it read it from the [`EvalContext`]: Gatekeeper
+/// scopes enforcement actions by enforcement point (`validation.gatekeeper.sh`, `audit.gatekeeper.sh`,
+/// `gator.gatekeeper.sh`) and filters by a template's operations only in the webhook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EnforcementPoint {
+    /// An admission request from the API server.
+    #[default]
+    Webhook,
+    /// A scan of existing resources.
+    Audit,
+    /// A policy test (gator suites).
+    Test,
+}
+
 /// Context handed to every evaluation of one request.
 #[derive(Debug, Clone)]
 pub struct EvalContext {
@@ -455,6 +472,8 @@ pub struct EvalContext {
     /// `admission: false` policies or unsupported rules) and report per-rule results. `policyctl test` and audits
     /// explain; the webhook does not.
     pub explain: bool,
+    /// Where the evaluation happens.
+    pub point: EnforcementPoint,
 }
 
 impl EvalContext {
@@ -464,6 +483,7 @@ impl EvalContext {
             deadline: Deadline::after(timeout),
             cluster,
             explain: false,
+            point: EnforcementPoint::Webhook,
         }
     }
 
