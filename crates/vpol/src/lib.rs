@@ -102,6 +102,8 @@ struct PolicyDoc {
 struct Metadata {
     #[serde(default)]
     name: String,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -473,11 +475,7 @@ impl ValidatingPolicy {
                     engine: ENGINE,
                     source: doc.source.clone(),
                     failure_policy: Some(failure_policy),
-                    annotations: doc
-                        .value
-                        .pointer("/metadata/annotations")
-                        .and_then(|a| serde_json::from_value(a.clone()).ok())
-                        .unwrap_or_default(),
+                    annotations: parsed.metadata.annotations.clone(),
                 },
                 variants,
                 exclude: constraints.exclude_resource_rules,
