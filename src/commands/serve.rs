@@ -23,6 +23,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         configmap_selector,
         configmap_namespace,
         cluster_context,
+        ready_after_syncs,
         admin_addr,
         failure_policy,
         max_concurrency,
@@ -79,6 +80,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             idle_timeout,
             max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
         },
+        ready_after_syncs,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
