@@ -855,3 +855,44 @@ fn monitoring_kustomization_scrapes_the_service_and_ships_the_dashboard() {
         "policyctl"
     );
 }
+
+/// `path` relative to the directory `from` (both absolute): kustomize only takes relative paths.
+fn relative(from: &Path, path: &Path) -> PathBuf {
+    let mut relative = PathBuf::new();
+    for _ in from.components().skip(1) {
+        relative.push("..");
+    }
+    relative.join(path.strip_prefix("/").expect("absolute path"))
+}
+
+#[test]
+fn synced_kinds_component_grants_list_and_watch_on_top_of_the_base() {
+    let overlay = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
+    let deploy = relative(overlay.path(), &root().join("deploy"));
+    let component = relative(
+        overlay.path(),
+        &root().join("deploy/components/synced-kinds"),
+    );
+    std::fs::write(
+        overlay.path().join("kustomization.yaml"),
+        format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n- {}\ncomponents:\n- {}\n",
+            deploy.display(),
+            component.display()
+        ),
+    )
+    .expect("write overlay");
+    let rendered = Rendered(kustomize(overlay.path()));
+    let rules = rendered.one("ClusterRole")["rules"]
+        .as_array()
+        .expect("rules")
+        .clone();
+    assert_eq!(rules.len(), 2, "{rules:?}");
+    assert_eq!(
+        str_list(&rules[0]["resources"]),
+        ["configmaps", "namespaces"]
+    );
+    assert_eq!(str_list(&rules[1]["apiGroups"]), ["networking.k8s.io"]);
+    assert_eq!(str_list(&rules[1]["resources"]), ["ingresses"]);
+    assert_eq!(str_list(&rules[1]["verbs"]), ["get", "list", "watch"]);
+}

@@ -219,6 +219,23 @@ fn every_included_template_is_defined() {
 }
 
 #[test]
+fn synced_resources_extend_the_read_only_cluster_role() {
+    let values = values();
+    assert_eq!(
+        values["rbac"]["syncedResources"],
+        serde_json::json!([]),
+        "by default the chart grants what the kustomize base grants"
+    );
+    let rbac = read(&chart().join("templates/rbac.yaml"));
+    // Every entry becomes a get/list/watch rule on its group and resource, nothing wider.
+    let rule = Regex::new(
+        r#"(?s)\{\{-? range \.Values\.rbac\.syncedResources \}\}\s*- apiGroups: \[\{\{ \.apiGroup \| quote \}\}\]\s*resources: \[\{\{ \.resource \| quote \}\}\]\s*verbs: \["get", "list", "watch"\]\s*\{\{-? end \}\}"#,
+    )
+    .expect("regex");
+    assert!(rule.is_match(&rbac), "{rbac}");
+}
+
+#[test]
 fn defaults_match_the_kustomize_install() {
     let values = values();
     assert!(

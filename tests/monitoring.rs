@@ -126,6 +126,9 @@ fn exercised_metrics() -> policyctl::metrics::Metrics {
         &decision,
         std::time::Duration::from_millis(1),
     );
+    // A cluster sync that failed once.
+    metrics.cluster_sync_errors("namespaces").inc();
+    metrics.cluster_sync_failing("namespaces").set(1);
     metrics
 }
 

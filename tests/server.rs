@@ -599,3 +599,67 @@ async fn answers_over_http2() {
 fn bytes_of(body: Vec<u8>) -> hyper::body::Bytes {
     hyper::body::Bytes::from(body)
 }
+
+/// `policyctl_policy_results_total` tells "complied" (`pass`) from "not in scope" (`skip`): a policy for one namespace
+/// selected by a Pod elsewhere did not apply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_results_tell_skip_from_pass() {
+    let policies = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        policies.path().join("prod-only.yaml"),
+        r#"
+apiVersion: kyverno.io/v1
+kind: ClusterPolicy
+metadata:
+  name: prod-team-label
+spec:
+  validationFailureAction: Enforce
+  rules:
+  - name: team
+    match:
+      any:
+      - resources:
+          kinds: [Pod]
+          namespaces: [prod]
+    validate:
+      message: "prod pods need a team label"
+      pattern:
+        metadata:
+          labels:
+            team: "?*"
+"#,
+    )
+    .expect("policy");
+    let server = TestServer::start(policies.path()).await;
+    server.wait_ready(200).await;
+    let in_namespace = |uid: &str, namespace: &str, labels: Value| {
+        let mut review: Value =
+            serde_json::from_slice(&pod_review(V1, uid, uid, labels, "x:1")).expect("json");
+        review["request"]["namespace"] = json!(namespace);
+        review["request"]["object"]["metadata"]["namespace"] = json!(namespace);
+        serde_json::to_vec(&review).expect("json")
+    };
+    for (uid, namespace, labels, allowed) in [
+        ("prod-ok", "prod", json!({"team": "a"}), true),
+        ("prod-bad", "prod", json!({}), false),
+        ("dev-1", "dev", json!({}), true),
+        ("dev-2", "dev", json!({}), true),
+    ] {
+        let answer = server
+            .post("/validate", &in_namespace(uid, namespace, labels))
+            .await
+            .json();
+        assert_eq!(answer["response"]["allowed"], allowed, "{uid}: {answer}");
+    }
+    let (_, metrics) = admin_get(server.admin, "/metrics").await;
+    for (result, count) in [("pass", 1), ("deny", 1), ("skip", 2)] {
+        let line = format!(
+            r#"policyctl_policy_results_total{{policy="prod-team-label",engine="kyverno",result="{result}"}} {count}"#
+        );
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "missing {line:?} in\n{metrics}"
+        );
+    }
+    server.stop().await;
+}

@@ -185,6 +185,11 @@ pub struct ServeArgs {
     /// directory, deleted ConfigMaps) is rejected like a broken one and the active set keeps serving.
     #[arg(long, env = "POLICYCTL_ALLOW_EMPTY_POLICY_SET")]
     pub allow_empty_policy_set: bool,
+    /// With --cluster-context: /readyz also waits until every sync (namespaces, cached ConfigMaps, each kind synced
+    /// into data.inventory) has listed, and turns unready while one fails (e.g. forbidden by RBAC). A kind the API
+    /// server does not serve never holds readiness back. Off: ready once a policy set is loaded.
+    #[arg(long, env = "POLICYCTL_READY_AFTER_SYNCS")]
+    pub ready_after_syncs: bool,
     /// Address of the plain-HTTP admin listener (/healthz, /readyz, /metrics, /status).
     #[arg(long, default_value = "0.0.0.0:9090", env = "POLICYCTL_ADMIN_ADDR")]
     pub admin_addr: SocketAddr,

@@ -24,6 +24,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         configmap_namespace,
         cluster_context,
         allow_empty_policy_set,
+        ready_after_syncs,
         admin_addr,
         failure_policy,
         max_concurrency,
@@ -81,6 +82,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             idle_timeout,
             max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
         },
+        ready_after_syncs,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -35,6 +35,7 @@ async fn status_shows_the_active_set_and_the_last_error_and_readiness_survives_a
         draining: Arc::new(AtomicBool::new(false)),
         sources: target.status.clone(),
         limits: ConnectionLimits::default(),
+        ready_after_syncs: false,
     };
     let router = admin::router(state);
     let (code, body) = get(&router, "/status").await;
@@ -81,5 +82,83 @@ async fn status_shows_the_active_set_and_the_last_error_and_readiness_survives_a
         get(&router, "/readyz").await.0,
         200,
         "a last good set keeps the webhook ready"
+    );
+}
+
+#[tokio::test]
+async fn readiness_can_wait_for_the_cluster_syncs() {
+    use policyctl::cluster::health::{FailureKind, Resource, SyncHealth};
+
+    let target = Target::new();
+    target
+        .publisher
+        .publish_files(&[SourceFile {
+            origin: "a.rego".into(),
+            content: rego("a", "a"),
+        }])
+        .expect("a set");
+    let health = SyncHealth::new(target.metrics.clone(), target.status.clone());
+    let router = |ready_after_syncs: bool| {
+        admin::router(AppState {
+            store: target.store.clone(),
+            metrics: target.metrics.clone(),
+            limiter: Arc::new(Semaphore::new(1)),
+            settings: Settings::default(),
+            draining: Arc::new(AtomicBool::new(false)),
+            sources: target.status.clone(),
+            limits: ConnectionLimits::default(),
+            ready_after_syncs,
+        })
+    };
+    let resource = |plural: &str| Resource {
+        group: String::new(),
+        plural: plural.into(),
+        namespace: None,
+    };
+    let mut namespaces = health.sync("namespaces", resource("namespaces"));
+    let mut services = health.sync("inventory v1 Service", resource("services"));
+    let mut old = health.sync(
+        "inventory extensions/v1beta1 Ingress",
+        resource("ingresses"),
+    );
+    old.failed(FailureKind::NotServed, &"404");
+    services.failed(FailureKind::Forbidden, &"services is forbidden");
+
+    // Off (the default): a loaded set is enough.
+    assert_eq!(get(&router(false), "/readyz").await.0, 200);
+    // On: not ready while a sync has not listed or fails; a kind that is not served does not count.
+    let (code, body) = get(&router(true), "/readyz").await;
+    assert_eq!(code, 503);
+    assert!(body.contains("namespaces (syncing)"), "{body}");
+    assert!(body.contains("inventory v1 Service (forbidden)"), "{body}");
+    assert!(!body.contains("v1beta1"), "{body}");
+    namespaces.listed();
+    services.listed();
+    assert_eq!(get(&router(true), "/readyz").await.0, 200);
+
+    // /status shows every sync.
+    let (_, status) = get(&router(false), "/status").await;
+    let status: Value = serde_json::from_str(&status).expect("json");
+    let states: Vec<(String, String)> = status["syncs"]
+        .as_array()
+        .expect("syncs")
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap_or_default().to_string(),
+                s["state"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [
+            (
+                "inventory extensions/v1beta1 Ingress".to_string(),
+                "not served".to_string()
+            ),
+            ("inventory v1 Service".to_string(), "synced".to_string()),
+            ("namespaces".to_string(), "synced".to_string()),
+        ]
     );
 }

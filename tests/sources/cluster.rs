@@ -296,3 +296,189 @@ fn gatekeeper_templates_see_the_inventory_of_the_cluster_context() {
     // A new inventory snapshot is seen at once.
     assert!(denials(synced(&["known", "other"]), "other").is_empty());
 }
+
+/// Gatekeeper's unique-ingress-host check (simplified), syncing Ingresses: the current version, which the fake serves
+/// (and may forbid), and an old one it does not serve.
+const UNIQUE_HOST: &str = r#"
+apiVersion: config.gatekeeper.sh/v1alpha1
+kind: Config
+metadata:
+  name: config
+spec:
+  sync:
+    syncOnly:
+    - {group: networking.k8s.io, version: v1, kind: Ingress}
+    - {group: networking.k8s.io, version: v1beta1, kind: Ingress}
+---
+apiVersion: templates.gatekeeper.sh/v1
+kind: ConstraintTemplate
+metadata:
+  name: k8suniqueingresshost
+spec:
+  crd:
+    spec:
+      names:
+        kind: K8sUniqueIngressHost
+  targets:
+    - target: admission.k8s.gatekeeper.sh
+      rego: |
+        package k8suniqueingresshost
+        violation[{"msg": msg}] {
+          host := input.review.object.spec.rules[_].host
+          other := data.inventory.namespace[_]["networking.k8s.io/v1"]["Ingress"][name]
+          name != input.review.object.metadata.name
+          other.spec.rules[_].host == host
+          msg := sprintf("ingress host conflicts with an existing ingress <%v>", [host])
+        }
+---
+apiVersion: constraints.gatekeeper.sh/v1beta1
+kind: K8sUniqueIngressHost
+metadata:
+  name: unique-ingress-host
+spec:
+  match:
+    kinds:
+      - apiGroups: ["networking.k8s.io"]
+        kinds: ["Ingress"]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forbidden_sync_is_visible_and_fails_the_templates_that_read_it() {
+    use policyctl::admission::{Operation, Review};
+    use policyctl::pipeline::{self, Settings, Webhook};
+    use policyctl::policy::FailurePolicy;
+    use policyctl::sources::StatusReport;
+
+    const INGRESSES: &str = "/apis/networking.k8s.io/v1/ingresses";
+    const SYNC: &str = "inventory networking.k8s.io/v1 Ingress";
+    let api = FakeApi::start().await;
+    api.apply_ingress("team-a", "taken", "a.example.com");
+    api.forbid(INGRESSES, true);
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("unique.yaml"), UNIQUE_HOST).expect("write");
+
+    let target = Target::new();
+    let config = SourcesConfig {
+        cluster_context: Some(ClusterOptions::default()),
+        ..crate::directory::fast(dir.path())
+    };
+    let running = Sources::new(config)
+        .with_client(api.client("default"))
+        .start(target.publisher.clone(), target.status.clone())
+        .await
+        .expect("starts");
+    let set = target.until_generation(1).await;
+    let cluster = running.cluster().expect("cluster context");
+    let sync_state = |name: &str| target.status.syncs().into_iter().find(|s| s.name == name);
+    until("the forbidden sync in /status", || {
+        sync_state(SYNC).is_some_and(|s| s.state == "forbidden")
+    })
+    .await;
+
+    // /status names the problem and the RBAC rule to add.
+    let report =
+        serde_json::to_value(StatusReport::new(&target.store, &target.status)).expect("json");
+    let shown = report["syncs"]
+        .as_array()
+        .and_then(|syncs| syncs.iter().find(|s| s["name"] == SYNC))
+        .cloned()
+        .expect("the sync is listed");
+    let problem = shown["problem"].as_str().unwrap_or_default();
+    assert!(problem.contains("forbidden (403)"), "{problem}");
+    assert!(
+        problem.contains(r#"{apiGroups: ["networking.k8s.io"], resources: ["ingresses"], verbs: ["get", "list", "watch"]}"#),
+        "{problem}"
+    );
+    // The metrics move.
+    let metrics = target.metrics.encode();
+    assert!(
+        metrics.contains(&format!(
+            "policyctl_cluster_sync_failing{{sync=\"{SYNC}\"}} 1"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains(&format!(
+            "policyctl_cluster_sync_errors_total{{sync=\"{SYNC}\"}} 0"
+        )),
+        "{metrics}"
+    );
+    // The old version the API server does not serve is a note, retried, and fails nothing.
+    until("the unserved version noted", || {
+        sync_state("inventory networking.k8s.io/v1beta1 Ingress")
+            .is_some_and(|s| s.state == "not served")
+    })
+    .await;
+
+    let ingress = |name: &str, host: &str| {
+        Review::for_object(
+            serde_json::json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+                "metadata": {"name": name, "namespace": "team-b"}, "spec": {"rules": [{"host": host}]}}),
+            None,
+            Operation::Create,
+        )
+    };
+    let settings = Settings {
+        cluster: cluster.clone(),
+        failure_policy: FailurePolicy::Fail,
+        ..Settings::default()
+    };
+    let decide = |review: &Review| pipeline::run(&set, review, Webhook::Validate, &settings);
+
+    // The template reads an inventory that cannot fill: it fails under its failure policy (deny under Fail).
+    let duplicate = decide(&ingress("dup", "a.example.com"));
+    assert!(!duplicate.allowed, "{:?}", duplicate.denials);
+    assert!(
+        duplicate
+            .errors
+            .iter()
+            .any(|e| e.contains("data.inventory is incomplete")
+                && e.contains("resources: [\"ingresses\"]")),
+        "{:?}",
+        duplicate.errors
+    );
+    // A request the constraint does not match is untouched.
+    let pod = Review::for_object(
+        serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "team-b"}}),
+        None,
+        Operation::Create,
+    );
+    let pod_decision = decide(&pod);
+    assert!(
+        pod_decision.allowed && pod_decision.errors.is_empty(),
+        "{:?}",
+        pod_decision.errors
+    );
+
+    // The rule is added: the sync recovers, the inventory fills, and the template checks for real.
+    api.forbid(INGRESSES, false);
+    until("the sync recovered", || {
+        sync_state(SYNC).is_some_and(|s| s.state == "synced")
+    })
+    .await;
+    until("the existing ingress in the inventory", || {
+        cluster
+            .inventory()
+            .and_then(|v| {
+                v.pointer("/namespace/team-a/networking.k8s.io~1v1/Ingress/taken")
+                    .cloned()
+            })
+            .is_some()
+    })
+    .await;
+    assert!(target.metrics.encode().contains(&format!(
+        "policyctl_cluster_sync_failing{{sync=\"{SYNC}\"}} 0"
+    )),);
+    let duplicate = decide(&ingress("dup", "a.example.com"));
+    assert!(duplicate.errors.is_empty(), "{:?}", duplicate.errors);
+    assert_eq!(
+        duplicate.denials,
+        ["[unique-ingress-host] ingress host conflicts with an existing ingress <a.example.com>"]
+    );
+    let fresh = decide(&ingress("fresh", "b.example.com"));
+    assert!(
+        fresh.allowed && fresh.errors.is_empty(),
+        "{:?}",
+        fresh.errors
+    );
+}

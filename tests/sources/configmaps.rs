@@ -151,3 +151,62 @@ async fn directory_and_configmaps_together_form_one_set() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forbidden_policy_configmap_watch_is_counted_and_shown() {
+    const SYNC: &str = "policy configmaps policyctl policyctl.io/policies=true";
+    let api = FakeApi::start().await;
+    api.apply(
+        "policyctl",
+        "policies-a",
+        &[LABEL],
+        &[("a.rego", &rego("team.a", "a"))],
+    );
+    api.forbid("/api/v1/namespaces/policyctl/configmaps", true);
+    let target = Target::new();
+    let config = SourcesConfig {
+        configmaps: Some(ConfigMapSelector {
+            labels: "policyctl.io/policies=true".into(),
+            namespace: None,
+        }),
+        ..SourcesConfig::default()
+    };
+    let _running = Sources::new(config)
+        .with_client(api.client("policyctl"))
+        .start(target.publisher.clone(), target.status.clone())
+        .await
+        .expect("starts");
+    let forbidden = || {
+        target
+            .status
+            .syncs()
+            .into_iter()
+            .find(|s| s.name == SYNC)
+            .filter(|s| s.state == "forbidden")
+    };
+    until("the forbidden watch in /status", || forbidden().is_some()).await;
+    let problem = forbidden().and_then(|s| s.problem).unwrap_or_default();
+    assert!(
+        problem.contains(r#"a Role in namespace policyctl"#)
+            && problem.contains(r#"resources: ["configmaps"]"#),
+        "{problem}"
+    );
+    let metrics = target.metrics.encode();
+    assert!(
+        metrics.contains(&format!(
+            "policyctl_cluster_sync_failing{{sync=\"{SYNC}\"}} 1"
+        )),
+        "{metrics}"
+    );
+    assert_eq!(
+        target.generation(),
+        0,
+        "no set from a source that cannot be read"
+    );
+
+    api.forbid("/api/v1/namespaces/policyctl/configmaps", false);
+    assert_eq!(names(&target.until_generation(1).await), ["team.a"]);
+    assert!(target.metrics.encode().contains(&format!(
+        "policyctl_cluster_sync_failing{{sync=\"{SYNC}\"}} 0"
+    )));
+}

@@ -7,7 +7,8 @@
 //! `ADDED`/`MODIFIED`/`DELETED` event after RV that matches, a `BOOKMARK` first, and stays open for new events. A
 //! watch from a resourceVersion older than the last compaction gets an `ERROR` event with a 410 `Expired` Status, as
 //! the API server answers after etcd compaction; [`FakeApi::compact`] also ends the open watches. A GET of a missing
-//! object answers a 404 `NotFound` Status.
+//! object answers a 404 `NotFound` Status. Ingresses (`networking.k8s.io/v1`, with its discovery document) can be
+//! listed and watched too, and [`FakeApi::forbid`] makes a path answer 403 `Forbidden` as RBAC does.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -41,6 +42,8 @@ struct Inner {
     gets: usize,
     /// Single-object GETs hang (an overloaded API server).
     hang: bool,
+    /// Paths answered 403.
+    forbidden: std::collections::BTreeSet<String>,
 }
 
 /// The fake API server.
@@ -77,6 +80,8 @@ impl FakeApi {
             .route("/api/v1", get(core_resources))
             .route("/api/v1/namespaces", get(namespaces))
             .route("/api/v1/namespaces/{namespace}", get(namespace))
+            .route("/apis/networking.k8s.io/v1", get(networking_resources))
+            .route("/apis/networking.k8s.io/v1/ingresses", get(all_ingresses))
             .fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
             .with_state(api.clone());
         tokio::spawn(async move { axum::serve(listener, router).await });
@@ -106,6 +111,27 @@ impl FakeApi {
         self.put("ConfigMap", namespace, name, labels, json!({"data": data}));
     }
 
+    /// Create or replace an Ingress with one rule for `host`.
+    pub fn apply_ingress(&self, namespace: &str, name: &str, host: &str) {
+        self.put(
+            "Ingress",
+            namespace,
+            name,
+            &[],
+            json!({"spec": {"rules": [{"host": host}]}}),
+        );
+    }
+
+    /// Answer list, watch and GET requests on `path` with 403 Forbidden (or stop).
+    pub fn forbid(&self, path: &str, forbidden: bool) {
+        let mut inner = self.lock();
+        if forbidden {
+            inner.forbidden.insert(path.to_string());
+        } else {
+            inner.forbidden.remove(path);
+        }
+    }
+
     /// Create or replace a Namespace.
     pub fn apply_namespace(&self, name: &str, labels: &[(&str, &str)]) {
         self.put(
@@ -132,7 +158,12 @@ impl FakeApi {
         if !namespace.is_empty() {
             metadata["namespace"] = json!(namespace);
         }
-        let mut object = json!({"apiVersion": "v1", "kind": kind, "metadata": metadata});
+        let api_version = if kind == "Ingress" {
+            "networking.k8s.io/v1"
+        } else {
+            "v1"
+        };
+        let mut object = json!({"apiVersion": api_version, "kind": kind, "metadata": metadata});
         if let (Some(fields), Some(body)) = (object.as_object_mut(), body.as_object()) {
             fields.extend(body.clone());
         }
@@ -255,6 +286,17 @@ async fn all_config_maps(State(api): State<FakeApi>, uri: Uri) -> Response {
     )
 }
 
+async fn all_ingresses(State(api): State<FakeApi>, uri: Uri) -> Response {
+    list_or_watch(
+        api,
+        Scope {
+            kind: "Ingress",
+            namespace: None,
+        },
+        &uri,
+    )
+}
+
 async fn namespaces(State(api): State<FakeApi>, uri: Uri) -> Response {
     list_or_watch(
         api,
@@ -296,6 +338,20 @@ async fn core_resources() -> Response {
     json_response(StatusCode::OK, &list)
 }
 
+/// Discovery of `networking.k8s.io/v1`: ingresses.
+async fn networking_resources() -> Response {
+    let list = json!({
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": "networking.k8s.io/v1",
+        "resources": [
+            {"name": "ingresses", "singularName": "ingress", "namespaced": true, "kind": "Ingress",
+             "verbs": ["get", "list", "watch"]},
+        ],
+    });
+    json_response(StatusCode::OK, &list)
+}
+
 fn json_response(status: StatusCode, body: &Value) -> Response {
     (
         status,
@@ -322,6 +378,17 @@ fn get_object(api: &FakeApi, key: Key) -> Response {
 }
 
 fn list_or_watch(api: FakeApi, scope: Scope, uri: &Uri) -> Response {
+    if api.lock().forbidden.contains(uri.path()) {
+        let resource = uri.path().rsplit('/').next().unwrap_or_default();
+        let status = json!({
+            "apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
+            "message": format!(
+                "{resource} is forbidden: User \"system:serviceaccount:policyctl:policyctl\" cannot list resource \"{resource}\" at the cluster scope"
+            ),
+            "reason": "Forbidden", "code": 403,
+        });
+        return json_response(StatusCode::FORBIDDEN, &status);
+    }
     let query: BTreeMap<String, String> =
         form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
             .into_owned()

@@ -53,6 +53,7 @@ async fn reload_storm_every_request_is_answered_by_exactly_one_generation() {
         draining: Arc::new(AtomicBool::new(false)),
         sources: target.status.clone(),
         limits: ConnectionLimits::default(),
+        ready_after_syncs: false,
     };
     let router = webhook::router(state);
     let body = {

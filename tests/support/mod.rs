@@ -73,6 +73,7 @@ impl TestServer {
             request_timeout: Duration::from_secs(2),
             drain_timeout: Duration::from_secs(5),
             connections: ConnectionLimits::default(),
+            ready_after_syncs: false,
         };
         adjust(&mut config);
         let server = Server::bind(config).expect("bind");

@@ -325,6 +325,12 @@ impl Constraint {
             })
     }
 
+    /// Whether the constraint's match selects `target` (`Err` with Gatekeeper's autoreject message when its
+    /// namespace selector cannot be checked).
+    pub fn matches(&self, target: &Target<'_>) -> Result<bool, String> {
+        self.matcher.matches(target)
+    }
+
     /// Match `target` and evaluate `input.review`. `Ok(None)`: the constraint does not match the request; a
     /// namespace selector that cannot be decided gives one finding (the autoreject); an evaluation error is returned
     /// as such.

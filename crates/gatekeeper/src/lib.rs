@@ -332,8 +332,16 @@ impl Policy for ConstraintPolicy {
             Err(e) => return on_error(EvalError::Engine(e.clone())),
         };
         let target = review::target_of(review.request(), served.namespace_object.as_ref());
-        // Only templates that read data.inventory get it: for the others it would only cost time.
+        // Only templates that read data.inventory get it: for the others it would only cost time. An inventory that
+        // cannot fill (a synced kind we may not list) makes a matching constraint fail under its failure policy,
+        // rather than find nothing in objects that will never arrive.
         let data = if self.constraint.template.reads_inventory {
+            if let Some(problem) = ctx.cluster.inventory_problem() {
+                if self.constraint.matches(&target) == Ok(false) {
+                    return Evaluation::skip();
+                }
+                return on_error(EvalError::MissingContext(problem));
+            }
             inventory_data(ctx)
         } else {
             None

@@ -416,6 +416,13 @@ pub trait ClusterContext: Send + Sync + fmt::Debug {
         None
     }
 
+    /// Why `data.inventory` cannot be trusted to fill (a synced kind the API server forbids us to list or watch), if
+    /// it cannot. A policy that reads the inventory then fails under its failure policy instead of checking against
+    /// objects that will never arrive. A kind still being listed, or not served (yet), is not a problem.
+    fn inventory_problem(&self) -> Option<String> {
+        None
+    }
+
     /// The roles and cluster roles bound to `user` (Kyverno's `roles` / `clusterRoles` match), when known. The
     /// webhook does not resolve RBAC bindings; a test's UserInfo file supplies them.
     fn roles(&self, user: &crate::admission::UserInfo) -> Option<(Vec<String>, Vec<String>)> {

@@ -21,6 +21,7 @@ use kube::{Api, Client};
 use serde_json::{Map, Value};
 use tokio::task::JoinHandle;
 
+use super::health::{api_code, FailureKind, Resource, SyncHealth, SyncReporter};
 use crate::policy::source::documents;
 use crate::policy::SourceFile;
 
@@ -43,6 +44,33 @@ impl SyncKind {
         } else {
             format!("{}/{}", self.group, self.version)
         }
+    }
+
+    /// The name of its sync (`/status`, metrics): `inventory networking.k8s.io/v1 Ingress`.
+    pub fn sync_name(&self) -> String {
+        format!("{INVENTORY_PREFIX}{} {}", self.group_version(), self.kind)
+    }
+}
+
+/// The prefix of the inventory syncs' names.
+const INVENTORY_PREFIX: &str = "inventory ";
+
+/// Until discovery names the resource: the usual plural of a kind (`Ingress` → `ingresses`), for the RBAC hint.
+fn guessed_plural(kind: &str) -> String {
+    let lower = kind.to_ascii_lowercase();
+    if lower.ends_with('s')
+        || lower.ends_with('x')
+        || lower.ends_with("ch")
+        || lower.ends_with("sh")
+    {
+        format!("{lower}es")
+    } else if let Some(stem) = lower
+        .strip_suffix('y')
+        .filter(|stem| !stem.ends_with(['a', 'e', 'i', 'o', 'u']))
+    {
+        format!("{stem}ies")
+    } else {
+        format!("{lower}s")
     }
 }
 
@@ -103,8 +131,11 @@ impl Drop for Synced {
 pub struct Inventory {
     client: Client,
     handle: tokio::runtime::Handle,
+    health: SyncHealth,
     synced: Arc<Mutex<BTreeMap<SyncKind, Synced>>>,
     wanted: Arc<Mutex<BTreeSet<SyncKind>>>,
+    /// Kinds being discovered (not synced yet): not started twice.
+    pending: Arc<Mutex<BTreeSet<SyncKind>>>,
     changes: Arc<AtomicU64>,
     snapshot: Mutex<Option<(u64, Arc<Value>)>>,
 }
@@ -118,12 +149,14 @@ impl std::fmt::Debug for Inventory {
 
 impl Inventory {
     /// No kinds synced yet.
-    pub fn new(client: Client, handle: tokio::runtime::Handle) -> Inventory {
+    pub fn new(client: Client, handle: tokio::runtime::Handle, health: SyncHealth) -> Inventory {
         Inventory {
             client,
             handle,
+            health,
             synced: Arc::default(),
             wanted: Arc::default(),
+            pending: Arc::default(),
             changes: Arc::new(AtomicU64::new(1)),
             snapshot: Mutex::new(None),
         }
@@ -154,10 +187,27 @@ impl Inventory {
             if self.lock_synced().contains_key(&kind) {
                 continue;
             }
+            if !self
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(kind.clone())
+            {
+                continue;
+            }
             let client = self.client.clone();
             let synced = self.synced.clone();
             let wanted = self.wanted.clone();
+            let pending = self.pending.clone();
             let changes = self.changes.clone();
+            let mut reporter = self.health.sync(
+                &kind.sync_name(),
+                Resource {
+                    group: kind.group.clone(),
+                    plural: guessed_plural(&kind.kind),
+                    namespace: None,
+                },
+            );
             self.handle.spawn(async move {
                 let gvk = GroupVersionKind::gvk(&kind.group, &kind.version, &kind.kind);
                 let is_wanted = || {
@@ -166,31 +216,43 @@ impl Inventory {
                         .unwrap_or_else(|p| p.into_inner())
                         .contains(&kind)
                 };
-                // The kind may not exist yet (a CRD installed later): keep looking while it is wanted.
-                let mut logged = false;
+                let done_pending = || {
+                    pending
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&kind);
+                };
+                // The kind may not be served (yet: a CRD installed later, or an old version): a note, retried while
+                // it is wanted. A 403 here is reported as forbidden like one on the list or watch.
                 let (resource, capabilities) = loop {
                     match kube::discovery::pinned_kind(&client, &gvk).await {
                         Ok(found) => break found,
-                        Err(err) if !logged => {
-                            logged = true;
-                            tracing::error!(
-                                kind = ?kind,
-                                error = %err,
-                                "cannot sync a kind into data.inventory; retrying"
-                            );
+                        Err(err) => {
+                            let kind = match FailureKind::of_code(api_code(&err)) {
+                                FailureKind::Other if is_not_found(&err) => FailureKind::NotServed,
+                                other => other,
+                            };
+                            reporter.failed(kind, &err);
                         }
-                        Err(_) => {}
                     }
                     tokio::time::sleep(DISCOVERY_RETRY).await;
                     if !is_wanted() {
+                        done_pending();
                         return;
                     }
                 };
+                reporter.set_resource(Resource {
+                    group: resource.group.clone(),
+                    plural: resource.plural.clone(),
+                    namespace: None,
+                });
+                reporter.ok();
                 let entry = start(
                     client.clone(),
                     resource,
                     capabilities.scope == Scope::Namespaced,
                     changes.clone(),
+                    reporter,
                 );
                 let still_wanted = is_wanted();
                 if still_wanted {
@@ -198,11 +260,25 @@ impl Inventory {
                     synced
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .entry(kind)
+                        .entry(kind.clone())
                         .or_insert(entry);
                     changes.fetch_add(1, Ordering::SeqCst);
                 }
+                done_pending();
             });
+        }
+    }
+
+    /// Why the inventory cannot fill: the synced kinds the API server forbids us to list or watch.
+    pub fn problem(&self) -> Option<String> {
+        let forbidden = self.health.forbidden(INVENTORY_PREFIX);
+        if forbidden.is_empty() {
+            None
+        } else {
+            Some(format!(
+                "data.inventory is incomplete: {}",
+                forbidden.join("; ")
+            ))
         }
     }
 
@@ -262,11 +338,17 @@ fn insert(map: &mut Map<String, Value>, kind: &SyncKind, name: String, object: V
     }
 }
 
+/// Discovery found nothing for the group/version/kind (kube reports it without an API status).
+fn is_not_found(err: &kube::Error) -> bool {
+    matches!(err, kube::Error::Discovery(_))
+}
+
 fn start(
     client: Client,
     resource: ApiResource,
     namespaced: bool,
     changes: Arc<AtomicU64>,
+    mut reporter: SyncReporter,
 ) -> Synced {
     let writer: Writer<DynamicObject> = Writer::new(resource.clone());
     let store = writer.as_reader();
@@ -275,17 +357,19 @@ fn start(
         .default_backoff()
         .modify(|object| object.metadata.managed_fields = None)
         .reflect(writer);
-    let kind = resource.kind.clone();
     let task = tokio::spawn(async move {
         let mut events = Box::pin(events);
         while let Some(event) = events.next().await {
             match event {
-                Ok(_) => {
+                Ok(event) => {
+                    if matches!(event, watcher::Event::InitDone) {
+                        reporter.listed();
+                    } else {
+                        reporter.ok();
+                    }
                     changes.fetch_add(1, Ordering::SeqCst);
                 }
-                Err(err) => {
-                    tracing::warn!(kind = %kind, error = %err, "syncing data.inventory failed; retrying")
-                }
+                Err(err) => reporter.failed(FailureKind::of_watch(&err), &err),
             }
         }
     });
@@ -336,5 +420,17 @@ spec:
             kinds,
             ["v1|Namespace", "v1|Service", "networking.k8s.io/v1|Ingress"]
         );
+    }
+
+    #[test]
+    fn plurals_for_the_rbac_hint() {
+        for (kind, plural) in [
+            ("Ingress", "ingresses"),
+            ("NetworkPolicy", "networkpolicies"),
+            ("Gateway", "gateways"),
+            ("Service", "services"),
+        ] {
+            assert_eq!(guessed_plural(kind), plural);
+        }
     }
 }

@@ -19,7 +19,10 @@
 //! RBAC needed: `get`, `list`, `watch` on `namespaces` (cluster-wide); `get`, `list`, `watch` on `configmaps`
 //! (cluster-wide, for the labelled cache and ConfigMap lookups); plus `get` (and `list` for collection paths) on
 //! whatever resources the policies' API calls read; `list`, `watch` on the kinds synced into `data.inventory`.
+//! Every list/watch reports to [`health`]: a forbidden one is shown with the rule to add, and makes the templates that
+//! read the inventory fail under their failure policy ([`ClusterContext::inventory_problem`]).
 
+pub mod health;
 pub mod inventory;
 
 use std::collections::HashMap;
@@ -28,7 +31,6 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
@@ -37,6 +39,7 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 
 use crate::policy::ClusterContext;
+use health::{Resource, SyncHealth};
 use inventory::{Inventory, SyncKind};
 
 /// Limits and selectors of the cluster context.
@@ -95,8 +98,8 @@ pub struct StartedCluster {
 }
 
 impl KubeCluster {
-    /// Start the reflectors on the current tokio runtime.
-    pub fn start(client: Client, options: ClusterOptions) -> StartedCluster {
+    /// Start the reflectors on the current tokio runtime; their failures go to `health`.
+    pub fn start(client: Client, options: ClusterOptions, health: SyncHealth) -> StartedCluster {
         let (namespaces, namespace_writer) = reflector::store::<Namespace>();
         let namespace_events = watcher(
             Api::<Namespace>::all(client.clone()),
@@ -113,9 +116,23 @@ impl KubeCluster {
         .default_backoff()
         .modify(|cm| cm.metadata.managed_fields = None)
         .reflect(config_map_writer);
+        let cluster_wide = |plural: &str| Resource {
+            group: String::new(),
+            plural: plural.to_string(),
+            namespace: None,
+        };
         let tasks = vec![
-            tokio::spawn(drive("namespaces", namespace_events)),
-            tokio::spawn(drive("cached ConfigMaps", config_map_events)),
+            tokio::spawn(health::drive(
+                health.sync("namespaces", cluster_wide("namespaces")),
+                namespace_events,
+            )),
+            tokio::spawn(health::drive(
+                health.sync(
+                    &format!("configmaps {}", options.cached_config_maps),
+                    cluster_wide("configmaps"),
+                ),
+                config_map_events,
+            )),
         ];
         let ready = {
             let namespaces = namespaces.clone();
@@ -127,7 +144,7 @@ impl KubeCluster {
         };
         let handle = tokio::runtime::Handle::current();
         let api = ApiCache::new(client.clone(), handle.clone(), &options);
-        let inventory = Inventory::new(client, handle);
+        let inventory = Inventory::new(client, handle, health);
         StartedCluster {
             context: Arc::new(KubeCluster {
                 namespaces,
@@ -137,18 +154,6 @@ impl KubeCluster {
             }),
             tasks,
             ready,
-        }
-    }
-}
-
-async fn drive<S, K>(what: &'static str, events: S)
-where
-    S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
-{
-    let mut events = Box::pin(events);
-    while let Some(event) = events.next().await {
-        if let Err(err) = event {
-            tracing::warn!(error = %err, "watching {what} for the cluster context failed; retrying");
         }
     }
 }
@@ -190,6 +195,10 @@ impl ClusterContext for KubeCluster {
 
     fn inventory(&self) -> Option<Arc<Value>> {
         self.inventory.snapshot()
+    }
+
+    fn inventory_problem(&self) -> Option<String> {
+        self.inventory.problem()
     }
 }
 

@@ -14,6 +14,8 @@
 //! | `policyctl_connections` | gauge | `listener` (`webhook`, `admin`) |
 //! | `policyctl_connections_rejected_total` | counter | `listener` |
 //! | `policyctl_connection_timeouts_total` | counter | `listener`, `phase` (`handshake`, `headers`, `body`, `idle`) |
+//! | `policyctl_cluster_sync_errors_total` | counter | `sync` (`namespaces`, `configmaps`, `policy configmaps NS`, `inventory GV KIND`) |
+//! | `policyctl_cluster_sync_failing` | gauge | `sync`: 1 while its latest attempt failed |
 //!
 //! `decision` is `allow`, `warn`, `deny`, `invalid` (a 4xx answer: unreadable or malformed review, wrong media type,
 //! body over the limit) or `unavailable` (no policy set yet).
@@ -95,6 +97,13 @@ pub struct TimeoutLabels {
     pub phase: &'static str,
 }
 
+/// Labels of the cluster sync metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SyncLabels {
+    /// What is synced.
+    pub sync: String,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn request_histogram() -> Histogram {
@@ -127,6 +136,8 @@ pub struct Metrics {
     connections: Family<ListenerLabels, Gauge>,
     connections_rejected: Family<ListenerLabels, Counter>,
     connection_timeouts: Family<TimeoutLabels, Counter>,
+    cluster_sync_errors: Family<SyncLabels, Counter>,
+    cluster_sync_failing: Family<SyncLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -209,6 +220,18 @@ impl Metrics {
             "Connections (phase handshake, headers, idle) or requests (phase body, answered 408) ended by a timeout",
             connection_timeouts.clone(),
         );
+        let cluster_sync_errors = Family::<SyncLabels, Counter>::default();
+        registry.register(
+            "cluster_sync_errors",
+            "Failed lists and watches of the cluster context and the policy ConfigMaps",
+            cluster_sync_errors.clone(),
+        );
+        let cluster_sync_failing = Family::<SyncLabels, Gauge>::default();
+        registry.register(
+            "cluster_sync_failing",
+            "1 while a cluster context sync's latest attempt failed (forbidden, not served or other)",
+            cluster_sync_failing.clone(),
+        );
         // Every connection series exists from the start (at 0), so rates and alerts see them before the first event.
         for listener in ["webhook", "admin"] {
             let _ = connections.get_or_create(&ListenerLabels { listener });
@@ -234,7 +257,36 @@ impl Metrics {
             connections,
             connections_rejected,
             connection_timeouts,
+            cluster_sync_errors,
+            cluster_sync_failing,
         }
+    }
+
+    /// The failure counter of the cluster sync `sync`.
+    pub fn cluster_sync_errors(&self, sync: &str) -> Counter {
+        self.cluster_sync_errors
+            .get_or_create(&SyncLabels {
+                sync: sync.to_string(),
+            })
+            .clone()
+    }
+
+    /// The failing gauge of the cluster sync `sync`.
+    pub fn cluster_sync_failing(&self, sync: &str) -> Gauge {
+        self.cluster_sync_failing
+            .get_or_create(&SyncLabels {
+                sync: sync.to_string(),
+            })
+            .clone()
+    }
+
+    /// Drop the series of a sync that stopped.
+    pub fn remove_cluster_sync(&self, sync: &str) {
+        let labels = SyncLabels {
+            sync: sync.to_string(),
+        };
+        self.cluster_sync_errors.remove(&labels);
+        self.cluster_sync_failing.remove(&labels);
     }
 
     /// The open-connections gauge of `listener`.

@@ -24,12 +24,21 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Ready once a policy set is active, and until shutdown starts.
+/// Ready once a policy set is active (and, with `--ready-after-syncs`, every cluster sync has listed and none is
+/// failing), and until shutdown starts.
 async fn readyz(State(state): State<AppState>) -> Response {
     if state.draining.load(Ordering::SeqCst) {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     }
     match state.store.current() {
+        Some(_) if state.ready_after_syncs && !waiting_for(&state).is_empty() => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "not ready: waiting for cluster syncs: {}\n",
+                waiting_for(&state).join(", ")
+            ),
+        )
+            .into_response(),
         Some(set) => (
             StatusCode::OK,
             format!("ready: policy set generation {}\n", set.generation()),
@@ -41,6 +50,18 @@ async fn readyz(State(state): State<AppState>) -> Response {
         )
             .into_response(),
     }
+}
+
+/// The cluster syncs readiness waits for (with `--ready-after-syncs`): every one not listed yet or failing, except a
+/// kind the API server does not serve (a note, never a reason to stay unready).
+fn waiting_for(state: &AppState) -> Vec<String> {
+    state
+        .sources
+        .syncs()
+        .into_iter()
+        .filter(|sync| sync.state != "synced" && sync.state != "not served")
+        .map(|sync| format!("{} ({})", sync.name, sync.state))
+        .collect()
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

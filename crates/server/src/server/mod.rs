@@ -56,6 +56,8 @@ pub struct ServeConfig {
     pub drain_timeout: Duration,
     /// Time limits of every connection phase and the connection cap (both listeners).
     pub connections: ConnectionLimits,
+    /// Whether `/readyz` also waits for every cluster context sync to have listed (and none to be failing).
+    pub ready_after_syncs: bool,
 }
 
 /// Why the server could not start or run.
@@ -104,6 +106,8 @@ pub struct AppState {
     pub sources: Arc<SourcesStatus>,
     /// Connection limits; the handler enforces the body timeout.
     pub limits: ConnectionLimits,
+    /// Whether readiness waits for every cluster context sync.
+    pub ready_after_syncs: bool,
 }
 
 /// A bound, not yet running server.
@@ -134,6 +138,7 @@ impl Server {
             draining: Arc::new(AtomicBool::new(false)),
             sources: Arc::new(SourcesStatus::new()),
             limits: config.connections,
+            ready_after_syncs: config.ready_after_syncs,
         };
         let sources = Sources::new(SourcesConfig::directory(config.policies.clone()));
         Ok(Server {

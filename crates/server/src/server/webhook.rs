@@ -306,7 +306,7 @@ fn log_decision(decision: &Decision) {
             let result = failure.error.label();
             match &failure.error {
                 // Our own words: no request content.
-                EvalError::Timeout(_) => {
+                EvalError::Timeout(_) | EvalError::MissingContext(_) => {
                     let error = failure.error.to_string();
                     tracing::warn!(
                         policy,

@@ -29,6 +29,7 @@ use kube::{Api, Client, ResourceExt};
 use tokio::sync::mpsc;
 
 use super::{snapshot_key, Snapshot, SourcesStatus, Update};
+use crate::cluster::health::{FailureKind, SyncReporter};
 use crate::policy::loader::is_policy_file;
 use crate::policy::{LoadError, SourceFile, SourceRef};
 
@@ -120,6 +121,7 @@ pub(crate) async fn run(
     index: usize,
     tx: mpsc::Sender<Update>,
     status: Arc<SourcesStatus>,
+    mut reporter: SyncReporter,
 ) {
     let api: Api<ConfigMap> = Api::namespaced(client, &namespace);
     let config = watcher::Config::default().labels(&labels);
@@ -131,6 +133,7 @@ pub(crate) async fn run(
     while let Some(event) = events.next().await {
         let changed = match event {
             Ok(Event::Init) => {
+                reporter.ok();
                 listing = Some(BTreeMap::new());
                 false
             }
@@ -141,27 +144,26 @@ pub(crate) async fn run(
                 false
             }
             Ok(Event::InitDone) => {
+                reporter.listed();
                 current = listing.take().unwrap_or_default();
                 synced = true;
                 true
             }
             Ok(Event::Apply(config_map)) => {
+                reporter.ok();
                 tracing::debug!(config_map = %key_of(&config_map), "policy ConfigMap applied");
                 current.insert(key_of(&config_map), files_of(&config_map));
                 true
             }
             Ok(Event::Delete(config_map)) => {
+                reporter.ok();
                 tracing::info!(config_map = %key_of(&config_map), "policy ConfigMap deleted; its policies go with it");
                 current.remove(&key_of(&config_map));
                 true
             }
             Err(err) => {
-                tracing::warn!(
-                    error = %err,
-                    namespace = %namespace,
-                    labels = %labels,
-                    "watching policy ConfigMaps failed; retrying"
-                );
+                // Logged (with the RBAC rule when forbidden), counted and shown by the reporter.
+                reporter.failed(FailureKind::of_watch(&err), &err);
                 status.problem(index, format!("watch failed: {err}"));
                 false
             }

@@ -46,6 +46,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::cluster::health::{Resource, SyncHealth};
 use crate::cluster::inventory::{sync_kinds, SyncKind};
 use crate::cluster::{ClusterOptions, KubeCluster};
 use crate::engine::{Built, LoadOptions};
@@ -56,7 +57,7 @@ use crate::policy::{ClusterContext, LoadError, PolicySet, SourceFile};
 use std::collections::BTreeSet;
 
 pub use configmaps::ConfigMapSelector;
-pub use status::{SourceKind, SourceProblem, SourceState, SourcesStatus, StatusReport};
+pub use status::{SourceKind, SourceProblem, SourceState, SourcesStatus, StatusReport, SyncState};
 
 /// What one source read: all its policy files, or every error that kept it from reading them.
 pub type Snapshot = Result<Vec<SourceFile>, Vec<LoadError>>;
@@ -345,6 +346,7 @@ impl Sources {
             (false, _) => None,
         };
         let (tx, rx) = mpsc::channel::<Update>(16);
+        let health = SyncHealth::new(publisher.metrics.clone(), status.clone());
         let mut tasks = Vec::new();
         let mut count = 0;
         if let Some(dir) = &config.directory {
@@ -369,6 +371,14 @@ impl Sources {
                 .clone()
                 .unwrap_or_else(|| client.default_namespace().to_string());
             let index = status.register(SourceKind::ConfigMaps, selector.describe(&namespace));
+            let reporter = health.sync(
+                &format!("policy configmaps {namespace} {}", selector.labels),
+                Resource {
+                    group: String::new(),
+                    plural: "configmaps".into(),
+                    namespace: Some(namespace.clone()),
+                },
+            );
             tasks.push(tokio::spawn(configmaps::run(
                 client.clone(),
                 namespace,
@@ -376,6 +386,7 @@ impl Sources {
                 index,
                 tx.clone(),
                 status.clone(),
+                reporter,
             )));
             count += 1;
         }
@@ -383,7 +394,7 @@ impl Sources {
         let mut cluster = None;
         let mut gate: Option<Gate> = None;
         if let (Some(options), Some(client)) = (&config.cluster_context, &client) {
-            let started = KubeCluster::start(client.clone(), options.clone());
+            let started = KubeCluster::start(client.clone(), options.clone(), health.clone());
             tasks.extend(started.tasks);
             gate = Some(started.ready);
             cluster = Some(started.context);

@@ -52,10 +52,41 @@ pub struct SourceState {
     pub problem: Option<SourceProblem>,
 }
 
+/// One list/watch of the cluster context (namespaces, cached ConfigMaps, a kind synced into `data.inventory`, the
+/// policy ConfigMaps), as `/status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncState {
+    /// What is synced, e.g. `namespaces` or `inventory networking.k8s.io/v1 Ingress`.
+    pub name: String,
+    /// `syncing` (not listed yet), `synced`, `forbidden` (403: an RBAC rule is missing), `not served` (404) or
+    /// `failing` (anything else; retried).
+    pub state: &'static str,
+    /// Whether it has been listed completely at least once.
+    pub listed: bool,
+    /// Failed attempts so far.
+    pub errors: u64,
+    /// The latest failure, with the RBAC rule to add when forbidden; cleared by the next good event.
+    pub problem: Option<String>,
+}
+
+impl SyncState {
+    /// A sync that has not listed yet.
+    pub fn new(name: &str) -> SyncState {
+        SyncState {
+            name: name.to_string(),
+            state: "syncing",
+            listed: false,
+            errors: 0,
+            problem: None,
+        }
+    }
+}
+
 /// The states of every source, shared between the sources and the admin listener.
 #[derive(Debug, Default)]
 pub struct SourcesStatus {
     sources: Mutex<Vec<SourceState>>,
+    syncs: Mutex<std::collections::BTreeMap<String, SyncState>>,
 }
 
 impl SourcesStatus {
@@ -97,6 +128,34 @@ impl SourcesStatus {
         });
     }
 
+    /// Add (or reset) the sync `name`.
+    pub fn set_sync(&self, name: &str, state: SyncState) {
+        self.lock_syncs().insert(name.to_string(), state);
+    }
+
+    /// Change the state of the sync `name`.
+    pub fn update_sync(&self, name: &str, change: impl FnOnce(&mut SyncState)) {
+        if let Some(state) = self.lock_syncs().get_mut(name) {
+            change(state);
+        }
+    }
+
+    /// Forget the sync `name`.
+    pub fn remove_sync(&self, name: &str) {
+        self.lock_syncs().remove(name);
+    }
+
+    /// Every sync, by name.
+    pub fn syncs(&self) -> Vec<SyncState> {
+        self.lock_syncs().values().cloned().collect()
+    }
+
+    fn lock_syncs(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, SyncState>> {
+        self.syncs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The state of every source.
     pub fn snapshot(&self) -> Vec<SourceState> {
         self.sources
@@ -131,6 +190,8 @@ pub struct StatusReport {
     pub last_error: Option<LoadFailure>,
     /// The sources.
     pub sources: Vec<SourceState>,
+    /// The cluster context's lists and watches (empty without `--cluster-context` and ConfigMap sources).
+    pub syncs: Vec<SyncState>,
 }
 
 impl StatusReport {
@@ -147,6 +208,7 @@ impl StatusReport {
             active,
             last_error: store.last_error(),
             sources: sources.snapshot(),
+            syncs: sources.syncs(),
         }
     }
 }
