@@ -319,3 +319,27 @@ fn a_policy_exception_with_conditions_is_refused_rather_than_over_broad() {
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(errors[0].contains("spec.conditions"), "{errors:?}");
 }
+
+#[test]
+fn a_misspelled_filter_of_a_policy_exception_is_refused_rather_than_over_broad() {
+    // `namespace:` for `namespaces:` would be ignored and the exception would exempt every namespace.
+    let text = LATEST_WITH_EXCEPTION.replace("namespaces: [legacy]", "namespace: [legacy]");
+    let compiled = compile(
+        &[SourceFile {
+            origin: "inline.yaml".into(),
+            content: text,
+        }],
+        &LoadOptions::default(),
+    );
+    let errors: Vec<String> = compiled
+        .built
+        .errors
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    assert_eq!(
+        errors,
+        ["inline.yaml, document 2: spec.match.any[0].resources.namespace: unknown field \"namespace\" \
+          (did you mean \"namespaces\"?)"]
+    );
+}

@@ -78,8 +78,16 @@ pub struct PolicyException {
 }
 
 impl PolicyException {
-    /// Parse a PolicyException document.
-    pub fn from_document(doc: &Document) -> Result<PolicyException, LoadError> {
+    /// Parse a PolicyException document; every unknown field is an error (see [`super::strict::EXCEPTION`]).
+    pub fn from_document(doc: &Document) -> Result<PolicyException, Vec<LoadError>> {
+        let unknown = crate::policy::strict::check(doc, "", &doc.value, &super::strict::EXCEPTION);
+        if !unknown.is_empty() {
+            return Err(unknown);
+        }
+        Self::parse(doc).map_err(|e| vec![e])
+    }
+
+    fn parse(doc: &Document) -> Result<PolicyException, LoadError> {
         let parsed: ExceptionDocument = doc.parse()?;
         if parsed.metadata.name.is_empty() {
             return Err(doc.error_at("metadata.name", "a PolicyException needs a name"));

@@ -105,7 +105,7 @@ impl Engine for KyvernoEngine {
         for doc in exception_docs {
             match PolicyException::from_document(doc) {
                 Ok(e) => exceptions.push(Arc::new(e)),
-                Err(err) => built.errors.push(err),
+                Err(errors) => built.errors.extend(errors),
             }
         }
         let mut named = vec![false; exceptions.len()];

@@ -49,6 +49,31 @@ static OVERRIDE: Shape = Shape::Object(&[
     ("namespaceSelector", LABEL_SELECTOR),
 ]);
 
+/// A `PolicyException` document: its `match` is closed like a rule's, since an ignored misspelled filter
+/// (`namespace:` for `namespaces:`) would exempt more resources than intended.
+pub static EXCEPTION: Shape = Shape::Object(&[
+    ("apiVersion", Shape::Any),
+    ("kind", Shape::Any),
+    ("metadata", OBJECT_META),
+    (
+        "spec",
+        Shape::Object(&[
+            (
+                "exceptions",
+                Shape::List(&Shape::Object(&[
+                    ("policyName", Shape::Any),
+                    ("ruleNames", Shape::Any),
+                ])),
+            ),
+            ("match", MATCH),
+            ("conditions", CONDITIONS),
+            ("background", Shape::Any),
+            ("podSecurity", Shape::Any),
+        ]),
+    ),
+    ("status", Shape::Any),
+]);
+
 /// One rule (after autogen).
 pub static RULE: Shape = Shape::Object(&[
     ("name", Shape::Any),

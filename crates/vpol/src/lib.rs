@@ -27,6 +27,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms)]
 
+mod strict;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -79,6 +81,13 @@ impl Engine for ValidatingPolicyEngine {
     fn build(&self, input: EngineInput, _options: &LoadOptions) -> Built {
         let mut built = Built::default();
         for doc in input.documents.iter() {
+            // Strict field validation first: a misspelled field would otherwise be ignored.
+            let unknown =
+                policyctl_core::policy::strict::check(doc, "", &doc.value, &strict::POLICY);
+            if !unknown.is_empty() {
+                built.errors.extend(unknown);
+                continue;
+            }
             match ValidatingPolicy::from_document(doc) {
                 Ok((policy, warnings)) => {
                     built.warnings.extend(warnings);

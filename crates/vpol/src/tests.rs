@@ -291,3 +291,31 @@ fn resource_lookups_only_name_resources() {
         assert!(err.starts_with("invalid "), "{err}");
     }
 }
+
+#[test]
+fn unknown_fields_are_load_errors_with_a_suggestion() {
+    let (docs, _) = documents(&SourceFile {
+        origin: "p.yaml".into(),
+        content: POLICY
+            .replace("validationActions:", "validationActons:")
+            .replace("resourceRules:", "resourceRule:"),
+    });
+    let built = ValidatingPolicyEngine.build(
+        EngineInput {
+            documents: docs,
+            files: Vec::new(),
+        },
+        &LoadOptions::default(),
+    );
+    let errors: Vec<String> = built.errors.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        errors,
+        [
+            "p.yaml, document 1: spec.matchConstraints.resourceRule: unknown field \"resourceRule\" \
+             (did you mean \"resourceRules\"?)",
+            "p.yaml, document 1: spec.validationActons: unknown field \"validationActons\" \
+             (did you mean \"validationActions\"?)",
+        ]
+    );
+    assert!(built.policies.is_empty());
+}

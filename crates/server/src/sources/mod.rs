@@ -550,6 +550,42 @@ mod tests {
         )
     }
 
+    /// A `tracing` writer into a shared buffer.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn publishing_an_empty_set_logs_a_warning() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let published = tracing::subscriber::with_default(subscriber, || {
+            publisher().publish(Compiled::default())
+        });
+        assert!(published.is_ok(), "an empty first set is served");
+        let text = String::from_utf8_lossy(&captured.0.lock().expect("lock")).to_string();
+        assert!(
+            text.contains("WARN") && text.contains("no policies: every request is admitted"),
+            "{text}"
+        );
+    }
+
     /// Wait until the loop has taken every update out of the channel (it handles them one batch at a time).
     async fn drained(tx: &mpsc::Sender<Update>) {
         for _ in 0..1000 {

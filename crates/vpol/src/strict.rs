@@ -1,0 +1,85 @@
+//! Kyverno's ValidatingPolicy schema (`policies.kyverno.io`), for strict field validation: an unknown or misspelled
+//! field (`validationActons`, `matchConstraints.resourceRule`) is a load error naming its path, as `kubectl apply`
+//! with strict field validation would make it. Every field Kyverno has is listed, used by policyctl or not.
+
+use policyctl_core::policy::strict::{Shape, LABEL_SELECTOR, OBJECT_META};
+
+/// A whole ValidatingPolicy document.
+pub static POLICY: Shape = Shape::Object(&[
+    ("apiVersion", Shape::Any),
+    ("kind", Shape::Any),
+    ("metadata", OBJECT_META),
+    ("spec", SPEC),
+    ("status", Shape::Any),
+]);
+
+const NAMED_EXPRESSION: Shape = Shape::Object(&[("name", Shape::Any), ("expression", Shape::Any)]);
+
+static RESOURCE_RULE: Shape = Shape::Object(&[
+    ("apiGroups", Shape::Any),
+    ("apiVersions", Shape::Any),
+    ("operations", Shape::Any),
+    ("resources", Shape::Any),
+    ("resourceNames", Shape::Any),
+    ("scope", Shape::Any),
+]);
+
+const SPEC: Shape = Shape::Object(&[
+    (
+        "matchConstraints",
+        Shape::Object(&[
+            ("resourceRules", Shape::List(&RESOURCE_RULE)),
+            ("excludeResourceRules", Shape::List(&RESOURCE_RULE)),
+            ("namespaceSelector", LABEL_SELECTOR),
+            ("objectSelector", LABEL_SELECTOR),
+            ("matchPolicy", Shape::Any),
+        ]),
+    ),
+    ("matchConditions", Shape::List(&NAMED_EXPRESSION)),
+    ("variables", Shape::List(&NAMED_EXPRESSION)),
+    (
+        "validations",
+        Shape::List(&Shape::Object(&[
+            ("expression", Shape::Any),
+            ("message", Shape::Any),
+            ("messageExpression", Shape::Any),
+            ("reason", Shape::Any),
+        ])),
+    ),
+    ("validationActions", Shape::Any),
+    ("failurePolicy", Shape::Any),
+    (
+        "auditAnnotations",
+        Shape::List(&Shape::Object(&[
+            ("key", Shape::Any),
+            ("valueExpression", Shape::Any),
+        ])),
+    ),
+    (
+        "webhookConfiguration",
+        Shape::Object(&[("timeoutSeconds", Shape::Any)]),
+    ),
+    (
+        "evaluation",
+        Shape::Object(&[
+            ("mode", Shape::Any),
+            ("admission", Shape::Object(&[("enabled", Shape::Any)])),
+            ("background", Shape::Object(&[("enabled", Shape::Any)])),
+        ]),
+    ),
+    (
+        "autogen",
+        Shape::Object(&[
+            (
+                "podControllers",
+                Shape::Object(&[("controllers", Shape::Any)]),
+            ),
+            (
+                "validatingAdmissionPolicy",
+                Shape::Object(&[("enabled", Shape::Any)]),
+            ),
+        ]),
+    ),
+    ("paramKind", Shape::Any),
+    ("paramRef", Shape::Any),
+]);
