@@ -8,7 +8,8 @@
 //! | `policyctl-jmespath` | Kyverno's JMESPath dialect |
 //! | `policyctl-core` | admission model, select, the policy/engine contract, decide, pipeline, loader |
 //! | `policyctl-regorus` | regorus plumbing shared by the Rego engines |
-//! | `policyctl-gatekeeper`, `policyctl-kyverno`, `policyctl-rego` | one crate per policy language |
+//! | `policyctl-cel` | the CEL layer shared by the CEL policy kinds (compile guard, bindings, cost budget) |
+//! | `policyctl-gatekeeper`, `policyctl-kyverno`, `policyctl-rego`, `policyctl-vpol` | one crate per policy language (`vpol`: Kyverno ValidatingPolicy) |
 //! | `policyctl-engines` | the engine registry and the loader entry points that use it |
 //! | `policyctl-testing` | `policyctl test` runners (gator suites, kyverno tests, Rego tests) |
 //! | `policyctl-server` | webhook server, policy sources, cluster context, metrics, certificates |
