@@ -24,24 +24,19 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
     for (origin, review) in inputs::reviews(&files, operation.into())? {
         // Each review is its own request, with its own deadline (the default request timeout).
         let ctx = EvalContext::default();
-        let (mut runs, mutated) = pipeline::mutate_object(&set, &review, &ctx);
+        let (runs, mutated) = pipeline::mutate_then_validate(&set, &review, &ctx);
         let patch = match (review.object(), &mutated) {
             (Some(original), Some(m)) => Some(json_patch::diff(original, m)),
             _ => None,
         };
-        let validated = match &mutated {
-            Some(object) => review.with_object(object.clone()),
-            None => review,
-        };
-        runs.extend(pipeline::validate(&set, &validated, &ctx));
         let decision = decide(runs, patch, FailurePolicy::Fail);
         denied |= !decision.allowed;
         reports.push(json!({
             "source": origin.to_string(),
-            "kind": validated.kind.kind,
-            "namespace": validated.namespace,
-            "name": validated.name,
-            "operation": validated.operation_str(),
+            "kind": review.kind.kind,
+            "namespace": review.namespace,
+            "name": review.name,
+            "operation": review.operation_str(),
             "decision": decision.verdict().as_str(),
             "allowed": decision.allowed,
             "denials": decision.denials,

@@ -319,6 +319,22 @@ pub fn mutate_object(
     (runs, current.and_then(Review::into_object))
 }
 
+/// Both webhooks in the order the API server calls them, as `policyctl eval` and the test runners apply them:
+/// mutations, then validations of the mutated object. Returns every run and the mutated object (`None` when
+/// nothing changed).
+pub fn mutate_then_validate(
+    set: &PolicySet,
+    review: &Review,
+    ctx: &EvalContext,
+) -> (Vec<PolicyRun>, Option<Value>) {
+    let (mut runs, mutated) = mutate_object(set, review, ctx);
+    match &mutated {
+        Some(object) => runs.extend(validate(set, &review.with_object(object.clone()), ctx)),
+        None => runs.extend(validate(set, review, ctx)),
+    }
+    (runs, mutated)
+}
+
 /// Run `f`, turning a panic into an evaluation error.
 fn contained<T>(f: impl FnOnce() -> T) -> Result<T, EvalError> {
     match catch_unwind(AssertUnwindSafe(f)) {

@@ -404,7 +404,7 @@ impl Suite {
                 point: EnforcementPoint::Webhook,
             };
             let set = PolicySet::new(vec![policy.clone()], 0, String::new());
-            let (runs, patched) = webhook_path(&set, &review, &ctx);
+            let (runs, patched) = pipeline::mutate_then_validate(&set, &review, &ctx);
             let mut evaluated = Evaluated {
                 rules: Vec::new(),
                 patched,
@@ -416,7 +416,8 @@ impl Suite {
                 explain: false,
                 ..ctx.clone()
             };
-            let (served, served_patched) = webhook_path(&set, &review, &served_ctx);
+            let (served, served_patched) =
+                pipeline::mutate_then_validate(&set, &review, &served_ctx);
             if let Some(disagreement) =
                 disagreement(&runs, &served, &evaluated.patched, &served_patched)
             {
@@ -437,24 +438,6 @@ impl Suite {
         }
         self.cache.get(&key)
     }
-}
-
-/// Mutations, then validations on the mutated object, as the two webhooks apply them.
-fn webhook_path(
-    set: &PolicySet,
-    review: &Review,
-    ctx: &EvalContext,
-) -> (Vec<pipeline::PolicyRun>, Option<Value>) {
-    let (mut runs, patched) = pipeline::mutate_object(set, review, ctx);
-    match &patched {
-        Some(object) => runs.extend(pipeline::validate(
-            set,
-            &review.with_object(object.clone()),
-            ctx,
-        )),
-        None => runs.extend(pipeline::validate(set, review, ctx)),
-    }
-    (runs, patched)
 }
 
 /// How the facts of an explained run differ from the webhook's (unexplained) run of the same policy, if they do.
