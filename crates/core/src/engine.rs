@@ -15,14 +15,35 @@ use crate::policy::{LoadError, Policy, SourceFile, DEFAULT_EVAL_TIMEOUT};
 pub struct LoadOptions {
     /// Time limit for one policy evaluation; engines with a cooperative timer (regorus) enforce it themselves.
     pub eval_timeout: Duration,
+    /// What to do with a policy that enforces and has a rule policyctl does not run.
+    pub unsupported_rules: UnsupportedRules,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
         LoadOptions {
             eval_timeout: DEFAULT_EVAL_TIMEOUT,
+            unsupported_rules: UnsupportedRules::default(),
         }
     }
+}
+
+/// The per-policy opt-out annotation: a policy with `policyctl.io/unsupported-rules: skip` loads with its unsupported
+/// rules skipped (each one a load warning) even when it enforces.
+pub const UNSUPPORTED_RULES_ANNOTATION: &str = "policyctl.io/unsupported-rules";
+
+/// What a load does with an enforcing policy that contains a rule policyctl does not run (a Kyverno `podSecurity`
+/// or `verifyImages` rule under `Enforce`, say). Serving it with the rule skipped would admit what the policy is
+/// there to deny, so by default that is a load error; a policy opts out with [`UNSUPPORTED_RULES_ANNOTATION`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum UnsupportedRules {
+    /// An enforcing policy with an unsupported rule is a load error unless it opts out (serve, eval, lint, bench,
+    /// audit).
+    #[default]
+    Refuse,
+    /// Load it with the rule skipped: for `policyctl test`, which reports each case of such a rule as
+    /// `unsupported`, never as a pass.
+    Report,
 }
 
 /// What an engine is given to build: the YAML documents and the files it claimed.

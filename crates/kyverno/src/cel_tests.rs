@@ -234,11 +234,11 @@ spec:
 }
 
 #[test]
-fn cel_that_does_not_compile_is_unsupported_with_a_warning() {
+fn cel_that_does_not_compile_is_a_load_error_at_its_field() {
     let yaml = r#"
 apiVersion: kyverno.io/v1
 kind: ClusterPolicy
-metadata: {name: broken, annotations: {pod-policies.kyverno.io/autogen-controllers: none}}
+metadata: {name: broken}
 spec:
   rules:
   - name: syntax
@@ -246,7 +246,49 @@ spec:
     validate:
       cel:
         expressions:
+        - expression: "true"
         - expression: "object.spec.containers.all(c,"
+  - name: precondition
+    match: {any: [{resources: {kinds: [Pod]}}]}
+    celPreconditions:
+    - {name: p, expression: "object.metadata.name =="}
+    validate:
+      cel:
+        expressions:
+        - expression: "true"
+"#;
+    let (docs, _) = documents(&SourceFile {
+        origin: "p.yaml".into(),
+        content: yaml.into(),
+    });
+    let errors = match KyvernoPolicy::from_document(&docs[0]) {
+        Ok(_) => panic!("a policy whose CEL does not compile must not load"),
+        Err(errors) => errors,
+    };
+    let fields: Vec<&str> = errors
+        .iter()
+        .map(|e| e.field.as_deref().unwrap_or(""))
+        .collect();
+    // Once each, at the exact field; the autogen rules (Pod controllers) repeat nothing.
+    assert_eq!(
+        fields,
+        [
+            "spec.rules[syntax].validate.cel.expressions[1].expression",
+            "spec.rules[precondition].celPreconditions[0].expression"
+        ],
+        "{errors:?}"
+    );
+    assert!(errors[0].message.contains("does not compile"), "{errors:?}");
+}
+
+#[test]
+fn cel_with_parameter_resources_is_unsupported_with_a_warning() {
+    let yaml = r#"
+apiVersion: kyverno.io/v1
+kind: ClusterPolicy
+metadata: {name: params, annotations: {pod-policies.kyverno.io/autogen-controllers: none}}
+spec:
+  rules:
   - name: params
     match: {any: [{resources: {kinds: [Pod]}}]}
     validate:
@@ -257,13 +299,11 @@ spec:
         - expression: "true"
 "#;
     let (p, warnings) = load_with_warnings(yaml);
-    assert_eq!(warnings.len(), 2, "{warnings:?}");
-    let text = format!("{warnings:?}");
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(
-        text.contains("validate.cel.expressions[0].expression"),
-        "{text}"
+        format!("{warnings:?}").contains("paramKind"),
+        "{warnings:?}"
     );
-    assert!(text.contains("paramKind"), "{text}");
     let r = run(&p, pod("p", &["a:1"]));
     assert!(r.rules.iter().all(|r| r.status == RuleStatus::Unsupported));
 }

@@ -50,7 +50,9 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use crate::admission::Review;
-use crate::engine::{Built, Engine, EngineInput, LoadOptions};
+use crate::engine::{
+    Built, Engine, EngineInput, LoadOptions, UnsupportedRules, UNSUPPORTED_RULES_ANNOTATION,
+};
 use crate::policy::source::{parse_value, Document};
 use crate::policy::{
     Action, ClusterContext, EnforcementPoint, EvalContext, EvalError, Evaluation, FailurePolicy,
@@ -95,7 +97,7 @@ impl Engine for KyvernoEngine {
         ]
     }
 
-    fn build(&self, input: EngineInput, _options: &LoadOptions) -> Built {
+    fn build(&self, input: EngineInput, options: &LoadOptions) -> Built {
         let mut built = Built::default();
         let (exception_docs, policy_docs): (Vec<&Document>, Vec<&Document>) = input
             .documents
@@ -114,6 +116,11 @@ impl Engine for KyvernoEngine {
             built.errors.extend(errors);
             built.warnings.extend(warnings);
             if let Some(policy) = policy {
+                let refused = policy.unsupported_enforcement_errors(doc, options.unsupported_rules);
+                if !refused.is_empty() {
+                    built.errors.extend(refused);
+                    continue;
+                }
                 let policy = policy.with_exceptions(&exceptions);
                 for (i, e) in exceptions.iter().enumerate() {
                     named[i] |= e.names_policy(&policy.exception_key());
@@ -257,12 +264,16 @@ fn unsupported_reason(rule: &Rule) -> Option<String> {
     None
 }
 
-/// Compiles a rule's `validate.cel` and `celPreconditions`; what does not compile makes the rule unsupported (with
-/// the field and the compiler's message).
+/// Compiles a rule's `validate.cel` and `celPreconditions`. An expression that does not compile, or a `cel` block of
+/// the wrong shape, is a load error at its field (`{rule}.validate.cel.expressions[0].expression`); a feature
+/// policyctl does not implement (parameter resources) makes the rule unsupported.
 #[allow(clippy::type_complexity)]
 fn compile_cel(
+    doc: &Document,
+    rule_field: &str,
     rule: &Rule,
     unsupported: &mut Option<String>,
+    errors: &mut Vec<LoadError>,
 ) -> (
     Option<Arc<cel::CelValidation>>,
     Option<Arc<cel::CelPreconditions>>,
@@ -270,6 +281,16 @@ fn compile_cel(
     if unsupported.is_some() {
         return (None, None);
     }
+    let mut failed = |e: cel::CelRuleError| match e {
+        cel::CelRuleError::Unsupported(reason) => *unsupported = Some(reason),
+        cel::CelRuleError::Spec { field, message } => {
+            errors.push(doc.error_at(format!("{rule_field}.{field}"), message))
+        }
+        cel::CelRuleError::Compile { field, source } => errors.push(doc.error_at(
+            format!("{rule_field}.{field}"),
+            format!("CEL expression does not compile: {source}"),
+        )),
+    };
     let pre = match rule
         .cel_preconditions
         .as_ref()
@@ -277,7 +298,7 @@ fn compile_cel(
     {
         Some(Ok(p)) => Some(Arc::new(p)),
         Some(Err(e)) => {
-            *unsupported = Some(e.to_string());
+            failed(e);
             return (None, None);
         }
         None => None,
@@ -290,7 +311,7 @@ fn compile_cel(
     let validation = match validation {
         Some(Ok(v)) => Some(Arc::new(v)),
         Some(Err(e)) => {
-            *unsupported = Some(e.to_string());
+            failed(e);
             return (None, None);
         }
         None => None,
@@ -648,7 +669,12 @@ impl KyvernoPolicy {
                         .map(|(path, message)| doc.error_at(path, message)),
                 );
             }
-            let (cel, cel_preconditions) = compile_cel(&rule, &mut unsupported);
+            let (cel, cel_preconditions) = if autogen::is_autogen(&rule.name) {
+                // The rule it was generated from reports the same errors once.
+                compile_cel(doc, &field, &rule, &mut unsupported, &mut Vec::new())
+            } else {
+                compile_cel(doc, &field, &rule, &mut unsupported, errors)
+            };
             if let Some(reason) = &unsupported {
                 if !autogen::is_autogen(&rule.name) {
                     warnings.push(doc.error_at(
@@ -756,6 +782,76 @@ impl KyvernoPolicy {
     /// Whether failures count as `warn` (annotation `policies.kyverno.io/scored: "false"`).
     pub fn scored(&self) -> bool {
         self.scored
+    }
+
+    /// Whether a rule can enforce anywhere: a validate rule whose action (its own, an override's, or the policy's) is
+    /// `Enforce` for some namespace, or a verifyImages rule of an enforcing policy (or with `failureAction: Enforce`).
+    fn may_enforce(&self, rule: &Rule) -> bool {
+        let policy_level = || self.enforce || self.overrides.iter().any(|o| is_enforce(&o.action));
+        if let Some(v) = &rule.validate {
+            if v.failure_action_overrides
+                .iter()
+                .any(|o| is_enforce(&o.action))
+            {
+                return true;
+            }
+            return match &v.failure_action {
+                Some(a) => is_enforce(a),
+                None => policy_level(),
+            };
+        }
+        if let Some(list) = rule.verify_images.as_ref().and_then(Value::as_array) {
+            let own: Vec<&str> = list
+                .iter()
+                .filter_map(|entry| entry.get("failureAction").and_then(Value::as_str))
+                .collect();
+            return if own.len() == list.len() && !list.is_empty() {
+                own.iter().any(|a| is_enforce(a))
+            } else {
+                policy_level() || own.iter().any(|a| is_enforce(a))
+            };
+        }
+        false
+    }
+
+    /// The load errors for rules policyctl does not run in a policy that enforces them: skipped at admission they
+    /// would admit what the policy is there to deny. None when `mode` is [`UnsupportedRules::Report`] or the policy
+    /// opts out with the `policyctl.io/unsupported-rules: skip` annotation.
+    pub fn unsupported_enforcement_errors(
+        &self,
+        doc: &Document,
+        mode: UnsupportedRules,
+    ) -> Vec<LoadError> {
+        if mode == UnsupportedRules::Report {
+            return Vec::new();
+        }
+        let opted_out = self
+            .info
+            .annotations
+            .get(UNSUPPORTED_RULES_ANNOTATION)
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("skip"));
+        if opted_out {
+            return Vec::new();
+        }
+        self.rules
+            .iter()
+            .filter(|r| !autogen::is_autogen(&r.spec.name))
+            .filter_map(|r| {
+                let reason = r.unsupported.as_ref()?;
+                if !self.may_enforce(&r.spec) {
+                    return None;
+                }
+                Some(doc.error_at(
+                    format!("spec.rules[{}]", r.spec.name),
+                    format!(
+                        "policyctl does not run this rule ({reason}) and the policy enforces it: serving the \
+                         policy with the rule skipped would admit what it should deny. Remove the rule, make it \
+                         Audit, or annotate the policy `{UNSUPPORTED_RULES_ANNOTATION}: skip` to load it with the \
+                         rule skipped"
+                    ),
+                ))
+            })
+            .collect()
     }
 
     /// Whether a rule's failure is enforced for a resource in `namespace`.

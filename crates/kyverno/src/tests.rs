@@ -227,6 +227,145 @@ spec:
     assert_eq!(r.rules[0].status, RuleStatus::Unsupported);
 }
 
+/// Builds `yaml` through the engine, as the loader does, with `mode`.
+fn build_with(yaml: &str, mode: crate::engine::UnsupportedRules) -> crate::engine::Built {
+    use crate::engine::{Engine, EngineInput, LoadOptions};
+    let (documents, errors) = documents(&SourceFile {
+        origin: "p.yaml".into(),
+        content: yaml.into(),
+    });
+    assert!(errors.is_empty(), "{errors:?}");
+    let options = LoadOptions {
+        unsupported_rules: mode,
+        ..LoadOptions::default()
+    };
+    KyvernoEngine.build(
+        EngineInput {
+            documents,
+            files: Vec::new(),
+        },
+        &options,
+    )
+}
+
+#[test]
+fn an_enforcing_policy_with_an_unsupported_rule_is_refused_unless_it_opts_out() {
+    use crate::engine::UnsupportedRules::{Refuse, Report};
+    let policy = |action: &str, annotations: &str, rule_action: &str| {
+        format!(
+            r#"
+apiVersion: kyverno.io/v1
+kind: ClusterPolicy
+metadata: {{name: pss, annotations: {{{annotations}}}}}
+spec:
+  validationFailureAction: {action}
+  rules:
+  - name: baseline
+    match: {{any: [{{resources: {{kinds: [Pod]}}}}]}}
+    validate:
+      {rule_action}
+      podSecurity: {{level: baseline, version: latest}}
+  - name: images
+    match: {{any: [{{resources: {{kinds: [Pod]}}}}]}}
+    validate:
+      pattern: {{spec: {{containers: [{{image: "!*:latest"}}]}}}}
+"#
+        )
+    };
+    // Enforce: refused, naming the rule, the reason and the way out; the autogen copies add nothing.
+    let built = build_with(&policy("Enforce", "", ""), Refuse);
+    assert!(built.policies.is_empty());
+    assert_eq!(built.errors.len(), 1, "{:?}", built.errors);
+    let e = &built.errors[0];
+    assert_eq!(e.field.as_deref(), Some("spec.rules[baseline]"));
+    assert!(e.message.contains("podSecurity"), "{}", e.message);
+    assert!(
+        e.message.contains("policyctl.io/unsupported-rules: skip"),
+        "{}",
+        e.message
+    );
+    // The rule's own failureAction decides, and an override that enforces somewhere counts.
+    assert_eq!(
+        build_with(&policy("Audit", "", "failureAction: Enforce"), Refuse)
+            .errors
+            .len(),
+        1
+    );
+    assert!(
+        build_with(&policy("Enforce", "", "failureAction: Audit"), Refuse)
+            .errors
+            .is_empty()
+    );
+    let overridden = policy("Audit", "", "").replace(
+        "  rules:",
+        "  validationFailureActionOverrides: [{action: Enforce, namespaces: [prod]}]\n  rules:",
+    );
+    assert_eq!(build_with(&overridden, Refuse).errors.len(), 1);
+    // Audit only: loads, with the warning.
+    let audit = build_with(&policy("Audit", "", ""), Refuse);
+    assert!(audit.errors.is_empty(), "{:?}", audit.errors);
+    assert_eq!(audit.policies.len(), 1);
+    assert!(!audit.warnings.is_empty());
+    // Opted out: loads with the rule skipped (a warning says so).
+    let opted = build_with(
+        &policy("Enforce", "policyctl.io/unsupported-rules: skip", ""),
+        Refuse,
+    );
+    assert!(opted.errors.is_empty(), "{:?}", opted.errors);
+    assert_eq!(opted.policies.len(), 1);
+    assert!(format!("{:?}", opted.warnings).contains("unsupported, skipped at admission"));
+    // `policyctl test` reports the rule's cases as unsupported instead.
+    let report = build_with(&policy("Enforce", "", ""), Report);
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(report.policies.len(), 1);
+}
+
+#[test]
+fn an_enforcing_verify_images_rule_is_refused_and_generate_rules_are_not() {
+    use crate::engine::UnsupportedRules::Refuse;
+    let verify = r#"
+apiVersion: kyverno.io/v1
+kind: ClusterPolicy
+metadata: {name: signed}
+spec:
+  validationFailureAction: Enforce
+  rules:
+  - name: verify
+    match: {any: [{resources: {kinds: [Pod]}}]}
+    verifyImages:
+    - imageReferences: ["ghcr.io/*"]
+      attestors: [{entries: [{keys: {publicKeys: "k"}}]}]
+"#;
+    let built = build_with(verify, Refuse);
+    assert_eq!(built.errors.len(), 1, "{:?}", built.errors);
+    assert!(built.errors[0].message.contains("verifyImages"));
+    let audited = verify.replace(
+        "    - imageReferences",
+        "    - failureAction: Audit\n      imageReferences",
+    );
+    assert!(build_with(&audited, Refuse).errors.is_empty());
+    // A generate rule decides nothing at admission: an Enforce policy with one still loads (with a warning).
+    let generate = r#"
+apiVersion: kyverno.io/v1
+kind: ClusterPolicy
+metadata: {name: gen}
+spec:
+  validationFailureAction: Enforce
+  rules:
+  - name: netpol
+    match: {any: [{resources: {kinds: [Namespace]}}]}
+    generate:
+      apiVersion: networking.k8s.io/v1
+      kind: NetworkPolicy
+      name: deny-all
+      namespace: "{{request.object.metadata.name}}"
+      data: {spec: {podSelector: {}}}
+"#;
+    let built = build_with(generate, Refuse);
+    assert!(built.errors.is_empty(), "{:?}", built.errors);
+    assert_eq!(built.warnings.len(), 1, "{:?}", built.warnings);
+}
+
 #[test]
 fn namespaced_policy_only_in_its_namespace() {
     let p = load(

@@ -31,7 +31,7 @@ use crate::admission::{Review, UserInfo};
 use crate::engine::kyverno::exception::is_policy_exception;
 use crate::engine::kyverno::is_kyverno_policy;
 use crate::engine::vpol::is_validating_policy;
-use crate::engine::LoadOptions;
+use crate::engine::{LoadOptions, UnsupportedRules};
 use crate::pipeline;
 use crate::policy::loader::compile;
 use crate::policy::source::{yaml_documents, Document};
@@ -552,7 +552,13 @@ fn load_suite(path: &Path, test: &Value) -> Result<Suite, String> {
         exception_files.push(source.origin.clone());
         files.push(source);
     }
-    let compiled = compile(&files, &LoadOptions::default());
+    // A rule policyctl does not run is reported per case as `unsupported`, so a policy that enforces one still loads
+    // here (the webhook, lint and eval refuse it unless it opts out).
+    let options = LoadOptions {
+        unsupported_rules: UnsupportedRules::Report,
+        ..LoadOptions::default()
+    };
+    let compiled = compile(&files, &options);
     if let Some(e) = compiled
         .built
         .errors

@@ -197,6 +197,7 @@ impl Server {
             state.metrics.clone(),
             LoadOptions {
                 eval_timeout: config.eval_timeout,
+                ..LoadOptions::default()
             },
         );
         let sources = sources.start(publisher, state.sources.clone()).await?;
@@ -311,7 +312,10 @@ pub async fn load_policies(state: AppState, dir: PathBuf, eval_timeout: Duration
     let publisher = Publisher::new(
         state.store.clone(),
         state.metrics.clone(),
-        LoadOptions { eval_timeout },
+        LoadOptions {
+            eval_timeout,
+            ..LoadOptions::default()
+        },
     );
     let loaded = tokio::task::spawn_blocking(move || match loader::read_dir(&dir) {
         Ok(files) => publisher.publish_files(&files).map(|_| ()),
