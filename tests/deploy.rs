@@ -397,25 +397,28 @@ fn rbac_is_read_only_on_configmaps_and_namespaces() {
     let role = rendered.one("ClusterRole");
     let mut granted = BTreeSet::new();
     for rule in role["rules"].as_array().expect("rules") {
-        assert_eq!(str_list(&rule["apiGroups"]), vec![""], "core group only");
+        assert_eq!(str_list(&rule["apiGroups"]).len(), 1, "one group per rule");
         assert!(rule["resourceNames"].is_null() && rule["nonResourceURLs"].is_null());
-        for resource in str_list(&rule["resources"]) {
-            for verb in str_list(&rule["verbs"]) {
-                granted.insert(format!("{resource}:{verb}"));
+        for group in str_list(&rule["apiGroups"]) {
+            for resource in str_list(&rule["resources"]) {
+                for verb in str_list(&rule["verbs"]) {
+                    granted.insert(format!("{group}/{resource}:{verb}"));
+                }
             }
         }
     }
-    let expected: BTreeSet<String> = ["configmaps", "namespaces"]
+    let mut expected: BTreeSet<String> = ["configmaps", "namespaces"]
         .iter()
         .flat_map(|r| {
             ["get", "list", "watch"]
                 .iter()
-                .map(move |v| format!("{r}:{v}"))
+                .map(move |v| format!("/{r}:{v}"))
         })
         .collect();
+    expected.insert("apiextensions.k8s.io/customresourcedefinitions:list".into());
     assert_eq!(
         granted, expected,
-        "RBAC must be exactly get/list/watch on configmaps and namespaces"
+        "RBAC must be exactly get/list/watch on configmaps and namespaces, and list on CRDs"
     );
 
     let binding = rendered.one("ClusterRoleBinding");
@@ -887,12 +890,16 @@ fn synced_kinds_component_grants_list_and_watch_on_top_of_the_base() {
         .as_array()
         .expect("rules")
         .clone();
-    assert_eq!(rules.len(), 2, "{rules:?}");
+    assert_eq!(rules.len(), 3, "{rules:?}");
     assert_eq!(
         str_list(&rules[0]["resources"]),
         ["configmaps", "namespaces"]
     );
-    assert_eq!(str_list(&rules[1]["apiGroups"]), ["networking.k8s.io"]);
-    assert_eq!(str_list(&rules[1]["resources"]), ["ingresses"]);
-    assert_eq!(str_list(&rules[1]["verbs"]), ["get", "list", "watch"]);
+    assert_eq!(
+        str_list(&rules[1]["resources"]),
+        ["customresourcedefinitions"]
+    );
+    assert_eq!(str_list(&rules[2]["apiGroups"]), ["networking.k8s.io"]);
+    assert_eq!(str_list(&rules[2]["resources"]), ["ingresses"]);
+    assert_eq!(str_list(&rules[2]["verbs"]), ["get", "list", "watch"]);
 }

@@ -482,3 +482,72 @@ async fn a_forbidden_sync_is_visible_and_fails_the_templates_that_read_it() {
         fresh.errors
     );
 }
+
+const SELECTS_CUSTOM_KINDS: &str = r"
+apiVersion: kyverno.io/v1
+kind: ClusterPolicy
+metadata:
+  name: certificates
+spec:
+  rules:
+  - name: duration
+    match:
+      any:
+      - resources:
+          kinds: [Certificate, Widgit]
+    validate:
+      message: a duration is required
+      pattern:
+        spec:
+          duration: ?*
+";
+
+/// The load warnings of the active set that name `kind`.
+fn warnings_about(target: &Target, kind: &str) -> Vec<String> {
+    let set = target.store.current().expect("active set");
+    set.warnings()
+        .iter()
+        .map(ToString::to_string)
+        .filter(|w| w.contains(&format!("kind \"{kind}\"")))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kinds_a_crd_of_the_cluster_defines_are_not_reported_as_unknown() {
+    let api = FakeApi::start().await;
+    api.apply_crd("cert-manager.io", "Certificate", "certificates");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("p.yaml"), SELECTS_CUSTOM_KINDS).expect("write");
+    let target = Target::new();
+    let config = SourcesConfig {
+        cluster_context: Some(ClusterOptions::default()),
+        ..crate::directory::fast(dir.path())
+    };
+    let _running = Sources::new(config)
+        .with_client(api.client("default"))
+        .start(target.publisher.clone(), target.status.clone())
+        .await
+        .expect("starts");
+    target.until_generation(1).await;
+    assert!(warnings_about(&target, "Certificate").is_empty());
+    let widgit = warnings_about(&target, "Widgit");
+    assert_eq!(widgit.len(), 1, "{widgit:?}");
+    assert!(
+        widgit[0].contains("no CustomResourceDefinition of the cluster defines it"),
+        "{widgit:?}"
+    );
+
+    // Without the right to list CRDs, the built-in kinds alone decide (and the load still works).
+    api.forbid(
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+        true,
+    );
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        SELECTS_CUSTOM_KINDS.replace("a duration is required", "a duration is needed"),
+    )
+    .expect("write");
+    target.until_generation(2).await;
+    assert_eq!(warnings_about(&target, "Certificate").len(), 1);
+    assert!(warnings_about(&target, "Widgit")[0].contains("unless a CRD defines it"));
+}

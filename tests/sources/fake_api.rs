@@ -8,7 +8,7 @@
 //! watch from a resourceVersion older than the last compaction gets an `ERROR` event with a 410 `Expired` Status, as
 //! the API server answers after etcd compaction; [`FakeApi::compact`] also ends the open watches. A GET of a missing
 //! object answers a 404 `NotFound` Status. Ingresses (`networking.k8s.io/v1`, with its discovery document) can be
-//! listed and watched too, and [`FakeApi::forbid`] makes a path answer 403 `Forbidden` as RBAC does.
+//! listed and watched too, CustomResourceDefinitions listed, and [`FakeApi::forbid`] makes a path answer 403 `Forbidden` as RBAC does.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -82,6 +82,10 @@ impl FakeApi {
             .route("/api/v1/namespaces/{namespace}", get(namespace))
             .route("/apis/networking.k8s.io/v1", get(networking_resources))
             .route("/apis/networking.k8s.io/v1/ingresses", get(all_ingresses))
+            .route(
+                "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+                get(all_crds),
+            )
             .fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
             .with_state(api.clone());
         tokio::spawn(async move { axum::serve(listener, router).await });
@@ -122,6 +126,17 @@ impl FakeApi {
         );
     }
 
+    /// Create or replace a CustomResourceDefinition of `kind` in `group` (only what a list reader needs).
+    pub fn apply_crd(&self, group: &str, kind: &str, plural: &str) {
+        self.put(
+            "CustomResourceDefinition",
+            "",
+            &format!("{plural}.{group}"),
+            &[],
+            json!({"spec": {"group": group, "names": {"kind": kind, "plural": plural}, "scope": "Namespaced"}}),
+        );
+    }
+
     /// Answer list, watch and GET requests on `path` with 403 Forbidden (or stop).
     pub fn forbid(&self, path: &str, forbidden: bool) {
         let mut inner = self.lock();
@@ -158,10 +173,10 @@ impl FakeApi {
         if !namespace.is_empty() {
             metadata["namespace"] = json!(namespace);
         }
-        let api_version = if kind == "Ingress" {
-            "networking.k8s.io/v1"
-        } else {
-            "v1"
+        let api_version = match kind {
+            "Ingress" => "networking.k8s.io/v1",
+            "CustomResourceDefinition" => "apiextensions.k8s.io/v1",
+            _ => "v1",
         };
         let mut object = json!({"apiVersion": api_version, "kind": kind, "metadata": metadata});
         if let (Some(fields), Some(body)) = (object.as_object_mut(), body.as_object()) {
@@ -291,6 +306,17 @@ async fn all_ingresses(State(api): State<FakeApi>, uri: Uri) -> Response {
         api,
         Scope {
             kind: "Ingress",
+            namespace: None,
+        },
+        &uri,
+    )
+}
+
+async fn all_crds(State(api): State<FakeApi>, uri: Uri) -> Response {
+    list_or_watch(
+        api,
+        Scope {
+            kind: "CustomResourceDefinition",
             namespace: None,
         },
         &uri,

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::policy::kinds::KnownKinds;
 use crate::policy::source::Document;
 use crate::policy::{LoadError, Policy, SourceFile, DEFAULT_EVAL_TIMEOUT};
 
@@ -17,6 +18,8 @@ pub struct LoadOptions {
     pub eval_timeout: Duration,
     /// What to do with a policy that enforces and has a rule policyctl does not run.
     pub unsupported_rules: UnsupportedRules,
+    /// The cluster's custom resource kinds, when the server reads them: no warning for a kind a CRD defines.
+    pub known_kinds: Option<Arc<KnownKinds>>,
 }
 
 impl Default for LoadOptions {
@@ -24,6 +27,7 @@ impl Default for LoadOptions {
         LoadOptions {
             eval_timeout: DEFAULT_EVAL_TIMEOUT,
             unsupported_rules: UnsupportedRules::default(),
+            known_kinds: None,
         }
     }
 }

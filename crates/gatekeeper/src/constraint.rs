@@ -129,17 +129,31 @@ fn kind_warnings(doc: &Document) -> Vec<LoadError> {
             continue;
         };
         for (j, kind) in kinds.iter().filter_map(Value::as_str).enumerate() {
-            let mut messages = if groups.is_empty() {
-                vec![crate::policy::kinds::unknown_kind_message(None, kind)]
+            let field = format!("spec.match.kinds[{i}].kinds[{j}]");
+            let mut warnings: Vec<Option<LoadError>> = if groups.is_empty() {
+                vec![crate::policy::kinds::unknown_kind_warning(
+                    doc,
+                    field.as_str(),
+                    None,
+                    kind,
+                )]
             } else {
                 groups
                     .iter()
-                    .map(|g| crate::policy::kinds::unknown_kind_message(Some(g), kind))
+                    .map(|g| {
+                        crate::policy::kinds::unknown_kind_warning(
+                            doc,
+                            field.as_str(),
+                            Some(g),
+                            kind,
+                        )
+                    })
                     .collect()
             };
-            if messages.iter().all(Option::is_some) {
-                if let Some(Some(message)) = messages.pop() {
-                    out.push(doc.error_at(format!("spec.match.kinds[{i}].kinds[{j}]"), message));
+            // Reported when no listed group has the kind; a cluster that serves it in the last group drops it.
+            if warnings.iter().all(Option::is_some) {
+                if let Some(Some(warning)) = warnings.pop() {
+                    out.push(warning);
                 }
             }
         }

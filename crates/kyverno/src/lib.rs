@@ -529,10 +529,12 @@ fn kind_warnings(doc: &Document, field: &str, rule: &Rule) -> Vec<LoadError> {
             for (i, kind) in description.kinds.iter().enumerate() {
                 let sel = matching::parse_kind(kind);
                 let group = (sel.group != "*").then_some(sel.group.as_str());
-                if let Some(message) = crate::policy::kinds::unknown_kind_message(group, &sel.kind)
-                {
-                    out.push(doc.error_at(format!("{field}.{path}.kinds[{i}]"), message));
-                }
+                out.extend(crate::policy::kinds::unknown_kind_warning(
+                    doc,
+                    format!("{field}.{path}.kinds[{i}]"),
+                    group,
+                    &sel.kind,
+                ));
             }
         }
     }

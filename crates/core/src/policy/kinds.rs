@@ -139,6 +139,85 @@ pub fn unknown_kind_message(group: Option<&str>, kind: &str) -> Option<String> {
     })
 }
 
+/// A kind a policy selects: its API group when the selector names one (`None`: any group), and the kind.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct KindRef {
+    /// The group (`""` is the core group); `None` when the selector names no group or a wildcard.
+    pub group: Option<String>,
+    /// The kind.
+    pub kind: String,
+}
+
+/// The warning for a selected kind no built-in API has (see [`unknown_kind_message`]), tagged with the kind so that a
+/// load which knows the cluster's custom resources can drop it ([`KnownKinds::resolve`]).
+pub fn unknown_kind_warning(
+    at: &super::source::Document,
+    field: impl Into<String>,
+    group: Option<&str>,
+    kind: &str,
+) -> Option<super::LoadError> {
+    let message = unknown_kind_message(group, kind)?;
+    let mut warning = at.error_at(field, message);
+    warning.unknown_kind = Some(Box::new(KindRef {
+        group: group
+            .filter(|g| !g.contains(['*', '?']))
+            .map(str::to_string),
+        kind: kind.to_string(),
+    }));
+    Some(warning)
+}
+
+/// The kinds the cluster serves beyond the built-in ones (its CustomResourceDefinitions), as read from the API server
+/// by the cluster context: with them a load does not warn about a kind a CRD defines.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KnownKinds {
+    kinds: std::collections::BTreeSet<(String, String)>,
+}
+
+impl KnownKinds {
+    /// The set of `(group, kind)`.
+    pub fn new(kinds: impl IntoIterator<Item = (String, String)>) -> KnownKinds {
+        KnownKinds {
+            kinds: kinds.into_iter().collect(),
+        }
+    }
+
+    /// How many kinds it holds.
+    pub fn len(&self) -> usize {
+        self.kinds.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.kinds.is_empty()
+    }
+
+    /// Whether the cluster serves `kind` (in `group`, or in any group when `group` is `None`).
+    pub fn contains(&self, group: Option<&str>, kind: &str) -> bool {
+        match group {
+            Some(g) => self.kinds.contains(&(g.to_string(), kind.to_string())),
+            None => self.kinds.iter().any(|(_, k)| k == kind),
+        }
+    }
+
+    /// Drop the unknown-kind warnings of `warnings` for kinds the cluster serves, and say of the others that the
+    /// cluster has no such CRD either.
+    pub fn resolve(&self, warnings: &mut Vec<super::LoadError>) {
+        warnings.retain_mut(|w| match &w.unknown_kind {
+            Some(k) if self.contains(k.group.as_deref(), &k.kind) => false,
+            Some(_) => {
+                if let Some(cut) = w.message.find("; unless a CRD defines it") {
+                    w.message.truncate(cut);
+                    w.message
+                        .push_str(", and no CustomResourceDefinition of the cluster defines it: this selector never matches");
+                }
+                true
+            }
+            None => true,
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,5 +242,36 @@ mod tests {
         assert!(unknown_kind_message(Some("cert-manager.io"), "Certificate").is_none());
         assert!(unknown_kind_message(None, "*").is_none());
         assert!(unknown_kind_message(Some("apps"), "Deploymnet").is_some());
+    }
+
+    #[test]
+    fn the_cluster_s_custom_resources_silence_the_warning_for_their_kinds() {
+        use crate::policy::source::{Document, SourceRef};
+        let doc = Document::from_value(SourceRef::file("p.yaml"), serde_json::json!({}));
+        let mut warnings: Vec<_> = [
+            unknown_kind_warning(&doc, "a", None, "Certificate"),
+            unknown_kind_warning(&doc, "b", None, "Pdo"),
+            unknown_kind_warning(&doc, "c", Some("cert-manager.io"), "Certificate"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        // A custom group is not reported offline.
+        assert_eq!(warnings.len(), 2);
+        warnings.push(crate::policy::LoadError::new(
+            SourceRef::file("p.yaml"),
+            "other",
+        ));
+        let known = KnownKinds::new([("cert-manager.io".to_string(), "Certificate".to_string())]);
+        assert!(known.contains(None, "Certificate"));
+        assert!(!known.contains(Some("apps"), "Certificate"));
+        known.resolve(&mut warnings);
+        let messages: Vec<&str> = warnings.iter().map(|w| w.message.as_str()).collect();
+        assert_eq!(messages.len(), 2, "{messages:?}");
+        assert!(
+            messages[0].starts_with("kind \"Pdo\" is not a built-in Kubernetes kind (did you mean \"Pod\"?), and no CustomResourceDefinition of the cluster defines it"),
+            "{messages:?}"
+        );
+        assert_eq!(messages[1], "other");
     }
 }

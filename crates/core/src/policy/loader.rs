@@ -226,6 +226,9 @@ pub fn compile_with(
         built.errors.extend(part.errors);
         built.warnings.extend(part.warnings);
     }
+    if let Some(known) = &options.known_kinds {
+        known.resolve(&mut built.warnings);
+    }
     Compiled {
         built,
         hash: content_hash(files),

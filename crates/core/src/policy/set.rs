@@ -20,6 +20,7 @@ pub struct PolicySet {
     generation: u64,
     hash: String,
     loaded_at: SystemTime,
+    warnings: Vec<super::LoadError>,
 }
 
 /// A policy as listed by `/status` and `lint`.
@@ -45,7 +46,19 @@ impl PolicySet {
             generation,
             hash,
             loaded_at: SystemTime::now(),
+            warnings: Vec::new(),
         }
+    }
+
+    /// The same set, with the warnings of the load that built it.
+    pub fn with_warnings(mut self, warnings: Vec<super::LoadError>) -> PolicySet {
+        self.warnings = warnings;
+        self
+    }
+
+    /// The warnings of the load that built it (unknown kinds, rules skipped as unsupported, ...).
+    pub fn warnings(&self) -> &[super::LoadError] {
+        &self.warnings
     }
 
     /// An empty set.

@@ -69,6 +69,10 @@ pub struct LoadError {
     pub field: Option<String>,
     /// What is wrong.
     pub message: String,
+    /// For a warning about a selected kind no built-in API has: that kind, so a load that knows the cluster's
+    /// custom resources can drop the warning when a CRD defines it (see [`super::kinds::KnownKinds`]).
+    #[serde(skip)]
+    pub unknown_kind: Option<Box<super::kinds::KindRef>>,
 }
 
 impl LoadError {
@@ -78,6 +82,7 @@ impl LoadError {
             location: source,
             field: None,
             message: message.into(),
+            unknown_kind: None,
         }
     }
 
@@ -87,6 +92,7 @@ impl LoadError {
             location: source,
             field: Some(field.into()),
             message: message.into(),
+            unknown_kind: None,
         }
     }
 }
@@ -156,6 +162,7 @@ impl Document {
             location: self.source.clone(),
             field: Some(field).filter(|f| !f.is_empty() && f != "."),
             message,
+            unknown_kind: None,
         })
     }
 }

@@ -103,11 +103,10 @@ impl PolicyStore {
             return Err(errors);
         }
         let generation = self.generations.fetch_add(1, Ordering::SeqCst) + 1;
-        let set = Arc::new(PolicySet::new(
-            compiled.built.policies,
-            generation,
-            compiled.hash,
-        ));
+        let set = Arc::new(
+            PolicySet::new(compiled.built.policies, generation, compiled.hash)
+                .with_warnings(compiled.built.warnings),
+        );
         self.current.store(Some(set.clone()));
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
         Ok(set)

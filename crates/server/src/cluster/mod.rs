@@ -32,12 +32,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use kube::api::{ApiResource, DynamicObject, ListParams};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
+use crate::policy::kinds::KnownKinds;
 use crate::policy::ClusterContext;
 use health::{Resource, SyncHealth};
 use inventory::{Inventory, SyncKind};
@@ -71,6 +73,7 @@ impl Default for ClusterOptions {
 
 /// Cluster context backed by reflectors and a bounded GET cache.
 pub struct KubeCluster {
+    client: Client,
     namespaces: Store<Namespace>,
     config_maps: Store<ConfigMap>,
     api: ApiCache,
@@ -144,9 +147,10 @@ impl KubeCluster {
         };
         let handle = tokio::runtime::Handle::current();
         let api = ApiCache::new(client.clone(), handle.clone(), &options);
-        let inventory = Inventory::new(client, handle, health);
+        let inventory = Inventory::new(client.clone(), handle, health);
         StartedCluster {
             context: Arc::new(KubeCluster {
+                client,
                 namespaces,
                 config_maps,
                 api,
@@ -203,6 +207,37 @@ impl ClusterContext for KubeCluster {
 }
 
 impl KubeCluster {
+    /// The kinds the cluster's CustomResourceDefinitions define, `(spec.group, spec.names.kind)`, listed in pages
+    /// (needs `list` on `customresourcedefinitions.apiextensions.k8s.io`). A load given them does not warn about a
+    /// kind a CRD defines.
+    pub async fn custom_kinds(&self) -> Result<KnownKinds, kube::Error> {
+        let resource = ApiResource {
+            group: "apiextensions.k8s.io".into(),
+            version: "v1".into(),
+            api_version: "apiextensions.k8s.io/v1".into(),
+            kind: "CustomResourceDefinition".into(),
+            plural: "customresourcedefinitions".into(),
+        };
+        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &resource);
+        let mut kinds = Vec::new();
+        let mut params = ListParams::default().limit(100);
+        // A bound on pages, in case a server keeps answering continue tokens.
+        for _ in 0..1000 {
+            let page = api.list(&params).await?;
+            kinds.extend(page.items.iter().filter_map(|crd| {
+                let spec = crd.data.get("spec")?;
+                let group = spec.get("group")?.as_str()?;
+                let kind = spec.pointer("/names/kind")?.as_str()?;
+                Some((group.to_string(), kind.to_string()))
+            }));
+            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(token) => params = params.continue_token(&token),
+                None => break,
+            }
+        }
+        Ok(KnownKinds::new(kinds))
+    }
+
     /// Sync exactly these kinds into `data.inventory`.
     pub fn sync(&self, kinds: std::collections::BTreeSet<SyncKind>) {
         self.inventory.sync(kinds);

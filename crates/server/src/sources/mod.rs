@@ -51,6 +51,7 @@ use crate::cluster::inventory::{sync_kinds, SyncKind};
 use crate::cluster::{ClusterOptions, KubeCluster};
 use crate::engine::{Built, LoadOptions};
 use crate::metrics::Metrics;
+use crate::policy::kinds::KnownKinds;
 use crate::policy::loader::{compile, Compiled};
 use crate::policy::store::{EmptySet, PolicyStore};
 use crate::policy::{ClusterContext, LoadError, PolicySet, SourceFile};
@@ -157,6 +158,12 @@ impl Publisher {
         } else {
             EmptySet::Refuse
         };
+        self
+    }
+
+    /// The same publisher, with the cluster's custom resource kinds (no load warning for a kind a CRD defines).
+    pub fn with_known_kinds(mut self, known: Option<Arc<KnownKinds>>) -> Publisher {
+        self.options.known_kinds = known;
         self
     }
 
@@ -445,6 +452,7 @@ async fn publish_loop(
 ) {
     let mut latest: Vec<Option<Snapshot>> = (0..sources).map(|_| None).collect();
     let mut last_hash: Option<String> = None;
+    let mut crd_problem = false;
     while let Some(update) = rx.recv().await {
         let mut pending = vec![update];
         while let Ok(more) = rx.try_recv() {
@@ -473,7 +481,11 @@ async fn publish_loop(
             continue;
         }
         last_hash = Some(hash);
-        let task_publisher = publisher.clone();
+        let known = match cluster.as_deref() {
+            Some(cluster) => custom_kinds(cluster, &mut crd_problem).await,
+            None => None,
+        };
+        let task_publisher = publisher.clone().with_known_kinds(known);
         let published = tokio::task::spawn_blocking(move || {
             let kinds = sync_kinds(&files);
             task_publisher.publish_files(&files).map(|_| kinds)
@@ -488,6 +500,38 @@ async fn publish_loop(
                 publisher.metrics.policy_load_errors.inc();
                 last_hash = None;
             }
+        }
+    }
+}
+
+/// The cluster's CRD kinds for a load, read fresh (CRDs come and go); when they cannot be read, the load warns about
+/// unknown kinds from the built-in list alone, and the first failure (and the recovery) is logged.
+async fn custom_kinds(cluster: &KubeCluster, problem: &mut bool) -> Option<Arc<KnownKinds>> {
+    match tokio::time::timeout(std::time::Duration::from_secs(10), cluster.custom_kinds()).await {
+        Ok(Ok(kinds)) => {
+            if std::mem::take(problem) {
+                tracing::info!(
+                    kinds = kinds.len(),
+                    "listing CustomResourceDefinitions works again"
+                );
+            }
+            Some(Arc::new(kinds))
+        }
+        Ok(Err(err)) => {
+            if !std::mem::replace(problem, true) {
+                tracing::warn!(
+                    error = %err,
+                    "cannot list CustomResourceDefinitions (grant list on customresourcedefinitions.\
+                     apiextensions.k8s.io): load warnings about unknown kinds use the built-in kinds only"
+                );
+            }
+            None
+        }
+        Err(_) => {
+            if !std::mem::replace(problem, true) {
+                tracing::warn!("listing CustomResourceDefinitions timed out; load warnings use the built-in kinds only");
+            }
+            None
         }
     }
 }

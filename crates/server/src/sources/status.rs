@@ -177,6 +177,8 @@ pub struct ActiveSet {
     pub loaded_at: SystemTime,
     /// Its policies.
     pub policies: Vec<PolicySummary>,
+    /// The warnings of the load that built it (`policyctl lint` prints the same).
+    pub warnings: Vec<String>,
 }
 
 /// The admin `/status` document.
@@ -202,6 +204,7 @@ impl StatusReport {
             hash: set.hash().to_string(),
             loaded_at: set.loaded_at(),
             policies: set.summaries(),
+            warnings: set.warnings().iter().map(ToString::to_string).collect(),
         });
         StatusReport {
             ready: active.is_some(),
