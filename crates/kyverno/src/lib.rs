@@ -37,6 +37,7 @@ pub mod exception;
 pub mod matching;
 pub mod mutate;
 pub mod pattern;
+pub mod pss;
 pub mod result;
 pub mod scalar;
 pub mod spec;
@@ -216,9 +217,6 @@ fn is_enforce(action: &str) -> bool {
 
 fn unsupported_reason(rule: &Rule) -> Option<String> {
     if let Some(v) = &rule.validate {
-        if v.pod_security.is_some() {
-            return Some("validate.podSecurity rules are not supported".into());
-        }
         if v.manifests.is_some() {
             return Some("validate.manifests rules are not supported".into());
         }
@@ -642,6 +640,19 @@ impl KyvernoPolicy {
                 ));
             }
             if let Some(v) = &mut rule.validate {
+                if let Some(raw) = &v.pod_security {
+                    match pss::PodSecurity::compile(raw) {
+                        Ok(p) => v.pod_security_compiled = Some(Arc::new(p)),
+                        Err((path, message)) => {
+                            let at = if path.is_empty() {
+                                format!("{field}.validate.podSecurity")
+                            } else {
+                                format!("{field}.validate.podSecurity.{path}")
+                            };
+                            errors.push(doc.error_at(at, message));
+                        }
+                    }
+                }
                 v.static_patterns = !v
                     .pattern
                     .as_ref()
@@ -1418,3 +1429,5 @@ mod tests;
 
 #[cfg(test)]
 mod cel_tests;
+#[cfg(test)]
+mod pss_tests;

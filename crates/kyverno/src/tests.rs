@@ -5,7 +5,7 @@ use crate::policy::Check;
 use crate::policy::SourceFile;
 use serde_json::json;
 
-fn load(yaml: &str) -> KyvernoPolicy {
+pub(crate) fn load(yaml: &str) -> KyvernoPolicy {
     let (docs, errors) = documents(&SourceFile {
         origin: "p.yaml".into(),
         content: yaml.into(),
@@ -14,7 +14,7 @@ fn load(yaml: &str) -> KyvernoPolicy {
     KyvernoPolicy::from_document(&docs[0]).expect("policy").0
 }
 
-fn run(policy: &KyvernoPolicy, object: Value) -> PolicyResponse {
+pub(crate) fn run(policy: &KyvernoPolicy, object: Value) -> PolicyResponse {
     let review = Review::for_object(object, None, Operation::Create);
     let user = UserContext::default();
     let mocks = Mocks::default();
@@ -211,7 +211,7 @@ spec:
   - name: pss
     match: {any: [{resources: {kinds: [Pod]}}]}
     validate:
-      podSecurity: {level: baseline, version: latest}
+      manifests: {attestors: [{entries: [{keys: {publicKeys: k}}]}]}
 "#;
     let (docs, _) = documents(&SourceFile {
         origin: "p.yaml".into(),
@@ -264,7 +264,7 @@ spec:
     match: {{any: [{{resources: {{kinds: [Pod]}}}}]}}
     validate:
       {rule_action}
-      podSecurity: {{level: baseline, version: latest}}
+      manifests: {{attestors: [{{entries: [{{keys: {{publicKeys: k}}}}]}}]}}
   - name: images
     match: {{any: [{{resources: {{kinds: [Pod]}}}}]}}
     validate:
@@ -278,7 +278,7 @@ spec:
     assert_eq!(built.errors.len(), 1, "{:?}", built.errors);
     let e = &built.errors[0];
     assert_eq!(e.field.as_deref(), Some("spec.rules[baseline]"));
-    assert!(e.message.contains("podSecurity"), "{}", e.message);
+    assert!(e.message.contains("manifests"), "{}", e.message);
     assert!(
         e.message.contains("policyctl.io/unsupported-rules: skip"),
         "{}",
