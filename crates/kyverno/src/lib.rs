@@ -976,11 +976,38 @@ impl KyvernoPolicy {
                 {
                     continue;
                 }
-                if let Some(e) = self
+                let key = self.exception_key();
+                let excepting: Vec<&Arc<PolicyException>> = self
                     .exceptions
                     .iter()
-                    .find(|e| e.exempts(&self.exception_key(), &rule.spec.name, &input))
-                {
+                    .filter(|e| e.exempts(&key, &rule.spec.name, &input))
+                    .collect();
+                // An exception with podSecurity controls excuses those controls of a podSecurity rule, which still
+                // runs; any other exception skips the rule.
+                let pss = rule
+                    .spec
+                    .validate
+                    .as_ref()
+                    .and_then(|v| v.pod_security_compiled.as_ref());
+                let relaxed: Option<CompiledRule> = match pss {
+                    Some(pss)
+                        if !excepting.is_empty()
+                            && excepting.iter().all(|e| !e.pod_security.is_empty()) =>
+                    {
+                        let extra: Vec<pss::Exclusion> = excepting
+                            .iter()
+                            .flat_map(|e| e.pod_security.iter().cloned())
+                            .collect();
+                        let mut relaxed = rule.clone();
+                        if let Some(v) = relaxed.spec.validate.as_mut() {
+                            v.pod_security_compiled = Some(Arc::new(pss.with_exclusions(&extra)));
+                        }
+                        Some(relaxed)
+                    }
+                    _ => None,
+                };
+                let rule = relaxed.as_ref().unwrap_or(rule);
+                if let Some(e) = excepting.first().filter(|_| relaxed.is_none()) {
                     response.rules.push(RuleResponse::new(
                         &rule.spec.name,
                         if rule.is_mutate() {

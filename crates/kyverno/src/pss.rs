@@ -122,30 +122,8 @@ impl PodSecurity {
                 })?;
             Version(minor)
         };
-        for (i, e) in spec.exclude.iter().enumerate() {
-            if !CONTROL_NAMES.contains(&e.control_name.as_str()) {
-                let close =
-                    crate::policy::strict::suggest(&e.control_name, CONTROL_NAMES.iter().copied());
-                return Err((
-                    format!("exclude[{i}].controlName"),
-                    match close {
-                        Some(c) => {
-                            format!("unknown control {:?} (did you mean {c:?}?)", e.control_name)
-                        }
-                        None => format!(
-                            "unknown control {:?}; the controls are: {}",
-                            e.control_name,
-                            CONTROL_NAMES.join(", ")
-                        ),
-                    },
-                ));
-            }
-            if e.restricted_field.is_some() == e.values.is_empty() {
-                return Err((
-                    format!("exclude[{i}]"),
-                    "restrictedField and values go together".into(),
-                ));
-            }
+        if let Some((field, message)) = exclusion_errors(&spec.exclude) {
+            return Err((format!("exclude{field}"), message));
         }
         Ok(PodSecurity {
             level,
@@ -154,6 +132,13 @@ impl PodSecurity {
             version_name,
             exclude: spec.exclude,
         })
+    }
+
+    /// The same check with more exclusions (a PolicyException's `podSecurity` controls).
+    pub fn with_exclusions(&self, more: &[Exclusion]) -> PodSecurity {
+        let mut out = self.clone();
+        out.exclude.extend(more.iter().cloned());
+        out
     }
 
     /// Check `resource` (a Pod, or a controller with a pod template): `None` when it passes, else the failure
@@ -208,6 +193,36 @@ impl PodSecurity {
             }
         })
     }
+}
+
+/// The first mistake in a list of exclusions: `([i].field, message)`.
+pub fn exclusion_errors(list: &[Exclusion]) -> Option<(String, String)> {
+    for (i, e) in list.iter().enumerate() {
+        if !CONTROL_NAMES.contains(&e.control_name.as_str()) {
+            let close =
+                crate::policy::strict::suggest(&e.control_name, CONTROL_NAMES.iter().copied());
+            return Some((
+                format!("[{i}].controlName"),
+                match close {
+                    Some(c) => {
+                        format!("unknown control {:?} (did you mean {c:?}?)", e.control_name)
+                    }
+                    None => format!(
+                        "unknown control {:?}; the controls are: {}",
+                        e.control_name,
+                        CONTROL_NAMES.join(", ")
+                    ),
+                },
+            ));
+        }
+        if e.restricted_field.is_some() == e.values.is_empty() {
+            return Some((
+                format!("[{i}]"),
+                "restrictedField and values go together".into(),
+            ));
+        }
+    }
+    None
 }
 
 /// `spec.containers[*].securityContext.x` names the field of every container list; `spec.initContainers[*]...` and

@@ -249,3 +249,61 @@ fn mistakes_in_a_pod_security_block_are_load_errors() {
         );
     }
 }
+
+#[test]
+fn a_policy_exception_with_pod_security_controls_excuses_them_and_the_rule_still_runs() {
+    let exception = r#"
+apiVersion: kyverno.io/v2
+kind: PolicyException
+metadata: {name: debug-tools, namespace: default}
+spec:
+  exceptions:
+  - {policyName: pss, ruleNames: [check]}
+  match:
+    any:
+    - resources: {kinds: [Pod], namespaces: [default]}
+  podSecurity:
+  - controlName: Capabilities
+    images: ['ghcr.io/tools/*']
+"#;
+    let (docs, errors) = crate::policy::source::documents(&crate::policy::SourceFile {
+        origin: "e.yaml".into(),
+        content: exception.into(),
+    });
+    assert!(errors.is_empty(), "{errors:?}");
+    let exception = crate::exception::PolicyException::from_document(&docs[0]).expect("loads");
+    let policy = crate::tests::load(&policy("{level: baseline}"))
+        .with_exceptions(&[std::sync::Arc::new(exception)]);
+    let p = &policy;
+    let tools = json!({"name": "tools", "image": "ghcr.io/tools/debug:1", "securityContext": {"capabilities": {"add": ["NET_ADMIN"]}}});
+    assert_eq!(
+        outcome(p, pod(json!({"containers": [tools.clone()]}))).0,
+        RuleStatus::Pass
+    );
+    // Other controls, and other images, still fail: the exception did not skip the rule.
+    let (status, message) = outcome(
+        p,
+        pod(
+            json!({"containers": [tools, {"name": "c", "image": "nginx", "securityContext": {"privileged": true}}]}),
+        ),
+    );
+    assert_eq!(status, RuleStatus::Fail);
+    assert!(
+        message.contains("privileged") && !message.contains("NET_ADMIN"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_policy_exception_with_a_misspelled_control_is_a_load_error() {
+    let (docs, _) = crate::policy::source::documents(&crate::policy::SourceFile {
+        origin: "e.yaml".into(),
+        content: "apiVersion: kyverno.io/v2\nkind: PolicyException\nmetadata: {name: e}\nspec:\n  exceptions: [{policyName: pss, ruleNames: [check]}]\n  match: {any: [{resources: {kinds: [Pod]}}]}\n  podSecurity: [{controlName: Privileged}]\n".into(),
+    });
+    let errors = crate::exception::PolicyException::from_document(&docs[0]).expect_err("refused");
+    assert_eq!(
+        errors[0].field.as_deref(),
+        Some("spec.podSecurity[0].controlName"),
+        "{errors:?}"
+    );
+}
