@@ -882,3 +882,133 @@ spec:
         ]
     );
 }
+
+/// A Pod with containers `a` (no security context) and `b` (runAsNonRoot: false).
+fn two_containers() -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [
+        {"name": "a", "image": "x"},
+        {"name": "b", "image": "y", "securityContext": {"runAsNonRoot": false}}
+    ]}})
+}
+
+#[test]
+fn an_error_inside_a_foreach_element_is_a_rule_error_not_a_failure() {
+    let p = load(
+        r#"
+apiVersion: kyverno.io/v1
+kind: ClusterPolicy
+metadata: {name: fe, annotations: {pod-policies.kyverno.io/autogen-controllers: none}}
+spec:
+  validationFailureAction: Enforce
+  rules:
+  - name: r
+    match: {any: [{resources: {kinds: [Pod]}}]}
+    validate:
+      message: "bad"
+      foreach:
+      - list: "request.object.spec.containers"
+        pattern:
+          image: "{{ element.nothing.here }}"
+"#,
+    );
+    let r = run(&p, two_containers());
+    assert_eq!(r.rules[0].status, RuleStatus::Error, "{:?}", r.rules);
+    assert!(
+        r.rules[0].message.contains("Unknown key \"nothing\""),
+        "{:?}",
+        r.rules
+    );
+}
+
+#[test]
+fn deny_conditions_read_a_missing_key_as_an_empty_string_as_kyverno_s_resolver_does() {
+    // Kyverno substitutes deny conditions and preconditions with its preconditions resolver: a variable that does
+    // not resolve becomes "" (a pattern or a message errors instead, see the foreach test above).
+    let p = load(
+        r#"
+apiVersion: kyverno.io/v1
+kind: ClusterPolicy
+metadata: {name: nil, annotations: {pod-policies.kyverno.io/autogen-controllers: none}}
+spec:
+  validationFailureAction: Enforce
+  rules:
+  - name: r
+    match: {any: [{resources: {kinds: [Pod]}}]}
+    validate:
+      message: "bad"
+      deny:
+        conditions:
+          any:
+          - key: "{{ request.object.spec.missing }}"
+            operator: Equals
+            value: ""
+"#,
+    );
+    let r = run(&p, two_containers());
+    assert_eq!(r.rules[0].status, RuleStatus::Fail, "{:?}", r.rules);
+}
+
+#[test]
+fn context_entries_resolve_in_declaration_order_with_defaults() {
+    // `second` reads `first`, declared after it: not defined yet, so its default applies (Kyverno loads entries in
+    // order); a JMESPath that finds nothing takes the entry's default too.
+    let p = load(
+        r#"
+apiVersion: kyverno.io/v1
+kind: ClusterPolicy
+metadata: {name: ctx, annotations: {pod-policies.kyverno.io/autogen-controllers: none}}
+spec:
+  validationFailureAction: Enforce
+  rules:
+  - name: r
+    match: {any: [{resources: {kinds: [Pod]}}]}
+    context:
+    - name: second
+      variable: {jmesPath: "first", default: "none"}
+    - name: first
+      variable: {value: "one"}
+    - name: third
+      variable: {jmesPath: "first"}
+    - name: withdefault
+      variable: {jmesPath: "request.object.spec.nothing", default: "dflt"}
+    validate:
+      message: "{{ second }} {{ third }} {{ withdefault }}"
+      deny: {}
+"#,
+    );
+    let r = run(&p, two_containers());
+    assert_eq!(r.rules[0].message, "none one dflt", "{:?}", r.rules);
+}
+
+#[test]
+fn add_if_not_present_inside_foreach_patches_each_element_once() {
+    let p = load(
+        r#"
+apiVersion: kyverno.io/v1
+kind: ClusterPolicy
+metadata: {name: m, annotations: {pod-policies.kyverno.io/autogen-controllers: none}}
+spec:
+  rules:
+  - name: r
+    match: {any: [{resources: {kinds: [Pod]}}]}
+    mutate:
+      foreach:
+      - list: "request.object.spec.containers"
+        patchStrategicMerge:
+          spec:
+            containers:
+            - name: "{{ element.name }}"
+              securityContext:
+                +(runAsNonRoot): true
+"#,
+    );
+    let r = run(&p, two_containers());
+    let patched = r.patched.expect("patched");
+    assert_eq!(
+        patched["spec"]["containers"],
+        json!([
+            {"name": "a", "image": "x", "securityContext": {"runAsNonRoot": true}},
+            {"name": "b", "image": "y", "securityContext": {"runAsNonRoot": false}}
+        ])
+    );
+}
