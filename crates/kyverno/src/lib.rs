@@ -570,7 +570,9 @@ impl KyvernoPolicy {
     pub fn from_document(
         doc: &Document,
     ) -> Result<(KyvernoPolicy, Vec<LoadError>), Vec<LoadError>> {
-        let (policy, errors, warnings) = Self::load(doc);
+        let (policy, errors, mut warnings) = Self::load(doc);
+        // Offline: kinds of custom groups need the cluster's CRDs to be judged (the loader does that when serving).
+        crate::policy::kinds::drop_cluster_only(&mut warnings);
         match policy {
             Some(policy) => Ok((policy, warnings)),
             None => Err(errors),

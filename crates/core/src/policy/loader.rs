@@ -226,8 +226,9 @@ pub fn compile_with(
         built.errors.extend(part.errors);
         built.warnings.extend(part.warnings);
     }
-    if let Some(known) = &options.known_kinds {
-        known.resolve(&mut built.warnings);
+    match &options.known_kinds {
+        Some(known) => known.resolve(&mut built.warnings),
+        None => super::kinds::drop_cluster_only(&mut built.warnings),
     }
     Compiled {
         built,
