@@ -535,28 +535,44 @@ fn is_true(v: Option<&Value>) -> bool {
     v.and_then(Value::as_bool) == Some(true)
 }
 
-fn host_process(pod: &Pod<'_>, _: Version) -> Vec<Offense> {
+/// Offenses of one `securityContext` field set at pod level and in each container (`sub` under `securityContext`):
+/// each value `forbidden` says is offending, described by `says(who, value)` (`who`: `pod` or `container "c"`).
+fn pod_and_containers(
+    pod: &Pod<'_>,
+    sub: &str,
+    fields: (&'static str, Field),
+    forbidden: impl Fn(&Value) -> bool,
+    says: impl Fn(&str, &str) -> String,
+) -> Vec<Offense> {
     let mut out = Vec::new();
-    if is_true(pod.field("securityContext.windowsOptions.hostProcess")) {
-        out.push(pod_offense(
-            "spec.securityContext.windowsOptions.hostProcess",
-            "true",
-            "pod must not set securityContext.windowsOptions.hostProcess=true".into(),
-        ));
+    if let Some(v) = pod
+        .field(&format!("securityContext.{sub}"))
+        .filter(|v| forbidden(v))
+    {
+        let value = text(Some(v));
+        out.push(pod_offense(fields.0, value.clone(), says("pod", &value)));
     }
     for c in pod.containers() {
-        if is_true(c.security("windowsOptions.hostProcess")) {
-            out.push(c.offense(
-                c.field(field!("securityContext.windowsOptions.hostProcess")),
-                "true",
-                format!(
-                    "container {:?} must not set securityContext.windowsOptions.hostProcess=true",
-                    c.name
-                ),
-            ));
+        if let Some(v) = c.security(sub).filter(|v| forbidden(v)) {
+            let value = text(Some(v));
+            let who = format!("container {:?}", c.name);
+            out.push(c.offense(c.field(fields.1), value.clone(), says(&who, &value)));
         }
     }
     out
+}
+
+fn host_process(pod: &Pod<'_>, _: Version) -> Vec<Offense> {
+    pod_and_containers(
+        pod,
+        "windowsOptions.hostProcess",
+        (
+            "spec.securityContext.windowsOptions.hostProcess",
+            field!("securityContext.windowsOptions.hostProcess"),
+        ),
+        |v| v.as_bool() == Some(true),
+        |who, _| format!("{who} must not set securityContext.windowsOptions.hostProcess=true"),
+    )
 }
 
 fn host_namespaces(pod: &Pod<'_>, _: Version) -> Vec<Offense> {
@@ -697,32 +713,18 @@ fn app_armor(pod: &Pod<'_>, version: Version) -> Vec<Offense> {
         }
     }
     if version.at_least(30) {
-        if let Some(kind) = pod
-            .field("securityContext.appArmorProfile.type")
-            .and_then(Value::as_str)
-        {
-            if !app_armor_allowed(kind) {
-                out.push(pod_offense(
-                    "spec.securityContext.appArmorProfile.type",
-                    kind,
-                    format!("pod must not set securityContext.appArmorProfile.type to {kind:?}"),
-                ));
-            }
-        }
-        for c in pod.containers() {
-            if let Some(kind) = c.security("appArmorProfile.type").and_then(Value::as_str) {
-                if !app_armor_allowed(kind) {
-                    out.push(c.offense(
-                        c.field(field!("securityContext.appArmorProfile.type")),
-                        kind,
-                        format!(
-                            "container {:?} must not set securityContext.appArmorProfile.type to {kind:?}",
-                            c.name
-                        ),
-                    ));
-                }
-            }
-        }
+        out.extend(pod_and_containers(
+            pod,
+            "appArmorProfile.type",
+            (
+                "spec.securityContext.appArmorProfile.type",
+                field!("securityContext.appArmorProfile.type"),
+            ),
+            |v| v.as_str().is_some_and(|kind| !app_armor_allowed(kind)),
+            |who, kind| {
+                format!("{who} must not set securityContext.appArmorProfile.type to {kind:?}")
+            },
+        ));
     }
     out
 }
@@ -825,29 +827,18 @@ fn seccomp_baseline(pod: &Pod<'_>, version: Version) -> Vec<Offense> {
         }
         return out;
     }
-    if pod
-        .field("securityContext.seccompProfile.type")
-        .and_then(Value::as_str)
-        == Some("Unconfined")
-    {
-        out.push(pod_offense(
+    out.extend(pod_and_containers(
+        pod,
+        "seccompProfile.type",
+        (
             "spec.securityContext.seccompProfile.type",
-            "Unconfined",
-            "pod must not set securityContext.seccompProfile.type to \"Unconfined\"".into(),
-        ));
-    }
-    for c in pod.containers() {
-        if c.security("seccompProfile.type").and_then(Value::as_str) == Some("Unconfined") {
-            out.push(c.offense(
-                c.field(field!("securityContext.seccompProfile.type")),
-                "Unconfined",
-                format!(
-                    "container {:?} must not set securityContext.seccompProfile.type to \"Unconfined\"",
-                    c.name
-                ),
-            ));
-        }
-    }
+            field!("securityContext.seccompProfile.type"),
+        ),
+        |v| v.as_str() == Some("Unconfined"),
+        |who, _| {
+            format!("{who} must not set securityContext.seccompProfile.type to \"Unconfined\"")
+        },
+    ));
     out
 }
 
@@ -979,28 +970,16 @@ fn run_as_non_root(pod: &Pod<'_>, _: Version) -> Vec<Offense> {
 }
 
 fn run_as_user(pod: &Pod<'_>, _: Version) -> Vec<Offense> {
-    let mut out = Vec::new();
-    if pod
-        .field("securityContext.runAsUser")
-        .and_then(Value::as_i64)
-        == Some(0)
-    {
-        out.push(pod_offense(
+    pod_and_containers(
+        pod,
+        "runAsUser",
+        (
             "spec.securityContext.runAsUser",
-            "0",
-            "pod must not set runAsUser=0".into(),
-        ));
-    }
-    for c in pod.containers() {
-        if c.security("runAsUser").and_then(Value::as_i64) == Some(0) {
-            out.push(c.offense(
-                c.field(field!("securityContext.runAsUser")),
-                "0",
-                format!("container {:?} must not set runAsUser=0", c.name),
-            ));
-        }
-    }
-    out
+            field!("securityContext.runAsUser"),
+        ),
+        |v| v.as_i64() == Some(0),
+        |who, _| format!("{who} must not set runAsUser=0"),
+    )
 }
 
 fn seccomp_restricted(pod: &Pod<'_>, version: Version) -> Vec<Offense> {

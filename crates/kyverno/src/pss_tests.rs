@@ -307,3 +307,44 @@ fn a_policy_exception_with_a_misspelled_control_is_a_load_error() {
         "{errors:?}"
     );
 }
+
+#[test]
+fn pod_and_container_level_fields_are_both_checked() {
+    let p = crate::tests::load(&policy("{level: baseline}"));
+    let (status, message) = outcome(
+        &p,
+        pod(json!({
+            "securityContext": {"seccompProfile": {"type": "Unconfined"}, "appArmorProfile": {"type": "Unconfined"}},
+            "containers": [{"name": "w", "image": "x", "securityContext": {
+                "windowsOptions": {"hostProcess": true},
+                "seccompProfile": {"type": "Unconfined"}
+            }}]
+        })),
+    );
+    assert_eq!(status, RuleStatus::Fail);
+    for part in [
+        "container \"w\" must not set securityContext.windowsOptions.hostProcess=true",
+        "pod must not set securityContext.seccompProfile.type to \"Unconfined\"",
+        "container \"w\" must not set securityContext.seccompProfile.type to \"Unconfined\"",
+        "pod must not set securityContext.appArmorProfile.type to \"Unconfined\"",
+    ] {
+        assert!(message.contains(part), "{part} in {message}");
+    }
+    // The AppArmor fields count from v1.30.
+    let old = crate::tests::load(&policy("{level: baseline, version: v1.29}"));
+    let (_, message) = outcome(
+        &old,
+        pod(
+            json!({"securityContext": {"appArmorProfile": {"type": "Unconfined"}}, "containers": [{"name": "c", "image": "x"}]}),
+        ),
+    );
+    assert!(!message.contains("appArmorProfile"), "{message}");
+    let restricted = crate::tests::load(&policy("{level: restricted}"));
+    let mut c = hardened_container("c", "x");
+    c["securityContext"]["runAsUser"] = json!(0);
+    let (_, message) = outcome(&restricted, pod(json!({"containers": [c]})));
+    assert!(
+        message.contains("container \"c\" must not set runAsUser=0"),
+        "{message}"
+    );
+}
