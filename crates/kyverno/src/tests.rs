@@ -242,7 +242,7 @@ fn build_with(yaml: &str, mode: crate::engine::UnsupportedRules) -> crate::engin
     KyvernoEngine.build(
         EngineInput {
             documents,
-            files: Vec::new(),
+            ..EngineInput::default()
         },
         &options,
     )
