@@ -1012,3 +1012,33 @@ spec:
         ])
     );
 }
+
+#[test]
+fn a_wildcard_condition_anchor_in_a_strategic_merge_patches_every_element() {
+    // `(name): "*"` selects every container; the list keeps its order and each element gains the field.
+    let p = load(
+        r#"
+apiVersion: kyverno.io/v1
+kind: ClusterPolicy
+metadata: {name: m, annotations: {pod-policies.kyverno.io/autogen-controllers: none}}
+spec:
+  rules:
+  - name: r
+    match: {any: [{resources: {kinds: [Pod]}}]}
+    mutate:
+      patchStrategicMerge:
+        spec:
+          containers:
+          - (name): "*"
+            imagePullPolicy: Always
+"#,
+    );
+    let patched = run(&p, two_containers()).patched.expect("patched");
+    assert_eq!(
+        patched["spec"]["containers"],
+        json!([
+            {"name": "a", "image": "x", "imagePullPolicy": "Always"},
+            {"name": "b", "image": "y", "imagePullPolicy": "Always", "securityContext": {"runAsNonRoot": false}}
+        ])
+    );
+}
