@@ -36,6 +36,8 @@ use serde_json::Value as Json;
 
 pub use bind::Shared;
 pub use budget::Stats;
+/// A CEL value (the `cel` crate's), as evaluations return it.
+pub use cel::Value as CelValue;
 
 /// Kubernetes' per-expression runtime cost limit (`PerCallLimit`), used as the default budget.
 pub const DEFAULT_COST_LIMIT: u64 = 1_000_000;

@@ -32,6 +32,9 @@ pub struct EngineInput {
     pub documents: Vec<Document>,
     /// Whole files the engine claimed (e.g. Rego modules).
     pub files: Vec<SourceFile>,
+    /// Documents no engine claims whose apiVersion/kind is one of the engine's [`Engine::param_kinds`]: the
+    /// parameter resources of its policies (a ValidatingAdmissionPolicy's `paramKind`).
+    pub params: Vec<Document>,
 }
 
 /// What an engine built.
@@ -57,6 +60,14 @@ pub trait Engine: Send + Sync {
     fn claims_file(&self, file: &SourceFile) -> bool {
         let _ = file;
         false
+    }
+
+    /// The `(apiVersion, kind)` of the parameter resources the claimed documents name (a ValidatingAdmissionPolicy's
+    /// `paramKind`). Documents of these kinds that no engine claims are given to the engine as
+    /// [`EngineInput::params`] instead of being unknown kinds.
+    fn param_kinds(&self, documents: &[Document]) -> Vec<(String, String)> {
+        let _ = documents;
+        Vec::new()
     }
 
     /// The kinds this engine loads, for error messages (`apiVersion kind`).

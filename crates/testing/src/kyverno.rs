@@ -11,8 +11,8 @@
 //! labels, the UserInfo file's roles — is a test implementation of [`ClusterContext`], not a branch inside an engine.
 //!
 //! Differences from the Kyverno CLI, on purpose: a resource no rule matched is a **skip**, never a pass; an expected
-//! result on a policy kind or rule policyctl cannot run (CEL kinds, `validate.cel`, `generate`, ...) is
-//! **unsupported**.
+//! result on a policy kind or rule policyctl cannot run (MutatingPolicy, MutatingAdmissionPolicy, `generate`, ...) is
+//! **unsupported**. `paramResources` files load with the policies (ValidatingAdmissionPolicy params).
 
 /// How long one resource's evaluation may take (a runaway policy is an error, not a hang).
 const CASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -31,6 +31,7 @@ use crate::admission::{Review, UserInfo};
 use crate::engine::kyverno::exception::is_policy_exception;
 use crate::engine::kyverno::is_kyverno_policy;
 use crate::engine::vpol::is_validating_policy;
+use crate::engine::vpol::vap::{is_binding, is_validating_admission_policy};
 use crate::engine::LoadOptions;
 use crate::pipeline;
 use crate::policy::loader::compile;
@@ -522,8 +523,11 @@ fn load_suite(path: &Path, test: &Value) -> Result<Suite, String> {
             let name = doc.name().to_string();
             if is_kyverno_policy(&doc.api_version, &doc.kind)
                 || is_validating_policy(&doc.api_version, &doc.kind)
+                || is_validating_admission_policy(&doc.api_version, &doc.kind)
             {
                 kyverno_docs.push((name, origin));
+            } else if is_binding(&doc.api_version, &doc.kind) {
+                // Loaded with its policy (a ValidatingAdmissionPolicy evaluates through its bindings).
             } else {
                 policies.insert(
                     name,
@@ -534,6 +538,14 @@ fn load_suite(path: &Path, test: &Value) -> Result<Suite, String> {
             }
         }
         files.push(source);
+    }
+    // Param resources (a ValidatingAdmissionPolicy's paramKind documents) load with the policies, as params in a
+    // policy directory do.
+    for file in strings(field(test, "paramResources")) {
+        files.push(
+            read_source(&dir.join(&file))
+                .map_err(|e| format!("param resource file {file}: {e}"))?,
+        );
     }
     let mut exception_files = Vec::new();
     for file in strings(field(test, "exceptions")) {
@@ -847,8 +859,9 @@ fn run_test(path: &Path, test: &Value, options: &TestOptions) -> Vec<CaseResult>
             let case = |outcome: Outcome, reason: String| {
                 CaseResult::new(&suite_name, &test_name, &key, outcome, reason)
             };
-            // ValidatingPolicy runs (policyctl-vpol); the other CEL kinds do not yet.
-            let runs = cel_flag.is_some_and(|f| *f == "isValidatingPolicy")
+            // ValidatingPolicy and ValidatingAdmissionPolicy run (policyctl-vpol); the other CEL kinds do not yet.
+            let runs = cel_flag
+                .is_some_and(|f| *f == "isValidatingPolicy" || *f == "isValidatingAdmissionPolicy")
                 && matches!(
                     suite.policies.get(&policy_name),
                     Some(LoadedPolicy::Ready(_))
