@@ -18,6 +18,7 @@
 
 pub mod bind;
 pub mod budget;
+pub mod checks;
 pub mod guard;
 pub mod kyverno;
 

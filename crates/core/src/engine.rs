@@ -15,12 +15,16 @@ use crate::policy::{LoadError, Policy, SourceFile, DEFAULT_EVAL_TIMEOUT};
 pub struct LoadOptions {
     /// Time limit for one policy evaluation; engines with a cooperative timer (regorus) enforce it themselves.
     pub eval_timeout: Duration,
+    /// Run the Rego of Gatekeeper templates that carry both Rego and CEL (`K8sNativeValidation`); by default their
+    /// CEL runs, as Gatekeeper's default driver does.
+    pub prefer_rego: bool,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
         LoadOptions {
             eval_timeout: DEFAULT_EVAL_TIMEOUT,
+            prefer_rego: false,
         }
     }
 }

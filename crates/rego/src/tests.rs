@@ -173,6 +173,7 @@ fn a_runaway_policy_hits_the_time_limit() {
         &[src("slow.rego", slow)],
         &LoadOptions {
             eval_timeout: Duration::from_millis(50),
+            ..LoadOptions::default()
         },
     );
     assert!(

@@ -508,7 +508,7 @@ fn operation_of(values: &Value) -> Operation {
         .unwrap_or(Operation::Create)
 }
 
-fn load_suite(path: &Path, test: &Value) -> Result<Suite, String> {
+fn load_suite(path: &Path, test: &Value, options: &LoadOptions) -> Result<Suite, String> {
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     // Policy files and PolicyExceptions go through the policy loader together, exactly as the webhook loads them.
     let mut files = Vec::new();
@@ -564,7 +564,7 @@ fn load_suite(path: &Path, test: &Value) -> Result<Suite, String> {
         exception_files.push(source.origin.clone());
         files.push(source);
     }
-    let compiled = compile(&files, &LoadOptions::default());
+    let compiled = compile(&files, options);
     if let Some(e) = compiled
         .built
         .errors
@@ -817,7 +817,7 @@ fn run_test(path: &Path, test: &Value, options: &TestOptions) -> Vec<CaseResult>
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    let mut suite = match load_suite(path, test) {
+    let mut suite = match load_suite(path, test, &options.load) {
         Ok(s) => s,
         Err(e) => return vec![CaseResult::error(&suite_name, e)],
     };

@@ -50,6 +50,8 @@ pub struct ServeConfig {
     pub max_concurrency: usize,
     /// Time limit of one policy evaluation (a cap inside the request's deadline).
     pub eval_timeout: Duration,
+    /// Run the Rego of Gatekeeper templates that carry both Rego and CEL ([`LoadOptions::prefer_rego`]).
+    pub prefer_rego: bool,
     /// Deadline of one request, from its arrival.
     pub request_timeout: Duration,
     /// How long in-flight requests may take to finish after shutdown starts.
@@ -197,6 +199,7 @@ impl Server {
             state.metrics.clone(),
             LoadOptions {
                 eval_timeout: config.eval_timeout,
+                prefer_rego: config.prefer_rego,
             },
         );
         let sources = sources.start(publisher, state.sources.clone()).await?;
@@ -311,7 +314,10 @@ pub async fn load_policies(state: AppState, dir: PathBuf, eval_timeout: Duration
     let publisher = Publisher::new(
         state.store.clone(),
         state.metrics.clone(),
-        LoadOptions { eval_timeout },
+        LoadOptions {
+            eval_timeout,
+            ..LoadOptions::default()
+        },
     );
     let loaded = tokio::task::spawn_blocking(move || match loader::read_dir(&dir) {
         Ok(files) => publisher.publish_files(&files).map(|_| ()),
