@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use super::report::{CaseResult, Outcome};
 use super::{SuiteRunner, TestOptions};
-use crate::admission::{Review, UserInfo};
+use crate::admission::{plural, Review, UserInfo};
 use crate::engine::kyverno::exception::is_policy_exception;
 use crate::engine::kyverno::is_kyverno_policy;
 use crate::engine::vpol::is_validating_policy;
@@ -175,25 +175,6 @@ impl ClusterContext for TestCluster {
 struct TestContext {
     resources: Vec<Value>,
     images: Vec<Value>,
-}
-
-/// The lower-case plural Kubernetes derives from a kind.
-fn plural(kind: &str) -> String {
-    let lower = kind.to_ascii_lowercase();
-    if lower.ends_with('s')
-        || lower.ends_with('x')
-        || lower.ends_with("ch")
-        || lower.ends_with("sh")
-    {
-        format!("{lower}es")
-    } else if let Some(stem) = lower
-        .strip_suffix('y')
-        .filter(|s| !s.ends_with(['a', 'e', 'i', 'o', 'u']))
-    {
-        format!("{stem}ies")
-    } else {
-        format!("{lower}s")
-    }
 }
 
 impl TestContext {

@@ -14,6 +14,16 @@ pub static POLICY: Shape = Shape::Object(&[
     ("status", Shape::Any),
 ]);
 
+static VALIDATION: Shape = Shape::Object(&[
+    ("expression", Shape::Any),
+    ("message", Shape::Any),
+    ("messageExpression", Shape::Any),
+    ("reason", Shape::Any),
+]);
+
+static AUDIT_ANNOTATION: Shape =
+    Shape::Object(&[("key", Shape::Any), ("valueExpression", Shape::Any)]);
+
 const NAMED_EXPRESSION: Shape = Shape::Object(&[("name", Shape::Any), ("expression", Shape::Any)]);
 
 static RESOURCE_RULE: Shape = Shape::Object(&[
@@ -29,24 +39,10 @@ const SPEC: Shape = Shape::Object(&[
     ("matchConstraints", MATCH_RESOURCES),
     ("matchConditions", Shape::List(&NAMED_EXPRESSION)),
     ("variables", Shape::List(&NAMED_EXPRESSION)),
-    (
-        "validations",
-        Shape::List(&Shape::Object(&[
-            ("expression", Shape::Any),
-            ("message", Shape::Any),
-            ("messageExpression", Shape::Any),
-            ("reason", Shape::Any),
-        ])),
-    ),
+    ("validations", Shape::List(&VALIDATION)),
     ("validationActions", Shape::Any),
     ("failurePolicy", Shape::Any),
-    (
-        "auditAnnotations",
-        Shape::List(&Shape::Object(&[
-            ("key", Shape::Any),
-            ("valueExpression", Shape::Any),
-        ])),
-    ),
+    ("auditAnnotations", Shape::List(&AUDIT_ANNOTATION)),
     (
         "webhookConfiguration",
         Shape::Object(&[("timeoutSeconds", Shape::Any)]),
@@ -99,22 +95,8 @@ pub static VAP: Shape = Shape::Object(&[
             ("matchConstraints", MATCH_RESOURCES),
             ("matchConditions", Shape::List(&NAMED_EXPRESSION)),
             ("variables", Shape::List(&NAMED_EXPRESSION)),
-            (
-                "validations",
-                Shape::List(&Shape::Object(&[
-                    ("expression", Shape::Any),
-                    ("message", Shape::Any),
-                    ("messageExpression", Shape::Any),
-                    ("reason", Shape::Any),
-                ])),
-            ),
-            (
-                "auditAnnotations",
-                Shape::List(&Shape::Object(&[
-                    ("key", Shape::Any),
-                    ("valueExpression", Shape::Any),
-                ])),
-            ),
+            ("validations", Shape::List(&VALIDATION)),
+            ("auditAnnotations", Shape::List(&AUDIT_ANNOTATION)),
             ("failurePolicy", Shape::Any),
         ]),
     ),

@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use policyctl_cel::{Activation, Dialect, EvalError, Limits, Program, ReviewBindings, Shared};
-use policyctl_core::admission::Review;
+use policyctl_core::admission::{plural, Review};
 use policyctl_core::engine::{Built, Engine, EngineInput, LoadOptions};
 use policyctl_core::policy::source::Document;
 use policyctl_core::policy::{
@@ -525,83 +525,34 @@ impl ValidatingAdmissionPolicy {
     }
 }
 
-/// The API path of params of `kind` (the resource is the kind's lower-case plural).
+/// The API path of params of `kind` (the resource is the kind's usual plural).
 fn param_path(
     kind: &ParamKind,
     namespace: Option<&str>,
     name: Option<&str>,
 ) -> Result<String, String> {
-    let safe = |s: &str| {
-        !s.is_empty()
-            && s != "."
-            && s != ".."
-            && !s
-                .chars()
-                .any(|c| matches!(c, '/' | '?' | '#' | '%' | '\\') || c.is_whitespace())
-    };
-    let root = if kind.api_version.contains('/') {
-        "apis"
-    } else {
-        "api"
-    };
-    let resource = plural(&kind.kind);
-    let mut parts: Vec<&str> = kind.api_version.split('/').collect();
-    if let Some(ns) = namespace {
-        parts.extend(["namespaces", ns]);
-    }
-    parts.push(&resource);
-    parts.extend(name);
-    if let Some(bad) = parts.iter().find(|p| !safe(p)) {
-        return Err(format!("invalid params path segment {bad:?}"));
-    }
-    Ok(format!("/{root}/{}", parts.join("/")))
-}
-
-/// The lower-case plural Kubernetes derives from a kind.
-fn plural(kind: &str) -> String {
-    let lower = kind.to_ascii_lowercase();
-    if lower.ends_with('s')
-        || lower.ends_with('x')
-        || lower.ends_with("ch")
-        || lower.ends_with("sh")
-    {
-        format!("{lower}es")
-    } else if let Some(stem) = lower
-        .strip_suffix('y')
-        .filter(|s| !s.ends_with(['a', 'e', 'i', 'o', 'u']))
-    {
-        format!("{stem}ies")
-    } else {
-        format!("{lower}s")
+    let collection = crate::api_path(
+        &kind.api_version,
+        &plural(&kind.kind),
+        namespace.unwrap_or(""),
+    )?;
+    match name {
+        Some(name) => {
+            crate::segment("name", name)?;
+            Ok(format!("{collection}/{name}"))
+        }
+        None => Ok(collection),
     }
 }
 
 impl ValidatingAdmissionPolicy {
-    fn denied(&self, binding: &Binding) -> String {
+    /// `ValidatingAdmissionPolicy 'p'` and, for a real binding, ` with binding 'b'`.
+    fn subject(&self, binding: &Binding) -> String {
+        let policy = format!("ValidatingAdmissionPolicy '{}'", self.info.name);
         if binding.name.is_empty() {
-            format!(
-                "ValidatingAdmissionPolicy '{}' denied request",
-                self.info.name
-            )
+            policy
         } else {
-            format!(
-                "ValidatingAdmissionPolicy '{}' with binding '{}' denied request",
-                self.info.name, binding.name
-            )
-        }
-    }
-
-    fn warned(&self, binding: &Binding) -> String {
-        if binding.name.is_empty() {
-            format!(
-                "Validation failed for ValidatingAdmissionPolicy '{}'",
-                self.info.name
-            )
-        } else {
-            format!(
-                "Validation failed for ValidatingAdmissionPolicy '{}' with binding '{}'",
-                self.info.name, binding.name
-            )
+            format!("{policy} with binding '{}'", binding.name)
         }
     }
 
@@ -623,8 +574,9 @@ impl ValidatingAdmissionPolicy {
         out: &mut Evaluation,
     ) {
         let rule = self.rule_name(binding);
-        let denied = self.denied(binding);
-        let warned = self.warned(binding);
+        let subject = self.subject(binding);
+        let denied = format!("{subject} denied request");
+        let warned = format!("Validation failed for {subject}");
         let message_for = |action: Action, m: &str| match action {
             Action::Deny => format!("{denied}: {m}"),
             _ => format!("{warned}: {m}"),
