@@ -20,6 +20,7 @@ pub mod bind;
 pub mod budget;
 pub mod checks;
 pub mod guard;
+pub mod k8s;
 pub mod kyverno;
 
 use std::cell::Cell;
@@ -214,6 +215,8 @@ fn build_env(dialect: Dialect) -> Result<Arc<Env>, String> {
     env.add_extension(cel::extensions::encoders)
         .map_err(|e| e.to_string())?;
     env.add_extension(budget::extension)
+        .map_err(|e| e.to_string())?;
+    env.add_extension(k8s::extension)
         .map_err(|e| e.to_string())?;
     if dialect == Dialect::Kyverno {
         env.add_extension(kyverno_extension)
