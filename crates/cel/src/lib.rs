@@ -22,6 +22,7 @@ pub mod checks;
 pub mod guard;
 pub mod k8s;
 pub mod kyverno;
+pub mod quantity;
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -217,6 +218,8 @@ fn build_env(dialect: Dialect) -> Result<Arc<Env>, String> {
     env.add_extension(budget::extension)
         .map_err(|e| e.to_string())?;
     env.add_extension(k8s::extension)
+        .map_err(|e| e.to_string())?;
+    env.add_extension(quantity::extension)
         .map_err(|e| e.to_string())?;
     if dialect == Dialect::Kyverno {
         env.add_extension(kyverno_extension)
