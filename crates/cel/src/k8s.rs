@@ -1,6 +1,7 @@
 //! Kubernetes CEL libraries the `cel` crate lacks: the Kubernetes lists library (`isSorted`, `sum`, `min`, `max`,
 //! `indexOf`, `lastIndexOf`), `ext.Sets` (`sets.contains`, `sets.equivalent`, `sets.intersects`) and the Kubernetes
-//! regex library (`find`, `findAll`).
+//! regex library (`find`, `findAll`), and `cel.bind(name, value, expression)` (cel-go's `ext.Bindings`, a macro:
+//! `value` is evaluated once and named in `expression`).
 //!
 //! Cost: every function is linear in its input, except `sets.*`, which compare every pair of elements and refuse to
 //! compare more than [`MAX_PAIRS`] pairs (an error, so the failure policy applies); regular expressions are compiled
@@ -8,8 +9,10 @@
 
 use std::cmp::Ordering;
 
+use cel::common::ast::{ComprehensionExpr, Expr, IdedExpr, ListExpr, LiteralValue};
 use cel::common::types::{INT_TYPE, LIST_TYPE, STRING_TYPE};
 use cel::common::value::{CowVal, Val};
+use cel::parser::{Macro, MacroExprHelper, ParseError};
 use cel::{DeclarationError, Env, ExecutionError, Value};
 
 /// The most element pairs one `sets.*` call compares.
@@ -264,8 +267,51 @@ fn find_all_n<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, Execu
     find_all_up_to(&s, &re, Some(n))
 }
 
+/// Expands `cel.bind(name, value, expression)` into a comprehension over an empty list whose accumulator, `name`,
+/// starts as `value`: the result is `expression`, with `name` bound. Other `x.bind(...)` calls are left alone.
+fn bind_macro(
+    helper: &mut MacroExprHelper<'_>,
+    target: &mut Option<IdedExpr>,
+    args: &mut Vec<IdedExpr>,
+) -> Result<Option<IdedExpr>, ParseError> {
+    let is_cel =
+        matches!(target.as_ref().map(|t| &t.expr), Some(Expr::Ident(name)) if name == "cel");
+    if !is_cel || args.len() != 3 {
+        return Ok(None);
+    }
+    let result = args
+        .pop()
+        .ok_or_else(|| helper.new_error(0, "cel.bind needs 3 arguments"))?;
+    let init = args
+        .pop()
+        .ok_or_else(|| helper.new_error(0, "cel.bind needs 3 arguments"))?;
+    let var = args
+        .pop()
+        .ok_or_else(|| helper.new_error(0, "cel.bind needs 3 arguments"))?;
+    let Expr::Ident(name) = &var.expr else {
+        return Err(helper.new_error(
+            var.id,
+            "cel.bind() variable name must be a simple identifier",
+        ));
+    };
+    let name = name.clone();
+    let bind = ComprehensionExpr {
+        iter_range: helper.next_expr(Expr::List(ListExpr::new(Vec::new()))),
+        iter_var: "#unused".to_owned(),
+        iter_var2: None,
+        accu_var: name.clone(),
+        accu_init: init,
+        loop_cond: helper.next_expr(Expr::Literal(LiteralValue::Boolean(false.into()))),
+        loop_step: helper.next_expr(Expr::Ident(name)),
+        result,
+    };
+    target.take();
+    Ok(Some(helper.next_expr(Expr::Comprehension(Box::new(bind)))))
+}
+
 /// Registers the functions.
 pub fn extension(env: &mut Env) -> Result<(), DeclarationError> {
+    env.add_macro(Macro::receiver("bind", 3, bind_macro))?;
     env.add_member_overload("isSorted", "list.isSorted()", LIST_TYPE, vec![], is_sorted)?;
     env.add_member_overload("sum", "list.sum()", LIST_TYPE, vec![], sum)?;
     env.add_member_overload("min", "list.min()", LIST_TYPE, vec![], min)?;
@@ -378,6 +424,19 @@ mod tests {
         let e = eval("sets.contains(lists.range(2000), lists.range(2000))")
             .expect_err("too many pairs");
         assert!(e.to_string().contains("exceeds the cost limit"), "{e}");
+    }
+
+    #[test]
+    fn cel_bind() {
+        for src in [
+            "cel.bind(n, object.metadata.name, n + n == 'pp')",
+            "cel.bind(xs, [1, 2, 3], xs.all(x, x > 0) && size(xs) == 3)",
+            "cel.bind(a, 1, cel.bind(b, a + 1, a + b == 3))",
+        ] {
+            assert_eq!(eval(src), Ok(Value::Bool(true)), "{src}");
+        }
+        let bad = Program::compile("cel.bind('n', 1, n)");
+        assert!(bad.is_err());
     }
 
     #[test]
