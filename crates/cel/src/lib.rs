@@ -23,6 +23,7 @@ pub mod guard;
 pub mod k8s;
 pub mod kyverno;
 pub mod quantity;
+pub mod semver;
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -220,6 +221,8 @@ fn build_env(dialect: Dialect) -> Result<Arc<Env>, String> {
     env.add_extension(k8s::extension)
         .map_err(|e| e.to_string())?;
     env.add_extension(quantity::extension)
+        .map_err(|e| e.to_string())?;
+    env.add_extension(semver::extension)
         .map_err(|e| e.to_string())?;
     if dialect == Dialect::Kyverno {
         env.add_extension(kyverno_extension)
