@@ -22,6 +22,7 @@ pub mod checks;
 pub mod guard;
 pub mod k8s;
 pub mod kyverno;
+pub mod net;
 pub mod quantity;
 pub mod semver;
 
@@ -223,6 +224,8 @@ fn build_env(dialect: Dialect) -> Result<Arc<Env>, String> {
     env.add_extension(quantity::extension)
         .map_err(|e| e.to_string())?;
     env.add_extension(semver::extension)
+        .map_err(|e| e.to_string())?;
+    env.add_extension(net::extension)
         .map_err(|e| e.to_string())?;
     if dialect == Dialect::Kyverno {
         env.add_extension(kyverno_extension)
