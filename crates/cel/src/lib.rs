@@ -25,6 +25,7 @@ pub mod kyverno;
 pub mod net;
 pub mod quantity;
 pub mod semver;
+pub mod urls;
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -226,6 +227,8 @@ fn build_env(dialect: Dialect) -> Result<Arc<Env>, String> {
     env.add_extension(semver::extension)
         .map_err(|e| e.to_string())?;
     env.add_extension(net::extension)
+        .map_err(|e| e.to_string())?;
+    env.add_extension(urls::extension)
         .map_err(|e| e.to_string())?;
     if dialect == Dialect::Kyverno {
         env.add_extension(kyverno_extension)
