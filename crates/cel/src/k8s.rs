@@ -11,19 +11,17 @@ use std::cmp::Ordering;
 
 use cel::common::ast::{ComprehensionExpr, Expr, IdedExpr, ListExpr, LiteralValue};
 use cel::common::types::{INT_TYPE, LIST_TYPE, STRING_TYPE};
-use cel::common::value::{CowVal, Val};
+use cel::common::value::CowVal;
 use cel::parser::{Macro, MacroExprHelper, ParseError};
 use cel::{DeclarationError, Env, ExecutionError, Value};
+
+use crate::args::{take, text, value};
 
 /// The most element pairs one `sets.*` call compares.
 pub const MAX_PAIRS: usize = 1_000_000;
 
 /// The largest compiled regular expression (bytes of the compiled program).
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
-
-fn value(v: &CowVal<'_, '_>) -> Result<Value, ExecutionError> {
-    Value::try_from(v.as_ref() as &dyn Val)
-}
 
 fn list(function: &str, v: &CowVal<'_, '_>) -> Result<std::sync::Arc<Vec<Value>>, ExecutionError> {
     match value(v)? {
@@ -35,25 +33,8 @@ fn list(function: &str, v: &CowVal<'_, '_>) -> Result<std::sync::Arc<Vec<Value>>
     }
 }
 
-fn string(function: &str, v: &CowVal<'_, '_>) -> Result<String, ExecutionError> {
-    match value(v)? {
-        Value::String(s) => Ok(s.to_string()),
-        other => Err(ExecutionError::function_error(
-            function,
-            format!("expected a string, got {}", crate::type_name(&other)),
-        )),
-    }
-}
-
 fn owned<'b, 'v>(v: Value) -> Result<CowVal<'b, 'v>, ExecutionError> {
     Ok(CowVal::Owned(crate::bind::from_value(v)?))
-}
-
-fn take<'b, 'v, const N: usize>(
-    args: Vec<CowVal<'b, 'v>>,
-) -> Result<[CowVal<'b, 'v>; N], ExecutionError> {
-    args.try_into()
-        .map_err(|a: Vec<_>| ExecutionError::invalid_argument_count(N, a.len()))
 }
 
 /// CEL equality, with numbers compared across int, uint and double (`1 == 1u == 1.0`).
@@ -222,7 +203,7 @@ fn regex(function: &str, pattern: &str) -> Result<regex::Regex, ExecutionError> 
 
 fn find<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
     let [s, re] = take(args)?;
-    let (s, re) = (string("find", &s)?, string("find", &re)?);
+    let (s, re) = (text("find", &s)?, text("find", &re)?);
     let found = regex("find", &re)?
         .find(&s)
         .map(|m| m.as_str().to_string())
@@ -235,7 +216,7 @@ fn find_all_up_to<'b, 'v>(
     re: &CowVal<'b, 'v>,
     limit: Option<i64>,
 ) -> Result<CowVal<'b, 'v>, ExecutionError> {
-    let (s, re) = (string("findAll", s)?, string("findAll", re)?);
+    let (s, re) = (text("findAll", s)?, text("findAll", re)?);
     let limit = match limit {
         Some(n) if n >= 0 => usize::try_from(n).unwrap_or(usize::MAX),
         _ => usize::MAX,
@@ -373,17 +354,15 @@ pub fn extension(env: &mut Env) -> Result<(), DeclarationError> {
 
 #[cfg(test)]
 mod tests {
-    use crate::{Activation, EvalError, Limits, Program, ReviewBindings, Value};
-    use policyctl_core::admission::{Operation, Review};
+    use crate::{EvalError, Value};
     use serde_json::json;
 
     fn eval(src: &str) -> Result<Value, EvalError> {
-        let object = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
-            "spec": {"ports": [3, 1, 2], "names": ["b", "a"], "sorted": [1, 2, 2, 5]}});
-        let review = Review::for_object(object, None, Operation::Create);
-        let a = Activation::new(ReviewBindings::of(&review));
-        let p = Program::compile(src).expect("compiles");
-        a.evaluate(&p, &Limits::default())
+        crate::eval_on(
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+            "spec": {"ports": [3, 1, 2], "names": ["b", "a"], "sorted": [1, 2, 2, 5]}}),
+            src,
+        )
     }
 
     #[test]
@@ -435,7 +414,7 @@ mod tests {
         ] {
             assert_eq!(eval(src), Ok(Value::Bool(true)), "{src}");
         }
-        let bad = Program::compile("cel.bind('n', 1, n)");
+        let bad = crate::Program::compile("cel.bind('n', 1, n)");
         assert!(bad.is_err());
     }
 

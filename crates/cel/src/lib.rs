@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms)]
 
+mod args;
 pub mod bind;
 pub mod budget;
 pub mod checks;
@@ -637,3 +638,12 @@ impl Indexer for Variables {
 
 #[cfg(test)]
 mod tests;
+
+/// Evaluates `src` with `object` as the object of a CREATE review (the libraries' tests).
+#[cfg(test)]
+pub(crate) fn eval_on(object: Json, src: &str) -> Result<Value, EvalError> {
+    let review = Review::for_object(object, None, policyctl_core::admission::Operation::Create);
+    let activation = Activation::new(ReviewBindings::of(&review));
+    let program = Program::compile(src).map_err(|e| EvalError::Execution(e.to_string()))?;
+    activation.evaluate(&program, &Limits::default())
+}

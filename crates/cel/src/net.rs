@@ -8,9 +8,11 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use cel::common::types::{Type, STRING_TYPE};
-use cel::common::value::{CowVal, Val};
+use cel::common::value::CowVal;
 use cel::objects::Opaque;
 use cel::{DeclarationError, Env, ExecutionError, Value};
+
+use crate::args::{out, take, text, value};
 
 /// The CEL type name of addresses.
 pub const IP_TYPE_NAME: &str = "net.IP";
@@ -139,31 +141,6 @@ fn is_global_unicast(ip: IpAddr) -> bool {
         || ip.is_multicast()
         || is_link_local_unicast(ip)
         || broadcast)
-}
-
-fn value(v: &CowVal<'_, '_>) -> Result<Value, ExecutionError> {
-    Value::try_from(v.as_ref() as &dyn Val)
-}
-
-fn out<'b, 'v>(v: Value) -> Result<CowVal<'b, 'v>, ExecutionError> {
-    Ok(CowVal::Owned(v.try_into()?))
-}
-
-fn take<'b, 'v, const N: usize>(
-    args: Vec<CowVal<'b, 'v>>,
-) -> Result<[CowVal<'b, 'v>; N], ExecutionError> {
-    args.try_into()
-        .map_err(|a: Vec<_>| ExecutionError::invalid_argument_count(N, a.len()))
-}
-
-fn text(function: &str, v: &CowVal<'_, '_>) -> Result<String, ExecutionError> {
-    match value(v)? {
-        Value::String(s) => Ok(s.to_string()),
-        _ => Err(ExecutionError::function_error(
-            function,
-            "expected a string",
-        )),
-    }
 }
 
 /// An address argument: a `net.IP`, or a string that parses as one.
@@ -396,17 +373,15 @@ pub fn extension(env: &mut Env) -> Result<(), DeclarationError> {
 
 #[cfg(test)]
 mod tests {
-    use crate::{Activation, EvalError, Limits, Program, ReviewBindings, Value};
-    use policyctl_core::admission::{Operation, Review};
+    use crate::{EvalError, Value};
     use serde_json::json;
 
     fn eval(src: &str) -> Result<Value, EvalError> {
-        let object = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"},
-            "spec": {"clusterIP": "10.96.0.10", "loadBalancerSourceRanges": ["10.0.0.0/8", "192.168.1.0/24"]}});
-        let review = Review::for_object(object, None, Operation::Create);
-        let a = Activation::new(ReviewBindings::of(&review));
-        let p = Program::compile(src).expect("compiles");
-        a.evaluate(&p, &Limits::default())
+        crate::eval_on(
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"},
+            "spec": {"clusterIP": "10.96.0.10", "loadBalancerSourceRanges": ["10.0.0.0/8", "192.168.1.0/24"]}}),
+            src,
+        )
     }
 
     #[test]

@@ -10,9 +10,11 @@ use std::cmp::Ordering;
 use std::sync::Arc;
 
 use cel::common::types::{Type, INT_TYPE, STRING_TYPE};
-use cel::common::value::{CowVal, Val};
+use cel::common::value::CowVal;
 use cel::objects::Opaque;
 use cel::{DeclarationError, Env, ExecutionError, Value};
+
+use crate::args::{out, take, value, Comparison};
 
 /// The CEL type name.
 pub const TYPE_NAME: &str = "kubernetes.Quantity";
@@ -174,17 +176,6 @@ fn quantity_type() -> Type {
     Type::new_opaque_type(TYPE_NAME)
 }
 
-fn take<'b, 'v, const N: usize>(
-    args: Vec<CowVal<'b, 'v>>,
-) -> Result<[CowVal<'b, 'v>; N], ExecutionError> {
-    args.try_into()
-        .map_err(|a: Vec<_>| ExecutionError::invalid_argument_count(N, a.len()))
-}
-
-fn value(v: &CowVal<'_, '_>) -> Result<Value, ExecutionError> {
-    Value::try_from(v.as_ref() as &dyn Val)
-}
-
 fn quantity_arg(function: &str, v: &CowVal<'_, '_>) -> Result<Quantity, ExecutionError> {
     match value(v)? {
         Value::Opaque(o) => o.downcast_ref::<Quantity>().copied(),
@@ -192,10 +183,6 @@ fn quantity_arg(function: &str, v: &CowVal<'_, '_>) -> Result<Quantity, Executio
         _ => None,
     }
     .ok_or_else(|| ExecutionError::function_error(function, "expected a quantity"))
-}
-
-fn out<'b, 'v>(v: Value) -> Result<CowVal<'b, 'v>, ExecutionError> {
-    Ok(CowVal::Owned(v.try_into()?))
 }
 
 fn quantity_value(q: Quantity) -> Value {
@@ -253,23 +240,24 @@ fn as_float<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, Executi
     ))
 }
 
-fn ordering(function: &str, args: Vec<CowVal<'_, '_>>) -> Result<Ordering, ExecutionError> {
+fn comparison<'b, 'v>(
+    which: Comparison,
+    args: Vec<CowVal<'b, 'v>>,
+) -> Result<CowVal<'b, 'v>, ExecutionError> {
     let [a, b] = take(args)?;
-    Ok(quantity_arg(function, &a)?.compare(quantity_arg(function, &b)?))
+    which.result(quantity_arg(which.name(), &a)?.compare(quantity_arg(which.name(), &b)?))
 }
 
 fn compare_to<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
-    out(Value::Int(ordering("compareTo", args)? as i64))
+    comparison(Comparison::CompareTo, args)
 }
 
 fn greater<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
-    out(Value::Bool(
-        ordering("isGreaterThan", args)? == Ordering::Greater,
-    ))
+    comparison(Comparison::IsGreaterThan, args)
 }
 
 fn less<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
-    out(Value::Bool(ordering("isLessThan", args)? == Ordering::Less))
+    comparison(Comparison::IsLessThan, args)
 }
 
 fn arithmetic<'b, 'v>(
@@ -347,17 +335,15 @@ pub fn extension(env: &mut Env) -> Result<(), DeclarationError> {
 #[cfg(test)]
 mod tests {
     use super::Quantity;
-    use crate::{Activation, EvalError, Limits, Program, ReviewBindings, Value};
-    use policyctl_core::admission::{Operation, Review};
+    use crate::{EvalError, Value};
     use serde_json::json;
 
     fn eval(src: &str) -> Result<Value, EvalError> {
-        let object = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
-            "spec": {"containers": [{"resources": {"limits": {"memory": "512Mi", "cpu": "500m"}}}]}});
-        let review = Review::for_object(object, None, Operation::Create);
-        let a = Activation::new(ReviewBindings::of(&review));
-        let p = Program::compile(src).expect("compiles");
-        a.evaluate(&p, &Limits::default())
+        crate::eval_on(
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+            "spec": {"containers": [{"resources": {"limits": {"memory": "512Mi", "cpu": "500m"}}}]}}),
+            src,
+        )
     }
 
     #[test]

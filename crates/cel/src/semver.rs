@@ -4,13 +4,14 @@
 //! patch numbers and leading zeros are accepted first (`v1.02` → `1.2.0`). Comparison is semver precedence (build
 //! metadata ignored).
 
-use std::cmp::Ordering;
 use std::sync::Arc;
 
 use cel::common::types::{Type, BOOL_TYPE, STRING_TYPE};
-use cel::common::value::{CowVal, Val};
+use cel::common::value::CowVal;
 use cel::objects::Opaque;
 use cel::{DeclarationError, Env, ExecutionError, Value};
+
+use crate::args::{out, take, value, Comparison};
 
 /// The CEL type name.
 pub const TYPE_NAME: &str = "kubernetes.Semver";
@@ -59,14 +60,6 @@ pub fn parse(s: &str, normalize: bool) -> Option<Semver> {
 
 fn semver_type() -> Type {
     Type::new_opaque_type(TYPE_NAME)
-}
-
-fn value(v: &CowVal<'_, '_>) -> Result<Value, ExecutionError> {
-    Value::try_from(v.as_ref() as &dyn Val)
-}
-
-fn out<'b, 'v>(v: Value) -> Result<CowVal<'b, 'v>, ExecutionError> {
-    Ok(CowVal::Owned(v.try_into()?))
 }
 
 /// The string and the `normalize` flag of `semver`/`isSemver`.
@@ -134,27 +127,28 @@ fn patch<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionE
     component("patch", args, |v| v.patch)
 }
 
-fn ordering(function: &str, args: Vec<CowVal<'_, '_>>) -> Result<Ordering, ExecutionError> {
-    let [a, b]: [CowVal<'_, '_>; 2] = args
-        .try_into()
-        .map_err(|a: Vec<_>| ExecutionError::invalid_argument_count(2, a.len()))?;
-    Ok(version(function, &a)?
-        .0
-        .cmp_precedence(&version(function, &b)?.0))
+fn comparison<'b, 'v>(
+    which: Comparison,
+    args: Vec<CowVal<'b, 'v>>,
+) -> Result<CowVal<'b, 'v>, ExecutionError> {
+    let [a, b] = take(args)?;
+    which.result(
+        version(which.name(), &a)?
+            .0
+            .cmp_precedence(&version(which.name(), &b)?.0),
+    )
 }
 
 fn compare_to<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
-    out(Value::Int(ordering("compareTo", args)? as i64))
+    comparison(Comparison::CompareTo, args)
 }
 
 fn greater<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
-    out(Value::Bool(
-        ordering("isGreaterThan", args)? == Ordering::Greater,
-    ))
+    comparison(Comparison::IsGreaterThan, args)
 }
 
 fn less<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
-    out(Value::Bool(ordering("isLessThan", args)? == Ordering::Less))
+    comparison(Comparison::IsLessThan, args)
 }
 
 /// Registers the type and its functions.
@@ -203,17 +197,15 @@ pub fn extension(env: &mut Env) -> Result<(), DeclarationError> {
 
 #[cfg(test)]
 mod tests {
-    use crate::{Activation, EvalError, Limits, Program, ReviewBindings, Value};
-    use policyctl_core::admission::{Operation, Review};
+    use crate::{EvalError, Value};
     use serde_json::json;
 
     fn eval(src: &str) -> Result<Value, EvalError> {
-        let object = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p",
-            "labels": {"version": "1.4.2"}}});
-        let review = Review::for_object(object, None, Operation::Create);
-        let a = Activation::new(ReviewBindings::of(&review));
-        let p = Program::compile(src).expect("compiles");
-        a.evaluate(&p, &Limits::default())
+        crate::eval_on(
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p",
+            "labels": {"version": "1.4.2"}}}),
+            src,
+        )
     }
 
     #[test]

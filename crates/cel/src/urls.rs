@@ -6,9 +6,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use cel::common::types::{Type, STRING_TYPE};
-use cel::common::value::{CowVal, Val};
+use cel::common::value::CowVal;
 use cel::objects::Opaque;
 use cel::{DeclarationError, Env, ExecutionError, Value};
+
+use crate::args::{out, text, value};
 
 /// The CEL type name.
 pub const TYPE_NAME: &str = "net.URL";
@@ -81,24 +83,6 @@ impl Url {
             None => self.host.split_once(':').map_or("", |(_, p)| p),
         };
         after.strip_prefix(':').unwrap_or(after)
-    }
-}
-
-fn value(v: &CowVal<'_, '_>) -> Result<Value, ExecutionError> {
-    Value::try_from(v.as_ref() as &dyn Val)
-}
-
-fn out<'b, 'v>(v: Value) -> Result<CowVal<'b, 'v>, ExecutionError> {
-    Ok(CowVal::Owned(v.try_into()?))
-}
-
-fn text(function: &str, v: &CowVal<'_, '_>) -> Result<String, ExecutionError> {
-    match value(v)? {
-        Value::String(s) => Ok(s.to_string()),
-        _ => Err(ExecutionError::function_error(
-            function,
-            "expected a string",
-        )),
     }
 }
 
@@ -199,17 +183,15 @@ pub fn extension(env: &mut Env) -> Result<(), DeclarationError> {
 
 #[cfg(test)]
 mod tests {
-    use crate::{Activation, EvalError, Limits, Program, ReviewBindings, Value};
-    use policyctl_core::admission::{Operation, Review};
+    use crate::{EvalError, Value};
     use serde_json::json;
 
     fn eval(src: &str) -> Result<Value, EvalError> {
-        let object = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"},
-            "data": {"endpoint": "https://user@api.example.com:8443/v1/items?x=1&x=2&y=z"}});
-        let review = Review::for_object(object, None, Operation::Create);
-        let a = Activation::new(ReviewBindings::of(&review));
-        let p = Program::compile(src).expect("compiles");
-        a.evaluate(&p, &Limits::default())
+        crate::eval_on(
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"},
+            "data": {"endpoint": "https://user@api.example.com:8443/v1/items?x=1&x=2&y=z"}}),
+            src,
+        )
     }
 
     #[test]
