@@ -24,6 +24,7 @@ pub mod engine {
             Box::new(kyverno::KyvernoEngine),
             Box::new(rego::RegoEngine),
             Box::new(vpol::ValidatingPolicyEngine),
+            Box::new(vpol::vap::ValidatingAdmissionPolicyEngine),
         ]
     }
 }
