@@ -1,4 +1,5 @@
-//! The Kyverno CEL libraries that need no network: `resource.Get` / `resource.List` (cluster resources, from the
+//! The Kyverno CEL libraries that need no network: `resource.Get` / `resource.List` (also spelled `resource.get` /
+//! `resource.list`; cluster resources, from the
 //! cluster context when serving and from a test's context file when testing), `image.GetMetadata` (image data, from
 //! a test's context file; the webhook does not query registries), `parseServiceAccount` and `time.now()`.
 //!
@@ -142,6 +143,19 @@ pub fn extension(env: &mut Env) -> Result<(), DeclarationError> {
     env.add_overload(
         "resource.List",
         "kyverno_resource_list",
+        vec![STRING_TYPE, STRING_TYPE, STRING_TYPE],
+        resource_list,
+    )?;
+    // The lower-case spellings newer Kyverno policies use.
+    env.add_overload(
+        "resource.get",
+        "kyverno_resource_get_lower",
+        vec![STRING_TYPE, STRING_TYPE, STRING_TYPE, STRING_TYPE],
+        resource_get,
+    )?;
+    env.add_overload(
+        "resource.list",
+        "kyverno_resource_list_lower",
         vec![STRING_TYPE, STRING_TYPE, STRING_TYPE],
         resource_list,
     )?;

@@ -261,6 +261,8 @@ fn kyverno_libraries_read_the_data_source() {
     for src in [
         "variables.regs == ['ghcr.io', 'quay.io']",
         "resource.List('apps/v1', 'deployments', 'default').items.map(i, i.metadata.name) == ['a', 'b']",
+        "resource.list('apps/v1', 'deployments', 'default') == resource.List('apps/v1', 'deployments', 'default')",
+        "resource.get('v1', 'configmaps', 'default', 'regs') == resource.Get('v1', 'configmaps', 'default', 'regs')",
         "image.GetMetadata('root:1').config.User == '0' && image.GetMetadata('app:1').config.User == '1000'",
         "parseServiceAccount('system:serviceaccount:ns:sa').Name == 'sa' && parseServiceAccount('alice').Namespace == ''",
         "time.now() > timestamp('2024-01-01T00:00:00Z') && time.now() - duration('1h') < time.now()",
