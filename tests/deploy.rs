@@ -973,7 +973,11 @@ fn audit_component_runs_one_writer_with_the_report_crds_and_least_privilege() {
     let mut check = std::process::Command::new(env!("CARGO_BIN_EXE_policyctl"));
     check.args(&args).arg("--help");
     let status = check.output().expect("run policyctl");
-    assert!(status.status.success(), "{args:?}: {}", String::from_utf8_lossy(&status.stderr));
+    assert!(
+        status.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
 
     // The CRDs: both report kinds at wgpolicyk8s.io/v1alpha2, structural schemas.
     let crds = rendered.of_kind("CustomResourceDefinition");
@@ -989,7 +993,10 @@ fn audit_component_runs_one_writer_with_the_report_crds_and_least_privilege() {
     kinds.sort();
     assert_eq!(
         kinds,
-        [("ClusterPolicyReport", "Cluster"), ("PolicyReport", "Namespaced")]
+        [
+            ("ClusterPolicyReport", "Cluster"),
+            ("PolicyReport", "Namespaced")
+        ]
     );
     for crd in crds {
         assert_eq!(crd["spec"]["group"], "wgpolicyk8s.io");
@@ -1004,7 +1011,10 @@ fn audit_component_runs_one_writer_with_the_report_crds_and_least_privilege() {
             str_list(&result["result"]["enum"]),
             ["pass", "fail", "warn", "error", "skip"]
         );
-        assert_eq!(schema["properties"]["summary"]["properties"]["fail"]["type"], "integer");
+        assert_eq!(
+            schema["properties"]["summary"]["properties"]["fail"]["type"],
+            "integer"
+        );
     }
 
     // RBAC: writes only on the reports; only list on the audited kinds; the cluster context's reads shared.
@@ -1036,5 +1046,8 @@ fn audit_component_runs_one_writer_with_the_report_crds_and_least_privilege() {
     for (key, value) in service["spec"]["selector"].as_object().expect("selector") {
         assert_eq!(&labels[key], value);
     }
-    assert_eq!(service["spec"]["selector"]["app.kubernetes.io/component"], "audit");
+    assert_eq!(
+        service["spec"]["selector"]["app.kubernetes.io/component"],
+        "audit"
+    );
 }

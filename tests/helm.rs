@@ -444,7 +444,10 @@ fn audit_is_off_by_default_and_runs_one_writer_when_on() {
     assert_eq!(values["audit"]["installCRDs"], true);
     assert!(values["audit"]["interval"].is_string());
     let audit = read(&chart().join("templates/audit.yaml"));
-    assert!(audit.starts_with("{{- if .Values.audit.enabled }}"), "gated by audit.enabled");
+    assert!(
+        audit.starts_with("{{- if .Values.audit.enabled }}"),
+        "gated by audit.enabled"
+    );
     let crds = read(&chart().join("templates/audit-crds.yaml"));
     assert!(
         crds.starts_with("{{- if and .Values.audit.enabled .Values.audit.installCRDs }}"),
@@ -518,6 +521,9 @@ fn audit_crds_match_the_kustomize_component() {
     assert_eq!(chart.len(), 2);
     for (ours, theirs) in chart.iter().zip(&kustomize) {
         assert_eq!(ours["metadata"]["name"], theirs["metadata"]["name"]);
-        assert_eq!(ours["spec"], theirs["spec"], "the chart's CRD differs from the component's");
+        assert_eq!(
+            ours["spec"], theirs["spec"],
+            "the chart's CRD differs from the component's"
+        );
     }
 }

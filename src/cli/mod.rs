@@ -542,7 +542,10 @@ mod tests {
         assert!(parse(&[]).is_err(), "files or --cluster");
         assert!(parse(&["m.yaml"]).is_ok());
         assert!(parse(&["--cluster", "m.yaml"]).is_err(), "not both");
-        assert!(parse(&["--interval", "1h", "m.yaml"]).is_err(), "--interval needs --cluster");
+        assert!(
+            parse(&["--interval", "1h", "m.yaml"]).is_err(),
+            "--interval needs --cluster"
+        );
         assert!(parse(&["--cluster", "--page-size", "0"]).is_err());
         let args = parse(&["--cluster", "--interval", "30m"]).expect("parses");
         assert!(args.cluster);

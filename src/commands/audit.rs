@@ -160,7 +160,9 @@ async fn first_set(store: &PolicyStore) -> anyhow::Result<Arc<PolicySet>> {
             anyhow::bail!("the policies did not load:\n{}", errors.join("\n"));
         }
         if start.elapsed() > START_LIMIT {
-            anyhow::bail!("no policy set loaded within {START_LIMIT:?} (the namespaces could not be listed?)");
+            anyhow::bail!(
+                "no policy set loaded within {START_LIMIT:?} (the namespaces could not be listed?)"
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -170,7 +172,8 @@ async fn first_set(store: &PolicyStore) -> anyhow::Result<Arc<PolicySet>> {
 /// failed, so the first audit sees the referential data.
 async fn settle(status: &SourcesStatus) {
     let start = tokio::time::Instant::now();
-    while status.syncs().iter().any(|sync| sync.state == "syncing") && start.elapsed() < START_LIMIT {
+    while status.syncs().iter().any(|sync| sync.state == "syncing") && start.elapsed() < START_LIMIT
+    {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

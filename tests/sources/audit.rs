@@ -190,8 +190,9 @@ async fn cluster_audit_lists_evaluates_and_writes_the_reports() {
     let audit_lists: Vec<_> = api
         .lists()
         .into_iter()
-        .filter(|l| l.path == "/api/v1/configmaps" && l.limit == Some(2))
+        .filter(|l| l.path == "/api/v1/configmaps" && l.selector.is_none())
         .collect();
+    assert!(audit_lists.iter().all(|l| l.limit == Some(2)));
     assert_eq!(
         audit_lists.iter().map(|l| l.returned).collect::<Vec<_>>(),
         [2, 1]
@@ -211,7 +212,11 @@ async fn cluster_audit_lists_evaluates_and_writes_the_reports() {
         json!({"pass": 1, "fail": 1, "warn": 0, "error": 0, "skip": 0})
     );
     let bad = results_for(shop, "bad");
-    assert_eq!(bad.len(), 1, "background: false policies are left out: {shop}");
+    assert_eq!(
+        bad.len(),
+        1,
+        "background: false policies are left out: {shop}"
+    );
     assert_eq!(bad[0]["policy"], "configmaps-need-team");
     assert_eq!(bad[0]["result"], "fail");
     assert_eq!(bad[0]["severity"], "low");
@@ -228,7 +233,10 @@ async fn cluster_audit_lists_evaluates_and_writes_the_reports() {
     // The cluster-scoped report: the Gatekeeper constraint on Namespaces.
     let cluster_reports = api.reports("ClusterPolicyReport");
     assert_eq!(
-        cluster_reports.keys().map(|(_, n)| n.as_str()).collect::<Vec<_>>(),
+        cluster_reports
+            .keys()
+            .map(|(_, n)| n.as_str())
+            .collect::<Vec<_>>(),
         ["policyctl-cluster"],
         "the stale split report is gone"
     );
@@ -272,7 +280,9 @@ async fn cluster_audit_lists_evaluates_and_writes_the_reports() {
     assert_eq!(again.deleted, 0);
     let metrics = setup.target.metrics.encode();
     assert!(
-        metrics.contains(r#"policyctl_audit_violations{policy="configmaps-need-team",engine="kyverno"} 0"#),
+        metrics.contains(
+            r#"policyctl_audit_violations{policy="configmaps-need-team",engine="kyverno"} 0"#
+        ),
         "{metrics}"
     );
 }
@@ -300,7 +310,10 @@ async fn reports_are_split_and_stale_splits_removed() {
     assert_eq!(names(api), ["policyctl-shop", "policyctl-shop-2"]);
     let reports = api.reports("PolicyReport");
     let second = &reports[&("shop".to_string(), "policyctl-shop-2".to_string())];
-    assert_eq!(second["summary"]["fail"], 1, "each split has its own summary");
+    assert_eq!(
+        second["summary"]["fail"], 1,
+        "each split has its own summary"
+    );
 
     api.delete("shop", "c");
     let done = setup.audit(options).await;
@@ -326,7 +339,11 @@ async fn a_dry_run_writes_nothing_and_a_forbidden_kind_is_skipped() {
         .await;
     assert_eq!(done.kinds, ["v1 ConfigMap"]);
     assert_eq!(done.skipped.len(), 1, "{done:?}");
-    assert!(done.skipped[0].1.contains("forbidden"), "{:?}", done.skipped);
+    assert!(
+        done.skipped[0].1.contains("forbidden"),
+        "{:?}",
+        done.skipped
+    );
     assert_eq!(done.audit.reports.len(), 1, "the report is produced");
     assert!(api.applies().is_empty() && api.deletes().is_empty());
     let metrics = setup.target.metrics.encode();
@@ -353,16 +370,100 @@ async fn a_large_list_is_audited_a_page_at_a_time() {
             ..ClusterAuditOptions::default()
         })
         .await;
-    assert_eq!(done.audit.resources, 20_003, "every ConfigMap and Namespace");
+    assert_eq!(
+        done.audit.resources, 20_003,
+        "every ConfigMap and Namespace"
+    );
     let pages: Vec<_> = api
         .lists()
         .into_iter()
-        .filter(|l| l.path == "/api/v1/configmaps" && l.limit == Some(500))
+        .filter(|l| l.path == "/api/v1/configmaps" && l.selector.is_none())
         .collect();
     assert_eq!(pages.len(), 41, "20,001 ConfigMaps in pages of 500");
-    assert!(pages.iter().all(|p| p.returned <= 500));
+    assert!(pages
+        .iter()
+        .all(|p| p.limit == Some(500) && p.returned <= 500));
     assert!(done.peak_objects <= 500, "{}", done.peak_objects);
     // Results: the one ConfigMap in shop and the two Namespaces.
     assert_eq!(done.audit.totals().fail, 1);
     assert_eq!(done.audit.totals().pass, 2);
+}
+
+/// The command: `policyctl audit --cluster` with a kubeconfig naming the fake API server, once, then every
+/// `--interval` with the admin listener serving the audit metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_audits_the_cluster_once_or_every_interval() {
+    let api = FakeApi::start().await;
+    api.apply_namespace("shop", &[("audit", "on"), ("owner", "ann")]);
+    api.apply("shop", "bad", &[], &[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).expect("mkdir");
+    std::fs::write(policies.join("kyverno.yaml"), POLICIES).expect("write");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\nusers:\n- name: me\n  user: {{}}\n\
+             contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: me\n    namespace: default\ncurrent-context: fake\n",
+            api.url()
+        ),
+    )
+    .expect("kubeconfig");
+    let command = || {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_policyctl"));
+        command
+            .env("KUBECONFIG", &kubeconfig)
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .arg("audit")
+            .arg("--cluster")
+            .arg("--policies")
+            .arg(&policies)
+            .kill_on_drop(true);
+        command
+    };
+    let output = command()
+        .args(["-o", "json", "--page-size", "1"])
+        .output()
+        .await
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let list: Value = serde_json::from_slice(&output.stdout).expect("a JSON List");
+    assert_eq!(list["items"][0]["metadata"]["name"], "policyctl-shop");
+    assert!(stderr.contains("1 reports written"), "{stderr}");
+    assert_eq!(api.reports("PolicyReport").len(), 1);
+
+    // Every interval, with /metrics on the admin listener.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let mut child = command()
+        .args(["--interval", "1h", "--admin-addr"])
+        .arg(format!("127.0.0.1:{port}"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starts");
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut metrics = String::new();
+    // A failure limit (20 s), not a timing claim.
+    for _ in 0..400 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            let (status, text) = crate::support::admin_get(addr, "/metrics").await;
+            if status == 200 && text.contains("policyctl_audit_runs_total{outcome=\"complete\"} 1")
+            {
+                metrics = text;
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let _ = child.kill().await;
+    assert!(
+        metrics.contains(
+            r#"policyctl_audit_violations{policy="configmaps-need-team",engine="kyverno"} 1"#
+        ),
+        "{metrics}"
+    );
 }

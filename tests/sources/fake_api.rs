@@ -23,9 +23,9 @@ use std::sync::{Arc, Mutex};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use axum::http::{header, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::http::HeaderMap;
 use axum::routing::get;
 use axum::Router;
 use serde_json::{json, Value};
@@ -70,6 +70,8 @@ pub struct ListServed {
     pub returned: usize,
     /// Whether it was a metadata-only list.
     pub metadata_only: bool,
+    /// The label selector.
+    pub selector: Option<String>,
 }
 
 /// The fake API server.
@@ -139,6 +141,11 @@ impl FakeApi {
             .with_state(api.clone());
         tokio::spawn(async move { axum::serve(listener, router).await });
         api
+    }
+
+    /// Its base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
     }
 
     /// A kube client talking to this fake, with `namespace` as its default namespace.
@@ -590,6 +597,7 @@ fn list_or_watch_as(api: FakeApi, scope: Scope, uri: &Uri, metadata_only: bool) 
         limit,
         returned,
         metadata_only,
+        selector: selector.clone(),
     });
     let body = json!({
         "apiVersion": "v1",
@@ -677,7 +685,10 @@ async fn get_cluster_policy_report(
     State(api): State<FakeApi>,
     Path(name): Path<String>,
 ) -> Response {
-    get_object(&api, ("ClusterPolicyReport".to_string(), String::new(), name))
+    get_object(
+        &api,
+        ("ClusterPolicyReport".to_string(), String::new(), name),
+    )
 }
 
 async fn apply_policy_report(
@@ -687,7 +698,15 @@ async fn apply_policy_report(
     uri: Uri,
     body: Bytes,
 ) -> Response {
-    apply(&api, "PolicyReport", &namespace, &name, &headers, &uri, &body)
+    apply(
+        &api,
+        "PolicyReport",
+        &namespace,
+        &name,
+        &headers,
+        &uri,
+        &body,
+    )
 }
 
 async fn apply_cluster_policy_report(
@@ -697,7 +716,15 @@ async fn apply_cluster_policy_report(
     uri: Uri,
     body: Bytes,
 ) -> Response {
-    apply(&api, "ClusterPolicyReport", "", &name, &headers, &uri, &body)
+    apply(
+        &api,
+        "ClusterPolicyReport",
+        "",
+        &name,
+        &headers,
+        &uri,
+        &body,
+    )
 }
 
 async fn delete_policy_report(
@@ -711,7 +738,10 @@ async fn delete_cluster_policy_report(
     State(api): State<FakeApi>,
     Path(name): Path<String>,
 ) -> Response {
-    delete_object(&api, ("ClusterPolicyReport".to_string(), String::new(), name))
+    delete_object(
+        &api,
+        ("ClusterPolicyReport".to_string(), String::new(), name),
+    )
 }
 
 fn status(code: StatusCode, reason: &str, message: String) -> Response {
@@ -756,7 +786,11 @@ fn apply(
         );
     };
     let Ok(object) = serde_json::from_slice::<Value>(body) else {
-        return status(StatusCode::BAD_REQUEST, "BadRequest", "the body is not JSON".into());
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "the body is not JSON".into(),
+        );
     };
     if object["kind"] != kind
         || object["metadata"]["name"] != name

@@ -372,14 +372,22 @@ impl Metrics {
 
     /// Count an audit error at `stage` (`discovery`, `list`, `write`, `cleanup`).
     pub fn audit_error(&self, stage: &'static str) {
-        self.audit_errors.get_or_create(&StageLabels { stage }).inc();
+        self.audit_errors
+            .get_or_create(&StageLabels { stage })
+            .inc();
     }
 
     /// Record the end of an audit run; a complete one replaces the last audit's gauges (policies no longer in the
     /// set lose their series).
     pub fn record_audit(&self, record: Option<&AuditRecord>) {
-        let outcome = if record.is_some() { "complete" } else { "failed" };
-        self.audit_runs.get_or_create(&OutcomeLabels { outcome }).inc();
+        let outcome = if record.is_some() {
+            "complete"
+        } else {
+            "failed"
+        };
+        self.audit_runs
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
