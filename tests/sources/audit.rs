@@ -98,9 +98,18 @@ struct Setup {
 }
 
 async fn setup(api: FakeApi) -> Setup {
+    setup_with(
+        api,
+        &[("kyverno.yaml", POLICIES), ("gatekeeper.yaml", TEMPLATE)],
+    )
+    .await
+}
+
+async fn setup_with(api: FakeApi, files: &[(&str, &str)]) -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("kyverno.yaml"), POLICIES).expect("write");
-    std::fs::write(dir.path().join("gatekeeper.yaml"), TEMPLATE).expect("write");
+    for (name, content) in files {
+        std::fs::write(dir.path().join(name), content).expect("write");
+    }
     let target = Target::new();
     let running = start(&api, dir.path(), &target).await;
     let set = target.until_generation(1).await;
@@ -466,4 +475,28 @@ async fn the_command_audits_the_cluster_once_or_every_interval() {
         ),
         "{metrics}"
     );
+}
+
+/// A policy that may match any kind (plain Rego) makes the audit list every listable kind the API server serves,
+/// except the reports' own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_matching_any_kind_audits_every_listable_kind() {
+    let api = FakeApi::start().await;
+    api.apply_namespace("shop", &[]);
+    api.apply("shop", "settings", &[], &[]);
+    api.apply_ingress("shop", "front", "shop.example.com");
+    let rego = "package anything\n\ndeny contains \"no\" if input.request.object.metadata.name == \"front\"\n";
+    let setup = setup_with(api, &[("anything.rego", rego)]).await;
+    let done = setup.audit(ClusterAuditOptions::default()).await;
+    assert_eq!(
+        done.kinds,
+        [
+            "v1 ConfigMap",
+            "v1 Namespace",
+            "networking.k8s.io/v1 Ingress"
+        ],
+        "{done:?}"
+    );
+    assert_eq!(done.audit.resources, 3);
+    assert_eq!(done.audit.totals().fail, 1, "the Ingress");
 }

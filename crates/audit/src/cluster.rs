@@ -494,8 +494,8 @@ fn as_resource(object: DynamicObject, resource: &ApiResource) -> Value {
     value
 }
 
-/// Run `auditor` every `interval` against the store's active set until `stop` completes; the first run starts once
-/// a set is active. A failed run is retried at the next interval.
+/// Run `auditor` every `interval` against the store's active set until `stop` completes; a run that is due while no
+/// set is active starts as soon as one is. A failed run is retried at the next interval.
 pub async fn run_every(
     auditor: ClusterAuditor,
     store: Arc<policyctl_engines::policy::store::PolicyStore>,
@@ -511,9 +511,15 @@ pub async fn run_every(
             _ = &mut stop => return,
             _ = ticker.tick() => {}
         }
-        let Some(set) = store.current() else {
-            tracing::info!("no policy set is active yet; the audit waits for one");
-            continue;
+        // Before the first set is active (or while none is), wait for one rather than for the next interval.
+        let set = loop {
+            if let Some(set) = store.current() {
+                break set;
+            }
+            tokio::select! {
+                _ = &mut stop => return,
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
         };
         tokio::select! {
             _ = &mut stop => return,
