@@ -188,7 +188,7 @@ fn describe(resource: &ApiResource) -> String {
 
 /// Whether a list failure is the API server refusing (RBAC, not served) rather than failing.
 fn refused(err: &kube::Error) -> bool {
-    matches!(err, kube::Error::Api(status) if matches!(status.code, 403 | 404 | 405))
+    matches!(err, kube::Error::Api(status) if matches!(status.code, 403..=405))
 }
 
 /// The report resources.

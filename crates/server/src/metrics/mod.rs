@@ -403,7 +403,7 @@ impl Metrics {
         self.audit_resources.set(count(record.resources));
         for (result, n) in &record.results {
             self.audit_results
-                .get_or_create(&ResultLabels { result: *result })
+                .get_or_create(&ResultLabels { result })
                 .set(count(*n));
         }
         self.audit_violations.clear();
@@ -411,7 +411,7 @@ impl Metrics {
             self.audit_violations
                 .get_or_create(&PolicyLabels {
                     policy: policy.clone(),
-                    engine: *engine,
+                    engine,
                 })
                 .set(count(*n));
         }
