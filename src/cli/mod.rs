@@ -77,21 +77,43 @@ pub struct AuditArgs {
     pub cluster: bool,
     /// With --cluster: audit again every interval (e.g. `1h`), serving /metrics and /healthz on --admin-addr,
     /// until SIGTERM; without it, audit once and exit.
-    #[arg(long, requires = "cluster", value_parser = positive_duration)]
+    #[arg(long, value_parser = positive_duration)]
     pub interval: Option<Duration>,
     /// With --cluster: objects per list request (`limit`); the audit holds at most one page of objects at a time.
-    #[arg(long, requires = "cluster", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
     pub page_size: u32,
     /// With --cluster: results per report at most; a namespace with more gets `policyctl-NS-2`, ... (an API object
     /// must stay under the API server's size limit).
-    #[arg(long, requires = "cluster", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_results_per_report: u64,
     /// With --cluster: evaluate and print, write nothing.
-    #[arg(long, requires = "cluster")]
+    #[arg(long)]
     pub dry_run: bool,
     /// With --cluster --interval: address of the plain-HTTP admin listener (/healthz, /readyz, /metrics, /status).
     #[arg(long, default_value = "0.0.0.0:9090", env = "POLICYCTL_ADMIN_ADDR")]
     pub admin_addr: SocketAddr,
+}
+
+impl AuditArgs {
+    /// Check what clap cannot: the cluster-only options are not given without `--cluster` (clap's `requires` is
+    /// satisfied by a flag's default value).
+    pub fn check(&self) -> Result<(), String> {
+        if self.cluster {
+            return Ok(());
+        }
+        let given: Vec<&str> = [
+            ("--interval", self.interval.is_some()),
+            ("--dry-run", self.dry_run),
+        ]
+        .into_iter()
+        .filter_map(|(flag, set)| set.then_some(flag))
+        .collect();
+        if given.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{} only apply with --cluster", given.join(", ")))
+        }
+    }
 }
 
 /// `policyctl audit` output.
@@ -534,7 +556,7 @@ mod tests {
             let mut all = vec!["policyctl", "audit"];
             all.extend_from_slice(args);
             match Cli::try_parse_from(all).map(|cli| cli.command) {
-                Ok(Command::Audit(args)) => Ok(args),
+                Ok(Command::Audit(args)) => args.check().map(|()| args),
                 Ok(_) => panic!("audit"),
                 Err(err) => Err(err.to_string()),
             }
@@ -542,9 +564,11 @@ mod tests {
         assert!(parse(&[]).is_err(), "files or --cluster");
         assert!(parse(&["m.yaml"]).is_ok());
         assert!(parse(&["--cluster", "m.yaml"]).is_err(), "not both");
+        let alone =
+            parse(&["--interval", "1h", "--dry-run", "m.yaml"]).expect_err("needs --cluster");
         assert!(
-            parse(&["--interval", "1h", "m.yaml"]).is_err(),
-            "--interval needs --cluster"
+            alone.contains("--interval, --dry-run only apply with --cluster"),
+            "{alone}"
         );
         assert!(parse(&["--cluster", "--page-size", "0"]).is_err());
         let args = parse(&["--cluster", "--interval", "30m"]).expect("parses");
