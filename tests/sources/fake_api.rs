@@ -13,7 +13,8 @@
 //! For the cluster audit: discovery (`/api`, `/apis` and each group version's resources), paged lists (`limit` and
 //! `continue`, as the API server pages: a continue token while more objects remain; every list is recorded, see
 //! [`FakeApi::lists`]), metadata-only lists (`Accept: ...;as=PartialObjectMetadataList`), and the
-//! `wgpolicyk8s.io/v1alpha2` PolicyReports and ClusterPolicyReports: server-side apply (PATCH
+//! `wgpolicyk8s.io/v1alpha2` PolicyReports and ClusterPolicyReports (`/apis` also lists `metrics.k8s.io/v1beta1`, whose
+//! discovery fails, as an aggregated API that is down does): server-side apply (PATCH
 //! `application/apply-patch+yaml`, which must name a field manager), GET, DELETE, and lists by label.
 
 use std::collections::BTreeMap;
@@ -628,6 +629,8 @@ async fn api_groups() -> Response {
         &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [
             group("networking.k8s.io", "v1"),
             group("wgpolicyk8s.io", "v1alpha2"),
+            // Listed but its discovery answers 404: an aggregated API whose backend is down.
+            group("metrics.k8s.io", "v1beta1"),
         ]}),
     )
 }

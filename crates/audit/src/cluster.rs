@@ -4,7 +4,8 @@
 //! - Kinds: the union of the scopes of the set's validating policies (the same scopes the webhook's selection index
 //!   is built from), resolved by discovery to the preferred version of each group; a wildcard scope (a policy that
 //!   may match any kind, like a plain Rego policy) means every listable kind, as Gatekeeper's audit does. The
-//!   reports' own kinds are never audited.
+//!   reports' own kinds are never audited. A group whose discovery fails (an aggregated API that is down) is
+//!   skipped with a warning, not a failed run.
 //! - Bounded memory and API load: each kind is listed in pages of `page_size` objects (`limit` and `continue`); a
 //!   page is evaluated and dropped before the next is asked for, so the audit holds one page of objects and the
 //!   results. Pages are fetched one after the other, never in parallel.
@@ -23,7 +24,8 @@ use std::time::{Duration, Instant};
 use kube::api::{
     ApiResource, DeleteParams, DynamicObject, ListParams, ObjectList, Patch, PatchParams,
 };
-use kube::discovery::{verbs, Discovery};
+use kube::core::GroupVersion;
+use kube::discovery::{self, verbs};
 use kube::{Api, Client};
 use serde_json::Value;
 
@@ -275,9 +277,12 @@ impl ClusterAuditor {
         started: Instant,
     ) -> Result<ClusterAudit, ClusterAuditError> {
         let mut done = ClusterAudit::default();
-        let resources = self.discover(&set).await.inspect_err(|_| {
-            self.metrics.audit_error("discovery");
-        })?;
+        let resources = self
+            .discover(&set, &mut done.skipped)
+            .await
+            .inspect_err(|_| {
+                self.metrics.audit_error("discovery");
+            })?;
         let mut auditor = Some(Auditor::new(cluster, self.options.timeout));
         for resource in resources {
             let kind = describe(&resource);
@@ -338,36 +343,70 @@ impl ClusterAuditor {
     }
 
     /// The listable resources of the kinds the set's validating policies may match, one per group and kind at the
-    /// group's preferred version.
-    async fn discover(&self, set: &PolicySet) -> Result<Vec<ApiResource>, ClusterAuditError> {
+    /// group's preferred version. A group whose discovery fails (an aggregated API that is down) is skipped with a
+    /// warning (into `skipped`); failing to list the groups themselves fails the run.
+    async fn discover(
+        &self,
+        set: &PolicySet,
+        skipped: &mut Vec<(String, String)>,
+    ) -> Result<Vec<ApiResource>, ClusterAuditError> {
         let wanted = Wanted::of(set);
         if wanted.is_empty() {
             return Ok(Vec::new());
         }
-        let mut discovery = Discovery::new(self.client.clone());
-        let groups = wanted.groups();
-        if let Some(groups) = &groups {
-            let names: Vec<&str> = groups.iter().map(String::as_str).collect();
-            discovery = discovery.filter(&names);
+        let only = wanted.groups();
+        let wants_group = |group: &str| only.as_ref().is_none_or(|only| only.contains(group));
+        let mut versions: Vec<String> = Vec::new();
+        if wants_group("") {
+            let core = self
+                .client
+                .list_core_api_versions()
+                .await
+                .map_err(ClusterAuditError::Discovery)?;
+            versions.extend(core.versions.first().cloned());
         }
-        let discovery = discovery
-            .run()
+        let groups = self
+            .client
+            .list_api_groups()
             .await
             .map_err(ClusterAuditError::Discovery)?;
-        let mut found: BTreeMap<(String, String), ApiResource> = BTreeMap::new();
-        for group in discovery.groups() {
-            if group.name() == REPORT_GROUP {
+        for group in groups.groups {
+            if group.name == REPORT_GROUP || !wants_group(&group.name) {
                 continue;
             }
-            for (resource, capabilities) in group.recommended_resources() {
-                if !capabilities.supports_operation(verbs::LIST)
-                    || !wanted.matches(&resource.group, &resource.kind)
-                {
+            let preferred = group
+                .preferred_version
+                .map(|v| v.group_version)
+                .or_else(|| group.versions.first().map(|v| v.group_version.clone()));
+            versions.extend(preferred);
+        }
+        let mut found: BTreeMap<(String, String), ApiResource> = BTreeMap::new();
+        for version in versions {
+            let resources = match version.parse::<GroupVersion>() {
+                Ok(gv) => discovery::pinned_group(&self.client, &gv)
+                    .await
+                    .map(|group| group.recommended_resources()),
+                Err(err) => Err(kube::Error::Discovery(
+                    kube::error::DiscoveryError::InvalidGroupVersion(err.to_string()),
+                )),
+            };
+            let resources = match resources {
+                Ok(resources) => resources,
+                Err(err) => {
+                    self.metrics.audit_error("discovery");
+                    tracing::warn!(group_version = %version, error = %err, "cannot discover an API group's resources; skipped");
+                    skipped.push((version, err.to_string()));
                     continue;
                 }
-                found
-                    .entry((resource.group.clone(), resource.kind.clone()))
-                    .or_insert(resource);
+            };
+            for (resource, capabilities) in resources {
+                if capabilities.supports_operation(verbs::LIST)
+                    && wanted.matches(&resource.group, &resource.kind)
+                {
+                    found
+                        .entry((resource.group.clone(), resource.kind.clone()))
+                        .or_insert(resource);
+                }
             }
         }
         Ok(found.into_values().collect())
