@@ -815,7 +815,11 @@ fn monitoring_kustomization_scrapes_the_service_and_ships_the_dashboard() {
     let service_base = base();
     let service = service_base.one("Service");
 
-    let monitor = monitoring.one("ServiceMonitor");
+    let monitors = monitoring.of_kind("ServiceMonitor");
+    let monitor = *monitors
+        .iter()
+        .find(|m| m["metadata"]["name"] == "policyctl")
+        .expect("the webhook's ServiceMonitor");
     for (key, value) in monitor["spec"]["selector"]["matchLabels"]
         .as_object()
         .expect("selector")
@@ -902,4 +906,148 @@ fn synced_kinds_component_grants_list_and_watch_on_top_of_the_base() {
     assert_eq!(str_list(&rules[2]["apiGroups"]), ["networking.k8s.io"]);
     assert_eq!(str_list(&rules[2]["resources"]), ["ingresses"]);
     assert_eq!(str_list(&rules[2]["verbs"]), ["get", "list", "watch"]);
+}
+
+/// An overlay of deploy/ with the audit component.
+fn with_audit() -> Rendered {
+    let overlay = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
+    let deploy = relative(overlay.path(), &root().join("deploy"));
+    let component = relative(overlay.path(), &root().join("deploy/components/audit"));
+    std::fs::write(
+        overlay.path().join("kustomization.yaml"),
+        format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n- {}\ncomponents:\n- {}\n",
+            deploy.display(),
+            component.display()
+        ),
+    )
+    .expect("write overlay");
+    Rendered(kustomize(overlay.path()))
+}
+
+fn named<'a>(rendered: &'a Rendered, kind: &str, name: &str) -> &'a Value {
+    rendered
+        .of_kind(kind)
+        .into_iter()
+        .find(|o| o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+#[test]
+fn audit_component_runs_one_writer_with_the_report_crds_and_least_privilege() {
+    let rendered = with_audit();
+    // One writer: a single replica, and Recreate so a rollout never runs two.
+    let deployment = named(&rendered, "Deployment", "policyctl-audit");
+    assert_eq!(deployment["metadata"]["namespace"], "policyctl");
+    assert_eq!(deployment["spec"]["replicas"], 1);
+    assert_eq!(deployment["spec"]["strategy"]["type"], "Recreate");
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "policyctl-audit");
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    let container = &pod["containers"][0];
+    let args = str_list(&container["args"]);
+    assert_eq!(&args[..2], ["audit", "--cluster"]);
+    assert_eq!(flag(container, "interval"), "1h");
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
+        assert_eq!(container[probe]["httpGet"]["path"], path);
+        assert_eq!(container[probe]["httpGet"]["port"], "admin");
+    }
+    let admin: u16 = flag(container, "admin-addr")
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("admin port");
+    assert_eq!(container_port(container, "admin"), i64::from(admin));
+    // The same generated policies ConfigMap as the webhook.
+    let webhook = named(&rendered, "Deployment", "policyctl");
+    assert_eq!(
+        volume(pod, "policies")["configMap"]["name"],
+        volume(&webhook["spec"]["template"]["spec"], "policies")["configMap"]["name"]
+    );
+    assert_eq!(
+        mount_path(container, "policies"),
+        flag(container, "policies")
+    );
+    // The binary accepts the arguments.
+    let mut check = std::process::Command::new(env!("CARGO_BIN_EXE_policyctl"));
+    check.args(&args).arg("--help");
+    let status = check.output().expect("run policyctl");
+    assert!(
+        status.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+
+    // The CRDs: both report kinds at wgpolicyk8s.io/v1alpha2, structural schemas.
+    let crds = rendered.of_kind("CustomResourceDefinition");
+    let mut kinds: Vec<(&str, &str)> = crds
+        .iter()
+        .map(|c| {
+            (
+                c["spec"]["names"]["kind"].as_str().expect("kind"),
+                c["spec"]["scope"].as_str().expect("scope"),
+            )
+        })
+        .collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            ("ClusterPolicyReport", "Cluster"),
+            ("PolicyReport", "Namespaced")
+        ]
+    );
+    for crd in crds {
+        assert_eq!(crd["spec"]["group"], "wgpolicyk8s.io");
+        let version = &crd["spec"]["versions"][0];
+        assert_eq!(version["name"], "v1alpha2");
+        assert_eq!(version["served"], true);
+        assert_eq!(version["storage"], true);
+        let schema = &version["schema"]["openAPIV3Schema"];
+        assert_eq!(schema["type"], "object");
+        let result = &schema["properties"]["results"]["items"]["properties"];
+        assert_eq!(
+            str_list(&result["result"]["enum"]),
+            ["pass", "fail", "warn", "error", "skip"]
+        );
+        assert_eq!(
+            schema["properties"]["summary"]["properties"]["fail"]["type"],
+            "integer"
+        );
+    }
+
+    // RBAC: writes only on the reports; only list on the audited kinds; the cluster context's reads shared.
+    let role = named(&rendered, "ClusterRole", "policyctl-audit");
+    for rule in role["rules"].as_array().expect("rules") {
+        let verbs = str_list(&rule["verbs"]);
+        if str_list(&rule["apiGroups"]) == ["wgpolicyk8s.io"] {
+            assert_eq!(
+                str_list(&rule["resources"]),
+                ["policyreports", "clusterpolicyreports"]
+            );
+            assert_eq!(verbs, ["list", "create", "patch", "delete"]);
+        } else {
+            assert_eq!(verbs, ["list"], "audited kinds are only listed: {rule}");
+            assert!(!str_list(&rule["resources"]).contains(&"secrets"));
+        }
+    }
+    let mut bindings: Vec<&str> = rendered
+        .of_kind("ClusterRoleBinding")
+        .into_iter()
+        .filter(|b| b["subjects"][0]["name"] == "policyctl-audit")
+        .map(|b| b["roleRef"]["name"].as_str().expect("role"))
+        .collect();
+    bindings.sort();
+    assert_eq!(bindings, ["policyctl", "policyctl-audit"]);
+    // The metrics Service selects the audit pod and only it.
+    let service = named(&rendered, "Service", "policyctl-audit");
+    let labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    for (key, value) in service["spec"]["selector"].as_object().expect("selector") {
+        assert_eq!(&labels[key], value);
+    }
+    assert_eq!(
+        service["spec"]["selector"]["app.kubernetes.io/component"],
+        "audit"
+    );
 }

@@ -88,9 +88,13 @@ fn skeleton(text: &str) -> String {
 }
 
 /// The skeleton objects of all manifest templates.
+/// (The webhook's objects: the audit templates, `audit*.yaml`, are checked by their own tests.)
 fn skeleton_objects() -> Vec<(String, Value)> {
     let mut out = Vec::new();
-    for (name, text) in manifest_templates() {
+    for (name, text) in manifest_templates()
+        .into_iter()
+        .filter(|(name, _)| !name.starts_with("audit"))
+    {
         for doc in yaml_docs(&name, &skeleton(&text)) {
             out.push((name.clone(), doc));
         }
@@ -422,4 +426,104 @@ fn service_monitor_selects_the_service() {
 fn skeleton_drops_actions_and_keeps_structure() {
     let text = "a:\n  {{- if .Values.x }}\n  b: {{ .Values.y | quote }}\n  {{- end }}\n{{/* note\nmore */}}\nc: \"{{ .z }}:{{ .w }}\"\n";
     assert_eq!(skeleton(text), "a:\n  b: x\nc: \"x:x\"");
+}
+
+/// The skeleton objects of the audit templates, by kind and name suffix.
+fn audit_objects() -> Vec<Value> {
+    manifest_templates()
+        .into_iter()
+        .filter(|(name, _)| name.starts_with("audit"))
+        .flat_map(|(name, text)| yaml_docs(&name, &skeleton(&text)))
+        .collect()
+}
+
+#[test]
+fn audit_is_off_by_default_and_runs_one_writer_when_on() {
+    let values = values();
+    assert_eq!(values["audit"]["enabled"], false);
+    assert_eq!(values["audit"]["installCRDs"], true);
+    assert!(values["audit"]["interval"].is_string());
+    let audit = read(&chart().join("templates/audit.yaml"));
+    assert!(
+        audit.starts_with("{{- if .Values.audit.enabled }}"),
+        "gated by audit.enabled"
+    );
+    let crds = read(&chart().join("templates/audit-crds.yaml"));
+    assert!(
+        crds.starts_with("{{- if and .Values.audit.enabled .Values.audit.installCRDs }}"),
+        "gated by audit.enabled and audit.installCRDs"
+    );
+    let objects = audit_objects();
+    let deployment = objects
+        .iter()
+        .find(|o| o["kind"] == "Deployment")
+        .expect("the audit Deployment");
+    assert_eq!(deployment["spec"]["replicas"], 1);
+    assert_eq!(deployment["spec"]["strategy"]["type"], "Recreate");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(&args[..2], ["audit", "--cluster"]);
+    assert!(args.contains(&"--admin-addr=0.0.0.0:9090"));
+    assert!(audit.contains("- --interval={{ .Values.audit.interval }}"));
+    for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
+        assert_eq!(container[probe]["httpGet"]["path"], path);
+        assert_eq!(container[probe]["httpGet"]["port"], "admin");
+    }
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    // The audit pod is never behind the webhook Service: it has its own selector labels.
+    let helpers = read(&chart().join("templates/_helpers.tpl"));
+    let selector = &helpers[helpers
+        .find("define \"policyctl.auditSelectorLabels\"")
+        .expect("audit selector")..];
+    let selector = &selector[..selector.find("{{- end").expect("end")];
+    assert!(selector.contains("app.kubernetes.io/component: audit"));
+    // Least privilege: writes on the reports, `list` only on every audited kind.
+    let rule = Regex::new(
+        r#"(?s)\{\{-? range \.Values\.audit\.auditedResources \}\}\s*- apiGroups: \[\{\{ \.apiGroup \| quote \}\}\]\s*resources: \[\{\{ \.resource \| quote \}\}\]\s*verbs: \["list"\]\s*\{\{-? end \}\}"#,
+    )
+    .expect("regex");
+    assert!(rule.is_match(&audit), "{audit}");
+    let role = objects
+        .iter()
+        .find(|o| o["kind"] == "ClusterRole")
+        .expect("role");
+    assert_eq!(role["rules"][0]["apiGroups"][0], "wgpolicyk8s.io");
+    assert_eq!(
+        role["rules"][0]["verbs"],
+        serde_json::json!(["list", "create", "patch", "delete"])
+    );
+    assert_eq!(
+        objects
+            .iter()
+            .filter(|o| o["kind"] == "ClusterRoleBinding")
+            .count(),
+        2,
+        "its own role and the read-only cluster context role"
+    );
+}
+
+#[test]
+fn audit_crds_match_the_kustomize_component() {
+    let component = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/components/audit/crds.yaml"),
+    )
+    .expect("crds.yaml");
+    let kustomize = yaml_docs("crds.yaml", &component);
+    let chart: Vec<Value> = audit_objects()
+        .into_iter()
+        .filter(|o| o["kind"] == "CustomResourceDefinition")
+        .collect();
+    assert_eq!(chart.len(), 2);
+    for (ours, theirs) in chart.iter().zip(&kustomize) {
+        assert_eq!(ours["metadata"]["name"], theirs["metadata"]["name"]);
+        assert_eq!(
+            ours["spec"], theirs["spec"],
+            "the chart's CRD differs from the component's"
+        );
+    }
 }

@@ -129,6 +129,14 @@ fn exercised_metrics() -> policyctl::metrics::Metrics {
     // A cluster sync that failed once.
     metrics.cluster_sync_errors("namespaces").inc();
     metrics.cluster_sync_failing("namespaces").set(1);
+    // A cluster audit that completed.
+    metrics.init_audit();
+    metrics.record_audit(Some(&policyctl::metrics::AuditRecord {
+        duration: std::time::Duration::from_millis(5),
+        resources: 1,
+        results: vec![("fail", 1)],
+        violations: vec![("probe".into(), "rego", 1)],
+    }));
     metrics
 }
 

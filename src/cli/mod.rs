@@ -82,7 +82,7 @@ pub struct AuditArgs {
     pub policies: PathBuf,
     /// Manifest files or directories of them (`*.yaml`, `*.yml`, `*.json`, several documents per file, `List`
     /// items expanded); `-` reads stdin.
-    #[arg(required = true)]
+    #[arg(required_unless_present = "cluster", conflicts_with = "cluster")]
     pub files: Vec<String>,
     /// Output: a table, or the PolicyReports as JSON (a `List`) or YAML (one document per report).
     #[arg(long, short, value_enum, default_value_t = AuditOutput::Table)]
@@ -93,6 +93,49 @@ pub struct AuditArgs {
     /// How policies are loaded.
     #[command(flatten)]
     pub engine: EngineArgs,
+    /// Audit the cluster (kubeconfig or in-cluster service account): list the resources the policies can match,
+    /// page by page, and write the PolicyReports through the API server (stale ones deleted).
+    #[arg(long)]
+    pub cluster: bool,
+    /// With --cluster: audit again every interval (e.g. `1h`), serving /metrics and /healthz on --admin-addr,
+    /// until SIGTERM; without it, audit once and exit.
+    #[arg(long, value_parser = positive_duration)]
+    pub interval: Option<Duration>,
+    /// With --cluster: objects per list request (`limit`); the audit holds at most one page of objects at a time.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
+    pub page_size: u32,
+    /// With --cluster: results per report at most; a namespace with more gets `policyctl-NS-2`, ... (an API object
+    /// must stay under the API server's size limit).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_results_per_report: u64,
+    /// With --cluster: evaluate and print, write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// With --cluster --interval: address of the plain-HTTP admin listener (/healthz, /readyz, /metrics, /status).
+    #[arg(long, default_value = "0.0.0.0:9090", env = "POLICYCTL_ADMIN_ADDR")]
+    pub admin_addr: SocketAddr,
+}
+
+impl AuditArgs {
+    /// Check what clap cannot: the cluster-only options are not given without `--cluster` (clap's `requires` is
+    /// satisfied by a flag's default value).
+    pub fn check(&self) -> Result<(), String> {
+        if self.cluster {
+            return Ok(());
+        }
+        let given: Vec<&str> = [
+            ("--interval", self.interval.is_some()),
+            ("--dry-run", self.dry_run),
+        ]
+        .into_iter()
+        .filter_map(|(flag, set)| set.then_some(flag))
+        .collect();
+        if given.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{} only apply with --cluster", given.join(", ")))
+        }
+    }
 }
 
 /// `policyctl audit` output.
@@ -542,6 +585,35 @@ mod tests {
         let zero = parse(&["--idle-timeout", "0s"]).expect_err("zero");
         assert!(zero.contains("must be more than zero"), "{zero}");
         assert!(parse(&["--max-connections", "0"]).is_err());
+    }
+
+    #[test]
+    fn audit_needs_files_or_the_cluster() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["policyctl", "audit"];
+            all.extend_from_slice(args);
+            match Cli::try_parse_from(all).map(|cli| cli.command) {
+                Ok(Command::Audit(args)) => args.check().map(|()| args),
+                Ok(_) => panic!("audit"),
+                Err(err) => Err(err.to_string()),
+            }
+        };
+        assert!(parse(&[]).is_err(), "files or --cluster");
+        assert!(parse(&["m.yaml"]).is_ok());
+        assert!(parse(&["--cluster", "m.yaml"]).is_err(), "not both");
+        let alone =
+            parse(&["--interval", "1h", "--dry-run", "m.yaml"]).expect_err("needs --cluster");
+        assert!(
+            alone.contains("--interval, --dry-run only apply with --cluster"),
+            "{alone}"
+        );
+        assert!(parse(&["--cluster", "--page-size", "0"]).is_err());
+        let args = parse(&["--cluster", "--interval", "30m"]).expect("parses");
+        assert!(args.cluster);
+        assert_eq!(args.interval, Some(Duration::from_secs(1800)));
+        assert_eq!(args.page_size, 500);
+        assert_eq!(args.max_results_per_report, 1000);
+        assert!(parse(&["--cluster", "--interval", "0s"]).is_err());
     }
 
     #[test]

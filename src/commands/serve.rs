@@ -119,7 +119,7 @@ fn throwaway_certificate() -> anyhow::Result<(std::path::PathBuf, std::path::Pat
 }
 
 /// Completes on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+pub(super) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

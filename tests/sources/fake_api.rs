@@ -9,6 +9,13 @@
 //! the API server answers after etcd compaction; [`FakeApi::compact`] also ends the open watches. A GET of a missing
 //! object answers a 404 `NotFound` Status. Ingresses (`networking.k8s.io/v1`, with its discovery document) can be
 //! listed and watched too, CustomResourceDefinitions listed, and [`FakeApi::forbid`] makes a path answer 403 `Forbidden` as RBAC does.
+//!
+//! For the cluster audit: discovery (`/api`, `/apis` and each group version's resources), paged lists (`limit` and
+//! `continue`, as the API server pages: a continue token while more objects remain; every list is recorded, see
+//! [`FakeApi::lists`]), metadata-only lists (`Accept: ...;as=PartialObjectMetadataList`), and the
+//! `wgpolicyk8s.io/v1alpha2` PolicyReports and ClusterPolicyReports (`/apis` also lists `metrics.k8s.io/v1beta1`, whose
+//! discovery fails, as an aggregated API that is down does): server-side apply (PATCH
+//! `application/apply-patch+yaml`, which must name a field manager), GET, DELETE, and lists by label.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -17,6 +24,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use axum::http::{header, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -44,6 +52,27 @@ struct Inner {
     hang: bool,
     /// Paths answered 403.
     forbidden: std::collections::BTreeSet<String>,
+    /// Every list served: (path, limit asked, objects returned).
+    list_log: Vec<ListServed>,
+    /// Server-side applies served: (kind, namespace, name, fieldManager).
+    applies: Vec<(String, String, String, String)>,
+    /// Deletes served: (kind, namespace, name).
+    deletes: Vec<(String, String, String)>,
+}
+
+/// One list the fake answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListServed {
+    /// The path, without the query.
+    pub path: String,
+    /// The `limit` asked for.
+    pub limit: Option<usize>,
+    /// How many objects the answer held.
+    pub returned: usize,
+    /// Whether it was a metadata-only list.
+    pub metadata_only: bool,
+    /// The label selector.
+    pub selector: Option<String>,
 }
 
 /// The fake API server.
@@ -86,10 +115,38 @@ impl FakeApi {
                 "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
                 get(all_crds),
             )
+            .route("/api", get(core_versions))
+            .route("/apis", get(api_groups))
+            .route("/apis/wgpolicyk8s.io/v1alpha2", get(report_resources))
+            .route(
+                "/apis/wgpolicyk8s.io/v1alpha2/policyreports",
+                get(all_policy_reports),
+            )
+            .route(
+                "/apis/wgpolicyk8s.io/v1alpha2/clusterpolicyreports",
+                get(all_cluster_policy_reports),
+            )
+            .route(
+                "/apis/wgpolicyk8s.io/v1alpha2/namespaces/{namespace}/policyreports/{name}",
+                get(get_policy_report)
+                    .patch(apply_policy_report)
+                    .delete(delete_policy_report),
+            )
+            .route(
+                "/apis/wgpolicyk8s.io/v1alpha2/clusterpolicyreports/{name}",
+                get(get_cluster_policy_report)
+                    .patch(apply_cluster_policy_report)
+                    .delete(delete_cluster_policy_report),
+            )
             .fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
             .with_state(api.clone());
         tokio::spawn(async move { axum::serve(listener, router).await });
         api
+    }
+
+    /// Its base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
     }
 
     /// A kube client talking to this fake, with `namespace` as its default namespace.
@@ -211,6 +268,69 @@ impl FakeApi {
         inner.log.push((rv, "DELETED", object));
         drop(inner);
         self.changes.send_replace(rv);
+    }
+
+    /// Create `count` ConfigMaps `NAME_PREFIX-i` in `namespace` at once (one event notification), with `labels`.
+    pub fn apply_many(&self, namespace: &str, prefix: &str, count: usize, labels: &[(&str, &str)]) {
+        let labels: BTreeMap<&str, &str> = labels.iter().copied().collect();
+        let mut inner = self.lock();
+        for i in 0..count {
+            inner.resource_version += 1;
+            let rv = inner.resource_version;
+            let name = format!("{prefix}-{i:05}");
+            let object = json!({
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": name, "namespace": namespace, "uid": format!("uid-{namespace}-{name}"),
+                             "resourceVersion": rv.to_string(), "labels": labels},
+                "data": {"index": i.to_string()},
+            });
+            inner.objects.insert(
+                ("ConfigMap".to_string(), namespace.to_string(), name),
+                object.clone(),
+            );
+            inner.log.push((rv, "ADDED", object));
+        }
+        let rv = inner.resource_version;
+        drop(inner);
+        self.changes.send_replace(rv);
+    }
+
+    /// Store a report as someone else (or policyctl before) wrote it: `kind` is `PolicyReport` (with a namespace)
+    /// or `ClusterPolicyReport`.
+    pub fn apply_report(&self, kind: &str, namespace: &str, name: &str, labels: &[(&str, &str)]) {
+        let labels: BTreeMap<&str, &str> = labels.iter().copied().collect();
+        let mut metadata = json!({"name": name, "labels": labels});
+        if !namespace.is_empty() {
+            metadata["namespace"] = json!(namespace);
+        }
+        let body = json!({"apiVersion": "wgpolicyk8s.io/v1alpha2", "kind": kind, "metadata": metadata,
+                          "results": [], "summary": {}});
+        upsert(self, kind, namespace, name, body);
+    }
+
+    /// The stored reports of `kind`, by (namespace, name).
+    pub fn reports(&self, kind: &str) -> BTreeMap<(String, String), Value> {
+        self.lock()
+            .objects
+            .iter()
+            .filter(|((k, _, _), _)| k == kind)
+            .map(|((_, ns, name), v)| ((ns.clone(), name.clone()), v.clone()))
+            .collect()
+    }
+
+    /// Every list served so far.
+    pub fn lists(&self) -> Vec<ListServed> {
+        self.lock().list_log.clone()
+    }
+
+    /// Server-side applies served: (kind, namespace, name, field manager).
+    pub fn applies(&self) -> Vec<(String, String, String, String)> {
+        self.lock().applies.clone()
+    }
+
+    /// Deletes served: (kind, namespace, name).
+    pub fn deletes(&self) -> Vec<(String, String, String)> {
+        self.lock().deletes.clone()
     }
 
     /// Forget the event history (as etcd compaction does) and end every open watch: watchers must relist.
@@ -404,6 +524,10 @@ fn get_object(api: &FakeApi, key: Key) -> Response {
 }
 
 fn list_or_watch(api: FakeApi, scope: Scope, uri: &Uri) -> Response {
+    list_or_watch_as(api, scope, uri, false)
+}
+
+fn list_or_watch_as(api: FakeApi, scope: Scope, uri: &Uri, metadata_only: bool) -> Response {
     if api.lock().forbidden.contains(uri.path()) {
         let resource = uri.path().rsplit('/').next().unwrap_or_default();
         let status = json!({
@@ -427,21 +551,307 @@ fn list_or_watch(api: FakeApi, scope: Scope, uri: &Uri) -> Response {
             .unwrap_or(0);
         return watch_response(api, scope, selector, from);
     }
+    let limit: Option<usize> = query
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .filter(|l| *l > 0);
+    // The continue token is the position of the next object among the matching ones, in key order.
+    let start: usize = query
+        .get("continue")
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
     let mut inner = api.lock();
     inner.lists += 1;
-    let items: Vec<Value> = inner
+    let matching = inner
         .objects
         .values()
         .filter(|o| scope.holds(o) && selects(selector.as_deref(), o))
-        .cloned()
-        .collect();
+        .skip(start);
+    let mut items: Vec<Value> = Vec::new();
+    for object in matching {
+        if limit.is_some_and(|limit| items.len() >= limit) {
+            break;
+        }
+        items.push(if metadata_only {
+            json!({"apiVersion": object["apiVersion"], "kind": object["kind"], "metadata": object["metadata"]})
+        } else {
+            object.clone()
+        });
+    }
+    // More remain when the page is full and another object matches.
+    let more = limit.is_some_and(|limit| items.len() == limit) && {
+        let next = start + items.len();
+        inner
+            .objects
+            .values()
+            .filter(|o| scope.holds(o) && selects(selector.as_deref(), o))
+            .nth(next)
+            .is_some()
+    };
+    let mut metadata = json!({"resourceVersion": inner.resource_version.to_string()});
+    if more {
+        metadata["continue"] = json!((start + items.len()).to_string());
+    }
+    let returned = items.len();
+    inner.list_log.push(ListServed {
+        path: uri.path().to_string(),
+        limit,
+        returned,
+        metadata_only,
+        selector: selector.clone(),
+    });
     let body = json!({
         "apiVersion": "v1",
         "kind": format!("{}List", scope.kind),
-        "metadata": {"resourceVersion": inner.resource_version.to_string()},
+        "metadata": metadata,
         "items": items,
     });
     json_response(StatusCode::OK, &body)
+}
+
+/// Discovery: the core group's versions.
+async fn core_versions() -> Response {
+    json_response(
+        StatusCode::OK,
+        &json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}),
+    )
+}
+
+/// Discovery: the groups this fake serves.
+async fn api_groups() -> Response {
+    let group = |name: &str, version: &str| {
+        let gv = format!("{name}/{version}");
+        json!({"name": name, "versions": [{"groupVersion": gv, "version": version}],
+               "preferredVersion": {"groupVersion": gv, "version": version}})
+    };
+    json_response(
+        StatusCode::OK,
+        &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [
+            group("networking.k8s.io", "v1"),
+            group("wgpolicyk8s.io", "v1alpha2"),
+            // Listed but its discovery answers 404: an aggregated API whose backend is down.
+            group("metrics.k8s.io", "v1beta1"),
+        ]}),
+    )
+}
+
+/// Discovery of `wgpolicyk8s.io/v1alpha2`: the reports.
+async fn report_resources() -> Response {
+    let verbs = json!(["create", "delete", "get", "list", "patch", "update", "watch"]);
+    json_response(
+        StatusCode::OK,
+        &json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "wgpolicyk8s.io/v1alpha2",
+                "resources": [
+            {"name": "policyreports", "singularName": "policyreport", "namespaced": true, "kind": "PolicyReport",
+             "verbs": verbs},
+            {"name": "clusterpolicyreports", "singularName": "clusterpolicyreport", "namespaced": false,
+             "kind": "ClusterPolicyReport", "verbs": verbs},
+        ]}),
+    )
+}
+
+fn wants_metadata(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("as=PartialObjectMetadataList"))
+}
+
+async fn all_policy_reports(State(api): State<FakeApi>, headers: HeaderMap, uri: Uri) -> Response {
+    let scope = Scope {
+        kind: "PolicyReport",
+        namespace: None,
+    };
+    list_or_watch_as(api, scope, &uri, wants_metadata(&headers))
+}
+
+async fn all_cluster_policy_reports(
+    State(api): State<FakeApi>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let scope = Scope {
+        kind: "ClusterPolicyReport",
+        namespace: None,
+    };
+    list_or_watch_as(api, scope, &uri, wants_metadata(&headers))
+}
+
+async fn get_policy_report(
+    State(api): State<FakeApi>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Response {
+    get_object(&api, ("PolicyReport".to_string(), namespace, name))
+}
+
+async fn get_cluster_policy_report(
+    State(api): State<FakeApi>,
+    Path(name): Path<String>,
+) -> Response {
+    get_object(
+        &api,
+        ("ClusterPolicyReport".to_string(), String::new(), name),
+    )
+}
+
+async fn apply_policy_report(
+    State(api): State<FakeApi>,
+    Path((namespace, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    apply(
+        &api,
+        "PolicyReport",
+        &namespace,
+        &name,
+        &headers,
+        &uri,
+        &body,
+    )
+}
+
+async fn apply_cluster_policy_report(
+    State(api): State<FakeApi>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    apply(
+        &api,
+        "ClusterPolicyReport",
+        "",
+        &name,
+        &headers,
+        &uri,
+        &body,
+    )
+}
+
+async fn delete_policy_report(
+    State(api): State<FakeApi>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Response {
+    delete_object(&api, ("PolicyReport".to_string(), namespace, name))
+}
+
+async fn delete_cluster_policy_report(
+    State(api): State<FakeApi>,
+    Path(name): Path<String>,
+) -> Response {
+    delete_object(
+        &api,
+        ("ClusterPolicyReport".to_string(), String::new(), name),
+    )
+}
+
+fn status(code: StatusCode, reason: &str, message: String) -> Response {
+    let body = json!({
+        "apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
+        "message": message, "reason": reason, "code": code.as_u16(),
+    });
+    json_response(code, &body)
+}
+
+/// Server-side apply of a whole report: the body replaces the stored object (policyctl owns every field of its
+/// reports); the body must name the object it is applied to.
+fn apply(
+    api: &FakeApi,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+    headers: &HeaderMap,
+    uri: &Uri,
+    body: &Bytes,
+) -> Response {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if content_type != "application/apply-patch+yaml" {
+        return status(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            format!("only server-side apply is served, not {content_type}"),
+        );
+    }
+    let query: BTreeMap<String, String> =
+        form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
+    let Some(manager) = query.get("fieldManager").filter(|m| !m.is_empty()) else {
+        return status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            "fieldManager is required for apply requests".into(),
+        );
+    };
+    let Ok(object) = serde_json::from_slice::<Value>(body) else {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "the body is not JSON".into(),
+        );
+    };
+    if object["kind"] != kind
+        || object["metadata"]["name"] != name
+        || object["metadata"]["namespace"].as_str().unwrap_or("") != namespace
+    {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "the body does not match the path".into(),
+        );
+    }
+    api.lock().applies.push((
+        kind.to_string(),
+        namespace.to_string(),
+        name.to_string(),
+        manager.clone(),
+    ));
+    let stored = upsert(api, kind, namespace, name, object);
+    json_response(StatusCode::OK, &stored)
+}
+
+/// Store `body` under (kind, namespace, name) with a new resourceVersion and a uid; returns the stored object.
+fn upsert(api: &FakeApi, kind: &str, namespace: &str, name: &str, mut body: Value) -> Value {
+    let mut inner = api.lock();
+    inner.resource_version += 1;
+    let rv = inner.resource_version;
+    body["metadata"]["resourceVersion"] = json!(rv.to_string());
+    body["metadata"]["uid"] = json!(format!("uid-{kind}-{namespace}-{name}"));
+    let key = (kind.to_string(), namespace.to_string(), name.to_string());
+    let event = if inner.objects.contains_key(&key) {
+        "MODIFIED"
+    } else {
+        "ADDED"
+    };
+    inner.objects.insert(key, body.clone());
+    inner.log.push((rv, event, body.clone()));
+    drop(inner);
+    api.changes.send_replace(rv);
+    body
+}
+
+fn delete_object(api: &FakeApi, key: Key) -> Response {
+    let mut inner = api.lock();
+    let Some(object) = inner.objects.remove(&key) else {
+        drop(inner);
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("{} {:?} not found", key.0.to_lowercase(), key.2),
+        );
+    };
+    inner.resource_version += 1;
+    let rv = inner.resource_version;
+    inner.log.push((rv, "DELETED", object.clone()));
+    inner.deletes.push(key);
+    drop(inner);
+    api.changes.send_replace(rv);
+    json_response(StatusCode::OK, &object)
 }
 
 fn line(value: &Value) -> Result<Bytes, Infallible> {

@@ -2,6 +2,7 @@
 //! ConfigMap watcher against a fake API server, and a reload storm under concurrent evaluations.
 
 mod admin;
+mod audit;
 mod cluster;
 mod configmaps;
 mod directory;

@@ -16,6 +16,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use serde_json::{json, Value};
 
+pub mod cluster;
+
 use policyctl_engines::admission::Review;
 use policyctl_engines::pipeline;
 use policyctl_engines::policy::{
@@ -28,6 +30,10 @@ pub const REPORT_API_VERSION: &str = "wgpolicyk8s.io/v1alpha2";
 pub const SEVERITY_ANNOTATION: &str = "policies.kyverno.io/severity";
 /// Annotation that gives a result's category.
 pub const CATEGORY_ANNOTATION: &str = "policies.kyverno.io/category";
+/// The label on every report policyctl writes; only reports with it are updated or deleted.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// Its value.
+pub const MANAGED_BY: &str = "policyctl";
 
 /// One result of a report.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -113,6 +119,24 @@ pub struct Audit {
     pub enforcing_failures: usize,
     /// Errors of enforcing policies (what admission would decide under the failure policy).
     pub enforcing_errors: usize,
+    /// Failed results per policy: `(policy, engine)` → count (every policy that ran appears, with 0 when it found
+    /// nothing).
+    pub violations: BTreeMap<(String, &'static str), usize>,
+}
+
+impl Audit {
+    /// The results of every report, counted by outcome.
+    pub fn totals(&self) -> Summary {
+        let mut total = Summary::default();
+        for report in &self.reports {
+            total.pass += report.summary.pass;
+            total.fail += report.summary.fail;
+            total.warn += report.summary.warn;
+            total.error += report.summary.error;
+            total.skip += report.summary.skip;
+        }
+        total
+    }
 }
 
 /// Audit `objects` against `set`. Each resource gets its own deadline of `timeout`.
@@ -122,22 +146,70 @@ pub fn audit(
     cluster: Arc<dyn ClusterContext>,
     timeout: Duration,
 ) -> Audit {
-    let mut audit = Audit::default();
-    let mut by_namespace: BTreeMap<String, Vec<ReportResult>> = BTreeMap::new();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let timestamp = json!({"seconds": now.as_secs(), "nanos": now.subsec_nanos()});
+    let mut auditor = Auditor::new(cluster, timeout);
     for object in objects {
+        auditor.add(set, object);
+    }
+    auditor.finish(usize::MAX)
+}
+
+/// An audit in progress: resources are added one at a time (a page of a list, then the next), and only their
+/// results are kept.
+pub struct Auditor {
+    cluster: Arc<dyn ClusterContext>,
+    timeout: Duration,
+    timestamp: Value,
+    audit: Audit,
+    by_namespace: BTreeMap<String, Vec<ReportResult>>,
+}
+
+impl std::fmt::Debug for Auditor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auditor")
+            .field("resources", &self.audit.resources)
+            .field("namespaces", &self.by_namespace.len())
+            .finish()
+    }
+}
+
+impl Auditor {
+    /// A new audit; each resource gets its own deadline of `timeout`.
+    pub fn new(cluster: Arc<dyn ClusterContext>, timeout: Duration) -> Auditor {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        Auditor {
+            cluster,
+            timeout,
+            timestamp: json!({"seconds": now.as_secs(), "nanos": now.subsec_nanos()}),
+            audit: Audit::default(),
+            by_namespace: BTreeMap::new(),
+        }
+    }
+
+    /// Resources audited so far.
+    pub fn resources(&self) -> usize {
+        self.audit.resources
+    }
+
+    /// Results kept so far.
+    pub fn results(&self) -> usize {
+        self.by_namespace.values().map(Vec::len).sum()
+    }
+
+    /// Evaluate one resource as it exists against `set` and keep its results. Returns whether it was a resource
+    /// (an object with apiVersion, kind and a name).
+    pub fn add(&mut self, set: &PolicySet, object: &Value) -> bool {
         let Some(review) = Review::existing(object.clone()) else {
-            continue;
+            return false;
         };
+        let audit = &mut self.audit;
         audit.resources += 1;
         let namespace = review.namespace.clone().unwrap_or_default();
         let reference = resource_ref(object);
         let ctx = EvalContext {
-            deadline: Deadline::after(timeout),
-            cluster: cluster.clone(),
+            deadline: Deadline::after(self.timeout),
+            cluster: self.cluster.clone(),
             explain: true,
             point: EnforcementPoint::Audit,
         };
@@ -151,6 +223,7 @@ pub fn audit(
                 audit.enforcing_errors += 1;
             }
             let enforcing = outcome.violations.iter().any(|v| v.action == Action::Deny);
+            let timestamp = &self.timestamp;
             let result = |rule: &str, result: &'static str, message: String| ReportResult {
                 policy: info.name.clone(),
                 rule: rule.to_string(),
@@ -163,7 +236,8 @@ pub fn audit(
                 resources: vec![reference.clone()],
                 timestamp: timestamp.clone(),
             };
-            let results = by_namespace.entry(namespace.clone()).or_default();
+            let results = self.by_namespace.entry(namespace.clone()).or_default();
+            let before = results.len();
             for rule in &outcome.rules {
                 let (status, message) = match rule.status {
                     RuleStatus::Unsupported => (
@@ -180,37 +254,73 @@ pub fn audit(
                     results.push(result("", "error", e.error.to_string()));
                 }
             }
+            let failed = results[before..]
+                .iter()
+                .filter(|r| r.result == "fail")
+                .count();
+            *audit
+                .violations
+                .entry((info.name.clone(), info.engine))
+                .or_default() += failed;
         }
+        true
     }
-    for (namespace, results) in by_namespace {
-        if results.is_empty() {
-            continue;
+
+    /// The reports: at most `max_results` results each (a namespace with more gets several reports, named
+    /// `policyctl-NS`, `policyctl-NS-2`, ...; the API server bounds an object's size).
+    pub fn finish(self, max_results: usize) -> Audit {
+        let Auditor {
+            mut audit,
+            by_namespace,
+            ..
+        } = self;
+        let max_results = max_results.max(1);
+        for (namespace, results) in by_namespace {
+            if results.is_empty() {
+                continue;
+            }
+            let mut chunk = 0;
+            let mut rest = results.into_iter().peekable();
+            while rest.peek().is_some() {
+                chunk += 1;
+                let results: Vec<ReportResult> = rest.by_ref().take(max_results).collect();
+                audit.reports.push(report(&namespace, chunk, results));
+            }
         }
-        let mut summary = Summary::default();
-        for r in &results {
-            summary.count(r.result);
-        }
-        let labels = json!({"app.kubernetes.io/managed-by": "policyctl"});
-        let (kind, metadata) = if namespace.is_empty() {
-            (
-                "ClusterPolicyReport",
-                json!({"name": "policyctl-cluster", "labels": labels}),
-            )
-        } else {
-            (
-                "PolicyReport",
-                json!({"name": format!("policyctl-{namespace}"), "namespace": namespace, "labels": labels}),
-            )
-        };
-        audit.reports.push(PolicyReport {
-            api_version: REPORT_API_VERSION,
-            kind,
-            metadata,
-            summary,
-            results,
-        });
+        audit
     }
-    audit
+}
+
+/// The report of `namespace` (empty: the cluster) number `chunk` (from 1).
+fn report(namespace: &str, chunk: usize, results: Vec<ReportResult>) -> PolicyReport {
+    let mut summary = Summary::default();
+    for r in &results {
+        summary.count(r.result);
+    }
+    let labels = json!({"app.kubernetes.io/managed-by": "policyctl"});
+    let suffix = if chunk > 1 {
+        format!("-{chunk}")
+    } else {
+        String::new()
+    };
+    let (kind, metadata) = if namespace.is_empty() {
+        (
+            "ClusterPolicyReport",
+            json!({"name": format!("policyctl-cluster{suffix}"), "labels": labels}),
+        )
+    } else {
+        (
+            "PolicyReport",
+            json!({"name": format!("policyctl-{namespace}{suffix}"), "namespace": namespace, "labels": labels}),
+        )
+    };
+    PolicyReport {
+        api_version: REPORT_API_VERSION,
+        kind,
+        metadata,
+        summary,
+        results,
+    }
 }
 
 /// The report's reference to a resource: apiVersion, kind, name, namespace and uid when present.

@@ -16,6 +16,13 @@
 //! | `policyctl_connection_timeouts_total` | counter | `listener`, `phase` (`handshake`, `headers`, `body`, `idle`) |
 //! | `policyctl_cluster_sync_errors_total` | counter | `sync` (`namespaces`, `configmaps`, `policy configmaps NS`, `inventory GV KIND`) |
 //! | `policyctl_cluster_sync_failing` | gauge | `sync`: 1 while its latest attempt failed |
+//! | `policyctl_audit_runs_total` | counter | `outcome` (`complete`, `failed`) |
+//! | `policyctl_audit_last_run_timestamp_seconds` | gauge | `outcome`: when the last run with that outcome ended |
+//! | `policyctl_audit_duration_seconds` | gauge | duration of the last complete audit |
+//! | `policyctl_audit_resources` | gauge | resources scanned by the last complete audit |
+//! | `policyctl_audit_results` | gauge | `result` (`pass`, `fail`, `warn`, `error`, `skip`) of the last complete audit |
+//! | `policyctl_audit_violations` | gauge | `policy`, `engine`: failed results of the last complete audit |
+//! | `policyctl_audit_errors_total` | counter | `stage` (`discovery`, `list`, `write`, `cleanup`) |
 //!
 //! `decision` is `allow`, `warn`, `deny`, `invalid` (a 4xx answer: unreadable or malformed review, wrong media type,
 //! body over the limit) or `unavailable` (no policy set yet).
@@ -104,6 +111,40 @@ pub struct SyncLabels {
     pub sync: String,
 }
 
+/// Labels of the audit run counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `complete` or `failed`.
+    pub outcome: &'static str,
+}
+
+/// Labels of the audit results gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// `pass`, `fail`, `warn`, `error` or `skip`.
+    pub result: &'static str,
+}
+
+/// Labels of the audit error counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabels {
+    /// `discovery`, `list`, `write` or `cleanup`.
+    pub stage: &'static str,
+}
+
+/// What one complete audit found, for [`Metrics::record_audit`].
+#[derive(Debug, Clone, Default)]
+pub struct AuditRecord {
+    /// How long it took.
+    pub duration: Duration,
+    /// Resources scanned.
+    pub resources: usize,
+    /// Results by outcome.
+    pub results: Vec<(&'static str, usize)>,
+    /// Failed results per policy: `(policy, engine, count)`.
+    pub violations: Vec<(String, &'static str, usize)>,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn request_histogram() -> Histogram {
@@ -138,6 +179,13 @@ pub struct Metrics {
     connection_timeouts: Family<TimeoutLabels, Counter>,
     cluster_sync_errors: Family<SyncLabels, Counter>,
     cluster_sync_failing: Family<SyncLabels, Gauge>,
+    audit_runs: Family<OutcomeLabels, Counter>,
+    audit_last_run: Family<OutcomeLabels, Gauge>,
+    audit_duration: Gauge<f64, std::sync::atomic::AtomicU64>,
+    audit_resources: Gauge,
+    audit_results: Family<ResultLabels, Gauge>,
+    audit_violations: Family<PolicyLabels, Gauge>,
+    audit_errors: Family<StageLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -232,6 +280,48 @@ impl Metrics {
             "1 while a cluster context sync's latest attempt failed (forbidden, not served or other)",
             cluster_sync_failing.clone(),
         );
+        let audit_runs = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "audit_runs",
+            "Cluster audits run (policyctl audit --cluster)",
+            audit_runs.clone(),
+        );
+        let audit_last_run = Family::<OutcomeLabels, Gauge>::default();
+        registry.register(
+            "audit_last_run_timestamp_seconds",
+            "When the last cluster audit with this outcome ended, in seconds since the Unix epoch",
+            audit_last_run.clone(),
+        );
+        let audit_duration = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "audit_duration_seconds",
+            "Duration of the last complete cluster audit",
+            audit_duration.clone(),
+        );
+        let audit_resources: Gauge = Gauge::default();
+        registry.register(
+            "audit_resources",
+            "Resources scanned by the last complete cluster audit",
+            audit_resources.clone(),
+        );
+        let audit_results = Family::<ResultLabels, Gauge>::default();
+        registry.register(
+            "audit_results",
+            "Report results of the last complete cluster audit, by result",
+            audit_results.clone(),
+        );
+        let audit_violations = Family::<PolicyLabels, Gauge>::default();
+        registry.register(
+            "audit_violations",
+            "Failed results per policy in the last complete cluster audit",
+            audit_violations.clone(),
+        );
+        let audit_errors = Family::<StageLabels, Counter>::default();
+        registry.register(
+            "audit_errors",
+            "Cluster audit errors: discovery, a kind that could not be listed, a report that could not be written or deleted",
+            audit_errors.clone(),
+        );
         // Every connection series exists from the start (at 0), so rates and alerts see them before the first event.
         for listener in ["webhook", "admin"] {
             let _ = connections.get_or_create(&ListenerLabels { listener });
@@ -259,6 +349,71 @@ impl Metrics {
             connection_timeouts,
             cluster_sync_errors,
             cluster_sync_failing,
+            audit_runs,
+            audit_last_run,
+            audit_duration,
+            audit_resources,
+            audit_results,
+            audit_violations,
+            audit_errors,
+        }
+    }
+
+    /// Start the audit series at 0 (a process that audits calls it once, so rates and alerts see them before the
+    /// first run ends).
+    pub fn init_audit(&self) {
+        for outcome in ["complete", "failed"] {
+            let _ = self.audit_runs.get_or_create(&OutcomeLabels { outcome });
+        }
+        for stage in ["discovery", "list", "write", "cleanup"] {
+            let _ = self.audit_errors.get_or_create(&StageLabels { stage });
+        }
+    }
+
+    /// Count an audit error at `stage` (`discovery`, `list`, `write`, `cleanup`).
+    pub fn audit_error(&self, stage: &'static str) {
+        self.audit_errors
+            .get_or_create(&StageLabels { stage })
+            .inc();
+    }
+
+    /// Record the end of an audit run; a complete one replaces the last audit's gauges (policies no longer in the
+    /// set lose their series).
+    pub fn record_audit(&self, record: Option<&AuditRecord>) {
+        let outcome = if record.is_some() {
+            "complete"
+        } else {
+            "failed"
+        };
+        self.audit_runs
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        self.audit_last_run
+            .get_or_create(&OutcomeLabels { outcome })
+            .set(i64::try_from(now).unwrap_or(i64::MAX));
+        let Some(record) = record else {
+            return;
+        };
+        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.audit_duration.set(record.duration.as_secs_f64());
+        self.audit_resources.set(count(record.resources));
+        for (result, n) in &record.results {
+            self.audit_results
+                .get_or_create(&ResultLabels { result })
+                .set(count(*n));
+        }
+        self.audit_violations.clear();
+        for (policy, engine, n) in &record.violations {
+            self.audit_violations
+                .get_or_create(&PolicyLabels {
+                    policy: policy.clone(),
+                    engine,
+                })
+                .set(count(*n));
         }
     }
 

@@ -242,26 +242,7 @@ impl Server {
         let webhook_task =
             tokio::spawn(webhook_server.serve(webhook::router(state.clone()).into_make_service()));
 
-        let admin_handle = axum_server::Handle::new();
-        let admin_acceptor = conn::Guard::new(
-            axum_server::accept::DefaultAcceptor::new(),
-            limits,
-            &state.metrics,
-            "admin",
-        );
-        let mut admin_server = axum_server::from_tcp(admin_listener)
-            .map_err(|source| ServeError::Bind {
-                addr: admin_addr,
-                source,
-            })?
-            .acceptor(admin_acceptor)
-            .handle(admin_handle.clone());
-        admin_server
-            .http_builder()
-            .http1()
-            .header_read_timeout(None);
-        let admin_task =
-            tokio::spawn(admin_server.serve(admin::router(state.clone()).into_make_service()));
+        let admin = Admin::spawn(admin_listener, state.clone())?;
 
         let sources_text: Vec<String> = state
             .sources
@@ -276,14 +257,68 @@ impl Server {
         state.draining.store(true, Ordering::SeqCst);
         handle.graceful_shutdown(Some(config.drain_timeout));
         let webhook_result = webhook_task.await;
-        admin_handle.graceful_shutdown(Some(Duration::from_secs(1)));
-        let admin_result = admin_task.await;
+        let admin_result = admin.stop().await;
         cert_watch.abort();
         sources.stop();
         flatten("webhook", webhook_result)?;
-        flatten("admin", admin_result)?;
+        admin_result?;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// A running admin listener (`/healthz`, `/readyz`, `/metrics`, `/status`), with the connection guard of
+/// [`ServeConfig::connections`] taken from the state's limits. `policyctl serve` runs one next to the webhook;
+/// `policyctl audit --cluster` runs one alone.
+pub struct Admin {
+    handle: axum_server::Handle<SocketAddr>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    addr: SocketAddr,
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin").field("addr", &self.addr).finish()
+    }
+}
+
+impl Admin {
+    /// Bind `addr` (port 0: any free port).
+    pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, ServeError> {
+        bind(addr)
+    }
+
+    /// Serve the admin router on `listener` (bound by [`Admin::bind`]) on the current runtime.
+    pub fn spawn(listener: std::net::TcpListener, state: AppState) -> Result<Admin, ServeError> {
+        let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            source,
+        })?;
+        let handle = axum_server::Handle::new();
+        let acceptor = conn::Guard::new(
+            axum_server::accept::DefaultAcceptor::new(),
+            state.limits,
+            &state.metrics,
+            "admin",
+        );
+        let mut server = axum_server::from_tcp(listener)
+            .map_err(|source| ServeError::Bind { addr, source })?
+            .acceptor(acceptor)
+            .handle(handle.clone());
+        server.http_builder().http1().header_read_timeout(None);
+        let task = tokio::spawn(server.serve(admin::router(state).into_make_service()));
+        Ok(Admin { handle, task, addr })
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stop accepting, give open requests a second, and return how serving ended.
+    pub async fn stop(self) -> Result<(), ServeError> {
+        self.handle.graceful_shutdown(Some(Duration::from_secs(1)));
+        flatten("admin", self.task.await)
     }
 }
 

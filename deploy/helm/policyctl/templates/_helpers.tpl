@@ -23,6 +23,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: webhook
 {{- end -}}
 
+{{/* Labels selecting the audit pod. */}}
+{{- define "policyctl.auditSelectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: audit
+{{- end -}}
+
 {{/* The Secret holding the serving certificate. */}}
 {{- define "policyctl.tlsSecret" -}}
 {{- .Values.certificates.secret.name | default (printf "%s-tls" (include "policyctl.fullname" .)) -}}
