@@ -94,7 +94,9 @@ fn gatekeeper_general(shared: &Path) -> Vec<SourceFile> {
         else {
             continue;
         };
-        if let (Some(template), Some(constraint)) = (read(&dir.join("template.yaml")), read(&constraint)) {
+        if let (Some(template), Some(constraint)) =
+            (read(&dir.join("template.yaml")), read(&constraint))
+        {
             files.push(template);
             files.push(constraint);
         }
