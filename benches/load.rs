@@ -1,22 +1,97 @@
-//! Load benchmark: the webhook over TLS on loopback, with the bundled policies, against a baseline measured in the
-//! same run — the same server with an empty policy set (TLS, HTTP, decode, encode, no evaluation).
+//! Load benchmark: the real `policyctl serve` binary (a child process, as deployed) driven over TLS on loopback with
+//! a realistic review (a Pod CREATE with three containers and an init container, alternately compliant and
+//! privileged, so both the allow and the deny path run), at several concurrencies. Each row is measured twice in the
+//! same run: against a server with no policies (TLS, HTTP, decode, encode, no evaluation: the floor) and against the
+//! policy directory under test. Reports requests per second, p50/p99 latency, the server's CPU time per request
+//! (from /proc/<pid>/stat, Linux), and the throughput ratio.
 //!
-//! `cargo bench --bench load` (or `-- CONNECTIONS REQUESTS_PER_CONNECTION`). Prints requests per second, latency
-//! percentiles, and the ratio of the two throughputs. No assertion: numbers go in notes, not tests.
+//! `cargo bench --bench load [-- [--policies DIR] [--requests N] [CONCURRENCY...]]` (defaults: the bundled
+//! `policies/`, 2,000 requests per row, concurrencies 1 4 16). No assertion: numbers go in notes, not tests.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::{pod_review, request, TestServer};
+use support::{request, Binary};
+
+/// The review: a Pod with three containers and an init container; `privileged` sets the first container
+/// privileged (a violation of the Pod Security policies).
+fn review(uid: &str, privileged: bool) -> Vec<u8> {
+    let container = |name: &str, image: &str| {
+        json!({
+            "name": name,
+            "image": image,
+            "securityContext": {"allowPrivilegeEscalation": false, "runAsNonRoot": true,
+                "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}},
+            "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}}
+        })
+    };
+    let mut app = container("app", "registry.example.com/shop/web:1.4.2");
+    if privileged {
+        app["securityContext"]["privileged"] = json!(true);
+    }
+    let pod = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "web", "namespace": "shop",
+            "labels": {"app.kubernetes.io/name": "web", "team": "shop", "owner": "shop"}},
+        "spec": {
+            "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+            "initContainers": [container("init", "registry.example.com/shop/init:1.0.0")],
+            "containers": [
+                app,
+                container("proxy", "registry.example.com/shop/proxy:2.0.1"),
+                container("metrics", "registry.example.com/shop/metrics:0.9.0")
+            ]
+        }
+    });
+    serde_json::to_vec(&json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": "shop",
+            "name": "web",
+            "operation": "CREATE",
+            "userInfo": {"username": "system:serviceaccount:shop:deployer", "groups": ["system:authenticated"]},
+            "object": pod,
+            "oldObject": null,
+            "dryRun": false
+        }
+    }))
+    .unwrap_or_default()
+}
+
+/// User + system CPU time of a process so far (from /proc/<pid>/stat; zero where there is no procfs).
+fn cpu_time(pid: u32) -> Duration {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return Duration::ZERO;
+    };
+    // Fields after the command name (which may contain spaces) start at the state, field 3; utime and stime are
+    // fields 14 and 15, in clock ticks (USER_HZ, 100 on Linux).
+    let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
+        return Duration::ZERO;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
 
 struct Run {
     requests: usize,
     elapsed: Duration,
     latencies: Vec<Duration>,
+    cpu: Duration,
 }
 
 impl Run {
@@ -31,52 +106,37 @@ impl Run {
         sorted.get(index).copied().unwrap_or_default()
     }
 
-    fn line(&self, label: &str) -> String {
-        format!(
-            "{label:<28} {:>9.0} req/s   p50 {:>7.1} µs   p99 {:>7.1} µs   ({} requests)",
-            self.rate(),
-            self.percentile(0.50).as_secs_f64() * 1e6,
-            self.percentile(0.99).as_secs_f64() * 1e6,
-            self.requests
-        )
+    fn cpu_per_request_us(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1e6 / self.requests.max(1) as f64
     }
 }
 
-async fn load(server: &TestServer, connections: usize, per_connection: usize) -> Run {
-    // Warm up: one request per connection before timing.
+/// `requests` reviews over `connections` keep-alive TLS connections (each sends its share one after the other).
+async fn load(server: &Binary, connections: usize, requests: usize) -> Run {
+    let per_connection = requests.div_ceil(connections);
     let mut streams = Vec::new();
     for i in 0..connections {
         let mut stream = server.connect().await;
-        let body = pod_review(
-            "admission.k8s.io/v1",
-            &format!("warm-{i}"),
-            "p",
-            json!({"team": "a"}),
-            "nginx:1.27",
-        );
-        let _ = request(&mut stream, "POST", "/validate", &body).await;
+        // Warm up: a few requests per connection before timing.
+        for w in 0..4 {
+            let _ = request(
+                &mut stream,
+                "POST",
+                "/validate",
+                &review(&format!("warm-{i}-{w}"), w % 2 == 1),
+            )
+            .await;
+        }
         streams.push(stream);
     }
+    let cpu_before = cpu_time(server.child.id());
     let start = Instant::now();
     let mut tasks = Vec::new();
     for (c, mut stream) in streams.into_iter().enumerate() {
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(per_connection);
             for i in 0..per_connection {
-                // Alternate a compliant Pod and a privileged one so both the allow and the deny path are exercised.
-                let mut review: serde_json::Value = serde_json::from_slice(&pod_review(
-                    "admission.k8s.io/v1",
-                    &format!("{c}-{i}"),
-                    "p",
-                    json!({"team": "a"}),
-                    "nginx:1.27",
-                ))
-                .unwrap_or_default();
-                if i % 2 == 1 {
-                    review["request"]["object"]["spec"]["containers"][0]["securityContext"] =
-                        json!({"privileged": true});
-                }
-                let body = serde_json::to_vec(&review).unwrap_or_default();
+                let body = review(&format!("{c}-{i}"), i % 2 == 1);
                 let sent = Instant::now();
                 let response = request(&mut stream, "POST", "/validate", &body).await;
                 latencies.push(sent.elapsed());
@@ -89,45 +149,95 @@ async fn load(server: &TestServer, connections: usize, per_connection: usize) ->
     for task in tasks {
         latencies.extend(task.await.unwrap_or_default());
     }
+    let elapsed = start.elapsed();
     Run {
         requests: latencies.len(),
-        elapsed: start.elapsed(),
+        elapsed,
         latencies,
+        cpu: cpu_time(server.child.id()).saturating_sub(cpu_before),
     }
 }
 
+struct Options {
+    policies: PathBuf,
+    requests: usize,
+    concurrencies: Vec<usize>,
+}
+
+fn options() -> Options {
+    let mut out = Options {
+        policies: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies"),
+        requests: 2_000,
+        concurrencies: Vec::new(),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--policies" => {
+                if let Some(dir) = args.next() {
+                    out.policies = PathBuf::from(dir);
+                }
+            }
+            "--requests" => {
+                if let Some(n) = args.next().and_then(|n| n.parse().ok()) {
+                    out.requests = n;
+                }
+            }
+            // `cargo bench` passes `--bench` to every bench binary.
+            other => {
+                if let Ok(n) = other.parse::<usize>() {
+                    out.concurrencies.push(n.max(1));
+                }
+            }
+        }
+    }
+    if out.concurrencies.is_empty() {
+        out.concurrencies = vec![1, 4, 16];
+    }
+    out
+}
+
 fn main() {
-    let args: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
-    let connections = args.first().copied().unwrap_or(8);
-    let per_connection = args.get(1).copied().unwrap_or(500);
+    let options = options();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
     runtime.block_on(async move {
         let empty = tempfile::tempdir().expect("tempdir");
-        let baseline_server = TestServer::start_with(empty.path(), |c| c.max_concurrency = 2).await;
-        baseline_server.wait_ready(200).await;
-        let baseline = load(&baseline_server, connections, per_connection).await;
-        baseline_server.stop().await;
-
-        let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
-        let server = TestServer::start_with(&policies, |c| c.max_concurrency = 2).await;
-        server.wait_ready(200).await;
-        let measured = load(&server, connections, per_connection).await;
-        server.stop().await;
-
+        let empty_dir = empty.path().to_string_lossy().into_owned();
+        let policy_dir = options.policies.to_string_lossy().into_owned();
+        // The default log level: the harness waits for the "serving" line, and requests are not logged at info.
+        let log: [&str; 0] = [];
         println!(
-            "load: {connections} keep-alive TLS connections x {per_connection} requests, loopback"
+            "load: the policyctl binary over TLS on loopback, {} requests per row; policies: {policy_dir}",
+            options.requests
         );
-        println!("{}", baseline.line("baseline (no policies)"));
-        println!("{}", measured.line("bundled policies/"));
         println!(
-            "ratio (policies / baseline throughput): {:.2}",
-            measured.rate() / baseline.rate()
+            "{:>5}  {:<10} {:>9} {:>10} {:>10} {:>12}",
+            "conns", "server", "req/s", "p50 us", "p99 us", "CPU us/req"
         );
+        for &connections in &options.concurrencies {
+            let floor_server = Binary::start("text", &log, &["--policies", &empty_dir]).await;
+            let floor = load(&floor_server, connections, options.requests).await;
+            floor_server.stop().await;
+            let server = Binary::start("text", &log, &["--policies", &policy_dir]).await;
+            let measured = load(&server, connections, options.requests).await;
+            server.stop().await;
+            for (label, run) in [("no policy", &floor), ("policies", &measured)] {
+                println!(
+                    "{connections:>5}  {label:<10} {:>9.0} {:>10.1} {:>10.1} {:>12.1}",
+                    run.rate(),
+                    run.percentile(0.50).as_secs_f64() * 1e6,
+                    run.percentile(0.99).as_secs_f64() * 1e6,
+                    run.cpu_per_request_us()
+                );
+            }
+            println!(
+                "{connections:>5}  throughput kept: {:.0}%   CPU per request: {:.1}x the floor",
+                measured.rate() / floor.rate() * 100.0,
+                measured.cpu_per_request_us() / floor.cpu_per_request_us().max(1e-9)
+            );
+        }
     });
 }

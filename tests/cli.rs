@@ -357,6 +357,12 @@ fn bench_reports_latency_throughput_and_per_policy_costs() {
         .is_some_and(|v| v > 0.0));
     assert!(report["throughput_per_s"].as_f64().is_some_and(|v| v > 0.0));
     assert!(report["setup_ms"].as_f64().is_some_and(|v| v > 0.0));
+    if cfg!(target_os = "linux") {
+        // Memory from /proc/self/status: the peak is at least what was resident after loading.
+        let setup = report["rss_after_setup_kib"].as_u64().unwrap_or(0);
+        let peak = report["peak_rss_kib"].as_u64().unwrap_or(0);
+        assert!(setup > 0 && peak >= setup, "{report}");
+    }
     assert_eq!(report["concurrency"], 2);
     let per_policy = report["per_policy"].as_array().expect("per_policy");
     // The bundled Kyverno and Gatekeeper latest-tag policies both run on the Pod, each with its own cost.

@@ -11,10 +11,13 @@ pod_spec(obj) := obj.spec.template.spec if obj.kind in {"Deployment", "StatefulS
 
 pod_spec(obj) := obj.spec.jobTemplate.spec.template.spec if obj.kind == "CronJob"
 
+# The pod spec is looked up once (each lookup tries every definition of pod_spec).
 containers(obj) := array.concat(
-	object.get(pod_spec(obj), "containers", []),
-	array.concat(object.get(pod_spec(obj), "initContainers", []), object.get(pod_spec(obj), "ephemeralContainers", [])),
-)
+	object.get(spec, "containers", []),
+	array.concat(object.get(spec, "initContainers", []), object.get(spec, "ephemeralContainers", [])),
+) if {
+	spec := pod_spec(obj)
+}
 
 deny contains msg if {
 	some container in containers(input.request.object)

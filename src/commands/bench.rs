@@ -98,6 +98,12 @@ pub struct Report {
     pub throughput_per_s: f64,
     /// Per policy, costliest first.
     pub per_policy: Vec<PolicyCost>,
+    /// Resident memory once the policies are loaded and compiled (Linux: `VmRSS` of /proc/self/status), in KiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_after_setup_kib: Option<u64>,
+    /// Peak resident memory of the whole run (Linux: `VmHWM`), in KiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_rss_kib: Option<u64>,
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
@@ -109,6 +115,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         &args.engine.load_options(),
     )?;
     let setup = started.elapsed();
+    let rss_after_setup_kib = memory_kib("VmRSS");
     let reviews = inputs::reviews(&args.files, args.operation.into())?;
     if reviews.is_empty() {
         anyhow::bail!("no resource to review in {}", args.files.join(", "));
@@ -147,6 +154,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         review,
         throughput_per_s: count as f64 / wall.as_secs_f64().max(1e-9),
         per_policy,
+        rss_after_setup_kib,
+        peak_rss_kib: memory_kib("VmHWM"),
     };
     match args.output {
         BenchOutput::Json => println!("{}", serde_json::to_string_pretty(&report)?),
@@ -191,6 +200,21 @@ fn measure_floor(bodies: &[Vec<u8>], iterations: usize) -> anyhow::Result<Latenc
         }
     }
     Ok(Latency::of(samples))
+}
+
+/// A memory figure of this process from /proc/self/status (`VmRSS`, `VmHWM`), in KiB; `None` where there is no
+/// procfs.
+fn memory_kib(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    parse_status_kib(&status, field)
+}
+
+/// The value of `field` (a line `Field:   1234 kB`) in the text of a /proc status file.
+fn parse_status_kib(status: &str, field: &str) -> Option<u64> {
+    status.lines().find_map(|line| {
+        let rest = line.strip_prefix(field)?.strip_prefix(':')?;
+        rest.trim().strip_suffix("kB")?.trim().parse().ok()
+    })
 }
 
 type Measured = (Vec<Duration>, Vec<PolicyCost>, Duration);
@@ -292,6 +316,13 @@ fn print_table(r: &Report) {
         "median review = {:.1} x the decode floor; throughput {:.0} reviews/s",
         r.ratio_to_floor, r.throughput_per_s
     );
+    if let (Some(setup), Some(peak)) = (r.rss_after_setup_kib, r.peak_rss_kib) {
+        println!(
+            "memory: {:.1} MiB resident after setup, {:.1} MiB peak",
+            setup as f64 / 1024.0,
+            peak as f64 / 1024.0
+        );
+    }
     println!(
         "{:<40} {:<11} {:>10} {:>10}",
         "policy", "engine", "p50 us", "mean us"
@@ -356,5 +387,13 @@ mod tests {
         assert_eq!(l.p99_us, 99.0);
         assert!((l.mean_us - 50.5).abs() < 1e-9);
         assert_eq!(Latency::of(Vec::new()), Latency::default());
+    }
+
+    #[test]
+    fn memory_figures_come_from_the_status_lines() {
+        let status = "Name:\tpolicyctl\nVmHWM:\t   51200 kB\nVmRSS:\t   40960 kB\nVmRSSx: 1 kB\n";
+        assert_eq!(parse_status_kib(status, "VmHWM"), Some(51200));
+        assert_eq!(parse_status_kib(status, "VmRSS"), Some(40960));
+        assert_eq!(parse_status_kib(status, "VmSwap"), None);
     }
 }

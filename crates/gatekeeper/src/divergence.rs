@@ -24,7 +24,11 @@
 //!   text;
 //! - D4 is only handled for dotted refs as call arguments (a ref with brackets is left alone, because hoisting `a[_]`
 //!   would change iteration); D1 and D4 are only handled directly in rule bodies, not inside comprehensions;
-//! - a multi-body rule that also uses `else` is left as it is and reported.
+//! - a multi-body rule that also uses `else` is left as it is and reported;
+//! - in the VM, an `else` is not tried when the body before it fails on an undefined reference in an assignment
+//!   (`f(c) = t { t := c.a.b } else = t { t := "default" }` with `c.a` missing is undefined, OPA gives
+//!   `"default"`); a body that fails on a false comparison or an undefined set lookup does reach its `else`. Not yet
+//!   detected: such templates run on the VM as they are.
 
 use super::lexer::{lex, one_line, structure, Kind, Token};
 

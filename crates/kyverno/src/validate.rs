@@ -151,8 +151,8 @@ fn validate_deny(
     deny: &Deny,
     ctx: &Context<'_>,
 ) -> RuleResponse {
-    let conditions = deny.conditions.clone().unwrap_or(Value::Null);
-    match check_conditions(&conditions, ctx, Mode::Lenient) {
+    let conditions = deny.conditions.as_ref().unwrap_or(&Value::Null);
+    match check_conditions(conditions, ctx, Mode::Lenient) {
         Err(e) => response(
             rule,
             RuleStatus::Error,
@@ -309,9 +309,11 @@ pub fn elements(ctx: &Context<'_>, list: &str) -> Result<Vec<Value>, String> {
 
 /// Put a foreach element into the context.
 pub fn set_element(ctx: &mut Context<'_>, element: &Value, index: usize, nesting: usize) {
-    ctx.set("element", element.clone());
+    // `element` and `element<nesting>` share one copy of the element.
+    let element = std::sync::Arc::new(element.clone());
+    ctx.set_shared("element", std::sync::Arc::clone(&element));
     ctx.set("elementIndex", Value::from(index));
-    ctx.set(&format!("element{nesting}"), element.clone());
+    ctx.set_shared(&format!("element{nesting}"), element);
     ctx.set(&format!("elementIndex{nesting}"), Value::from(index));
 }
 

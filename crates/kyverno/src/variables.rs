@@ -136,7 +136,11 @@ impl<'r> Context<'r> {
 
     /// Set a top-level variable (replacing it).
     pub fn set(&mut self, name: &str, value: Value) {
-        let value = Arc::new(value);
+        self.set_shared(name, Arc::new(value));
+    }
+
+    /// Set a variable to a value shared with other variables (no copy of it is made).
+    pub fn set_shared(&mut self, name: &str, value: Arc<Value>) {
         match self.overlay.iter_mut().find(|(k, _)| &**k == name) {
             Some(slot) => slot.1 = value,
             None => self.overlay.push((Arc::from(name), value)),

@@ -1,7 +1,7 @@
 //! Kyverno's string, regular-expression and wildcard functions.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use regex::Regex;
 use serde_json::Value;
@@ -148,24 +148,28 @@ pub(crate) fn text_arg(a: &Args<'_, '_>, i: usize) -> Result<String, JmesError> 
 }
 
 /// Compile a regular expression (Go RE2 syntax is close to Rust's), through a small cache.
-pub(crate) fn regex(a: &Args<'_, '_>, pattern: &str) -> Result<Regex, JmesError> {
-    static CACHE: OnceLock<Mutex<HashMap<String, Regex>>> = OnceLock::new();
+/// The compiled form of `pattern`, shared through a small cache. Shared, not cloned: a cloned `Regex` starts with an
+/// empty matching cache that its first match must allocate and fill, which cost more than the match itself.
+pub(crate) fn regex(a: &Args<'_, '_>, pattern: &str) -> Result<Arc<Regex>, JmesError> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Arc<Regex>>>> = OnceLock::new();
     let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
     if let Ok(map) = cache.lock() {
         if let Some(re) = map.get(pattern) {
-            return Ok(re.clone());
+            return Ok(Arc::clone(re));
         }
     }
-    let re = regex::RegexBuilder::new(pattern)
-        .size_limit(1 << 20)
-        .dfa_size_limit(1 << 20)
-        .build()
-        .map_err(|e| a.error(format!("invalid regular expression {pattern:?}: {e}")))?;
+    let re = Arc::new(
+        regex::RegexBuilder::new(pattern)
+            .size_limit(1 << 20)
+            .dfa_size_limit(1 << 20)
+            .build()
+            .map_err(|e| a.error(format!("invalid regular expression {pattern:?}: {e}")))?,
+    );
     if let Ok(mut map) = cache.lock() {
         if map.len() >= 256 {
             map.clear();
         }
-        map.insert(pattern.to_string(), re.clone());
+        map.insert(pattern.to_string(), Arc::clone(&re));
     }
     Ok(re)
 }
