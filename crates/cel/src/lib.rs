@@ -20,6 +20,7 @@ pub mod bind;
 pub mod budget;
 pub mod guard;
 pub mod kyverno;
+pub mod mutation;
 
 use std::cell::Cell;
 use std::collections::HashMap;

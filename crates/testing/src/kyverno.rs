@@ -853,8 +853,9 @@ fn run_test(path: &Path, test: &Value, options: &TestOptions) -> Vec<CaseResult>
             let case = |outcome: Outcome, reason: String| {
                 CaseResult::new(&suite_name, &test_name, &key, outcome, reason)
             };
-            // ValidatingPolicy runs (policyctl-vpol); the other CEL kinds do not yet.
-            let runs = cel_flag.is_some_and(|f| *f == "isValidatingPolicy")
+            // ValidatingPolicy (policyctl-vpol) and MutatingPolicy (policyctl-mpol) run; the other CEL kinds do
+            // not yet.
+            let runs = cel_flag.is_some_and(|f| *f == "isValidatingPolicy" || *f == "isMutatingPolicy")
                 && matches!(
                     suite.policies.get(&policy_name),
                     Some(LoadedPolicy::Ready(_))

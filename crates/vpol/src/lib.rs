@@ -136,34 +136,46 @@ struct Spec {
     autogen: Option<AutogenSpec>,
 }
 
+/// `spec.matchConstraints` (shared with the other `policies.kyverno.io` kinds).
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct MatchResources {
+pub struct MatchResources {
+    /// `resourceRules`.
     #[serde(default)]
-    resource_rules: Vec<ResourceRule>,
+    pub resource_rules: Vec<ResourceRule>,
+    /// `excludeResourceRules`.
     #[serde(default)]
-    exclude_resource_rules: Vec<ResourceRule>,
+    pub exclude_resource_rules: Vec<ResourceRule>,
+    /// `namespaceSelector`.
     #[serde(default)]
-    namespace_selector: Option<LabelSelector>,
+    pub namespace_selector: Option<LabelSelector>,
+    /// `objectSelector`.
     #[serde(default)]
-    object_selector: Option<LabelSelector>,
+    pub object_selector: Option<LabelSelector>,
 }
 
+/// One resource rule of `matchConstraints`.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ResourceRule {
+pub struct ResourceRule {
+    /// `apiGroups`.
     #[serde(default)]
-    api_groups: Vec<String>,
+    pub api_groups: Vec<String>,
+    /// `apiVersions`.
     #[serde(default)]
-    api_versions: Vec<String>,
+    pub api_versions: Vec<String>,
+    /// `operations`.
     #[serde(default)]
-    operations: Vec<String>,
+    pub operations: Vec<String>,
+    /// `resources` (`res/sub` for subresources).
     #[serde(default)]
-    resources: Vec<String>,
+    pub resources: Vec<String>,
+    /// `resourceNames`.
     #[serde(default)]
-    resource_names: Vec<String>,
+    pub resource_names: Vec<String>,
+    /// `scope`.
     #[serde(default)]
-    scope: Option<String>,
+    pub scope: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -251,7 +263,8 @@ const POD_CONTROLLERS: [(&str, &str, &str); 7] = [
     ("CronJob", "batch", "cronjobs"),
 ];
 
-const DEFAULT_CONTROLLERS: [&str; 6] = [
+/// The Pod controllers autogen covers by default.
+pub const DEFAULT_CONTROLLERS: [&str; 6] = [
     "Deployment",
     "DaemonSet",
     "StatefulSet",
@@ -282,7 +295,8 @@ pub fn autogen_rewrite(expression: &str, cronjob: bool) -> String {
     out
 }
 
-fn matches_only_pods(rules: &[ResourceRule]) -> bool {
+/// Whether resource rules match only Pods (autogen applies).
+pub fn matches_only_pods(rules: &[ResourceRule]) -> bool {
     !rules.is_empty()
         && rules.iter().all(|r| {
             r.api_groups.iter().all(|g| g.is_empty())
@@ -292,7 +306,8 @@ fn matches_only_pods(rules: &[ResourceRule]) -> bool {
         })
 }
 
-fn controller_rule(template: &ResourceRule, controllers: &[&str]) -> Vec<ResourceRule> {
+/// The resource rules autogen derives from a Pod rule for `controllers` (kinds or resources).
+pub fn controller_rule(template: &ResourceRule, controllers: &[&str]) -> Vec<ResourceRule> {
     let mut by_group: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for c in controllers {
         if let Some((_, group, resource)) = POD_CONTROLLERS
@@ -513,7 +528,8 @@ fn resource_matches(list: &[String], resource: &str, sub: &str) -> bool {
     })
 }
 
-fn rule_matches(rule: &ResourceRule, review: &Review) -> bool {
+/// Whether a resource rule matches a review.
+pub fn rule_matches(rule: &ResourceRule, review: &Review) -> bool {
     let namespace = review.namespace.as_deref().unwrap_or("");
     let scope_ok = match rule.scope.as_deref() {
         Some("Cluster") => namespace.is_empty(),
@@ -540,7 +556,7 @@ fn labels_of(object: Option<&Value>) -> Option<&Map<String, Value>> {
 
 /// The namespace object a review is evaluated with: the cluster context's, else one carrying only the name (as the
 /// Kyverno CLI builds it); `None` for cluster-scoped resources and for Namespaces themselves.
-fn namespace_object(review: &Review, ctx: &EvalContext) -> Option<Value> {
+pub fn namespace_object(review: &Review, ctx: &EvalContext) -> Option<Value> {
     let ns = review.namespace.as_deref().filter(|n| !n.is_empty())?;
     if review.kind.group.is_empty() && review.kind.kind == "Namespace" {
         return None;
@@ -552,7 +568,7 @@ fn namespace_object(review: &Review, ctx: &EvalContext) -> Option<Value> {
 
 /// Kyverno's `resource` and `image` libraries over the cluster context: `resource.Get`/`List` are API GETs (served
 /// from a test's context file when testing), `image.GetMetadata` reads the context's image data.
-struct ClusterData(Arc<dyn policyctl_core::policy::ClusterContext>);
+pub struct ClusterData(pub Arc<dyn policyctl_core::policy::ClusterContext>);
 
 /// A path segment a policy may name: no separators, queries or dot segments (a policy reads resources, it does not
 /// build arbitrary API URLs).
@@ -673,10 +689,29 @@ impl Variant {
 
 impl ValidatingPolicy {
     fn selected(&self, review: &Review, ctx: &EvalContext) -> bool {
-        if self.exclude.iter().any(|r| rule_matches(r, review)) {
+        selected_by(
+            &self.exclude,
+            self.object_selector.as_ref(),
+            self.namespace_selector.as_ref(),
+            review,
+            ctx,
+        )
+    }
+}
+
+/// Whether a review passes `matchConstraints`' exclusions and selectors (the resource rules are checked apart).
+pub fn selected_by(
+    exclude: &[ResourceRule],
+    object_selector: Option<&LabelSelector>,
+    namespace_selector: Option<&LabelSelector>,
+    review: &Review,
+    ctx: &EvalContext,
+) -> bool {
+    {
+        if exclude.iter().any(|r| rule_matches(r, review)) {
             return false;
         }
-        if let Some(sel) = &self.object_selector {
+        if let Some(sel) = object_selector {
             let new = selector_matches(sel, labels_of(review.object()));
             let old = review.old_object().is_some()
                 && selector_matches(sel, labels_of(review.old_object()));
@@ -684,7 +719,7 @@ impl ValidatingPolicy {
                 return false;
             }
         }
-        if let Some(sel) = &self.namespace_selector {
+        if let Some(sel) = namespace_selector {
             let is_namespace = review.kind.group.is_empty() && review.kind.kind == "Namespace";
             let labels = if is_namespace {
                 labels_of(review.subject()).cloned()
