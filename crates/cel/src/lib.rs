@@ -20,6 +20,7 @@ pub mod bind;
 pub mod budget;
 pub mod guard;
 pub mod kyverno;
+pub mod list_index;
 pub mod mutation;
 
 use std::cell::Cell;
@@ -212,6 +213,8 @@ fn build_env(dialect: Dialect) -> Result<Arc<Env>, String> {
     env.add_extension(cel::extensions::encoders)
         .map_err(|e| e.to_string())?;
     env.add_extension(budget::extension)
+        .map_err(|e| e.to_string())?;
+    env.add_extension(list_index::extension)
         .map_err(|e| e.to_string())?;
     if dialect == Dialect::Kyverno {
         env.add_extension(kyverno_extension)

@@ -473,6 +473,16 @@ pub fn apply_result(
     }
 }
 
+/// An expression on one line, shortened, for messages.
+fn one_line(source: &str) -> String {
+    let line = source.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.chars().count() > 120 {
+        format!("{}...", line.chars().take(120).collect::<String>())
+    } else {
+        line
+    }
+}
+
 fn is_stop(e: &EvalError) -> bool {
     matches!(
         e,
@@ -502,7 +512,8 @@ impl MutatingPolicy {
                 .with_namespace_object(namespace.clone())
                 .with_kyverno_data(data.clone())
         };
-        let activation = activation_for(&object);
+        // As in Kyverno, match conditions may read `variables`.
+        let activation = activation_for(&object).with_variables(&self.variables);
         for (name, program) in &self.conditions {
             match activation.evaluate_bool(program, &limits) {
                 Ok(true) => {}
@@ -523,8 +534,8 @@ impl MutatingPolicy {
                 Err(e) if is_stop(&e) => return Outcome::Failed(Failure::Eval(e)),
                 Err(e) => {
                     return Outcome::Failed(Failure::Eval(EvalError::Execution(format!(
-                        "mutation [{i}] expression '{}' resulted in error: {e}",
-                        m.program.source().trim()
+                        "mutation [{i}]: {e} (expression: {})",
+                        one_line(m.program.source())
                     ))))
                 }
             };

@@ -30,6 +30,7 @@ use super::{SuiteRunner, TestOptions};
 use crate::admission::{Review, UserInfo};
 use crate::engine::kyverno::exception::is_policy_exception;
 use crate::engine::kyverno::is_kyverno_policy;
+use crate::engine::mpol::is_mutating_policy;
 use crate::engine::vpol::is_validating_policy;
 use crate::engine::{LoadOptions, UnsupportedRules};
 use crate::pipeline;
@@ -522,6 +523,7 @@ fn load_suite(path: &Path, test: &Value) -> Result<Suite, String> {
             let name = doc.name().to_string();
             if is_kyverno_policy(&doc.api_version, &doc.kind)
                 || is_validating_policy(&doc.api_version, &doc.kind)
+                || is_mutating_policy(&doc.api_version, &doc.kind)
             {
                 kyverno_docs.push((name, origin));
             } else {
