@@ -15,7 +15,11 @@ fn patched(body: &Value, original: &Value) -> Value {
     assert_eq!(response["allowed"], true, "{body}");
     assert_eq!(response["patchType"], "JSONPatch", "{body}");
     let bytes = base64::engine::general_purpose::STANDARD
-        .decode(response["patch"].as_str().expect("patch is a base64 string"))
+        .decode(
+            response["patch"]
+                .as_str()
+                .expect("patch is a base64 string"),
+        )
         .expect("base64");
     let patch: json_patch::Patch = serde_json::from_slice(&bytes).expect("a JSON patch");
     let mut object = original.clone();
@@ -31,7 +35,8 @@ async fn mutating_policies_compose_on_mutate_over_tls() {
     // Both policies apply: the JSONPatch one adds the annotation, the ApplyConfiguration one merges the containers
     // by name (imagePullPolicy on the existing one) and appends the sidecar.
     let review = pod_review(V1, "u-both", "p", json!({"team": "a"}), "nginx:1.27");
-    let original = serde_json::from_slice::<Value>(&review).expect("json")["request"]["object"].clone();
+    let original =
+        serde_json::from_slice::<Value>(&review).expect("json")["request"]["object"].clone();
     let body = server.post("/mutate", &review).await.json();
     assert_eq!(body["response"]["uid"], "u-both");
     let mut expected = original.clone();
@@ -44,7 +49,8 @@ async fn mutating_policies_compose_on_mutate_over_tls() {
 
     // matchConditions skip the JSONPatch policy; the ApplyConfiguration one still applies.
     let review = pod_review(V1, "u-one", "q", json!({}), "nginx:1.27");
-    let original = serde_json::from_slice::<Value>(&review).expect("json")["request"]["object"].clone();
+    let original =
+        serde_json::from_slice::<Value>(&review).expect("json")["request"]["object"].clone();
     let body = server.post("/mutate", &review).await.json();
     let object = patched(&body, &original);
     assert!(object["metadata"].get("annotations").is_none(), "{object}");

@@ -80,8 +80,14 @@ mod tests {
             ("[1, 2, 2].lastIndexOf(2) == 2", true),
             ("[1, 2].indexOf(3) == -1", true),
             ("'abcb'.indexOf('b') == 1", true),
-            ("object.spec.containers.map(c, object.spec.containers.indexOf(c)) == [0, 1, 0]", true),
-            ("object.spec.containers.lastIndexOf({'name': 'a'}) == 2", true),
+            (
+                "object.spec.containers.map(c, object.spec.containers.indexOf(c)) == [0, 1, 0]",
+                true,
+            ),
+            (
+                "object.spec.containers.lastIndexOf({'name': 'a'}) == 2",
+                true,
+            ),
         ] {
             let p = Program::compile(source).expect("compiles");
             assert_eq!(

@@ -19,7 +19,9 @@ use cel::common::types::CelString;
 use cel::Value;
 use serde_json::Value as Json;
 
-use crate::{budget, environment, guard, rewrite_or_value, CompileError, Dialect, EvalError, Program};
+use crate::{
+    budget, environment, guard, rewrite_or_value, CompileError, Dialect, EvalError, Program,
+};
 
 /// Whether a struct type name is one a mutation builds: `Object`, `Object.<field path>` or `JSONPatch`.
 pub fn is_mutation_type(name: &str) -> bool {
@@ -72,20 +74,17 @@ fn rewrite_node(e: &mut IdedExpr, id: &mut u64) -> Result<(), CompileError> {
         Expr::Unspecified => {
             return Err(CompileError::Syntax("incomplete expression".into()));
         }
-        Expr::Map(m) => {
-            if m
-                .entries
+        Expr::Map(m)
+            if m.entries
                 .iter()
-                .any(|en| matches!(en.expr, EntryExpr::StructField(_)))
-            {
-                return Err(CompileError::Syntax(
-                    "a map literal holds a struct field initializer".into(),
-                ));
-            }
+                .any(|en| matches!(en.expr, EntryExpr::StructField(_))) =>
+        {
+            return Err(CompileError::Syntax(
+                "a map literal holds a struct field initializer".into(),
+            ));
         }
         Expr::Struct(s) => {
-            if s
-                .entries
+            if s.entries
                 .iter()
                 .any(|en| matches!(en.expr, EntryExpr::MapEntry(_)))
             {

@@ -14,8 +14,8 @@ pub mod engine {
     pub use policyctl_core::engine::*;
     pub use policyctl_gatekeeper as gatekeeper;
     pub use policyctl_kyverno as kyverno;
-    pub use policyctl_rego as rego;
     pub use policyctl_mpol as mpol;
+    pub use policyctl_rego as rego;
     pub use policyctl_vpol as vpol;
 
     /// Every engine, in the order their policies appear in a set.

@@ -541,9 +541,7 @@ impl MutatingPolicy {
             };
             let result = match policyctl_cel::mutation::to_json(&value) {
                 Ok(v) => v,
-                Err(e) => {
-                    return Outcome::Failed(Failure::Patch(format!("mutation [{i}]: {e}")))
-                }
+                Err(e) => return Outcome::Failed(Failure::Patch(format!("mutation [{i}]: {e}"))),
             };
             if let Err(e) = apply_result(m.patch_type, &mut current, &result) {
                 return Outcome::Failed(Failure::Patch(format!("mutation [{i}]: {e}")));
@@ -629,11 +627,11 @@ impl Policy for MutatingPolicy {
     }
 
     fn mutate(&self, review: &Review, ctx: &EvalContext) -> Mutation {
-        let Some(variant) = self
-            .variants
-            .iter()
-            .find(|v| v.rules.iter().any(|r| policyctl_vpol::rule_matches(r, review)))
-        else {
+        let Some(variant) = self.variants.iter().find(|v| {
+            v.rules
+                .iter()
+                .any(|r| policyctl_vpol::rule_matches(r, review))
+        }) else {
             return Mutation::default();
         };
         if !policyctl_vpol::selected_by(

@@ -31,12 +31,9 @@ const NAME: &[(&str, Option<&str>)] = &[("name", None)];
 /// The list type of the field `field`, whose parent object sits at `parents` (the field names from the root, list
 /// indices left out: `["spec", "containers"]` for a container's fields).
 pub fn list_type(parents: &[&str], field: &str) -> ListType {
-    let in_container = parents.last().is_some_and(|p| {
-        matches!(
-            *p,
-            "containers" | "initContainers" | "ephemeralContainers"
-        )
-    });
+    let in_container = parents
+        .last()
+        .is_some_and(|p| matches!(*p, "containers" | "initContainers" | "ephemeralContainers"));
     match field {
         // PodSpec
         "containers" | "initContainers" | "ephemeralContainers" => ListType::Map(NAME),
@@ -61,9 +58,7 @@ pub fn list_type(parents: &[&str], field: &str) -> ListType {
             ListType::Map(&[("port", None), ("protocol", Some("TCP"))])
         }
         // ObjectMeta
-        "ownerReferences" if parents.last() == Some(&"metadata") => {
-            ListType::Map(&[("uid", None)])
-        }
+        "ownerReferences" if parents.last() == Some(&"metadata") => ListType::Map(&[("uid", None)]),
         "finalizers" if parents.last() == Some(&"metadata") => ListType::Set,
         _ => ListType::Atomic,
     }
@@ -118,10 +113,7 @@ fn merge_map(live: &mut Map<String, Value>, config: &Map<String, Value>, path: &
     }
 }
 
-fn key_of(
-    item: &Value,
-    keys: &[(&'static str, Option<&'static str>)],
-) -> Option<Vec<Value>> {
+fn key_of(item: &Value, keys: &[(&'static str, Option<&'static str>)]) -> Option<Vec<Value>> {
     let obj = item.as_object()?;
     keys.iter()
         .map(|(k, default)| match obj.get(*k) {

@@ -96,11 +96,11 @@ fn apply_configuration_merges_with_ssa_semantics() {
     assert_eq!(
         m.object,
         Some(json!({"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": "p", "namespace": "default", "labels": {"app": "a", "team": "blue"}},
-            "spec": {"containers": [
-                {"name": "c", "image": "nginx", "imagePullPolicy": "Always"},
-                {"name": "d", "image": "busybox", "imagePullPolicy": "Always"}
-            ]}}))
+        "metadata": {"name": "p", "namespace": "default", "labels": {"app": "a", "team": "blue"}},
+        "spec": {"containers": [
+            {"name": "c", "image": "nginx", "imagePullPolicy": "Always"},
+            {"name": "d", "image": "busybox", "imagePullPolicy": "Always"}
+        ]}}))
     );
     assert_eq!(m.rules[0].status, RuleStatus::Pass);
 }

@@ -857,7 +857,8 @@ fn run_test(path: &Path, test: &Value, options: &TestOptions) -> Vec<CaseResult>
             };
             // ValidatingPolicy (policyctl-vpol) and MutatingPolicy (policyctl-mpol) run; the other CEL kinds do
             // not yet.
-            let runs = cel_flag.is_some_and(|f| *f == "isValidatingPolicy" || *f == "isMutatingPolicy")
+            let runs = cel_flag
+                .is_some_and(|f| *f == "isValidatingPolicy" || *f == "isMutatingPolicy")
                 && matches!(
                     suite.policies.get(&policy_name),
                     Some(LoadedPolicy::Ready(_))
