@@ -26,6 +26,7 @@ pub mod engine {
             Box::new(rego::RegoEngine),
             Box::new(vpol::ValidatingPolicyEngine),
             Box::new(mpol::MutatingPolicyEngine),
+            Box::new(mpol::map::MutatingAdmissionPolicyEngine),
         ]
     }
 }

@@ -24,6 +24,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms)]
 
+pub mod map;
 pub mod merge;
 mod strict;
 
@@ -240,14 +241,55 @@ pub struct MutatingPolicy {
     mutations: Vec<CompiledMutation>,
     admission: bool,
     unsupported: Option<String>,
+    /// Kubernetes MutatingAdmissionPolicy bindings (empty for Kyverno's kind, and for a MutatingAdmissionPolicy
+    /// without one, which then applies on its own constraints, as the Kyverno CLI applies it).
+    bindings: Vec<Binding>,
 }
 
-fn compile(doc: &Document, field: String, source: &str) -> Result<Program, LoadError> {
-    Program::compile_for(Dialect::Kyverno, source)
+/// A MutatingAdmissionPolicyBinding: further constraints on where its policy applies.
+#[derive(Debug, Clone, Default)]
+pub struct Binding {
+    /// The binding's name.
+    pub name: String,
+    /// `matchResources` (empty: everything the policy matches).
+    pub match_resources: Option<MatchResources>,
+}
+
+impl Binding {
+    fn selects(&self, review: &Review, ctx: &EvalContext) -> bool {
+        let Some(m) = &self.match_resources else {
+            return true;
+        };
+        (m.resource_rules.is_empty()
+            || m.resource_rules
+                .iter()
+                .any(|r| policyctl_vpol::rule_matches(r, review)))
+            && policyctl_vpol::selected_by(
+                &m.exclude_resource_rules,
+                m.object_selector.as_ref(),
+                m.namespace_selector.as_ref(),
+                review,
+                ctx,
+            )
+    }
+}
+
+fn compile(
+    doc: &Document,
+    dialect: Dialect,
+    field: String,
+    source: &str,
+) -> Result<Program, LoadError> {
+    Program::compile_for(dialect, source)
         .map_err(|e| doc.error_at(field, format!("CEL expression does not compile: {e}")))
 }
 
-fn named(doc: &Document, list: &[Named], what: &str) -> Result<Vec<(String, Program)>, LoadError> {
+fn named(
+    doc: &Document,
+    dialect: Dialect,
+    list: &[Named],
+    what: &str,
+) -> Result<Vec<(String, Program)>, LoadError> {
     list.iter()
         .enumerate()
         .map(|(i, n)| {
@@ -256,7 +298,12 @@ fn named(doc: &Document, list: &[Named], what: &str) -> Result<Vec<(String, Prog
             }
             Ok((
                 n.name.clone(),
-                compile(doc, format!("spec.{what}[{i}].expression"), &n.expression)?,
+                compile(
+                    doc,
+                    dialect,
+                    format!("spec.{what}[{i}].expression"),
+                    &n.expression,
+                )?,
             ))
         })
         .collect()
@@ -265,6 +312,7 @@ fn named(doc: &Document, list: &[Named], what: &str) -> Result<Vec<(String, Prog
 /// Compiles the `mutations` of a policy document (shared by the mutating policy kinds).
 fn compile_mutations(
     doc: &Document,
+    dialect: Dialect,
     mutations: &[MutationSpec],
 ) -> Result<Vec<CompiledMutation>, LoadError> {
     let mut out = Vec::with_capacity(mutations.len());
@@ -293,7 +341,7 @@ fn compile_mutations(
                     "an expression is required",
                 )
             })?;
-        let program = Program::compile_mutation(Dialect::Kyverno, source).map_err(|e| {
+        let program = Program::compile_mutation(dialect, source).map_err(|e| {
             doc.error_at(
                 format!("{field}.{sub}.expression"),
                 format!("CEL expression does not compile: {e}"),
@@ -310,6 +358,16 @@ fn compile_mutations(
 impl MutatingPolicy {
     /// Compiles a MutatingPolicy document; returns the policy and its load warnings.
     pub fn from_document(doc: &Document) -> Result<(MutatingPolicy, Vec<LoadError>), LoadError> {
+        MutatingPolicy::build(doc, Dialect::Kyverno, true, Vec::new())
+    }
+
+    /// Compiles a mutating policy document of either kind: Kyverno's (autogen) or Kubernetes' (with its bindings).
+    fn build(
+        doc: &Document,
+        dialect: Dialect,
+        autogen: bool,
+        bindings: Vec<Binding>,
+    ) -> Result<(MutatingPolicy, Vec<LoadError>), LoadError> {
         let parsed: PolicyDoc = doc.parse()?;
         let name = parsed.metadata.name.clone();
         if name.is_empty() {
@@ -343,16 +401,16 @@ impl MutatingPolicy {
         if spec.param_kind.is_some() {
             unsupported = Some("paramKind is not supported".to_string());
         }
-        let conditions = named(doc, &spec.match_conditions, "matchConditions")?;
-        let variables = named(doc, &spec.variables, "variables")?;
-        let mutations = compile_mutations(doc, &spec.mutations)?;
+        let conditions = named(doc, dialect, &spec.match_conditions, "matchConditions")?;
+        let variables = named(doc, dialect, &spec.variables, "variables")?;
+        let mutations = compile_mutations(doc, dialect, &spec.mutations)?;
 
         let mut variants = vec![Variant {
             rule: name.clone(),
             rules: constraints.resource_rules.clone(),
             template: Template::Object,
         }];
-        if policyctl_vpol::matches_only_pods(&constraints.resource_rules) {
+        if autogen && policyctl_vpol::matches_only_pods(&constraints.resource_rules) {
             let controllers: Vec<String> = match spec
                 .autogen
                 .as_ref()
@@ -414,6 +472,7 @@ impl MutatingPolicy {
                     .and_then(|a| a.enabled)
                     .unwrap_or(true),
                 unsupported,
+                bindings,
             },
             warnings,
         ))
@@ -674,7 +733,36 @@ impl Policy for MutatingPolicy {
         let namespace = policyctl_vpol::namespace_object(review, ctx)
             .map(|n| policyctl_cel::bind::shared(&n))
             .unwrap_or_else(Shared::null);
-        let (status, message) = match self.run(review, subject, &namespace, ctx) {
+        let outcome = if self.bindings.is_empty() {
+            self.run(review, subject, &namespace, ctx)
+        } else {
+            // Each binding that selects the review applies the policy once, in order, on the object so far.
+            let selected: Vec<&Binding> = self
+                .bindings
+                .iter()
+                .filter(|b| b.selects(review, ctx))
+                .collect();
+            if selected.is_empty() {
+                return Mutation::default();
+            }
+            let mut outcome = Outcome::NotMet;
+            let mut current = subject;
+            for _binding in selected {
+                match self.run(review, current.clone(), &namespace, ctx) {
+                    Outcome::NotMet => {}
+                    Outcome::Done(next) => {
+                        current = next.clone();
+                        outcome = Outcome::Done(next);
+                    }
+                    failed @ Outcome::Failed(_) => {
+                        outcome = failed;
+                        break;
+                    }
+                }
+            }
+            outcome
+        };
+        let (status, message) = match outcome {
             Outcome::NotMet => (RuleStatus::Skip, "match conditions not met".to_string()),
             Outcome::Done(mutated) => {
                 let mutated = match variant.template {

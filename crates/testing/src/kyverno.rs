@@ -31,6 +31,7 @@ use crate::admission::{Review, UserInfo};
 use crate::engine::kyverno::exception::is_policy_exception;
 use crate::engine::kyverno::is_kyverno_policy;
 use crate::engine::mpol::is_mutating_policy;
+use crate::engine::mpol::map::is_mutating_admission_policy;
 use crate::engine::vpol::is_validating_policy;
 use crate::engine::{LoadOptions, UnsupportedRules};
 use crate::pipeline;
@@ -524,6 +525,7 @@ fn load_suite(path: &Path, test: &Value) -> Result<Suite, String> {
             if is_kyverno_policy(&doc.api_version, &doc.kind)
                 || is_validating_policy(&doc.api_version, &doc.kind)
                 || is_mutating_policy(&doc.api_version, &doc.kind)
+                || is_mutating_admission_policy(&doc.api_version, &doc.kind)
             {
                 kyverno_docs.push((name, origin));
             } else {
@@ -855,10 +857,14 @@ fn run_test(path: &Path, test: &Value, options: &TestOptions) -> Vec<CaseResult>
             let case = |outcome: Outcome, reason: String| {
                 CaseResult::new(&suite_name, &test_name, &key, outcome, reason)
             };
-            // ValidatingPolicy (policyctl-vpol) and MutatingPolicy (policyctl-mpol) run; the other CEL kinds do
-            // not yet.
-            let runs = cel_flag
-                .is_some_and(|f| *f == "isValidatingPolicy" || *f == "isMutatingPolicy")
+            // ValidatingPolicy (policyctl-vpol), MutatingPolicy and MutatingAdmissionPolicy (policyctl-mpol) run;
+            // the other CEL kinds do not yet.
+            let runs = cel_flag.is_some_and(|f| {
+                matches!(
+                    *f,
+                    "isValidatingPolicy" | "isMutatingPolicy" | "isMutatingAdmissionPolicy"
+                )
+            })
                 && matches!(
                     suite.policies.get(&policy_name),
                     Some(LoadedPolicy::Ready(_))
@@ -1007,6 +1013,7 @@ impl SuiteRunner for KyvernoRunner {
 
     fn sniff(&self, content: &str) -> bool {
         content.contains("cli.kyverno.io")
+            || (content.contains("kyverno.io/v1") && content.contains("kind: Test"))
     }
 
     fn detect(&self, documents: &[Value]) -> bool {
@@ -1025,7 +1032,8 @@ impl SuiteRunner for KyvernoRunner {
 fn is_test(doc: &Value) -> bool {
     doc.get("apiVersion")
         .and_then(Value::as_str)
-        .is_some_and(|a| a.starts_with("cli.kyverno.io/"))
+        // `kyverno.io/v1` is the Test's older apiVersion, which the Kyverno CLI still reads.
+        .is_some_and(|a| a.starts_with("cli.kyverno.io/") || a == "kyverno.io/v1")
         && doc.get("kind").and_then(Value::as_str) == Some("Test")
 }
 
