@@ -185,9 +185,18 @@ fn eval_json_shows_the_mutated_object() {
     assert!(output.status.success(), "{}", stdout(&output));
     let report: Value = serde_json::from_str(&stdout(&output)).expect("json");
     let mutated = &report[0]["mutated"];
-    assert_eq!(mutated["metadata"]["annotations"]["example.com/team"], "a", "{report}");
-    assert_eq!(mutated["spec"]["containers"][0]["imagePullPolicy"], "Always", "{report}");
-    assert_eq!(mutated["spec"]["containers"][1]["name"], "proxy", "{report}");
+    assert_eq!(
+        mutated["metadata"]["annotations"]["example.com/team"], "a",
+        "{report}"
+    );
+    assert_eq!(
+        mutated["spec"]["containers"][0]["imagePullPolicy"], "Always",
+        "{report}"
+    );
+    assert_eq!(
+        mutated["spec"]["containers"][1]["name"], "proxy",
+        "{report}"
+    );
 }
 
 #[test]

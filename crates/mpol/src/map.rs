@@ -201,10 +201,124 @@ impl Engine for MutatingAdmissionPolicyEngine {
             if !names.contains(&policy) {
                 built.warnings.push(doc.error_at(
                     "spec.policyName",
-                    format!("no MutatingAdmissionPolicy {policy:?} is loaded: the binding does nothing"),
+                    format!(
+                        "no MutatingAdmissionPolicy {policy:?} is loaded: the binding does nothing"
+                    ),
                 ));
             }
         }
         built
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use policyctl_core::admission::{Operation, Review};
+    use policyctl_core::engine::{Engine, EngineInput, LoadOptions};
+    use policyctl_core::policy::source::documents;
+    use policyctl_core::policy::{EvalContext, SourceFile};
+    use serde_json::{json, Value};
+
+    use super::MutatingAdmissionPolicyEngine;
+
+    const POLICY: &str = r#"
+apiVersion: admissionregistration.k8s.io/v1beta1
+kind: MutatingAdmissionPolicy
+metadata: {name: label}
+spec:
+  matchConstraints:
+    resourceRules:
+    - {apiGroups: [''], apiVersions: [v1], operations: [CREATE], resources: [configmaps]}
+  failurePolicy: Fail
+  reinvocationPolicy: Never
+  mutations:
+  - patchType: ApplyConfiguration
+    applyConfiguration:
+      expression: >-
+        Object{metadata: Object.metadata{labels: {"seen": string(size(object.data))}}}
+"#;
+
+    fn build(yaml: &str) -> policyctl_core::engine::Built {
+        let (docs, errors) = documents(&SourceFile {
+            origin: "map.yaml".into(),
+            content: yaml.into(),
+        });
+        assert!(errors.is_empty(), "{errors:?}");
+        MutatingAdmissionPolicyEngine.build(
+            EngineInput {
+                documents: docs,
+                files: Vec::new(),
+            },
+            &LoadOptions::default(),
+        )
+    }
+
+    fn cm(name: &str) -> Value {
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": name, "namespace": "default"}, "data": {"a": "1"}})
+    }
+
+    fn mutated(built: &policyctl_core::engine::Built, object: Value) -> Option<Value> {
+        let review = Review::for_object(object, None, Operation::Create);
+        built.policies[0]
+            .mutate(&review, &EvalContext::default())
+            .object
+    }
+
+    #[test]
+    fn an_unbound_policy_applies_on_its_constraints() {
+        let built = build(POLICY);
+        assert!(built.errors.is_empty(), "{:?}", built.errors);
+        let out = mutated(&built, cm("a")).expect("mutated");
+        assert_eq!(out["metadata"]["labels"]["seen"], "1");
+    }
+
+    #[test]
+    fn bindings_narrow_where_the_policy_applies() {
+        let yaml = format!(
+            "{POLICY}---\napiVersion: admissionregistration.k8s.io/v1beta1\nkind: MutatingAdmissionPolicyBinding\n\
+             metadata: {{name: b}}\nspec:\n  policyName: label\n  matchResources:\n    resourceRules:\n    \
+             - {{apiGroups: [''], apiVersions: [v1], operations: [CREATE], resources: [configmaps], resourceNames: [only]}}\n"
+        );
+        let built = build(&yaml);
+        assert!(built.errors.is_empty(), "{:?}", built.errors);
+        assert!(built.warnings.is_empty(), "{:?}", built.warnings);
+        assert!(mutated(&built, cm("only")).is_some());
+        assert_eq!(mutated(&built, cm("other")), None);
+    }
+
+    #[test]
+    fn a_binding_without_its_policy_warns_and_unknown_fields_are_errors() {
+        let built = build(
+            "apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingAdmissionPolicyBinding\n\
+             metadata: {name: b}\nspec: {policyName: missing}\n",
+        );
+        assert!(built.errors.is_empty(), "{:?}", built.errors);
+        assert_eq!(built.warnings.len(), 1);
+        assert!(built.warnings[0].to_string().contains("missing"));
+
+        let built = build(&POLICY.replace("reinvocationPolicy", "reinvocationPolicyy"));
+        assert_eq!(built.errors.len(), 1, "{:?}", built.errors);
+        assert!(built.policies.is_empty());
+    }
+
+    #[test]
+    fn params_are_reported_unsupported() {
+        let built = build(&POLICY.replace(
+            "spec:\n",
+            "spec:\n  paramKind: {apiVersion: v1, kind: ConfigMap}\n",
+        ));
+        assert_eq!(built.warnings.len(), 1, "{:?}", built.warnings);
+        let review = Review::for_object(cm("a"), None, Operation::Create);
+        let ctx = EvalContext {
+            explain: true,
+            ..EvalContext::default()
+        };
+        let m = built.policies[0].mutate(&review, &ctx);
+        assert_eq!(m.object, None);
+        assert_eq!(
+            m.rules[0].status,
+            policyctl_core::policy::RuleStatus::Unsupported
+        );
     }
 }

@@ -259,3 +259,16 @@ fn engine_claims_every_served_version_and_checks_fields() {
         "ValidatingPolicy"
     ));
 }
+
+#[test]
+fn match_conditions_may_read_variables() {
+    let yaml = policy(APPLY).replace(
+        "expression: \"!has(object.metadata.labels) || !('skip' in object.metadata.labels)\"",
+        "expression: \"variables.team == 'green'\"",
+    );
+    assert!(yaml.contains("variables.team == 'green'"));
+    let p = load(&yaml);
+    let m = mutate(&p, pod());
+    assert!(m.errors.is_empty(), "{:?}", m.errors);
+    assert_eq!(m.rules[0].status, RuleStatus::Skip);
+}

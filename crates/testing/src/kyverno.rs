@@ -864,11 +864,10 @@ fn run_test(path: &Path, test: &Value, options: &TestOptions) -> Vec<CaseResult>
                     *f,
                     "isValidatingPolicy" | "isMutatingPolicy" | "isMutatingAdmissionPolicy"
                 )
-            })
-                && matches!(
-                    suite.policies.get(&policy_name),
-                    Some(LoadedPolicy::Ready(_))
-                );
+            }) && matches!(
+                suite.policies.get(&policy_name),
+                Some(LoadedPolicy::Ready(_))
+            );
             if let Some(flag) = cel_flag.filter(|_| !runs) {
                 out.push(case(
                     Outcome::Unsupported,
@@ -1053,6 +1052,20 @@ mod tests {
             &json!({"a": 1, "b": {"c": 3}, "x": true}),
         );
         assert_eq!(d, "/b/c: expected 2, got 3; /x: unexpected true");
+    }
+
+    #[test]
+    fn older_test_api_version_is_read() {
+        assert!(is_test(
+            &json!({"apiVersion": "kyverno.io/v1", "kind": "Test"})
+        ));
+        assert!(is_test(
+            &json!({"apiVersion": "cli.kyverno.io/v1alpha1", "kind": "Test"})
+        ));
+        assert!(!is_test(
+            &json!({"apiVersion": "kyverno.io/v1", "kind": "ClusterPolicy"})
+        ));
+        assert!(KyvernoRunner.sniff("apiVersion: kyverno.io/v1\nkind: Test\n"));
     }
 
     #[test]
