@@ -410,7 +410,11 @@ impl MutatingPolicy {
             rules: constraints.resource_rules.clone(),
             template: Template::Object,
         }];
-        if autogen && policyctl_vpol::matches_only_pods(&constraints.resource_rules) {
+        let pod_template = constraints
+            .resource_rules
+            .first()
+            .filter(|_| autogen && policyctl_vpol::matches_only_pods(&constraints.resource_rules));
+        if let Some(template) = pod_template {
             let controllers: Vec<String> = match spec
                 .autogen
                 .as_ref()
@@ -423,7 +427,6 @@ impl MutatingPolicy {
                     .map(|s| s.to_string())
                     .collect(),
             };
-            let template = &constraints.resource_rules[0];
             let (cron, plain): (Vec<&str>, Vec<&str>) =
                 controllers.iter().map(String::as_str).partition(|c| {
                     c.eq_ignore_ascii_case("CronJob") || c.eq_ignore_ascii_case("cronjobs")
