@@ -25,12 +25,14 @@
 #![warn(missing_docs, rust_2018_idioms)]
 
 pub mod map;
+pub mod matching;
 pub mod merge;
 mod strict;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use matching::{MatchResources, ResourceRule};
 use policyctl_cel::{Activation, Dialect, EvalError, Limits, Program, ReviewBindings, Shared};
 use policyctl_core::admission::Review;
 use policyctl_core::engine::{Built, Engine, EngineInput, LoadOptions};
@@ -40,8 +42,6 @@ use policyctl_core::policy::{
     Mutation, Policy, PolicyError, PolicyInfo, RuleResult, RuleStatus,
 };
 use policyctl_core::select::Scope;
-use policyctl_kyverno::spec::LabelSelector;
-use policyctl_vpol::{MatchResources, ResourceRule};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -233,9 +233,8 @@ struct Variant {
 pub struct MutatingPolicy {
     info: PolicyInfo,
     variants: Vec<Variant>,
-    exclude: Vec<ResourceRule>,
-    namespace_selector: Option<LabelSelector>,
-    object_selector: Option<LabelSelector>,
+    /// `matchConstraints` (its resource rules are in the variants).
+    constraints: MatchResources,
     conditions: Vec<(String, Program)>,
     variables: Vec<(String, Program)>,
     mutations: Vec<CompiledMutation>,
@@ -263,14 +262,8 @@ impl Binding {
         (m.resource_rules.is_empty()
             || m.resource_rules
                 .iter()
-                .any(|r| policyctl_vpol::rule_matches(r, review)))
-            && policyctl_vpol::selected_by(
-                &m.exclude_resource_rules,
-                m.object_selector.as_ref(),
-                m.namespace_selector.as_ref(),
-                review,
-                ctx,
-            )
+                .any(|r| matching::rule_matches(r, review)))
+            && matching::selected(m, review, ctx)
     }
 }
 
@@ -413,7 +406,7 @@ impl MutatingPolicy {
         let pod_template = constraints
             .resource_rules
             .first()
-            .filter(|_| autogen && policyctl_vpol::matches_only_pods(&constraints.resource_rules));
+            .filter(|_| autogen && matching::matches_only_pods(&constraints.resource_rules));
         if let Some(template) = pod_template {
             let controllers: Vec<String> = match spec
                 .autogen
@@ -422,10 +415,7 @@ impl MutatingPolicy {
                 .and_then(|p| p.controllers.clone())
             {
                 Some(list) => list,
-                None => policyctl_vpol::DEFAULT_CONTROLLERS
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect(),
+                None => matching::default_controllers(),
             };
             let (cron, plain): (Vec<&str>, Vec<&str>) =
                 controllers.iter().map(String::as_str).partition(|c| {
@@ -434,14 +424,14 @@ impl MutatingPolicy {
             if !plain.is_empty() {
                 variants.push(Variant {
                     rule: format!("autogen-{name}"),
-                    rules: policyctl_vpol::controller_rule(template, &plain),
+                    rules: matching::controller_rules(template, &plain),
                     template: Template::Controller,
                 });
             }
             if !cron.is_empty() {
                 variants.push(Variant {
                     rule: format!("autogen-cronjob-{name}"),
-                    rules: policyctl_vpol::controller_rule(template, &cron),
+                    rules: matching::controller_rules(template, &cron),
                     template: Template::CronJob,
                 });
             }
@@ -464,9 +454,7 @@ impl MutatingPolicy {
                     annotations: parsed.metadata.annotations.clone(),
                 },
                 variants,
-                exclude: constraints.exclude_resource_rules,
-                namespace_selector: constraints.namespace_selector,
-                object_selector: constraints.object_selector,
+                constraints,
                 conditions,
                 variables,
                 mutations,
@@ -567,7 +555,7 @@ impl MutatingPolicy {
         ctx: &EvalContext,
     ) -> Outcome {
         let limits = Limits::until(ctx.deadline.instant());
-        let data = Arc::new(policyctl_vpol::ClusterData(ctx.cluster.clone()));
+        let data = matching::kyverno_data(ctx);
         let activation_for = |object: &Value| {
             let subject = review.with_object(object.clone());
             Activation::new(Arc::new(ReviewBindings::new(&subject)))
@@ -689,20 +677,14 @@ impl Policy for MutatingPolicy {
     }
 
     fn mutate(&self, review: &Review, ctx: &EvalContext) -> Mutation {
-        let Some(variant) = self.variants.iter().find(|v| {
-            v.rules
-                .iter()
-                .any(|r| policyctl_vpol::rule_matches(r, review))
-        }) else {
+        let Some(variant) = self
+            .variants
+            .iter()
+            .find(|v| v.rules.iter().any(|r| matching::rule_matches(r, review)))
+        else {
             return Mutation::default();
         };
-        if !policyctl_vpol::selected_by(
-            &self.exclude,
-            self.object_selector.as_ref(),
-            self.namespace_selector.as_ref(),
-            review,
-            ctx,
-        ) {
+        if !matching::selected(&self.constraints, review, ctx) {
             return Mutation::default();
         }
         let Some(original) = review.object() else {
@@ -733,7 +715,7 @@ impl Policy for MutatingPolicy {
             .pointer(variant.template.pointer())
             .and_then(|t| t.pointer("/metadata/namespace"))
             .is_some();
-        let namespace = policyctl_vpol::namespace_object(review, ctx)
+        let namespace = matching::namespace_object(review, ctx)
             .map(|n| policyctl_cel::bind::shared(&n))
             .unwrap_or_else(Shared::null);
         let outcome = if self.bindings.is_empty() {

@@ -14,8 +14,8 @@ use policyctl_core::engine::{Built, Engine, EngineInput, LoadOptions};
 use policyctl_core::policy::strict::{Shape, LABEL_SELECTOR, OBJECT_META};
 use serde::Deserialize;
 
+use crate::matching::MatchResources;
 use crate::{Binding, MutatingPolicy};
-use policyctl_vpol::MatchResources;
 
 const VERSIONS: [&str; 3] = [
     "admissionregistration.k8s.io/v1alpha1",
