@@ -517,7 +517,10 @@ pub fn apply_result(
             if !object.is_object() {
                 return Err("the object to mutate is not an object".to_string());
             }
-            merge::apply(object, result);
+            // Merged into a copy: a refused configuration leaves the object as it was.
+            let mut merged = object.clone();
+            merge::apply(&mut merged, result)?;
+            *object = merged;
             Ok(())
         }
     }

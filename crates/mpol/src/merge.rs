@@ -72,20 +72,26 @@ fn atomic_struct(field: &str) -> bool {
     )
 }
 
-/// Merges `config` into `live` (see the module docs).
-pub fn apply(live: &mut Value, config: &Value) {
-    merge(live, config, &mut Vec::new());
+/// Merges `config` into `live` (see the module docs). A configured list-map holding two elements with the same keys is
+/// refused, as server-side apply refuses it; `live` is then partly merged and must be dropped.
+pub fn apply(live: &mut Value, config: &Value) -> Result<(), String> {
+    merge(live, config, &mut Vec::new())
 }
 
-fn merge(live: &mut Value, config: &Value, path: &mut Vec<String>) {
+fn merge(live: &mut Value, config: &Value, path: &mut Vec<String>) -> Result<(), String> {
     match (live, config) {
         (_, Value::Null) => {}
-        (Value::Object(l), Value::Object(c)) => merge_map(l, c, path),
+        (Value::Object(l), Value::Object(c)) => merge_map(l, c, path)?,
         (live, config) => *live = strip_nulls(config),
     }
+    Ok(())
 }
 
-fn merge_map(live: &mut Map<String, Value>, config: &Map<String, Value>, path: &mut Vec<String>) {
+fn merge_map(
+    live: &mut Map<String, Value>,
+    config: &Map<String, Value>,
+    path: &mut Vec<String>,
+) -> Result<(), String> {
     for (k, cv) in config {
         if cv.is_null() {
             continue;
@@ -99,18 +105,19 @@ fn merge_map(live: &mut Map<String, Value>, config: &Map<String, Value>, path: &
                     let parents: Vec<&str> = path.iter().map(String::as_str).collect();
                     let kind = list_type(&parents, k);
                     path.push(k.clone());
-                    merge_list(la, ca, kind, path);
+                    merge_list(la, ca, kind, path)?;
                     path.pop();
                 } else if atomic_struct(k) {
                     *lv = strip_nulls(cv);
                 } else {
                     path.push(k.clone());
-                    merge(lv, cv, path);
+                    merge(lv, cv, path)?;
                     path.pop();
                 }
             }
         }
     }
+    Ok(())
 }
 
 fn key_of(item: &Value, keys: &[(&'static str, Option<&'static str>)]) -> Option<Vec<Value>> {
@@ -123,7 +130,12 @@ fn key_of(item: &Value, keys: &[(&'static str, Option<&'static str>)]) -> Option
         .collect()
 }
 
-fn merge_list(live: &mut Vec<Value>, config: &[Value], kind: ListType, path: &mut Vec<String>) {
+fn merge_list(
+    live: &mut Vec<Value>,
+    config: &[Value],
+    kind: ListType,
+    path: &mut Vec<String>,
+) -> Result<(), String> {
     match kind {
         ListType::Atomic => *live = config.iter().map(strip_nulls).collect(),
         ListType::Set => {
@@ -134,6 +146,19 @@ fn merge_list(live: &mut Vec<Value>, config: &[Value], kind: ListType, path: &mu
             }
         }
         ListType::Map(keys) => {
+            let mut seen = Vec::new();
+            for c in config {
+                if let Some(k) = key_of(c, keys) {
+                    if seen.contains(&k) {
+                        return Err(format!(
+                            "duplicate entries for key {} in the configured list {}",
+                            Value::Array(k),
+                            path.join(".")
+                        ));
+                    }
+                    seen.push(k);
+                }
+            }
             for c in config {
                 let found = key_of(c, keys).and_then(|ck| {
                     live.iter()
@@ -142,7 +167,7 @@ fn merge_list(live: &mut Vec<Value>, config: &[Value], kind: ListType, path: &mu
                 match found {
                     Some(i) => {
                         if let Some(l) = live.get_mut(i) {
-                            merge(l, c, path);
+                            merge(l, c, path)?;
                         }
                     }
                     None => live.push(strip_nulls(c)),
@@ -150,6 +175,7 @@ fn merge_list(live: &mut Vec<Value>, config: &[Value], kind: ListType, path: &mu
             }
         }
     }
+    Ok(())
 }
 
 fn strip_nulls(v: &Value) -> Value {
@@ -170,13 +196,28 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn apply_ok(live: &mut Value, config: &Value) {
+        apply(live, config).expect("merges");
+    }
+
+    #[test]
+    fn duplicate_keys_in_a_configured_list_map_are_refused() {
+        let mut live = json!({"spec": {"containers": [{"name": "a"}]}});
+        let e = apply(
+            &mut live,
+            &json!({"spec": {"containers": [{"name": "b"}, {"name": "b", "image": "x"}]}}),
+        )
+        .expect_err("refused");
+        assert!(e.contains("spec.containers"), "{e}");
+    }
+
     #[test]
     fn containers_merge_by_name_and_keep_live_fields() {
         let mut live = json!({"spec": {"containers": [
             {"name": "a", "image": "a:1", "env": [{"name": "X", "value": "1"}]},
             {"name": "b", "image": "b:1"}
         ]}});
-        apply(
+        apply_ok(
             &mut live,
             &json!({"spec": {"containers": [
                 {"name": "b", "imagePullPolicy": "Always"},
@@ -199,7 +240,7 @@ mod tests {
         let mut live = json!({"spec": {"containers": [{"name": "a", "ports": [
             {"containerPort": 80}, {"containerPort": 53, "protocol": "UDP"}
         ]}]}});
-        apply(
+        apply_ok(
             &mut live,
             &json!({"spec": {"containers": [{"name": "a", "ports": [
                 {"containerPort": 80, "protocol": "TCP", "name": "http"},
@@ -223,7 +264,7 @@ mod tests {
             "spec": {"tolerations": [{"key": "k"}], "containers": [{"name": "a", "args": ["1", "2"]}],
                      "selector": {"matchLabels": {"a": "b"}}}
         });
-        apply(
+        apply_ok(
             &mut live,
             &json!({
                 "metadata": {"finalizers": ["b", "a"], "labels": {"y": "2", "z": null}},
@@ -247,7 +288,7 @@ mod tests {
             "volumes": [{"name": "v", "emptyDir": {}}],
             "containers": [{"name": "a", "volumeMounts": [{"name": "v", "mountPath": "/v"}]}]
         }});
-        apply(
+        apply_ok(
             &mut live,
             &json!({"spec": {
                 "volumes": [{"name": "w", "configMap": {"name": "cm"}}],
