@@ -1,6 +1,6 @@
-//! Kyverno MutatingPolicy served over TLS: a JSONPatch and an ApplyConfiguration mutation compose on /mutate, and the
-//! response's JSON patch turns the original object into the mutated one; the same policies pass their kyverno test
-//! file (patchedResources).
+//! Kyverno MutatingPolicy served over TLS: a JSONPatch and an ApplyConfiguration mutation compose on /mutate with a
+//! ClusterPolicy mutation, and the response's JSON patch turns the original object into the mutated one; the same
+//! policies pass their kyverno test file (patchedResources).
 
 mod support;
 
@@ -32,14 +32,16 @@ async fn mutating_policies_compose_on_mutate_over_tls() {
     let server = TestServer::start(&fixture("mpol")).await;
     server.wait_ready(200).await;
 
-    // Both policies apply: the JSONPatch one adds the annotation, the ApplyConfiguration one merges the containers
-    // by name (imagePullPolicy on the existing one) and appends the sidecar.
+    // Every policy applies, composed into one patch: the ClusterPolicy adds the tier label, the JSONPatch
+    // MutatingPolicy the annotation, the ApplyConfiguration one merges the containers by name (imagePullPolicy on the
+    // existing one) and appends the sidecar.
     let review = pod_review(V1, "u-both", "p", json!({"team": "a"}), "nginx:1.27");
     let original =
         serde_json::from_slice::<Value>(&review).expect("json")["request"]["object"].clone();
     let body = server.post("/mutate", &review).await.json();
     assert_eq!(body["response"]["uid"], "u-both");
     let mut expected = original.clone();
+    expected["metadata"]["labels"]["tier"] = json!("web");
     expected["metadata"]["annotations"] = json!({"example.com/team": "a"});
     expected["spec"]["containers"] = json!([
         {"name": "app", "image": "nginx:1.27", "imagePullPolicy": "Always"},
@@ -54,6 +56,7 @@ async fn mutating_policies_compose_on_mutate_over_tls() {
     let body = server.post("/mutate", &review).await.json();
     let object = patched(&body, &original);
     assert!(object["metadata"].get("annotations").is_none(), "{object}");
+    assert_eq!(object["metadata"]["labels"]["tier"], "web", "{object}");
     assert_eq!(object["spec"]["containers"][1]["name"], "proxy");
     server.stop().await;
 }
