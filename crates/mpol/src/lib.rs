@@ -579,6 +579,7 @@ impl MutatingPolicy {
                 }
             }
         }
+        let object_identity = identity(&object);
         let mut current = object;
         for (i, m) in self.mutations.iter().enumerate() {
             let activation = activation_for(&current).with_variables(&self.variables);
@@ -599,9 +600,33 @@ impl MutatingPolicy {
             if let Err(e) = apply_result(m.patch_type, &mut current, &result) {
                 return Outcome::Failed(Failure::Patch(format!("mutation [{i}]: {e}")));
             }
+            if let Err(e) = still_the_same_object(&object_identity, &current) {
+                return Outcome::Failed(Failure::Patch(format!("mutation [{i}]: {e}")));
+            }
         }
         Outcome::Done(current)
     }
+}
+
+/// What a mutation may not change: the object stays an object of the same apiVersion and kind.
+fn identity(object: &Value) -> (Option<Value>, Option<Value>) {
+    (
+        object.get("apiVersion").cloned(),
+        object.get("kind").cloned(),
+    )
+}
+
+fn still_the_same_object(
+    before: &(Option<Value>, Option<Value>),
+    object: &Value,
+) -> Result<(), String> {
+    if !object.is_object() {
+        return Err(format!("the mutated object is not an object: {object}"));
+    }
+    if identity(object) != *before {
+        return Err("a mutation may not change the object's apiVersion or kind".to_string());
+    }
+    Ok(())
 }
 
 /// The Pod autogen mutates for a controller: the template's metadata (with the controller's namespace) and spec,

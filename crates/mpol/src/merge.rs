@@ -11,6 +11,9 @@
 //!
 //! Structs Kubernetes marks atomic (label selectors) are replaced whole, as SSA does.
 //!
+//! Refused (an error, the object left unchanged): a configured list-map holding two elements with the same keys, and
+//! a map or list configured where the object has another shape (a scalar for a map, a map for a list, ...).
+//!
 //! Not reproduced: CRD schemas (their list types), the "mutating an atomic field is an error" check of the API
 //! server, schema defaulting and type conversion of the configured values.
 use serde_json::{Map, Value};
@@ -82,9 +85,31 @@ fn merge(live: &mut Value, config: &Value, path: &mut Vec<String>) -> Result<(),
     match (live, config) {
         (_, Value::Null) => {}
         (Value::Object(l), Value::Object(c)) => merge_map(l, c, path)?,
+        (live, config) if shape(live) != shape(config) && !live.is_null() => {
+            return Err(format!(
+                "{} is {} in the object but {} in the configuration",
+                if path.is_empty() {
+                    "the object".to_string()
+                } else {
+                    path.join(".")
+                },
+                shape(live),
+                shape(config)
+            ))
+        }
         (live, config) => *live = strip_nulls(config),
     }
     Ok(())
+}
+
+/// A value's JSON shape as far as merging goes: a map, a list or a scalar (scalars of different types replace each
+/// other: Kubernetes has int-or-string fields).
+fn shape(v: &Value) -> &'static str {
+    match v {
+        Value::Object(_) => "a map",
+        Value::Array(_) => "a list",
+        _ => "a scalar",
+    }
 }
 
 fn merge_map(
@@ -107,7 +132,7 @@ fn merge_map(
                     path.push(k.clone());
                     merge_list(la, ca, kind, path)?;
                     path.pop();
-                } else if atomic_struct(k) {
+                } else if atomic_struct(k) && lv.is_object() && cv.is_object() {
                     *lv = strip_nulls(cv);
                 } else {
                     path.push(k.clone());

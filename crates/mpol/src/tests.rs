@@ -272,3 +272,40 @@ fn match_conditions_may_read_variables() {
     assert!(m.errors.is_empty(), "{:?}", m.errors);
     assert_eq!(m.rules[0].status, RuleStatus::Skip);
 }
+
+#[test]
+fn hostile_mutations_are_errors_never_panics_and_change_nothing() {
+    for expression in [
+        r#"[JSONPatch{op: "replace", path: "", value: 1}]"#,
+        r#"[JSONPatch{op: "replace", path: "/kind", value: "Secret"}]"#,
+        r#"[JSONPatch{op: "remove", path: "/apiVersion"}]"#,
+        r#"[JSONPatch{op: "add", path: "no-slash", value: 1}]"#,
+        r#"[JSONPatch{op: "explode", path: "/a"}]"#,
+        r#"[JSONPatch{op: "move", from: "/spec", path: "/spec/containers/0/x"}]"#,
+        r#"[JSONPatch{op: "test", path: "/metadata/name", value: "other"}]"#,
+        r#"[JSONPatch{op: "add", path: "/spec/containers/99", value: {}}]"#,
+        r#"[{"op": 1, "path": 2}]"#,
+        r#"lists.range(2000).map(i, lists.range(2000).map(j, JSONPatch{op: "add", path: "/x", value: j}))"#,
+    ] {
+        let p = load(&policy(&format!(
+            "  - patchType: JSONPatch\n    jsonPatch:\n      expression: '{}'\n",
+            expression.replace('\'', "''")
+        )));
+        let m = mutate(&p, pod());
+        assert_eq!(m.object, None, "{expression}");
+        assert_eq!(m.errors.len(), 1, "{expression}: {:?}", m.rules);
+    }
+    for expression in [
+        r#"Object{kind: "Secret"}"#,
+        r#"Object{spec: Object.spec{containers: [Object.spec.containers{name: "a"}, Object.spec.containers{name: "a"}]}}"#,
+        "Object{metadata: 1}",
+    ] {
+        let p = load(&policy(&format!(
+            "  - patchType: ApplyConfiguration\n    applyConfiguration:\n      expression: '{}'\n",
+            expression
+        )));
+        let m = mutate(&p, pod());
+        assert_eq!(m.object, None, "{expression}");
+        assert_eq!(m.errors.len(), 1, "{expression}: {:?}", m.rules);
+    }
+}
