@@ -66,7 +66,8 @@ fn kyverno_test_file_patched_resources_match() {
     use policyctl::testing::{self, Outcome, TestOptions};
     let dir = fixture("mpol").join(".kyverno-test");
     let cases = testing::run(&[dir], &TestOptions::default());
-    assert_eq!(cases.len(), 4, "{cases:?}");
+    // Four cases of the two policies, and a Binding reviewed as pods/binding (the Values file's subresources).
+    assert_eq!(cases.len(), 5, "{cases:?}");
     for c in &cases {
         assert_eq!(c.result, Outcome::Pass, "{c:?}");
     }

@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use super::report::{CaseResult, Outcome};
 use super::{SuiteRunner, TestOptions};
-use crate::admission::{Review, UserInfo};
+use crate::admission::{Gvr, Review, UserInfo};
 use crate::engine::kyverno::exception::is_policy_exception;
 use crate::engine::kyverno::is_kyverno_policy;
 use crate::engine::mpol::is_mutating_policy;
@@ -335,6 +335,42 @@ impl Suite {
             .cloned()
     }
 
+    /// A review of a kind the Values file's `subresources` names as a subresource (a `Binding` as `pods/binding`):
+    /// the request is on the parent resource's subresource, as the API server would send it.
+    fn as_subresource(&self, review: Review) -> Review {
+        let entries = field(&self.values, "subresources")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for entry in &entries {
+            let (Some(sub), Some(parent)) =
+                (field(entry, "subresource"), field(entry, "parentResource"))
+            else {
+                continue;
+            };
+            let same_kind = field_str(sub, "kind") == Some(review.kind.kind.as_str())
+                && field_str(sub, "group").unwrap_or("") == review.kind.group
+                && field_str(sub, "version").is_none_or(|v| v == review.kind.version);
+            let Some((_, sub_name)) = field_str(sub, "name").and_then(|n| n.split_once('/')) else {
+                continue;
+            };
+            let Some(parent_name) = field_str(parent, "name") else {
+                continue;
+            };
+            if same_kind {
+                let resource = Gvr {
+                    group: field_str(parent, "group").unwrap_or("").to_string(),
+                    version: field_str(parent, "version")
+                        .unwrap_or(&review.kind.version)
+                        .to_string(),
+                    resource: parent_name.to_string(),
+                };
+                return review.with_resource(resource, Some(sub_name.to_string()));
+            }
+        }
+        review
+    }
+
     fn namespace_labels(&self, namespace: &str) -> Option<Map<String, Value>> {
         for entry in field(&self.values, "namespaceSelector")
             .and_then(Value::as_array)
@@ -391,6 +427,7 @@ impl Suite {
                 .unwrap_or_else(|| self.operation.clone());
             let review = Review::for_object(resource.value.clone(), None, operation)
                 .with_user_info(self.user.info.clone());
+            let review = self.as_subresource(review);
             let cluster = TestCluster {
                 context: self.context.clone(),
                 namespace_object: self.namespace_object(&resource.namespace),
