@@ -1,4 +1,5 @@
-//! CEL policies served over TLS: a Kyverno ValidatingPolicy (Deny and Warn) and a ClusterPolicy `validate.cel` rule.
+//! CEL policies served over TLS: a Kyverno ValidatingPolicy (Deny and Warn), a ClusterPolicy `validate.cel` rule,
+//! Kubernetes ValidatingAdmissionPolicies with bindings and a Gatekeeper template's CEL code.
 
 mod support;
 
@@ -74,4 +75,97 @@ fn kyverno_test_files_run_validating_policy_and_validate_cel_results() {
     for c in &cases {
         assert_eq!(c.result, Outcome::Pass, "{c:?}");
     }
+}
+
+/// Kubernetes ValidatingAdmissionPolicies with bindings (Deny with params from the policy set, Warn, Audit) and a
+/// Gatekeeper template whose CEL runs instead of its Rego (deny and warn constraints).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validating_admission_policies_and_gatekeeper_cel_deny_warn_and_audit() {
+    let server = TestServer::start(&fixture("cel-k8s")).await;
+    server.wait_ready(200).await;
+    let review = |uid: &str, name: &str, labels: serde_json::Value, image: &str| {
+        pod_review(V1, uid, name, labels, image)
+    };
+
+    let allowed = server
+        .post(
+            "/validate",
+            &review("u-ok", "good", json!({"team": "a"}), "nginx:1.27"),
+        )
+        .await
+        .json();
+    assert_eq!(allowed["response"]["allowed"], true, "{allowed}");
+    assert!(allowed["response"].get("warnings").is_none(), "{allowed}");
+
+    let denied = server
+        .post(
+            "/validate",
+            &review("u-tag", "tagged", json!({"team": "a"}), "nginx:latest"),
+        )
+        .await
+        .json();
+    assert_eq!(denied["response"]["allowed"], false, "{denied}");
+    assert_eq!(
+        denied["response"]["status"]["message"],
+        "[image-tag] ValidatingAdmissionPolicy 'image-tag' with binding 'image-tag-deny' denied request: \
+         image tag latest is forbidden"
+    );
+
+    let warned = server
+        .post(
+            "/validate",
+            &review("u-team", "teamless", json!({}), "nginx:1.27"),
+        )
+        .await
+        .json();
+    assert_eq!(warned["response"]["allowed"], true, "{warned}");
+    assert_eq!(
+        warned["response"]["warnings"],
+        json!(["[team-label] Validation failed for ValidatingAdmissionPolicy 'team-label' with binding \
+                'team-label-warn': pods should have a team label"])
+    );
+
+    let audited = server
+        .post(
+            "/validate",
+            &review("u-audit", "audited", json!({"team": "a"}), "nginx:1.27"),
+        )
+        .await
+        .json();
+    assert_eq!(audited["response"]["allowed"], true, "{audited}");
+    assert!(audited["response"].get("warnings").is_none(), "{audited}");
+    let (_, metrics) = support::admin_get(server.admin, "/metrics").await;
+    assert!(
+        metrics.contains(
+            r#"policyctl_policy_results_total{policy="name-audit",engine="vap",result="audit"} 1"#
+        ),
+        "{metrics}"
+    );
+
+    // The Gatekeeper template's CEL ran, not its Rego.
+    let blocked = server
+        .post(
+            "/validate",
+            &review("u-gk", "gk-bad", json!({"team": "a"}), "nginx:1.27"),
+        )
+        .await
+        .json();
+    assert_eq!(blocked["response"]["allowed"], false, "{blocked}");
+    assert_eq!(
+        blocked["response"]["status"]["message"],
+        "[gk-block] cel: name gk-bad is blocked"
+    );
+    let gk_warned = server
+        .post(
+            "/validate",
+            &review("u-gkw", "gk-meh", json!({"team": "a"}), "nginx:1.27"),
+        )
+        .await
+        .json();
+    assert_eq!(gk_warned["response"]["allowed"], true, "{gk_warned}");
+    assert_eq!(
+        gk_warned["response"]["warnings"],
+        json!(["[gk-warn] cel: name gk-meh is blocked"])
+    );
+    server.stop().await;
 }

@@ -117,7 +117,7 @@ fn lint_refuses_the_common_mistakes_naming_file_document_and_field() {
         format!("error: {k}, document 1: spec.validationFailureActon: unknown field \"validationFailureActon\" (did you mean \"validationFailureAction\"?)"),
         format!("error: {k}, document 2: spec.rules[deny-default].validate.deny.conditions.any[0].key: unbalanced \"{{{{\""),
         format!("error: {k}, document 3: spec.rules[label].validate.message: expression \"to_upper(request.object.metadata.name, 'x')\" does not compile"),
-        format!("error: {k}, document 4: spec.rules[baseline]: policyctl does not run this rule (validate.podSecurity rules are not supported) and the policy enforces it"),
+        format!("error: {k}, document 4: spec.rules[signed]: policyctl does not run this rule (validate.manifests rules are not supported) and the policy enforces it"),
         format!("error: {k}, document 5: spec.rules[no-host-network].validate.cel.expressions[0].expression: CEL expression does not compile"),
         format!("error: {r}: line 3: import data.lib.missing: no package or rule of the policy set defines it"),
         format!("error: {r}: line 7: undefined function is_privilegd"),

@@ -79,6 +79,7 @@ fn failures_explain_themselves() {
 fn run_filter_selects_test_and_case() {
     let options = TestOptions {
         filter: Some(regex::Regex::new("^allowed-repos//trusted$").expect("regex")),
+        ..TestOptions::default()
     };
     let results = run("tests/fixtures/gatekeeper/policies", &options);
     assert_eq!(results.len(), 1, "{results:?}");

@@ -343,3 +343,48 @@ fn a_misspelled_filter_of_a_policy_exception_is_refused_rather_than_over_broad()
           (did you mean \"namespaces\"?)"]
     );
 }
+
+#[test]
+fn pod_security_rules_run_in_kyverno_tests_and_in_the_webhook() {
+    use policyctl::testing::{self, Outcome, TestOptions};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kyverno-pss");
+    let cases = testing::run(&[root.join(".kyverno-test")], &TestOptions::default());
+    assert_eq!(cases.len(), 4, "{cases:?}");
+    assert!(cases.iter().all(|c| c.result == Outcome::Pass), "{cases:?}");
+
+    let path = root.join("policy.yaml");
+    let content = std::fs::read_to_string(&path).expect("fixture");
+    let set = compiled_set(&path.display().to_string(), &content);
+    let review = |spec: Value| {
+        Review::for_object(
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default"}, "spec": spec}),
+            None,
+            Operation::Create,
+        )
+    };
+    let denied = pipeline::run(
+        &set,
+        &review(
+            json!({"containers": [{"name": "c", "image": "nginx", "securityContext": {"privileged": true}}]}),
+        ),
+        Webhook::Validate,
+        &Settings::default(),
+    );
+    assert!(!denied.allowed);
+    let text = format!("{:?}", denied.denials);
+    assert!(
+        text.contains("It violates PodSecurity \\\"restricted:latest\\\"")
+            && text.contains("privileged"),
+        "{text}"
+    );
+    let allowed = pipeline::run(
+        &set,
+        &review(json!({
+            "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{"name": "c", "image": "nginx", "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}}]
+        })),
+        Webhook::Validate,
+        &Settings::default(),
+    );
+    assert!(allowed.allowed, "{:?}", allowed.denials);
+}

@@ -55,6 +55,25 @@ pub enum Command {
     Audit(AuditArgs),
 }
 
+/// How policies are loaded (shared by `serve`, `test`, `eval`, `bench`, `audit` and `lint`).
+#[derive(Debug, Clone, Copy, Default, Args)]
+pub struct EngineArgs {
+    /// Run the Rego of Gatekeeper ConstraintTemplates that carry both Rego and CEL (`K8sNativeValidation`). By
+    /// default their CEL runs, as Gatekeeper's default driver does; a CEL-only template runs its CEL either way.
+    #[arg(long, env = "POLICYCTL_PREFER_REGO")]
+    pub prefer_rego: bool,
+}
+
+impl EngineArgs {
+    /// The loader options these flags select (`eval_timeout` is the loader's default; `serve` sets its own).
+    pub fn load_options(&self) -> crate::engine::LoadOptions {
+        crate::engine::LoadOptions {
+            prefer_rego: self.prefer_rego,
+            ..crate::engine::LoadOptions::default()
+        }
+    }
+}
+
 /// `policyctl audit`.
 #[derive(Debug, Args)]
 pub struct AuditArgs {
@@ -71,6 +90,9 @@ pub struct AuditArgs {
     /// Time limit of one resource's evaluation.
     #[arg(long, default_value = "10s", value_parser = duration)]
     pub timeout: Duration,
+    /// How policies are loaded.
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 /// `policyctl audit` output.
@@ -122,6 +144,9 @@ pub struct BenchArgs {
     /// Regression threshold for `--compare`, in percent of the baseline's median.
     #[arg(long, default_value_t = 10.0)]
     pub threshold: f64,
+    /// How policies are loaded.
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 /// The webhook path `policyctl bench` measures.
@@ -228,6 +253,9 @@ pub struct ServeArgs {
     /// policyctl_connections_rejected_total).
     #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..), env = "POLICYCTL_MAX_CONNECTIONS")]
     pub max_connections: u32,
+    /// How policies are loaded.
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 /// `policyctl certs`.
@@ -289,6 +317,9 @@ pub struct TestArgs {
     /// Print each case's whole reason (every line) under its row, not only the first line (table output).
     #[arg(long)]
     pub detailed: bool,
+    /// How policies are loaded.
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 /// Output format of `eval` and `lint`.
@@ -316,6 +347,9 @@ pub struct EvalArgs {
     /// Output format.
     #[arg(long, short, value_enum, default_value_t = ReportOutput::Text)]
     pub output: ReportOutput,
+    /// How policies are loaded.
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 /// An admission operation on the command line.
@@ -341,6 +375,9 @@ pub struct LintArgs {
     /// Output format.
     #[arg(long, short, value_enum, default_value_t = ReportOutput::Text)]
     pub output: ReportOutput,
+    /// How policies are loaded.
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 fn duration(text: &str) -> Result<Duration, String> {

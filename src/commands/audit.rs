@@ -11,7 +11,10 @@ use crate::cli::{AuditArgs, AuditOutput};
 use crate::policy::NoCluster;
 
 pub fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
-    let (set, _) = inputs::policy_set(std::slice::from_ref(&args.policies))?;
+    let (set, _) = inputs::policy_set(
+        std::slice::from_ref(&args.policies),
+        &args.engine.load_options(),
+    )?;
     let objects = inputs::objects(&args.files)?;
     let audited = audit(&set, &objects, Arc::new(NoCluster), args.timeout);
     match args.output {

@@ -104,7 +104,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let concurrency = args.concurrency.max(1);
     let iterations = args.iterations.max(1);
     let started = Instant::now();
-    let (set, _) = inputs::policy_set(std::slice::from_ref(&args.policies))?;
+    let (set, _) = inputs::policy_set(
+        std::slice::from_ref(&args.policies),
+        &args.engine.load_options(),
+    )?;
     let setup = started.elapsed();
     let reviews = inputs::reviews(&args.files, args.operation.into())?;
     if reviews.is_empty() {

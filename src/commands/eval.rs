@@ -17,8 +17,9 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
         files,
         operation,
         output,
+        engine,
     } = args;
-    let (set, _) = inputs::policy_set(&policies)?;
+    let (set, _) = inputs::policy_set(&policies, &engine.load_options())?;
     let mut reports = Vec::new();
     let mut denied = false;
     for (origin, review) in inputs::reviews(&files, operation.into())? {

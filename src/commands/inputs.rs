@@ -15,8 +15,11 @@ use crate::policy::source::yaml_documents;
 use crate::policy::{PolicySet, SourceFile, SourceRef};
 
 /// Compile policy files and directories as one set; any load error is printed and fails the command.
-pub fn policy_set(paths: &[impl AsRef<Path>]) -> anyhow::Result<(PolicySet, Compiled)> {
-    let compiled = loader::compile_paths(paths, &LoadOptions::default());
+pub fn policy_set(
+    paths: &[impl AsRef<Path>],
+    options: &LoadOptions,
+) -> anyhow::Result<(PolicySet, Compiled)> {
+    let compiled = loader::compile_paths(paths, options);
     if !compiled.built.errors.is_empty() {
         for error in &compiled.built.errors {
             eprintln!("error: {error}");

@@ -5,7 +5,6 @@ use std::process::ExitCode;
 use serde_json::json;
 
 use crate::cli::{LintArgs, ReportOutput};
-use crate::engine::LoadOptions;
 use crate::policy::loader;
 use crate::policy::PolicySet;
 
@@ -14,6 +13,7 @@ pub fn run(args: LintArgs) -> anyhow::Result<ExitCode> {
         mut paths,
         policies,
         output,
+        engine,
     } = args;
     paths.extend(policies);
     if paths.is_empty() {
@@ -24,7 +24,7 @@ pub fn run(args: LintArgs) -> anyhow::Result<ExitCode> {
         .map(|p| p.display().to_string())
         .collect::<Vec<_>>()
         .join(", ");
-    let compiled = loader::compile_paths(&paths, &LoadOptions::default());
+    let compiled = loader::compile_paths(&paths, &engine.load_options());
     let errors = compiled.built.errors.clone();
     let warnings = compiled.built.warnings.clone();
     let files = compiled.files;

@@ -36,6 +36,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         body_read_timeout,
         idle_timeout,
         max_connections,
+        engine,
     } = args;
     let (tls_cert, tls_key) = match (tls_cert, tls_key) {
         (Some(cert), Some(key)) => (cert, key),
@@ -73,6 +74,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         failure_policy,
         max_concurrency,
         eval_timeout,
+        prefer_rego: engine.prefer_rego,
         request_timeout,
         drain_timeout,
         connections: ConnectionLimits {

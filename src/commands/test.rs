@@ -17,6 +17,7 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
         run,
         fail_only,
         detailed,
+        engine,
     } = args;
     let filter = run
         .map(|re| Regex::new(&re).with_context(|| format!("invalid --run expression {re:?}")))
@@ -24,7 +25,10 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
     let known = known_failures
         .map(|path| KnownFailures::load(&path).map_err(anyhow::Error::msg))
         .transpose()?;
-    let options = TestOptions { filter };
+    let options = TestOptions {
+        filter,
+        load: engine.load_options(),
+    };
     let mut line = ProgressLine::new(std::io::stderr(), progress::wanted_on_stderr());
     let mut cases = testing::run_with_progress(&paths, &options, &mut |p| line.update(p));
     line.finish();

@@ -494,7 +494,7 @@ spec:
     match:
       any:
       - resources:
-          kinds: [Certificate, Widgit]
+          kinds: [Certificate, Widgit, cert-manager.io/v1/Issuer]
     validate:
       message: a duration is required
       pattern:
@@ -536,6 +536,13 @@ async fn kinds_a_crd_of_the_cluster_defines_are_not_reported_as_unknown() {
         widgit[0].contains("no CustomResourceDefinition of the cluster defines it"),
         "{widgit:?}"
     );
+    // A kind of a custom group is reported once the cluster's CRDs are known.
+    let issuer = warnings_about(&target, "Issuer");
+    assert_eq!(issuer.len(), 1, "{issuer:?}");
+    assert!(
+        issuer[0].contains("of group \"cert-manager.io\""),
+        "{issuer:?}"
+    );
 
     // Without the right to list CRDs, the built-in kinds alone decide (and the load still works).
     api.forbid(
@@ -550,4 +557,5 @@ async fn kinds_a_crd_of_the_cluster_defines_are_not_reported_as_unknown() {
     target.until_generation(2).await;
     assert_eq!(warnings_about(&target, "Certificate").len(), 1);
     assert!(warnings_about(&target, "Widgit")[0].contains("unless a CRD defines it"));
+    assert!(warnings_about(&target, "Issuer").is_empty());
 }

@@ -70,6 +70,7 @@ impl TestServer {
             failure_policy: FailurePolicy::Fail,
             max_concurrency: 2,
             eval_timeout: Duration::from_secs(1),
+            prefer_rego: false,
             request_timeout: Duration::from_secs(2),
             drain_timeout: Duration::from_secs(5),
             connections: ConnectionLimits::default(),

@@ -16,12 +16,18 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms)]
 
+mod args;
 pub mod bind;
 pub mod budget;
+pub mod checks;
 pub mod guard;
+pub mod k8s;
 pub mod kyverno;
-pub mod list_index;
 pub mod mutation;
+pub mod net;
+pub mod quantity;
+pub mod semver;
+pub mod urls;
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -38,6 +44,8 @@ use serde_json::Value as Json;
 
 pub use bind::Shared;
 pub use budget::Stats;
+/// A CEL value (the `cel` crate's), as evaluations return it.
+pub use cel::Value as CelValue;
 
 /// Kubernetes' per-expression runtime cost limit (`PerCallLimit`), used as the default budget.
 pub const DEFAULT_COST_LIMIT: u64 = 1_000_000;
@@ -214,7 +222,15 @@ fn build_env(dialect: Dialect) -> Result<Arc<Env>, String> {
         .map_err(|e| e.to_string())?;
     env.add_extension(budget::extension)
         .map_err(|e| e.to_string())?;
-    env.add_extension(list_index::extension)
+    env.add_extension(k8s::extension)
+        .map_err(|e| e.to_string())?;
+    env.add_extension(quantity::extension)
+        .map_err(|e| e.to_string())?;
+    env.add_extension(semver::extension)
+        .map_err(|e| e.to_string())?;
+    env.add_extension(net::extension)
+        .map_err(|e| e.to_string())?;
+    env.add_extension(urls::extension)
         .map_err(|e| e.to_string())?;
     if dialect == Dialect::Kyverno {
         env.add_extension(kyverno_extension)
@@ -623,3 +639,12 @@ impl Indexer for Variables {
 
 #[cfg(test)]
 mod tests;
+
+/// Evaluates `src` with `object` as the object of a CREATE review (the libraries' tests).
+#[cfg(test)]
+pub(crate) fn eval_on(object: Json, src: &str) -> Result<Value, EvalError> {
+    let review = Review::for_object(object, None, policyctl_core::admission::Operation::Create);
+    let activation = Activation::new(ReviewBindings::of(&review));
+    let program = Program::compile(src).map_err(|e| EvalError::Execution(e.to_string()))?;
+    activation.evaluate(&program, &Limits::default())
+}

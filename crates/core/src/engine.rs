@@ -20,6 +20,9 @@ pub struct LoadOptions {
     pub unsupported_rules: UnsupportedRules,
     /// The cluster's custom resource kinds, when the server reads them: no warning for a kind a CRD defines.
     pub known_kinds: Option<Arc<KnownKinds>>,
+    /// Run the Rego of Gatekeeper templates that carry both Rego and CEL (`K8sNativeValidation`); by default their
+    /// CEL runs, as Gatekeeper's default driver does.
+    pub prefer_rego: bool,
 }
 
 impl Default for LoadOptions {
@@ -28,6 +31,7 @@ impl Default for LoadOptions {
             eval_timeout: DEFAULT_EVAL_TIMEOUT,
             unsupported_rules: UnsupportedRules::default(),
             known_kinds: None,
+            prefer_rego: false,
         }
     }
 }
@@ -57,6 +61,9 @@ pub struct EngineInput {
     pub documents: Vec<Document>,
     /// Whole files the engine claimed (e.g. Rego modules).
     pub files: Vec<SourceFile>,
+    /// Documents no engine claims whose apiVersion/kind is one of the engine's [`Engine::param_kinds`]: the
+    /// parameter resources of its policies (a ValidatingAdmissionPolicy's `paramKind`).
+    pub params: Vec<Document>,
 }
 
 /// What an engine built.
@@ -82,6 +89,14 @@ pub trait Engine: Send + Sync {
     fn claims_file(&self, file: &SourceFile) -> bool {
         let _ = file;
         false
+    }
+
+    /// The `(apiVersion, kind)` of the parameter resources the claimed documents name (a ValidatingAdmissionPolicy's
+    /// `paramKind`). Documents of these kinds that no engine claims are given to the engine as
+    /// [`EngineInput::params`] instead of being unknown kinds.
+    fn param_kinds(&self, documents: &[Document]) -> Vec<(String, String)> {
+        let _ = documents;
+        Vec::new()
     }
 
     /// The kinds this engine loads, for error messages (`apiVersion kind`).

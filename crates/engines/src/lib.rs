@@ -25,6 +25,7 @@ pub mod engine {
             Box::new(kyverno::KyvernoEngine),
             Box::new(rego::RegoEngine),
             Box::new(vpol::ValidatingPolicyEngine),
+            Box::new(vpol::vap::ValidatingAdmissionPolicyEngine),
             Box::new(mpol::MutatingPolicyEngine),
             Box::new(mpol::map::MutatingAdmissionPolicyEngine),
         ]

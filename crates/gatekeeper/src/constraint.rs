@@ -106,6 +106,8 @@ pub struct Constraint {
     scoped_actions: Vec<(Action, Vec<String>)>,
     /// Problems that do not stop the constraint from loading (`match.kinds` naming kinds no built-in API has).
     pub warnings: Vec<LoadError>,
+    /// The whole constraint as a CEL value (CEL's `params`), when its template runs CEL.
+    pub cel_object: Option<policyctl_cel::Shared>,
 }
 
 /// A warning for each `spec.match.kinds[].kinds` entry that no built-in API has in any of the listed groups (a
@@ -322,6 +324,10 @@ impl Constraint {
             scoped_points,
             scoped_actions,
             warnings: kind_warnings(doc),
+            cel_object: template
+                .cel
+                .as_ref()
+                .map(|_| policyctl_cel::bind::shared(&doc.value)),
         })
     }
 

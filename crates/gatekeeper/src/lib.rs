@@ -18,8 +18,12 @@
 //! - Template sources may only reference `data.inventory` and `data.lib.*`; `http.send` and `external_data` are
 //!   rejected when loading (no network access; external data providers are not supported). Templates and
 //!   constraints are validated strictly: an unknown field (outside `parameters` and `openAPIV3Schema`) is a load
-//!   error naming its path, with a "did you mean". CEL (`K8sNativeValidation`) sources are not run: a
-//!   template needs Rego.
+//!   error naming its path, with a "did you mean".
+//! - A template's CEL (`code[]` with `engine: K8sNativeValidation`) runs instead of its Rego, as Gatekeeper's default
+//!   driver does; [`LoadOptions::prefer_rego`] runs the Rego of templates that have both. The CEL sees `params` (the
+//!   constraint), `variables.params` (its `spec.parameters`), `variables.anyObject` (the old object on DELETE),
+//!   `object`, `oldObject`, `request` and `namespaceObject`; `matchCondition`, `variables`, `validations` and
+//!   `failurePolicy` are honoured, `generateVAP` is ignored with a load warning.
 //! - Known regorus/OPA differences are rewritten or reported when loading: see [`divergence`].
 //! - `data.inventory` comes from the cluster context (the kinds a Gatekeeper `Config` or `SyncSet` among the policy
 //!   files names); a template that reads it with no such document loaded gets a load warning.
@@ -126,7 +130,7 @@ impl Engine for GatekeeperEngine {
             .iter()
             .filter(|d| is_template(&d.api_version, &d.kind))
         {
-            match Template::load(doc, options.eval_timeout) {
+            match Template::load_with(doc, options.eval_timeout, options.prefer_rego) {
                 Ok((template, warnings)) => {
                     built.warnings.extend(warnings);
                     if let Some(previous) = templates.get(&template.kind) {
@@ -230,7 +234,11 @@ impl ConstraintPolicy {
             kind: constraint.template.kind.clone(),
             engine: "gatekeeper",
             source,
-            failure_policy: None,
+            failure_policy: constraint
+                .template
+                .cel
+                .as_ref()
+                .and_then(|c| c.failure_policy),
             annotations: constraint.annotations.clone(),
         };
         ConstraintPolicy {
@@ -303,6 +311,9 @@ impl Policy for ConstraintPolicy {
                 .contains(&review.operation)
         {
             return Evaluation::skip();
+        }
+        if let Some(cel) = &self.constraint.template.cel {
+            return self.validate_cel(cel, action, review, ctx);
         }
         let served = review.cached(|r| {
             let namespace = r
@@ -385,6 +396,66 @@ impl Policy for ConstraintPolicy {
     }
 }
 
+impl ConstraintPolicy {
+    /// A template's CEL code on a review: the constraint's match first (in Rust, as for Rego), then the checks with
+    /// `params` = the constraint, `variables.params` = its parameters and `variables.anyObject`. A failed validation
+    /// is a violation with the validation's message, of the constraint's enforcement action.
+    fn validate_cel(
+        &self,
+        cel: &template::CelCode,
+        action: crate::policy::Action,
+        review: &Review,
+        ctx: &EvalContext,
+    ) -> Evaluation {
+        let name = &self.info.name;
+        let namespace_object = review
+            .namespace
+            .as_deref()
+            .filter(|n| !n.is_empty())
+            .filter(|_| !(review.kind.group.is_empty() && review.kind.kind == "Namespace"))
+            .and_then(|ns| ctx.cluster.namespace(ns));
+        let target = review::target_of(review.request(), namespace_object.as_ref());
+        match self.constraint.matcher.matches(&target) {
+            Ok(true) => {}
+            Ok(false) => return Evaluation::skip(),
+            Err(autoreject) => {
+                let mut out = Evaluation::found(vec![Violation::deny(autoreject.clone())]);
+                out.rules = explained(ctx, name, RuleStatus::Fail, autoreject);
+                return out;
+            }
+        }
+        let params = self
+            .constraint
+            .cel_object
+            .clone()
+            .unwrap_or_else(policyctl_cel::Shared::null);
+        let activation = policyctl_cel::Activation::new(policyctl_cel::ReviewBindings::of(review))
+            .with_params(params)
+            .with_namespace_object(
+                namespace_object
+                    .as_ref()
+                    .map(policyctl_cel::bind::shared)
+                    .unwrap_or_else(policyctl_cel::Shared::null),
+            );
+        let limits =
+            policyctl_cel::Limits::until(std::time::Instant::now() + ctx.time_limit(self.cap));
+        let outcome = cel.checks.run(&activation, &limits);
+        let mut out = Evaluation::skip();
+        policyctl_cel::checks::record(
+            &mut out,
+            outcome,
+            &[action],
+            ctx,
+            name,
+            &|_, m| m.to_string(),
+            &|e| e.to_string(),
+        );
+        // A constraint that matched applied, even when a match condition left it unvalidated.
+        out.applied = true;
+        out
+    }
+}
+
 /// The per-rule result of a constraint (its one "rule" is the constraint), when the context explains.
 fn explained(
     ctx: &EvalContext,
@@ -404,3 +475,6 @@ fn explained(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod cel_tests;

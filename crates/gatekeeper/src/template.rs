@@ -9,9 +9,11 @@ use serde_json::Value;
 use super::divergence;
 use super::schema::ParamSchema;
 use crate::policy::source::Document;
-use crate::policy::{EvalError, LoadError, SourceRef};
+use crate::policy::{EvalError, FailurePolicy, LoadError, SourceRef};
 use crate::select::OpSet;
 use crate::support;
+use policyctl_cel::checks::{CheckSpecs, Checks, Named, ValidationSpec};
+use policyctl_cel::Dialect;
 
 /// The only target Gatekeeper serves.
 pub const TARGET: &str = "admission.k8s.gatekeeper.sh";
@@ -81,6 +83,105 @@ struct Code {
     source: Value,
 }
 
+/// A `K8sNativeValidation` code block's source (Gatekeeper's `matchCondition` key is singular).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CelSource {
+    #[serde(default)]
+    validations: Vec<ValidationSpec>,
+    #[serde(default)]
+    variables: Vec<Named>,
+    #[serde(default)]
+    match_condition: Vec<Named>,
+    #[serde(default)]
+    failure_policy: Option<String>,
+    #[serde(default, rename = "generateVAP")]
+    generate_vap: Option<bool>,
+}
+
+/// The variables Gatekeeper declares before a template's own: the constraint's parameters and the object under
+/// review (the old object on DELETE).
+const GATEKEEPER_VARIABLES: [(&str, &str); 2] = [
+    (
+        "params",
+        "!has(params.spec) ? null : !has(params.spec.parameters) ? null : params.spec.parameters",
+    ),
+    (
+        "anyObject",
+        "has(request.operation) && request.operation == \"DELETE\" && object == null ? oldObject : object",
+    ),
+];
+
+/// A template's CEL (`K8sNativeValidation`) code, which runs instead of its Rego (as Gatekeeper's default).
+#[derive(Debug)]
+pub struct CelCode {
+    /// Gatekeeper's variables, then the template's, its match conditions and validations.
+    pub checks: Checks,
+    /// The code's `failurePolicy`, when it has one.
+    pub failure_policy: Option<FailurePolicy>,
+}
+
+impl CelCode {
+    fn load(
+        doc: &Document,
+        index: usize,
+        source: &Value,
+        warnings: &mut Vec<LoadError>,
+    ) -> Result<CelCode, LoadError> {
+        let prefix = format!("spec.targets[0].code[{index}].source");
+        let parsed: CelSource = crate::policy::source::parse_value(source)
+            .map_err(|(f, m)| doc.error_at(format!("{prefix}{}", dotted(&f)), m))?;
+        for (i, v) in parsed.variables.iter().enumerate() {
+            let reserved = GATEKEEPER_VARIABLES.iter().any(|(n, _)| *n == v.name)
+                || v.name.starts_with("gatekeeper_internal_");
+            if reserved {
+                return Err(doc.error_at(
+                    format!("{prefix}.variables[{i}].name"),
+                    format!("variable name {:?} is reserved by Gatekeeper", v.name),
+                ));
+            }
+        }
+        if parsed.validations.is_empty() {
+            return Err(doc.error_at(
+                format!("{prefix}.validations"),
+                "at least one validation is required",
+            ));
+        }
+        if parsed.generate_vap == Some(true) {
+            warnings.push(doc.error_at(
+                format!("{prefix}.generateVAP"),
+                "generateVAP is ignored: policyctl evaluates the CEL itself and generates no ValidatingAdmissionPolicy",
+            ));
+        }
+        let failure_policy = parsed
+            .failure_policy
+            .as_deref()
+            .map(str::parse::<FailurePolicy>)
+            .transpose()
+            .map_err(|e| doc.error_at(format!("{prefix}.failurePolicy"), e))?;
+        let mut checks = CheckSpecs {
+            prefix: &prefix,
+            conditions_field: "matchCondition",
+            conditions: &parsed.match_condition,
+            variables: &parsed.variables,
+            validations: &parsed.validations,
+        }
+        .compile(doc, Dialect::Kubernetes, &|s| s.to_string())?;
+        let mut variables = Vec::with_capacity(GATEKEEPER_VARIABLES.len() + checks.variables.len());
+        for (name, expression) in GATEKEEPER_VARIABLES {
+            let program = policyctl_cel::Program::compile_for(Dialect::Kubernetes, expression)
+                .map_err(|e| doc.error_at(&prefix, format!("Gatekeeper's variable {name}: {e}")))?;
+            variables.push((name.to_string(), program));
+        }
+        variables.append(&mut checks.variables);
+        checks.variables = variables;
+        Ok(CelCode {
+            checks,
+            failure_policy,
+        })
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 struct RegoSource {
     #[serde(default)]
@@ -137,6 +238,8 @@ pub struct Template {
     rule: String,
     /// The VM program, when the VM compiler accepts the template.
     vm: Option<VmProgram>,
+    /// The CEL code, when it runs instead of the Rego.
+    pub cel: Option<CelCode>,
     /// Why the template runs on the interpreter, when it does.
     interpreter_reason: Option<String>,
 }
@@ -162,10 +265,21 @@ pub struct TemplateResult {
 }
 
 impl Template {
-    /// Parse and compile a template document. Warnings (rewrites, unchecked constructs) are returned beside it.
+    /// Parse and compile a template document, its CEL code chosen over its Rego (Gatekeeper's default). Warnings
+    /// (rewrites, unchecked constructs) are returned beside it.
     pub fn load(
         doc: &Document,
         timeout: Duration,
+    ) -> Result<(Template, Vec<LoadError>), Vec<LoadError>> {
+        Template::load_with(doc, timeout, false)
+    }
+
+    /// [`Template::load`]; with `prefer_rego`, a template with both runs its Rego (Gatekeeper's
+    /// `--enable-k8s-native-validation=false`). A CEL-only template runs its CEL either way.
+    pub fn load_with(
+        doc: &Document,
+        timeout: Duration,
+        prefer_rego: bool,
     ) -> Result<(Template, Vec<LoadError>), Vec<LoadError>> {
         let unknown = crate::policy::strict::check(doc, "", &doc.value, &super::strict::TEMPLATE);
         if !unknown.is_empty() {
@@ -237,7 +351,40 @@ impl Template {
         if target.operations.is_empty() {
             operations = OpSet::ALL;
         }
-        // Legacy `rego` beats `code[]`; within `code[]` only the Rego engine is used (CEL is not run).
+        let mut warnings = Vec::new();
+        let has_rego = target.rego.as_ref().is_some_and(|r| !r.trim().is_empty())
+            || target.code.iter().any(|c| c.engine == "Rego");
+        let cel = match target
+            .code
+            .iter()
+            .enumerate()
+            .find(|(_, c)| c.engine == "K8sNativeValidation")
+        {
+            Some((i, code)) if !prefer_rego || !has_rego => {
+                Some(CelCode::load(doc, i, &code.source, &mut warnings).map_err(|e| vec![e])?)
+            }
+            _ => None,
+        };
+        if !has_rego && cel.is_some() {
+            // CEL only: no Rego to compile (the empty engine is never evaluated).
+            return Ok((
+                Template {
+                    name: parsed.metadata.name,
+                    kind,
+                    source: doc.source.clone(),
+                    schema,
+                    operations,
+                    reads_inventory: false,
+                    engine: support::new_engine(timeout),
+                    rule: String::new(),
+                    vm: None,
+                    interpreter_reason: None,
+                    cel,
+                },
+                warnings,
+            ));
+        }
+        // Legacy `rego` beats `code[]` Rego.
         let (field, rego, libs, v0) = match &target.rego {
             Some(rego) if !rego.trim().is_empty() => (
                 "spec.targets[0].rego".to_string(),
@@ -254,8 +401,8 @@ impl Template {
                 else {
                     return Err(vec![doc.error_at(
                         "spec.targets[0]",
-                        "no Rego source: policyctl runs `rego` or `code[]` with `engine: Rego` (CEL-only templates are \
-                         not supported)",
+                        "no Rego or CEL source: policyctl runs `rego`, or `code[]` with `engine: Rego` or \
+                         `engine: K8sNativeValidation`",
                     )]);
                 };
                 let source: RegoSource =
@@ -272,7 +419,6 @@ impl Template {
                 )
             }
         };
-        let mut warnings = Vec::new();
         let mut errors = Vec::new();
         let mut engine = support::new_engine(timeout);
         engine.set_rego_v0(v0);
@@ -390,6 +536,7 @@ impl Template {
             rule,
             vm,
             interpreter_reason,
+            cel,
         };
         Ok((template, warnings))
     }

@@ -422,7 +422,7 @@ fn compile_errors() {
     assert!(compile_err("a.").contains("invalid JMESPath expression \"a.\""));
     assert!(compile_err("").contains("unexpected token -- found the end of the expression"));
     assert!(compile_err("a || ").contains("found the end of the expression (at offset 5)"));
-    assert!(compile_err("x509_decode(@)").contains("unknown function x509_decode()"));
+    assert!(compile_err("x509_decode(@, @)").contains("expects 1 argument, got 2"));
     assert!(compile_err("foo(").starts_with("invalid JMESPath expression"));
     assert!(compile_err("no_such_fn(@)").contains("unknown function no_such_fn()"));
     assert!(compile_err("length(a, b)").contains("expects 1 argument, got 2"));
@@ -1349,4 +1349,82 @@ fn policy_snippet_expressions_compile_and_run() {
             .map(|v| v.as_array().map(Vec::len)),
         Ok(Some(3))
     );
+}
+
+#[test]
+fn hashes() {
+    assert_eq!(
+        lit("sha1('abc')"),
+        json!("a9993e364706816aba3e25717850c26c9cd0d89d")
+    );
+    assert_eq!(lit("md5('abc')"), json!("900150983cd24fb0d6963f7d28e17f72"));
+    assert_eq!(
+        lit("sha256('abc')"),
+        json!("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+    );
+}
+
+#[test]
+fn x509_decode_reads_certificates_and_requests_with_go_field_names() {
+    let data = json!({
+        "cert": include_str!("../testdata/certificate.pem"),
+        "csr": include_str!("../testdata/request.pem"),
+    });
+    let cert = ok("x509_decode(cert)", &data);
+    assert_eq!(cert["Version"], 3);
+    assert_eq!(cert["SerialNumber"], 4660);
+    assert_eq!(cert["Subject"]["CommonName"], "webhook.example");
+    assert_eq!(cert["Subject"]["Organization"], json!(["Example Org"]));
+    assert_eq!(cert["Subject"]["Country"], json!(["DE"]));
+    assert_eq!(
+        cert["Subject"]["Locality"],
+        Value::Null,
+        "Go marshals nil slices as null"
+    );
+    assert_eq!(
+        cert["Subject"]["Names"][2],
+        json!({"Type": [2, 5, 4, 3], "Value": "webhook.example"})
+    );
+    assert_eq!(cert["Issuer"], cert["Subject"], "self-signed");
+    assert_eq!(cert["DNSNames"], json!(["webhook.example", "alt.example"]));
+    assert_eq!(cert["IPAddresses"], json!(["10.0.0.1"]));
+    assert_eq!(cert["EmailAddresses"], json!(["ops@example.com"]));
+    assert_eq!(cert["IsCA"], true);
+    assert_eq!(cert["BasicConstraintsValid"], true);
+    assert_eq!(cert["MaxPathLen"], 1);
+    // digitalSignature (1 << 0) | keyCertSign (1 << 5); serverAuth 1, clientAuth 2; ECDSA, ECDSAWithSHA256.
+    assert_eq!(cert["KeyUsage"], 33);
+    assert_eq!(cert["ExtKeyUsage"], json!([1, 2]));
+    assert_eq!(cert["PublicKeyAlgorithm"], 3);
+    assert_eq!(cert["SignatureAlgorithm"], 10);
+    assert_eq!(cert["NotBefore"], "2026-11-27T13:11:21Z");
+    assert_eq!(cert["NotAfter"], "2036-11-24T13:11:21Z");
+    assert!(cert["Raw"].as_str().is_some_and(|r| r.starts_with("MII")));
+
+    // The form Kyverno's inspect-csr policy uses: a CSR, its Subject as a string.
+    let csr = ok("x509_decode(csr)", &data);
+    assert_eq!(csr["Version"], 0);
+    assert_eq!(csr["Subject"]["CommonName"], "system:node:worker-1");
+    assert_eq!(csr["Subject"]["Organization"], json!(["system:nodes"]));
+    assert_eq!(csr["DNSNames"], json!(["worker-1.internal"]));
+    let subject = ok("x509_decode(csr).Subject | to_string(@)", &data);
+    assert!(
+        subject
+            .as_str()
+            .is_some_and(|s| s.contains("\"CommonName\":\"system:node:worker-1\"")),
+        "{subject}"
+    );
+
+    // Not PEM, or not a certificate: errors.
+    assert!(err("x509_decode('hello')", &data)
+        .to_string()
+        .contains("invalid certificate"));
+    let key = json!({"k": "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"});
+    assert!(err("x509_decode(k)", &key)
+        .to_string()
+        .contains("PRIVATE KEY"));
+    let garbage = json!({"k": "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"});
+    assert!(err("x509_decode(k)", &garbage)
+        .to_string()
+        .contains("invalid certificate"));
 }

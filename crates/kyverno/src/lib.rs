@@ -37,6 +37,7 @@ pub mod exception;
 pub mod matching;
 pub mod mutate;
 pub mod pattern;
+pub mod pss;
 pub mod result;
 pub mod scalar;
 pub mod spec;
@@ -216,9 +217,6 @@ fn is_enforce(action: &str) -> bool {
 
 fn unsupported_reason(rule: &Rule) -> Option<String> {
     if let Some(v) = &rule.validate {
-        if v.pod_security.is_some() {
-            return Some("validate.podSecurity rules are not supported".into());
-        }
         if v.manifests.is_some() {
             return Some("validate.manifests rules are not supported".into());
         }
@@ -572,7 +570,9 @@ impl KyvernoPolicy {
     pub fn from_document(
         doc: &Document,
     ) -> Result<(KyvernoPolicy, Vec<LoadError>), Vec<LoadError>> {
-        let (policy, errors, warnings) = Self::load(doc);
+        let (policy, errors, mut warnings) = Self::load(doc);
+        // Offline: kinds of custom groups need the cluster's CRDs to be judged (the loader does that when serving).
+        crate::policy::kinds::drop_cluster_only(&mut warnings);
         match policy {
             Some(policy) => Ok((policy, warnings)),
             None => Err(errors),
@@ -642,6 +642,19 @@ impl KyvernoPolicy {
                 ));
             }
             if let Some(v) = &mut rule.validate {
+                if let Some(raw) = &v.pod_security {
+                    match pss::PodSecurity::compile(raw) {
+                        Ok(p) => v.pod_security_compiled = Some(Arc::new(p)),
+                        Err((path, message)) => {
+                            let at = if path.is_empty() {
+                                format!("{field}.validate.podSecurity")
+                            } else {
+                                format!("{field}.validate.podSecurity.{path}")
+                            };
+                            errors.push(doc.error_at(at, message));
+                        }
+                    }
+                }
                 v.static_patterns = !v
                     .pattern
                     .as_ref()
@@ -965,11 +978,38 @@ impl KyvernoPolicy {
                 {
                     continue;
                 }
-                if let Some(e) = self
+                let key = self.exception_key();
+                let excepting: Vec<&Arc<PolicyException>> = self
                     .exceptions
                     .iter()
-                    .find(|e| e.exempts(&self.exception_key(), &rule.spec.name, &input))
-                {
+                    .filter(|e| e.exempts(&key, &rule.spec.name, &input))
+                    .collect();
+                // An exception with podSecurity controls excuses those controls of a podSecurity rule, which still
+                // runs; any other exception skips the rule.
+                let pss = rule
+                    .spec
+                    .validate
+                    .as_ref()
+                    .and_then(|v| v.pod_security_compiled.as_ref());
+                let relaxed: Option<CompiledRule> = match pss {
+                    Some(pss)
+                        if !excepting.is_empty()
+                            && excepting.iter().all(|e| !e.pod_security.is_empty()) =>
+                    {
+                        let extra: Vec<pss::Exclusion> = excepting
+                            .iter()
+                            .flat_map(|e| e.pod_security.iter().cloned())
+                            .collect();
+                        let mut relaxed = rule.clone();
+                        if let Some(v) = relaxed.spec.validate.as_mut() {
+                            v.pod_security_compiled = Some(Arc::new(pss.with_exclusions(&extra)));
+                        }
+                        Some(relaxed)
+                    }
+                    _ => None,
+                };
+                let rule = relaxed.as_ref().unwrap_or(rule);
+                if let Some(e) = excepting.first().filter(|_| relaxed.is_none()) {
                     response.rules.push(RuleResponse::new(
                         &rule.spec.name,
                         if rule.is_mutate() {
@@ -1418,3 +1458,5 @@ mod tests;
 
 #[cfg(test)]
 mod cel_tests;
+#[cfg(test)]
+mod pss_tests;

@@ -452,6 +452,26 @@ fn index_of(token: &str, len: usize, allow_end: bool) -> Result<usize, String> {
     Ok(i as usize)
 }
 
+/// Most nulls a missing list element of a path may be padded with (`/a/5/b` on an empty `a` pads 5).
+const MAX_PADDING: usize = 1024;
+
+/// Where `add` puts a value at `token` in a list of `len` (evanphx/json-patch with negative indices): `-` and -1 append,
+/// a negative index counts from one past the end, a positive one is the position (beyond `len` only when a path is
+/// being created, within [`MAX_PADDING`]).
+fn add_index(token: &str, len: usize) -> Result<usize, String> {
+    if token == "-" {
+        return Ok(len);
+    }
+    let i: i64 = token
+        .parse()
+        .map_err(|_| format!("invalid array index {token:?}"))?;
+    let at = if i < 0 { i + len as i64 + 1 } else { i };
+    if at < 0 || at as usize > len.saturating_add(MAX_PADDING) {
+        return Err(format!("array index {token} out of bounds"));
+    }
+    Ok(at as usize)
+}
+
 fn parent_mut<'v>(
     doc: &'v mut Value,
     tokens: &[String],
@@ -480,19 +500,30 @@ fn parent_mut<'v>(
                 m.get_mut(t)
             }
             Value::Array(a) => {
-                let len = a.len();
-                if create && t == "-" {
-                    a.push(Value::Object(Map::new()));
-                }
-                let (t, len) = if create && t == "-" {
-                    ("-1", a.len())
+                let existing = if t == "-" {
+                    None
                 } else {
-                    (t.as_str(), len)
+                    index_of(t, a.len(), false).ok()
                 };
-                match index_of(t, len, false) {
-                    Ok(i) => a.get_mut(i),
-                    Err(_) if !create => return Ok(None),
-                    Err(e) => return Err(e),
+                match existing {
+                    Some(i) => a.get_mut(i),
+                    None if !create => return Ok(None),
+                    None => {
+                        // evanphx/json-patch's EnsurePathExistsOnAdd: the missing element is added as `add` adds
+                        // (a negative index counts from one past the end, so -1 appends), padded with nulls up to a
+                        // positive index, and is a list when the next token is an index, else a map.
+                        let at = add_index(t, a.len())?;
+                        if at > a.len() {
+                            a.resize(at, Value::Null);
+                        }
+                        let child = if next_is_index {
+                            Value::Array(Vec::new())
+                        } else {
+                            Value::Object(Map::new())
+                        };
+                        a.insert(at, child);
+                        a.get_mut(at)
+                    }
                 }
             }
             _ if create => return Err(format!("cannot create a path through a scalar at {t:?}")),
@@ -534,7 +565,10 @@ fn add_at(doc: &mut Value, path: &str, value: Value) -> Result<(), String> {
             m.insert(last.clone(), value);
         }
         Value::Array(a) => {
-            let i = index_of(last, a.len(), true)?;
+            let i = add_index(last, a.len())?;
+            if i > a.len() {
+                return Err(format!("array index {last} out of bounds"));
+            }
             a.insert(i, value);
         }
         _ => {
@@ -728,5 +762,47 @@ mod tests {
         )
         .is_err());
         assert!(apply_json6902(&mut doc, &[json!({"op": "bogus", "path": "/a"})]).is_err());
+    }
+
+    #[test]
+    fn json6902_add_at_negative_indices_creates_missing_lists_as_evanphx_does() {
+        // `add` at -1 appends (a negative index counts from one past the end), also in a list the path creates.
+        let mut doc = json!({"spec": {"a": [1, 2]}});
+        apply_json6902(
+            &mut doc,
+            &[
+                json!({"op": "add", "path": "/spec/a/-1", "value": 3}),
+                json!({"op": "add", "path": "/spec/a/-4", "value": 0}),
+                json!({"op": "add", "path": "/spec/terms/-1/exprs/-1", "value": {"key": "k"}}),
+                json!({"op": "add", "path": "/spec/terms/-1/exprs/-1", "value": {"key": "l"}}),
+                json!({"op": "add", "path": "/spec/padded/2/x", "value": 1}),
+            ],
+        )
+        .expect("patch");
+        assert_eq!(
+            doc,
+            json!({"spec": {
+                "a": [0, 1, 2, 3],
+                "terms": [{"exprs": [{"key": "k"}, {"key": "l"}]}],
+                "padded": [null, null, {"x": 1}],
+            }})
+        );
+        // Bounds: an index past the end of an existing list, or padding beyond the limit, is an error.
+        let mut doc = json!({"a": [1]});
+        assert!(apply_json6902(
+            &mut doc,
+            &[json!({"op": "add", "path": "/a/3", "value": 1})]
+        )
+        .is_err());
+        assert!(apply_json6902(
+            &mut doc,
+            &[json!({"op": "add", "path": "/a/-3", "value": 1})]
+        )
+        .is_err());
+        assert!(apply_json6902(
+            &mut doc,
+            &[json!({"op": "add", "path": "/b/99999999/c", "value": 1})]
+        )
+        .is_err());
     }
 }

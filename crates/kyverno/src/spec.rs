@@ -370,9 +370,12 @@ pub struct Validation {
     /// `foreach`.
     #[serde(default)]
     pub foreach: Option<Vec<ForEachValidation>>,
-    /// `podSecurity` (unsupported).
+    /// `podSecurity`.
     #[serde(default)]
     pub pod_security: Option<Value>,
+    /// `podSecurity`, compiled at load.
+    #[serde(skip)]
+    pub pod_security_compiled: Option<std::sync::Arc<crate::pss::PodSecurity>>,
     /// `cel` (unsupported).
     #[serde(default)]
     pub cel: Option<Value>,

@@ -5,7 +5,7 @@ use crate::policy::Check;
 use crate::policy::SourceFile;
 use serde_json::json;
 
-fn load(yaml: &str) -> KyvernoPolicy {
+pub(crate) fn load(yaml: &str) -> KyvernoPolicy {
     let (docs, errors) = documents(&SourceFile {
         origin: "p.yaml".into(),
         content: yaml.into(),
@@ -14,7 +14,7 @@ fn load(yaml: &str) -> KyvernoPolicy {
     KyvernoPolicy::from_document(&docs[0]).expect("policy").0
 }
 
-fn run(policy: &KyvernoPolicy, object: Value) -> PolicyResponse {
+pub(crate) fn run(policy: &KyvernoPolicy, object: Value) -> PolicyResponse {
     let review = Review::for_object(object, None, Operation::Create);
     let user = UserContext::default();
     let mocks = Mocks::default();
@@ -211,7 +211,7 @@ spec:
   - name: pss
     match: {any: [{resources: {kinds: [Pod]}}]}
     validate:
-      podSecurity: {level: baseline, version: latest}
+      manifests: {attestors: [{entries: [{keys: {publicKeys: k}}]}]}
 "#;
     let (docs, _) = documents(&SourceFile {
         origin: "p.yaml".into(),
@@ -242,7 +242,7 @@ fn build_with(yaml: &str, mode: crate::engine::UnsupportedRules) -> crate::engin
     KyvernoEngine.build(
         EngineInput {
             documents,
-            files: Vec::new(),
+            ..EngineInput::default()
         },
         &options,
     )
@@ -264,7 +264,7 @@ spec:
     match: {{any: [{{resources: {{kinds: [Pod]}}}}]}}
     validate:
       {rule_action}
-      podSecurity: {{level: baseline, version: latest}}
+      manifests: {{attestors: [{{entries: [{{keys: {{publicKeys: k}}}}]}}]}}
   - name: images
     match: {{any: [{{resources: {{kinds: [Pod]}}}}]}}
     validate:
@@ -278,7 +278,7 @@ spec:
     assert_eq!(built.errors.len(), 1, "{:?}", built.errors);
     let e = &built.errors[0];
     assert_eq!(e.field.as_deref(), Some("spec.rules[baseline]"));
-    assert!(e.message.contains("podSecurity"), "{}", e.message);
+    assert!(e.message.contains("manifests"), "{}", e.message);
     assert!(
         e.message.contains("policyctl.io/unsupported-rules: skip"),
         "{}",
@@ -880,5 +880,165 @@ spec:
             "p.yaml, document 1: spec.rules[r].validate.foreach[0].deny.conditions.all[1].operator: unknown \
              condition operator \"NotAnOperator\"",
         ]
+    );
+}
+
+/// A Pod with containers `a` (no security context) and `b` (runAsNonRoot: false).
+fn two_containers() -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [
+        {"name": "a", "image": "x"},
+        {"name": "b", "image": "y", "securityContext": {"runAsNonRoot": false}}
+    ]}})
+}
+
+#[test]
+fn an_error_inside_a_foreach_element_is_a_rule_error_not_a_failure() {
+    let p = load(
+        r#"
+apiVersion: kyverno.io/v1
+kind: ClusterPolicy
+metadata: {name: fe, annotations: {pod-policies.kyverno.io/autogen-controllers: none}}
+spec:
+  validationFailureAction: Enforce
+  rules:
+  - name: r
+    match: {any: [{resources: {kinds: [Pod]}}]}
+    validate:
+      message: "bad"
+      foreach:
+      - list: "request.object.spec.containers"
+        pattern:
+          image: "{{ element.nothing.here }}"
+"#,
+    );
+    let r = run(&p, two_containers());
+    assert_eq!(r.rules[0].status, RuleStatus::Error, "{:?}", r.rules);
+    assert!(
+        r.rules[0].message.contains("Unknown key \"nothing\""),
+        "{:?}",
+        r.rules
+    );
+}
+
+#[test]
+fn deny_conditions_read_a_missing_key_as_an_empty_string_as_kyverno_s_resolver_does() {
+    // Kyverno substitutes deny conditions and preconditions with its preconditions resolver: a variable that does
+    // not resolve becomes "" (a pattern or a message errors instead, see the foreach test above).
+    let p = load(
+        r#"
+apiVersion: kyverno.io/v1
+kind: ClusterPolicy
+metadata: {name: nil, annotations: {pod-policies.kyverno.io/autogen-controllers: none}}
+spec:
+  validationFailureAction: Enforce
+  rules:
+  - name: r
+    match: {any: [{resources: {kinds: [Pod]}}]}
+    validate:
+      message: "bad"
+      deny:
+        conditions:
+          any:
+          - key: "{{ request.object.spec.missing }}"
+            operator: Equals
+            value: ""
+"#,
+    );
+    let r = run(&p, two_containers());
+    assert_eq!(r.rules[0].status, RuleStatus::Fail, "{:?}", r.rules);
+}
+
+#[test]
+fn context_entries_resolve_in_declaration_order_with_defaults() {
+    // `second` reads `first`, declared after it: not defined yet, so its default applies (Kyverno loads entries in
+    // order); a JMESPath that finds nothing takes the entry's default too.
+    let p = load(
+        r#"
+apiVersion: kyverno.io/v1
+kind: ClusterPolicy
+metadata: {name: ctx, annotations: {pod-policies.kyverno.io/autogen-controllers: none}}
+spec:
+  validationFailureAction: Enforce
+  rules:
+  - name: r
+    match: {any: [{resources: {kinds: [Pod]}}]}
+    context:
+    - name: second
+      variable: {jmesPath: "first", default: "none"}
+    - name: first
+      variable: {value: "one"}
+    - name: third
+      variable: {jmesPath: "first"}
+    - name: withdefault
+      variable: {jmesPath: "request.object.spec.nothing", default: "dflt"}
+    validate:
+      message: "{{ second }} {{ third }} {{ withdefault }}"
+      deny: {}
+"#,
+    );
+    let r = run(&p, two_containers());
+    assert_eq!(r.rules[0].message, "none one dflt", "{:?}", r.rules);
+}
+
+#[test]
+fn add_if_not_present_inside_foreach_patches_each_element_once() {
+    let p = load(
+        r#"
+apiVersion: kyverno.io/v1
+kind: ClusterPolicy
+metadata: {name: m, annotations: {pod-policies.kyverno.io/autogen-controllers: none}}
+spec:
+  rules:
+  - name: r
+    match: {any: [{resources: {kinds: [Pod]}}]}
+    mutate:
+      foreach:
+      - list: "request.object.spec.containers"
+        patchStrategicMerge:
+          spec:
+            containers:
+            - name: "{{ element.name }}"
+              securityContext:
+                +(runAsNonRoot): true
+"#,
+    );
+    let r = run(&p, two_containers());
+    let patched = r.patched.expect("patched");
+    assert_eq!(
+        patched["spec"]["containers"],
+        json!([
+            {"name": "a", "image": "x", "securityContext": {"runAsNonRoot": true}},
+            {"name": "b", "image": "y", "securityContext": {"runAsNonRoot": false}}
+        ])
+    );
+}
+
+#[test]
+fn a_wildcard_condition_anchor_in_a_strategic_merge_patches_every_element() {
+    // `(name): "*"` selects every container; the list keeps its order and each element gains the field.
+    let p = load(
+        r#"
+apiVersion: kyverno.io/v1
+kind: ClusterPolicy
+metadata: {name: m, annotations: {pod-policies.kyverno.io/autogen-controllers: none}}
+spec:
+  rules:
+  - name: r
+    match: {any: [{resources: {kinds: [Pod]}}]}
+    mutate:
+      patchStrategicMerge:
+        spec:
+          containers:
+          - (name): "*"
+            imagePullPolicy: Always
+"#,
+    );
+    let patched = run(&p, two_containers()).patched.expect("patched");
+    assert_eq!(
+        patched["spec"]["containers"],
+        json!([
+            {"name": "a", "image": "x", "imagePullPolicy": "Always"},
+            {"name": "b", "image": "y", "imagePullPolicy": "Always", "securityContext": {"runAsNonRoot": false}}
+        ])
     );
 }

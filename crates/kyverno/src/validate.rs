@@ -34,6 +34,19 @@ pub fn validate(
     delete: bool,
     env: &Env<'_>,
 ) -> Option<RuleResponse> {
+    if let Some(pss) = &v.pod_security_compiled {
+        if delete {
+            return None;
+        }
+        return Some(match pss.check(rule, resource) {
+            None => response(
+                rule,
+                RuleStatus::Pass,
+                format!("validation rule '{rule}' passed."),
+            ),
+            Some(message) => response(rule, RuleStatus::Fail, message),
+        });
+    }
     let body = Body {
         pattern: v.pattern.as_ref(),
         any_pattern: v.any_pattern.as_ref(),

@@ -235,6 +235,8 @@ pub struct MutatingPolicy {
     variants: Vec<Variant>,
     /// `matchConstraints` (its resource rules are in the variants).
     constraints: MatchResources,
+    /// The CEL environment: Kyverno's kind or Kubernetes'.
+    dialect: Dialect,
     conditions: Vec<(String, Program)>,
     variables: Vec<(String, Program)>,
     mutations: Vec<CompiledMutation>,
@@ -259,11 +261,8 @@ impl Binding {
         let Some(m) = &self.match_resources else {
             return true;
         };
-        (m.resource_rules.is_empty()
-            || m.resource_rules
-                .iter()
-                .any(|r| matching::rule_matches(r, review)))
-            && matching::selected(m, review, ctx)
+        // A binding's matchPolicy defaults to Equivalent, as in Kubernetes.
+        matching::matches(m, review, ctx, m.equivalent(true))
     }
 }
 
@@ -455,6 +454,7 @@ impl MutatingPolicy {
                 },
                 variants,
                 constraints,
+                dialect,
                 conditions,
                 variables,
                 mutations,
@@ -705,14 +705,22 @@ impl Policy for MutatingPolicy {
     }
 
     fn mutate(&self, review: &Review, ctx: &EvalContext) -> Mutation {
+        // `matchPolicy` defaults to Exact in Kyverno's kind, Equivalent in Kubernetes'.
+        let equivalent = self
+            .constraints
+            .equivalent(self.dialect == Dialect::Kubernetes);
         let Some(variant) = self
             .variants
             .iter()
-            .find(|v| v.rules.iter().any(|r| matching::rule_matches(r, review)))
+            .find(|v| {
+                v.rules
+                    .iter()
+                    .any(|r| matching::rule_matches(r, review, equivalent))
+            })
         else {
             return Mutation::default();
         };
-        if !matching::selected(&self.constraints, review, ctx) {
+        if !matching::selected(&self.constraints, review, ctx, equivalent) {
             return Mutation::default();
         }
         let Some(original) = review.object() else {

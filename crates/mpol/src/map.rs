@@ -247,7 +247,7 @@ spec:
         MutatingAdmissionPolicyEngine.build(
             EngineInput {
                 documents: docs,
-                files: Vec::new(),
+                ..EngineInput::default()
             },
             &LoadOptions::default(),
         )

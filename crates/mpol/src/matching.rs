@@ -7,23 +7,23 @@ use policyctl_core::admission::Review;
 use policyctl_core::policy::EvalContext;
 use serde_json::Value;
 
-pub use policyctl_vpol::{MatchResources, ResourceRule};
+pub use policyctl_vpol::common::{MatchResources, ResourceRule};
 
 /// Whether one resource rule matches the review (group, version, resource/subresource, operation, name, scope).
-pub fn rule_matches(rule: &ResourceRule, review: &Review) -> bool {
-    policyctl_vpol::rule_matches(rule, review)
+/// `equivalent` is `matchPolicy: Equivalent` (any version of the group and resource).
+pub fn rule_matches(rule: &ResourceRule, review: &Review, equivalent: bool) -> bool {
+    policyctl_vpol::common::rule_matches(rule, review, equivalent)
 }
 
 /// Whether the review passes the exclusions and the namespace and object selectors of `m` (its resource rules are
 /// checked apart, with [`rule_matches`]).
-pub fn selected(m: &MatchResources, review: &Review, ctx: &EvalContext) -> bool {
-    policyctl_vpol::selected_by(
-        &m.exclude_resource_rules,
-        m.object_selector.as_ref(),
-        m.namespace_selector.as_ref(),
-        review,
-        ctx,
-    )
+pub fn selected(m: &MatchResources, review: &Review, ctx: &EvalContext, equivalent: bool) -> bool {
+    m.selected(review, ctx, equivalent)
+}
+
+/// Resource rules (none matches everything, as in a binding), exclusions and selectors.
+pub fn matches(m: &MatchResources, review: &Review, ctx: &EvalContext, equivalent: bool) -> bool {
+    m.matches(review, ctx, equivalent)
 }
 
 /// Whether resource rules match only Pods (autogen applies).
@@ -46,7 +46,7 @@ pub fn controller_rules(template: &ResourceRule, controllers: &[&str]) -> Vec<Re
 
 /// `namespaceObject` for a review.
 pub fn namespace_object(review: &Review, ctx: &EvalContext) -> Option<Value> {
-    policyctl_vpol::namespace_object(review, ctx)
+    policyctl_vpol::common::namespace_object(review, ctx)
 }
 
 /// Kyverno's `resource` and `image` libraries over the evaluation's cluster context.

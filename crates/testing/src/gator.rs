@@ -177,7 +177,10 @@ impl SuiteRunner for GatorRunner {
         let origin = path.display().to_string();
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let mut results = Vec::new();
-        let mut cache = TemplateCache::default();
+        let mut cache = TemplateCache {
+            prefer_rego: options.load.prefer_rego,
+            ..TemplateCache::default()
+        };
         for document in documents.iter().filter(|d| is_suite(d)) {
             let suite: Suite = match parse_value(document) {
                 Ok(suite) => suite,
@@ -211,13 +214,15 @@ fn is_suite(document: &Value) -> bool {
 #[derive(Default)]
 struct TemplateCache {
     templates: HashMap<PathBuf, Result<Arc<Template>, String>>,
+    /// Run the Rego of templates that also carry CEL.
+    prefer_rego: bool,
 }
 
 impl TemplateCache {
     fn get(&mut self, path: &Path) -> Result<Arc<Template>, String> {
         self.templates
             .entry(path.to_path_buf())
-            .or_insert_with(|| load_template(path))
+            .or_insert_with(|| load_template(path, self.prefer_rego))
             .clone()
     }
 }
@@ -231,7 +236,7 @@ fn read(path: &Path) -> Result<SourceFile, String> {
     })
 }
 
-fn load_template(path: &Path) -> Result<Arc<Template>, String> {
+fn load_template(path: &Path, prefer_rego: bool) -> Result<Arc<Template>, String> {
     let file = read(path)?;
     let (docs, errors) = documents(&file);
     if let Some(err) = errors.into_iter().next() {
@@ -243,7 +248,7 @@ fn load_template(path: &Path) -> Result<Arc<Template>, String> {
             path.display()
         ));
     };
-    Template::load(doc, CASE_TIMEOUT)
+    Template::load_with(doc, CASE_TIMEOUT, prefer_rego)
         .map(|(t, _)| Arc::new(t))
         .map_err(|errors| {
             errors

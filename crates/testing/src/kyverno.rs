@@ -11,8 +11,8 @@
 //! labels, the UserInfo file's roles — is a test implementation of [`ClusterContext`], not a branch inside an engine.
 //!
 //! Differences from the Kyverno CLI, on purpose: a resource no rule matched is a **skip**, never a pass; an expected
-//! result on a policy kind or rule policyctl cannot run (CEL kinds, `validate.cel`, `generate`, ...) is
-//! **unsupported**.
+//! result on a policy kind or rule policyctl cannot run (MutatingPolicy, MutatingAdmissionPolicy, `generate`, ...) is
+//! **unsupported**. `paramResources` files load with the policies (ValidatingAdmissionPolicy params).
 
 /// How long one resource's evaluation may take (a runaway policy is an error, not a hang).
 const CASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -27,12 +27,13 @@ use std::sync::Arc;
 
 use super::report::{CaseResult, Outcome};
 use super::{SuiteRunner, TestOptions};
-use crate::admission::{Gvr, Review, UserInfo};
+use crate::admission::{plural, Gvr, Review, UserInfo};
 use crate::engine::kyverno::exception::is_policy_exception;
 use crate::engine::kyverno::is_kyverno_policy;
 use crate::engine::mpol::is_mutating_policy;
 use crate::engine::mpol::map::is_mutating_admission_policy;
 use crate::engine::vpol::is_validating_policy;
+use crate::engine::vpol::vap::{is_binding, is_validating_admission_policy};
 use crate::engine::{LoadOptions, UnsupportedRules};
 use crate::pipeline;
 use crate::policy::loader::compile;
@@ -176,25 +177,6 @@ impl ClusterContext for TestCluster {
 struct TestContext {
     resources: Vec<Value>,
     images: Vec<Value>,
-}
-
-/// The lower-case plural Kubernetes derives from a kind.
-fn plural(kind: &str) -> String {
-    let lower = kind.to_ascii_lowercase();
-    if lower.ends_with('s')
-        || lower.ends_with('x')
-        || lower.ends_with("ch")
-        || lower.ends_with("sh")
-    {
-        format!("{lower}es")
-    } else if let Some(stem) = lower
-        .strip_suffix('y')
-        .filter(|s| !s.ends_with(['a', 'e', 'i', 'o', 'u']))
-    {
-        format!("{stem}ies")
-    } else {
-        format!("{lower}s")
-    }
 }
 
 impl TestContext {
@@ -546,7 +528,7 @@ fn operation_of(values: &Value) -> Operation {
         .unwrap_or(Operation::Create)
 }
 
-fn load_suite(path: &Path, test: &Value) -> Result<Suite, String> {
+fn load_suite(path: &Path, test: &Value, options: &LoadOptions) -> Result<Suite, String> {
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     // Policy files and PolicyExceptions go through the policy loader together, exactly as the webhook loads them.
     let mut files = Vec::new();
@@ -561,10 +543,13 @@ fn load_suite(path: &Path, test: &Value) -> Result<Suite, String> {
             let name = doc.name().to_string();
             if is_kyverno_policy(&doc.api_version, &doc.kind)
                 || is_validating_policy(&doc.api_version, &doc.kind)
+                || is_validating_admission_policy(&doc.api_version, &doc.kind)
                 || is_mutating_policy(&doc.api_version, &doc.kind)
                 || is_mutating_admission_policy(&doc.api_version, &doc.kind)
             {
                 kyverno_docs.push((name, origin));
+            } else if is_binding(&doc.api_version, &doc.kind) {
+                // Loaded with its policy (a ValidatingAdmissionPolicy evaluates through its bindings).
             } else {
                 policies.insert(
                     name,
@@ -575,6 +560,14 @@ fn load_suite(path: &Path, test: &Value) -> Result<Suite, String> {
             }
         }
         files.push(source);
+    }
+    // Param resources (a ValidatingAdmissionPolicy's paramKind documents) load with the policies, as params in a
+    // policy directory do.
+    for file in strings(field(test, "paramResources")) {
+        files.push(
+            read_source(&dir.join(&file))
+                .map_err(|e| format!("param resource file {file}: {e}"))?,
+        );
     }
     let mut exception_files = Vec::new();
     for file in strings(field(test, "exceptions")) {
@@ -597,7 +590,7 @@ fn load_suite(path: &Path, test: &Value) -> Result<Suite, String> {
     // here (the webhook, lint and eval refuse it unless it opts out).
     let options = LoadOptions {
         unsupported_rules: UnsupportedRules::Report,
-        ..LoadOptions::default()
+        ..options.clone()
     };
     let compiled = compile(&files, &options);
     if let Some(e) = compiled
@@ -852,7 +845,7 @@ fn run_test(path: &Path, test: &Value, options: &TestOptions) -> Vec<CaseResult>
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    let mut suite = match load_suite(path, test) {
+    let mut suite = match load_suite(path, test, &options.load) {
         Ok(s) => s,
         Err(e) => return vec![CaseResult::error(&suite_name, e)],
     };
@@ -894,12 +887,15 @@ fn run_test(path: &Path, test: &Value, options: &TestOptions) -> Vec<CaseResult>
             let case = |outcome: Outcome, reason: String| {
                 CaseResult::new(&suite_name, &test_name, &key, outcome, reason)
             };
-            // ValidatingPolicy (policyctl-vpol), MutatingPolicy and MutatingAdmissionPolicy (policyctl-mpol) run;
-            // the other CEL kinds do not yet.
+            // ValidatingPolicy and ValidatingAdmissionPolicy (policyctl-vpol), MutatingPolicy and
+            // MutatingAdmissionPolicy (policyctl-mpol) run; the other CEL kinds do not yet.
             let runs = cel_flag.is_some_and(|f| {
                 matches!(
                     *f,
-                    "isValidatingPolicy" | "isMutatingPolicy" | "isMutatingAdmissionPolicy"
+                    "isValidatingPolicy"
+                        | "isValidatingAdmissionPolicy"
+                        | "isMutatingPolicy"
+                        | "isMutatingAdmissionPolicy"
                 )
             }) && matches!(
                 suite.policies.get(&policy_name),

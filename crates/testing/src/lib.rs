@@ -32,6 +32,8 @@ pub use report::{CaseResult, Outcome, Report};
 pub struct TestOptions {
     /// Only cases whose `test//case` matches.
     pub filter: Option<Regex>,
+    /// How the tests' policies are loaded (`prefer_rego`; each runner sets its own time limit).
+    pub load: crate::engine::LoadOptions,
 }
 
 impl TestOptions {

@@ -21,30 +21,36 @@
 //! Kyverno's CEL libraries: `resource.Get`/`resource.List` (API GETs through the cluster context; a test's context
 //! file when testing), `image.GetMetadata` (a test's context file) and `parseServiceAccount`.
 //!
+//! The matching and the checks are shared with Kubernetes' ValidatingAdmissionPolicy ([`vap`]).
+//!
 //! Not supported: `evaluation.mode: JSON`, Kyverno's other CEL libraries (`http`, `image()`, `globalContext`,
 //! `resource.Post`, …), `auditAnnotations` (ignored), PolicyExceptions for CEL policies, `matchPolicy: Equivalent` (only the exact
 //! resource matches).
 #![forbid(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms)]
 
+pub mod common;
 mod strict;
+pub mod vap;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use policyctl_cel::{Activation, Dialect, EvalError, Limits, Program, ReviewBindings, Shared};
+use common::{
+    namespace_object, rule_matches, CheckSpecs, Checks, MatchResources, Named, ResourceRule,
+    ValidationSpec,
+};
+use policyctl_cel::{Activation, Dialect, Limits, ReviewBindings, Shared};
 use policyctl_core::admission::Review;
 use policyctl_core::engine::{Built, Engine, EngineInput, LoadOptions};
 use policyctl_core::policy::source::Document;
 use policyctl_core::policy::{
-    Action, EvalContext, EvalError as PolicyEvalError, Evaluation, FailurePolicy, LoadError,
-    Policy, PolicyError, PolicyInfo, RuleResult, RuleStatus, Violation,
+    Action, EvalContext, Evaluation, FailurePolicy, LoadError, Policy, PolicyInfo, RuleResult,
+    RuleStatus,
 };
 use policyctl_core::select::Scope;
-use policyctl_kyverno::matching::selector_matches;
-use policyctl_kyverno::spec::LabelSelector;
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// The engine name.
 pub const ENGINE: &str = "kyverno-vpol";
@@ -136,64 +142,6 @@ struct Spec {
     autogen: Option<AutogenSpec>,
 }
 
-/// `spec.matchConstraints` (shared with the other `policies.kyverno.io` kinds).
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct MatchResources {
-    /// `resourceRules`.
-    #[serde(default)]
-    pub resource_rules: Vec<ResourceRule>,
-    /// `excludeResourceRules`.
-    #[serde(default)]
-    pub exclude_resource_rules: Vec<ResourceRule>,
-    /// `namespaceSelector`.
-    #[serde(default)]
-    pub namespace_selector: Option<LabelSelector>,
-    /// `objectSelector`.
-    #[serde(default)]
-    pub object_selector: Option<LabelSelector>,
-}
-
-/// One resource rule of `matchConstraints`.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ResourceRule {
-    /// `apiGroups`.
-    #[serde(default)]
-    pub api_groups: Vec<String>,
-    /// `apiVersions`.
-    #[serde(default)]
-    pub api_versions: Vec<String>,
-    /// `operations`.
-    #[serde(default)]
-    pub operations: Vec<String>,
-    /// `resources` (`res/sub` for subresources).
-    #[serde(default)]
-    pub resources: Vec<String>,
-    /// `resourceNames`.
-    #[serde(default)]
-    pub resource_names: Vec<String>,
-    /// `scope`.
-    #[serde(default)]
-    pub scope: Option<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-struct Named {
-    name: String,
-    expression: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ValidationSpec {
-    expression: String,
-    #[serde(default)]
-    message: Option<String>,
-    #[serde(default)]
-    message_expression: Option<String>,
-}
-
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct EvaluationSpec {
@@ -222,22 +170,13 @@ struct PodControllers {
     controllers: Option<Vec<String>>,
 }
 
-#[derive(Debug)]
-struct Validation {
-    program: Program,
-    message: Option<String>,
-    message_expression: Option<Program>,
-}
-
 /// One evaluated form of the policy: as written, or autogen's for Pod controllers or CronJobs.
 #[derive(Debug)]
 struct Variant {
     /// The rule name reported: the policy's name, `autogen-<name>` or `autogen-cronjob-<name>`.
     rule: String,
     rules: Vec<ResourceRule>,
-    conditions: Vec<(String, Program)>,
-    variables: Vec<(String, Program)>,
-    validations: Vec<Validation>,
+    checks: Checks,
 }
 
 /// A compiled ValidatingPolicy.
@@ -245,9 +184,8 @@ struct Variant {
 pub struct ValidatingPolicy {
     info: PolicyInfo,
     variants: Vec<Variant>,
-    exclude: Vec<ResourceRule>,
-    namespace_selector: Option<LabelSelector>,
-    object_selector: Option<LabelSelector>,
+    /// Exclusions and selectors (the resource rules are the variants').
+    constraints: MatchResources,
     actions: Vec<Action>,
     admission: bool,
     unsupported: Option<String>,
@@ -333,11 +271,6 @@ pub fn controller_rule(template: &ResourceRule, controllers: &[&str]) -> Vec<Res
         .collect()
 }
 
-fn compile(doc: &Document, field: String, source: &str) -> Result<Program, LoadError> {
-    Program::compile_for(Dialect::Kyverno, source)
-        .map_err(|e| doc.error_at(field, format!("CEL expression does not compile: {e}")))
-}
-
 fn compile_variant(
     doc: &Document,
     spec: &Spec,
@@ -345,47 +278,18 @@ fn compile_variant(
     rules: Vec<ResourceRule>,
     rewrite: &dyn Fn(&str) -> String,
 ) -> Result<Variant, LoadError> {
-    let named = |list: &[Named], what: &str| -> Result<Vec<(String, Program)>, LoadError> {
-        list.iter()
-            .enumerate()
-            .map(|(i, n)| {
-                if n.name.is_empty() {
-                    return Err(
-                        doc.error_at(format!("spec.{what}[{i}].name"), "a name is required")
-                    );
-                }
-                Ok((
-                    n.name.clone(),
-                    compile(
-                        doc,
-                        format!("spec.{what}[{i}].expression"),
-                        &rewrite(&n.expression),
-                    )?,
-                ))
-            })
-            .collect()
-    };
-    let conditions = named(&spec.match_conditions, "matchConditions")?;
-    let variables = named(&spec.variables, "variables")?;
-    let mut validations = Vec::with_capacity(spec.validations.len());
-    for (i, v) in spec.validations.iter().enumerate() {
-        let field = format!("spec.validations[{i}]");
-        validations.push(Validation {
-            program: compile(doc, format!("{field}.expression"), &rewrite(&v.expression))?,
-            message: v.message.clone().filter(|m| !m.trim().is_empty()),
-            message_expression: v
-                .message_expression
-                .as_deref()
-                .map(|m| compile(doc, format!("{field}.messageExpression"), &rewrite(m)))
-                .transpose()?,
-        });
+    let checks = CheckSpecs {
+        prefix: "spec",
+        conditions_field: "matchConditions",
+        conditions: &spec.match_conditions,
+        variables: &spec.variables,
+        validations: &spec.validations,
     }
+    .compile(doc, Dialect::Kyverno, rewrite)?;
     Ok(Variant {
         rule,
         rules,
-        conditions,
-        variables,
-        validations,
+        checks,
     })
 }
 
@@ -502,9 +406,7 @@ impl ValidatingPolicy {
                     annotations: parsed.metadata.annotations.clone(),
                 },
                 variants,
-                exclude: constraints.exclude_resource_rules,
-                namespace_selector: constraints.namespace_selector,
-                object_selector: constraints.object_selector,
+                constraints,
                 actions,
                 admission: evaluation
                     .and_then(|e| e.admission.as_ref())
@@ -515,55 +417,6 @@ impl ValidatingPolicy {
             warnings,
         ))
     }
-}
-
-fn any_or(list: &[String], value: &str) -> bool {
-    list.iter().any(|x| x == "*" || x == value)
-}
-
-fn resource_matches(list: &[String], resource: &str, sub: &str) -> bool {
-    list.iter().any(|r| {
-        let (res, rsub) = r.split_once('/').unwrap_or((r.as_str(), ""));
-        (res == "*" || res == resource) && (rsub == sub || (rsub == "*" && !sub.is_empty()))
-    })
-}
-
-/// Whether a resource rule matches a review.
-pub fn rule_matches(rule: &ResourceRule, review: &Review) -> bool {
-    let namespace = review.namespace.as_deref().unwrap_or("");
-    let scope_ok = match rule.scope.as_deref() {
-        Some("Cluster") => namespace.is_empty(),
-        Some("Namespaced") => !namespace.is_empty(),
-        _ => true,
-    };
-    scope_ok
-        && any_or(&rule.api_groups, &review.resource.group)
-        && any_or(&rule.api_versions, &review.resource.version)
-        && any_or(&rule.operations, review.operation_str())
-        && resource_matches(
-            &rule.resources,
-            &review.resource.resource,
-            review.sub_resource.as_deref().unwrap_or(""),
-        )
-        && (rule.resource_names.is_empty() || rule.resource_names.contains(&review.name))
-}
-
-fn labels_of(object: Option<&Value>) -> Option<&Map<String, Value>> {
-    object
-        .and_then(|o| o.pointer("/metadata/labels"))
-        .and_then(Value::as_object)
-}
-
-/// The namespace object a review is evaluated with: the cluster context's, else one carrying only the name (as the
-/// Kyverno CLI builds it); `None` for cluster-scoped resources and for Namespaces themselves.
-pub fn namespace_object(review: &Review, ctx: &EvalContext) -> Option<Value> {
-    let ns = review.namespace.as_deref().filter(|n| !n.is_empty())?;
-    if review.kind.group.is_empty() && review.kind.kind == "Namespace" {
-        return None;
-    }
-    Some(ctx.cluster.namespace(ns).unwrap_or_else(
-        || serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
-    ))
 }
 
 /// Kyverno's `resource` and `image` libraries over the cluster context: `resource.Get`/`List` are API GETs (served
@@ -628,119 +481,6 @@ impl policyctl_cel::kyverno::KyvernoData for ClusterData {
     }
 }
 
-enum Outcome {
-    Pass,
-    Fail(String),
-    Error(EvalError),
-    NotMet,
-}
-
-fn is_stop(e: &EvalError) -> bool {
-    matches!(
-        e,
-        EvalError::Cost { .. } | EvalError::Deadline | EvalError::Internal(_)
-    )
-}
-
-impl Variant {
-    fn run(&self, activation: &Activation, limits: &Limits) -> Outcome {
-        for (name, program) in &self.conditions {
-            match activation.evaluate_bool(program, limits) {
-                Ok(true) => {}
-                Ok(false) => return Outcome::NotMet,
-                Err(e) if is_stop(&e) => return Outcome::Error(e),
-                Err(e) => {
-                    return Outcome::Error(EvalError::Execution(format!(
-                        "matchCondition {name}: {e}"
-                    )))
-                }
-            }
-        }
-        let activation = activation.clone().with_variables(&self.variables);
-        for v in &self.validations {
-            match activation.evaluate_bool(&v.program, limits) {
-                Ok(true) => continue,
-                Ok(false) => {}
-                Err(e) if is_stop(&e) => return Outcome::Error(e),
-                Err(e) => {
-                    return Outcome::Error(EvalError::Execution(format!(
-                        "expression '{}' resulted in error: {e}",
-                        v.program.source().trim()
-                    )))
-                }
-            }
-            let from_expression = match &v.message_expression {
-                Some(m) => match activation.evaluate_string(m, limits) {
-                    Ok(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
-                    Err(e) if is_stop(&e) => return Outcome::Error(e),
-                    _ => None,
-                },
-                None => None,
-            };
-            return Outcome::Fail(
-                from_expression
-                    .or_else(|| v.message.clone())
-                    .unwrap_or_else(|| format!("failed expression: {}", v.program.source().trim())),
-            );
-        }
-        Outcome::Pass
-    }
-}
-
-impl ValidatingPolicy {
-    fn selected(&self, review: &Review, ctx: &EvalContext) -> bool {
-        selected_by(
-            &self.exclude,
-            self.object_selector.as_ref(),
-            self.namespace_selector.as_ref(),
-            review,
-            ctx,
-        )
-    }
-}
-
-/// Whether a review passes `matchConstraints`' exclusions and selectors (the resource rules are checked apart).
-pub fn selected_by(
-    exclude: &[ResourceRule],
-    object_selector: Option<&LabelSelector>,
-    namespace_selector: Option<&LabelSelector>,
-    review: &Review,
-    ctx: &EvalContext,
-) -> bool {
-    {
-        if exclude.iter().any(|r| rule_matches(r, review)) {
-            return false;
-        }
-        if let Some(sel) = object_selector {
-            let new = selector_matches(sel, labels_of(review.object()));
-            let old = review.old_object().is_some()
-                && selector_matches(sel, labels_of(review.old_object()));
-            if !new && !old {
-                return false;
-            }
-        }
-        if let Some(sel) = namespace_selector {
-            let is_namespace = review.kind.group.is_empty() && review.kind.kind == "Namespace";
-            let labels = if is_namespace {
-                labels_of(review.subject()).cloned()
-            } else {
-                match review.namespace.as_deref().filter(|n| !n.is_empty()) {
-                    // Cluster-scoped resources are not filtered by namespace selectors.
-                    None => return true,
-                    Some(ns) => ctx
-                        .cluster
-                        .namespace(ns)
-                        .and_then(|n| labels_of(Some(&n)).cloned()),
-                }
-            };
-            if !selector_matches(sel, labels.as_ref()) {
-                return false;
-            }
-        }
-        true
-    }
-}
-
 impl Policy for ValidatingPolicy {
     fn info(&self) -> &PolicyInfo {
         &self.info
@@ -758,23 +498,21 @@ impl Policy for ValidatingPolicy {
         let Some(variant) = self
             .variants
             .iter()
-            .find(|v| v.rules.iter().any(|r| rule_matches(r, review)))
+            .find(|v| v.rules.iter().any(|r| rule_matches(r, review, false)))
         else {
             return Evaluation::skip();
         };
-        if !self.selected(review, ctx) {
+        if !self.constraints.selected(review, ctx, false) {
             return Evaluation::skip();
         }
-        let result = |status: RuleStatus, message: String| RuleResult {
-            rule: variant.rule.clone(),
-            status,
-            message,
-        };
         let mut out = Evaluation::skip();
         if let Some(reason) = &self.unsupported {
             if ctx.explain {
-                out.rules
-                    .push(result(RuleStatus::Unsupported, reason.clone()));
+                out.rules.push(RuleResult {
+                    rule: variant.rule.clone(),
+                    status: RuleStatus::Unsupported,
+                    message: reason.clone(),
+                });
             }
             return out;
         }
@@ -785,41 +523,16 @@ impl Policy for ValidatingPolicy {
             .with_namespace_object(namespace)
             .with_kyverno_data(Arc::new(ClusterData(ctx.cluster.clone())));
         let limits = Limits::until(ctx.deadline.instant());
-        let (status, message) = match variant.run(&activation, &limits) {
-            Outcome::NotMet => (RuleStatus::Skip, "match conditions not met".to_string()),
-            Outcome::Pass => (RuleStatus::Pass, String::new()),
-            Outcome::Fail(message) => {
-                for action in &self.actions {
-                    out.violations.push(Violation {
-                        message: message.clone(),
-                        action: *action,
-                    });
-                }
-                (RuleStatus::Fail, message)
-            }
-            Outcome::Error(e) => {
-                let error = match &e {
-                    EvalError::Deadline => PolicyEvalError::Timeout(ctx.deadline.budget()),
-                    EvalError::Cost { .. } => PolicyEvalError::Budget(e.to_string()),
-                    _ => PolicyEvalError::Engine(e.to_string()),
-                };
-                // An error blocks only through an enforcing (Deny) policy; the decide stage applies the failure
-                // policy.
-                let action = if self.actions.contains(&Action::Deny) {
-                    Action::Deny
-                } else if self.actions.contains(&Action::Warn) {
-                    Action::Warn
-                } else {
-                    Action::Audit
-                };
-                out.errors.push(PolicyError { error, action });
-                (RuleStatus::Error, e.to_string())
-            }
-        };
-        out.applied = status != RuleStatus::Skip;
-        if ctx.explain {
-            out.rules.push(result(status, message));
-        }
+        let outcome = variant.checks.run(&activation, &limits);
+        common::record(
+            &mut out,
+            outcome,
+            &self.actions,
+            ctx,
+            &variant.rule,
+            &|_, m| m.to_string(),
+            &|e| e.to_string(),
+        );
         out
     }
 }

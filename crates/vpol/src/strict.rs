@@ -1,6 +1,7 @@
 //! Kyverno's ValidatingPolicy schema (`policies.kyverno.io`), for strict field validation: an unknown or misspelled
 //! field (`validationActons`, `matchConstraints.resourceRule`) is a load error naming its path, as `kubectl apply`
-//! with strict field validation would make it. Every field Kyverno has is listed, used by policyctl or not.
+//! with strict field validation would make it. Every field Kyverno has is listed, used by policyctl or not; the same
+//! for Kubernetes' ValidatingAdmissionPolicy and its binding.
 
 use policyctl_core::policy::strict::{Shape, LABEL_SELECTOR, OBJECT_META};
 
@@ -12,6 +13,16 @@ pub static POLICY: Shape = Shape::Object(&[
     ("spec", SPEC),
     ("status", Shape::Any),
 ]);
+
+static VALIDATION: Shape = Shape::Object(&[
+    ("expression", Shape::Any),
+    ("message", Shape::Any),
+    ("messageExpression", Shape::Any),
+    ("reason", Shape::Any),
+]);
+
+static AUDIT_ANNOTATION: Shape =
+    Shape::Object(&[("key", Shape::Any), ("valueExpression", Shape::Any)]);
 
 const NAMED_EXPRESSION: Shape = Shape::Object(&[("name", Shape::Any), ("expression", Shape::Any)]);
 
@@ -25,36 +36,13 @@ static RESOURCE_RULE: Shape = Shape::Object(&[
 ]);
 
 const SPEC: Shape = Shape::Object(&[
-    (
-        "matchConstraints",
-        Shape::Object(&[
-            ("resourceRules", Shape::List(&RESOURCE_RULE)),
-            ("excludeResourceRules", Shape::List(&RESOURCE_RULE)),
-            ("namespaceSelector", LABEL_SELECTOR),
-            ("objectSelector", LABEL_SELECTOR),
-            ("matchPolicy", Shape::Any),
-        ]),
-    ),
+    ("matchConstraints", MATCH_RESOURCES),
     ("matchConditions", Shape::List(&NAMED_EXPRESSION)),
     ("variables", Shape::List(&NAMED_EXPRESSION)),
-    (
-        "validations",
-        Shape::List(&Shape::Object(&[
-            ("expression", Shape::Any),
-            ("message", Shape::Any),
-            ("messageExpression", Shape::Any),
-            ("reason", Shape::Any),
-        ])),
-    ),
+    ("validations", Shape::List(&VALIDATION)),
     ("validationActions", Shape::Any),
     ("failurePolicy", Shape::Any),
-    (
-        "auditAnnotations",
-        Shape::List(&Shape::Object(&[
-            ("key", Shape::Any),
-            ("valueExpression", Shape::Any),
-        ])),
-    ),
+    ("auditAnnotations", Shape::List(&AUDIT_ANNOTATION)),
     (
         "webhookConfiguration",
         Shape::Object(&[("timeoutSeconds", Shape::Any)]),
@@ -82,4 +70,60 @@ const SPEC: Shape = Shape::Object(&[
     ),
     ("paramKind", Shape::Any),
     ("paramRef", Shape::Any),
+]);
+
+const MATCH_RESOURCES: Shape = Shape::Object(&[
+    ("resourceRules", Shape::List(&RESOURCE_RULE)),
+    ("excludeResourceRules", Shape::List(&RESOURCE_RULE)),
+    ("namespaceSelector", LABEL_SELECTOR),
+    ("objectSelector", LABEL_SELECTOR),
+    ("matchPolicy", Shape::Any),
+]);
+
+/// A whole `admissionregistration.k8s.io` ValidatingAdmissionPolicy document.
+pub static VAP: Shape = Shape::Object(&[
+    ("apiVersion", Shape::Any),
+    ("kind", Shape::Any),
+    ("metadata", OBJECT_META),
+    (
+        "spec",
+        Shape::Object(&[
+            (
+                "paramKind",
+                Shape::Object(&[("apiVersion", Shape::Any), ("kind", Shape::Any)]),
+            ),
+            ("matchConstraints", MATCH_RESOURCES),
+            ("matchConditions", Shape::List(&NAMED_EXPRESSION)),
+            ("variables", Shape::List(&NAMED_EXPRESSION)),
+            ("validations", Shape::List(&VALIDATION)),
+            ("auditAnnotations", Shape::List(&AUDIT_ANNOTATION)),
+            ("failurePolicy", Shape::Any),
+        ]),
+    ),
+    ("status", Shape::Any),
+]);
+
+/// A whole ValidatingAdmissionPolicyBinding document.
+pub static BINDING: Shape = Shape::Object(&[
+    ("apiVersion", Shape::Any),
+    ("kind", Shape::Any),
+    ("metadata", OBJECT_META),
+    (
+        "spec",
+        Shape::Object(&[
+            ("policyName", Shape::Any),
+            (
+                "paramRef",
+                Shape::Object(&[
+                    ("name", Shape::Any),
+                    ("namespace", Shape::Any),
+                    ("selector", LABEL_SELECTOR),
+                    ("parameterNotFoundAction", Shape::Any),
+                ]),
+            ),
+            ("matchResources", MATCH_RESOURCES),
+            ("validationActions", Shape::Any),
+        ]),
+    ),
+    ("status", Shape::Any),
 ]);

@@ -6,6 +6,7 @@ use policyctl_core::policy::{Deadline, SourceFile};
 use serde_json::json;
 
 use super::*;
+use policyctl_core::policy::EvalError as PolicyEvalError;
 
 fn load(yaml: &str) -> ValidatingPolicy {
     let (docs, errors) = documents(&SourceFile {
@@ -303,7 +304,7 @@ fn unknown_fields_are_load_errors_with_a_suggestion() {
     let built = ValidatingPolicyEngine.build(
         EngineInput {
             documents: docs,
-            files: Vec::new(),
+            ..EngineInput::default()
         },
         &LoadOptions::default(),
     );

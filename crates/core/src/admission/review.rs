@@ -486,8 +486,9 @@ impl Review {
 }
 
 /// The lower-case plural resource name Kubernetes derives from a kind (`Pod` → `pods`, `Ingress` → `ingresses`,
-/// `NetworkPolicy` → `networkpolicies`). Used for reviews synthesized from plain manifests.
-fn plural(kind: &str) -> String {
+/// `NetworkPolicy` → `networkpolicies`). Used for reviews synthesized from plain manifests, and wherever a resource
+/// must be named before discovery can (test context files, params lookups, RBAC hints).
+pub fn plural(kind: &str) -> String {
     let lower = kind.to_ascii_lowercase();
     if lower.is_empty() {
         return lower;

@@ -146,6 +146,9 @@ pub struct KindRef {
     pub group: Option<String>,
     /// The kind.
     pub kind: String,
+    /// Reported without knowing the cluster (a kind no built-in API has, with no group or in a built-in group). A
+    /// kind of a custom group is reported only when the cluster's CRDs are known.
+    pub offline: bool,
 }
 
 /// The warning for a selected kind no built-in API has (see [`unknown_kind_message`]), tagged with the kind so that a
@@ -156,15 +159,40 @@ pub fn unknown_kind_warning(
     group: Option<&str>,
     kind: &str,
 ) -> Option<super::LoadError> {
-    let message = unknown_kind_message(group, kind)?;
+    let group = group.filter(|g| !g.contains(['*', '?']));
+    let (message, offline) = match unknown_kind_message(group, kind) {
+        Some(message) => (message, true),
+        // A custom group's kind: only a load that knows the cluster's CRDs can tell (see [`KnownKinds::resolve`]).
+        None => match group {
+            Some(g)
+                if !g.is_empty()
+                    && !is_builtin_group(g)
+                    && !kind.is_empty()
+                    && !kind.contains(['*', '?']) =>
+            {
+                (
+                    format!(
+                        "kind {kind:?} of group {g:?}: no CustomResourceDefinition of the cluster defines it: this \
+                         selector never matches"
+                    ),
+                    false,
+                )
+            }
+            _ => return None,
+        },
+    };
     let mut warning = at.error_at(field, message);
     warning.unknown_kind = Some(Box::new(KindRef {
-        group: group
-            .filter(|g| !g.contains(['*', '?']))
-            .map(str::to_string),
+        group: group.map(str::to_string),
         kind: kind.to_string(),
+        offline,
     }));
     Some(warning)
+}
+
+/// Drop the warnings only a load that knows the cluster can make (kinds of custom groups), when it does not.
+pub fn drop_cluster_only(warnings: &mut Vec<super::LoadError>) {
+    warnings.retain(|w| w.unknown_kind.as_ref().is_none_or(|k| k.offline));
 }
 
 /// The kinds the cluster serves beyond the built-in ones (its CustomResourceDefinitions), as read from the API server
@@ -205,6 +233,7 @@ impl KnownKinds {
     pub fn resolve(&self, warnings: &mut Vec<super::LoadError>) {
         warnings.retain_mut(|w| match &w.unknown_kind {
             Some(k) if self.contains(k.group.as_deref(), &k.kind) => false,
+            Some(k) if !k.offline => true,
             Some(_) => {
                 if let Some(cut) = w.message.find("; unless a CRD defines it") {
                     w.message.truncate(cut);
@@ -256,8 +285,17 @@ mod tests {
         .into_iter()
         .flatten()
         .collect();
-        // A custom group is not reported offline.
-        assert_eq!(warnings.len(), 2);
+        warnings.extend(unknown_kind_warning(
+            &doc,
+            "d",
+            Some("cert-manager.io"),
+            "Certifcate",
+        ));
+        assert_eq!(warnings.len(), 4);
+        // Offline, a custom group's kinds are not reported.
+        let mut offline = warnings.clone();
+        drop_cluster_only(&mut offline);
+        assert_eq!(offline.len(), 2, "{offline:?}");
         warnings.push(crate::policy::LoadError::new(
             SourceRef::file("p.yaml"),
             "other",
@@ -267,11 +305,17 @@ mod tests {
         assert!(!known.contains(Some("apps"), "Certificate"));
         known.resolve(&mut warnings);
         let messages: Vec<&str> = warnings.iter().map(|w| w.message.as_str()).collect();
-        assert_eq!(messages.len(), 2, "{messages:?}");
+        assert_eq!(messages.len(), 3, "{messages:?}");
         assert!(
             messages[0].starts_with("kind \"Pdo\" is not a built-in Kubernetes kind (did you mean \"Pod\"?), and no CustomResourceDefinition of the cluster defines it"),
             "{messages:?}"
         );
-        assert_eq!(messages[1], "other");
+        assert!(
+            messages[1].starts_with(
+                "kind \"Certifcate\" of group \"cert-manager.io\": no CustomResourceDefinition"
+            ),
+            "{messages:?}"
+        );
+        assert_eq!(messages[2], "other");
     }
 }

@@ -196,6 +196,7 @@ pub fn compile_with(
 ) -> Compiled {
     let mut inputs: Vec<EngineInput> = engines.iter().map(|_| EngineInput::default()).collect();
     let mut errors = Vec::new();
+    let mut unclaimed = Vec::new();
     for file in files {
         if file.is_rego() {
             match engines.iter().position(|e| e.claims_file(file)) {
@@ -210,7 +211,37 @@ pub fn compile_with(
         let (docs, doc_errors) = documents(file);
         errors.extend(doc_errors);
         for doc in docs {
-            route(doc, engines, &mut inputs, &mut errors);
+            route(doc, engines, &mut inputs, &mut unclaimed);
+        }
+    }
+    // Documents no engine claims: the parameter resources an engine's policies name, else unknown kinds.
+    let param_kinds: Vec<Vec<(String, String)>> = engines
+        .iter()
+        .zip(&inputs)
+        .map(|(e, input)| e.param_kinds(&input.documents))
+        .collect();
+    for doc in unclaimed {
+        let mut taken = false;
+        for (i, kinds) in param_kinds.iter().enumerate() {
+            if kinds
+                .iter()
+                .any(|(v, k)| *v == doc.api_version && *k == doc.kind)
+            {
+                inputs[i].params.push(doc.clone());
+                taken = true;
+            }
+        }
+        if !taken {
+            let known: Vec<&str> = engines.iter().flat_map(|e| e.kinds()).collect();
+            errors.push(doc.error_at(
+                "kind",
+                format!(
+                    "unknown policy kind {:?} (apiVersion {:?}); policyctl loads: {}",
+                    doc.kind,
+                    doc.api_version,
+                    known.join(", ")
+                ),
+            ));
         }
     }
     let mut built = Built {
@@ -226,8 +257,9 @@ pub fn compile_with(
         built.errors.extend(part.errors);
         built.warnings.extend(part.warnings);
     }
-    if let Some(known) = &options.known_kinds {
-        known.resolve(&mut built.warnings);
+    match &options.known_kinds {
+        Some(known) => known.resolve(&mut built.warnings),
+        None => super::kinds::drop_cluster_only(&mut built.warnings),
     }
     Compiled {
         built,
@@ -240,7 +272,7 @@ fn route(
     doc: Document,
     engines: &[Box<dyn Engine>],
     inputs: &mut [EngineInput],
-    errors: &mut Vec<LoadError>,
+    unclaimed: &mut Vec<Document>,
 ) {
     if let Some(i) = engines
         .iter()
@@ -252,19 +284,9 @@ fn route(
     let ignored = IGNORED_KINDS
         .iter()
         .any(|(group_prefix, kind)| doc.api_version.starts_with(group_prefix) && doc.kind == *kind);
-    if ignored {
-        return;
+    if !ignored {
+        unclaimed.push(doc);
     }
-    let known: Vec<&str> = engines.iter().flat_map(|e| e.kinds()).collect();
-    errors.push(doc.error_at(
-        "kind",
-        format!(
-            "unknown policy kind {:?} (apiVersion {:?}); policyctl loads: {}",
-            doc.kind,
-            doc.api_version,
-            known.join(", ")
-        ),
-    ));
 }
 
 /// Read and compile a directory with `engines`.
@@ -299,6 +321,69 @@ mod tests {
             origin: origin.into(),
             content: content.into(),
         }
+    }
+
+    /// Claims `example.com/v1 Param` policies, whose `spec.paramKind` names their parameter kind.
+    struct ParamEngine;
+
+    impl Engine for ParamEngine {
+        fn name(&self) -> &'static str {
+            "param"
+        }
+        fn claims(&self, api_version: &str, kind: &str) -> bool {
+            api_version == "example.com/v1" && kind == "Param"
+        }
+        fn param_kinds(&self, documents: &[Document]) -> Vec<(String, String)> {
+            documents
+                .iter()
+                .filter_map(|d| d.value.pointer("/spec/paramKind").and_then(|v| v.as_str()))
+                .map(|k| ("v1".to_string(), k.to_string()))
+                .collect()
+        }
+        fn kinds(&self) -> Vec<&'static str> {
+            vec!["example.com/v1 Param"]
+        }
+        fn build(&self, input: EngineInput, _: &LoadOptions) -> Built {
+            Built {
+                warnings: input
+                    .params
+                    .iter()
+                    .map(|d| d.error_at("", format!("param {}", d.name())))
+                    .collect(),
+                ..Built::default()
+            }
+        }
+    }
+
+    #[test]
+    fn documents_of_a_declared_param_kind_go_to_the_engine_others_are_unknown() {
+        let files = [src(
+            "p.yaml",
+            "apiVersion: example.com/v1\nkind: Param\nmetadata: {name: p}\nspec: {paramKind: ConfigMap}\n---\n\
+             apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\n---\n\
+             apiVersion: v1\nkind: Secret\nmetadata: {name: s}\n",
+        )];
+        let engines: Vec<Box<dyn Engine>> = vec![Box::new(ParamEngine)];
+        let compiled = compile_with(&engines, &files, &LoadOptions::default());
+        let warnings: Vec<String> = compiled
+            .built
+            .warnings
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].ends_with("param cm"), "{warnings:?}");
+        let errors: Vec<String> = compiled
+            .built
+            .errors
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].contains("unknown policy kind \"Secret\""),
+            "{errors:?}"
+        );
     }
 
     #[test]

@@ -12,6 +12,8 @@ pub(crate) static FUNCTIONS: &[Function] = &[
     Function::new("base64_decode", 1, Some(1), base64_decode),
     Function::new("base64_encode", 1, Some(1), base64_encode),
     Function::new("sha256", 1, Some(1), sha256),
+    Function::new("sha1", 1, Some(1), sha1),
+    Function::new("md5", 1, Some(1), md5),
     Function::new("parse_json", 1, Some(1), parse_json),
     Function::new("parse_yaml", 1, Some(1), parse_yaml),
 ];
@@ -29,10 +31,20 @@ fn base64_encode(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesErro
     ))
 }
 
+fn hex(digest: &[u8]) -> Value {
+    Value::String(digest.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 fn sha256(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
-    let digest = sha2::Sha256::digest(a.string(0)?.as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    Ok(Value::String(hex))
+    Ok(hex(&sha2::Sha256::digest(a.string(0)?.as_bytes())))
+}
+
+fn sha1(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+    Ok(hex(&sha1::Sha1::digest(a.string(0)?.as_bytes())))
+}
+
+fn md5(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
+    Ok(hex(&md5::Md5::digest(a.string(0)?.as_bytes())))
 }
 
 fn parse_json(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {

@@ -14,6 +14,7 @@ mod misc;
 mod standard;
 pub(crate) mod strings;
 mod time;
+mod x509;
 
 /// Signature of a function implementation.
 pub(crate) type Impl = fn(&mut Interp<'_>, &Args<'_, '_>) -> Result<Value, JmesError>;
@@ -69,7 +70,7 @@ impl Function {
 }
 
 /// Every family's table. Later tables win over earlier ones for the same name (Kyverno replaces `sum`).
-fn tables() -> [&'static [Function]; 6] {
+fn tables() -> [&'static [Function]; 7] {
     [
         arithmetic::FUNCTIONS,
         standard::FUNCTIONS,
@@ -77,6 +78,7 @@ fn tables() -> [&'static [Function]; 6] {
         encoding::FUNCTIONS,
         misc::FUNCTIONS,
         time::FUNCTIONS,
+        x509::FUNCTIONS,
     ]
 }
 

@@ -57,21 +57,7 @@ const INVENTORY_PREFIX: &str = "inventory ";
 
 /// Until discovery names the resource: the usual plural of a kind (`Ingress` → `ingresses`), for the RBAC hint.
 fn guessed_plural(kind: &str) -> String {
-    let lower = kind.to_ascii_lowercase();
-    if lower.ends_with('s')
-        || lower.ends_with('x')
-        || lower.ends_with("ch")
-        || lower.ends_with("sh")
-    {
-        format!("{lower}es")
-    } else if let Some(stem) = lower
-        .strip_suffix('y')
-        .filter(|stem| !stem.ends_with(['a', 'e', 'i', 'o', 'u']))
-    {
-        format!("{stem}ies")
-    } else {
-        format!("{lower}s")
-    }
+    crate::admission::plural(kind)
 }
 
 /// The kinds named by the Gatekeeper `Config` and `SyncSet` documents among `files`.

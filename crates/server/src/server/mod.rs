@@ -50,6 +50,8 @@ pub struct ServeConfig {
     pub max_concurrency: usize,
     /// Time limit of one policy evaluation (a cap inside the request's deadline).
     pub eval_timeout: Duration,
+    /// Run the Rego of Gatekeeper templates that carry both Rego and CEL ([`LoadOptions::prefer_rego`]).
+    pub prefer_rego: bool,
     /// Deadline of one request, from its arrival.
     pub request_timeout: Duration,
     /// How long in-flight requests may take to finish after shutdown starts.
@@ -197,6 +199,7 @@ impl Server {
             state.metrics.clone(),
             LoadOptions {
                 eval_timeout: config.eval_timeout,
+                prefer_rego: config.prefer_rego,
                 ..LoadOptions::default()
             },
         );

@@ -1,0 +1,255 @@
+//! The checks every CEL policy kind runs: `matchConditions`, lazily evaluated `variables` and `validations` with
+//! their messages (Kubernetes' ValidatingAdmissionPolicy, Kyverno's ValidatingPolicy, Gatekeeper's
+//! `K8sNativeValidation`), and how their outcome becomes the facts of an [`Evaluation`].
+
+use policyctl_core::policy::source::Document;
+use policyctl_core::policy::{
+    Action, EvalContext, EvalError as PolicyEvalError, Evaluation, LoadError, PolicyError,
+    RuleResult, RuleStatus, Violation,
+};
+use serde::Deserialize;
+
+use crate::{Activation, Dialect, EvalError, Limits, Program};
+
+/// A `{name, expression}` entry (`matchConditions`, `variables`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Named {
+    /// `name`.
+    pub name: String,
+    /// `expression`.
+    pub expression: String,
+}
+
+/// A `validations` entry as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ValidationSpec {
+    /// `expression`.
+    pub expression: String,
+    /// `message`.
+    #[serde(default)]
+    pub message: Option<String>,
+    /// `messageExpression`.
+    #[serde(default)]
+    pub message_expression: Option<String>,
+    /// `reason` (ValidatingAdmissionPolicy).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// One compiled validation.
+#[derive(Debug)]
+pub struct Validation {
+    /// `expression`.
+    pub program: Program,
+    /// `message`, when not blank.
+    pub message: Option<String>,
+    /// `messageExpression`.
+    pub message_expression: Option<Program>,
+}
+
+/// The compiled checks of a policy: `matchConditions`, `variables`, `validations`.
+#[derive(Debug)]
+pub struct Checks {
+    /// `matchConditions`, by name.
+    pub conditions: Vec<(String, Program)>,
+    /// `variables`, by name.
+    pub variables: Vec<(String, Program)>,
+    /// `validations`, in order.
+    pub validations: Vec<Validation>,
+}
+
+/// What the checks found.
+pub enum Outcome {
+    /// Every validation held.
+    Pass,
+    /// A validation failed, with its message.
+    Fail(String),
+    /// An expression could not be evaluated.
+    Error(EvalError),
+    /// A match condition did not hold: not validated.
+    NotMet,
+}
+
+/// Errors that are not the expression's own (cost, deadline, internal): never wrapped or swallowed.
+pub fn is_stop(e: &EvalError) -> bool {
+    matches!(
+        e,
+        EvalError::Cost { .. } | EvalError::Deadline | EvalError::Internal(_)
+    )
+}
+
+/// The most a `messageExpression` result may be (Kubernetes' limit).
+const MAX_MESSAGE: usize = 5 * 1024;
+
+/// Compiles the checks of a spec. `prefix` is the field path of the spec (`spec`, or the code block's source);
+/// `rewrite` transforms each expression before compiling (Kyverno autogen).
+pub struct CheckSpecs<'a> {
+    /// The field path of the spec in its document (`spec`).
+    pub prefix: &'a str,
+    /// The name of the conditions field (`matchConditions`; Gatekeeper's `matchCondition`).
+    pub conditions_field: &'a str,
+    /// The match conditions.
+    pub conditions: &'a [Named],
+    /// The variables.
+    pub variables: &'a [Named],
+    /// The validations.
+    pub validations: &'a [ValidationSpec],
+}
+
+impl CheckSpecs<'_> {
+    /// Compiles every expression in `dialect`, after `rewrite`; an expression that does not compile is an error
+    /// naming its field.
+    pub fn compile(
+        &self,
+        doc: &Document,
+        dialect: Dialect,
+        rewrite: &dyn Fn(&str) -> String,
+    ) -> Result<Checks, LoadError> {
+        let prefix = self.prefix;
+        let compile = |field: String, source: &str| {
+            Program::compile_for(dialect, &rewrite(source))
+                .map_err(|e| doc.error_at(field, format!("CEL expression does not compile: {e}")))
+        };
+        let named = |list: &[Named], what: &str| -> Result<Vec<(String, Program)>, LoadError> {
+            list.iter()
+                .enumerate()
+                .map(|(i, n)| {
+                    if n.name.is_empty() {
+                        return Err(doc
+                            .error_at(format!("{prefix}.{what}[{i}].name"), "a name is required"));
+                    }
+                    Ok((
+                        n.name.clone(),
+                        compile(format!("{prefix}.{what}[{i}].expression"), &n.expression)?,
+                    ))
+                })
+                .collect()
+        };
+        let conditions = named(self.conditions, self.conditions_field)?;
+        let variables = named(self.variables, "variables")?;
+        let mut validations = Vec::with_capacity(self.validations.len());
+        for (i, v) in self.validations.iter().enumerate() {
+            let field = format!("{prefix}.validations[{i}]");
+            validations.push(Validation {
+                program: compile(format!("{field}.expression"), &v.expression)?,
+                message: v.message.clone().filter(|m| !m.trim().is_empty()),
+                message_expression: v
+                    .message_expression
+                    .as_deref()
+                    .map(|m| compile(format!("{field}.messageExpression"), m))
+                    .transpose()?,
+            });
+        }
+        Ok(Checks {
+            conditions,
+            variables,
+            validations,
+        })
+    }
+}
+
+impl Checks {
+    /// Runs the match conditions, then the validations in order; the first that does not return `true` fails with
+    /// its message (the trimmed `messageExpression` result when it is a non-empty single line of at most 5 KiB, else
+    /// the trimmed `message`, else `failed expression: <expression>`).
+    pub fn run(&self, activation: &Activation, limits: &Limits) -> Outcome {
+        // Variables are lazy: declaring them costs nothing, and match conditions may use them (as in Kubernetes).
+        let activation = activation.clone().with_variables(&self.variables);
+        for (name, program) in &self.conditions {
+            match activation.evaluate_bool(program, limits) {
+                Ok(true) => {}
+                Ok(false) => return Outcome::NotMet,
+                Err(e) if is_stop(&e) => return Outcome::Error(e),
+                Err(e) => {
+                    return Outcome::Error(EvalError::Execution(format!(
+                        "matchCondition {name}: {e}"
+                    )))
+                }
+            }
+        }
+        for v in &self.validations {
+            match activation.evaluate_bool(&v.program, limits) {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(e) if is_stop(&e) => return Outcome::Error(e),
+                Err(e) => {
+                    return Outcome::Error(EvalError::Execution(format!(
+                        "expression '{}' resulted in error: {e}",
+                        v.program.source().trim()
+                    )))
+                }
+            }
+            let from_expression = match &v.message_expression {
+                Some(m) => match activation.evaluate_string(m, limits) {
+                    Ok(s) => {
+                        let s = s.trim();
+                        (!s.is_empty() && s.len() <= MAX_MESSAGE && !s.contains('\n'))
+                            .then(|| s.to_string())
+                    }
+                    Err(e) if is_stop(&e) => return Outcome::Error(e),
+                    Err(_) => None,
+                },
+                None => None,
+            };
+            return Outcome::Fail(
+                from_expression
+                    .or_else(|| v.message.as_ref().map(|m| m.trim().to_string()))
+                    .unwrap_or_else(|| format!("failed expression: {}", v.program.source().trim())),
+            );
+        }
+        Outcome::Pass
+    }
+}
+
+/// Records what the checks found in an evaluation: a failure is one violation per validation action (worded by
+/// `message_for`), an error is one error under the failure policy (worded by `error_for`), blocking only through an
+/// enforcing action. `rule` names the per-rule result when the context explains.
+pub fn record(
+    out: &mut Evaluation,
+    outcome: Outcome,
+    actions: &[Action],
+    ctx: &EvalContext,
+    rule: &str,
+    message_for: &dyn Fn(Action, &str) -> String,
+    error_for: &dyn Fn(&str) -> String,
+) {
+    let (status, message) = match outcome {
+        Outcome::NotMet => (RuleStatus::Skip, "match conditions not met".to_string()),
+        Outcome::Pass => (RuleStatus::Pass, String::new()),
+        Outcome::Fail(message) => {
+            for action in actions {
+                out.violations.push(Violation {
+                    message: message_for(*action, &message),
+                    action: *action,
+                });
+            }
+            (RuleStatus::Fail, message)
+        }
+        Outcome::Error(e) => {
+            let error = match &e {
+                EvalError::Deadline => PolicyEvalError::Timeout(ctx.deadline.budget()),
+                EvalError::Cost { .. } => PolicyEvalError::Budget(error_for(&e.to_string())),
+                _ => PolicyEvalError::Engine(error_for(&e.to_string())),
+            };
+            // An error blocks only through an enforcing (Deny) policy; the decide stage applies the failure policy.
+            let action = if actions.contains(&Action::Deny) {
+                Action::Deny
+            } else if actions.contains(&Action::Warn) {
+                Action::Warn
+            } else {
+                Action::Audit
+            };
+            out.errors.push(PolicyError { error, action });
+            (RuleStatus::Error, e.to_string())
+        }
+    };
+    out.applied |= status != RuleStatus::Skip;
+    if ctx.explain {
+        out.rules.push(RuleResult {
+            rule: rule.to_string(),
+            status,
+            message,
+        });
+    }
+}
