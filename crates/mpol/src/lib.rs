@@ -709,15 +709,11 @@ impl Policy for MutatingPolicy {
         let equivalent = self
             .constraints
             .equivalent(self.dialect == Dialect::Kubernetes);
-        let Some(variant) = self
-            .variants
-            .iter()
-            .find(|v| {
-                v.rules
-                    .iter()
-                    .any(|r| matching::rule_matches(r, review, equivalent))
-            })
-        else {
+        let Some(variant) = self.variants.iter().find(|v| {
+            v.rules
+                .iter()
+                .any(|r| matching::rule_matches(r, review, equivalent))
+        }) else {
             return Mutation::default();
         };
         if !matching::selected(&self.constraints, review, ctx, equivalent) {
