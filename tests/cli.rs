@@ -166,6 +166,40 @@ fn eval_prints_decisions_and_exits_1_on_denial() {
 }
 
 #[test]
+fn eval_json_shows_the_mutated_object() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manifest = dir.path().join("pod.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: default, labels: {team: a}}\nspec:\n  containers: [{name: app, image: nginx:1.27}]\n",
+    )
+    .expect("write");
+    let output = policyctl(&[
+        "eval",
+        "--policies",
+        "tests/fixtures/mpol",
+        &manifest.to_string_lossy(),
+        "-o",
+        "json",
+    ]);
+    assert!(output.status.success(), "{}", stdout(&output));
+    let report: Value = serde_json::from_str(&stdout(&output)).expect("json");
+    let mutated = &report[0]["mutated"];
+    assert_eq!(
+        mutated["metadata"]["annotations"]["example.com/team"], "a",
+        "{report}"
+    );
+    assert_eq!(
+        mutated["spec"]["containers"][0]["imagePullPolicy"], "Always",
+        "{report}"
+    );
+    assert_eq!(
+        mutated["spec"]["containers"][1]["name"], "proxy",
+        "{report}"
+    );
+}
+
+#[test]
 fn certs_writes_the_files_and_prints_the_ca_bundle() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("certs");

@@ -45,6 +45,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
             "audits": decision.audits,
             "errors": decision.errors,
             "patch": decision.patch,
+            "mutated": mutated,
         }));
     }
     match output {

@@ -23,6 +23,7 @@ pub mod checks;
 pub mod guard;
 pub mod k8s;
 pub mod kyverno;
+pub mod mutation;
 pub mod net;
 pub mod quantity;
 pub mod semver;

@@ -14,6 +14,7 @@ pub mod engine {
     pub use policyctl_core::engine::*;
     pub use policyctl_gatekeeper as gatekeeper;
     pub use policyctl_kyverno as kyverno;
+    pub use policyctl_mpol as mpol;
     pub use policyctl_rego as rego;
     pub use policyctl_vpol as vpol;
 
@@ -25,6 +26,8 @@ pub mod engine {
             Box::new(rego::RegoEngine),
             Box::new(vpol::ValidatingPolicyEngine),
             Box::new(vpol::vap::ValidatingAdmissionPolicyEngine),
+            Box::new(mpol::MutatingPolicyEngine),
+            Box::new(mpol::map::MutatingAdmissionPolicyEngine),
         ]
     }
 }

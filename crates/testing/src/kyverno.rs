@@ -27,9 +27,11 @@ use std::sync::Arc;
 
 use super::report::{CaseResult, Outcome};
 use super::{SuiteRunner, TestOptions};
-use crate::admission::{plural, Review, UserInfo};
+use crate::admission::{plural, Gvr, Review, UserInfo};
 use crate::engine::kyverno::exception::is_policy_exception;
 use crate::engine::kyverno::is_kyverno_policy;
+use crate::engine::mpol::is_mutating_policy;
+use crate::engine::mpol::map::is_mutating_admission_policy;
 use crate::engine::vpol::is_validating_policy;
 use crate::engine::vpol::vap::{is_binding, is_validating_admission_policy};
 use crate::engine::{LoadOptions, UnsupportedRules};
@@ -315,6 +317,42 @@ impl Suite {
             .cloned()
     }
 
+    /// A review of a kind the Values file's `subresources` names as a subresource (a `Binding` as `pods/binding`):
+    /// the request is on the parent resource's subresource, as the API server would send it.
+    fn as_subresource(&self, review: Review) -> Review {
+        let entries = field(&self.values, "subresources")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for entry in &entries {
+            let (Some(sub), Some(parent)) =
+                (field(entry, "subresource"), field(entry, "parentResource"))
+            else {
+                continue;
+            };
+            let same_kind = field_str(sub, "kind") == Some(review.kind.kind.as_str())
+                && field_str(sub, "group").unwrap_or("") == review.kind.group
+                && field_str(sub, "version").is_none_or(|v| v == review.kind.version);
+            let Some((_, sub_name)) = field_str(sub, "name").and_then(|n| n.split_once('/')) else {
+                continue;
+            };
+            let Some(parent_name) = field_str(parent, "name") else {
+                continue;
+            };
+            if same_kind {
+                let resource = Gvr {
+                    group: field_str(parent, "group").unwrap_or("").to_string(),
+                    version: field_str(parent, "version")
+                        .unwrap_or(&review.kind.version)
+                        .to_string(),
+                    resource: parent_name.to_string(),
+                };
+                return review.with_resource(resource, Some(sub_name.to_string()));
+            }
+        }
+        review
+    }
+
     fn namespace_labels(&self, namespace: &str) -> Option<Map<String, Value>> {
         for entry in field(&self.values, "namespaceSelector")
             .and_then(Value::as_array)
@@ -371,6 +409,7 @@ impl Suite {
                 .unwrap_or_else(|| self.operation.clone());
             let review = Review::for_object(resource.value.clone(), None, operation)
                 .with_user_info(self.user.info.clone());
+            let review = self.as_subresource(review);
             let cluster = TestCluster {
                 context: self.context.clone(),
                 namespace_object: self.namespace_object(&resource.namespace),
@@ -505,6 +544,8 @@ fn load_suite(path: &Path, test: &Value, options: &LoadOptions) -> Result<Suite,
             if is_kyverno_policy(&doc.api_version, &doc.kind)
                 || is_validating_policy(&doc.api_version, &doc.kind)
                 || is_validating_admission_policy(&doc.api_version, &doc.kind)
+                || is_mutating_policy(&doc.api_version, &doc.kind)
+                || is_mutating_admission_policy(&doc.api_version, &doc.kind)
             {
                 kyverno_docs.push((name, origin));
             } else if is_binding(&doc.api_version, &doc.kind) {
@@ -846,13 +887,20 @@ fn run_test(path: &Path, test: &Value, options: &TestOptions) -> Vec<CaseResult>
             let case = |outcome: Outcome, reason: String| {
                 CaseResult::new(&suite_name, &test_name, &key, outcome, reason)
             };
-            // ValidatingPolicy and ValidatingAdmissionPolicy run (policyctl-vpol); the other CEL kinds do not yet.
-            let runs = cel_flag
-                .is_some_and(|f| *f == "isValidatingPolicy" || *f == "isValidatingAdmissionPolicy")
-                && matches!(
-                    suite.policies.get(&policy_name),
-                    Some(LoadedPolicy::Ready(_))
-                );
+            // ValidatingPolicy and ValidatingAdmissionPolicy (policyctl-vpol), MutatingPolicy and
+            // MutatingAdmissionPolicy (policyctl-mpol) run; the other CEL kinds do not yet.
+            let runs = cel_flag.is_some_and(|f| {
+                matches!(
+                    *f,
+                    "isValidatingPolicy"
+                        | "isValidatingAdmissionPolicy"
+                        | "isMutatingPolicy"
+                        | "isMutatingAdmissionPolicy"
+                )
+            }) && matches!(
+                suite.policies.get(&policy_name),
+                Some(LoadedPolicy::Ready(_))
+            );
             if let Some(flag) = cel_flag.filter(|_| !runs) {
                 out.push(case(
                     Outcome::Unsupported,
@@ -997,6 +1045,7 @@ impl SuiteRunner for KyvernoRunner {
 
     fn sniff(&self, content: &str) -> bool {
         content.contains("cli.kyverno.io")
+            || (content.contains("kyverno.io/v1") && content.contains("kind: Test"))
     }
 
     fn detect(&self, documents: &[Value]) -> bool {
@@ -1015,7 +1064,8 @@ impl SuiteRunner for KyvernoRunner {
 fn is_test(doc: &Value) -> bool {
     doc.get("apiVersion")
         .and_then(Value::as_str)
-        .is_some_and(|a| a.starts_with("cli.kyverno.io/"))
+        // `kyverno.io/v1` is the Test's older apiVersion, which the Kyverno CLI still reads.
+        .is_some_and(|a| a.starts_with("cli.kyverno.io/") || a == "kyverno.io/v1")
         && doc.get("kind").and_then(Value::as_str) == Some("Test")
 }
 
@@ -1035,6 +1085,20 @@ mod tests {
             &json!({"a": 1, "b": {"c": 3}, "x": true}),
         );
         assert_eq!(d, "/b/c: expected 2, got 3; /x: unexpected true");
+    }
+
+    #[test]
+    fn older_test_api_version_is_read() {
+        assert!(is_test(
+            &json!({"apiVersion": "kyverno.io/v1", "kind": "Test"})
+        ));
+        assert!(is_test(
+            &json!({"apiVersion": "cli.kyverno.io/v1alpha1", "kind": "Test"})
+        ));
+        assert!(!is_test(
+            &json!({"apiVersion": "kyverno.io/v1", "kind": "ClusterPolicy"})
+        ));
+        assert!(KyvernoRunner.sniff("apiVersion: kyverno.io/v1\nkind: Test\n"));
     }
 
     #[test]

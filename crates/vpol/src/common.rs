@@ -16,15 +16,20 @@ use serde_json::{Map, Value};
 /// `matchConstraints` (a policy) or `matchResources` (a binding).
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub(crate) struct MatchResources {
+pub struct MatchResources {
+    /// `resourceRules`.
     #[serde(default)]
     pub resource_rules: Vec<ResourceRule>,
+    /// `excludeResourceRules`.
     #[serde(default)]
     pub exclude_resource_rules: Vec<ResourceRule>,
+    /// `namespaceSelector`.
     #[serde(default)]
     pub namespace_selector: Option<LabelSelector>,
+    /// `objectSelector`.
     #[serde(default)]
     pub object_selector: Option<LabelSelector>,
+    /// `matchPolicy` (`Exact` or `Equivalent`).
     #[serde(default)]
     pub match_policy: Option<String>,
 }
@@ -32,17 +37,23 @@ pub(crate) struct MatchResources {
 /// One `resourceRules` entry.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub(crate) struct ResourceRule {
+pub struct ResourceRule {
+    /// `apiGroups`.
     #[serde(default)]
     pub api_groups: Vec<String>,
+    /// `apiVersions`.
     #[serde(default)]
     pub api_versions: Vec<String>,
+    /// `operations`.
     #[serde(default)]
     pub operations: Vec<String>,
+    /// `resources` (`resource/subresource` for subresources).
     #[serde(default)]
     pub resources: Vec<String>,
+    /// `resourceNames`.
     #[serde(default)]
     pub resource_names: Vec<String>,
+    /// `scope` (`Cluster`, `Namespaced` or `*`).
     #[serde(default)]
     pub scope: Option<String>,
 }
@@ -60,7 +71,7 @@ fn resource_matches(list: &[String], resource: &str, sub: &str) -> bool {
 
 /// Whether a resource rule matches a review. `equivalent` (`matchPolicy: Equivalent`) matches the same group and
 /// resource in any version (policyctl does not know which versions the API server converts between).
-pub(crate) fn rule_matches(rule: &ResourceRule, review: &Review, equivalent: bool) -> bool {
+pub fn rule_matches(rule: &ResourceRule, review: &Review, equivalent: bool) -> bool {
     let namespace = review.namespace.as_deref().unwrap_or("");
     let scope_ok = match rule.scope.as_deref() {
         Some("Cluster") => namespace.is_empty(),
@@ -148,7 +159,7 @@ impl MatchResources {
 
 /// The namespace object a review is evaluated with: the cluster context's, else one carrying only the name (as the
 /// Kyverno CLI builds it); `None` for cluster-scoped resources and for Namespaces themselves.
-pub(crate) fn namespace_object(review: &Review, ctx: &EvalContext) -> Option<Value> {
+pub fn namespace_object(review: &Review, ctx: &EvalContext) -> Option<Value> {
     let ns = review.namespace.as_deref().filter(|n| !n.is_empty())?;
     if review.kind.group.is_empty() && review.kind.kind == "Namespace" {
         return None;

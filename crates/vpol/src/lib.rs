@@ -29,7 +29,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms)]
 
-mod common;
+pub mod common;
 mod strict;
 pub mod vap;
 
@@ -201,7 +201,8 @@ const POD_CONTROLLERS: [(&str, &str, &str); 7] = [
     ("CronJob", "batch", "cronjobs"),
 ];
 
-const DEFAULT_CONTROLLERS: [&str; 6] = [
+/// The Pod controllers autogen covers by default.
+pub const DEFAULT_CONTROLLERS: [&str; 6] = [
     "Deployment",
     "DaemonSet",
     "StatefulSet",
@@ -232,7 +233,8 @@ pub fn autogen_rewrite(expression: &str, cronjob: bool) -> String {
     out
 }
 
-fn matches_only_pods(rules: &[ResourceRule]) -> bool {
+/// Whether resource rules match only Pods (autogen applies).
+pub fn matches_only_pods(rules: &[ResourceRule]) -> bool {
     !rules.is_empty()
         && rules.iter().all(|r| {
             r.api_groups.iter().all(|g| g.is_empty())
@@ -242,7 +244,8 @@ fn matches_only_pods(rules: &[ResourceRule]) -> bool {
         })
 }
 
-fn controller_rule(template: &ResourceRule, controllers: &[&str]) -> Vec<ResourceRule> {
+/// The resource rules autogen derives from a Pod rule for `controllers` (kinds or resources).
+pub fn controller_rule(template: &ResourceRule, controllers: &[&str]) -> Vec<ResourceRule> {
     let mut by_group: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for c in controllers {
         if let Some((_, group, resource)) = POD_CONTROLLERS
@@ -418,7 +421,7 @@ impl ValidatingPolicy {
 
 /// Kyverno's `resource` and `image` libraries over the cluster context: `resource.Get`/`List` are API GETs (served
 /// from a test's context file when testing), `image.GetMetadata` reads the context's image data.
-struct ClusterData(Arc<dyn policyctl_core::policy::ClusterContext>);
+pub struct ClusterData(pub Arc<dyn policyctl_core::policy::ClusterContext>);
 
 /// A path segment a policy may name: no separators, queries or dot segments (a policy reads resources, it does not
 /// build arbitrary API URLs).

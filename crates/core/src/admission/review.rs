@@ -395,6 +395,33 @@ impl Review {
         self
     }
 
+    /// This review as a request on `resource` and `sub_resource` (`request.resource`, `request.subResource`), for
+    /// reviews synthesized by tests of subresources (a `Binding` reviewed as `pods/binding`).
+    pub fn with_resource(mut self, resource: Gvr, sub_resource: Option<String>) -> Review {
+        if let Some(request) = self
+            .document
+            .get_mut("request")
+            .and_then(Value::as_object_mut)
+        {
+            request.insert(
+                "resource".into(),
+                serde_json::to_value(&resource).unwrap_or(Value::Null),
+            );
+            match &sub_resource {
+                Some(sub) => {
+                    request.insert("subResource".into(), Value::String(sub.clone()));
+                }
+                None => {
+                    request.remove("subResource");
+                }
+            }
+        }
+        self.resource = resource;
+        self.sub_resource = sub_resource;
+        self.cache = Cache::default();
+        self
+    }
+
     /// A copy of this review whose `request.object` is `object` (the next step of a mutation chain). The old object
     /// is not copied.
     pub fn with_object(&self, object: Value) -> Review {
@@ -579,6 +606,23 @@ mod tests {
         assert_eq!(review.subject(), Some(&pod));
         assert_eq!(review.namespace.as_deref(), Some("ns"));
         assert_eq!(review.resource.resource, "pods");
+    }
+
+    #[test]
+    fn with_resource_sets_the_resource_and_subresource_in_the_request_too() {
+        let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p", "namespace": "ns"}});
+        let review = Review::for_object(binding, None, Operation::Create);
+        assert_eq!(review.resource.resource, "bindings");
+        let pods = Gvr {
+            group: String::new(),
+            version: "v1".into(),
+            resource: "pods".into(),
+        };
+        let review = review.with_resource(pods.clone(), Some("binding".into()));
+        assert_eq!(review.resource, pods);
+        assert_eq!(review.sub_resource.as_deref(), Some("binding"));
+        assert_eq!(review.request()["resource"]["resource"], "pods");
+        assert_eq!(review.request()["subResource"], "binding");
     }
 
     #[test]

@@ -1,0 +1,78 @@
+//! Kyverno's MutatingPolicy schema (`policies.kyverno.io`), for strict field validation: an unknown or misspelled
+//! field is a load error naming its path. Every field Kyverno has is listed, used by policyctl or not.
+
+use policyctl_core::policy::strict::{Shape, LABEL_SELECTOR, OBJECT_META};
+
+/// A whole MutatingPolicy document.
+pub static POLICY: Shape = Shape::Object(&[
+    ("apiVersion", Shape::Any),
+    ("kind", Shape::Any),
+    ("metadata", OBJECT_META),
+    ("spec", SPEC),
+    ("status", Shape::Any),
+]);
+
+const NAMED_EXPRESSION: Shape = Shape::Object(&[("name", Shape::Any), ("expression", Shape::Any)]);
+
+static RESOURCE_RULE: Shape = Shape::Object(&[
+    ("apiGroups", Shape::Any),
+    ("apiVersions", Shape::Any),
+    ("operations", Shape::Any),
+    ("resources", Shape::Any),
+    ("resourceNames", Shape::Any),
+    ("scope", Shape::Any),
+]);
+
+const MATCH_RESOURCES: Shape = Shape::Object(&[
+    ("resourceRules", Shape::List(&RESOURCE_RULE)),
+    ("excludeResourceRules", Shape::List(&RESOURCE_RULE)),
+    ("namespaceSelector", LABEL_SELECTOR),
+    ("objectSelector", LABEL_SELECTOR),
+    ("matchPolicy", Shape::Any),
+]);
+
+const EXPRESSION: Shape = Shape::Object(&[("expression", Shape::Any)]);
+
+const SPEC: Shape = Shape::Object(&[
+    ("matchConstraints", MATCH_RESOURCES),
+    ("matchConditions", Shape::List(&NAMED_EXPRESSION)),
+    ("variables", Shape::List(&NAMED_EXPRESSION)),
+    (
+        "mutations",
+        Shape::List(&Shape::Object(&[
+            ("patchType", Shape::Any),
+            ("applyConfiguration", EXPRESSION),
+            ("jsonPatch", EXPRESSION),
+        ])),
+    ),
+    ("failurePolicy", Shape::Any),
+    ("reinvocationPolicy", Shape::Any),
+    ("targetMatchConstraints", Shape::Any),
+    (
+        "webhookConfiguration",
+        Shape::Object(&[("timeoutSeconds", Shape::Any)]),
+    ),
+    (
+        "evaluation",
+        Shape::Object(&[
+            ("mode", Shape::Any),
+            ("admission", Shape::Object(&[("enabled", Shape::Any)])),
+            ("mutateExisting", Shape::Object(&[("enabled", Shape::Any)])),
+        ]),
+    ),
+    (
+        "autogen",
+        Shape::Object(&[
+            (
+                "podControllers",
+                Shape::Object(&[("controllers", Shape::Any)]),
+            ),
+            (
+                "mutatingAdmissionPolicy",
+                Shape::Object(&[("enabled", Shape::Any)]),
+            ),
+        ]),
+    ),
+    ("paramKind", Shape::Any),
+    ("paramRef", Shape::Any),
+]);
