@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod conn;
+pub mod memory;
 pub mod tls;
 pub mod webhook;
 
@@ -108,6 +109,8 @@ pub struct AppState {
     pub limits: ConnectionLimits,
     /// Whether readiness waits for every cluster context sync.
     pub ready_after_syncs: bool,
+    /// Gives memory back after large requests.
+    pub reclaim: Arc<memory::Reclaim>,
 }
 
 /// A bound, not yet running server.
@@ -139,6 +142,7 @@ impl Server {
             sources: Arc::new(SourcesStatus::new()),
             limits: config.connections,
             ready_after_syncs: config.ready_after_syncs,
+            reclaim: memory::Reclaim::new(),
         };
         let sources = Sources::new(SourcesConfig::directory(config.policies.clone()));
         Ok(Server {
@@ -213,6 +217,8 @@ impl Server {
             },
         ));
 
+        let reclaim = tokio::spawn(state.reclaim.clone().run(memory::INTERVAL));
+
         let rustls_config = RustlsConfig::from_config(Arc::new(cert.server_config()?));
         let handle = axum_server::Handle::new();
         let limits = config.connections;
@@ -275,6 +281,7 @@ impl Server {
         admin_handle.graceful_shutdown(Some(Duration::from_secs(1)));
         let admin_result = admin_task.await;
         cert_watch.abort();
+        reclaim.abort();
         sources.stop();
         flatten("webhook", webhook_result)?;
         flatten("admin", admin_result)?;
