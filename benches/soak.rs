@@ -168,7 +168,11 @@ fn pod(uid: &str, privileged: bool, annotations: Value) -> Vec<u8> {
 /// Check an answer to a well-formed review: 200, the same uid, the expected decision.
 fn check(response: &support::HttpResponse, uid: &str, allowed: bool) -> Result<(), String> {
     if response.status != 200 {
-        return Err(format!("{uid}: status {}: {}", response.status, response.text()));
+        return Err(format!(
+            "{uid}: status {}: {}",
+            response.status,
+            response.text()
+        ));
     }
     let body: Value = serde_json::from_slice(&response.body).map_err(|e| format!("{uid}: {e}"))?;
     if body["response"]["uid"] != uid {
@@ -231,9 +235,11 @@ async fn load(shared: Arc<Shared>, addr: std::net::SocketAddr, index: usize, int
 /// Malformed requests (each must get its own 4xx) and, every tenth, a large well-formed review (~1.5 MiB).
 async fn hostile(shared: Arc<Shared>, addr: std::net::SocketAddr) {
     let valid = pod("m", false, json!({}));
-    let as_string = String::from_utf8(valid.clone())
-        .expect("utf-8")
-        .replacen("\"object\":{", "\"object\":\"x\",\"was\":{", 1);
+    let as_string = String::from_utf8(valid.clone()).expect("utf-8").replacen(
+        "\"object\":{",
+        "\"object\":\"x\",\"was\":{",
+        1,
+    );
     let no_uid = String::from_utf8(valid.clone())
         .expect("utf-8")
         .replacen("\"uid\":\"m\",", "", 1);
@@ -263,27 +269,42 @@ async fn hostile(shared: Arc<Shared>, addr: std::net::SocketAddr) {
             continue;
         }
         let (status, response) = match n % 6 {
-            0 => (400, request(&mut stream, "POST", "/validate", b"{not json").await),
+            0 => (
+                400,
+                request(&mut stream, "POST", "/validate", b"{not json").await,
+            ),
             1 => (
                 415,
                 request_with_headers(
                     &mut stream,
                     "POST",
                     "/validate",
-                    &["Content-Type: text/plain", &format!("Content-Length: {}", valid.len())],
+                    &[
+                        "Content-Type: text/plain",
+                        &format!("Content-Length: {}", valid.len()),
+                    ],
                     &valid,
                 )
                 .await,
             ),
-            2 => (400, request(&mut stream, "POST", "/validate", as_string.as_bytes()).await),
-            3 => (400, request(&mut stream, "POST", "/validate", no_uid.as_bytes()).await),
+            2 => (
+                400,
+                request(&mut stream, "POST", "/validate", as_string.as_bytes()).await,
+            ),
+            3 => (
+                400,
+                request(&mut stream, "POST", "/validate", no_uid.as_bytes()).await,
+            ),
             4 => (
                 413,
                 request_with_headers(
                     &mut stream,
                     "POST",
                     "/validate",
-                    &["Content-Type: application/json", "Content-Length: 99999999999"],
+                    &[
+                        "Content-Type: application/json",
+                        "Content-Length: 99999999999",
+                    ],
                     b"{",
                 )
                 .await,
@@ -300,7 +321,11 @@ async fn hostile(shared: Arc<Shared>, addr: std::net::SocketAddr) {
         if response.status != status {
             let mut first = shared.first_errors.lock().expect("errors");
             if first.len() < 20 {
-                first.push(format!("malformed case {}: status {} (expected {status})", n % 6, response.status));
+                first.push(format!(
+                    "malformed case {}: status {} (expected {status})",
+                    n % 6,
+                    response.status
+                ));
             }
         }
     }
@@ -362,7 +387,12 @@ async fn reloads(shared: Arc<Shared>, admin: std::net::SocketAddr, dir: PathBuf,
 
 /// Certificate rotation: new files from a new CA every `every`; a client trusting only the new CA must get through
 /// (the server picked the files up).
-async fn rotations(shared: Arc<Shared>, addr: std::net::SocketAddr, tls_dir: PathBuf, every: Duration) {
+async fn rotations(
+    shared: Arc<Shared>,
+    addr: std::net::SocketAddr,
+    tls_dir: PathBuf,
+    every: Duration,
+) {
     while shared.running() {
         tokio::time::sleep(every).await;
         if !shared.running() {
@@ -428,10 +458,17 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let options = Options::parse();
-    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
     let work = tempfile::tempdir().expect("tempdir");
     let policies = work.path().join("policies");
-    copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"), &policies);
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
+        &policies,
+    );
     // The "serving" line (the addresses) at info; the per-request lines off, the rest at warn.
     let filter = "warn,policyctl_server::server=info,policyctl_server::server::webhook=warn";
     let server = Binary::start(
@@ -476,7 +513,12 @@ async fn main() {
     let interval = Duration::from_secs_f64(options.connections as f64 / options.rate as f64);
     let mut tasks = Vec::new();
     for index in 0..options.connections {
-        tasks.push(tokio::spawn(load(shared.clone(), server.addr, index, interval)));
+        tasks.push(tokio::spawn(load(
+            shared.clone(),
+            server.addr,
+            index,
+            interval,
+        )));
     }
     tasks.push(tokio::spawn(hostile(shared.clone(), server.addr)));
     tasks.push(tokio::spawn(reloads(
@@ -514,7 +556,15 @@ async fn main() {
     println!("\nsoak ({profile} build), {} s:", options.seconds);
     println!(
         "{:>6} {:>9} {:>6} {:>9} {:>9} {:>9} {:>9} {:>6} {:>10}",
-        "minute", "requests", "errors", "p50 ms", "p99 ms", "max ms", "malformed", "large", "RSS MiB"
+        "minute",
+        "requests",
+        "errors",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "malformed",
+        "large",
+        "RSS MiB"
     );
     let minutes = shared.minutes.lock().expect("minutes");
     let (mut requests, mut errors, mut malformed, mut unexpected, mut large) = (0, 0, 0, 0, 0);

@@ -28,11 +28,15 @@ fn deeply_nested_rego_is_refused_before_parsing() {
     let plain = load_errors("policies/deep.rego", rego.clone());
     assert_eq!(plain.len(), 1, "{plain:?}");
     assert!(
-        plain[0].contains("policies/deep.rego") && plain[0].contains("more than 12 levels deep (line 7)"),
+        plain[0].contains("policies/deep.rego")
+            && plain[0].contains("more than 12 levels deep (line 7)"),
         "{plain:?}"
     );
 
-    let indented: String = rego.lines().map(|line| format!("        {line}\n")).collect();
+    let indented: String = rego
+        .lines()
+        .map(|line| format!("        {line}\n"))
+        .collect();
     let template = format!(
         "apiVersion: templates.gatekeeper.sh/v1\nkind: ConstraintTemplate\nmetadata:\n  name: k8sfuzz\nspec:\n  crd:\n    spec:\n      names:\n        kind: K8sFuzz\n  targets:\n    - target: admission.k8s.gatekeeper.sh\n      rego: |\n{indented}"
     );
@@ -49,12 +53,12 @@ fn deeply_nested_rego_is_refused_before_parsing() {
 #[test]
 fn many_nested_literals_are_refused_too() {
     let literal = format!("{}1{}", "[".repeat(11), "]".repeat(11));
-    let rules: String = (0..40)
-        .map(|i| format!("p{i} := {literal}\n"))
-        .collect();
+    let rules: String = (0..40).map(|i| format!("p{i} := {literal}\n")).collect();
     let errors = load_errors("policies/many.rego", format!("package many\n\n{rules}"));
     assert!(
-        errors.iter().any(|e| e.contains("too much deeply nested bracketing")),
+        errors
+            .iter()
+            .any(|e| e.contains("too much deeply nested bracketing")),
         "{errors:?}"
     );
 }

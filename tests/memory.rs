@@ -113,7 +113,12 @@ async fn memory_comes_back_after_a_batch_of_large_reviews() {
 
     // The batch: many large reviews at once, over many connections.
     let bodies: Vec<Vec<u8>> = (0..4)
-        .map(|i| large_review(&format!("big-{i}"), if i % 2 == 0 { "Pod" } else { "ConfigMap" }))
+        .map(|i| {
+            large_review(
+                &format!("big-{i}"),
+                if i % 2 == 0 { "Pod" } else { "ConfigMap" },
+            )
+        })
         .collect();
     let bodies = std::sync::Arc::new(bodies);
     let connections = 16;

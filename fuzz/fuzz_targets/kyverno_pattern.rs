@@ -26,7 +26,8 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let document = json!({"request": {"operation": "CREATE", "object": resource.clone()}});
-    let ctx = Context::new(Arc::new(document), false).until(Some(Instant::now() + Duration::from_secs(2)));
+    let ctx = Context::new(Arc::new(document), false)
+        .until(Some(Instant::now() + Duration::from_secs(2)));
     for mode in [Mode::Strict, Mode::Lenient] {
         if let Ok(pattern) = substitute_pattern(&pattern, Some(&resource), &ctx, mode) {
             let _ = match_pattern(&resource, &pattern);

@@ -225,11 +225,16 @@ mod tests {
         let nested = |n: usize| format!("package x\np := {}1{}\n", "{".repeat(n), "}".repeat(n));
         assert_eq!(nesting_problem(&nested(MAX_NESTING)), None);
         let problem = nesting_problem(&nested(MAX_NESTING + 1)).expect("too deep");
-        assert!(problem.contains("more than 12 levels deep (line 2)"), "{problem}");
+        assert!(
+            problem.contains("more than 12 levels deep (line 2)"),
+            "{problem}"
+        );
         // Unclosed brackets count the same.
         assert!(nesting_problem(&format!("package x\np := {}", "[".repeat(90))).is_some());
         // Many constructs, each allowed, add up.
-        let many: String = (0..40).map(|i| format!("p{i} := {}\n", nested(10))).collect();
+        let many: String = (0..40)
+            .map(|i| format!("p{i} := {}\n", nested(10)))
+            .collect();
         let problem = nesting_problem(&many).expect("too much");
         assert!(problem.contains("too much deeply nested"), "{problem}");
         // Brackets in comments and strings do not count.

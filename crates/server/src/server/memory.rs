@@ -120,7 +120,10 @@ mod tests {
         let second = reclaim.large(3 * 1024 * 1024);
         assert!(!reclaim.due(), "nothing finished yet");
         drop(first);
-        assert!(!reclaim.due(), "one still in flight, under the forcing bound");
+        assert!(
+            !reclaim.due(),
+            "one still in flight, under the forcing bound"
+        );
         drop(second);
         assert!(reclaim.due());
         assert!(!reclaim.due(), "already released for those");
