@@ -209,7 +209,7 @@ async fn load(shared: Arc<Shared>, addr: std::net::SocketAddr, index: usize, int
             }
             sent += 1;
             let uid = format!("c{index}-{sent}");
-            let privileged = sent % 10 == 0;
+            let privileged = sent.is_multiple_of(10);
             let body = pod(&uid, privileged, json!({}));
             let at = Instant::now();
             let response = tokio::time::timeout(
@@ -260,7 +260,7 @@ async fn hostile(shared: Arc<Shared>, addr: std::net::SocketAddr) {
             }
         };
         let at = Instant::now();
-        if n % 10 == 0 {
+        if n.is_multiple_of(10) {
             let response = request(&mut stream, "POST", "/validate", &large).await;
             match check(&response, "large", true) {
                 Ok(()) => shared.with_minute(at, |m| m.large += 1),
@@ -357,7 +357,7 @@ async fn reloads(shared: Arc<Shared>, admin: std::net::SocketAddr, dir: PathBuf,
         }
         version += 1;
         let before = generation(admin).await.unwrap_or(0);
-        if version % 3 == 0 {
+        if version.is_multiple_of(3) {
             write_atomically(&file, "package soak\n\ndeny contains msg if {\n  msg := \n");
             tokio::time::sleep(Duration::from_secs(3)).await;
         }
