@@ -136,6 +136,7 @@ async fn cluster_async(args: AuditArgs) -> anyhow::Result<ExitCode> {
         sources: status.clone(),
         limits: ConnectionLimits::default(),
         ready_after_syncs: false,
+        reclaim: crate::server::memory::Reclaim::new(),
     };
     let admin = Admin::spawn(Admin::bind(args.admin_addr)?, state)?;
     tracing::info!(admin_addr = %admin.addr(), ?interval, "auditing the cluster");

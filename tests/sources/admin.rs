@@ -36,6 +36,7 @@ async fn status_shows_the_active_set_and_the_last_error_and_readiness_survives_a
         sources: target.status.clone(),
         limits: ConnectionLimits::default(),
         ready_after_syncs: false,
+        reclaim: policyctl::server::memory::Reclaim::new(),
     };
     let router = admin::router(state);
     let (code, body) = get(&router, "/status").await;
@@ -108,6 +109,7 @@ async fn readiness_can_wait_for_the_cluster_syncs() {
             sources: target.status.clone(),
             limits: ConnectionLimits::default(),
             ready_after_syncs,
+            reclaim: policyctl::server::memory::Reclaim::new(),
         })
     };
     let resource = |plural: &str| Resource {

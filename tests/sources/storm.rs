@@ -54,6 +54,7 @@ async fn reload_storm_every_request_is_answered_by_exactly_one_generation() {
         sources: target.status.clone(),
         limits: ConnectionLimits::default(),
         ready_after_syncs: false,
+        reclaim: policyctl::server::memory::Reclaim::new(),
     };
     let router = webhook::router(state);
     let body = {

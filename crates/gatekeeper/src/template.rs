@@ -433,7 +433,9 @@ impl Template {
         let mut multi_value = false;
         let mut reads_inventory = false;
         for (index, (field, path, text)) in modules.into_iter().enumerate() {
-            if let Some(err) = support::forbidden_builtin(&text) {
+            if let Some(err) =
+                support::forbidden_builtin(&text).or_else(|| support::nesting_problem(&text))
+            {
                 errors.push(doc.error_at(&field, err));
                 continue;
             }

@@ -127,7 +127,9 @@ impl Engine for RegoEngine {
                     continue;
                 }
             };
-            if let Some(err) = support::forbidden_builtin(&file.content) {
+            if let Some(err) = support::forbidden_builtin(&file.content)
+                .or_else(|| support::nesting_problem(&file.content))
+            {
                 built.errors.push(LoadError::new(source, err));
                 continue;
             }

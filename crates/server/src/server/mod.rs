@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod conn;
+pub mod memory;
 pub mod tls;
 pub mod webhook;
 
@@ -110,6 +111,8 @@ pub struct AppState {
     pub limits: ConnectionLimits,
     /// Whether readiness waits for every cluster context sync.
     pub ready_after_syncs: bool,
+    /// Gives memory back after large requests.
+    pub reclaim: Arc<memory::Reclaim>,
 }
 
 /// A bound, not yet running server.
@@ -141,6 +144,7 @@ impl Server {
             sources: Arc::new(SourcesStatus::new()),
             limits: config.connections,
             ready_after_syncs: config.ready_after_syncs,
+            reclaim: memory::Reclaim::new(),
         };
         let sources = Sources::new(SourcesConfig::directory(config.policies.clone()));
         Ok(Server {
@@ -217,6 +221,8 @@ impl Server {
             },
         ));
 
+        let reclaim = tokio::spawn(state.reclaim.clone().run(memory::INTERVAL));
+
         let rustls_config = RustlsConfig::from_config(Arc::new(cert.server_config()?));
         let handle = axum_server::Handle::new();
         let limits = config.connections;
@@ -259,6 +265,7 @@ impl Server {
         let webhook_result = webhook_task.await;
         let admin_result = admin.stop().await;
         cert_watch.abort();
+        reclaim.abort();
         sources.stop();
         flatten("webhook", webhook_result)?;
         admin_result?;

@@ -153,6 +153,12 @@ async fn handle(state: AppState, webhook: Webhook, request: Request) -> Response
                 .inc();
             Err(Refusal::Timeout(limit))
         });
+    // Held until the request is answered: memory goes back to the system after large ones (see `memory`).
+    let _large = match &read {
+        Ok(body) => state.reclaim.large(body.len()),
+        Err(Refusal::TooLarge) => state.reclaim.large(MAX_BODY_BYTES),
+        Err(_) => None,
+    };
     let body = match read {
         Ok(body) => body,
         Err(refusal) => {
