@@ -1,6 +1,6 @@
 //! Kubernetes CEL libraries the `cel` crate lacks: the Kubernetes lists library (`isSorted`, `sum`, `min`, `max`,
 //! `indexOf`, `lastIndexOf`), `ext.Sets` (`sets.contains`, `sets.equivalent`, `sets.intersects`) and the Kubernetes
-//! regex library (`find`, `findAll`), and `cel.bind(name, value, expression)` (cel-go's `ext.Bindings`, a macro:
+//! regex library (`find`, `findAll`; `matches` is compiled to a version that keeps its pattern compiled), and `cel.bind(name, value, expression)` (cel-go's `ext.Bindings`, a macro:
 //! `value` is evaluated once and named in `expression`).
 //!
 //! Cost: every function is linear in its input, except `sets.*`, which compare every pair of elements and refuse to
@@ -8,6 +8,8 @@
 //! with a size limit.
 
 use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use cel::common::ast::{ComprehensionExpr, Expr, IdedExpr, ListExpr, LiteralValue};
 use cel::common::types::{INT_TYPE, LIST_TYPE, STRING_TYPE};
@@ -194,11 +196,61 @@ fn sets_intersects<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, 
     owned(Value::Bool(a.iter().any(|x| b.iter().any(|y| equal(x, y)))))
 }
 
-fn regex(function: &str, pattern: &str) -> Result<regex::Regex, ExecutionError> {
-    regex::RegexBuilder::new(pattern)
+/// The name `matches` calls are compiled to ([`rewrite_matches`]): the same search (does the pattern match anywhere
+/// in the string), with the pattern compiled once and kept — cel's own `matches` compiles it on every call, in a
+/// comprehension once per element.
+pub(crate) const CACHED_MATCHES: &str = "@matches";
+
+/// Patterns kept compiled at most (the cache is emptied when full: patterns built from request data cannot grow it
+/// without bound).
+const REGEX_CACHE_ENTRIES: usize = 64;
+
+/// A pattern compiled with the size limit, from the process-wide cache when it was compiled before.
+fn regex(function: &str, pattern: &str) -> Result<Arc<regex::Regex>, ExecutionError> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Arc<regex::Regex>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Mutex::default);
+    if let Some(re) = cache
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(pattern)
+    {
+        return Ok(re.clone());
+    }
+    let re = regex::RegexBuilder::new(pattern)
         .size_limit(REGEX_SIZE_LIMIT)
         .build()
-        .map_err(|e| ExecutionError::function_error(function, format!("invalid regex: {e}")))
+        .map(Arc::new)
+        .map_err(|e| ExecutionError::function_error(function, format!("invalid regex: {e}")))?;
+    let mut cached = cache.lock().unwrap_or_else(PoisonError::into_inner);
+    if cached.len() >= REGEX_CACHE_ENTRIES {
+        cached.clear();
+    }
+    cached.insert(pattern.to_string(), re.clone());
+    Ok(re)
+}
+
+fn matches<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
+    let [s, re] = take(args)?;
+    let (s, re) = (text("matches", &s)?, text("matches", &re)?);
+    owned(Value::Bool(regex("matches", &re)?.is_match(&s)))
+}
+
+/// Compile `s.matches(re)` and `matches(s, re)` to [`CACHED_MATCHES`].
+pub(crate) fn rewrite_matches(e: &mut IdedExpr) {
+    crate::budget::children_mut(e, &mut rewrite_matches);
+    if let Expr::Call(c) = &mut e.expr {
+        if c.func_name != "matches" {
+            return;
+        }
+        match (c.target.take(), c.args.len()) {
+            (Some(target), 1) => {
+                c.func_name = CACHED_MATCHES.to_string();
+                c.args.insert(0, *target);
+            }
+            (None, 2) => c.func_name = CACHED_MATCHES.to_string(),
+            (target, _) => c.target = target,
+        }
+    }
 }
 
 fn find<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
@@ -329,6 +381,12 @@ pub fn extension(env: &mut Env) -> Result<(), DeclarationError> {
         vec![LIST_TYPE, LIST_TYPE],
         sets_intersects,
     )?;
+    env.add_overload(
+        CACHED_MATCHES,
+        "@matches(string,string)",
+        vec![STRING_TYPE, STRING_TYPE],
+        matches,
+    )?;
     env.add_member_overload(
         "find",
         "string.find(string)",
@@ -429,6 +487,29 @@ mod tests {
             assert_eq!(eval(src), Ok(Value::Bool(true)), "{src}");
         }
         let e = eval("'x'.find('(')").expect_err("bad regex");
+        assert!(e.to_string().contains("invalid regex"), "{e}");
+    }
+
+    #[test]
+    fn matches_is_compiled_to_the_cached_version_with_the_same_answers() {
+        let p = crate::Program::compile("'abc'.matches('^a') && matches('abc', 'c$')")
+            .expect("compiles");
+        let refs = p.expression.references();
+        assert!(!refs.has_function("matches"), "{:?}", refs.functions());
+        assert!(refs.has_function(super::CACHED_MATCHES));
+        for src in [
+            "'abc'.matches('^a') && matches('abc', 'c$') && 'abc'.matches('b')",
+            "!'abc'.matches('^b') && !matches('abc', 'x')",
+            // The same pattern many times (a comprehension): one compilation, the same answers.
+            "[1, 2, 3].all(i, string(i).matches('^[0-9]$')) && ![1, 22].all(i, string(i).matches('^[0-9]$'))",
+            "object.metadata.name.matches('^p')",
+        ] {
+            assert_eq!(eval(src), Ok(Value::Bool(true)), "{src}");
+        }
+        let e = eval("'x'.matches('(')").expect_err("bad regex");
+        assert!(e.to_string().contains("invalid regex"), "{e}");
+        // A pattern too large to compile within the size limit is an error, never a pass.
+        let e = eval("'x'.matches('(a{1000}){1000}')").expect_err("too large");
         assert!(e.to_string().contains("invalid regex"), "{e}");
     }
 }

@@ -281,6 +281,7 @@ impl Program {
             });
         }
         let mut expression = budget::instrument(program.expression());
+        k8s::rewrite_matches(&mut expression);
         if dialect == Dialect::Kyverno {
             rewrite_or_value(&mut expression);
         }
