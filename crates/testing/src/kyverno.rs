@@ -32,6 +32,7 @@ use crate::engine::kyverno::exception::is_policy_exception;
 use crate::engine::kyverno::is_kyverno_policy;
 use crate::engine::mpol::is_mutating_policy;
 use crate::engine::mpol::map::is_mutating_admission_policy;
+use crate::engine::vpol::exception::is_cel_policy_exception;
 use crate::engine::vpol::is_validating_policy;
 use crate::engine::vpol::vap::{is_binding, is_validating_admission_policy};
 use crate::engine::{LoadOptions, UnsupportedRules};
@@ -576,7 +577,9 @@ fn load_suite(path: &Path, test: &Value, options: &LoadOptions) -> Result<Suite,
         let docs = yaml_documents(&source).map_err(|e| format!("exception file {file}: {e}"))?;
         for (_, value) in docs {
             let doc = Document::from_value(SourceRef::file(&file), value);
-            if !is_policy_exception(&doc.api_version, &doc.kind) {
+            if !is_policy_exception(&doc.api_version, &doc.kind)
+                && !is_cel_policy_exception(&doc.api_version, &doc.kind)
+            {
                 return Err(format!(
                     "exception file {file}: {} {} is not a Kyverno PolicyException",
                     doc.api_version, doc.kind

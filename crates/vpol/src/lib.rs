@@ -30,6 +30,7 @@
 #![warn(missing_docs, rust_2018_idioms)]
 
 pub mod common;
+pub mod exception;
 mod strict;
 pub mod vap;
 
@@ -84,8 +85,46 @@ impl Engine for ValidatingPolicyEngine {
         ]
     }
 
+    fn param_kinds(&self, _documents: &[Document]) -> Vec<(String, String)> {
+        exception::exception_kinds()
+    }
+
     fn build(&self, input: EngineInput, _options: &LoadOptions) -> Built {
         let mut built = Built::default();
+        let (exceptions, errors) = exception::load(&input.params);
+        built.errors.extend(errors);
+        let names: Vec<String> = input
+            .documents
+            .iter()
+            .filter_map(|d| d.value.pointer("/metadata/name").and_then(Value::as_str))
+            .map(str::to_string)
+            .collect();
+        for (e, doc) in exceptions.iter().zip(
+            input
+                .params
+                .iter()
+                .filter(|d| exception::is_cel_policy_exception(&d.api_version, &d.kind)),
+        ) {
+            for (kind, name) in e.refs() {
+                let problem = if kind != "ValidatingPolicy" {
+                    Some(format!(
+                        "PolicyException {} names {kind} {name}: exceptions are applied to ValidatingPolicy only \
+                         (the policy runs without it)",
+                        e.name
+                    ))
+                } else if !names.iter().any(|n| n == name) {
+                    Some(format!(
+                        "PolicyException {} names ValidatingPolicy {name}, which is not in this set; it exempts nothing",
+                        e.name
+                    ))
+                } else {
+                    None
+                };
+                built
+                    .warnings
+                    .extend(problem.map(|m| doc.error_at("spec.policyRefs", m)));
+            }
+        }
         for doc in input.documents.iter() {
             // Strict field validation first: a misspelled field would otherwise be ignored.
             let unknown =
@@ -95,8 +134,13 @@ impl Engine for ValidatingPolicyEngine {
                 continue;
             }
             match ValidatingPolicy::from_document(doc) {
-                Ok((policy, warnings)) => {
+                Ok((mut policy, warnings)) => {
                     built.warnings.extend(warnings);
+                    policy.exceptions = exceptions
+                        .iter()
+                        .filter(|e| e.names("ValidatingPolicy", &policy.info.name))
+                        .cloned()
+                        .collect();
                     built.policies.push(Arc::new(policy));
                 }
                 Err(e) => built.errors.push(e),
@@ -189,6 +233,8 @@ pub struct ValidatingPolicy {
     actions: Vec<Action>,
     admission: bool,
     unsupported: Option<String>,
+    /// The CEL PolicyExceptions that name this policy.
+    exceptions: Vec<Arc<exception::CelException>>,
 }
 
 const POD_CONTROLLERS: [(&str, &str, &str); 7] = [
@@ -413,6 +459,7 @@ impl ValidatingPolicy {
                     .and_then(|a| a.enabled)
                     .unwrap_or(true),
                 unsupported,
+                exceptions: Vec::new(),
             },
             warnings,
         ))
@@ -523,6 +570,20 @@ impl Policy for ValidatingPolicy {
             .with_namespace_object(namespace)
             .with_kyverno_data(Arc::new(ClusterData(ctx.cluster.clone())));
         let limits = Limits::until(ctx.deadline.instant());
+        if let Some(e) = self
+            .exceptions
+            .iter()
+            .find(|e| e.excepts(&activation, &limits))
+        {
+            if ctx.explain {
+                out.rules.push(RuleResult {
+                    rule: variant.rule.clone(),
+                    status: RuleStatus::Skip,
+                    message: format!("skipped due to policy exception {}", e.name),
+                });
+            }
+            return out;
+        }
         let outcome = variant.checks.run(&activation, &limits);
         common::record(
             &mut out,

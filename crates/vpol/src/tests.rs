@@ -320,3 +320,102 @@ fn unknown_fields_are_load_errors_with_a_suggestion() {
     );
     assert!(built.policies.is_empty());
 }
+
+const EXCEPTION: &str = r#"
+apiVersion: policies.kyverno.io/v1alpha1
+kind: PolicyException
+metadata: {name: legacy}
+spec:
+  policyRefs:
+  - {name: no-latest, kind: ValidatingPolicy}
+  matchConditions:
+  - name: legacy-namespace
+    expression: "object.metadata.namespace == 'legacy'"
+"#;
+
+#[test]
+fn a_cel_policy_exception_skips_the_requests_its_conditions_hold_for() {
+    use policyctl_core::engine::Engine;
+    let engines: Vec<Box<dyn Engine>> = vec![Box::new(ValidatingPolicyEngine)];
+    let files = [
+        SourceFile {
+            origin: "p.yaml".into(),
+            content: POLICY.into(),
+        },
+        SourceFile {
+            origin: "e.yaml".into(),
+            content: EXCEPTION.into(),
+        },
+    ];
+    let compiled =
+        policyctl_core::policy::loader::compile_with(&engines, &files, &LoadOptions::default());
+    assert!(
+        compiled.built.errors.is_empty(),
+        "{:?}",
+        compiled.built.errors
+    );
+    assert!(
+        compiled.built.warnings.is_empty(),
+        "{:?}",
+        compiled.built.warnings
+    );
+    let policy = compiled.built.policies[0].clone();
+    let bad =
+        |ns: &str| Review::for_object(pod(ns, "nginx:latest", json!({})), None, Operation::Create);
+    let excepted = policy.validate(&bad("legacy"), &explain());
+    assert!(excepted.violations.is_empty(), "{excepted:?}");
+    assert_eq!(excepted.rules[0].status, RuleStatus::Skip);
+    assert!(
+        excepted.rules[0]
+            .message
+            .contains("policy exception legacy"),
+        "{excepted:?}"
+    );
+    // Elsewhere the policy runs.
+    assert!(!policy
+        .validate(&bad("default"), &explain())
+        .violations
+        .is_empty());
+}
+
+#[test]
+fn cel_policy_exception_mistakes_are_named() {
+    use policyctl_core::engine::Engine;
+    let engines: Vec<Box<dyn Engine>> = vec![Box::new(ValidatingPolicyEngine)];
+    let load = |exception: String| {
+        let files = [
+            SourceFile {
+                origin: "p.yaml".into(),
+                content: POLICY.into(),
+            },
+            SourceFile {
+                origin: "e.yaml".into(),
+                content: exception,
+            },
+        ];
+        policyctl_core::policy::loader::compile_with(&engines, &files, &LoadOptions::default())
+    };
+    let typo = load(EXCEPTION.replace("policyRefs", "policyRef"));
+    assert!(
+        format!("{:?}", typo.built.errors).contains("spec.policyRef"),
+        "{:?}",
+        typo.built.errors
+    );
+    let broken = load(EXCEPTION.replace("== 'legacy'", "== "));
+    assert!(
+        format!("{:?}", broken.built.errors).contains("spec.matchConditions[0].expression"),
+        "{:?}",
+        broken.built.errors
+    );
+    // Naming a policy that is not in the set, or a kind exceptions do not apply to yet: warnings.
+    let other = load(EXCEPTION.replace(
+        "{name: no-latest, kind: ValidatingPolicy}",
+        "{name: gone, kind: ValidatingPolicy}\n  - {name: m, kind: MutatingPolicy}",
+    ));
+    assert!(other.built.errors.is_empty(), "{:?}", other.built.errors);
+    let warnings = format!("{:?}", other.built.warnings);
+    assert!(
+        warnings.contains("which is not in this set") && warnings.contains("ValidatingPolicy only"),
+        "{warnings}"
+    );
+}

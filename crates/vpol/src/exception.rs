@@ -1,0 +1,199 @@
+//! Kyverno's `policies.kyverno.io` PolicyException, the exceptions of the CEL policy kinds: `spec.policyRefs` names
+//! policies by kind and name, and `spec.matchConditions` (CEL, over the same `object`/`oldObject`/`request` as the
+//! policy) say which requests are excepted. A request every condition of a matching exception holds for is skipped
+//! by the policy, as Kyverno does.
+//!
+//! The loader gives these documents to the engine as parameter resources ([`Engine::param_kinds`]): no engine claims
+//! the kind, so it is not an unknown kind, and every CEL policy engine that names it gets them.
+//!
+//! A condition that cannot be evaluated (an error, the deadline) does not except the request: the policy runs.
+
+use std::sync::Arc;
+
+use policyctl_cel::{Activation, Dialect, Limits, Program};
+use policyctl_core::policy::source::Document;
+use policyctl_core::policy::strict::{Shape, OBJECT_META};
+use policyctl_core::policy::LoadError;
+use serde::Deserialize;
+
+/// The apiVersions of the CEL PolicyException.
+const VERSIONS: [&str; 3] = [
+    "policies.kyverno.io/v1alpha1",
+    "policies.kyverno.io/v1beta1",
+    "policies.kyverno.io/v1",
+];
+
+/// Whether an apiVersion/kind is a CEL PolicyException.
+pub fn is_cel_policy_exception(api_version: &str, kind: &str) -> bool {
+    kind == "PolicyException" && VERSIONS.contains(&api_version)
+}
+
+/// The `(apiVersion, kind)` pairs to ask the loader for ([`Engine::param_kinds`]).
+///
+/// [`Engine::param_kinds`]: policyctl_core::engine::Engine::param_kinds
+pub fn exception_kinds() -> Vec<(String, String)> {
+    VERSIONS
+        .iter()
+        .map(|v| (v.to_string(), "PolicyException".to_string()))
+        .collect()
+}
+
+/// A whole CEL PolicyException document (strict fields).
+static DOCUMENT: Shape = Shape::Object(&[
+    ("apiVersion", Shape::Any),
+    ("kind", Shape::Any),
+    ("metadata", OBJECT_META),
+    (
+        "spec",
+        Shape::Object(&[
+            (
+                "policyRefs",
+                Shape::List(&Shape::Object(&[
+                    ("name", Shape::Any),
+                    ("kind", Shape::Any),
+                ])),
+            ),
+            (
+                "matchConditions",
+                Shape::List(&Shape::Object(&[
+                    ("name", Shape::Any),
+                    ("expression", Shape::Any),
+                ])),
+            ),
+            ("images", Shape::Any),
+            ("background", Shape::Any),
+        ]),
+    ),
+    ("status", Shape::Any),
+]);
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Doc {
+    metadata: Meta,
+    spec: Spec,
+}
+
+#[derive(Deserialize)]
+struct Meta {
+    #[serde(default)]
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Spec {
+    policy_refs: Vec<Ref>,
+    #[serde(default)]
+    match_conditions: Vec<Condition>,
+}
+
+#[derive(Deserialize)]
+struct Ref {
+    name: String,
+    kind: String,
+}
+
+#[derive(Deserialize)]
+struct Condition {
+    name: String,
+    expression: String,
+}
+
+/// A loaded CEL PolicyException.
+#[derive(Clone)]
+pub struct CelException {
+    /// `metadata.name`.
+    pub name: String,
+    refs: Vec<(String, String)>,
+    conditions: Vec<(String, Program)>,
+}
+
+impl std::fmt::Debug for CelException {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CelException")
+            .field("name", &self.name)
+            .field("refs", &self.refs)
+            .field("conditions", &self.conditions.len())
+            .finish()
+    }
+}
+
+impl CelException {
+    /// Load one document: unknown fields and conditions that do not compile are errors at their field.
+    pub fn from_document(doc: &Document) -> Result<CelException, Vec<LoadError>> {
+        let unknown = policyctl_core::policy::strict::check(doc, "", &doc.value, &DOCUMENT);
+        if !unknown.is_empty() {
+            return Err(unknown);
+        }
+        let parsed: Doc = doc.parse().map_err(|e| vec![e])?;
+        if parsed.metadata.name.is_empty() {
+            return Err(vec![
+                doc.error_at("metadata.name", "a PolicyException needs a name")
+            ]);
+        }
+        if parsed.spec.policy_refs.is_empty() {
+            return Err(vec![doc.error_at(
+                "spec.policyRefs",
+                "at least one policy reference is required",
+            )]);
+        }
+        let mut errors = Vec::new();
+        let mut conditions = Vec::new();
+        for (i, c) in parsed.spec.match_conditions.iter().enumerate() {
+            match Program::compile_for(Dialect::Kyverno, &c.expression) {
+                Ok(p) => conditions.push((c.name.clone(), p)),
+                Err(e) => errors.push(doc.error_at(
+                    format!("spec.matchConditions[{i}].expression"),
+                    format!("CEL expression does not compile: {e}"),
+                )),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(CelException {
+            name: parsed.metadata.name,
+            refs: parsed
+                .spec
+                .policy_refs
+                .into_iter()
+                .map(|r| (r.kind, r.name))
+                .collect(),
+            conditions,
+        })
+    }
+
+    /// The `(kind, name)` of the policies it names.
+    pub fn refs(&self) -> &[(String, String)] {
+        &self.refs
+    }
+
+    /// Whether it names the policy `name` of `kind`.
+    pub fn names(&self, kind: &str, name: &str) -> bool {
+        self.refs.iter().any(|(k, n)| k == kind && n == name)
+    }
+
+    /// Whether it excepts the request of `activation`: every condition holds (none: every request).
+    pub fn excepts(&self, activation: &Activation, limits: &Limits) -> bool {
+        self.conditions
+            .iter()
+            .all(|(_, p)| activation.evaluate_bool(p, limits).unwrap_or(false))
+    }
+}
+
+/// The exceptions among `params` (loader-routed documents), loaded; their errors.
+pub fn load(params: &[Document]) -> (Vec<Arc<CelException>>, Vec<LoadError>) {
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for doc in params
+        .iter()
+        .filter(|d| is_cel_policy_exception(&d.api_version, &d.kind))
+    {
+        match CelException::from_document(doc) {
+            Ok(e) => out.push(Arc::new(e)),
+            Err(e) => errors.extend(e),
+        }
+    }
+    (out, errors)
+}
