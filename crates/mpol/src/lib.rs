@@ -77,8 +77,29 @@ impl Engine for MutatingPolicyEngine {
         ]
     }
 
+    fn param_kinds(&self, _documents: &[Document]) -> Vec<(String, String)> {
+        policyctl_vpol::exception::exception_kinds()
+    }
+
     fn build(&self, input: EngineInput, _options: &LoadOptions) -> Built {
         let mut built = Built::default();
+        // The ValidatingPolicy engine gets the same documents: the loader keeps one copy of each error and warning.
+        let (exceptions, errors) = policyctl_vpol::exception::load(&input.params);
+        built.errors.extend(errors);
+        let names: Vec<String> = input
+            .documents
+            .iter()
+            .filter_map(|d| d.value.pointer("/metadata/name").and_then(Value::as_str))
+            .map(str::to_string)
+            .collect();
+        built
+            .warnings
+            .extend(policyctl_vpol::exception::unknown_refs(
+                &exceptions,
+                &input.params,
+                "MutatingPolicy",
+                &names,
+            ));
         for doc in input.documents.iter() {
             let unknown =
                 policyctl_core::policy::strict::check(doc, "", &doc.value, &strict::POLICY);
@@ -87,8 +108,13 @@ impl Engine for MutatingPolicyEngine {
                 continue;
             }
             match MutatingPolicy::from_document(doc) {
-                Ok((policy, warnings)) => {
+                Ok((mut policy, warnings)) => {
                     built.warnings.extend(warnings);
+                    policy.exceptions = exceptions
+                        .iter()
+                        .filter(|e| e.names("MutatingPolicy", &policy.info.name))
+                        .cloned()
+                        .collect();
                     built.policies.push(Arc::new(policy));
                 }
                 Err(e) => built.errors.push(e),
@@ -245,6 +271,8 @@ pub struct MutatingPolicy {
     /// Kubernetes MutatingAdmissionPolicy bindings (empty for Kyverno's kind, and for a MutatingAdmissionPolicy
     /// without one, which then applies on its own constraints, as the Kyverno CLI applies it).
     bindings: Vec<Binding>,
+    /// The `policies.kyverno.io` PolicyExceptions that name this policy (Kyverno's kind only).
+    exceptions: Vec<Arc<policyctl_vpol::exception::CelException>>,
 }
 
 /// A MutatingAdmissionPolicyBinding: further constraints on where its policy applies.
@@ -464,6 +492,7 @@ impl MutatingPolicy {
                     .unwrap_or(true),
                 unsupported,
                 bindings,
+                exceptions: Vec::new(),
             },
             warnings,
         ))
@@ -750,6 +779,25 @@ impl Policy for MutatingPolicy {
         let namespace = matching::namespace_object(review, ctx)
             .map(|n| policyctl_cel::bind::shared(&n))
             .unwrap_or_else(Shared::null);
+        if !self.exceptions.is_empty() {
+            let activation = Activation::new(ReviewBindings::of(review))
+                .with_namespace_object(namespace.clone())
+                .with_kyverno_data(matching::kyverno_data(ctx));
+            let limits = Limits::until(ctx.deadline.instant());
+            if let Some(e) = self
+                .exceptions
+                .iter()
+                .find(|e| e.excepts(&activation, &limits))
+            {
+                if ctx.explain {
+                    out.rules.push(result(
+                        RuleStatus::Skip,
+                        format!("skipped due to policy exception {}", e.name),
+                    ));
+                }
+                return out;
+            }
+        }
         let outcome = if self.bindings.is_empty() {
             self.run(review, subject, &namespace, ctx)
         } else {

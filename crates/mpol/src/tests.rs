@@ -309,3 +309,55 @@ fn hostile_mutations_are_errors_never_panics_and_change_nothing() {
         assert_eq!(m.errors.len(), 1, "{expression}: {:?}", m.rules);
     }
 }
+
+#[test]
+fn a_cel_policy_exception_skips_mutation_and_shared_problems_are_reported_once() {
+    use policyctl_core::engine::Engine;
+    let engines: Vec<Box<dyn Engine>> = vec![
+        Box::new(policyctl_vpol::ValidatingPolicyEngine),
+        Box::new(MutatingPolicyEngine),
+    ];
+    let exception = |condition: &str| {
+        format!(
+            "apiVersion: policies.kyverno.io/v1alpha1\nkind: PolicyException\nmetadata: {{name: legacy}}\nspec:\n  \
+             policyRefs: [{{name: m, kind: MutatingPolicy}}]\n  matchConditions:\n  - {{name: c, expression: \"{condition}\"}}\n"
+        )
+    };
+    let load = |condition: &str| {
+        let files = [
+            SourceFile {
+                origin: "p.yaml".into(),
+                content: policy(APPLY),
+            },
+            SourceFile {
+                origin: "e.yaml".into(),
+                content: exception(condition),
+            },
+        ];
+        policyctl_core::policy::loader::compile_with(&engines, &files, &LoadOptions::default())
+    };
+    let compiled = load("object.metadata.namespace == 'legacy'");
+    assert!(
+        compiled.built.errors.is_empty(),
+        "{:?}",
+        compiled.built.errors
+    );
+    let policy = compiled.built.policies[0].clone();
+    let mut legacy = pod();
+    legacy["metadata"]["namespace"] = json!("legacy");
+    let skipped = policy.mutate(
+        &Review::for_object(legacy, None, Operation::Create),
+        &explain(),
+    );
+    assert_eq!(skipped.object, None);
+    assert_eq!(skipped.rules[0].status, RuleStatus::Skip);
+    assert!(skipped.rules[0].message.contains("policy exception legacy"));
+    let mutated = policy.mutate(
+        &Review::for_object(pod(), None, Operation::Create),
+        &explain(),
+    );
+    assert!(mutated.object.is_some(), "elsewhere the policy mutates");
+    // Both engines read the exception: a broken one is one error, not two.
+    let broken = load("object.metadata.namespace ==");
+    assert_eq!(broken.built.errors.len(), 1, "{:?}", broken.built.errors);
+}

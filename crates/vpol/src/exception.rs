@@ -197,3 +197,41 @@ pub fn load(params: &[Document]) -> (Vec<Arc<CelException>>, Vec<LoadError>) {
     }
     (out, errors)
 }
+
+/// The policy kinds whose engines apply these exceptions.
+const APPLIED_TO: [&str; 2] = ["ValidatingPolicy", "MutatingPolicy"];
+
+/// Warnings for the references of `exceptions` (loaded from the exception documents of `params`, in order) that the
+/// engine of `kind` finds nothing for: a policy of its kind not among `names`, and (from the ValidatingPolicy
+/// engine) a kind no engine applies exceptions to.
+pub fn unknown_refs(
+    exceptions: &[Arc<CelException>],
+    params: &[Document],
+    kind: &str,
+    names: &[String],
+) -> Vec<LoadError> {
+    let docs = params
+        .iter()
+        .filter(|d| is_cel_policy_exception(&d.api_version, &d.kind));
+    let mut out = Vec::new();
+    for (e, doc) in exceptions.iter().zip(docs) {
+        for (k, name) in e.refs() {
+            let problem = if k == kind && !names.iter().any(|n| n == name) {
+                Some(format!(
+                    "PolicyException {} names {kind} {name}, which is not in this set; it exempts nothing",
+                    e.name
+                ))
+            } else if kind == "ValidatingPolicy" && !APPLIED_TO.contains(&k.as_str()) {
+                Some(format!(
+                    "PolicyException {} names {k} {name}: exceptions are applied to ValidatingPolicy and \
+                     MutatingPolicy only (the policy runs without it)",
+                    e.name
+                ))
+            } else {
+                None
+            };
+            out.extend(problem.map(|m| doc.error_at("spec.policyRefs", m)));
+        }
+    }
+    out
+}

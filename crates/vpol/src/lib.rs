@@ -99,32 +99,12 @@ impl Engine for ValidatingPolicyEngine {
             .filter_map(|d| d.value.pointer("/metadata/name").and_then(Value::as_str))
             .map(str::to_string)
             .collect();
-        for (e, doc) in exceptions.iter().zip(
-            input
-                .params
-                .iter()
-                .filter(|d| exception::is_cel_policy_exception(&d.api_version, &d.kind)),
-        ) {
-            for (kind, name) in e.refs() {
-                let problem = if kind != "ValidatingPolicy" {
-                    Some(format!(
-                        "PolicyException {} names {kind} {name}: exceptions are applied to ValidatingPolicy only \
-                         (the policy runs without it)",
-                        e.name
-                    ))
-                } else if !names.iter().any(|n| n == name) {
-                    Some(format!(
-                        "PolicyException {} names ValidatingPolicy {name}, which is not in this set; it exempts nothing",
-                        e.name
-                    ))
-                } else {
-                    None
-                };
-                built
-                    .warnings
-                    .extend(problem.map(|m| doc.error_at("spec.policyRefs", m)));
-            }
-        }
+        built.warnings.extend(exception::unknown_refs(
+            &exceptions,
+            &input.params,
+            "ValidatingPolicy",
+            &names,
+        ));
         for doc in input.documents.iter() {
             // Strict field validation first: a misspelled field would otherwise be ignored.
             let unknown =

@@ -410,12 +410,13 @@ fn cel_policy_exception_mistakes_are_named() {
     // Naming a policy that is not in the set, or a kind exceptions do not apply to yet: warnings.
     let other = load(EXCEPTION.replace(
         "{name: no-latest, kind: ValidatingPolicy}",
-        "{name: gone, kind: ValidatingPolicy}\n  - {name: m, kind: MutatingPolicy}",
+        "{name: gone, kind: ValidatingPolicy}\n  - {name: m, kind: ImageValidatingPolicy}",
     ));
     assert!(other.built.errors.is_empty(), "{:?}", other.built.errors);
     let warnings = format!("{:?}", other.built.warnings);
     assert!(
-        warnings.contains("which is not in this set") && warnings.contains("ValidatingPolicy only"),
+        warnings.contains("which is not in this set")
+            && warnings.contains("and MutatingPolicy only"),
         "{warnings}"
     );
 }

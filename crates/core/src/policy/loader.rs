@@ -257,6 +257,9 @@ pub fn compile_with(
         built.errors.extend(part.errors);
         built.warnings.extend(part.warnings);
     }
+    // Engines that share documents (exceptions given to several engines) may report the same problem: once each.
+    dedup(&mut built.errors);
+    dedup(&mut built.warnings);
     match &options.known_kinds {
         Some(known) => known.resolve(&mut built.warnings),
         None => super::kinds::drop_cluster_only(&mut built.warnings),
@@ -266,6 +269,19 @@ pub fn compile_with(
         hash: content_hash(files),
         files: files.len(),
     }
+}
+
+/// Drop later copies of equal problems, keeping the order.
+fn dedup(list: &mut Vec<LoadError>) {
+    let mut seen: Vec<LoadError> = Vec::with_capacity(list.len());
+    list.retain(|e| {
+        if seen.contains(e) {
+            false
+        } else {
+            seen.push(e.clone());
+            true
+        }
+    });
 }
 
 fn route(
