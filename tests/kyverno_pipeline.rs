@@ -388,3 +388,34 @@ fn pod_security_rules_run_in_kyverno_tests_and_in_the_webhook() {
     );
     assert!(allowed.allowed, "{:?}", allowed.denials);
 }
+
+#[test]
+fn a_result_that_names_nothing_is_reported_never_dropped() {
+    use policyctl::testing::{self, Outcome, TestOptions};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = "apiVersion: policies.kyverno.io/v1alpha1\nkind: ValidatingPolicy\nmetadata: {name: p}\nspec:\n  \
+                  matchConstraints:\n    resourceRules:\n    - {apiGroups: [''], apiVersions: [v1], operations: [CREATE], resources: [pods]}\n  \
+                  validations:\n  - expression: 'true'\n";
+    std::fs::write(dir.path().join("policy.yaml"), policy).expect("write");
+    // No resources at all: an error case (it checked nothing).
+    std::fs::write(
+        dir.path().join("kyverno-test.yaml"),
+        "apiVersion: cli.kyverno.io/v1alpha1\nkind: Test\nmetadata: {name: t}\npolicies: [policy.yaml]\n\
+         results:\n- {policy: p, kind: Pod, isValidatingPolicy: true, result: pass}\n",
+    )
+    .expect("write");
+    let cases = testing::run(&[dir.path().to_path_buf()], &TestOptions::default());
+    assert_eq!(cases.len(), 1, "{cases:?}");
+    assert_eq!(cases[0].result, Outcome::Error, "{cases:?}");
+    // Payloads of a mode policyctl does not run: unsupported, never a pass.
+    std::fs::write(
+        dir.path().join("kyverno-test.yaml"),
+        "apiVersion: cli.kyverno.io/v1alpha1\nkind: Test\nmetadata: {name: t}\npolicies: [policy.yaml]\n\
+         jsonPayloads: [payload.json]\nresults:\n- {policy: p, kind: '', result: pass}\n",
+    )
+    .expect("write");
+    let cases = testing::run(&[dir.path().to_path_buf()], &TestOptions::default());
+    assert_eq!(cases.len(), 1, "{cases:?}");
+    assert_eq!(cases[0].result, Outcome::Unsupported, "{cases:?}");
+    assert!(cases[0].reason.contains("jsonPayloads"), "{cases:?}");
+}

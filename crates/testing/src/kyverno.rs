@@ -880,6 +880,35 @@ fn run_test(path: &Path, test: &Value, options: &TestOptions) -> Vec<CaseResult>
         if keys.is_empty() {
             keys = suite.resources.iter().map(|r| r.name.clone()).collect();
         }
+        if keys.is_empty() {
+            // A result that expands to no case must not vanish from the report: it checked nothing.
+            let payloads = [
+                ("jsonPayloads", "JSON"),
+                ("envoyPayloads", "Envoy"),
+                ("httpPayloads", "HTTP"),
+            ]
+            .into_iter()
+            .find(|(key, _)| field(test, key).is_some());
+            let (outcome, reason) = if let Some((key, mode)) = payloads {
+                (
+                    Outcome::Unsupported,
+                    format!("{key} (ValidatingPolicy evaluation.mode: {mode}) are not supported"),
+                )
+            } else {
+                (
+                    Outcome::Error,
+                    "the result names no resource and the test has none".to_string(),
+                )
+            };
+            out.push(CaseResult::new(
+                &suite_name,
+                &test_name,
+                "",
+                outcome,
+                reason,
+            ));
+            continue;
+        }
         let patched_file = field_str(result, "patchedResources").map(str::to_string);
         let operation = field_str(result, "operation");
 
