@@ -95,6 +95,8 @@ pub struct CheckSpecs<'a> {
     pub variables: &'a [Named],
     /// The validations.
     pub validations: &'a [ValidationSpec],
+    /// Variables the policy kind provides besides its declared ones (Gatekeeper's `params`, `anyObject`).
+    pub provided: &'a [&'a str],
 }
 
 impl CheckSpecs<'_> {
@@ -140,6 +142,44 @@ impl CheckSpecs<'_> {
                     .map(|m| compile(format!("{field}.messageExpression"), m))
                     .transpose()?,
             });
+        }
+        // `variables.x` must name a declared (or provided) variable: a typo would otherwise only fail at admission.
+        let declared = |name: &str| {
+            self.variables.iter().any(|v| v.name == name) || self.provided.contains(&name)
+        };
+        let mut programs: Vec<(String, &Program)> = Vec::new();
+        for (i, (_, p)) in conditions.iter().enumerate() {
+            programs.push((
+                format!("{prefix}.{}[{i}].expression", self.conditions_field),
+                p,
+            ));
+        }
+        for (i, (_, p)) in variables.iter().enumerate() {
+            programs.push((format!("{prefix}.variables[{i}].expression"), p));
+        }
+        for (i, v) in validations.iter().enumerate() {
+            programs.push((format!("{prefix}.validations[{i}].expression"), &v.program));
+            if let Some(m) = &v.message_expression {
+                programs.push((format!("{prefix}.validations[{i}].messageExpression"), m));
+            }
+        }
+        for (field, program) in programs {
+            if let Some(name) = program
+                .variable_references()
+                .into_iter()
+                .find(|n| !declared(n))
+            {
+                let names: Vec<&str> = self.variables.iter().map(|v| v.name.as_str()).collect();
+                let hint =
+                    match policyctl_core::policy::strict::suggest(&name, names.iter().copied()) {
+                        Some(s) => format!(" (did you mean {s:?}?)"),
+                        None => String::new(),
+                    };
+                return Err(doc.error_at(
+                    field,
+                    format!("variables.{name} is not declared in {prefix}.variables{hint}"),
+                ));
+            }
         }
         Ok(Checks {
             conditions,

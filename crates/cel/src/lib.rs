@@ -293,6 +293,22 @@ impl Program {
         })
     }
 
+    /// The names read as `variables.<name>` (a policy's declared variables must include them).
+    pub fn variable_references(&self) -> std::collections::BTreeSet<String> {
+        use cel::common::ast::Expr;
+        let mut out = std::collections::BTreeSet::new();
+        let mut stack: Vec<&cel::common::ast::IdedExpr> = vec![&self.expression];
+        while let Some(e) = stack.pop() {
+            if let Expr::Select(s) = &e.expr {
+                if matches!(&s.operand.expr, Expr::Ident(n) if n == "variables") {
+                    out.insert(s.field.clone());
+                }
+            }
+            budget::for_each_child(e, &mut |c| stack.push(c));
+        }
+        out
+    }
+
     /// The source text.
     pub fn source(&self) -> &str {
         &self.source

@@ -101,6 +101,9 @@ struct CelSource {
 
 /// The variables Gatekeeper declares before a template's own: the constraint's parameters and the object under
 /// review (the old object on DELETE).
+/// The names of [`GATEKEEPER_VARIABLES`], which a template's CEL may read as `variables.<name>`.
+const GATEKEEPER_PROVIDED: &[&str] = &["params", "anyObject"];
+
 const GATEKEEPER_VARIABLES: [(&str, &str); 2] = [
     (
         "params",
@@ -165,6 +168,7 @@ impl CelCode {
             conditions: &parsed.match_condition,
             variables: &parsed.variables,
             validations: &parsed.validations,
+            provided: GATEKEEPER_PROVIDED,
         }
         .compile(doc, Dialect::Kubernetes, &|s| s.to_string())?;
         let mut variables = Vec::with_capacity(GATEKEEPER_VARIABLES.len() + checks.variables.len());

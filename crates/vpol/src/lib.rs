@@ -310,6 +310,7 @@ fn compile_variant(
         conditions: &spec.match_conditions,
         variables: &spec.variables,
         validations: &spec.validations,
+        provided: &[],
     }
     .compile(doc, Dialect::Kyverno, rewrite)?;
     Ok(Variant {

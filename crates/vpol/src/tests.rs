@@ -420,3 +420,26 @@ fn cel_policy_exception_mistakes_are_named() {
         "{warnings}"
     );
 }
+
+#[test]
+fn a_variable_that_is_not_declared_is_a_load_error_with_a_suggestion() {
+    let (docs, _) = documents(&SourceFile {
+        origin: "p.yaml".into(),
+        content: POLICY.replace(
+            "variables.images.all(i, !i.endsWith(':latest'))",
+            "variables.imags.all(i, !i.endsWith(':latest'))",
+        ),
+    });
+    let err = ValidatingPolicy::from_document(&docs[0]).expect_err("refused");
+    assert_eq!(
+        err.field.as_deref(),
+        Some("spec.validations[0].expression"),
+        "{err}"
+    );
+    assert!(
+        err.message.contains(
+            "variables.imags is not declared in spec.variables (did you mean \"images\"?)"
+        ),
+        "{err}"
+    );
+}

@@ -423,6 +423,7 @@ impl ValidatingAdmissionPolicy {
             conditions: &spec.match_conditions,
             variables: &spec.variables,
             validations: &spec.validations,
+            provided: &[],
         }
         .compile(doc, Dialect::Kubernetes, &|s| s.to_string())?;
         let mut audit_annotations = Vec::new();
