@@ -83,23 +83,8 @@ impl Engine for MutatingPolicyEngine {
 
     fn build(&self, input: EngineInput, _options: &LoadOptions) -> Built {
         let mut built = Built::default();
-        // The ValidatingPolicy engine gets the same documents: the loader keeps one copy of each error and warning.
-        let (exceptions, errors) = policyctl_vpol::exception::load(&input.params);
-        built.errors.extend(errors);
-        let names: Vec<String> = input
-            .documents
-            .iter()
-            .filter_map(|d| d.value.pointer("/metadata/name").and_then(Value::as_str))
-            .map(str::to_string)
-            .collect();
-        built
-            .warnings
-            .extend(policyctl_vpol::exception::unknown_refs(
-                &exceptions,
-                &input.params,
-                "MutatingPolicy",
-                &names,
-            ));
+        let exceptions =
+            policyctl_vpol::exception::Exceptions::load(&input, "MutatingPolicy", &mut built);
         for doc in input.documents.iter() {
             let unknown =
                 policyctl_core::policy::strict::check(doc, "", &doc.value, &strict::POLICY);
@@ -110,11 +95,7 @@ impl Engine for MutatingPolicyEngine {
             match MutatingPolicy::from_document(doc) {
                 Ok((mut policy, warnings)) => {
                     built.warnings.extend(warnings);
-                    policy.exceptions = exceptions
-                        .iter()
-                        .filter(|e| e.names("MutatingPolicy", &policy.info.name))
-                        .cloned()
-                        .collect();
+                    policy.exceptions = exceptions.naming("MutatingPolicy", &policy.info.name);
                     built.policies.push(Arc::new(policy));
                 }
                 Err(e) => built.errors.push(e),

@@ -1,7 +1,8 @@
 //! Kyverno's MutatingPolicy schema (`policies.kyverno.io`), for strict field validation: an unknown or misspelled
 //! field is a load error naming its path. Every field Kyverno has is listed, used by policyctl or not.
 
-use policyctl_core::policy::strict::{Shape, LABEL_SELECTOR, OBJECT_META};
+use policyctl_core::policy::strict::{Shape, OBJECT_META};
+use policyctl_vpol::strict::{MATCH_RESOURCES, NAMED_EXPRESSION};
 
 /// A whole MutatingPolicy document.
 pub static POLICY: Shape = Shape::Object(&[
@@ -10,25 +11,6 @@ pub static POLICY: Shape = Shape::Object(&[
     ("metadata", OBJECT_META),
     ("spec", SPEC),
     ("status", Shape::Any),
-]);
-
-const NAMED_EXPRESSION: Shape = Shape::Object(&[("name", Shape::Any), ("expression", Shape::Any)]);
-
-static RESOURCE_RULE: Shape = Shape::Object(&[
-    ("apiGroups", Shape::Any),
-    ("apiVersions", Shape::Any),
-    ("operations", Shape::Any),
-    ("resources", Shape::Any),
-    ("resourceNames", Shape::Any),
-    ("scope", Shape::Any),
-]);
-
-const MATCH_RESOURCES: Shape = Shape::Object(&[
-    ("resourceRules", Shape::List(&RESOURCE_RULE)),
-    ("excludeResourceRules", Shape::List(&RESOURCE_RULE)),
-    ("namespaceSelector", LABEL_SELECTOR),
-    ("objectSelector", LABEL_SELECTOR),
-    ("matchPolicy", Shape::Any),
 ]);
 
 const EXPRESSION: Shape = Shape::Object(&[("expression", Shape::Any)]);

@@ -11,8 +11,11 @@
 use std::sync::Arc;
 
 use policyctl_cel::{Activation, Dialect, Limits, Program};
-use policyctl_core::policy::source::Document;
+use policyctl_core::engine::{Built, EngineInput};
+use policyctl_core::policy::source::{Document, SourceRef};
 use policyctl_core::policy::strict::{Shape, OBJECT_META};
+
+use crate::strict::NAMED_EXPRESSION;
 use policyctl_core::policy::LoadError;
 use serde::Deserialize;
 
@@ -53,13 +56,7 @@ static DOCUMENT: Shape = Shape::Object(&[
                     ("kind", Shape::Any),
                 ])),
             ),
-            (
-                "matchConditions",
-                Shape::List(&Shape::Object(&[
-                    ("name", Shape::Any),
-                    ("expression", Shape::Any),
-                ])),
-            ),
+            ("matchConditions", Shape::List(&NAMED_EXPRESSION)),
             ("images", Shape::Any),
             ("background", Shape::Any),
         ]),
@@ -105,6 +102,8 @@ struct Condition {
 pub struct CelException {
     /// `metadata.name`.
     pub name: String,
+    /// Its file and document.
+    source: SourceRef,
     refs: Vec<(String, String)>,
     conditions: Vec<(String, Program)>,
 }
@@ -154,6 +153,7 @@ impl CelException {
         }
         Ok(CelException {
             name: parsed.metadata.name,
+            source: doc.source.clone(),
             refs: parsed
                 .spec
                 .policy_refs
@@ -182,56 +182,68 @@ impl CelException {
     }
 }
 
-/// The exceptions among `params` (loader-routed documents), loaded; their errors.
-pub fn load(params: &[Document]) -> (Vec<Arc<CelException>>, Vec<LoadError>) {
-    let mut out = Vec::new();
-    let mut errors = Vec::new();
-    for doc in params
-        .iter()
-        .filter(|d| is_cel_policy_exception(&d.api_version, &d.kind))
-    {
-        match CelException::from_document(doc) {
-            Ok(e) => out.push(Arc::new(e)),
-            Err(e) => errors.extend(e),
-        }
-    }
-    (out, errors)
-}
+/// The exceptions an engine was given (as parameter resources), loaded once per build.
+#[derive(Debug, Default)]
+pub struct Exceptions(Vec<Arc<CelException>>);
 
 /// The policy kinds whose engines apply these exceptions.
 const APPLIED_TO: [&str; 2] = ["ValidatingPolicy", "MutatingPolicy"];
 
-/// Warnings for the references of `exceptions` (loaded from the exception documents of `params`, in order) that the
-/// engine of `kind` finds nothing for: a policy of its kind not among `names`, and (from the ValidatingPolicy
-/// engine) a kind no engine applies exceptions to.
-pub fn unknown_refs(
-    exceptions: &[Arc<CelException>],
-    params: &[Document],
-    kind: &str,
-    names: &[String],
-) -> Vec<LoadError> {
-    let docs = params
-        .iter()
-        .filter(|d| is_cel_policy_exception(&d.api_version, &d.kind));
-    let mut out = Vec::new();
-    for (e, doc) in exceptions.iter().zip(docs) {
-        for (k, name) in e.refs() {
-            let problem = if k == kind && !names.iter().any(|n| n == name) {
-                Some(format!(
-                    "PolicyException {} names {kind} {name}, which is not in this set; it exempts nothing",
-                    e.name
-                ))
-            } else if kind == "ValidatingPolicy" && !APPLIED_TO.contains(&k.as_str()) {
-                Some(format!(
-                    "PolicyException {} names {k} {name}: exceptions are applied to ValidatingPolicy and \
-                     MutatingPolicy only (the policy runs without it)",
-                    e.name
-                ))
-            } else {
-                None
-            };
-            out.extend(problem.map(|m| doc.error_at("spec.policyRefs", m)));
+impl Exceptions {
+    /// Load the exceptions among `input.params` for the engine of policy `kind`: load errors go to `built`, and so do
+    /// warnings for references that engine finds nothing for — a policy of its kind not among `input.documents`,
+    /// and (from the ValidatingPolicy engine) a kind no engine applies exceptions to. Engines given the same
+    /// documents report the same errors; the loader keeps one copy.
+    pub fn load(input: &EngineInput, kind: &str, built: &mut Built) -> Exceptions {
+        let mut out = Vec::new();
+        for doc in input
+            .params
+            .iter()
+            .filter(|d| is_cel_policy_exception(&d.api_version, &d.kind))
+        {
+            match CelException::from_document(doc) {
+                Ok(e) => out.push(Arc::new(e)),
+                Err(e) => built.errors.extend(e),
+            }
         }
+        let declared = |name: &str| {
+            input
+                .documents
+                .iter()
+                .any(|d| d.value.pointer("/metadata/name").and_then(|n| n.as_str()) == Some(name))
+        };
+        for e in &out {
+            for (k, name) in e.refs() {
+                let problem = if k == kind && !declared(name) {
+                    Some(format!(
+                        "PolicyException {} names {kind} {name}, which is not in this set; it exempts nothing",
+                        e.name
+                    ))
+                } else if kind == "ValidatingPolicy" && !APPLIED_TO.contains(&k.as_str()) {
+                    Some(format!(
+                        "PolicyException {} names {k} {name}: exceptions are applied to ValidatingPolicy and \
+                         MutatingPolicy only (the policy runs without it)",
+                        e.name
+                    ))
+                } else {
+                    None
+                };
+                if let Some(m) = problem {
+                    built
+                        .warnings
+                        .push(LoadError::at(e.source.clone(), "spec.policyRefs", m));
+                }
+            }
+        }
+        Exceptions(out)
     }
-    out
+
+    /// The exceptions that name the policy `name` of `kind`.
+    pub fn naming(&self, kind: &str, name: &str) -> Vec<Arc<CelException>> {
+        self.0
+            .iter()
+            .filter(|e| e.names(kind, name))
+            .cloned()
+            .collect()
+    }
 }

@@ -31,7 +31,7 @@
 
 pub mod common;
 pub mod exception;
-mod strict;
+pub mod strict;
 pub mod vap;
 
 use std::collections::BTreeMap;
@@ -91,20 +91,7 @@ impl Engine for ValidatingPolicyEngine {
 
     fn build(&self, input: EngineInput, _options: &LoadOptions) -> Built {
         let mut built = Built::default();
-        let (exceptions, errors) = exception::load(&input.params);
-        built.errors.extend(errors);
-        let names: Vec<String> = input
-            .documents
-            .iter()
-            .filter_map(|d| d.value.pointer("/metadata/name").and_then(Value::as_str))
-            .map(str::to_string)
-            .collect();
-        built.warnings.extend(exception::unknown_refs(
-            &exceptions,
-            &input.params,
-            "ValidatingPolicy",
-            &names,
-        ));
+        let exceptions = exception::Exceptions::load(&input, "ValidatingPolicy", &mut built);
         for doc in input.documents.iter() {
             // Strict field validation first: a misspelled field would otherwise be ignored.
             let unknown =
@@ -116,11 +103,7 @@ impl Engine for ValidatingPolicyEngine {
             match ValidatingPolicy::from_document(doc) {
                 Ok((mut policy, warnings)) => {
                     built.warnings.extend(warnings);
-                    policy.exceptions = exceptions
-                        .iter()
-                        .filter(|e| e.names("ValidatingPolicy", &policy.info.name))
-                        .cloned()
-                        .collect();
+                    policy.exceptions = exceptions.naming("ValidatingPolicy", &policy.info.name);
                     built.policies.push(Arc::new(policy));
                 }
                 Err(e) => built.errors.push(e),

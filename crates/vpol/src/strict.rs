@@ -24,9 +24,12 @@ static VALIDATION: Shape = Shape::Object(&[
 static AUDIT_ANNOTATION: Shape =
     Shape::Object(&[("key", Shape::Any), ("valueExpression", Shape::Any)]);
 
-const NAMED_EXPRESSION: Shape = Shape::Object(&[("name", Shape::Any), ("expression", Shape::Any)]);
+/// A `{name, expression}` entry (`matchConditions`, `variables`), shared by the CEL policy kinds.
+pub const NAMED_EXPRESSION: Shape =
+    Shape::Object(&[("name", Shape::Any), ("expression", Shape::Any)]);
 
-static RESOURCE_RULE: Shape = Shape::Object(&[
+/// A resource rule of `matchConstraints` (`resourceRules`, `excludeResourceRules`).
+pub static RESOURCE_RULE: Shape = Shape::Object(&[
     ("apiGroups", Shape::Any),
     ("apiVersions", Shape::Any),
     ("operations", Shape::Any),
@@ -72,7 +75,8 @@ const SPEC: Shape = Shape::Object(&[
     ("paramRef", Shape::Any),
 ]);
 
-const MATCH_RESOURCES: Shape = Shape::Object(&[
+/// `matchConstraints` / a binding's `matchResources`, shared by the CEL policy kinds.
+pub const MATCH_RESOURCES: Shape = Shape::Object(&[
     ("resourceRules", Shape::List(&RESOURCE_RULE)),
     ("excludeResourceRules", Shape::List(&RESOURCE_RULE)),
     ("namespaceSelector", LABEL_SELECTOR),

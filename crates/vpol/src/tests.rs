@@ -443,3 +443,55 @@ fn a_variable_that_is_not_declared_is_a_load_error_with_a_suggestion() {
         "{err}"
     );
 }
+
+#[test]
+fn an_exception_warning_names_its_own_document_when_an_earlier_one_is_broken() {
+    use policyctl_core::engine::Engine;
+    let engines: Vec<Box<dyn Engine>> = vec![Box::new(ValidatingPolicyEngine)];
+    let broken = EXCEPTION.replace("== 'legacy'", "== ");
+    let missing = EXCEPTION.replace("{name: no-latest,", "{name: gone,");
+    let files = [
+        SourceFile {
+            origin: "p.yaml".into(),
+            content: POLICY.into(),
+        },
+        SourceFile {
+            origin: "e.yaml".into(),
+            content: format!("{broken}---\n{missing}"),
+        },
+    ];
+    let compiled =
+        policyctl_core::policy::loader::compile_with(&engines, &files, &LoadOptions::default());
+    assert_eq!(
+        compiled.built.errors.len(),
+        1,
+        "{:?}",
+        compiled.built.errors
+    );
+    assert_eq!(compiled.built.errors[0].location.document, Some(1));
+    assert_eq!(
+        compiled.built.warnings.len(),
+        1,
+        "{:?}",
+        compiled.built.warnings
+    );
+    assert_eq!(compiled.built.warnings[0].location.document, Some(2));
+}
+
+#[test]
+fn a_broken_exception_is_reported_even_without_policies_to_except() {
+    use policyctl_core::engine::Engine;
+    let engines: Vec<Box<dyn Engine>> = vec![Box::new(ValidatingPolicyEngine)];
+    let files = [SourceFile {
+        origin: "e.yaml".into(),
+        content: EXCEPTION.replace("== 'legacy'", "== "),
+    }];
+    let compiled =
+        policyctl_core::policy::loader::compile_with(&engines, &files, &LoadOptions::default());
+    assert_eq!(
+        compiled.built.errors.len(),
+        1,
+        "{:?}",
+        compiled.built.errors
+    );
+}

@@ -249,7 +249,7 @@ pub fn compile_with(
         ..Built::default()
     };
     for (engine, input) in engines.iter().zip(inputs) {
-        if input.documents.is_empty() && input.files.is_empty() {
+        if input.documents.is_empty() && input.files.is_empty() && input.params.is_empty() {
             continue;
         }
         let part = engine.build(input, options);
