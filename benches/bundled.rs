@@ -5,6 +5,8 @@
 //! `cargo bench --bench bundled`. Uses only APIs that existed before the evaluation core, so the same file measures
 //! an older commit for a before/after comparison.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -16,46 +18,7 @@ use policyctl::policy::loader::compile_dir;
 use serde_json::json;
 
 fn review_bytes() -> Vec<u8> {
-    let container = |name: &str, image: &str| {
-        json!({
-            "name": name,
-            "image": image,
-            "securityContext": {"allowPrivilegeEscalation": false, "runAsNonRoot": true,
-                "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}},
-            "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}}
-        })
-    };
-    let pod = json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "web", "namespace": "shop",
-            "labels": {"app.kubernetes.io/name": "web", "team": "shop", "owner": "shop"}},
-        "spec": {
-            "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
-            "initContainers": [container("init", "registry.example.com/shop/init:1.0.0")],
-            "containers": [
-                container("app", "registry.example.com/shop/web:1.4.2"),
-                container("proxy", "registry.example.com/shop/proxy:2.0.1"),
-                container("metrics", "registry.example.com/shop/metrics:0.9.0")
-            ]
-        }
-    });
-    serde_json::to_vec(&json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": "shop",
-            "name": "web",
-            "operation": "CREATE",
-            "userInfo": {"username": "system:serviceaccount:shop:deployer"},
-            "object": pod,
-            "oldObject": null
-        }
-    }))
-    .unwrap_or_default()
+    common::review_bytes(json!({}))
 }
 
 /// The median of `runs` timings of `f`, after a warm-up of a tenth as many.

@@ -9,6 +9,8 @@
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 
+mod common;
+
 use criterion::Criterion;
 use serde_json::json;
 
@@ -19,48 +21,11 @@ use policyctl::policy::loader::compile;
 use policyctl::policy::{PolicySet, SourceFile};
 
 fn review_bytes() -> Vec<u8> {
-    let container = |name: &str, image: &str| {
-        json!({
-            "name": name,
-            "image": image,
-            "securityContext": {"allowPrivilegeEscalation": false, "runAsNonRoot": true, "readOnlyRootFilesystem": true,
-                "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}},
-            "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}},
-            "livenessProbe": {"httpGet": {"path": "/healthz", "port": 8080}},
-            "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080}}
-        })
-    };
-    let pod = json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "web", "namespace": "shop",
-            "labels": {"app.kubernetes.io/name": "web", "team": "shop", "owner": "shop"}},
-        "spec": {
-            "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
-            "initContainers": [container("init", "registry.example.com/shop/init:1.0.0")],
-            "containers": [
-                container("app", "registry.example.com/shop/web:1.4.2"),
-                container("proxy", "registry.example.com/shop/proxy:2.0.1"),
-                container("metrics", "registry.example.com/shop/metrics:0.9.0")
-            ]
-        }
-    });
-    serde_json::to_vec(&json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": "shop",
-            "name": "web",
-            "operation": "CREATE",
-            "userInfo": {"username": "system:serviceaccount:shop:deployer"},
-            "object": pod,
-            "oldObject": null
-        }
+    common::review_bytes(json!({
+        "securityContext": {"readOnlyRootFilesystem": true},
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": 8080}},
+        "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080}}
     }))
-    .unwrap_or_default()
 }
 
 fn read(path: &Path) -> Option<SourceFile> {
