@@ -187,8 +187,7 @@ impl PodSecurity {
             match &e.restricted_field {
                 None => true,
                 Some(field) => {
-                    field_matches(field, offense.field)
-                        && e.values.iter().any(|v| v == &offense.value)
+                    field == offense.field && e.values.iter().any(|v| v == &offense.value)
                 }
             }
         })
@@ -223,12 +222,6 @@ pub fn exclusion_errors(list: &[Exclusion]) -> Option<(String, String)> {
         }
     }
     None
-}
-
-/// `spec.containers[*].securityContext.x` names the field of every container list; `spec.initContainers[*]...` and
-/// `spec.ephemeralContainers[*]...` their own.
-fn field_matches(excluded: &str, field: &str) -> bool {
-    excluded == field
 }
 
 /// The pod a resource carries: its metadata and spec.
