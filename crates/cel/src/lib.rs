@@ -17,15 +17,18 @@
 #![warn(missing_docs, rust_2018_idioms)]
 
 mod args;
+pub mod authz;
 pub mod bind;
 pub mod budget;
 pub mod checks;
 pub mod guard;
+pub mod jwt;
 pub mod k8s;
 pub mod kyverno;
 pub mod mutation;
 pub mod net;
 pub mod quantity;
+pub mod regex_ext;
 pub mod semver;
 pub mod urls;
 
@@ -236,6 +239,12 @@ fn build_env(dialect: Dialect) -> Result<Arc<Env>, String> {
         env.add_extension(kyverno_extension)
             .map_err(|e| e.to_string())?;
         env.add_extension(kyverno::extension)
+            .map_err(|e| e.to_string())?;
+        env.add_extension(regex_ext::extension)
+            .map_err(|e| e.to_string())?;
+        env.add_extension(authz::extension)
+            .map_err(|e| e.to_string())?;
+        env.add_extension(jwt::extension)
             .map_err(|e| e.to_string())?;
     }
     Ok(Arc::new(env))

@@ -5,13 +5,21 @@
 //! A binding's `matchResources` narrows where its policy applies (both must match); each binding that selects a
 //! request applies the policy once, in document order. A policy without any binding applies on its own constraints,
 //! as the Kyverno CLI applies it (the API server would not run it at all). A binding naming no loaded policy is a
-//! load warning. `paramKind`/`paramRef` are not supported: such a policy is reported unsupported.
+//! load warning.
+//!
+//! Params: the policy's `paramKind` and each binding's `paramRef` select params as for a ValidatingAdmissionPolicy
+//! ([`policyctl_vpol::params`]: documents of the kind in the policy set, else the cluster's). A `paramRef.name` binds
+//! that param as `params`; a `paramRef.selector` binds the selected params as a list, `params.items`, as the Kyverno
+//! CLI does (the API server would apply the policy once per param). No param found is an error under the failure
+//! policy, unless `parameterNotFoundAction: Allow` (the binding then does nothing).
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use policyctl_cel::Dialect;
 use policyctl_core::engine::{Built, Engine, EngineInput, LoadOptions};
+use policyctl_core::policy::source::Document;
 use policyctl_core::policy::strict::{Shape, LABEL_SELECTOR, OBJECT_META};
+use policyctl_vpol::params::{self, ParamRef};
 use serde::Deserialize;
 
 use crate::matching::MatchResources;
@@ -61,6 +69,8 @@ struct BindingSpec {
     policy_name: String,
     #[serde(default)]
     match_resources: Option<MatchResources>,
+    #[serde(default)]
+    param_ref: Option<ParamRef>,
 }
 
 static RESOURCE_RULE: Shape = Shape::Object(&[
@@ -132,6 +142,10 @@ impl Engine for MutatingAdmissionPolicyEngine {
         is_mutating_admission_policy(api_version, kind) || is_binding(api_version, kind)
     }
 
+    fn param_kinds(&self, documents: &[Document]) -> Vec<(String, String)> {
+        params::param_kinds(documents, is_mutating_admission_policy)
+    }
+
     fn kinds(&self) -> Vec<&'static str> {
         vec![
             "admissionregistration.k8s.io/v1alpha1 MutatingAdmissionPolicy",
@@ -162,6 +176,12 @@ impl Engine for MutatingAdmissionPolicyEngine {
                     .errors
                     .push(doc.error_at("spec.policyName", "a binding needs a policyName")),
                 Ok(b) => {
+                    if let Some(r) = &b.spec.param_ref {
+                        if let Err(e) = r.check(doc, "spec.paramRef") {
+                            built.errors.push(e);
+                            continue;
+                        }
+                    }
                     binding_docs.push((doc, b.spec.policy_name.clone()));
                     bindings
                         .entry(b.spec.policy_name)
@@ -169,6 +189,7 @@ impl Engine for MutatingAdmissionPolicyEngine {
                         .push(Binding {
                             name: b.metadata.name,
                             match_resources: b.spec.match_resources,
+                            param_ref: b.spec.param_ref,
                         });
                 }
                 Err(e) => built.errors.push(e),
@@ -190,6 +211,9 @@ impl Engine for MutatingAdmissionPolicyEngine {
             match MutatingPolicy::build(doc, Dialect::Kubernetes, false, own) {
                 Ok((mut policy, warnings)) => {
                     policy.info.engine = ENGINE;
+                    if let Some(kind) = &policy.param_kind {
+                        policy.params = kind.documents(&input.params);
+                    }
                     built.warnings.extend(warnings);
                     names.push(name);
                     built.policies.push(Arc::new(policy));
