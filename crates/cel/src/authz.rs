@@ -478,3 +478,111 @@ pub fn extension(env: &mut Env) -> Result<(), DeclarationError> {
         query_param,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::EvalError;
+    use serde_json::json;
+
+    fn eval_with(object: Json, src: &str) -> Result<Value, EvalError> {
+        let review = policyctl_core::admission::Review::for_object(
+            object,
+            None,
+            policyctl_core::admission::Operation::Create,
+        );
+        let activation = crate::Activation::new(crate::ReviewBindings::of(&review));
+        let program = crate::Program::compile_for(crate::Dialect::Kyverno, src)
+            .map_err(|e| EvalError::Execution(e.to_string()))?;
+        activation.evaluate(&program, &crate::Limits::default())
+    }
+
+    fn eval(src: &str) -> Result<Value, EvalError> {
+        eval_with(
+            json!({"attributes": {"header": {"Content-Type": ["a/b", "c/d"]}, "query": {"q": "1"}}}),
+            src,
+        )
+    }
+
+    fn decided(src: &str) -> Verdict {
+        verdict(&eval(src).expect("evaluates")).expect("a response")
+    }
+
+    #[test]
+    fn envoy_builders_decide() {
+        assert_eq!(decided("envoy.Allowed().Response()"), Verdict::Allowed);
+        assert_eq!(
+            decided(
+                r#"envoy.Allowed().WithHeader("a", "b").WithoutHeader("c").WithResponseHeader("d", "e").Response().WithMetadata({"k": [1]})"#
+            ),
+            Verdict::Allowed
+        );
+        assert_eq!(
+            decided("envoy.Denied(403).Response()"),
+            Verdict::Denied("denied with HTTP status 403".into())
+        );
+        assert_eq!(
+            decided(r#"envoy.Denied(401).WithHeader("w", "x").WithBody(" no ").Response()"#),
+            Verdict::Denied("no".into())
+        );
+        let Value::Opaque(o) =
+            eval(r#"envoy.Allowed().WithHeader("a", "b").Response()"#).expect("ok")
+        else {
+            panic!("not a response");
+        };
+        let check = o
+            .downcast_ref::<EnvoyCheck>()
+            .expect("an envoy.CheckResponse");
+        assert_eq!(
+            check.decision,
+            EnvoyDecision::Ok(EnvoyOk {
+                headers: vec![("a".into(), "b".into())],
+                ..EnvoyOk::default()
+            })
+        );
+    }
+
+    #[test]
+    fn http_builders_decide() {
+        assert_eq!(decided("http.Allowed().Response()"), Verdict::Allowed);
+        assert_eq!(
+            decided(r#"http.Denied("nope").Response()"#),
+            Verdict::Denied("nope".into())
+        );
+    }
+
+    #[test]
+    fn what_is_not_a_response_has_no_verdict() {
+        assert!(verdict(&eval("true").expect("ok")).is_err());
+        let builder = eval("envoy.Allowed()").expect("ok");
+        assert!(verdict(&builder)
+            .expect_err("a builder")
+            .contains(".Response()"));
+        assert!(verdict(&eval("http.Allowed()").expect("ok")).is_err());
+    }
+
+    #[test]
+    fn bad_arguments_and_limits_are_errors() {
+        assert!(eval("envoy.Denied(42).Response()").is_err());
+        assert!(bounded("WithBody", "x".repeat(MAX_TEXT + 1)).is_err());
+        assert!(bounded("WithBody", "x".repeat(MAX_TEXT)).is_ok());
+        let mut src = "envoy.Allowed()".to_string();
+        for i in 0..=MAX_ENTRIES {
+            src.push_str(&format!(".WithHeader(\"h{i}\", \"v\")"));
+        }
+        src.push_str(".Response()");
+        assert!(eval(&src).is_err(), "more than {MAX_ENTRIES} headers");
+        // Methods of one builder are not methods of the other.
+        assert!(eval(r#"envoy.Allowed().WithBody("x")"#).is_err());
+        assert!(eval(r#"http.Allowed().WithMetadata({})"#).is_err());
+    }
+
+    #[test]
+    fn request_helpers_read_headers_case_insensitively() {
+        let holds = |src: &str| assert_eq!(eval(src), Ok(Value::Bool(true)), "{src}");
+        holds(r#"object.attributes.Header("content-type") == ["a/b", "c/d"]"#);
+        holds(r#"object.attributes.Header("missing") == []"#);
+        holds(r#"object.attributes.QueryParam("q") == ["1"]"#);
+        holds(r#"object.attributes.QueryParam("Q") == []"#);
+    }
+}

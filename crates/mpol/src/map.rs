@@ -326,23 +326,132 @@ spec:
         assert!(built.policies.is_empty());
     }
 
-    #[test]
-    fn params_are_reported_unsupported() {
-        let built = build(&POLICY.replace(
-            "spec:\n",
-            "spec:\n  paramKind: {apiVersion: v1, kind: ConfigMap}\n",
-        ));
-        assert_eq!(built.warnings.len(), 1, "{:?}", built.warnings);
-        let review = Review::for_object(cm("a"), None, Operation::Create);
-        let ctx = EvalContext {
-            explain: true,
-            ..EvalContext::default()
-        };
-        let m = built.policies[0].mutate(&review, &ctx);
-        assert_eq!(m.object, None);
+    const PARAM_POLICY: &str = r#"
+apiVersion: admissionregistration.k8s.io/v1alpha1
+kind: MutatingAdmissionPolicy
+metadata: {name: replicas}
+spec:
+  paramKind: {apiVersion: v1, kind: ConfigMap}
+  matchConstraints:
+    resourceRules:
+    - {apiGroups: [''], apiVersions: [v1], operations: [CREATE], resources: [configmaps]}
+  mutations:
+  - patchType: ApplyConfiguration
+    applyConfiguration:
+      expression: EXPRESSION
+---
+apiVersion: admissionregistration.k8s.io/v1alpha1
+kind: MutatingAdmissionPolicyBinding
+metadata: {name: b}
+spec:
+  policyName: replicas
+  paramRef: PARAMREF
+"#;
+
+    fn param(name: &str, label: &str, value: &str) -> policyctl_core::policy::source::Document {
+        let (docs, errors) = documents(&SourceFile {
+            origin: "params.yaml".into(),
+            content: format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, namespace: default, \
+                 labels: {{type: {label}}}}}\ndata: {{value: '{value}'}}\n"
+            ),
+        });
+        assert!(errors.is_empty(), "{errors:?}");
+        docs.into_iter().next().expect("a document")
+    }
+
+    fn build_with_params(
+        expression: &str,
+        param_ref: &str,
+        params: Vec<policyctl_core::policy::source::Document>,
+    ) -> policyctl_core::engine::Built {
+        let yaml = PARAM_POLICY
+            .replace("EXPRESSION", expression)
+            .replace("PARAMREF", param_ref);
+        let (docs, errors) = documents(&SourceFile {
+            origin: "map.yaml".into(),
+            content: yaml,
+        });
+        assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(
-            m.rules[0].status,
-            policyctl_core::policy::RuleStatus::Unsupported
+            MutatingAdmissionPolicyEngine.param_kinds(&docs),
+            [("v1".to_string(), "ConfigMap".to_string())]
+        );
+        MutatingAdmissionPolicyEngine.build(
+            EngineInput {
+                documents: docs,
+                params,
+                ..EngineInput::default()
+            },
+            &LoadOptions::default(),
+        )
+    }
+
+    const LABEL_FROM_PARAM: &str =
+        "'Object{metadata: Object.metadata{labels: {\"v\": params.data.value}}}'";
+
+    #[test]
+    fn a_param_ref_by_name_binds_that_param() {
+        let built = build_with_params(
+            LABEL_FROM_PARAM,
+            "{name: one, namespace: default}",
+            vec![param("one", "p", "1"), param("two", "p", "2")],
+        );
+        assert!(built.errors.is_empty(), "{:?}", built.errors);
+        let out = mutated(&built, cm("a")).expect("mutated");
+        assert_eq!(out["metadata"]["labels"]["v"], "1");
+    }
+
+    #[test]
+    fn a_param_ref_selector_binds_the_selected_params_as_items() {
+        let built = build_with_params(
+            "'Object{metadata: Object.metadata{labels: {\"v\": params.items.map(p, p.data.value).join(\"-\")}}}'",
+            "{selector: {matchLabels: {type: p}}}",
+            vec![param("one", "p", "1"), param("other", "q", "x"), param("two", "p", "2")],
+        );
+        assert!(built.errors.is_empty(), "{:?}", built.errors);
+        let out = mutated(&built, cm("a")).expect("mutated");
+        assert_eq!(out["metadata"]["labels"]["v"], "1-2");
+    }
+
+    #[test]
+    fn a_missing_param_is_an_error_unless_the_binding_allows_it() {
+        let review = Review::for_object(cm("a"), None, Operation::Create);
+        let built = build_with_params(
+            LABEL_FROM_PARAM,
+            "{name: nowhere}",
+            vec![param("one", "p", "1")],
+        );
+        let m = built.policies[0].mutate(&review, &EvalContext::default());
+        assert_eq!(m.object, None);
+        assert_eq!(m.errors.len(), 1, "{m:?}");
+        assert!(
+            m.errors[0].error.to_string().contains("no params found"),
+            "{m:?}"
+        );
+
+        let built = build_with_params(
+            LABEL_FROM_PARAM,
+            "{name: nowhere, parameterNotFoundAction: Allow}",
+            vec![param("one", "p", "1")],
+        );
+        let m = built.policies[0].mutate(&review, &EvalContext::default());
+        assert_eq!(m.object, None);
+        assert!(m.errors.is_empty(), "{m:?}");
+
+        // Both name and selector: a load error naming the field.
+        let built = build_with_params(
+            LABEL_FROM_PARAM,
+            "{name: one, selector: {}}",
+            vec![param("one", "p", "1")],
+        );
+        assert!(
+            built
+                .errors
+                .iter()
+                .any(|e| e.to_string().contains("spec.paramRef")),
+            "{:?}",
+            built.errors
         );
     }
 }
