@@ -11,8 +11,10 @@
 //!   is an [`EvalError`], never a result.
 //!
 //! The environment is the CEL standard library with optional types, the `cel` crate's strings, lists, math and
-//! encoders extensions. Kubernetes' own libraries (quantity, sets, regex `find`, url, ip/cidr, semver, format,
-//! authorizer) and two-variable comprehensions / `cel.bind` are not available yet.
+//! encoders extensions, and Kubernetes' libraries ([`k8s`], [`quantity`], [`semver`], [`net`], [`urls`]). The Kyverno
+//! dialect adds Kyverno's libraries ([`kyverno`]), cel-go's regex extension ([`regex_ext`]) and Kyverno Authz's
+//! `envoy`/`http` response builders ([`authz`]) and `jwt.Decode` ([`jwt`]). Not available: `format`, `authorizer`
+//! and two-variable comprehensions.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms)]
 

@@ -13,6 +13,10 @@
 //! Differences from the Kyverno CLI, on purpose: a resource no rule matched is a **skip**, never a pass; an expected
 //! result on a policy kind or rule policyctl cannot run (MutatingPolicy, MutatingAdmissionPolicy, `generate`, ...) is
 //! **unsupported**. `paramResources` files load with the policies (ValidatingAdmissionPolicy params).
+//!
+//! Payload tests (`jsonPayloads`, `httpPayloads`, `envoyPayloads`: ValidatingPolicy `evaluation.mode` JSON, HTTP,
+//! Envoy): each payload file is a case named by its path as written (without `./`), checked through
+//! [`pipeline::validate_payload`] by the policies of its mode.
 
 /// How long one resource's evaluation may take (a runaway policy is an error, not a hang).
 const CASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);

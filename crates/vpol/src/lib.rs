@@ -21,11 +21,15 @@
 //! Kyverno's CEL libraries: `resource.Get`/`resource.List` (API GETs through the cluster context; a test's context
 //! file when testing), `image.GetMetadata` (a test's context file) and `parseServiceAccount`.
 //!
+//! Evaluation modes: with `evaluation.mode` `JSON`, `HTTP` or `Envoy` the policy checks payloads
+//! ([`Policy::validate_payload`], `object` = the payload) and never admission requests; it needs no resource rules.
+//! In `HTTP` and `Envoy` the validations return Kyverno Authz responses ([`policyctl_cel::authz`]) or `null`, and the
+//! first response decides ([`policyctl_cel::checks::Checks::run_responses`]).
+//!
 //! The matching and the checks are shared with Kubernetes' ValidatingAdmissionPolicy ([`vap`]).
 //!
-//! Not supported: `evaluation.mode: JSON`, Kyverno's other CEL libraries (`http`, `image()`, `globalContext`,
-//! `resource.Post`, …), `auditAnnotations` (ignored), PolicyExceptions for CEL policies, `matchPolicy: Equivalent` (only the exact
-//! resource matches).
+//! Not supported: Kyverno's other CEL libraries (`http.Get`, `image()`, `globalContext`, `resource.Post`, …),
+//! `auditAnnotations` (ignored), `matchPolicy: Equivalent` (only the exact resource matches).
 #![forbid(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms)]
 
