@@ -417,7 +417,10 @@ fn a_result_that_names_nothing_is_reported_never_dropped() {
     let cases = testing::run(&[dir.path().to_path_buf()], &TestOptions::default());
     assert_eq!(cases.len(), 1, "{cases:?}");
     assert_eq!(cases[0].result, Outcome::Error, "{cases:?}");
-    assert!(cases[0].reason.contains("jsonPayloads file payload.json"), "{cases:?}");
+    assert!(
+        cases[0].reason.contains("jsonPayloads file payload.json"),
+        "{cases:?}"
+    );
     // A payload a Kubernetes-mode policy meets: a skip (the policy does not check payloads), never a pass.
     std::fs::write(dir.path().join("payload.json"), r#"{"name": "x"}"#).expect("write");
     let cases = testing::run(&[dir.path().to_path_buf()], &TestOptions::default());

@@ -409,6 +409,12 @@ impl ValidatingPolicy {
                 )?);
             }
         }
+        if mode.is_some() && spec.match_constraints.is_some() {
+            warnings.push(doc.error_at(
+                "spec.matchConstraints",
+                "ignored: a policy of a payload evaluation mode matches payloads, not resources",
+            ));
+        }
         if let Some(mode) = mode {
             warnings.push(doc.error_at(
                 "spec.evaluation.mode",

@@ -566,6 +566,16 @@ fn json_mode_needs_no_resource_rules_and_validates_payloads_only() {
     let skip = p.validate_payload(&json!({"other": 1}), &explain());
     assert!(!skip.applied, "{skip:?}");
     assert_eq!(skip.rules[0].status, RuleStatus::Skip);
+    // Resource rules are ignored, and the warning says so.
+    let (with_rules, warnings) = load_with_warnings(&JSON_POLICY.replace(
+        "spec:\n",
+        "spec:\n  matchConstraints:\n    resourceRules:\n    - {apiGroups: [''], apiVersions: [v1], resources: [pods]}\n",
+    ));
+    assert!(
+        warnings[0].to_string().contains("spec.matchConstraints"),
+        "{warnings:?}"
+    );
+    assert_eq!(with_rules.validate(&review, &explain()), Evaluation::skip());
     // A Kubernetes-mode policy skips payloads.
     assert_eq!(
         load(POLICY).validate_payload(&json!({"a": 1}), &explain()),
