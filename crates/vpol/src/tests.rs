@@ -738,3 +738,23 @@ spec:
     assert_eq!(runs.len(), 1);
     assert!(!runs[0].outcome.violations.is_empty());
 }
+
+#[test]
+fn envoy_responses_can_be_kept_in_variables() {
+    let (p, _) = load_with_warnings(
+        r#"
+apiVersion: policies.kyverno.io/v1alpha1
+kind: ValidatingPolicy
+metadata: {name: authz-vars}
+spec:
+  evaluation: {mode: Envoy}
+  variables:
+  - name: deny
+    expression: envoy.Denied(418).WithBody("teapot").Response()
+  validations:
+  - expression: variables.deny
+"#,
+    );
+    let e = p.validate_payload(&envoy_request(None), &explain());
+    assert_eq!(e.violations[0].message, "teapot", "{e:?}");
+}
