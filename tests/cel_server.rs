@@ -169,3 +169,32 @@ async fn validating_admission_policies_and_gatekeeper_cel_deny_warn_and_audit() 
     );
     server.stop().await;
 }
+
+/// A ValidatingPolicy of a payload mode (JSON, HTTP, Envoy) loads with a warning and never meets an admission
+/// request: even one whose every validation fails allows every Pod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payload_mode_policies_never_enforce_at_admission() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("payload-policies.yaml"),
+        "apiVersion: policies.kyverno.io/v1\nkind: ValidatingPolicy\nmetadata: {name: json-deny-all}\n\
+         spec:\n  evaluation: {mode: JSON}\n  validations:\n  - expression: 'false'\n    message: never\n---\n\
+         apiVersion: policies.kyverno.io/v1\nkind: ValidatingPolicy\nmetadata: {name: envoy-deny-all}\n\
+         spec:\n  evaluation: {mode: Envoy}\n  validations:\n  - expression: envoy.Denied(403).Response()\n",
+    )
+    .expect("write");
+    let server = TestServer::start(dir.path()).await;
+    server.wait_ready(200).await;
+    for path in ["/validate", "/mutate"] {
+        let answer = server
+            .post(
+                path,
+                &pod_review(V1, "u-payload", "p", json!({}), "nginx:1.27"),
+            )
+            .await
+            .json();
+        assert_eq!(answer["response"]["allowed"], true, "{path}: {answer}");
+        assert!(answer["response"].get("warnings").is_none(), "{answer}");
+    }
+    server.stop().await;
+}

@@ -491,3 +491,94 @@ fn bench_compare_fails_on_a_regression_beyond_the_threshold() {
         String::from_utf8_lossy(&bad.stderr)
     );
 }
+
+const JSON_MODE_POLICY: &str = "apiVersion: policies.kyverno.io/v1\nkind: ValidatingPolicy\nmetadata: {name: tf-version}\nspec:\n  evaluation: {mode: JSON}\n  validations:\n  - expression: \"object.terraform_version == '1.5.9'\"\n    message: terraform 1.5.9 is required\n";
+
+#[test]
+fn json_mode_policies_check_payloads_in_eval_and_test_never_manifests() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = |name: &str| dir.path().join(name).to_string_lossy().to_string();
+    std::fs::write(path("policy.yaml"), JSON_MODE_POLICY).expect("write");
+    std::fs::write(path("old.json"), r#"{"terraform_version": "1.5.8"}"#).expect("write");
+    std::fs::write(path("new.json"), r#"{"terraform_version": "1.5.9"}"#).expect("write");
+
+    // Lint: loads, with a warning that the webhook does not run it.
+    let output = policyctl(&["lint", &path("policy.yaml")]);
+    assert!(output.status.success(), "{}", stdout(&output));
+    let text = format!(
+        "{}{}",
+        stdout(&output),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(text.contains("never admission requests"), "{text}");
+
+    let output = policyctl(&[
+        "eval",
+        "--policies",
+        &path("policy.yaml"),
+        "--payload",
+        "json",
+        &path("old.json"),
+    ]);
+    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
+    assert!(
+        stdout(&output).contains("terraform 1.5.9 is required"),
+        "{}",
+        stdout(&output)
+    );
+    let output = policyctl(&[
+        "eval",
+        "--policies",
+        &path("policy.yaml"),
+        "--payload",
+        "json",
+        &path("new.json"),
+    ]);
+    assert!(output.status.success(), "{}", stdout(&output));
+    // An HTTP payload run finds no policy of its mode; a manifest never meets a JSON-mode policy.
+    let output = policyctl(&[
+        "eval",
+        "--policies",
+        &path("policy.yaml"),
+        "--payload",
+        "http",
+        &path("old.json"),
+    ]);
+    assert!(output.status.success(), "{}", stdout(&output));
+    assert!(
+        stdout(&output).contains("no policy evaluates payloads"),
+        "{}",
+        stdout(&output)
+    );
+    std::fs::write(
+        path("cm.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, namespace: default}\nterraform_version: '1'\n",
+    )
+    .expect("write");
+    let output = policyctl(&["eval", "--policies", &path("policy.yaml"), &path("cm.yaml")]);
+    assert!(output.status.success(), "{}", stdout(&output));
+
+    // policyctl test: jsonPayloads are cases named by their files; results without resources cover every payload.
+    std::fs::write(
+        path("kyverno-test.yaml"),
+        "apiVersion: cli.kyverno.io/v1alpha1\nkind: Test\nmetadata: {name: t}\npolicies: [policy.yaml]\n\
+         jsonPayloads: [./old.json, new.json]\nresults:\n\
+         - {kind: '', policy: tf-version, resources: [old.json], result: fail}\n\
+         - {kind: '', policy: tf-version, resources: [new.json], result: pass}\n",
+    )
+    .expect("write");
+    let output = policyctl(&["test", &dir.path().to_string_lossy()]);
+    let text = stdout(&output);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("2 cases: 2 passed"), "{text}");
+    std::fs::write(
+        path("kyverno-test.yaml"),
+        "apiVersion: cli.kyverno.io/v1alpha1\nkind: Test\nmetadata: {name: t}\npolicies: [policy.yaml]\n\
+         jsonPayloads: [old.json, new.json]\nresults:\n- {kind: '', policy: tf-version, result: pass}\n",
+    )
+    .expect("write");
+    let output = policyctl(&["test", &dir.path().to_string_lossy()]);
+    let text = stdout(&output);
+    assert!(!output.status.success(), "{text}");
+    assert!(text.contains("2 cases: 1 passed, 1 failed"), "{text}");
+}

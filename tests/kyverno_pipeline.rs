@@ -407,7 +407,7 @@ fn a_result_that_names_nothing_is_reported_never_dropped() {
     let cases = testing::run(&[dir.path().to_path_buf()], &TestOptions::default());
     assert_eq!(cases.len(), 1, "{cases:?}");
     assert_eq!(cases[0].result, Outcome::Error, "{cases:?}");
-    // Payloads of a mode policyctl does not run: unsupported, never a pass.
+    // A payload file that is not there: an error naming it.
     std::fs::write(
         dir.path().join("kyverno-test.yaml"),
         "apiVersion: cli.kyverno.io/v1alpha1\nkind: Test\nmetadata: {name: t}\npolicies: [policy.yaml]\n\
@@ -416,6 +416,15 @@ fn a_result_that_names_nothing_is_reported_never_dropped() {
     .expect("write");
     let cases = testing::run(&[dir.path().to_path_buf()], &TestOptions::default());
     assert_eq!(cases.len(), 1, "{cases:?}");
-    assert_eq!(cases[0].result, Outcome::Unsupported, "{cases:?}");
-    assert!(cases[0].reason.contains("jsonPayloads"), "{cases:?}");
+    assert_eq!(cases[0].result, Outcome::Error, "{cases:?}");
+    assert!(
+        cases[0].reason.contains("jsonPayloads file payload.json"),
+        "{cases:?}"
+    );
+    // A payload a Kubernetes-mode policy meets: a skip (the policy does not check payloads), never a pass.
+    std::fs::write(dir.path().join("payload.json"), r#"{"name": "x"}"#).expect("write");
+    let cases = testing::run(&[dir.path().to_path_buf()], &TestOptions::default());
+    assert_eq!(cases.len(), 1, "{cases:?}");
+    assert_eq!(cases[0].result, Outcome::Skip, "{cases:?}");
+    assert_eq!(cases[0].case, "payload.json", "{cases:?}");
 }

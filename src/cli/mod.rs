@@ -387,12 +387,37 @@ pub struct EvalArgs {
     /// Operation of the review synthesized for plain manifests.
     #[arg(long, value_enum, default_value_t = OperationArg::Create)]
     pub operation: OperationArg,
+    /// The files are payloads, not Kubernetes manifests: each document is checked by the ValidatingPolicies of
+    /// this `evaluation.mode` (JSON, HTTP or Envoy), and only by them.
+    #[arg(long, value_enum)]
+    pub payload: Option<PayloadArg>,
     /// Output format.
     #[arg(long, short, value_enum, default_value_t = ReportOutput::Text)]
     pub output: ReportOutput,
     /// How policies are loaded.
     #[command(flatten)]
     pub engine: EngineArgs,
+}
+
+/// A ValidatingPolicy evaluation mode for payloads on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PayloadArg {
+    /// Any JSON document (`evaluation.mode: JSON`).
+    Json,
+    /// An HTTP authorization request (`evaluation.mode: HTTP`).
+    Http,
+    /// An Envoy CheckRequest (`evaluation.mode: Envoy`).
+    Envoy,
+}
+
+impl From<PayloadArg> for crate::policy::PayloadMode {
+    fn from(p: PayloadArg) -> Self {
+        match p {
+            PayloadArg::Json => crate::policy::PayloadMode::Json,
+            PayloadArg::Http => crate::policy::PayloadMode::Http,
+            PayloadArg::Envoy => crate::policy::PayloadMode::Envoy,
+        }
+    }
 }
 
 /// An admission operation on the command line.

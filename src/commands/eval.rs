@@ -1,5 +1,6 @@
 //! `policyctl eval`: run manifests or AdmissionReviews through the policies offline, the way the webhooks would:
-//! mutation first, then validation of the mutated object.
+//! mutation first, then validation of the mutated object. With `--payload MODE`, the files are payloads checked by
+//! the ValidatingPolicies of that `evaluation.mode` (JSON, HTTP, Envoy) instead.
 
 use std::process::ExitCode;
 
@@ -9,20 +10,53 @@ use super::inputs;
 use crate::cli::{EvalArgs, ReportOutput};
 use crate::decide::decide;
 use crate::pipeline;
-use crate::policy::{EvalContext, FailurePolicy};
+use crate::policy::source::yaml_documents;
+use crate::policy::{EvalContext, FailurePolicy, PayloadMode};
 
 pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
     let EvalArgs {
         policies,
         files,
         operation,
+        payload,
         output,
         engine,
     } = args;
     let (set, _) = inputs::policy_set(&policies, &engine.load_options())?;
     let mut reports = Vec::new();
     let mut denied = false;
-    for (origin, review) in inputs::reviews(&files, operation.into())? {
+    if let Some(mode) = payload {
+        let mode: PayloadMode = mode.into();
+        for source in inputs::sources(&files)? {
+            let documents = yaml_documents(&source).map_err(|e| anyhow::anyhow!("{e}"))?;
+            for (origin, document) in documents {
+                let ctx = EvalContext::default();
+                let runs = pipeline::validate_payload(&set, &document, mode, &ctx);
+                let policies = runs.len();
+                let decision = decide(runs, None, FailurePolicy::Fail);
+                denied |= !decision.allowed;
+                reports.push(json!({
+                    "source": origin.to_string(),
+                    "kind": format!("{mode} payload"),
+                    "namespace": null,
+                    "name": "",
+                    "policies": policies,
+                    "decision": decision.verdict().as_str(),
+                    "allowed": decision.allowed,
+                    "denials": decision.denials,
+                    "warnings": decision.warnings,
+                    "audits": decision.audits,
+                    "errors": decision.errors,
+                }));
+            }
+        }
+    }
+    let manifests = if payload.is_some() {
+        Vec::new()
+    } else {
+        inputs::reviews(&files, operation.into())?
+    };
+    for (origin, review) in manifests {
         // Each review is its own request, with its own deadline (the default request timeout).
         let ctx = EvalContext::default();
         let (runs, mutated) = pipeline::mutate_then_validate(&set, &review, &ctx);
@@ -90,6 +124,9 @@ fn print_text(report: &Value) {
         {
             println!("      {label}: {}", line.as_str().unwrap_or(""));
         }
+    }
+    if report.get("policies").and_then(Value::as_u64) == Some(0) {
+        println!("      note: no policy evaluates payloads of this mode");
     }
     if let Some(patch) = report.get("patch").filter(|p| !p.is_null()) {
         println!("      patch: {patch}");

@@ -196,17 +196,8 @@ impl Checks {
     pub fn run(&self, activation: &Activation, limits: &Limits) -> Outcome {
         // Variables are lazy: declaring them costs nothing, and match conditions may use them (as in Kubernetes).
         let activation = activation.clone().with_variables(&self.variables);
-        for (name, program) in &self.conditions {
-            match activation.evaluate_bool(program, limits) {
-                Ok(true) => {}
-                Ok(false) => return Outcome::NotMet,
-                Err(e) if is_stop(&e) => return Outcome::Error(e),
-                Err(e) => {
-                    return Outcome::Error(EvalError::Execution(format!(
-                        "matchCondition {name}: {e}"
-                    )))
-                }
-            }
+        if let Some(outcome) = self.unmet(&activation, limits) {
+            return outcome;
         }
         for v in &self.validations {
             match activation.evaluate_bool(&v.program, limits) {
@@ -237,6 +228,57 @@ impl Checks {
                     .or_else(|| v.message.as_ref().map(|m| m.trim().to_string()))
                     .unwrap_or_else(|| format!("failed expression: {}", v.program.source().trim())),
             );
+        }
+        Outcome::Pass
+    }
+
+    /// The match conditions: `None` when they all hold, else what stops the checks (not met, or an error).
+    fn unmet(&self, activation: &Activation, limits: &Limits) -> Option<Outcome> {
+        for (name, program) in &self.conditions {
+            match activation.evaluate_bool(program, limits) {
+                Ok(true) => {}
+                Ok(false) => return Some(Outcome::NotMet),
+                Err(e) if is_stop(&e) => return Some(Outcome::Error(e)),
+                Err(e) => {
+                    return Some(Outcome::Error(EvalError::Execution(format!(
+                        "matchCondition {name}: {e}"
+                    ))))
+                }
+            }
+        }
+        None
+    }
+
+    /// The checks of Kyverno's authorization modes (ValidatingPolicy `evaluation.mode` HTTP and Envoy): the match
+    /// conditions, then the validations in order, each returning a response ([`crate::authz`]) or `null`. The first
+    /// response decides: allowed passes, denied fails with its body or reason. All `null` passes (Kyverno Authz
+    /// allows a request no policy decides). Any other result is an error.
+    pub fn run_responses(&self, activation: &Activation, limits: &Limits) -> Outcome {
+        let activation = activation.clone().with_variables(&self.variables);
+        if let Some(outcome) = self.unmet(&activation, limits) {
+            return outcome;
+        }
+        for v in &self.validations {
+            match activation.evaluate(&v.program, limits) {
+                Ok(crate::CelValue::Null) => continue,
+                Ok(response) => {
+                    return match crate::authz::verdict(&response) {
+                        Ok(crate::authz::Verdict::Allowed) => Outcome::Pass,
+                        Ok(crate::authz::Verdict::Denied(message)) => Outcome::Fail(message),
+                        Err(got) => Outcome::Error(EvalError::Type {
+                            want: "CheckResponse or null",
+                            got,
+                        }),
+                    }
+                }
+                Err(e) if is_stop(&e) => return Outcome::Error(e),
+                Err(e) => {
+                    return Outcome::Error(EvalError::Execution(format!(
+                        "expression '{}' resulted in error: {e}",
+                        v.program.source().trim()
+                    )))
+                }
+            }
         }
         Outcome::Pass
     }

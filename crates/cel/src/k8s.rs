@@ -206,7 +206,7 @@ pub(crate) const CACHED_MATCHES: &str = "@matches";
 const REGEX_CACHE_ENTRIES: usize = 64;
 
 /// A pattern compiled with the size limit, from the process-wide cache when it was compiled before.
-fn regex(function: &str, pattern: &str) -> Result<Arc<regex::Regex>, ExecutionError> {
+pub(crate) fn regex(function: &str, pattern: &str) -> Result<Arc<regex::Regex>, ExecutionError> {
     static CACHE: OnceLock<Mutex<HashMap<String, Arc<regex::Regex>>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Mutex::default);
     if let Some(re) = cache

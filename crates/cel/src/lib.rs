@@ -11,21 +11,26 @@
 //!   is an [`EvalError`], never a result.
 //!
 //! The environment is the CEL standard library with optional types, the `cel` crate's strings, lists, math and
-//! encoders extensions. Kubernetes' own libraries (quantity, sets, regex `find`, url, ip/cidr, semver, format,
-//! authorizer) and two-variable comprehensions / `cel.bind` are not available yet.
+//! encoders extensions, and Kubernetes' libraries ([`k8s`], [`quantity`], [`semver`], [`net`], [`urls`]). The Kyverno
+//! dialect adds Kyverno's libraries ([`kyverno`]), cel-go's regex extension ([`regex_ext`]) and Kyverno Authz's
+//! `envoy`/`http` response builders ([`authz`]) and `jwt.Decode` ([`jwt`]). Not available: `format`, `authorizer`
+//! and two-variable comprehensions.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms)]
 
 mod args;
+pub mod authz;
 pub mod bind;
 pub mod budget;
 pub mod checks;
 pub mod guard;
+pub mod jwt;
 pub mod k8s;
 pub mod kyverno;
 pub mod mutation;
 pub mod net;
 pub mod quantity;
+pub mod regex_ext;
 pub mod semver;
 pub mod urls;
 
@@ -236,6 +241,12 @@ fn build_env(dialect: Dialect) -> Result<Arc<Env>, String> {
         env.add_extension(kyverno_extension)
             .map_err(|e| e.to_string())?;
         env.add_extension(kyverno::extension)
+            .map_err(|e| e.to_string())?;
+        env.add_extension(regex_ext::extension)
+            .map_err(|e| e.to_string())?;
+        env.add_extension(authz::extension)
+            .map_err(|e| e.to_string())?;
+        env.add_extension(jwt::extension)
             .map_err(|e| e.to_string())?;
     }
     Ok(Arc::new(env))

@@ -16,7 +16,8 @@ use crate::admission::Review;
 use crate::decide::{decide, Decision};
 use crate::policy::{
     Action, ClusterContext, Deadline, EvalContext, EvalError, Evaluation, FailurePolicy, Mutation,
-    NoCluster, Policy, PolicyError, PolicySet, RuleResult, Violation, DEFAULT_REQUEST_TIMEOUT,
+    NoCluster, PayloadMode, Policy, PolicyError, PolicySet, RuleResult, Violation,
+    DEFAULT_REQUEST_TIMEOUT,
 };
 
 /// Which webhook a review came to.
@@ -212,6 +213,35 @@ pub fn validate_policies(
     review: &Review,
     ctx: &EvalContext,
 ) -> Vec<PolicyRun> {
+    run_each(policies, ctx, &|policy| policy.validate(review, ctx))
+}
+
+/// Evaluate the policies of `set` whose payload mode is `mode` on a payload that is not an admission request
+/// (`policyctl test`'s `jsonPayloads`, `httpPayloads` and `envoyPayloads`, `policyctl eval --payload`), under the
+/// same deadline, panic containment and facts as a review. Admission policies never see payloads.
+pub fn validate_payload(
+    set: &PolicySet,
+    payload: &Value,
+    mode: PayloadMode,
+    ctx: &EvalContext,
+) -> Vec<PolicyRun> {
+    let selected: Vec<Arc<dyn Policy>> = set
+        .policies()
+        .iter()
+        .filter(|p| p.payload_mode() == Some(mode))
+        .cloned()
+        .collect();
+    run_each(&selected, ctx, &|policy| {
+        policy.validate_payload(payload, ctx)
+    })
+}
+
+/// Run `evaluate` on each policy in turn, each checked against the deadline and contained.
+fn run_each(
+    policies: &[Arc<dyn Policy>],
+    ctx: &EvalContext,
+    evaluate: &dyn Fn(&Arc<dyn Policy>) -> Evaluation,
+) -> Vec<PolicyRun> {
     policies
         .iter()
         .map(|policy| {
@@ -219,7 +249,7 @@ pub fn validate_policies(
             let outcome = match ctx.deadline.check() {
                 Err(e) => Outcome::failed(e),
                 Ok(()) => {
-                    let outcome = match contained(|| policy.validate(review, ctx)) {
+                    let outcome = match contained(|| evaluate(policy)) {
                         Ok(evaluation) => Outcome::from_evaluation(evaluation),
                         Err(e) => Outcome::failed(e),
                     };

@@ -19,8 +19,8 @@
 //! controller's namespace, apiVersion and kind), and the result is written back into the template. `oldObject` stays
 //! the controller.
 //!
-//! Not supported: `evaluation.mode: JSON`, `paramKind`/`paramRef`, `reinvocationPolicy: IfNeeded` (a policy runs
-//! once), mutation of existing resources (`evaluation.mutateExisting`, `targetMatchConstraints`).
+//! Not supported: `evaluation.mode: JSON`, `reinvocationPolicy: IfNeeded` (a policy runs once), mutation of
+//! existing resources (`evaluation.mutateExisting`, `targetMatchConstraints`).
 #![forbid(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms)]
 
@@ -42,6 +42,7 @@ use policyctl_core::policy::{
     Mutation, Policy, PolicyError, PolicyInfo, RuleResult, RuleStatus,
 };
 use policyctl_core::select::Scope;
+use policyctl_vpol::params::{ParamKind, ParamRef};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -138,7 +139,7 @@ struct Spec {
     #[serde(default)]
     autogen: Option<AutogenSpec>,
     #[serde(default)]
-    param_kind: Option<Value>,
+    param_kind: Option<ParamKind>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -249,6 +250,9 @@ pub struct MutatingPolicy {
     mutations: Vec<CompiledMutation>,
     admission: bool,
     unsupported: Option<String>,
+    /// A MutatingAdmissionPolicy's `paramKind`, and the documents of that kind in the policy set.
+    param_kind: Option<ParamKind>,
+    params: Vec<Value>,
     /// Kubernetes MutatingAdmissionPolicy bindings (empty for Kyverno's kind, and for a MutatingAdmissionPolicy
     /// without one, which then applies on its own constraints, as the Kyverno CLI applies it).
     bindings: Vec<Binding>,
@@ -263,6 +267,8 @@ pub struct Binding {
     pub name: String,
     /// `matchResources` (empty: everything the policy matches).
     pub match_resources: Option<MatchResources>,
+    /// `paramRef`: the params the policy's `paramKind` names.
+    pub param_ref: Option<ParamRef>,
 }
 
 impl Binding {
@@ -399,8 +405,8 @@ impl MutatingPolicy {
                 unsupported = Some(format!("evaluation.mode {mode} is not supported"));
             }
         }
-        if spec.param_kind.is_some() {
-            unsupported = Some("paramKind is not supported".to_string());
+        if let Some(kind) = &spec.param_kind {
+            kind.check(doc, "spec.paramKind")?;
         }
         let conditions = named(doc, dialect, &spec.match_conditions, "matchConditions")?;
         let variables = named(doc, dialect, &spec.variables, "variables")?;
@@ -472,6 +478,8 @@ impl MutatingPolicy {
                     .and_then(|a| a.enabled)
                     .unwrap_or(true),
                 unsupported,
+                param_kind: spec.param_kind.clone(),
+                params: Vec::new(),
                 bindings,
                 exceptions: Vec::new(),
             },
@@ -560,11 +568,49 @@ enum Outcome {
 }
 
 impl MutatingPolicy {
+    /// The `params` a binding gives the policy: `null` without a `paramKind`; the param its `paramRef` names; with a
+    /// `selector`, the selected params as a list (`params.items`), as the Kyverno CLI binds them (the API server
+    /// would apply the policy once per param). `Ok(None)`: no param found and `parameterNotFoundAction: Allow`.
+    fn params_for(
+        &self,
+        binding: &Binding,
+        review: &Review,
+        ctx: &EvalContext,
+    ) -> Result<Option<Shared>, String> {
+        let Some(kind) = &self.param_kind else {
+            return Ok(Some(Shared::null()));
+        };
+        let Some(r) = &binding.param_ref else {
+            return Err(format!(
+                "the policy has paramKind {} {} but binding {} has no paramRef",
+                kind.api_version, kind.kind, binding.name
+            ));
+        };
+        let mut found = r.select(kind, &self.params, review, ctx)?;
+        if found.is_empty() {
+            return if r.allows_missing() {
+                Ok(None)
+            } else {
+                Err(format!(
+                    "no params found for binding {} with `Deny` parameterNotFoundAction",
+                    binding.name
+                ))
+            };
+        }
+        let params = if r.name.is_some() {
+            found.swap_remove(0)
+        } else {
+            serde_json::json!({"items": found})
+        };
+        Ok(Some(policyctl_cel::bind::shared(&params)))
+    }
+
     fn run(
         &self,
         review: &Review,
         object: Value,
         namespace: &Shared,
+        params: &Shared,
         ctx: &EvalContext,
     ) -> Outcome {
         let limits = Limits::until(ctx.deadline.instant());
@@ -573,6 +619,7 @@ impl MutatingPolicy {
             let subject = review.with_object(object.clone());
             Activation::new(Arc::new(ReviewBindings::new(&subject)))
                 .with_namespace_object(namespace.clone())
+                .with_params(params.clone())
                 .with_kyverno_data(data.clone())
         };
         // As in Kyverno, match conditions may read `variables`.
@@ -780,7 +827,13 @@ impl Policy for MutatingPolicy {
             }
         }
         let outcome = if self.bindings.is_empty() {
-            self.run(review, subject, &namespace, ctx)
+            match &self.param_kind {
+                None => self.run(review, subject, &namespace, &Shared::null(), ctx),
+                Some(kind) => Outcome::Failed(Failure::Eval(EvalError::Execution(format!(
+                    "the policy has paramKind {} {} but no binding with a paramRef",
+                    kind.api_version, kind.kind
+                )))),
+            }
         } else {
             // Each binding that selects the review applies the policy once, in order, on the object so far.
             let selected: Vec<&Binding> = self
@@ -793,8 +846,17 @@ impl Policy for MutatingPolicy {
             }
             let mut outcome = Outcome::NotMet;
             let mut current = subject;
-            for _binding in selected {
-                match self.run(review, current.clone(), &namespace, ctx) {
+            for binding in selected {
+                let params = match self.params_for(binding, review, ctx) {
+                    Ok(Some(params)) => params,
+                    // `parameterNotFoundAction: Allow`: this binding does nothing.
+                    Ok(None) => continue,
+                    Err(e) => {
+                        outcome = Outcome::Failed(Failure::Eval(EvalError::Execution(e)));
+                        break;
+                    }
+                };
+                match self.run(review, current.clone(), &namespace, &params, ctx) {
                     Outcome::NotMet => {}
                     Outcome::Done(next) => {
                         current = next.clone();

@@ -5,13 +5,21 @@
 //! A binding's `matchResources` narrows where its policy applies (both must match); each binding that selects a
 //! request applies the policy once, in document order. A policy without any binding applies on its own constraints,
 //! as the Kyverno CLI applies it (the API server would not run it at all). A binding naming no loaded policy is a
-//! load warning. `paramKind`/`paramRef` are not supported: such a policy is reported unsupported.
+//! load warning.
+//!
+//! Params: the policy's `paramKind` and each binding's `paramRef` select params as for a ValidatingAdmissionPolicy
+//! ([`policyctl_vpol::params`]: documents of the kind in the policy set, else the cluster's). A `paramRef.name` binds
+//! that param as `params`; a `paramRef.selector` binds the selected params as a list, `params.items`, as the Kyverno
+//! CLI does (the API server would apply the policy once per param). No param found is an error under the failure
+//! policy, unless `parameterNotFoundAction: Allow` (the binding then does nothing).
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use policyctl_cel::Dialect;
 use policyctl_core::engine::{Built, Engine, EngineInput, LoadOptions};
+use policyctl_core::policy::source::Document;
 use policyctl_core::policy::strict::{Shape, LABEL_SELECTOR, OBJECT_META};
+use policyctl_vpol::params::{self, ParamRef};
 use serde::Deserialize;
 
 use crate::matching::MatchResources;
@@ -61,6 +69,8 @@ struct BindingSpec {
     policy_name: String,
     #[serde(default)]
     match_resources: Option<MatchResources>,
+    #[serde(default)]
+    param_ref: Option<ParamRef>,
 }
 
 static RESOURCE_RULE: Shape = Shape::Object(&[
@@ -132,6 +142,10 @@ impl Engine for MutatingAdmissionPolicyEngine {
         is_mutating_admission_policy(api_version, kind) || is_binding(api_version, kind)
     }
 
+    fn param_kinds(&self, documents: &[Document]) -> Vec<(String, String)> {
+        params::param_kinds(documents, is_mutating_admission_policy)
+    }
+
     fn kinds(&self) -> Vec<&'static str> {
         vec![
             "admissionregistration.k8s.io/v1alpha1 MutatingAdmissionPolicy",
@@ -162,6 +176,12 @@ impl Engine for MutatingAdmissionPolicyEngine {
                     .errors
                     .push(doc.error_at("spec.policyName", "a binding needs a policyName")),
                 Ok(b) => {
+                    if let Some(r) = &b.spec.param_ref {
+                        if let Err(e) = r.check(doc, "spec.paramRef") {
+                            built.errors.push(e);
+                            continue;
+                        }
+                    }
                     binding_docs.push((doc, b.spec.policy_name.clone()));
                     bindings
                         .entry(b.spec.policy_name)
@@ -169,6 +189,7 @@ impl Engine for MutatingAdmissionPolicyEngine {
                         .push(Binding {
                             name: b.metadata.name,
                             match_resources: b.spec.match_resources,
+                            param_ref: b.spec.param_ref,
                         });
                 }
                 Err(e) => built.errors.push(e),
@@ -190,6 +211,9 @@ impl Engine for MutatingAdmissionPolicyEngine {
             match MutatingPolicy::build(doc, Dialect::Kubernetes, false, own) {
                 Ok((mut policy, warnings)) => {
                     policy.info.engine = ENGINE;
+                    if let Some(kind) = &policy.param_kind {
+                        policy.params = kind.documents(&input.params);
+                    }
                     built.warnings.extend(warnings);
                     names.push(name);
                     built.policies.push(Arc::new(policy));
@@ -302,23 +326,132 @@ spec:
         assert!(built.policies.is_empty());
     }
 
-    #[test]
-    fn params_are_reported_unsupported() {
-        let built = build(&POLICY.replace(
-            "spec:\n",
-            "spec:\n  paramKind: {apiVersion: v1, kind: ConfigMap}\n",
-        ));
-        assert_eq!(built.warnings.len(), 1, "{:?}", built.warnings);
-        let review = Review::for_object(cm("a"), None, Operation::Create);
-        let ctx = EvalContext {
-            explain: true,
-            ..EvalContext::default()
-        };
-        let m = built.policies[0].mutate(&review, &ctx);
-        assert_eq!(m.object, None);
+    const PARAM_POLICY: &str = r#"
+apiVersion: admissionregistration.k8s.io/v1alpha1
+kind: MutatingAdmissionPolicy
+metadata: {name: replicas}
+spec:
+  paramKind: {apiVersion: v1, kind: ConfigMap}
+  matchConstraints:
+    resourceRules:
+    - {apiGroups: [''], apiVersions: [v1], operations: [CREATE], resources: [configmaps]}
+  mutations:
+  - patchType: ApplyConfiguration
+    applyConfiguration:
+      expression: EXPRESSION
+---
+apiVersion: admissionregistration.k8s.io/v1alpha1
+kind: MutatingAdmissionPolicyBinding
+metadata: {name: b}
+spec:
+  policyName: replicas
+  paramRef: PARAMREF
+"#;
+
+    fn param(name: &str, label: &str, value: &str) -> policyctl_core::policy::source::Document {
+        let (docs, errors) = documents(&SourceFile {
+            origin: "params.yaml".into(),
+            content: format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, namespace: default, \
+                 labels: {{type: {label}}}}}\ndata: {{value: '{value}'}}\n"
+            ),
+        });
+        assert!(errors.is_empty(), "{errors:?}");
+        docs.into_iter().next().expect("a document")
+    }
+
+    fn build_with_params(
+        expression: &str,
+        param_ref: &str,
+        params: Vec<policyctl_core::policy::source::Document>,
+    ) -> policyctl_core::engine::Built {
+        let yaml = PARAM_POLICY
+            .replace("EXPRESSION", expression)
+            .replace("PARAMREF", param_ref);
+        let (docs, errors) = documents(&SourceFile {
+            origin: "map.yaml".into(),
+            content: yaml,
+        });
+        assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(
-            m.rules[0].status,
-            policyctl_core::policy::RuleStatus::Unsupported
+            MutatingAdmissionPolicyEngine.param_kinds(&docs),
+            [("v1".to_string(), "ConfigMap".to_string())]
+        );
+        MutatingAdmissionPolicyEngine.build(
+            EngineInput {
+                documents: docs,
+                params,
+                ..EngineInput::default()
+            },
+            &LoadOptions::default(),
+        )
+    }
+
+    const LABEL_FROM_PARAM: &str =
+        "'Object{metadata: Object.metadata{labels: {\"v\": params.data.value}}}'";
+
+    #[test]
+    fn a_param_ref_by_name_binds_that_param() {
+        let built = build_with_params(
+            LABEL_FROM_PARAM,
+            "{name: one, namespace: default}",
+            vec![param("one", "p", "1"), param("two", "p", "2")],
+        );
+        assert!(built.errors.is_empty(), "{:?}", built.errors);
+        let out = mutated(&built, cm("a")).expect("mutated");
+        assert_eq!(out["metadata"]["labels"]["v"], "1");
+    }
+
+    #[test]
+    fn a_param_ref_selector_binds_the_selected_params_as_items() {
+        let built = build_with_params(
+            "'Object{metadata: Object.metadata{labels: {\"v\": params.items.map(p, p.data.value).join(\"-\")}}}'",
+            "{selector: {matchLabels: {type: p}}}",
+            vec![param("one", "p", "1"), param("other", "q", "x"), param("two", "p", "2")],
+        );
+        assert!(built.errors.is_empty(), "{:?}", built.errors);
+        let out = mutated(&built, cm("a")).expect("mutated");
+        assert_eq!(out["metadata"]["labels"]["v"], "1-2");
+    }
+
+    #[test]
+    fn a_missing_param_is_an_error_unless_the_binding_allows_it() {
+        let review = Review::for_object(cm("a"), None, Operation::Create);
+        let built = build_with_params(
+            LABEL_FROM_PARAM,
+            "{name: nowhere}",
+            vec![param("one", "p", "1")],
+        );
+        let m = built.policies[0].mutate(&review, &EvalContext::default());
+        assert_eq!(m.object, None);
+        assert_eq!(m.errors.len(), 1, "{m:?}");
+        assert!(
+            m.errors[0].error.to_string().contains("no params found"),
+            "{m:?}"
+        );
+
+        let built = build_with_params(
+            LABEL_FROM_PARAM,
+            "{name: nowhere, parameterNotFoundAction: Allow}",
+            vec![param("one", "p", "1")],
+        );
+        let m = built.policies[0].mutate(&review, &EvalContext::default());
+        assert_eq!(m.object, None);
+        assert!(m.errors.is_empty(), "{m:?}");
+
+        // Both name and selector: a load error naming the field.
+        let built = build_with_params(
+            LABEL_FROM_PARAM,
+            "{name: one, selector: {}}",
+            vec![param("one", "p", "1")],
+        );
+        assert!(
+            built
+                .errors
+                .iter()
+                .any(|e| e.to_string().contains("spec.paramRef")),
+            "{:?}",
+            built.errors
         );
     }
 }

@@ -13,6 +13,10 @@
 //! Differences from the Kyverno CLI, on purpose: a resource no rule matched is a **skip**, never a pass; an expected
 //! result on a policy kind or rule policyctl cannot run (MutatingPolicy, MutatingAdmissionPolicy, `generate`, ...) is
 //! **unsupported**. `paramResources` files load with the policies (ValidatingAdmissionPolicy params).
+//!
+//! Payload tests (`jsonPayloads`, `httpPayloads`, `envoyPayloads`: ValidatingPolicy `evaluation.mode` JSON, HTTP,
+//! Envoy): each payload file is a case named by its path as written (without `./`), checked through
+//! [`pipeline::validate_payload`] by the policies of its mode.
 
 /// How long one resource's evaluation may take (a runaway policy is an error, not a hang).
 const CASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -40,8 +44,8 @@ use crate::pipeline;
 use crate::policy::loader::compile;
 use crate::policy::source::{yaml_documents, Document};
 use crate::policy::{
-    ClusterContext, Deadline, EnforcementPoint, EvalContext, Overrides, Policy, PolicySet,
-    RuleResult, RuleStatus, SourceFile, SourceRef,
+    ClusterContext, Deadline, EnforcementPoint, EvalContext, Overrides, PayloadMode, Policy,
+    PolicySet, RuleResult, RuleStatus, SourceFile, SourceRef,
 };
 
 /// The `kyverno test` runner.
@@ -231,10 +235,15 @@ struct Resource {
     value: Value,
     name: String,
     namespace: String,
+    /// A payload of a ValidatingPolicy evaluation mode (`jsonPayloads`, ...), named by its file: not a resource.
+    payload: Option<PayloadMode>,
 }
 
 impl Resource {
     fn matches_key(&self, key: &str) -> bool {
+        if self.payload.is_some() {
+            return key.trim_start_matches("./") == self.name;
+        }
         match key.rsplit_once('/') {
             Some((ns, name)) => {
                 let ns = ns.rsplit('/').next().unwrap_or(ns);
@@ -397,6 +406,11 @@ impl Suite {
                 return None;
             };
             let resource = self.resources.get(index)?;
+            if let Some(mode) = resource.payload {
+                let evaluated = self.evaluate_payload(policy, &resource.value, mode);
+                self.cache.insert(key.clone(), evaluated);
+                return self.cache.get(&key);
+            }
             let mocks = self.mocks(policy_name, resource);
             // Precedence: the result's `operation`, the resource's values, the global values, CREATE.
             let operation = operation
@@ -460,6 +474,84 @@ impl Suite {
         }
         self.cache.get(&key)
     }
+}
+
+impl Suite {
+    /// Run one policy on a payload (a ValidatingPolicy evaluation mode's), explaining per rule, and check the
+    /// webhook's unexplained path agrees.
+    fn evaluate_payload(
+        &self,
+        policy: &Arc<dyn Policy>,
+        payload: &Value,
+        mode: PayloadMode,
+    ) -> Evaluated {
+        let cluster = TestCluster {
+            context: self.context.clone(),
+            namespace_object: None,
+            namespace_labels: None,
+            namespace: String::new(),
+            user: self.user.clone(),
+            overrides: Overrides::default(),
+        };
+        let ctx = EvalContext {
+            deadline: Deadline::after(CASE_TIMEOUT),
+            cluster: Arc::new(cluster),
+            explain: true,
+            point: EnforcementPoint::Webhook,
+        };
+        let set = PolicySet::new(vec![policy.clone()], 0, String::new());
+        let runs = pipeline::validate_payload(&set, payload, mode, &ctx);
+        let served_ctx = EvalContext {
+            explain: false,
+            ..ctx.clone()
+        };
+        let served = pipeline::validate_payload(&set, payload, mode, &served_ctx);
+        let mut evaluated = Evaluated {
+            rules: Vec::new(),
+            patched: None,
+            errors: Vec::new(),
+        };
+        if let Some(disagreement) = disagreement(&runs, &served, &None, &None) {
+            evaluated.errors.push(format!(
+                "the webhook path disagrees with the test path: {disagreement}"
+            ));
+        }
+        for run in runs {
+            if run.outcome.rules.is_empty() {
+                evaluated
+                    .errors
+                    .extend(run.outcome.errors.iter().map(|e| e.error.to_string()));
+            }
+            evaluated.rules.extend(run.outcome.rules);
+        }
+        evaluated
+    }
+}
+
+/// The payload files of a test (`jsonPayloads`/`jsonPayload`, `httpPayloads`, `envoyPayloads`), each document a
+/// payload named by its file as written (without a leading `./`).
+fn load_payloads(dir: &Path, test: &Value) -> Result<Vec<Resource>, String> {
+    let mut out = Vec::new();
+    for (key, mode) in [
+        ("jsonPayloads", PayloadMode::Json),
+        ("jsonPayload", PayloadMode::Json),
+        ("httpPayloads", PayloadMode::Http),
+        ("envoyPayloads", PayloadMode::Envoy),
+    ] {
+        for file in strings(field(test, key)) {
+            let docs =
+                read_documents(&dir.join(&file)).map_err(|e| format!("{key} file {file}: {e}"))?;
+            for (_, value) in docs {
+                out.push(Resource {
+                    value,
+                    name: file.trim_start_matches("./").to_string(),
+                    namespace: String::new(),
+                    payload: Some(mode),
+                });
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// How the facts of an explained run differ from the webhook's (unexplained) run of the same policy, if they do.
@@ -649,9 +741,11 @@ fn load_suite(path: &Path, test: &Value, options: &LoadOptions) -> Result<Suite,
                 value,
                 name,
                 namespace,
+                payload: None,
             });
         }
     }
+    resources.extend(load_payloads(&dir, test)?);
     let values = match (field_str(test, "variables"), field(test, "values")) {
         (Some(file), _) => {
             let docs =
@@ -878,34 +972,21 @@ fn run_test(path: &Path, test: &Value, options: &TestOptions) -> Vec<CaseResult>
             }
         }
         if keys.is_empty() {
-            keys = suite.resources.iter().map(|r| r.name.clone()).collect();
+            // Every resource, and every payload file once (a multi-document payload file is one case).
+            for r in &suite.resources {
+                if r.payload.is_none() || !keys.contains(&r.name) {
+                    keys.push(r.name.clone());
+                }
+            }
         }
         if keys.is_empty() {
             // A result that expands to no case must not vanish from the report: it checked nothing.
-            let payloads = [
-                ("jsonPayloads", "JSON"),
-                ("envoyPayloads", "Envoy"),
-                ("httpPayloads", "HTTP"),
-            ]
-            .into_iter()
-            .find(|(key, _)| field(test, key).is_some());
-            let (outcome, reason) = if let Some((key, mode)) = payloads {
-                (
-                    Outcome::Unsupported,
-                    format!("{key} (ValidatingPolicy evaluation.mode: {mode}) are not supported"),
-                )
-            } else {
-                (
-                    Outcome::Error,
-                    "the result names no resource and the test has none".to_string(),
-                )
-            };
             out.push(CaseResult::new(
                 &suite_name,
                 &test_name,
                 "",
-                outcome,
-                reason,
+                Outcome::Error,
+                "the result names no resource and the test has none".to_string(),
             ));
             continue;
         }
@@ -1141,6 +1222,7 @@ mod tests {
             value: Value::Null,
             name: "p".into(),
             namespace: "ns".into(),
+            payload: None,
         };
         assert!(r.matches_key("p"));
         assert!(r.matches_key("ns/p"));

@@ -21,16 +21,21 @@
 //! Kyverno's CEL libraries: `resource.Get`/`resource.List` (API GETs through the cluster context; a test's context
 //! file when testing), `image.GetMetadata` (a test's context file) and `parseServiceAccount`.
 //!
+//! Evaluation modes: with `evaluation.mode` `JSON`, `HTTP` or `Envoy` the policy checks payloads
+//! ([`Policy::validate_payload`], `object` = the payload) and never admission requests; it needs no resource rules.
+//! In `HTTP` and `Envoy` the validations return Kyverno Authz responses ([`policyctl_cel::authz`]) or `null`, and the
+//! first response decides ([`policyctl_cel::checks::Checks::run_responses`]).
+//!
 //! The matching and the checks are shared with Kubernetes' ValidatingAdmissionPolicy ([`vap`]).
 //!
-//! Not supported: `evaluation.mode: JSON`, Kyverno's other CEL libraries (`http`, `image()`, `globalContext`,
-//! `resource.Post`, …), `auditAnnotations` (ignored), PolicyExceptions for CEL policies, `matchPolicy: Equivalent` (only the exact
-//! resource matches).
+//! Not supported: Kyverno's other CEL libraries (`http.Get`, `image()`, `globalContext`, `resource.Post`, …),
+//! `auditAnnotations` (ignored), `matchPolicy: Equivalent` (only the exact resource matches).
 #![forbid(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms)]
 
 pub mod common;
 pub mod exception;
+pub mod params;
 pub mod strict;
 pub mod vap;
 
@@ -46,8 +51,8 @@ use policyctl_core::admission::Review;
 use policyctl_core::engine::{Built, Engine, EngineInput, LoadOptions};
 use policyctl_core::policy::source::Document;
 use policyctl_core::policy::{
-    Action, EvalContext, Evaluation, FailurePolicy, LoadError, Policy, PolicyInfo, RuleResult,
-    RuleStatus,
+    Action, EvalContext, Evaluation, FailurePolicy, LoadError, PayloadMode, Policy, PolicyInfo,
+    RuleResult, RuleStatus,
 };
 use policyctl_core::select::Scope;
 use serde::Deserialize;
@@ -195,7 +200,8 @@ pub struct ValidatingPolicy {
     constraints: MatchResources,
     actions: Vec<Action>,
     admission: bool,
-    unsupported: Option<String>,
+    /// The payloads it evaluates instead of admission requests (`evaluation.mode` JSON, HTTP, Envoy).
+    mode: Option<PayloadMode>,
     /// The CEL PolicyExceptions that name this policy.
     exceptions: Vec<Arc<exception::CelException>>,
 }
@@ -314,7 +320,18 @@ impl ValidatingPolicy {
         let spec = &parsed.spec;
         let mut warnings = Vec::new();
         let constraints = spec.match_constraints.clone().unwrap_or_default();
-        if constraints.resource_rules.is_empty() {
+        let evaluation = spec.evaluation.as_ref();
+        let mode = match evaluation.and_then(|e| e.mode.as_deref()) {
+            None | Some("Kubernetes") => None,
+            Some(other) => Some(PayloadMode::parse(other).ok_or_else(|| {
+                doc.error_at(
+                    "spec.evaluation.mode",
+                    format!("unknown evaluation mode {other:?} (Kubernetes, JSON, HTTP or Envoy)"),
+                )
+            })?),
+        };
+        // A payload-mode policy matches payloads, not resources: it needs no resource rules (Kyverno ignores them).
+        if mode.is_none() && constraints.resource_rules.is_empty() {
             return Err(doc.error_at(
                 "spec.matchConstraints.resourceRules",
                 "at least one resource rule is required",
@@ -350,13 +367,6 @@ impl ValidatingPolicy {
             .transpose()
             .map_err(|e| doc.error_at("spec.failurePolicy", e))?
             .unwrap_or(FailurePolicy::Fail);
-        let evaluation = spec.evaluation.as_ref();
-        let mut unsupported = None;
-        if let Some(mode) = evaluation.and_then(|e| e.mode.as_deref()) {
-            if mode != "Kubernetes" {
-                unsupported = Some(format!("evaluation.mode {mode} is not supported"));
-            }
-        }
         let identity = |s: &str| s.to_string();
         let mut variants = vec![compile_variant(
             doc,
@@ -365,7 +375,7 @@ impl ValidatingPolicy {
             constraints.resource_rules.clone(),
             &identity,
         )?];
-        if matches_only_pods(&constraints.resource_rules) {
+        if mode.is_none() && matches_only_pods(&constraints.resource_rules) {
             let controllers: Vec<String> = match spec
                 .autogen
                 .as_ref()
@@ -399,10 +409,20 @@ impl ValidatingPolicy {
                 )?);
             }
         }
-        if let Some(reason) = &unsupported {
+        if mode.is_some() && spec.match_constraints.is_some() {
             warnings.push(doc.error_at(
-                "spec",
-                format!("unsupported, skipped at admission: {reason}"),
+                "spec.matchConstraints",
+                "ignored: a policy of a payload evaluation mode matches payloads, not resources",
+            ));
+        }
+        if let Some(mode) = mode {
+            warnings.push(doc.error_at(
+                "spec.evaluation.mode",
+                format!(
+                    "{mode} mode: evaluates {mode} payloads (`policyctl test` {}, `policyctl eval --payload`), \
+                     never admission requests; the webhook does not run it",
+                    payload_key(mode)
+                ),
             ));
         }
         Ok((
@@ -422,11 +442,20 @@ impl ValidatingPolicy {
                     .and_then(|e| e.admission.as_ref())
                     .and_then(|a| a.enabled)
                     .unwrap_or(true),
-                unsupported,
+                mode,
                 exceptions: Vec::new(),
             },
             warnings,
         ))
+    }
+}
+
+/// The `policyctl test` field that carries payloads of a mode.
+pub fn payload_key(mode: PayloadMode) -> &'static str {
+    match mode {
+        PayloadMode::Json => "jsonPayloads",
+        PayloadMode::Http => "httpPayloads",
+        PayloadMode::Envoy => "envoyPayloads",
     }
 }
 
@@ -502,10 +531,33 @@ impl Policy for ValidatingPolicy {
     }
 
     fn validates(&self) -> bool {
-        self.admission
+        self.admission && self.mode.is_none()
+    }
+
+    fn payload_mode(&self) -> Option<PayloadMode> {
+        self.mode
+    }
+
+    fn validate_payload(&self, payload: &Value, ctx: &EvalContext) -> Evaluation {
+        let (Some(mode), Some(variant)) = (self.mode, self.variants.first()) else {
+            return Evaluation::skip();
+        };
+        // `object` is the payload; there is no old object, request or namespace.
+        let bindings = ReviewBindings {
+            object: policyctl_cel::bind::shared(payload),
+            old_object: Shared::null(),
+            request: Shared::null(),
+        };
+        let activation = Activation::new(Arc::new(bindings))
+            .with_kyverno_data(Arc::new(ClusterData(ctx.cluster.clone())));
+        self.run_checks(variant, &activation, ctx, Some(mode))
     }
 
     fn validate(&self, review: &Review, ctx: &EvalContext) -> Evaluation {
+        if self.mode.is_some() {
+            // A payload-mode policy never matches an admission request.
+            return Evaluation::skip();
+        }
         let Some(variant) = self
             .variants
             .iter()
@@ -516,28 +568,31 @@ impl Policy for ValidatingPolicy {
         if !self.constraints.selected(review, ctx, false) {
             return Evaluation::skip();
         }
-        let mut out = Evaluation::skip();
-        if let Some(reason) = &self.unsupported {
-            if ctx.explain {
-                out.rules.push(RuleResult {
-                    rule: variant.rule.clone(),
-                    status: RuleStatus::Unsupported,
-                    message: reason.clone(),
-                });
-            }
-            return out;
-        }
         let namespace = namespace_object(review, ctx)
             .map(|n| policyctl_cel::bind::shared(&n))
             .unwrap_or_else(Shared::null);
         let activation = Activation::new(ReviewBindings::of(review))
             .with_namespace_object(namespace)
             .with_kyverno_data(Arc::new(ClusterData(ctx.cluster.clone())));
+        self.run_checks(variant, &activation, ctx, None)
+    }
+}
+
+impl ValidatingPolicy {
+    /// The exceptions, then the checks of `variant` (in `mode`: HTTP and Envoy validations return responses).
+    fn run_checks(
+        &self,
+        variant: &Variant,
+        activation: &Activation,
+        ctx: &EvalContext,
+        mode: Option<PayloadMode>,
+    ) -> Evaluation {
+        let mut out = Evaluation::skip();
         let limits = Limits::until(ctx.deadline.instant());
         if let Some(e) = self
             .exceptions
             .iter()
-            .find(|e| e.excepts(&activation, &limits))
+            .find(|e| e.excepts(activation, &limits))
         {
             if ctx.explain {
                 out.rules.push(RuleResult {
@@ -548,7 +603,12 @@ impl Policy for ValidatingPolicy {
             }
             return out;
         }
-        let outcome = variant.checks.run(&activation, &limits);
+        let outcome = match mode {
+            Some(PayloadMode::Http) | Some(PayloadMode::Envoy) => {
+                variant.checks.run_responses(activation, &limits)
+            }
+            Some(PayloadMode::Json) | None => variant.checks.run(activation, &limits),
+        };
         common::record(
             &mut out,
             outcome,

@@ -495,3 +495,266 @@ fn a_broken_exception_is_reported_even_without_policies_to_except() {
         compiled.built.errors
     );
 }
+
+fn load_with_warnings(yaml: &str) -> (ValidatingPolicy, Vec<LoadError>) {
+    let (docs, errors) = documents(&SourceFile {
+        origin: "p.yaml".into(),
+        content: yaml.into(),
+    });
+    assert!(errors.is_empty(), "{errors:?}");
+    ValidatingPolicy::from_document(&docs[0]).expect("policy")
+}
+
+const JSON_POLICY: &str = r#"
+apiVersion: policies.kyverno.io/v1
+kind: ValidatingPolicy
+metadata: {name: terraform}
+spec:
+  evaluation:
+    mode: JSON
+  matchConditions:
+  - name: has-changes
+    expression: "has(object.resource_changes)"
+  variables:
+  - name: roots
+    expression: "object.resource_changes.filter(rc, rc.after.?type.orValue('') == 'ROOT')"
+  validations:
+  - expression: "size(variables.roots) == 0"
+    message: "no root CAs"
+"#;
+
+#[test]
+fn json_mode_needs_no_resource_rules_and_validates_payloads_only() {
+    let (p, warnings) = load_with_warnings(JSON_POLICY);
+    // Loaded with a warning that says where it runs: never at admission.
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    let w = warnings[0].to_string();
+    assert!(
+        w.contains("spec.evaluation.mode") && w.contains("never admission requests"),
+        "{w}"
+    );
+    assert_eq!(p.payload_mode(), Some(PayloadMode::Json));
+    assert!(
+        !p.validates(),
+        "the webhook must not run a JSON-mode policy"
+    );
+    // An admission request never matches, whatever the object looks like.
+    let review = Review::for_object(
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"},
+               "resource_changes": [{"after": {"type": "ROOT"}}]}),
+        None,
+        Operation::Create,
+    );
+    let e = p.validate(&review, &explain());
+    assert_eq!(e, Evaluation::skip());
+
+    let fail = p.validate_payload(
+        &json!({"resource_changes": [{"after": {"type": "ROOT"}}, {"after": {}}]}),
+        &explain(),
+    );
+    assert_eq!(fail.violations.len(), 1, "{fail:?}");
+    assert_eq!(fail.violations[0].message, "no root CAs");
+    assert_eq!(fail.rules[0].rule, "terraform");
+    assert_eq!(fail.rules[0].status, RuleStatus::Fail);
+    let pass = p.validate_payload(
+        &json!({"resource_changes": [{"after": {"type": "SUBORDINATE"}}]}),
+        &explain(),
+    );
+    assert!(pass.applied && pass.violations.is_empty(), "{pass:?}");
+    assert_eq!(pass.rules[0].status, RuleStatus::Pass);
+    // Match conditions apply to the payload.
+    let skip = p.validate_payload(&json!({"other": 1}), &explain());
+    assert!(!skip.applied, "{skip:?}");
+    assert_eq!(skip.rules[0].status, RuleStatus::Skip);
+    // Resource rules are ignored, and the warning says so.
+    let (with_rules, warnings) = load_with_warnings(&JSON_POLICY.replace(
+        "spec:\n",
+        "spec:\n  matchConstraints:\n    resourceRules:\n    - {apiGroups: [''], apiVersions: [v1], resources: [pods]}\n",
+    ));
+    assert!(
+        warnings[0].to_string().contains("spec.matchConstraints"),
+        "{warnings:?}"
+    );
+    assert_eq!(with_rules.validate(&review, &explain()), Evaluation::skip());
+    // A Kubernetes-mode policy skips payloads.
+    assert_eq!(
+        load(POLICY).validate_payload(&json!({"a": 1}), &explain()),
+        Evaluation::skip()
+    );
+}
+
+#[test]
+fn an_unknown_evaluation_mode_is_a_load_error_and_kubernetes_mode_still_needs_resource_rules() {
+    let (docs, _) = documents(&SourceFile {
+        origin: "p.yaml".into(),
+        content: JSON_POLICY.replace("mode: JSON", "mode: Json"),
+    });
+    let err = ValidatingPolicy::from_document(&docs[0]).unwrap_err();
+    assert!(err.to_string().contains("spec.evaluation.mode"), "{err}");
+    let (docs, _) = documents(&SourceFile {
+        origin: "p.yaml".into(),
+        content: JSON_POLICY.replace("mode: JSON", "mode: Kubernetes"),
+    });
+    let err = ValidatingPolicy::from_document(&docs[0]).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("spec.matchConstraints.resourceRules"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_cel_policy_exception_skips_json_payloads_its_conditions_hold_for() {
+    use policyctl_core::engine::Engine;
+    let engines: Vec<Box<dyn Engine>> = vec![Box::new(ValidatingPolicyEngine)];
+    let exception = r#"
+apiVersion: policies.kyverno.io/v1alpha1
+kind: PolicyException
+metadata: {name: sandbox}
+spec:
+  policyRefs:
+  - {name: terraform, kind: ValidatingPolicy}
+  matchConditions:
+  - name: sandbox
+    expression: "object.?workspace.orValue('') == 'sandbox'"
+"#;
+    let files = [
+        SourceFile {
+            origin: "p.yaml".into(),
+            content: JSON_POLICY.into(),
+        },
+        SourceFile {
+            origin: "e.yaml".into(),
+            content: exception.into(),
+        },
+    ];
+    let compiled =
+        policyctl_core::policy::loader::compile_with(&engines, &files, &LoadOptions::default());
+    assert!(
+        compiled.built.errors.is_empty(),
+        "{:?}",
+        compiled.built.errors
+    );
+    let policy = compiled.built.policies[0].clone();
+    let root = |workspace: &str| json!({"workspace": workspace, "resource_changes": [{"after": {"type": "ROOT"}}]});
+    let excepted = policy.validate_payload(&root("sandbox"), &explain());
+    assert!(excepted.violations.is_empty(), "{excepted:?}");
+    assert_eq!(excepted.rules[0].status, RuleStatus::Skip);
+    assert!(!policy
+        .validate_payload(&root("prod"), &explain())
+        .violations
+        .is_empty());
+}
+
+const ENVOY_POLICY: &str = r#"
+apiVersion: policies.kyverno.io/v1alpha1
+kind: ValidatingPolicy
+metadata: {name: authz}
+spec:
+  evaluation:
+    mode: Envoy
+  variables:
+  - name: role
+    expression: object.attributes.request.http.headers[?"x-role"].orValue("")
+  validations:
+  - expression: 'variables.role == "" ? envoy.Denied(401).Response() : null'
+  - expression: 'variables.role == "guest" ? envoy.Denied(403).WithBody("guests may not").Response() : null'
+  - expression: 'variables.role == "admin" ? envoy.Allowed().WithHeader("x-checked", "yes").Response().WithMetadata({"role": "admin"}) : null'
+  - expression: 'variables.role == "broken" ? envoy.Allowed() : null'
+"#;
+
+fn envoy_request(role: Option<&str>) -> Value {
+    let headers = match role {
+        Some(r) => json!({"x-role": r}),
+        None => json!({}),
+    };
+    json!({"attributes": {"request": {"http": {"method": "GET", "path": "/", "headers": headers}}}})
+}
+
+#[test]
+fn envoy_mode_the_first_response_decides() {
+    let (p, _) = load_with_warnings(ENVOY_POLICY);
+    assert_eq!(p.payload_mode(), Some(PayloadMode::Envoy));
+    let e = p.validate_payload(&envoy_request(None), &explain());
+    assert_eq!(e.violations[0].message, "denied with HTTP status 401");
+    let e = p.validate_payload(&envoy_request(Some("guest")), &explain());
+    assert_eq!(e.violations[0].message, "guests may not");
+    let e = p.validate_payload(&envoy_request(Some("admin")), &explain());
+    assert!(
+        e.applied && e.violations.is_empty() && e.errors.is_empty(),
+        "{e:?}"
+    );
+    assert_eq!(e.rules[0].status, RuleStatus::Pass);
+    // Every validation null: allowed (as the Kyverno Authz server allows it).
+    let e = p.validate_payload(&envoy_request(Some("other")), &explain());
+    assert_eq!(e.rules[0].status, RuleStatus::Pass, "{e:?}");
+    // A builder that is not a response is an error under the failure policy, never an allow.
+    let e = p.validate_payload(&envoy_request(Some("broken")), &explain());
+    assert_eq!(e.errors.len(), 1, "{e:?}");
+    assert!(e.rules[0].message.contains("call .Response()"), "{e:?}");
+}
+
+#[test]
+fn http_mode_responses_and_request_helpers() {
+    let (p, _) = load_with_warnings(
+        r#"
+apiVersion: policies.kyverno.io/v1alpha1
+kind: ValidatingPolicy
+metadata: {name: http-authz}
+spec:
+  evaluation:
+    mode: HTTP
+  validations:
+  - expression: >
+      "secret" in object.attributes.Header("X-Token") && object.attributes.QueryParam("v") == ["1"]
+        ? http.Allowed().Response()
+        : http.Denied("missing token").Response()
+"#,
+    );
+    assert_eq!(p.payload_mode(), Some(PayloadMode::Http));
+    let request = |token: &str| {
+        json!({"attributes": {"method": "GET", "path": "/",
+            "header": {"x-token": [token]}, "query": {"v": ["1"]}}})
+    };
+    let e = p.validate_payload(&request("secret"), &explain());
+    assert_eq!(e.rules[0].status, RuleStatus::Pass, "{e:?}");
+    let e = p.validate_payload(&request("other"), &explain());
+    assert_eq!(e.violations[0].message, "missing token");
+    // A JSON payload is not an HTTP payload: the pipeline gives each policy only its own mode's payloads.
+    let set = policyctl_core::policy::PolicySet::new(vec![Arc::new(p)], 0, String::new());
+    let runs = policyctl_core::pipeline::validate_payload(
+        &set,
+        &request("other"),
+        PayloadMode::Json,
+        &explain(),
+    );
+    assert!(runs.is_empty());
+    let runs = policyctl_core::pipeline::validate_payload(
+        &set,
+        &request("other"),
+        PayloadMode::Http,
+        &explain(),
+    );
+    assert_eq!(runs.len(), 1);
+    assert!(!runs[0].outcome.violations.is_empty());
+}
+
+#[test]
+fn envoy_responses_can_be_kept_in_variables() {
+    let (p, _) = load_with_warnings(
+        r#"
+apiVersion: policies.kyverno.io/v1alpha1
+kind: ValidatingPolicy
+metadata: {name: authz-vars}
+spec:
+  evaluation: {mode: Envoy}
+  variables:
+  - name: deny
+    expression: envoy.Denied(418).WithBody("teapot").Response()
+  validations:
+  - expression: variables.deny
+"#,
+    );
+    let e = p.validate_payload(&envoy_request(None), &explain());
+    assert_eq!(e.violations[0].message, "teapot", "{e:?}");
+}

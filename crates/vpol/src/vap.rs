@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use policyctl_cel::{Activation, Dialect, EvalError, Limits, Program, ReviewBindings, Shared};
-use policyctl_core::admission::{plural, Review};
+use policyctl_core::admission::Review;
 use policyctl_core::engine::{Built, Engine, EngineInput, LoadOptions};
 use policyctl_core::policy::source::Document;
 use policyctl_core::policy::{
@@ -33,15 +33,14 @@ use policyctl_core::policy::{
     RuleStatus, Violation,
 };
 use policyctl_core::select::Scope;
-use policyctl_kyverno::matching::selector_matches;
-use policyctl_kyverno::spec::LabelSelector;
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::common::{
-    is_stop, labels_of, namespace_object, record, CheckSpecs, Checks, MatchResources, Named,
-    Outcome, ValidationSpec,
+    is_stop, namespace_object, record, CheckSpecs, Checks, MatchResources, Named, Outcome,
+    ValidationSpec,
 };
+use crate::params::{self, ParamKind, ParamRef};
 use crate::strict;
 
 /// The engine name.
@@ -72,15 +71,6 @@ struct Metadata {
     name: String,
     #[serde(default)]
     annotations: BTreeMap<String, String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ParamKind {
-    #[serde(default)]
-    api_version: String,
-    #[serde(default)]
-    kind: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -114,19 +104,6 @@ struct PolicyDoc {
     metadata: Metadata,
     #[serde(default)]
     spec: PolicySpec,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ParamRef {
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    namespace: Option<String>,
-    #[serde(default)]
-    selector: Option<LabelSelector>,
-    #[serde(default)]
-    parameter_not_found_action: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -184,17 +161,7 @@ impl Engine for ValidatingAdmissionPolicyEngine {
     }
 
     fn param_kinds(&self, documents: &[Document]) -> Vec<(String, String)> {
-        documents
-            .iter()
-            .filter(|d| is_validating_admission_policy(&d.api_version, &d.kind))
-            .filter_map(|d| {
-                let kind = d.value.pointer("/spec/paramKind")?;
-                Some((
-                    kind.get("apiVersion")?.as_str()?.to_string(),
-                    kind.get("kind")?.as_str()?.to_string(),
-                ))
-            })
-            .collect()
+        params::param_kinds(documents, is_validating_admission_policy)
     }
 
     fn kinds(&self) -> Vec<&'static str> {
@@ -267,12 +234,7 @@ impl Engine for ValidatingAdmissionPolicyEngine {
                 });
             }
             if let Some(kind) = &policy.param_kind {
-                policy.params = input
-                    .params
-                    .iter()
-                    .filter(|d| d.api_version == kind.api_version && d.kind == kind.kind)
-                    .map(|d| d.value.clone())
-                    .collect();
+                policy.params = kind.documents(&input.params);
                 if policy.bindings.iter().any(|b| b.param_ref.is_none()) {
                     built.warnings.push(doc.error_at(
                         "spec.paramKind",
@@ -329,20 +291,7 @@ impl Binding {
             return Err(doc.error_at("spec.policyName", "the policy to bind is required"));
         }
         if let Some(r) = &parsed.spec.param_ref {
-            if r.name.is_some() == r.selector.is_some() {
-                return Err(doc.error_at(
-                    "spec.paramRef",
-                    "exactly one of name and selector is required",
-                ));
-            }
-            if let Some(a) = r.parameter_not_found_action.as_deref() {
-                if a != "Allow" && a != "Deny" {
-                    return Err(doc.error_at(
-                        "spec.paramRef.parameterNotFoundAction",
-                        format!("unknown action {a:?} (Allow or Deny)"),
-                    ));
-                }
-            }
+            r.check(doc, "spec.paramRef")?;
         }
         let mut warnings = Vec::new();
         let mut actions = parse_actions(doc, &parsed.spec.validation_actions)?;
@@ -390,9 +339,7 @@ impl ValidatingAdmissionPolicy {
             ));
         }
         if let Some(k) = &spec.param_kind {
-            if k.api_version.is_empty() || k.kind.is_empty() {
-                return Err(doc.error_at("spec.paramKind", "apiVersion and kind are required"));
-            }
+            k.check(doc, "spec.paramKind")?;
         }
         for (i, v) in spec.validations.iter().enumerate() {
             if let Some(r) = v.reason.as_deref() {
@@ -478,71 +425,7 @@ impl ValidatingAdmissionPolicy {
                 kind.api_version, kind.kind
             ));
         };
-        let namespace = r
-            .namespace
-            .clone()
-            .filter(|n| !n.is_empty())
-            .or_else(|| review.namespace.clone().filter(|n| !n.is_empty()));
-        let selected = |p: &Value| {
-            let name_ok = match &r.name {
-                Some(name) => p.pointer("/metadata/name").and_then(Value::as_str) == Some(name),
-                None => r
-                    .selector
-                    .as_ref()
-                    .is_some_and(|s| selector_matches(s, labels_of(Some(p)))),
-            };
-            let ns = p
-                .pointer("/metadata/namespace")
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            name_ok && (ns.is_empty() || namespace.as_deref().is_none_or(|n| n == ns))
-        };
-        let found: Vec<Value> = self
-            .params
-            .iter()
-            .filter(|p| selected(p))
-            .cloned()
-            .collect();
-        if !found.is_empty() || !self.params.is_empty() {
-            return Ok(Some(found));
-        }
-        // None in the policy set: the cluster's.
-        let path = param_path(kind, namespace.as_deref(), r.name.as_deref())?;
-        let answer = ctx
-            .cluster
-            .api_get(&path)
-            .map_err(|e| format!("params {path}: {e}"))?;
-        Ok(Some(match r.name {
-            Some(_) => vec![answer],
-            None => answer
-                .get("items")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter(|p| selected(p))
-                .cloned()
-                .collect(),
-        }))
-    }
-}
-
-/// The API path of params of `kind` (the resource is the kind's usual plural).
-fn param_path(
-    kind: &ParamKind,
-    namespace: Option<&str>,
-    name: Option<&str>,
-) -> Result<String, String> {
-    let collection = crate::api_path(
-        &kind.api_version,
-        &plural(&kind.kind),
-        namespace.unwrap_or(""),
-    )?;
-    match name {
-        Some(name) => {
-            crate::segment("name", name)?;
-            Ok(format!("{collection}/{name}"))
-        }
-        None => Ok(collection),
+        r.select(kind, &self.params, review, ctx).map(Some)
     }
 }
 
@@ -589,8 +472,7 @@ impl ValidatingAdmissionPolicy {
                 let allow = binding
                     .param_ref
                     .as_ref()
-                    .and_then(|r| r.parameter_not_found_action.as_deref())
-                    == Some("Allow");
+                    .is_some_and(ParamRef::allows_missing);
                 let outcome = if allow {
                     Outcome::Pass
                 } else {

@@ -387,24 +387,3 @@ fn load_errors_name_the_field() {
     );
     assert!(e[0].contains("exactly one of name and selector"), "{e:?}");
 }
-
-#[test]
-fn params_path_for_cluster_lookups() {
-    let kind = ParamKind {
-        api_version: "v1".into(),
-        kind: "ConfigMap".into(),
-    };
-    assert_eq!(
-        param_path(&kind, Some("ns"), Some("x")).as_deref(),
-        Ok("/api/v1/namespaces/ns/configmaps/x")
-    );
-    let kind = ParamKind {
-        api_version: "example.com/v1".into(),
-        kind: "Policy".into(),
-    };
-    assert_eq!(
-        param_path(&kind, None, None).as_deref(),
-        Ok("/apis/example.com/v1/policies")
-    );
-    assert!(param_path(&kind, None, Some("../x")).is_err());
-}

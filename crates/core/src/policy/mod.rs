@@ -470,6 +470,45 @@ pub enum EnforcementPoint {
     Test,
 }
 
+/// What a payload that is not an admission request is (Kyverno ValidatingPolicy `spec.evaluation.mode`): policies
+/// of a payload mode evaluate only payloads of that mode, never admission requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PayloadMode {
+    /// Any JSON document (`evaluation.mode: JSON`): `object` is the payload.
+    Json,
+    /// A plain HTTP authorization request (`evaluation.mode: HTTP`, Kyverno Authz's `http.CheckRequest`).
+    Http,
+    /// An Envoy external authorization request (`evaluation.mode: Envoy`, Envoy's `CheckRequest`).
+    Envoy,
+}
+
+impl PayloadMode {
+    /// The mode as Kyverno spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PayloadMode::Json => "JSON",
+            PayloadMode::Http => "HTTP",
+            PayloadMode::Envoy => "Envoy",
+        }
+    }
+
+    /// Parses Kyverno's spelling (`JSON`, `HTTP`, `Envoy`); `Kubernetes` and unknown modes are `None`.
+    pub fn parse(mode: &str) -> Option<PayloadMode> {
+        match mode {
+            "JSON" => Some(PayloadMode::Json),
+            "HTTP" => Some(PayloadMode::Http),
+            "Envoy" => Some(PayloadMode::Envoy),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for PayloadMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Context handed to every evaluation of one request.
 #[derive(Debug, Clone)]
 pub struct EvalContext {
@@ -548,5 +587,18 @@ pub trait Policy: Send + Sync + fmt::Debug {
     fn mutate(&self, review: &Review, ctx: &EvalContext) -> Mutation {
         let _ = (review, ctx);
         Mutation::default()
+    }
+
+    /// The payloads this policy evaluates instead of admission requests (Kyverno ValidatingPolicy
+    /// `evaluation.mode` JSON, HTTP or Envoy); `None` for admission policies.
+    fn payload_mode(&self) -> Option<PayloadMode> {
+        None
+    }
+
+    /// Check a payload of [`Policy::payload_mode`]'s mode and report the facts, as [`Policy::validate`] does for a
+    /// review. Policies without a payload mode do not apply.
+    fn validate_payload(&self, payload: &Value, ctx: &EvalContext) -> Evaluation {
+        let _ = (payload, ctx);
+        Evaluation::skip()
     }
 }
