@@ -11,8 +11,9 @@
 //!   is an [`EvalError`], never a result.
 //!
 //! The environment is the CEL standard library with optional types, the `cel` crate's strings, lists, math and
-//! encoders extensions. Kubernetes' own libraries (quantity, sets, regex `find`, url, ip/cidr, semver, format,
-//! authorizer) and two-variable comprehensions / `cel.bind` are not available yet.
+//! encoders extensions, Kubernetes' libraries ([`k8s`], [`quantity`], [`semver`], [`net`], [`urls`]), `cel.bind` and
+//! two-variable comprehensions ([`comprehensions`]); [`lint`] checks expressions against it at load. Kubernetes'
+//! `format` library and `authorizer` are not available yet.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms)]
 
@@ -20,9 +21,11 @@ mod args;
 pub mod bind;
 pub mod budget;
 pub mod checks;
+pub mod comprehensions;
 pub mod guard;
 pub mod k8s;
 pub mod kyverno;
+pub mod lint;
 pub mod mutation;
 pub mod net;
 pub mod quantity;
@@ -224,6 +227,8 @@ fn build_env(dialect: Dialect) -> Result<Arc<Env>, String> {
         .map_err(|e| e.to_string())?;
     env.add_extension(k8s::extension)
         .map_err(|e| e.to_string())?;
+    env.add_extension(comprehensions::extension)
+        .map_err(|e| e.to_string())?;
     env.add_extension(quantity::extension)
         .map_err(|e| e.to_string())?;
     env.add_extension(semver::extension)
@@ -257,6 +262,7 @@ pub fn environment(dialect: Dialect) -> Result<Arc<Env>, CompileError> {
 /// A compiled expression: its source, its instrumented AST and what the static pass learnt.
 #[derive(Clone)]
 pub struct Program {
+    dialect: Dialect,
     env: Arc<Env>,
     source: Arc<str>,
     expression: Arc<Expression>,
@@ -286,6 +292,7 @@ impl Program {
             rewrite_or_value(&mut expression);
         }
         Ok(Program {
+            dialect,
             env,
             source: source.into(),
             expression: Arc::new(expression),
@@ -307,6 +314,12 @@ impl Program {
             budget::for_each_child(e, &mut |c| stack.push(c));
         }
         out
+    }
+
+    /// Lints the expression (see [`lint`]): unknown functions and methods, wrong argument counts, identifiers that
+    /// are neither in `variables` nor bound by a comprehension nor a type name.
+    pub fn lint(&self, variables: &[&str]) -> Result<(), lint::LintError> {
+        lint::lint(self.dialect, &self.env, &self.expression, variables)
     }
 
     /// The source text.

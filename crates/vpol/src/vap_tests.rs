@@ -408,3 +408,21 @@ fn params_path_for_cluster_lookups() {
     );
     assert!(param_path(&kind, None, Some("../x")).is_err());
 }
+
+#[test]
+fn a_validation_reason_is_carried_to_the_violation() {
+    let (p, _) = load(&format!(
+        "{}{}",
+        POLICY.replace("reason: Forbidden", "reason: Invalid"),
+        BINDING.replace("ACTIONS", "Deny")
+    ));
+    let e = eval(&p, deployment("d", "default", 1, json!({"app": "nginx"})));
+    assert_eq!(e.violations.len(), 1);
+    assert_eq!(
+        e.violations[0].reason,
+        Some(policyctl_core::admission::Reason::Invalid)
+    );
+    // A validation without a reason leaves the default (Forbidden) to the response.
+    let e = eval(&p, deployment("d", "default", 3, json!({"app": "nginx"})));
+    assert_eq!(e.violations[0].reason, None);
+}
