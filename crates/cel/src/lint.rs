@@ -610,12 +610,14 @@ mod tests {
                 .starts_with("all is a macro taking 2 or 3 arguments"),
             "{e}"
         );
-        let e = lint_k8s("object.spec.containers.all(i, c, c.name != '')").unwrap_err();
+        let e = lint_k8s("object.spec.containers.transformList(i, c)").unwrap_err();
         assert!(
             e.to_string()
-                .contains("two-variable comprehensions are not supported"),
+                .starts_with("transformList is a macro taking 3 or 4"),
             "{e}"
         );
+        lint_k8s("object.spec.containers.all(i, c, c.name != '' && i >= 0)")
+            .expect("two variables");
     }
 
     #[test]
