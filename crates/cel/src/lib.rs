@@ -12,8 +12,8 @@
 //!
 //! The environment is the CEL standard library with optional types, the `cel` crate's strings, lists, math and
 //! encoders extensions, Kubernetes' libraries ([`k8s`], [`quantity`], [`semver`], [`net`], [`urls`]), `cel.bind` and
-//! two-variable comprehensions ([`comprehensions`]); [`lint`] checks expressions against it at load. Kubernetes'
-//! `format` library and `authorizer` are not available yet.
+//! two-variable comprehensions ([`comprehensions`]) and the `format` library ([`format`]); [`lint`] checks
+//! expressions against it at load. Kubernetes' `authorizer` and lists `includes` are not available yet.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms)]
 
@@ -22,6 +22,7 @@ pub mod bind;
 pub mod budget;
 pub mod checks;
 pub mod comprehensions;
+pub mod format;
 pub mod guard;
 pub mod k8s;
 pub mod kyverno;
@@ -236,6 +237,8 @@ fn build_env(dialect: Dialect) -> Result<Arc<Env>, String> {
     env.add_extension(net::extension)
         .map_err(|e| e.to_string())?;
     env.add_extension(urls::extension)
+        .map_err(|e| e.to_string())?;
+    env.add_extension(format::extension)
         .map_err(|e| e.to_string())?;
     if dialect == Dialect::Kyverno {
         env.add_extension(kyverno_extension)

@@ -170,6 +170,7 @@ const METHOD_ARITIES: &[(&str, &[usize])] = &[
     ("ip", &[0]),
     ("prefixLength", &[0]),
     ("masked", &[0]),
+    ("validate", &[1]),
 ];
 
 /// Argument counts of global functions whose every overload is listed here.
@@ -225,6 +226,20 @@ const FUNCTION_ARITIES: &[(&str, &[usize])] = &[
     ("math.bitShiftRight", &[2]),
     ("math.greatest", &[]),
     ("math.least", &[]),
+    ("format.named", &[1]),
+    ("format.dns1123Label", &[0]),
+    ("format.dns1123Subdomain", &[0]),
+    ("format.dns1035Label", &[0]),
+    ("format.qualifiedName", &[0]),
+    ("format.dns1123LabelPrefix", &[0]),
+    ("format.dns1123SubdomainPrefix", &[0]),
+    ("format.dns1035LabelPrefix", &[0]),
+    ("format.labelValue", &[0]),
+    ("format.uri", &[0]),
+    ("format.uuid", &[0]),
+    ("format.byte", &[0]),
+    ("format.date", &[0]),
+    ("format.datetime", &[0]),
     ("time.now", &[0]),
     ("resource.Get", &[4]),
     ("resource.get", &[4]),
