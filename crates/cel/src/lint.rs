@@ -8,7 +8,7 @@
 //!   once per name and dialect (an unknown name is the only way to get an "undeclared reference" error from a call:
 //!   a known name with the wrong arguments gives "no such overload"). So a name is never reported unknown while the
 //!   interpreter would find it;
-//! - checks the argument count of the functions listed in [`ARITIES`] (the built-ins and the libraries we register;
+//! - checks the argument count of the functions listed in [`arities`] (the built-ins and the libraries we register;
 //!   only names whose every overload is listed, so a count reported wrong is certainly wrong);
 //! - checks that every free identifier is a variable the policy kind provides, a comprehension variable in scope,
 //!   or a name the environment resolves (type names such as `int`).
@@ -288,7 +288,7 @@ const MACROS: &[(&str, &str)] = &[
     ),
 ];
 
-/// Every name [`ARITIES`] knows, for suggestions: (name, is a method).
+/// Every name [`arities`] knows, for suggestions: (name, is a method).
 pub fn known_names() -> impl Iterator<Item = (&'static str, bool)> {
     METHOD_ARITIES
         .iter()
@@ -306,8 +306,6 @@ pub fn arities(name: &str, method: bool) -> Option<&'static [usize]> {
     table.iter().find(|(n, _)| *n == name).map(|(_, a)| *a)
 }
 
-/// Both tables, for documentation.
-pub const ARITIES: (&[(&str, &[usize])], &[(&str, &[usize])]) = (METHOD_ARITIES, FUNCTION_ARITIES);
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 enum Probe {
