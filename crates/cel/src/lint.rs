@@ -306,7 +306,6 @@ pub fn arities(name: &str, method: bool) -> Option<&'static [usize]> {
     table.iter().find(|(n, _)| *n == name).map(|(_, a)| *a)
 }
 
-
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 enum Probe {
     Method,
