@@ -113,7 +113,12 @@ fn lint_refuses_the_common_mistakes_naming_file_document_and_field() {
     let text = stdout(&output);
     let k = "tests/fixtures/mistakes/kyverno.yaml";
     let r = "tests/fixtures/mistakes/undefined.rego";
+    let c = "tests/fixtures/mistakes/cel.yaml";
     for line in [
+        format!("error: {c}, document 1: spec.validations[0].expression: CEL expression is invalid: unknown method startWith (did you mean startsWith?)"),
+        format!("error: {c}, document 2: spec.validations[0].expression: CEL expression is invalid: size takes 1 argument, not 2"),
+        format!("error: {c}, document 3: spec.mutations[0].jsonPatch.expression: variables.teem is not declared in spec.variables (did you mean \"team\"?)"),
+        format!("error: {c}, document 4: spec.rules[team].validate.cel.expressions[0].expression: CEL expression is invalid: undeclared identifier objet (did you mean object?)"),
         format!("error: {k}, document 1: spec.validationFailureActon: unknown field \"validationFailureActon\" (did you mean \"validationFailureAction\"?)"),
         format!("error: {k}, document 2: spec.rules[deny-default].validate.deny.conditions.any[0].key: unbalanced \"{{{{\""),
         format!("error: {k}, document 3: spec.rules[label].validate.message: expression \"to_upper(request.object.metadata.name, 'x')\" does not compile"),

@@ -428,3 +428,33 @@ fn a_result_that_names_nothing_is_reported_never_dropped() {
     assert_eq!(cases[0].result, Outcome::Skip, "{cases:?}");
     assert_eq!(cases[0].case, "payload.json", "{cases:?}");
 }
+
+#[test]
+fn a_cel_policy_that_does_not_load_is_an_error_case_not_an_unsupported_kind() {
+    use policyctl::testing::{self, Outcome, TestOptions};
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A method typo lint refuses at load.
+    let policy = "apiVersion: policies.kyverno.io/v1\nkind: ValidatingPolicy\nmetadata: {name: p}\nspec:\n  \
+                  matchConstraints:\n    resourceRules:\n    - {apiGroups: [''], apiVersions: [v1], operations: [CREATE], resources: [pods]}\n  \
+                  validations:\n  - expression: \"object.metadata.name.startWith('a')\"\n";
+    std::fs::write(dir.path().join("policy.yaml"), policy).expect("write");
+    std::fs::write(
+        dir.path().join("pod.yaml"),
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: default}\nspec:\n  containers: [{name: c, image: nginx}]\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("kyverno-test.yaml"),
+        "apiVersion: cli.kyverno.io/v1alpha1\nkind: Test\nmetadata: {name: t}\npolicies: [policy.yaml]\n\
+         resources: [pod.yaml]\nresults:\n- {policy: p, kind: Pod, resources: [a], isValidatingPolicy: true, result: pass}\n",
+    )
+    .expect("write");
+    let cases = testing::run(&[dir.path().to_path_buf()], &TestOptions::default());
+    assert_eq!(cases.len(), 1, "{cases:?}");
+    assert_eq!(cases[0].result, Outcome::Error, "{cases:?}");
+    assert!(
+        cases[0].reason.contains("policy does not load")
+            && cases[0].reason.contains("unknown method startWith"),
+        "{cases:?}"
+    );
+}

@@ -2,6 +2,7 @@
 //! their messages (Kubernetes' ValidatingAdmissionPolicy, Kyverno's ValidatingPolicy, Gatekeeper's
 //! `K8sNativeValidation`), and how their outcome becomes the facts of an [`Evaluation`].
 
+use policyctl_core::admission::Reason;
 use policyctl_core::policy::source::Document;
 use policyctl_core::policy::{
     Action, EvalContext, EvalError as PolicyEvalError, Evaluation, LoadError, PolicyError,
@@ -46,6 +47,8 @@ pub struct Validation {
     pub message: Option<String>,
     /// `messageExpression`.
     pub message_expression: Option<Program>,
+    /// `reason`, when the policy kind honours it (ValidatingAdmissionPolicy): the status of the denial.
+    pub reason: Option<Reason>,
 }
 
 /// The compiled checks of a policy: `matchConditions`, `variables`, `validations`.
@@ -63,8 +66,8 @@ pub struct Checks {
 pub enum Outcome {
     /// Every validation held.
     Pass,
-    /// A validation failed, with its message.
-    Fail(String),
+    /// A validation failed, with its message and its `reason` (when the kind honours it).
+    Fail(String, Option<Reason>),
     /// An expression could not be evaluated.
     Error(EvalError),
     /// A match condition did not hold: not validated.
@@ -97,6 +100,12 @@ pub struct CheckSpecs<'a> {
     pub validations: &'a [ValidationSpec],
     /// Variables the policy kind provides besides its declared ones (Gatekeeper's `params`, `anyObject`).
     pub provided: &'a [&'a str],
+    /// Whether a validation's `reason` sets the status of the denial (ValidatingAdmissionPolicy; the kind checks the
+    /// names).
+    pub reasons: bool,
+    /// The top-level identifiers the policy kind binds ([`crate::lint::KUBERNETES_VARIABLES`],
+    /// [`crate::lint::KYVERNO_VARIABLES`]); any other free identifier is a load error.
+    pub identifiers: &'a [&'a str],
 }
 
 impl CheckSpecs<'_> {
@@ -141,12 +150,19 @@ impl CheckSpecs<'_> {
                     .as_deref()
                     .map(|m| compile(format!("{field}.messageExpression"), m))
                     .transpose()?,
+                reason: v
+                    .reason
+                    .as_deref()
+                    .filter(|_| self.reasons)
+                    .and_then(Reason::from_name),
             });
         }
-        // `variables.x` must name a declared (or provided) variable: a typo would otherwise only fail at admission.
-        let declared = |name: &str| {
-            self.variables.iter().any(|v| v.name == name) || self.provided.contains(&name)
-        };
+        let declared: Vec<&str> = self
+            .variables
+            .iter()
+            .map(|v| v.name.as_str())
+            .chain(self.provided.iter().copied())
+            .collect();
         let mut programs: Vec<(String, &Program)> = Vec::new();
         for (i, (_, p)) in conditions.iter().enumerate() {
             programs.push((
@@ -164,22 +180,7 @@ impl CheckSpecs<'_> {
             }
         }
         for (field, program) in programs {
-            if let Some(name) = program
-                .variable_references()
-                .into_iter()
-                .find(|n| !declared(n))
-            {
-                let names: Vec<&str> = self.variables.iter().map(|v| v.name.as_str()).collect();
-                let hint =
-                    match policyctl_core::policy::strict::suggest(&name, names.iter().copied()) {
-                        Some(s) => format!(" (did you mean {s:?}?)"),
-                        None => String::new(),
-                    };
-                return Err(doc.error_at(
-                    field,
-                    format!("variables.{name} is not declared in {prefix}.variables{hint}"),
-                ));
-            }
+            check_references(doc, prefix, field, program, &declared, self.identifiers)?;
         }
         Ok(Checks {
             conditions,
@@ -187,6 +188,37 @@ impl CheckSpecs<'_> {
             validations,
         })
     }
+}
+
+/// The load-time checks of one compiled expression at `field`: every `variables.<name>` it reads is in `declared`
+/// (the names of `{prefix}.variables` and those the kind provides), and [`Program::lint`] finds nothing with the
+/// kind's top-level `identifiers`.
+pub fn check_references(
+    doc: &Document,
+    prefix: &str,
+    field: String,
+    program: &Program,
+    declared: &[&str],
+    identifiers: &[&str],
+) -> Result<(), LoadError> {
+    // A typo would otherwise only fail at admission (and then under the failure policy).
+    if let Some(name) = program
+        .variable_references()
+        .into_iter()
+        .find(|n| !declared.contains(&n.as_str()))
+    {
+        let hint = match policyctl_core::policy::strict::suggest(&name, declared.iter().copied()) {
+            Some(s) => format!(" (did you mean {s:?}?)"),
+            None => String::new(),
+        };
+        return Err(doc.error_at(
+            field,
+            format!("variables.{name} is not declared in {prefix}.variables{hint}"),
+        ));
+    }
+    program
+        .lint(identifiers)
+        .map_err(|e| doc.error_at(field, format!("CEL expression is invalid: {e}")))
 }
 
 impl Checks {
@@ -227,6 +259,7 @@ impl Checks {
                 from_expression
                     .or_else(|| v.message.as_ref().map(|m| m.trim().to_string()))
                     .unwrap_or_else(|| format!("failed expression: {}", v.program.source().trim())),
+                v.reason,
             );
         }
         Outcome::Pass
@@ -299,11 +332,12 @@ pub fn record(
     let (status, message) = match outcome {
         Outcome::NotMet => (RuleStatus::Skip, "match conditions not met".to_string()),
         Outcome::Pass => (RuleStatus::Pass, String::new()),
-        Outcome::Fail(message) => {
+        Outcome::Fail(message, reason) => {
             for action in actions {
                 out.violations.push(Violation {
                     message: message_for(*action, &message),
                     action: *action,
+                    reason,
                 });
             }
             (RuleStatus::Fail, message)

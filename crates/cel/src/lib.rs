@@ -11,10 +11,11 @@
 //!   is an [`EvalError`], never a result.
 //!
 //! The environment is the CEL standard library with optional types, the `cel` crate's strings, lists, math and
-//! encoders extensions, and Kubernetes' libraries ([`k8s`], [`quantity`], [`semver`], [`net`], [`urls`]). The Kyverno
-//! dialect adds Kyverno's libraries ([`kyverno`]), cel-go's regex extension ([`regex_ext`]) and Kyverno Authz's
-//! `envoy`/`http` response builders ([`authz`]) and `jwt.Decode` ([`jwt`]). Not available: `format`, `authorizer`
-//! and two-variable comprehensions.
+//! encoders extensions, Kubernetes' libraries ([`k8s`], [`quantity`], [`semver`], [`net`], [`urls`], [`format`]),
+//! `cel.bind` and two-variable comprehensions ([`comprehensions`]); [`lint`] checks expressions against the environment
+//! at load. The Kyverno dialect adds Kyverno's libraries ([`kyverno`]), cel-go's regex extension ([`regex_ext`]) and
+//! Kyverno Authz's `envoy`/`http` response builders ([`authz`]) and `jwt.Decode` ([`jwt`]). Kubernetes' `authorizer`
+//! and lists `includes` are not available yet.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms)]
 
@@ -23,10 +24,13 @@ pub mod authz;
 pub mod bind;
 pub mod budget;
 pub mod checks;
+pub mod comprehensions;
+pub mod format;
 pub mod guard;
 pub mod jwt;
 pub mod k8s;
 pub mod kyverno;
+pub mod lint;
 pub mod mutation;
 pub mod net;
 pub mod quantity;
@@ -229,6 +233,8 @@ fn build_env(dialect: Dialect) -> Result<Arc<Env>, String> {
         .map_err(|e| e.to_string())?;
     env.add_extension(k8s::extension)
         .map_err(|e| e.to_string())?;
+    env.add_extension(comprehensions::extension)
+        .map_err(|e| e.to_string())?;
     env.add_extension(quantity::extension)
         .map_err(|e| e.to_string())?;
     env.add_extension(semver::extension)
@@ -236,6 +242,8 @@ fn build_env(dialect: Dialect) -> Result<Arc<Env>, String> {
     env.add_extension(net::extension)
         .map_err(|e| e.to_string())?;
     env.add_extension(urls::extension)
+        .map_err(|e| e.to_string())?;
+    env.add_extension(format::extension)
         .map_err(|e| e.to_string())?;
     if dialect == Dialect::Kyverno {
         env.add_extension(kyverno_extension)
@@ -268,6 +276,7 @@ pub fn environment(dialect: Dialect) -> Result<Arc<Env>, CompileError> {
 /// A compiled expression: its source, its instrumented AST and what the static pass learnt.
 #[derive(Clone)]
 pub struct Program {
+    dialect: Dialect,
     env: Arc<Env>,
     source: Arc<str>,
     expression: Arc<Expression>,
@@ -297,6 +306,7 @@ impl Program {
             rewrite_or_value(&mut expression);
         }
         Ok(Program {
+            dialect,
             env,
             source: source.into(),
             expression: Arc::new(expression),
@@ -318,6 +328,12 @@ impl Program {
             budget::for_each_child(e, &mut |c| stack.push(c));
         }
         out
+    }
+
+    /// Lints the expression (see [`lint`]): unknown functions and methods, wrong argument counts, identifiers that
+    /// are neither in `variables` nor bound by a comprehension nor a type name.
+    pub fn lint(&self, variables: &[&str]) -> Result<(), lint::LintError> {
+        lint::lint(self.dialect, &self.env, &self.expression, variables)
     }
 
     /// The source text.

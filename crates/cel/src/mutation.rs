@@ -159,6 +159,7 @@ impl Program {
             rewrite_or_value(&mut expression);
         }
         Ok(Program {
+            dialect,
             env,
             source: source.into(),
             expression: Arc::new(expression),

@@ -204,3 +204,26 @@ fn a_cel_only_template_runs_its_cel() {
         assert_eq!(messages(p.as_ref(), &review).len(), 1);
     }
 }
+
+#[test]
+fn lint_refuses_an_unknown_method_in_a_template_at_its_field() {
+    let errors: Vec<String> = compile(
+        &template("deny", "").replace(
+            "variables.anyObject.metadata.name + ' ('",
+            "variables.anyObject.metadata.name.lowerAsci() + ' ('",
+        ),
+        false,
+    )
+    .built
+    .errors
+    .iter()
+    .map(ToString::to_string)
+    .collect();
+    assert!(
+        errors.iter().any(
+            |e| e.contains("code[0].source.validations[0].messageExpression")
+                && e.contains("unknown method lowerAsci (did you mean lowerAscii?)")
+        ),
+        "{errors:?}"
+    );
+}

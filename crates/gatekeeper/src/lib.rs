@@ -376,6 +376,7 @@ impl Policy for ConstraintPolicy {
                     } else {
                         action
                     },
+                    reason: None,
                 })
                 .collect(),
         );

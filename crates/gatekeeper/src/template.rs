@@ -169,6 +169,8 @@ impl CelCode {
             variables: &parsed.variables,
             validations: &parsed.validations,
             provided: GATEKEEPER_PROVIDED,
+            reasons: false,
+            identifiers: policyctl_cel::lint::KUBERNETES_VARIABLES,
         }
         .compile(doc, Dialect::Kubernetes, &|s| s.to_string())?;
         let mut variables = Vec::with_capacity(GATEKEEPER_VARIABLES.len() + checks.variables.len());

@@ -124,7 +124,8 @@ fn enforcement_actions_map_to_violation_actions() {
         actions[0],
         vec![Violation {
             message: msg.clone(),
-            action: Action::Deny
+            action: Action::Deny,
+            reason: None,
         }]
     );
     assert_eq!(actions[1][0].action, Action::Deny);

@@ -39,6 +39,14 @@ pub enum CelRuleError {
         /// The compiler's error.
         source: policyctl_cel::CompileError,
     },
+    /// An expression refers to a function, method or identifier the environment does not have.
+    #[error("{field}: CEL expression is invalid: {source}")]
+    Lint {
+        /// The field.
+        field: String,
+        /// What lint found.
+        source: policyctl_cel::lint::LintError,
+    },
     /// A feature policyctl does not implement.
     #[error("{0}")]
     Unsupported(String),
@@ -103,9 +111,19 @@ pub struct CelValidation {
 #[derive(Debug)]
 pub struct CelPreconditions(Vec<(String, Program)>);
 
+/// Compiles and lints an expression (`validate.cel` and `celPreconditions` run in Kubernetes' environment).
 fn compile(field: String, source: &str) -> Result<Program, CelRuleError> {
-    Program::compile_for(policyctl_cel::Dialect::Kyverno, source)
-        .map_err(|source| CelRuleError::Compile { field, source })
+    let program =
+        Program::compile_for(policyctl_cel::Dialect::Kyverno, source).map_err(|source| {
+            CelRuleError::Compile {
+                field: field.clone(),
+                source,
+            }
+        })?;
+    program
+        .lint(policyctl_cel::lint::KUBERNETES_VARIABLES)
+        .map_err(|source| CelRuleError::Lint { field, source })?;
+    Ok(program)
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(raw: &Value, field: &str) -> Result<T, CelRuleError> {

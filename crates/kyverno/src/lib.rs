@@ -288,6 +288,10 @@ fn compile_cel(
             format!("{rule_field}.{field}"),
             format!("CEL expression does not compile: {source}"),
         )),
+        cel::CelRuleError::Lint { field, source } => errors.push(doc.error_at(
+            format!("{rule_field}.{field}"),
+            format!("CEL expression is invalid: {source}"),
+        )),
     };
     let pre = match rule
         .cel_preconditions
@@ -1388,6 +1392,7 @@ impl Policy for KyvernoPolicy {
                     out.violations.push(Violation {
                         message,
                         action: Action::Audit,
+                        reason: None,
                     });
                 }
                 RuleStatus::Error => {

@@ -362,6 +362,39 @@ fn compile_mutations(
     Ok(out)
 }
 
+/// The load-time checks of every expression: `variables.<name>` must be declared, and lint (unknown functions,
+/// argument counts, identifiers) must find nothing.
+fn lint(
+    doc: &Document,
+    dialect: Dialect,
+    conditions: &[(String, Program)],
+    variables: &[(String, Program)],
+    mutations: &[CompiledMutation],
+) -> Result<(), LoadError> {
+    let identifiers = match dialect {
+        Dialect::Kyverno => policyctl_cel::lint::KYVERNO_VARIABLES,
+        Dialect::Kubernetes => policyctl_cel::lint::KUBERNETES_VARIABLES,
+    };
+    let declared: Vec<&str> = variables.iter().map(|(n, _)| n.as_str()).collect();
+    let check = |field: String, program: &Program| {
+        policyctl_cel::checks::check_references(doc, "spec", field, program, &declared, identifiers)
+    };
+    for (i, (_, p)) in conditions.iter().enumerate() {
+        check(format!("spec.matchConditions[{i}].expression"), p)?;
+    }
+    for (i, (_, p)) in variables.iter().enumerate() {
+        check(format!("spec.variables[{i}].expression"), p)?;
+    }
+    for (i, m) in mutations.iter().enumerate() {
+        let sub = match m.patch_type {
+            PatchType::JsonPatch => "jsonPatch",
+            PatchType::ApplyConfiguration => "applyConfiguration",
+        };
+        check(format!("spec.mutations[{i}].{sub}.expression"), &m.program)?;
+    }
+    Ok(())
+}
+
 impl MutatingPolicy {
     /// Compiles a MutatingPolicy document; returns the policy and its load warnings.
     pub fn from_document(doc: &Document) -> Result<(MutatingPolicy, Vec<LoadError>), LoadError> {
@@ -411,6 +444,7 @@ impl MutatingPolicy {
         let conditions = named(doc, dialect, &spec.match_conditions, "matchConditions")?;
         let variables = named(doc, dialect, &spec.variables, "variables")?;
         let mutations = compile_mutations(doc, dialect, &spec.mutations)?;
+        lint(doc, dialect, &conditions, &variables, &mutations)?;
 
         let mut variants = vec![Variant {
             rule: name.clone(),

@@ -93,11 +93,13 @@ fn deny_warn_and_patch_rules_become_one_policy_per_package() {
         vec![
             Violation {
                 message: "pod p has no team label".into(),
-                action: Action::Deny
+                action: Action::Deny,
+                reason: None,
             },
             Violation {
                 message: "container c uses a latest tag".into(),
-                action: Action::Warn
+                action: Action::Warn,
+                reason: None,
             },
         ]
     );

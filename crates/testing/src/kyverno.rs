@@ -1001,7 +1001,8 @@ fn run_test(path: &Path, test: &Value, options: &TestOptions) -> Vec<CaseResult>
                 CaseResult::new(&suite_name, &test_name, &key, outcome, reason)
             };
             // ValidatingPolicy and ValidatingAdmissionPolicy (policyctl-vpol), MutatingPolicy and
-            // MutatingAdmissionPolicy (policyctl-mpol) run; the other CEL kinds do not yet.
+            // MutatingAdmissionPolicy (policyctl-mpol) run; the other CEL kinds do not yet. A policy of a kind that
+            // runs but does not load is an error (below), not an unsupported kind.
             let runs = cel_flag.is_some_and(|f| {
                 matches!(
                     *f,
@@ -1012,7 +1013,7 @@ fn run_test(path: &Path, test: &Value, options: &TestOptions) -> Vec<CaseResult>
                 )
             }) && matches!(
                 suite.policies.get(&policy_name),
-                Some(LoadedPolicy::Ready(_))
+                Some(LoadedPolicy::Ready(_) | LoadedPolicy::Broken(_))
             );
             if let Some(flag) = cel_flag.filter(|_| !runs) {
                 out.push(case(

@@ -140,12 +140,16 @@ impl CelException {
         let mut errors = Vec::new();
         let mut conditions = Vec::new();
         for (i, c) in parsed.spec.match_conditions.iter().enumerate() {
+            let field = format!("spec.matchConditions[{i}].expression");
             match Program::compile_for(Dialect::Kyverno, &c.expression) {
-                Ok(p) => conditions.push((c.name.clone(), p)),
-                Err(e) => errors.push(doc.error_at(
-                    format!("spec.matchConditions[{i}].expression"),
-                    format!("CEL expression does not compile: {e}"),
-                )),
+                Ok(p) => match p.lint(policyctl_cel::lint::KYVERNO_VARIABLES) {
+                    Ok(()) => conditions.push((c.name.clone(), p)),
+                    Err(e) => {
+                        errors.push(doc.error_at(field, format!("CEL expression is invalid: {e}")))
+                    }
+                },
+                Err(e) => errors
+                    .push(doc.error_at(field, format!("CEL expression does not compile: {e}"))),
             }
         }
         if !errors.is_empty() {

@@ -300,6 +300,8 @@ fn compile_variant(
         variables: &spec.variables,
         validations: &spec.validations,
         provided: &[],
+        reasons: false,
+        identifiers: policyctl_cel::lint::KYVERNO_VARIABLES,
     }
     .compile(doc, Dialect::Kyverno, rewrite)?;
     Ok(Variant {

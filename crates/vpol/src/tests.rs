@@ -757,4 +757,28 @@ spec:
     );
     let e = p.validate_payload(&envoy_request(None), &explain());
     assert_eq!(e.violations[0].message, "teapot", "{e:?}");
+
+#[test]
+fn lint_refuses_an_exception_condition_with_an_unknown_identifier() {
+    use policyctl_core::engine::Engine;
+    let engines: Vec<Box<dyn Engine>> = vec![Box::new(ValidatingPolicyEngine)];
+    let files = [SourceFile {
+        origin: "e.yaml".into(),
+        content: EXCEPTION.replace("object.metadata.namespace", "objetc.metadata.namespace"),
+    }];
+    let compiled =
+        policyctl_core::policy::loader::compile_with(&engines, &files, &LoadOptions::default());
+    let errors: Vec<String> = compiled
+        .built
+        .errors
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("spec.matchConditions[0].expression")
+                && e.contains("undeclared identifier objetc (did you mean object?)")),
+        "{errors:?}"
+    );
 }

@@ -343,16 +343,14 @@ impl ValidatingAdmissionPolicy {
         }
         for (i, v) in spec.validations.iter().enumerate() {
             if let Some(r) = v.reason.as_deref() {
-                const REASONS: [&str; 4] = [
-                    "Unauthorized",
-                    "Forbidden",
-                    "Invalid",
-                    "RequestEntityTooLarge",
-                ];
-                if !REASONS.contains(&r) {
+                if policyctl_core::admission::Reason::from_name(r).is_none() {
+                    let names: Vec<&str> = policyctl_core::admission::Reason::ALL
+                        .iter()
+                        .map(|r| r.as_str())
+                        .collect();
                     return Err(doc.error_at(
                         format!("spec.validations[{i}].reason"),
-                        format!("unknown reason {r:?} (one of {})", REASONS.join(", ")),
+                        format!("unknown reason {r:?} (one of {})", names.join(", ")),
                     ));
                 }
             }
@@ -371,6 +369,8 @@ impl ValidatingAdmissionPolicy {
             variables: &spec.variables,
             validations: &spec.validations,
             provided: &[],
+            reasons: true,
+            identifiers: policyctl_cel::lint::KUBERNETES_VARIABLES,
         }
         .compile(doc, Dialect::Kubernetes, &|s| s.to_string())?;
         let mut audit_annotations = Vec::new();
@@ -381,13 +381,14 @@ impl ValidatingAdmissionPolicy {
                     "a key is required",
                 ));
             }
+            let field = format!("spec.auditAnnotations[{i}].valueExpression");
             let program =
                 Program::compile_for(Dialect::Kubernetes, &a.value_expression).map_err(|e| {
-                    doc.error_at(
-                        format!("spec.auditAnnotations[{i}].valueExpression"),
-                        format!("CEL expression does not compile: {e}"),
-                    )
+                    doc.error_at(&field, format!("CEL expression does not compile: {e}"))
                 })?;
+            program
+                .lint(policyctl_cel::lint::KUBERNETES_VARIABLES)
+                .map_err(|e| doc.error_at(&field, format!("CEL expression is invalid: {e}")))?;
             audit_annotations.push((a.key.clone(), program));
         }
         Ok(ValidatingAdmissionPolicy {
@@ -550,6 +551,7 @@ impl ValidatingAdmissionPolicy {
             out.violations.push(Violation {
                 message,
                 action: Action::Audit,
+                reason: None,
             });
         }
     }

@@ -387,3 +387,21 @@ fn load_errors_name_the_field() {
     );
     assert!(e[0].contains("exactly one of name and selector"), "{e:?}");
 }
+
+#[test]
+fn a_validation_reason_is_carried_to_the_violation() {
+    let (p, _) = load(&format!(
+        "{}{}",
+        POLICY.replace("reason: Forbidden", "reason: Invalid"),
+        BINDING.replace("ACTIONS", "Deny")
+    ));
+    let e = eval(&p, deployment("d", "default", 1, json!({"app": "nginx"})));
+    assert_eq!(e.violations.len(), 1);
+    assert_eq!(
+        e.violations[0].reason,
+        Some(policyctl_core::admission::Reason::Invalid)
+    );
+    // A validation without a reason leaves the default (Forbidden) to the response.
+    let e = eval(&p, deployment("d", "default", 3, json!({"app": "nginx"})));
+    assert_eq!(e.violations[0].reason, None);
+}

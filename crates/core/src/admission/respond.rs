@@ -20,6 +20,57 @@ pub struct Response {
     pub warnings: Vec<String>,
     /// A JSON patch from the original object to the mutated one (only on `/mutate`).
     pub patch: Option<json_patch::Patch>,
+    /// Why a denial denies, when a policy said (ValidatingAdmissionPolicy `reason`); `Forbidden` otherwise.
+    pub reason: Option<Reason>,
+}
+
+/// The status reason of a denial, as a ValidatingAdmissionPolicy validation names it; it sets the response's
+/// `status.code` as the API server does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum Reason {
+    /// 401.
+    Unauthorized,
+    /// 403 (the default).
+    Forbidden,
+    /// 422.
+    Invalid,
+    /// 413.
+    RequestEntityTooLarge,
+}
+
+impl Reason {
+    /// Every reason, by name.
+    pub const ALL: [Reason; 4] = [
+        Reason::Unauthorized,
+        Reason::Forbidden,
+        Reason::Invalid,
+        Reason::RequestEntityTooLarge,
+    ];
+
+    /// The name (`status.reason`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Unauthorized => "Unauthorized",
+            Reason::Forbidden => "Forbidden",
+            Reason::Invalid => "Invalid",
+            Reason::RequestEntityTooLarge => "RequestEntityTooLarge",
+        }
+    }
+
+    /// The HTTP status code (`status.code`).
+    pub fn code(self) -> u16 {
+        match self {
+            Reason::Unauthorized => 401,
+            Reason::Forbidden => 403,
+            Reason::Invalid => 422,
+            Reason::RequestEntityTooLarge => 413,
+        }
+    }
+
+    /// The reason named `name`.
+    pub fn from_name(name: &str) -> Option<Reason> {
+        Reason::ALL.into_iter().find(|r| r.as_str() == name)
+    }
 }
 
 /// Why a response could not be encoded (practically unreachable: everything is in-memory JSON).
@@ -51,7 +102,8 @@ struct ResponseOut<'a> {
 
 /// Encode `response` as an `AdmissionReview` in the version of `review`, echoing its uid.
 ///
-/// A denial carries `status.code` 403 and `status.reason` `Forbidden`; an allowed answer with warnings carries 299
+/// A denial carries the status of its [`Reason`] (`status.code` 403 and `status.reason` `Forbidden` unless a policy
+/// named another); an allowed answer with warnings carries 299
 /// (as Gatekeeper does), 200 otherwise. An empty patch is left out.
 pub fn encode_response(review: &Review, response: Response) -> Result<Vec<u8>, EncodeError> {
     let status = if response.allowed {
@@ -62,7 +114,8 @@ pub fn encode_response(review: &Review, response: Response) -> Result<Vec<u8>, E
         };
         Status::success().with_code(code)
     } else {
-        Status::failure(&response.message, "Forbidden").with_code(403)
+        let reason = response.reason.unwrap_or(Reason::Forbidden);
+        Status::failure(&response.message, reason.as_str()).with_code(reason.code())
     };
     let patch = match response.patch.filter(|p| !p.0.is_empty()) {
         Some(patch) => Some(serde_json::to_vec(&patch).map_err(EncodeError)?),
@@ -99,6 +152,28 @@ mod tests {
 
     fn encode(review: &Review, response: Response) -> Value {
         serde_json::from_slice(&encode_response(review, response).expect("encodes")).expect("json")
+    }
+
+    #[test]
+    fn a_denial_reason_sets_the_status_code_as_the_api_server() {
+        for (reason, code) in [
+            (Reason::Unauthorized, 401),
+            (Reason::Forbidden, 403),
+            (Reason::Invalid, 422),
+            (Reason::RequestEntityTooLarge, 413),
+        ] {
+            let out = encode(
+                &review("admission.k8s.io/v1"),
+                Response {
+                    allowed: false,
+                    message: "[p] no".into(),
+                    reason: Some(reason),
+                    ..Default::default()
+                },
+            );
+            assert_eq!(out["response"]["status"]["code"], code);
+            assert_eq!(out["response"]["status"]["reason"], reason.as_str());
+        }
     }
 
     #[test]

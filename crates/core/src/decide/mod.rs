@@ -106,6 +106,8 @@ pub struct Decision {
     pub errors: Vec<String>,
     /// The patch, on `/mutate`.
     pub patch: Option<json_patch::Patch>,
+    /// The status reason of the first denial, when its policy named one (ValidatingAdmissionPolicy `reason`).
+    pub reason: Option<crate::admission::Reason>,
     /// What every policy did.
     pub runs: Vec<PolicyRun>,
 }
@@ -175,6 +177,7 @@ impl Decision {
             } else {
                 None
             },
+            reason: self.reason,
         }
     }
 }
@@ -186,7 +189,8 @@ impl Decision {
 /// - errors by the action of the rule or constraint that failed: `deny` follows the failure policy (the policy's
 ///   own, else `default_failure_policy`), `warn` warns, `audit` records; every error is listed in
 ///   [`Decision::errors`] whatever happens to it;
-/// - mutation warnings are returned as warnings.
+/// - mutation warnings are returned as warnings;
+/// - the first denial's status reason (a ValidatingAdmissionPolicy `reason`) becomes the response's status.
 pub fn decide(
     runs: Vec<PolicyRun>,
     patch: Option<json_patch::Patch>,
@@ -202,7 +206,14 @@ pub fn decide(
         for violation in &outcome.violations {
             let line = one_line(&format!("[{name}] {}", violation.message));
             match violation.action {
-                Action::Deny => decision.denials.push(line),
+                Action::Deny => {
+                    // The first denial's reason sets the response status, as the API server answers with the
+                    // first failing validation's.
+                    if decision.denials.is_empty() {
+                        decision.reason = violation.reason;
+                    }
+                    decision.denials.push(line)
+                }
                 Action::Warn => decision.warnings.push(line),
                 Action::Audit => decision.audits.push(line),
             }
@@ -307,7 +318,62 @@ mod tests {
         Violation {
             message: message.into(),
             action,
+            reason: None,
         }
+    }
+
+    #[test]
+    fn the_first_denial_reason_becomes_the_response_status() {
+        let with = |message: &str, action, reason| Violation {
+            message: message.into(),
+            action,
+            reason,
+        };
+        let decision = decide(
+            vec![
+                run(
+                    "a",
+                    None,
+                    found(vec![with(
+                        "w",
+                        Action::Warn,
+                        Some(crate::admission::Reason::Unauthorized),
+                    )]),
+                ),
+                run(
+                    "b",
+                    None,
+                    found(vec![with(
+                        "too big",
+                        Action::Deny,
+                        Some(crate::admission::Reason::RequestEntityTooLarge),
+                    )]),
+                ),
+                run(
+                    "c",
+                    None,
+                    found(vec![with(
+                        "bad",
+                        Action::Deny,
+                        Some(crate::admission::Reason::Invalid),
+                    )]),
+                ),
+            ],
+            None,
+            FailurePolicy::Fail,
+        );
+        assert!(!decision.allowed);
+        assert_eq!(
+            decision.response().reason,
+            Some(crate::admission::Reason::RequestEntityTooLarge)
+        );
+        // Denials without a reason answer Forbidden (none recorded).
+        let decision = decide(
+            vec![run("a", None, found(vec![violation("no", Action::Deny)]))],
+            None,
+            FailurePolicy::Fail,
+        );
+        assert_eq!(decision.response().reason, None);
     }
 
     #[test]

@@ -96,6 +96,9 @@ pub struct Violation {
     pub message: String,
     /// What to do about it.
     pub action: Action,
+    /// The status reason of a denial (ValidatingAdmissionPolicy `reason`); none: `Forbidden`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<crate::admission::Reason>,
 }
 
 impl Violation {
@@ -104,6 +107,7 @@ impl Violation {
         Violation {
             message: message.into(),
             action: Action::Deny,
+            reason: None,
         }
     }
 
@@ -112,6 +116,7 @@ impl Violation {
         Violation {
             message: message.into(),
             action: Action::Warn,
+            reason: None,
         }
     }
 }
@@ -276,6 +281,7 @@ impl Evaluation {
                 action => violations.push(Violation {
                     message: error.to_string(),
                     action,
+                    reason: None,
                 }),
             }
         }
