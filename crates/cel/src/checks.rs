@@ -297,7 +297,7 @@ impl Checks {
                 Ok(response) => {
                     return match crate::authz::verdict(&response) {
                         Ok(crate::authz::Verdict::Allowed) => Outcome::Pass,
-                        Ok(crate::authz::Verdict::Denied(message)) => Outcome::Fail(message),
+                        Ok(crate::authz::Verdict::Denied(message)) => Outcome::Fail(message, None),
                         Err(got) => Outcome::Error(EvalError::Type {
                             want: "CheckResponse or null",
                             got,

@@ -14,8 +14,8 @@
 //! encoders extensions, Kubernetes' libraries ([`k8s`], [`quantity`], [`semver`], [`net`], [`urls`], [`format`]),
 //! `cel.bind` and two-variable comprehensions ([`comprehensions`]); [`lint`] checks expressions against the environment
 //! at load. The Kyverno dialect adds Kyverno's libraries ([`kyverno`]), cel-go's regex extension ([`regex_ext`]) and
-//! Kyverno Authz's `envoy`/`http` response builders ([`authz`]) and `jwt.Decode` ([`jwt`]). Kubernetes' `authorizer`
-//! and lists `includes` are not available yet.
+//! Kyverno Authz's `envoy`/`http` response builders ([`authz`]), `jwt.Decode` ([`jwt`]) and image references
+//! ([`image`]). Kubernetes' `authorizer` and lists `includes` are not available yet.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms)]
 
@@ -27,6 +27,7 @@ pub mod checks;
 pub mod comprehensions;
 pub mod format;
 pub mod guard;
+pub mod image;
 pub mod jwt;
 pub mod k8s;
 pub mod kyverno;
@@ -255,6 +256,8 @@ fn build_env(dialect: Dialect) -> Result<Arc<Env>, String> {
         env.add_extension(authz::extension)
             .map_err(|e| e.to_string())?;
         env.add_extension(jwt::extension)
+            .map_err(|e| e.to_string())?;
+        env.add_extension(image::extension)
             .map_err(|e| e.to_string())?;
     }
     Ok(Arc::new(env))
@@ -687,8 +690,14 @@ mod tests;
 /// Evaluates `src` with `object` as the object of a CREATE review (the libraries' tests).
 #[cfg(test)]
 pub(crate) fn eval_on(object: Json, src: &str) -> Result<Value, EvalError> {
+    let program = Program::compile(src).map_err(|e| EvalError::Execution(e.to_string()))?;
+    eval_program_on(object, &program)
+}
+
+/// Evaluates a compiled program with `object` as the object of a CREATE review (the libraries' tests).
+#[cfg(test)]
+pub(crate) fn eval_program_on(object: Json, program: &Program) -> Result<Value, EvalError> {
     let review = Review::for_object(object, None, policyctl_core::admission::Operation::Create);
     let activation = Activation::new(ReviewBindings::of(&review));
-    let program = Program::compile(src).map_err(|e| EvalError::Execution(e.to_string()))?;
-    activation.evaluate(&program, &Limits::default())
+    activation.evaluate(program, &Limits::default())
 }

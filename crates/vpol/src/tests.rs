@@ -757,6 +757,7 @@ spec:
     );
     let e = p.validate_payload(&envoy_request(None), &explain());
     assert_eq!(e.violations[0].message, "teapot", "{e:?}");
+}
 
 #[test]
 fn lint_refuses_an_exception_condition_with_an_unknown_identifier() {
