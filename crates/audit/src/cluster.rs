@@ -172,7 +172,7 @@ impl Wanted {
     /// Whether a listable resource may be wanted: by its kind, or by its plural (the API server's, or the one a
     /// review of an existing object derives from its kind).
     fn matches(&self, group: &str, kind: &str, plural: &str) -> bool {
-        let derived = policyctl_server::admission::plural(kind);
+        let derived = policyctl_engines::admission::plural(kind);
         let by_resource = self.resources.iter().any(|(g, r)| {
             g.as_deref().is_none_or(|g| g == group)
                 && r.as_deref().is_none_or(|r| r == plural || r == derived)
