@@ -409,6 +409,8 @@ pub struct Candidates<'a> {
 
 impl<'a> Candidates<'a> {
     fn push(&mut self, list: &'a [u32]) {
+        // At most one list per probed pattern: 4 + 8 fit.
+        debug_assert!(self.len < self.lists.len());
         if !list.is_empty() && self.len < self.lists.len() {
             self.lists[self.len] = list;
             self.len += 1;
