@@ -509,3 +509,27 @@ async fn a_policy_matching_any_kind_audits_every_listable_kind() {
         ["metrics.k8s.io/v1beta1"]
     );
 }
+
+/// A CEL policy's resource rules name what the audit lists: a ValidatingAdmissionPolicy on `ingresses` lists
+/// Ingresses only, not every kind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cel_policy_audits_the_resources_of_its_rules() {
+    let api = FakeApi::start().await;
+    api.apply_namespace("shop", &[]);
+    api.apply("shop", "settings", &[], &[]);
+    api.apply_ingress("shop", "front", "shop.example.com");
+    let vap = r#"apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {name: ingress-names}
+spec:
+  matchConstraints:
+    resourceRules:
+    - {apiGroups: [networking.k8s.io], apiVersions: [v1], operations: [CREATE, UPDATE], resources: [ingresses]}
+  validations:
+  - expression: "object.metadata.name != 'front'"
+"#;
+    let setup = setup_with(api, &[("vap.yaml", vap)]).await;
+    let done = setup.audit(ClusterAuditOptions::default()).await;
+    assert_eq!(done.kinds, ["networking.k8s.io/v1 Ingress"], "{done:?}");
+    assert_eq!(done.audit.resources, 1);
+}

@@ -131,12 +131,14 @@ impl std::fmt::Debug for ClusterAuditor {
     }
 }
 
-/// The kinds a set's validating policies may match.
+/// The kinds and resources a set's validating policies may match.
 #[derive(Debug, Default)]
 struct Wanted {
     exact: BTreeSet<(String, String)>,
     groups: BTreeSet<String>,
     kinds: BTreeSet<String>,
+    /// Resource entries: (group, plural), `None` for a wildcard.
+    resources: BTreeSet<(Option<String>, Option<String>)>,
     any: bool,
 }
 
@@ -145,6 +147,11 @@ impl Wanted {
         let mut wanted = Wanted::default();
         for policy in set.policies().iter().filter(|p| p.validates()) {
             for entry in policy.scope().entries {
+                if let Some(name) = entry.resource {
+                    // Existing objects have no subresource; keep the entry anyway (a superset is harmless).
+                    wanted.resources.insert((entry.group, name.resource));
+                    continue;
+                }
                 match (entry.group, entry.kind) {
                     (Some(group), Some(kind)) => {
                         wanted.exact.insert((group, kind));
@@ -162,8 +169,16 @@ impl Wanted {
         wanted
     }
 
-    fn matches(&self, group: &str, kind: &str) -> bool {
+    /// Whether a listable resource may be wanted: by its kind, or by its plural (the API server's, or the one a
+    /// review of an existing object derives from its kind).
+    fn matches(&self, group: &str, kind: &str, plural: &str) -> bool {
+        let derived = policyctl_engines::admission::plural(kind);
+        let by_resource = self.resources.iter().any(|(g, r)| {
+            g.as_deref().is_none_or(|g| g == group)
+                && r.as_deref().is_none_or(|r| r == plural || r == derived)
+        });
         self.any
+            || by_resource
             || self.groups.contains(group)
             || self.kinds.contains(kind)
             || self.exact.contains(&(group.to_string(), kind.to_string()))
@@ -171,16 +186,21 @@ impl Wanted {
 
     /// The groups discovery must look at; `None` for all of them.
     fn groups(&self) -> Option<BTreeSet<String>> {
-        if self.any || !self.kinds.is_empty() {
+        if self.any || !self.kinds.is_empty() || self.resources.iter().any(|(g, _)| g.is_none()) {
             return None;
         }
         let mut groups = self.groups.clone();
         groups.extend(self.exact.iter().map(|(group, _)| group.clone()));
+        groups.extend(self.resources.iter().filter_map(|(group, _)| group.clone()));
         Some(groups)
     }
 
     fn is_empty(&self) -> bool {
-        !self.any && self.exact.is_empty() && self.groups.is_empty() && self.kinds.is_empty()
+        !self.any
+            && self.exact.is_empty()
+            && self.groups.is_empty()
+            && self.kinds.is_empty()
+            && self.resources.is_empty()
     }
 }
 
@@ -401,7 +421,7 @@ impl ClusterAuditor {
             };
             for (resource, capabilities) in resources {
                 if capabilities.supports_operation(verbs::LIST)
-                    && wanted.matches(&resource.group, &resource.kind)
+                    && wanted.matches(&resource.group, &resource.kind, &resource.plural)
                 {
                     found
                         .entry((resource.group.clone(), resource.kind.clone()))

@@ -780,7 +780,8 @@ impl Policy for MutatingPolicy {
     }
 
     fn scope(&self) -> Scope {
-        Scope::any()
+        // The variants' rules (autogen's included); bindings only narrow them.
+        policyctl_vpol::common::scope_of(self.variants.iter().flat_map(|v| &v.rules))
     }
 
     fn validates(&self) -> bool {

@@ -290,6 +290,24 @@ spec:
     }
 
     #[test]
+    fn the_index_offers_its_resources_in_every_version() {
+        let built = build(POLICY);
+        assert!(built.errors.is_empty(), "{:?}", built.errors);
+        let set = policyctl_core::policy::PolicySet::new(built.policies.clone(), 1, String::new());
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default"}});
+        let review = Review::for_object(pod, None, Operation::Create);
+        assert!(set.select(&review).is_empty());
+        // The rule names v1; another version of configmaps is offered and matches (Equivalent is the default).
+        let mut other = cm("a");
+        other["apiVersion"] = json!("v2");
+        let review = Review::for_object(other, None, Operation::Create);
+        let selected = set.select(&review);
+        assert_eq!(selected.len(), 1);
+        let out = selected[0].mutate(&review, &EvalContext::default());
+        assert!(out.object.is_some(), "{out:?}");
+    }
+
+    #[test]
     fn an_unbound_policy_applies_on_its_constraints() {
         let built = build(POLICY);
         assert!(built.errors.is_empty(), "{:?}", built.errors);

@@ -361,3 +361,31 @@ fn a_cel_policy_exception_skips_mutation_and_shared_problems_are_reported_once()
     let broken = load("object.metadata.namespace ==");
     assert_eq!(broken.built.errors.len(), 1, "{:?}", broken.built.errors);
 }
+
+#[test]
+fn the_index_offers_resources_of_the_rules_autogen_included() {
+    let deployments = policy(APPLY)
+        .replace("{name: m}", "{name: deploys}")
+        .replace("apiGroups: ['']", "apiGroups: [apps]")
+        .replace("resources: [pods]", "resources: [deployments]");
+    let set = policyctl_core::policy::PolicySet::new(
+        vec![
+            Arc::new(load(&policy(APPLY))) as Arc<dyn Policy>,
+            Arc::new(load(&deployments)),
+        ],
+        1,
+        String::new(),
+    );
+    let offered = |object: Value| -> Vec<String> {
+        set.select(&Review::for_object(object, None, Operation::Create))
+            .iter()
+            .map(|p| p.info().name.clone())
+            .collect()
+    };
+    assert_eq!(offered(pod()), ["m"]);
+    let d = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                   "metadata": {"name": "d", "namespace": "default"}});
+    assert_eq!(offered(d), ["m", "deploys"]);
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}});
+    assert!(offered(cm).is_empty());
+}

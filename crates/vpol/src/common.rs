@@ -8,6 +8,7 @@ pub(crate) use policyctl_cel::checks::{
 
 use policyctl_core::admission::Review;
 use policyctl_core::policy::EvalContext;
+use policyctl_core::select::{OpSet, Scope};
 use policyctl_kyverno::matching::selector_matches;
 use policyctl_kyverno::spec::LabelSelector;
 use serde::Deserialize;
@@ -89,6 +90,34 @@ pub fn rule_matches(rule: &ResourceRule, review: &Review, equivalent: bool) -> b
             review.sub_resource.as_deref().unwrap_or(""),
         )
         && (rule.resource_names.is_empty() || rule.resource_names.contains(&review.name))
+}
+
+/// The selection scope of resource rules: every `apiGroups` × `resources` pair with the rule's operations. Versions,
+/// resource names, `scope` and exclusions only narrow a match, so the scope leaves them to [`rule_matches`], and it
+/// covers every version of a group and resource (`matchPolicy: Equivalent` included). A rule with no groups, no
+/// resources or only unknown operations matches nothing, as in [`rule_matches`].
+pub fn scope_of<'a>(rules: impl IntoIterator<Item = &'a ResourceRule>) -> Scope {
+    let mut scope = Scope::default();
+    for rule in rules {
+        let operations = if rule.operations.is_empty() {
+            OpSet::ALL
+        } else {
+            rule.operations
+                .iter()
+                .filter_map(|o| OpSet::parse(o))
+                .fold(OpSet::NONE, OpSet::union)
+        };
+        if operations == OpSet::NONE {
+            continue;
+        }
+        for group in &rule.api_groups {
+            let group = (group != "*").then_some(group.as_str());
+            for resource in &rule.resources {
+                scope.add_resource(group, resource, operations);
+            }
+        }
+    }
+    scope
 }
 
 pub(crate) fn labels_of(object: Option<&Value>) -> Option<&Map<String, Value>> {

@@ -529,7 +529,11 @@ impl Policy for ValidatingPolicy {
     }
 
     fn scope(&self) -> Scope {
-        Scope::any()
+        if self.mode.is_some() {
+            // A payload-mode policy never sees an admission request.
+            return Scope::default();
+        }
+        common::scope_of(self.variants.iter().flat_map(|v| &v.rules))
     }
 
     fn validates(&self) -> bool {

@@ -783,3 +783,48 @@ fn lint_refuses_an_exception_condition_with_an_unknown_identifier() {
         "{errors:?}"
     );
 }
+
+fn offered(policies: Vec<ValidatingPolicy>, review: &Review) -> Vec<String> {
+    let set = policyctl_core::policy::PolicySet::new(
+        policies
+            .into_iter()
+            .map(|p| Arc::new(p) as Arc<dyn Policy>)
+            .collect(),
+        1,
+        String::new(),
+    );
+    set.select(review)
+        .iter()
+        .map(|p| p.info().name.clone())
+        .collect()
+}
+
+#[test]
+fn the_index_offers_resources_of_the_rules_autogen_included_and_never_payload_policies() {
+    let deployments = POLICY
+        .replace("{name: no-latest}", "{name: deployments}")
+        .replace("apiGroups: ['']", "apiGroups: [apps]")
+        .replace("resources: [pods]", "resources: [deployments]");
+    let policies = || {
+        vec![
+            load(POLICY),
+            load(&deployments),
+            load_with_warnings(JSON_POLICY).0,
+        ]
+    };
+    let review = |object: Value| Review::for_object(object, None, Operation::Create);
+    // A Pod is offered the Pod policy only: neither the deployments policy nor the JSON-mode one.
+    assert_eq!(
+        offered(policies(), &review(pod("default", "nginx", json!({})))),
+        ["no-latest"]
+    );
+    // A Deployment is offered both: the Pod policy through autogen's rules for Pod controllers.
+    let d = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                   "metadata": {"name": "d", "namespace": "default"}});
+    assert_eq!(
+        offered(policies(), &review(d)),
+        ["no-latest", "deployments"]
+    );
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}});
+    assert!(offered(policies(), &review(cm)).is_empty());
+}

@@ -563,7 +563,8 @@ impl Policy for ValidatingAdmissionPolicy {
     }
 
     fn scope(&self) -> Scope {
-        Scope::any()
+        // Bindings only narrow the policy's own constraints.
+        crate::common::scope_of(&self.constraints.resource_rules)
     }
 
     fn validate(&self, review: &Review, ctx: &EvalContext) -> Evaluation {

@@ -405,3 +405,63 @@ fn a_validation_reason_is_carried_to_the_violation() {
     let e = eval(&p, deployment("d", "default", 3, json!({"app": "nginx"})));
     assert_eq!(e.violations[0].reason, None);
 }
+
+/// The names of the policies `set` offers `review` (the selection index, before any engine matching).
+fn offered(set: &policyctl_core::policy::PolicySet, review: &Review) -> Vec<String> {
+    set.select(review)
+        .iter()
+        .map(|p| p.info().name.clone())
+        .collect()
+}
+
+fn set_of(yamls: &[&str]) -> policyctl_core::policy::PolicySet {
+    let policies = yamls.iter().map(|y| load(y).0).collect();
+    policyctl_core::policy::PolicySet::new(policies, 1, String::new())
+}
+
+fn create(object: Value) -> Review {
+    Review::for_object(object, None, Operation::Create)
+}
+
+#[test]
+fn the_index_offers_a_policy_only_the_resources_of_its_rules() {
+    let scaled = POLICY
+        .replace("{name: replicas}", "{name: scaled}")
+        .replace("resources: [deployments]", "resources: ['*/scale']")
+        .replace("apiGroups: [apps]", "apiGroups: ['*']");
+    let set = set_of(&[POLICY, &scaled]);
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default"}});
+    assert!(offered(&set, &create(pod)).is_empty());
+    let d = deployment("d", "default", 3, json!({}));
+    assert_eq!(offered(&set, &create(d.clone())), ["replicas"]);
+    // Not on DELETE (the rule names CREATE and UPDATE).
+    assert!(offered(
+        &set,
+        &Review::for_object(d.clone(), None, Operation::Delete)
+    )
+    .is_empty());
+    // A subresource request is offered the subresource rule only.
+    let scale = create(d).with_resource(
+        policyctl_core::admission::Gvr {
+            group: "apps".into(),
+            version: "v1".into(),
+            resource: "deployments".into(),
+        },
+        Some("scale".into()),
+    );
+    assert_eq!(offered(&set, &scale), ["scaled"]);
+}
+
+#[test]
+fn the_index_offers_every_version_and_equivalent_still_matches() {
+    // The rule names v1 only; a v1beta2 request is still offered, and matches under the default Equivalent.
+    let set = set_of(&[POLICY]);
+    let mut old = deployment("d", "default", 3, json!({}));
+    old["apiVersion"] = json!("apps/v1beta2");
+    let review = create(old);
+    assert_eq!(review.resource.version, "v1beta2");
+    let selected = set.select(&review);
+    assert_eq!(selected.len(), 1);
+    let e = selected[0].validate(&review, &explain());
+    assert!(e.applied && !e.violations.is_empty(), "{e:?}");
+}

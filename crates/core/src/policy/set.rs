@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::{Policy, PolicyInfo, SourceFile};
 use crate::admission::Review;
-use crate::select::Index;
+use crate::select::{Index, Target};
 
 /// A complete, immutable set of loaded policies with its selection index.
 ///
@@ -73,12 +73,9 @@ impl PolicySet {
 
     /// The policies that may match `review`, in set order.
     pub fn select(&self, review: &Review) -> Vec<&Arc<dyn Policy>> {
-        let candidates =
-            self.index
-                .candidates(&review.kind.group, &review.kind.kind, &review.operation);
-        candidates
-            .iter()
-            .filter_map(|&i| self.policies.get(i as usize))
+        self.index
+            .candidates(&Target::of(review))
+            .filter_map(|i| self.policies.get(i as usize))
             .collect()
     }
 
