@@ -429,57 +429,6 @@ fn is_dotted_ref(src: &str, arg: &[Token]) -> bool {
         })
 }
 
-/// D6: whether a module defines a rule or function with a value more than once (`f(x) = 1 { … }` and
-/// `f(x) = 2 { … }`). When two such definitions give different values for the same input, OPA (and the regorus
-/// interpreter) raise a conflict error, which Gatekeeper turns into a denial; the regorus VM makes the rule undefined
-/// instead, silently. Templates with such definitions are therefore run on the interpreter.
-pub fn has_multi_value_definitions(src: &str) -> bool {
-    let tokens = lex(src);
-    let (matching, _) = structure(&tokens);
-    let mut seen: Vec<String> = Vec::new();
-    for (first, groups, _) in statements(src, &tokens, &matching) {
-        let Some(head) = tokens.get(first).filter(|t| t.kind == Kind::Word) else {
-            continue;
-        };
-        if matches!(head.text(src), "package" | "import" | "default") {
-            continue;
-        }
-        let head_end = groups
-            .iter()
-            .find(|g| g.body)
-            .map(|g| g.open)
-            .unwrap_or(tokens.len());
-        let mut name = head.text(src).to_string();
-        let mut k = first + 1;
-        while tokens.get(k).is_some_and(|t| t.is_op(src, "."))
-            && tokens.get(k + 1).is_some_and(|t| t.kind == Kind::Word)
-        {
-            name.push('.');
-            name.push_str(tokens[k + 1].text(src));
-            k += 2;
-        }
-        // Skip the argument or key group, then look for `=` / `:=` before the body.
-        if let Some(close) = tokens
-            .get(k)
-            .filter(|t| matches!(t.kind, Kind::Open(_)))
-            .and_then(|_| matching.get(k).copied().flatten())
-        {
-            k = close + 1;
-        }
-        let valued = tokens
-            .get(k)
-            .is_some_and(|t| (t.is_op(src, "=") || t.is_op(src, ":=")) && k < head_end);
-        if !valued {
-            continue;
-        }
-        if seen.contains(&name) {
-            return true;
-        }
-        seen.push(name);
-    }
-    false
-}
-
 /// D5: `f(args)` or `p[key]` with no body and no value → `f(args) { true }`.
 fn give_bodies_to_bodyless_definitions(checked: &mut Checked, v0: bool) {
     let src = checked.source.clone();
@@ -801,22 +750,7 @@ mod tests {
             let _ = check(prefix, true);
             let _ = check(prefix, false);
             let _ = disallowed_data_refs(prefix);
-            let _ = has_multi_value_definitions(prefix);
         }
-    }
-
-    #[test]
-    fn multi_value_definitions_are_found() {
-        assert!(has_multi_value_definitions(
-            "package t\nf(x) = 1 { x }\nf(x) = 2 { x }\n"
-        ));
-        assert!(has_multi_value_definitions(
-            "package t\nv := 1 { input.a }\nv := 2 { input.b }\n"
-        ));
-        assert!(!has_multi_value_definitions("package t\nf(x) { x }\nf(x) { not x }\nviolation[{\"msg\": m}] { m := 1 }\nviolation[{\"msg\": m}] { m := 2 }\n"));
-        assert!(!has_multi_value_definitions(
-            "package t\nf(x) = 1 { x }\ng(x) = 2 { x }\n"
-        ));
     }
 
     #[test]

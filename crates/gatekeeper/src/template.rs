@@ -434,7 +434,6 @@ impl Template {
             modules.push((lib_field.clone(), format!("{origin}/{lib_field}"), lib));
         }
         let mut package = String::new();
-        let mut multi_value = false;
         let mut reads_inventory = false;
         for (index, (field, path, text)) in modules.into_iter().enumerate() {
             if let Some(err) =
@@ -456,7 +455,6 @@ impl Template {
             }
             reads_inventory |= divergence::reads_inventory(&text);
             let checked = divergence::check(&text, v0);
-            multi_value |= divergence::has_multi_value_definitions(&checked.source);
             for warning in checked.warnings {
                 warnings.push(doc.error_at(&field, warning));
             }
@@ -510,9 +508,7 @@ impl Template {
                 ])
             }
         };
-        let (vm, interpreter_reason) = if multi_value {
-            (None, Some("a rule or function is defined with a value more than once (regorus divergence D6)".into()))
-        } else {
+        let (vm, interpreter_reason) =
             match regorus::languages::rego::compiler::Compiler::compile_from_policy(
                 &compiled,
                 &[rule.as_str()],
@@ -529,8 +525,7 @@ impl Template {
                     None,
                     Some(format!("the VM compiler rejects the template: {err}")),
                 ),
-            }
-        };
+            };
         let template = Template {
             name: parsed.metadata.name,
             kind,

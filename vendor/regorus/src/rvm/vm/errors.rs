@@ -18,6 +18,16 @@ pub enum VmError {
         pc: usize,
     },
 
+    /// Two definitions (or bodies) of a complete rule produced different values. OPA reports this as an
+    /// evaluation error (`eval_conflict_error`), as does the regorus interpreter; the rule is not undefined.
+    #[error("eval_conflict_error: complete rules must not produce multiple outputs (rule {rule}, pc={pc})")]
+    ConflictingRuleValues { rule: String, pc: usize },
+
+    /// Two definitions of a function produced different values for the same arguments. OPA reports this as an
+    /// evaluation error (`eval_conflict_error`), as does the regorus interpreter; the call is not undefined.
+    #[error("eval_conflict_error: functions must not produce multiple outputs for same inputs (function {function}, pc={pc})")]
+    ConflictingFunctionValues { function: String, pc: usize },
+
     #[error("Execution exceeded time limit (elapsed={elapsed:?}, limit={limit:?}, pc={pc})")]
     TimeLimitExceeded {
         elapsed: Duration,

@@ -565,7 +565,12 @@ impl RegoVM {
                     }
                 }
                 Ok(InstructionOutcome::Break) => {
-                    self.handle_instruction_break(last_result)?;
+                    // Finishing a rule body can fail (conflicting rule values); the
+                    // evaluation ends as it does for an unabsorbed instruction error.
+                    if let Err(err) = self.handle_instruction_break(last_result) {
+                        self.execution_stack.clear();
+                        return Err(err);
+                    }
                     if self.execution_stack.is_empty() {
                         break;
                     }

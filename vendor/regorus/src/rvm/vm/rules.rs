@@ -17,18 +17,38 @@ use super::execution_model::{
 use super::machine::RegoVM;
 
 impl RegoVM {
-    /// Returns true if the error represents a resource-limit violation that
-    /// must never be silently absorbed by rule evaluation.
+    /// Returns true if the error must never be silently absorbed by rule
+    /// evaluation: resource-limit violations, and conflicting values of a
+    /// complete rule or function (an evaluation error in OPA, not a failed
+    /// body).
     pub(super) const fn is_fatal_vm_error(err: &VmError) -> bool {
         matches!(
             err,
-            VmError::TimeLimitExceeded { .. }
+            VmError::ConflictingRuleValues { .. }
+                | VmError::ConflictingFunctionValues { .. }
+                | VmError::TimeLimitExceeded { .. }
                 | VmError::MemoryLimitExceeded { .. }
                 | VmError::MemoryBudgetExceeded { .. }
                 | VmError::RegexSizeLimitExceeded { .. }
                 | VmError::InstructionLimitExceeded { .. }
                 | VmError::NumericOverflow { .. }
         )
+    }
+
+    /// The error for a complete rule or function whose definitions produced
+    /// different values.
+    fn conflict_error(&self, rule_info: &RuleInfo) -> VmError {
+        if rule_info.function_info.is_some() {
+            VmError::ConflictingFunctionValues {
+                function: rule_info.name.clone(),
+                pc: self.pc,
+            }
+        } else {
+            VmError::ConflictingRuleValues {
+                rule: rule_info.name.clone(),
+                pc: self.pc,
+            }
+        }
     }
 
     /// Restore VM state that was swapped out for rule execution.
@@ -54,9 +74,8 @@ impl RegoVM {
         rule_definitions: &[Vec<u32>],
         rule_info: &RuleInfo,
         function_call_params: Option<&FunctionCallParams>,
-    ) -> Result<(Value, bool)> {
+    ) -> Result<Value> {
         let mut first_successful_result: Option<Value> = None;
-        let mut rule_failed_due_to_inconsistency = false;
         let is_function_call = rule_info.function_info.is_some();
         let result_reg = rule_info.result_reg;
 
@@ -128,12 +147,23 @@ impl RegoVM {
                     Ok(_) => {
                         if matches!(rule_info.rule_type, RuleType::Complete) || is_function_call {
                             let current_result = self.get_register(result_reg)?.clone();
-                            if current_result != Value::Undefined {
+                            if current_result == Value::Undefined {
+                                // The body ran to its end but its value is undefined
+                                // (e.g. `t := c.a.b` with `c.a` missing): the body
+                                // failed, so the next `else` is tried, as in OPA.
+                                continue;
+                            }
+                            {
                                 if let Some(ref expected) = first_successful_result {
                                     if *expected != current_result {
-                                        rule_failed_due_to_inconsistency = true;
-                                        self.set_register(result_reg, Value::Undefined)?;
-                                        break;
+                                        // A conflict is an evaluation error (OPA's
+                                        // eval_conflict_error), not an undefined rule.
+                                        let err = self.conflict_error(rule_info);
+                                        self.restore_rule_state(
+                                            &mut previous_loop_stack,
+                                            &mut previous_comprehension_stack,
+                                        );
+                                        return Err(err);
                                     }
                                 } else {
                                     first_successful_result = Some(current_result.clone());
@@ -177,15 +207,9 @@ impl RegoVM {
                     Err(_e) => {}
                 }
             }
-
-            if rule_failed_due_to_inconsistency {
-                break;
-            }
         }
 
-        let final_result = if rule_failed_due_to_inconsistency {
-            Value::Undefined
-        } else if let Some(successful_result) = first_successful_result {
+        let final_result = if let Some(successful_result) = first_successful_result {
             successful_result
         } else {
             self.get_register(result_reg)?.clone()
@@ -202,7 +226,7 @@ impl RegoVM {
         self.loop_stack = previous_loop_stack;
         self.comprehension_stack = previous_comprehension_stack;
 
-        Ok((final_result, rule_failed_due_to_inconsistency))
+        Ok(final_result)
     }
 
     pub(super) fn execute_call_rule_common(
@@ -287,8 +311,11 @@ impl RegoVM {
             current_body_index: 0,
         });
 
-        let (final_result, rule_failed_due_to_inconsistency) = self
-            .execute_rule_definitions_common(&rule_definitions, &rule_info, function_call_params)?;
+        let final_result = self.execute_rule_definitions_common(
+            &rule_definitions,
+            &rule_info,
+            function_call_params,
+        )?;
 
         self.set_register(dest, Value::Undefined)?;
 
@@ -311,15 +338,9 @@ impl RegoVM {
         }
         self.pc = call_context.return_pc;
 
-        let result_from_rule = if !rule_failed_due_to_inconsistency {
-            final_result
-        } else {
-            Value::Undefined
-        };
+        self.set_register(dest, final_result)?;
 
-        self.set_register(dest, result_from_rule.clone())?;
-
-        if self.get_register(dest)? == &Value::Undefined && !rule_failed_due_to_inconsistency {
+        if self.get_register(dest)? == &Value::Undefined {
             match call_context.rule_type {
                 RuleType::PartialSet => {
                     self.set_register(dest, Value::new_set())?;
@@ -677,8 +698,6 @@ impl RegoVM {
         frame_data: &mut RuleFrameData,
         rule_info: &RuleInfo,
     ) -> Result<Option<usize>> {
-        frame_data.any_body_succeeded = true;
-
         if matches!(frame_data.rule_type, RuleType::Complete) || frame_data.is_function_rule {
             let current_result = self
                 .registers
@@ -686,15 +705,20 @@ impl RegoVM {
                 .cloned()
                 .unwrap_or(Value::Undefined);
 
-            if current_result != Value::Undefined {
+            if current_result == Value::Undefined {
+                // The body ran to its end but its value is undefined (e.g.
+                // `t := c.a.b` with `c.a` missing): the body failed, so the next
+                // `else` is tried, as in OPA.
+                return self.rule_frame_after_failure(frame_data, rule_info);
+            }
+            frame_data.any_body_succeeded = true;
+            {
                 if let Some(ref expected) = frame_data.accumulated_result {
                     if *expected != current_result {
+                        // A conflict is an evaluation error (OPA's
+                        // eval_conflict_error), not an undefined rule.
                         frame_data.rule_failed_due_to_inconsistency = true;
-                        if let Some(result_slot) =
-                            self.registers.get_mut(usize::from(frame_data.result_reg))
-                        {
-                            *result_slot = Value::Undefined;
-                        }
+                        return Err(self.conflict_error(rule_info));
                     }
                 } else {
                     frame_data.accumulated_result = Some(current_result);
@@ -707,6 +731,8 @@ impl RegoVM {
                     }
                 }
             }
+        } else {
+            frame_data.any_body_succeeded = true;
         }
 
         if let Some(definition_bodies) = rule_info
