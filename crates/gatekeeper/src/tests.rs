@@ -885,8 +885,16 @@ fn conflicting_helper_values_are_an_error_on_the_vm_as_on_the_interpreter() {
             )
         };
         // Several definitions agree ("xii" ends with both "i" and "ii"): their value.
-        assert_eq!(check("xii"), Ok(vec![Violation::deny("suffix i")]), "{evaluator:?}");
-        assert_eq!(check("mx"), Ok(vec![Violation::deny("suffix m")]), "{evaluator:?}");
+        assert_eq!(
+            check("xii"),
+            Ok(vec![Violation::deny("suffix i")]),
+            "{evaluator:?}"
+        );
+        assert_eq!(
+            check("mx"),
+            Ok(vec![Violation::deny("suffix m")]),
+            "{evaluator:?}"
+        );
         assert_eq!(check("xx"), Ok(vec![]), "{evaluator:?}");
         // Two definitions disagree ("mi"): an evaluation error (a denial under the default failure policy), as
         // in OPA, never an undefined helper that silently allows.

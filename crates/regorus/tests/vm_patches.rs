@@ -6,12 +6,22 @@ use regorus::rvm::RegoVM;
 use regorus::Value;
 
 /// Evaluate `rule` of a Rego v1 module on the VM, in the given execution mode.
-fn vm(module: &str, rule: &str, input: serde_json::Value, mode: ExecutionMode) -> Result<Value, VmError> {
+fn vm(
+    module: &str,
+    rule: &str,
+    input: serde_json::Value,
+    mode: ExecutionMode,
+) -> Result<Value, VmError> {
     let mut engine = regorus::Engine::new();
-    engine.add_policy("m.rego".into(), module.into()).expect("parses");
-    let compiled = engine.compile_with_entrypoint(&rule.into()).expect("compiles");
-    let program = regorus::languages::rego::compiler::Compiler::compile_from_policy(&compiled, &[rule])
-        .expect("the VM compiler accepts the module");
+    engine
+        .add_policy("m.rego".into(), module.into())
+        .expect("parses");
+    let compiled = engine
+        .compile_with_entrypoint(&rule.into())
+        .expect("compiles");
+    let program =
+        regorus::languages::rego::compiler::Compiler::compile_from_policy(&compiled, &[rule])
+            .expect("the VM compiler accepts the module");
     let mut machine = RegoVM::new_with_policy(compiled);
     machine.load_program(program);
     machine.set_execution_mode(mode);
@@ -22,7 +32,9 @@ fn vm(module: &str, rule: &str, input: serde_json::Value, mode: ExecutionMode) -
 /// Evaluate `rule` on the interpreter.
 fn interpreter(module: &str, rule: &str, input: serde_json::Value) -> Result<Value, String> {
     let mut engine = regorus::Engine::new();
-    engine.add_policy("m.rego".into(), module.into()).expect("parses");
+    engine
+        .add_policy("m.rego".into(), module.into())
+        .expect("parses");
     engine.set_input(policyctl_regorus::to_rego(&input));
     engine.eval_rule(rule.into()).map_err(|e| e.to_string())
 }
@@ -48,10 +60,20 @@ guarded if not level == "c"
 fn conflicting_function_values_are_an_error_on_the_vm_as_on_the_interpreter() {
     for mode in MODES {
         // One definition applies: its value.
-        let one = vm(FUNCTIONS, "data.t.s", serde_json::json!({"q": "mx"}), mode.clone());
+        let one = vm(
+            FUNCTIONS,
+            "data.t.s",
+            serde_json::json!({"q": "mx"}),
+            mode.clone(),
+        );
         assert_eq!(one, Ok(Value::from("m")), "{mode:?}");
         // Both apply with different values: an error, not an undefined rule.
-        let both = vm(FUNCTIONS, "data.t.s", serde_json::json!({"q": "mi"}), mode.clone());
+        let both = vm(
+            FUNCTIONS,
+            "data.t.s",
+            serde_json::json!({"q": "mi"}),
+            mode.clone(),
+        );
         match both {
             Err(VmError::ConflictingFunctionValues { ref function, .. }) => {
                 assert_eq!(function, "data.t.suffix", "{mode:?}")
@@ -59,23 +81,50 @@ fn conflicting_function_values_are_an_error_on_the_vm_as_on_the_interpreter() {
             other => panic!("{mode:?}: {other:?}"),
         }
         let text = both.map_err(|e| e.to_string()).expect_err("conflict");
-        assert!(text.contains("eval_conflict_error: functions must not produce multiple outputs for same inputs"), "{text}");
+        assert!(
+            text.contains(
+                "eval_conflict_error: functions must not produce multiple outputs for same inputs"
+            ),
+            "{text}"
+        );
         // Both apply with the same value: that value.
-        let same = vm(FUNCTIONS, "data.t.t", serde_json::json!({"q": "mi"}), mode.clone());
+        let same = vm(
+            FUNCTIONS,
+            "data.t.t",
+            serde_json::json!({"q": "mi"}),
+            mode.clone(),
+        );
         assert_eq!(same, Ok(Value::from("x")), "{mode:?}");
     }
-    let text = interpreter(FUNCTIONS, "data.t.s", serde_json::json!({"q": "mi"})).expect_err("conflict");
-    assert!(text.contains("functions must not produce multiple outputs for same inputs"), "{text}");
-    assert_eq!(interpreter(FUNCTIONS, "data.t.t", serde_json::json!({"q": "mi"})), Ok(Value::from("x")));
+    let text =
+        interpreter(FUNCTIONS, "data.t.s", serde_json::json!({"q": "mi"})).expect_err("conflict");
+    assert!(
+        text.contains("functions must not produce multiple outputs for same inputs"),
+        "{text}"
+    );
+    assert_eq!(
+        interpreter(FUNCTIONS, "data.t.t", serde_json::json!({"q": "mi"})),
+        Ok(Value::from("x"))
+    );
 }
 
 #[test]
 fn conflicting_complete_rule_values_are_an_error_even_under_not() {
     for mode in MODES {
-        let one = vm(RULES, "data.t.level", serde_json::json!({"a": true}), mode.clone());
+        let one = vm(
+            RULES,
+            "data.t.level",
+            serde_json::json!({"a": true}),
+            mode.clone(),
+        );
         assert_eq!(one, Ok(Value::from("a")), "{mode:?}");
         for rule in ["data.t.level", "data.t.guarded"] {
-            let both = vm(RULES, rule, serde_json::json!({"a": true, "b": true}), mode.clone());
+            let both = vm(
+                RULES,
+                rule,
+                serde_json::json!({"a": true, "b": true}),
+                mode.clone(),
+            );
             assert!(
                 matches!(both, Err(VmError::ConflictingRuleValues { ref rule, .. }) if rule == "data.t.level"),
                 "{mode:?} {rule}: {both:?}"
@@ -83,7 +132,8 @@ fn conflicting_complete_rule_values_are_an_error_even_under_not() {
         }
     }
     for rule in ["data.t.level", "data.t.guarded"] {
-        let text = interpreter(RULES, rule, serde_json::json!({"a": true, "b": true})).expect_err("conflict");
+        let text = interpreter(RULES, rule, serde_json::json!({"a": true, "b": true}))
+            .expect_err("conflict");
         assert!(text.contains("rule conflicts with rule"), "{rule}: {text}");
     }
 }
@@ -104,8 +154,16 @@ fn else_is_tried_after_an_undefined_reference() {
             ("data.t.s", serde_json::json!({"a": {"b": 1}}), "one"),
             ("data.t.s", serde_json::json!({}), "default"),
         ] {
-            assert_eq!(vm(ELSE, rule, input.clone(), mode.clone()), Ok(Value::from(want)), "{mode:?} {rule} {input}");
-            assert_eq!(interpreter(ELSE, rule, input.clone()), Ok(Value::from(want)), "{rule} {input}");
+            assert_eq!(
+                vm(ELSE, rule, input.clone(), mode.clone()),
+                Ok(Value::from(want)),
+                "{mode:?} {rule} {input}"
+            );
+            assert_eq!(
+                interpreter(ELSE, rule, input.clone()),
+                Ok(Value::from(want)),
+                "{rule} {input}"
+            );
         }
     }
 }

@@ -11,10 +11,11 @@
 //! | D3 | `sprintf` with more verbs than arguments (or more arguments than verbs) is undefined, so the violation silently disappears | literal format and argument list: rewrite the format so regorus renders what Go renders (`%!v(MISSING)`, `%!(EXTRA …)`); any other call: routed through a helper that counts at run time and renders the format with `%!(BADARGS …)` on a mismatch (never undefined); both reported as warnings |
 //! | D4 | `not f(a.b)` with `a.b` undefined is true in the interpreter, undefined in OPA | rewrite: hoist plain dotted refs out of the negated call (`__policyctl_h1 := a.b; not f(__policyctl_h1)`) |
 //! | D5 | body-less definitions `f("a", _)` are undefined in the VM | rewrite: give them an explicit `{ true }` body (`if { true }` in v1) |
-//! | D6 | conflicting values of a rule or function are an error in OPA (a denial in Gatekeeper), undefined in the VM | templates that define a valued rule or function more than once run on the interpreter, which reports the conflict as OPA does |
+//! | D6 | conflicting values of a rule or function are an error in OPA (a denial in Gatekeeper), undefined in regorus 0.14.1's VM | fixed in the vendored regorus (vendor/regorus/POLICYCTL-PATCHES.md): the VM ends the evaluation with `eval_conflict_error`, as the interpreter and OPA do |
+//! | D7 | in the VM, an `else` was not tried when the body before it ran to its end with an undefined value (`f(c) = t { t := c.a.b } else = t { t := "default" }` with `c.a` missing was undefined; OPA gives `"default"`) | fixed in the vendored regorus (same file) |
 //!
 //! Templates run on the regorus VM (about 2.5 times faster than the interpreter on the benchmark); a template the VM
-//! compiler rejects, or one with several valued definitions of a rule (D6), runs on the interpreter.
+//! compiler rejects (e.g. `with`) runs on the interpreter.
 //!
 //! What remains:
 //! - a single valued definition that produces several values (`v = x { x := xs[_] }`) is a conflict error in OPA but
@@ -24,13 +25,9 @@
 //!   text;
 //! - D4 is only handled for dotted refs as call arguments (a ref with brackets is left alone, because hoisting `a[_]`
 //!   would change iteration); D1 and D4 are only handled directly in rule bodies, not inside comprehensions;
-//! - a multi-body rule that also uses `else` is left as it is and reported;
-//! - in the VM, an `else` is not tried when the body before it fails on an undefined reference in an assignment
-//!   (`f(c) = t { t := c.a.b } else = t { t := "default" }` with `c.a` missing is undefined, OPA gives
-//!   `"default"`); a body that fails on a false comparison or an undefined set lookup does reach its `else`. Not yet
-//!   detected: such templates run on the VM as they are.
+//! - a multi-body rule that also uses `else` is left as it is and reported.
 
-use super::lexer::{lex, one_line, structure, Kind, Token};
+use crate::lexer::{lex, one_line, structure, Kind, Token};
 
 /// The outcome of checking a module.
 #[derive(Debug, Default, Clone, PartialEq)]
