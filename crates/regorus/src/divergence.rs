@@ -1,8 +1,8 @@
-//! Where regorus 0.14 and OPA disagree on template Rego, and what we do about each difference before a template is
-//! compiled. Every rewrite keeps the line count (so regorus' error positions still point at the user's lines). The
-//! rewrites of rare constructs (D1, D2, D3) are reported as load warnings, so `policyctl lint` and the server log show
-//! what was changed; the D4 and D5 rewrites are applied silently, because those constructs are common and the
-//! rewrites give exactly OPA's meaning.
+//! Where regorus 0.14 and OPA disagree on Rego, and what we do about each difference before a Gatekeeper template or a
+//! plain Rego module is compiled (both engines call [`check`]). Every rewrite keeps the line count (so regorus' error
+//! positions still point at the user's lines). The rewrites of rare constructs (D1, D2, D3) are reported as load
+//! warnings, so `policyctl lint` and the server log show what was changed; the D4 and D5 rewrites are applied silently,
+//! because those constructs are common and the rewrites give exactly OPA's meaning.
 //!
 //! | id | difference | handling |
 //! |---|---|---|
@@ -14,8 +14,8 @@
 //! | D6 | conflicting values of a rule or function are an error in OPA (a denial in Gatekeeper), undefined in regorus 0.14.1's VM | fixed in the vendored regorus (vendor/regorus/POLICYCTL-PATCHES.md): the VM ends the evaluation with `eval_conflict_error`, as the interpreter and OPA do |
 //! | D7 | in the VM, an `else` was not tried when the body before it ran to its end with an undefined value (`f(c) = t { t := c.a.b } else = t { t := "default" }` with `c.a` missing was undefined; OPA gives `"default"`) | fixed in the vendored regorus (same file) |
 //!
-//! Templates run on the regorus VM (about 2.5 times faster than the interpreter on the benchmark); a template the VM
-//! compiler rejects (e.g. `with`) runs on the interpreter.
+//! Templates and plain Rego packages run on the regorus VM (about 2.5 times faster than the interpreter on the
+//! benchmark); one the VM compiler rejects (e.g. `with`) runs on the interpreter.
 //!
 //! What remains:
 //! - a single valued definition that produces several values (`v = x { x := xs[_] }`) is a conflict error in OPA but

@@ -153,25 +153,23 @@ impl RegoVM {
                                 // failed, so the next `else` is tried, as in OPA.
                                 continue;
                             }
-                            {
-                                if let Some(ref expected) = first_successful_result {
-                                    if *expected != current_result {
-                                        // A conflict is an evaluation error (OPA's
-                                        // eval_conflict_error), not an undefined rule.
-                                        let err = self.conflict_error(rule_info);
-                                        self.restore_rule_state(
-                                            &mut previous_loop_stack,
-                                            &mut previous_comprehension_stack,
-                                        );
-                                        return Err(err);
-                                    }
-                                } else {
-                                    first_successful_result = Some(current_result.clone());
-                                    // All definitions produce the same static value;
-                                    // no need to verify consistency with the rest.
-                                    if rule_info.early_exit_on_first_success {
-                                        break 'outer;
-                                    }
+                            if let Some(ref expected) = first_successful_result {
+                                if *expected != current_result {
+                                    // A conflict is an evaluation error (OPA's
+                                    // eval_conflict_error), not an undefined rule.
+                                    let err = self.conflict_error(rule_info);
+                                    self.restore_rule_state(
+                                        &mut previous_loop_stack,
+                                        &mut previous_comprehension_stack,
+                                    );
+                                    return Err(err);
+                                }
+                            } else {
+                                first_successful_result = Some(current_result.clone());
+                                // All definitions produce the same static value;
+                                // no need to verify consistency with the rest.
+                                if rule_info.early_exit_on_first_success {
+                                    break 'outer;
                                 }
                             }
                         }
@@ -712,23 +710,21 @@ impl RegoVM {
                 return self.rule_frame_after_failure(frame_data, rule_info);
             }
             frame_data.any_body_succeeded = true;
-            {
-                if let Some(ref expected) = frame_data.accumulated_result {
-                    if *expected != current_result {
-                        // A conflict is an evaluation error (OPA's
-                        // eval_conflict_error), not an undefined rule.
-                        frame_data.rule_failed_due_to_inconsistency = true;
-                        return Err(self.conflict_error(rule_info));
-                    }
-                } else {
-                    frame_data.accumulated_result = Some(current_result);
-                    // All definitions produce the same static value;
-                    // skip remaining definitions.
-                    if rule_info.early_exit_on_first_success {
-                        frame_data.current_definition_index = frame_data.total_definitions;
-                        frame_data.phase = RuleFramePhase::Finalizing;
-                        return Ok(None);
-                    }
+            if let Some(ref expected) = frame_data.accumulated_result {
+                if *expected != current_result {
+                    // A conflict is an evaluation error (OPA's
+                    // eval_conflict_error), not an undefined rule.
+                    frame_data.rule_failed_due_to_inconsistency = true;
+                    return Err(self.conflict_error(rule_info));
+                }
+            } else {
+                frame_data.accumulated_result = Some(current_result);
+                // All definitions produce the same static value;
+                // skip remaining definitions.
+                if rule_info.early_exit_on_first_success {
+                    frame_data.current_definition_index = frame_data.total_definitions;
+                    frame_data.phase = RuleFramePhase::Finalizing;
+                    return Ok(None);
                 }
             }
         } else {
