@@ -60,20 +60,10 @@ guarded if not level == "c"
 fn conflicting_function_values_are_an_error_on_the_vm_as_on_the_interpreter() {
     for mode in MODES {
         // One definition applies: its value.
-        let one = vm(
-            FUNCTIONS,
-            "data.t.s",
-            serde_json::json!({"q": "mx"}),
-            mode.clone(),
-        );
+        let one = vm(FUNCTIONS, "data.t.s", serde_json::json!({"q": "mx"}), mode);
         assert_eq!(one, Ok(Value::from("m")), "{mode:?}");
         // Both apply with different values: an error, not an undefined rule.
-        let both = vm(
-            FUNCTIONS,
-            "data.t.s",
-            serde_json::json!({"q": "mi"}),
-            mode.clone(),
-        );
+        let both = vm(FUNCTIONS, "data.t.s", serde_json::json!({"q": "mi"}), mode);
         match both {
             Err(VmError::ConflictingFunctionValues { ref function, .. }) => {
                 assert_eq!(function, "data.t.suffix", "{mode:?}")
@@ -88,12 +78,7 @@ fn conflicting_function_values_are_an_error_on_the_vm_as_on_the_interpreter() {
             "{text}"
         );
         // Both apply with the same value: that value.
-        let same = vm(
-            FUNCTIONS,
-            "data.t.t",
-            serde_json::json!({"q": "mi"}),
-            mode.clone(),
-        );
+        let same = vm(FUNCTIONS, "data.t.t", serde_json::json!({"q": "mi"}), mode);
         assert_eq!(same, Ok(Value::from("x")), "{mode:?}");
     }
     let text =
@@ -111,20 +96,10 @@ fn conflicting_function_values_are_an_error_on_the_vm_as_on_the_interpreter() {
 #[test]
 fn conflicting_complete_rule_values_are_an_error_even_under_not() {
     for mode in MODES {
-        let one = vm(
-            RULES,
-            "data.t.level",
-            serde_json::json!({"a": true}),
-            mode.clone(),
-        );
+        let one = vm(RULES, "data.t.level", serde_json::json!({"a": true}), mode);
         assert_eq!(one, Ok(Value::from("a")), "{mode:?}");
         for rule in ["data.t.level", "data.t.guarded"] {
-            let both = vm(
-                RULES,
-                rule,
-                serde_json::json!({"a": true, "b": true}),
-                mode.clone(),
-            );
+            let both = vm(RULES, rule, serde_json::json!({"a": true, "b": true}), mode);
             assert!(
                 matches!(both, Err(VmError::ConflictingRuleValues { ref rule, .. }) if rule == "data.t.level"),
                 "{mode:?} {rule}: {both:?}"
@@ -155,7 +130,7 @@ fn else_is_tried_after_an_undefined_reference() {
             ("data.t.s", serde_json::json!({}), "default"),
         ] {
             assert_eq!(
-                vm(ELSE, rule, input.clone(), mode.clone()),
+                vm(ELSE, rule, input.clone(), mode),
                 Ok(Value::from(want)),
                 "{mode:?} {rule} {input}"
             );
