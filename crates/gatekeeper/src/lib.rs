@@ -37,8 +37,8 @@ use policyctl_core::{admission, engine, policy, select};
 use policyctl_regorus as support;
 
 pub mod constraint;
-pub mod divergence;
-mod lexer;
+/// The regorus/OPA divergences and their handling, shared with plain Rego.
+pub use support::divergence;
 pub mod matching;
 pub mod review;
 pub mod schema;

@@ -1,6 +1,5 @@
 //! ConstraintTemplates: parse, check and compile once into a prepared regorus engine.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -207,23 +206,6 @@ pub enum Evaluator {
     Interpreter,
 }
 
-/// The VM form of a template: the program and a pool of machines, one per concurrent evaluation.
-struct VmProgram {
-    program: Arc<regorus::rvm::Program>,
-    policy: regorus::CompiledPolicy,
-    pool: Mutex<Vec<regorus::rvm::RegoVM>>,
-}
-
-/// The instruction cap of the VM: high, because the time limit is the real bound.
-const VM_MAX_INSTRUCTIONS: usize = 100_000_000;
-
-/// Work units between two clock reads of the time limit: reading the clock every 32 units cost about 10 % of a
-/// typical review; every 256 units the limit is still checked many times per millisecond.
-const TIMER_CHECK_INTERVAL: u32 = 256;
-
-/// Machines kept per template for reuse.
-const VM_POOL_SIZE: usize = 16;
-
 /// A compiled ConstraintTemplate.
 pub struct Template {
     /// `metadata.name`.
@@ -243,7 +225,7 @@ pub struct Template {
     /// `data.<package>.violation`.
     rule: String,
     /// The VM program, when the VM compiler accepts the template.
-    vm: Option<VmProgram>,
+    vm: Option<support::vm::Vm>,
     /// The CEL code, when it runs instead of the Rego.
     pub cel: Option<CelCode>,
     /// Why the template runs on the interpreter, when it does.
@@ -436,7 +418,6 @@ impl Template {
             modules.push((lib_field.clone(), format!("{origin}/{lib_field}"), lib));
         }
         let mut package = String::new();
-        let mut multi_value = false;
         let mut reads_inventory = false;
         for (index, (field, path, text)) in modules.into_iter().enumerate() {
             if let Some(err) =
@@ -458,7 +439,6 @@ impl Template {
             }
             reads_inventory |= divergence::reads_inventory(&text);
             let checked = divergence::check(&text, v0);
-            multi_value |= divergence::has_multi_value_definitions(&checked.source);
             for warning in checked.warnings {
                 warnings.push(doc.error_at(&field, warning));
             }
@@ -512,26 +492,12 @@ impl Template {
                 ])
             }
         };
-        let (vm, interpreter_reason) = if multi_value {
-            (None, Some("a rule or function is defined with a value more than once (regorus divergence D6)".into()))
-        } else {
-            match regorus::languages::rego::compiler::Compiler::compile_from_policy(
-                &compiled,
-                &[rule.as_str()],
-            ) {
-                Ok(program) => (
-                    Some(VmProgram {
-                        program,
-                        policy: compiled,
-                        pool: Mutex::new(Vec::new()),
-                    }),
-                    None,
-                ),
-                Err(err) => (
-                    None,
-                    Some(format!("the VM compiler rejects the template: {err}")),
-                ),
-            }
+        let (vm, interpreter_reason) = match support::vm::Vm::compile(&compiled, &[rule.as_str()]) {
+            Ok(vm) => (Some(vm), None),
+            Err(err) => (
+                None,
+                Some(format!("the VM compiler rejects the template: {err}")),
+            ),
         };
         let template = Template {
             name: parsed.metadata.name,
@@ -571,16 +537,11 @@ impl Template {
         data: Option<&regorus::Value>,
         timeout: Duration,
     ) -> Result<Vec<TemplateResult>, EvalError> {
-        let timer = regorus::utils::limits::ExecutionTimerConfig {
-            limit: timeout,
-            check_interval: std::num::NonZeroU32::new(TIMER_CHECK_INTERVAL)
-                .unwrap_or(std::num::NonZeroU32::MIN),
-        };
         let value = match &self.vm {
-            Some(vm) => self.evaluate_vm(vm, input, data, timer)?,
+            Some(vm) => vm.eval(None, input, data, timeout)?,
             None => {
                 let mut engine = self.engine.clone();
-                engine.set_execution_timer_config(timer);
+                support::set_time_limit(&mut engine, timeout);
                 if let Some(data) = data {
                     engine
                         .add_data(data.clone())
@@ -594,70 +555,6 @@ impl Template {
         };
         Ok(results(&value))
     }
-
-    fn evaluate_vm(
-        &self,
-        vm: &VmProgram,
-        input: regorus::Value,
-        data: Option<&regorus::Value>,
-        timer: regorus::utils::limits::ExecutionTimerConfig,
-    ) -> Result<regorus::Value, EvalError> {
-        let pooled = vm
-            .pool
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .pop();
-        let mut machine = pooled.unwrap_or_else(|| {
-            let mut machine = regorus::rvm::RegoVM::new_with_policy(vm.policy.clone());
-            machine.load_program(vm.program.clone());
-            machine.set_max_instructions(VM_MAX_INSTRUCTIONS);
-            machine.set_strict_builtin_errors(false);
-            // Pooled machines always hold the empty data document between evaluations.
-            let _ = machine.set_data(regorus::Value::new_object());
-            machine
-        });
-        machine.set_execution_timer_config(Some(timer));
-        if let Some(data) = data {
-            machine
-                .set_data(data.clone())
-                .map_err(|e| EvalError::Engine(format!("cannot load data: {e}")))?;
-        }
-        machine.set_input(input);
-        let result = machine.execute();
-        // A machine that failed is dropped rather than reused; a reused one drops the input (and data) first.
-        if result.is_err() {
-            return result_of(result, timer);
-        }
-        machine.set_input(regorus::Value::Null);
-        if data.is_some() && machine.set_data(regorus::Value::new_object()).is_err() {
-            return result_of(result, timer);
-        }
-        {
-            let mut pool = vm
-                .pool
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            if pool.len() < VM_POOL_SIZE {
-                pool.push(machine);
-            }
-        }
-        result_of(result, timer)
-    }
-}
-
-/// A VM result as an evaluation result, recognising the time limit.
-fn result_of(
-    result: Result<regorus::Value, regorus::rvm::vm::VmError>,
-    timer: regorus::utils::limits::ExecutionTimerConfig,
-) -> Result<regorus::Value, EvalError> {
-    result.map_err(|e| {
-        let text = e.to_string();
-        if text.contains("time limit") {
-            EvalError::Timeout(timer.limit)
-        } else {
-            EvalError::Engine(text)
-        }
-    })
 }
 
 /// Gatekeeper's post-processing: drop elements without `msg`, default `details` to `{}`, collapse duplicates.

@@ -486,13 +486,13 @@ kind: K8sSlow
 metadata:
   name: slow
 "#;
-    // The VM, and the interpreter (two valued definitions of `same` route the template there, divergence D6).
+    // The VM, and the interpreter (the VM compiler rejects `with`, which routes the template there).
     let interpreted = template
         .replace("k8sslow", "k8sslowinterp")
         .replace("K8sSlow", "K8sSlowInterp")
         .replace(
             "package slow",
-            "package slow\n        same = 1 { true }\n        same = 1 { input.review }",
+            "package slow\n        violation[{\"msg\": \"never\"}] { input.never with input.never as false }",
         );
     for (source, evaluator) in [
         (template.to_string(), Evaluator::Vm),
@@ -831,4 +831,80 @@ fn an_undefined_function_in_a_template_is_a_load_error() {
             .any(|e| e.contains("import data.lib.helper.missing: no package")),
         "{found:?}"
     );
+}
+
+/// A template whose helper function is defined several times with a value (like the library's `get_suffix`).
+/// `with_interpreter` adds a rule the VM compiler rejects, so the same Rego runs on the interpreter.
+fn suffix_template(with_interpreter: bool) -> String {
+    let extra = if with_interpreter {
+        "\n        violation[{\"msg\": \"never\"}] { input.never with input.never as false }"
+    } else {
+        ""
+    };
+    format!(
+        r#"apiVersion: templates.gatekeeper.sh/v1
+kind: ConstraintTemplate
+metadata:
+  name: k8ssuffix
+spec:
+  crd:
+    spec:
+      names:
+        kind: K8sSuffix
+  targets:
+    - target: admission.k8s.gatekeeper.sh
+      rego: |
+        package suffix{extra}
+        suffix(q) = "m" {{ startswith(q, "m") }}
+        suffix(q) = "i" {{ endswith(q, "i") }}
+        suffix(q) = "i" {{ endswith(q, "ii") }}
+        violation[{{"msg": msg}}] {{
+          s := suffix(input.review.object.metadata.labels.size)
+          msg := sprintf("suffix %v", [s])
+        }}
+---
+apiVersion: constraints.gatekeeper.sh/v1beta1
+kind: K8sSuffix
+metadata:
+  name: suffix
+"#
+    )
+}
+
+#[test]
+fn conflicting_helper_values_are_an_error_on_the_vm_as_on_the_interpreter() {
+    for (with_interpreter, evaluator) in [(false, Evaluator::Vm), (true, Evaluator::Interpreter)] {
+        let source = suffix_template(with_interpreter);
+        let (docs, _) = documents(&src("s.yaml", &source));
+        let (template, _) = Template::load(&docs[0], Duration::from_secs(1)).expect("compiles");
+        assert_eq!(template.evaluator(), evaluator);
+        let policies = load(&source);
+        let check = |size: &str| {
+            policies[0].check(
+                &pod(json!({"size": size}), Operation::Create),
+                &EvalContext::default(),
+            )
+        };
+        // Several definitions agree ("xii" ends with both "i" and "ii"): their value.
+        assert_eq!(
+            check("xii"),
+            Ok(vec![Violation::deny("suffix i")]),
+            "{evaluator:?}"
+        );
+        assert_eq!(
+            check("mx"),
+            Ok(vec![Violation::deny("suffix m")]),
+            "{evaluator:?}"
+        );
+        assert_eq!(check("xx"), Ok(vec![]), "{evaluator:?}");
+        // Two definitions disagree ("mi"): an evaluation error (a denial under the default failure policy), as
+        // in OPA, never an undefined helper that silently allows.
+        match check("mi") {
+            Err(EvalError::Engine(text)) => assert!(
+                text.contains("functions must not produce multiple outputs for same inputs"),
+                "{evaluator:?}: {text}"
+            ),
+            other => panic!("{evaluator:?}: {other:?}"),
+        }
+    }
 }

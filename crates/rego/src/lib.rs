@@ -112,106 +112,127 @@ impl Engine for RegoEngine {
     }
 
     fn build(&self, input: EngineInput, options: &LoadOptions) -> Built {
-        let mut built = Built::default();
-        let mut engine = support::new_engine(options.eval_timeout);
-        // package path -> (rules, failure policy, first source)
-        let mut packages: BTreeMap<String, (Rules, Option<FailurePolicy>, SourceRef)> =
-            BTreeMap::new();
-        let mut order: Vec<String> = Vec::new();
-        for file in &input.files {
-            let source = SourceRef::file(&file.origin);
-            let directives = match directives(file) {
-                Ok(d) => d,
-                Err(err) => {
-                    built.errors.push(err);
-                    continue;
-                }
-            };
-            if let Some(err) = support::forbidden_builtin(&file.content)
-                .or_else(|| support::nesting_problem(&file.content))
-            {
-                built.errors.push(LoadError::new(source, err));
+        let (mut built, policies) = build_packages(input, options);
+        built
+            .policies
+            .extend(policies.into_iter().map(|p| p as Arc<dyn Policy>));
+        built
+    }
+}
+
+/// Compile a set of modules into one policy per package with webhook rules (the problems go into the [`Built`]).
+fn build_packages(input: EngineInput, options: &LoadOptions) -> (Built, Vec<Arc<RegoPolicy>>) {
+    let mut built = Built::default();
+    let mut policies: Vec<Arc<RegoPolicy>> = Vec::new();
+    let mut engine = support::new_engine(options.eval_timeout);
+    // package path -> (rules, failure policy, first source)
+    let mut packages: BTreeMap<String, (Rules, Option<FailurePolicy>, SourceRef)> = BTreeMap::new();
+    let mut order: Vec<String> = Vec::new();
+    for file in &input.files {
+        let source = SourceRef::file(&file.origin);
+        let directives = match directives(file) {
+            Ok(d) => d,
+            Err(err) => {
+                built.errors.push(err);
                 continue;
             }
-            engine.set_rego_v0(directives.rego_v0);
-            let package = match engine.add_policy(file.origin.clone(), file.content.clone()) {
-                Ok(package) => package,
-                Err(err) => {
-                    let text = err.to_string();
-                    let hint = if !directives.rego_v0 && text.contains("keyword is required") {
-                        " (this looks like Rego v0 syntax: add the line `# policyctl: rego.v0` to parse the module \
-                         as OPA 0.x Rego, or add `if` / `contains` for Rego v1)"
-                    } else {
-                        ""
-                    };
-                    built.errors.push(LoadError::new(
-                        source,
-                        format!("Rego does not compile: {text}{hint}"),
-                    ));
-                    continue;
-                }
-            };
-            let mut rules = Rules::default();
-            for (name, flag) in [
-                ("deny", &mut rules.deny),
-                ("warn", &mut rules.warn),
-                ("patch", &mut rules.patch),
-            ] {
-                *flag = engine
-                    .has_declared_rule_rooted_at(&file.origin, name)
-                    .unwrap_or(false);
-            }
-            let entry = packages.entry(package.clone()).or_insert_with(|| {
-                order.push(package.clone());
-                (Rules::default(), None, source.clone())
-            });
-            entry.0.deny |= rules.deny;
-            entry.0.warn |= rules.warn;
-            entry.0.patch |= rules.patch;
-            if directives.failure_policy.is_some() {
-                if entry.1.is_some() && entry.1 != directives.failure_policy {
-                    built.errors.push(LoadError::new(
-                        source,
-                        format!("package {package} is given two different failure policies"),
-                    ));
-                }
-                entry.1 = directives.failure_policy;
-            }
-        }
-        if !built.errors.is_empty() {
-            return built;
-        }
-        // What regorus would only find when a rule runs: undefined functions, imports of packages the set does not
-        // have, `data` references that name nothing (plain Rego gets no data besides its modules).
-        let unresolved = support::check::unresolved(engine.get_modules(), &[]);
-        if !unresolved.is_empty() {
-            built.errors.extend(unresolved.into_iter().map(|u| {
-                LoadError::new(
-                    SourceRef::file(&u.file),
-                    format!("line {}: {}", u.line, u.message),
-                )
-            }));
-            return built;
-        }
-        let Some(first) = order.iter().find(|p| {
-            let rules = &packages[*p].0;
-            rules.deny || rules.warn || rules.patch
-        }) else {
-            return built;
         };
-        // Prepare once: analysis runs here, and every per-request clone starts prepared.
-        let probe_rule = {
-            let rules = &packages[first].0;
-            let name = if rules.deny {
-                "deny"
-            } else if rules.warn {
-                "warn"
-            } else {
-                "patch"
-            };
-            format!("{first}.{name}")
+        if let Some(err) = support::forbidden_builtin(&file.content)
+            .or_else(|| support::nesting_problem(&file.content))
+        {
+            built.errors.push(LoadError::new(source, err));
+            continue;
+        }
+        // The regorus/OPA divergences are rewritten as for Gatekeeper templates (same line count, so errors
+        // still point at the user's lines); the rare ones are reported as warnings.
+        let checked = support::divergence::check(&file.content, directives.rego_v0);
+        built.warnings.extend(
+            checked
+                .warnings
+                .into_iter()
+                .map(|warning| LoadError::new(source.clone(), warning)),
+        );
+        engine.set_rego_v0(directives.rego_v0);
+        let package = match engine.add_policy(file.origin.clone(), checked.source) {
+            Ok(package) => package,
+            Err(err) => {
+                let text = err.to_string();
+                let hint = if !directives.rego_v0 && text.contains("keyword is required") {
+                    " (this looks like Rego v0 syntax: add the line `# policyctl: rego.v0` to parse the module \
+                     as OPA 0.x Rego, or add `if` / `contains` for Rego v1)"
+                } else {
+                    ""
+                };
+                built.errors.push(LoadError::new(
+                    source,
+                    format!("Rego does not compile: {text}{hint}"),
+                ));
+                continue;
+            }
         };
-        if let Err(err) = engine.compile_with_entrypoint(&probe_rule.as_str().into()) {
+        let mut rules = Rules::default();
+        for (name, flag) in [
+            ("deny", &mut rules.deny),
+            ("warn", &mut rules.warn),
+            ("patch", &mut rules.patch),
+        ] {
+            *flag = engine
+                .has_declared_rule_rooted_at(&file.origin, name)
+                .unwrap_or(false);
+        }
+        let entry = packages.entry(package.clone()).or_insert_with(|| {
+            order.push(package.clone());
+            (Rules::default(), None, source.clone())
+        });
+        entry.0.deny |= rules.deny;
+        entry.0.warn |= rules.warn;
+        entry.0.patch |= rules.patch;
+        if directives.failure_policy.is_some() {
+            if entry.1.is_some() && entry.1 != directives.failure_policy {
+                built.errors.push(LoadError::new(
+                    source,
+                    format!("package {package} is given two different failure policies"),
+                ));
+            }
+            entry.1 = directives.failure_policy;
+        }
+    }
+    if !built.errors.is_empty() {
+        return (built, policies);
+    }
+    // What regorus would only find when a rule runs: undefined functions, imports of packages the set does not
+    // have, `data` references that name nothing (plain Rego gets no data besides its modules).
+    let unresolved = support::check::unresolved(engine.get_modules(), &[]);
+    if !unresolved.is_empty() {
+        built.errors.extend(unresolved.into_iter().map(|u| {
+            LoadError::new(
+                SourceRef::file(&u.file),
+                format!("line {}: {}", u.line, u.message),
+            )
+        }));
+        return (built, policies);
+    }
+    let Some(first) = order.iter().find(|p| {
+        let rules = &packages[*p].0;
+        rules.deny || rules.warn || rules.patch
+    }) else {
+        return (built, policies);
+    };
+    // Prepare once: analysis runs here, and every per-request clone starts prepared.
+    let probe_rule = {
+        let rules = &packages[first].0;
+        let name = if rules.deny {
+            "deny"
+        } else if rules.warn {
+            "warn"
+        } else {
+            "patch"
+        };
+        format!("{first}.{name}")
+    };
+    let compiled = match engine.compile_with_entrypoint(&probe_rule.as_str().into()) {
+        Ok(compiled) => compiled,
+        Err(err) => {
             let origin = input
                 .files
                 .iter()
@@ -222,36 +243,54 @@ impl Engine for RegoEngine {
                 source,
                 format!("Rego does not compile: {err}"),
             ));
-            return built;
+            return (built, policies);
         }
-        let engine = Arc::new(engine);
-        for package in order {
-            let (rules, failure_policy, source) = &packages[&package];
-            if !(rules.deny || rules.warn || rules.patch) {
-                continue;
-            }
-            let name = package
-                .strip_prefix("data.")
-                .unwrap_or(&package)
-                .to_string();
-            built.policies.push(Arc::new(RegoPolicy {
-                info: PolicyInfo {
-                    name,
-                    kind: "Rego".into(),
-                    engine: "rego",
-                    source: source.clone(),
-                    failure_policy: *failure_policy,
-                    annotations: Default::default(),
-                },
-                deny: rules.deny.then(|| format!("{package}.deny")),
-                warn: rules.warn.then(|| format!("{package}.warn")),
-                patch: rules.patch.then(|| format!("{package}.patch")),
-                engine: engine.clone(),
-                cap: options.eval_timeout,
-            }));
+    };
+    let engine = Arc::new(engine);
+    for package in order {
+        let (rules, failure_policy, source) = &packages[&package];
+        if !(rules.deny || rules.warn || rules.patch) {
+            continue;
         }
-        built
+        let name = package
+            .strip_prefix("data.")
+            .unwrap_or(&package)
+            .to_string();
+        let deny = rules.deny.then(|| format!("{package}.deny"));
+        let warn = rules.warn.then(|| format!("{package}.warn"));
+        let patch = rules.patch.then(|| format!("{package}.patch"));
+        // The package's rules on the VM; the interpreter only when the VM compiler rejects them (e.g. `with`).
+        let entry_points: Vec<&str> = [&deny, &warn, &patch]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .collect();
+        let (vm, interpreter_reason) = match support::vm::Vm::compile(&compiled, &entry_points) {
+            Ok(vm) => (Some(vm), None),
+            Err(err) => (
+                None,
+                Some(format!("the VM compiler rejects the package: {err}")),
+            ),
+        };
+        policies.push(Arc::new(RegoPolicy {
+            info: PolicyInfo {
+                name,
+                kind: "Rego".into(),
+                engine: "rego",
+                source: source.clone(),
+                failure_policy: *failure_policy,
+                annotations: Default::default(),
+            },
+            deny,
+            warn,
+            patch,
+            engine: engine.clone(),
+            vm,
+            interpreter_reason,
+            cap: options.eval_timeout,
+        }));
     }
+    (built, policies)
 }
 
 /// One Rego package with webhook rules.
@@ -262,17 +301,54 @@ pub struct RegoPolicy {
     warn: Option<String>,
     patch: Option<String>,
     engine: Arc<regorus::Engine>,
+    /// The package's rules on the VM, when the VM compiler accepts them.
+    vm: Option<support::vm::Vm>,
+    /// Why the package runs on the interpreter, when it does.
+    interpreter_reason: Option<String>,
     /// Longest one evaluation may take, inside the request's deadline.
     cap: Duration,
 }
 
+/// Evaluates a package's rules on one review: on the VM, or on a per-review clone of the prepared interpreter.
+enum Evaluator<'a> {
+    Vm(&'a support::vm::Vm, Arc<regorus::Value>, Duration),
+    Interpreter(Box<regorus::Engine>),
+}
+
+impl Evaluator<'_> {
+    fn eval(&mut self, rule: &str, ctx: &EvalContext) -> Result<regorus::Value, EvalError> {
+        let result = match self {
+            Evaluator::Vm(vm, input, limit) => vm.eval(Some(rule), (**input).clone(), None, *limit),
+            Evaluator::Interpreter(engine) => engine
+                .eval_rule(rule.to_string())
+                .map_err(|e| support::eval_error(e, ctx.deadline.budget())),
+        };
+        // A time limit is reported as the request's budget, whichever evaluator hit it.
+        result.map_err(|e| match e {
+            EvalError::Timeout(_) => EvalError::Timeout(ctx.deadline.budget()),
+            other => other,
+        })
+    }
+}
+
 impl RegoPolicy {
-    fn engine_for(&self, review: &Review, ctx: &EvalContext) -> regorus::Engine {
+    fn evaluator_for(&self, review: &Review, ctx: &EvalContext) -> Evaluator<'_> {
         let input = support::review_value(review);
-        let mut engine = (*self.engine).clone();
-        support::set_time_limit(&mut engine, ctx.time_limit(self.cap));
-        engine.set_input((*input).clone());
-        engine
+        let limit = ctx.time_limit(self.cap);
+        match &self.vm {
+            Some(vm) => Evaluator::Vm(vm, input, limit),
+            None => {
+                let mut engine = (*self.engine).clone();
+                support::set_time_limit(&mut engine, limit);
+                engine.set_input((*input).clone());
+                Evaluator::Interpreter(Box::new(engine))
+            }
+        }
+    }
+
+    /// Whether the package runs on the VM (`None`) or on the interpreter (`Some(reason)`).
+    pub fn interpreter_reason(&self) -> Option<&str> {
+        self.interpreter_reason.as_deref()
     }
 }
 
@@ -319,17 +395,16 @@ impl Policy for RegoPolicy {
         if !self.validates() {
             return Evaluation::skip();
         }
-        let mut engine = self.engine_for(review, ctx);
+        let mut evaluator = self.evaluator_for(review, ctx);
         let mut out = Vec::new();
         for (rule, violation) in [
             (&self.deny, Violation::deny as fn(String) -> Violation),
             (&self.warn, Violation::warn as fn(String) -> Violation),
         ] {
             let Some(rule) = rule else { continue };
-            match engine.eval_rule(rule.clone()) {
+            match evaluator.eval(rule, ctx) {
                 Ok(value) => out.extend(support::messages(&value).into_iter().map(violation)),
-                Err(e) => {
-                    let error = support::eval_error(e, ctx.deadline.budget());
+                Err(error) => {
                     let rules = self.explained(ctx, RuleStatus::Error, error.to_string());
                     let mut failed = Evaluation::failed(error);
                     failed.violations = out;
@@ -358,10 +433,9 @@ impl Policy for RegoPolicy {
         let Some(object) = review.object() else {
             return Mutation::default();
         };
-        let mut engine = self.engine_for(review, ctx);
-        let value = match engine.eval_rule(rule.clone()) {
+        let value = match self.evaluator_for(review, ctx).eval(rule, ctx) {
             Ok(value) => value,
-            Err(e) => return Mutation::failed(support::eval_error(e, ctx.deadline.budget())),
+            Err(error) => return Mutation::failed(error),
         };
         let ops = match support::patch_operations(&value) {
             Ok(ops) => ops,

@@ -264,3 +264,96 @@ fn v0_syntax_suggests_the_directive() {
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(errors[0].contains("# policyctl: rego.v0"), "{errors:?}");
 }
+
+/// The packages of a set of modules, built as the engine builds them.
+fn packages(files: &[SourceFile]) -> (crate::engine::Built, Vec<Arc<RegoPolicy>>) {
+    build_packages(
+        crate::engine::EngineInput {
+            documents: Vec::new(),
+            files: files.to_vec(),
+            params: Vec::new(),
+        },
+        &LoadOptions::default(),
+    )
+}
+
+#[test]
+fn packages_run_on_the_vm_and_with_falls_back_to_the_interpreter() {
+    // `with` is rejected by the VM compiler: that package alone runs on the interpreter, with the same answers.
+    let with = POLICY.replace("package kubernetes.admission", "package other.admission")
+        + "\nwarn contains \"never\" if {\n    input.never with input.never as false\n}\n";
+    let (built, policies) = packages(&[
+        src("p/admission.rego", POLICY),
+        src("p/with.rego", &with),
+        src("p/lib.rego", LIB),
+    ]);
+    assert!(built.errors.is_empty(), "{:?}", built.errors);
+    assert_eq!(policies.len(), 2);
+    assert_eq!(policies[0].interpreter_reason(), None);
+    let reason = policies[1].interpreter_reason().expect("interpreter");
+    assert!(reason.contains("with"), "{reason}");
+    let ctx = EvalContext::default();
+    for review in [pod(json!({})), pod(json!({"team": "a", "managed": "x"}))] {
+        let vm = policies[0].check(&review, &ctx);
+        assert!(vm.is_ok());
+        assert_eq!(vm, policies[1].check(&review, &ctx));
+        let vm = policies[0].mutate_checked(&review, &ctx).map(|m| m.object);
+        assert_eq!(
+            vm,
+            policies[1].mutate_checked(&review, &ctx).map(|m| m.object)
+        );
+    }
+}
+
+#[test]
+fn regorus_divergences_are_handled_as_for_templates() {
+    let v0 = r#"# policyctl: rego.v0
+package d
+
+allowed("nginx")
+suffix(q) = "m" { startswith(q, "m") }
+suffix(q) = "i" { endswith(q, "i") }
+team(o) = t { t := o.metadata.labels.team } else = t { t := "none" }
+
+deny[msg] {
+  not allowed(input.request.object.spec.containers[0].name)
+  msg := sprintf("container %v of %v", [input.request.object.spec.containers[0].name])
+}
+warn[msg] {
+  msg := sprintf("suffix %v", [suffix(input.request.object.metadata.labels.size)])
+}
+warn[msg] {
+  msg := sprintf("team %v", [team(input.request.object)])
+}
+"#;
+    let (built, policies) = packages(&[src("d.rego", v0)]);
+    assert!(built.errors.is_empty(), "{:?}", built.errors);
+    assert_eq!(policies[0].interpreter_reason(), None);
+    // D3: the missing sprintf argument is rendered as Go renders it, and reported.
+    let warnings: Vec<String> = built.warnings.iter().map(ToString::to_string).collect();
+    assert!(
+        warnings.len() == 1
+            && warnings[0].starts_with("d.rego: line 11: sprintf has 2 verbs but 1 arguments"),
+        "{warnings:?}"
+    );
+    let ctx = EvalContext::default();
+    // D5: the body-less `allowed("nginx")` is defined (`c` is not allowed), D7: `else` after an undefined reference.
+    let found = policies[0]
+        .check(&pod(json!({"size": "mx"})), &ctx)
+        .expect("evaluates");
+    assert_eq!(
+        found,
+        vec![
+            Violation::deny("container c of %!v(MISSING)"),
+            Violation::warn("suffix m"),
+            Violation::warn("team none"),
+        ]
+    );
+    // D6: conflicting values of `suffix` are an evaluation error, not an undefined rule.
+    match policies[0].check(&pod(json!({"size": "mi"})), &ctx) {
+        Err(EvalError::Engine(text)) => {
+            assert!(text.contains("eval_conflict_error"), "{text}")
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -4,6 +4,9 @@
 #![warn(missing_docs, rust_2018_idioms)]
 
 pub mod check;
+pub mod divergence;
+mod lexer;
+pub mod vm;
 
 use std::num::NonZeroU32;
 use std::time::Duration;

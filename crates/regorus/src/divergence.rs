@@ -1,8 +1,8 @@
-//! Where regorus 0.14 and OPA disagree on template Rego, and what we do about each difference before a template is
-//! compiled. Every rewrite keeps the line count (so regorus' error positions still point at the user's lines). The
-//! rewrites of rare constructs (D1, D2, D3) are reported as load warnings, so `policyctl lint` and the server log show
-//! what was changed; the D4 and D5 rewrites are applied silently, because those constructs are common and the
-//! rewrites give exactly OPA's meaning.
+//! Where regorus 0.14 and OPA disagree on Rego, and what we do about each difference before a Gatekeeper template or a
+//! plain Rego module is compiled (both engines call [`check`]). Every rewrite keeps the line count (so regorus' error
+//! positions still point at the user's lines). The rewrites of rare constructs (D1, D2, D3) are reported as load
+//! warnings, so `policyctl lint` and the server log show what was changed; the D4 and D5 rewrites are applied silently,
+//! because those constructs are common and the rewrites give exactly OPA's meaning.
 //!
 //! | id | difference | handling |
 //! |---|---|---|
@@ -11,10 +11,11 @@
 //! | D3 | `sprintf` with more verbs than arguments (or more arguments than verbs) is undefined, so the violation silently disappears | literal format and argument list: rewrite the format so regorus renders what Go renders (`%!v(MISSING)`, `%!(EXTRA …)`); any other call: routed through a helper that counts at run time and renders the format with `%!(BADARGS …)` on a mismatch (never undefined); both reported as warnings |
 //! | D4 | `not f(a.b)` with `a.b` undefined is true in the interpreter, undefined in OPA | rewrite: hoist plain dotted refs out of the negated call (`__policyctl_h1 := a.b; not f(__policyctl_h1)`) |
 //! | D5 | body-less definitions `f("a", _)` are undefined in the VM | rewrite: give them an explicit `{ true }` body (`if { true }` in v1) |
-//! | D6 | conflicting values of a rule or function are an error in OPA (a denial in Gatekeeper), undefined in the VM | templates that define a valued rule or function more than once run on the interpreter, which reports the conflict as OPA does |
+//! | D6 | conflicting values of a rule or function are an error in OPA (a denial in Gatekeeper), undefined in regorus 0.14.1's VM | fixed in the vendored regorus (vendor/regorus/POLICYCTL-PATCHES.md): the VM ends the evaluation with `eval_conflict_error`, as the interpreter and OPA do |
+//! | D7 | in the VM, an `else` was not tried when the body before it ran to its end with an undefined value (`f(c) = t { t := c.a.b } else = t { t := "default" }` with `c.a` missing was undefined; OPA gives `"default"`) | fixed in the vendored regorus (same file) |
 //!
-//! Templates run on the regorus VM (about 2.5 times faster than the interpreter on the benchmark); a template the VM
-//! compiler rejects, or one with several valued definitions of a rule (D6), runs on the interpreter.
+//! Templates and plain Rego packages run on the regorus VM (about 2.5 times faster than the interpreter on the
+//! benchmark); one the VM compiler rejects (e.g. `with`) runs on the interpreter.
 //!
 //! What remains:
 //! - a single valued definition that produces several values (`v = x { x := xs[_] }`) is a conflict error in OPA but
@@ -24,13 +25,9 @@
 //!   text;
 //! - D4 is only handled for dotted refs as call arguments (a ref with brackets is left alone, because hoisting `a[_]`
 //!   would change iteration); D1 and D4 are only handled directly in rule bodies, not inside comprehensions;
-//! - a multi-body rule that also uses `else` is left as it is and reported;
-//! - in the VM, an `else` is not tried when the body before it fails on an undefined reference in an assignment
-//!   (`f(c) = t { t := c.a.b } else = t { t := "default" }` with `c.a` missing is undefined, OPA gives
-//!   `"default"`); a body that fails on a false comparison or an undefined set lookup does reach its `else`. Not yet
-//!   detected: such templates run on the VM as they are.
+//! - a multi-body rule that also uses `else` is left as it is and reported.
 
-use super::lexer::{lex, one_line, structure, Kind, Token};
+use crate::lexer::{lex, one_line, structure, Kind, Token};
 
 /// The outcome of checking a module.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -429,57 +426,6 @@ fn is_dotted_ref(src: &str, arg: &[Token]) -> bool {
         })
 }
 
-/// D6: whether a module defines a rule or function with a value more than once (`f(x) = 1 { … }` and
-/// `f(x) = 2 { … }`). When two such definitions give different values for the same input, OPA (and the regorus
-/// interpreter) raise a conflict error, which Gatekeeper turns into a denial; the regorus VM makes the rule undefined
-/// instead, silently. Templates with such definitions are therefore run on the interpreter.
-pub fn has_multi_value_definitions(src: &str) -> bool {
-    let tokens = lex(src);
-    let (matching, _) = structure(&tokens);
-    let mut seen: Vec<String> = Vec::new();
-    for (first, groups, _) in statements(src, &tokens, &matching) {
-        let Some(head) = tokens.get(first).filter(|t| t.kind == Kind::Word) else {
-            continue;
-        };
-        if matches!(head.text(src), "package" | "import" | "default") {
-            continue;
-        }
-        let head_end = groups
-            .iter()
-            .find(|g| g.body)
-            .map(|g| g.open)
-            .unwrap_or(tokens.len());
-        let mut name = head.text(src).to_string();
-        let mut k = first + 1;
-        while tokens.get(k).is_some_and(|t| t.is_op(src, "."))
-            && tokens.get(k + 1).is_some_and(|t| t.kind == Kind::Word)
-        {
-            name.push('.');
-            name.push_str(tokens[k + 1].text(src));
-            k += 2;
-        }
-        // Skip the argument or key group, then look for `=` / `:=` before the body.
-        if let Some(close) = tokens
-            .get(k)
-            .filter(|t| matches!(t.kind, Kind::Open(_)))
-            .and_then(|_| matching.get(k).copied().flatten())
-        {
-            k = close + 1;
-        }
-        let valued = tokens
-            .get(k)
-            .is_some_and(|t| (t.is_op(src, "=") || t.is_op(src, ":=")) && k < head_end);
-        if !valued {
-            continue;
-        }
-        if seen.contains(&name) {
-            return true;
-        }
-        seen.push(name);
-    }
-    false
-}
-
 /// D5: `f(args)` or `p[key]` with no body and no value → `f(args) { true }`.
 fn give_bodies_to_bodyless_definitions(checked: &mut Checked, v0: bool) {
     let src = checked.source.clone();
@@ -801,22 +747,7 @@ mod tests {
             let _ = check(prefix, true);
             let _ = check(prefix, false);
             let _ = disallowed_data_refs(prefix);
-            let _ = has_multi_value_definitions(prefix);
         }
-    }
-
-    #[test]
-    fn multi_value_definitions_are_found() {
-        assert!(has_multi_value_definitions(
-            "package t\nf(x) = 1 { x }\nf(x) = 2 { x }\n"
-        ));
-        assert!(has_multi_value_definitions(
-            "package t\nv := 1 { input.a }\nv := 2 { input.b }\n"
-        ));
-        assert!(!has_multi_value_definitions("package t\nf(x) { x }\nf(x) { not x }\nviolation[{\"msg\": m}] { m := 1 }\nviolation[{\"msg\": m}] { m := 2 }\n"));
-        assert!(!has_multi_value_definitions(
-            "package t\nf(x) = 1 { x }\ng(x) = 2 { x }\n"
-        ));
     }
 
     #[test]

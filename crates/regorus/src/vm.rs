@@ -1,0 +1,127 @@
+//! Running compiled Rego on the regorus VM: one program per policy, with a pool of machines so concurrent
+//! evaluations never share one and a machine is not rebuilt for every request.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use policyctl_core::policy::EvalError;
+
+/// The instruction cap of the VM: high, because the time limit is the real bound.
+const MAX_INSTRUCTIONS: usize = 100_000_000;
+
+/// Work units between two clock reads of the time limit: reading the clock every 32 units cost about 10 % of a
+/// typical review; every 256 units the limit is still checked many times per millisecond.
+const TIMER_CHECK_INTERVAL: u32 = 256;
+
+/// Machines kept per program for reuse.
+const POOL_SIZE: usize = 16;
+
+/// A VM program compiled from a prepared regorus policy, and its pool of machines.
+pub struct Vm {
+    program: Arc<regorus::rvm::Program>,
+    policy: regorus::CompiledPolicy,
+    pool: Mutex<Vec<regorus::rvm::RegoVM>>,
+}
+
+impl std::fmt::Debug for Vm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vm")
+            .field("entry_points", &self.program.entry_points.keys())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Vm {
+    /// Compile the rules `entry_points` (full paths, `data.pkg.rule`) of a prepared policy. The error is the VM
+    /// compiler's reason for rejecting them (e.g. `with`); the caller then runs the policy on the interpreter.
+    pub fn compile(policy: &regorus::CompiledPolicy, entry_points: &[&str]) -> Result<Vm, String> {
+        let program =
+            regorus::languages::rego::compiler::Compiler::compile_from_policy(policy, entry_points)
+                .map_err(|err| err.to_string())?;
+        Ok(Vm {
+            program,
+            policy: policy.clone(),
+            pool: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Evaluate one entry point (`None`: the first) on `input`, with `data` as the data document besides the
+    /// policy's own rules, within `limit`.
+    pub fn eval(
+        &self,
+        entry_point: Option<&str>,
+        input: regorus::Value,
+        data: Option<&regorus::Value>,
+        limit: Duration,
+    ) -> Result<regorus::Value, EvalError> {
+        let pooled = self
+            .pool
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .pop();
+        let mut machine = pooled.unwrap_or_else(|| {
+            let mut machine = regorus::rvm::RegoVM::new_with_policy(self.policy.clone());
+            machine.load_program(self.program.clone());
+            machine.set_max_instructions(MAX_INSTRUCTIONS);
+            machine.set_strict_builtin_errors(false);
+            // Pooled machines always hold the empty data document between evaluations.
+            let _ = machine.set_data(regorus::Value::new_object());
+            machine
+        });
+        machine.set_execution_timer_config(Some(timer(limit)));
+        if let Some(data) = data {
+            machine
+                .set_data(data.clone())
+                .map_err(|e| EvalError::Engine(format!("cannot load data: {e}")))?;
+        }
+        machine.set_input(input);
+        let result = match entry_point {
+            Some(name) => machine.execute_entry_point_by_name(name),
+            None => machine.execute(),
+        };
+        // A machine that failed is dropped rather than reused; a reused one drops the input (and data) first.
+        if result.is_err() {
+            return result_of(result, limit);
+        }
+        machine.set_input(regorus::Value::Null);
+        if data.is_some() && machine.set_data(regorus::Value::new_object()).is_err() {
+            return result_of(result, limit);
+        }
+        {
+            let mut pool = self
+                .pool
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if pool.len() < POOL_SIZE {
+                pool.push(machine);
+            }
+        }
+        result_of(result, limit)
+    }
+}
+
+/// The VM's timer for one evaluation of at most `limit`.
+fn timer(limit: Duration) -> regorus::utils::limits::ExecutionTimerConfig {
+    regorus::utils::limits::ExecutionTimerConfig {
+        limit,
+        check_interval: std::num::NonZeroU32::new(TIMER_CHECK_INTERVAL)
+            .unwrap_or(std::num::NonZeroU32::MIN),
+    }
+}
+
+/// A VM result as an evaluation result, recognising the time limit.
+fn result_of(
+    result: Result<regorus::Value, regorus::rvm::vm::VmError>,
+    limit: Duration,
+) -> Result<regorus::Value, EvalError> {
+    result.map_err(|e| {
+        let text = e.to_string();
+        if matches!(e, regorus::rvm::vm::VmError::TimeLimitExceeded { .. })
+            || text.contains("time limit")
+        {
+            EvalError::Timeout(limit)
+        } else {
+            EvalError::Engine(text)
+        }
+    })
+}
