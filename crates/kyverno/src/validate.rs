@@ -310,13 +310,30 @@ pub fn elements(ctx: &Context<'_>, list: &str) -> Result<Vec<Arc<Value>>, String
     }
 }
 
+/// `element<n>` and `elementIndex<n>` of the usual nesting depths, without formatting them per element.
+const ELEMENT: [&str; 4] = ["element0", "element1", "element2", "element3"];
+const ELEMENT_INDEX: [&str; 4] = [
+    "elementIndex0",
+    "elementIndex1",
+    "elementIndex2",
+    "elementIndex3",
+];
+
 /// Put a foreach element into the context.
 pub fn set_element(ctx: &mut Context<'_>, element: &Arc<Value>, index: usize, nesting: usize) {
     // `element` and `element<nesting>` share the list's own copy of the element.
     ctx.set_shared("element", Arc::clone(element));
     ctx.set("elementIndex", Value::from(index));
-    ctx.set_shared(&format!("element{nesting}"), Arc::clone(element));
-    ctx.set(&format!("elementIndex{nesting}"), Value::from(index));
+    match (ELEMENT.get(nesting), ELEMENT_INDEX.get(nesting)) {
+        (Some(element_n), Some(index_n)) => {
+            ctx.set_shared(element_n, Arc::clone(element));
+            ctx.set(index_n, Value::from(index));
+        }
+        _ => {
+            ctx.set_shared(&format!("element{nesting}"), Arc::clone(element));
+            ctx.set(&format!("elementIndex{nesting}"), Value::from(index));
+        }
+    }
 }
 
 fn validate_foreach(

@@ -737,6 +737,67 @@ mod tests {
         );
     }
 
+    /// The substitution as it was before the whole-variable shortcut: always the regex scan.
+    fn scanned(text: &str, c: &Context<'_>, mode: Mode) -> Result<Value, VarError> {
+        let re = variable_regex().expect("regex");
+        let caps = re.captures(text).expect("a variable");
+        let whole = caps.get(2).expect("group");
+        assert!(whole.start() == 0 && whole.end() == text.len());
+        let raw = whole.as_str();
+        let inner = &raw[2..raw.len() - 2];
+        let expr = match inner.trim_start().strip_prefix('-') {
+            Some(rest) => rest.trim(),
+            None => inner.trim(),
+        };
+        match c.query(expr) {
+            Ok(v) => Ok(v),
+            Err(e) if mode == Mode::Lenient && !e.bound => Ok(Value::String(String::new())),
+            Err(e) => Err(e),
+        }
+    }
+
+    #[test]
+    fn a_whole_variable_text_skips_the_scan_with_the_same_result() {
+        let c = ctx();
+        let texts = [
+            "{{ request.object.metadata.labels.n }}",
+            "{{request.object.metadata.name}}",
+            "{{- request.object.metadata.name }}",
+            "{{ request.object.metadata.missing }}",
+            "{{ request.object.metadata.labels }}",
+            "{{ request.object.metadata.name || 'x' }}",
+            "{{ @ }}",
+            "{{}}",
+        ];
+        for text in texts {
+            assert!(whole_variable(text).is_some(), "{text}");
+            for mode in [Mode::Strict, Mode::Lenient] {
+                assert_eq!(
+                    substitute_str(text, &c, mode),
+                    scanned(text, &c, mode),
+                    "{text}"
+                );
+            }
+        }
+        // Braces inside, text around or an escape: the scan decides.
+        for text in [
+            "{{ request.object.metadata.{n: name} }}",
+            " {{ request.object.metadata.name }}",
+            "\\{{ request.object.metadata.name }}",
+            "{{ a }}{{ b }}",
+        ] {
+            assert_eq!(whole_variable(text), None, "{text}");
+        }
+        assert_eq!(
+            substitute_str(
+                "{{ a }}-{{ request.object.metadata.name }}",
+                &c,
+                Mode::Lenient
+            ),
+            Ok(json!("-web"))
+        );
+    }
+
     #[test]
     fn resolved_values_are_not_evaluated_again() {
         let c = Context::new(Arc::new(json!({"a": "{{ a }}", "b": "{{ b }}x"})), false);
