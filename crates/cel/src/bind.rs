@@ -168,6 +168,12 @@ impl Indexer for Shared {
     }
 }
 
+/// A list or map evaluation result as a value that can be bound again at O(1) per clone. Its elements are what the
+/// evaluation made of them: [`Shared`] when they come from bound values, so nothing below the top is copied.
+pub fn share(value: Box<dyn Val + 'static>) -> Box<dyn Val + 'static> {
+    Box::new(Shared(Arc::from(value)))
+}
+
 /// Converts an evaluation result into a value that can be bound again: lists and maps become [`Shared`] (so later
 /// comprehensions over it do not deep-copy elements), scalars stay the built-in values the standard library expects.
 pub fn from_value(value: cel::Value) -> Result<Box<dyn Val + 'static>, ExecutionError> {

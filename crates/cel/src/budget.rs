@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use cel::common::ast::{CallExpr, EntryExpr, Expr, IdedExpr, LiteralValue};
 use cel::common::types::{CelInt, DYN_TYPE, INT_TYPE};
-use cel::common::value::CowVal;
+use cel::common::value::{BuiltinRef, CowVal, Val};
 use cel::parser::Expression;
 use cel::{Context, DeclarationError, Env, ExecutionError, Value};
 
@@ -296,10 +296,36 @@ pub fn eval_bounded(
     limit: u64,
     deadline: Option<Instant>,
 ) -> (Result<Value, EvalError>, u64) {
+    bounded(limit, deadline, || ctx.resolve(expr))
+}
+
+/// [`eval_bounded`] for a result that is bound again (a named variable): a list or map result stays the CEL value
+/// it is, shared ([`crate::bind::Shared`]), instead of being converted to a `cel::Value` and back (two deep copies
+/// of, say, every container of the object); any other result takes the `cel::Value` round trip as before.
+pub fn eval_bounded_val(
+    expr: &Expression,
+    ctx: &Context<'static, 'static>,
+    limit: u64,
+    deadline: Option<Instant>,
+) -> (Result<Box<dyn Val + 'static>, EvalError>, u64) {
+    bounded(limit, deadline, || {
+        let value = Value::resolve_val(expr, ctx)?;
+        if matches!(value.as_builtin(), BuiltinRef::List(_) | BuiltinRef::Map(_)) {
+            return Ok(crate::bind::share(value.into_owned()));
+        }
+        let value: Value = value.as_ref().try_into()?;
+        crate::bind::from_value(value)
+    })
+}
+
+/// Runs `eval` under a cost limit and deadline (see [`eval_bounded`]).
+fn bounded<T>(
+    limit: u64,
+    deadline: Option<Instant>,
+    eval: impl FnOnce() -> Result<T, ExecutionError>,
+) -> (Result<T, EvalError>, u64) {
     if active() {
-        let r = ctx
-            .resolve(expr)
-            .map_err(|e| EvalError::Execution(e.to_string()));
+        let r = eval().map_err(|e| EvalError::Execution(e.to_string()));
         return (r, 0);
     }
     if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -316,7 +342,7 @@ pub fn eval_bounded(
     let reset = Reset;
     // The crate is not known to panic on evaluation, but a panic must neither escape into the request path nor
     // leave this thread's budget installed.
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ctx.resolve(expr)));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(eval));
     let st = STATE.with(|s| s.borrow_mut().take());
     drop(reset);
     let Ok(r) = r else {

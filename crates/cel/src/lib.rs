@@ -608,10 +608,9 @@ impl Variables {
         let mut activation = self.0.base.clone();
         activation.variables = Some(self.clone());
         let ctx = activation.context(&program.env);
-        let value = budget::eval_bounded(&program.expression, &ctx, DEFAULT_COST_LIMIT, None)
+        let boxed = budget::eval_bounded_val(&program.expression, &ctx, DEFAULT_COST_LIMIT, None)
             .0
             .map_err(|e| e.to_string())?;
-        let boxed = bind::from_value(value).map_err(|e| e.to_string())?;
         Ok(Arc::from(boxed))
     }
 }

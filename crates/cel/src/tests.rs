@@ -69,6 +69,33 @@ fn variables_are_lazy_shared_and_chained() {
     assert!(eval(&a, "variables.nope").is_err());
 }
 
+/// List and map variables are bound as the values the evaluation returned (no `cel::Value` round trip): they must
+/// behave exactly as the round-tripped ones did, whether they come straight from the object or are computed.
+#[test]
+fn list_and_map_variables_behave_as_plain_values() {
+    let vars = [
+        ("containers", "object.spec.containers"),
+        ("all", "object.spec.containers + object.spec.containers"),
+        ("labels", "object.metadata.labels"),
+        ("built", "{'a': [1, 2], 'b': {'c': 'd'}}"),
+        ("name", "object.metadata.name"),
+    ]
+    .map(|(n, e)| (n.to_string(), Program::compile(e).expect("compiles")));
+    let a = activation(pod(2)).with_variables(&vars);
+    for src in [
+        "size(variables.containers) == 2 && size(variables.all) == 4",
+        "variables.all.map(c, c.name) == ['c0', 'c1', 'c0', 'c1']",
+        "variables.containers.all(c, c.image.startsWith('registry.example.com/'))",
+        "variables.containers[1].name == 'c1' && variables.containers == object.spec.containers",
+        "variables.labels == {'app': 'web'} && 'app' in variables.labels && variables.labels.app == 'web'",
+        "variables.built.a == [1, 2] && variables.built.b.c == 'd' && type(variables.built) == map",
+        "type(variables.containers) == list && variables.containers + [] == object.spec.containers",
+        "variables.name == 'p' && type(variables.name) == string",
+    ] {
+        assert_eq!(eval(&a, src), Ok(Value::Bool(true)), "{src}");
+    }
+}
+
 #[test]
 fn a_variable_using_itself_is_an_error() {
     let vars = [(

@@ -982,12 +982,16 @@ impl KyvernoPolicy {
                 {
                     continue;
                 }
-                let key = self.exception_key();
-                let excepting: Vec<&Arc<PolicyException>> = self
-                    .exceptions
-                    .iter()
-                    .filter(|e| e.exempts(&key, &rule.spec.name, &input))
-                    .collect();
+                // No key is built for the common policy without exceptions.
+                let excepting: Vec<&Arc<PolicyException>> = if self.exceptions.is_empty() {
+                    Vec::new()
+                } else {
+                    let key = self.exception_key();
+                    self.exceptions
+                        .iter()
+                        .filter(|e| e.exempts(&key, &rule.spec.name, &input))
+                        .collect()
+                };
                 // An exception with podSecurity controls excuses those controls of a podSecurity rule, which still
                 // runs; any other exception skips the rule.
                 let pss = rule

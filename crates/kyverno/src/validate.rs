@@ -1,5 +1,7 @@
 //! `validate` rules: pattern, anyPattern, deny and foreach, with Kyverno's results and messages.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
 use super::eval::{check_conditions, load_context, Env};
@@ -293,7 +295,8 @@ fn validate_patterns(
 }
 
 /// The elements of a foreach `list` expression: a list, or a single value wrapped in one.
-pub fn elements(ctx: &Context<'_>, list: &str) -> Result<Vec<Value>, String> {
+/// The elements of a foreach list, each shared ([`Arc`]) so that putting one into a context copies nothing.
+pub fn elements(ctx: &Context<'_>, list: &str) -> Result<Vec<Arc<Value>>, String> {
     let expr = list.trim();
     let expr = expr
         .strip_prefix("{{")
@@ -301,20 +304,36 @@ pub fn elements(ctx: &Context<'_>, list: &str) -> Result<Vec<Value>, String> {
         .map(str::trim)
         .unwrap_or(expr);
     match ctx.query(expr) {
-        Ok(Value::Array(items)) => Ok(items),
-        Ok(other) => Ok(vec![other]),
+        Ok(Value::Array(items)) => Ok(items.into_iter().map(Arc::new).collect()),
+        Ok(other) => Ok(vec![Arc::new(other)]),
         Err(e) => Err(e.to_string()),
     }
 }
 
+/// `element<n>` and `elementIndex<n>` of the usual nesting depths, without formatting them per element.
+const ELEMENT: [&str; 4] = ["element0", "element1", "element2", "element3"];
+const ELEMENT_INDEX: [&str; 4] = [
+    "elementIndex0",
+    "elementIndex1",
+    "elementIndex2",
+    "elementIndex3",
+];
+
 /// Put a foreach element into the context.
-pub fn set_element(ctx: &mut Context<'_>, element: &Value, index: usize, nesting: usize) {
-    // `element` and `element<nesting>` share one copy of the element.
-    let element = std::sync::Arc::new(element.clone());
-    ctx.set_shared("element", std::sync::Arc::clone(&element));
+pub fn set_element(ctx: &mut Context<'_>, element: &Arc<Value>, index: usize, nesting: usize) {
+    // `element` and `element<nesting>` share the list's own copy of the element.
+    ctx.set_shared("element", Arc::clone(element));
     ctx.set("elementIndex", Value::from(index));
-    ctx.set_shared(&format!("element{nesting}"), element);
-    ctx.set(&format!("elementIndex{nesting}"), Value::from(index));
+    match (ELEMENT.get(nesting), ELEMENT_INDEX.get(nesting)) {
+        (Some(element_n), Some(index_n)) => {
+            ctx.set_shared(element_n, Arc::clone(element));
+            ctx.set(index_n, Value::from(index));
+        }
+        _ => {
+            ctx.set_shared(&format!("element{nesting}"), Arc::clone(element));
+            ctx.set(&format!("elementIndex{nesting}"), Value::from(index));
+        }
+    }
 }
 
 fn validate_foreach(
@@ -349,7 +368,7 @@ fn validate_elements(
     rule: &str,
     message: Option<&str>,
     fe: &ForEachValidation,
-    items: &[Value],
+    items: &[Arc<Value>],
     ctx: &Context<'_>,
     resource: &Value,
     nesting: usize,
@@ -381,7 +400,7 @@ fn validate_elements(
             );
         }
         let scoped = element.is_object() && fe.element_scope != Some(false);
-        let target = if scoped { element } else { resource };
+        let target = if scoped { &**element } else { resource };
         let result = match fe
             .preconditions
             .as_ref()
