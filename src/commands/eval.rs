@@ -8,10 +8,22 @@ use serde_json::{json, Value};
 
 use super::inputs;
 use crate::cli::{EvalArgs, ReportOutput};
-use crate::decide::decide;
+use crate::decide::{decide, Decision};
 use crate::pipeline;
 use crate::policy::source::yaml_documents;
 use crate::policy::{EvalContext, FailurePolicy, PayloadMode};
+
+/// One entry of the report: what was evaluated (`head`, an object) and the decision.
+fn report(mut head: Value, decision: &Decision) -> Value {
+    let verdict = decision.verdict().as_str();
+    head["decision"] = json!(verdict);
+    head["allowed"] = json!(decision.allowed);
+    head["denials"] = json!(decision.denials);
+    head["warnings"] = json!(decision.warnings);
+    head["audits"] = json!(decision.audits);
+    head["errors"] = json!(decision.errors);
+    head
+}
 
 pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
     let EvalArgs {
@@ -35,19 +47,16 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
                 let policies = runs.len();
                 let decision = decide(runs, None, FailurePolicy::Fail);
                 denied |= !decision.allowed;
-                reports.push(json!({
-                    "source": origin.to_string(),
-                    "kind": format!("{mode} payload"),
-                    "namespace": null,
-                    "name": "",
-                    "policies": policies,
-                    "decision": decision.verdict().as_str(),
-                    "allowed": decision.allowed,
-                    "denials": decision.denials,
-                    "warnings": decision.warnings,
-                    "audits": decision.audits,
-                    "errors": decision.errors,
-                }));
+                reports.push(report(
+                    json!({
+                        "source": origin.to_string(),
+                        "kind": format!("{mode} payload"),
+                        "namespace": null,
+                        "name": "",
+                        "policies": policies,
+                    }),
+                    &decision,
+                ));
             }
         }
     }
@@ -66,21 +75,19 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
         };
         let decision = decide(runs, patch, FailurePolicy::Fail);
         denied |= !decision.allowed;
-        reports.push(json!({
-            "source": origin.to_string(),
-            "kind": review.kind.kind,
-            "namespace": review.namespace,
-            "name": review.name,
-            "operation": review.operation_str(),
-            "decision": decision.verdict().as_str(),
-            "allowed": decision.allowed,
-            "denials": decision.denials,
-            "warnings": decision.warnings,
-            "audits": decision.audits,
-            "errors": decision.errors,
-            "patch": decision.patch,
-            "mutated": mutated,
-        }));
+        let mut entry = report(
+            json!({
+                "source": origin.to_string(),
+                "kind": review.kind.kind,
+                "namespace": review.namespace,
+                "name": review.name,
+                "operation": review.operation_str(),
+            }),
+            &decision,
+        );
+        entry["patch"] = json!(decision.patch);
+        entry["mutated"] = json!(mutated);
+        reports.push(entry);
     }
     match output {
         ReportOutput::Json => println!("{}", serde_json::to_string_pretty(&reports)?),

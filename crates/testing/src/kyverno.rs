@@ -231,6 +231,39 @@ struct Evaluated {
     errors: Vec<String>,
 }
 
+impl Evaluated {
+    /// What the explained runs found, checked against the webhook's unexplained runs of the same input (`served`):
+    /// a disagreement is an error of the case.
+    fn of(
+        runs: Vec<pipeline::PolicyRun>,
+        patched: Option<Value>,
+        served: &[pipeline::PolicyRun],
+        served_patched: &Option<Value>,
+    ) -> Evaluated {
+        let mut evaluated = Evaluated {
+            rules: Vec::new(),
+            errors: Vec::new(),
+            patched,
+        };
+        if let Some(disagreement) = disagreement(&runs, served, &evaluated.patched, served_patched)
+        {
+            evaluated.errors.push(format!(
+                "the webhook path disagrees with the test path: {disagreement}"
+            ));
+        }
+        for run in runs {
+            // An error no rule reports (a time-out, a contained panic) is the case's error.
+            if run.outcome.rules.is_empty() {
+                evaluated
+                    .errors
+                    .extend(run.outcome.errors.iter().map(|e| e.error.to_string()));
+            }
+            evaluated.rules.extend(run.outcome.rules);
+        }
+        evaluated
+    }
+}
+
 struct Resource {
     value: Value,
     name: String,
@@ -441,11 +474,6 @@ impl Suite {
             };
             let set = PolicySet::new(vec![policy.clone()], 0, String::new());
             let (runs, patched) = pipeline::mutate_then_validate(&set, &review, &ctx);
-            let mut evaluated = Evaluated {
-                rules: Vec::new(),
-                patched,
-                errors: Vec::new(),
-            };
             // The same review without explaining is exactly what the webhook does: its facts must be the ones the
             // test judges (a disagreement would mean `policyctl test` passes what the webhook does otherwise).
             let served_ctx = EvalContext {
@@ -454,22 +482,7 @@ impl Suite {
             };
             let (served, served_patched) =
                 pipeline::mutate_then_validate(&set, &review, &served_ctx);
-            if let Some(disagreement) =
-                disagreement(&runs, &served, &evaluated.patched, &served_patched)
-            {
-                evaluated.errors.push(format!(
-                    "the webhook path disagrees with the test path: {disagreement}"
-                ));
-            }
-            for run in runs {
-                // An error no rule reports (a time-out, a contained panic) is the case's error.
-                if run.outcome.rules.is_empty() {
-                    evaluated
-                        .errors
-                        .extend(run.outcome.errors.iter().map(|e| e.error.to_string()));
-                }
-                evaluated.rules.extend(run.outcome.rules);
-            }
+            let evaluated = Evaluated::of(runs, patched, &served, &served_patched);
             self.cache.insert(key.clone(), evaluated);
         }
         self.cache.get(&key)
@@ -506,25 +519,7 @@ impl Suite {
             ..ctx.clone()
         };
         let served = pipeline::validate_payload(&set, payload, mode, &served_ctx);
-        let mut evaluated = Evaluated {
-            rules: Vec::new(),
-            patched: None,
-            errors: Vec::new(),
-        };
-        if let Some(disagreement) = disagreement(&runs, &served, &None, &None) {
-            evaluated.errors.push(format!(
-                "the webhook path disagrees with the test path: {disagreement}"
-            ));
-        }
-        for run in runs {
-            if run.outcome.rules.is_empty() {
-                evaluated
-                    .errors
-                    .extend(run.outcome.errors.iter().map(|e| e.error.to_string()));
-            }
-            evaluated.rules.extend(run.outcome.rules);
-        }
-        evaluated
+        Evaluated::of(runs, None, &served, &None)
     }
 }
 
