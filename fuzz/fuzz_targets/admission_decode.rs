@@ -18,6 +18,7 @@ fuzz_target!(|data: &[u8]| {
         message: review.name.clone(),
         warnings: vec![review.uid.clone()],
         patch: None,
+        reason: None,
     };
     if let Err(err) = encode_response(&review, response) {
         panic!("a decoded review cannot be answered: {err}");
