@@ -3,11 +3,26 @@
 use std::cmp::Ordering;
 
 use cel::common::value::{CowVal, Val};
+use cel::objects::Opaque;
 use cel::{ExecutionError, Value};
 
 /// An argument as a plain value.
 pub(crate) fn value(v: &CowVal<'_, '_>) -> Result<Value, ExecutionError> {
     Value::try_from(v.as_ref() as &dyn Val)
+}
+
+/// An argument that must be one of our opaque types (`T`); anything else is an error of `function` saying `what`
+/// it expected.
+pub(crate) fn opaque_arg<T: Opaque + Clone>(
+    function: &str,
+    v: &CowVal<'_, '_>,
+    what: &str,
+) -> Result<T, ExecutionError> {
+    match value(v)? {
+        Value::Opaque(o) => o.downcast_ref::<T>().cloned(),
+        _ => None,
+    }
+    .ok_or_else(|| ExecutionError::function_error(function, what))
 }
 
 /// A plain value as a result.

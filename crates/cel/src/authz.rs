@@ -24,7 +24,7 @@ use cel::objects::Opaque;
 use cel::{DeclarationError, Env, ExecutionError, Value};
 use serde_json::Value as Json;
 
-use crate::args::{out, take, text, value};
+use crate::args::{opaque_arg, out, take, text, value};
 
 /// `envoy.OkResponse`.
 pub const ENVOY_OK: &str = "envoy.OkResponse";
@@ -173,11 +173,7 @@ fn opaque<'b, 'v>(v: impl Opaque) -> Result<CowVal<'b, 'v>, ExecutionError> {
 }
 
 fn this<T: Opaque + Clone>(function: &str, v: &CowVal<'_, '_>) -> Result<T, ExecutionError> {
-    match value(v)? {
-        Value::Opaque(o) => o.downcast_ref::<T>().cloned(),
-        _ => None,
-    }
-    .ok_or_else(|| ExecutionError::function_error(function, "unexpected receiver"))
+    opaque_arg(function, v, "unexpected receiver")
 }
 
 fn bounded(function: &str, s: String) -> Result<String, ExecutionError> {

@@ -15,7 +15,7 @@ use cel::objects::Opaque;
 use cel::{DeclarationError, Env, ExecutionError, Value};
 use regex::Regex;
 
-use crate::args::{take, text, value};
+use crate::args::{opaque_arg, take, text};
 
 /// The CEL type name.
 pub const TYPE_NAME: &str = "kubernetes.NamedFormat";
@@ -219,16 +219,7 @@ fn named<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionE
 /// `<format>.validate(s)`.
 fn validate_fn<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
     let [f, s] = take(args)?;
-    let format = match value(&f)? {
-        Value::Opaque(o) => o
-            .downcast_ref::<Format>()
-            .map(|f| f.0)
-            .ok_or_else(|| ExecutionError::function_error("validate", "expected a format")),
-        _ => Err(ExecutionError::function_error(
-            "validate",
-            "expected a format",
-        )),
-    }?;
+    let format = opaque_arg::<Format>("validate", &f, "expected a format")?.0;
     let s = text("validate", &s)?;
     let errors = validate(format, &s);
     if errors.is_empty() {

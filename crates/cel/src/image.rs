@@ -15,7 +15,7 @@ use cel::objects::Opaque;
 use cel::{DeclarationError, Env, ExecutionError, Value};
 use regex::Regex;
 
-use crate::args::{out, take, text, value};
+use crate::args::{opaque_arg, out, take, text};
 
 /// The CEL type name.
 pub const TYPE_NAME: &str = "kyverno.Image";
@@ -139,11 +139,7 @@ fn is_image<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, Executi
 
 fn image_arg(function: &str, args: Vec<CowVal<'_, '_>>) -> Result<Image, ExecutionError> {
     let [i] = take(args)?;
-    match value(&i)? {
-        Value::Opaque(o) => o.downcast_ref::<Image>().cloned(),
-        _ => None,
-    }
-    .ok_or_else(|| ExecutionError::function_error(function, "expected an image"))
+    opaque_arg(function, &i, "expected an image")
 }
 
 fn part<'b, 'v>(

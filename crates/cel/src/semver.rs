@@ -11,7 +11,7 @@ use cel::common::value::CowVal;
 use cel::objects::Opaque;
 use cel::{DeclarationError, Env, ExecutionError, Value};
 
-use crate::args::{out, take, value, Comparison};
+use crate::args::{opaque_arg, out, take, value, Comparison};
 
 /// The CEL type name.
 pub const TYPE_NAME: &str = "kubernetes.Semver";
@@ -94,11 +94,7 @@ fn is_semver<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, Execut
 }
 
 fn version(function: &str, v: &CowVal<'_, '_>) -> Result<Semver, ExecutionError> {
-    match value(v)? {
-        Value::Opaque(o) => o.downcast_ref::<Semver>().cloned(),
-        _ => None,
-    }
-    .ok_or_else(|| ExecutionError::function_error(function, "expected a semver"))
+    opaque_arg(function, v, "expected a semver")
 }
 
 fn component<'b, 'v>(

@@ -10,7 +10,7 @@ use cel::common::value::CowVal;
 use cel::objects::Opaque;
 use cel::{DeclarationError, Env, ExecutionError, Value};
 
-use crate::args::{out, text, value};
+use crate::args::{opaque_arg, out, take, text};
 
 /// The CEL type name.
 pub const TYPE_NAME: &str = "net.URL";
@@ -87,14 +87,8 @@ impl Url {
 }
 
 fn url_arg(function: &str, args: Vec<CowVal<'_, '_>>) -> Result<Url, ExecutionError> {
-    let [u]: [CowVal<'_, '_>; 1] = args
-        .try_into()
-        .map_err(|a: Vec<_>| ExecutionError::invalid_argument_count(1, a.len()))?;
-    match value(&u)? {
-        Value::Opaque(o) => o.downcast_ref::<Url>().cloned(),
-        _ => None,
-    }
-    .ok_or_else(|| ExecutionError::function_error(function, "expected a URL"))
+    let [u] = take(args)?;
+    opaque_arg(function, &u, "expected a URL")
 }
 
 fn url_fn<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
