@@ -83,26 +83,13 @@ impl Engine for MutatingPolicyEngine {
     }
 
     fn build(&self, input: EngineInput, _options: &LoadOptions) -> Built {
-        let mut built = Built::default();
-        let exceptions =
-            policyctl_vpol::exception::Exceptions::load(&input, "MutatingPolicy", &mut built);
-        for doc in input.documents.iter() {
-            let unknown =
-                policyctl_core::policy::strict::check(doc, "", &doc.value, &strict::POLICY);
-            if !unknown.is_empty() {
-                built.errors.extend(unknown);
-                continue;
-            }
-            match MutatingPolicy::from_document(doc) {
-                Ok((mut policy, warnings)) => {
-                    built.warnings.extend(warnings);
-                    policy.exceptions = exceptions.naming("MutatingPolicy", &policy.info.name);
-                    built.policies.push(Arc::new(policy));
-                }
-                Err(e) => built.errors.push(e),
-            }
-        }
-        built
+        policyctl_vpol::exception::build_excepted(
+            &input,
+            "MutatingPolicy",
+            &strict::POLICY,
+            MutatingPolicy::from_document,
+            |policy, exceptions| policy.exceptions = exceptions,
+        )
     }
 }
 

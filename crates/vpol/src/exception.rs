@@ -193,6 +193,40 @@ pub struct Exceptions(Vec<Arc<CelException>>);
 /// The policy kinds whose engines apply these exceptions.
 const APPLIED_TO: [&str; 2] = ["ValidatingPolicy", "MutatingPolicy"];
 
+/// A policy compiled from its document, with its load warnings.
+pub type Compiled<P> = Result<(P, Vec<LoadError>), LoadError>;
+
+/// Builds an engine's policies of a kind CEL PolicyExceptions apply to (`kind`: ValidatingPolicy, MutatingPolicy):
+/// the exceptions among the parameters are loaded once; each document is checked against `shape` (a misspelled field
+/// would otherwise be ignored), compiled, and given the exceptions that name it.
+pub fn build_excepted<P: policyctl_core::policy::Policy + 'static>(
+    input: &EngineInput,
+    kind: &str,
+    shape: &Shape,
+    compile: fn(&Document) -> Compiled<P>,
+    attach: fn(&mut P, Vec<Arc<CelException>>),
+) -> Built {
+    let mut built = Built::default();
+    let exceptions = Exceptions::load(input, kind, &mut built);
+    for doc in input.documents.iter() {
+        let unknown = policyctl_core::policy::strict::check(doc, "", &doc.value, shape);
+        if !unknown.is_empty() {
+            built.errors.extend(unknown);
+            continue;
+        }
+        match compile(doc) {
+            Ok((mut policy, warnings)) => {
+                built.warnings.extend(warnings);
+                let excepting = exceptions.naming(kind, &policy.info().name);
+                attach(&mut policy, excepting);
+                built.policies.push(Arc::new(policy));
+            }
+            Err(e) => built.errors.push(e),
+        }
+    }
+    built
+}
+
 impl Exceptions {
     /// Load the exceptions among `input.params` for the engine of policy `kind`: load errors go to `built`, and so do
     /// warnings for references that engine finds nothing for — a policy of its kind not among `input.documents`,

@@ -95,26 +95,13 @@ impl Engine for ValidatingPolicyEngine {
     }
 
     fn build(&self, input: EngineInput, _options: &LoadOptions) -> Built {
-        let mut built = Built::default();
-        let exceptions = exception::Exceptions::load(&input, "ValidatingPolicy", &mut built);
-        for doc in input.documents.iter() {
-            // Strict field validation first: a misspelled field would otherwise be ignored.
-            let unknown =
-                policyctl_core::policy::strict::check(doc, "", &doc.value, &strict::POLICY);
-            if !unknown.is_empty() {
-                built.errors.extend(unknown);
-                continue;
-            }
-            match ValidatingPolicy::from_document(doc) {
-                Ok((mut policy, warnings)) => {
-                    built.warnings.extend(warnings);
-                    policy.exceptions = exceptions.naming("ValidatingPolicy", &policy.info.name);
-                    built.policies.push(Arc::new(policy));
-                }
-                Err(e) => built.errors.push(e),
-            }
-        }
-        built
+        exception::build_excepted(
+            &input,
+            "ValidatingPolicy",
+            &strict::POLICY,
+            ValidatingPolicy::from_document,
+            |policy, exceptions| policy.exceptions = exceptions,
+        )
     }
 }
 
