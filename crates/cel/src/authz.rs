@@ -482,15 +482,7 @@ mod tests {
     use serde_json::json;
 
     fn eval_with(object: Json, src: &str) -> Result<Value, EvalError> {
-        let review = policyctl_core::admission::Review::for_object(
-            object,
-            None,
-            policyctl_core::admission::Operation::Create,
-        );
-        let activation = crate::Activation::new(crate::ReviewBindings::of(&review));
-        let program = crate::Program::compile_for(crate::Dialect::Kyverno, src)
-            .map_err(|e| EvalError::Execution(e.to_string()))?;
-        activation.evaluate(&program, &crate::Limits::default())
+        crate::eval_on_for(crate::Dialect::Kyverno, object, src)
     }
 
     fn eval(src: &str) -> Result<Value, EvalError> {

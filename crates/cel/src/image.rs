@@ -228,15 +228,15 @@ pub fn extension(env: &mut Env) -> Result<(), DeclarationError> {
 #[cfg(test)]
 mod tests {
     use super::parse;
-    use crate::{Dialect, Program, Value};
+    use crate::{Dialect, Value};
 
     fn eval(src: &str) -> Result<Value, crate::EvalError> {
-        let program = Program::compile_for(Dialect::Kyverno, src).expect("compiles");
-        crate::eval_program_on(
+        crate::eval_on_for(
+            Dialect::Kyverno,
             serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
                 "spec": {"containers": [{"name": "a", "image": "corp.reg.com/team/app:1.2"},
                                         {"name": "b", "image": "nginx"}]}}),
-            &program,
+            src,
         )
     }
 

@@ -689,14 +689,15 @@ mod tests;
 /// Evaluates `src` with `object` as the object of a CREATE review (the libraries' tests).
 #[cfg(test)]
 pub(crate) fn eval_on(object: Json, src: &str) -> Result<Value, EvalError> {
-    let program = Program::compile(src).map_err(|e| EvalError::Execution(e.to_string()))?;
-    eval_program_on(object, &program)
+    eval_on_for(Dialect::Kubernetes, object, src)
 }
 
-/// Evaluates a compiled program with `object` as the object of a CREATE review (the libraries' tests).
+/// Evaluates `src`, compiled for `dialect`, with `object` as the object of a CREATE review (the libraries' tests).
 #[cfg(test)]
-pub(crate) fn eval_program_on(object: Json, program: &Program) -> Result<Value, EvalError> {
+pub(crate) fn eval_on_for(dialect: Dialect, object: Json, src: &str) -> Result<Value, EvalError> {
     let review = Review::for_object(object, None, policyctl_core::admission::Operation::Create);
     let activation = Activation::new(ReviewBindings::of(&review));
-    activation.evaluate(program, &Limits::default())
+    let program =
+        Program::compile_for(dialect, src).map_err(|e| EvalError::Execution(e.to_string()))?;
+    activation.evaluate(&program, &Limits::default())
 }

@@ -226,15 +226,11 @@ mod tests {
     use serde_json::json;
 
     fn eval(src: &str) -> Result<Value, EvalError> {
-        let review = policyctl_core::admission::Review::for_object(
+        crate::eval_on_for(
+            crate::Dialect::Kyverno,
             json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}}),
-            None,
-            policyctl_core::admission::Operation::Create,
-        );
-        let activation = crate::Activation::new(crate::ReviewBindings::of(&review));
-        let program = crate::Program::compile_for(crate::Dialect::Kyverno, src)
-            .map_err(|e| EvalError::Execution(e.to_string()))?;
-        activation.evaluate(&program, &crate::Limits::default())
+            src,
+        )
     }
 
     fn holds(src: &str) {
