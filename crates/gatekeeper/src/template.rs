@@ -492,13 +492,8 @@ impl Template {
                 ])
             }
         };
-        let (vm, interpreter_reason) = match support::vm::Vm::compile(&compiled, &[rule.as_str()]) {
-            Ok(vm) => (Some(vm), None),
-            Err(err) => (
-                None,
-                Some(format!("the VM compiler rejects the template: {err}")),
-            ),
-        };
+        let (vm, interpreter_reason) =
+            support::vm::Vm::compile(&compiled, &[rule.as_str()], "template");
         let template = Template {
             name: parsed.metadata.name,
             kind,

@@ -265,13 +265,8 @@ fn build_packages(input: EngineInput, options: &LoadOptions) -> (Built, Vec<Arc<
             .flatten()
             .map(String::as_str)
             .collect();
-        let (vm, interpreter_reason) = match support::vm::Vm::compile(&compiled, &entry_points) {
-            Ok(vm) => (Some(vm), None),
-            Err(err) => (
-                None,
-                Some(format!("the VM compiler rejects the package: {err}")),
-            ),
-        };
+        let (vm, interpreter_reason) =
+            support::vm::Vm::compile(&compiled, &entry_points, "package");
         policies.push(Arc::new(RegoPolicy {
             info: PolicyInfo {
                 name,

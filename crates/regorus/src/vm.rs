@@ -32,17 +32,31 @@ impl std::fmt::Debug for Vm {
 }
 
 impl Vm {
-    /// Compile the rules `entry_points` (full paths, `data.pkg.rule`) of a prepared policy. The error is the VM
-    /// compiler's reason for rejecting them (e.g. `with`); the caller then runs the policy on the interpreter.
-    pub fn compile(policy: &regorus::CompiledPolicy, entry_points: &[&str]) -> Result<Vm, String> {
-        let program =
-            regorus::languages::rego::compiler::Compiler::compile_from_policy(policy, entry_points)
-                .map_err(|err| err.to_string())?;
-        Ok(Vm {
-            program,
-            policy: policy.clone(),
-            pool: Mutex::new(Vec::new()),
-        })
+    /// Compile the rules `entry_points` (full paths, `data.pkg.rule`) of a prepared policy. When the VM compiler
+    /// rejects them (e.g. `with`), there is no VM and the reason, worded for `what` (`template`, `package`), says why:
+    /// the caller then runs the policy on the interpreter.
+    pub fn compile(
+        policy: &regorus::CompiledPolicy,
+        entry_points: &[&str],
+        what: &str,
+    ) -> (Option<Vm>, Option<String>) {
+        match regorus::languages::rego::compiler::Compiler::compile_from_policy(
+            policy,
+            entry_points,
+        ) {
+            Ok(program) => (
+                Some(Vm {
+                    program,
+                    policy: policy.clone(),
+                    pool: Mutex::new(Vec::new()),
+                }),
+                None,
+            ),
+            Err(err) => (
+                None,
+                Some(format!("the VM compiler rejects the {what}: {err}")),
+            ),
+        }
     }
 
     /// Evaluate one entry point (`None`: the first) on `input`, with `data` as the data document besides the
