@@ -138,11 +138,21 @@ pub enum Verdict {
     Denied(String),
 }
 
-/// The verdict of a validation's result: an Envoy or HTTP `CheckResponse`; anything else is `Err` with the type
-/// found (a builder whose `Response()` was not called included).
-pub fn verdict(result: &Value) -> Result<Verdict, String> {
+/// A validation's result that is not a response: the type found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{got}")]
+pub struct NotAResponse {
+    /// The type found (a builder whose `Response()` was not called says so).
+    pub got: String,
+}
+
+/// The verdict of a validation's result: an Envoy or HTTP `CheckResponse`; anything else is [`NotAResponse`] with
+/// the type found (a builder whose `Response()` was not called included).
+pub fn verdict(result: &Value) -> Result<Verdict, NotAResponse> {
     let Value::Opaque(o) = result else {
-        return Err(crate::type_name(result));
+        return Err(NotAResponse {
+            got: crate::type_name(result),
+        });
     };
     if let Some(check) = o.downcast_ref::<EnvoyCheck>() {
         return Ok(match &check.decision {
@@ -162,10 +172,9 @@ pub fn verdict(result: &Value) -> Result<Verdict, String> {
             HttpResponse::Denied(reason) => Verdict::Denied(reason.trim().to_string()),
         });
     }
-    Err(format!(
-        "{} (a builder: call .Response())",
-        o.runtime_type_name()
-    ))
+    Err(NotAResponse {
+        got: format!("{} (a builder: call .Response())", o.runtime_type_name()),
+    })
 }
 
 fn opaque<'b, 'v>(v: impl Opaque) -> Result<CowVal<'b, 'v>, ExecutionError> {
@@ -545,6 +554,7 @@ mod tests {
         let builder = eval("envoy.Allowed()").expect("ok");
         assert!(verdict(&builder)
             .expect_err("a builder")
+            .got
             .contains(".Response()"));
         assert!(verdict(&eval("http.Allowed()").expect("ok")).is_err());
     }

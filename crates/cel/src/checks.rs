@@ -298,10 +298,12 @@ impl Checks {
                     return match crate::authz::verdict(&response) {
                         Ok(crate::authz::Verdict::Allowed) => Outcome::Pass,
                         Ok(crate::authz::Verdict::Denied(message)) => Outcome::Fail(message, None),
-                        Err(got) => Outcome::Error(EvalError::Type {
-                            want: "CheckResponse or null",
-                            got,
-                        }),
+                        Err(crate::authz::NotAResponse { got }) => {
+                            Outcome::Error(EvalError::Type {
+                                want: "CheckResponse or null",
+                                got,
+                            })
+                        }
                     }
                 }
                 Err(e) if is_stop(&e) => return Outcome::Error(e),

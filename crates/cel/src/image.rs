@@ -51,17 +51,27 @@ static GRAMMAR: LazyLock<Result<[Regex; 4], regex::Error>> = LazyLock::new(|| {
     ])
 });
 
+/// A reference that does not parse (at most its first 128 characters are shown).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid image reference {reference:?}: {why}")]
+pub struct InvalidImage {
+    reference: String,
+    why: String,
+}
+
 /// Why a reference does not parse.
-fn invalid(reference: &str, why: &str) -> String {
-    let shown: String = reference.chars().take(128).collect();
-    format!("invalid image reference {shown:?}: {why}")
+fn invalid(reference: &str, why: &str) -> InvalidImage {
+    InvalidImage {
+        reference: reference.chars().take(128).collect(),
+        why: why.to_string(),
+    }
 }
 
 /// Parses a reference.
-pub fn parse(reference: &str) -> Result<Image, String> {
+pub fn parse(reference: &str) -> Result<Image, InvalidImage> {
     let grammar = GRAMMAR
         .as_ref()
-        .map_err(|e| format!("internal: image grammar: {e}"))?;
+        .map_err(|e| invalid(reference, &format!("internal: image grammar: {e}")))?;
     let [registry_re, component_re, tag_re, digest_re] = grammar;
     if reference.is_empty() {
         return Err(invalid(reference, "empty"));
@@ -127,7 +137,7 @@ pub fn parse(reference: &str) -> Result<Image, String> {
 fn image_fn<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
     let [s] = take(args)?;
     let s = text("image", &s)?;
-    let image = parse(&s).map_err(|e| ExecutionError::function_error("image", e))?;
+    let image = parse(&s).map_err(|e| ExecutionError::function_error("image", e.to_string()))?;
     out(Value::Opaque(Arc::new(image)))
 }
 
