@@ -52,6 +52,25 @@ impl RegoVM {
         }
     }
 
+    /// Prepare the register window for the next body of a rule: the first
+    /// `retained` registers (result and arguments) keep their values, the rest
+    /// up to `total` become undefined, and the window has exactly `total`
+    /// registers. Same effect as `resize(retained)` followed by
+    /// `resize(total)`, without dropping and re-growing the tail.
+    fn reset_rule_registers(&mut self, retained: usize, total: usize) {
+        let registers = &mut self.registers;
+        if retained >= total {
+            registers.resize(retained, Value::Undefined);
+            registers.truncate(total);
+            return;
+        }
+        registers.truncate(total);
+        for slot in registers.iter_mut().skip(retained) {
+            *slot = Value::Undefined;
+        }
+        registers.resize_with(total, || Value::Undefined);
+    }
+
     /// Restore VM state that was swapped out for rule execution.
     /// Must be called before returning an error from `execute_rule_definitions_common`
     /// to avoid leaving the VM in an inconsistent state.
@@ -122,9 +141,7 @@ impl RegoVM {
                     ctx.current_definition_index = def_idx;
                 }
 
-                self.registers
-                    .resize(num_retained_registers, Value::Undefined);
-                self.registers.resize(num_registers, Value::Undefined);
+                self.reset_rule_registers(num_retained_registers, num_registers);
 
                 if let Some(destructuring_entry_point) =
                     rule_info.destructuring_blocks.get(def_idx).and_then(|x| *x)
@@ -619,10 +636,10 @@ impl RegoVM {
                     ctx.current_body_index = frame_data.current_body_index;
                 }
 
-                self.registers
-                    .resize(frame_data.num_retained_registers, Value::Undefined);
-                self.registers
-                    .resize(frame_data.num_registers, Value::Undefined);
+                self.reset_rule_registers(
+                    frame_data.num_retained_registers,
+                    frame_data.num_registers,
+                );
 
                 if let Some(destructuring_entry_point) = rule_info
                     .destructuring_blocks
