@@ -3,8 +3,8 @@
 
 use crate::rvm::instructions::{ComprehensionMode, LoopMode};
 use crate::value::{Array, Object, ObjectCursor, Set, SetCursor, Value};
-use alloc::vec::Vec;
 use crate::Rc;
+use alloc::vec::Vec;
 
 /// Loop execution context for managing iteration state
 #[derive(Debug, Clone)]
