@@ -249,11 +249,7 @@ fn iterates_sets_and_objects_in_sorted_order_and_leaves_early() {
         let run = |rule: &str| vm(LOOPS, rule, loop_input(size), mode).expect("evaluates");
         assert_eq!(run("data.t.order"), Value::from(names.clone()), "{mode:?}");
         assert_eq!(run("data.t.keyed"), Value::from(keyed.clone()), "{mode:?}");
-        assert_eq!(
-            run("data.t.nested"),
-            Value::from(33 * 32 / 2),
-            "{mode:?}"
-        );
+        assert_eq!(run("data.t.nested"), Value::from(33 * 32 / 2), "{mode:?}");
         assert_eq!(run("data.t.found"), Value::from("c040"), "{mode:?}");
         assert_eq!(run("data.t.any_big"), Value::from(true), "{mode:?}");
         assert_eq!(run("data.t.all_named"), Value::from(true), "{mode:?}");
