@@ -73,10 +73,12 @@ impl IterationState {
     /// The state of a loop over `items`, positioned before its first element.
     pub(super) fn over_set(items: Rc<Set>) -> Self {
         let cursor = items.cursor();
+        // Sized for the first batch, so filling it does not reallocate.
+        let buffer = Vec::with_capacity(items.len().min(SET_BATCH));
         Self::Set {
             items,
             cursor,
-            buffer: Vec::new(),
+            buffer,
             next: 0,
         }
     }
