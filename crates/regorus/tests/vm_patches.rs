@@ -297,3 +297,174 @@ fn errors_from_nested_calls_still_surface_and_builtin_errors_match() {
         }
     }
 }
+
+// ---- Set and object loops step by position (POLICYCTL-PATCHES.md, section 4) ----
+
+/// Loops over sets (of objects, as Gatekeeper's `input_containers`) and objects in every form the compiler emits:
+/// `some x in`, `some k, v in`, `s[x]`, nested, left early (`some` that finds, `every` that fails), comprehensions
+/// of each kind, through a function and over empty collections. The sizes in `iterates_sets_and_objects_*` put the
+/// sets on and around the VM's 32-element batch boundary.
+const LOOPS: &str = r#"package t
+objs := {{"n": i, "name": sprintf("c%03d", [i]), "tags": {"a", sprintf("t%d", [i % 3])}} | some i in input.nums}
+by_name := {o.name: o.n | some o in objs}
+containers contains c if { some c in input.containers }
+names(s) := [c.name | some c in s]
+
+order := [o.name | some o in objs]
+via_ref := [o.n | objs[o]]
+keyed := [[k, v] | some k, v in by_name]
+input_keyed := [[k, v] | some k, v in input.obj]
+values_only := [v | some v in input.obj]
+small := {o | some o in objs; o.n <= 33}
+nested := count([1 | some a in small; some b in small; a.n < b.n])
+nested_objects := [[k, o.n] | some k, v in input.obj; v % 20 == 1; some o in objs; o.n > 60]
+found := o.name if { some o in objs; o.n == 40 }
+any_big if { some o in objs; o.n > 40 }
+all_named if { every o in objs { startswith(o.name, "c") } }
+all_small if { every o in objs { o.n < 50 } }
+every_value if { every k, v in input.obj { v > 0; k != "" } }
+tags := {o.tags | some o in objs}
+tag_union := {t | some o in objs; some t in o.tags}
+by_tag := {t: count([o | some o in objs; t in o.tags]) | some t in tag_union}
+via_fn := names(containers)
+contained := [c.image | some c in containers; c.name in {"b", "c"}]
+empty_every if { every x in set() { x == 1 } }
+empty_some if { some x in set(); x == 1 }
+empty_object_keys := [k | some k, _ in {}]
+"#;
+
+const LOOP_RULES: [&str; 23] = [
+    "data.t.order",
+    "data.t.via_ref",
+    "data.t.keyed",
+    "data.t.input_keyed",
+    "data.t.values_only",
+    "data.t.nested",
+    "data.t.nested_objects",
+    "data.t.found",
+    "data.t.any_big",
+    "data.t.all_named",
+    "data.t.all_small",
+    "data.t.every_value",
+    "data.t.tags",
+    "data.t.tag_union",
+    "data.t.by_tag",
+    "data.t.via_fn",
+    "data.t.contained",
+    "data.t.empty_every",
+    "data.t.empty_some",
+    "data.t.empty_object_keys",
+    "data.t.objs",
+    "data.t.by_name",
+    "data.t.containers",
+];
+
+fn loop_input(size: u32) -> serde_json::Value {
+    let obj: serde_json::Map<String, serde_json::Value> = (1..=size)
+        .map(|i| (format!("k{i:03}"), serde_json::json!(i)))
+        .collect();
+    serde_json::json!({
+        "nums": (1..=size).collect::<Vec<_>>(),
+        "obj": obj,
+        "containers": [
+            {"name": "c", "image": "nginx:1", "ports": [{"containerPort": 80}]},
+            {"name": "a", "image": "busybox", "args": ["sleep", "1"]},
+            {"name": "b", "image": "redis", "env": [{"name": "X", "value": "1"}]},
+        ],
+    })
+}
+
+#[test]
+fn iterates_sets_and_objects_as_the_interpreter_does() {
+    for size in [0, 1, 2, 31, 32, 33, 64, 70] {
+        let input = loop_input(size);
+        for rule in LOOP_RULES {
+            let want = interpreter(LOOPS, rule, input.clone()).expect("the interpreter evaluates");
+            for mode in MODES {
+                assert_eq!(
+                    vm(LOOPS, rule, input.clone(), mode),
+                    Ok(want.clone()),
+                    "{mode:?} {rule} size {size}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn iterates_sets_and_objects_in_sorted_order_and_leaves_early() {
+    let size = 70;
+    let names: Vec<Value> = (1..=size)
+        .map(|i| Value::from(format!("c{i:03}")))
+        .collect();
+    let keyed: Vec<Value> = (1..=size)
+        .map(|i| Value::from(vec![Value::from(format!("c{i:03}")), Value::from(i)]))
+        .collect();
+    for mode in MODES {
+        let run = |rule: &str| vm(LOOPS, rule, loop_input(size), mode).expect("evaluates");
+        assert_eq!(run("data.t.order"), Value::from(names.clone()), "{mode:?}");
+        assert_eq!(run("data.t.keyed"), Value::from(keyed.clone()), "{mode:?}");
+        assert_eq!(run("data.t.nested"), Value::from(33 * 32 / 2), "{mode:?}");
+        assert_eq!(run("data.t.found"), Value::from("c040"), "{mode:?}");
+        assert_eq!(run("data.t.any_big"), Value::from(true), "{mode:?}");
+        assert_eq!(run("data.t.all_named"), Value::from(true), "{mode:?}");
+        assert_eq!(run("data.t.all_small"), Value::Undefined, "{mode:?}");
+        assert_eq!(
+            run("data.t.via_fn"),
+            Value::from(vec![Value::from("a"), Value::from("b"), Value::from("c")]),
+            "{mode:?}"
+        );
+        assert_eq!(run("data.t.empty_every"), Value::from(true), "{mode:?}");
+        assert_eq!(run("data.t.empty_some"), Value::Undefined, "{mode:?}");
+    }
+}
+
+#[test]
+fn set_next_batch_takes_the_cursor_order_a_batch_at_a_time() {
+    use regorus::value::Set;
+    let set: Set = (0..70).map(|i| Value::from(format!("e{i:03}"))).collect();
+    let mut cursor = set.cursor();
+    let mut out = Vec::new();
+    assert_eq!(set.next_batch(&mut cursor, 0, &mut out), 0);
+    assert_eq!(set.next_batch(&mut cursor, 32, &mut out), 32);
+    assert_eq!(set.next_batch(&mut cursor, 32, &mut out), 32);
+    assert_eq!(set.next_batch(&mut cursor, 32, &mut out), 6);
+    assert_eq!(set.next_batch(&mut cursor, 32, &mut out), 0);
+    assert_eq!(out, set.iter_sorted().cloned().collect::<Vec<_>>());
+
+    // Batches and single steps share the cursor.
+    let mut cursor = set.cursor();
+    let mut out = Vec::new();
+    assert_eq!(set.next(&mut cursor), Some(&Value::from("e000")));
+    assert_eq!(set.next_batch(&mut cursor, 2, &mut out), 2);
+    assert_eq!(out, vec![Value::from("e001"), Value::from("e002")]);
+    assert_eq!(set.next(&mut cursor), Some(&Value::from("e003")));
+
+    let empty = Set::new();
+    assert_eq!(empty.next_batch(&mut empty.cursor(), 32, &mut out), 0);
+}
+
+#[test]
+fn object_cursor_resumes_after_the_last_key_when_the_object_changes_between_steps() {
+    let value = Value::from_json_str(r#"{"a": 1, "c": 2, "e": 3, "g": 4}"#).expect("json");
+    let mut obj = value.as_object().expect("object").clone();
+    let mut cursor = obj.cursor();
+    let key = |step: Option<(&Value, &Value)>| step.map(|(k, _)| k.clone());
+    assert_eq!(key(obj.next(&mut cursor)), Some(Value::from("a")));
+    assert_eq!(key(obj.next(&mut cursor)), Some(Value::from("c")));
+    // Another (frozen, as parsed) object: its slot 1 holds "d", not "c", so the cursor searches for the key after
+    // "c" instead of stepping to slot 2 ("f").
+    let other = Value::from_json_str(r#"{"b": 1, "d": 2, "f": 3, "h": 4}"#).expect("json");
+    let other = other.as_object().expect("object");
+    let mut elsewhere = cursor.clone();
+    assert_eq!(key(other.next(&mut elsewhere)), Some(Value::from("d")));
+    assert_eq!(key(other.next(&mut elsewhere)), Some(Value::from("f")));
+    // Removing a key (which thaws the storage) keeps the cursor after the last key yielded.
+    obj.remove(&Value::from("a"));
+    assert_eq!(key(obj.next(&mut cursor)), Some(Value::from("e")));
+    obj.insert(Value::from("b"), Value::from(0));
+    obj.insert(Value::from("f"), Value::from(0));
+    assert_eq!(key(obj.next(&mut cursor)), Some(Value::from("f")));
+    assert_eq!(key(obj.next(&mut cursor)), Some(Value::from("g")));
+    assert_eq!(key(obj.next(&mut cursor)), None);
+}

@@ -61,8 +61,7 @@ impl RegoVM {
                     if set.is_empty() {
                         None
                     } else {
-                        let cursor = set.cursor();
-                        Some(IterationState::Set { items: set, cursor })
+                        Some(IterationState::over_set(set))
                     }
                 }
                 Value::Undefined => None,
@@ -144,8 +143,7 @@ impl RegoVM {
                     if set.is_empty() {
                         None
                     } else {
-                        let cursor = set.cursor();
-                        Some(IterationState::Set { items: set, cursor })
+                        Some(IterationState::over_set(set))
                     }
                 }
                 Value::Undefined => None,
@@ -410,8 +408,10 @@ impl RegoVM {
                     iter_state.advance();
                 }
 
+                // Moved out, not cloned (a set's state holds a buffer); it is
+                // written back below. (policyctl patch, see POLICYCTL-PATCHES.md.)
                 (
-                    context.iteration_state.clone(),
+                    context.iteration_state.take(),
                     context.body_start,
                     context.comprehension_end,
                 )
@@ -424,12 +424,10 @@ impl RegoVM {
         };
 
         if let Some(mut state) = iteration_state_snapshot {
-            let has_next = self.setup_next_iteration(&mut state, key_reg_idx, value_reg_idx)?;
+            let stepped = self.setup_next_iteration(&mut state, key_reg_idx, value_reg_idx);
 
-            // `setup_next_iteration` advances Object's internal cursor; the
-            // owning frame holds the iteration_state, so we must write the
-            // updated state back. (The Array/Set variants are also unchanged
-            // by copy, so the writeback is uniform.)
+            // `setup_next_iteration` advances the state, which was moved out of
+            // the owning frame: write it back (even when the step failed).
             if let Some(frame) = self.execution_stack.get_mut(comprehension_index) {
                 if let FrameKind::Comprehension {
                     ref mut context, ..
@@ -438,6 +436,7 @@ impl RegoVM {
                     context.iteration_state = Some(state);
                 }
             }
+            let has_next = stepped?;
 
             if has_next {
                 if let Some(frame) = self.execution_stack.get_mut(comprehension_index) {

@@ -2,8 +2,9 @@
 // Licensed under the MIT License.
 
 use crate::rvm::instructions::{ComprehensionMode, LoopMode};
-use crate::value::{Array, Object, ObjectCursor, Set, SetCursor};
+use crate::value::{Array, Object, ObjectCursor, Set, SetCursor, Value};
 use crate::Rc;
+use alloc::vec::Vec;
 
 /// Loop execution context for managing iteration state
 #[derive(Debug, Clone)]
@@ -30,7 +31,13 @@ pub struct LoopContext {
 /// pre-mutation state. The `ObjectCursor` is opaque and resumes in
 /// O(log n) for the BTree backend.
 ///
-/// `Set` mirrors Object using an opaque cursor over a shared `Rc<Set>`.
+/// `Set` also holds a shared `Rc<Set>` and its cursor, but steps through a
+/// buffer of the next elements that the cursor fills [`SET_BATCH`] at a time
+/// (`Set::next_batch`): resuming a BTree cursor is a range search that compares
+/// elements with `Value::Ord`, a deep comparison for sets of objects, so one
+/// search per batch replaces one per element. The buffer cannot go stale: the
+/// loop's `Rc<Set>` is a snapshot (copy-on-write, as for `Object`). Order is the
+/// cursor's, unchanged. (policyctl patch, see POLICYCTL-PATCHES.md.)
 #[derive(Debug, Clone)]
 pub enum IterationState {
     Array {
@@ -44,6 +51,9 @@ pub enum IterationState {
     Set {
         items: Rc<Set>,
         cursor: SetCursor,
+        /// Elements taken from `cursor` and not yet yielded start at `next`.
+        buffer: Vec<Value>,
+        next: usize,
     },
     /// Virtual single-element iteration for non-collection values.
     /// Used by Azure Policy's `[*]` on scalar/null fields: presents a single
@@ -54,7 +64,25 @@ pub enum IterationState {
     },
 }
 
+/// How many elements a set loop takes from its cursor at a time: small enough
+/// that a loop left early (`some`, `every`) clones few elements it never uses,
+/// large enough that big sets need few range searches.
+pub(super) const SET_BATCH: usize = 32;
+
 impl IterationState {
+    /// The state of a loop over `items`, positioned before its first element.
+    pub(super) fn over_set(items: Rc<Set>) -> Self {
+        let cursor = items.cursor();
+        // Sized for the first batch, so filling it does not reallocate.
+        let buffer = Vec::with_capacity(items.len().min(SET_BATCH));
+        Self::Set {
+            items,
+            cursor,
+            buffer,
+            next: 0,
+        }
+    }
+
     pub(super) const fn advance(&mut self) {
         match *self {
             Self::Array { ref mut index, .. } => {

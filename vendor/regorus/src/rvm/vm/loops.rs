@@ -5,7 +5,7 @@ use crate::rvm::instructions::LoopMode;
 use crate::value::Value;
 use crate::Rc;
 
-use super::context::{IterationState, LoopContext};
+use super::context::{IterationState, LoopContext, SET_BATCH};
 use super::errors::{Result, VmError};
 use super::execution_model::{ExecutionFrame, ExecutionMode, FrameKind};
 use super::machine::RegoVM;
@@ -265,7 +265,7 @@ impl RegoVM {
             let frame = self
                 .execution_stack
                 .last_mut()
-                .ok_or(VmError::AssertionFailed { pc: self.pc })?;
+                .ok_or_else(|| VmError::AssertionFailed { pc: self.pc })?;
             match &mut frame.kind {
                 &mut FrameKind::Loop {
                     ref return_pc,
@@ -292,7 +292,7 @@ impl RegoVM {
                 let completed_frame = self
                     .execution_stack
                     .pop()
-                    .ok_or(VmError::AssertionFailed { pc: self.pc })?;
+                    .ok_or_else(|| VmError::AssertionFailed { pc: self.pc })?;
                 if let Some(parent) = self.execution_stack.last_mut() {
                     parent.pc = resume_pc;
                     self.frame_pc_overridden = true;
@@ -313,7 +313,7 @@ impl RegoVM {
                         let frame = self
                             .execution_stack
                             .last()
-                            .ok_or(VmError::AssertionFailed { pc: self.pc })?;
+                            .ok_or_else(|| VmError::AssertionFailed { pc: self.pc })?;
                         match frame.kind {
                             FrameKind::Loop { ref context, .. } => (
                                 context.mode,
@@ -329,7 +329,7 @@ impl RegoVM {
                     let frame = self
                         .execution_stack
                         .last_mut()
-                        .ok_or(VmError::AssertionFailed { pc: self.pc })?;
+                        .ok_or_else(|| VmError::AssertionFailed { pc: self.pc })?;
                     match &mut frame.kind {
                         &mut FrameKind::Loop {
                             ref mut context, ..
@@ -343,20 +343,24 @@ impl RegoVM {
                                 total_iterations,
                                 key_reg,
                                 value_reg,
-                                context.iteration_state.clone(),
+                                // Moved out, not cloned (a set's state holds a
+                                // buffer); written back below. (policyctl
+                                // patch, see POLICYCTL-PATCHES.md.)
+                                core::mem::replace(
+                                    &mut context.iteration_state,
+                                    IterationState::Single { consumed: true },
+                                ),
                             )
                         }
                         _ => return Err(VmError::AssertionFailed { pc: self.pc }),
                     }
                 };
 
-                let has_next =
-                    self.setup_next_iteration(&mut iteration_state, key_reg, value_reg)?;
+                let stepped = self.setup_next_iteration(&mut iteration_state, key_reg, value_reg);
 
-                // `setup_next_iteration` advances Object's internal cursor;
-                // the owning frame holds the iteration_state, so we must
-                // write the updated state back. (Array/Set are unchanged by
-                // the call, so the writeback is uniform.)
+                // `setup_next_iteration` advances the state, which was moved
+                // out of the owning frame: write it back (even when the step
+                // failed).
                 if let Some(frame) = self.execution_stack.last_mut() {
                     if let FrameKind::Loop {
                         ref mut context, ..
@@ -365,6 +369,7 @@ impl RegoVM {
                         context.iteration_state = iteration_state;
                     }
                 }
+                let has_next = stepped?;
 
                 if has_next {
                     if let Some(frame) = self.execution_stack.last_mut() {
@@ -388,7 +393,7 @@ impl RegoVM {
                     let completed_frame = self
                         .execution_stack
                         .pop()
-                        .ok_or(VmError::AssertionFailed { pc: self.pc })?;
+                        .ok_or_else(|| VmError::AssertionFailed { pc: self.pc })?;
                     if let Some(parent) = self.execution_stack.last_mut() {
                         parent.pc = resume_pc;
                         self.frame_pc_overridden = true;
@@ -458,11 +463,7 @@ impl RegoVM {
                     self.handle_empty_collection(mode, params.result_reg, params.loop_end)?;
                     return Ok(None);
                 }
-                let cursor = set.cursor();
-                Ok(Some(IterationState::Set {
-                    items: set.clone(),
-                    cursor,
-                }))
+                Ok(Some(IterationState::over_set(Rc::clone(set))))
             }
             _ => {
                 if self.virtual_element_on_non_collection && *mode == LoopMode::Every {
@@ -552,16 +553,25 @@ impl RegoVM {
             IterationState::Set {
                 ref items,
                 ref mut cursor,
+                ref mut buffer,
+                ref mut next,
             } => {
-                if let Some(item) = items.next(cursor) {
-                    if key_reg != value_reg {
-                        self.set_register(key_reg, item.clone())?;
-                    }
-                    self.set_register(value_reg, item.clone())?;
-                    Ok(true)
-                } else {
-                    Ok(false)
+                if *next >= buffer.len() {
+                    buffer.clear();
+                    *next = 0;
+                    items.next_batch(cursor, SET_BATCH, buffer);
                 }
+                // Each buffered element is yielded once: move it out.
+                let Some(slot) = buffer.get_mut(*next) else {
+                    return Ok(false);
+                };
+                let item = core::mem::replace(slot, Value::Undefined);
+                *next = next.saturating_add(1);
+                if key_reg != value_reg {
+                    self.set_register(key_reg, item.clone())?;
+                }
+                self.set_register(value_reg, item)?;
+                Ok(true)
             }
             IterationState::Single { ref consumed } => {
                 if *consumed {
@@ -603,7 +613,7 @@ impl RegoVM {
                 let loop_ctx = self
                     .loop_stack
                     .last()
-                    .ok_or(VmError::AssertionFailed { pc: self.pc })?;
+                    .ok_or_else(|| VmError::AssertionFailed { pc: self.pc })?;
                 (
                     loop_ctx.mode,
                     loop_ctx.loop_next_pc,
@@ -655,7 +665,7 @@ impl RegoVM {
                 let frame = self
                     .execution_stack
                     .last_mut()
-                    .ok_or(VmError::AssertionFailed { pc: self.pc })?;
+                    .ok_or_else(|| VmError::AssertionFailed { pc: self.pc })?;
                 match &mut frame.kind {
                     &mut FrameKind::Loop {
                         ref return_pc,
@@ -703,7 +713,7 @@ impl RegoVM {
                     let completed_frame = self
                         .execution_stack
                         .pop()
-                        .ok_or(VmError::AssertionFailed { pc: self.pc })?;
+                        .ok_or_else(|| VmError::AssertionFailed { pc: self.pc })?;
                     if let Some(parent) = self.execution_stack.last_mut() {
                         parent.pc = resume_pc;
                         self.frame_pc_overridden = true;

@@ -168,6 +168,11 @@ pub struct ArrayCursor {
 
 impl Ord for Array {
     fn cmp(&self, other: &Self) -> Ordering {
+        // The same collection (e.g. two clones of one `Rc`) is equal to itself:
+        // skip the element-wise walk. (policyctl patch, see POLICYCTL-PATCHES.md.)
+        if core::ptr::eq(self, other) {
+            return Ordering::Equal;
+        }
         self.iter().cmp(other.iter())
     }
 }

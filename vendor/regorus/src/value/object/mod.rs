@@ -184,6 +184,9 @@ impl Object {
 
 impl PartialEq for Object {
     fn eq(&self, other: &Self) -> bool {
+        if core::ptr::eq(self, other) {
+            return true;
+        }
         if self.len() != other.len() {
             return false;
         }
@@ -195,6 +198,11 @@ impl Eq for Object {}
 
 impl Ord for Object {
     fn cmp(&self, other: &Self) -> Ordering {
+        // The same collection (e.g. two clones of one `Rc`) is equal to itself:
+        // skip the element-wise walk. (policyctl patch, see POLICYCTL-PATCHES.md.)
+        if core::ptr::eq(self, other) {
+            return Ordering::Equal;
+        }
         self.iter_sorted().cmp(other.iter_sorted())
     }
 }

@@ -7,6 +7,7 @@ mod iter;
 mod serde;
 
 use alloc::collections::BTreeSet;
+use alloc::vec::Vec;
 use core::cmp::Ordering;
 use core::fmt;
 use core::ops::Bound;
@@ -197,6 +198,41 @@ impl Set {
         *last = Some(v.clone());
         Some(v)
     }
+
+    /// Advance `cursor` by up to `max` elements, appending clones of them to
+    /// `out` in the same order [`Set::next`] would yield them. Returns how many
+    /// elements were appended; fewer than `max` means the cursor reached the
+    /// end.
+    ///
+    /// This is the cheap way to walk a set whose contents cannot change while
+    /// the walk is in progress (for instance one held through a shared
+    /// `Rc<Set>`): the BTree backend resumes with one range probe per batch
+    /// instead of one per element, and each probe compares elements with
+    /// `Value::Ord`, which is a deep comparison for sets of objects. (policyctl
+    /// patch, see POLICYCTL-PATCHES.md.)
+    pub fn next_batch(&self, cursor: &mut SetCursor, max: usize, out: &mut Vec<Value>) -> usize {
+        if max == 0 {
+            return 0;
+        }
+        let SetCursorInner::BTree(ref mut last) = cursor.inner;
+        let before = out.len();
+        match last.as_ref() {
+            None => out.extend(self.inner.iter().take(max).cloned()),
+            Some(prev) => out.extend(
+                self.inner
+                    .range((Bound::Excluded(prev), Bound::Unbounded))
+                    .take(max)
+                    .cloned(),
+            ),
+        }
+        let added = out.len().saturating_sub(before);
+        if added > 0 {
+            if let Some(v) = out.last() {
+                *last = Some(v.clone());
+            }
+        }
+        added
+    }
 }
 
 /// Opaque resumable cursor over a [`Set`]'s elements in
@@ -223,6 +259,11 @@ enum SetCursorInner {
 
 impl Ord for Set {
     fn cmp(&self, other: &Self) -> Ordering {
+        // The same collection (e.g. two clones of one `Rc`) is equal to itself:
+        // skip the element-wise walk. (policyctl patch, see POLICYCTL-PATCHES.md.)
+        if core::ptr::eq(self, other) {
+            return Ordering::Equal;
+        }
         self.iter_sorted().cmp(other.iter_sorted())
     }
 }
