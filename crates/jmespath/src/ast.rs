@@ -62,6 +62,19 @@ pub(crate) enum Node {
     Expref(Box<Node>),
 }
 
+/// Whether `node` is made only of what [`crate::eval::borrow`] follows without computing values: fields, indexes,
+/// sub-expressions, multi-select lists, flattens, projections and `@` (`request.object.spec.containers`,
+/// `spec.[initContainers, containers][]`). Such an expression's result is parts of the searched document.
+pub(crate) fn borrowable(node: &Node) -> bool {
+    match node {
+        Node::Identity | Node::Field(_) | Node::Index(_) => true,
+        Node::Subexpr(lhs, rhs) | Node::Projection(lhs, rhs) => borrowable(lhs) && borrowable(rhs),
+        Node::Flatten(inner) => borrowable(inner),
+        Node::MultiList(elements) => elements.iter().all(borrowable),
+        _ => false,
+    }
+}
+
 /// Convert the parser's AST; unknown functions and wrong argument counts are compile errors.
 pub(crate) fn convert(ast: &jmespath::ast::Ast, text: &str) -> Result<Node, JmesError> {
     use jmespath::ast::{Ast, Comparator};

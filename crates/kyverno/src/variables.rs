@@ -13,7 +13,8 @@
 //!   (RFC 9535, evaluated with jsonpath-rust) over the same document: one match is the value, several a list, none
 //!   a missing-key error.
 
-use std::cell::RefCell;
+use std::borrow::Cow;
+use std::cell::{OnceCell, RefCell};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -63,10 +64,57 @@ pub enum Base<'r> {
 #[derive(Debug, Clone)]
 pub struct Context<'r> {
     base: Base<'r>,
-    overlay: Vec<(Arc<str>, Arc<Value>)>,
+    /// The base document, once resolved (so that query results can borrow from it).
+    resolved: OnceCell<Arc<Value>>,
+    overlay: Vec<(Arc<str>, Shared<'r>)>,
     merged: RefCell<Option<Arc<Value>>>,
     delete: bool,
     deadline: Option<Instant>,
+}
+
+/// The value of a variable: shared with other variables, or borrowed from a document that outlives the context
+/// (a foreach element of the request is the request's own value, not a copy).
+#[derive(Debug, Clone)]
+pub enum Shared<'r> {
+    /// A value the context shares.
+    Arc(Arc<Value>),
+    /// A value borrowed from a longer-lived document.
+    Ref(&'r Value),
+}
+
+impl std::ops::Deref for Shared<'_> {
+    type Target = Value;
+    fn deref(&self) -> &Value {
+        match self {
+            Shared::Arc(v) => v,
+            Shared::Ref(v) => v,
+        }
+    }
+}
+
+impl Shared<'_> {
+    /// The value, no longer borrowing anything (a copy of a borrowed value).
+    pub fn into_owned(self) -> Shared<'static> {
+        match self {
+            Shared::Arc(v) => Shared::Arc(v),
+            Shared::Ref(v) => Shared::Arc(Arc::new(v.clone())),
+        }
+    }
+}
+
+impl From<Arc<Value>> for Shared<'_> {
+    fn from(value: Arc<Value>) -> Self {
+        Shared::Arc(value)
+    }
+}
+
+impl<'r> From<Cow<'r, Value>> for Shared<'r> {
+    fn from(value: Cow<'r, Value>) -> Self {
+        match value {
+            Cow::Borrowed(v) => Shared::Ref(v),
+            Cow::Owned(v) => Shared::Arc(Arc::new(v)),
+        }
+    }
 }
 
 impl<'r> Context<'r> {
@@ -79,6 +127,7 @@ impl<'r> Context<'r> {
     pub fn with_base(base: Base<'r>, delete: bool) -> Context<'r> {
         Context {
             base,
+            resolved: OnceCell::new(),
             overlay: Vec::new(),
             merged: RefCell::new(None),
             delete,
@@ -98,9 +147,14 @@ impl<'r> Context<'r> {
     }
 
     fn base_document(&self) -> Arc<Value> {
+        Arc::clone(self.base_ref())
+    }
+
+    /// The base document, resolved on first use.
+    fn base_ref(&self) -> &Arc<Value> {
         match &self.base {
-            Base::Ready(doc) => doc.clone(),
-            Base::Served(review) => super::serving_base(review),
+            Base::Ready(doc) => doc,
+            Base::Served(review) => self.resolved.get_or_init(|| super::serving_base(review)),
         }
     }
 
@@ -140,7 +194,8 @@ impl<'r> Context<'r> {
     }
 
     /// Set a variable to a value shared with other variables (no copy of it is made).
-    pub fn set_shared(&mut self, name: &str, value: Arc<Value>) {
+    pub fn set_shared(&mut self, name: &str, value: impl Into<Shared<'r>>) {
+        let value = value.into();
         match self.overlay.iter_mut().find(|(k, _)| &**k == name) {
             Some(slot) => slot.1 = value,
             None => self.overlay.push((Arc::from(name), value)),
@@ -181,8 +236,8 @@ impl<'r> Context<'r> {
                 let base = self.base_document();
                 match base.get("request") {
                     Some(r) if r.get("object") == Some(object) => return,
-                    Some(r) => Arc::new(r.clone()),
-                    None => Arc::new(Value::Object(Map::new())),
+                    Some(r) => Shared::Arc(Arc::new(r.clone())),
+                    None => Shared::Arc(Arc::new(Value::Object(Map::new()))),
                 }
             }
         };
@@ -205,6 +260,19 @@ impl<'r> Context<'r> {
 
     /// Evaluate an expression (without braces).
     pub fn query(&self, expression: &str) -> Result<Value, VarError> {
+        self.query_cow(expression).map(Cow::into_owned)
+    }
+
+    /// [`Context::query`] without copying what the context already holds: a plain path
+    /// (`request.object.spec.containers`, `element.name`) gives the document's own value, borrowed.
+    pub fn query_cow(&self, expression: &str) -> Result<Cow<'_, Value>, VarError> {
+        self.query_parts(expression)
+            .map(crate::jmespath::Parts::into_value)
+    }
+
+    /// [`Context::query_cow`], where a list the expression builds of the context's values
+    /// (`request.object.spec.[initContainers, containers][]`) is a list of borrowed values, not a copy.
+    pub fn query_parts(&self, expression: &str) -> Result<crate::jmespath::Parts<'_>, VarError> {
         let text = expression.trim();
         let rewritten;
         let text = if self.delete && text.contains("request.object") {
@@ -214,19 +282,18 @@ impl<'r> Context<'r> {
             text
         };
         if text == "@" {
-            return Ok((*self.document()).clone());
+            return Ok(crate::jmespath::Parts::Value(Cow::Owned(
+                (*self.document()).clone(),
+            )));
         }
         if text.starts_with('$') {
-            return self.json_path(expression, text);
+            return self
+                .json_path(expression, text)
+                .map(|v| crate::jmespath::Parts::Value(Cow::Owned(v)));
         }
-        let base = self.base_document();
-        let result = if self.overlay.is_empty() {
-            crate::jmespath::search_until(text, &base, self.deadline)
-        } else {
-            let overlay: Vec<(&str, &Value)> =
-                self.overlay.iter().map(|(k, v)| (&**k, &**v)).collect();
-            crate::jmespath::search_layered(text, &overlay, &base, self.deadline)
-        };
+        let base: &Value = self.base_ref();
+        let overlay: Vec<(&str, &Value)> = self.overlay.iter().map(|(k, v)| (&**k, &**v)).collect();
+        let result = crate::jmespath::search_layered_parts(text, &overlay, base, self.deadline);
         result.map_err(|e| VarError {
             expression: expression.to_string(),
             message: e.to_string(),
@@ -567,18 +634,18 @@ pub fn substitute_str(text: &str, ctx: &Context<'_>, mode: Mode) -> Result<Value
             Some(rest) => (true, rest.trim()),
             None => (false, inner.trim()),
         };
-        let resolved = match ctx.query(expr) {
+        let resolved = match ctx.query_cow(expr) {
             Ok(v) => v,
             Err(e) => match mode {
-                Mode::Lenient if !e.bound => Value::String(String::new()),
+                Mode::Lenient if !e.bound => Cow::Owned(Value::String(String::new())),
                 _ => return Err(e),
             },
         };
         if whole.start() == 0 && whole.end() == current.len() {
             // The value is data: it is not scanned for variables again.
-            return Ok(resolved);
+            return Ok(resolved.into_owned());
         }
-        let insert = match &resolved {
+        let insert = match &*resolved {
             Value::String(s) => s.clone(),
             other => other.to_string(),
         };
