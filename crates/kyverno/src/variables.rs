@@ -1002,6 +1002,47 @@ mod tests {
     }
 
     #[test]
+    fn foreach_elements_and_selections_borrow_the_request() {
+        let base = Arc::new(json!({"request": {"object": {"spec": {
+            "initContainers": [{"name": "i"}],
+            "containers": [{"name": "a"}, {"name": "b"}]
+        }}}}));
+        let c = Context::new(Arc::clone(&base), false);
+        let spec = &base["request"]["object"]["spec"];
+        let items = crate::validate::elements(
+            &c,
+            "request.object.spec.[ephemeralContainers, initContainers, containers][]",
+        )
+        .expect("elements");
+        let names: Vec<&Value> = items.iter().map(|e| &e["name"]).collect();
+        assert_eq!(names, [&json!("i"), &json!("a"), &json!("b")]);
+        assert!(
+            matches!(&items[0], Shared::Ref(v) if std::ptr::eq(*v, &spec["initContainers"][0])),
+            "the element is the request's own value"
+        );
+        let items = crate::validate::elements(&c, "{{ request.object.spec.containers }}")
+            .expect("elements");
+        assert!(matches!(&items[1], Shared::Ref(v) if std::ptr::eq(*v, &spec["containers"][1])));
+        // An element in a context is read like any variable, and its own selections borrow too.
+        let mut e = c.clone();
+        crate::validate::set_element(&mut e, &items[1], 1, 0);
+        assert_eq!(e.query("element.name"), Ok(json!("b")));
+        assert_eq!(e.query("elementIndex"), Ok(json!(1)));
+        assert!(
+            matches!(e.query_cow("element0"), Ok(Cow::Borrowed(v)) if std::ptr::eq(v, &spec["containers"][1]))
+        );
+        // Computed values are owned, and the same as before.
+        assert_eq!(
+            e.query_cow("request.object.spec.containers[?name == 'a'].name")
+                .map(Cow::into_owned),
+            Ok(json!(["a"]))
+        );
+        let items = crate::validate::elements(&c, "request.object.spec.containers[?name == 'b']")
+            .expect("elements");
+        assert!(matches!(&items[..], [Shared::Arc(v)] if v["name"] == "b"));
+    }
+
+    #[test]
     fn a_bound_is_never_resolved_leniently() {
         let mut c = ctx().until(Some(std::time::Instant::now()));
         c.set("items", json!((0..5000).collect::<Vec<u32>>()));
