@@ -82,10 +82,24 @@ enum Path<'a> {
 
 impl Path<'_> {
     fn render(&self) -> String {
+        let mut out = String::new();
+        self.render_into(&mut out);
+        out
+    }
+
+    fn render_into(&self, out: &mut String) {
+        use std::fmt::Write;
         match self {
-            Path::Root => "/".to_string(),
-            Path::Key(parent, key) => format!("{}{key}/", parent.render()),
-            Path::Index(parent, i) => format!("{}{i}/", parent.render()),
+            Path::Root => out.push('/'),
+            Path::Key(parent, key) => {
+                parent.render_into(out);
+                out.push_str(key);
+                out.push('/');
+            }
+            Path::Index(parent, i) => {
+                parent.render_into(out);
+                let _ = write!(out, "{i}/");
+            }
         }
     }
 }
@@ -303,11 +317,16 @@ fn validate_map(
 ) -> Result<(), Err> {
     let expanded = expand_wildcard_keys(pattern, resource);
     let pattern = expanded.as_ref().unwrap_or(pattern);
-    // serde_json maps iterate in key order, which is the order Kyverno evaluates anchors in.
-    let anchored = pattern
+    // Each key's anchor, parsed once (serde_json maps iterate in key order, which is the order Kyverno evaluates
+    // anchors in).
+    let keys: Vec<(&String, &Value, Option<(Anchor, &str)>)> = pattern
         .iter()
-        .filter_map(|(key, value)| parse_anchor(key).map(|(a, bare)| (key, a, bare, value)));
-    for (_, anchor, bare, value) in anchored {
+        .map(|(key, value)| (key, value, parse_anchor(key)))
+        .collect();
+    for (_, value, anchor) in &keys {
+        let Some((anchor, bare)) = *anchor else {
+            continue;
+        };
         let current = Path::Key(path, bare);
         let found = resource.get(bare);
         match anchor {
@@ -359,9 +378,14 @@ fn validate_map(
         }
     }
     // Plain keys whose subtree has anchors first (stable otherwise).
+    let plain: Vec<(&String, &Value, bool)> = keys
+        .iter()
+        .filter(|(_, _, anchor)| anchor.is_none())
+        .map(|(key, value, _)| (*key, *value, has_anchor_inside(value)))
+        .collect();
     for anchors_first in [true, false] {
-        for (key, value) in pattern {
-            if parse_anchor(key).is_some() || has_anchor_inside(value) != anchors_first {
+        for (key, value, inside) in &plain {
+            if *inside != anchors_first {
                 continue;
             }
             let current = Path::Key(path, key);

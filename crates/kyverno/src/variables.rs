@@ -723,15 +723,19 @@ pub fn image_info(image: &str) -> Value {
     if !digest.is_empty() {
         reference = format!("{reference}@{digest}");
     }
-    serde_json::json!({
-        "registry": registry,
-        "path": path,
-        "name": name,
-        "tag": tag,
-        "digest": digest,
-        "reference": reference,
-        "referenceWithTag": reference_with_tag,
-    })
+    let mut info = Map::new();
+    for (key, value) in [
+        ("registry", registry),
+        ("path", path),
+        ("name", name),
+        ("tag", tag),
+        ("digest", digest),
+        ("reference", reference),
+        ("referenceWithTag", reference_with_tag),
+    ] {
+        info.insert(key.to_string(), Value::String(value));
+    }
+    Value::Object(info)
 }
 
 /// `images` for an object: containers, initContainers and ephemeralContainers by container name, for Pods and pod
