@@ -317,16 +317,11 @@ fn validate_map(
 ) -> Result<(), Err> {
     let expanded = expand_wildcard_keys(pattern, resource);
     let pattern = expanded.as_ref().unwrap_or(pattern);
-    // Each key's anchor, parsed once (serde_json maps iterate in key order, which is the order Kyverno evaluates
-    // anchors in).
-    let keys: Vec<(&String, &Value, Option<(Anchor, &str)>)> = pattern
+    // serde_json maps iterate in key order, which is the order Kyverno evaluates anchors in.
+    let anchored = pattern
         .iter()
-        .map(|(key, value)| (key, value, parse_anchor(key)))
-        .collect();
-    for (_, value, anchor) in &keys {
-        let Some((anchor, bare)) = *anchor else {
-            continue;
-        };
+        .filter_map(|(key, value)| parse_anchor(key).map(|(a, bare)| (a, bare, value)));
+    for (anchor, bare, value) in anchored {
         let current = Path::Key(path, bare);
         let found = resource.get(bare);
         match anchor {
@@ -377,15 +372,23 @@ fn validate_map(
             Anchor::AddIfNotPresent => {}
         }
     }
-    // Plain keys whose subtree has anchors first (stable otherwise).
-    let plain: Vec<(&String, &Value, bool)> = keys
-        .iter()
-        .filter(|(_, _, anchor)| anchor.is_none())
-        .map(|(key, value, _)| (*key, *value, has_anchor_inside(value)))
-        .collect();
+    // Plain keys whose subtree has anchors first (stable otherwise). Whether a subtree has anchors is found once:
+    // the first pass records it for the first 64 keys.
+    let mut without_anchors: u64 = 0;
     for anchors_first in [true, false] {
-        for (key, value, inside) in &plain {
-            if *inside != anchors_first {
+        for (i, (key, value)) in pattern.iter().enumerate() {
+            if parse_anchor(key).is_some() {
+                continue;
+            }
+            let bit = u32::try_from(i).ok().and_then(|i| 1u64.checked_shl(i));
+            let inside = match (anchors_first, bit) {
+                (false, Some(bit)) => without_anchors & bit == 0,
+                _ => has_anchor_inside(value),
+            };
+            if anchors_first && !inside {
+                without_anchors |= bit.unwrap_or(0);
+            }
+            if inside != anchors_first {
                 continue;
             }
             let current = Path::Key(path, key);
