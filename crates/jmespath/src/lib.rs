@@ -69,6 +69,7 @@ use std::time::Instant;
 
 use serde_json::Value;
 
+pub use ast::RootRead;
 pub use functions::strings::wildcard_match;
 pub use functions::{function_names, json_string};
 
@@ -146,6 +147,8 @@ pub struct Expression {
     /// Whether the result is made of parts of the searched document ([`ast::borrowable`]), which can be returned
     /// without a copy.
     borrowable: bool,
+    /// What the expression may read of the root of the searched document.
+    root_reads: Arc<[RootRead]>,
 }
 
 impl Expression {
@@ -171,10 +174,14 @@ impl Expression {
         let parsed = parsed.map_err(|e| parse_error(parse_message(&e)))?;
         let root = ast::convert(&parsed, text)?;
         let borrowable = ast::borrowable(&root);
+        let mut root_reads = Vec::new();
+        ast::root_reads(&root, true, &mut root_reads);
+        root_reads.dedup();
         Ok(Expression {
             text: Arc::from(text),
             root: Arc::new(root),
             borrowable,
+            root_reads: Arc::from(root_reads),
         })
     }
 
@@ -247,6 +254,13 @@ impl Expression {
             .map(Parts::into_value)
     }
 
+    /// Every read the expression may make of the root of the document it searches (a superset), e.g.
+    /// `request.object.spec.containers[*].image || images` reads `request`'s `object` and `images` whole. A
+    /// caller can tell from it that some members of the root are never looked at.
+    pub fn root_reads(&self) -> &[RootRead] {
+        &self.root_reads
+    }
+
     /// The expression's source text.
     pub fn text(&self) -> &str {
         &self.text
@@ -291,6 +305,11 @@ impl<'d> Parts<'d> {
             Parts::List(list) => Cow::Owned(Value::Array(list.into_iter().cloned().collect())),
         }
     }
+}
+
+/// The compiled form of `text`, through the cache [`search`] uses.
+pub fn compile_cached(text: &str) -> Result<Expression, JmesError> {
+    cached(text)
 }
 
 /// [`Expression::search_layered_parts`] of `text`, compiled through the cache.

@@ -1543,3 +1543,52 @@ fn selections_borrow_the_document_and_agree_with_the_interpreter() {
         );
     }
 }
+
+#[test]
+fn root_reads_name_what_an_expression_may_read_of_the_root() {
+    let reads = |text: &str| -> Vec<(Option<String>, Option<String>)> {
+        Expression::compile(text)
+            .expect("compiles")
+            .root_reads()
+            .iter()
+            .map(|r| (r.name.clone(), r.member.clone()))
+            .collect()
+    };
+    let read =
+        |name: &str, member: Option<&str>| (Some(name.to_string()), member.map(str::to_string));
+    let root = (None, None);
+    assert_eq!(
+        reads("request.object.metadata.name"),
+        [read("request", Some("object"))]
+    );
+    assert_eq!(
+        reads("request | object.spec"),
+        [read("request", Some("object"))]
+    );
+    assert_eq!(
+        reads("request.object.spec.[initContainers, containers][].image || images"),
+        [read("request", Some("object")), read("images", None)]
+    );
+    assert_eq!(
+        reads("request.object.spec.volumes[].keys(@)[] || `[]`"),
+        [read("request", Some("object"))],
+        "@ inside a projection of a part is not the root"
+    );
+    assert_eq!(
+        reads("request.object.spec.containers[?name == element.name].image"),
+        [read("request", Some("object"))],
+        "a filter reads the elements"
+    );
+    assert_eq!(reads("length(request)"), [read("request", None)]);
+    assert_eq!(reads("request"), [read("request", None)]);
+    assert_eq!(reads("request.roles"), [read("request", Some("roles"))]);
+    assert_eq!(reads("request[0]"), [read("request", None)]);
+    assert_eq!(reads("request.[object, roles]"), [read("request", None)]);
+    assert_eq!(reads("@"), [root.clone()]);
+    assert_eq!(reads("keys(@)"), [root.clone()]);
+    assert!(reads("@.request.object").contains(&root));
+    assert!(reads("*.object").contains(&root));
+    assert!(reads("[@][0].request.roles").contains(&root));
+    assert!(reads("map(&request.roles, [@])").contains(&read("request", Some("roles"))));
+    assert_eq!(reads("`1`"), []);
+}

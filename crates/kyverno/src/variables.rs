@@ -66,6 +66,8 @@ pub struct Context<'r> {
     base: Base<'r>,
     /// The base document, once resolved (so that query results can borrow from it).
     resolved: OnceCell<Arc<Value>>,
+    /// A served review's base document without `request` (read from the review itself), once resolved.
+    thin: OnceCell<Arc<Value>>,
     overlay: Vec<(Arc<str>, Shared<'r>)>,
     merged: RefCell<Option<Arc<Value>>>,
     delete: bool,
@@ -128,6 +130,7 @@ impl<'r> Context<'r> {
         Context {
             base,
             resolved: OnceCell::new(),
+            thin: OnceCell::new(),
             overlay: Vec::new(),
             merged: RefCell::new(None),
             delete,
@@ -258,6 +261,11 @@ impl<'r> Context<'r> {
         self.set("request", request);
     }
 
+    /// Whether the base document (the served review's, with its request copied in) has been built.
+    pub fn base_built(&self) -> bool {
+        matches!(self.base, Base::Ready(_)) || self.resolved.get().is_some()
+    }
+
     /// Evaluate an expression (without braces).
     pub fn query(&self, expression: &str) -> Result<Value, VarError> {
         self.query_cow(expression).map(Cow::into_owned)
@@ -291,9 +299,19 @@ impl<'r> Context<'r> {
                 .json_path(expression, text)
                 .map(|v| crate::jmespath::Parts::Value(Cow::Owned(v)));
         }
-        let base: &Value = self.base_ref();
-        let overlay: Vec<(&str, &Value)> = self.overlay.iter().map(|(k, v)| (&**k, &**v)).collect();
-        let result = crate::jmespath::search_layered_parts(text, &overlay, base, self.deadline);
+        let mut overlay: Vec<(&str, &Value)> =
+            self.overlay.iter().map(|(k, v)| (&**k, &**v)).collect();
+        let result = crate::jmespath::compile_cached(text).and_then(|expr| match &self.base {
+            // A served review's base document is its request with a few members added, plus service account and
+            // images. An expression that never looks at those members reads the review's own request: the
+            // document with the request copied into it is not built for it.
+            Base::Served(review) if reads_request_members_only(&expr) => {
+                let thin: &Value = self.thin.get_or_init(|| super::serving_thin(review));
+                overlay.push(("request", review.request()));
+                expr.search_layered_parts(&overlay, thin, self.deadline)
+            }
+            _ => expr.search_layered_parts(&overlay, self.base_ref(), self.deadline),
+        });
         result.map_err(|e| VarError {
             expression: expression.to_string(),
             message: e.to_string(),
@@ -301,6 +319,25 @@ impl<'r> Context<'r> {
             bound: e.is_bound(),
         })
     }
+}
+
+/// The members the base document's `request` has beyond the review's own request (see
+/// [`super::base_document`]).
+const ADDED_REQUEST_MEMBERS: [&str; 3] = ["roles", "clusterRoles", "userInfo"];
+
+/// Whether an expression reads, of the root, only other members than `request` and members of `request` that
+/// the review's own request has unchanged: never the whole root, the whole `request` or an added member.
+fn reads_request_members_only(expr: &crate::jmespath::Expression) -> bool {
+    expr.root_reads()
+        .iter()
+        .all(|read| match read.name.as_deref() {
+            None => false,
+            Some("request") => read
+                .member
+                .as_deref()
+                .is_some_and(|m| !ADDED_REQUEST_MEMBERS.contains(&m)),
+            Some(_) => true,
+        })
 }
 
 impl Context<'_> {
