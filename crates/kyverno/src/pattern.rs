@@ -30,7 +30,11 @@ pub fn parse_anchor(key: &str) -> Option<(Anchor, &str)> {
     if last != Some(b')') {
         return None;
     }
-    let k = key.trim();
+    // A key that starts with an anchor character and ends with `)` has nothing to trim (the common case).
+    let k = match key.as_bytes().first() {
+        Some(b'(' | b'<' | b'=' | b'X' | b'^' | b'+') if key.ends_with(')') => key,
+        _ => key.trim(),
+    };
     let (anchor, rest) = match k.as_bytes().first() {
         Some(b'(') => (Anchor::Condition, k),
         Some(b'<') => (Anchor::Global, &k[1..]),
@@ -894,5 +898,17 @@ mod tests {
         );
         assert_eq!(parse_anchor("name"), None);
         assert_eq!(parse_anchor("()"), None);
+        // Surrounding whitespace is trimmed, whether or not the key starts with an anchor character.
+        assert_eq!(parse_anchor(" =(name) "), Some((Anchor::Equality, "name")));
+        assert_eq!(parse_anchor("^(name) "), Some((Anchor::Existence, "name")));
+        assert_eq!(
+            parse_anchor("\u{2003}(name)"),
+            Some((Anchor::Condition, "name"))
+        );
+        assert_eq!(
+            parse_anchor("=( name )"),
+            Some((Anchor::Equality, " name "))
+        );
+        assert_eq!(parse_anchor("Xname)"), None);
     }
 }
