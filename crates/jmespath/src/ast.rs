@@ -62,6 +62,109 @@ pub(crate) enum Node {
     Expref(Box<Node>),
 }
 
+/// Whether `node` is made only of what [`crate::eval::borrow`] follows without computing values: fields, indexes,
+/// sub-expressions, multi-select lists, flattens, projections and `@` (`request.object.spec.containers`,
+/// `spec.[initContainers, containers][]`). Such an expression's result is parts of the searched document.
+pub(crate) fn borrowable(node: &Node) -> bool {
+    match node {
+        Node::Identity | Node::Field(_) | Node::Index(_) => true,
+        Node::Subexpr(lhs, rhs) | Node::Projection(lhs, rhs) => borrowable(lhs) && borrowable(rhs),
+        Node::Flatten(inner) => borrowable(inner),
+        Node::MultiList(elements) => elements.iter().all(borrowable),
+        _ => false,
+    }
+}
+
+/// A read of a member of the searched document's root: `member` of the root's `name` (`request.object`:
+/// `request`, `Some("object")`), the whole of `name` (`member: None`), or the whole root (`name: None`: `@`,
+/// `keys(@)`, `*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootRead {
+    /// The root member read, `None` for the whole root.
+    pub name: Option<String>,
+    /// The member of it read, `None` when it is used whole.
+    pub member: Option<String>,
+}
+
+/// Whether the value of `node` may be (or contain) the current value itself rather than a part of it: `@`, a
+/// function call, or what is built of or selected from such a value.
+fn may_be_current(node: &Node) -> bool {
+    match node {
+        Node::Identity | Node::Call(..) => true,
+        Node::Field(_)
+        | Node::Index(_)
+        | Node::Slice { .. }
+        | Node::Literal(_)
+        | Node::Comparison(..)
+        | Node::Not(_)
+        | Node::Expref(_) => false,
+        // Parts of the left side's value (or values computed from them).
+        Node::Subexpr(lhs, _) | Node::Projection(lhs, _) => may_be_current(lhs),
+        Node::ObjectValues(inner) | Node::Flatten(inner) => may_be_current(inner),
+        Node::Condition(_, then) => may_be_current(then),
+        Node::And(a, b) | Node::Or(a, b) => may_be_current(a) || may_be_current(b),
+        Node::MultiList(items) => items.iter().any(may_be_current),
+        Node::MultiHash(pairs) => pairs.iter().any(|(_, n)| may_be_current(n)),
+    }
+}
+
+fn leftmost_field(node: &Node) -> Option<&str> {
+    match node {
+        Node::Field(name) => Some(name),
+        Node::Subexpr(lhs, _) => leftmost_field(lhs),
+        _ => None,
+    }
+}
+
+/// Every read `node` may make of the root of the document it searches (a superset: reads of values that are
+/// only possibly the root count).
+pub(crate) fn root_reads(node: &Node, at_root: bool, out: &mut Vec<RootRead>) {
+    if !at_root {
+        return;
+    }
+    let whole = |name: Option<&str>, member: Option<&str>| RootRead {
+        name: name.map(str::to_string),
+        member: member.map(str::to_string),
+    };
+    match node {
+        Node::Identity => out.push(whole(None, None)),
+        Node::Field(name) => out.push(whole(Some(name), None)),
+        Node::Index(_) | Node::Slice { .. } | Node::Literal(_) => {}
+        Node::Subexpr(lhs, rhs) => {
+            if let Node::Field(name) = &**lhs {
+                out.push(whole(Some(name), leftmost_field(rhs)));
+                if leftmost_field(rhs).is_some() {
+                    root_reads(rhs, false, out);
+                    return;
+                }
+            } else {
+                root_reads(lhs, true, out);
+            }
+            root_reads(rhs, may_be_current(lhs), out);
+        }
+        Node::Projection(lhs, rhs) => {
+            root_reads(lhs, true, out);
+            root_reads(rhs, may_be_current(lhs), out);
+        }
+        Node::ObjectValues(inner) => {
+            root_reads(inner, true, out);
+            if may_be_current(inner) {
+                out.push(whole(None, None));
+            }
+        }
+        Node::Flatten(inner) | Node::Not(inner) | Node::Expref(inner) => {
+            root_reads(inner, true, out)
+        }
+        Node::Condition(a, b) | Node::Comparison(_, a, b) | Node::And(a, b) | Node::Or(a, b) => {
+            root_reads(a, true, out);
+            root_reads(b, true, out);
+        }
+        Node::MultiList(items) => items.iter().for_each(|n| root_reads(n, true, out)),
+        Node::MultiHash(pairs) => pairs.iter().for_each(|(_, n)| root_reads(n, true, out)),
+        Node::Call(_, args) => args.iter().for_each(|n| root_reads(n, true, out)),
+    }
+}
+
 /// Convert the parser's AST; unknown functions and wrong argument counts are compile errors.
 pub(crate) fn convert(ast: &jmespath::ast::Ast, text: &str) -> Result<Node, JmesError> {
     use jmespath::ast::{Ast, Comparator};

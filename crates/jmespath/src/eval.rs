@@ -468,6 +468,119 @@ impl<'o> Interp<'o> {
     }
 }
 
+/// The layered document [`borrow`] reads: the root, and the top-level members that shadow the root's.
+pub(crate) struct Layers<'s, 'd> {
+    pub(crate) root: &'d Value,
+    pub(crate) overlay: &'s [(&'s str, &'d Value)],
+}
+
+/// What [`borrow`] found: one value of the document, or a list (built by the expression) of values of it.
+pub(crate) enum Refs<'d> {
+    One(&'d Value),
+    Many(Vec<&'d Value>),
+}
+
+static NULL: Value = Value::Null;
+
+/// Evaluate a [`super::ast::borrowable`] expression without copying: the same value [`Interp`] computes, as
+/// references into the document (and `null`s). `None` when this expression on this data needs computed values
+/// after all (`@` of a layered root, a list where a single value is needed): the interpreter must run it.
+///
+/// Kyverno's semantics as in [`Interp`]: a missing key of an object is `NotFound`; a field of a non-object, an
+/// index of a non-array or out of range is null; multi-select members and projection elements raising `NotFound`
+/// are null (multi-select) or dropped (projection); projections drop nulls; flatten expands one level.
+pub(crate) fn borrow<'d>(
+    node: &Node,
+    scope: &Layers<'_, 'd>,
+    data: &'d Value,
+) -> Option<Result<Refs<'d>, JmesError>> {
+    let one = |v: &'d Value| Some(Ok(Refs::One(v)));
+    match node {
+        Node::Identity => {
+            if std::ptr::eq(scope.root, data) && !scope.overlay.is_empty() {
+                return None;
+            }
+            one(data)
+        }
+        Node::Field(key) => {
+            if std::ptr::eq(scope.root, data) {
+                if let Some((_, v)) = scope.overlay.iter().find(|(name, _)| *name == key.as_str()) {
+                    return one(v);
+                }
+            }
+            match data {
+                Value::Object(map) => match map.get(key.as_str()) {
+                    Some(found) => one(found),
+                    None => Some(Err(JmesError::NotFound { key: key.clone() })),
+                },
+                _ => one(&NULL),
+            }
+        }
+        Node::Index(idx) => match data {
+            Value::Array(items) => one(resolve_index(items.len(), *idx)
+                .and_then(|i| items.get(i))
+                .unwrap_or(&NULL)),
+            _ => one(&NULL),
+        },
+        Node::Subexpr(lhs, rhs) => match borrow(lhs, scope, data)? {
+            Ok(Refs::One(v)) => borrow(rhs, scope, v),
+            Ok(Refs::Many(_)) => None,
+            Err(e) => Some(Err(e)),
+        },
+        Node::MultiList(elements) => {
+            if data.is_null() {
+                return one(&NULL);
+            }
+            let mut out = Vec::with_capacity(elements.len());
+            for element in elements {
+                match borrow(element, scope, data)? {
+                    Ok(Refs::One(v)) => out.push(v),
+                    Ok(Refs::Many(_)) => return None,
+                    Err(e) if e.is_not_found() => out.push(&NULL),
+                    Err(e) => return Some(Err(e)),
+                }
+            }
+            Some(Ok(Refs::Many(out)))
+        }
+        Node::Flatten(inner) => {
+            let items: Vec<&'d Value> = match borrow(inner, scope, data)? {
+                Ok(Refs::One(Value::Array(items))) => items.iter().collect(),
+                Ok(Refs::One(_)) => return one(&NULL),
+                Ok(Refs::Many(list)) => list,
+                Err(e) => return Some(Err(e)),
+            };
+            let mut out = Vec::with_capacity(items.len());
+            for item in items {
+                match item {
+                    Value::Array(inner) => out.extend(inner.iter()),
+                    other => out.push(other),
+                }
+            }
+            Some(Ok(Refs::Many(out)))
+        }
+        Node::Projection(lhs, rhs) => {
+            let items: Vec<&'d Value> = match borrow(lhs, scope, data)? {
+                Ok(Refs::One(Value::Array(items))) => items.iter().collect(),
+                Ok(Refs::One(_)) => return one(&NULL),
+                Ok(Refs::Many(list)) => list,
+                Err(e) => return Some(Err(e)),
+            };
+            let mut out = Vec::with_capacity(items.len());
+            for item in items {
+                match borrow(rhs, scope, item)? {
+                    Ok(Refs::One(v)) if v.is_null() => {}
+                    Ok(Refs::One(v)) => out.push(v),
+                    Ok(Refs::Many(_)) => return None,
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Some(Err(e)),
+                }
+            }
+            Some(Ok(Refs::Many(out)))
+        }
+        _ => None,
+    }
+}
+
 /// JMESPath truthiness: `null`, `false`, `""`, `[]` and `{}` are false; everything else (including 0) is true.
 fn field<'a>(key: &str, data: &'a Value) -> Res<'a> {
     match data {

@@ -62,12 +62,14 @@ mod functions;
 mod tests;
 pub mod units;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Instant;
 
 use serde_json::Value;
 
+pub use ast::RootRead;
 pub use functions::strings::wildcard_match;
 pub use functions::{function_names, json_string};
 
@@ -142,6 +144,11 @@ impl JmesError {
 pub struct Expression {
     text: Arc<str>,
     root: Arc<ast::Node>,
+    /// Whether the result is made of parts of the searched document ([`ast::borrowable`]), which can be returned
+    /// without a copy.
+    borrowable: bool,
+    /// What the expression may read of the root of the searched document.
+    root_reads: Arc<[RootRead]>,
 }
 
 impl Expression {
@@ -166,9 +173,15 @@ impl Expression {
             .map_err(|_| parse_error("the expression could not be parsed".to_string()))?;
         let parsed = parsed.map_err(|e| parse_error(parse_message(&e)))?;
         let root = ast::convert(&parsed, text)?;
+        let borrowable = ast::borrowable(&root);
+        let mut root_reads = Vec::new();
+        ast::root_reads(&root, true, &mut root_reads);
+        root_reads.dedup();
         Ok(Expression {
             text: Arc::from(text),
             root: Arc::new(root),
+            borrowable,
+            root_reads: Arc::from(root_reads),
         })
     }
 
@@ -202,6 +215,52 @@ impl Expression {
         eval::Interp::new(deadline, Some(scope)).run(&self.root, base)
     }
 
+    /// [`Expression::search_layered`] without copying what the document already holds: an expression that only
+    /// selects (fields, indexes, multi-select lists, flattens and projections: `request.object.spec.containers`,
+    /// `request.object.spec.[initContainers, containers][]`) gives the document's own values, borrowed (a list of
+    /// them when the result is a list the expression built); any other expression gives its computed value, owned.
+    /// The value is the same either way.
+    pub fn search_layered_parts<'d>(
+        &self,
+        overlay: &[(&str, &'d Value)],
+        base: &'d Value,
+        deadline: Option<Instant>,
+    ) -> Result<Parts<'d>, JmesError> {
+        if self.borrowable {
+            let layers = eval::Layers {
+                root: base,
+                overlay,
+            };
+            if let Some(found) = eval::borrow(&self.root, &layers, base) {
+                return found.map(|found| match found {
+                    eval::Refs::One(v) => Parts::Value(Cow::Borrowed(v)),
+                    eval::Refs::Many(list) => Parts::List(list),
+                });
+            }
+        }
+        self.search_layered(overlay, base, deadline)
+            .map(|v| Parts::Value(Cow::Owned(v)))
+    }
+
+    /// [`Expression::search_layered_parts`] as one value: borrowed when the result is a part of the document, owned
+    /// otherwise (a list of parts is copied into a new list).
+    pub fn search_layered_cow<'d>(
+        &self,
+        overlay: &[(&str, &'d Value)],
+        base: &'d Value,
+        deadline: Option<Instant>,
+    ) -> Result<Cow<'d, Value>, JmesError> {
+        self.search_layered_parts(overlay, base, deadline)
+            .map(Parts::into_value)
+    }
+
+    /// Every read the expression may make of the root of the document it searches (a superset), e.g.
+    /// `request.object.spec.containers[*].image || images` reads `request`'s `object` and `images` whole. A
+    /// caller can tell from it that some members of the root are never looked at.
+    pub fn root_reads(&self) -> &[RootRead] {
+        &self.root_reads
+    }
+
     /// The expression's source text.
     pub fn text(&self) -> &str {
         &self.text
@@ -227,6 +286,50 @@ pub fn search_until(
     deadline: Option<Instant>,
 ) -> Result<Value, JmesError> {
     cached(text)?.search_until(data, deadline)
+}
+
+/// The result of [`Expression::search_layered_parts`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Parts<'d> {
+    /// The value: borrowed from the document, or computed.
+    Value(Cow<'d, Value>),
+    /// A list the expression built, of values borrowed from the document.
+    List(Vec<&'d Value>),
+}
+
+impl<'d> Parts<'d> {
+    /// The result as one value (a list of parts is copied into a new list).
+    pub fn into_value(self) -> Cow<'d, Value> {
+        match self {
+            Parts::Value(v) => v,
+            Parts::List(list) => Cow::Owned(Value::Array(list.into_iter().cloned().collect())),
+        }
+    }
+}
+
+/// The compiled form of `text`, through the cache [`search`] uses.
+pub fn compile_cached(text: &str) -> Result<Expression, JmesError> {
+    cached(text)
+}
+
+/// [`Expression::search_layered_parts`] of `text`, compiled through the cache.
+pub fn search_layered_parts<'d>(
+    text: &str,
+    overlay: &[(&str, &'d Value)],
+    base: &'d Value,
+    deadline: Option<Instant>,
+) -> Result<Parts<'d>, JmesError> {
+    cached(text)?.search_layered_parts(overlay, base, deadline)
+}
+
+/// [`Expression::search_layered_cow`] of `text`, compiled through the cache.
+pub fn search_layered_cow<'d>(
+    text: &str,
+    overlay: &[(&str, &'d Value)],
+    base: &'d Value,
+    deadline: Option<Instant>,
+) -> Result<Cow<'d, Value>, JmesError> {
+    cached(text)?.search_layered_cow(overlay, base, deadline)
 }
 
 /// [`Expression::search_layered`] of `text`, compiled through the cache.

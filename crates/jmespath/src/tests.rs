@@ -1428,3 +1428,167 @@ fn x509_decode_reads_certificates_and_requests_with_go_field_names() {
         .to_string()
         .contains("invalid certificate"));
 }
+
+#[test]
+fn selections_borrow_the_document_and_agree_with_the_interpreter() {
+    let base = json!({
+        "request": {"object": {"spec": {
+            "containers": [{"name": "a", "ports": [1, 2]}, {"name": "b"}, null, [3, [4]]],
+            "initContainers": [{"name": "i"}],
+            "single": {"name": "s"}
+        }}},
+        "n": null,
+        "s": "text",
+        "element": {"shadowed": true}
+    });
+    let element = json!({"name": "x", "list": [{"k": 1}, {"j": 2}, {"k": null}]});
+    let overlay: Vec<(&str, &Value)> = vec![("element", &element)];
+    let cases = [
+        "request.object.spec.containers",
+        "request.object.spec.containers[0]",
+        "request.object.spec.containers[-1].name",
+        "request.object.spec.containers[5]",
+        "request.object.spec.containers[5].name",
+        "request.object.spec.containers[0].ports[1]",
+        "request.object.spec.missing",
+        "request.object.spec.containers.name",
+        "s.x",
+        "s[0]",
+        "n.x.y",
+        "n[0]",
+        "element",
+        "element.name",
+        "element.list[0].k",
+        "element.shadowed",
+        "\"request\".object",
+        "missing",
+        "request.object.spec.[ephemeralContainers, initContainers, containers][]",
+        "request.object.spec.[initContainers, containers]",
+        "request.object.spec.[initContainers, single][]",
+        "request.object.spec.[initContainers, missing.x][]",
+        "n.[a, b]",
+        "s.[a, b]",
+        "request.object.spec.containers[]",
+        "request.object.spec.containers[][]",
+        "request.object.spec.containers[*]",
+        "request.object.spec.containers[*].name",
+        "request.object.spec.containers[*].ports[0]",
+        "request.object.spec.single[*]",
+        "request.object.spec.single[]",
+        "element.list[*].k",
+        "element.list[].k",
+        "request.object.spec.[containers, initContainers][].name",
+        "request.object.spec.[containers[0], single]",
+        "request.object.spec.containers[*].[name, ports]",
+        "request.object.spec.[initContainers, containers][][]",
+        "[element, s]",
+        "@",
+        "element | @",
+        "element.list[*] | [0]",
+        "s[*]",
+        "s[]",
+    ];
+    for text in cases {
+        let expr = Expression::compile(text).expect("compiles");
+        assert!(expr.borrowable, "{text} only selects");
+        for layers in [&overlay[..], &[]] {
+            let parts = expr
+                .search_layered_parts(layers, &base, None)
+                .map(Parts::into_value);
+            let computed = expr.search_layered(layers, &base, None);
+            assert_eq!(
+                parts.as_deref().map_err(Clone::clone),
+                computed.as_ref().map_err(Clone::clone),
+                "{text} with {} overlay members",
+                layers.len()
+            );
+        }
+    }
+    // Parts of the document come back borrowed, not copied.
+    let expr = Expression::compile("request.object.spec.containers").expect("compiles");
+    let found = expr
+        .search_layered_cow(&overlay, &base, None)
+        .expect("found");
+    assert!(matches!(found, std::borrow::Cow::Borrowed(_)));
+    assert!(std::ptr::eq(
+        &*found,
+        &base["request"]["object"]["spec"]["containers"]
+    ));
+    let expr = Expression::compile("request.object.spec.[initContainers, containers][]")
+        .expect("compiles");
+    let Ok(Parts::List(list)) = expr.search_layered_parts(&[], &base, None) else {
+        panic!("a list of parts");
+    };
+    assert_eq!(list.len(), 4, "the projection drops the null");
+    assert!(std::ptr::eq(
+        list[0],
+        &base["request"]["object"]["spec"]["initContainers"][0]
+    ));
+    // Anything else is computed (owned) and still the interpreter's value.
+    for text in [
+        "element || s",
+        "length(s)",
+        "request.object.spec.containers[?name].name",
+        "request.object.spec.*",
+        "request.object.spec.containers[0:1]",
+        "{a: s}",
+    ] {
+        let expr = Expression::compile(text).expect("compiles");
+        assert!(!expr.borrowable, "{text} computes");
+        assert_eq!(
+            expr.search_layered_cow(&overlay, &base, None)
+                .map(|v| v.into_owned()),
+            expr.search_layered(&overlay, &base, None),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn root_reads_name_what_an_expression_may_read_of_the_root() {
+    let reads = |text: &str| -> Vec<(Option<String>, Option<String>)> {
+        Expression::compile(text)
+            .expect("compiles")
+            .root_reads()
+            .iter()
+            .map(|r| (r.name.clone(), r.member.clone()))
+            .collect()
+    };
+    let read =
+        |name: &str, member: Option<&str>| (Some(name.to_string()), member.map(str::to_string));
+    let root = (None, None);
+    assert_eq!(
+        reads("request.object.metadata.name"),
+        [read("request", Some("object"))]
+    );
+    assert_eq!(
+        reads("request | object.spec"),
+        [read("request", Some("object"))]
+    );
+    assert_eq!(
+        reads("request.object.spec.[initContainers, containers][].image || images"),
+        [read("request", Some("object")), read("images", None)]
+    );
+    assert_eq!(
+        reads("request.object.spec.volumes[].keys(@)[] || `[]`"),
+        [read("request", Some("object"))],
+        "@ inside a projection of a part is not the root"
+    );
+    assert_eq!(
+        reads("request.object.spec.containers[?name == element.name].image"),
+        [read("request", Some("object"))],
+        "a filter reads the elements"
+    );
+    assert_eq!(reads("length(request)"), [read("request", None)]);
+    assert_eq!(reads("request"), [read("request", None)]);
+    assert_eq!(reads("request.roles"), [read("request", Some("roles"))]);
+    assert_eq!(reads("request[0]"), [read("request", None)]);
+    assert_eq!(reads("request.[object, roles]"), [read("request", None)]);
+    assert_eq!(reads("@"), std::slice::from_ref(&root));
+    assert_eq!(reads("keys(@)"), std::slice::from_ref(&root));
+    assert!(reads("@.request.object").contains(&root));
+    assert!(reads("*.object").contains(&root));
+    assert!(reads("[@][0].request.roles").contains(&root));
+    assert!(reads("map(&request.roles, [@])").contains(&read("request", Some("roles"))));
+    assert_eq!(reads("`1`"), []);
+}

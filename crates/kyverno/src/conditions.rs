@@ -178,7 +178,7 @@ fn values_of(value: &Value) -> Values {
     match value {
         Value::Array(items) => Values::List(items.iter().map(sprint).collect()),
         Value::String(s) => {
-            if let Ok(list) = serde_json::from_str::<Vec<Value>>(s) {
+            if let Some(list) = json_list(s) {
                 return Values::List(list.iter().map(sprint).collect());
             }
             let is_range = range_regex().is_some_and(|re| re.is_match(s));
@@ -191,6 +191,18 @@ fn values_of(value: &Value) -> Values {
         Value::Number(_) | Value::Bool(_) => Values::List(vec![sprint(value)]),
         _ => Values::Invalid,
     }
+}
+
+/// A string holding a JSON list (`"[\"a\", \"b\"]"`), parsed. Only a text that starts with `[` (after JSON
+/// whitespace) can be one: any other string is answered without running the parser.
+fn json_list(s: &str) -> Option<Vec<Value>> {
+    if !s
+        .trim_start_matches([' ', '\t', '\n', '\r'])
+        .starts_with('[')
+    {
+        return None;
+    }
+    serde_json::from_str::<Vec<Value>>(s).ok()
 }
 
 fn range_regex() -> Option<&'static regex::Regex> {
@@ -246,9 +258,9 @@ fn legacy_in(key: &Value, value: &Value) -> bool {
             };
             let values = match value {
                 Value::Array(items) => Values::List(items.iter().map(sprint).collect()),
-                Value::String(s) => match serde_json::from_str::<Vec<Value>>(s) {
-                    Ok(list) => Values::List(list.iter().map(sprint).collect()),
-                    Err(_) => return false,
+                Value::String(s) => match json_list(s) {
+                    Some(list) => Values::List(list.iter().map(sprint).collect()),
+                    None => return false,
                 },
                 _ => return false,
             };
@@ -330,6 +342,21 @@ mod tests {
         assert!(ev("In", json!("a"), json!(["a"])));
         assert!(ev("NotIn", json!("z"), json!(["a"])));
         assert!(!ev("AnyIn", json!({"a": 1}), json!(["a"])));
+    }
+
+    #[test]
+    fn json_encoded_lists() {
+        assert_eq!(json_list(" \n[\"a\", 1]"), Some(vec![json!("a"), json!(1)]));
+        assert_eq!(json_list("[1, 2"), None);
+        assert_eq!(json_list("a"), None);
+        assert_eq!(
+            json_list("\u{a0}[1]"),
+            None,
+            "only JSON whitespace may lead"
+        );
+        assert!(ev("AnyIn", json!("a"), json!(" [\"a\"]")));
+        assert!(ev("In", json!("a"), json!("\t[\"a\"]")));
+        assert!(!ev("In", json!("a"), json!("a")), "In needs a list");
     }
 
     #[test]

@@ -1278,6 +1278,19 @@ pub(crate) fn serving_base(review: &Review) -> Arc<Value> {
         .clone()
 }
 
+/// A served review's base document without `request`: service account and images, shared by every policy through
+/// [`Review::cached`].
+struct ServingThin(Arc<Value>);
+
+/// The base context document of a served review without `request`, built on first use: expressions that read only
+/// the review's own members of `request` take it from the review (see [`Context::query_parts`]).
+pub(crate) fn serving_thin(review: &Review) -> Arc<Value> {
+    review
+        .cached(|r| ServingThin(Arc::new(Value::Object(base_members(r, &review_user(r))))))
+        .0
+        .clone()
+}
+
 /// The requester of a served review, with the roles the cluster context knows (the webhook resolves none; a test's
 /// UserInfo file supplies them).
 fn serving_user(review: &Review, ctx: &EvalContext) -> UserContext {
@@ -1300,6 +1313,20 @@ fn review_user(review: &Review) -> UserContext {
     }
 }
 
+/// The members of the base context document besides `request`: service account and images.
+fn base_members(review: &Review, user: &UserContext) -> Map<String, Value> {
+    let (sa_ns, sa_name) = variables::service_account(&user.username);
+    let images = review
+        .subject()
+        .map(variables::images_of)
+        .unwrap_or_else(|| Value::Object(Map::new()));
+    let mut doc = Map::new();
+    doc.insert("serviceAccountName".into(), Value::String(sa_name));
+    doc.insert("serviceAccountNamespace".into(), Value::String(sa_ns));
+    doc.insert("images".into(), images);
+    doc
+}
+
 /// The base context document of a review: `request` (with `roles` / `clusterRoles`), service account and images,
 /// plus the mocks' global and resource values.
 pub fn base_document(review: &Review, user: &UserContext, mocks: Option<&Mocks>) -> Value {
@@ -1320,16 +1347,8 @@ pub fn base_document(review: &Review, user: &UserContext, mocks: Option<&Mocks>)
             map.insert("userInfo".into(), Value::Object(info));
         }
     }
-    let (sa_ns, sa_name) = variables::service_account(&user.username);
-    let images = review
-        .subject()
-        .map(variables::images_of)
-        .unwrap_or_else(|| Value::Object(Map::new()));
-    let mut doc = Map::new();
+    let mut doc = base_members(review, user);
     doc.insert("request".into(), request);
-    doc.insert("serviceAccountName".into(), Value::String(sa_name));
-    doc.insert("serviceAccountNamespace".into(), Value::String(sa_ns));
-    doc.insert("images".into(), images);
     let mut doc = Value::Object(doc);
     if let Some(m) = mocks {
         let mut ctx = Context::new(Arc::new(doc), false);

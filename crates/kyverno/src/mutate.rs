@@ -12,7 +12,7 @@ use super::pattern::{match_pattern, parse_anchor, Anchor};
 use super::result::{RuleResponse, RuleStatus, RuleType};
 use super::spec::{ForEachMutation, Mutation};
 use super::validate::{elements, set_element};
-use super::variables::{substitute, substitute_str, Context, Mode};
+use super::variables::{substitute, substitute_str, Context, Mode, Shared};
 
 fn response(rule: &str, status: RuleStatus, message: impl Into<String>) -> RuleResponse {
     RuleResponse::new(rule, RuleType::Mutation, status, message)
@@ -98,7 +98,13 @@ fn foreach(
     set_object(&mut lctx, &current);
     for fe in list {
         // The list is evaluated against the resource as patched so far.
-        let Ok(items) = elements(&lctx, &fe.list) else {
+        // Owned: the context changes (`set_object`) while the elements are in use.
+        let Ok(items) = elements(&lctx, &fe.list).map(|items| {
+            items
+                .into_iter()
+                .map(Shared::into_owned)
+                .collect::<Vec<_>>()
+        }) else {
             continue;
         };
         let descending = match fe.order.as_deref() {

@@ -30,7 +30,11 @@ pub fn parse_anchor(key: &str) -> Option<(Anchor, &str)> {
     if last != Some(b')') {
         return None;
     }
-    let k = key.trim();
+    // A key that starts with an anchor character and ends with `)` has nothing to trim (the common case).
+    let k = match key.as_bytes().first() {
+        Some(b'(' | b'<' | b'=' | b'X' | b'^' | b'+') if key.ends_with(')') => key,
+        _ => key.trim(),
+    };
     let (anchor, rest) = match k.as_bytes().first() {
         Some(b'(') => (Anchor::Condition, k),
         Some(b'<') => (Anchor::Global, &k[1..]),
@@ -82,10 +86,24 @@ enum Path<'a> {
 
 impl Path<'_> {
     fn render(&self) -> String {
+        let mut out = String::new();
+        self.render_into(&mut out);
+        out
+    }
+
+    fn render_into(&self, out: &mut String) {
+        use std::fmt::Write;
         match self {
-            Path::Root => "/".to_string(),
-            Path::Key(parent, key) => format!("{}{key}/", parent.render()),
-            Path::Index(parent, i) => format!("{}{i}/", parent.render()),
+            Path::Root => out.push('/'),
+            Path::Key(parent, key) => {
+                parent.render_into(out);
+                out.push_str(key);
+                out.push('/');
+            }
+            Path::Index(parent, i) => {
+                parent.render_into(out);
+                let _ = write!(out, "{i}/");
+            }
         }
     }
 }
@@ -306,8 +324,8 @@ fn validate_map(
     // serde_json maps iterate in key order, which is the order Kyverno evaluates anchors in.
     let anchored = pattern
         .iter()
-        .filter_map(|(key, value)| parse_anchor(key).map(|(a, bare)| (key, a, bare, value)));
-    for (_, anchor, bare, value) in anchored {
+        .filter_map(|(key, value)| parse_anchor(key).map(|(a, bare)| (a, bare, value)));
+    for (anchor, bare, value) in anchored {
         let current = Path::Key(path, bare);
         let found = resource.get(bare);
         match anchor {
@@ -358,10 +376,23 @@ fn validate_map(
             Anchor::AddIfNotPresent => {}
         }
     }
-    // Plain keys whose subtree has anchors first (stable otherwise).
+    // Plain keys whose subtree has anchors first (stable otherwise). Whether a subtree has anchors is found once:
+    // the first pass records it for the first 64 keys.
+    let mut without_anchors: u64 = 0;
     for anchors_first in [true, false] {
-        for (key, value) in pattern {
-            if parse_anchor(key).is_some() || has_anchor_inside(value) != anchors_first {
+        for (i, (key, value)) in pattern.iter().enumerate() {
+            if parse_anchor(key).is_some() {
+                continue;
+            }
+            let bit = u32::try_from(i).ok().and_then(|i| 1u64.checked_shl(i));
+            let inside = match (anchors_first, bit) {
+                (false, Some(bit)) => without_anchors & bit == 0,
+                _ => has_anchor_inside(value),
+            };
+            if anchors_first && !inside {
+                without_anchors |= bit.unwrap_or(0);
+            }
+            if inside != anchors_first {
                 continue;
             }
             let current = Path::Key(path, key);
@@ -867,5 +898,17 @@ mod tests {
         );
         assert_eq!(parse_anchor("name"), None);
         assert_eq!(parse_anchor("()"), None);
+        // Surrounding whitespace is trimmed, whether or not the key starts with an anchor character.
+        assert_eq!(parse_anchor(" =(name) "), Some((Anchor::Equality, "name")));
+        assert_eq!(parse_anchor("^(name) "), Some((Anchor::Existence, "name")));
+        assert_eq!(
+            parse_anchor("\u{2003}(name)"),
+            Some((Anchor::Condition, "name"))
+        );
+        assert_eq!(
+            parse_anchor("=( name )"),
+            Some((Anchor::Equality, " name "))
+        );
+        assert_eq!(parse_anchor("Xname)"), None);
     }
 }

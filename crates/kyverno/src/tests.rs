@@ -1042,3 +1042,49 @@ spec:
         ])
     );
 }
+
+#[test]
+fn served_expressions_read_the_review_request_without_copying_it() {
+    use crate::variables::{Base, Context};
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
+        "spec": {"containers": [{"name": "app", "image": "nginx:1.2"}]}});
+    let review = Review::for_object(pod, None, Operation::Create);
+    let full = crate::base_document(&review, &crate::matching::UserContext::default(), None);
+    let served = Context::with_base(Base::Served(&review), false);
+    let ready = Context::new(std::sync::Arc::new(full), false);
+    for text in [
+        "request.object.metadata.name",
+        "request.object.spec.containers[].image",
+        "request.object.spec.[initContainers, containers][]",
+        "request.operation",
+        "request.missing || 'none'",
+        "images.containers.app.tag",
+        "serviceAccountName",
+        "request.object.spec.containers[?name == 'app'].image | [0]",
+    ] {
+        assert_eq!(served.query(text), ready.query(text), "{text}");
+    }
+    // Only member reads so far: the base document with the request copied into it was never built.
+    assert!(!served.base_built());
+    for text in [
+        "request.roles",
+        "request.clusterRoles",
+        "request.userInfo",
+        "keys(@)",
+        "length(request)",
+        "request",
+    ] {
+        assert_eq!(served.query(text), ready.query(text), "{text}");
+    }
+    assert!(
+        served.base_built(),
+        "whole-request reads use the full document"
+    );
+    // The element of a foreach is the review's own container.
+    let items =
+        crate::validate::elements(&served, "request.object.spec.containers").expect("elements");
+    assert!(std::ptr::eq(
+        &*items[0],
+        &review.request()["object"]["spec"]["containers"][0]
+    ));
+}

@@ -1,5 +1,6 @@
 //! `validate` rules: pattern, anyPattern, deny and foreach, with Kyverno's results and messages.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -10,7 +11,9 @@ use super::result::{RuleResponse, RuleStatus, RuleType};
 use super::spec::{Deny, ForEachValidation, Validation};
 use super::variables::{
     resolve_references, substitute_pattern, substitute_str, value_has_variables, Context, Mode,
+    Shared,
 };
+use crate::jmespath::Parts;
 
 fn response(rule: &str, status: RuleStatus, message: impl Into<String>) -> RuleResponse {
     RuleResponse::new(rule, RuleType::Validation, status, message)
@@ -294,18 +297,26 @@ fn validate_patterns(
     )
 }
 
-/// The elements of a foreach `list` expression: a list, or a single value wrapped in one.
-/// The elements of a foreach list, each shared ([`Arc`]) so that putting one into a context copies nothing.
-pub fn elements(ctx: &Context<'_>, list: &str) -> Result<Vec<Arc<Value>>, String> {
+/// The elements of a foreach `list` expression: a list, or a single value wrapped in one. Elements of a list the
+/// context already holds (`request.object.spec.containers`) are borrowed from it; computed ones are shared
+/// ([`Arc`]), so putting one into a context copies nothing.
+pub fn elements<'c>(ctx: &'c Context<'_>, list: &str) -> Result<Vec<Shared<'c>>, String> {
     let expr = list.trim();
     let expr = expr
         .strip_prefix("{{")
         .and_then(|e| e.strip_suffix("}}"))
         .map(str::trim)
         .unwrap_or(expr);
-    match ctx.query(expr) {
-        Ok(Value::Array(items)) => Ok(items.into_iter().map(Arc::new).collect()),
-        Ok(other) => Ok(vec![Arc::new(other)]),
+    match ctx.query_parts(expr) {
+        Ok(Parts::List(items)) => Ok(items.into_iter().map(Shared::Ref).collect()),
+        Ok(Parts::Value(Cow::Borrowed(Value::Array(items)))) => {
+            Ok(items.iter().map(Shared::Ref).collect())
+        }
+        Ok(Parts::Value(Cow::Owned(Value::Array(items)))) => Ok(items
+            .into_iter()
+            .map(|item| Shared::Arc(Arc::new(item)))
+            .collect()),
+        Ok(Parts::Value(other)) => Ok(vec![Shared::from(other)]),
         Err(e) => Err(e.to_string()),
     }
 }
@@ -320,17 +331,17 @@ const ELEMENT_INDEX: [&str; 4] = [
 ];
 
 /// Put a foreach element into the context.
-pub fn set_element(ctx: &mut Context<'_>, element: &Arc<Value>, index: usize, nesting: usize) {
-    // `element` and `element<nesting>` share the list's own copy of the element.
-    ctx.set_shared("element", Arc::clone(element));
+pub fn set_element<'c>(ctx: &mut Context<'c>, element: &Shared<'c>, index: usize, nesting: usize) {
+    // `element` and `element<nesting>` share the list's own copy of the element (or the document's).
+    ctx.set_shared("element", element.clone());
     ctx.set("elementIndex", Value::from(index));
     match (ELEMENT.get(nesting), ELEMENT_INDEX.get(nesting)) {
         (Some(element_n), Some(index_n)) => {
-            ctx.set_shared(element_n, Arc::clone(element));
+            ctx.set_shared(element_n, element.clone());
             ctx.set(index_n, Value::from(index));
         }
         _ => {
-            ctx.set_shared(&format!("element{nesting}"), Arc::clone(element));
+            ctx.set_shared(&format!("element{nesting}"), element.clone());
             ctx.set(&format!("elementIndex{nesting}"), Value::from(index));
         }
     }
@@ -364,12 +375,12 @@ fn validate_foreach(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn validate_elements(
+fn validate_elements<'c>(
     rule: &str,
     message: Option<&str>,
     fe: &ForEachValidation,
-    items: &[Arc<Value>],
-    ctx: &Context<'_>,
+    items: &[Shared<'c>],
+    ctx: &'c Context<'_>,
     resource: &Value,
     nesting: usize,
     env: &Env<'_>,
@@ -386,7 +397,7 @@ fn validate_elements(
                 applied,
             );
         }
-        let mut ectx = ctx.clone();
+        let mut ectx: Context<'c> = ctx.clone();
         set_element(&mut ectx, element, index, nesting);
         env.apply_foreach_values(rule, index, &mut ectx);
         if let Err(e) = load_context(&fe.context, &mut ectx, env, rule) {

@@ -13,7 +13,8 @@
 //!   (RFC 9535, evaluated with jsonpath-rust) over the same document: one match is the value, several a list, none
 //!   a missing-key error.
 
-use std::cell::RefCell;
+use std::borrow::Cow;
+use std::cell::{OnceCell, RefCell};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -63,10 +64,59 @@ pub enum Base<'r> {
 #[derive(Debug, Clone)]
 pub struct Context<'r> {
     base: Base<'r>,
-    overlay: Vec<(Arc<str>, Arc<Value>)>,
+    /// The base document, once resolved (so that query results can borrow from it).
+    resolved: OnceCell<Arc<Value>>,
+    /// A served review's base document without `request` (read from the review itself), once resolved.
+    thin: OnceCell<Arc<Value>>,
+    overlay: Vec<(Arc<str>, Shared<'r>)>,
     merged: RefCell<Option<Arc<Value>>>,
     delete: bool,
     deadline: Option<Instant>,
+}
+
+/// The value of a variable: shared with other variables, or borrowed from a document that outlives the context
+/// (a foreach element of the request is the request's own value, not a copy).
+#[derive(Debug, Clone)]
+pub enum Shared<'r> {
+    /// A value the context shares.
+    Arc(Arc<Value>),
+    /// A value borrowed from a longer-lived document.
+    Ref(&'r Value),
+}
+
+impl std::ops::Deref for Shared<'_> {
+    type Target = Value;
+    fn deref(&self) -> &Value {
+        match self {
+            Shared::Arc(v) => v,
+            Shared::Ref(v) => v,
+        }
+    }
+}
+
+impl Shared<'_> {
+    /// The value, no longer borrowing anything (a copy of a borrowed value).
+    pub fn into_owned(self) -> Shared<'static> {
+        match self {
+            Shared::Arc(v) => Shared::Arc(v),
+            Shared::Ref(v) => Shared::Arc(Arc::new(v.clone())),
+        }
+    }
+}
+
+impl From<Arc<Value>> for Shared<'_> {
+    fn from(value: Arc<Value>) -> Self {
+        Shared::Arc(value)
+    }
+}
+
+impl<'r> From<Cow<'r, Value>> for Shared<'r> {
+    fn from(value: Cow<'r, Value>) -> Self {
+        match value {
+            Cow::Borrowed(v) => Shared::Ref(v),
+            Cow::Owned(v) => Shared::Arc(Arc::new(v)),
+        }
+    }
 }
 
 impl<'r> Context<'r> {
@@ -79,6 +129,8 @@ impl<'r> Context<'r> {
     pub fn with_base(base: Base<'r>, delete: bool) -> Context<'r> {
         Context {
             base,
+            resolved: OnceCell::new(),
+            thin: OnceCell::new(),
             overlay: Vec::new(),
             merged: RefCell::new(None),
             delete,
@@ -98,9 +150,14 @@ impl<'r> Context<'r> {
     }
 
     fn base_document(&self) -> Arc<Value> {
+        Arc::clone(self.base_ref())
+    }
+
+    /// The base document, resolved on first use.
+    fn base_ref(&self) -> &Arc<Value> {
         match &self.base {
-            Base::Ready(doc) => doc.clone(),
-            Base::Served(review) => super::serving_base(review),
+            Base::Ready(doc) => doc,
+            Base::Served(review) => self.resolved.get_or_init(|| super::serving_base(review)),
         }
     }
 
@@ -140,7 +197,8 @@ impl<'r> Context<'r> {
     }
 
     /// Set a variable to a value shared with other variables (no copy of it is made).
-    pub fn set_shared(&mut self, name: &str, value: Arc<Value>) {
+    pub fn set_shared(&mut self, name: &str, value: impl Into<Shared<'r>>) {
+        let value = value.into();
         match self.overlay.iter_mut().find(|(k, _)| &**k == name) {
             Some(slot) => slot.1 = value,
             None => self.overlay.push((Arc::from(name), value)),
@@ -181,8 +239,8 @@ impl<'r> Context<'r> {
                 let base = self.base_document();
                 match base.get("request") {
                     Some(r) if r.get("object") == Some(object) => return,
-                    Some(r) => Arc::new(r.clone()),
-                    None => Arc::new(Value::Object(Map::new())),
+                    Some(r) => Shared::Arc(Arc::new(r.clone())),
+                    None => Shared::Arc(Arc::new(Value::Object(Map::new()))),
                 }
             }
         };
@@ -203,8 +261,26 @@ impl<'r> Context<'r> {
         self.set("request", request);
     }
 
+    /// Whether the base document (the served review's, with its request copied in) has been built.
+    pub fn base_built(&self) -> bool {
+        matches!(self.base, Base::Ready(_)) || self.resolved.get().is_some()
+    }
+
     /// Evaluate an expression (without braces).
     pub fn query(&self, expression: &str) -> Result<Value, VarError> {
+        self.query_cow(expression).map(Cow::into_owned)
+    }
+
+    /// [`Context::query`] without copying what the context already holds: a plain path
+    /// (`request.object.spec.containers`, `element.name`) gives the document's own value, borrowed.
+    pub fn query_cow(&self, expression: &str) -> Result<Cow<'_, Value>, VarError> {
+        self.query_parts(expression)
+            .map(crate::jmespath::Parts::into_value)
+    }
+
+    /// [`Context::query_cow`], where a list the expression builds of the context's values
+    /// (`request.object.spec.[initContainers, containers][]`) is a list of borrowed values, not a copy.
+    pub fn query_parts(&self, expression: &str) -> Result<crate::jmespath::Parts<'_>, VarError> {
         let text = expression.trim();
         let rewritten;
         let text = if self.delete && text.contains("request.object") {
@@ -214,19 +290,28 @@ impl<'r> Context<'r> {
             text
         };
         if text == "@" {
-            return Ok((*self.document()).clone());
+            return Ok(crate::jmespath::Parts::Value(Cow::Owned(
+                (*self.document()).clone(),
+            )));
         }
         if text.starts_with('$') {
-            return self.json_path(expression, text);
+            return self
+                .json_path(expression, text)
+                .map(|v| crate::jmespath::Parts::Value(Cow::Owned(v)));
         }
-        let base = self.base_document();
-        let result = if self.overlay.is_empty() {
-            crate::jmespath::search_until(text, &base, self.deadline)
-        } else {
-            let overlay: Vec<(&str, &Value)> =
-                self.overlay.iter().map(|(k, v)| (&**k, &**v)).collect();
-            crate::jmespath::search_layered(text, &overlay, &base, self.deadline)
-        };
+        let mut overlay: Vec<(&str, &Value)> =
+            self.overlay.iter().map(|(k, v)| (&**k, &**v)).collect();
+        let result = crate::jmespath::compile_cached(text).and_then(|expr| match &self.base {
+            // A served review's base document is its request with a few members added, plus service account and
+            // images. An expression that never looks at those members reads the review's own request: the
+            // document with the request copied into it is not built for it.
+            Base::Served(review) if reads_request_members_only(&expr) => {
+                let thin: &Value = self.thin.get_or_init(|| super::serving_thin(review));
+                overlay.push(("request", review.request()));
+                expr.search_layered_parts(&overlay, thin, self.deadline)
+            }
+            _ => expr.search_layered_parts(&overlay, self.base_ref(), self.deadline),
+        });
         result.map_err(|e| VarError {
             expression: expression.to_string(),
             message: e.to_string(),
@@ -234,6 +319,25 @@ impl<'r> Context<'r> {
             bound: e.is_bound(),
         })
     }
+}
+
+/// The members the base document's `request` has beyond the review's own request (see
+/// [`super::base_document`]).
+const ADDED_REQUEST_MEMBERS: [&str; 3] = ["roles", "clusterRoles", "userInfo"];
+
+/// Whether an expression reads, of the root, only other members than `request` and members of `request` that
+/// the review's own request has unchanged: never the whole root, the whole `request` or an added member.
+fn reads_request_members_only(expr: &crate::jmespath::Expression) -> bool {
+    expr.root_reads()
+        .iter()
+        .all(|read| match read.name.as_deref() {
+            None => false,
+            Some("request") => read
+                .member
+                .as_deref()
+                .is_some_and(|m| !ADDED_REQUEST_MEMBERS.contains(&m)),
+            Some(_) => true,
+        })
 }
 
 impl Context<'_> {
@@ -567,18 +671,18 @@ pub fn substitute_str(text: &str, ctx: &Context<'_>, mode: Mode) -> Result<Value
             Some(rest) => (true, rest.trim()),
             None => (false, inner.trim()),
         };
-        let resolved = match ctx.query(expr) {
+        let resolved = match ctx.query_cow(expr) {
             Ok(v) => v,
             Err(e) => match mode {
-                Mode::Lenient if !e.bound => Value::String(String::new()),
+                Mode::Lenient if !e.bound => Cow::Owned(Value::String(String::new())),
                 _ => return Err(e),
             },
         };
         if whole.start() == 0 && whole.end() == current.len() {
             // The value is data: it is not scanned for variables again.
-            return Ok(resolved);
+            return Ok(resolved.into_owned());
         }
-        let insert = match &resolved {
+        let insert = match &*resolved {
             Value::String(s) => s.clone(),
             other => other.to_string(),
         };
@@ -656,15 +760,19 @@ pub fn image_info(image: &str) -> Value {
     if !digest.is_empty() {
         reference = format!("{reference}@{digest}");
     }
-    serde_json::json!({
-        "registry": registry,
-        "path": path,
-        "name": name,
-        "tag": tag,
-        "digest": digest,
-        "reference": reference,
-        "referenceWithTag": reference_with_tag,
-    })
+    let mut info = Map::new();
+    for (key, value) in [
+        ("registry", registry),
+        ("path", path),
+        ("name", name),
+        ("tag", tag),
+        ("digest", digest),
+        ("reference", reference),
+        ("referenceWithTag", reference_with_tag),
+    ] {
+        info.insert(key.to_string(), Value::String(value));
+    }
+    Value::Object(info)
 }
 
 /// `images` for an object: containers, initContainers and ephemeralContainers by container name, for Pods and pod
@@ -932,6 +1040,47 @@ mod tests {
             c.query("keys(@) | sort(@)"),
             Ok(json!(["extra", "request"]))
         );
+    }
+
+    #[test]
+    fn foreach_elements_and_selections_borrow_the_request() {
+        let base = Arc::new(json!({"request": {"object": {"spec": {
+            "initContainers": [{"name": "i"}],
+            "containers": [{"name": "a"}, {"name": "b"}]
+        }}}}));
+        let c = Context::new(Arc::clone(&base), false);
+        let spec = &base["request"]["object"]["spec"];
+        let items = crate::validate::elements(
+            &c,
+            "request.object.spec.[ephemeralContainers, initContainers, containers][]",
+        )
+        .expect("elements");
+        let names: Vec<&Value> = items.iter().map(|e| &e["name"]).collect();
+        assert_eq!(names, [&json!("i"), &json!("a"), &json!("b")]);
+        assert!(
+            matches!(&items[0], Shared::Ref(v) if std::ptr::eq(*v, &spec["initContainers"][0])),
+            "the element is the request's own value"
+        );
+        let items = crate::validate::elements(&c, "{{ request.object.spec.containers }}")
+            .expect("elements");
+        assert!(matches!(&items[1], Shared::Ref(v) if std::ptr::eq(*v, &spec["containers"][1])));
+        // An element in a context is read like any variable, and its own selections borrow too.
+        let mut e = c.clone();
+        crate::validate::set_element(&mut e, &items[1], 1, 0);
+        assert_eq!(e.query("element.name"), Ok(json!("b")));
+        assert_eq!(e.query("elementIndex"), Ok(json!(1)));
+        assert!(
+            matches!(e.query_cow("element0"), Ok(Cow::Borrowed(v)) if std::ptr::eq(v, &spec["containers"][1]))
+        );
+        // Computed values are owned, and the same as before.
+        assert_eq!(
+            e.query_cow("request.object.spec.containers[?name == 'a'].name")
+                .map(Cow::into_owned),
+            Ok(json!(["a"]))
+        );
+        let items = crate::validate::elements(&c, "request.object.spec.containers[?name == 'b']")
+            .expect("elements");
+        assert!(matches!(&items[..], [Shared::Arc(v)] if v["name"] == "b"));
     }
 
     #[test]
