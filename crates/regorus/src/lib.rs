@@ -68,11 +68,13 @@ pub fn to_rego(value: &serde_json::Value) -> regorus::Value {
             regorus::Value::from(items.iter().map(to_rego).collect::<Vec<_>>())
         }
         serde_json::Value::Object(map) if map.is_empty() => regorus::Value::new_object(),
-        serde_json::Value::Object(map) => regorus::Value::from(
-            map.iter()
-                .map(|(key, value)| (regorus::Value::from(key.as_str()), to_rego(value)))
-                .collect::<std::collections::BTreeMap<_, _>>(),
-        ),
+        serde_json::Value::Object(map) => {
+            let mut object = std::collections::BTreeMap::new();
+            for (key, value) in map {
+                object.insert(regorus::Value::from(key.as_str()), to_rego(value));
+            }
+            regorus::Value::from(object)
+        }
     }
 }
 
