@@ -244,6 +244,7 @@ async fn answer(state: AppState, webhook: Webhook, review: Review, start: Instan
                 Ok(encoded) => encoded,
                 Err(err) => {
                     let decision = internal_failure(&state, &err.to_string());
+                    Span::current().record("decision", decision.verdict().as_str());
                     state.metrics.record_decision(
                         webhook,
                         operation,
