@@ -3,10 +3,13 @@
 //! privileged, so both the allow and the deny path run), at several concurrencies. Each row is measured twice in the
 //! same run: against a server with no policies (TLS, HTTP, decode, encode, no evaluation: the floor) and against the
 //! policy directory under test. Reports requests per second, p50/p99 latency, the server's CPU time per request
-//! (from /proc/<pid>/stat, Linux), and the throughput ratio.
+//! (from /proc/<pid>/stat, Linux), the load client's own CPU time per request (client and server share the machine's
+//! cores: a busy client slows the server down) and the throughput ratio.
 //!
-//! `cargo bench --bench load [-- [--policies DIR] [--requests N] [CONCURRENCY...]]` (defaults: the bundled
-//! `policies/`, 2,000 requests per row, concurrencies 1 4 16). No assertion: numbers go in notes, not tests.
+//! `cargo bench --bench load [-- [--policies DIR] [--requests N] [--binary PATH] [CONCURRENCY...]]` (defaults: the
+//! bundled `policies/`, 2,000 requests per row, concurrencies 1 4 16, the policyctl built with the bench; `--binary`
+//! measures another build, e.g. a copy of main's, with the same client). No assertion: numbers go in notes, not
+//! tests.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -69,7 +72,16 @@ fn review(uid: &str, privileged: bool) -> Vec<u8> {
 
 /// User + system CPU time of a process so far (from /proc/<pid>/stat; zero where there is no procfs).
 fn cpu_time(pid: u32) -> Duration {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+    proc_cpu_time(&format!("/proc/{pid}/stat"))
+}
+
+/// User + system CPU time of this process (the load client) so far.
+fn own_cpu_time() -> Duration {
+    proc_cpu_time("/proc/self/stat")
+}
+
+fn proc_cpu_time(path: &str) -> Duration {
+    let Ok(stat) = std::fs::read_to_string(path) else {
         return Duration::ZERO;
     };
     // Fields after the command name (which may contain spaces) start at the state, field 3; utime and stime are
@@ -92,6 +104,7 @@ struct Run {
     elapsed: Duration,
     latencies: Vec<Duration>,
     cpu: Duration,
+    client_cpu: Duration,
 }
 
 impl Run {
@@ -108,6 +121,10 @@ impl Run {
 
     fn cpu_per_request_us(&self) -> f64 {
         self.cpu.as_secs_f64() * 1e6 / self.requests.max(1) as f64
+    }
+
+    fn client_cpu_per_request_us(&self) -> f64 {
+        self.client_cpu.as_secs_f64() * 1e6 / self.requests.max(1) as f64
     }
 }
 
@@ -129,16 +146,24 @@ async fn load(server: &Binary, connections: usize, requests: usize) -> Run {
         }
         streams.push(stream);
     }
+    // The bodies are built before timing: the client's CPU competes with the server's.
+    let bodies: Vec<Vec<Vec<u8>>> = (0..connections)
+        .map(|c| {
+            (0..per_connection)
+                .map(|i| review(&format!("{c}-{i}"), i % 2 == 1))
+                .collect()
+        })
+        .collect();
     let cpu_before = cpu_time(server.child.id());
+    let client_before = own_cpu_time();
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for (c, mut stream) in streams.into_iter().enumerate() {
+    for (mut stream, bodies) in streams.into_iter().zip(bodies) {
         tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::with_capacity(per_connection);
-            for i in 0..per_connection {
-                let body = review(&format!("{c}-{i}"), i % 2 == 1);
+            let mut latencies = Vec::with_capacity(bodies.len());
+            for body in &bodies {
                 let sent = Instant::now();
-                let response = request(&mut stream, "POST", "/validate", &body).await;
+                let response = request(&mut stream, "POST", "/validate", body).await;
                 latencies.push(sent.elapsed());
                 assert_eq!(response.status, 200, "{}", response.text());
             }
@@ -155,6 +180,7 @@ async fn load(server: &Binary, connections: usize, requests: usize) -> Run {
         elapsed,
         latencies,
         cpu: cpu_time(server.child.id()).saturating_sub(cpu_before),
+        client_cpu: own_cpu_time().saturating_sub(client_before),
     }
 }
 
@@ -162,6 +188,7 @@ struct Options {
     policies: PathBuf,
     requests: usize,
     concurrencies: Vec<usize>,
+    binary: String,
 }
 
 fn options() -> Options {
@@ -169,6 +196,7 @@ fn options() -> Options {
         policies: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies"),
         requests: 2_000,
         concurrencies: Vec::new(),
+        binary: env!("CARGO_BIN_EXE_policyctl").to_string(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -176,6 +204,11 @@ fn options() -> Options {
             "--policies" => {
                 if let Some(dir) = args.next() {
                     out.policies = PathBuf::from(dir);
+                }
+            }
+            "--binary" => {
+                if let Some(path) = args.next() {
+                    out.binary = path;
                 }
             }
             "--requests" => {
@@ -210,27 +243,32 @@ fn main() {
         // The default log level: the harness waits for the "serving" line, and requests are not logged at info.
         let log: [&str; 0] = [];
         println!(
-            "load: the policyctl binary over TLS on loopback, {} requests per row; policies: {policy_dir}",
-            options.requests
+            "load: {} over TLS on loopback, {} requests per row; policies: {policy_dir}",
+            options.binary, options.requests
         );
         println!(
-            "{:>5}  {:<10} {:>9} {:>10} {:>10} {:>12}",
-            "conns", "server", "req/s", "p50 us", "p99 us", "CPU us/req"
+            "{:>5}  {:<10} {:>9} {:>10} {:>10} {:>12} {:>12}",
+            "conns", "server", "req/s", "p50 us", "p99 us", "CPU us/req", "client us/req"
         );
         for &connections in &options.concurrencies {
-            let floor_server = Binary::start("text", &log, &["--policies", &empty_dir]).await;
+            let floor_server =
+                Binary::start_program(&options.binary, "text", &log, &["--policies", &empty_dir])
+                    .await;
             let floor = load(&floor_server, connections, options.requests).await;
             floor_server.stop().await;
-            let server = Binary::start("text", &log, &["--policies", &policy_dir]).await;
+            let server =
+                Binary::start_program(&options.binary, "text", &log, &["--policies", &policy_dir])
+                    .await;
             let measured = load(&server, connections, options.requests).await;
             server.stop().await;
             for (label, run) in [("no policy", &floor), ("policies", &measured)] {
                 println!(
-                    "{connections:>5}  {label:<10} {:>9.0} {:>10.1} {:>10.1} {:>12.1}",
+                    "{connections:>5}  {label:<10} {:>9.0} {:>10.1} {:>10.1} {:>12.1} {:>12.1}",
                     run.rate(),
                     run.percentile(0.50).as_secs_f64() * 1e6,
                     run.percentile(0.99).as_secs_f64() * 1e6,
-                    run.cpu_per_request_us()
+                    run.cpu_per_request_us(),
+                    run.client_cpu_per_request_us()
                 );
             }
             println!(

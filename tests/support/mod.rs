@@ -147,10 +147,20 @@ impl Binary {
     /// Start `policyctl --log-format <format> [global...] serve --addr 127.0.0.1:0 --admin-addr 127.0.0.1:0 <TLS> <serve...>`
     /// and wait (bounded) until it logs its addresses and is ready.
     pub async fn start(format: &str, global: &[&str], serve: &[&str]) -> Binary {
+        Binary::start_program(env!("CARGO_BIN_EXE_policyctl"), format, global, serve).await
+    }
+
+    /// [`Binary::start`] with another policyctl executable (the load benchmark compares builds).
+    pub async fn start_program(
+        program: &str,
+        format: &str,
+        global: &[&str],
+        serve: &[&str],
+    ) -> Binary {
         use std::io::BufRead;
         let dir = tempfile::tempdir().expect("tempdir");
         let (generated, written) = write_certs(dir.path(), "tls");
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_policyctl"))
+        let mut child = std::process::Command::new(program)
             .args(["--log-format", format])
             .args(global)
             .args([

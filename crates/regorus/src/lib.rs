@@ -11,8 +11,6 @@ pub mod vm;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use std::sync::Arc;
 
 use policyctl_core::admission::Review;
@@ -58,9 +56,40 @@ pub fn review_value(review: &Review) -> Arc<regorus::Value> {
 /// The per-review slot of [`review_value`].
 struct RegoReview(Arc<regorus::Value>);
 
-/// Convert a JSON document to a regorus value.
+/// Convert a JSON document to a regorus value, directly (no serde round trip): strings, arrays and objects are built
+/// from the JSON tree, numbers convert as regorus's own JSON reading does (`u64`, then `i64`, else `f64`).
 pub fn to_rego(value: &serde_json::Value) -> regorus::Value {
-    regorus::Value::deserialize(value).unwrap_or(regorus::Value::Undefined)
+    match value {
+        serde_json::Value::Null => regorus::Value::Null,
+        serde_json::Value::Bool(b) => regorus::Value::Bool(*b),
+        serde_json::Value::Number(n) => number_to_rego(n),
+        serde_json::Value::String(s) => regorus::Value::from(s.as_str()),
+        serde_json::Value::Array(items) => {
+            regorus::Value::from(items.iter().map(to_rego).collect::<Vec<_>>())
+        }
+        serde_json::Value::Object(map) if map.is_empty() => regorus::Value::new_object(),
+        serde_json::Value::Object(map) => {
+            let mut object = std::collections::BTreeMap::new();
+            for (key, value) in map {
+                object.insert(regorus::Value::from(key.as_str()), to_rego(value));
+            }
+            regorus::Value::from(object)
+        }
+    }
+}
+
+/// A JSON number as regorus reads it from JSON text: unsigned and signed integers exactly, anything else as the
+/// (always finite) `f64` serde_json holds.
+fn number_to_rego(n: &serde_json::Number) -> regorus::Value {
+    if let Some(u) = n.as_u64() {
+        regorus::Value::from(u)
+    } else if let Some(i) = n.as_i64() {
+        regorus::Value::from(i)
+    } else {
+        // serde_json numbers are finite: this never yields regorus's `Null` for NaN/infinity.
+        n.as_f64()
+            .map_or(regorus::Value::Null, regorus::Value::from)
+    }
 }
 
 /// Convert a regorus value to JSON (sets become arrays).
@@ -222,6 +251,7 @@ pub fn nesting_problem(source: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn nesting_is_bounded_in_depth_and_in_total() {
@@ -249,6 +279,50 @@ mod tests {
             "{".repeat(40)
         );
         assert_eq!(nesting_problem(&quoted), None);
+    }
+
+    #[test]
+    fn direct_conversion_matches_regorus_json_reading() {
+        use serde::Deserialize;
+        let text = r#"{
+            "apiVersion": "v1", "kind": "Pod", "empty": {}, "none": [], "null": null, "yes": true, "no": false,
+            "ints": [0, 1, -1, 18446744073709551615, -9223372036854775808, 9223372036854775807],
+            "floats": [0.5, -0.0, 1e300, -2.5e-300, 3.141592653589793, 1.0, 18446744073709551616, -9223372036854775809],
+            "nested": {"z": [{"a": {"b": [1, "x", {}]}}], "a": "é\u0000", "": 1},
+            "labels": {"app.kubernetes.io/name": "web", "B": "upper", "a": "lower"}
+        }"#;
+        let doc: serde_json::Value = serde_json::from_str(text).expect("json");
+        let direct = to_rego(&doc);
+        let via_serde = regorus::Value::deserialize(&doc).expect("serde");
+        assert_eq!(direct, via_serde);
+        assert_eq!(to_json(&direct), to_json(&via_serde));
+        assert_eq!(
+            direct.to_json_str().expect("json"),
+            regorus::Value::from_json_str(text)
+                .expect("regorus")
+                .to_json_str()
+                .expect("json")
+        );
+        // Integers stay exact; a number beyond u64/i64 is a float, as when regorus reads the text.
+        assert_eq!(direct["ints"][3].as_u64().ok(), Some(u64::MAX));
+        assert_eq!(direct["ints"][4].as_i64().ok(), Some(i64::MIN));
+        assert_eq!(
+            direct["floats"][6].as_f64().ok(),
+            Some(18446744073709551616.0)
+        );
+        for scalar in [
+            json!(null),
+            json!(true),
+            json!(7),
+            json!(-7),
+            json!(0.25),
+            json!("s"),
+        ] {
+            assert_eq!(
+                to_rego(&scalar),
+                regorus::Value::deserialize(&scalar).expect("serde")
+            );
+        }
     }
 
     #[test]

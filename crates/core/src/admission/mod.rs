@@ -8,7 +8,7 @@ mod respond;
 mod review;
 
 pub use decode::{decode, from_value, DecodeError, MAX_BODY_BYTES, MAX_KIND_BYTES, MAX_UID_BYTES};
-pub use respond::{encode_response, EncodeError, Reason, Response};
+pub use respond::{encode_answer, encode_response, EncodeError, Reason, Response};
 pub use review::{
     existing_object_request, plural, Gvk, Gvr, Operation, Review, ReviewVersion, UserInfo,
 };

@@ -7,7 +7,7 @@ use base64::Engine as _;
 use kube::core::Status;
 use serde::Serialize;
 
-use super::review::Review;
+use super::review::{Review, ReviewVersion};
 
 /// What the webhook answers for one review.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -106,6 +106,15 @@ struct ResponseOut<'a> {
 /// named another); an allowed answer with warnings carries 299
 /// (as Gatekeeper does), 200 otherwise. An empty patch is left out.
 pub fn encode_response(review: &Review, response: Response) -> Result<Vec<u8>, EncodeError> {
+    encode_answer(review.version, &review.uid, response)
+}
+
+/// [`encode_response`] from the review's version and uid alone (for an answer given after the review is gone).
+pub fn encode_answer(
+    version: ReviewVersion,
+    uid: &str,
+    response: Response,
+) -> Result<Vec<u8>, EncodeError> {
     let status = if response.allowed {
         let code = if response.warnings.is_empty() {
             200
@@ -122,10 +131,10 @@ pub fn encode_response(review: &Review, response: Response) -> Result<Vec<u8>, E
         None => None,
     };
     let out = ReviewOut {
-        api_version: review.version.api_version(),
+        api_version: version.api_version(),
         kind: "AdmissionReview",
         response: ResponseOut {
-            uid: &review.uid,
+            uid,
             allowed: response.allowed,
             status,
             warnings: response.warnings,

@@ -1,6 +1,5 @@
 //! The admission endpoints: `POST /validate` and `POST /mutate`.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
@@ -218,49 +217,53 @@ async fn answer(state: AppState, webhook: Webhook, review: Review, start: Instan
         );
     };
     Span::current().record("generation", set.generation());
-    let review = Arc::new(review);
     // One deadline for the whole request, counted from its arrival: queueing for a slot uses it up too.
     let ctx = state.settings.context(start);
     let failure_policy = state.settings.failure_policy;
-    let decision = {
-        // Bound the evaluations running at once; waiting requests queue here, off the blocking pool, until their
-        // deadline. One that gets no slot in time is decided without evaluating: each policy it would have reached
-        // reports a time-out, under its failure policy (cheap enough to do right here).
-        let deadline = tokio::time::Instant::from_std(ctx.deadline.instant());
-        let acquired =
-            tokio::time::timeout_at(deadline, state.limiter.clone().acquire_owned()).await;
-        match acquired {
-            Ok(Ok(permit)) => {
-                let review = review.clone();
-                let span = Span::current();
-                let joined = tokio::task::spawn_blocking(move || {
-                    let _permit = permit;
-                    let _entered = span.enter();
-                    pipeline::run_with(&set, &review, webhook, &ctx, failure_policy)
-                })
-                .await;
-                match joined {
-                    Ok(decision) => decision,
-                    Err(err) => internal_failure(&state, &err.to_string()),
+    // Bound the evaluations running at once; waiting requests queue here, off the blocking pool, until their
+    // deadline. One that gets no slot in time is decided without evaluating: each policy it would have reached
+    // reports a time-out, under its failure policy (cheap enough to do right here).
+    let deadline = tokio::time::Instant::from_std(ctx.deadline.instant());
+    let acquired = tokio::time::timeout_at(deadline, state.limiter.clone().acquire_owned()).await;
+    let encoded = match acquired {
+        Ok(Ok(permit)) => {
+            // The review moves to the evaluating thread and is answered and dropped there: the engines' copies of it
+            // are freed by the thread that made them, and the async workers only carry bytes.
+            let (version, uid, kind) =
+                (review.version, review.uid.clone(), review.kind.kind.clone());
+            let span = Span::current();
+            let task_state = state.clone();
+            let joined = tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                let _entered = span.enter();
+                let decision = pipeline::run_with(&set, &review, webhook, &ctx, failure_policy);
+                conclude(&task_state, webhook, &review, decision, start)
+            })
+            .await;
+            match joined {
+                Ok(encoded) => encoded,
+                Err(err) => {
+                    let decision = internal_failure(&state, &err.to_string());
+                    Span::current().record("decision", decision.verdict().as_str());
+                    state.metrics.record_decision(
+                        webhook,
+                        operation,
+                        &kind,
+                        &decision,
+                        start.elapsed(),
+                    );
+                    log_decision(&decision);
+                    admission::encode_answer(version, &uid, decision.response())
                 }
             }
-            _ => {
-                tracing::warn!("no evaluation slot before the request deadline");
-                pipeline::run_with(&set, &review, webhook, &ctx, failure_policy)
-            }
+        }
+        _ => {
+            tracing::warn!("no evaluation slot before the request deadline");
+            let decision = pipeline::run_with(&set, &review, webhook, &ctx, failure_policy);
+            conclude(&state, webhook, &review, decision, start)
         }
     };
-    let verdict = decision.verdict();
-    Span::current().record("decision", verdict.as_str());
-    state.metrics.record_decision(
-        webhook,
-        operation,
-        &review.kind.kind,
-        &decision,
-        start.elapsed(),
-    );
-    log_decision(&decision);
-    match encode_response(&review, decision.response()) {
+    match encoded {
         Ok(bytes) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/json")],
@@ -269,6 +272,26 @@ async fn answer(state: AppState, webhook: Webhook, review: Review, start: Instan
             .into_response(),
         Err(err) => text(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
     }
+}
+
+/// Record, log and encode the answer to `review`.
+fn conclude(
+    state: &AppState,
+    webhook: Webhook,
+    review: &Review,
+    decision: Decision,
+    start: Instant,
+) -> Result<Vec<u8>, admission::EncodeError> {
+    Span::current().record("decision", decision.verdict().as_str());
+    state.metrics.record_decision(
+        webhook,
+        review.operation_str(),
+        &review.kind.kind,
+        &decision,
+        start.elapsed(),
+    );
+    log_decision(&decision);
+    encode_response(review, decision.response())
 }
 
 /// The evaluation task itself failed (it cannot panic: policies run contained). Follow the server's failure policy.
