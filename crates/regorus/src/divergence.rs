@@ -26,6 +26,10 @@
 //! - D4 is only handled for dotted refs as call arguments (a ref with brackets is left alone, because hoisting `a[_]`
 //!   would change iteration); D1 and D4 are only handled directly in rule bodies, not inside comprehensions;
 //! - a multi-body rule that also uses `else` is left as it is and reported.
+//! - found while testing patch 3, present in the unpatched 0.14.1 VM too: in non-strict mode a builtin error inside a
+//!   comprehension leaves an undefined element instead of dropping it (`[to_number(s) | some s in ["1", "abc"]]` is
+//!   `[1, undefined]` on the VM, `[1]` on the interpreter and in OPA), which can change a `count`; and in strict mode a
+//!   builtin error inside a rule body makes the rule undefined instead of an error (policyctl runs non-strict).
 
 use crate::lexer::{lex, one_line, structure, Kind, Token};
 
