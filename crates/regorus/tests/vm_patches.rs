@@ -5,28 +5,15 @@ use regorus::rvm::vm::{ExecutionMode, VmError};
 use regorus::rvm::RegoVM;
 use regorus::Value;
 
-/// Evaluate `rule` of a Rego v1 module on the VM, in the given execution mode.
+/// Evaluate `rule` of a Rego v1 module on the VM, in the given execution mode (builtin errors not strict, the VM's
+/// default).
 fn vm(
     module: &str,
     rule: &str,
     input: serde_json::Value,
     mode: ExecutionMode,
 ) -> Result<Value, VmError> {
-    let mut engine = regorus::Engine::new();
-    engine
-        .add_policy("m.rego".into(), module.into())
-        .expect("parses");
-    let compiled = engine
-        .compile_with_entrypoint(&rule.into())
-        .expect("compiles");
-    let program =
-        regorus::languages::rego::compiler::Compiler::compile_from_policy(&compiled, &[rule])
-            .expect("the VM compiler accepts the module");
-    let mut machine = RegoVM::new_with_policy(compiled);
-    machine.load_program(program);
-    machine.set_execution_mode(mode);
-    machine.set_input(policyctl_regorus::to_rego(&input));
-    machine.execute()
+    vm_strict(module, rule, input, mode, false)
 }
 
 /// Evaluate `rule` on the interpreter.
