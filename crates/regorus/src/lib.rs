@@ -69,11 +69,13 @@ pub fn to_rego(value: &serde_json::Value) -> regorus::Value {
         }
         serde_json::Value::Object(map) if map.is_empty() => regorus::Value::new_object(),
         serde_json::Value::Object(map) => {
-            let mut object = std::collections::BTreeMap::new();
-            for (key, value) in map {
-                object.insert(regorus::Value::from(key.as_str()), to_rego(value));
-            }
-            regorus::Value::from(object)
+            // serde_json's map iterates in key order, which is regorus's order of string keys: the entries go
+            // straight into the object's sorted storage.
+            let entries = map
+                .iter()
+                .map(|(key, value)| (regorus::Value::from(key.as_str()), to_rego(value)))
+                .collect();
+            regorus::Value::from(regorus::value::Object::from_entries(entries))
         }
     }
 }

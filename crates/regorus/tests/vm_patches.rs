@@ -455,3 +455,105 @@ fn object_cursor_resumes_after_the_last_key_when_the_object_changes_between_step
     assert_eq!(key(obj.next(&mut cursor)), Some(Value::from("g")));
     assert_eq!(key(obj.next(&mut cursor)), None);
 }
+
+#[test]
+fn object_from_entries_matches_inserting_one_by_one() {
+    use regorus::value::Object;
+    let key = |k: &str| Value::from(k);
+    let inserted = |entries: &[(Value, Value)]| {
+        let mut obj = Object::new();
+        for (k, v) in entries {
+            obj.insert(k.clone(), v.clone());
+        }
+        obj
+    };
+    let cases: Vec<Vec<(Value, Value)>> = vec![
+        vec![],
+        // Already sorted: taken as is.
+        vec![(key("a"), Value::from(1)), (key("b"), Value::from(2))],
+        // Unsorted, mixed key types, and a repeated key whose last value wins.
+        vec![
+            (key("z"), Value::from(1)),
+            (Value::from(3), Value::from(2)),
+            (key("a"), Value::from(3)),
+            (key("z"), Value::from(4)),
+            (Value::Null, Value::from(5)),
+            (key("a"), Value::from(6)),
+        ],
+    ];
+    for entries in cases {
+        let expected = inserted(&entries);
+        let built = Object::from_entries(entries.clone());
+        assert_eq!(built, expected, "{entries:?}");
+        assert_eq!(built.len(), expected.len());
+        // Lookups binary-search the built storage: every key is found, with its last value.
+        for (k, _) in &entries {
+            assert_eq!(built.get(k), expected.get(k), "{k:?}");
+        }
+        assert_eq!(built.get(&key("missing")), None);
+        assert_eq!(
+            Value::from(built).to_json_str().ok(),
+            Value::from(expected).to_json_str().ok()
+        );
+    }
+}
+
+// ---- Patch 5 (shared compiled patterns): `regex.*` and `glob.*` builtins share the cached compiled pattern
+// instead of cloning it per call. Answers must not change, however often and from however many threads a pattern is
+// used.
+
+const PATTERNS: &str = r#"package t
+import rego.v1
+
+images := [i | some i in input.images; regex.match(`^[a-z.]+/[a-z-]+:[0-9.]+$`, i)]
+tags := [regex.find_n(`[0-9]+`, i, -1) | some i in input.images]
+hosts := [regex.replace(i, `/.*$`, "") | some i in input.images]
+globbed := [i | some i in input.images; glob.match("registry.example/*", ["/"], i)]
+invalid := regex.match(`(`, "x")
+summary := {"images": images, "tags": tags, "hosts": hosts, "globbed": globbed}
+"#;
+
+#[test]
+fn regex_and_glob_builtins_answer_the_same_on_every_call_and_thread() {
+    let input = serde_json::json!({"images": [
+        "registry.example/web:1.2", "registry.example/api:latest", "other.io/x/y:3", "nginx"
+    ]});
+    let expected = interpreter(PATTERNS, "data.t.summary", input.clone()).expect("interpreter");
+    assert_eq!(
+        expected["images"],
+        Value::from(vec![Value::from("registry.example/web:1.2")])
+    );
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let input = input.clone();
+            std::thread::spawn(move || {
+                (0..25)
+                    .map(|_| {
+                        vm(
+                            PATTERNS,
+                            "data.t.summary",
+                            input.clone(),
+                            ExecutionMode::RunToCompletion,
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for thread in threads {
+        for answer in thread.join().expect("thread") {
+            assert_eq!(answer.expect("vm"), expected);
+        }
+    }
+    // An invalid pattern is still undefined (not an error) with builtin errors not strict.
+    assert_eq!(
+        vm(
+            PATTERNS,
+            "data.t.invalid",
+            input,
+            ExecutionMode::RunToCompletion
+        )
+        .expect("vm"),
+        Value::Undefined
+    );
+}

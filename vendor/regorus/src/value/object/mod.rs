@@ -76,6 +76,33 @@ impl Object {
         Self { repr: Repr::Empty }
     }
 
+    /// Build an object from its entries in one allocation, without a `BTreeMap`.
+    ///
+    /// O(n) when the keys are already strictly increasing (as when copying a map that is itself sorted by key, e.g.
+    /// a `serde_json::Map`); otherwise the entries are sorted first and, for a repeated key, the last value wins, as
+    /// with successive [`Object::insert`]s.
+    pub fn from_entries(mut entries: alloc::vec::Vec<(Value, Value)>) -> Self {
+        if entries.is_empty() {
+            return Self::new();
+        }
+        if !entries.windows(2).all(|pair| pair[0].0 < pair[1].0) {
+            // Stable, so equal keys keep their order and the last one's value is kept below.
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            let mut unique: alloc::vec::Vec<(Value, Value)> =
+                alloc::vec::Vec::with_capacity(entries.len());
+            for (key, value) in entries {
+                match unique.last_mut() {
+                    Some(last) if last.0 == key => last.1 = value,
+                    _ => unique.push((key, value)),
+                }
+            }
+            entries = unique;
+        }
+        Self {
+            repr: Repr::Frozen(entries.into_boxed_slice()),
+        }
+    }
+
     #[inline]
     pub fn len(&self) -> usize {
         match &self.repr {
