@@ -557,3 +557,104 @@ fn regex_and_glob_builtins_answer_the_same_on_every_call_and_thread() {
         Value::Undefined
     );
 }
+
+// ---- Patch 6 (function results remembered per execution; flat instruction dispatch).
+
+const MEMO: &str = r#"package t
+import rego.v1
+
+heavy(x) := count([y | some y in input.nums; y > x])
+one := heavy(1)
+same := [heavy(1) | some _ in input.calls]
+many := [heavy(n) | some n in input.nums]
+mixed := [[heavy(n), heavy(1), heavy(n)] | some n in input.nums]
+first(a, b) := a if a > b
+first(a, b) := b if a <= b
+pairs := [first(n, 10) | some n in input.nums]
+"#;
+
+fn memo_input() -> serde_json::Value {
+    serde_json::json!({"nums": (0..20).collect::<Vec<_>>(), "calls": (0..30).collect::<Vec<_>>()})
+}
+
+/// Whether `rule` completes on the VM within `limit` instructions.
+fn completes_within(module: &str, rule: &str, input: &serde_json::Value, limit: usize) -> bool {
+    let mut engine = regorus::Engine::new();
+    engine
+        .add_policy("m.rego".into(), module.into())
+        .expect("parses");
+    let compiled = engine
+        .compile_with_entrypoint(&rule.into())
+        .expect("compiles");
+    let program =
+        regorus::languages::rego::compiler::Compiler::compile_from_policy(&compiled, &[rule])
+            .expect("the VM compiler accepts the module");
+    let mut machine = RegoVM::new_with_policy(compiled);
+    machine.load_program(program);
+    machine.set_max_instructions(limit);
+    machine.set_input(policyctl_regorus::to_rego(input));
+    match machine.execute() {
+        Ok(_) => true,
+        Err(VmError::InstructionLimitExceeded { .. }) => false,
+        Err(other) => panic!("unexpected error: {other}"),
+    }
+}
+
+/// The fewest instructions `rule` completes in.
+fn instructions_needed(module: &str, rule: &str, input: &serde_json::Value) -> usize {
+    let (mut low, mut high) = (1, 1 << 22);
+    assert!(completes_within(module, rule, input, high));
+    while low < high {
+        let mid = low + (high - low) / 2;
+        if completes_within(module, rule, input, mid) {
+            high = mid;
+        } else {
+            low = mid + 1;
+        }
+    }
+    low
+}
+
+#[test]
+fn functions_called_again_with_the_same_arguments_give_the_interpreters_answers() {
+    let input = memo_input();
+    for rule in [
+        "data.t.one",
+        "data.t.same",
+        "data.t.many",
+        "data.t.mixed",
+        "data.t.pairs",
+    ] {
+        let expected = interpreter(MEMO, rule, input.clone()).expect("interpreter");
+        for mode in MODES {
+            assert_eq!(
+                vm(MEMO, rule, input.clone(), mode).expect("vm"),
+                expected,
+                "{rule} {mode:?}"
+            );
+        }
+    }
+    assert_eq!(
+        vm(MEMO, "data.t.one", input, ExecutionMode::RunToCompletion).expect("vm"),
+        Value::from(18)
+    );
+}
+
+#[test]
+fn a_function_called_again_with_the_same_arguments_is_not_evaluated_again() {
+    let input = memo_input();
+    let one = instructions_needed(MEMO, "data.t.one", &input);
+    let same = instructions_needed(MEMO, "data.t.same", &input);
+    // Thirty calls of heavy(1) cost one evaluation of its body plus the loop around the calls, not thirty bodies.
+    assert!(
+        same < one * 3,
+        "30 calls with the same argument took {same} instructions, one call {one}"
+    );
+    // Distinct arguments are still evaluated, each once: more than eight of them stop the remembering, and the
+    // answers above stay the interpreter's.
+    let many = instructions_needed(MEMO, "data.t.many", &input);
+    assert!(
+        many > one * 10,
+        "20 distinct calls took {many}, one call {one}"
+    );
+}

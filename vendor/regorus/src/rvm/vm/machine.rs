@@ -59,6 +59,11 @@ pub struct RegoVM {
     /// Rule execution cache: rule_index -> (computed: bool, result: Value)
     pub(super) rule_cache: Vec<(bool, Value)>,
 
+    /// Results of function calls in this execution, by rule index (policyctl patch 6): a function called again with
+    /// the same arguments gives the same value within one execution (functions are pure; `with` is not compiled to
+    /// the VM and the nondeterministic builtins are cached per execution).
+    pub(super) function_memo: Vec<super::rules::FunctionMemo>,
+
     /// Global data object
     pub(super) data: Value,
 
@@ -243,6 +248,7 @@ impl RegoVM {
             program: Arc::new(Program::default()),
             compiled_policy: None,
             rule_cache: Vec::new(),
+            function_memo: Vec::new(),
             data: Value::Null,
             input: Value::Null,
             context: Value::Undefined,
@@ -325,6 +331,7 @@ impl RegoVM {
 
         // Initialize rule cache
         self.rule_cache = vec![(false, Value::Undefined); program.rule_infos.len()];
+        self.function_memo.clear();
 
         // Set PC to main entry point
         self.pc = usize::try_from(program.main_entry_point).unwrap_or(0);

@@ -17,6 +17,19 @@ use super::execution_model::{
 };
 use super::machine::RegoVM;
 
+/// How many distinct argument lists a function remembers per execution. A function called with more (typically a
+/// per-element helper, called once per container) stops remembering for the rest of the execution, so a lookup
+/// costs at most this many argument comparisons and the memo never grows with the request.
+const FUNCTION_MEMO_ENTRIES: usize = 8;
+
+/// The remembered calls of one function in one execution (policyctl patch 6).
+#[derive(Debug, Default, Clone)]
+pub(super) struct FunctionMemo {
+    entries: Vec<(Vec<Value>, Value)>,
+    /// Set once the function was called with more than [`FUNCTION_MEMO_ENTRIES`] distinct argument lists.
+    disabled: bool,
+}
+
 impl RegoVM {
     /// Returns true if the error must never be silently absorbed by rule
     /// evaluation: resource-limit violations, and conflicting values of a
@@ -292,6 +305,18 @@ impl RegoVM {
             }
         }
 
+        // A function called again with the same arguments: its remembered value.
+        let memo_args = match function_call_params {
+            Some(params) if is_function_rule => {
+                if let Some(value) = self.function_memo_lookup(rule_idx, params) {
+                    self.set_register(dest, value)?;
+                    return Ok(());
+                }
+                self.function_memo_arguments(rule_idx, params)
+            }
+            _ => None,
+        };
+
         let rule_type = rule_info.rule_type.clone();
         let rule_definitions = &rule_info.definitions;
 
@@ -399,8 +424,61 @@ impl RegoVM {
                     available,
                 })?;
             *entry = (true, final_value.clone());
+        } else if let Some(args) = memo_args {
+            self.function_memo_remember(rule_idx, args, final_value);
         }
         Ok(())
+    }
+
+    /// The remembered value of a function called with the arguments in `params`' registers.
+    fn function_memo_lookup(&self, rule_idx: usize, params: &FunctionCallParams) -> Option<Value> {
+        let memo = self.function_memo.get(rule_idx)?;
+        let registers = params.arg_registers();
+        memo.entries
+            .iter()
+            .find(|(args, _)| {
+                args.len() == registers.len()
+                    && args.iter().zip(registers).all(|(arg, &register)| {
+                        self.registers.get(usize::from(register)) == Some(arg)
+                    })
+            })
+            .map(|(_, value)| value.clone())
+    }
+
+    /// The arguments to remember a call by, unless the function stopped remembering in this execution.
+    fn function_memo_arguments(
+        &self,
+        rule_idx: usize,
+        params: &FunctionCallParams,
+    ) -> Option<Vec<Value>> {
+        if self.function_memo.get(rule_idx).is_some_and(|memo| memo.disabled) {
+            return None;
+        }
+        params
+            .arg_registers()
+            .iter()
+            .map(|&register| self.registers.get(usize::from(register)).cloned())
+            .collect()
+    }
+
+    /// Remember a function's value for `args`, up to [`FUNCTION_MEMO_ENTRIES`] argument lists per function.
+    fn function_memo_remember(&mut self, rule_idx: usize, args: Vec<Value>, value: Value) {
+        if self.function_memo.len() <= rule_idx {
+            self.function_memo
+                .resize_with(self.program.rule_infos.len().max(rule_idx.saturating_add(1)), FunctionMemo::default);
+        }
+        let Some(memo) = self.function_memo.get_mut(rule_idx) else {
+            return;
+        };
+        if memo.disabled {
+            return;
+        }
+        if memo.entries.len() >= FUNCTION_MEMO_ENTRIES {
+            memo.disabled = true;
+            memo.entries = Vec::new();
+            return;
+        }
+        memo.entries.push((args, value));
     }
     pub(super) fn execute_call_rule(&mut self, dest: u8, rule_index: u16) -> Result<()> {
         match self.execution_mode {
