@@ -667,7 +667,20 @@ impl KyvernoPolicy {
                         .any_pattern
                         .as_ref()
                         .is_some_and(variables::value_has_variables);
+                v.compiled = Some(Arc::new(validate::CompiledBody::new(
+                    v.pattern.as_ref(),
+                    v.any_pattern.as_ref(),
+                    v.deny.as_ref(),
+                    None,
+                )));
+                if let Some(list) = v.foreach.as_mut() {
+                    validate::CompiledBody::compile_foreach(list);
+                }
             }
+            rule.preconditions_compiled = rule
+                .preconditions
+                .as_ref()
+                .map(|p| Arc::new(eval::Conditions::new(p)));
             rule.matches.prepare();
             if let Some(e) = &mut rule.exclude {
                 e.prepare();
@@ -1153,7 +1166,11 @@ impl KyvernoPolicy {
             return error(format!("failed to load context: {e}"));
         }
         if let Some(pre) = &rule.spec.preconditions {
-            match check_conditions(pre, ctx, Mode::Lenient) {
+            let outcome = match &rule.spec.preconditions_compiled {
+                Some(c) => c.check(ctx, Mode::Lenient),
+                None => check_conditions(pre, ctx, Mode::Lenient),
+            };
+            match outcome {
                 Err(e) => return error(format!("failed to evaluate preconditions: {e}")),
                 Ok(o) if !o.holds => {
                     let msg = if o.messages.is_empty() {

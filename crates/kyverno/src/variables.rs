@@ -68,10 +68,28 @@ pub struct Context<'r> {
     resolved: OnceCell<Arc<Value>>,
     /// A served review's base document without `request` (read from the review itself), once resolved.
     thin: OnceCell<Arc<Value>>,
-    overlay: Vec<(Arc<str>, Shared<'r>)>,
+    overlay: Vec<(Name, Shared<'r>)>,
     merged: RefCell<Option<Arc<Value>>>,
     delete: bool,
     deadline: Option<Instant>,
+}
+
+/// The name of a variable the context sets: a constant (`element`, `elementIndex0`, set per foreach element, costs no
+/// allocation) or a shared name.
+#[derive(Debug, Clone)]
+enum Name {
+    Static(&'static str),
+    Shared(Arc<str>),
+}
+
+impl std::ops::Deref for Name {
+    type Target = str;
+    fn deref(&self) -> &str {
+        match self {
+            Name::Static(s) => s,
+            Name::Shared(s) => s,
+        }
+    }
 }
 
 /// The value of a variable: shared with other variables, or borrowed from a document that outlives the context
@@ -201,7 +219,17 @@ impl<'r> Context<'r> {
         let value = value.into();
         match self.overlay.iter_mut().find(|(k, _)| &**k == name) {
             Some(slot) => slot.1 = value,
-            None => self.overlay.push((Arc::from(name), value)),
+            None => self.overlay.push((Name::Shared(Arc::from(name)), value)),
+        }
+        *self.merged.borrow_mut() = None;
+    }
+
+    /// [`Context::set_shared`] for a variable whose name is a constant: no name is allocated.
+    pub fn set_static(&mut self, name: &'static str, value: impl Into<Shared<'r>>) {
+        let value = value.into();
+        match self.overlay.iter_mut().find(|(k, _)| &**k == name) {
+            Some(slot) => slot.1 = value,
+            None => self.overlay.push((Name::Static(name), value)),
         }
         *self.merged.borrow_mut() = None;
     }
@@ -281,6 +309,23 @@ impl<'r> Context<'r> {
     /// [`Context::query_cow`], where a list the expression builds of the context's values
     /// (`request.object.spec.[initContainers, containers][]`) is a list of borrowed values, not a copy.
     pub fn query_parts(&self, expression: &str) -> Result<crate::jmespath::Parts<'_>, VarError> {
+        self.query_parts_quiet(expression).map_err(|e| match e {
+            QueryError::Var(e) => e,
+            QueryError::Jmes(e) => VarError {
+                expression: expression.to_string(),
+                message: e.to_string(),
+                not_found: e.is_not_found(),
+                bound: e.is_bound(),
+            },
+        })
+    }
+
+    /// [`Context::query_parts`], whose JMESPath error is not rendered: for callers that only need to know whether
+    /// the expression has a value.
+    fn query_parts_quiet(
+        &self,
+        expression: &str,
+    ) -> Result<crate::jmespath::Parts<'_>, QueryError> {
         let text = expression.trim();
         let rewritten;
         let text = if self.delete && text.contains("request.object") {
@@ -297,7 +342,8 @@ impl<'r> Context<'r> {
         if text.starts_with('$') {
             return self
                 .json_path(expression, text)
-                .map(|v| crate::jmespath::Parts::Value(Cow::Owned(v)));
+                .map(|v| crate::jmespath::Parts::Value(Cow::Owned(v)))
+                .map_err(QueryError::Var);
         }
         let mut overlay: Vec<(&str, &Value)> =
             self.overlay.iter().map(|(k, v)| (&**k, &**v)).collect();
@@ -312,13 +358,41 @@ impl<'r> Context<'r> {
             }
             _ => expr.search_layered_parts(&overlay, self.base_ref(), self.deadline),
         });
-        result.map_err(|e| VarError {
-            expression: expression.to_string(),
-            message: e.to_string(),
-            not_found: e.is_not_found(),
-            bound: e.is_bound(),
-        })
+        result.map_err(QueryError::Jmes)
     }
+
+    /// The elements of a foreach `list` expression, or `None` when it has no value (an error nobody reads is not
+    /// rendered): see [`crate::validate::elements`].
+    pub(crate) fn elements(&self, list: &str) -> Option<Vec<Shared<'_>>> {
+        let expr = list.trim();
+        let expr = expr
+            .strip_prefix("{{")
+            .and_then(|e| e.strip_suffix("}}"))
+            .map(str::trim)
+            .unwrap_or(expr);
+        self.query_parts_quiet(expr).ok().map(elements_of)
+    }
+}
+
+/// The elements of a foreach list's value: a list, or a single value wrapped in one.
+pub(crate) fn elements_of(parts: crate::jmespath::Parts<'_>) -> Vec<Shared<'_>> {
+    match parts {
+        crate::jmespath::Parts::List(items) => items.into_iter().map(Shared::Ref).collect(),
+        crate::jmespath::Parts::Value(Cow::Borrowed(Value::Array(items))) => {
+            items.iter().map(Shared::Ref).collect()
+        }
+        crate::jmespath::Parts::Value(Cow::Owned(Value::Array(items))) => items
+            .into_iter()
+            .map(|item| Shared::Arc(Arc::new(item)))
+            .collect(),
+        crate::jmespath::Parts::Value(other) => vec![Shared::from(other)],
+    }
+}
+
+/// Why a query failed, before a JMESPath error is rendered.
+enum QueryError {
+    Var(VarError),
+    Jmes(crate::jmespath::JmesError),
 }
 
 /// The members the base document's `request` has beyond the review's own request (see
@@ -441,6 +515,19 @@ pub fn value_has_variables(value: &Value) -> bool {
         Value::Object(m) => m
             .iter()
             .any(|(k, v)| has_variables(k) || value_has_variables(v)),
+        _ => false,
+    }
+}
+
+/// Whether a JSON value contains a `{{ }}` variable anywhere (keys included): [`substitute`] gives it back unchanged
+/// when it does not.
+pub fn value_has_braces(value: &Value) -> bool {
+    match value {
+        Value::String(s) => has_variables(s),
+        Value::Array(a) => a.iter().any(value_has_braces),
+        Value::Object(m) => m
+            .iter()
+            .any(|(k, v)| has_variables(k) || value_has_braces(v)),
         _ => false,
     }
 }
