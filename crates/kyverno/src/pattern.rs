@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use super::scalar::{parse_duration, parse_quantity, wildcard};
+use policyctl_jmespath::units::Quantity;
 
 /// The anchor of a pattern key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,7 +168,8 @@ struct Node {
 enum Kind {
     Map(MapNode),
     Array(Vec<Node>),
-    Scalar(Value),
+    /// A scalar, and the compiled pattern of a string.
+    Scalar(Value, Option<StringPattern>),
 }
 
 #[derive(Debug, Clone)]
@@ -235,16 +237,19 @@ impl Node {
                     anchors_inside,
                 }
             }
-            scalar => Node {
-                kind: Kind::Scalar(scalar),
-                anchors_inside: false,
-            },
+            scalar => {
+                let compiled = scalar.as_str().map(StringPattern::new);
+                Node {
+                    kind: Kind::Scalar(scalar, compiled),
+                    anchors_inside: false,
+                }
+            }
         }
     }
 
     /// Whether the value is `"*"` (the key must be present).
     fn is_star(&self) -> bool {
-        matches!(&self.kind, Kind::Scalar(Value::String(s)) if s == "*")
+        matches!(&self.kind, Kind::Scalar(Value::String(s), _) if s == "*")
     }
 }
 
@@ -358,10 +363,10 @@ fn element<'p>(
             };
             validate_array(rarr, parr, path, anchors)
         }
-        Kind::Scalar(scalar) => match resource {
+        Kind::Scalar(scalar, compiled) => match resource {
             Value::Array(items) => {
                 for item in items {
-                    if !scalar_matches(item, scalar) {
+                    if !scalar_matches_compiled(item, scalar, compiled.as_ref()) {
                         return Err(Err::plain(
                             path,
                             format!(
@@ -374,7 +379,7 @@ fn element<'p>(
                 }
                 Ok(())
             }
-            _ if scalar_matches(resource, scalar) => Ok(()),
+            _ if scalar_matches_compiled(resource, scalar, compiled.as_ref()) => Ok(()),
             _ => Err(Err::plain(
                 path,
                 format!(
@@ -384,6 +389,18 @@ fn element<'p>(
                 ),
             )),
         },
+    }
+}
+
+/// [`scalar_matches`] with the string pattern compiled beforehand.
+fn scalar_matches_compiled(
+    value: &Value,
+    pattern: &Value,
+    compiled: Option<&StringPattern>,
+) -> bool {
+    match (pattern, compiled) {
+        (Value::String(_), Some(c)) => c.matches(value),
+        _ => scalar_matches(value, pattern),
     }
 }
 
@@ -602,7 +619,7 @@ fn validate_array<'p>(
             }
             Ok(())
         }
-        Kind::Scalar(_) => {
+        Kind::Scalar(..) => {
             let as_array = Value::Array(resource.to_vec());
             element(&as_array, first, path, anchors)
         }
@@ -659,17 +676,123 @@ enum Op {
 }
 
 fn string_patterns(value: &Value, pattern: &str) -> bool {
-    if value.as_str() == Some(pattern) {
-        return true;
+    StringPattern::new(pattern).matches(value)
+}
+
+/// A scalar string pattern (`"!*:latest"`, `">0"`, `"RuntimeDefault | Localhost"`, `"1-10"`, `"<=1Gi"`) compiled:
+/// split into `|` alternatives of `&` conjunctions, each operator, operand, range and the operand read as a duration
+/// and as a quantity found once.
+#[derive(Debug, Clone)]
+struct StringPattern {
+    /// The whole pattern: a value equal to it matches.
+    text: String,
+    alternatives: Vec<Vec<Check>>,
+}
+
+#[derive(Debug, Clone)]
+enum Check {
+    Compare {
+        op: Op,
+        operand: String,
+        duration: Option<f64>,
+        quantity: Option<Quantity>,
+    },
+    /// `a!-b`: either check.
+    Either(Box<Check>, Box<Check>),
+    /// `a-b`: both checks.
+    Both(Box<Check>, Box<Check>),
+}
+
+impl StringPattern {
+    fn new(pattern: &str) -> StringPattern {
+        let alternatives = if !pattern.contains(['|', '&', ' ']) {
+            vec![vec![Check::new(pattern)]]
+        } else {
+            pattern
+                .split('|')
+                .map(|alt| {
+                    alt.trim_matches(' ')
+                        .split('&')
+                        .map(|c| Check::new(c.trim_matches(' ')))
+                        .collect()
+                })
+                .collect()
+        };
+        StringPattern {
+            text: pattern.to_string(),
+            alternatives,
+        }
     }
-    if !pattern.contains(['|', '&', ' ']) {
-        return string_pattern(value, pattern);
+
+    fn matches(&self, value: &Value) -> bool {
+        if value.as_str() == Some(self.text.as_str()) {
+            return true;
+        }
+        self.alternatives
+            .iter()
+            .any(|alt| alt.iter().all(|c| c.matches(value)))
     }
-    pattern.split('|').any(|alt| {
-        alt.trim_matches(' ')
-            .split('&')
-            .all(|c| string_pattern(value, c.trim_matches(' ')))
-    })
+}
+
+impl Check {
+    fn new(pattern: &str) -> Check {
+        let op = if pattern.len() < 2 {
+            Op::Equal
+        } else if pattern.starts_with(">=") {
+            Op::MoreEqual
+        } else if pattern.starts_with("<=") {
+            Op::LessEqual
+        } else if pattern.starts_with('>') {
+            Op::More
+        } else if pattern.starts_with('<') {
+            Op::Less
+        } else if pattern.starts_with('!') {
+            Op::NotEqual
+        } else {
+            if let Some((l, r)) = range_operands(pattern, "!-") {
+                return Check::Either(
+                    Box::new(Check::new(&format!("< {l}"))),
+                    Box::new(Check::new(&format!("> {r}"))),
+                );
+            }
+            if let Some((l, r)) = range_operands(pattern, "-") {
+                return Check::Both(
+                    Box::new(Check::new(&format!(">= {l}"))),
+                    Box::new(Check::new(&format!("<= {r}"))),
+                );
+            }
+            Op::Equal
+        };
+        let prefix = match op {
+            Op::Equal => 0,
+            Op::NotEqual | Op::More | Op::Less => 1,
+            Op::MoreEqual | Op::LessEqual => 2,
+        };
+        let operand = pattern.get(prefix..).unwrap_or("").trim();
+        Check::Compare {
+            op,
+            operand: operand.to_string(),
+            duration: parse_duration(operand),
+            quantity: parse_quantity(operand),
+        }
+    }
+
+    fn matches(&self, value: &Value) -> bool {
+        match self {
+            Check::Compare {
+                op,
+                operand,
+                duration,
+                quantity,
+            } => {
+                compare_duration(value, *duration, *op)
+                    || compare_quantity(value, *quantity, *op)
+                    || compare_string(value, operand, *op)
+            }
+            Check::Either(a, b) => a.matches(value) || b.matches(value),
+            Check::Both(a, b) => a.matches(value) && b.matches(value),
+        }
+    }
 }
 
 fn range_operands(pattern: &str, sep: &str) -> Option<(String, String)> {
@@ -704,41 +827,6 @@ fn range_operands(pattern: &str, sep: &str) -> Option<(String, String)> {
     None
 }
 
-fn string_pattern(value: &Value, pattern: &str) -> bool {
-    let op = if pattern.len() < 2 {
-        Op::Equal
-    } else if pattern.starts_with(">=") {
-        Op::MoreEqual
-    } else if pattern.starts_with("<=") {
-        Op::LessEqual
-    } else if pattern.starts_with('>') {
-        Op::More
-    } else if pattern.starts_with('<') {
-        Op::Less
-    } else if pattern.starts_with('!') {
-        Op::NotEqual
-    } else {
-        if let Some((l, r)) = range_operands(pattern, "!-") {
-            return string_pattern(value, &format!("< {l}"))
-                || string_pattern(value, &format!("> {r}"));
-        }
-        if let Some((l, r)) = range_operands(pattern, "-") {
-            return string_pattern(value, &format!(">= {l}"))
-                && string_pattern(value, &format!("<= {r}"));
-        }
-        Op::Equal
-    };
-    let prefix = match op {
-        Op::Equal => 0,
-        Op::NotEqual | Op::More | Op::Less => 1,
-        Op::MoreEqual | Op::LessEqual => 2,
-    };
-    let operand = pattern.get(prefix..).unwrap_or("").trim();
-    compare_duration(value, operand, op)
-        || compare_quantity(value, operand, op)
-        || compare_string(value, operand, op)
-}
-
 fn cmp_op<T: PartialOrd>(a: T, b: T, op: Op) -> bool {
     match op {
         Op::Equal => a == b,
@@ -762,8 +850,8 @@ fn value_text_for_numbers(value: &Value) -> Option<String> {
     }
 }
 
-fn compare_duration(value: &Value, pattern: &str, op: Op) -> bool {
-    let Some(p) = parse_duration(pattern) else {
+fn compare_duration(value: &Value, pattern: Option<f64>, op: Op) -> bool {
+    let Some(p) = pattern else {
         return false;
     };
     let Some(text) = value_text_for_numbers(value) else {
@@ -775,8 +863,8 @@ fn compare_duration(value: &Value, pattern: &str, op: Op) -> bool {
     cmp_op(v, p, op)
 }
 
-fn compare_quantity(value: &Value, pattern: &str, op: Op) -> bool {
-    let Some(p) = parse_quantity(pattern) else {
+fn compare_quantity(value: &Value, pattern: Option<Quantity>, op: Op) -> bool {
+    let Some(p) = pattern else {
         return false;
     };
     let Some(text) = value_text_for_numbers(value) else {
