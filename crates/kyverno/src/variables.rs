@@ -345,8 +345,9 @@ impl<'r> Context<'r> {
                 .map(|v| crate::jmespath::Parts::Value(Cow::Owned(v)))
                 .map_err(QueryError::Var);
         }
-        let mut overlay: Vec<(&str, &Value)> =
-            self.overlay.iter().map(|(k, v)| (&**k, &**v)).collect();
+        // Room for the review's `request`, pushed below for served reviews.
+        let mut overlay: Vec<(&str, &Value)> = Vec::with_capacity(self.overlay.len() + 1);
+        overlay.extend(self.overlay.iter().map(|(k, v)| (&**k, &**v)));
         let result = crate::jmespath::compile_cached(text).and_then(|expr| match &self.base {
             // A served review's base document is its request with a few members added, plus service account and
             // images. An expression that never looks at those members reads the review's own request: the
