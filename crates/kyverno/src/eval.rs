@@ -9,7 +9,9 @@ use serde_json::{Map, Value};
 use super::conditions::{evaluate, Operator};
 use super::matching::UserContext;
 use super::spec::ContextEntry;
-use super::variables::{substitute, substitute_str, value_has_braces, Context, Mode, VarError};
+use super::variables::{
+    substitute, substitute_str, substitute_str_cow, value_has_braces, Context, Mode, VarError,
+};
 use crate::policy::ClusterContext;
 
 /// Values that replace lookups when testing (`kyverno test` Values files), served by the test's cluster context.
@@ -265,10 +267,14 @@ impl Term {
         }
     }
 
-    /// The value with its variables substituted; borrowed when it has none.
-    fn resolve(&self, ctx: &Context<'_>, mode: Mode) -> Result<Cow<'_, Value>, String> {
+    /// The value with its variables substituted; borrowed when it has none, and when it is one variable whose
+    /// value the context holds.
+    fn resolve<'a>(&'a self, ctx: &'a Context<'_>, mode: Mode) -> Result<Cow<'a, Value>, String> {
         if !self.variables {
             return Ok(Cow::Borrowed(&self.value));
+        }
+        if let Value::String(text) = &self.value {
+            return substitute_str_cow(text, ctx, mode).map_err(|e| e.to_string());
         }
         substitute(&self.value, ctx, mode)
             .map(Cow::Owned)
@@ -429,6 +435,16 @@ mod tests {
             c.key.resolve(&c2, Mode::Lenient).map(Cow::into_owned),
             Ok(json!("CREATE"))
         );
+        // A whole variable whose value the context holds is borrowed from it too; a computed one is owned.
+        let t = Term::new(json!("{{ request.object.metadata }}"));
+        assert!(matches!(
+            t.resolve(&c2, Mode::Strict),
+            Ok(Cow::Borrowed(v)) if *v == json!({"name": "web"})
+        ));
+        let t = Term::new(json!("{{ request.object.metadata.name }}-x"));
+        assert_eq!(t.resolve(&c2, Mode::Strict), Ok(Cow::Owned(json!("web-x"))));
+        let t = Term::new(json!("{{ request.nothing }}"));
+        assert_eq!(t.resolve(&c2, Mode::Lenient), Ok(Cow::Owned(json!(""))));
         let outcome = compiled.check(&c2, Mode::Lenient).expect("outcome");
         assert!(outcome.holds);
         assert_eq!(outcome.messages, "operation is CREATE");

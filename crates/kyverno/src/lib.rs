@@ -954,6 +954,8 @@ impl KyvernoPolicy {
             deadline: options.deadline,
         };
         let empty = Value::Null;
+        // Looked up once, not per rule.
+        let (object, old_object) = (review.object(), review.old_object());
         let mut stop = false;
         let runs_mutate = matches!(options.part, Part::All | Part::Mutate);
         let runs_validate = matches!(options.part, Part::All | Part::Validate);
@@ -969,9 +971,9 @@ impl KyvernoPolicy {
                     continue;
                 }
                 let subject = if delete {
-                    review.old_object().unwrap_or(&empty)
+                    old_object.unwrap_or(&empty)
                 } else {
-                    patched.as_ref().or(review.object()).unwrap_or(&empty)
+                    patched.as_ref().or(object).unwrap_or(&empty)
                 };
                 let input = MatchInput {
                     group: &review.kind.group,

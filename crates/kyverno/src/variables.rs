@@ -728,6 +728,36 @@ fn is_at_reference(text: &str) -> bool {
         .is_some_and(|inner| inner.trim() == "@")
 }
 
+/// The value of a text that is exactly one variable (`expr` is its expression), borrowed when the context holds it.
+fn whole_variable_value<'c>(
+    expr: &str,
+    ctx: &'c Context<'_>,
+    mode: Mode,
+) -> Result<Cow<'c, Value>, VarError> {
+    match ctx.query_cow(expr) {
+        Ok(v) => Ok(v),
+        Err(e) => match mode {
+            Mode::Lenient if !e.bound => Ok(Cow::Owned(Value::String(String::new()))),
+            _ => Err(e),
+        },
+    }
+}
+
+/// [`substitute_str`] without copying a value the context holds: a text that is exactly one variable whose value
+/// is the document's own (`{{ element.securityContext.capabilities.drop }}`) gives it borrowed.
+pub fn substitute_str_cow<'c>(
+    text: &str,
+    ctx: &'c Context<'_>,
+    mode: Mode,
+) -> Result<Cow<'c, Value>, VarError> {
+    if has_variables(text) {
+        if let Some(expr) = whole_variable(text) {
+            return whole_variable_value(expr, ctx, mode);
+        }
+    }
+    substitute_str(text, ctx, mode).map(Cow::Owned)
+}
+
 /// Substitute the variables of one string; a string that is exactly one variable keeps the value's type.
 pub fn substitute_str(text: &str, ctx: &Context<'_>, mode: Mode) -> Result<Value, VarError> {
     if !has_variables(text) {
@@ -735,13 +765,7 @@ pub fn substitute_str(text: &str, ctx: &Context<'_>, mode: Mode) -> Result<Value
     }
     if let Some(expr) = whole_variable(text) {
         // The text is exactly one variable: its value, as the scan below would find it, without the scan.
-        return match ctx.query(expr) {
-            Ok(v) => Ok(v),
-            Err(e) => match mode {
-                Mode::Lenient if !e.bound => Ok(Value::String(String::new())),
-                _ => Err(e),
-            },
-        };
+        return whole_variable_value(expr, ctx, mode).map(Cow::into_owned);
     }
     let Some(re) = variable_regex() else {
         return Ok(Value::String(text.to_string()));
