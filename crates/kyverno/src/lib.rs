@@ -954,8 +954,12 @@ impl KyvernoPolicy {
             deadline: options.deadline,
         };
         let empty = Value::Null;
-        // Looked up once, not per rule.
-        let (object, old_object) = (review.object(), review.old_object());
+        // Looked up once, not per rule (and only the one the rules look at).
+        let (object, old_object) = if delete {
+            (None, review.old_object())
+        } else {
+            (review.object(), None)
+        };
         let mut stop = false;
         let runs_mutate = matches!(options.part, Part::All | Part::Mutate);
         let runs_validate = matches!(options.part, Part::All | Part::Validate);
@@ -1418,11 +1422,18 @@ impl Policy for KyvernoPolicy {
             ..Evaluation::skip()
         };
         for r in &response.rules {
-            let rule = self.rules.iter().find(|c| c.spec.name == r.name);
             if r.status != RuleStatus::Skip {
                 out.applied = true;
             }
+            // Only the statuses that report something need the action and the message (passes are most rules).
+            if !matches!(
+                r.status,
+                RuleStatus::Fail | RuleStatus::Error | RuleStatus::Warn
+            ) {
+                continue;
+            }
             // The action the rule declares: Enforce denies; Audit records, and warns too with emitWarning.
+            let rule = self.rules.iter().find(|c| c.spec.name == r.name);
             let enforce = rule.is_some_and(|c| self.enforced(&c.spec, namespace, labels));
             let message = format!("{}: {}", r.name, r.message);
             match r.status {
