@@ -1301,15 +1301,31 @@ pub(crate) fn serving_base(review: &Review) -> Arc<Value> {
         .clone()
 }
 
-/// A served review's base document without `request`: service account and images, shared by every policy through
-/// [`Review::cached`].
+/// A served review's base document without `request` and `images`: the service account, shared by every policy
+/// through [`Review::cached`].
 struct ServingThin(Arc<Value>);
 
-/// The base context document of a served review without `request`, built on first use: expressions that read only
-/// the review's own members of `request` take it from the review (see [`Context::query_parts`]).
+/// The base context document of a served review without `request` and `images`, built on first use: expressions
+/// that read only the review's own members of `request` take it from the review, and `images` from
+/// [`serving_images`] when they read it (see [`Context::query_parts`]).
 pub(crate) fn serving_thin(review: &Review) -> Arc<Value> {
     review
-        .cached(|r| ServingThin(Arc::new(Value::Object(base_members(r, &review_user(r))))))
+        .cached(|r| {
+            ServingThin(Arc::new(Value::Object(service_account_members(
+                &review_user(r),
+            ))))
+        })
+        .0
+        .clone()
+}
+
+/// A served review's `images`, shared by every policy through [`Review::cached`].
+struct ServingImages(Arc<Value>);
+
+/// The `images` member of a served review's base document, built the first time an expression reads it.
+pub(crate) fn serving_images(review: &Review) -> Arc<Value> {
+    review
+        .cached(|r| ServingImages(Arc::new(images_member(r))))
         .0
         .clone()
 }
@@ -1338,16 +1354,26 @@ fn review_user(review: &Review) -> UserContext {
 
 /// The members of the base context document besides `request`: service account and images.
 fn base_members(review: &Review, user: &UserContext) -> Map<String, Value> {
+    let mut doc = service_account_members(user);
+    doc.insert("images".into(), images_member(review));
+    doc
+}
+
+/// `serviceAccountName` and `serviceAccountNamespace` of the base document.
+fn service_account_members(user: &UserContext) -> Map<String, Value> {
     let (sa_ns, sa_name) = variables::service_account(&user.username);
-    let images = review
-        .subject()
-        .map(variables::images_of)
-        .unwrap_or_else(|| Value::Object(Map::new()));
     let mut doc = Map::new();
     doc.insert("serviceAccountName".into(), Value::String(sa_name));
     doc.insert("serviceAccountNamespace".into(), Value::String(sa_ns));
-    doc.insert("images".into(), images);
     doc
+}
+
+/// `images` of the base document.
+fn images_member(review: &Review) -> Value {
+    review
+        .subject()
+        .map(variables::images_of)
+        .unwrap_or_else(|| Value::Object(Map::new()))
 }
 
 /// The base context document of a review: `request` (with `roles` / `clusterRoles`), service account and images,

@@ -1188,3 +1188,42 @@ spec:
         ]
     );
 }
+
+#[test]
+fn served_images_are_built_only_for_expressions_that_read_them() {
+    use crate::variables::{Base, Context};
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
+        "spec": {"containers": [{"name": "app", "image": "ghcr.io/o/app:1.2"}]}});
+    let review = Review::for_object(pod, None, Operation::Create);
+    let full = crate::base_document(&review, &crate::matching::UserContext::default(), None);
+    let served = Context::with_base(Base::Served(&review), false);
+    let ready = Context::new(std::sync::Arc::new(full), false);
+    for text in [
+        "request.object.metadata.name",
+        "serviceAccountName",
+        "serviceAccountNamespace",
+    ] {
+        assert_eq!(served.query(text), ready.query(text), "{text}");
+    }
+    assert!(!served.images_built(), "no expression read images");
+    for text in [
+        "images.containers.app.registry",
+        "images.containers.app",
+        "images.initContainers.x",
+        "images.containers.*.tag",
+        "request.object.metadata.name || images",
+    ] {
+        assert_eq!(served.query(text), ready.query(text), "{text}");
+    }
+    assert!(served.images_built());
+    assert!(!served.base_built());
+    // A variable of the rule named `images` shadows the review's, as it does in the full document.
+    let (mut served, mut ready) = (
+        Context::with_base(Base::Served(&review), false),
+        ready.clone(),
+    );
+    served.set("images", json!({"mine": true}));
+    ready.set("images", json!({"mine": true}));
+    assert_eq!(served.query("images.mine"), Ok(json!(true)));
+    assert_eq!(served.query("images"), ready.query("images"));
+}

@@ -66,8 +66,10 @@ pub struct Context<'r> {
     base: Base<'r>,
     /// The base document, once resolved (so that query results can borrow from it).
     resolved: OnceCell<Arc<Value>>,
-    /// A served review's base document without `request` (read from the review itself), once resolved.
+    /// A served review's base document without `request` (read from the review itself) and `images`, once resolved.
     thin: OnceCell<Arc<Value>>,
+    /// A served review's `images`, once an expression has read them.
+    images: OnceCell<Arc<Value>>,
     overlay: Vec<(Name, Shared<'r>)>,
     merged: RefCell<Option<Arc<Value>>>,
     delete: bool,
@@ -149,6 +151,7 @@ impl<'r> Context<'r> {
             base,
             resolved: OnceCell::new(),
             thin: OnceCell::new(),
+            images: OnceCell::new(),
             overlay: Vec::new(),
             merged: RefCell::new(None),
             delete,
@@ -289,6 +292,12 @@ impl<'r> Context<'r> {
         self.set("request", request);
     }
 
+    /// Whether a served review's `images` have been built for this context.
+    #[cfg(test)]
+    pub(crate) fn images_built(&self) -> bool {
+        self.images.get().is_some()
+    }
+
     /// Whether the base document (the served review's, with its request copied in) has been built.
     pub fn base_built(&self) -> bool {
         matches!(self.base, Base::Ready(_)) || self.resolved.get().is_some()
@@ -345,16 +354,26 @@ impl<'r> Context<'r> {
                 .map(|v| crate::jmespath::Parts::Value(Cow::Owned(v)))
                 .map_err(QueryError::Var);
         }
-        // Room for the review's `request`, pushed below for served reviews.
-        let mut overlay: Vec<(&str, &Value)> = Vec::with_capacity(self.overlay.len() + 1);
+        // Room for the review's `request` and `images`, pushed below for served reviews.
+        let mut overlay: Vec<(&str, &Value)> = Vec::with_capacity(self.overlay.len() + 2);
         overlay.extend(self.overlay.iter().map(|(k, v)| (&**k, &**v)));
         let result = crate::jmespath::compile_cached(text).and_then(|expr| match &self.base {
             // A served review's base document is its request with a few members added, plus service account and
             // images. An expression that never looks at those members reads the review's own request: the
-            // document with the request copied into it is not built for it.
+            // document with the request copied into it is not built for it. `images` are built (once per review)
+            // only for an expression that may read them.
             Base::Served(review) if reads_request_members_only(&expr) => {
                 let thin: &Value = self.thin.get_or_init(|| super::serving_thin(review));
+                // After the context's own variables, which shadow them.
                 overlay.push(("request", review.request()));
+                if expr
+                    .root_reads()
+                    .iter()
+                    .any(|read| read.name.as_deref() == Some("images"))
+                {
+                    let images: &Value = self.images.get_or_init(|| super::serving_images(review));
+                    overlay.push(("images", images));
+                }
                 expr.search_layered_parts(&overlay, thin, self.deadline)
             }
             _ => expr.search_layered_parts(&overlay, self.base_ref(), self.deadline),
