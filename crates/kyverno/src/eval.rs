@@ -1,6 +1,7 @@
 //! What every rule needs while it runs: the environment (user, namespace labels, mocks, cluster), context entries
 //! and condition blocks.
 
+use std::borrow::Cow;
 use std::time::Instant;
 
 use serde_json::{Map, Value};
@@ -8,7 +9,9 @@ use serde_json::{Map, Value};
 use super::conditions::{evaluate, Operator};
 use super::matching::UserContext;
 use super::spec::ContextEntry;
-use super::variables::{substitute, substitute_str, Context, Mode, VarError};
+use super::variables::{
+    substitute, substitute_str, substitute_str_cow, value_has_braces, Context, Mode, VarError,
+};
 use crate::policy::ClusterContext;
 
 /// Values that replace lookups when testing (`kyverno test` Values files), served by the test's cluster context.
@@ -225,81 +228,258 @@ pub struct ConditionsOutcome {
     pub messages: String,
 }
 
-/// Evaluate a `{any, all}` block (or a legacy list meaning `all`). Variables are resolved with `mode`.
+/// A condition block (`{any, all}` or a legacy list meaning `all`) compiled once: operators parsed, and for every
+/// key, value and message whether it holds a `{{ }}` variable. A part without variables is used as written, borrowed:
+/// it is neither substituted nor copied per evaluation.
+#[derive(Debug, Clone)]
+pub struct Conditions {
+    /// The conditions, or why the block has no valid shape (reported when it is evaluated).
+    block: Result<Block, String>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Block {
+    any: Vec<Condition>,
+    all: Vec<Condition>,
+}
+
+#[derive(Debug, Clone)]
+struct Condition {
+    /// The operator, or the error of an unknown one (reported when the condition is reached).
+    operator: Result<Operator, String>,
+    key: Term,
+    value: Term,
+    message: Option<Term>,
+}
+
+/// A part of a condition and whether it holds a variable.
+#[derive(Debug, Clone)]
+struct Term {
+    value: Value,
+    variables: bool,
+}
+
+impl Term {
+    fn new(value: Value) -> Term {
+        Term {
+            variables: value_has_braces(&value),
+            value,
+        }
+    }
+
+    /// The value with its variables substituted; borrowed when it has none, and when it is one variable whose
+    /// value the context holds.
+    fn resolve<'a>(&'a self, ctx: &'a Context<'_>, mode: Mode) -> Result<Cow<'a, Value>, String> {
+        if !self.variables {
+            return Ok(Cow::Borrowed(&self.value));
+        }
+        if let Value::String(text) = &self.value {
+            return substitute_str_cow(text, ctx, mode).map_err(|e| e.to_string());
+        }
+        substitute(&self.value, ctx, mode)
+            .map(Cow::Owned)
+            .map_err(|e: VarError| e.to_string())
+    }
+}
+
+impl Condition {
+    fn new(c: &Value) -> Condition {
+        let op_name = c.get("operator").and_then(Value::as_str).unwrap_or("");
+        Condition {
+            operator: Operator::parse(op_name)
+                .ok_or_else(|| format!("unknown condition operator {op_name:?}")),
+            key: Term::new(c.get("key").cloned().unwrap_or(Value::Null)),
+            value: Term::new(c.get("value").cloned().unwrap_or(Value::Null)),
+            message: c
+                .get("message")
+                .and_then(Value::as_str)
+                .map(|m| Term::new(Value::String(m.to_string()))),
+        }
+    }
+
+    fn check(&self, ctx: &Context<'_>, mode: Mode) -> Result<(bool, Option<String>), String> {
+        let op = self.operator.clone()?;
+        let key = self.key.resolve(ctx, mode)?;
+        let value = self.value.resolve(ctx, mode)?;
+        let message = self.message.as_ref().map(|m| match &m.value {
+            Value::String(text) if m.variables => match substitute_str(text, ctx, Mode::Lenient) {
+                Ok(Value::String(s)) => s,
+                Ok(other) => other.to_string(),
+                Err(_) => text.clone(),
+            },
+            Value::String(text) => text.clone(),
+            other => other.to_string(),
+        });
+        Ok((evaluate(op, &key, &value), message))
+    }
+}
+
+impl Conditions {
+    /// Compile a condition block.
+    pub fn new(block: &Value) -> Conditions {
+        let list = |v: Option<&Value>| -> Vec<Condition> {
+            v.and_then(Value::as_array)
+                .map(|l| l.iter().map(Condition::new).collect())
+                .unwrap_or_default()
+        };
+        let block = match block {
+            Value::Array(items) => Ok(Block {
+                any: Vec::new(),
+                all: items.iter().map(Condition::new).collect(),
+            }),
+            Value::Object(map) => Ok(Block {
+                any: list(map.get("any")),
+                all: list(map.get("all")),
+            }),
+            Value::Null => Ok(Block::default()),
+            _ => Err("conditions must be a list or {any, all}".to_string()),
+        };
+        Conditions { block }
+    }
+
+    /// Evaluate the block. Variables are resolved with `mode`.
+    pub fn check(&self, ctx: &Context<'_>, mode: Mode) -> Result<ConditionsOutcome, String> {
+        let block = self.block.as_ref().map_err(Clone::clone)?;
+        let mut true_messages = Vec::new();
+        let mut false_messages = Vec::new();
+        let mut any_result = block.any.is_empty();
+        for c in &block.any {
+            let (ok, msg) = c.check(ctx, mode)?;
+            if ok {
+                any_result = true;
+                if let Some(m) = msg {
+                    true_messages.push(m);
+                }
+                break;
+            } else if let Some(m) = msg {
+                false_messages.push(m);
+            }
+        }
+        let mut all_result = true;
+        for c in &block.all {
+            let (ok, msg) = c.check(ctx, mode)?;
+            if ok {
+                if let Some(m) = msg {
+                    true_messages.push(m);
+                }
+            } else {
+                all_result = false;
+                if let Some(m) = msg {
+                    false_messages.push(m);
+                }
+                break;
+            }
+        }
+        let holds = any_result && all_result;
+        let messages = if holds {
+            true_messages.join("; ")
+        } else {
+            false_messages.join("; ")
+        };
+        Ok(ConditionsOutcome { holds, messages })
+    }
+}
+
+/// Evaluate a `{any, all}` block (or a legacy list meaning `all`), compiled for this one use (see [`Conditions`]).
+/// Variables are resolved with `mode`.
 pub fn check_conditions(
     block: &Value,
     ctx: &Context<'_>,
     mode: Mode,
 ) -> Result<ConditionsOutcome, String> {
-    let (any, all): (Vec<&Value>, Vec<&Value>) = match block {
-        Value::Array(list) => (Vec::new(), list.iter().collect()),
-        Value::Object(map) => (
-            map.get("any")
-                .and_then(Value::as_array)
-                .map(|l| l.iter().collect())
-                .unwrap_or_default(),
-            map.get("all")
-                .and_then(Value::as_array)
-                .map(|l| l.iter().collect())
-                .unwrap_or_default(),
-        ),
-        Value::Null => (Vec::new(), Vec::new()),
-        _ => return Err("conditions must be a list or {any, all}".into()),
-    };
-    let mut true_messages = Vec::new();
-    let mut false_messages = Vec::new();
-    let mut any_result = any.is_empty();
-    for c in &any {
-        let (ok, msg) = condition(c, ctx, mode)?;
-        if ok {
-            any_result = true;
-            if let Some(m) = msg {
-                true_messages.push(m);
-            }
-            break;
-        } else if let Some(m) = msg {
-            false_messages.push(m);
-        }
-    }
-    let mut all_result = true;
-    for c in &all {
-        let (ok, msg) = condition(c, ctx, mode)?;
-        if ok {
-            if let Some(m) = msg {
-                true_messages.push(m);
-            }
-        } else {
-            all_result = false;
-            if let Some(m) = msg {
-                false_messages.push(m);
-            }
-            break;
-        }
-    }
-    let holds = any_result && all_result;
-    let messages = if holds {
-        true_messages.join("; ")
-    } else {
-        false_messages.join("; ")
-    };
-    Ok(ConditionsOutcome { holds, messages })
+    Conditions::new(block).check(ctx, mode)
 }
 
-fn condition(c: &Value, ctx: &Context<'_>, mode: Mode) -> Result<(bool, Option<String>), String> {
-    let op_name = c.get("operator").and_then(Value::as_str).unwrap_or("");
-    let op = Operator::parse(op_name)
-        .ok_or_else(|| format!("unknown condition operator {op_name:?}"))?;
-    let sub = |v: &Value| -> Result<Value, String> {
-        substitute(v, ctx, mode).map_err(|e: VarError| e.to_string())
-    };
-    let key = sub(c.get("key").unwrap_or(&Value::Null))?;
-    let value = sub(c.get("value").unwrap_or(&Value::Null))?;
-    let message = c.get("message").and_then(Value::as_str).map(|m| {
-        match substitute_str(m, ctx, Mode::Lenient) {
-            Ok(Value::String(s)) => s,
-            Ok(other) => other.to_string(),
-            Err(_) => m.to_string(),
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::json;
+
+    use super::*;
+
+    fn ctx() -> Context<'static> {
+        Context::new(
+            Arc::new(
+                json!({"request": {"operation": "CREATE", "object": {"metadata": {"name": "web"}}}}),
+            ),
+            false,
+        )
+    }
+
+    #[test]
+    fn literal_condition_parts_are_borrowed_and_variables_substituted() {
+        let block = json!({"all": [{
+            "key": "{{ request.operation }}",
+            "operator": "AnyIn",
+            "value": ["CREATE", "UPDATE"],
+            "message": "operation is {{ request.operation }}"
+        }]});
+        let compiled = Conditions::new(&block);
+        let Ok(b) = &compiled.block else {
+            panic!("a valid block")
+        };
+        let c = &b.all[0];
+        assert_eq!(
+            c.operator,
+            Ok(Operator::AnyIn),
+            "the operator is parsed once"
+        );
+        assert!(c.key.variables && !c.value.variables);
+        let c2 = ctx();
+        match c.value.resolve(&c2, Mode::Lenient) {
+            Ok(Cow::Borrowed(v)) => assert!(std::ptr::eq(v, &c.value.value)),
+            other => panic!("a literal value is borrowed: {other:?}"),
         }
-    });
-    Ok((evaluate(op, &key, &value), message))
+        assert_eq!(
+            c.key.resolve(&c2, Mode::Lenient).map(Cow::into_owned),
+            Ok(json!("CREATE"))
+        );
+        // A whole variable whose value the context holds is borrowed from it too; a computed one is owned.
+        let t = Term::new(json!("{{ request.object.metadata }}"));
+        assert!(matches!(
+            t.resolve(&c2, Mode::Strict),
+            Ok(Cow::Borrowed(v)) if *v == json!({"name": "web"})
+        ));
+        let t = Term::new(json!("{{ request.object.metadata.name }}-x"));
+        assert_eq!(t.resolve(&c2, Mode::Strict), Ok(Cow::Owned(json!("web-x"))));
+        let t = Term::new(json!("{{ request.nothing }}"));
+        assert_eq!(t.resolve(&c2, Mode::Lenient), Ok(Cow::Owned(json!(""))));
+        let outcome = compiled.check(&c2, Mode::Lenient).expect("outcome");
+        assert!(outcome.holds);
+        assert_eq!(outcome.messages, "operation is CREATE");
+        assert_eq!(check_conditions(&block, &c2, Mode::Lenient), Ok(outcome));
+    }
+
+    #[test]
+    fn compiled_conditions_keep_the_errors_and_their_order() {
+        let c = ctx();
+        // A bad shape is reported when evaluated.
+        assert_eq!(
+            Conditions::new(&json!("x")).check(&c, Mode::Lenient),
+            Err("conditions must be a list or {any, all}".to_string())
+        );
+        // An unknown operator is an error only once the condition is reached.
+        let block = json!({"any": [
+            {"key": 1, "operator": "Equals", "value": 1},
+            {"key": 1, "operator": "Bogus", "value": 1}
+        ]});
+        assert!(Conditions::new(&block)
+            .check(&c, Mode::Lenient)
+            .is_ok_and(|o| o.holds));
+        let block = json!([{"key": 1, "operator": "Bogus", "value": 1}]);
+        assert_eq!(
+            Conditions::new(&block).check(&c, Mode::Lenient),
+            Err("unknown condition operator \"Bogus\"".to_string())
+        );
+        // Strict substitution errors name the variable; lenient ones read "".
+        let block = json!([{"key": "{{ request.nothing }}", "operator": "Equals", "value": ""}]);
+        let err = Conditions::new(&block)
+            .check(&c, Mode::Strict)
+            .expect_err("missing key");
+        assert!(err.contains("request.nothing"), "{err}");
+        assert!(Conditions::new(&block)
+            .check(&c, Mode::Lenient)
+            .is_ok_and(|o| o.holds));
+    }
 }

@@ -667,7 +667,20 @@ impl KyvernoPolicy {
                         .any_pattern
                         .as_ref()
                         .is_some_and(variables::value_has_variables);
+                v.compiled = Some(Arc::new(validate::CompiledBody::new(
+                    v.pattern.as_ref(),
+                    v.any_pattern.as_ref(),
+                    v.deny.as_ref(),
+                    None,
+                )));
+                if let Some(list) = v.foreach.as_mut() {
+                    validate::CompiledBody::compile_foreach(list);
+                }
             }
+            rule.preconditions_compiled = rule
+                .preconditions
+                .as_ref()
+                .map(|p| Arc::new(eval::Conditions::new(p)));
             rule.matches.prepare();
             if let Some(e) = &mut rule.exclude {
                 e.prepare();
@@ -941,6 +954,12 @@ impl KyvernoPolicy {
             deadline: options.deadline,
         };
         let empty = Value::Null;
+        // Looked up once, not per rule (and only the one the rules look at).
+        let (object, old_object) = if delete {
+            (None, review.old_object())
+        } else {
+            (review.object(), None)
+        };
         let mut stop = false;
         let runs_mutate = matches!(options.part, Part::All | Part::Mutate);
         let runs_validate = matches!(options.part, Part::All | Part::Validate);
@@ -956,9 +975,9 @@ impl KyvernoPolicy {
                     continue;
                 }
                 let subject = if delete {
-                    review.old_object().unwrap_or(&empty)
+                    old_object.unwrap_or(&empty)
                 } else {
-                    patched.as_ref().or(review.object()).unwrap_or(&empty)
+                    patched.as_ref().or(object).unwrap_or(&empty)
                 };
                 let input = MatchInput {
                     group: &review.kind.group,
@@ -1153,7 +1172,11 @@ impl KyvernoPolicy {
             return error(format!("failed to load context: {e}"));
         }
         if let Some(pre) = &rule.spec.preconditions {
-            match check_conditions(pre, ctx, Mode::Lenient) {
+            let outcome = match &rule.spec.preconditions_compiled {
+                Some(c) => c.check(ctx, Mode::Lenient),
+                None => check_conditions(pre, ctx, Mode::Lenient),
+            };
+            match outcome {
                 Err(e) => return error(format!("failed to evaluate preconditions: {e}")),
                 Ok(o) if !o.holds => {
                     let msg = if o.messages.is_empty() {
@@ -1278,15 +1301,31 @@ pub(crate) fn serving_base(review: &Review) -> Arc<Value> {
         .clone()
 }
 
-/// A served review's base document without `request`: service account and images, shared by every policy through
-/// [`Review::cached`].
+/// A served review's base document without `request` and `images`: the service account, shared by every policy
+/// through [`Review::cached`].
 struct ServingThin(Arc<Value>);
 
-/// The base context document of a served review without `request`, built on first use: expressions that read only
-/// the review's own members of `request` take it from the review (see [`Context::query_parts`]).
+/// The base context document of a served review without `request` and `images`, built on first use: expressions
+/// that read only the review's own members of `request` take it from the review, and `images` from
+/// [`serving_images`] when they read it (see [`Context::query_parts`]).
 pub(crate) fn serving_thin(review: &Review) -> Arc<Value> {
     review
-        .cached(|r| ServingThin(Arc::new(Value::Object(base_members(r, &review_user(r))))))
+        .cached(|r| {
+            ServingThin(Arc::new(Value::Object(service_account_members(
+                &review_user(r),
+            ))))
+        })
+        .0
+        .clone()
+}
+
+/// A served review's `images`, shared by every policy through [`Review::cached`].
+struct ServingImages(Arc<Value>);
+
+/// The `images` member of a served review's base document, built the first time an expression reads it.
+pub(crate) fn serving_images(review: &Review) -> Arc<Value> {
+    review
+        .cached(|r| ServingImages(Arc::new(images_member(r))))
         .0
         .clone()
 }
@@ -1315,16 +1354,26 @@ fn review_user(review: &Review) -> UserContext {
 
 /// The members of the base context document besides `request`: service account and images.
 fn base_members(review: &Review, user: &UserContext) -> Map<String, Value> {
+    let mut doc = service_account_members(user);
+    doc.insert("images".into(), images_member(review));
+    doc
+}
+
+/// `serviceAccountName` and `serviceAccountNamespace` of the base document.
+fn service_account_members(user: &UserContext) -> Map<String, Value> {
     let (sa_ns, sa_name) = variables::service_account(&user.username);
-    let images = review
-        .subject()
-        .map(variables::images_of)
-        .unwrap_or_else(|| Value::Object(Map::new()));
     let mut doc = Map::new();
     doc.insert("serviceAccountName".into(), Value::String(sa_name));
     doc.insert("serviceAccountNamespace".into(), Value::String(sa_ns));
-    doc.insert("images".into(), images);
     doc
+}
+
+/// `images` of the base document.
+fn images_member(review: &Review) -> Value {
+    review
+        .subject()
+        .map(variables::images_of)
+        .unwrap_or_else(|| Value::Object(Map::new()))
 }
 
 /// The base context document of a review: `request` (with `roles` / `clusterRoles`), service account and images,
@@ -1399,11 +1448,18 @@ impl Policy for KyvernoPolicy {
             ..Evaluation::skip()
         };
         for r in &response.rules {
-            let rule = self.rules.iter().find(|c| c.spec.name == r.name);
             if r.status != RuleStatus::Skip {
                 out.applied = true;
             }
+            // Only the statuses that report something need the action and the message (passes are most rules).
+            if !matches!(
+                r.status,
+                RuleStatus::Fail | RuleStatus::Error | RuleStatus::Warn
+            ) {
+                continue;
+            }
             // The action the rule declares: Enforce denies; Audit records, and warns too with emitWarning.
+            let rule = self.rules.iter().find(|c| c.spec.name == r.name);
             let enforce = rule.is_some_and(|c| self.enforced(&c.spec, namespace, labels));
             let message = format!("{}: {}", r.name, r.message);
             match r.status {

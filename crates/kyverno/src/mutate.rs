@@ -11,7 +11,7 @@ use super::eval::{check_conditions, load_context, Env};
 use super::pattern::{match_pattern, parse_anchor, Anchor};
 use super::result::{RuleResponse, RuleStatus, RuleType};
 use super::spec::{ForEachMutation, Mutation};
-use super::validate::{elements, set_element};
+use super::validate::set_element;
 use super::variables::{substitute, substitute_str, Context, Mode, Shared};
 
 fn response(rule: &str, status: RuleStatus, message: impl Into<String>) -> RuleResponse {
@@ -99,7 +99,7 @@ fn foreach(
     for fe in list {
         // The list is evaluated against the resource as patched so far.
         // Owned: the context changes (`set_object`) while the elements are in use.
-        let Ok(items) = elements(&lctx, &fe.list).map(|items| {
+        let Some(items) = lctx.elements(&fe.list).map(|items| {
             items
                 .into_iter()
                 .map(Shared::into_owned)

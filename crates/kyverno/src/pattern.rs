@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use super::scalar::{parse_duration, parse_quantity, wildcard};
+use policyctl_jmespath::units::Quantity;
 
 /// The anchor of a pattern key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,43 +149,163 @@ impl Err {
     }
 }
 
-/// Tracks whether condition anchor keys were found in the resource at least once.
-#[derive(Default)]
-struct AnchorMap(BTreeMap<String, bool>);
+/// A validation pattern compiled once (at load for a pattern without variables, after substitution otherwise):
+/// every key's anchor parsed, and for every value whether its subtree holds anchors and whether it is `"*"`. Matching
+/// borrows everything from it: no key is parsed or copied per evaluation.
+#[derive(Debug, Clone)]
+pub struct Pattern {
+    root: Node,
+}
 
-impl AnchorMap {
-    fn check(&mut self, pattern: &Map<String, Value>, resource: &Map<String, Value>) {
-        for key in pattern.keys() {
-            if let Some((Anchor::Condition | Anchor::Existence, bare)) = parse_anchor(key) {
+#[derive(Debug, Clone)]
+struct Node {
+    kind: Kind,
+    /// Whether a key of this subtree (this map's keys included) has an anchor.
+    anchors_inside: bool,
+}
+
+#[derive(Debug, Clone)]
+enum Kind {
+    Map(MapNode),
+    Array(Vec<Node>),
+    /// A scalar, and the compiled pattern of a string.
+    Scalar(Value, Option<StringPattern>),
+}
+
+#[derive(Debug, Clone)]
+struct MapNode {
+    /// In key order (the order of `serde_json`'s map, which is the order Kyverno evaluates anchors in).
+    entries: Vec<Entry>,
+    /// Whether a key contains a wildcard (`*`, `?`): its keys are expanded against the resource's.
+    wildcard_keys: bool,
+    /// Whether a key has a condition or existence anchor (tracked to tell an error from a failure).
+    tracked: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    key: String,
+    /// The anchor and the byte range of the bare key in `key`.
+    anchor: Option<(Anchor, std::ops::Range<usize>)>,
+    value: Node,
+}
+
+impl Entry {
+    fn anchor(&self) -> Option<(Anchor, &str)> {
+        self.anchor
+            .as_ref()
+            .and_then(|(a, range)| self.key.get(range.clone()).map(|bare| (*a, bare)))
+    }
+}
+
+/// The byte range of `inner` (a subslice of `outer`) in `outer`.
+fn range_in(outer: &str, inner: &str) -> std::ops::Range<usize> {
+    let start = (inner.as_ptr() as usize).saturating_sub(outer.as_ptr() as usize);
+    start..start + inner.len()
+}
+
+impl Node {
+    fn new(value: Value) -> Node {
+        match value {
+            Value::Object(map) => {
+                let mut entries = Vec::with_capacity(map.len());
+                let mut anchors_inside = false;
+                let mut wildcard_keys = false;
+                let mut tracked = false;
+                for (key, value) in map {
+                    let value = Node::new(value);
+                    let anchor = parse_anchor(&key).map(|(a, bare)| (a, range_in(&key, bare)));
+                    anchors_inside |= anchor.is_some() || value.anchors_inside;
+                    wildcard_keys |= key.contains(['*', '?']);
+                    tracked |= matches!(anchor, Some((Anchor::Condition | Anchor::Existence, _)));
+                    entries.push(Entry { key, anchor, value });
+                }
+                Node {
+                    kind: Kind::Map(MapNode {
+                        entries,
+                        wildcard_keys,
+                        tracked,
+                    }),
+                    anchors_inside,
+                }
+            }
+            Value::Array(items) => {
+                let items: Vec<Node> = items.into_iter().map(Node::new).collect();
+                let anchors_inside = items.iter().any(|n| n.anchors_inside);
+                Node {
+                    kind: Kind::Array(items),
+                    anchors_inside,
+                }
+            }
+            scalar => {
+                let compiled = scalar.as_str().map(StringPattern::new);
+                Node {
+                    kind: Kind::Scalar(scalar, compiled),
+                    anchors_inside: false,
+                }
+            }
+        }
+    }
+
+    /// Whether the value is `"*"` (the key must be present).
+    fn is_star(&self) -> bool {
+        matches!(&self.kind, Kind::Scalar(Value::String(s), _) if s == "*")
+    }
+}
+
+impl Pattern {
+    /// Compile a pattern (taking its strings, not copying them).
+    pub fn new(pattern: Value) -> Pattern {
+        Pattern {
+            root: Node::new(pattern),
+        }
+    }
+
+    /// Match `resource` against the pattern.
+    pub fn matches(&self, resource: &Value) -> Result<(), PatternError> {
+        let mut anchors = AnchorMap::default();
+        match element(resource, &self.root, &Path::Root, &mut anchors) {
+            Ok(()) => Ok(()),
+            Err(err) if err.skippable() => Err(PatternError::Skip(err.message)),
+            Err(err) if anchors.keys_missing() || err.path.is_empty() => {
+                Err(PatternError::Error(err.message))
+            }
+            Err(err) => Err(PatternError::Fail {
+                path: err.path,
+                message: err.message,
+            }),
+        }
+    }
+}
+
+/// Tracks whether condition anchor keys were found in the resource at least once (by key text, across the whole
+/// pattern), borrowing the keys from the compiled pattern.
+#[derive(Default)]
+struct AnchorMap<'p>(Vec<(&'p str, bool)>);
+
+impl<'p> AnchorMap<'p> {
+    fn check(&mut self, pattern: &'p MapNode, resource: &Map<String, Value>) {
+        if !pattern.tracked {
+            return;
+        }
+        for entry in &pattern.entries {
+            if let Some((Anchor::Condition | Anchor::Existence, bare)) = entry.anchor() {
                 let present = resource.get(bare).is_some();
-                match self.0.get_mut(key) {
-                    Some(found) => *found |= present,
-                    None => {
-                        self.0.insert(key.clone(), present);
-                    }
+                match self.0.iter_mut().find(|(k, _)| *k == entry.key) {
+                    Some((_, found)) => *found |= present,
+                    None => self.0.push((&entry.key, present)),
                 }
             }
         }
     }
     fn keys_missing(&self) -> bool {
-        self.0.values().any(|found| !found)
+        self.0.iter().any(|(_, found)| !found)
     }
 }
 
-/// Match `resource` against `pattern`.
+/// Match `resource` against `pattern` (compiled for this one use; see [`Pattern`]).
 pub fn match_pattern(resource: &Value, pattern: &Value) -> Result<(), PatternError> {
-    let mut anchors = AnchorMap::default();
-    match element(resource, pattern, &Path::Root, &mut anchors) {
-        Ok(()) => Ok(()),
-        Err(err) if err.skippable() => Err(PatternError::Skip(err.message)),
-        Err(err) if anchors.keys_missing() || err.path.is_empty() => {
-            Err(PatternError::Error(err.message))
-        }
-        Err(err) => Err(PatternError::Fail {
-            path: err.path,
-            message: err.message,
-        }),
-    }
+    Pattern::new(pattern.clone()).matches(resource)
 }
 
 fn type_name(v: &Value) -> &'static str {
@@ -198,14 +319,14 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
-fn element(
+fn element<'p>(
     resource: &Value,
-    pattern: &Value,
+    pattern: &'p Node,
     path: &Path<'_>,
-    anchors: &mut AnchorMap,
+    anchors: &mut AnchorMap<'p>,
 ) -> Result<(), Err> {
-    match pattern {
-        Value::Object(pmap) => {
+    match &pattern.kind {
+        Kind::Map(pmap) => {
             let Value::Object(rmap) = resource else {
                 return Err(Err::plain(
                     path,
@@ -216,9 +337,24 @@ fn element(
                 ));
             };
             anchors.check(pmap, rmap);
-            validate_map(rmap, pmap, path, anchors)
+            if pmap.wildcard_keys {
+                let expanded = expand_wildcard_keys(pmap, rmap);
+                let items = expanded.iter().map(|(key, node)| Item {
+                    key,
+                    anchor: parse_anchor(key),
+                    node,
+                });
+                validate_map(rmap, items, path, anchors)
+            } else {
+                let items = pmap.entries.iter().map(|e| Item {
+                    key: &e.key,
+                    anchor: e.anchor(),
+                    node: &e.value,
+                });
+                validate_map(rmap, items, path, anchors)
+            }
         }
-        Value::Array(parr) => {
+        Kind::Array(parr) => {
             let Value::Array(rarr) = resource else {
                 return Err(Err::plain(
                     path,
@@ -227,10 +363,10 @@ fn element(
             };
             validate_array(rarr, parr, path, anchors)
         }
-        scalar => match resource {
+        Kind::Scalar(scalar, compiled) => match resource {
             Value::Array(items) => {
                 for item in items {
-                    if !scalar_matches(item, scalar) {
+                    if !scalar_matches_compiled(item, scalar, compiled.as_ref()) {
                         return Err(Err::plain(
                             path,
                             format!(
@@ -243,7 +379,7 @@ fn element(
                 }
                 Ok(())
             }
-            _ if scalar_matches(resource, scalar) => Ok(()),
+            _ if scalar_matches_compiled(resource, scalar, compiled.as_ref()) => Ok(()),
             _ => Err(Err::plain(
                 path,
                 format!(
@@ -256,6 +392,18 @@ fn element(
     }
 }
 
+/// [`scalar_matches`] with the string pattern compiled beforehand.
+fn scalar_matches_compiled(
+    value: &Value,
+    pattern: &Value,
+    compiled: Option<&StringPattern>,
+) -> bool {
+    match (pattern, compiled) {
+        (Value::String(_), Some(c)) => c.matches(value),
+        _ => scalar_matches(value, pattern),
+    }
+}
+
 fn show(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
@@ -264,28 +412,34 @@ fn show(v: &Value) -> String {
     }
 }
 
-/// Expand wildcard keys of `metadata.labels`/`annotations`-style maps against the resource's keys.
-fn expand_wildcard_keys(
-    pattern: &Map<String, Value>,
+/// One key of a map pattern as matching sees it.
+#[derive(Clone, Copy)]
+struct Item<'a, 'p> {
+    key: &'a str,
+    anchor: Option<(Anchor, &'a str)>,
+    node: &'p Node,
+}
+
+/// Expand wildcard keys of `metadata.labels`/`annotations`-style maps against the resource's keys: the keys of the
+/// result, in order, with the compiled values they take (the values are borrowed, never copied).
+fn expand_wildcard_keys<'p>(
+    pattern: &'p MapNode,
     resource: &Map<String, Value>,
-) -> Option<Map<String, Value>> {
-    if !pattern.keys().any(|k| k.contains(['*', '?'])) {
-        return None;
-    }
-    let mut out = Map::new();
-    for (key, value) in pattern {
-        let (anchor, bare) = match parse_anchor(key) {
+) -> BTreeMap<String, &'p Node> {
+    let mut out = BTreeMap::new();
+    for entry in &pattern.entries {
+        let (anchor, bare) = match entry.anchor() {
             Some((a, b)) => (Some(a), b),
-            None => (None, key.as_str()),
+            None => (None, entry.key.as_str()),
         };
         if !bare.contains(['*', '?']) {
-            out.insert(key.clone(), value.clone());
+            out.insert(entry.key.clone(), &entry.value);
             continue;
         }
         let matches: Vec<&String> = resource.keys().filter(|k| wildcard(bare, k)).collect();
         if matches.is_empty() {
             // Kept as written: a plain key then fails as missing, an anchor behaves as absent.
-            out.insert(key.clone(), value.clone());
+            out.insert(entry.key.clone(), &entry.value);
         }
         for m in matches {
             let new_key = match anchor {
@@ -297,35 +451,23 @@ fn expand_wildcard_keys(
                 Some(Anchor::AddIfNotPresent) => format!("+({m})"),
                 None => m.clone(),
             };
-            out.insert(new_key, value.clone());
+            out.insert(new_key, &entry.value);
         }
     }
-    Some(out)
+    out
 }
 
-fn has_anchor_inside(v: &Value) -> bool {
-    match v {
-        Value::Object(m) => m
-            .iter()
-            .any(|(k, v)| parse_anchor(k).is_some() || has_anchor_inside(v)),
-        Value::Array(a) => a.iter().any(has_anchor_inside),
-        _ => false,
-    }
-}
-
-fn validate_map(
+fn validate_map<'a, 'p: 'a>(
     resource: &Map<String, Value>,
-    pattern: &Map<String, Value>,
+    items: impl Iterator<Item = Item<'a, 'p>> + Clone,
     path: &Path<'_>,
-    anchors: &mut AnchorMap,
+    anchors: &mut AnchorMap<'p>,
 ) -> Result<(), Err> {
-    let expanded = expand_wildcard_keys(pattern, resource);
-    let pattern = expanded.as_ref().unwrap_or(pattern);
-    // serde_json maps iterate in key order, which is the order Kyverno evaluates anchors in.
-    let anchored = pattern
-        .iter()
-        .filter_map(|(key, value)| parse_anchor(key).map(|(a, bare)| (a, bare, value)));
-    for (anchor, bare, value) in anchored {
+    for item in items.clone() {
+        let Some((anchor, bare)) = item.anchor else {
+            continue;
+        };
+        let value = item.node;
         let current = Path::Key(path, bare);
         let found = resource.get(bare);
         match anchor {
@@ -376,53 +518,41 @@ fn validate_map(
             Anchor::AddIfNotPresent => {}
         }
     }
-    // Plain keys whose subtree has anchors first (stable otherwise). Whether a subtree has anchors is found once:
-    // the first pass records it for the first 64 keys.
-    let mut without_anchors: u64 = 0;
+    // Plain keys whose subtree has anchors first (stable otherwise).
     for anchors_first in [true, false] {
-        for (i, (key, value)) in pattern.iter().enumerate() {
-            if parse_anchor(key).is_some() {
+        for item in items.clone() {
+            if item.anchor.is_some() || item.node.anchors_inside != anchors_first {
                 continue;
             }
-            let bit = u32::try_from(i).ok().and_then(|i| 1u64.checked_shl(i));
-            let inside = match (anchors_first, bit) {
-                (false, Some(bit)) => without_anchors & bit == 0,
-                _ => has_anchor_inside(value),
-            };
-            if anchors_first && !inside {
-                without_anchors |= bit.unwrap_or(0);
-            }
-            if inside != anchors_first {
-                continue;
-            }
+            let key = item.key;
             let current = Path::Key(path, key);
-            let found = resource.get(key.as_str()).unwrap_or(&Value::Null);
-            if value.as_str() == Some("*") {
+            let found = resource.get(key).unwrap_or(&Value::Null);
+            if item.node.is_star() {
                 if found.is_null() {
                     return Err(Err::plain(path, format!("{path}/{key} not found")));
                 }
                 continue;
             }
-            element(found, value, &current, anchors)?;
+            element(found, item.node, &current, anchors)?;
         }
     }
     Ok(())
 }
 
-fn existence(
+fn existence<'p>(
     resource: &Value,
-    pattern: &Value,
+    pattern: &'p Node,
     path: &Path<'_>,
-    anchors: &mut AnchorMap,
+    anchors: &mut AnchorMap<'p>,
 ) -> Result<(), Err> {
-    let (Value::Array(items), Value::Array(patterns)) = (resource, pattern) else {
+    let (Value::Array(items), Kind::Array(patterns)) = (resource, &pattern.kind) else {
         return Err(Err::plain(
             path,
             format!("existence anchor at {path} needs a list value and a list pattern"),
         ));
     };
     for p in patterns {
-        if !p.is_object() {
+        if !matches!(p.kind, Kind::Map(_)) {
             return Err(Err::plain(
                 path,
                 format!("existence anchor at {path} needs a list of maps as pattern"),
@@ -445,17 +575,17 @@ fn existence(
     Ok(())
 }
 
-fn validate_array(
+fn validate_array<'p>(
     resource: &[Value],
-    pattern: &[Value],
+    pattern: &'p [Node],
     path: &Path<'_>,
-    anchors: &mut AnchorMap,
+    anchors: &mut AnchorMap<'p>,
 ) -> Result<(), Err> {
     let Some(first) = pattern.first() else {
         return Err(Err::plain(path, "pattern Array empty".into()));
     };
-    match first {
-        Value::Object(_) => {
+    match &first.kind {
+        Kind::Map(_) => {
             let mut applied = 0;
             let mut skipped: Vec<String> = Vec::new();
             for (i, item) in resource.iter().enumerate() {
@@ -474,7 +604,7 @@ fn validate_array(
             }
             Ok(())
         }
-        Value::Array(_) => {
+        Kind::Array(_) => {
             if resource.len() < pattern.len() {
                 return Err(Err::at_unknown(
                     format!(
@@ -489,9 +619,9 @@ fn validate_array(
             }
             Ok(())
         }
-        scalar => {
+        Kind::Scalar(..) => {
             let as_array = Value::Array(resource.to_vec());
-            element(&as_array, scalar, path, anchors)
+            element(&as_array, first, path, anchors)
         }
     }
 }
@@ -546,17 +676,123 @@ enum Op {
 }
 
 fn string_patterns(value: &Value, pattern: &str) -> bool {
-    if value.as_str() == Some(pattern) {
-        return true;
+    StringPattern::new(pattern).matches(value)
+}
+
+/// A scalar string pattern (`"!*:latest"`, `">0"`, `"RuntimeDefault | Localhost"`, `"1-10"`, `"<=1Gi"`) compiled:
+/// split into `|` alternatives of `&` conjunctions, each operator, operand, range and the operand read as a duration
+/// and as a quantity found once.
+#[derive(Debug, Clone)]
+struct StringPattern {
+    /// The whole pattern: a value equal to it matches.
+    text: String,
+    alternatives: Vec<Vec<Check>>,
+}
+
+#[derive(Debug, Clone)]
+enum Check {
+    Compare {
+        op: Op,
+        operand: String,
+        duration: Option<f64>,
+        quantity: Option<Quantity>,
+    },
+    /// `a!-b`: either check.
+    Either(Box<Check>, Box<Check>),
+    /// `a-b`: both checks.
+    Both(Box<Check>, Box<Check>),
+}
+
+impl StringPattern {
+    fn new(pattern: &str) -> StringPattern {
+        let alternatives = if !pattern.contains(['|', '&', ' ']) {
+            vec![vec![Check::new(pattern)]]
+        } else {
+            pattern
+                .split('|')
+                .map(|alt| {
+                    alt.trim_matches(' ')
+                        .split('&')
+                        .map(|c| Check::new(c.trim_matches(' ')))
+                        .collect()
+                })
+                .collect()
+        };
+        StringPattern {
+            text: pattern.to_string(),
+            alternatives,
+        }
     }
-    if !pattern.contains(['|', '&', ' ']) {
-        return string_pattern(value, pattern);
+
+    fn matches(&self, value: &Value) -> bool {
+        if value.as_str() == Some(self.text.as_str()) {
+            return true;
+        }
+        self.alternatives
+            .iter()
+            .any(|alt| alt.iter().all(|c| c.matches(value)))
     }
-    pattern.split('|').any(|alt| {
-        alt.trim_matches(' ')
-            .split('&')
-            .all(|c| string_pattern(value, c.trim_matches(' ')))
-    })
+}
+
+impl Check {
+    fn new(pattern: &str) -> Check {
+        let op = if pattern.len() < 2 {
+            Op::Equal
+        } else if pattern.starts_with(">=") {
+            Op::MoreEqual
+        } else if pattern.starts_with("<=") {
+            Op::LessEqual
+        } else if pattern.starts_with('>') {
+            Op::More
+        } else if pattern.starts_with('<') {
+            Op::Less
+        } else if pattern.starts_with('!') {
+            Op::NotEqual
+        } else {
+            if let Some((l, r)) = range_operands(pattern, "!-") {
+                return Check::Either(
+                    Box::new(Check::new(&format!("< {l}"))),
+                    Box::new(Check::new(&format!("> {r}"))),
+                );
+            }
+            if let Some((l, r)) = range_operands(pattern, "-") {
+                return Check::Both(
+                    Box::new(Check::new(&format!(">= {l}"))),
+                    Box::new(Check::new(&format!("<= {r}"))),
+                );
+            }
+            Op::Equal
+        };
+        let prefix = match op {
+            Op::Equal => 0,
+            Op::NotEqual | Op::More | Op::Less => 1,
+            Op::MoreEqual | Op::LessEqual => 2,
+        };
+        let operand = pattern.get(prefix..).unwrap_or("").trim();
+        Check::Compare {
+            op,
+            operand: operand.to_string(),
+            duration: parse_duration(operand),
+            quantity: parse_quantity(operand),
+        }
+    }
+
+    fn matches(&self, value: &Value) -> bool {
+        match self {
+            Check::Compare {
+                op,
+                operand,
+                duration,
+                quantity,
+            } => {
+                compare_duration(value, *duration, *op)
+                    || compare_quantity(value, *quantity, *op)
+                    || compare_string(value, operand, *op)
+            }
+            Check::Either(a, b) => a.matches(value) || b.matches(value),
+            Check::Both(a, b) => a.matches(value) && b.matches(value),
+        }
+    }
 }
 
 fn range_operands(pattern: &str, sep: &str) -> Option<(String, String)> {
@@ -591,41 +827,6 @@ fn range_operands(pattern: &str, sep: &str) -> Option<(String, String)> {
     None
 }
 
-fn string_pattern(value: &Value, pattern: &str) -> bool {
-    let op = if pattern.len() < 2 {
-        Op::Equal
-    } else if pattern.starts_with(">=") {
-        Op::MoreEqual
-    } else if pattern.starts_with("<=") {
-        Op::LessEqual
-    } else if pattern.starts_with('>') {
-        Op::More
-    } else if pattern.starts_with('<') {
-        Op::Less
-    } else if pattern.starts_with('!') {
-        Op::NotEqual
-    } else {
-        if let Some((l, r)) = range_operands(pattern, "!-") {
-            return string_pattern(value, &format!("< {l}"))
-                || string_pattern(value, &format!("> {r}"));
-        }
-        if let Some((l, r)) = range_operands(pattern, "-") {
-            return string_pattern(value, &format!(">= {l}"))
-                && string_pattern(value, &format!("<= {r}"));
-        }
-        Op::Equal
-    };
-    let prefix = match op {
-        Op::Equal => 0,
-        Op::NotEqual | Op::More | Op::Less => 1,
-        Op::MoreEqual | Op::LessEqual => 2,
-    };
-    let operand = pattern.get(prefix..).unwrap_or("").trim();
-    compare_duration(value, operand, op)
-        || compare_quantity(value, operand, op)
-        || compare_string(value, operand, op)
-}
-
 fn cmp_op<T: PartialOrd>(a: T, b: T, op: Op) -> bool {
     match op {
         Op::Equal => a == b,
@@ -649,8 +850,8 @@ fn value_text_for_numbers(value: &Value) -> Option<String> {
     }
 }
 
-fn compare_duration(value: &Value, pattern: &str, op: Op) -> bool {
-    let Some(p) = parse_duration(pattern) else {
+fn compare_duration(value: &Value, pattern: Option<f64>, op: Op) -> bool {
+    let Some(p) = pattern else {
         return false;
     };
     let Some(text) = value_text_for_numbers(value) else {
@@ -662,8 +863,8 @@ fn compare_duration(value: &Value, pattern: &str, op: Op) -> bool {
     cmp_op(v, p, op)
 }
 
-fn compare_quantity(value: &Value, pattern: &str, op: Op) -> bool {
-    let Some(p) = parse_quantity(pattern) else {
+fn compare_quantity(value: &Value, pattern: Option<Quantity>, op: Op) -> bool {
+    let Some(p) = pattern else {
         return false;
     };
     let Some(text) = value_text_for_numbers(value) else {
@@ -881,6 +1082,115 @@ mod tests {
                 json!({"spec": {"containers": [{"name": "x"}]}})
             ),
             "pass"
+        );
+    }
+
+    fn root_entries(p: &Pattern) -> &[Entry] {
+        match &p.root.kind {
+            Kind::Map(m) => &m.entries,
+            other => panic!("not a map: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn compiling_parses_every_anchor_once_and_flags_subtrees() {
+        let p = Pattern::new(json!({"spec": {
+            "=(hostPID)": false,
+            "(name)": "a*",
+            "containers": [{"X(hostPath)": "null", "image": "!*:latest"}],
+            "volumes": "*",
+            "labels": {"app.kubernetes.io/*": "?*"}
+        }}));
+        let spec = &root_entries(&p)[0];
+        assert_eq!(spec.key, "spec");
+        assert_eq!(spec.anchor(), None);
+        assert!(spec.value.anchors_inside);
+        let Kind::Map(m) = &spec.value.kind else {
+            panic!("spec is a map")
+        };
+        // Key order, each anchor parsed with its bare key.
+        let keys: Vec<(&str, Option<(Anchor, &str)>)> = m
+            .entries
+            .iter()
+            .map(|e| (e.key.as_str(), e.anchor()))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                ("(name)", Some((Anchor::Condition, "name"))),
+                ("=(hostPID)", Some((Anchor::Equality, "hostPID"))),
+                ("containers", None),
+                ("labels", None),
+                ("volumes", None),
+            ]
+        );
+        assert!(m.tracked, "a condition anchor is tracked");
+        assert!(!m.wildcard_keys);
+        let by_key = |k: &str| &m.entries.iter().find(|e| e.key == k).expect(k).value;
+        assert!(by_key("containers").anchors_inside);
+        assert!(!by_key("labels").anchors_inside);
+        assert!(by_key("volumes").is_star());
+        let Kind::Map(labels) = &by_key("labels").kind else {
+            panic!("labels is a map")
+        };
+        assert!(labels.wildcard_keys && !labels.tracked);
+    }
+
+    #[test]
+    fn a_compiled_pattern_gives_the_failing_path_and_can_be_reused() {
+        let p =
+            Pattern::new(json!({"spec": {"containers": [{"name": "*", "image": "!*:latest"}]}}));
+        let bad = json!({"spec": {"containers": [{"name": "a", "image": "a:1"}, {"name": "b", "image": "b:latest"}]}});
+        let good = json!({"spec": {"containers": [{"name": "a", "image": "a:1"}]}});
+        for _ in 0..2 {
+            assert_eq!(
+                p.matches(&bad),
+                Err(PatternError::Fail {
+                    path: "/spec/containers/1/image/".into(),
+                    message: "value 'b:latest' does not match '!*:latest' at path /spec/containers/1/image/"
+                        .into()
+                })
+            );
+            assert_eq!(p.matches(&good), Ok(()));
+        }
+        // A condition key found nowhere turns a failure into an error; found once (in any map with the same anchor
+        // key), it stays a failure.
+        let c =
+            Pattern::new(json!({"spec": {"^(containers)": [{"(sidecar)": "true", "name": "x"}]}}));
+        let r = json!({"spec": {"containers": [{"name": "a"}]}});
+        assert_eq!(
+            c.matches(&r),
+            Err(PatternError::Error(
+                "existence anchor validation failed at path /spec/containers/".into()
+            ))
+        );
+        let r = json!({"spec": {"containers": [{"name": "a"}, {"name": "b", "sidecar": "false"}]}});
+        assert!(
+            matches!(c.matches(&r), Err(PatternError::Fail { .. })),
+            "{:?}",
+            c.matches(&r)
+        );
+        // Wildcard keys expand against the resource, with the anchor kept and the path naming the resource's key.
+        let w = Pattern::new(
+            json!({"metadata": {"labels": {"=(app.kubernetes.io/*)": "?*", "team": "*"}}}),
+        );
+        let r = json!({"metadata": {"labels": {"app.kubernetes.io/name": "", "team": "t"}}});
+        assert_eq!(
+            w.matches(&r),
+            Err(PatternError::Fail {
+                path: "/metadata/labels/app.kubernetes.io/name/".into(),
+                message:
+                    "value '' does not match '?*' at path /metadata/labels/app.kubernetes.io/name/"
+                        .into()
+            })
+        );
+        let r = json!({"metadata": {"labels": {"other": "x"}}});
+        assert_eq!(
+            w.matches(&r),
+            Err(PatternError::Fail {
+                path: "/metadata/labels/".into(),
+                message: "/metadata/labels//team not found".into()
+            })
         );
     }
 

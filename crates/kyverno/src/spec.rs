@@ -122,6 +122,9 @@ pub struct Rule {
     /// `celPreconditions` (unsupported).
     #[serde(default)]
     pub cel_preconditions: Option<Value>,
+    /// `preconditions`, compiled at load.
+    #[serde(skip)]
+    pub preconditions_compiled: Option<std::sync::Arc<crate::eval::Conditions>>,
 }
 
 /// `match` / `exclude`.
@@ -385,6 +388,9 @@ pub struct Validation {
     /// Set when the rule is compiled and `pattern` / `anyPattern` contain no variable: substitution is skipped.
     #[serde(skip)]
     pub static_patterns: bool,
+    /// `pattern`, `anyPattern` and `deny`, compiled at load.
+    #[serde(skip)]
+    pub compiled: Option<std::sync::Arc<crate::validate::CompiledBody>>,
 }
 
 /// `deny`.
@@ -423,6 +429,9 @@ pub struct ForEachValidation {
     /// Nested foreach.
     #[serde(default)]
     pub foreach: Option<Vec<ForEachValidation>>,
+    /// `preconditions`, `pattern`, `anyPattern` and `deny`, compiled at load.
+    #[serde(skip)]
+    pub compiled: Option<std::sync::Arc<crate::validate::CompiledBody>>,
 }
 
 /// `mutate`.

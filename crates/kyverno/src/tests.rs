@@ -1088,3 +1088,142 @@ fn served_expressions_read_the_review_request_without_copying_it() {
         &review.request()["object"]["spec"]["containers"][0]
     ));
 }
+
+#[test]
+fn bodies_are_compiled_at_load_and_patterns_with_variables_after_substitution() {
+    let policy = load(
+        r#"
+apiVersion: kyverno.io/v1
+kind: ClusterPolicy
+metadata: {name: compiled}
+spec:
+  rules:
+  - name: static
+    match: {any: [{resources: {kinds: [Pod]}}]}
+    preconditions:
+      all: [{key: "{{ request.operation }}", operator: NotEquals, value: DELETE}]
+    validate:
+      message: "{{ request.object.metadata.name }} needs a tag"
+      anyPattern:
+      - spec: {containers: [{image: "*:*"}]}
+      - metadata: {labels: {tag: "?*"}}
+  - name: dynamic
+    match: {any: [{resources: {kinds: [Pod]}}]}
+    validate:
+      pattern:
+        spec: {containers: [{name: "{{ request.object.metadata.name }}*"}]}
+  - name: each
+    match: {any: [{resources: {kinds: [Pod]}}]}
+    validate:
+      foreach:
+      - list: request.object.spec.containers
+        preconditions: {all: [{key: "{{ element.name }}", operator: NotEquals, value: skip}]}
+        pattern: {image: "!*:latest"}
+        foreach:
+        - list: element.ports || `[]`
+          deny: {conditions: {any: [{key: "{{ element.containerPort }}", operator: Equals, value: 22}]}}
+"#,
+    );
+    let body = |i: usize| {
+        policy.rules()[i]
+            .spec
+            .validate
+            .as_ref()
+            .and_then(|v| v.compiled.clone())
+            .expect("compiled")
+    };
+    assert!(policy.rules()[0].spec.preconditions_compiled.is_some());
+    assert!(body(0).any_pattern.as_ref().is_some_and(|l| l.len() == 2));
+    assert!(body(1).pattern.is_none(), "compiled per evaluation");
+    let each = &policy.rules()[2]
+        .spec
+        .validate
+        .as_ref()
+        .expect("validate")
+        .foreach;
+    let fe = &each.as_ref().expect("foreach")[0];
+    let c = fe.compiled.as_ref().expect("compiled foreach");
+    assert!(c.pattern.is_some() && c.preconditions.is_some());
+    let nested = &fe.foreach.as_ref().expect("nested")[0];
+    assert!(nested.compiled.as_ref().is_some_and(|c| c.deny.is_some()));
+
+    let pod = |name: &str, image: &str, port: u16| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": {"containers": [
+            {"name": "web-a", "image": image, "ports": [{"containerPort": port}]}
+        ]}})
+    };
+    let statuses = |r: &PolicyResponse| {
+        r.rules
+            .iter()
+            .map(|r| (r.name.clone(), r.status, r.message.clone()))
+            .collect::<Vec<_>>()
+    };
+    let ok = run(&policy, pod("web", "a:1", 80));
+    assert!(
+        ok.rules.iter().all(|r| r.status == RuleStatus::Pass),
+        "{:?}",
+        statuses(&ok)
+    );
+    let bad = run(&policy, pod("api", "a:latest", 22));
+    assert_eq!(
+        statuses(&bad),
+        [
+            (
+                "static".to_string(),
+                RuleStatus::Pass,
+                "validation rule 'static' anyPattern[0] passed.".to_string()
+            ),
+            (
+                "dynamic".to_string(),
+                RuleStatus::Fail,
+                "validation error: rule dynamic failed at path /spec/containers/0/name/"
+                    .to_string()
+            ),
+            (
+                "each".to_string(),
+                RuleStatus::Fail,
+                "validation failure: validation error: rule each failed at path /image/"
+                    .to_string()
+            ),
+        ]
+    );
+}
+
+#[test]
+fn served_images_are_built_only_for_expressions_that_read_them() {
+    use crate::variables::{Base, Context};
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
+        "spec": {"containers": [{"name": "app", "image": "ghcr.io/o/app:1.2"}]}});
+    let review = Review::for_object(pod, None, Operation::Create);
+    let full = crate::base_document(&review, &crate::matching::UserContext::default(), None);
+    let served = Context::with_base(Base::Served(&review), false);
+    let ready = Context::new(std::sync::Arc::new(full), false);
+    for text in [
+        "request.object.metadata.name",
+        "serviceAccountName",
+        "serviceAccountNamespace",
+    ] {
+        assert_eq!(served.query(text), ready.query(text), "{text}");
+    }
+    assert!(!served.images_built(), "no expression read images");
+    for text in [
+        "images.containers.app.registry",
+        "images.containers.app",
+        "images.initContainers.x",
+        "images.containers.*.tag",
+        "request.object.metadata.name || images",
+    ] {
+        assert_eq!(served.query(text), ready.query(text), "{text}");
+    }
+    assert!(served.images_built());
+    assert!(!served.base_built());
+    // A variable of the rule named `images` shadows the review's, as it does in the full document.
+    let (mut served, mut ready) = (
+        Context::with_base(Base::Served(&review), false),
+        ready.clone(),
+    );
+    served.set("images", json!({"mine": true}));
+    ready.set("images", json!({"mine": true}));
+    assert_eq!(served.query("images.mine"), Ok(json!(true)));
+    assert_eq!(served.query("images"), ready.query("images"));
+}

@@ -1,19 +1,17 @@
 //! `validate` rules: pattern, anyPattern, deny and foreach, with Kyverno's results and messages.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::eval::{check_conditions, load_context, Env};
-use super::pattern::{match_pattern, PatternError};
+use super::eval::{check_conditions, load_context, Conditions, Env};
+use super::pattern::{Pattern, PatternError};
 use super::result::{RuleResponse, RuleStatus, RuleType};
 use super::spec::{Deny, ForEachValidation, Validation};
 use super::variables::{
     resolve_references, substitute_pattern, substitute_str, value_has_variables, Context, Mode,
     Shared,
 };
-use crate::jmespath::Parts;
 
 fn response(rule: &str, status: RuleStatus, message: impl Into<String>) -> RuleResponse {
     RuleResponse::new(rule, RuleType::Validation, status, message)
@@ -25,8 +23,62 @@ struct Body<'a> {
     any_pattern: Option<&'a Value>,
     deny: Option<&'a Deny>,
     foreach: Option<&'a [ForEachValidation]>,
-    /// The patterns are known to contain no variable.
-    static_patterns: bool,
+    /// What of it was compiled at load.
+    compiled: Option<&'a CompiledBody>,
+}
+
+/// A validation body (a rule's `validate` or a foreach entry) compiled at load: the patterns without variables, the
+/// deny conditions and the (foreach) preconditions. A pattern with variables is compiled after substitution, per
+/// evaluation.
+#[derive(Debug, Clone, Default)]
+pub struct CompiledBody {
+    /// `pattern`, when it has no variable.
+    pub(crate) pattern: Option<Pattern>,
+    /// `anyPattern`, when it is a list without variables.
+    pub(crate) any_pattern: Option<Vec<Pattern>>,
+    /// `deny.conditions`.
+    pub(crate) deny: Option<Conditions>,
+    /// The foreach entry's `preconditions`.
+    pub(crate) preconditions: Option<Conditions>,
+}
+
+impl CompiledBody {
+    /// Compile the parts of a body.
+    pub fn new(
+        pattern: Option<&Value>,
+        any_pattern: Option<&Value>,
+        deny: Option<&Deny>,
+        preconditions: Option<&Value>,
+    ) -> CompiledBody {
+        CompiledBody {
+            pattern: pattern
+                .filter(|p| !value_has_variables(p))
+                .map(|p| Pattern::new(p.clone())),
+            any_pattern: match any_pattern {
+                Some(Value::Array(items)) if !items.iter().any(value_has_variables) => {
+                    Some(items.iter().map(|p| Pattern::new(p.clone())).collect())
+                }
+                _ => None,
+            },
+            deny: deny.map(|d| Conditions::new(d.conditions.as_ref().unwrap_or(&Value::Null))),
+            preconditions: preconditions.map(Conditions::new),
+        }
+    }
+
+    /// Compile a foreach list's entries (and their nested lists) in place.
+    pub fn compile_foreach(list: &mut [ForEachValidation]) {
+        for fe in list {
+            fe.compiled = Some(Arc::new(CompiledBody::new(
+                fe.pattern.as_ref(),
+                fe.any_pattern.as_ref(),
+                fe.deny.as_ref(),
+                fe.preconditions.as_ref(),
+            )));
+            if let Some(nested) = fe.foreach.as_mut() {
+                CompiledBody::compile_foreach(nested);
+            }
+        }
+    }
 }
 
 /// Evaluate the `validate` part of a rule (context and preconditions already done). `None`: no response (DELETE
@@ -57,7 +109,7 @@ pub fn validate(
         any_pattern: v.any_pattern.as_ref(),
         deny: v.deny.as_ref(),
         foreach: v.foreach.as_deref(),
-        static_patterns: v.static_patterns,
+        compiled: v.compiled.as_deref(),
     };
     run_body(
         rule,
@@ -85,7 +137,8 @@ fn run_body(
     env: &Env<'_>,
 ) -> Option<RuleResponse> {
     if let Some(deny) = body.deny {
-        return Some(validate_deny(rule, message, deny, ctx));
+        let compiled = body.compiled.and_then(|c| c.deny.as_ref());
+        return Some(validate_deny(rule, message, deny, compiled, ctx));
     }
     if body.pattern.is_some() || body.any_pattern.is_some() {
         if delete && !in_foreach {
@@ -96,7 +149,7 @@ fn run_body(
             message,
             body.pattern,
             body.any_pattern,
-            body.static_patterns,
+            body.compiled,
             ctx,
             resource,
         ));
@@ -154,10 +207,18 @@ fn validate_deny(
     rule: &str,
     message: Option<&str>,
     deny: &Deny,
+    compiled: Option<&Conditions>,
     ctx: &Context<'_>,
 ) -> RuleResponse {
-    let conditions = deny.conditions.as_ref().unwrap_or(&Value::Null);
-    match check_conditions(conditions, ctx, Mode::Lenient) {
+    let outcome = match compiled {
+        Some(c) => c.check(ctx, Mode::Lenient),
+        None => check_conditions(
+            deny.conditions.as_ref().unwrap_or(&Value::Null),
+            ctx,
+            Mode::Lenient,
+        ),
+    };
+    match outcome {
         Err(e) => response(
             rule,
             RuleStatus::Error,
@@ -186,29 +247,35 @@ fn validate_patterns(
     message: Option<&str>,
     pattern: Option<&Value>,
     any_pattern: Option<&Value>,
-    static_patterns: bool,
+    compiled: Option<&CompiledBody>,
     ctx: &Context<'_>,
     resource: &Value,
 ) -> RuleResponse {
     if let Some(pattern) = pattern {
         let substituted;
-        let pattern = if !static_patterns && value_has_variables(pattern) {
-            substituted = substitute_pattern(pattern, Some(resource), ctx, Mode::Strict)
-                .and_then(|p| resolve_references(&p));
-            match &substituted {
-                Ok(p) => p,
-                Err(e) => {
-                    return response(
-                        rule,
-                        RuleStatus::Error,
-                        format!("variable substitution failed: {e}"),
-                    )
-                }
+        let pattern = match compiled.and_then(|c| c.pattern.as_ref()) {
+            Some(p) => p,
+            None => {
+                let value = if value_has_variables(pattern) {
+                    substitute_pattern(pattern, Some(resource), ctx, Mode::Strict)
+                        .and_then(|p| resolve_references(&p))
+                } else {
+                    Ok(pattern.clone())
+                };
+                substituted = match value {
+                    Ok(p) => Pattern::new(p),
+                    Err(e) => {
+                        return response(
+                            rule,
+                            RuleStatus::Error,
+                            format!("variable substitution failed: {e}"),
+                        )
+                    }
+                };
+                &substituted
             }
-        } else {
-            pattern
         };
-        return match match_pattern(resource, pattern) {
+        return match pattern.matches(resource) {
             Ok(()) => response(
                 rule,
                 RuleStatus::Pass,
@@ -234,32 +301,38 @@ fn validate_patterns(
             message.unwrap_or_default().to_string(),
         );
     };
-    let patterns = match any {
-        Value::Array(items) => items
-            .iter()
-            .map(|p| {
-                substitute_pattern(p, Some(resource), ctx, Mode::Strict)
-                    .and_then(|p| resolve_references(&p))
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Value::Array),
-        other => Ok(other.clone()),
-    };
-    let patterns = match patterns {
-        Ok(Value::Array(list)) => list,
-        Ok(_) => return response(rule, RuleStatus::Error, "anyPattern must be a list"),
-        Err(e) => {
-            return response(
-                rule,
-                RuleStatus::Error,
-                format!("variable substitution failed: {e}"),
-            )
-        }
+    let substituted;
+    let patterns: &[Pattern] = if let Some(list) = compiled.and_then(|c| c.any_pattern.as_ref()) {
+        list
+    } else {
+        let patterns = match any {
+            Value::Array(items) => items
+                .iter()
+                .map(|p| {
+                    substitute_pattern(p, Some(resource), ctx, Mode::Strict)
+                        .and_then(|p| resolve_references(&p))
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Value::Array),
+            other => Ok(other.clone()),
+        };
+        substituted = match patterns {
+            Ok(Value::Array(list)) => list.into_iter().map(Pattern::new).collect::<Vec<_>>(),
+            Ok(_) => return response(rule, RuleStatus::Error, "anyPattern must be a list"),
+            Err(e) => {
+                return response(
+                    rule,
+                    RuleStatus::Error,
+                    format!("variable substitution failed: {e}"),
+                )
+            }
+        };
+        &substituted
     };
     let mut failed = Vec::new();
     let mut skipped = Vec::new();
     for (i, p) in patterns.iter().enumerate() {
-        match match_pattern(resource, p) {
+        match p.matches(resource) {
             Ok(()) => {
                 return response(
                     rule,
@@ -307,18 +380,9 @@ pub fn elements<'c>(ctx: &'c Context<'_>, list: &str) -> Result<Vec<Shared<'c>>,
         .and_then(|e| e.strip_suffix("}}"))
         .map(str::trim)
         .unwrap_or(expr);
-    match ctx.query_parts(expr) {
-        Ok(Parts::List(items)) => Ok(items.into_iter().map(Shared::Ref).collect()),
-        Ok(Parts::Value(Cow::Borrowed(Value::Array(items)))) => {
-            Ok(items.iter().map(Shared::Ref).collect())
-        }
-        Ok(Parts::Value(Cow::Owned(Value::Array(items)))) => Ok(items
-            .into_iter()
-            .map(|item| Shared::Arc(Arc::new(item)))
-            .collect()),
-        Ok(Parts::Value(other)) => Ok(vec![Shared::from(other)]),
-        Err(e) => Err(e.to_string()),
-    }
+    ctx.query_parts(expr)
+        .map(super::variables::elements_of)
+        .map_err(|e| e.to_string())
 }
 
 /// `element<n>` and `elementIndex<n>` of the usual nesting depths, without formatting them per element.
@@ -333,12 +397,13 @@ const ELEMENT_INDEX: [&str; 4] = [
 /// Put a foreach element into the context.
 pub fn set_element<'c>(ctx: &mut Context<'c>, element: &Shared<'c>, index: usize, nesting: usize) {
     // `element` and `element<nesting>` share the list's own copy of the element (or the document's).
-    ctx.set_shared("element", element.clone());
-    ctx.set("elementIndex", Value::from(index));
+    let index_value = Arc::new(Value::from(index));
+    ctx.set_static("element", element.clone());
+    ctx.set_static("elementIndex", Arc::clone(&index_value));
     match (ELEMENT.get(nesting), ELEMENT_INDEX.get(nesting)) {
         (Some(element_n), Some(index_n)) => {
-            ctx.set_shared(element_n, element.clone());
-            ctx.set(index_n, Value::from(index));
+            ctx.set_static(element_n, element.clone());
+            ctx.set_static(index_n, index_value);
         }
         _ => {
             ctx.set_shared(&format!("element{nesting}"), element.clone());
@@ -358,7 +423,7 @@ fn validate_foreach(
 ) -> Option<RuleResponse> {
     let mut applied = 0;
     for fe in list {
-        let Ok(items) = elements(ctx, &fe.list) else {
+        let Some(items) = ctx.elements(&fe.list) else {
             continue;
         };
         let (resp, count) =
@@ -412,11 +477,16 @@ fn validate_elements<'c>(
         }
         let scoped = element.is_object() && fe.element_scope != Some(false);
         let target = if scoped { &**element } else { resource };
-        let result = match fe
-            .preconditions
-            .as_ref()
-            .map(|p| check_conditions(p, &ectx, Mode::Lenient))
-        {
+        let compiled = fe.compiled.as_deref();
+        let preconditions = match (
+            compiled.and_then(|c| c.preconditions.as_ref()),
+            &fe.preconditions,
+        ) {
+            (Some(c), _) => Some(c.check(&ectx, Mode::Lenient)),
+            (None, Some(p)) => Some(check_conditions(p, &ectx, Mode::Lenient)),
+            (None, None) => None,
+        };
+        let result = match preconditions {
             Some(Err(e)) => Some(response(
                 rule,
                 RuleStatus::Error,
@@ -431,7 +501,7 @@ fn validate_elements<'c>(
                     any_pattern: fe.any_pattern.as_ref(),
                     deny: fe.deny.as_ref(),
                     foreach: fe.foreach.as_deref(),
-                    static_patterns: false,
+                    compiled,
                 };
                 run_body(
                     rule,

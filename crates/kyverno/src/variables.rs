@@ -66,12 +66,32 @@ pub struct Context<'r> {
     base: Base<'r>,
     /// The base document, once resolved (so that query results can borrow from it).
     resolved: OnceCell<Arc<Value>>,
-    /// A served review's base document without `request` (read from the review itself), once resolved.
+    /// A served review's base document without `request` (read from the review itself) and `images`, once resolved.
     thin: OnceCell<Arc<Value>>,
-    overlay: Vec<(Arc<str>, Shared<'r>)>,
+    /// A served review's `images`, once an expression has read them.
+    images: OnceCell<Arc<Value>>,
+    overlay: Vec<(Name, Shared<'r>)>,
     merged: RefCell<Option<Arc<Value>>>,
     delete: bool,
     deadline: Option<Instant>,
+}
+
+/// The name of a variable the context sets: a constant (`element`, `elementIndex0`, set per foreach element, costs no
+/// allocation) or a shared name.
+#[derive(Debug, Clone)]
+enum Name {
+    Static(&'static str),
+    Shared(Arc<str>),
+}
+
+impl std::ops::Deref for Name {
+    type Target = str;
+    fn deref(&self) -> &str {
+        match self {
+            Name::Static(s) => s,
+            Name::Shared(s) => s,
+        }
+    }
 }
 
 /// The value of a variable: shared with other variables, or borrowed from a document that outlives the context
@@ -131,6 +151,7 @@ impl<'r> Context<'r> {
             base,
             resolved: OnceCell::new(),
             thin: OnceCell::new(),
+            images: OnceCell::new(),
             overlay: Vec::new(),
             merged: RefCell::new(None),
             delete,
@@ -201,7 +222,17 @@ impl<'r> Context<'r> {
         let value = value.into();
         match self.overlay.iter_mut().find(|(k, _)| &**k == name) {
             Some(slot) => slot.1 = value,
-            None => self.overlay.push((Arc::from(name), value)),
+            None => self.overlay.push((Name::Shared(Arc::from(name)), value)),
+        }
+        *self.merged.borrow_mut() = None;
+    }
+
+    /// [`Context::set_shared`] for a variable whose name is a constant: no name is allocated.
+    pub fn set_static(&mut self, name: &'static str, value: impl Into<Shared<'r>>) {
+        let value = value.into();
+        match self.overlay.iter_mut().find(|(k, _)| &**k == name) {
+            Some(slot) => slot.1 = value,
+            None => self.overlay.push((Name::Static(name), value)),
         }
         *self.merged.borrow_mut() = None;
     }
@@ -261,6 +292,12 @@ impl<'r> Context<'r> {
         self.set("request", request);
     }
 
+    /// Whether a served review's `images` have been built for this context.
+    #[cfg(test)]
+    pub(crate) fn images_built(&self) -> bool {
+        self.images.get().is_some()
+    }
+
     /// Whether the base document (the served review's, with its request copied in) has been built.
     pub fn base_built(&self) -> bool {
         matches!(self.base, Base::Ready(_)) || self.resolved.get().is_some()
@@ -281,6 +318,23 @@ impl<'r> Context<'r> {
     /// [`Context::query_cow`], where a list the expression builds of the context's values
     /// (`request.object.spec.[initContainers, containers][]`) is a list of borrowed values, not a copy.
     pub fn query_parts(&self, expression: &str) -> Result<crate::jmespath::Parts<'_>, VarError> {
+        self.query_parts_quiet(expression).map_err(|e| match e {
+            QueryError::Var(e) => e,
+            QueryError::Jmes(e) => VarError {
+                expression: expression.to_string(),
+                message: e.to_string(),
+                not_found: e.is_not_found(),
+                bound: e.is_bound(),
+            },
+        })
+    }
+
+    /// [`Context::query_parts`], whose JMESPath error is not rendered: for callers that only need to know whether
+    /// the expression has a value.
+    fn query_parts_quiet(
+        &self,
+        expression: &str,
+    ) -> Result<crate::jmespath::Parts<'_>, QueryError> {
         let text = expression.trim();
         let rewritten;
         let text = if self.delete && text.contains("request.object") {
@@ -297,28 +351,68 @@ impl<'r> Context<'r> {
         if text.starts_with('$') {
             return self
                 .json_path(expression, text)
-                .map(|v| crate::jmespath::Parts::Value(Cow::Owned(v)));
+                .map(|v| crate::jmespath::Parts::Value(Cow::Owned(v)))
+                .map_err(QueryError::Var);
         }
-        let mut overlay: Vec<(&str, &Value)> =
-            self.overlay.iter().map(|(k, v)| (&**k, &**v)).collect();
+        // Room for the review's `request` and `images`, pushed below for served reviews.
+        let mut overlay: Vec<(&str, &Value)> = Vec::with_capacity(self.overlay.len() + 2);
+        overlay.extend(self.overlay.iter().map(|(k, v)| (&**k, &**v)));
         let result = crate::jmespath::compile_cached(text).and_then(|expr| match &self.base {
             // A served review's base document is its request with a few members added, plus service account and
             // images. An expression that never looks at those members reads the review's own request: the
-            // document with the request copied into it is not built for it.
+            // document with the request copied into it is not built for it. `images` are built (once per review)
+            // only for an expression that may read them.
             Base::Served(review) if reads_request_members_only(&expr) => {
                 let thin: &Value = self.thin.get_or_init(|| super::serving_thin(review));
+                // After the context's own variables, which shadow them.
                 overlay.push(("request", review.request()));
+                if expr
+                    .root_reads()
+                    .iter()
+                    .any(|read| read.name.as_deref() == Some("images"))
+                {
+                    let images: &Value = self.images.get_or_init(|| super::serving_images(review));
+                    overlay.push(("images", images));
+                }
                 expr.search_layered_parts(&overlay, thin, self.deadline)
             }
             _ => expr.search_layered_parts(&overlay, self.base_ref(), self.deadline),
         });
-        result.map_err(|e| VarError {
-            expression: expression.to_string(),
-            message: e.to_string(),
-            not_found: e.is_not_found(),
-            bound: e.is_bound(),
-        })
+        result.map_err(QueryError::Jmes)
     }
+
+    /// The elements of a foreach `list` expression, or `None` when it has no value (an error nobody reads is not
+    /// rendered): see [`crate::validate::elements`].
+    pub(crate) fn elements(&self, list: &str) -> Option<Vec<Shared<'_>>> {
+        let expr = list.trim();
+        let expr = expr
+            .strip_prefix("{{")
+            .and_then(|e| e.strip_suffix("}}"))
+            .map(str::trim)
+            .unwrap_or(expr);
+        self.query_parts_quiet(expr).ok().map(elements_of)
+    }
+}
+
+/// The elements of a foreach list's value: a list, or a single value wrapped in one.
+pub(crate) fn elements_of(parts: crate::jmespath::Parts<'_>) -> Vec<Shared<'_>> {
+    match parts {
+        crate::jmespath::Parts::List(items) => items.into_iter().map(Shared::Ref).collect(),
+        crate::jmespath::Parts::Value(Cow::Borrowed(Value::Array(items))) => {
+            items.iter().map(Shared::Ref).collect()
+        }
+        crate::jmespath::Parts::Value(Cow::Owned(Value::Array(items))) => items
+            .into_iter()
+            .map(|item| Shared::Arc(Arc::new(item)))
+            .collect(),
+        crate::jmespath::Parts::Value(other) => vec![Shared::from(other)],
+    }
+}
+
+/// Why a query failed, before a JMESPath error is rendered.
+enum QueryError {
+    Var(VarError),
+    Jmes(crate::jmespath::JmesError),
 }
 
 /// The members the base document's `request` has beyond the review's own request (see
@@ -441,6 +535,19 @@ pub fn value_has_variables(value: &Value) -> bool {
         Value::Object(m) => m
             .iter()
             .any(|(k, v)| has_variables(k) || value_has_variables(v)),
+        _ => false,
+    }
+}
+
+/// Whether a JSON value contains a `{{ }}` variable anywhere (keys included): [`substitute`] gives it back unchanged
+/// when it does not.
+pub fn value_has_braces(value: &Value) -> bool {
+    match value {
+        Value::String(s) => has_variables(s),
+        Value::Array(a) => a.iter().any(value_has_braces),
+        Value::Object(m) => m
+            .iter()
+            .any(|(k, v)| has_variables(k) || value_has_braces(v)),
         _ => false,
     }
 }
@@ -640,6 +747,36 @@ fn is_at_reference(text: &str) -> bool {
         .is_some_and(|inner| inner.trim() == "@")
 }
 
+/// The value of a text that is exactly one variable (`expr` is its expression), borrowed when the context holds it.
+fn whole_variable_value<'c>(
+    expr: &str,
+    ctx: &'c Context<'_>,
+    mode: Mode,
+) -> Result<Cow<'c, Value>, VarError> {
+    match ctx.query_cow(expr) {
+        Ok(v) => Ok(v),
+        Err(e) => match mode {
+            Mode::Lenient if !e.bound => Ok(Cow::Owned(Value::String(String::new()))),
+            _ => Err(e),
+        },
+    }
+}
+
+/// [`substitute_str`] without copying a value the context holds: a text that is exactly one variable whose value
+/// is the document's own (`{{ element.securityContext.capabilities.drop }}`) gives it borrowed.
+pub fn substitute_str_cow<'c>(
+    text: &str,
+    ctx: &'c Context<'_>,
+    mode: Mode,
+) -> Result<Cow<'c, Value>, VarError> {
+    if has_variables(text) {
+        if let Some(expr) = whole_variable(text) {
+            return whole_variable_value(expr, ctx, mode);
+        }
+    }
+    substitute_str(text, ctx, mode).map(Cow::Owned)
+}
+
 /// Substitute the variables of one string; a string that is exactly one variable keeps the value's type.
 pub fn substitute_str(text: &str, ctx: &Context<'_>, mode: Mode) -> Result<Value, VarError> {
     if !has_variables(text) {
@@ -647,13 +784,7 @@ pub fn substitute_str(text: &str, ctx: &Context<'_>, mode: Mode) -> Result<Value
     }
     if let Some(expr) = whole_variable(text) {
         // The text is exactly one variable: its value, as the scan below would find it, without the scan.
-        return match ctx.query(expr) {
-            Ok(v) => Ok(v),
-            Err(e) => match mode {
-                Mode::Lenient if !e.bound => Ok(Value::String(String::new())),
-                _ => Err(e),
-            },
-        };
+        return whole_variable_value(expr, ctx, mode).map(Cow::into_owned);
     }
     let Some(re) = variable_regex() else {
         return Ok(Value::String(text.to_string()));
@@ -732,47 +863,52 @@ pub fn service_account(username: &str) -> (String, String) {
 
 /// Parse an image reference into Kyverno's `images.*` fields.
 pub fn image_info(image: &str) -> Value {
-    let (rest, digest) = match image.split_once('@') {
-        Some((r, d)) => (r, d.to_string()),
-        None => (image, String::new()),
-    };
+    let (rest, digest) = image.split_once('@').unwrap_or((image, ""));
     let (registry, remainder) = match rest.split_once('/') {
-        Some((first, tail)) if first.contains(['.', ':']) || first == "localhost" => {
-            (first.to_string(), tail)
-        }
-        _ => ("docker.io".to_string(), rest),
+        Some((first, tail)) if first.contains(['.', ':']) || first == "localhost" => (first, tail),
+        _ => ("docker.io", rest),
     };
     let (path, tag) = match remainder.rsplit_once(':') {
-        Some((p, t)) if !t.contains('/') => (p.to_string(), t.to_string()),
-        _ => (remainder.to_string(), String::new()),
+        Some((p, t)) if !t.contains('/') => (p, t),
+        _ => (remainder, ""),
     };
     let tag = if tag.is_empty() && digest.is_empty() {
-        "latest".to_string()
+        "latest"
     } else {
         tag
     };
-    let name = path.rsplit('/').next().unwrap_or(&path).to_string();
-    let mut reference = format!("{registry}/{path}");
-    let reference_with_tag = format!("{reference}:{tag}");
-    if !tag.is_empty() {
-        reference = format!("{reference}:{tag}");
-    }
+    let name = path.rsplit('/').next().unwrap_or(path);
+    // `registry/path:tag` always; the reference drops an empty tag and adds `@digest`.
+    let mut reference_with_tag = String::with_capacity(registry.len() + path.len() + tag.len() + 2);
+    reference_with_tag.push_str(registry);
+    reference_with_tag.push('/');
+    reference_with_tag.push_str(path);
+    let untagged = reference_with_tag.len();
+    reference_with_tag.push(':');
+    reference_with_tag.push_str(tag);
+    let mut reference = String::with_capacity(reference_with_tag.len() + digest.len() + 1);
+    reference.push_str(if tag.is_empty() {
+        &reference_with_tag[..untagged]
+    } else {
+        &reference_with_tag
+    });
     if !digest.is_empty() {
-        reference = format!("{reference}@{digest}");
+        reference.push('@');
+        reference.push_str(digest);
     }
-    let mut info = Map::new();
-    for (key, value) in [
-        ("registry", registry),
-        ("path", path),
-        ("name", name),
-        ("tag", tag),
-        ("digest", digest),
-        ("reference", reference),
-        ("referenceWithTag", reference_with_tag),
-    ] {
-        info.insert(key.to_string(), Value::String(value));
-    }
-    Value::Object(info)
+    let text = |s: &str| Value::String(s.to_string());
+    Value::Object(Map::from_iter([
+        ("digest".to_string(), text(digest)),
+        ("name".to_string(), text(name)),
+        ("path".to_string(), text(path)),
+        ("reference".to_string(), Value::String(reference)),
+        (
+            "referenceWithTag".to_string(),
+            Value::String(reference_with_tag),
+        ),
+        ("registry".to_string(), text(registry)),
+        ("tag".to_string(), text(tag)),
+    ]))
 }
 
 /// `images` for an object: containers, initContainers and ephemeralContainers by container name, for Pods and pod
@@ -992,6 +1128,71 @@ mod tests {
             substitute_str("{{ $.request.nothing }}", &c, Mode::Strict).expect_err("no match");
         assert!(err.not_found);
         assert!(substitute_str("{{ $.[ }}", &c, Mode::Strict).is_err());
+    }
+
+    /// `image_info` as it was before it was made leaner: the oracle of its test.
+    fn image_info_before(image: &str) -> Value {
+        let (rest, digest) = match image.split_once('@') {
+            Some((r, d)) => (r, d.to_string()),
+            None => (image, String::new()),
+        };
+        let (registry, remainder) = match rest.split_once('/') {
+            Some((first, tail)) if first.contains(['.', ':']) || first == "localhost" => {
+                (first.to_string(), tail)
+            }
+            _ => ("docker.io".to_string(), rest),
+        };
+        let (path, tag) = match remainder.rsplit_once(':') {
+            Some((p, t)) if !t.contains('/') => (p.to_string(), t.to_string()),
+            _ => (remainder.to_string(), String::new()),
+        };
+        let tag = if tag.is_empty() && digest.is_empty() {
+            "latest".to_string()
+        } else {
+            tag
+        };
+        let name = path.rsplit('/').next().unwrap_or(&path).to_string();
+        let mut reference = format!("{registry}/{path}");
+        let reference_with_tag = format!("{reference}:{tag}");
+        if !tag.is_empty() {
+            reference = format!("{reference}:{tag}");
+        }
+        if !digest.is_empty() {
+            reference = format!("{reference}@{digest}");
+        }
+        let mut info = Map::new();
+        for (key, value) in [
+            ("registry", registry),
+            ("path", path),
+            ("name", name),
+            ("tag", tag),
+            ("digest", digest),
+            ("reference", reference),
+            ("referenceWithTag", reference_with_tag),
+        ] {
+            info.insert(key.to_string(), Value::String(value));
+        }
+        Value::Object(info)
+    }
+
+    #[test]
+    fn image_info_is_the_same_as_before() {
+        for image in [
+            "nginx",
+            "nginx:1.2",
+            "library/nginx:latest",
+            "ghcr.io/org/app:1.2",
+            "localhost/app",
+            "localhost:5000/org/app:2@sha256:abc",
+            "registry.example.com:443/a/b/c",
+            "app@sha256:def",
+            "a/b:c/d",
+            "",
+            ":",
+            "x:@",
+        ] {
+            assert_eq!(image_info(image), image_info_before(image), "{image:?}");
+        }
     }
 
     #[test]
