@@ -1,5 +1,6 @@
 //! The admission endpoints: `POST /validate` and `POST /mutate`.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
@@ -12,6 +13,7 @@ use futures::StreamExt;
 use tracing::{field, Instrument, Span};
 
 use super::conn::Phase;
+use super::evaluator::Evaluator;
 use super::AppState;
 use crate::admission::{self, encode_response, Review, MAX_BODY_BYTES};
 use crate::decide::Decision;
@@ -19,20 +21,44 @@ use crate::logtext;
 use crate::pipeline::{self, Webhook};
 use crate::policy::{EvalError, FailurePolicy};
 
-/// The router of the TLS listener.
+/// The handlers' state: the server's, and the threads that evaluate.
+#[derive(Clone)]
+struct WebhookState {
+    app: AppState,
+    /// `None` only when no evaluation thread could be started: tokio's blocking pool evaluates instead.
+    evaluator: Option<Arc<Evaluator>>,
+}
+
+/// The router of the TLS listener, with one evaluation thread per evaluation slot of `state.limiter`.
 pub fn router(state: AppState) -> Router {
+    let threads = state.limiter.available_permits();
+    let evaluator = match Evaluator::new(threads) {
+        Ok(evaluator) => Some(Arc::new(evaluator)),
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot start the evaluation threads: evaluating on the blocking pool");
+            None
+        }
+    };
+    router_with(state, evaluator)
+}
+
+/// The router of the TLS listener, evaluating on `evaluator` (`None`: on tokio's blocking pool).
+pub fn router_with(state: AppState, evaluator: Option<Arc<Evaluator>>) -> Router {
     Router::new()
         .route("/validate", post(validate))
         .route("/mutate", post(mutate))
         .fallback(not_found)
-        .with_state(state)
+        .with_state(WebhookState {
+            app: state,
+            evaluator,
+        })
 }
 
-async fn validate(State(state): State<AppState>, request: Request) -> Response {
+async fn validate(State(state): State<WebhookState>, request: Request) -> Response {
     handle(state, Webhook::Validate, request).await
 }
 
-async fn mutate(State(state): State<AppState>, request: Request) -> Response {
+async fn mutate(State(state): State<WebhookState>, request: Request) -> Response {
     handle(state, Webhook::Mutate, request).await
 }
 
@@ -138,7 +164,11 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<Vec<u8>, Refusal> 
     Ok(bytes)
 }
 
-async fn handle(state: AppState, webhook: Webhook, request: Request) -> Response {
+async fn handle(state: WebhookState, webhook: Webhook, request: Request) -> Response {
+    let WebhookState {
+        app: state,
+        evaluator,
+    } = state;
     // The request arrived when its head did: reading the body counts against its deadline.
     let start = Instant::now();
     let (parts, body) = request.into_parts();
@@ -198,10 +228,18 @@ async fn handle(state: AppState, webhook: Webhook, request: Request) -> Response
         decision = field::Empty,
         generation = field::Empty,
     );
-    answer(state, webhook, review, start).instrument(span).await
+    answer(state, evaluator, webhook, review, start)
+        .instrument(span)
+        .await
 }
 
-async fn answer(state: AppState, webhook: Webhook, review: Review, start: Instant) -> Response {
+async fn answer(
+    state: AppState,
+    evaluator: Option<Arc<Evaluator>>,
+    webhook: Webhook,
+    review: Review,
+    start: Instant,
+) -> Response {
     let operation = review.operation_str();
     let Some(set) = state.store.current() else {
         state.metrics.record_request(
@@ -233,17 +271,23 @@ async fn answer(state: AppState, webhook: Webhook, review: Review, start: Instan
                 (review.version, review.uid.clone(), review.kind.kind.clone());
             let span = Span::current();
             let task_state = state.clone();
-            let joined = tokio::task::spawn_blocking(move || {
+            let job = move || {
                 let _permit = permit;
                 let _entered = span.enter();
                 let decision = pipeline::run_with(&set, &review, webhook, &ctx, failure_policy);
                 conclude(&task_state, webhook, &review, decision, start)
-            })
-            .await;
+            };
+            // On the evaluation threads (the one idle last takes it: see `evaluator`).
+            let joined = match &evaluator {
+                Some(evaluator) => evaluator.run(job).await.map_err(|err| err.to_string()),
+                None => tokio::task::spawn_blocking(job)
+                    .await
+                    .map_err(|err| err.to_string()),
+            };
             match joined {
                 Ok(encoded) => encoded,
                 Err(err) => {
-                    let decision = internal_failure(&state, &err.to_string());
+                    let decision = internal_failure(&state, &err);
                     Span::current().record("decision", decision.verdict().as_str());
                     state.metrics.record_decision(
                         webhook,
