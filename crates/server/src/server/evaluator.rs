@@ -85,11 +85,18 @@ impl Evaluator {
     /// Start `threads` evaluation threads (at least one).
     pub fn new(threads: usize) -> Result<Evaluator, std::io::Error> {
         let shared = Arc::new(Shared::default());
+        // Like the blocking pool's threads, these are inside the runtime's context when there is one (code that
+        // evaluates may look up `Handle::current()`).
+        let runtime = tokio::runtime::Handle::try_current().ok();
         for i in 0..threads.max(1) {
             let shared = shared.clone();
+            let runtime = runtime.clone();
             std::thread::Builder::new()
                 .name(format!("policyctl-eval-{i}"))
-                .spawn(move || work(&shared))?;
+                .spawn(move || {
+                    let _context = runtime.as_ref().map(tokio::runtime::Handle::enter);
+                    work(&shared)
+                })?;
         }
         Ok(Evaluator { shared })
     }
@@ -179,14 +186,23 @@ mod tests {
     #[tokio::test]
     async fn runs_jobs_on_its_threads_and_returns_their_results() {
         let evaluator = Evaluator::new(2).expect("threads");
-        let name = evaluator
-            .run(|| std::thread::current().name().map(str::to_string))
+        let (name, in_runtime) = evaluator
+            .run(|| {
+                (
+                    std::thread::current().name().map(str::to_string),
+                    tokio::runtime::Handle::try_current().is_ok(),
+                )
+            })
             .await
             .expect("result");
         assert!(
             name.as_deref()
                 .is_some_and(|n| n.starts_with("policyctl-eval-")),
             "{name:?}"
+        );
+        assert!(
+            in_runtime,
+            "evaluation threads see the runtime, like the blocking pool's"
         );
         assert_eq!(evaluator.run(|| 6 * 7).await.expect("result"), 42);
     }
