@@ -108,34 +108,94 @@ impl Evaluator {
         F: FnOnce() -> T + Send + 'static,
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move || {
-            let result = catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
-                let text = payload
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "panic".to_string());
-                EvaluatorError::Panicked(text)
-            });
+        self.submit(Box::new(move || {
             // The requester may be gone (its connection closed): nothing to answer.
-            let _ = tx.send(result);
-        });
-        {
-            let mut state = lock(&self.shared.state);
-            if state.closed {
-                return Err(EvaluatorError::Unavailable("shutting down".to_string()));
+            let _ = tx.send(contained(f));
+        }))?;
+        received(rx.await)
+    }
+
+    /// Run `f(payload)` on an evaluation thread if one takes it up before `deadline`; otherwise take the payload
+    /// back ([`Started::NotStarted`]) and leave the job to be discarded. Jobs wait in this queue, in order, while
+    /// every thread is busy: a thread that finishes one takes the next without any hand-off through the async side.
+    pub async fn run_before<P, T, F>(
+        &self,
+        payload: P,
+        deadline: tokio::time::Instant,
+        f: F,
+    ) -> Result<Started<P, T>, EvaluatorError>
+    where
+        P: Send + 'static,
+        T: Send + 'static,
+        F: FnOnce(P) -> T + Send + 'static,
+    {
+        // Whoever takes the payload first runs it: the thread that starts the job, or the requester at its deadline.
+        let slot = Arc::new(Mutex::new(Some(payload)));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job_slot = slot.clone();
+        self.submit(Box::new(move || {
+            let taken = lock(&job_slot).take();
+            if let Some(payload) = taken {
+                let _ = tx.send(contained(move || f(payload)));
             }
-            state.jobs.push_back(job);
-            if let Some(wake) = state.idle.pop() {
-                wake.notify();
-            }
+        }))?;
+        let mut rx = std::pin::pin!(rx);
+        tokio::select! {
+            biased;
+            result = &mut rx => return received(result).map(Started::Done),
+            () = tokio::time::sleep_until(deadline) => {}
         }
-        match rx.await {
-            Ok(result) => result,
-            Err(_) => Err(EvaluatorError::Unavailable(
-                "the evaluation thread ended".to_string(),
-            )),
+        let taken = lock(&slot).take();
+        match taken {
+            Some(payload) => Ok(Started::NotStarted(payload)),
+            // A thread started it just in time: its result comes.
+            None => received(rx.await).map(Started::Done),
         }
+    }
+
+    fn submit(&self, job: Job) -> Result<(), EvaluatorError> {
+        let mut state = lock(&self.shared.state);
+        if state.closed {
+            return Err(EvaluatorError::Unavailable("shutting down".to_string()));
+        }
+        state.jobs.push_back(job);
+        if let Some(wake) = state.idle.pop() {
+            wake.notify();
+        }
+        Ok(())
+    }
+}
+
+/// What [`Evaluator::run_before`] did with a job.
+#[derive(Debug)]
+pub enum Started<P, T> {
+    /// A thread ran it: its result.
+    Done(T),
+    /// No thread took it up before the deadline: the payload, back.
+    NotStarted(P),
+}
+
+/// `f()`, a panic becoming an error.
+fn contained<T>(f: impl FnOnce() -> T) -> Result<T, EvaluatorError> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
+        let text = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".to_string());
+        EvaluatorError::Panicked(text)
+    })
+}
+
+fn received<T>(
+    result: Result<Result<T, EvaluatorError>, tokio::sync::oneshot::error::RecvError>,
+) -> Result<T, EvaluatorError> {
+    match result {
+        Ok(result) => result,
+        // The job was dropped without answering: the evaluator shut down under it.
+        Err(_) => Err(EvaluatorError::Unavailable(
+            "the evaluation thread ended".to_string(),
+        )),
     }
 }
 
@@ -254,6 +314,57 @@ mod tests {
         done.sort_unstable();
         assert_eq!(done, (0..16).collect::<Vec<_>>());
         assert!(most.load(Ordering::SeqCst) <= 2);
+    }
+
+    /// A job that no thread takes up before its deadline gives its payload back and never runs; one that started
+    /// runs to its end.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_job_not_started_by_its_deadline_comes_back() {
+        let evaluator = Arc::new(Evaluator::new(1).expect("threads"));
+        let ran = Arc::new(AtomicUsize::new(0));
+        // Occupy the only thread.
+        let busy = {
+            let evaluator = evaluator.clone();
+            tokio::spawn(async move {
+                let far = tokio::time::Instant::now() + Duration::from_secs(10);
+                evaluator
+                    .run_before((), far, |()| {
+                        std::thread::sleep(Duration::from_millis(2000))
+                    })
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let counted = ran.clone();
+        let soon = tokio::time::Instant::now() + Duration::from_millis(50);
+        let started = std::time::Instant::now();
+        let queued = evaluator
+            .run_before("payload", soon, move |p| {
+                counted.fetch_add(1, Ordering::SeqCst);
+                p.len()
+            })
+            .await
+            .expect("evaluator");
+        assert!(
+            matches!(queued, Started::NotStarted("payload")),
+            "{queued:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_millis(1000),
+            "answered at its deadline"
+        );
+        assert!(matches!(busy.await.expect("task"), Ok(Started::Done(()))));
+        // The discarded job never runs, and the thread goes on.
+        let next = evaluator
+            .run_before(
+                2,
+                tokio::time::Instant::now() + Duration::from_secs(10),
+                |n| n * 21,
+            )
+            .await
+            .expect("evaluator");
+        assert!(matches!(next, Started::Done(42)), "{next:?}");
+        assert_eq!(ran.load(Ordering::SeqCst), 0);
     }
 
     #[tokio::test]

@@ -13,7 +13,7 @@ use futures::StreamExt;
 use tracing::{field, Instrument, Span};
 
 use super::conn::Phase;
-use super::evaluator::Evaluator;
+use super::evaluator::{Evaluator, Started};
 use super::AppState;
 use crate::admission::{self, encode_response, Review, MAX_BODY_BYTES};
 use crate::decide::Decision;
@@ -258,53 +258,83 @@ async fn answer(
     // One deadline for the whole request, counted from its arrival: queueing for a slot uses it up too.
     let ctx = state.settings.context(start);
     let failure_policy = state.settings.failure_policy;
-    // Bound the evaluations running at once; waiting requests queue here, off the blocking pool, until their
-    // deadline. One that gets no slot in time is decided without evaluating: each policy it would have reached
-    // reports a time-out, under its failure policy (cheap enough to do right here).
     let deadline = tokio::time::Instant::from_std(ctx.deadline.instant());
-    let acquired = tokio::time::timeout_at(deadline, state.limiter.clone().acquire_owned()).await;
-    let encoded = match acquired {
-        Ok(Ok(permit)) => {
+    let encoded = match evaluator {
+        Some(evaluator) => {
+            // Evaluations run on the evaluation threads, one per slot; waiting requests queue there, in order,
+            // until their deadline. One that no thread takes up in time is decided without evaluating: each policy
+            // it would have reached reports a time-out, under its failure policy (cheap enough to do right here).
             // The review moves to the evaluating thread and is answered and dropped there: the engines' copies of it
             // are freed by the thread that made them, and the async workers only carry bytes.
             let (version, uid, kind) =
                 (review.version, review.uid.clone(), review.kind.kind.clone());
             let span = Span::current();
             let task_state = state.clone();
-            let job = move || {
-                let _permit = permit;
-                let _entered = span.enter();
-                let decision = pipeline::run_with(&set, &review, webhook, &ctx, failure_policy);
-                conclude(&task_state, webhook, &review, decision, start)
-            };
-            // On the evaluation threads (the one idle last takes it: see `evaluator`).
-            let joined = match &evaluator {
-                Some(evaluator) => evaluator.run(job).await.map_err(|err| err.to_string()),
-                None => tokio::task::spawn_blocking(job)
-                    .await
-                    .map_err(|err| err.to_string()),
-            };
-            match joined {
-                Ok(encoded) => encoded,
-                Err(err) => {
-                    let decision = internal_failure(&state, &err);
-                    Span::current().record("decision", decision.verdict().as_str());
-                    state.metrics.record_decision(
-                        webhook,
-                        operation,
-                        &kind,
-                        &decision,
-                        start.elapsed(),
-                    );
-                    log_decision(&decision);
-                    admission::encode_answer(version, &uid, decision.response())
+            let started = evaluator
+                .run_before((set, review, ctx), deadline, move |(set, review, ctx)| {
+                    let _entered = span.enter();
+                    let decision = pipeline::run_with(&set, &review, webhook, &ctx, failure_policy);
+                    conclude(&task_state, webhook, &review, decision, start)
+                })
+                .await;
+            match started {
+                Ok(Started::Done(encoded)) => encoded,
+                Ok(Started::NotStarted((set, review, ctx))) => {
+                    tracing::warn!("no evaluation slot before the request deadline");
+                    let decision = pipeline::run_with(&set, &review, webhook, &ctx, failure_policy);
+                    conclude(&state, webhook, &review, decision, start)
                 }
+                Err(err) => failed_evaluation(
+                    &state,
+                    webhook,
+                    operation,
+                    &kind,
+                    version,
+                    &uid,
+                    start,
+                    &err.to_string(),
+                ),
             }
         }
-        _ => {
-            tracing::warn!("no evaluation slot before the request deadline");
-            let decision = pipeline::run_with(&set, &review, webhook, &ctx, failure_policy);
-            conclude(&state, webhook, &review, decision, start)
+        None => {
+            // Bound the evaluations running at once; waiting requests queue here, off the blocking pool, until their
+            // deadline; one that gets no slot in time is decided without evaluating, as above.
+            let acquired =
+                tokio::time::timeout_at(deadline, state.limiter.clone().acquire_owned()).await;
+            match acquired {
+                Ok(Ok(permit)) => {
+                    let (version, uid, kind) =
+                        (review.version, review.uid.clone(), review.kind.kind.clone());
+                    let span = Span::current();
+                    let task_state = state.clone();
+                    let joined = tokio::task::spawn_blocking(move || {
+                        let _permit = permit;
+                        let _entered = span.enter();
+                        let decision =
+                            pipeline::run_with(&set, &review, webhook, &ctx, failure_policy);
+                        conclude(&task_state, webhook, &review, decision, start)
+                    })
+                    .await;
+                    match joined {
+                        Ok(encoded) => encoded,
+                        Err(err) => failed_evaluation(
+                            &state,
+                            webhook,
+                            operation,
+                            &kind,
+                            version,
+                            &uid,
+                            start,
+                            &err.to_string(),
+                        ),
+                    }
+                }
+                _ => {
+                    tracing::warn!("no evaluation slot before the request deadline");
+                    let decision = pipeline::run_with(&set, &review, webhook, &ctx, failure_policy);
+                    conclude(&state, webhook, &review, decision, start)
+                }
+            }
         }
     };
     match encoded {
@@ -316,6 +346,27 @@ async fn answer(
             .into_response(),
         Err(err) => text(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
     }
+}
+
+/// The evaluation task itself failed: answer under the server's failure policy, recorded and logged like any decision.
+#[allow(clippy::too_many_arguments)]
+fn failed_evaluation(
+    state: &AppState,
+    webhook: Webhook,
+    operation: &'static str,
+    kind: &str,
+    version: admission::ReviewVersion,
+    uid: &str,
+    start: Instant,
+    reason: &str,
+) -> Result<Vec<u8>, admission::EncodeError> {
+    let decision = internal_failure(state, reason);
+    Span::current().record("decision", decision.verdict().as_str());
+    state
+        .metrics
+        .record_decision(webhook, operation, kind, &decision, start.elapsed());
+    log_decision(&decision);
+    admission::encode_answer(version, uid, decision.response())
 }
 
 /// Record, log and encode the answer to `review`.
