@@ -103,7 +103,8 @@ pub struct AppState {
     pub store: Arc<PolicyStore>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// Bounds concurrent evaluations.
+    /// The evaluation slots: `webhook::router` starts one evaluation thread per permit (the server passes its own
+    /// evaluation threads, one per `max_concurrency`); without evaluation threads, evaluations hold a permit.
     pub limiter: Arc<Semaphore>,
     /// Pipeline settings.
     pub settings: Settings,
