@@ -27,6 +27,8 @@
 //! `decision` is `allow`, `warn`, `deny`, `invalid` (a 4xx answer: unreadable or malformed review, wrong media type,
 //! body over the limit) or `unavailable` (no policy set yet).
 
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
@@ -39,6 +41,7 @@ use prometheus_client::registry::Registry;
 
 use crate::decide::Decision;
 use crate::pipeline::Webhook;
+use crate::policy::Policy;
 use crate::server::conn::Phase;
 
 /// Labels of `policyctl_admission_requests_total`.
@@ -147,6 +150,83 @@ pub struct AuditRecord {
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
+/// Every `result` label of `policyctl_policy_results_total` (what [`crate::pipeline::Outcome::labels`] returns).
+const POLICY_RESULTS: [&str; 8] = [
+    "skip", "pass", "deny", "warn", "audit", "mutate", "error", "timeout",
+];
+
+/// One policy's series of the per-policy metrics, each looked up in its family (and created there, exactly as a
+/// direct `get_or_create` would) the first time it is used, then kept: a review records every policy it ran, and
+/// looking the series up by label set each time costs a clone of the policy's name and a hash of it per series.
+/// The handles share their values with the families' series (prometheus-client metrics are reference-counted).
+#[derive(Debug)]
+struct PolicySeries {
+    /// The labels, to check that a cached entry belongs to the policy asking for it.
+    policy: String,
+    engine: &'static str,
+    duration: OnceLock<Histogram>,
+    results: [OnceLock<Counter>; POLICY_RESULTS.len()],
+}
+
+impl PolicySeries {
+    fn new(policy: &str, engine: &'static str) -> PolicySeries {
+        PolicySeries {
+            policy: policy.to_string(),
+            engine,
+            duration: OnceLock::new(),
+            results: Default::default(),
+        }
+    }
+
+    fn is_for(&self, policy: &str, engine: &'static str) -> bool {
+        self.engine == engine && self.policy == policy
+    }
+}
+
+/// Cached [`PolicySeries`] by policy (the address of its shared allocation, confirmed by its labels on every use, so
+/// a reused address can never record under another policy's labels). Emptied when a new policy set is recorded and
+/// bounded, so that it only holds the policies of the recent sets.
+#[derive(Debug, Default)]
+struct SeriesCache {
+    by_policy: RwLock<HashMap<usize, Arc<PolicySeries>>>,
+}
+
+/// More cached policies than this (many sets in a row without a [`Metrics::record_policy_set`]): start over.
+const MAX_CACHED_POLICIES: usize = 16_384;
+
+impl SeriesCache {
+    fn key(policy: &Arc<dyn Policy>) -> usize {
+        Arc::as_ptr(policy).cast::<()>() as usize
+    }
+
+    /// The cached series of `policy`, or a new entry for it.
+    fn get(&self, policy: &Arc<dyn Policy>) -> Arc<PolicySeries> {
+        let info = policy.info();
+        let key = Self::key(policy);
+        if let Ok(map) = self.by_policy.read() {
+            if let Some(series) = map.get(&key) {
+                if series.is_for(&info.name, info.engine) {
+                    return series.clone();
+                }
+            }
+        }
+        let series = Arc::new(PolicySeries::new(&info.name, info.engine));
+        if let Ok(mut map) = self.by_policy.write() {
+            if map.len() >= MAX_CACHED_POLICIES {
+                map.clear();
+            }
+            map.insert(key, series.clone());
+        }
+        series
+    }
+
+    fn clear(&self) {
+        if let Ok(mut map) = self.by_policy.write() {
+            map.clear();
+        }
+    }
+}
+
 fn request_histogram() -> Histogram {
     // 100 µs .. ~15 s
     Histogram::new(exponential_buckets(0.0001, 2.5, 14))
@@ -165,6 +245,7 @@ pub struct Metrics {
     request_duration: HistogramFamily<WebhookLabels>,
     policy_duration: HistogramFamily<PolicyLabels>,
     policy_results: Family<PolicyResultLabels, Counter>,
+    policy_series: SeriesCache,
     /// Generation of the active policy set.
     pub policy_set_generation: Gauge,
     /// Number of policies in the active set.
@@ -339,6 +420,7 @@ impl Metrics {
             request_duration,
             policy_duration,
             policy_results,
+            policy_series: SeriesCache::default(),
             policy_set_generation,
             policies,
             policy_load_errors,
@@ -474,6 +556,7 @@ impl Metrics {
             .set(i64::try_from(generation).unwrap_or(i64::MAX));
         self.policies
             .set(i64::try_from(policies).unwrap_or(i64::MAX));
+        self.policy_series.clear();
         self.policy_set_info.clear();
         self.policy_set_info
             .get_or_create(&PolicySetLabels {
@@ -499,21 +582,30 @@ impl Metrics {
             elapsed,
         );
         for run in &decision.runs {
-            let info = run.policy.info();
-            self.policy_duration
-                .get_or_create(&PolicyLabels {
-                    policy: info.name.clone(),
-                    engine: info.engine,
+            let series = self.policy_series.get(&run.policy);
+            series
+                .duration
+                .get_or_init(|| {
+                    self.policy_duration
+                        .get_or_create(&PolicyLabels {
+                            policy: series.policy.clone(),
+                            engine: series.engine,
+                        })
+                        .clone()
                 })
                 .observe(run.duration.as_secs_f64());
             for result in run.outcome.labels() {
-                self.policy_results
-                    .get_or_create(&PolicyResultLabels {
-                        policy: info.name.clone(),
-                        engine: info.engine,
-                        result,
-                    })
-                    .inc();
+                let labels = || PolicyResultLabels {
+                    policy: series.policy.clone(),
+                    engine: series.engine,
+                    result,
+                };
+                match POLICY_RESULTS.iter().position(|known| *known == result) {
+                    Some(i) => series.results[i]
+                        .get_or_init(|| self.policy_results.get_or_create(&labels()).clone())
+                        .inc(),
+                    None => self.policy_results.get_or_create(&labels()).inc(),
+                };
             }
         }
     }
@@ -548,5 +640,167 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::admission::Review;
+    use crate::pipeline::{Outcome, PolicyRun};
+    use crate::policy::{EvalContext, EvalError, Evaluation, PolicyInfo, SourceRef, Violation};
+    use policyctl_engines::select::Scope;
+
+    #[derive(Debug)]
+    struct Named(PolicyInfo);
+
+    impl Policy for Named {
+        fn info(&self) -> &PolicyInfo {
+            &self.0
+        }
+        fn scope(&self) -> Scope {
+            Scope::any()
+        }
+        fn validate(&self, _: &Review, _: &EvalContext) -> Evaluation {
+            Evaluation::skip()
+        }
+    }
+
+    fn policy(name: &str) -> Arc<dyn Policy> {
+        Arc::new(Named(PolicyInfo {
+            name: name.into(),
+            kind: "Test".into(),
+            engine: "test",
+            source: SourceRef::file("t"),
+            failure_policy: None,
+            annotations: Default::default(),
+        }))
+    }
+
+    fn run(policy: &Arc<dyn Policy>, outcome: Outcome) -> PolicyRun {
+        PolicyRun {
+            policy: policy.clone(),
+            outcome,
+            duration: Duration::from_micros(20),
+        }
+    }
+
+    fn record(metrics: &Metrics, runs: Vec<PolicyRun>) {
+        let decision = Decision {
+            runs,
+            ..Decision::default()
+        };
+        metrics.record_decision(
+            Webhook::Validate,
+            "CREATE",
+            "Pod",
+            &decision,
+            Duration::from_millis(1),
+        );
+    }
+
+    fn results(encoded: &str, policy: &str, result: &str) -> Option<u64> {
+        let prefix =
+            format!("policyctl_policy_results_total{{policy=\"{policy}\",engine=\"test\",result=\"{result}\"}} ");
+        encoded
+            .lines()
+            .find_map(|line| line.strip_prefix(prefix.as_str()))
+            .and_then(|value| value.trim().parse().ok())
+    }
+
+    fn evaluations(encoded: &str, policy: &str) -> Option<u64> {
+        let prefix = format!(
+            "policyctl_policy_evaluation_duration_seconds_count{{policy=\"{policy}\",engine=\"test\"}} "
+        );
+        encoded
+            .lines()
+            .find_map(|line| line.strip_prefix(prefix.as_str()))
+            .and_then(|value| value.trim().parse().ok())
+    }
+
+    /// The per-policy series are cached per policy: they count every run, only the results that happened have a
+    /// series, a new set with a policy of the same name continues its series, and the cache never records under
+    /// another policy's name.
+    #[test]
+    fn cached_policy_series_count_like_direct_lookups() {
+        let metrics = Metrics::new();
+        metrics.record_policy_set(1, 2, "h1");
+        let (a, b) = (policy("a"), policy("b"));
+        for _ in 0..3 {
+            record(
+                &metrics,
+                vec![
+                    run(
+                        &a,
+                        Outcome::from_evaluation(Evaluation::found(vec![
+                            Violation::deny("no"),
+                            Violation::warn("careful"),
+                        ])),
+                    ),
+                    run(&b, Outcome::default()),
+                ],
+            );
+        }
+        record(
+            &metrics,
+            vec![run(
+                &b,
+                Outcome::failed(EvalError::Timeout(Duration::from_secs(1))),
+            )],
+        );
+        let encoded = metrics.encode();
+        assert_eq!(results(&encoded, "a", "deny"), Some(3), "{encoded}");
+        assert_eq!(results(&encoded, "a", "warn"), Some(3), "{encoded}");
+        assert_eq!(results(&encoded, "b", "skip"), Some(3), "{encoded}");
+        assert_eq!(results(&encoded, "b", "timeout"), Some(1), "{encoded}");
+        for (policy, result) in [("a", "pass"), ("a", "skip"), ("b", "deny"), ("b", "pass")] {
+            assert_eq!(results(&encoded, policy, result), None, "{encoded}");
+        }
+        assert_eq!(evaluations(&encoded, "a"), Some(3), "{encoded}");
+        assert_eq!(evaluations(&encoded, "b"), Some(4), "{encoded}");
+
+        // A new set: new policy objects, one with the name of an old one.
+        metrics.record_policy_set(2, 2, "h2");
+        let (a2, c) = (policy("a"), policy("c"));
+        record(
+            &metrics,
+            vec![
+                run(
+                    &a2,
+                    Outcome::from_evaluation(Evaluation::found(vec![Violation::deny("no")])),
+                ),
+                run(&c, Outcome::from_evaluation(Evaluation::found(vec![]))),
+            ],
+        );
+        let encoded = metrics.encode();
+        assert_eq!(results(&encoded, "a", "deny"), Some(4), "{encoded}");
+        assert_eq!(results(&encoded, "c", "pass"), Some(1), "{encoded}");
+        assert_eq!(evaluations(&encoded, "a"), Some(4), "{encoded}");
+        assert_eq!(evaluations(&encoded, "c"), Some(1), "{encoded}");
+        // Still counted after the cache was used without a new set (the old policy object too).
+        record(&metrics, vec![run(&a, Outcome::default())]);
+        assert_eq!(results(&metrics.encode(), "a", "skip"), Some(1));
+    }
+
+    /// An entry cached under a policy's key but for other labels (an address reused by another policy) is replaced,
+    /// never used.
+    #[test]
+    fn a_cached_entry_for_other_labels_is_not_used() {
+        let metrics = Metrics::new();
+        let a = policy("a");
+        if let Ok(mut map) = metrics.policy_series.by_policy.write() {
+            map.insert(
+                SeriesCache::key(&a),
+                Arc::new(PolicySeries::new("someone-else", "test")),
+            );
+        }
+        record(&metrics, vec![run(&a, Outcome::default())]);
+        let encoded = metrics.encode();
+        assert_eq!(results(&encoded, "a", "skip"), Some(1), "{encoded}");
+        assert_eq!(results(&encoded, "someone-else", "skip"), None, "{encoded}");
+        assert_eq!(evaluations(&encoded, "someone-else"), None, "{encoded}");
     }
 }

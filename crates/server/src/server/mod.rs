@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod conn;
+pub mod evaluator;
 pub mod memory;
 pub mod tls;
 pub mod webhook;
@@ -87,6 +88,9 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    /// The evaluation threads could not start.
+    #[error("cannot start the evaluation threads: {0}")]
+    EvaluationThreads(#[source] std::io::Error),
     /// The policy sources could not start.
     #[error(transparent)]
     Sources(#[from] crate::sources::SourceError),
@@ -99,7 +103,8 @@ pub struct AppState {
     pub store: Arc<PolicyStore>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// Bounds concurrent evaluations.
+    /// The evaluation slots: `webhook::router` starts one evaluation thread per permit (the server passes its own
+    /// evaluation threads, one per `max_concurrency`); without evaluation threads, evaluations hold a permit.
     pub limiter: Arc<Semaphore>,
     /// Pipeline settings.
     pub settings: Settings,
@@ -245,8 +250,11 @@ impl Server {
             .http_builder()
             .http1()
             .header_read_timeout(None);
-        let webhook_task =
-            tokio::spawn(webhook_server.serve(webhook::router(state.clone()).into_make_service()));
+        // One evaluation thread per evaluation slot.
+        let evaluator = evaluator::Evaluator::new(config.max_concurrency.max(1))
+            .map_err(ServeError::EvaluationThreads)?;
+        let router = webhook::router_with(state.clone(), Some(Arc::new(evaluator)));
+        let webhook_task = tokio::spawn(webhook_server.serve(router.into_make_service()));
 
         let admin = Admin::spawn(admin_listener, state.clone())?;
 

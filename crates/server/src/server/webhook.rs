@@ -1,5 +1,6 @@
 //! The admission endpoints: `POST /validate` and `POST /mutate`.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
@@ -12,6 +13,7 @@ use futures::StreamExt;
 use tracing::{field, Instrument, Span};
 
 use super::conn::Phase;
+use super::evaluator::{Evaluator, Started};
 use super::AppState;
 use crate::admission::{self, encode_response, Review, MAX_BODY_BYTES};
 use crate::decide::Decision;
@@ -19,20 +21,44 @@ use crate::logtext;
 use crate::pipeline::{self, Webhook};
 use crate::policy::{EvalError, FailurePolicy};
 
-/// The router of the TLS listener.
+/// The handlers' state: the server's, and the threads that evaluate.
+#[derive(Clone)]
+struct WebhookState {
+    app: AppState,
+    /// `None` only when no evaluation thread could be started: tokio's blocking pool evaluates instead.
+    evaluator: Option<Arc<Evaluator>>,
+}
+
+/// The router of the TLS listener, with one evaluation thread per evaluation slot of `state.limiter`.
 pub fn router(state: AppState) -> Router {
+    let threads = state.limiter.available_permits();
+    let evaluator = match Evaluator::new(threads) {
+        Ok(evaluator) => Some(Arc::new(evaluator)),
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot start the evaluation threads: evaluating on the blocking pool");
+            None
+        }
+    };
+    router_with(state, evaluator)
+}
+
+/// The router of the TLS listener, evaluating on `evaluator` (`None`: on tokio's blocking pool).
+pub fn router_with(state: AppState, evaluator: Option<Arc<Evaluator>>) -> Router {
     Router::new()
         .route("/validate", post(validate))
         .route("/mutate", post(mutate))
         .fallback(not_found)
-        .with_state(state)
+        .with_state(WebhookState {
+            app: state,
+            evaluator,
+        })
 }
 
-async fn validate(State(state): State<AppState>, request: Request) -> Response {
+async fn validate(State(state): State<WebhookState>, request: Request) -> Response {
     handle(state, Webhook::Validate, request).await
 }
 
-async fn mutate(State(state): State<AppState>, request: Request) -> Response {
+async fn mutate(State(state): State<WebhookState>, request: Request) -> Response {
     handle(state, Webhook::Mutate, request).await
 }
 
@@ -138,7 +164,11 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<Vec<u8>, Refusal> 
     Ok(bytes)
 }
 
-async fn handle(state: AppState, webhook: Webhook, request: Request) -> Response {
+async fn handle(state: WebhookState, webhook: Webhook, request: Request) -> Response {
+    let WebhookState {
+        app: state,
+        evaluator,
+    } = state;
     // The request arrived when its head did: reading the body counts against its deadline.
     let start = Instant::now();
     let (parts, body) = request.into_parts();
@@ -198,10 +228,18 @@ async fn handle(state: AppState, webhook: Webhook, request: Request) -> Response
         decision = field::Empty,
         generation = field::Empty,
     );
-    answer(state, webhook, review, start).instrument(span).await
+    answer(state, evaluator, webhook, review, start)
+        .instrument(span)
+        .await
 }
 
-async fn answer(state: AppState, webhook: Webhook, review: Review, start: Instant) -> Response {
+async fn answer(
+    state: AppState,
+    evaluator: Option<Arc<Evaluator>>,
+    webhook: Webhook,
+    review: Review,
+    start: Instant,
+) -> Response {
     let operation = review.operation_str();
     let Some(set) = state.store.current() else {
         state.metrics.record_request(
@@ -220,47 +258,83 @@ async fn answer(state: AppState, webhook: Webhook, review: Review, start: Instan
     // One deadline for the whole request, counted from its arrival: queueing for a slot uses it up too.
     let ctx = state.settings.context(start);
     let failure_policy = state.settings.failure_policy;
-    // Bound the evaluations running at once; waiting requests queue here, off the blocking pool, until their
-    // deadline. One that gets no slot in time is decided without evaluating: each policy it would have reached
-    // reports a time-out, under its failure policy (cheap enough to do right here).
     let deadline = tokio::time::Instant::from_std(ctx.deadline.instant());
-    let acquired = tokio::time::timeout_at(deadline, state.limiter.clone().acquire_owned()).await;
-    let encoded = match acquired {
-        Ok(Ok(permit)) => {
+    let encoded = match evaluator {
+        Some(evaluator) => {
+            // Evaluations run on the evaluation threads, one per slot; waiting requests queue there, in order,
+            // until their deadline. One that no thread takes up in time is decided without evaluating: each policy
+            // it would have reached reports a time-out, under its failure policy (cheap enough to do right here).
             // The review moves to the evaluating thread and is answered and dropped there: the engines' copies of it
             // are freed by the thread that made them, and the async workers only carry bytes.
             let (version, uid, kind) =
                 (review.version, review.uid.clone(), review.kind.kind.clone());
             let span = Span::current();
             let task_state = state.clone();
-            let joined = tokio::task::spawn_blocking(move || {
-                let _permit = permit;
-                let _entered = span.enter();
-                let decision = pipeline::run_with(&set, &review, webhook, &ctx, failure_policy);
-                conclude(&task_state, webhook, &review, decision, start)
-            })
-            .await;
-            match joined {
-                Ok(encoded) => encoded,
-                Err(err) => {
-                    let decision = internal_failure(&state, &err.to_string());
-                    Span::current().record("decision", decision.verdict().as_str());
-                    state.metrics.record_decision(
-                        webhook,
-                        operation,
-                        &kind,
-                        &decision,
-                        start.elapsed(),
-                    );
-                    log_decision(&decision);
-                    admission::encode_answer(version, &uid, decision.response())
+            let started = evaluator
+                .run_before((set, review, ctx), deadline, move |(set, review, ctx)| {
+                    let _entered = span.enter();
+                    let decision = pipeline::run_with(&set, &review, webhook, &ctx, failure_policy);
+                    conclude(&task_state, webhook, &review, decision, start)
+                })
+                .await;
+            match started {
+                Ok(Started::Done(encoded)) => encoded,
+                Ok(Started::NotStarted((set, review, ctx))) => {
+                    tracing::warn!("no evaluation slot before the request deadline");
+                    let decision = pipeline::run_with(&set, &review, webhook, &ctx, failure_policy);
+                    conclude(&state, webhook, &review, decision, start)
                 }
+                Err(err) => failed_evaluation(
+                    &state,
+                    webhook,
+                    operation,
+                    &kind,
+                    version,
+                    &uid,
+                    start,
+                    &err.to_string(),
+                ),
             }
         }
-        _ => {
-            tracing::warn!("no evaluation slot before the request deadline");
-            let decision = pipeline::run_with(&set, &review, webhook, &ctx, failure_policy);
-            conclude(&state, webhook, &review, decision, start)
+        None => {
+            // Bound the evaluations running at once; waiting requests queue here, off the blocking pool, until their
+            // deadline; one that gets no slot in time is decided without evaluating, as above.
+            let acquired =
+                tokio::time::timeout_at(deadline, state.limiter.clone().acquire_owned()).await;
+            match acquired {
+                Ok(Ok(permit)) => {
+                    let (version, uid, kind) =
+                        (review.version, review.uid.clone(), review.kind.kind.clone());
+                    let span = Span::current();
+                    let task_state = state.clone();
+                    let joined = tokio::task::spawn_blocking(move || {
+                        let _permit = permit;
+                        let _entered = span.enter();
+                        let decision =
+                            pipeline::run_with(&set, &review, webhook, &ctx, failure_policy);
+                        conclude(&task_state, webhook, &review, decision, start)
+                    })
+                    .await;
+                    match joined {
+                        Ok(encoded) => encoded,
+                        Err(err) => failed_evaluation(
+                            &state,
+                            webhook,
+                            operation,
+                            &kind,
+                            version,
+                            &uid,
+                            start,
+                            &err.to_string(),
+                        ),
+                    }
+                }
+                _ => {
+                    tracing::warn!("no evaluation slot before the request deadline");
+                    let decision = pipeline::run_with(&set, &review, webhook, &ctx, failure_policy);
+                    conclude(&state, webhook, &review, decision, start)
+                }
+            }
         }
     };
     match encoded {
@@ -272,6 +346,27 @@ async fn answer(state: AppState, webhook: Webhook, review: Review, start: Instan
             .into_response(),
         Err(err) => text(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
     }
+}
+
+/// The evaluation task itself failed: answer under the server's failure policy, recorded and logged like any decision.
+#[allow(clippy::too_many_arguments)]
+fn failed_evaluation(
+    state: &AppState,
+    webhook: Webhook,
+    operation: &'static str,
+    kind: &str,
+    version: admission::ReviewVersion,
+    uid: &str,
+    start: Instant,
+    reason: &str,
+) -> Result<Vec<u8>, admission::EncodeError> {
+    let decision = internal_failure(state, reason);
+    Span::current().record("decision", decision.verdict().as_str());
+    state
+        .metrics
+        .record_decision(webhook, operation, kind, &decision, start.elapsed());
+    log_decision(&decision);
+    admission::encode_answer(version, uid, decision.response())
 }
 
 /// Record, log and encode the answer to `review`.
