@@ -142,6 +142,14 @@ fn vm_strict(
     mode: ExecutionMode,
     strict: bool,
 ) -> Result<Value, VmError> {
+    let mut machine = machine(module, rule, &input);
+    machine.set_execution_mode(mode);
+    machine.set_strict_builtin_errors(strict);
+    machine.execute()
+}
+
+/// A VM loaded with `rule` of a Rego v1 module and `input`, ready to execute.
+fn machine(module: &str, rule: &str, input: &serde_json::Value) -> RegoVM {
     let mut engine = regorus::Engine::new();
     engine
         .add_policy("m.rego".into(), module.into())
@@ -154,10 +162,8 @@ fn vm_strict(
             .expect("the VM compiler accepts the module");
     let mut machine = RegoVM::new_with_policy(compiled);
     machine.load_program(program);
-    machine.set_execution_mode(mode);
-    machine.set_strict_builtin_errors(strict);
-    machine.set_input(policyctl_regorus::to_rego(&input));
-    machine.execute()
+    machine.set_input(policyctl_regorus::to_rego(input));
+    machine
 }
 
 /// Evaluate `rule` on the interpreter with strict builtin errors on or off.
@@ -579,20 +585,8 @@ fn memo_input() -> serde_json::Value {
 
 /// Whether `rule` completes on the VM within `limit` instructions.
 fn completes_within(module: &str, rule: &str, input: &serde_json::Value, limit: usize) -> bool {
-    let mut engine = regorus::Engine::new();
-    engine
-        .add_policy("m.rego".into(), module.into())
-        .expect("parses");
-    let compiled = engine
-        .compile_with_entrypoint(&rule.into())
-        .expect("compiles");
-    let program =
-        regorus::languages::rego::compiler::Compiler::compile_from_policy(&compiled, &[rule])
-            .expect("the VM compiler accepts the module");
-    let mut machine = RegoVM::new_with_policy(compiled);
-    machine.load_program(program);
+    let mut machine = machine(module, rule, input);
     machine.set_max_instructions(limit);
-    machine.set_input(policyctl_regorus::to_rego(input));
     match machine.execute() {
         Ok(_) => true,
         Err(VmError::InstructionLimitExceeded { .. }) => false,
