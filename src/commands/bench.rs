@@ -2,9 +2,10 @@
 //! pipeline): setup time, latency percentiles and throughput of whole reviews, the decode-only floor, and a
 //! per-policy breakdown. `--save` writes a JSON baseline; `--compare` fails on a regression of the median.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -14,7 +15,7 @@ use super::inputs;
 use crate::admission;
 use crate::cli::{BenchArgs, BenchOutput, BenchWebhook};
 use crate::pipeline::{self, Settings, Webhook};
-use crate::policy::PolicySet;
+use crate::policy::{Policy, PolicySet};
 
 /// Latency statistics, in microseconds.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -219,8 +220,8 @@ fn parse_status_kib(status: &str, field: &str) -> Option<u64> {
 
 type Measured = (Vec<Duration>, Vec<PolicyCost>, Duration);
 
-/// One thread's samples: review latencies, and (policy, engine, duration) per policy run.
-type ThreadSamples = (Vec<Duration>, Vec<(String, String, Duration)>);
+/// One thread's samples: review latencies, and (policy, engine, durations of its runs) per policy.
+type ThreadSamples = (Vec<Duration>, Vec<(String, String, Vec<Duration>)>);
 
 fn measure(
     set: &PolicySet,
@@ -237,22 +238,32 @@ fn measure(
             .map(|_| {
                 scope.spawn(|| {
                     let mut samples = Vec::new();
-                    let mut policies = Vec::new();
+                    // A policy's runs by the address of the policy (the set holds it for the whole bench), so a
+                    // run costs one push: no names copied per run, and memory grows by one duration per run.
+                    let mut policies: HashMap<usize, (Arc<dyn Policy>, Vec<Duration>)> =
+                        HashMap::new();
                     for _ in 0..per_thread {
                         for body in bodies {
                             let start = Instant::now();
                             let runs = review_once(set, body, webhook, settings)?;
                             samples.push(start.elapsed());
                             for run in runs {
-                                let info = run.policy.info();
-                                policies.push((
-                                    info.name.clone(),
-                                    info.engine.to_string(),
-                                    run.duration,
-                                ));
+                                let key = Arc::as_ptr(&run.policy).cast::<()>().addr();
+                                policies
+                                    .entry(key)
+                                    .or_insert_with(|| (Arc::clone(&run.policy), Vec::new()))
+                                    .1
+                                    .push(run.duration);
                             }
                         }
                     }
+                    let policies = policies
+                        .into_values()
+                        .map(|(policy, durations)| {
+                            let info = policy.info();
+                            (info.name.clone(), info.engine.to_string(), durations)
+                        })
+                        .collect();
                     Ok((samples, policies))
                 })
             })
@@ -271,8 +282,11 @@ fn measure(
     for result in results {
         let (s, p) = result?;
         samples.extend(s);
-        for (name, engine, d) in p {
-            by_policy.entry((name, engine)).or_default().push(d);
+        for (name, engine, durations) in p {
+            by_policy
+                .entry((name, engine))
+                .or_default()
+                .extend(durations);
         }
     }
     let mut per_policy: Vec<PolicyCost> = by_policy
