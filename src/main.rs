@@ -4,11 +4,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// Every review allocates and frees thousands of small values (the decoded request, its Rego and JMESPath views,
-/// results); mimalloc serves them with a fraction of glibc malloc's instructions and without its arena locking.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     // Before any thread starts: keep RUST_BACKTRACE for panics, but stop it from making every library error capture
     // a backtrace (see `telemetry::library_backtraces`).
