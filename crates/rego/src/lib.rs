@@ -311,6 +311,34 @@ enum Evaluator<'a> {
 }
 
 impl Evaluator<'_> {
+    /// Evaluate `rules` in order, as one evaluation where the evaluator allows (the VM: rules and function calls
+    /// they share run once); the results stop after the first error.
+    fn eval_all(
+        &mut self,
+        rules: &[&str],
+        ctx: &EvalContext,
+    ) -> Vec<Result<regorus::Value, EvalError>> {
+        let results = match self {
+            Evaluator::Vm(vm, input, limit) => vm.eval_all(rules, (**input).clone(), *limit),
+            Evaluator::Interpreter(_) => {
+                let mut results = Vec::with_capacity(rules.len());
+                for rule in rules {
+                    let result = self.eval(rule, ctx);
+                    let failed = result.is_err();
+                    results.push(result);
+                    if failed {
+                        break;
+                    }
+                }
+                return results;
+            }
+        };
+        results
+            .into_iter()
+            .map(|result| result.map_err(|e| budget_timeout(e, ctx)))
+            .collect()
+    }
+
     fn eval(&mut self, rule: &str, ctx: &EvalContext) -> Result<regorus::Value, EvalError> {
         let result = match self {
             Evaluator::Vm(vm, input, limit) => vm.eval(Some(rule), (**input).clone(), None, *limit),
@@ -318,11 +346,15 @@ impl Evaluator<'_> {
                 .eval_rule(rule.to_string())
                 .map_err(|e| support::eval_error(e, ctx.deadline.budget())),
         };
-        // A time limit is reported as the request's budget, whichever evaluator hit it.
-        result.map_err(|e| match e {
-            EvalError::Timeout(_) => EvalError::Timeout(ctx.deadline.budget()),
-            other => other,
-        })
+        result.map_err(|e| budget_timeout(e, ctx))
+    }
+}
+
+/// A time limit is reported as the request's budget, whichever evaluator hit it.
+fn budget_timeout(error: EvalError, ctx: &EvalContext) -> EvalError {
+    match error {
+        EvalError::Timeout(_) => EvalError::Timeout(ctx.deadline.budget()),
+        other => other,
     }
 }
 
@@ -392,12 +424,18 @@ impl Policy for RegoPolicy {
         }
         let mut evaluator = self.evaluator_for(review, ctx);
         let mut out = Vec::new();
-        for (rule, violation) in [
+        // `deny` then `warn`, in one evaluation: helper rules both use run once.
+        let rules: Vec<(&str, fn(String) -> Violation)> = [
             (&self.deny, Violation::deny as fn(String) -> Violation),
             (&self.warn, Violation::warn as fn(String) -> Violation),
-        ] {
-            let Some(rule) = rule else { continue };
-            match evaluator.eval(rule, ctx) {
+        ]
+        .into_iter()
+        .filter_map(|(rule, violation)| rule.as_deref().map(|rule| (rule, violation)))
+        .collect();
+        let names: Vec<&str> = rules.iter().map(|(rule, _)| *rule).collect();
+        let results = evaluator.eval_all(&names, ctx);
+        for ((_, violation), result) in rules.into_iter().zip(results) {
+            match result {
                 Ok(value) => out.extend(support::messages(&value).into_iter().map(violation)),
                 Err(error) => {
                     let rules = self.explained(ctx, RuleStatus::Error, error.to_string());

@@ -357,3 +357,25 @@ warn[msg] {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn deny_and_warn_are_one_evaluation_and_a_warn_error_keeps_the_denials() {
+    // A number drawn once per evaluation: deny and warn see the same one.
+    let shared = "package shared\n\ndraw := rand.intn(\"policyctl\", 1000000000)\n\ndeny contains sprintf(\"%d\", [draw])\n\nwarn contains sprintf(\"%d\", [draw])\n";
+    let policies = load(&[src("shared.rego", shared)]);
+    let violations = policies[0]
+        .check(&pod(json!({})), &EvalContext::default())
+        .expect("evaluates");
+    assert_eq!(violations.len(), 2, "{violations:?}");
+    assert_eq!(violations[0].action, Action::Deny);
+    assert_eq!(violations[1].action, Action::Warn);
+    assert_eq!(violations[0].message, violations[1].message);
+
+    // warn fails (conflicting values of a complete rule) after deny found something: the evaluation is an error and
+    // still carries the denial.
+    let failing = "package failing\n\nlevel := \"a\" if input.request.operation\nlevel := \"b\" if input.request.uid\n\ndeny contains \"no\"\n\nwarn contains level\n";
+    let policies = load(&[src("failing.rego", failing)]);
+    let evaluation = policies[0].validate(&pod(json!({})), &EvalContext::default());
+    assert!(!evaluation.errors.is_empty(), "{evaluation:?}");
+    assert_eq!(evaluation.violations, vec![Violation::deny("no")]);
+}

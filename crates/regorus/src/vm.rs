@@ -59,6 +59,36 @@ impl Vm {
         }
     }
 
+    /// Evaluate several entry points on `input`, in order, as one evaluation within `limit`: rules and function
+    /// calls they share are evaluated once. The results come in the same order and stop after the first error.
+    pub fn eval_all(
+        &self,
+        entry_points: &[&str],
+        input: regorus::Value,
+        limit: Duration,
+    ) -> Vec<Result<regorus::Value, EvalError>> {
+        let mut machine = self.machine();
+        machine.set_execution_timer_config(Some(timer(limit)));
+        machine.set_input(input);
+        let mut results = Vec::with_capacity(entry_points.len());
+        for (i, name) in entry_points.iter().enumerate() {
+            let result = if i == 0 {
+                machine.execute_entry_point_by_name(name)
+            } else {
+                machine.execute_entry_point_continuing(name)
+            };
+            let failed = result.is_err();
+            results.push(result_of(result, limit));
+            if failed {
+                // A machine that failed is dropped rather than reused.
+                return results;
+            }
+        }
+        machine.set_input(regorus::Value::Null);
+        self.give_back(machine);
+        results
+    }
+
     /// Evaluate one entry point (`None`: the first) on `input`, with `data` as the data document besides the
     /// policy's own rules, within `limit`.
     pub fn eval(
@@ -68,20 +98,7 @@ impl Vm {
         data: Option<&regorus::Value>,
         limit: Duration,
     ) -> Result<regorus::Value, EvalError> {
-        let pooled = self
-            .pool
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .pop();
-        let mut machine = pooled.unwrap_or_else(|| {
-            let mut machine = regorus::rvm::RegoVM::new_with_policy(self.policy.clone());
-            machine.load_program(self.program.clone());
-            machine.set_max_instructions(MAX_INSTRUCTIONS);
-            machine.set_strict_builtin_errors(false);
-            // Pooled machines always hold the empty data document between evaluations.
-            let _ = machine.set_data(regorus::Value::new_object());
-            machine
-        });
+        let mut machine = self.machine();
         machine.set_execution_timer_config(Some(timer(limit)));
         if let Some(data) = data {
             machine
@@ -101,16 +118,37 @@ impl Vm {
         if data.is_some() && machine.set_data(regorus::Value::new_object()).is_err() {
             return result_of(result, limit);
         }
-        {
-            let mut pool = self
-                .pool
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            if pool.len() < POOL_SIZE {
-                pool.push(machine);
-            }
-        }
+        self.give_back(machine);
         result_of(result, limit)
+    }
+
+    /// A machine from the pool, or a new one. Pooled machines always hold the empty data document between
+    /// evaluations.
+    fn machine(&self) -> regorus::rvm::RegoVM {
+        let pooled = self
+            .pool
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .pop();
+        pooled.unwrap_or_else(|| {
+            let mut machine = regorus::rvm::RegoVM::new_with_policy(self.policy.clone());
+            machine.load_program(self.program.clone());
+            machine.set_max_instructions(MAX_INSTRUCTIONS);
+            machine.set_strict_builtin_errors(false);
+            let _ = machine.set_data(regorus::Value::new_object());
+            machine
+        })
+    }
+
+    /// Return a machine that evaluated successfully (its input and data already reset) to the pool.
+    fn give_back(&self, machine: regorus::rvm::RegoVM) {
+        let mut pool = self
+            .pool
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if pool.len() < POOL_SIZE {
+            pool.push(machine);
+        }
     }
 }
 

@@ -652,3 +652,120 @@ fn a_function_called_again_with_the_same_arguments_is_not_evaluated_again() {
         "20 distinct calls took {many}, one call {one}"
     );
 }
+
+// ---- Patch 7 (another entry point in the same execution).
+
+const SHARED: &str = r#"package t
+import rego.v1
+
+heavy := count([y | some y in input.nums; some z in input.nums; y > z])
+deny contains "deny" if heavy > 0
+warn contains "warn" if heavy > 1
+draws := rand.intn("policyctl", 1000000000)
+draws_too := rand.intn("policyctl", 1000000000)
+"#;
+
+/// A machine compiled for `deny` and `warn` of [`SHARED`].
+fn shared_machine(input: &serde_json::Value) -> RegoVM {
+    let mut engine = regorus::Engine::new();
+    engine
+        .add_policy("m.rego".into(), SHARED.into())
+        .expect("parses");
+    let compiled = engine
+        .compile_with_entrypoint(&"data.t.deny".into())
+        .expect("compiles");
+    let program = regorus::languages::rego::compiler::Compiler::compile_from_policy(
+        &compiled,
+        &[
+            "data.t.deny",
+            "data.t.warn",
+            "data.t.draws",
+            "data.t.draws_too",
+        ],
+    )
+    .expect("the VM compiler accepts the module");
+    let mut machine = RegoVM::new_with_policy(compiled);
+    machine.load_program(program);
+    machine.set_input(policyctl_regorus::to_rego(input));
+    machine
+}
+
+#[test]
+fn a_second_entry_point_in_the_same_execution_reuses_shared_rules_and_gives_the_same_answers() {
+    let input = serde_json::json!({"nums": (0..30).collect::<Vec<_>>()});
+    let set = |items: &[&str]| {
+        Value::from(
+            items
+                .iter()
+                .map(|i| Value::from(*i))
+                .collect::<std::collections::BTreeSet<_>>(),
+        )
+    };
+
+    // Separately, each entry point evaluates `heavy`.
+    let mut machine = shared_machine(&input);
+    assert_eq!(
+        machine
+            .execute_entry_point_by_name("data.t.deny")
+            .expect("deny"),
+        set(&["deny"])
+    );
+    assert_eq!(
+        machine
+            .execute_entry_point_by_name("data.t.warn")
+            .expect("warn"),
+        set(&["warn"])
+    );
+
+    // Continuing gives the same answers.
+    let mut machine = shared_machine(&input);
+    assert_eq!(
+        machine
+            .execute_entry_point_by_name("data.t.deny")
+            .expect("deny"),
+        set(&["deny"])
+    );
+    assert_eq!(
+        machine
+            .execute_entry_point_continuing("data.t.warn")
+            .expect("warn"),
+        set(&["warn"])
+    );
+
+    // The second entry point sees the first one's evaluation: a random number drawn once per execution is the same
+    // in both (two executions would draw two numbers).
+    let mut machine = shared_machine(&input);
+    let first = machine
+        .execute_entry_point_by_name("data.t.draws")
+        .expect("draws");
+    let again = machine
+        .execute_entry_point_continuing("data.t.draws_too")
+        .expect("draws_too");
+    assert_eq!(first, again);
+    let mut machine = shared_machine(&input);
+    let fresh = machine
+        .execute_entry_point_by_name("data.t.draws")
+        .expect("draws");
+    assert_ne!(first, fresh, "a new execution draws again");
+
+    // A new input starts a new execution: the rule is evaluated for it, not taken from the last one.
+    let mut machine = shared_machine(&input);
+    machine
+        .execute_entry_point_by_name("data.t.deny")
+        .expect("deny");
+    machine.set_input(policyctl_regorus::to_rego(
+        &serde_json::json!({"nums": [1]}),
+    ));
+    assert_eq!(
+        machine
+            .execute_entry_point_continuing("data.t.warn")
+            .expect("warn"),
+        Value::new_set()
+    );
+    assert_eq!(
+        machine
+            .execute_entry_point_continuing("data.t.deny")
+            .expect("deny"),
+        Value::new_set()
+    );
+}

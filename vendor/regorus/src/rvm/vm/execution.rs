@@ -83,6 +83,41 @@ impl RegoVM {
         })
     }
 
+    /// Run another entry point in the execution the last successful run-to-completion
+    /// [`RegoVM::execute_entry_point_by_name`] started (policyctl patch 7): its rule cache, function memo, builtin
+    /// cache, instruction count and timer carry on, so rules and function calls both entry points use are evaluated
+    /// once, and the limits cover both. After anything else (another kind of execution, a failure, a new input,
+    /// data, context, program or builtin mode) this is [`RegoVM::execute_entry_point_by_name`].
+    pub fn execute_entry_point_continuing(&mut self, name: &str) -> Result<Value> {
+        if !self.continuable || !matches!(self.execution_mode, ExecutionMode::RunToCompletion) {
+            return self.execute_entry_point_by_name(name);
+        }
+        let entry_point_pc =
+            self.program
+                .get_entry_point(name)
+                .ok_or_else(|| VmError::EntryPointNotFound {
+                    name: String::from(name),
+                    available: self.program.entry_points.keys().cloned().collect(),
+                    pc: self.pc,
+                })?;
+        let entry_point_pc_u32 = u32::try_from(entry_point_pc)
+            .ok()
+            .filter(|_| entry_point_pc < self.program.instructions.len())
+            .ok_or_else(|| VmError::EntryPointPcOutOfBounds {
+                pc: entry_point_pc,
+                instruction_count: self.program.instructions.len(),
+                entry_point: String::from(name),
+            })?;
+        self.continuable = false;
+        match self.jump_to(entry_point_pc_u32) {
+            Ok(value) => {
+                self.continuable = true;
+                Ok(value)
+            }
+            Err(err) => Err(self.fail_run_to_completion(err)),
+        }
+    }
+
     pub fn execute_entry_point_by_name(&mut self, name: &str) -> Result<Value> {
         crate::utils::limits::without_memory_budget_scope(|| {
             Self::ensure_memory_budget_execution_mode()?;
@@ -128,6 +163,7 @@ impl RegoVM {
                     match result {
                         Ok(value) => {
                             self.finish_implicit_memory_budget_execution();
+                            self.continuable = true;
                             Ok(value)
                         }
                         Err(err) => Err(self.fail_run_to_completion(err)),

@@ -64,6 +64,11 @@ pub struct RegoVM {
     /// the VM and the nondeterministic builtins are cached per execution).
     pub(super) function_memo: Vec<super::rules::FunctionMemo>,
 
+    /// Whether the last execution was a successful run-to-completion `execute_entry_point_by_name` whose rule cache
+    /// and memo another entry point may reuse (policyctl patch 7); cleared by anything that changes what an
+    /// execution sees.
+    pub(super) continuable: bool,
+
     /// Global data object
     pub(super) data: Value,
 
@@ -249,6 +254,7 @@ impl RegoVM {
             compiled_policy: None,
             rule_cache: Vec::new(),
             function_memo: Vec::new(),
+            continuable: false,
             data: Value::Null,
             input: Value::Null,
             context: Value::Undefined,
@@ -310,6 +316,7 @@ impl RegoVM {
 
     /// Load a complete program for execution
     pub fn load_program(&mut self, program: Arc<Program>) {
+        self.continuable = false;
         #[cfg(all(feature = "allocator-memory-limits", not(miri)))]
         if matches!(
             self.memory_budget_lifecycle,
@@ -370,17 +377,20 @@ impl RegoVM {
         // Check for conflicts between rule tree and data
         self.program.check_rule_data_conflicts(&data)?;
 
+        self.continuable = false;
         self.data = data;
         Ok(())
     }
 
     /// Set the global input object
     pub fn set_input(&mut self, input: Value) {
+        self.continuable = false;
         self.input = input;
     }
 
     /// Set the evaluation context (host-supplied ambient data)
     pub fn set_context(&mut self, context: Value) {
+        self.continuable = false;
         self.context = context;
     }
 
@@ -426,6 +436,7 @@ impl RegoVM {
 
     /// Configure whether builtin operations should raise errors strictly
     pub const fn set_strict_builtin_errors(&mut self, strict: bool) {
+        self.continuable = false;
         self.strict_builtin_errors = strict;
     }
 

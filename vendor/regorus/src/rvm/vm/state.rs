@@ -29,6 +29,7 @@ impl RegoVM {
     }
 
     pub(super) fn release_previous_execution_state(&mut self) {
+        self.continuable = false;
         self.evaluated = Value::Undefined;
         self.execution_state = ExecutionState::Ready;
         self.execution_stack.clear();
