@@ -350,6 +350,9 @@ impl Evaluator<'_> {
     }
 }
 
+/// Makes a violation of a rule's message (`deny` or `warn`).
+type ToViolation = fn(String) -> Violation;
+
 /// A time limit is reported as the request's budget, whichever evaluator hit it.
 fn budget_timeout(error: EvalError, ctx: &EvalContext) -> EvalError {
     match error {
@@ -425,9 +428,9 @@ impl Policy for RegoPolicy {
         let mut evaluator = self.evaluator_for(review, ctx);
         let mut out = Vec::new();
         // `deny` then `warn`, in one evaluation: helper rules both use run once.
-        let rules: Vec<(&str, fn(String) -> Violation)> = [
-            (&self.deny, Violation::deny as fn(String) -> Violation),
-            (&self.warn, Violation::warn as fn(String) -> Violation),
+        let rules: Vec<(&str, ToViolation)> = [
+            (&self.deny, Violation::deny as ToViolation),
+            (&self.warn, Violation::warn as ToViolation),
         ]
         .into_iter()
         .filter_map(|(rule, violation)| rule.as_deref().map(|rule| (rule, violation)))
