@@ -19,7 +19,7 @@ use crate::admission::{self, encode_response, Review, MAX_BODY_BYTES};
 use crate::decide::Decision;
 use crate::logtext;
 use crate::pipeline::{self, Webhook};
-use crate::policy::{EvalError, FailurePolicy};
+use crate::policy::{EvalContext, EvalError, FailurePolicy, PolicySet};
 
 /// The handlers' state: the server's, and the threads that evaluate.
 #[derive(Clone)]
@@ -259,81 +259,57 @@ async fn answer(
     let ctx = state.settings.context(start);
     let failure_policy = state.settings.failure_policy;
     let deadline = tokio::time::Instant::from_std(ctx.deadline.instant());
+    let (version, uid, kind) = (review.version, review.uid.clone(), review.kind.kind.clone());
+    // Evaluate, record, log and encode on an evaluating thread: the review moves there and is answered and dropped
+    // there, so the engines' copies of it are freed by the thread that made them and the async workers only carry
+    // bytes.
+    let span = Span::current();
+    let task_state = state.clone();
+    let evaluate = move |(set, review, ctx): (Arc<PolicySet>, Review, EvalContext)| {
+        let _entered = span.enter();
+        let decision = pipeline::run_with(&set, &review, webhook, &ctx, failure_policy);
+        conclude(&task_state, webhook, &review, decision, start)
+    };
+    // A request that got no evaluation slot before its deadline is decided without evaluating: each policy it would
+    // have reached reports a time-out, under its failure policy (cheap enough to do right here).
+    let unevaluated = |(set, review, ctx): (Arc<PolicySet>, Review, EvalContext)| {
+        tracing::warn!("no evaluation slot before the request deadline");
+        let decision = pipeline::run_with(&set, &review, webhook, &ctx, failure_policy);
+        conclude(&state, webhook, &review, decision, start)
+    };
+    let failed = |reason: &str| {
+        failed_evaluation(
+            &state, webhook, operation, &kind, version, &uid, start, reason,
+        )
+    };
     let encoded = match evaluator {
-        Some(evaluator) => {
-            // Evaluations run on the evaluation threads, one per slot; waiting requests queue there, in order,
-            // until their deadline. One that no thread takes up in time is decided without evaluating: each policy
-            // it would have reached reports a time-out, under its failure policy (cheap enough to do right here).
-            // The review moves to the evaluating thread and is answered and dropped there: the engines' copies of it
-            // are freed by the thread that made them, and the async workers only carry bytes.
-            let (version, uid, kind) =
-                (review.version, review.uid.clone(), review.kind.kind.clone());
-            let span = Span::current();
-            let task_state = state.clone();
-            let started = evaluator
-                .run_before((set, review, ctx), deadline, move |(set, review, ctx)| {
-                    let _entered = span.enter();
-                    let decision = pipeline::run_with(&set, &review, webhook, &ctx, failure_policy);
-                    conclude(&task_state, webhook, &review, decision, start)
-                })
-                .await;
-            match started {
-                Ok(Started::Done(encoded)) => encoded,
-                Ok(Started::NotStarted((set, review, ctx))) => {
-                    tracing::warn!("no evaluation slot before the request deadline");
-                    let decision = pipeline::run_with(&set, &review, webhook, &ctx, failure_policy);
-                    conclude(&state, webhook, &review, decision, start)
-                }
-                Err(err) => failed_evaluation(
-                    &state,
-                    webhook,
-                    operation,
-                    &kind,
-                    version,
-                    &uid,
-                    start,
-                    &err.to_string(),
-                ),
-            }
-        }
+        // Evaluations run on the evaluation threads, one per slot; waiting requests queue there, in order, until
+        // their deadline.
+        Some(evaluator) => match evaluator
+            .run_before((set, review, ctx), deadline, evaluate)
+            .await
+        {
+            Ok(Started::Done(encoded)) => encoded,
+            Ok(Started::NotStarted(payload)) => unevaluated(payload),
+            Err(err) => failed(&err.to_string()),
+        },
+        // Bound the evaluations running at once; waiting requests queue here, off the blocking pool, until their
+        // deadline.
         None => {
-            // Bound the evaluations running at once; waiting requests queue here, off the blocking pool, until their
-            // deadline; one that gets no slot in time is decided without evaluating, as above.
-            let acquired =
-                tokio::time::timeout_at(deadline, state.limiter.clone().acquire_owned()).await;
-            match acquired {
+            match tokio::time::timeout_at(deadline, state.limiter.clone().acquire_owned()).await {
                 Ok(Ok(permit)) => {
-                    let (version, uid, kind) =
-                        (review.version, review.uid.clone(), review.kind.kind.clone());
-                    let span = Span::current();
-                    let task_state = state.clone();
+                    let payload = (set, review, ctx);
                     let joined = tokio::task::spawn_blocking(move || {
                         let _permit = permit;
-                        let _entered = span.enter();
-                        let decision =
-                            pipeline::run_with(&set, &review, webhook, &ctx, failure_policy);
-                        conclude(&task_state, webhook, &review, decision, start)
+                        evaluate(payload)
                     })
                     .await;
                     match joined {
                         Ok(encoded) => encoded,
-                        Err(err) => failed_evaluation(
-                            &state,
-                            webhook,
-                            operation,
-                            &kind,
-                            version,
-                            &uid,
-                            start,
-                            &err.to_string(),
-                        ),
+                        Err(err) => failed(&err.to_string()),
                     }
                 }
-                _ => {
-                    tracing::warn!("no evaluation slot before the request deadline");
-                    let decision = pipeline::run_with(&set, &review, webhook, &ctx, failure_policy);
-                    conclude(&state, webhook, &review, decision, start)
-                }
+                _ => unevaluated((set, review, ctx)),
             }
         }
     };
