@@ -374,13 +374,7 @@ fn validate_patterns(
 /// context already holds (`request.object.spec.containers`) are borrowed from it; computed ones are shared
 /// ([`Arc`]), so putting one into a context copies nothing.
 pub fn elements<'c>(ctx: &'c Context<'_>, list: &str) -> Result<Vec<Shared<'c>>, String> {
-    let expr = list.trim();
-    let expr = expr
-        .strip_prefix("{{")
-        .and_then(|e| e.strip_suffix("}}"))
-        .map(str::trim)
-        .unwrap_or(expr);
-    ctx.query_parts(expr)
+    ctx.query_parts(super::variables::list_expression(list))
         .map(super::variables::elements_of)
         .map_err(|e| e.to_string())
 }

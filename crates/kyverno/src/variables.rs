@@ -384,14 +384,19 @@ impl<'r> Context<'r> {
     /// The elements of a foreach `list` expression, or `None` when it has no value (an error nobody reads is not
     /// rendered): see [`crate::validate::elements`].
     pub(crate) fn elements(&self, list: &str) -> Option<Vec<Shared<'_>>> {
-        let expr = list.trim();
-        let expr = expr
-            .strip_prefix("{{")
-            .and_then(|e| e.strip_suffix("}}"))
-            .map(str::trim)
-            .unwrap_or(expr);
-        self.query_parts_quiet(expr).ok().map(elements_of)
+        self.query_parts_quiet(list_expression(list))
+            .ok()
+            .map(elements_of)
     }
+}
+
+/// The JMESPath expression of a foreach `list`: its text, without the `{{ }}` it may be written in.
+pub(crate) fn list_expression(list: &str) -> &str {
+    let expr = list.trim();
+    expr.strip_prefix("{{")
+        .and_then(|e| e.strip_suffix("}}"))
+        .map(str::trim)
+        .unwrap_or(expr)
 }
 
 /// The elements of a foreach list's value: a list, or a single value wrapped in one.
