@@ -1227,3 +1227,47 @@ fn served_images_are_built_only_for_expressions_that_read_them() {
     assert_eq!(served.query("images.mine"), Ok(json!(true)));
     assert_eq!(served.query("images"), ready.query("images"));
 }
+
+#[test]
+fn patterns_whose_variables_fail_and_an_any_pattern_that_is_not_a_list_are_rule_errors() {
+    let p = load(
+        r#"
+apiVersion: kyverno.io/v1
+kind: ClusterPolicy
+metadata: {name: sub}
+spec:
+  rules:
+  - name: pattern
+    match: {any: [{resources: {kinds: [ConfigMap]}}]}
+    validate:
+      pattern:
+        data:
+          x: "{{ request.object.metadata.missing }}"
+  - name: any
+    match: {any: [{resources: {kinds: [ConfigMap]}}]}
+    validate:
+      anyPattern:
+      - data: {x: "a"}
+      - data: {x: "{{ request.object.metadata.missing }}"}
+  - name: not-a-list
+    match: {any: [{resources: {kinds: [ConfigMap]}}]}
+    validate:
+      anyPattern:
+        data: {x: "a"}
+"#,
+    );
+    let r = run(
+        &p,
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"x": "a"}}),
+    );
+    for rule in &r.rules[..2] {
+        assert_eq!(rule.status, RuleStatus::Error, "{:?}", r.rules);
+        assert!(
+            rule.message.starts_with("variable substitution failed: "),
+            "{:?}",
+            r.rules
+        );
+    }
+    assert_eq!(r.rules[2].status, RuleStatus::Error, "{:?}", r.rules);
+    assert_eq!(r.rules[2].message, "anyPattern must be a list");
+}

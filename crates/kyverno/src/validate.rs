@@ -10,7 +10,7 @@ use super::result::{RuleResponse, RuleStatus, RuleType};
 use super::spec::{Deny, ForEachValidation, Validation};
 use super::variables::{
     resolve_references, substitute_pattern, substitute_str, value_has_variables, Context, Mode,
-    Shared,
+    Shared, VarError,
 };
 
 fn response(rule: &str, status: RuleStatus, message: impl Into<String>) -> RuleResponse {
@@ -242,6 +242,26 @@ fn validate_deny(
     }
 }
 
+/// A pattern with its variables substituted and its `$(...)` references resolved, ready to match `resource`.
+fn substituted_pattern(
+    pattern: &Value,
+    resource: &Value,
+    ctx: &Context<'_>,
+) -> Result<Pattern, VarError> {
+    substitute_pattern(pattern, Some(resource), ctx, Mode::Strict)
+        .and_then(|p| resolve_references(&p))
+        .map(Pattern::new)
+}
+
+/// The rule's error when a pattern's variables could not be substituted.
+fn substitution_failed(rule: &str, error: &VarError) -> RuleResponse {
+    response(
+        rule,
+        RuleStatus::Error,
+        format!("variable substitution failed: {error}"),
+    )
+}
+
 fn validate_patterns(
     rule: &str,
     message: Option<&str>,
@@ -257,20 +277,13 @@ fn validate_patterns(
             Some(p) => p,
             None => {
                 let value = if value_has_variables(pattern) {
-                    substitute_pattern(pattern, Some(resource), ctx, Mode::Strict)
-                        .and_then(|p| resolve_references(&p))
+                    substituted_pattern(pattern, resource, ctx)
                 } else {
-                    Ok(pattern.clone())
+                    Ok(Pattern::new(pattern.clone()))
                 };
                 substituted = match value {
-                    Ok(p) => Pattern::new(p),
-                    Err(e) => {
-                        return response(
-                            rule,
-                            RuleStatus::Error,
-                            format!("variable substitution failed: {e}"),
-                        )
-                    }
+                    Ok(p) => p,
+                    Err(e) => return substitution_failed(rule, &e),
                 };
                 &substituted
             }
@@ -305,27 +318,16 @@ fn validate_patterns(
     let patterns: &[Pattern] = if let Some(list) = compiled.and_then(|c| c.any_pattern.as_ref()) {
         list
     } else {
-        let patterns = match any {
-            Value::Array(items) => items
-                .iter()
-                .map(|p| {
-                    substitute_pattern(p, Some(resource), ctx, Mode::Strict)
-                        .and_then(|p| resolve_references(&p))
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map(Value::Array),
-            other => Ok(other.clone()),
+        let Value::Array(items) = any else {
+            return response(rule, RuleStatus::Error, "anyPattern must be a list");
         };
-        substituted = match patterns {
-            Ok(Value::Array(list)) => list.into_iter().map(Pattern::new).collect::<Vec<_>>(),
-            Ok(_) => return response(rule, RuleStatus::Error, "anyPattern must be a list"),
-            Err(e) => {
-                return response(
-                    rule,
-                    RuleStatus::Error,
-                    format!("variable substitution failed: {e}"),
-                )
-            }
+        substituted = match items
+            .iter()
+            .map(|p| substituted_pattern(p, resource, ctx))
+            .collect::<Result<Vec<_>, _>>()
+        {
+            Ok(list) => list,
+            Err(e) => return substitution_failed(rule, &e),
         };
         &substituted
     };
