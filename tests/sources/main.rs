@@ -7,6 +7,7 @@ mod cluster;
 mod configmaps;
 mod directory;
 mod fake_api;
+mod fallback;
 mod served;
 mod storm;
 #[path = "../support/mod.rs"]

@@ -1,0 +1,118 @@
+//! The webhook's fallback when no evaluation thread could be started (`webhook::router_with(state, None)`): reviews
+//! are evaluated on tokio's blocking pool, bounded by the same evaluation slots, and a review that gets no slot
+//! before its deadline is still answered, under the failure policy.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::Request;
+use axum::Router;
+use policyctl::admission::{Operation, Review};
+use policyctl::pipeline::Settings;
+use policyctl::policy::SourceFile;
+use policyctl::server::{webhook, AppState, ConnectionLimits};
+use serde_json::{json, Value};
+use tokio::sync::Semaphore;
+use tower::ServiceExt;
+
+use crate::{rego, Target};
+
+/// A router on the blocking pool with `slots` evaluation slots, over one package that denies every Pod.
+fn blocking_pool_router(target: &Target, slots: usize, request_timeout: Duration) -> Router {
+    target
+        .publisher
+        .publish_files(&[SourceFile {
+            origin: "fallback/deny.rego".to_string(),
+            content: rego("fallback", "denied on the blocking pool"),
+        }])
+        .expect("set");
+    let state = AppState {
+        store: target.store.clone(),
+        metrics: target.metrics.clone(),
+        limiter: Arc::new(Semaphore::new(slots)),
+        settings: Settings {
+            request_timeout,
+            ..Settings::default()
+        },
+        draining: Arc::new(AtomicBool::new(false)),
+        sources: target.status.clone(),
+        limits: ConnectionLimits::default(),
+        ready_after_syncs: false,
+        reclaim: policyctl::server::memory::Reclaim::new(),
+    };
+    webhook::router_with(state, None)
+}
+
+/// POST a Pod review to /validate; the AdmissionReview's `response`.
+async fn validate(router: &Router) -> Value {
+    let review = Review::for_object(
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "ns"}, "spec": {}}),
+        None,
+        Operation::Create,
+    );
+    let body = serde_json::to_vec(review.document()).expect("json");
+    let request = Request::post("/validate")
+        .header("content-type", "application/json")
+        .body(Body::from(body))
+        .expect("request");
+    let response = router.clone().oneshot(request).await.expect("answered");
+    assert_eq!(response.status(), 200);
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .expect("body");
+    let review: Value = serde_json::from_slice(&bytes).expect("AdmissionReview");
+    review["response"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_evaluation_threads_the_blocking_pool_evaluates() {
+    let target = Target::new();
+    let router = blocking_pool_router(&target, 2, Duration::from_secs(10));
+    // More requests than slots at once: each waits for a slot and is evaluated.
+    let answers = futures_join(&router, 6).await;
+    for answer in answers {
+        assert_eq!(answer["allowed"], false, "{answer}");
+        assert_eq!(
+            answer["status"]["message"], "[fallback] denied on the blocking pool",
+            "{answer}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_slot_before_the_deadline_the_review_is_answered_under_the_failure_policy() {
+    let target = Target::new();
+    // No slot at all: the review can only be decided without evaluating, when its deadline passes.
+    let router = blocking_pool_router(&target, 0, Duration::from_millis(200));
+    let answer = validate(&router).await;
+    assert_eq!(
+        answer["allowed"], false,
+        "the default failure policy is Fail: {answer}"
+    );
+    let message = answer["status"]["message"].as_str().expect("message");
+    assert!(
+        !message.contains("denied on the blocking pool"),
+        "the policy did not run: {message}"
+    );
+    assert!(
+        message.starts_with("[fallback]") && message.contains("request deadline"),
+        "names the policy and the deadline: {message}"
+    );
+}
+
+/// `n` concurrent validations.
+async fn futures_join(router: &Router, n: usize) -> Vec<Value> {
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let router = router.clone();
+            tokio::spawn(async move { validate(&router).await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.expect("client"));
+    }
+    answers
+}
