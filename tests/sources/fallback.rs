@@ -2,22 +2,15 @@
 //! are evaluated on tokio's blocking pool, bounded by the same evaluation slots, and a review that gets no slot
 //! before its deadline is still answered, under the failure policy.
 
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::Request;
 use axum::Router;
-use policyctl::admission::{Operation, Review};
 use policyctl::pipeline::Settings;
 use policyctl::policy::SourceFile;
-use policyctl::server::{webhook, AppState, ConnectionLimits};
-use serde_json::{json, Value};
-use tokio::sync::Semaphore;
-use tower::ServiceExt;
+use policyctl::server::webhook;
+use serde_json::Value;
 
-use crate::{rego, Target};
+use crate::{pod_review_body, post_validate, rego, Target};
 
 /// A router on the blocking pool with `slots` evaluation slots, over one package that denies every Pod.
 fn blocking_pool_router(target: &Target, slots: usize, request_timeout: Duration) -> Router {
@@ -28,42 +21,16 @@ fn blocking_pool_router(target: &Target, slots: usize, request_timeout: Duration
             content: rego("fallback", "denied on the blocking pool"),
         }])
         .expect("set");
-    let state = AppState {
-        store: target.store.clone(),
-        metrics: target.metrics.clone(),
-        limiter: Arc::new(Semaphore::new(slots)),
-        settings: Settings {
-            request_timeout,
-            ..Settings::default()
-        },
-        draining: Arc::new(AtomicBool::new(false)),
-        sources: target.status.clone(),
-        limits: ConnectionLimits::default(),
-        ready_after_syncs: false,
-        reclaim: policyctl::server::memory::Reclaim::new(),
+    let settings = Settings {
+        request_timeout,
+        ..Settings::default()
     };
-    webhook::router_with(state, None)
+    webhook::router_with(target.app_state(slots, settings), None)
 }
 
 /// POST a Pod review to /validate; the AdmissionReview's `response`.
 async fn validate(router: &Router) -> Value {
-    let review = Review::for_object(
-        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "ns"}, "spec": {}}),
-        None,
-        Operation::Create,
-    );
-    let body = serde_json::to_vec(review.document()).expect("json");
-    let request = Request::post("/validate")
-        .header("content-type", "application/json")
-        .body(Body::from(body))
-        .expect("request");
-    let response = router.clone().oneshot(request).await.expect("answered");
-    assert_eq!(response.status(), 200);
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .expect("body");
-    let review: Value = serde_json::from_slice(&bytes).expect("AdmissionReview");
-    review["response"].clone()
+    post_validate(router, pod_review_body()).await["response"].clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -52,6 +52,21 @@ impl Target {
         }
     }
 
+    /// The webhook handlers' state over this target: `slots` evaluation slots and these settings.
+    pub fn app_state(&self, slots: usize, settings: Settings) -> policyctl::server::AppState {
+        policyctl::server::AppState {
+            store: self.store.clone(),
+            metrics: self.metrics.clone(),
+            limiter: Arc::new(tokio::sync::Semaphore::new(slots)),
+            settings,
+            draining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            sources: self.status.clone(),
+            limits: policyctl::server::ConnectionLimits::default(),
+            ready_after_syncs: false,
+            reclaim: policyctl::server::memory::Reclaim::new(),
+        }
+    }
+
     /// The active generation (0 before the first set).
     pub fn generation(&self) -> u64 {
         self.store.current().map(|s| s.generation()).unwrap_or(0)
@@ -124,13 +139,38 @@ pub fn rego(name: &str, message: &str) -> String {
     format!("package {name}\n\ndeny contains \"{message}\" if {{\n    input.request.kind.kind == \"Pod\"\n}}\n")
 }
 
-/// The denial lines a set gives a Pod.
-pub fn denials(set: &Arc<PolicySet>) -> Vec<String> {
-    let review = Review::for_object(
+/// The review of creating a minimal Pod `ns/p`.
+pub fn pod_review() -> Review {
+    Review::for_object(
         json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "ns"}, "spec": {}}),
         None,
         Operation::Create,
-    );
+    )
+}
+
+/// [`pod_review`] as an AdmissionReview request body.
+pub fn pod_review_body() -> Vec<u8> {
+    serde_json::to_vec(pod_review().document()).expect("json")
+}
+
+/// POST `body` to the router's `/validate`; expects 200 and returns the AdmissionReview answered.
+pub async fn post_validate(router: &axum::Router, body: Vec<u8>) -> serde_json::Value {
+    use tower::ServiceExt;
+    let request = axum::http::Request::post("/validate")
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(body))
+        .expect("request");
+    let response = router.clone().oneshot(request).await.expect("answered");
+    assert_eq!(response.status(), 200);
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .expect("body");
+    serde_json::from_slice(&bytes).expect("AdmissionReview")
+}
+
+/// The denial lines a set gives a Pod.
+pub fn denials(set: &Arc<PolicySet>) -> Vec<String> {
+    let review = pod_review();
     let mut lines = pipeline::run(set, &review, Webhook::Validate, &Settings::default()).denials;
     lines.sort();
     lines

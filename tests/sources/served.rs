@@ -1,11 +1,10 @@
 //! The real server (TLS webhook + admin listener) follows its policy directory: an edit is served without a restart,
 //! a broken edit is reported by `/status` while the last good set keeps answering.
 
-use policyctl::admission::{Operation, Review};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::support::{admin_get, TestServer};
-use crate::{rego, until_async};
+use crate::{pod_review_body, rego, until_async};
 
 async fn status(server: &TestServer) -> Value {
     let (code, body) = admin_get(server.admin, "/status").await;
@@ -14,13 +13,7 @@ async fn status(server: &TestServer) -> Value {
 }
 
 async fn denial(server: &TestServer) -> String {
-    let review = Review::for_object(
-        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "ns"}, "spec": {}}),
-        None,
-        Operation::Create,
-    );
-    let body = serde_json::to_vec(review.document()).expect("json");
-    let answer = server.post("/validate", &body).await.json();
+    let answer = server.post("/validate", &pod_review_body()).await.json();
     answer["response"]["status"]["message"]
         .as_str()
         .unwrap_or("")

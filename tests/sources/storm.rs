@@ -6,17 +6,11 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use axum::body::Body;
-use axum::http::Request;
-use policyctl::admission::{Operation, Review};
 use policyctl::pipeline::Settings;
 use policyctl::policy::SourceFile;
-use policyctl::server::{webhook, AppState, ConnectionLimits};
-use serde_json::{json, Value};
-use tokio::sync::Semaphore;
-use tower::ServiceExt;
+use policyctl::server::webhook;
 
-use crate::{rego, Target};
+use crate::{pod_review_body, post_validate, rego, Target};
 
 const RELOADS: usize = 40;
 const CLIENTS: usize = 8;
@@ -45,26 +39,8 @@ async fn reload_storm_every_request_is_answered_by_exactly_one_generation() {
         .publisher
         .publish_files(&version(0))
         .expect("first set");
-    let state = AppState {
-        store: target.store.clone(),
-        metrics: target.metrics.clone(),
-        limiter: Arc::new(Semaphore::new(4)),
-        settings: Settings::default(),
-        draining: Arc::new(AtomicBool::new(false)),
-        sources: target.status.clone(),
-        limits: ConnectionLimits::default(),
-        ready_after_syncs: false,
-        reclaim: policyctl::server::memory::Reclaim::new(),
-    };
-    let router = webhook::router(state);
-    let body = {
-        let review = Review::for_object(
-            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "ns"}, "spec": {}}),
-            None,
-            Operation::Create,
-        );
-        serde_json::to_vec(review.document()).expect("json")
-    };
+    let router = webhook::router(target.app_state(4, Settings::default()));
+    let body = pod_review_body();
 
     // The reloader: good versions 1..=RELOADS, every fifth one broken (rejected, the previous version stays).
     let published = Arc::new(Mutex::new(BTreeSet::from([0usize])));
@@ -102,16 +78,7 @@ async fn reload_storm_every_request_is_answered_by_exactly_one_generation() {
             let mut seen = Vec::new();
             // Keep sending until the reloads are over, and at least a few requests each.
             while !done.load(Ordering::SeqCst) || seen.len() < 5 {
-                let request = Request::post("/validate")
-                    .header("content-type", "application/json")
-                    .body(Body::from(body.clone()))
-                    .expect("request");
-                let response = router.clone().oneshot(request).await.expect("answered");
-                assert_eq!(response.status(), 200);
-                let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-                    .await
-                    .expect("body");
-                let review: Value = serde_json::from_slice(&bytes).expect("AdmissionReview");
+                let review = post_validate(&router, body.clone()).await;
                 let answer = &review["response"];
                 assert_eq!(answer["allowed"], false, "{review}");
                 let message = answer["status"]["message"].as_str().expect("message");
