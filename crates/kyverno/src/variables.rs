@@ -848,7 +848,8 @@ pub fn substitute_str(text: &str, ctx: &Context<'_>, mode: Mode) -> Result<Value
 /// are such texts, and the scan is most of their cost). `None` for anything else, which takes the scan.
 fn whole_variable(text: &str) -> Option<&str> {
     let inner = text.strip_prefix("{{")?.strip_suffix("}}")?;
-    if inner.contains(['{', '}']) {
+    // Bytes, not chars: the braces are ASCII (and a byte scan is several times cheaper on this hot path).
+    if inner.bytes().any(|b| matches!(b, b'{' | b'}')) {
         return None;
     }
     let inner = inner.trim_start();
