@@ -151,8 +151,10 @@ pub(crate) fn text_arg(a: &Args<'_, '_>, i: usize) -> Result<String, JmesError> 
 /// The compiled form of `pattern`, shared through a small cache. Shared, not cloned: a cloned `Regex` starts with an
 /// empty matching cache that its first match must allocate and fill, which cost more than the match itself.
 pub(crate) fn regex(a: &Args<'_, '_>, pattern: &str) -> Result<Arc<Regex>, JmesError> {
-    static CACHE: OnceLock<Mutex<HashMap<String, Arc<Regex>>>> = OnceLock::new();
-    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    // foldhash (seeded per process): the lookup runs for every regex_match.
+    type RegexCache = HashMap<String, Arc<Regex>, foldhash::fast::RandomState>;
+    static CACHE: OnceLock<Mutex<RegexCache>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(RegexCache::default()));
     if let Ok(map) = cache.lock() {
         if let Some(re) = map.get(pattern) {
             return Ok(Arc::clone(re));
