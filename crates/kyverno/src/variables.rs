@@ -1250,6 +1250,21 @@ mod tests {
     }
 
     #[test]
+    fn queries_see_every_variable_however_many_are_set() {
+        // Many variables: each is still found, and the last one set of a name is the one seen.
+        let mut c = ctx();
+        for i in 0..12 {
+            c.set(&format!("v{i}"), json!(i));
+        }
+        for i in 0..12 {
+            assert_eq!(c.query(&format!("v{i}")), Ok(json!(i)));
+        }
+        c.set("v11", json!("again"));
+        assert_eq!(c.query("[v0, v7, v8, v11]"), Ok(json!([0, 7, 8, "again"])));
+        assert_eq!(c.query("request.object.metadata.name"), Ok(json!("web")));
+    }
+
+    #[test]
     fn foreach_elements_and_selections_borrow_the_request() {
         let base = Arc::new(json!({"request": {"object": {"spec": {
             "initContainers": [{"name": "i"}],
