@@ -59,36 +59,69 @@ struct RegoReview(Arc<regorus::Value>);
 /// Convert a JSON document to a regorus value, directly (no serde round trip): strings, arrays and objects are built
 /// from the JSON tree, numbers convert as regorus's own JSON reading does (`u64`, then `i64`, else `f64`).
 ///
-/// Strings that repeat within the document (object keys such as `name`, `image` or `securityContext` in every
-/// container, values such as `RuntimeDefault` or `ALL`) are mostly shared: see [`Converter`].
+/// Strings that repeat are mostly shared rather than allocated again (see [`Converter`]): within the document (object
+/// keys such as `name`, `image` or `securityContext` in every container, values such as `RuntimeDefault` or `ALL`),
+/// and, for object keys, from one conversion to the next on the same thread.
 pub fn to_rego(value: &serde_json::Value) -> regorus::Value {
-    Converter::new().convert(value)
+    let converted = KEYS.try_with(|cell| {
+        cell.try_borrow_mut()
+            .ok()
+            .map(|mut slots| Converter::run(&mut slots, value))
+    });
+    match converted {
+        Ok(Some(converted)) => converted,
+        // The thread's cache is gone (thread exit) or in use: a cache for this conversion only.
+        _ => Converter::run(&mut [const { None }; SHARED_STRINGS], value),
+    }
 }
 
-/// How many strings one conversion remembers.
+/// How many strings the cache holds.
 const SHARED_STRINGS: usize = 64;
 
-/// One conversion's state: a small direct-mapped cache of the regorus strings built so far, so a string that
-/// occurs again is a reference-count clone of the first one instead of a new allocation (and one free fewer when the
-/// value is dropped). A string whose slot holds another string simply replaces it: the cache only saves work, every
-/// string converts to the same text either way, and each lookup is constant time whatever the document holds.
-struct Converter<'a> {
-    strings: [Option<(&'a str, regorus::Value)>; SHARED_STRINGS],
+/// Longer strings are never cached (nor kept from one conversion to the next).
+const MAX_SHARED_LEN: usize = 64;
+
+/// A cached string, and whether it was seen as an object key (kept for the thread's next conversions).
+struct SharedString {
+    value: regorus::Value,
+    key: bool,
 }
 
-impl<'a> Converter<'a> {
-    fn new() -> Self {
-        Self {
-            strings: [const { None }; SHARED_STRINGS],
+type Slots = [Option<SharedString>; SHARED_STRINGS];
+
+thread_local! {
+    /// The object keys of this thread's last conversions. Only keys stay between conversions (field names, label
+    /// and annotation keys, all short): the values of one review are forgotten when its conversion ends.
+    static KEYS: std::cell::RefCell<Slots> = const { std::cell::RefCell::new([const { None }; SHARED_STRINGS]) };
+}
+
+/// One conversion, with a small direct-mapped cache of regorus strings, so a string that occurs again is a
+/// reference-count clone of the first one instead of a new allocation (and one free fewer when the value is dropped).
+/// A string whose slot holds another string simply replaces it: the cache only saves work, every string converts to
+/// the same text either way, and each lookup is constant time whatever the document holds.
+struct Converter<'s> {
+    strings: &'s mut Slots,
+}
+
+impl Converter<'_> {
+    /// Convert `value` with the cache `strings`, then forget the values (not the keys) it cached.
+    fn run(strings: &mut Slots, value: &serde_json::Value) -> regorus::Value {
+        let mut converter = Converter { strings };
+        let converted = converter.convert(value);
+        for slot in converter.strings.iter_mut() {
+            if slot.as_ref().is_some_and(|shared| !shared.key) {
+                *slot = None;
+            }
         }
+        converted
     }
 
-    fn convert(&mut self, value: &'a serde_json::Value) -> regorus::Value {
+    fn convert(&mut self, value: &serde_json::Value) -> regorus::Value {
         match value {
             serde_json::Value::Null => regorus::Value::Null,
             serde_json::Value::Bool(b) => regorus::Value::Bool(*b),
             serde_json::Value::Number(n) => number_to_rego(n),
-            serde_json::Value::String(s) => self.string(s),
+            serde_json::Value::String(s) => self.string(s, false),
             serde_json::Value::Array(items) => regorus::Value::from(
                 items
                     .iter()
@@ -102,23 +135,31 @@ impl<'a> Converter<'a> {
                 // four entries, and the object's storage would then be reallocated to fit).
                 let mut entries = Vec::with_capacity(map.len());
                 for (key, value) in map {
-                    entries.push((self.string(key), self.convert(value)));
+                    entries.push((self.string(key, true), self.convert(value)));
                 }
                 regorus::Value::from(regorus::value::Object::from_entries(entries))
             }
         }
     }
 
-    /// The regorus string for `text`: the cached one when its slot holds the same text, else a new one (cached).
-    fn string(&mut self, text: &'a str) -> regorus::Value {
+    /// The regorus string for `text` (an object key when `key`): the cached one when its slot holds the same text,
+    /// else a new one, cached.
+    fn string(&mut self, text: &str, key: bool) -> regorus::Value {
+        if text.len() > MAX_SHARED_LEN {
+            return regorus::Value::from(text);
+        }
         let slot = &mut self.strings[slot_of(text)];
-        if let Some((seen, value)) = slot {
-            if *seen == text {
-                return value.clone();
+        if let Some(shared) = slot {
+            if matches!(&shared.value, regorus::Value::String(seen) if **seen == *text) {
+                shared.key |= key;
+                return shared.value.clone();
             }
         }
         let value = regorus::Value::from(text);
-        *slot = Some((text, value.clone()));
+        *slot = Some(SharedString {
+            value: value.clone(),
+            key,
+        });
         value
     }
 }
@@ -400,6 +441,21 @@ mod tests {
         assert!(Arc::ptr_eq(&key(&first), &key(&second)));
         match (&first["type"], &second["type"]) {
             (regorus::Value::String(a), regorus::Value::String(b)) => assert!(Arc::ptr_eq(a, b)),
+            other => panic!("{other:?}"),
+        }
+        // Keys are shared with the thread's next conversion; values are not kept.
+        let again = to_rego(&pod);
+        let profile_again = again["containers"][0]["securityContext"]["seccompProfile"].clone();
+        assert!(Arc::ptr_eq(&key(&first), &key(&profile_again)));
+        match (&first["type"], &profile_again["type"]) {
+            (regorus::Value::String(a), regorus::Value::String(b)) => assert!(!Arc::ptr_eq(a, b)),
+            other => panic!("{other:?}"),
+        }
+        // A long string is never cached: equal long values are separate strings.
+        let long = "x".repeat(MAX_SHARED_LEN + 1);
+        let pair = to_rego(&json!([long, long]));
+        match (&pair[0], &pair[1]) {
+            (regorus::Value::String(a), regorus::Value::String(b)) => assert!(!Arc::ptr_eq(a, b)),
             other => panic!("{other:?}"),
         }
         // Many strings that compete for the same slots (same length, same first, middle and last bytes) and more
