@@ -51,39 +51,56 @@ pub fn target_of<'a>(request: &'a Value, namespace_object: Option<&'a Value>) ->
 
 /// `input.review` for a served request, from the review's shared regorus form ([`support::review_value`]): its
 /// `request` member with the object under review in `object` (the old object on DELETE), a Namespace request's
-/// namespace blanked and `namespaceObject` added. Only the request's top-level map is copied; no object is converted
-/// again.
+/// namespace blanked and `namespaceObject` added. Only the request's top-level entries are copied, into one new
+/// object (no object is converted again).
 pub fn served_review(
     shared: &regorus::Value,
     request: &Value,
     namespace_object: Option<&Value>,
 ) -> Result<regorus::Value, String> {
-    let mut review = shared[&regorus::Value::from("request")].clone();
     let target = target_of(request, None);
     let delete = get_str(request.get("operation")) == Some("DELETE");
     if delete && target.object.is_none() {
         return Err("a DELETE request without oldObject cannot be reviewed".into());
     }
-    let map = review
-        .as_object_mut()
+    let map = shared[&regorus::Value::from("request")]
+        .as_object()
         .map_err(|_| "the admission request is not an object".to_string())?;
-    if delete {
-        let old = map
-            .get(&regorus::Value::from("oldObject"))
+    let blank_namespace = (target.group, target.kind) == ("", "Namespace");
+    let old_object = || {
+        map.get(&regorus::Value::from("oldObject"))
             .cloned()
-            .unwrap_or(regorus::Value::Null);
-        map.insert(regorus::Value::from("object"), old);
+            .unwrap_or(regorus::Value::Null)
+    };
+    let mut entries = Vec::with_capacity(map.len() + 2);
+    let mut has_object = false;
+    for (key, value) in map.iter_sorted() {
+        let value = match key {
+            regorus::Value::String(k) if &**k == "object" && delete => {
+                has_object = true;
+                old_object()
+            }
+            regorus::Value::String(k) if &**k == "namespace" && blank_namespace => {
+                regorus::Value::from("")
+            }
+            regorus::Value::String(k) if &**k == "namespaceObject" => continue,
+            _ => value.clone(),
+        };
+        entries.push((key.clone(), value));
     }
-    if (target.group, target.kind) == ("", "Namespace")
-        && map.contains_key(&regorus::Value::from("namespace"))
-    {
-        map.insert(regorus::Value::from("namespace"), regorus::Value::from(""));
+    if delete && !has_object {
+        entries.push((regorus::Value::from("object"), old_object()));
     }
-    map.insert(
+    entries.push((
         regorus::Value::from("namespaceObject"),
         namespace_object.map_or(regorus::Value::Null, support::to_rego),
-    );
-    Ok(review)
+    ));
+    // Sorted in place (the request's entries already are; only the added keys move), so the object is built from
+    // them as they are.
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(regorus::Value::from(regorus::value::Object::from_entries(
+        entries,
+    )))
 }
 
 /// The group and kind of `object`, falling back to `request.kind` when the object does not say.

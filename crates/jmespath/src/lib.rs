@@ -342,9 +342,13 @@ pub fn search_layered(
     cached(text)?.search_layered(overlay, base, deadline)
 }
 
-fn cache() -> &'static RwLock<HashMap<Arc<str>, Expression>> {
-    static CACHE: OnceLock<RwLock<HashMap<Arc<str>, Expression>>> = OnceLock::new();
-    CACHE.get_or_init(|| RwLock::new(HashMap::new()))
+/// The compiled expressions by text. foldhash (seeded per process) instead of SipHash: the lookup runs for every
+/// query, and the texts are the policies' own.
+type ExpressionCache = HashMap<Arc<str>, Expression, foldhash::fast::RandomState>;
+
+fn cache() -> &'static RwLock<ExpressionCache> {
+    static CACHE: OnceLock<RwLock<ExpressionCache>> = OnceLock::new();
+    CACHE.get_or_init(|| RwLock::new(ExpressionCache::default()))
 }
 
 /// The compiled form of `text`, from the cache when possible. When the cache is full it is emptied: policies use a

@@ -23,6 +23,54 @@ pub struct KindSelector {
     pub kind: String,
     /// Subresource; `None` for the main resource, `Some("*")` for any.
     pub subresource: Option<String>,
+    /// How `group`, `version` and `kind` match, decided once when parsed (selectors are matched for every rule of
+    /// every request).
+    shapes: [Shape; 3],
+}
+
+/// How one part of a kind selector matches a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// `*`: anything.
+    Any,
+    /// No wildcard: the same text.
+    Exact,
+    /// `*` / `?` wildcards.
+    Glob,
+}
+
+impl Shape {
+    fn of(part: &str) -> Shape {
+        if part == "*" {
+            Shape::Any
+        } else if part.bytes().any(|b| matches!(b, b'*' | b'?')) {
+            Shape::Glob
+        } else {
+            Shape::Exact
+        }
+    }
+
+    fn matches(self, part: &str, name: &str) -> bool {
+        match self {
+            Shape::Any => true,
+            Shape::Exact => part == name,
+            Shape::Glob => wildcard(part, name),
+        }
+    }
+}
+
+impl KindSelector {
+    /// A selector of these parts.
+    pub fn new(group: String, version: String, kind: String, subresource: Option<String>) -> Self {
+        let shapes = [Shape::of(&group), Shape::of(&version), Shape::of(&kind)];
+        KindSelector {
+            group,
+            version,
+            kind,
+            subresource,
+            shapes,
+        }
+    }
 }
 
 fn is_version(s: &str) -> bool {
@@ -61,74 +109,44 @@ pub fn parse_kind(selector: &str) -> KindSelector {
     match parts.as_slice() {
         [kind] => {
             let (kind, sub) = split_sub(kind);
-            KindSelector {
-                group: any(),
-                version: any(),
-                kind,
-                subresource: sub,
-            }
+            KindSelector::new(any(), any(), kind, sub)
         }
-        ["*", "*"] => KindSelector {
-            group: any(),
-            version: any(),
-            kind: any(),
-            subresource: Some(any()),
-        },
+        ["*", "*"] => KindSelector::new(any(), any(), any(), Some(any())),
         [first, second] => {
             if *first == "*" && second.chars().all(|c| c.is_ascii_lowercase()) {
-                KindSelector {
-                    group: any(),
-                    version: any(),
-                    kind: any(),
-                    subresource: Some((*second).to_string()),
-                }
+                KindSelector::new(any(), any(), any(), Some((*second).to_string()))
             } else if is_version(first) {
                 let (kind, sub) = split_sub(second);
-                KindSelector {
-                    group: any(),
-                    version: (*first).to_string(),
-                    kind,
-                    subresource: sub,
-                }
+                KindSelector::new(any(), (*first).to_string(), kind, sub)
             } else {
-                KindSelector {
-                    group: any(),
-                    version: any(),
-                    kind: (*first).to_string(),
-                    subresource: Some((*second).to_string()),
-                }
+                KindSelector::new(
+                    any(),
+                    any(),
+                    (*first).to_string(),
+                    Some((*second).to_string()),
+                )
             }
         }
         [first, second, third] => {
             if is_version(first) {
-                KindSelector {
-                    group: any(),
-                    version: (*first).to_string(),
-                    kind: (*second).to_string(),
-                    subresource: Some((*third).to_string()),
-                }
+                KindSelector::new(
+                    any(),
+                    (*first).to_string(),
+                    (*second).to_string(),
+                    Some((*third).to_string()),
+                )
             } else {
                 let (kind, sub) = split_sub(third);
-                KindSelector {
-                    group: (*first).to_string(),
-                    version: (*second).to_string(),
-                    kind,
-                    subresource: sub,
-                }
+                KindSelector::new((*first).to_string(), (*second).to_string(), kind, sub)
             }
         }
-        [group, version, kind, sub, ..] => KindSelector {
-            group: (*group).to_string(),
-            version: (*version).to_string(),
-            kind: (*kind).to_string(),
-            subresource: Some((*sub).to_string()),
-        },
-        [] => KindSelector {
-            group: any(),
-            version: any(),
-            kind: any(),
-            subresource: None,
-        },
+        [group, version, kind, sub, ..] => KindSelector::new(
+            (*group).to_string(),
+            (*version).to_string(),
+            (*kind).to_string(),
+            Some((*sub).to_string()),
+        ),
+        [] => KindSelector::new(any(), any(), any(), None),
     }
 }
 
@@ -136,9 +154,10 @@ impl KindSelector {
     /// Whether the selector matches a resource of this group/version/kind and subresource (`""` for none).
     pub fn matches(&self, group: &str, version: &str, kind: &str, subresource: &str) -> bool {
         // The kind first: it is the part that tells most selectors apart (autogen adds several per rule).
-        if !(wildcard(&self.kind, kind)
-            && wildcard(&self.group, group)
-            && wildcard(&self.version, version))
+        let [group_shape, version_shape, kind_shape] = self.shapes;
+        if !(kind_shape.matches(&self.kind, kind)
+            && group_shape.matches(&self.group, group)
+            && version_shape.matches(&self.version, version))
         {
             return false;
         }

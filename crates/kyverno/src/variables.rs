@@ -848,7 +848,8 @@ pub fn substitute_str(text: &str, ctx: &Context<'_>, mode: Mode) -> Result<Value
 /// are such texts, and the scan is most of their cost). `None` for anything else, which takes the scan.
 fn whole_variable(text: &str) -> Option<&str> {
     let inner = text.strip_prefix("{{")?.strip_suffix("}}")?;
-    if inner.contains(['{', '}']) {
+    // Bytes, not chars: the braces are ASCII (and a byte scan is several times cheaper on this hot path).
+    if inner.bytes().any(|b| matches!(b, b'{' | b'}')) {
         return None;
     }
     let inner = inner.trim_start();
@@ -1246,6 +1247,21 @@ mod tests {
             c.query("keys(@) | sort(@)"),
             Ok(json!(["extra", "request"]))
         );
+    }
+
+    #[test]
+    fn queries_see_every_variable_however_many_are_set() {
+        // Many variables: each is still found, and the last one set of a name is the one seen.
+        let mut c = ctx();
+        for i in 0..12 {
+            c.set(&format!("v{i}"), json!(i));
+        }
+        for i in 0..12 {
+            assert_eq!(c.query(&format!("v{i}")), Ok(json!(i)));
+        }
+        c.set("v11", json!("again"));
+        assert_eq!(c.query("[v0, v7, v8, v11]"), Ok(json!([0, 7, 8, "again"])));
+        assert_eq!(c.query("request.object.metadata.name"), Ok(json!("web")));
     }
 
     #[test]

@@ -58,26 +58,121 @@ struct RegoReview(Arc<regorus::Value>);
 
 /// Convert a JSON document to a regorus value, directly (no serde round trip): strings, arrays and objects are built
 /// from the JSON tree, numbers convert as regorus's own JSON reading does (`u64`, then `i64`, else `f64`).
+///
+/// Strings that repeat are mostly shared rather than allocated again (see [`Converter`]): within the document (object
+/// keys such as `name`, `image` or `securityContext` in every container, values such as `RuntimeDefault` or `ALL`),
+/// and, for object keys, from one conversion to the next on the same thread.
 pub fn to_rego(value: &serde_json::Value) -> regorus::Value {
-    match value {
-        serde_json::Value::Null => regorus::Value::Null,
-        serde_json::Value::Bool(b) => regorus::Value::Bool(*b),
-        serde_json::Value::Number(n) => number_to_rego(n),
-        serde_json::Value::String(s) => regorus::Value::from(s.as_str()),
-        serde_json::Value::Array(items) => {
-            regorus::Value::from(items.iter().map(to_rego).collect::<Vec<_>>())
+    let converted = KEYS.try_with(|cell| {
+        cell.try_borrow_mut()
+            .ok()
+            .map(|mut slots| Converter::run(&mut slots, value))
+    });
+    match converted {
+        Ok(Some(converted)) => converted,
+        // The thread's cache is gone (thread exit) or in use: a cache for this conversion only.
+        _ => Converter::run(&mut [const { None }; SHARED_STRINGS], value),
+    }
+}
+
+/// How many strings the cache holds.
+const SHARED_STRINGS: usize = 64;
+
+/// Longer strings are never cached (nor kept from one conversion to the next).
+const MAX_SHARED_LEN: usize = 64;
+
+/// A cached string, and whether it was seen as an object key (kept for the thread's next conversions).
+struct SharedString {
+    value: regorus::Value,
+    key: bool,
+}
+
+type Slots = [Option<SharedString>; SHARED_STRINGS];
+
+thread_local! {
+    /// The object keys of this thread's last conversions. Only keys stay between conversions (field names, label
+    /// and annotation keys, all short): the values of one review are forgotten when its conversion ends.
+    static KEYS: std::cell::RefCell<Slots> = const { std::cell::RefCell::new([const { None }; SHARED_STRINGS]) };
+}
+
+/// One conversion, with a small direct-mapped cache of regorus strings, so a string that occurs again is a
+/// reference-count clone of the first one instead of a new allocation (and one free fewer when the value is dropped).
+/// A string whose slot holds another string simply replaces it: the cache only saves work, every string converts to
+/// the same text either way, and each lookup is constant time whatever the document holds.
+struct Converter<'s> {
+    strings: &'s mut Slots,
+}
+
+impl Converter<'_> {
+    /// Convert `value` with the cache `strings`, then forget the values (not the keys) it cached.
+    fn run(strings: &mut Slots, value: &serde_json::Value) -> regorus::Value {
+        let mut converter = Converter { strings };
+        let converted = converter.convert(value);
+        for slot in converter.strings.iter_mut() {
+            if slot.as_ref().is_some_and(|shared| !shared.key) {
+                *slot = None;
+            }
         }
-        serde_json::Value::Object(map) if map.is_empty() => regorus::Value::new_object(),
-        serde_json::Value::Object(map) => {
-            // serde_json's map iterates in key order, which is regorus's order of string keys: the entries go
-            // straight into the object's sorted storage.
-            let entries = map
-                .iter()
-                .map(|(key, value)| (regorus::Value::from(key.as_str()), to_rego(value)))
-                .collect();
-            regorus::Value::from(regorus::value::Object::from_entries(entries))
+        converted
+    }
+
+    fn convert(&mut self, value: &serde_json::Value) -> regorus::Value {
+        match value {
+            serde_json::Value::Null => regorus::Value::Null,
+            serde_json::Value::Bool(b) => regorus::Value::Bool(*b),
+            serde_json::Value::Number(n) => number_to_rego(n),
+            serde_json::Value::String(s) => self.string(s, false),
+            serde_json::Value::Array(items) => regorus::Value::from(
+                items
+                    .iter()
+                    .map(|item| self.convert(item))
+                    .collect::<Vec<_>>(),
+            ),
+            serde_json::Value::Object(map) if map.is_empty() => regorus::Value::new_object(),
+            serde_json::Value::Object(map) => {
+                // serde_json's map iterates in key order, which is regorus's order of string keys: the entries go
+                // straight into the object's sorted storage. Sized exactly (`collect` would round small maps up to
+                // four entries, and the object's storage would then be reallocated to fit).
+                let mut entries = Vec::with_capacity(map.len());
+                for (key, value) in map {
+                    entries.push((self.string(key, true), self.convert(value)));
+                }
+                regorus::Value::from(regorus::value::Object::from_entries(entries))
+            }
         }
     }
+
+    /// The regorus string for `text` (an object key when `key`): the cached one when its slot holds the same text,
+    /// else a new one, cached.
+    fn string(&mut self, text: &str, key: bool) -> regorus::Value {
+        if text.len() > MAX_SHARED_LEN {
+            return regorus::Value::from(text);
+        }
+        let slot = &mut self.strings[slot_of(text)];
+        if let Some(shared) = slot {
+            if matches!(&shared.value, regorus::Value::String(seen) if **seen == *text) {
+                shared.key |= key;
+                return shared.value.clone();
+            }
+        }
+        let value = regorus::Value::from(text);
+        *slot = Some(SharedString {
+            value: value.clone(),
+            key,
+        });
+        value
+    }
+}
+
+/// The cache slot of a string: a multiplicative hash of its length and its first, middle and last bytes (cheap, and
+/// enough to tell apart the keys and short values a Kubernetes object repeats).
+fn slot_of(text: &str) -> usize {
+    let bytes = text.as_bytes();
+    let len = bytes.len();
+    let byte = |i: usize| u64::from(bytes.get(i).copied().unwrap_or(0));
+    let key = len as u64 | byte(0) << 16 | byte(len / 2) << 24 | byte(len.wrapping_sub(1)) << 32;
+    // The top bits of the product are the best mixed.
+    (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize % SHARED_STRINGS
 }
 
 /// A JSON number as regorus reads it from JSON text: unsigned and signed integers exactly, anything else as the
@@ -325,6 +420,58 @@ mod tests {
                 regorus::Value::deserialize(&scalar).expect("serde")
             );
         }
+    }
+
+    #[test]
+    fn repeated_strings_are_shared_and_every_string_converts_exactly() {
+        use serde::Deserialize;
+        // Two containers: their keys and equal values are one string each.
+        let pod = json!({"containers": [
+            {"name": "a", "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}}},
+            {"name": "b", "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}}}
+        ]});
+        let value = to_rego(&pod);
+        let containers = &value["containers"];
+        let profile = |i: usize| containers[i]["securityContext"]["seccompProfile"].clone();
+        let (first, second) = (profile(0), profile(1));
+        let key = |object: &regorus::Value| match object.as_object().map(|o| o.iter().next()) {
+            Ok(Some((regorus::Value::String(key), _))) => key.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert!(Arc::ptr_eq(&key(&first), &key(&second)));
+        match (&first["type"], &second["type"]) {
+            (regorus::Value::String(a), regorus::Value::String(b)) => assert!(Arc::ptr_eq(a, b)),
+            other => panic!("{other:?}"),
+        }
+        // Keys are shared with the thread's next conversion; values are not kept.
+        let again = to_rego(&pod);
+        let profile_again = again["containers"][0]["securityContext"]["seccompProfile"].clone();
+        assert!(Arc::ptr_eq(&key(&first), &key(&profile_again)));
+        match (&first["type"], &profile_again["type"]) {
+            (regorus::Value::String(a), regorus::Value::String(b)) => assert!(!Arc::ptr_eq(a, b)),
+            other => panic!("{other:?}"),
+        }
+        // A long string is never cached: equal long values are separate strings.
+        let long = "x".repeat(MAX_SHARED_LEN + 1);
+        let pair = to_rego(&json!([long, long]));
+        match (&pair[0], &pair[1]) {
+            (regorus::Value::String(a), regorus::Value::String(b)) => assert!(!Arc::ptr_eq(a, b)),
+            other => panic!("{other:?}"),
+        }
+        // Many strings that compete for the same slots (same length, same first, middle and last bytes) and more
+        // distinct strings than the cache holds: each still converts to its own text.
+        let mut object = serde_json::Map::new();
+        let mut items = Vec::new();
+        for i in 0..300u32 {
+            let text = format!("k{:03}x{:03}k", i, 299 - i);
+            object.insert(text.clone(), json!([text.clone(), format!("v{i}"), text]));
+            items.push(json!({ format!("{}", i % 7): i, "k": format!("{}", i % 5) }));
+        }
+        let doc = json!({"object": object, "items": items, "": ""});
+        assert_eq!(
+            to_rego(&doc),
+            regorus::Value::deserialize(&doc).expect("serde")
+        );
     }
 
     #[test]
