@@ -1179,28 +1179,30 @@ impl RegoVM {
                         available: program.instruction_data.chained_index_params.len(),
                     })?;
 
-                let mut current_value = self.get_register(params.root)?.clone();
+                // policyctl patch 8: walk the path by reference and clone only the value found
+                // (0.14.1 cloned every key and every intermediate value).
+                let mut current_value: &Value = self.get_register(params.root)?;
 
                 for component in &params.path_components {
-                    let key_value = match *component {
+                    let key_value: &Value = match *component {
                         LiteralOrRegister::Literal(idx) => program
                             .literals
                             .get(usize::from(idx))
                             .ok_or_else(|| VmError::LiteralIndexOutOfBounds {
                                 index: idx,
                                 pc: self.pc,
-                            })?
-                            .clone(),
-                        LiteralOrRegister::Register(reg) => self.get_register(reg)?.clone(),
+                            })?,
+                        LiteralOrRegister::Register(reg) => self.get_register(reg)?,
                     };
 
-                    current_value = current_value[&key_value].clone();
+                    current_value = &current_value[key_value];
 
-                    if current_value == Value::Undefined {
+                    if *current_value == Value::Undefined {
                         break;
                     }
                 }
 
+                let current_value = current_value.clone();
                 self.set_register(params.dest, current_value)?;
                 Ok(InstructionOutcome::Continue)
             }
