@@ -116,9 +116,20 @@ impl Value {
     }
 }
 
+impl Value {
+    /// `self.cmp(key)` for a `key` that is a string, inlined (the object lookup's comparison).
+    #[inline(always)]
+    pub(crate) fn cmp_with_string(&self, key: &Value) -> core::cmp::Ordering {
+        match (self, key) {
+            (Value::String(a), Value::String(b)) => compare_strs(a, b),
+            _ => self.kind_rank().cmp(&key.kind_rank()),
+        }
+    }
+}
+
 /// `str` order (bytewise), deciding on the first byte inline when the first bytes differ, as they
 /// mostly do for the keys of an object, before calling into the slice comparison.
-#[inline]
+#[inline(always)]
 fn compare_strs(a: &str, b: &str) -> core::cmp::Ordering {
     let (a, b) = (a.as_bytes(), b.as_bytes());
     if core::ptr::eq(a, b) {

@@ -197,9 +197,15 @@ impl RegoVM {
             // executed_instructions < max_instructions <= usize::MAX.
             self.executed_instructions += 1;
 
-            match self.execute_instruction(&program, instruction)? {
+            let outcome = self.execute_instruction(&program, instruction);
+            // The common case is tested in place, before the outcome is moved anywhere.
+            if matches!(outcome, Ok(InstructionOutcome::Continue)) {
+                // pc < instructions.len() <= isize::MAX.
+                self.pc += 1;
+                continue;
+            }
+            match outcome? {
                 InstructionOutcome::Continue => {
-                    // pc < instructions.len() <= isize::MAX.
                     self.pc += 1;
                 }
                 InstructionOutcome::Return(value) => {

@@ -79,7 +79,10 @@ impl RegoVM {
         }
         registers.truncate(total);
         for slot in registers.iter_mut().skip(retained) {
-            *slot = Value::Undefined;
+            // policyctl patch 8: no drop call for a register that is already undefined.
+            if !matches!(slot, Value::Undefined) {
+                *slot = Value::Undefined;
+            }
         }
         registers.resize_with(total, || Value::Undefined);
     }
