@@ -339,7 +339,8 @@ impl RegoVM {
                 let left_value = self.get_register(left)?;
                 let right_value = self.get_register(right)?;
 
-                if matches!(left_value, Value::Undefined) || matches!(right_value, Value::Undefined) {
+                if matches!(left_value, Value::Undefined) || matches!(right_value, Value::Undefined)
+                {
                     self.set_register(dest, Value::Undefined)?;
                     return Ok(InstructionOutcome::Continue);
                 }
@@ -361,7 +362,8 @@ impl RegoVM {
                 let left_value = self.get_register(left)?;
                 let right_value = self.get_register(right)?;
 
-                if matches!(left_value, Value::Undefined) || matches!(right_value, Value::Undefined) {
+                if matches!(left_value, Value::Undefined) || matches!(right_value, Value::Undefined)
+                {
                     self.set_register(dest, Value::Undefined)?;
                     return Ok(InstructionOutcome::Continue);
                 }
@@ -392,7 +394,8 @@ impl RegoVM {
             AssertEq { left, right } => {
                 let a = self.get_register(left)?;
                 let b = self.get_register(right)?;
-                let passed = !matches!(a, Value::Undefined) && !matches!(b, Value::Undefined) && a == b;
+                let passed =
+                    !matches!(a, Value::Undefined) && !matches!(b, Value::Undefined) && a == b;
                 self.handle_condition(passed)?;
                 Ok(InstructionOutcome::Continue)
             }
@@ -1185,13 +1188,14 @@ impl RegoVM {
 
                 for component in &params.path_components {
                     let key_value: &Value = match *component {
-                        LiteralOrRegister::Literal(idx) => program
-                            .literals
-                            .get(usize::from(idx))
-                            .ok_or_else(|| VmError::LiteralIndexOutOfBounds {
-                                index: idx,
-                                pc: self.pc,
-                            })?,
+                        LiteralOrRegister::Literal(idx) => {
+                            program.literals.get(usize::from(idx)).ok_or_else(|| {
+                                VmError::LiteralIndexOutOfBounds {
+                                    index: idx,
+                                    pc: self.pc,
+                                }
+                            })?
+                        }
                         LiteralOrRegister::Register(reg) => self.get_register(reg)?,
                     };
 
