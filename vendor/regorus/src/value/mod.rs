@@ -64,7 +64,9 @@ use crate::*;
 ///    - [`Value::Number`] has at least 100 digits of precision for computations.
 ///
 /// Value can be efficiently cloned due to the use of reference counting.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+// policyctl patch 8: `Ord`/`PartialOrd` are written out below (the derived order, with a faster
+// comparison of two strings).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Value {
     /// JSON null.
     Null,
@@ -94,6 +96,77 @@ pub enum Value {
     /// Undefined value.
     /// Used to indicate the absence of a value.
     Undefined,
+}
+
+impl Value {
+    /// The position of the variant in the declaration order, which orders values of different kinds
+    /// (what `#[derive(Ord)]` compares first).
+    #[inline]
+    const fn kind_rank(&self) -> u8 {
+        match self {
+            Value::Null => 0,
+            Value::Bool(_) => 1,
+            Value::Number(_) => 2,
+            Value::String(_) => 3,
+            Value::Array(_) => 4,
+            Value::Set(_) => 5,
+            Value::Object(_) => 6,
+            Value::Undefined => 7,
+        }
+    }
+}
+
+impl Value {
+    /// `self.cmp(key)` for a `key` that is a string, inlined (the object lookup's comparison).
+    #[inline(always)]
+    pub(crate) fn cmp_with_string(&self, key: &Value) -> core::cmp::Ordering {
+        match (self, key) {
+            (Value::String(a), Value::String(b)) => compare_strs(a, b),
+            _ => self.kind_rank().cmp(&key.kind_rank()),
+        }
+    }
+}
+
+/// `str` order (bytewise), deciding on the first byte inline when the first bytes differ, as they
+/// mostly do for the keys of an object, before calling into the slice comparison.
+#[inline(always)]
+fn compare_strs(a: &str, b: &str) -> core::cmp::Ordering {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if core::ptr::eq(a, b) {
+        return core::cmp::Ordering::Equal;
+    }
+    match (a.first(), b.first()) {
+        (Some(x), Some(y)) if x != y => x.cmp(y),
+        _ => a.cmp(b),
+    }
+}
+
+// The order `#[derive(PartialOrd, Ord)]` gave (variants in declaration order, then their contents),
+// written out so that two strings are compared by `compare_strs`. Every field's `partial_cmp` is
+// `Some(cmp)`, so `partial_cmp` is `Some(cmp)` here as it was when derived.
+impl Ord for Value {
+    #[inline]
+    fn cmp(&self, other: &Self) -> core::cmp::Ordering {
+        match (self, other) {
+            (Value::String(a), Value::String(b)) => compare_strs(a, b),
+            (Value::Null, Value::Null) | (Value::Undefined, Value::Undefined) => {
+                core::cmp::Ordering::Equal
+            }
+            (Value::Bool(a), Value::Bool(b)) => a.cmp(b),
+            (Value::Number(a), Value::Number(b)) => a.cmp(b),
+            (Value::Array(a), Value::Array(b)) => a.cmp(b),
+            (Value::Set(a), Value::Set(b)) => a.cmp(b),
+            (Value::Object(a), Value::Object(b)) => a.cmp(b),
+            _ => self.kind_rank().cmp(&other.kind_rank()),
+        }
+    }
+}
+
+impl PartialOrd for Value {
+    #[inline]
+    fn partial_cmp(&self, other: &Self) -> Option<core::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 #[inline]

@@ -178,7 +178,11 @@ impl RegoVM {
         let program = self.program.clone();
         let target = self.convert_pc(target, "jump target")?;
         self.pc = target;
-        while self.pc < program.instructions.len() {
+        // policyctl patch 8: the instruction is fetched by the loop condition (it is `Copy`), the
+        // limit error is built out of line, and the counters step without saturation (both are
+        // below a bound that fits in `usize`).
+        let instructions = program.instructions.as_slice();
+        while let Some(&instruction) = instructions.get(self.pc) {
             // Per-instruction sanity check: every iteration of the dispatch
             // loop must re-enter with the VM in a Running/Ready state and the
             // working data structures coherent.
@@ -186,25 +190,23 @@ impl RegoVM {
             self.assert_vm_invariants();
             self.memory_check()?;
             if self.executed_instructions >= self.max_instructions {
-                return Err(VmError::InstructionLimitExceeded {
-                    limit: self.max_instructions,
-                    executed: self.executed_instructions,
-                    pc: self.pc,
-                });
+                return Err(self.instruction_limit_error());
             }
 
             self.execution_timer_tick(1)?;
-            self.executed_instructions = self.executed_instructions.saturating_add(1);
-            let instruction = program.instructions.get(self.pc).cloned().ok_or_else(||
-                VmError::ProgramCounterOutOfBounds {
-                    pc: self.pc,
-                    instruction_count: program.instructions.len(),
-                },
-            )?;
+            // executed_instructions < max_instructions <= usize::MAX.
+            self.executed_instructions += 1;
 
-            match self.execute_instruction(&program, instruction)? {
+            let outcome = self.execute_instruction(&program, instruction);
+            // The common case is tested in place, before the outcome is moved anywhere.
+            if matches!(outcome, Ok(InstructionOutcome::Continue)) {
+                // pc < instructions.len() <= isize::MAX.
+                self.pc += 1;
+                continue;
+            }
+            match outcome? {
                 InstructionOutcome::Continue => {
-                    self.pc = self.pc.saturating_add(1);
+                    self.pc += 1;
                 }
                 InstructionOutcome::Return(value) => {
                     return Ok(value);
@@ -222,6 +224,16 @@ impl RegoVM {
         }
 
         Ok(self.registers.first().cloned().unwrap_or(Value::Undefined))
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn instruction_limit_error(&self) -> VmError {
+        VmError::InstructionLimitExceeded {
+            limit: self.max_instructions,
+            executed: self.executed_instructions,
+            pc: self.pc,
+        }
     }
 
     fn execute_run_to_completion(&mut self) -> Result<Value> {

@@ -933,11 +933,19 @@ impl RegoVM {
             .or_else(fallback_execution_timer_config)
     }
 
+    #[inline]
     pub(super) fn execution_timer_tick(&mut self, work_units: u32) -> Result<()> {
         if !self.execution_timer.accumulate(work_units) {
             return Ok(());
         }
+        self.execution_timer_check_now()
+    }
 
+    // policyctl patch 8: the clock read and the error mapping are out of line, so the per-instruction
+    // tick is the counter step alone.
+    #[cold]
+    #[inline(never)]
+    fn execution_timer_check_now(&mut self) -> Result<()> {
         let Some(now) = monotonic_now() else {
             return Ok(());
         };

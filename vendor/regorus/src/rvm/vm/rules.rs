@@ -79,7 +79,10 @@ impl RegoVM {
         }
         registers.truncate(total);
         for slot in registers.iter_mut().skip(retained) {
-            *slot = Value::Undefined;
+            // policyctl patch 8: no drop call for a register that is already undefined.
+            if !matches!(slot, Value::Undefined) {
+                *slot = Value::Undefined;
+            }
         }
         registers.resize_with(total, || Value::Undefined);
     }
@@ -178,7 +181,7 @@ impl RegoVM {
                     Ok(_) => {
                         if matches!(rule_info.rule_type, RuleType::Complete) || is_function_call {
                             let current_result = self.get_register(result_reg)?.clone();
-                            if current_result == Value::Undefined {
+                            if matches!(current_result, Value::Undefined) {
                                 // The body ran to its end but its value is undefined
                                 // (e.g. `t := c.a.b` with `c.a` missing): the body
                                 // failed, so the next `else` is tried, as in OPA.
@@ -383,7 +386,7 @@ impl RegoVM {
 
         self.set_register(dest, final_result)?;
 
-        if self.get_register(dest)? == &Value::Undefined {
+        if matches!(self.get_register(dest)?, Value::Undefined) {
             match call_context.rule_type {
                 RuleType::PartialSet => {
                     self.set_register(dest, Value::new_set())?;
@@ -803,7 +806,7 @@ impl RegoVM {
                 .cloned()
                 .unwrap_or(Value::Undefined);
 
-            if current_result == Value::Undefined {
+            if matches!(current_result, Value::Undefined) {
                 // The body ran to its end but its value is undefined (e.g.
                 // `t := c.a.b` with `c.a` missing): the body failed, so the next
                 // `else` is tried, as in OPA.
@@ -912,7 +915,7 @@ impl RegoVM {
 
         let needs_default = parent_registers
             .get(dest_idx)
-            .is_some_and(|value| *value == Value::Undefined);
+            .is_some_and(|value| matches!(*value, Value::Undefined));
 
         if needs_default && !rule_failed_due_to_inconsistency {
             match rule_type {

@@ -120,6 +120,14 @@ impl Object {
     pub fn get(&self, key: &Value) -> Option<&Value> {
         match &self.repr {
             Repr::Empty => None,
+            // policyctl patch 8: a string key (the usual case) is searched with the string
+            // comparison inlined into the search; the order is `Value::cmp`'s.
+            Repr::Frozen(v) if matches!(key, Value::String(_)) => {
+                match v.binary_search_by(|(k, _)| k.cmp_with_string(key)) {
+                    Ok(i) => Some(&v[i].1),
+                    Err(_) => None,
+                }
+            }
             Repr::Frozen(v) => match v.binary_search_by(|(k, _)| k.cmp(key)) {
                 Ok(i) => Some(&v[i].1),
                 Err(_) => None,
