@@ -587,3 +587,35 @@ fn json_mode_policies_check_payloads_in_eval_and_test_never_manifests() {
     assert!(!output.status.success(), "{text}");
     assert!(text.contains("2 cases: 1 passed, 1 failed"), "{text}");
 }
+
+/// A reader that goes away (`policyctl eval ... | head`): no panic, and the exit code is still the command's own
+/// (eval denies here: 1); `test`'s verdict likewise survives a closed pipe.
+#[test]
+fn a_closed_stdout_pipe_keeps_the_exit_code_and_does_not_panic() {
+    let run = |args: &[&str]| {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        // Closed before the command writes anything: its first write fails with a broken pipe.
+        drop(reader);
+        Command::new(env!("CARGO_BIN_EXE_policyctl"))
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .expect("run policyctl")
+    };
+    let output = run(&[
+        "eval",
+        "--policies",
+        "policies",
+        "examples/privileged-pod-review.json",
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+
+    let output = run(&["test", "policies", "-o", "json"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+}

@@ -48,11 +48,11 @@ fn print(audited: &Audit, output: AuditOutput) -> anyhow::Result<()> {
         AuditOutput::Json => {
             let list =
                 serde_json::json!({"apiVersion": "v1", "kind": "List", "items": audited.reports});
-            println!("{}", serde_json::to_string_pretty(&list)?);
+            outln!("{}", serde_json::to_string_pretty(&list)?);
         }
         AuditOutput::Yaml => {
             for report in &audited.reports {
-                print!("---\n{}", serde_yaml::to_string(report)?);
+                out!("---\n{}", serde_yaml::to_string(report)?);
             }
         }
         AuditOutput::Table => print_table(audited),
@@ -207,7 +207,7 @@ fn print_table(audited: &Audit) {
                     format!("{}/{}", r.policy, r.rule)
                 };
                 let enforcing = if r.enforcing { " (enforcing)" } else { "" };
-                println!(
+                outln!(
                     "{:<5} {object}: {rule}{enforcing}: {}",
                     r.result.to_uppercase(),
                     r.message
@@ -215,7 +215,7 @@ fn print_table(audited: &Audit) {
             }
         }
     }
-    println!(
+    outln!(
         "{} resources: {} pass, {} fail, {} warn, {} error, {} skip; {} enforcing failures, {} enforcing errors",
         audited.resources,
         total.pass,

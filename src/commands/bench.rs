@@ -159,7 +159,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         peak_rss_kib: memory_kib("VmHWM"),
     };
     match args.output {
-        BenchOutput::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        BenchOutput::Json => outln!("{}", serde_json::to_string_pretty(&report)?),
         BenchOutput::Table => print_table(&report),
     }
     if let Some(path) = &args.save {
@@ -308,43 +308,66 @@ fn measure(
 }
 
 fn print_table(r: &Report) {
-    println!(
+    outln!(
         "{} policies from {}, {} review(s) x {} rounds, {} thread(s), /{}",
-        r.policy_count, r.policies, r.reviews, r.iterations, r.concurrency, r.webhook
+        r.policy_count,
+        r.policies,
+        r.reviews,
+        r.iterations,
+        r.concurrency,
+        r.webhook
     );
-    println!("setup (load + compile): {:.1} ms", r.setup_ms);
-    println!(
+    outln!("setup (load + compile): {:.1} ms", r.setup_ms);
+    outln!(
         "{:<22} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
-        "", "min", "mean", "p50", "p95", "p99", "max"
+        "",
+        "min",
+        "mean",
+        "p50",
+        "p95",
+        "p99",
+        "max"
     );
     for (label, l) in [
         ("review (us)", &r.review),
         ("decode floor (us)", &r.decode_floor),
     ] {
-        println!(
+        outln!(
             "{label:<22} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>10.1}",
-            l.min_us, l.mean_us, l.p50_us, l.p95_us, l.p99_us, l.max_us
+            l.min_us,
+            l.mean_us,
+            l.p50_us,
+            l.p95_us,
+            l.p99_us,
+            l.max_us
         );
     }
-    println!(
+    outln!(
         "median review = {:.1} x the decode floor; throughput {:.0} reviews/s",
-        r.ratio_to_floor, r.throughput_per_s
+        r.ratio_to_floor,
+        r.throughput_per_s
     );
     if let (Some(setup), Some(peak)) = (r.rss_after_setup_kib, r.peak_rss_kib) {
-        println!(
+        outln!(
             "memory: {:.1} MiB resident after setup, {:.1} MiB peak",
             setup as f64 / 1024.0,
             peak as f64 / 1024.0
         );
     }
-    println!(
+    outln!(
         "{:<40} {:<11} {:>10} {:>10}",
-        "policy", "engine", "p50 us", "mean us"
+        "policy",
+        "engine",
+        "p50 us",
+        "mean us"
     );
     for p in &r.per_policy {
-        println!(
+        outln!(
             "{:<40} {:<11} {:>10.1} {:>10.1}",
-            p.name, p.engine, p.p50_us, p.mean_us
+            p.name,
+            p.engine,
+            p.p50_us,
+            p.mean_us
         );
     }
 }
@@ -361,7 +384,7 @@ fn compare(baseline: &Report, current: &Report, threshold: f64) -> bool {
     let change = |before: f64, after: f64| (after - before) / before.max(1e-9) * 100.0;
     let review = change(baseline.review.p50_us, current.review.p50_us);
     let regressed = review > threshold;
-    println!(
+    outln!(
         "median review: {:.1} us -> {:.1} us ({review:+.1}%, threshold {threshold}%): {}",
         baseline.review.p50_us,
         current.review.p50_us,
@@ -374,14 +397,14 @@ fn compare(baseline: &Report, current: &Report, threshold: f64) -> bool {
         .collect();
     for p in &current.per_policy {
         match before.get(p.name.as_str()) {
-            Some(b) => println!(
+            Some(b) => outln!(
                 "  {:<40} {:>10.1} -> {:>10.1} us ({:+.1}%)",
                 p.name,
                 b.p50_us,
                 p.p50_us,
                 change(b.p50_us, p.p50_us)
             ),
-            None => println!("  {:<40} new: {:.1} us", p.name, p.p50_us),
+            None => outln!("  {:<40} new: {:.1} us", p.name, p.p50_us),
         }
     }
     regressed

@@ -38,6 +38,6 @@ pub fn run(args: CertsArgs) -> anyhow::Result<ExitCode> {
         written.key.display()
     );
     eprintln!("caBundle for the webhook configurations:");
-    println!("{}", generated.ca_bundle());
+    outln!("{}", generated.ca_bundle());
     Ok(ExitCode::SUCCESS)
 }

@@ -90,7 +90,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
         reports.push(entry);
     }
     match output {
-        ReportOutput::Json => println!("{}", serde_json::to_string_pretty(&reports)?),
+        ReportOutput::Json => outln!("{}", serde_json::to_string_pretty(&reports)?),
         ReportOutput::Text => {
             for report in &reports {
                 print_text(report);
@@ -112,7 +112,7 @@ fn print_text(report: &Value) {
     } else {
         format!("{} {}/{}", str_of("kind"), namespace, str_of("name"))
     };
-    println!(
+    outln!(
         "{:<5} {object} ({})",
         str_of("decision").to_uppercase(),
         str_of("source")
@@ -129,13 +129,13 @@ fn print_text(report: &Value) {
             .into_iter()
             .flatten()
         {
-            println!("      {label}: {}", line.as_str().unwrap_or(""));
+            outln!("      {label}: {}", line.as_str().unwrap_or(""));
         }
     }
     if report.get("policies").and_then(Value::as_u64) == Some(0) {
-        println!("      note: no policy evaluates payloads of this mode");
+        outln!("      note: no policy evaluates payloads of this mode");
     }
     if let Some(patch) = report.get("patch").filter(|p| !p.is_null()) {
-        println!("      patch: {patch}");
+        outln!("      patch: {patch}");
     }
 }

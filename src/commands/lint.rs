@@ -45,17 +45,17 @@ pub fn run(args: LintArgs) -> anyhow::Result<ExitCode> {
                 "errors": errors,
                 "warnings": warnings,
             });
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            outln!("{}", serde_json::to_string_pretty(&report)?);
         }
         ReportOutput::Text => {
             for error in &errors {
-                println!("error: {error}");
+                outln!("error: {error}");
             }
             for warning in &warnings {
-                println!("warning: {warning}");
+                outln!("warning: {warning}");
             }
             if errors.is_empty() {
-                println!(
+                outln!(
                     "{}: {} policies from {} files, {} warnings",
                     shown,
                     summaries.len(),
@@ -63,7 +63,7 @@ pub fn run(args: LintArgs) -> anyhow::Result<ExitCode> {
                     warnings.len()
                 );
             } else {
-                println!(
+                outln!(
                     "{}: {} errors, {} warnings",
                     shown,
                     errors.len(),

@@ -1,5 +1,19 @@
 //! What each command does. This is the CLI edge: errors are `anyhow` here and become an exit code in `main`.
 
+/// Print to standard output like `print!`, through [`stdout::write`].
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::commands::stdout::write(format_args!($($arg)*))
+    };
+}
+
+/// Print a line to standard output like `println!`, through [`stdout::write`].
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::commands::stdout::write(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 mod audit;
 mod bench;
 mod certs;
@@ -11,13 +25,15 @@ mod test;
 
 use std::process::ExitCode;
 
+use anyhow::Context;
+
 use crate::cli::{Cli, Command};
 use crate::telemetry;
 
 /// Run a parsed command line; the exit code is 0 on success and 1 on failures (denials, failing tests, errors).
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     telemetry::init(cli.log.log_format, &cli.log.log_level);
-    match cli.command {
+    let code = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Certs(args) => certs::run(args),
         Command::Test(args) => test::run(args),
@@ -25,5 +41,45 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Lint(args) => lint::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Audit(args) => audit::run(args),
+    }?;
+    stdout::finish().context("writing the output")?;
+    Ok(code)
+}
+
+/// The commands' standard output. A reader that goes away early (`policyctl eval ... | head`) is not an error: the
+/// rest of the output is dropped and the command still ends with its own exit code (a test run's verdict, say). Any
+/// other write error (a full disk) is kept, and the command fails with it when it ends. `print!` would panic on both.
+pub(crate) mod stdout {
+    use std::io::{self, Write};
+    use std::sync::Mutex;
+
+    /// The first write error other than a closed pipe.
+    static FAILED: Mutex<Option<io::Error>> = Mutex::new(None);
+
+    /// Write `args` to standard output (see the module).
+    pub(crate) fn write(args: std::fmt::Arguments<'_>) {
+        let result = io::stdout().lock().write_fmt(args);
+        keep(result);
+    }
+
+    /// Flush standard output; the first write error other than a closed pipe, if any.
+    pub(crate) fn finish() -> io::Result<()> {
+        keep(io::stdout().lock().flush());
+        match FAILED.lock() {
+            Ok(mut failed) => failed.take().map_or(Ok(()), Err),
+            Err(poisoned) => poisoned.into_inner().take().map_or(Ok(()), Err),
+        }
+    }
+
+    fn keep(result: io::Result<()>) {
+        if let Err(err) = result {
+            if err.kind() != io::ErrorKind::BrokenPipe {
+                let mut failed = match FAILED.lock() {
+                    Ok(failed) => failed,
+                    Err(poisoned) => poisoned.into_inner(),
+                };
+                failed.get_or_insert(err);
+            }
+        }
     }
 }

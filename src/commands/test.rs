@@ -49,10 +49,10 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
         report.clone()
     };
     match output {
-        TestOutput::Table => print!("{}", shown.table_with(detailed)),
-        TestOutput::Json => println!("{}", shown.json()),
-        TestOutput::Junit => print!("{}", shown.junit()),
-        TestOutput::Yaml => print!("{}", shown.yaml()),
+        TestOutput::Table => out!("{}", shown.table_with(detailed)),
+        TestOutput::Json => outln!("{}", shown.json()),
+        TestOutput::Junit => out!("{}", shown.junit()),
+        TestOutput::Yaml => out!("{}", shown.yaml()),
     }
     if report.summary.total == 0 {
         // A CI step that ran nothing must not pass: a broken path or discovery would otherwise go unnoticed.
