@@ -44,7 +44,7 @@ for target in "${targets[@]}"; do
   cargo fuzz run "${flags[@]}" "$target" "corpus/$target" "seeds/$target" -- \
     "${limit[@]}" -timeout=10 -rss_limit_mb=3072 -max_len=65536 -print_final_stats=1 >"$log" 2>&1 || status=$?
   # libFuzzer's progress lines stay in the log; the summary and any crash report are shown.
-  grep -E '^(stat::number_of_executed_units|stat::average_exec_per_sec|stat::peak_rss_mb|Done [0-9]+ runs)' "$log" || true
+  grep -aE '^(stat::number_of_executed_units|stat::average_exec_per_sec|stat::peak_rss_mb|Done [0-9]+ runs)' "$log" || true
   if [ "$status" -ne 0 ]; then
     tail -n 40 "$log"
     echo "fuzz target $target failed (status $status; the input is in fuzz/artifacts/$target/)" >&2
