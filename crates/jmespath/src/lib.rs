@@ -70,7 +70,7 @@ use std::time::Instant;
 use serde_json::Value;
 
 pub use ast::RootRead;
-pub use functions::strings::wildcard_match;
+pub use functions::strings::{has_wildcards, wildcard_match};
 pub use functions::{function_names, json_string};
 
 /// Longest expression text accepted.

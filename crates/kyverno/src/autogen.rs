@@ -29,7 +29,7 @@ fn contains_pod(kinds: &[Value]) -> bool {
     kinds
         .iter()
         .filter_map(Value::as_str)
-        .any(|k| parse_kind(k).kind == "Pod")
+        .any(|k| parse_kind(k).kind() == "Pod")
 }
 
 /// Every resource description (`resources` object) of a match/exclude block.

@@ -530,12 +530,12 @@ fn kind_warnings(doc: &Document, field: &str, rule: &Rule) -> Vec<LoadError> {
         for (path, description) in descriptions {
             for (i, kind) in description.kinds.iter().enumerate() {
                 let sel = matching::parse_kind(kind);
-                let group = (sel.group != "*").then_some(sel.group.as_str());
+                let group = (sel.group() != "*").then_some(sel.group());
                 out.extend(crate::policy::kinds::unknown_kind_warning(
                     doc,
                     format!("{field}.{path}.kinds[{i}]"),
                     group,
-                    &sel.kind,
+                    sel.kind(),
                 ));
             }
         }
@@ -559,10 +559,8 @@ fn scope_for(rules: &[CompiledRule]) -> Scope {
         };
         for k in kinds {
             let sel = matching::parse_kind(&k);
-            let group = (sel.group != "*").then_some(sel.group.as_str());
-            let kind = (sel.subresource.is_none() && !sel.kind.contains(['*', '?']))
-                .then_some(sel.kind.as_str());
-            scope.add(group.filter(|g| !g.contains(['*', '?'])), kind, ops);
+            let kind = sel.exact_kind().filter(|_| sel.subresource().is_none());
+            scope.add(sel.exact_group(), kind, ops);
         }
     }
     scope

@@ -9,20 +9,20 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use super::scalar::wildcard;
+use super::scalar::{has_wildcards, wildcard};
 use super::spec::{LabelSelector, MatchResources, ResourceDescription, ResourceFilter, Subject};
 
-/// A parsed kind selector.
+/// A parsed kind selector. Its parts are read-only: how each matches is decided once, when it is made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KindSelector {
     /// Group (`*` for any).
-    pub group: String,
+    group: String,
     /// Version (`*` for any).
-    pub version: String,
+    version: String,
     /// Kind (may contain wildcards).
-    pub kind: String,
+    kind: String,
     /// Subresource; `None` for the main resource, `Some("*")` for any.
-    pub subresource: Option<String>,
+    subresource: Option<String>,
     /// How `group`, `version` and `kind` match, decided once when parsed (selectors are matched for every rule of
     /// every request).
     shapes: [Shape; 3],
@@ -43,7 +43,7 @@ impl Shape {
     fn of(part: &str) -> Shape {
         if part == "*" {
             Shape::Any
-        } else if part.bytes().any(|b| matches!(b, b'*' | b'?')) {
+        } else if has_wildcards(part) {
             Shape::Glob
         } else {
             Shape::Exact
@@ -70,6 +70,31 @@ impl KindSelector {
             subresource,
             shapes,
         }
+    }
+
+    /// Group (`*` for any; may contain wildcards).
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// Kind (`*` for any; may contain wildcards).
+    pub fn kind(&self) -> &str {
+        &self.kind
+    }
+
+    /// Subresource; `None` for the main resource, `Some("*")` for any.
+    pub fn subresource(&self) -> Option<&str> {
+        self.subresource.as_deref()
+    }
+
+    /// The group, when it names exactly one (neither `*` nor a wildcard pattern).
+    pub fn exact_group(&self) -> Option<&str> {
+        (self.shapes[0] == Shape::Exact).then_some(self.group.as_str())
+    }
+
+    /// The kind, when it names exactly one (neither `*` nor a wildcard pattern).
+    pub fn exact_kind(&self) -> Option<&str> {
+        (self.shapes[2] == Shape::Exact).then_some(self.kind.as_str())
     }
 }
 

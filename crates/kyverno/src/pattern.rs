@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use super::scalar::{parse_duration, parse_quantity, wildcard};
+use super::scalar::{has_wildcards, parse_duration, parse_quantity, wildcard};
 use policyctl_jmespath::units::Quantity;
 
 /// The anchor of a pattern key.
@@ -216,7 +216,7 @@ impl Node {
                     let value = Node::new(value);
                     let anchor = parse_anchor(&key).map(|(a, bare)| (a, range_in(&key, bare)));
                     anchors_inside |= anchor.is_some() || value.anchors_inside;
-                    wildcard_keys |= key.contains(['*', '?']);
+                    wildcard_keys |= has_wildcards(&key);
                     tracked |= matches!(anchor, Some((Anchor::Condition | Anchor::Existence, _)));
                     entries.push(Entry { key, anchor, value });
                 }
@@ -432,7 +432,7 @@ fn expand_wildcard_keys<'p>(
             Some((a, b)) => (Some(a), b),
             None => (None, entry.key.as_str()),
         };
-        if !bare.contains(['*', '?']) {
+        if !has_wildcards(bare) {
             out.insert(entry.key.clone(), &entry.value);
             continue;
         }

@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use policyctl_jmespath::units::{self, Quantity};
-pub use policyctl_jmespath::wildcard_match as wildcard;
+pub use policyctl_jmespath::{has_wildcards, wildcard_match as wildcard};
 
 /// Parse a Go `time.ParseDuration` string (surrounding blanks ignored) into seconds, with the one Go-duration
 /// parser of the dialect ([`units::parse_duration`], exact nanoseconds).

@@ -235,9 +235,7 @@ pub fn wildcard_match(pattern: &str, text: &str) -> bool {
     if pattern == "*" {
         return true;
     }
-    // A byte scan: `*` and `?` are ASCII, so they never occur inside another character's UTF-8 encoding (and
-    // `contains` with a set of chars decodes every character, several times the cost on this hot path).
-    if !pattern.bytes().any(|b| matches!(b, b'*' | b'?')) {
+    if !has_wildcards(pattern) {
         return pattern == text;
     }
     if pattern.is_ascii() && text.is_ascii() {
@@ -246,6 +244,13 @@ pub fn wildcard_match(pattern: &str, text: &str) -> bool {
     let p: Vec<char> = pattern.chars().collect();
     let t: Vec<char> = text.chars().collect();
     wildcard_units(&p, &t)
+}
+
+/// Whether `pattern` holds a `*` or `?` wildcard. A byte scan: both are ASCII, so they never occur inside another
+/// character's UTF-8 encoding (and `contains` with a set of chars decodes every character, several times the cost on
+/// the hot paths that ask).
+pub fn has_wildcards(pattern: &str) -> bool {
+    pattern.bytes().any(|b| matches!(b, b'*' | b'?'))
 }
 
 /// Iterative `*` / `?` matching with backtracking to the last star, over bytes (ASCII) or chars.
