@@ -1043,15 +1043,25 @@ spec:
     );
 }
 
+/// A served review's context, which reads the review in place, and the context over the same review's fully built
+/// base document: the two must answer every query alike.
+fn served_and_built(
+    review: &Review,
+) -> (crate::variables::Context<'_>, crate::variables::Context<'_>) {
+    use crate::variables::{Base, Context};
+    let full = crate::base_document(review, &crate::matching::UserContext::default(), None);
+    (
+        Context::with_base(Base::Served(review), false),
+        Context::new(std::sync::Arc::new(full), false),
+    )
+}
+
 #[test]
 fn served_expressions_read_the_review_request_without_copying_it() {
-    use crate::variables::{Base, Context};
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
         "spec": {"containers": [{"name": "app", "image": "nginx:1.2"}]}});
     let review = Review::for_object(pod, None, Operation::Create);
-    let full = crate::base_document(&review, &crate::matching::UserContext::default(), None);
-    let served = Context::with_base(Base::Served(&review), false);
-    let ready = Context::new(std::sync::Arc::new(full), false);
+    let (served, ready) = served_and_built(&review);
     for text in [
         "request.object.metadata.name",
         "request.object.spec.containers[].image",
@@ -1191,13 +1201,10 @@ spec:
 
 #[test]
 fn served_images_are_built_only_for_expressions_that_read_them() {
-    use crate::variables::{Base, Context};
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
         "spec": {"containers": [{"name": "app", "image": "ghcr.io/o/app:1.2"}]}});
     let review = Review::for_object(pod, None, Operation::Create);
-    let full = crate::base_document(&review, &crate::matching::UserContext::default(), None);
-    let served = Context::with_base(Base::Served(&review), false);
-    let ready = Context::new(std::sync::Arc::new(full), false);
+    let (served, ready) = served_and_built(&review);
     for text in [
         "request.object.metadata.name",
         "serviceAccountName",
