@@ -51,7 +51,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// other write error (a full disk) is kept, and the command fails with it when it ends. `print!` would panic on both.
 pub(crate) mod stdout {
     use std::io::{self, Write};
-    use std::sync::Mutex;
+    use std::sync::{Mutex, MutexGuard, PoisonError};
 
     /// The first write error other than a closed pipe.
     static FAILED: Mutex<Option<io::Error>> = Mutex::new(None);
@@ -65,21 +65,19 @@ pub(crate) mod stdout {
     /// Flush standard output; the first write error other than a closed pipe, if any.
     pub(crate) fn finish() -> io::Result<()> {
         keep(io::stdout().lock().flush());
-        match FAILED.lock() {
-            Ok(mut failed) => failed.take().map_or(Ok(()), Err),
-            Err(poisoned) => poisoned.into_inner().take().map_or(Ok(()), Err),
-        }
+        failed().take().map_or(Ok(()), Err)
     }
 
     fn keep(result: io::Result<()>) {
         if let Err(err) = result {
             if err.kind() != io::ErrorKind::BrokenPipe {
-                let mut failed = match FAILED.lock() {
-                    Ok(failed) => failed,
-                    Err(poisoned) => poisoned.into_inner(),
-                };
-                failed.get_or_insert(err);
+                failed().get_or_insert(err);
             }
         }
+    }
+
+    /// The recorded error (a poisoned lock only means a panic elsewhere while it was held).
+    fn failed() -> MutexGuard<'static, Option<io::Error>> {
+        FAILED.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
