@@ -137,6 +137,7 @@ async fn cluster_async(args: AuditArgs) -> anyhow::Result<ExitCode> {
         limits: ConnectionLimits::default(),
         ready_after_syncs: false,
         reclaim: crate::server::memory::Reclaim::new(),
+        inline: Arc::new(crate::server::inline::Inline::off()),
     };
     let admin = Admin::spawn(Admin::bind(args.admin_addr)?, state)?;
     tracing::info!(admin_addr = %admin.addr(), ?interval, "auditing the cluster");

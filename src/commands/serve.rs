@@ -30,6 +30,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         max_concurrency,
         eval_timeout,
         request_timeout,
+        inline_budget,
         drain_timeout,
         tls_handshake_timeout,
         header_read_timeout,
@@ -76,6 +77,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         eval_timeout,
         prefer_rego: engine.prefer_rego,
         request_timeout,
+        inline_budget: Some(inline_budget).filter(|b| !b.is_zero()),
         drain_timeout,
         connections: ConnectionLimits {
             tls_handshake_timeout,

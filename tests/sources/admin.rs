@@ -37,6 +37,7 @@ async fn status_shows_the_active_set_and_the_last_error_and_readiness_survives_a
         limits: ConnectionLimits::default(),
         ready_after_syncs: false,
         reclaim: policyctl::server::memory::Reclaim::new(),
+        inline: std::sync::Arc::new(policyctl::server::inline::Inline::off()),
     };
     let router = admin::router(state);
     let (code, body) = get(&router, "/status").await;
@@ -110,6 +111,7 @@ async fn readiness_can_wait_for_the_cluster_syncs() {
             limits: ConnectionLimits::default(),
             ready_after_syncs,
             reclaim: policyctl::server::memory::Reclaim::new(),
+            inline: std::sync::Arc::new(policyctl::server::inline::Inline::off()),
         })
     };
     let resource = |plural: &str| Resource {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use policyctl::cluster::ClusterOptions;
 use policyctl::policy::ClusterContext;
+use policyctl::server::inline::Inline;
 use policyctl::sources::{Sources, SourcesConfig};
 
 use crate::fake_api::FakeApi;
@@ -115,6 +116,41 @@ async fn cluster_context_reads_namespaces_and_configmaps_from_the_api() {
         .await
         .expect("answers");
     assert_eq!(later["data"]["k"], "v");
+
+    // In a review's attempt on an async worker, cached reads answer, but a read that would wait for the API is
+    // refused without a GET, and the attempt is handed off (the evaluation thread then reads).
+    let inline = Inline::new(Some(Duration::from_secs(5)), 1);
+    let far = std::time::Instant::now() + Duration::from_secs(60);
+    let gets = api.gets();
+    let c = cluster.clone();
+    let (cached, inline) = blocking(move || {
+        let cached = inline.attempt(far, |_| (c.config_map("team-a", "plain"), false));
+        (cached, inline)
+    })
+    .await;
+    assert!(
+        cached.answered().is_some_and(|cm| cm.is_some()),
+        "a cache hit answers"
+    );
+    let c = cluster.clone();
+    let (uncached, inline) = blocking(move || {
+        let uncached = inline.attempt(far, |_| {
+            (
+                c.api_get("/api/v1/namespaces/team-a/configmaps/settings"),
+                false,
+            )
+        });
+        (uncached, inline)
+    })
+    .await;
+    assert_eq!(uncached.label(), "handed_off");
+    assert_eq!((inline.answered(), inline.handed_off()), (1, 1));
+    assert_eq!(api.gets(), gets, "no GET during the attempt");
+    let c = cluster.clone();
+    blocking(move || c.api_get("/api/v1/namespaces/team-a/configmaps/settings"))
+        .await
+        .expect("outside an attempt the read happens");
+    assert_eq!(api.gets(), gets + 1);
 }
 
 const SYNC_BOTH: &str = r"

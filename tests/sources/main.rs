@@ -8,6 +8,7 @@ mod configmaps;
 mod directory;
 mod fake_api;
 mod fallback;
+mod inline;
 mod served;
 mod storm;
 #[path = "../support/mod.rs"]
@@ -64,6 +65,7 @@ impl Target {
             limits: policyctl::server::ConnectionLimits::default(),
             ready_after_syncs: false,
             reclaim: policyctl::server::memory::Reclaim::new(),
+            inline: std::sync::Arc::new(policyctl::server::inline::Inline::off()),
         }
     }
 

@@ -72,6 +72,7 @@ impl TestServer {
             eval_timeout: Duration::from_secs(1),
             prefer_rego: false,
             request_timeout: Duration::from_secs(2),
+            inline_budget: Some(Duration::from_millis(2)),
             drain_timeout: Duration::from_secs(5),
             connections: ConnectionLimits::default(),
             ready_after_syncs: false,

@@ -146,6 +146,11 @@ impl Decision {
         }
     }
 
+    /// Whether a policy failed to evaluate (a time-out included), whatever its failure policy.
+    pub fn has_errors(&self) -> bool {
+        self.runs.iter().any(|run| !run.outcome.errors.is_empty())
+    }
+
     /// The denial message: every denial line joined by newlines, at most [`MAX_MESSAGE`] bytes (the lines that do
     /// not fit are counted on a last line).
     pub fn message(&self) -> String {

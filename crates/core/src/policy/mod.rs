@@ -375,6 +375,15 @@ impl Deadline {
         self.at
     }
 
+    /// This deadline, or `at` when that comes first (the budget, for messages, stays the request's). The webhook's
+    /// first attempt on an async worker runs under a cut deadline (see the server's `inline` module).
+    pub fn no_later_than(&self, at: Instant) -> Deadline {
+        Deadline {
+            at: self.at.min(at),
+            budget: self.budget,
+        }
+    }
+
     /// The whole budget of the request (for messages).
     pub fn budget(&self) -> Duration {
         self.budget
@@ -606,5 +615,23 @@ pub trait Policy: Send + Sync + fmt::Debug {
     fn validate_payload(&self, payload: &Value, ctx: &EvalContext) -> Evaluation {
         let _ = (payload, ctx);
         Evaluation::skip()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deadline_cut_to_an_earlier_instant_keeps_the_requests_budget() {
+        let deadline = Deadline::after(Duration::from_secs(60));
+        let soon = Instant::now();
+        let cut = deadline.no_later_than(soon);
+        assert_eq!(cut.instant(), soon);
+        assert!(cut.expired());
+        assert_eq!(cut.check(), Err(EvalError::Timeout(Duration::from_secs(60))));
+        // A later instant does not move it.
+        let later = deadline.instant() + Duration::from_secs(1);
+        assert_eq!(deadline.no_later_than(later).instant(), deadline.instant());
     }
 }

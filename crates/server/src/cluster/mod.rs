@@ -397,6 +397,13 @@ impl ApiCache {
         if let Some(hit) = self.lock().lookup(path) {
             return hit;
         }
+        // A review tried on an async worker must not wait for the network there: it goes to an evaluation thread,
+        // which reads (see `server::inline`).
+        if crate::server::inline::refuse_blocking_read() {
+            return Err(format!(
+                "{path}: not read on an async worker (the review is handed to an evaluation thread)"
+            ));
+        }
         match self.fetch(path) {
             Fetched::Value(value, size) => {
                 self.lock().insert(path, Ok(value.clone()), size);

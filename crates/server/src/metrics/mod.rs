@@ -14,6 +14,7 @@
 //! | `policyctl_connections` | gauge | `listener` (`webhook`, `admin`) |
 //! | `policyctl_connections_rejected_total` | counter | `listener` |
 //! | `policyctl_connection_timeouts_total` | counter | `listener`, `phase` (`handshake`, `headers`, `body`, `idle`) |
+//! | `policyctl_inline_attempts_total` | counter | `result` (`answered`, `handed_off`, `not_tried`): reviews first tried on the async worker that received them (`--inline-budget`) |
 //! | `policyctl_cluster_sync_errors_total` | counter | `sync` (`namespaces`, `configmaps`, `policy configmaps NS`, `inventory GV KIND`) |
 //! | `policyctl_cluster_sync_failing` | gauge | `sync`: 1 while its latest attempt failed |
 //! | `policyctl_audit_runs_total` | counter | `outcome` (`complete`, `failed`) |
@@ -112,6 +113,13 @@ pub struct TimeoutLabels {
 pub struct SyncLabels {
     /// What is synced.
     pub sync: String,
+}
+
+/// Labels of the inline attempt counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AttemptLabels {
+    /// `answered`, `handed_off` or `not_tried`.
+    pub result: &'static str,
 }
 
 /// Labels of the audit run counter.
@@ -258,6 +266,7 @@ pub struct Metrics {
     connections: Family<ListenerLabels, Gauge>,
     connections_rejected: Family<ListenerLabels, Counter>,
     connection_timeouts: Family<TimeoutLabels, Counter>,
+    inline_attempts: Family<AttemptLabels, Counter>,
     cluster_sync_errors: Family<SyncLabels, Counter>,
     cluster_sync_failing: Family<SyncLabels, Gauge>,
     audit_runs: Family<OutcomeLabels, Counter>,
@@ -342,6 +351,12 @@ impl Metrics {
             "connections_rejected",
             "Connections closed on arrival because the listener had --max-connections open",
             connections_rejected.clone(),
+        );
+        let inline_attempts = Family::<AttemptLabels, Counter>::default();
+        registry.register(
+            "inline_attempts",
+            "Reviews first tried on the async worker that received them, by what became of the attempt",
+            inline_attempts.clone(),
         );
         let connection_timeouts = Family::<TimeoutLabels, Counter>::default();
         registry.register(
@@ -429,6 +444,7 @@ impl Metrics {
             connections,
             connections_rejected,
             connection_timeouts,
+            inline_attempts,
             cluster_sync_errors,
             cluster_sync_failing,
             audit_runs,
@@ -537,6 +553,13 @@ impl Metrics {
     pub fn connections_rejected(&self, listener: &'static str) -> Counter {
         self.connections_rejected
             .get_or_create(&ListenerLabels { listener })
+            .clone()
+    }
+
+    /// The counter of inline attempts with this `result` (see [`crate::server::inline::Tried::label`]).
+    pub fn inline_attempt(&self, result: &'static str) -> Counter {
+        self.inline_attempts
+            .get_or_create(&AttemptLabels { result })
             .clone()
     }
 

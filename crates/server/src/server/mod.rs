@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod conn;
 pub mod evaluator;
+pub mod inline;
 pub mod memory;
 pub mod tls;
 pub mod webhook;
@@ -56,6 +57,9 @@ pub struct ServeConfig {
     pub prefer_rego: bool,
     /// Deadline of one request, from its arrival.
     pub request_timeout: Duration,
+    /// The budget of a review's first attempt on an async worker (`None`: every review goes to an evaluation thread;
+    /// see [`inline`]).
+    pub inline_budget: Option<Duration>,
     /// How long in-flight requests may take to finish after shutdown starts.
     pub drain_timeout: Duration,
     /// Time limits of every connection phase and the connection cap (both listeners).
@@ -118,6 +122,8 @@ pub struct AppState {
     pub ready_after_syncs: bool,
     /// Gives memory back after large requests.
     pub reclaim: Arc<memory::Reclaim>,
+    /// First attempts on the async workers (used with evaluation threads only).
+    pub inline: Arc<inline::Inline>,
 }
 
 /// A bound, not yet running server.
@@ -150,6 +156,13 @@ impl Server {
             limits: config.connections,
             ready_after_syncs: config.ready_after_syncs,
             reclaim: memory::Reclaim::new(),
+            // One fewer attempt slot than the runtime has workers: one worker always stays free.
+            inline: Arc::new(inline::Inline::for_workers(
+                config.inline_budget,
+                tokio::runtime::Handle::try_current()
+                    .map(|h| h.metrics().num_workers())
+                    .unwrap_or(1),
+            )),
         };
         let sources = Sources::new(SourcesConfig::directory(config.policies.clone()));
         Ok(Server {

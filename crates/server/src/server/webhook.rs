@@ -198,6 +198,7 @@ async fn handle(state: WebhookState, webhook: Webhook, request: Request) -> Resp
             return text(refusal.status(), refusal.message());
         }
     };
+    let small = body.len() <= super::inline::MAX_BODY_BYTES;
     let review = match admission::decode(&body) {
         Ok(review) => review,
         Err(err) => {
@@ -228,7 +229,7 @@ async fn handle(state: WebhookState, webhook: Webhook, request: Request) -> Resp
         decision = field::Empty,
         generation = field::Empty,
     );
-    answer(state, evaluator, webhook, review, start)
+    answer(state, evaluator, webhook, review, small, start)
         .instrument(span)
         .await
 }
@@ -238,6 +239,7 @@ async fn answer(
     evaluator: Option<Arc<Evaluator>>,
     webhook: Webhook,
     review: Review,
+    small: bool,
     start: Instant,
 ) -> Response {
     let operation = review.operation_str();
@@ -283,16 +285,42 @@ async fn answer(
         )
     };
     let encoded = match evaluator {
-        // Evaluations run on the evaluation threads, one per slot; waiting requests queue there, in order, until
-        // their deadline.
-        Some(evaluator) => match evaluator
-            .run_before((set, review, ctx), deadline, evaluate)
-            .await
-        {
-            Ok(Started::Done(encoded)) => encoded,
-            Ok(Started::NotStarted(payload)) => unevaluated(payload),
-            Err(err) => failed(&err.to_string()),
-        },
+        // First, a short attempt right here (see `inline`): most reviews are decided well within its budget, without
+        // two hand-offs between threads. An attempt that runs out of its budget or needs a blocking read is thrown
+        // away and the review goes on to an evaluation thread.
+        Some(evaluator) => {
+            let tried = if small {
+                let tried = state.inline.attempt(ctx.deadline.instant(), |cut| {
+                    let attempt = EvalContext {
+                        deadline: ctx.deadline.no_later_than(cut),
+                        ..ctx.clone()
+                    };
+                    let decision =
+                        pipeline::run_with(&set, &review, webhook, &attempt, failure_policy);
+                    // Any error, not only a time-out: an engine's report of a deadline passed need not be
+                    // classified as one for the attempt to be thrown away.
+                    let in_doubt = decision.has_errors();
+                    (decision, in_doubt)
+                });
+                state.metrics.inline_attempt(tried.label()).inc();
+                tried.answered()
+            } else {
+                None
+            };
+            match tried {
+                Some(decision) => conclude(&state, webhook, &review, decision, start),
+                // Evaluations run on the evaluation threads, one per slot; waiting requests queue there, in order,
+                // until their deadline.
+                None => match evaluator
+                    .run_before((set, review, ctx), deadline, evaluate)
+                    .await
+                {
+                    Ok(Started::Done(encoded)) => encoded,
+                    Ok(Started::NotStarted(payload)) => unevaluated(payload),
+                    Err(err) => failed(&err.to_string()),
+                },
+            }
+        }
         // Bound the evaluations running at once; waiting requests queue here, off the blocking pool, until their
         // deadline.
         None => {
