@@ -39,8 +39,9 @@ warn contains msg if {
 
 untagged_or_latest(image) if endswith(image, ":latest")
 
+# The tag lives in the last path segment (a registry host may carry a port); `split` on a plain string, not a regex.
 untagged_or_latest(image) if {
 	not contains(image, "@")
-	last := regex.split("/", image)[count(regex.split("/", image)) - 1]
-	not contains(last, ":")
+	segments := split(image, "/")
+	not contains(segments[count(segments) - 1], ":")
 }
