@@ -126,6 +126,8 @@ fn exercised_metrics() -> policyctl::metrics::Metrics {
         &decision,
         std::time::Duration::from_millis(1),
     );
+    // A review decided on the async worker that received it.
+    metrics.inline_attempt("answered").inc();
     // A cluster sync that failed once.
     metrics.cluster_sync_errors("namespaces").inc();
     metrics.cluster_sync_failing("namespaces").set(1);
