@@ -4,7 +4,8 @@
 //! same run: against a server with no policies (TLS, HTTP, decode, encode, no evaluation: the floor) and against the
 //! policy directory under test. Reports requests per second, p50/p99 latency, the server's CPU time per request
 //! (from /proc/<pid>/stat, Linux), the load client's own CPU time per request (client and server share the machine's
-//! cores: a busy client slows the server down) and the throughput ratio.
+//! cores: a busy client slows the server down), the throughput ratio, and where the policy server evaluated its
+//! reviews (on the async worker that received them, see `--inline-budget`, or on an evaluation thread).
 //!
 //! `cargo bench --bench load [-- [--policies DIR] [--requests N] [--binary PATH] [CONCURRENCY...]]` (defaults: the
 //! bundled `policies/`, 2,000 requests per row, concurrencies 1 4 16, the policyctl built with the bench; `--binary`
@@ -68,6 +69,30 @@ fn review(uid: &str, privileged: bool) -> Vec<u8> {
         }
     }))
     .unwrap_or_default()
+}
+
+/// Where the policy server evaluated its reviews, from its `/metrics` (`policyctl_inline_attempts_total`): on the
+/// async worker that received them (`--inline-budget`) or on an evaluation thread.
+async fn inline_attempts(admin: std::net::SocketAddr) -> String {
+    let Ok(mut stream) = tokio::net::TcpStream::connect(admin).await else {
+        return "(no /metrics)".to_string();
+    };
+    let metrics = request(&mut stream, "GET", "/metrics", b"").await.body;
+    let metrics = String::from_utf8_lossy(&metrics);
+    let count = |result: &str| {
+        let prefix = format!("policyctl_inline_attempts_total{{result=\"{result}\"}} ");
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(prefix.as_str()))
+            .unwrap_or("0")
+            .to_string()
+    };
+    format!(
+        "on the async worker: {}, handed off: {}, not tried: {}",
+        count("answered"),
+        count("handed_off"),
+        count("not_tried")
+    )
 }
 
 /// User + system CPU time of a process so far (from /proc/<pid>/stat; zero where there is no procfs).
@@ -260,6 +285,7 @@ fn main() {
                 Binary::start_program(&options.binary, "text", &log, &["--policies", &policy_dir])
                     .await;
             let measured = load(&server, connections, options.requests).await;
+            let inline = inline_attempts(server.admin).await;
             server.stop().await;
             for (label, run) in [("no policy", &floor), ("policies", &measured)] {
                 println!(
@@ -272,7 +298,7 @@ fn main() {
                 );
             }
             println!(
-                "{connections:>5}  throughput kept: {:.0}%   CPU per request: {:.1}x the floor",
+                "{connections:>5}  throughput kept: {:.0}%   CPU per request: {:.1}x the floor   reviews {inline}",
                 measured.rate() / floor.rate() * 100.0,
                 measured.cpu_per_request_us() / floor.cpu_per_request_us().max(1e-9)
             );

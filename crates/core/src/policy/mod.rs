@@ -629,7 +629,10 @@ mod tests {
         let cut = deadline.no_later_than(soon);
         assert_eq!(cut.instant(), soon);
         assert!(cut.expired());
-        assert_eq!(cut.check(), Err(EvalError::Timeout(Duration::from_secs(60))));
+        assert_eq!(
+            cut.check(),
+            Err(EvalError::Timeout(Duration::from_secs(60)))
+        );
         // A later instant does not move it.
         let later = deadline.instant() + Duration::from_secs(1);
         assert_eq!(deadline.no_later_than(later).instant(), deadline.instant());
