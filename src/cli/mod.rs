@@ -264,7 +264,8 @@ pub struct ServeArgs {
     /// What a request gets when a policy cannot be evaluated and sets no failure policy of its own.
     #[arg(long, value_enum, default_value_t = FailurePolicy::Fail, env = "POLICYCTL_FAILURE_POLICY")]
     pub failure_policy: FailurePolicy,
-    /// Evaluations running at once (default: the number of CPUs).
+    /// Evaluation threads: evaluations running at once (default: the number of CPUs); the first attempts of
+    /// `--inline-budget` run on the async workers besides them.
     #[arg(long, env = "POLICYCTL_MAX_CONCURRENCY")]
     pub max_concurrency: Option<usize>,
     /// Time limit of one policy evaluation (a cap inside the request's deadline).
