@@ -665,12 +665,15 @@ impl KyvernoPolicy {
                         .any_pattern
                         .as_ref()
                         .is_some_and(variables::value_has_variables);
-                v.compiled = Some(Arc::new(validate::CompiledBody::new(
-                    v.pattern.as_ref(),
-                    v.any_pattern.as_ref(),
-                    v.deny.as_ref(),
-                    None,
-                )));
+                v.compiled = Some(Arc::new(
+                    validate::CompiledBody::new(
+                        v.pattern.as_ref(),
+                        v.any_pattern.as_ref(),
+                        v.deny.as_ref(),
+                        None,
+                    )
+                    .for_rule(&rule.name),
+                ));
                 if let Some(list) = v.foreach.as_mut() {
                     validate::CompiledBody::compile_foreach(list);
                 }
@@ -941,7 +944,7 @@ impl KyvernoPolicy {
         let base = match mocks_base {
             Some(m) => Base::Ready(Arc::new(base_document(review, options.user, Some(m)))),
             None if options.user.roles.is_empty() && options.user.cluster_roles.is_empty() => {
-                Base::Served(review)
+                Base::served(review)
             }
             None => Base::Ready(Arc::new(base_document(review, options.user, None))),
         };

@@ -54,6 +54,14 @@ pub fn parse_semver(text: &str) -> Option<Semver> {
     })
 }
 
+/// [`sprint`], borrowing a string value's own text (no copy for the common string keys and values).
+pub fn sprint_cow(value: &Value) -> std::borrow::Cow<'_, str> {
+    match value {
+        Value::String(s) => std::borrow::Cow::Borrowed(s),
+        other => std::borrow::Cow::Owned(sprint(other)),
+    }
+}
+
 /// Go's `fmt.Sprint` of a decoded JSON value, as Kyverno stringifies condition keys.
 pub fn sprint(value: &Value) -> String {
     match value {
@@ -126,5 +134,17 @@ mod tests {
         assert_eq!(sprint(&serde_json::json!(80)), "80");
         assert_eq!(sprint(&serde_json::json!(true)), "true");
         assert_eq!(sprint(&serde_json::json!(null)), "<nil>");
+        for v in [
+            serde_json::json!("a b"),
+            serde_json::json!(1.5),
+            serde_json::json!([1, "x", null]),
+            serde_json::json!({"k": [true]}),
+        ] {
+            assert_eq!(sprint_cow(&v), sprint(&v), "{v}");
+        }
+        assert!(matches!(
+            sprint_cow(&serde_json::json!("s")),
+            std::borrow::Cow::Borrowed("s")
+        ));
     }
 }

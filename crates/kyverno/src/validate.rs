@@ -40,6 +40,37 @@ pub struct CompiledBody {
     pub(crate) deny: Option<Conditions>,
     /// The foreach entry's `preconditions`.
     pub(crate) preconditions: Option<Conditions>,
+    /// A rule-level body's pass message, rendered once for the rule it was compiled for (see [`passed`]).
+    pub(crate) passed: Option<Passed>,
+}
+
+/// The message of a rule whose body passed (`validation rule '<rule>' passed.`), rendered at load.
+#[derive(Debug, Clone)]
+pub struct Passed {
+    rule: String,
+    text: String,
+}
+
+impl Passed {
+    /// The pass message of `rule`.
+    pub fn new(rule: &str) -> Passed {
+        Passed {
+            rule: rule.to_string(),
+            text: pass_text(rule),
+        }
+    }
+}
+
+fn pass_text(rule: &str) -> String {
+    format!("validation rule '{rule}' passed.")
+}
+
+/// The pass message of `rule`: the one rendered at load when the body was compiled for this rule, else rendered now.
+fn passed(rule: &str, compiled: Option<&CompiledBody>) -> String {
+    match compiled.and_then(|c| c.passed.as_ref()) {
+        Some(p) if p.rule == rule => p.text.clone(),
+        _ => pass_text(rule),
+    }
 }
 
 impl CompiledBody {
@@ -62,7 +93,14 @@ impl CompiledBody {
             },
             deny: deny.map(|d| Conditions::new(d.conditions.as_ref().unwrap_or(&Value::Null))),
             preconditions: preconditions.map(Conditions::new),
+            passed: None,
         }
+    }
+
+    /// The same body, with the pass message of `rule` rendered once.
+    pub fn for_rule(mut self, rule: &str) -> CompiledBody {
+        self.passed = Some(Passed::new(rule));
+        self
     }
 
     /// Compile a foreach list's entries (and their nested lists) in place.
@@ -137,8 +175,14 @@ fn run_body(
     env: &Env<'_>,
 ) -> Option<RuleResponse> {
     if let Some(deny) = body.deny {
-        let compiled = body.compiled.and_then(|c| c.deny.as_ref());
-        return Some(validate_deny(rule, message, deny, compiled, ctx));
+        return Some(validate_deny(
+            rule,
+            message,
+            deny,
+            body.compiled,
+            ctx,
+            in_foreach,
+        ));
     }
     if body.pattern.is_some() || body.any_pattern.is_some() {
         if delete && !in_foreach {
@@ -152,6 +196,7 @@ fn run_body(
             body.compiled,
             ctx,
             resource,
+            in_foreach,
         ));
     }
     if let Some(list) = body.foreach {
@@ -203,13 +248,24 @@ fn error_message(
     }
 }
 
+/// The message of a pass, unless `quiet` (a foreach element's result: only its status is read).
+fn pass_message(rule: &str, compiled: Option<&CompiledBody>, quiet: bool) -> String {
+    if quiet {
+        String::new()
+    } else {
+        passed(rule, compiled)
+    }
+}
+
 fn validate_deny(
     rule: &str,
     message: Option<&str>,
     deny: &Deny,
-    compiled: Option<&Conditions>,
+    body: Option<&CompiledBody>,
     ctx: &Context<'_>,
+    quiet: bool,
 ) -> RuleResponse {
+    let compiled = body.and_then(|c| c.deny.as_ref());
     let outcome = match compiled {
         Some(c) => c.check(ctx, Mode::Lenient),
         None => check_conditions(
@@ -234,11 +290,7 @@ fn validate_deny(
             };
             response(rule, RuleStatus::Fail, text)
         }
-        Ok(_) => response(
-            rule,
-            RuleStatus::Pass,
-            format!("validation rule '{rule}' passed."),
-        ),
+        Ok(_) => response(rule, RuleStatus::Pass, pass_message(rule, body, quiet)),
     }
 }
 
@@ -270,6 +322,7 @@ fn validate_patterns(
     compiled: Option<&CompiledBody>,
     ctx: &Context<'_>,
     resource: &Value,
+    quiet: bool,
 ) -> RuleResponse {
     if let Some(pattern) = pattern {
         let substituted;
@@ -289,11 +342,7 @@ fn validate_patterns(
             }
         };
         return match pattern.matches(resource) {
-            Ok(()) => response(
-                rule,
-                RuleStatus::Pass,
-                format!("validation rule '{rule}' passed."),
-            ),
+            Ok(()) => response(rule, RuleStatus::Pass, pass_message(rule, compiled, quiet)),
             Err(PatternError::Skip(m)) => response(rule, RuleStatus::Skip, m),
             Err(PatternError::Error(m)) => response(
                 rule,
@@ -335,6 +384,7 @@ fn validate_patterns(
     let mut skipped = Vec::new();
     for (i, p) in patterns.iter().enumerate() {
         match p.matches(resource) {
+            Ok(()) if quiet => return response(rule, RuleStatus::Pass, String::new()),
             Ok(()) => {
                 return response(
                     rule,
