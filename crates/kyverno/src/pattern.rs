@@ -180,6 +180,10 @@ struct MapNode {
     wildcard_keys: bool,
     /// Whether a key has a condition or existence anchor (tracked to tell an error from a failure).
     tracked: bool,
+    /// Whether a key has an anchor (the anchors' pass of [`validate_map`] has work).
+    anchored: bool,
+    /// Whether a plain key's subtree has anchors (the first plain pass of [`validate_map`] has work).
+    plain_anchors_inside: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -212,12 +216,16 @@ impl Node {
                 let mut anchors_inside = false;
                 let mut wildcard_keys = false;
                 let mut tracked = false;
+                let mut anchored = false;
+                let mut plain_anchors_inside = false;
                 for (key, value) in map {
                     let value = Node::new(value);
                     let anchor = parse_anchor(&key).map(|(a, bare)| (a, range_in(&key, bare)));
                     anchors_inside |= anchor.is_some() || value.anchors_inside;
                     wildcard_keys |= has_wildcards(&key);
                     tracked |= matches!(anchor, Some((Anchor::Condition | Anchor::Existence, _)));
+                    anchored |= anchor.is_some();
+                    plain_anchors_inside |= anchor.is_none() && value.anchors_inside;
                     entries.push(Entry { key, anchor, value });
                 }
                 Node {
@@ -225,6 +233,8 @@ impl Node {
                         entries,
                         wildcard_keys,
                         tracked,
+                        anchored,
+                        plain_anchors_inside,
                     }),
                     anchors_inside,
                 }
@@ -344,14 +354,21 @@ fn element<'p>(
                     anchor: parse_anchor(key),
                     node,
                 });
-                validate_map(rmap, items, path, anchors)
+                // An expanded key is parsed again (a resource key may read as an anchor): its passes are found anew.
+                let passes = Passes {
+                    anchored: items.clone().any(|i| i.anchor.is_some()),
+                    plain_anchors_inside: items
+                        .clone()
+                        .any(|i| i.anchor.is_none() && i.node.anchors_inside),
+                };
+                validate_map(rmap, items, passes, path, anchors)
             } else {
                 let items = pmap.entries.iter().map(|e| Item {
                     key: &e.key,
                     anchor: e.anchor(),
                     node: &e.value,
                 });
-                validate_map(rmap, items, path, anchors)
+                validate_map(rmap, items, pmap.passes(), path, anchors)
             }
         }
         Kind::Array(parr) => {
@@ -457,13 +474,31 @@ fn expand_wildcard_keys<'p>(
     out
 }
 
+/// Which passes of [`validate_map`] have work: the anchors' pass, and the pass of plain keys whose subtree has
+/// anchors (a pass without work is skipped, not run over every key).
+#[derive(Clone, Copy)]
+struct Passes {
+    anchored: bool,
+    plain_anchors_inside: bool,
+}
+
+impl MapNode {
+    fn passes(&self) -> Passes {
+        Passes {
+            anchored: self.anchored,
+            plain_anchors_inside: self.plain_anchors_inside,
+        }
+    }
+}
+
 fn validate_map<'a, 'p: 'a>(
     resource: &Map<String, Value>,
     items: impl Iterator<Item = Item<'a, 'p>> + Clone,
+    passes: Passes,
     path: &Path<'_>,
     anchors: &mut AnchorMap<'p>,
 ) -> Result<(), Err> {
-    for item in items.clone() {
+    for item in items.clone().filter(|_| passes.anchored) {
         let Some((anchor, bare)) = item.anchor else {
             continue;
         };
@@ -520,6 +555,9 @@ fn validate_map<'a, 'p: 'a>(
     }
     // Plain keys whose subtree has anchors first (stable otherwise).
     for anchors_first in [true, false] {
+        if anchors_first && !passes.plain_anchors_inside {
+            continue;
+        }
         for item in items.clone() {
             if item.anchor.is_some() || item.node.anchors_inside != anchors_first {
                 continue;
@@ -884,14 +922,15 @@ fn compare_string(value: &Value, pattern: &str, op: Op) -> bool {
             _ => false,
         };
     }
-    let text = match value {
-        Value::String(s) => s.clone(),
+    let text: std::borrow::Cow<'_, str> = match value {
+        Value::String(s) => s.as_str().into(),
         Value::Number(n) => match n.as_i64() {
-            Some(i) => i.to_string(),
-            None => format!("{:E}", n.as_f64().unwrap_or(0.0)),
+            Some(i) => i.to_string().into(),
+            None => format!("{:E}", n.as_f64().unwrap_or(0.0)).into(),
         },
-        Value::Bool(b) => b.to_string(),
-        Value::Null => String::new(),
+        Value::Bool(true) => "true".into(),
+        Value::Bool(false) => "false".into(),
+        Value::Null => "".into(),
         _ => return false,
     };
     match op {
