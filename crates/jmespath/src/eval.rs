@@ -123,6 +123,12 @@ impl<'o> Interp<'o> {
 
     /// Charge the budget for the size of `value` (a copy about to be made, or a freshly built function result).
     pub(crate) fn charge_value(&mut self, value: &Value) -> Result<(), JmesError> {
+        // A scalar costs what the walk below charges for it, without the walk's stack.
+        match value {
+            Value::String(s) => return self.charge(1 + (s.len() as u64) / 32),
+            Value::Null | Value::Bool(_) | Value::Number(_) => return self.charge(1),
+            Value::Array(_) | Value::Object(_) => {}
+        }
         let mut stack = vec![value];
         while let Some(v) = stack.pop() {
             let cost = match v {

@@ -1002,6 +1002,10 @@ impl KyvernoPolicy {
                 {
                     continue;
                 }
+                // Room for every rule's response at once (most rules that match respond), not grown one by one.
+                if response.rules.capacity() == 0 {
+                    response.rules.reserve_exact(self.rules.len());
+                }
                 // No key is built for the common policy without exceptions.
                 let excepting: Vec<&Arc<PolicyException>> = if self.exceptions.is_empty() {
                     Vec::new()

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use super::scalar::{has_wildcards, parse_duration, parse_quantity, wildcard};
+use super::scalar::{has_wildcards, parse_duration, parse_quantity, wildcard, Glob};
 use policyctl_jmespath::units::Quantity;
 
 /// The anchor of a pattern key.
@@ -189,23 +189,15 @@ struct MapNode {
 #[derive(Debug, Clone)]
 struct Entry {
     key: String,
-    /// The anchor and the byte range of the bare key in `key`.
-    anchor: Option<(Anchor, std::ops::Range<usize>)>,
+    /// The anchor and the bare key.
+    anchor: Option<(Anchor, String)>,
     value: Node,
 }
 
 impl Entry {
     fn anchor(&self) -> Option<(Anchor, &str)> {
-        self.anchor
-            .as_ref()
-            .and_then(|(a, range)| self.key.get(range.clone()).map(|bare| (*a, bare)))
+        self.anchor.as_ref().map(|(a, bare)| (*a, bare.as_str()))
     }
-}
-
-/// The byte range of `inner` (a subslice of `outer`) in `outer`.
-fn range_in(outer: &str, inner: &str) -> std::ops::Range<usize> {
-    let start = (inner.as_ptr() as usize).saturating_sub(outer.as_ptr() as usize);
-    start..start + inner.len()
 }
 
 impl Node {
@@ -220,7 +212,7 @@ impl Node {
                 let mut plain_anchors_inside = false;
                 for (key, value) in map {
                     let value = Node::new(value);
-                    let anchor = parse_anchor(&key).map(|(a, bare)| (a, range_in(&key, bare)));
+                    let anchor = parse_anchor(&key).map(|(a, bare)| (a, bare.to_string()));
                     anchors_inside |= anchor.is_some() || value.anchors_inside;
                     wildcard_keys |= has_wildcards(&key);
                     tracked |= matches!(anchor, Some((Anchor::Condition | Anchor::Existence, _)));
@@ -731,7 +723,8 @@ struct StringPattern {
 enum Check {
     Compare {
         op: Op,
-        operand: String,
+        /// The operand, compiled as a wildcard pattern.
+        operand: Glob,
         duration: Option<f64>,
         quantity: Option<Quantity>,
     },
@@ -809,7 +802,7 @@ impl Check {
         let operand = pattern.get(prefix..).unwrap_or("").trim();
         Check::Compare {
             op,
-            operand: operand.to_string(),
+            operand: Glob::new(operand),
             duration: parse_duration(operand),
             quantity: parse_quantity(operand),
         }
@@ -914,11 +907,11 @@ fn compare_quantity(value: &Value, pattern: Option<Quantity>, op: Op) -> bool {
     cmp_op(v, p, op)
 }
 
-fn compare_string(value: &Value, pattern: &str, op: Op) -> bool {
+fn compare_string(value: &Value, pattern: &Glob, op: Op) -> bool {
     if let Value::String(s) = value {
         return match op {
-            Op::Equal => wildcard(pattern, s),
-            Op::NotEqual => !wildcard(pattern, s),
+            Op::Equal => pattern.matches(s),
+            Op::NotEqual => !pattern.matches(s),
             _ => false,
         };
     }
@@ -934,8 +927,8 @@ fn compare_string(value: &Value, pattern: &str, op: Op) -> bool {
         _ => return false,
     };
     match op {
-        Op::Equal => wildcard(pattern, &text),
-        Op::NotEqual => !wildcard(pattern, &text),
+        Op::Equal => pattern.matches(&text),
+        Op::NotEqual => !pattern.matches(&text),
         _ => false,
     }
 }
