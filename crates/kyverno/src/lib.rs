@@ -956,10 +956,13 @@ impl KyvernoPolicy {
         };
         let empty = Value::Null;
         // Looked up once, not per rule (and only the one the rules look at).
+        // (`Review::object` / `old_object`, read from the request looked up once.)
+        let request = review.request();
+        let present = |member: &str| request.get(member).filter(|v| !v.is_null());
         let (object, old_object) = if delete {
-            (None, review.old_object())
+            (None, present("oldObject"))
         } else {
-            (review.object(), None)
+            (present("object"), None)
         };
         let mut stop = false;
         let runs_mutate = matches!(options.part, Part::All | Part::Mutate);
@@ -973,6 +976,10 @@ impl KyvernoPolicy {
                     break;
                 }
                 if (pass && !rule.is_mutate()) || (!pass && rule.is_mutate()) {
+                    continue;
+                }
+                // A rule whose match block names other kinds is passed over before anything else is looked at.
+                if !rule.spec.matches.may_match_kind(&review.kind.kind) {
                     continue;
                 }
                 let subject = if delete {

@@ -162,6 +162,8 @@ struct Node {
     kind: Kind,
     /// Whether a key of this subtree (this map's keys included) has an anchor.
     anchors_inside: bool,
+    /// Whether the value is `"*"` (the key must be present).
+    star: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -229,6 +231,7 @@ impl Node {
                         plain_anchors_inside,
                     }),
                     anchors_inside,
+                    star: false,
                 }
             }
             Value::Array(items) => {
@@ -237,11 +240,13 @@ impl Node {
                 Node {
                     kind: Kind::Array(items),
                     anchors_inside,
+                    star: false,
                 }
             }
             scalar => {
                 let compiled = scalar.as_str().map(StringPattern::new);
                 Node {
+                    star: scalar.as_str() == Some("*"),
                     kind: Kind::Scalar(scalar, compiled),
                     anchors_inside: false,
                 }
@@ -251,7 +256,7 @@ impl Node {
 
     /// Whether the value is `"*"` (the key must be present).
     fn is_star(&self) -> bool {
-        matches!(&self.kind, Kind::Scalar(Value::String(s), _) if s == "*")
+        self.star
     }
 }
 
