@@ -498,6 +498,10 @@ fn validate_elements<'c>(
 ) -> (RuleResponse, usize) {
     let mut applied = 0;
     let last = items.len().saturating_sub(1);
+    // Without context entries and mocks, an element's context is the rule's plus the element variables, which the
+    // next element replaces: one context serves every element (instead of a copy per element).
+    let reuse = fe.context.is_empty() && !matches!(env.lookups, super::eval::Lookups::Mocks(_));
+    let mut shared: Option<Context<'c>> = None;
     for (index, element) in items.iter().enumerate() {
         if element.is_null() {
             continue;
@@ -508,10 +512,16 @@ fn validate_elements<'c>(
                 applied,
             );
         }
-        let mut ectx: Context<'c> = ctx.clone();
-        set_element(&mut ectx, element, index, nesting);
-        env.apply_foreach_values(rule, index, &mut ectx);
-        if let Err(e) = load_context(&fe.context, &mut ectx, env, rule) {
+        let mut fresh;
+        let ectx: &mut Context<'c> = if reuse {
+            shared.get_or_insert_with(|| ctx.clone())
+        } else {
+            fresh = ctx.clone();
+            &mut fresh
+        };
+        set_element(ectx, element, index, nesting);
+        env.apply_foreach_values(rule, index, ectx);
+        if let Err(e) = load_context(&fe.context, ectx, env, rule) {
             return (
                 response(
                     rule,
@@ -528,8 +538,8 @@ fn validate_elements<'c>(
             compiled.and_then(|c| c.preconditions.as_ref()),
             &fe.preconditions,
         ) {
-            (Some(c), _) => Some(c.check(&ectx, Mode::Lenient)),
-            (None, Some(p)) => Some(check_conditions(p, &ectx, Mode::Lenient)),
+            (Some(c), _) => Some(c.check(ectx, Mode::Lenient)),
+            (None, Some(p)) => Some(check_conditions(p, ectx, Mode::Lenient)),
             (None, None) => None,
         };
         let result = match preconditions {
@@ -553,7 +563,7 @@ fn validate_elements<'c>(
                     rule,
                     message,
                     &body,
-                    &ectx,
+                    ectx,
                     target,
                     false,
                     true,
