@@ -277,15 +277,12 @@ impl Term {
         if !self.variables {
             return Ok(Cow::Borrowed(&self.value));
         }
-        if let Some(found) = self.query.as_ref().and_then(|q| ctx.query_compiled(q)) {
-            // As the text path resolves a whole variable: leniently, an error is "" unless a bound stopped it.
-            return match found {
-                Ok(v) => Ok(v),
-                Err(e) if mode == Mode::Lenient && !e.bound => {
-                    Ok(Cow::Owned(Value::String(String::new())))
-                }
-                Err(e) => Err(e.to_string()),
-            };
+        if let Some(found) = self
+            .query
+            .as_ref()
+            .and_then(|q| ctx.query_compiled(q, mode))
+        {
+            return found.map_err(|e| e.to_string());
         }
         if let Value::String(text) = &self.value {
             return substitute_str_cow(text, ctx, mode).map_err(|e| e.to_string());
@@ -503,7 +500,7 @@ mod tests {
                 if let Some(q) = &term.query {
                     // On DELETE an expression that mentions request.object is left to the text path (rewrite).
                     assert_eq!(
-                        ctx.query_compiled(q).is_none(),
+                        ctx.query_compiled(q, Mode::Strict).is_none(),
                         delete && text.contains("request.object"),
                         "{text}"
                     );
@@ -522,7 +519,8 @@ mod tests {
         let term = Term::new(json!("{{ request.object.metadata.name }}"));
         let q = term.query.as_ref().expect("compiled");
         assert_eq!(
-            ctx.query_compiled(q).map(|r| r.map(Cow::into_owned)),
+            ctx.query_compiled(q, Mode::Strict)
+                .map(|r| r.map(Cow::into_owned)),
             Some(Ok(json!("new")))
         );
     }

@@ -87,9 +87,26 @@ enum Path<'a> {
 
 impl Path<'_> {
     fn render(&self) -> String {
-        let mut out = String::new();
+        let mut out = String::with_capacity(self.rendered_len());
         self.render_into(&mut out);
         out
+    }
+
+    /// The length of the rendered path (so that it is rendered into one allocation).
+    fn rendered_len(&self) -> usize {
+        match self {
+            Path::Root => 1,
+            Path::Key(parent, key) => parent.rendered_len() + key.len() + 1,
+            Path::Index(parent, i) => {
+                let mut digits = 1;
+                let mut n = *i;
+                while n >= 10 {
+                    n /= 10;
+                    digits += 1;
+                }
+                parent.rendered_len() + digits + 1
+            }
+        }
     }
 
     fn render_into(&self, out: &mut String) {
@@ -111,7 +128,19 @@ impl Path<'_> {
 
 impl std::fmt::Display for Path<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.render())
+        // Written piece by piece: no rendered copy is made for a message.
+        match self {
+            Path::Root => f.write_str("/"),
+            Path::Key(parent, key) => {
+                parent.fmt(f)?;
+                f.write_str(key)?;
+                f.write_str("/")
+            }
+            Path::Index(parent, i) => {
+                parent.fmt(f)?;
+                write!(f, "{i}/")
+            }
+        }
     }
 }
 
@@ -950,6 +979,22 @@ mod tests {
             Err(PatternError::Fail { .. }) => "fail",
             Err(PatternError::Error(_)) => "error",
         }
+    }
+
+    #[test]
+    fn paths_render_and_display_alike() {
+        let root = Path::Root;
+        let spec = Path::Key(&root, "spec");
+        let containers = Path::Key(&spec, "containers");
+        for i in [0, 9, 10, 123] {
+            let item = Path::Index(&containers, i);
+            let image = Path::Key(&item, "image");
+            let rendered = image.render();
+            assert_eq!(rendered, format!("/spec/containers/{i}/image/"));
+            assert_eq!(rendered, image.to_string());
+            assert_eq!(rendered.len(), image.rendered_len());
+        }
+        assert_eq!(root.render(), "/");
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub enum Glob {
     Prefix(String),
     /// `*literal`.
     Suffix(String),
+    /// `*literal*`.
+    Contains(String),
     /// Anything else.
     General(String),
 }
@@ -38,6 +40,12 @@ impl Glob {
             Glob::Prefix(l.to_string())
         } else if let Some(l) = pattern.strip_prefix('*').filter(literal) {
             Glob::Suffix(l.to_string())
+        } else if let Some(l) = pattern
+            .strip_prefix('*')
+            .and_then(|p| p.strip_suffix('*'))
+            .filter(literal)
+        {
+            Glob::Contains(l.to_string())
         } else {
             Glob::General(pattern.to_string())
         }
@@ -51,6 +59,7 @@ impl Glob {
             Glob::Exact(l) => text == l,
             Glob::Prefix(l) => text.starts_with(l.as_str()),
             Glob::Suffix(l) => text.ends_with(l.as_str()),
+            Glob::Contains(l) => text.contains(l.as_str()),
             Glob::General(p) => wildcard(p, text),
         }
     }
@@ -209,6 +218,8 @@ mod tests {
         assert_eq!(Glob::new("*ab"), Glob::Suffix("ab".into()));
         assert_eq!(Glob::new("ab"), Glob::Exact("ab".into()));
         assert_eq!(Glob::new("a*b"), Glob::General("a*b".into()));
+        assert_eq!(Glob::new("*:*"), Glob::Contains(":".into()));
+        assert_eq!(Glob::new("*"), Glob::Any);
     }
 
     #[test]

@@ -370,15 +370,8 @@ impl<'r> Context<'r> {
     /// [`Context::query_cow`], where a list the expression builds of the context's values
     /// (`request.object.spec.[initContainers, containers][]`) is a list of borrowed values, not a copy.
     pub fn query_parts(&self, expression: &str) -> Result<crate::jmespath::Parts<'_>, VarError> {
-        self.query_parts_quiet(expression).map_err(|e| match e {
-            QueryError::Var(e) => e,
-            QueryError::Jmes(e) => VarError {
-                expression: expression.to_string(),
-                message: e.to_string(),
-                not_found: e.is_not_found(),
-                bound: e.is_bound(),
-            },
-        })
+        self.query_parts_quiet(expression)
+            .map_err(|e| e.into_var(expression))
     }
 
     /// [`Context::query_parts`], whose JMESPath error is not rendered: for callers that only need to know whether
@@ -468,23 +461,23 @@ impl<'r> Context<'r> {
     /// [`Context::query_cow`] of a text compiled at load ([`CompiledQuery`]): the same answer, without looking the
     /// expression up by its text. `None` when the text path must answer (a DELETE, whose `request.object` reads
     /// `request.oldObject`, of an expression that mentions it).
+    ///
+    /// Resolved as a whole variable is in `mode`: leniently, an error (but a bound's) is `""`, and is not rendered.
     pub fn query_compiled(
         &self,
         query: &CompiledQuery,
+        mode: Mode,
     ) -> Option<Result<Cow<'_, Value>, VarError>> {
         if self.delete && query.mentions_object {
             return None;
         }
-        Some(
-            self.search(&query.expr)
-                .map(crate::jmespath::Parts::into_value)
-                .map_err(|e| VarError {
-                    expression: query.expression.clone(),
-                    message: e.to_string(),
-                    not_found: e.is_not_found(),
-                    bound: e.is_bound(),
-                }),
-        )
+        Some(match self.search(&query.expr) {
+            Ok(parts) => Ok(parts.into_value()),
+            Err(e) if mode == Mode::Lenient && !e.is_bound() => {
+                Ok(Cow::Owned(Value::String(String::new())))
+            }
+            Err(e) => Err(QueryError::Jmes(e).into_var(&query.expression)),
+        })
     }
 
     /// The elements of a foreach `list` expression, or `None` when it has no value (an error nobody reads is not
@@ -524,6 +517,29 @@ pub(crate) fn elements_of(parts: crate::jmespath::Parts<'_>) -> Vec<Shared<'_>> 
 enum QueryError {
     Var(VarError),
     Jmes(crate::jmespath::JmesError),
+}
+
+impl QueryError {
+    /// Whether a bound (deadline, work budget) stopped the query.
+    fn bound(&self) -> bool {
+        match self {
+            QueryError::Var(e) => e.bound,
+            QueryError::Jmes(e) => e.is_bound(),
+        }
+    }
+
+    /// The error of the query of `expression`, rendered.
+    fn into_var(self, expression: &str) -> VarError {
+        match self {
+            QueryError::Var(e) => e,
+            QueryError::Jmes(e) => VarError {
+                expression: expression.to_string(),
+                message: e.to_string(),
+                not_found: e.is_not_found(),
+                bound: e.is_bound(),
+            },
+        }
+    }
 }
 
 /// The members the base document's `request` has beyond the review's own request (see
@@ -864,12 +880,13 @@ fn whole_variable_value<'c>(
     ctx: &'c Context<'_>,
     mode: Mode,
 ) -> Result<Cow<'c, Value>, VarError> {
-    match ctx.query_cow(expr) {
-        Ok(v) => Ok(v),
-        Err(e) => match mode {
-            Mode::Lenient if !e.bound => Ok(Cow::Owned(Value::String(String::new()))),
-            _ => Err(e),
-        },
+    // The error is rendered only when it is reported (a lenient miss reads "" without it).
+    match ctx.query_parts_quiet(expr) {
+        Ok(parts) => Ok(parts.into_value()),
+        Err(e) if mode == Mode::Lenient && !e.bound() => {
+            Ok(Cow::Owned(Value::String(String::new())))
+        }
+        Err(e) => Err(e.into_var(expr)),
     }
 }
 
