@@ -1242,7 +1242,17 @@ impl KyvernoPolicy {
     }
 
     fn serving_apply(&self, review: &Review, ctx: &EvalContext, part: Part) -> PolicyResponse {
-        let env = serving_env(review, ctx);
+        self.serving_apply_in(review, ctx, part, &serving_env(review, ctx))
+    }
+
+    /// [`KyvernoPolicy::serving_apply`] with the review's serving environment already at hand.
+    fn serving_apply_in(
+        &self,
+        review: &Review,
+        ctx: &EvalContext,
+        part: Part,
+        env: &ServingEnv,
+    ) -> PolicyResponse {
         let cluster: &dyn ClusterContext = ctx.cluster.as_ref();
         // A test's cluster context carries the Values file: its values replace lookups and set variables.
         let overrides = cluster.overrides();
@@ -1451,9 +1461,9 @@ impl Policy for KyvernoPolicy {
         if ctx.point == EnforcementPoint::Audit && !self.background {
             return Evaluation::skip();
         }
-        let response = self.serving_apply(review, ctx, Part::Validate);
-        let namespace = review.namespace.as_deref().unwrap_or_default();
         let env = serving_env(review, ctx);
+        let response = self.serving_apply_in(review, ctx, Part::Validate, &env);
+        let namespace = review.namespace.as_deref().unwrap_or_default();
         let labels = env.labels.as_ref();
         let mut out = Evaluation {
             rules: self.explained(&response, ctx),

@@ -103,6 +103,29 @@ pub struct CompiledQuery {
     /// Whether the text mentions `request.object` (rewritten to `request.oldObject` on DELETE: the text path
     /// answers those).
     mentions_object: bool,
+    /// What the expression reads of the root, found once.
+    reads: Reads,
+}
+
+/// What an expression reads of the root of a served review's document (see [`Context::search`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Reads {
+    /// [`reads_request_members_only`].
+    request_members_only: bool,
+    /// Whether it may read `images`.
+    images: bool,
+}
+
+impl Reads {
+    fn of(expr: &crate::jmespath::Expression) -> Reads {
+        Reads {
+            request_members_only: reads_request_members_only(expr),
+            images: expr
+                .root_reads()
+                .iter()
+                .any(|read| read.name.as_deref() == Some("images")),
+        }
+    }
 }
 
 impl CompiledQuery {
@@ -120,6 +143,7 @@ impl CompiledQuery {
         let expr = crate::jmespath::Expression::compile(trimmed).ok()?;
         Some(CompiledQuery {
             expression: expression.to_string(),
+            reads: Reads::of(&expr),
             expr,
             mentions_object: trimmed.contains("request.object"),
         })
@@ -400,7 +424,7 @@ impl<'r> Context<'r> {
                 .map_err(QueryError::Var);
         }
         crate::jmespath::compile_cached(text)
-            .and_then(|expr| self.search(&expr))
+            .and_then(|expr| self.search(&expr, None))
             .map_err(QueryError::Jmes)
     }
 
@@ -409,6 +433,7 @@ impl<'r> Context<'r> {
     fn search(
         &self,
         expr: &crate::jmespath::Expression,
+        reads: Option<Reads>,
     ) -> Result<crate::jmespath::Parts<'_>, crate::jmespath::JmesError> {
         // A served review's base document is its request with a few members added, plus service account and
         // images. An expression that never looks at those members reads the review's own request: the document
@@ -417,16 +442,16 @@ impl<'r> Context<'r> {
         let placeholder: (&str, &Value) = ("", &Value::Null);
         let mut extra = [placeholder; 2];
         let mut extras = 0;
-        let base: &Value = match &self.base {
-            Base::Served(served) if reads_request_members_only(expr) => {
+        let served = match &self.base {
+            Base::Served(served) => Some((served, reads.unwrap_or_else(|| Reads::of(expr)))),
+            Base::Ready(_) => None,
+        };
+        let base: &Value = match served {
+            Some((served, reads)) if reads.request_members_only => {
                 let review = served.review;
                 extra[0] = ("request", served.request);
                 extras = 1;
-                if expr
-                    .root_reads()
-                    .iter()
-                    .any(|read| read.name.as_deref() == Some("images"))
-                {
+                if reads.images {
                     let images: &Value = self.images.get_or_init(|| super::serving_images(review));
                     extra[1] = ("images", images);
                     extras = 2;
@@ -471,7 +496,7 @@ impl<'r> Context<'r> {
         if self.delete && query.mentions_object {
             return None;
         }
-        Some(match self.search(&query.expr) {
+        Some(match self.search(&query.expr, Some(query.reads)) {
             Ok(parts) => Ok(parts.into_value()),
             Err(e) if mode == Mode::Lenient && !e.is_bound() => {
                 Ok(Cow::Owned(Value::String(String::new())))
