@@ -941,10 +941,11 @@ impl KyvernoPolicy {
         let delete = matches!(review.operation, crate::admission::Operation::Delete);
         // The object as changed by this policy's mutate rules so far (`None`: unchanged).
         let mut patched: Option<Value> = None;
+        let request = review.request();
         let base = match mocks_base {
             Some(m) => Base::Ready(Arc::new(base_document(review, options.user, Some(m)))),
             None if options.user.roles.is_empty() && options.user.cluster_roles.is_empty() => {
-                Base::served(review)
+                Base::served_with(review, request)
             }
             None => Base::Ready(Arc::new(base_document(review, options.user, None))),
         };
@@ -957,7 +958,6 @@ impl KyvernoPolicy {
         let empty = Value::Null;
         // Looked up once, not per rule (and only the one the rules look at).
         // (`Review::object` / `old_object`, read from the request looked up once.)
-        let request = review.request();
         let present = |member: &str| request.get(member).filter(|v| !v.is_null());
         let (object, old_object) = if delete {
             (None, present("oldObject"))

@@ -49,6 +49,8 @@ pub struct CompiledBody {
 pub struct Passed {
     rule: String,
     text: String,
+    /// The message of a pass by the first `anyPattern`.
+    first_any: String,
 }
 
 impl Passed {
@@ -57,12 +59,25 @@ impl Passed {
         Passed {
             rule: rule.to_string(),
             text: pass_text(rule),
+            first_any: any_pass_text(rule, 0),
         }
     }
 }
 
 fn pass_text(rule: &str) -> String {
     format!("validation rule '{rule}' passed.")
+}
+
+fn any_pass_text(rule: &str, i: usize) -> String {
+    format!("validation rule '{rule}' anyPattern[{i}] passed.")
+}
+
+/// The pass message of `rule`'s `anyPattern[i]`: rendered at load for the first, else now.
+fn any_passed(rule: &str, i: usize, compiled: Option<&CompiledBody>) -> String {
+    match compiled.and_then(|c| c.passed.as_ref()) {
+        Some(p) if i == 0 && p.rule == rule => p.first_any.clone(),
+        _ => any_pass_text(rule, i),
+    }
 }
 
 /// The pass message of `rule`: the one rendered at load when the body was compiled for this rule, else rendered now.
@@ -189,14 +204,7 @@ fn run_body(
             return None;
         }
         return Some(validate_patterns(
-            rule,
-            message,
-            body.pattern,
-            body.any_pattern,
-            body.compiled,
-            ctx,
-            resource,
-            in_foreach,
+            rule, message, body, ctx, resource, in_foreach,
         ));
     }
     if let Some(list) = body.foreach {
@@ -317,13 +325,12 @@ fn substitution_failed(rule: &str, error: &VarError) -> RuleResponse {
 fn validate_patterns(
     rule: &str,
     message: Option<&str>,
-    pattern: Option<&Value>,
-    any_pattern: Option<&Value>,
-    compiled: Option<&CompiledBody>,
+    body: &Body<'_>,
     ctx: &Context<'_>,
     resource: &Value,
     quiet: bool,
 ) -> RuleResponse {
+    let (pattern, any_pattern, compiled) = (body.pattern, body.any_pattern, body.compiled);
     if let Some(pattern) = pattern {
         let substituted;
         let pattern = match compiled.and_then(|c| c.pattern.as_ref()) {
@@ -386,11 +393,7 @@ fn validate_patterns(
         match p.matches(resource) {
             Ok(()) if quiet => return response(rule, RuleStatus::Pass, String::new()),
             Ok(()) => {
-                return response(
-                    rule,
-                    RuleStatus::Pass,
-                    format!("validation rule '{rule}' anyPattern[{i}] passed."),
-                )
+                return response(rule, RuleStatus::Pass, any_passed(rule, i, compiled));
             }
             Err(PatternError::Skip(m)) => skipped.push(format!("rule {rule}[{i}] skipped: {m}")),
             Err(PatternError::Error(m)) => failed.push(format!("rule {rule}[{i}] failed: {m}")),
@@ -440,10 +443,22 @@ const ELEMENT_INDEX: [&str; 4] = [
     "elementIndex3",
 ];
 
+/// The value of `elementIndex` for `index`: the usual small indexes are shared values made once per process, so
+/// that setting one allocates nothing.
+fn index_value(index: usize) -> Arc<Value> {
+    const SHARED: usize = 64;
+    static SMALL: std::sync::OnceLock<Vec<Arc<Value>>> = std::sync::OnceLock::new();
+    let small = SMALL.get_or_init(|| (0..SHARED).map(|i| Arc::new(Value::from(i))).collect());
+    match small.get(index) {
+        Some(v) => Arc::clone(v),
+        None => Arc::new(Value::from(index)),
+    }
+}
+
 /// Put a foreach element into the context.
 pub fn set_element<'c>(ctx: &mut Context<'c>, element: &Shared<'c>, index: usize, nesting: usize) {
     // `element` and `element<nesting>` share the list's own copy of the element (or the document's).
-    let index_value = Arc::new(Value::from(index));
+    let index_value = index_value(index);
     ctx.set_static("element", element.clone());
     ctx.set_static("elementIndex", Arc::clone(&index_value));
     match (ELEMENT.get(nesting), ELEMENT_INDEX.get(nesting)) {
@@ -602,4 +617,41 @@ fn validate_elements<'c>(
         }
     }
     (response(rule, RuleStatus::Pass, ""), applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn element_indexes_are_shared_values_of_the_index() {
+        for i in [0, 1, 63, 64, 1000] {
+            assert_eq!(*index_value(i), Value::from(i));
+        }
+        assert!(Arc::ptr_eq(&index_value(5), &index_value(5)), "shared");
+        assert!(!Arc::ptr_eq(&index_value(64), &index_value(64)), "made");
+    }
+
+    #[test]
+    fn pass_messages_rendered_at_load_are_the_rules_own() {
+        let body = CompiledBody::default().for_rule("r");
+        assert_eq!(passed("r", Some(&body)), "validation rule 'r' passed.");
+        assert_eq!(
+            passed("other", Some(&body)),
+            "validation rule 'other' passed."
+        );
+        assert_eq!(passed("r", None), "validation rule 'r' passed.");
+        assert_eq!(
+            any_passed("r", 0, Some(&body)),
+            "validation rule 'r' anyPattern[0] passed."
+        );
+        assert_eq!(
+            any_passed("r", 2, Some(&body)),
+            "validation rule 'r' anyPattern[2] passed."
+        );
+        assert_eq!(
+            any_passed("x", 0, Some(&body)),
+            "validation rule 'x' anyPattern[0] passed."
+        );
+    }
 }

@@ -65,10 +65,12 @@ pub struct Served<'r> {
 impl<'r> Base<'r> {
     /// The base of a served review.
     pub fn served(review: &'r crate::admission::Review) -> Base<'r> {
-        Base::Served(Served {
-            review,
-            request: review.request(),
-        })
+        Base::served_with(review, review.request())
+    }
+
+    /// [`Base::served`] with the review's request already looked up (`request` is `review.request()`).
+    pub fn served_with(review: &'r crate::admission::Review, request: &'r Value) -> Base<'r> {
+        Base::Served(Served { review, request })
     }
 }
 
