@@ -123,6 +123,12 @@ impl<'o> Interp<'o> {
 
     /// Charge the budget for the size of `value` (a copy about to be made, or a freshly built function result).
     pub(crate) fn charge_value(&mut self, value: &Value) -> Result<(), JmesError> {
+        // A scalar costs what the walk below charges for it, without the walk's stack.
+        match value {
+            Value::String(s) => return self.charge(1 + (s.len() as u64) / 32),
+            Value::Null | Value::Bool(_) | Value::Number(_) => return self.charge(1),
+            Value::Array(_) | Value::Object(_) => {}
+        }
         let mut stack = vec![value];
         while let Some(v) = stack.pop() {
             let cost = match v {
@@ -408,14 +414,31 @@ impl<'o> Interp<'o> {
     where
         'o: 'a,
     {
-        let mut args = Vec::with_capacity(arg_nodes.len());
-        for arg in arg_nodes {
-            match arg {
-                Node::Expref(inner) => args.push(Arg::Expref(inner)),
-                other => args.push(Arg::Value(self.eval(other, data)?)),
+        // The arguments of the usual short calls on the stack; longer lists in a vector.
+        const ON_STACK: usize = 4;
+        let mut stack: [Arg<'a>; ON_STACK] =
+            std::array::from_fn(|_| Arg::Value(Cow::Owned(Value::Null)));
+        let mut heap = Vec::new();
+        let spill = arg_nodes.len() > ON_STACK;
+        if spill {
+            heap.reserve(arg_nodes.len());
+        }
+        for (i, arg) in arg_nodes.iter().enumerate() {
+            let value = match arg {
+                Node::Expref(inner) => Arg::Expref(inner),
+                other => Arg::Value(self.eval(other, data)?),
+            };
+            match stack.get_mut(i).filter(|_| !spill) {
+                Some(slot) => *slot = value,
+                None => heap.push(value),
             }
         }
-        let result = (function.call)(self, &Args::new(function.name, &args))?;
+        let args: &[Arg<'a>] = if spill {
+            &heap
+        } else {
+            stack.get(..arg_nodes.len()).unwrap_or_default()
+        };
+        let result = (function.call)(self, &Args::new(function.name, args))?;
         self.charge_value(&result)?;
         Ok(Cow::Owned(result))
     }

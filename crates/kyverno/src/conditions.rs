@@ -1,11 +1,13 @@
 //! Condition operators of `preconditions` and `deny` (`{key, operator, value, message}`), with Kyverno's value
 //! semantics: wildcards, durations, quantities, semver, ranges and JSON-encoded lists.
 
+use std::borrow::Cow;
+
 use serde_json::Value;
 
 use super::pattern::scalar_matches;
 use super::scalar::{
-    number_quantity, parse_duration, parse_quantity, parse_semver, sprint, wildcard,
+    number_quantity, parse_duration, parse_quantity, parse_semver, sprint_cow, wildcard,
 };
 
 /// An operator, parsed case-insensitively.
@@ -167,28 +169,36 @@ fn numeric(key: &Value, value: &Value) -> Option<std::cmp::Ordering> {
     None
 }
 
-/// The values side of a set operator as strings; `Err(range)` for a range string, `None` for an invalid type.
-enum Values {
-    List(Vec<String>),
-    Range(String),
+/// The values side of a set operator as strings (borrowed from the value where it holds them); `Range` for a range
+/// string, `Invalid` for an invalid type.
+enum Values<'a> {
+    List(Vec<Cow<'a, str>>),
+    Range(&'a str),
     Invalid,
 }
 
-fn values_of(value: &Value) -> Values {
+/// The items of a JSON list a string held, as strings (owned: the list was parsed from the text).
+fn owned_texts(list: &[Value]) -> Vec<Cow<'static, str>> {
+    list.iter()
+        .map(|v| Cow::Owned(sprint_cow(v).into_owned()))
+        .collect()
+}
+
+fn values_of(value: &Value) -> Values<'_> {
     match value {
-        Value::Array(items) => Values::List(items.iter().map(sprint).collect()),
+        Value::Array(items) => Values::List(items.iter().map(sprint_cow).collect()),
         Value::String(s) => {
             if let Some(list) = json_list(s) {
-                return Values::List(list.iter().map(sprint).collect());
+                return Values::List(owned_texts(&list));
             }
             let is_range = range_regex().is_some_and(|re| re.is_match(s));
             if is_range {
-                Values::Range(s.clone())
+                Values::Range(s)
             } else {
-                Values::List(vec![s.clone()])
+                Values::List(vec![Cow::Borrowed(s)])
             }
         }
-        Value::Number(_) | Value::Bool(_) => Values::List(vec![sprint(value)]),
+        Value::Number(_) | Value::Bool(_) => Values::List(vec![sprint_cow(value)]),
         _ => Values::Invalid,
     }
 }
@@ -213,22 +223,22 @@ fn range_regex() -> Option<&'static regex::Regex> {
     .as_ref()
 }
 
-fn contains(values: &Values, key: &str) -> bool {
+fn contains(values: &Values<'_>, key: &str) -> bool {
     match values {
         Values::List(items) => items.iter().any(|v| wildcard(v, key) || wildcard(key, v)),
         Values::Range(range) => {
             let k = Value::String(key.to_string());
             let k = key.parse::<f64>().map(Value::from).unwrap_or(k);
-            scalar_matches(&k, &Value::String(range.clone()))
+            scalar_matches(&k, &Value::String((*range).to_string()))
         }
         Values::Invalid => false,
     }
 }
 
-fn keys_of(key: &Value) -> Option<Vec<String>> {
+fn keys_of(key: &Value) -> Option<Vec<Cow<'_, str>>> {
     match key {
-        Value::Array(items) => Some(items.iter().map(sprint).collect()),
-        Value::String(_) | Value::Number(_) | Value::Bool(_) => Some(vec![sprint(key)]),
+        Value::Array(items) => Some(items.iter().map(sprint_cow).collect()),
+        Value::String(_) | Value::Number(_) | Value::Bool(_) => Some(vec![sprint_cow(key)]),
         _ => None,
     }
 }
@@ -241,7 +251,7 @@ fn set_op(key: &Value, value: &Value, any: bool, negate: bool) -> bool {
     if matches!(values, Values::Invalid) {
         return false;
     }
-    let test = |k: &String| contains(&values, k) != negate;
+    let test = |k: &Cow<'_, str>| contains(&values, k) != negate;
     if any {
         keys.iter().any(test)
     } else {
@@ -257,9 +267,9 @@ fn legacy_in(key: &Value, value: &Value) -> bool {
                 return false;
             };
             let values = match value {
-                Value::Array(items) => Values::List(items.iter().map(sprint).collect()),
+                Value::Array(items) => Values::List(items.iter().map(sprint_cow).collect()),
                 Value::String(s) => match json_list(s) {
-                    Some(list) => Values::List(list.iter().map(sprint).collect()),
+                    Some(list) => Values::List(owned_texts(&list)),
                     None => return false,
                 },
                 _ => return false,

@@ -10,7 +10,8 @@ use super::conditions::{evaluate, Operator};
 use super::matching::UserContext;
 use super::spec::ContextEntry;
 use super::variables::{
-    substitute, substitute_str, substitute_str_cow, value_has_braces, Context, Mode, VarError,
+    substitute, substitute_str, substitute_str_cow, value_has_braces, CompiledQuery, Context, Mode,
+    VarError,
 };
 use crate::policy::ClusterContext;
 
@@ -257,12 +258,15 @@ struct Condition {
 struct Term {
     value: Value,
     variables: bool,
+    /// The expression of a string that is exactly one variable, compiled at load.
+    query: Option<CompiledQuery>,
 }
 
 impl Term {
     fn new(value: Value) -> Term {
         Term {
             variables: value_has_braces(&value),
+            query: value.as_str().and_then(CompiledQuery::new),
             value,
         }
     }
@@ -272,6 +276,13 @@ impl Term {
     fn resolve<'a>(&'a self, ctx: &'a Context<'_>, mode: Mode) -> Result<Cow<'a, Value>, String> {
         if !self.variables {
             return Ok(Cow::Borrowed(&self.value));
+        }
+        if let Some(found) = self
+            .query
+            .as_ref()
+            .and_then(|q| ctx.query_compiled(q, mode))
+        {
+            return found.map_err(|e| e.to_string());
         }
         if let Value::String(text) = &self.value {
             return substitute_str_cow(text, ctx, mode).map_err(|e| e.to_string());
@@ -449,6 +460,69 @@ mod tests {
         assert!(outcome.holds);
         assert_eq!(outcome.messages, "operation is CREATE");
         assert_eq!(check_conditions(&block, &c2, Mode::Lenient), Ok(outcome));
+    }
+
+    #[test]
+    fn terms_compiled_at_load_answer_as_the_text_path() {
+        let doc = Arc::new(json!({"request": {
+            "operation": "DELETE",
+            "object": {"metadata": {"name": "new"}},
+            "oldObject": {"metadata": {"name": "old", "labels": {"a": "1"}}}
+        }}));
+        let texts = [
+            "{{ request.object.metadata.name }}",
+            "{{request.object.metadata.labels.a}}",
+            "{{- request.operation }}",
+            "{{ request.object.metadata.missing }}",
+            "{{ request.object.metadata.missing || 'dflt' }}",
+            "{{ to_upper(request.operation) }}",
+            "{{ request.oldObject.metadata }}",
+            "{{ nothing.here }}",
+            "{{ @ }}",
+            "{{ $.request.operation }}",
+            "x-{{ request.operation }}",
+            "{{ request.( }}",
+        ];
+        for delete in [false, true] {
+            let ctx = Context::new(doc.clone(), delete);
+            for text in texts {
+                let term = Term::new(json!(text));
+                let text_path = Term {
+                    query: None,
+                    ..term.clone()
+                };
+                let whole_jmespath = !text.starts_with("x-")
+                    && !text.contains('@')
+                    && !text.contains('$')
+                    && !text.contains('(');
+                let expect_compiled = whole_jmespath || text.contains("to_upper");
+                assert_eq!(term.query.is_some(), expect_compiled, "{text}");
+                if let Some(q) = &term.query {
+                    // On DELETE an expression that mentions request.object is left to the text path (rewrite).
+                    assert_eq!(
+                        ctx.query_compiled(q, Mode::Strict).is_none(),
+                        delete && text.contains("request.object"),
+                        "{text}"
+                    );
+                }
+                for mode in [Mode::Lenient, Mode::Strict] {
+                    assert_eq!(
+                        term.resolve(&ctx, mode),
+                        text_path.resolve(&ctx, mode),
+                        "{text} delete={delete} {mode:?}"
+                    );
+                }
+            }
+        }
+        // The compiled path really answers (not the text path): on CREATE it reads request.object.
+        let ctx = Context::new(doc, false);
+        let term = Term::new(json!("{{ request.object.metadata.name }}"));
+        let q = term.query.as_ref().expect("compiled");
+        assert_eq!(
+            ctx.query_compiled(q, Mode::Strict)
+                .map(|r| r.map(Cow::into_owned)),
+            Some(Ok(json!("new")))
+        );
     }
 
     #[test]

@@ -665,12 +665,15 @@ impl KyvernoPolicy {
                         .any_pattern
                         .as_ref()
                         .is_some_and(variables::value_has_variables);
-                v.compiled = Some(Arc::new(validate::CompiledBody::new(
-                    v.pattern.as_ref(),
-                    v.any_pattern.as_ref(),
-                    v.deny.as_ref(),
-                    None,
-                )));
+                v.compiled = Some(Arc::new(
+                    validate::CompiledBody::new(
+                        v.pattern.as_ref(),
+                        v.any_pattern.as_ref(),
+                        v.deny.as_ref(),
+                        None,
+                    )
+                    .for_rule(&rule.name),
+                ));
                 if let Some(list) = v.foreach.as_mut() {
                     validate::CompiledBody::compile_foreach(list);
                 }
@@ -938,10 +941,11 @@ impl KyvernoPolicy {
         let delete = matches!(review.operation, crate::admission::Operation::Delete);
         // The object as changed by this policy's mutate rules so far (`None`: unchanged).
         let mut patched: Option<Value> = None;
+        let request = review.request();
         let base = match mocks_base {
             Some(m) => Base::Ready(Arc::new(base_document(review, options.user, Some(m)))),
             None if options.user.roles.is_empty() && options.user.cluster_roles.is_empty() => {
-                Base::Served(review)
+                Base::served_with(review, request)
             }
             None => Base::Ready(Arc::new(base_document(review, options.user, None))),
         };
@@ -953,10 +957,12 @@ impl KyvernoPolicy {
         };
         let empty = Value::Null;
         // Looked up once, not per rule (and only the one the rules look at).
+        // (`Review::object` / `old_object`, read from the request looked up once.)
+        let present = |member: &str| request.get(member).filter(|v| !v.is_null());
         let (object, old_object) = if delete {
-            (None, review.old_object())
+            (None, present("oldObject"))
         } else {
-            (review.object(), None)
+            (present("object"), None)
         };
         let mut stop = false;
         let runs_mutate = matches!(options.part, Part::All | Part::Mutate);
@@ -970,6 +976,10 @@ impl KyvernoPolicy {
                     break;
                 }
                 if (pass && !rule.is_mutate()) || (!pass && rule.is_mutate()) {
+                    continue;
+                }
+                // A rule whose match block names other kinds is passed over before anything else is looked at.
+                if !rule.spec.matches.may_match_kind(&review.kind.kind) {
                     continue;
                 }
                 let subject = if delete {
@@ -998,6 +1008,10 @@ impl KyvernoPolicy {
                     .is_some_and(|e| matching::excluded(e, &input))
                 {
                     continue;
+                }
+                // Room for every rule's response at once (most rules that match respond), not grown one by one.
+                if response.rules.capacity() == 0 {
+                    response.rules.reserve_exact(self.rules.len());
                 }
                 // No key is built for the common policy without exceptions.
                 let excepting: Vec<&Arc<PolicyException>> = if self.exceptions.is_empty() {
@@ -1228,7 +1242,17 @@ impl KyvernoPolicy {
     }
 
     fn serving_apply(&self, review: &Review, ctx: &EvalContext, part: Part) -> PolicyResponse {
-        let env = serving_env(review, ctx);
+        self.serving_apply_in(review, ctx, part, &serving_env(review, ctx))
+    }
+
+    /// [`KyvernoPolicy::serving_apply`] with the review's serving environment already at hand.
+    fn serving_apply_in(
+        &self,
+        review: &Review,
+        ctx: &EvalContext,
+        part: Part,
+        env: &ServingEnv,
+    ) -> PolicyResponse {
         let cluster: &dyn ClusterContext = ctx.cluster.as_ref();
         // A test's cluster context carries the Values file: its values replace lookups and set variables.
         let overrides = cluster.overrides();
@@ -1437,9 +1461,9 @@ impl Policy for KyvernoPolicy {
         if ctx.point == EnforcementPoint::Audit && !self.background {
             return Evaluation::skip();
         }
-        let response = self.serving_apply(review, ctx, Part::Validate);
-        let namespace = review.namespace.as_deref().unwrap_or_default();
         let env = serving_env(review, ctx);
+        let response = self.serving_apply_in(review, ctx, Part::Validate, &env);
+        let namespace = review.namespace.as_deref().unwrap_or_default();
         let labels = env.labels.as_ref();
         let mut out = Evaluation {
             rules: self.explained(&response, ctx),

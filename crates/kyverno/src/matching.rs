@@ -387,23 +387,33 @@ fn has_user(roles: &[String], cluster_roles: &[String], subjects: &[Subject]) ->
 }
 
 fn filter_matches(filter: &ResourceFilter, input: &MatchInput<'_>, exclude: bool) -> bool {
-    if filter.resources.is_empty()
-        && !has_user(&filter.roles, &filter.cluster_roles, &filter.subjects)
-    {
+    parts_match(
+        &filter.resources,
+        &filter.roles,
+        &filter.cluster_roles,
+        &filter.subjects,
+        input,
+        exclude,
+    )
+}
+
+/// [`filter_matches`] of a filter given by its parts (the legacy form's are the block's own: nothing is copied).
+fn parts_match(
+    resources: &ResourceDescription,
+    roles: &[String],
+    cluster_roles: &[String],
+    subjects: &[Subject],
+    input: &MatchInput<'_>,
+    exclude: bool,
+) -> bool {
+    if resources.is_empty() && !has_user(roles, cluster_roles, subjects) {
         return false;
     }
-    if !filter.resources.is_empty() && !description_matches(&filter.resources, input) {
+    if !resources.is_empty() && !description_matches(resources, input) {
         return false;
     }
-    if has_user(&filter.roles, &filter.cluster_roles, &filter.subjects)
-        && (exclude || !input.user.is_empty())
-    {
-        return user_matches(
-            &filter.roles,
-            &filter.cluster_roles,
-            &filter.subjects,
-            input.user,
-        );
+    if has_user(roles, cluster_roles, subjects) && (exclude || !input.user.is_empty()) {
+        return user_matches(roles, cluster_roles, subjects, input.user);
     }
     true
 }
@@ -419,19 +429,24 @@ pub fn excluded(m: &MatchResources, input: &MatchInput<'_>) -> bool {
 }
 
 fn evaluate(m: &MatchResources, input: &MatchInput<'_>, exclude: bool) -> bool {
+    if !m.may_match_kind(input.kind) {
+        return false;
+    }
     if !m.any.is_empty() {
         return m.any.iter().any(|f| filter_matches(f, input, exclude));
     }
     if !m.all.is_empty() {
         return m.all.iter().all(|f| filter_matches(f, input, exclude));
     }
-    let legacy = ResourceFilter {
-        resources: m.resources.clone().unwrap_or_default(),
-        subjects: m.subjects.clone(),
-        roles: m.roles.clone(),
-        cluster_roles: m.cluster_roles.clone(),
-    };
-    filter_matches(&legacy, input, exclude)
+    let none = ResourceDescription::default();
+    parts_match(
+        m.resources.as_ref().unwrap_or(&none),
+        &m.roles,
+        &m.cluster_roles,
+        &m.subjects,
+        input,
+        exclude,
+    )
 }
 
 /// Every kind selector of a match block.
@@ -553,6 +568,83 @@ mod tests {
         input.operation = "CREATE";
         input.namespace = "dev";
         assert!(!matches(&m, &input));
+    }
+
+    #[test]
+    fn kind_gate_rules_out_other_kinds_and_answers_as_the_full_match() {
+        let gate = |block: Value| {
+            let mut m: MatchResources = serde_json::from_value(block).expect("match");
+            m.prepare();
+            m
+        };
+        let s = |x: &str| x.to_string();
+        let cases = [
+            (
+                json!({"any": [{"resources": {"kinds": ["Pod", "apps/v1/Deployment"]}},
+                               {"resources": {"kinds": ["Pod/exec"], "namespaces": ["a"]}}]}),
+                Some(vec![s("Pod"), s("Deployment")]),
+            ),
+            (
+                json!({"all": [{"resources": {"kinds": ["Pod"]}}, {"resources": {"kinds": ["Job"]}}]}),
+                Some(vec![s("Pod"), s("Job")]),
+            ),
+            (
+                json!({"resources": {"kinds": ["Pod"]}, "subjects": [{"kind": "User", "name": "u"}]}),
+                Some(vec![s("Pod")]),
+            ),
+            // A wildcard kind, a filter without kinds, a user-only filter: no gate.
+            (json!({"any": [{"resources": {"kinds": ["Po*"]}}]}), None),
+            (json!({"any": [{"resources": {"kinds": ["*"]}}]}), None),
+            (
+                json!({"any": [{"resources": {"kinds": ["Pod"]}}, {"resources": {"names": ["x"]}}]}),
+                None,
+            ),
+            (
+                json!({"any": [{"resources": {"kinds": ["Pod"]}}, {"clusterRoles": ["admin"]}]}),
+                None,
+            ),
+            (json!({"subjects": [{"kind": "User", "name": "u"}]}), None),
+            (json!({}), None),
+        ];
+        let obj = json!({"metadata": {"name": "p", "namespace": "a"}});
+        let user = UserContext {
+            username: "u".into(),
+            cluster_roles: vec![s("admin")],
+            ..UserContext::default()
+        };
+        for (block, want) in cases {
+            let prepared = gate(block.clone());
+            assert_eq!(prepared.kind_gate, want, "{block}");
+            let ungated = MatchResources {
+                kind_gate: None,
+                ..prepared.clone()
+            };
+            for kind in ["Pod", "Deployment", "Job", "Service"] {
+                for subresource in ["", "exec"] {
+                    let input = MatchInput {
+                        group: if kind == "Deployment" { "apps" } else { "" },
+                        version: "v1",
+                        kind,
+                        subresource,
+                        object: &obj,
+                        namespace: "a",
+                        operation: "CREATE",
+                        user: &user,
+                        namespace_labels: None,
+                    };
+                    assert_eq!(
+                        matches(&prepared, &input),
+                        matches(&ungated, &input),
+                        "{block} {kind}/{subresource}"
+                    );
+                    assert_eq!(
+                        excluded(&prepared, &input),
+                        excluded(&ungated, &input),
+                        "{block} {kind}/{subresource}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use super::scalar::{has_wildcards, parse_duration, parse_quantity, wildcard};
+use super::scalar::{has_wildcards, parse_duration, parse_quantity, wildcard, Glob};
 use policyctl_jmespath::units::Quantity;
 
 /// The anchor of a pattern key.
@@ -87,9 +87,26 @@ enum Path<'a> {
 
 impl Path<'_> {
     fn render(&self) -> String {
-        let mut out = String::new();
+        let mut out = String::with_capacity(self.rendered_len());
         self.render_into(&mut out);
         out
+    }
+
+    /// The length of the rendered path (so that it is rendered into one allocation).
+    fn rendered_len(&self) -> usize {
+        match self {
+            Path::Root => 1,
+            Path::Key(parent, key) => parent.rendered_len() + key.len() + 1,
+            Path::Index(parent, i) => {
+                let mut digits = 1;
+                let mut n = *i;
+                while n >= 10 {
+                    n /= 10;
+                    digits += 1;
+                }
+                parent.rendered_len() + digits + 1
+            }
+        }
     }
 
     fn render_into(&self, out: &mut String) {
@@ -111,7 +128,19 @@ impl Path<'_> {
 
 impl std::fmt::Display for Path<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.render())
+        // Written piece by piece: no rendered copy is made for a message.
+        match self {
+            Path::Root => f.write_str("/"),
+            Path::Key(parent, key) => {
+                parent.fmt(f)?;
+                f.write_str(key)?;
+                f.write_str("/")
+            }
+            Path::Index(parent, i) => {
+                parent.fmt(f)?;
+                write!(f, "{i}/")
+            }
+        }
     }
 }
 
@@ -162,6 +191,8 @@ struct Node {
     kind: Kind,
     /// Whether a key of this subtree (this map's keys included) has an anchor.
     anchors_inside: bool,
+    /// Whether the value is `"*"` (the key must be present).
+    star: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -180,28 +211,24 @@ struct MapNode {
     wildcard_keys: bool,
     /// Whether a key has a condition or existence anchor (tracked to tell an error from a failure).
     tracked: bool,
+    /// Whether a key has an anchor (the anchors' pass of [`validate_map`] has work).
+    anchored: bool,
+    /// Whether a plain key's subtree has anchors (the first plain pass of [`validate_map`] has work).
+    plain_anchors_inside: bool,
 }
 
 #[derive(Debug, Clone)]
 struct Entry {
     key: String,
-    /// The anchor and the byte range of the bare key in `key`.
-    anchor: Option<(Anchor, std::ops::Range<usize>)>,
+    /// The anchor and the bare key.
+    anchor: Option<(Anchor, String)>,
     value: Node,
 }
 
 impl Entry {
     fn anchor(&self) -> Option<(Anchor, &str)> {
-        self.anchor
-            .as_ref()
-            .and_then(|(a, range)| self.key.get(range.clone()).map(|bare| (*a, bare)))
+        self.anchor.as_ref().map(|(a, bare)| (*a, bare.as_str()))
     }
-}
-
-/// The byte range of `inner` (a subslice of `outer`) in `outer`.
-fn range_in(outer: &str, inner: &str) -> std::ops::Range<usize> {
-    let start = (inner.as_ptr() as usize).saturating_sub(outer.as_ptr() as usize);
-    start..start + inner.len()
 }
 
 impl Node {
@@ -212,12 +239,16 @@ impl Node {
                 let mut anchors_inside = false;
                 let mut wildcard_keys = false;
                 let mut tracked = false;
+                let mut anchored = false;
+                let mut plain_anchors_inside = false;
                 for (key, value) in map {
                     let value = Node::new(value);
-                    let anchor = parse_anchor(&key).map(|(a, bare)| (a, range_in(&key, bare)));
+                    let anchor = parse_anchor(&key).map(|(a, bare)| (a, bare.to_string()));
                     anchors_inside |= anchor.is_some() || value.anchors_inside;
                     wildcard_keys |= has_wildcards(&key);
                     tracked |= matches!(anchor, Some((Anchor::Condition | Anchor::Existence, _)));
+                    anchored |= anchor.is_some();
+                    plain_anchors_inside |= anchor.is_none() && value.anchors_inside;
                     entries.push(Entry { key, anchor, value });
                 }
                 Node {
@@ -225,8 +256,11 @@ impl Node {
                         entries,
                         wildcard_keys,
                         tracked,
+                        anchored,
+                        plain_anchors_inside,
                     }),
                     anchors_inside,
+                    star: false,
                 }
             }
             Value::Array(items) => {
@@ -235,11 +269,13 @@ impl Node {
                 Node {
                     kind: Kind::Array(items),
                     anchors_inside,
+                    star: false,
                 }
             }
             scalar => {
                 let compiled = scalar.as_str().map(StringPattern::new);
                 Node {
+                    star: scalar.as_str() == Some("*"),
                     kind: Kind::Scalar(scalar, compiled),
                     anchors_inside: false,
                 }
@@ -249,7 +285,7 @@ impl Node {
 
     /// Whether the value is `"*"` (the key must be present).
     fn is_star(&self) -> bool {
-        matches!(&self.kind, Kind::Scalar(Value::String(s), _) if s == "*")
+        self.star
     }
 }
 
@@ -344,14 +380,21 @@ fn element<'p>(
                     anchor: parse_anchor(key),
                     node,
                 });
-                validate_map(rmap, items, path, anchors)
+                // An expanded key is parsed again (a resource key may read as an anchor): its passes are found anew.
+                let passes = Passes {
+                    anchored: items.clone().any(|i| i.anchor.is_some()),
+                    plain_anchors_inside: items
+                        .clone()
+                        .any(|i| i.anchor.is_none() && i.node.anchors_inside),
+                };
+                validate_map(rmap, items, passes, path, anchors)
             } else {
                 let items = pmap.entries.iter().map(|e| Item {
                     key: &e.key,
                     anchor: e.anchor(),
                     node: &e.value,
                 });
-                validate_map(rmap, items, path, anchors)
+                validate_map(rmap, items, pmap.passes(), path, anchors)
             }
         }
         Kind::Array(parr) => {
@@ -457,13 +500,31 @@ fn expand_wildcard_keys<'p>(
     out
 }
 
+/// Which passes of [`validate_map`] have work: the anchors' pass, and the pass of plain keys whose subtree has
+/// anchors (a pass without work is skipped, not run over every key).
+#[derive(Clone, Copy)]
+struct Passes {
+    anchored: bool,
+    plain_anchors_inside: bool,
+}
+
+impl MapNode {
+    fn passes(&self) -> Passes {
+        Passes {
+            anchored: self.anchored,
+            plain_anchors_inside: self.plain_anchors_inside,
+        }
+    }
+}
+
 fn validate_map<'a, 'p: 'a>(
     resource: &Map<String, Value>,
     items: impl Iterator<Item = Item<'a, 'p>> + Clone,
+    passes: Passes,
     path: &Path<'_>,
     anchors: &mut AnchorMap<'p>,
 ) -> Result<(), Err> {
-    for item in items.clone() {
+    for item in items.clone().filter(|_| passes.anchored) {
         let Some((anchor, bare)) = item.anchor else {
             continue;
         };
@@ -520,6 +581,9 @@ fn validate_map<'a, 'p: 'a>(
     }
     // Plain keys whose subtree has anchors first (stable otherwise).
     for anchors_first in [true, false] {
+        if anchors_first && !passes.plain_anchors_inside {
+            continue;
+        }
         for item in items.clone() {
             if item.anchor.is_some() || item.node.anchors_inside != anchors_first {
                 continue;
@@ -693,7 +757,8 @@ struct StringPattern {
 enum Check {
     Compare {
         op: Op,
-        operand: String,
+        /// The operand, compiled as a wildcard pattern.
+        operand: Glob,
         duration: Option<f64>,
         quantity: Option<Quantity>,
     },
@@ -771,7 +836,7 @@ impl Check {
         let operand = pattern.get(prefix..).unwrap_or("").trim();
         Check::Compare {
             op,
-            operand: operand.to_string(),
+            operand: Glob::new(operand),
             duration: parse_duration(operand),
             quantity: parse_quantity(operand),
         }
@@ -876,27 +941,28 @@ fn compare_quantity(value: &Value, pattern: Option<Quantity>, op: Op) -> bool {
     cmp_op(v, p, op)
 }
 
-fn compare_string(value: &Value, pattern: &str, op: Op) -> bool {
+fn compare_string(value: &Value, pattern: &Glob, op: Op) -> bool {
     if let Value::String(s) = value {
         return match op {
-            Op::Equal => wildcard(pattern, s),
-            Op::NotEqual => !wildcard(pattern, s),
+            Op::Equal => pattern.matches(s),
+            Op::NotEqual => !pattern.matches(s),
             _ => false,
         };
     }
-    let text = match value {
-        Value::String(s) => s.clone(),
+    let text: std::borrow::Cow<'_, str> = match value {
+        Value::String(s) => s.as_str().into(),
         Value::Number(n) => match n.as_i64() {
-            Some(i) => i.to_string(),
-            None => format!("{:E}", n.as_f64().unwrap_or(0.0)),
+            Some(i) => i.to_string().into(),
+            None => format!("{:E}", n.as_f64().unwrap_or(0.0)).into(),
         },
-        Value::Bool(b) => b.to_string(),
-        Value::Null => String::new(),
+        Value::Bool(true) => "true".into(),
+        Value::Bool(false) => "false".into(),
+        Value::Null => "".into(),
         _ => return false,
     };
     match op {
-        Op::Equal => wildcard(pattern, &text),
-        Op::NotEqual => !wildcard(pattern, &text),
+        Op::Equal => pattern.matches(&text),
+        Op::NotEqual => !pattern.matches(&text),
         _ => false,
     }
 }
@@ -913,6 +979,22 @@ mod tests {
             Err(PatternError::Fail { .. }) => "fail",
             Err(PatternError::Error(_)) => "error",
         }
+    }
+
+    #[test]
+    fn paths_render_and_display_alike() {
+        let root = Path::Root;
+        let spec = Path::Key(&root, "spec");
+        let containers = Path::Key(&spec, "containers");
+        for i in [0, 9, 10, 123] {
+            let item = Path::Index(&containers, i);
+            let image = Path::Key(&item, "image");
+            let rendered = image.render();
+            assert_eq!(rendered, format!("/spec/containers/{i}/image/"));
+            assert_eq!(rendered, image.to_string());
+            assert_eq!(rendered.len(), image.rendered_len());
+        }
+        assert_eq!(root.render(), "/");
     }
 
     #[test]

@@ -6,6 +6,65 @@ use serde_json::Value;
 use policyctl_jmespath::units::{self, Quantity};
 pub use policyctl_jmespath::{has_wildcards, wildcard_match as wildcard};
 
+/// A wildcard pattern compiled once: its common shapes (`*`, `?*`, a literal, `prefix*`, `*suffix`) are answered
+/// without the general matcher, with the same answers as [`wildcard`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Glob {
+    /// `*`: anything.
+    Any,
+    /// `?*` / `*?`: at least one character.
+    NonEmpty,
+    /// No wildcard: the same text.
+    Exact(String),
+    /// `literal*`.
+    Prefix(String),
+    /// `*literal`.
+    Suffix(String),
+    /// `*literal*`.
+    Contains(String),
+    /// Anything else.
+    General(String),
+}
+
+impl Glob {
+    /// Compile a pattern.
+    pub fn new(pattern: &str) -> Glob {
+        let literal = |l: &&str| !has_wildcards(l);
+        if pattern == "*" {
+            Glob::Any
+        } else if !has_wildcards(pattern) {
+            Glob::Exact(pattern.to_string())
+        } else if pattern == "?*" || pattern == "*?" {
+            Glob::NonEmpty
+        } else if let Some(l) = pattern.strip_suffix('*').filter(literal) {
+            Glob::Prefix(l.to_string())
+        } else if let Some(l) = pattern.strip_prefix('*').filter(literal) {
+            Glob::Suffix(l.to_string())
+        } else if let Some(l) = pattern
+            .strip_prefix('*')
+            .and_then(|p| p.strip_suffix('*'))
+            .filter(literal)
+        {
+            Glob::Contains(l.to_string())
+        } else {
+            Glob::General(pattern.to_string())
+        }
+    }
+
+    /// Whether `text` matches ([`wildcard`] of the pattern and `text`).
+    pub fn matches(&self, text: &str) -> bool {
+        match self {
+            Glob::Any => true,
+            Glob::NonEmpty => !text.is_empty(),
+            Glob::Exact(l) => text == l,
+            Glob::Prefix(l) => text.starts_with(l.as_str()),
+            Glob::Suffix(l) => text.ends_with(l.as_str()),
+            Glob::Contains(l) => text.contains(l.as_str()),
+            Glob::General(p) => wildcard(p, text),
+        }
+    }
+}
+
 /// Parse a Go `time.ParseDuration` string (surrounding blanks ignored) into seconds, with the one Go-duration
 /// parser of the dialect ([`units::parse_duration`], exact nanoseconds).
 pub fn parse_duration(text: &str) -> Option<f64> {
@@ -52,6 +111,14 @@ pub fn parse_semver(text: &str) -> Option<Semver> {
         release: pre.is_empty(),
         pre,
     })
+}
+
+/// [`sprint`], borrowing a string value's own text (no copy for the common string keys and values).
+pub fn sprint_cow(value: &Value) -> std::borrow::Cow<'_, str> {
+    match value {
+        Value::String(s) => std::borrow::Cow::Borrowed(s),
+        other => std::borrow::Cow::Owned(sprint(other)),
+    }
 }
 
 /// Go's `fmt.Sprint` of a decoded JSON value, as Kyverno stringifies condition keys.
@@ -101,6 +168,61 @@ mod tests {
     }
 
     #[test]
+    fn compiled_globs_answer_as_the_matcher() {
+        let patterns = [
+            "*",
+            "?*",
+            "*?",
+            "",
+            "abc",
+            "abc*",
+            "*abc",
+            "a*c",
+            "?",
+            "??",
+            "a?c*",
+            "**",
+            "*é",
+            "é*",
+            "?é*",
+            "registry.example.com/*",
+            "*:latest",
+            "a\\*",
+        ];
+        let texts = [
+            "",
+            "a",
+            "é",
+            "abc",
+            "abcd",
+            "xabc",
+            "ac",
+            "abbc",
+            "é",
+            "xé",
+            "éx",
+            "ab",
+            "registry.example.com/x",
+            "registry.example.com",
+            "nginx:latest",
+            "a\\x",
+        ];
+        for p in patterns {
+            let g = Glob::new(p);
+            for t in texts {
+                assert_eq!(g.matches(t), wildcard(p, t), "{p:?} vs {t:?} ({g:?})");
+            }
+        }
+        assert_eq!(Glob::new("?*"), Glob::NonEmpty);
+        assert_eq!(Glob::new("ab*"), Glob::Prefix("ab".into()));
+        assert_eq!(Glob::new("*ab"), Glob::Suffix("ab".into()));
+        assert_eq!(Glob::new("ab"), Glob::Exact("ab".into()));
+        assert_eq!(Glob::new("a*b"), Glob::General("a*b".into()));
+        assert_eq!(Glob::new("*:*"), Glob::Contains(":".into()));
+        assert_eq!(Glob::new("*"), Glob::Any);
+    }
+
+    #[test]
     fn durations_quantities_semver() {
         assert_eq!(parse_duration("1h30m"), Some(5400.0));
         assert_eq!(parse_duration("0"), Some(0.0));
@@ -126,5 +248,17 @@ mod tests {
         assert_eq!(sprint(&serde_json::json!(80)), "80");
         assert_eq!(sprint(&serde_json::json!(true)), "true");
         assert_eq!(sprint(&serde_json::json!(null)), "<nil>");
+        for v in [
+            serde_json::json!("a b"),
+            serde_json::json!(1.5),
+            serde_json::json!([1, "x", null]),
+            serde_json::json!({"k": [true]}),
+        ] {
+            assert_eq!(sprint_cow(&v), sprint(&v), "{v}");
+        }
+        assert!(matches!(
+            sprint_cow(&serde_json::json!("s")),
+            std::borrow::Cow::Borrowed("s")
+        ));
     }
 }

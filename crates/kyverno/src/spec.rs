@@ -149,10 +149,14 @@ pub struct MatchResources {
     /// Legacy direct form.
     #[serde(default)]
     pub cluster_roles: Vec<String>,
+    /// Set by [`MatchResources::prepare`] when every filter that decides names kinds, each exactly (no wildcard):
+    /// those kinds. A request of another kind cannot match (nor be excluded), whatever the rest of the block says.
+    #[serde(skip)]
+    pub kind_gate: Option<Vec<String>>,
 }
 
 impl MatchResources {
-    /// Parse every kind selector once.
+    /// Parse every kind selector once, and find the block's kind gate.
     pub fn prepare(&mut self) {
         for f in self.any.iter_mut().chain(self.all.iter_mut()) {
             f.resources.prepare();
@@ -160,6 +164,40 @@ impl MatchResources {
         if let Some(r) = &mut self.resources {
             r.prepare();
         }
+        self.kind_gate = self.find_kind_gate();
+    }
+
+    /// The kinds one of which a request must have to be matched, when the block says so: `any` decides when it has
+    /// filters, else `all`, else the legacy form; every filter of the deciding list needs kinds (a filter without
+    /// them may match any kind) and every selector an exact kind.
+    fn find_kind_gate(&self) -> Option<Vec<String>> {
+        let descs: Vec<&ResourceDescription> = if !self.any.is_empty() {
+            self.any.iter().map(|f| &f.resources).collect()
+        } else if !self.all.is_empty() {
+            self.all.iter().map(|f| &f.resources).collect()
+        } else {
+            vec![self.resources.as_ref()?]
+        };
+        let mut kinds = Vec::new();
+        for d in descs {
+            if d.kinds.is_empty() || d.parsed_kinds.len() != d.kinds.len() {
+                return None;
+            }
+            for k in &d.parsed_kinds {
+                let kind = k.exact_kind()?;
+                if !kinds.iter().any(|known: &String| known == kind) {
+                    kinds.push(kind.to_string());
+                }
+            }
+        }
+        Some(kinds)
+    }
+
+    /// Whether a request of `kind` may be matched (false only when the kind gate rules it out).
+    pub fn may_match_kind(&self, kind: &str) -> bool {
+        self.kind_gate
+            .as_ref()
+            .is_none_or(|gate| gate.iter().any(|k| k == kind))
     }
 }
 

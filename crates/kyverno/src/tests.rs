@@ -1051,7 +1051,7 @@ fn served_and_built(
     use crate::variables::{Base, Context};
     let full = crate::base_document(review, &crate::matching::UserContext::default(), None);
     (
-        Context::with_base(Base::Served(review), false),
+        Context::with_base(Base::served(review), false),
         Context::new(std::sync::Arc::new(full), false),
     )
 }
@@ -1226,7 +1226,7 @@ fn served_images_are_built_only_for_expressions_that_read_them() {
     assert!(!served.base_built());
     // A variable of the rule named `images` shadows the review's, as it does in the full document.
     let (mut served, mut ready) = (
-        Context::with_base(Base::Served(&review), false),
+        Context::with_base(Base::served(&review), false),
         ready.clone(),
     );
     served.set("images", json!({"mine": true}));

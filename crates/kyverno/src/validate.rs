@@ -40,6 +40,52 @@ pub struct CompiledBody {
     pub(crate) deny: Option<Conditions>,
     /// The foreach entry's `preconditions`.
     pub(crate) preconditions: Option<Conditions>,
+    /// A rule-level body's pass message, rendered once for the rule it was compiled for (see [`passed`]).
+    pub(crate) passed: Option<Passed>,
+}
+
+/// The message of a rule whose body passed (`validation rule '<rule>' passed.`), rendered at load.
+#[derive(Debug, Clone)]
+pub struct Passed {
+    rule: String,
+    text: String,
+    /// The message of a pass by the first `anyPattern`.
+    first_any: String,
+}
+
+impl Passed {
+    /// The pass message of `rule`.
+    pub fn new(rule: &str) -> Passed {
+        Passed {
+            rule: rule.to_string(),
+            text: pass_text(rule),
+            first_any: any_pass_text(rule, 0),
+        }
+    }
+}
+
+fn pass_text(rule: &str) -> String {
+    format!("validation rule '{rule}' passed.")
+}
+
+fn any_pass_text(rule: &str, i: usize) -> String {
+    format!("validation rule '{rule}' anyPattern[{i}] passed.")
+}
+
+/// The pass message of `rule`'s `anyPattern[i]`: rendered at load for the first, else now.
+fn any_passed(rule: &str, i: usize, compiled: Option<&CompiledBody>) -> String {
+    match compiled.and_then(|c| c.passed.as_ref()) {
+        Some(p) if i == 0 && p.rule == rule => p.first_any.clone(),
+        _ => any_pass_text(rule, i),
+    }
+}
+
+/// The pass message of `rule`: the one rendered at load when the body was compiled for this rule, else rendered now.
+fn passed(rule: &str, compiled: Option<&CompiledBody>) -> String {
+    match compiled.and_then(|c| c.passed.as_ref()) {
+        Some(p) if p.rule == rule => p.text.clone(),
+        _ => pass_text(rule),
+    }
 }
 
 impl CompiledBody {
@@ -62,7 +108,14 @@ impl CompiledBody {
             },
             deny: deny.map(|d| Conditions::new(d.conditions.as_ref().unwrap_or(&Value::Null))),
             preconditions: preconditions.map(Conditions::new),
+            passed: None,
         }
+    }
+
+    /// The same body, with the pass message of `rule` rendered once.
+    pub fn for_rule(mut self, rule: &str) -> CompiledBody {
+        self.passed = Some(Passed::new(rule));
+        self
     }
 
     /// Compile a foreach list's entries (and their nested lists) in place.
@@ -137,21 +190,21 @@ fn run_body(
     env: &Env<'_>,
 ) -> Option<RuleResponse> {
     if let Some(deny) = body.deny {
-        let compiled = body.compiled.and_then(|c| c.deny.as_ref());
-        return Some(validate_deny(rule, message, deny, compiled, ctx));
+        return Some(validate_deny(
+            rule,
+            message,
+            deny,
+            body.compiled,
+            ctx,
+            in_foreach,
+        ));
     }
     if body.pattern.is_some() || body.any_pattern.is_some() {
         if delete && !in_foreach {
             return None;
         }
         return Some(validate_patterns(
-            rule,
-            message,
-            body.pattern,
-            body.any_pattern,
-            body.compiled,
-            ctx,
-            resource,
+            rule, message, body, ctx, resource, in_foreach,
         ));
     }
     if let Some(list) = body.foreach {
@@ -203,13 +256,24 @@ fn error_message(
     }
 }
 
+/// The message of a pass, unless `quiet` (a foreach element's result: only its status is read).
+fn pass_message(rule: &str, compiled: Option<&CompiledBody>, quiet: bool) -> String {
+    if quiet {
+        String::new()
+    } else {
+        passed(rule, compiled)
+    }
+}
+
 fn validate_deny(
     rule: &str,
     message: Option<&str>,
     deny: &Deny,
-    compiled: Option<&Conditions>,
+    body: Option<&CompiledBody>,
     ctx: &Context<'_>,
+    quiet: bool,
 ) -> RuleResponse {
+    let compiled = body.and_then(|c| c.deny.as_ref());
     let outcome = match compiled {
         Some(c) => c.check(ctx, Mode::Lenient),
         None => check_conditions(
@@ -234,11 +298,7 @@ fn validate_deny(
             };
             response(rule, RuleStatus::Fail, text)
         }
-        Ok(_) => response(
-            rule,
-            RuleStatus::Pass,
-            format!("validation rule '{rule}' passed."),
-        ),
+        Ok(_) => response(rule, RuleStatus::Pass, pass_message(rule, body, quiet)),
     }
 }
 
@@ -265,12 +325,12 @@ fn substitution_failed(rule: &str, error: &VarError) -> RuleResponse {
 fn validate_patterns(
     rule: &str,
     message: Option<&str>,
-    pattern: Option<&Value>,
-    any_pattern: Option<&Value>,
-    compiled: Option<&CompiledBody>,
+    body: &Body<'_>,
     ctx: &Context<'_>,
     resource: &Value,
+    quiet: bool,
 ) -> RuleResponse {
+    let (pattern, any_pattern, compiled) = (body.pattern, body.any_pattern, body.compiled);
     if let Some(pattern) = pattern {
         let substituted;
         let pattern = match compiled.and_then(|c| c.pattern.as_ref()) {
@@ -289,11 +349,7 @@ fn validate_patterns(
             }
         };
         return match pattern.matches(resource) {
-            Ok(()) => response(
-                rule,
-                RuleStatus::Pass,
-                format!("validation rule '{rule}' passed."),
-            ),
+            Ok(()) => response(rule, RuleStatus::Pass, pass_message(rule, compiled, quiet)),
             Err(PatternError::Skip(m)) => response(rule, RuleStatus::Skip, m),
             Err(PatternError::Error(m)) => response(
                 rule,
@@ -335,12 +391,9 @@ fn validate_patterns(
     let mut skipped = Vec::new();
     for (i, p) in patterns.iter().enumerate() {
         match p.matches(resource) {
+            Ok(()) if quiet => return response(rule, RuleStatus::Pass, String::new()),
             Ok(()) => {
-                return response(
-                    rule,
-                    RuleStatus::Pass,
-                    format!("validation rule '{rule}' anyPattern[{i}] passed."),
-                )
+                return response(rule, RuleStatus::Pass, any_passed(rule, i, compiled));
             }
             Err(PatternError::Skip(m)) => skipped.push(format!("rule {rule}[{i}] skipped: {m}")),
             Err(PatternError::Error(m)) => failed.push(format!("rule {rule}[{i}] failed: {m}")),
@@ -390,10 +443,22 @@ const ELEMENT_INDEX: [&str; 4] = [
     "elementIndex3",
 ];
 
+/// The value of `elementIndex` for `index`: the usual small indexes are shared values made once per process, so
+/// that setting one allocates nothing.
+fn index_value(index: usize) -> Arc<Value> {
+    const SHARED: usize = 64;
+    static SMALL: std::sync::OnceLock<Vec<Arc<Value>>> = std::sync::OnceLock::new();
+    let small = SMALL.get_or_init(|| (0..SHARED).map(|i| Arc::new(Value::from(i))).collect());
+    match small.get(index) {
+        Some(v) => Arc::clone(v),
+        None => Arc::new(Value::from(index)),
+    }
+}
+
 /// Put a foreach element into the context.
 pub fn set_element<'c>(ctx: &mut Context<'c>, element: &Shared<'c>, index: usize, nesting: usize) {
     // `element` and `element<nesting>` share the list's own copy of the element (or the document's).
-    let index_value = Arc::new(Value::from(index));
+    let index_value = index_value(index);
     ctx.set_static("element", element.clone());
     ctx.set_static("elementIndex", Arc::clone(&index_value));
     match (ELEMENT.get(nesting), ELEMENT_INDEX.get(nesting)) {
@@ -448,6 +513,10 @@ fn validate_elements<'c>(
 ) -> (RuleResponse, usize) {
     let mut applied = 0;
     let last = items.len().saturating_sub(1);
+    // Without context entries and mocks, an element's context is the rule's plus the element variables, which the
+    // next element replaces: one context serves every element (instead of a copy per element).
+    let reuse = fe.context.is_empty() && !matches!(env.lookups, super::eval::Lookups::Mocks(_));
+    let mut shared: Option<Context<'c>> = None;
     for (index, element) in items.iter().enumerate() {
         if element.is_null() {
             continue;
@@ -458,10 +527,16 @@ fn validate_elements<'c>(
                 applied,
             );
         }
-        let mut ectx: Context<'c> = ctx.clone();
-        set_element(&mut ectx, element, index, nesting);
-        env.apply_foreach_values(rule, index, &mut ectx);
-        if let Err(e) = load_context(&fe.context, &mut ectx, env, rule) {
+        let mut fresh;
+        let ectx: &mut Context<'c> = if reuse {
+            shared.get_or_insert_with(|| ctx.clone())
+        } else {
+            fresh = ctx.clone();
+            &mut fresh
+        };
+        set_element(ectx, element, index, nesting);
+        env.apply_foreach_values(rule, index, ectx);
+        if let Err(e) = load_context(&fe.context, ectx, env, rule) {
             return (
                 response(
                     rule,
@@ -478,8 +553,8 @@ fn validate_elements<'c>(
             compiled.and_then(|c| c.preconditions.as_ref()),
             &fe.preconditions,
         ) {
-            (Some(c), _) => Some(c.check(&ectx, Mode::Lenient)),
-            (None, Some(p)) => Some(check_conditions(p, &ectx, Mode::Lenient)),
+            (Some(c), _) => Some(c.check(ectx, Mode::Lenient)),
+            (None, Some(p)) => Some(check_conditions(p, ectx, Mode::Lenient)),
             (None, None) => None,
         };
         let result = match preconditions {
@@ -503,7 +578,7 @@ fn validate_elements<'c>(
                     rule,
                     message,
                     &body,
-                    &ectx,
+                    ectx,
                     target,
                     false,
                     true,
@@ -542,4 +617,41 @@ fn validate_elements<'c>(
         }
     }
     (response(rule, RuleStatus::Pass, ""), applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn element_indexes_are_shared_values_of_the_index() {
+        for i in [0, 1, 63, 64, 1000] {
+            assert_eq!(*index_value(i), Value::from(i));
+        }
+        assert!(Arc::ptr_eq(&index_value(5), &index_value(5)), "shared");
+        assert!(!Arc::ptr_eq(&index_value(64), &index_value(64)), "made");
+    }
+
+    #[test]
+    fn pass_messages_rendered_at_load_are_the_rules_own() {
+        let body = CompiledBody::default().for_rule("r");
+        assert_eq!(passed("r", Some(&body)), "validation rule 'r' passed.");
+        assert_eq!(
+            passed("other", Some(&body)),
+            "validation rule 'other' passed."
+        );
+        assert_eq!(passed("r", None), "validation rule 'r' passed.");
+        assert_eq!(
+            any_passed("r", 0, Some(&body)),
+            "validation rule 'r' anyPattern[0] passed."
+        );
+        assert_eq!(
+            any_passed("r", 2, Some(&body)),
+            "validation rule 'r' anyPattern[2] passed."
+        );
+        assert_eq!(
+            any_passed("x", 0, Some(&body)),
+            "validation rule 'x' anyPattern[0] passed."
+        );
+    }
 }

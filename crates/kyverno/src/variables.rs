@@ -52,7 +52,26 @@ pub enum Base<'r> {
     Ready(Arc<Value>),
     /// A served review: the document is built on first use, once per review, and shared by every policy (rules
     /// without variables never pay for it).
-    Served(&'r crate::admission::Review),
+    Served(Served<'r>),
+}
+
+/// A served review and its own `request` (looked up once, not per query).
+#[derive(Debug, Clone, Copy)]
+pub struct Served<'r> {
+    review: &'r crate::admission::Review,
+    request: &'r Value,
+}
+
+impl<'r> Base<'r> {
+    /// The base of a served review.
+    pub fn served(review: &'r crate::admission::Review) -> Base<'r> {
+        Base::served_with(review, review.request())
+    }
+
+    /// [`Base::served`] with the review's request already looked up (`request` is `review.request()`).
+    pub fn served_with(review: &'r crate::admission::Review, request: &'r Value) -> Base<'r> {
+        Base::Served(Served { review, request })
+    }
 }
 
 /// The evaluation context of one rule: a JSON document that expressions query.
@@ -74,6 +93,63 @@ pub struct Context<'r> {
     merged: RefCell<Option<Arc<Value>>>,
     delete: bool,
     deadline: Option<Instant>,
+}
+
+/// The expression of a text that is exactly one `{{ expr }}`, compiled once (at load): [`Context::query_compiled`]
+/// answers it as [`Context::query_cow`] answers the text.
+#[derive(Debug, Clone)]
+pub struct CompiledQuery {
+    /// The expression's text (as errors name it).
+    expression: String,
+    expr: crate::jmespath::Expression,
+    /// Whether the text mentions `request.object` (rewritten to `request.oldObject` on DELETE: the text path
+    /// answers those).
+    mentions_object: bool,
+    /// What the expression reads of the root, found once.
+    reads: Reads,
+}
+
+/// What an expression reads of the root of a served review's document (see [`Context::search`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Reads {
+    /// [`reads_request_members_only`].
+    request_members_only: bool,
+    /// Whether it may read `images`.
+    images: bool,
+}
+
+impl Reads {
+    fn of(expr: &crate::jmespath::Expression) -> Reads {
+        Reads {
+            request_members_only: reads_request_members_only(expr),
+            images: expr
+                .root_reads()
+                .iter()
+                .any(|read| read.name.as_deref() == Some("images")),
+        }
+    }
+}
+
+impl CompiledQuery {
+    /// The compiled expression of `text` when it is exactly one JMESPath variable that compiles (not `@`, not
+    /// JSONPath); `None` otherwise (the text path answers, and reports any error).
+    pub fn new(text: &str) -> Option<CompiledQuery> {
+        if !has_variables(text) {
+            return None;
+        }
+        let expression = whole_variable(text)?;
+        let trimmed = expression.trim();
+        if trimmed == "@" || trimmed.starts_with('$') {
+            return None;
+        }
+        let expr = crate::jmespath::Expression::compile(trimmed).ok()?;
+        Some(CompiledQuery {
+            expression: expression.to_string(),
+            reads: Reads::of(&expr),
+            expr,
+            mentions_object: trimmed.contains("request.object"),
+        })
+    }
 }
 
 /// The name of a variable the context sets: a constant (`element`, `elementIndex0`, set per foreach element, costs no
@@ -178,7 +254,9 @@ impl<'r> Context<'r> {
     fn base_ref(&self) -> &Arc<Value> {
         match &self.base {
             Base::Ready(doc) => doc,
-            Base::Served(review) => self.resolved.get_or_init(|| super::serving_base(review)),
+            Base::Served(served) => self
+                .resolved
+                .get_or_init(|| super::serving_base(served.review)),
         }
     }
 
@@ -318,15 +396,8 @@ impl<'r> Context<'r> {
     /// [`Context::query_cow`], where a list the expression builds of the context's values
     /// (`request.object.spec.[initContainers, containers][]`) is a list of borrowed values, not a copy.
     pub fn query_parts(&self, expression: &str) -> Result<crate::jmespath::Parts<'_>, VarError> {
-        self.query_parts_quiet(expression).map_err(|e| match e {
-            QueryError::Var(e) => e,
-            QueryError::Jmes(e) => VarError {
-                expression: expression.to_string(),
-                message: e.to_string(),
-                not_found: e.is_not_found(),
-                bound: e.is_bound(),
-            },
-        })
+        self.query_parts_quiet(expression)
+            .map_err(|e| e.into_var(expression))
     }
 
     /// [`Context::query_parts`], whose JMESPath error is not rendered: for callers that only need to know whether
@@ -354,31 +425,86 @@ impl<'r> Context<'r> {
                 .map(|v| crate::jmespath::Parts::Value(Cow::Owned(v)))
                 .map_err(QueryError::Var);
         }
-        // Room for the review's `request` and `images`, pushed below for served reviews.
-        let mut overlay: Vec<(&str, &Value)> = Vec::with_capacity(self.overlay.len() + 2);
-        overlay.extend(self.overlay.iter().map(|(k, v)| (&**k, &**v)));
-        let result = crate::jmespath::compile_cached(text).and_then(|expr| match &self.base {
-            // A served review's base document is its request with a few members added, plus service account and
-            // images. An expression that never looks at those members reads the review's own request: the
-            // document with the request copied into it is not built for it. `images` are built (once per review)
-            // only for an expression that may read them.
-            Base::Served(review) if reads_request_members_only(&expr) => {
-                let thin: &Value = self.thin.get_or_init(|| super::serving_thin(review));
-                // After the context's own variables, which shadow them.
-                overlay.push(("request", review.request()));
-                if expr
-                    .root_reads()
-                    .iter()
-                    .any(|read| read.name.as_deref() == Some("images"))
-                {
+        crate::jmespath::compile_cached(text)
+            .and_then(|expr| self.search(&expr, None))
+            .map_err(QueryError::Jmes)
+    }
+
+    /// Evaluate a compiled expression over the context's layers (the text path's last step: the expression is
+    /// neither `@` nor JSONPath, and any DELETE rewrite is already done).
+    fn search(
+        &self,
+        expr: &crate::jmespath::Expression,
+        reads: Option<Reads>,
+    ) -> Result<crate::jmespath::Parts<'_>, crate::jmespath::JmesError> {
+        // A served review's base document is its request with a few members added, plus service account and
+        // images. An expression that never looks at those members reads the review's own request: the document
+        // with the request copied into it is not built for it. `images` are built (once per review) only for an
+        // expression that may read them. Both are layered after the context's own variables, which shadow them.
+        let placeholder: (&str, &Value) = ("", &Value::Null);
+        let mut extra = [placeholder; 2];
+        let mut extras = 0;
+        let served = match &self.base {
+            Base::Served(served) => Some((served, reads.unwrap_or_else(|| Reads::of(expr)))),
+            Base::Ready(_) => None,
+        };
+        let base: &Value = match served {
+            Some((served, reads)) if reads.request_members_only => {
+                let review = served.review;
+                extra[0] = ("request", served.request);
+                extras = 1;
+                if reads.images {
                     let images: &Value = self.images.get_or_init(|| super::serving_images(review));
-                    overlay.push(("images", images));
+                    extra[1] = ("images", images);
+                    extras = 2;
                 }
-                expr.search_layered_parts(&overlay, thin, self.deadline)
+                self.thin.get_or_init(|| super::serving_thin(review))
             }
-            _ => expr.search_layered_parts(&overlay, self.base_ref(), self.deadline),
-        });
-        result.map_err(QueryError::Jmes)
+            _ => self.base_ref(),
+        };
+        let extra = extra.get(..extras).unwrap_or_default();
+        // The layers on the stack, unless the context has more variables than that (then a vector).
+        const ON_STACK: usize = 8;
+        let len = self.overlay.len() + extra.len();
+        if len > ON_STACK {
+            let mut heap: Vec<(&str, &Value)> = Vec::with_capacity(len);
+            heap.extend(self.overlay.iter().map(|(k, v)| (&**k, &**v)));
+            heap.extend_from_slice(extra);
+            return expr.search_layered_parts(&heap, base, self.deadline);
+        }
+        let mut stack = [placeholder; ON_STACK];
+        let layers = self
+            .overlay
+            .iter()
+            .map(|(k, v)| (&**k, &**v))
+            .chain(extra.iter().copied());
+        for (slot, layer) in stack.iter_mut().zip(layers) {
+            *slot = layer;
+        }
+        let overlay = stack.get(..len).unwrap_or_default();
+        expr.search_layered_parts(overlay, base, self.deadline)
+    }
+
+    /// [`Context::query_cow`] of a text compiled at load ([`CompiledQuery`]): the same answer, without looking the
+    /// expression up by its text. `None` when the text path must answer (a DELETE, whose `request.object` reads
+    /// `request.oldObject`, of an expression that mentions it).
+    ///
+    /// Resolved as a whole variable is in `mode`: leniently, an error (but a bound's) is `""`, and is not rendered.
+    pub fn query_compiled(
+        &self,
+        query: &CompiledQuery,
+        mode: Mode,
+    ) -> Option<Result<Cow<'_, Value>, VarError>> {
+        if self.delete && query.mentions_object {
+            return None;
+        }
+        Some(match self.search(&query.expr, Some(query.reads)) {
+            Ok(parts) => Ok(parts.into_value()),
+            Err(e) if mode == Mode::Lenient && !e.is_bound() => {
+                Ok(Cow::Owned(Value::String(String::new())))
+            }
+            Err(e) => Err(QueryError::Jmes(e).into_var(&query.expression)),
+        })
     }
 
     /// The elements of a foreach `list` expression, or `None` when it has no value (an error nobody reads is not
@@ -418,6 +544,29 @@ pub(crate) fn elements_of(parts: crate::jmespath::Parts<'_>) -> Vec<Shared<'_>> 
 enum QueryError {
     Var(VarError),
     Jmes(crate::jmespath::JmesError),
+}
+
+impl QueryError {
+    /// Whether a bound (deadline, work budget) stopped the query.
+    fn bound(&self) -> bool {
+        match self {
+            QueryError::Var(e) => e.bound,
+            QueryError::Jmes(e) => e.is_bound(),
+        }
+    }
+
+    /// The error of the query of `expression`, rendered.
+    fn into_var(self, expression: &str) -> VarError {
+        match self {
+            QueryError::Var(e) => e,
+            QueryError::Jmes(e) => VarError {
+                expression: expression.to_string(),
+                message: e.to_string(),
+                not_found: e.is_not_found(),
+                bound: e.is_bound(),
+            },
+        }
+    }
 }
 
 /// The members the base document's `request` has beyond the review's own request (see
@@ -758,12 +907,13 @@ fn whole_variable_value<'c>(
     ctx: &'c Context<'_>,
     mode: Mode,
 ) -> Result<Cow<'c, Value>, VarError> {
-    match ctx.query_cow(expr) {
-        Ok(v) => Ok(v),
-        Err(e) => match mode {
-            Mode::Lenient if !e.bound => Ok(Cow::Owned(Value::String(String::new()))),
-            _ => Err(e),
-        },
+    // The error is rendered only when it is reported (a lenient miss reads "" without it).
+    match ctx.query_parts_quiet(expr) {
+        Ok(parts) => Ok(parts.into_value()),
+        Err(e) if mode == Mode::Lenient && !e.bound() => {
+            Ok(Cow::Owned(Value::String(String::new())))
+        }
+        Err(e) => Err(e.into_var(expr)),
     }
 }
 

@@ -443,7 +443,7 @@ fn object_from_lists(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, Jmes
             Value::String(s) => s.clone(),
             Value::Number(_) | Value::Bool(_) => {
                 let args = [super::Arg::Value(std::borrow::Cow::Borrowed(key))];
-                text_arg(&Args::new(a.name, &args), 0)?
+                text_arg(&Args::new(a.name, &args), 0)?.into_owned()
             }
             other => {
                 return Err(a.error(format!(

@@ -132,17 +132,22 @@ fn truncate(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
 }
 
 /// Text of a string, number or boolean argument (Kyverno accepts numbers where it matches text).
-pub(crate) fn text_arg(a: &Args<'_, '_>, i: usize) -> Result<String, JmesError> {
+pub(crate) fn text_arg<'v>(
+    a: &'v Args<'_, '_>,
+    i: usize,
+) -> Result<std::borrow::Cow<'v, str>, JmesError> {
     match a.value(i)? {
-        Value::String(s) => Ok(s.clone()),
-        Value::Bool(b) => Ok(b.to_string()),
+        // A string argument is read in place (regex_match and pattern_match on every element would copy it).
+        Value::String(s) => Ok(std::borrow::Cow::Borrowed(s)),
+        Value::Bool(b) => Ok(b.to_string().into()),
         Value::Number(n) => Ok(match n.as_i64() {
             Some(i) => i.to_string(),
             None => n
                 .as_f64()
                 .map(|f| format_float(f64::from(f as f32)))
                 .unwrap_or_else(|| n.to_string()),
-        }),
+        }
+        .into()),
         other => Err(a.type_error(i, "string or number", other)),
     }
 }
