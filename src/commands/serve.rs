@@ -77,7 +77,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         eval_timeout,
         prefer_rego: engine.prefer_rego,
         request_timeout,
-        inline_budget: Some(inline_budget).filter(|b| !b.is_zero()),
+        // Zero turns attempts off (`Inline::new`).
+        inline_budget: Some(inline_budget),
         drain_timeout,
         connections: ConnectionLimits {
             tls_handshake_timeout,

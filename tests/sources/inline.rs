@@ -13,7 +13,7 @@ use policyctl::server::inline::{Inline, MAX_BODY_BYTES};
 use policyctl::server::webhook;
 use serde_json::{json, Value};
 
-use crate::{pod_review, pod_review_body, post_validate, rego, Target};
+use crate::{assert_denied_with, pod_review, pod_review_body, post_validate, rego, Target};
 
 /// A router with evaluation threads and attempts within `budget`, over one package that denies every Pod; the
 /// attempts' record.
@@ -40,11 +40,7 @@ fn router(target: &Target, budget: Duration) -> (Router, Arc<Inline>) {
 }
 
 fn assert_denied_by_the_policy(answer: &Value) {
-    assert_eq!(answer["allowed"], false, "{answer}");
-    assert_eq!(
-        answer["status"]["message"], "[inline] denied by the policy",
-        "the policy's answer: {answer}"
-    );
+    assert_denied_with(answer, "[inline] denied by the policy");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

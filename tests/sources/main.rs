@@ -141,6 +141,12 @@ pub fn rego(name: &str, message: &str) -> String {
     format!("package {name}\n\ndeny contains \"{message}\" if {{\n    input.request.kind.kind == \"Pod\"\n}}\n")
 }
 
+/// Assert that an AdmissionReview `response` denies with exactly `message` (the policy's own answer).
+pub fn assert_denied_with(answer: &serde_json::Value, message: &str) {
+    assert_eq!(answer["allowed"], false, "{answer}");
+    assert_eq!(answer["status"]["message"], message, "{answer}");
+}
+
 /// The review of creating a minimal Pod `ns/p`.
 pub fn pod_review() -> Review {
     Review::for_object(
