@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use super::scalar::{has_wildcards, wildcard};
+use super::scalar::{wildcard, Glob};
 use super::spec::{LabelSelector, MatchResources, ResourceDescription, ResourceFilter, Subject};
 
 /// A parsed kind selector. Its parts are read-only: how each matches is decided once, when it is made.
@@ -23,46 +23,15 @@ pub struct KindSelector {
     kind: String,
     /// Subresource; `None` for the main resource, `Some("*")` for any.
     subresource: Option<String>,
-    /// How `group`, `version` and `kind` match, decided once when parsed (selectors are matched for every rule of
+    /// How `group`, `version` and `kind` match, compiled once when parsed (selectors are matched for every rule of
     /// every request).
-    shapes: [Shape; 3],
-}
-
-/// How one part of a kind selector matches a name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Shape {
-    /// `*`: anything.
-    Any,
-    /// No wildcard: the same text.
-    Exact,
-    /// `*` / `?` wildcards.
-    Glob,
-}
-
-impl Shape {
-    fn of(part: &str) -> Shape {
-        if part == "*" {
-            Shape::Any
-        } else if has_wildcards(part) {
-            Shape::Glob
-        } else {
-            Shape::Exact
-        }
-    }
-
-    fn matches(self, part: &str, name: &str) -> bool {
-        match self {
-            Shape::Any => true,
-            Shape::Exact => part == name,
-            Shape::Glob => wildcard(part, name),
-        }
-    }
+    shapes: [Glob; 3],
 }
 
 impl KindSelector {
     /// A selector of these parts.
     pub fn new(group: String, version: String, kind: String, subresource: Option<String>) -> Self {
-        let shapes = [Shape::of(&group), Shape::of(&version), Shape::of(&kind)];
+        let shapes = [Glob::new(&group), Glob::new(&version), Glob::new(&kind)];
         KindSelector {
             group,
             version,
@@ -89,12 +58,12 @@ impl KindSelector {
 
     /// The group, when it names exactly one (neither `*` nor a wildcard pattern).
     pub fn exact_group(&self) -> Option<&str> {
-        (self.shapes[0] == Shape::Exact).then_some(self.group.as_str())
+        matches!(self.shapes[0], Glob::Exact(_)).then_some(self.group.as_str())
     }
 
     /// The kind, when it names exactly one (neither `*` nor a wildcard pattern).
     pub fn exact_kind(&self) -> Option<&str> {
-        (self.shapes[2] == Shape::Exact).then_some(self.kind.as_str())
+        matches!(self.shapes[2], Glob::Exact(_)).then_some(self.kind.as_str())
     }
 }
 
@@ -179,10 +148,10 @@ impl KindSelector {
     /// Whether the selector matches a resource of this group/version/kind and subresource (`""` for none).
     pub fn matches(&self, group: &str, version: &str, kind: &str, subresource: &str) -> bool {
         // The kind first: it is the part that tells most selectors apart (autogen adds several per rule).
-        let [group_shape, version_shape, kind_shape] = self.shapes;
-        if !(kind_shape.matches(&self.kind, kind)
-            && group_shape.matches(&self.group, group)
-            && version_shape.matches(&self.version, version))
+        let [group_shape, version_shape, kind_shape] = &self.shapes;
+        if !(kind_shape.matches(kind)
+            && group_shape.matches(group)
+            && version_shape.matches(version))
         {
             return false;
         }

@@ -8,7 +8,7 @@ pub use policyctl_jmespath::{has_wildcards, wildcard_match as wildcard};
 
 /// A wildcard pattern compiled once: its common shapes (`*`, `?*`, a literal, `prefix*`, `*suffix`) are answered
 /// without the general matcher, with the same answers as [`wildcard`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Glob {
     /// `*`: anything.
     Any,
