@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use policyctl::cluster::ClusterOptions;
-use policyctl::policy::ClusterContext;
+use policyctl::policy::{ApiReadError, ClusterContext, PathRule};
 use policyctl::server::inline::Inline;
 use policyctl::sources::{Sources, SourcesConfig};
 
@@ -95,12 +95,27 @@ async fn cluster_context_reads_namespaces_and_configmaps_from_the_api() {
     let err = blocking(move || c.api_get("/api/v1/namespaces/team-a/secrets/token"))
         .await
         .expect_err("secrets");
-    assert!(err.contains("Secrets"), "{err}");
+    assert!(
+        matches!(
+            err,
+            ApiReadError::NotAllowed {
+                rule: PathRule::Secrets,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("Secrets"), "{err}");
     let c = cluster.clone();
     let err = blocking(move || c.api_get("/api/v1/namespaces/team-a/configmaps/nope"))
         .await
         .expect_err("404");
-    assert!(err.contains("not found") && err.contains("404"), "{err}");
+    assert!(
+        matches!(err, ApiReadError::Status { code: 404, .. }),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(text.contains("not found") && text.contains("404"), "{text}");
 
     // An API server that does not answer costs an evaluation at most the time limit, and is not cached.
     api.apply("team-a", "later", &[], &[("k", "v")]);
@@ -109,7 +124,8 @@ async fn cluster_context_reads_namespaces_and_configmaps_from_the_api() {
     let err = blocking(move || c.api_get("/api/v1/namespaces/team-a/configmaps/later"))
         .await
         .expect_err("hangs");
-    assert!(err.contains("did not answer"), "{err}");
+    assert!(matches!(err, ApiReadError::Timeout { .. }), "{err:?}");
+    assert!(err.to_string().contains("did not answer"), "{err}");
     api.hang_gets(false);
     let c = cluster.clone();
     let later = blocking(move || c.api_get("/api/v1/namespaces/team-a/configmaps/later"))

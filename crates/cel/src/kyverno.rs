@@ -15,6 +15,34 @@ use serde_json::Value as Json;
 
 use crate::bind;
 
+/// Why one of Kyverno's CEL data libraries could not read what a policy asked for.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// The Kubernetes API read failed.
+    #[error(transparent)]
+    Api(#[from] policyctl_core::policy::ApiReadError),
+    /// A part of the resource's path is not one a policy may name (separators, queries, dot segments).
+    #[error("invalid {what} {value:?}")]
+    InvalidSegment {
+        /// Which part: `apiVersion`, `resource`, `namespace`, `name`.
+        what: &'static str,
+        /// What the policy gave.
+        value: String,
+    },
+    /// No metadata is known for the image.
+    #[error("no metadata for image {image} (policyctl does not query registries; a test's context file can supply it)")]
+    NoImageMetadata {
+        /// The image asked for.
+        image: String,
+    },
+    /// The evaluation has no data source (no cluster and no test context).
+    #[error("no cluster or test context to read from")]
+    NoSource,
+    /// A data source's own answer (test doubles).
+    #[error("{0}")]
+    Other(String),
+}
+
 /// Where Kyverno's CEL libraries read from.
 pub trait KyvernoData: Send + Sync {
     /// One resource (`namespace` empty for cluster-scoped ones).
@@ -24,11 +52,11 @@ pub trait KyvernoData: Send + Sync {
         resource: &str,
         namespace: &str,
         name: &str,
-    ) -> Result<Json, String>;
+    ) -> Result<Json, DataError>;
     /// A list (`{"items": [...]}`) of resources in a namespace (empty: every namespace).
-    fn list(&self, api_version: &str, resource: &str, namespace: &str) -> Result<Json, String>;
+    fn list(&self, api_version: &str, resource: &str, namespace: &str) -> Result<Json, DataError>;
     /// An image's metadata (`manifest`, `config`, ...).
-    fn image_metadata(&self, image: &str) -> Result<Json, String>;
+    fn image_metadata(&self, image: &str) -> Result<Json, DataError>;
 }
 
 thread_local! {
@@ -65,13 +93,13 @@ fn strings<'a>(args: &'a [CowVal<'_, '_>], function: &str) -> Result<Vec<&'a str
 
 fn with_data<T>(
     function: &str,
-    f: impl FnOnce(&dyn KyvernoData) -> Result<T, String>,
+    f: impl FnOnce(&dyn KyvernoData) -> Result<T, DataError>,
 ) -> Result<T, ExecutionError> {
     DATA.with(|d| match d.borrow().as_ref() {
         Some(data) => f(data.as_ref()),
-        None => Err("no cluster or test context to read from".to_string()),
+        None => Err(DataError::NoSource),
     })
-    .map_err(|e| ExecutionError::function_error(function, e))
+    .map_err(|e| ExecutionError::function_error(function, e.to_string()))
 }
 
 fn json<'b, 'v>(value: Json) -> CowVal<'b, 'v> {

@@ -258,17 +258,19 @@ impl kyverno::KyvernoData for FakeData {
         resource: &str,
         namespace: &str,
         name: &str,
-    ) -> Result<serde_json::Value, String> {
+    ) -> Result<serde_json::Value, kyverno::DataError> {
         if (api_version, resource, namespace, name) == ("v1", "configmaps", "default", "regs") {
             Ok(json!({"data": {"registries": "ghcr.io, quay.io"}}))
         } else {
-            Err(format!("{resource}/{name} not found"))
+            Err(kyverno::DataError::Other(format!(
+                "{resource}/{name} not found"
+            )))
         }
     }
-    fn list(&self, _: &str, _: &str, _: &str) -> Result<serde_json::Value, String> {
+    fn list(&self, _: &str, _: &str, _: &str) -> Result<serde_json::Value, kyverno::DataError> {
         Ok(json!({"items": [{"metadata": {"name": "a"}}, {"metadata": {"name": "b"}}]}))
     }
-    fn image_metadata(&self, image: &str) -> Result<serde_json::Value, String> {
+    fn image_metadata(&self, image: &str) -> Result<serde_json::Value, kyverno::DataError> {
         Ok(json!({"config": {"User": if image == "root:1" { "0" } else { "1000" }}}))
     }
 }

@@ -347,7 +347,7 @@ impl Constraint {
 
     /// Whether the constraint's match selects `target` (`Err` with Gatekeeper's autoreject message when its
     /// namespace selector cannot be checked).
-    pub fn matches(&self, target: &Target<'_>) -> Result<bool, String> {
+    pub fn matches(&self, target: &Target<'_>) -> Result<bool, crate::matching::MatchError> {
         self.matcher.matches(target)
     }
 
@@ -366,7 +366,7 @@ impl Constraint {
             Ok(false) => return Ok(None),
             Err(autoreject) => {
                 return Ok(Some(vec![Finding {
-                    msg: autoreject,
+                    msg: autoreject.to_string(),
                     details: Value::Object(Default::default()),
                     autoreject: true,
                 }]));

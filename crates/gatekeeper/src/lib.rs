@@ -276,7 +276,7 @@ fn inventory_data(ctx: &EvalContext) -> Option<regorus::Value> {
 /// The Gatekeeper form of a served review, built once per review and shared by every constraint: `input.review`
 /// (from the review's shared regorus value) and the Namespace object of its namespace.
 struct Served {
-    input: Result<regorus::Value, String>,
+    input: Result<regorus::Value, review::ReviewError>,
     namespace_object: Option<serde_json::Value>,
 }
 
@@ -340,7 +340,7 @@ impl Policy for ConstraintPolicy {
         };
         let input = match served.input.as_ref() {
             Ok(input) => input,
-            Err(e) => return on_error(EvalError::Engine(e.clone())),
+            Err(e) => return on_error(EvalError::Engine(e.to_string())),
         };
         let target = review::target_of(review.request(), served.namespace_object.as_ref());
         // Only templates that read data.inventory get it: for the others it would only cost time. An inventory that
@@ -420,6 +420,7 @@ impl ConstraintPolicy {
             Ok(true) => {}
             Ok(false) => return Evaluation::skip(),
             Err(autoreject) => {
+                let autoreject = autoreject.to_string();
                 let mut out = Evaluation::found(vec![Violation::deny(autoreject.clone())]);
                 out.rules = explained(ctx, name, RuleStatus::Fail, autoreject);
                 return out;

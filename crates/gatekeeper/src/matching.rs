@@ -253,7 +253,7 @@ impl Match {
     }
 
     /// Whether the request matches: `Ok(true/false)`, or an error when a namespace selector cannot be decided.
-    pub fn matches(&self, target: &Target<'_>) -> Result<bool, String> {
+    pub fn matches(&self, target: &Target<'_>) -> Result<bool, MatchError> {
         if !self.kind_matches(target.group, target.kind) {
             return Ok(false);
         }
@@ -295,7 +295,7 @@ impl Match {
             })
     }
 
-    fn object_matches(&self, target: &Target<'_>, object: &Value) -> Result<bool, String> {
+    fn object_matches(&self, target: &Target<'_>, object: &Value) -> Result<bool, MatchError> {
         let is_namespace = target.group.is_empty() && target.kind == "Namespace";
         let namespace_name = target.namespace_object.and_then(|ns| meta(ns, "name"));
         let own_namespace = meta(object, "namespace")
@@ -338,10 +338,9 @@ impl Match {
                         }
                     }
                     None => {
-                        return Err(format!(
-                            "namespace {ns:?} is not available, so the namespaceSelector of this constraint cannot be \
-                             evaluated; the request is rejected (autoreject)"
-                        ))
+                        return Err(MatchError::NamespaceUnavailable {
+                            namespace: ns.to_string(),
+                        })
                     }
                 }
             }
@@ -356,6 +355,21 @@ impl Match {
         }
         Ok(true)
     }
+}
+
+/// Why a constraint's match cannot be decided.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MatchError {
+    /// The constraint has a namespace selector and the request's Namespace object is not known: as Gatekeeper does,
+    /// the request is rejected (autoreject).
+    #[error(
+        "namespace {namespace:?} is not available, so the namespaceSelector of this constraint cannot be evaluated; \
+         the request is rejected (autoreject)"
+    )]
+    NamespaceUnavailable {
+        /// The request's namespace.
+        namespace: String,
+    },
 }
 
 #[cfg(test)]

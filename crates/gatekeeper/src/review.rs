@@ -21,9 +21,22 @@ fn get_str(value: Option<&Value>) -> Option<&str> {
 }
 
 /// The AdmissionRequest gator synthesizes for a plain object (see [`crate::admission::existing_object_request`]).
-pub fn gator_request(object: Value) -> Result<Value, String> {
-    crate::admission::existing_object_request(object)
-        .ok_or_else(|| "the object under review is not a mapping".to_string())
+pub fn gator_request(object: Value) -> Result<Value, ReviewError> {
+    crate::admission::existing_object_request(object).ok_or(ReviewError::NotAMapping)
+}
+
+/// Why a request cannot be put before a template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ReviewError {
+    /// gator: the object under review is not a mapping.
+    #[error("the object under review is not a mapping")]
+    NotAMapping,
+    /// A DELETE request reviews its old object, and has none.
+    #[error("a DELETE request without oldObject cannot be reviewed")]
+    DeleteWithoutOldObject,
+    /// The request is not a JSON object.
+    #[error("the admission request is not an object")]
+    RequestNotAnObject,
 }
 
 /// What the matcher looks at in an AdmissionRequest as received. As in Gatekeeper, kinds match on the object under
@@ -57,15 +70,15 @@ pub fn served_review(
     shared: &regorus::Value,
     request: &Value,
     namespace_object: Option<&Value>,
-) -> Result<regorus::Value, String> {
+) -> Result<regorus::Value, ReviewError> {
     let target = target_of(request, None);
     let delete = get_str(request.get("operation")) == Some("DELETE");
     if delete && target.object.is_none() {
-        return Err("a DELETE request without oldObject cannot be reviewed".into());
+        return Err(ReviewError::DeleteWithoutOldObject);
     }
     let map = shared[&regorus::Value::from("request")]
         .as_object()
-        .map_err(|_| "the admission request is not an object".to_string())?;
+        .map_err(|_| ReviewError::RequestNotAnObject)?;
     let blank_namespace = (target.group, target.kind) == ("", "Namespace");
     let old_object = || {
         map.get(&regorus::Value::from("oldObject"))
@@ -133,7 +146,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn served(req: &Value, ns: Option<&Value>) -> Result<Value, String> {
+    fn served(req: &Value, ns: Option<&Value>) -> Result<Value, ReviewError> {
         let shared = support::to_rego(&json!({"request": req}));
         served_review(&shared, req, ns).map(|r| support::to_json(&r))
     }
@@ -147,7 +160,16 @@ mod tests {
         assert_eq!(review["namespaceObject"], Value::Null);
         assert_eq!(target_of(&req, None).object, Some(&old));
         let broken = json!({"operation": "DELETE", "kind": {"kind": "Pod"}, "object": null});
-        assert!(served(&broken, None).is_err());
+        let error = served(&broken, None).expect_err("no old object");
+        assert_eq!(error, ReviewError::DeleteWithoutOldObject);
+        assert_eq!(
+            error.to_string(),
+            "a DELETE request without oldObject cannot be reviewed"
+        );
+        assert_eq!(
+            gator_request(json!(["not", "a", "mapping"])),
+            Err(ReviewError::NotAMapping)
+        );
     }
 
     #[test]

@@ -15,10 +15,9 @@ pub struct ParamSchema {
 
 impl ParamSchema {
     /// Compile an `openAPIV3Schema`; the error is the schema problem.
-    pub fn compile(schema: &Value) -> Result<ParamSchema, String> {
+    pub fn compile(schema: &Value) -> Result<ParamSchema, SchemaError> {
         let translated = translate(schema);
-        let validator = jsonschema::draft4::new(&translated)
-            .map_err(|e| format!("invalid openAPIV3Schema: {e}"))?;
+        let validator = jsonschema::draft4::new(&translated).map_err(SchemaError)?;
         Ok(ParamSchema { validator })
     }
 
@@ -30,6 +29,11 @@ impl ParamSchema {
             .collect()
     }
 }
+
+/// A template's `openAPIV3Schema` that does not compile.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid openAPIV3Schema: {0}")]
+pub struct SchemaError(#[source] jsonschema::ValidationError<'static>);
 
 /// `/labels/0/key` → `spec.parameters.labels[0].key`.
 fn field_path(pointer: &str) -> String {
@@ -125,6 +129,16 @@ mod tests {
         assert!(errors[0].1.contains("string"), "{errors:?}");
         let errors = schema.validate(&json!("nope"));
         assert_eq!(errors[0].0, "spec.parameters");
+    }
+
+    #[test]
+    fn a_schema_that_does_not_compile_says_so() {
+        let error = ParamSchema::compile(&json!({"type": "no-such-type"})).expect_err("invalid");
+        assert!(
+            error.to_string().starts_with("invalid openAPIV3Schema: "),
+            "{error}"
+        );
+        assert!(std::error::Error::source(&error).is_some());
     }
 
     #[test]

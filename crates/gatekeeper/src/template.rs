@@ -290,20 +290,19 @@ impl Template {
                 ),
             )]);
         }
-        let schema =
-            match parsed
-                .spec
-                .crd
-                .spec
-                .validation
-                .as_ref()
-                .and_then(|v| v.open_api_v3_schema.as_ref())
-            {
-                Some(schema) => Some(ParamSchema::compile(schema).map_err(|e| {
-                    vec![doc.error_at("spec.crd.spec.validation.openAPIV3Schema", e)]
-                })?),
-                None => None,
-            };
+        let schema = match parsed
+            .spec
+            .crd
+            .spec
+            .validation
+            .as_ref()
+            .and_then(|v| v.open_api_v3_schema.as_ref())
+        {
+            Some(schema) => Some(ParamSchema::compile(schema).map_err(|e| {
+                vec![doc.error_at("spec.crd.spec.validation.openAPIV3Schema", e.to_string())]
+            })?),
+            None => None,
+        };
         let [target] = parsed.spec.targets.as_slice() else {
             return Err(vec![doc.error_at(
                 "spec.targets",

@@ -635,7 +635,12 @@ fn namespace_selector_uses_the_cluster_and_autorejects_without_it() {
         .expect("ok");
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].action, Action::Deny, "autoreject always denies");
-    assert!(found[0].message.contains("autoreject"), "{found:?}");
+    assert_eq!(
+        found[0].message,
+        "namespace \"ns\" is not available, so the namespaceSelector of this constraint cannot be evaluated; the \
+         request is rejected (autoreject)",
+        "{found:?}"
+    );
 }
 
 #[test]

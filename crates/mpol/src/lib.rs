@@ -513,14 +513,58 @@ impl MutatingPolicy {
 #[derive(Debug)]
 enum Failure {
     Eval(EvalError),
-    Patch(String),
+    /// Mutation `index` (from 0) gave a result that could not be applied.
+    Patch {
+        index: usize,
+        error: PatchError,
+    },
+}
+
+/// Why a mutation's result could not be applied to the object.
+#[derive(Debug, thiserror::Error)]
+pub enum PatchError {
+    /// The expression's value is not JSON.
+    #[error(transparent)]
+    Value(EvalError),
+    /// A JSONPatch mutation returned something other than a list.
+    #[error("a JSONPatch expression must return a list of JSONPatch, got {0}")]
+    NotAPatchList(Value),
+    /// An element of the list is not a JSONPatch operation.
+    #[error("JSONPatch [{index}] {item}: {source}")]
+    NotAnOperation {
+        /// The element's index.
+        index: usize,
+        /// The element.
+        item: Value,
+        /// What reading it found.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The JSONPatch does not apply to the object.
+    #[error("JSONPatch: {0}")]
+    Patch(#[source] json_patch::PatchError),
+    /// An ApplyConfiguration mutation returned something other than an object.
+    #[error("an ApplyConfiguration expression must return an Object, got {0}")]
+    NotAConfiguration(Value),
+    /// The object to mutate is not an object.
+    #[error("the object to mutate is not an object")]
+    NotAnObject,
+    /// The configuration does not merge into the object.
+    #[error(transparent)]
+    Merge(#[from] merge::MergeError),
+    /// After the mutation the object is no longer an object.
+    #[error("the mutated object is not an object: {0}")]
+    MutatedNotAnObject(Value),
+    /// The mutation changed the object's apiVersion or kind.
+    #[error("a mutation may not change the object's apiVersion or kind")]
+    IdentityChanged,
 }
 
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Failure::Eval(e) => write!(f, "{e}"),
-            Failure::Patch(e) => write!(f, "{e}"),
+            Failure::Patch { index, error } => write!(f, "mutation [{index}]: {error}"),
         }
     }
 }
@@ -530,31 +574,33 @@ pub fn apply_result(
     patch_type: PatchType,
     object: &mut Value,
     result: &Value,
-) -> Result<(), String> {
+) -> Result<(), PatchError> {
     match patch_type {
         PatchType::JsonPatch => {
             let Value::Array(items) = result else {
-                return Err(format!(
-                    "a JSONPatch expression must return a list of JSONPatch, got {result}"
-                ));
+                return Err(PatchError::NotAPatchList(result.clone()));
             };
             // Kubernetes drops unset fields of JSONPatch{}: a `null` `from` or `value` is the zero value.
             let mut ops = Vec::with_capacity(items.len());
             for (i, item) in items.iter().enumerate() {
-                let op: json_patch::PatchOperation = serde_json::from_value(item.clone())
-                    .map_err(|e| format!("JSONPatch [{i}] {item}: {e}"))?;
+                let op: json_patch::PatchOperation =
+                    serde_json::from_value(item.clone()).map_err(|source| {
+                        PatchError::NotAnOperation {
+                            index: i,
+                            item: item.clone(),
+                            source,
+                        }
+                    })?;
                 ops.push(op);
             }
-            json_patch::patch(object, &ops).map_err(|e| format!("JSONPatch: {e}"))
+            json_patch::patch(object, &ops).map_err(PatchError::Patch)
         }
         PatchType::ApplyConfiguration => {
             if !result.is_object() {
-                return Err(format!(
-                    "an ApplyConfiguration expression must return an Object, got {result}"
-                ));
+                return Err(PatchError::NotAConfiguration(result.clone()));
             }
             if !object.is_object() {
-                return Err("the object to mutate is not an object".to_string());
+                return Err(PatchError::NotAnObject);
             }
             // Merged into a copy: a refused configuration leaves the object as it was.
             let mut merged = object.clone();
@@ -671,15 +717,12 @@ impl MutatingPolicy {
                     ))))
                 }
             };
-            let result = match policyctl_cel::mutation::to_json(&value) {
-                Ok(v) => v,
-                Err(e) => return Outcome::Failed(Failure::Patch(format!("mutation [{i}]: {e}"))),
-            };
-            if let Err(e) = apply_result(m.patch_type, &mut current, &result) {
-                return Outcome::Failed(Failure::Patch(format!("mutation [{i}]: {e}")));
-            }
-            if let Err(e) = still_the_same_object(&object_identity, &current) {
-                return Outcome::Failed(Failure::Patch(format!("mutation [{i}]: {e}")));
+            let applied = policyctl_cel::mutation::to_json(&value)
+                .map_err(PatchError::Value)
+                .and_then(|result| apply_result(m.patch_type, &mut current, &result))
+                .and_then(|()| still_the_same_object(&object_identity, &current));
+            if let Err(error) = applied {
+                return Outcome::Failed(Failure::Patch { index: i, error });
             }
         }
         Outcome::Done(current)
@@ -697,12 +740,12 @@ fn identity(object: &Value) -> (Option<Value>, Option<Value>) {
 fn still_the_same_object(
     before: &(Option<Value>, Option<Value>),
     object: &Value,
-) -> Result<(), String> {
+) -> Result<(), PatchError> {
     if !object.is_object() {
-        return Err(format!("the mutated object is not an object: {object}"));
+        return Err(PatchError::MutatedNotAnObject(object.clone()));
     }
     if identity(object) != *before {
-        return Err("a mutation may not change the object's apiVersion or kind".to_string());
+        return Err(PatchError::IdentityChanged);
     }
     Ok(())
 }

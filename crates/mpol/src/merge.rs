@@ -75,27 +75,49 @@ fn atomic_struct(field: &str) -> bool {
     )
 }
 
+/// Why a configuration cannot be merged into an object.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MergeError {
+    /// A field is a map, a list or a scalar in the object and another of these in the configuration.
+    #[error("{field} is {live} in the object but {config} in the configuration")]
+    ShapeMismatch {
+        /// The field's dotted path (`the object` for the root).
+        field: String,
+        /// Its shape in the object.
+        live: &'static str,
+        /// Its shape in the configuration.
+        config: &'static str,
+    },
+    /// A configured list-map holds two elements with the same keys (server-side apply refuses it).
+    #[error("duplicate entries for key {key} in the configured list {list}")]
+    DuplicateKey {
+        /// The keys' values, as a list.
+        key: Value,
+        /// The list's dotted path.
+        list: String,
+    },
+}
+
 /// Merges `config` into `live` (see the module docs). A configured list-map holding two elements with the same keys is
 /// refused, as server-side apply refuses it; `live` is then partly merged and must be dropped.
-pub fn apply(live: &mut Value, config: &Value) -> Result<(), String> {
+pub fn apply(live: &mut Value, config: &Value) -> Result<(), MergeError> {
     merge(live, config, &mut Vec::new())
 }
 
-fn merge(live: &mut Value, config: &Value, path: &mut Vec<String>) -> Result<(), String> {
+fn merge(live: &mut Value, config: &Value, path: &mut Vec<String>) -> Result<(), MergeError> {
     match (live, config) {
         (_, Value::Null) => {}
         (Value::Object(l), Value::Object(c)) => merge_map(l, c, path)?,
         (live, config) if shape(live) != shape(config) && !live.is_null() => {
-            return Err(format!(
-                "{} is {} in the object but {} in the configuration",
-                if path.is_empty() {
+            return Err(MergeError::ShapeMismatch {
+                field: if path.is_empty() {
                     "the object".to_string()
                 } else {
                     path.join(".")
                 },
-                shape(live),
-                shape(config)
-            ))
+                live: shape(live),
+                config: shape(config),
+            })
         }
         (live, config) => *live = strip_nulls(config),
     }
@@ -116,7 +138,7 @@ fn merge_map(
     live: &mut Map<String, Value>,
     config: &Map<String, Value>,
     path: &mut Vec<String>,
-) -> Result<(), String> {
+) -> Result<(), MergeError> {
     for (k, cv) in config {
         if cv.is_null() {
             continue;
@@ -160,7 +182,7 @@ fn merge_list(
     config: &[Value],
     kind: ListType,
     path: &mut Vec<String>,
-) -> Result<(), String> {
+) -> Result<(), MergeError> {
     match kind {
         ListType::Atomic => *live = config.iter().map(strip_nulls).collect(),
         ListType::Set => {
@@ -175,11 +197,10 @@ fn merge_list(
             for c in config {
                 if let Some(k) = key_of(c, keys) {
                     if seen.contains(&k) {
-                        return Err(format!(
-                            "duplicate entries for key {} in the configured list {}",
-                            Value::Array(k),
-                            path.join(".")
-                        ));
+                        return Err(MergeError::DuplicateKey {
+                            key: Value::Array(k),
+                            list: path.join("."),
+                        });
                     }
                     seen.push(k);
                 }
@@ -233,7 +254,29 @@ mod tests {
             &json!({"spec": {"containers": [{"name": "b"}, {"name": "b", "image": "x"}]}}),
         )
         .expect_err("refused");
-        assert!(e.contains("spec.containers"), "{e}");
+        assert_eq!(
+            e.to_string(),
+            r#"duplicate entries for key ["b"] in the configured list spec.containers"#
+        );
+        assert!(
+            matches!(e, MergeError::DuplicateKey { ref list, .. } if list == "spec.containers")
+        );
+    }
+
+    #[test]
+    fn a_field_of_another_shape_is_refused_with_its_path() {
+        let mut live = json!({"spec": {"replicas": 1}});
+        let e = apply(&mut live, &json!({"spec": {"replicas": {"n": 2}}})).expect_err("refused");
+        assert_eq!(
+            e.to_string(),
+            "spec.replicas is a scalar in the object but a map in the configuration"
+        );
+        let mut root = json!([1]);
+        let e = apply(&mut root, &json!({"a": 1})).expect_err("refused");
+        assert_eq!(
+            e.to_string(),
+            "the object is a list in the object but a map in the configuration"
+        );
     }
 
     #[test]

@@ -501,7 +501,9 @@ fn review_for(object: &Value) -> Result<Review, String> {
         }
         return Ok(Review::synthesized(request.clone()));
     }
-    Ok(Review::synthesized(gator_request(object.clone())?))
+    Ok(Review::synthesized(
+        gator_request(object.clone()).map_err(|e| e.to_string())?,
+    ))
 }
 
 /// `data.inventory` from inventory files, or `None` when the case has none.

@@ -44,8 +44,8 @@ use crate::pipeline;
 use crate::policy::loader::compile;
 use crate::policy::source::{yaml_documents, Document};
 use crate::policy::{
-    ClusterContext, Deadline, EnforcementPoint, EvalContext, Overrides, PayloadMode, Policy,
-    PolicySet, RuleResult, RuleStatus, SourceFile, SourceRef,
+    ApiReadError, ClusterContext, Deadline, EnforcementPoint, EvalContext, Overrides, PayloadMode,
+    Policy, PolicySet, RuleResult, RuleStatus, SourceFile, SourceRef,
 };
 
 /// The `kyverno test` runner.
@@ -158,11 +158,11 @@ impl ClusterContext for TestCluster {
         Some(&self.overrides)
     }
 
-    fn api_get(&self, path: &str) -> Result<Value, String> {
+    fn api_get(&self, path: &str) -> Result<Value, ApiReadError> {
         if self.context.resources.is_empty() {
-            return Err(format!(
-                "{path}: API calls are not made in tests (mock the context entry in the Values file)"
-            ));
+            return Err(ApiReadError::NotInTests {
+                path: path.to_string(),
+            });
         }
         self.context.get(path)
     }
@@ -186,19 +186,22 @@ struct TestContext {
 
 impl TestContext {
     /// A GET on the API path, answered from the context's resources.
-    fn get(&self, path: &str) -> Result<Value, String> {
+    fn get(&self, path: &str) -> Result<Value, ApiReadError> {
+        let not_resources = || ApiReadError::NotResourcePath {
+            path: path.to_string(),
+        };
         let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
         let (api_version, rest) = match parts.as_slice() {
             ["api", v, rest @ ..] => (v.to_string(), rest),
             ["apis", g, v, rest @ ..] => (format!("{g}/{v}"), rest),
-            _ => return Err(format!("{path}: not a Kubernetes API path")),
+            _ => return Err(not_resources()),
         };
         let (namespace, resource, name) = match rest {
             ["namespaces", ns, res, name] => (*ns, *res, Some(*name)),
             ["namespaces", ns, res] => (*ns, *res, None),
             [res, name] => ("", *res, Some(*name)),
             [res] => ("", *res, None),
-            _ => return Err(format!("{path}: not a Kubernetes API path")),
+            _ => return Err(not_resources()),
         };
         let matching = self.resources.iter().filter(|r| {
             field_str(r, "apiVersion") == Some(api_version.as_str())
@@ -211,7 +214,9 @@ impl TestContext {
                 .into_iter()
                 .find(|r| r.pointer("/metadata/name").and_then(Value::as_str) == Some(name))
                 .cloned()
-                .ok_or_else(|| format!("{path}: not found in the test's context file")),
+                .ok_or_else(|| ApiReadError::NotInContext {
+                    path: path.to_string(),
+                }),
             None => Ok(serde_json::json!({
                 "apiVersion": api_version,
                 "kind": "List",

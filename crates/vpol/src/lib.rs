@@ -46,6 +46,7 @@ use common::{
     namespace_object, rule_matches, CheckSpecs, Checks, MatchResources, Named, ResourceRule,
     ValidationSpec,
 };
+use policyctl_cel::kyverno::DataError;
 use policyctl_cel::{Activation, Dialect, Limits, ReviewBindings, Shared};
 use policyctl_core::admission::Review;
 use policyctl_core::engine::{Built, Engine, EngineInput, LoadOptions};
@@ -454,20 +455,23 @@ pub struct ClusterData(pub Arc<dyn policyctl_core::policy::ClusterContext>);
 
 /// A path segment a policy may name: no separators, queries or dot segments (a policy reads resources, it does not
 /// build arbitrary API URLs).
-fn segment(what: &str, s: &str) -> Result<(), String> {
+fn segment(what: &'static str, s: &str) -> Result<(), DataError> {
     let bad = s.is_empty()
         || s == "."
         || s == ".."
         || s.chars()
             .any(|c| matches!(c, '/' | '?' | '#' | '%' | '\\') || c.is_whitespace());
     if bad {
-        Err(format!("invalid {what} {s:?}"))
+        Err(DataError::InvalidSegment {
+            what,
+            value: s.to_string(),
+        })
     } else {
         Ok(())
     }
 }
 
-fn api_path(api_version: &str, resource: &str, namespace: &str) -> Result<String, String> {
+fn api_path(api_version: &str, resource: &str, namespace: &str) -> Result<String, DataError> {
     let (root, parts) = match api_version.split_once('/') {
         Some((group, version)) => ("apis", vec![group, version]),
         None => ("api", vec![api_version]),
@@ -491,22 +495,26 @@ impl policyctl_cel::kyverno::KyvernoData for ClusterData {
         resource: &str,
         namespace: &str,
         name: &str,
-    ) -> Result<Value, String> {
+    ) -> Result<Value, DataError> {
         segment("name", name)?;
-        self.0.api_get(&format!(
+        Ok(self.0.api_get(&format!(
             "{}/{name}",
             api_path(api_version, resource, namespace)?
-        ))
+        ))?)
     }
 
-    fn list(&self, api_version: &str, resource: &str, namespace: &str) -> Result<Value, String> {
-        self.0.api_get(&api_path(api_version, resource, namespace)?)
+    fn list(&self, api_version: &str, resource: &str, namespace: &str) -> Result<Value, DataError> {
+        Ok(self
+            .0
+            .api_get(&api_path(api_version, resource, namespace)?)?)
     }
 
-    fn image_metadata(&self, image: &str) -> Result<Value, String> {
-        self.0.image_data(image).ok_or_else(|| {
-            format!("no metadata for image {image} (policyctl does not query registries; a test's context file can supply it)")
-        })
+    fn image_metadata(&self, image: &str) -> Result<Value, DataError> {
+        self.0
+            .image_data(image)
+            .ok_or_else(|| DataError::NoImageMetadata {
+                image: image.to_string(),
+            })
     }
 }
 

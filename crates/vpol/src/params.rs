@@ -119,7 +119,8 @@ impl ParamRef {
             return Ok(known.iter().filter(|p| selected(p)).cloned().collect());
         }
         // None in the policy set: the cluster's.
-        let path = param_path(kind, namespace.as_deref(), self.name.as_deref())?;
+        let path = param_path(kind, namespace.as_deref(), self.name.as_deref())
+            .map_err(|e| e.to_string())?;
         let answer = ctx
             .cluster
             .api_get(&path)
@@ -162,7 +163,7 @@ fn param_path(
     kind: &ParamKind,
     namespace: Option<&str>,
     name: Option<&str>,
-) -> Result<String, String> {
+) -> Result<String, policyctl_cel::kyverno::DataError> {
     let collection = crate::api_path(
         &kind.api_version,
         &plural(&kind.kind),
@@ -180,6 +181,7 @@ fn param_path(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use policyctl_cel::kyverno::DataError;
 
     #[test]
     fn params_path_for_cluster_lookups() {
@@ -188,17 +190,20 @@ mod tests {
             kind: "ConfigMap".into(),
         };
         assert_eq!(
-            param_path(&kind, Some("ns"), Some("x")).as_deref(),
-            Ok("/api/v1/namespaces/ns/configmaps/x")
+            param_path(&kind, Some("ns"), Some("x")).ok().as_deref(),
+            Some("/api/v1/namespaces/ns/configmaps/x")
         );
         let kind = ParamKind {
             api_version: "example.com/v1".into(),
             kind: "Policy".into(),
         };
         assert_eq!(
-            param_path(&kind, None, None).as_deref(),
-            Ok("/apis/example.com/v1/policies")
+            param_path(&kind, None, None).ok().as_deref(),
+            Some("/apis/example.com/v1/policies")
         );
-        assert!(param_path(&kind, None, Some("../x")).is_err());
+        assert!(matches!(
+            param_path(&kind, None, Some("../x")),
+            Err(DataError::InvalidSegment { what: "name", .. })
+        ));
     }
 }

@@ -223,7 +223,7 @@ fn load_errors_name_the_field() {
 struct FakeCluster;
 
 impl policyctl_core::policy::ClusterContext for FakeCluster {
-    fn api_get(&self, path: &str) -> Result<Value, String> {
+    fn api_get(&self, path: &str) -> Result<Value, policyctl_core::policy::ApiReadError> {
         match path {
             "/api/v1/namespaces/default/configmaps/regs" => {
                 Ok(json!({"data": {"allowed": "ghcr.io/"}}))
@@ -231,7 +231,11 @@ impl policyctl_core::policy::ClusterContext for FakeCluster {
             "/apis/autoscaling/v1/namespaces/default/horizontalpodautoscalers" => {
                 Ok(json!({"items": [{"spec": {"scaleTargetRef": {"name": "p"}}}]}))
             }
-            other => Err(format!("{other}: not found")),
+            other => Err(policyctl_core::policy::ApiReadError::Status {
+                path: other.to_string(),
+                code: 404,
+                message: "not found".into(),
+            }),
         }
     }
     fn image_data(&self, image: &str) -> Option<Value> {
@@ -289,7 +293,14 @@ fn resource_lookups_only_name_resources() {
         ("v1", "configmaps", "default", ""),
     ] {
         let err = data.get(v, r, ns, name).unwrap_err();
-        assert!(err.starts_with("invalid "), "{err}");
+        assert!(
+            matches!(
+                err,
+                policyctl_cel::kyverno::DataError::InvalidSegment { .. }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().starts_with("invalid "), "{err}");
     }
 }
 

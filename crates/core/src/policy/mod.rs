@@ -1,6 +1,7 @@
 //! The policy model shared by every engine: what a policy is, what it returns, and how policies are loaded into an
 //! immutable [`PolicySet`].
 
+mod api;
 pub mod kinds;
 pub mod loader;
 mod set;
@@ -19,6 +20,7 @@ use serde_json::Value;
 use crate::admission::Review;
 use crate::select::Scope;
 
+pub use api::{ApiReadError, PathRule, SharedSource};
 pub use set::{content_hash, PolicySet, PolicySummary};
 pub use source::{LoadError, SourceFile, SourceRef};
 
@@ -451,10 +453,10 @@ pub trait ClusterContext: Send + Sync + fmt::Debug {
     }
 
     /// A read-only GET on the Kubernetes API (`/api/v1/namespaces/x/pods`), as JSON.
-    fn api_get(&self, path: &str) -> Result<Value, String> {
-        Err(format!(
-            "{path}: this evaluation has no cluster context (the Kubernetes API is not available)"
-        ))
+    fn api_get(&self, path: &str) -> Result<Value, ApiReadError> {
+        Err(ApiReadError::NoCluster {
+            path: path.to_string(),
+        })
     }
 
     /// An image's metadata (Kyverno's CEL `image.GetMetadata`): a test's context file supplies it; the webhook does

@@ -24,7 +24,7 @@ pub enum CertError {
     Generate(#[from] rcgen::Error),
     /// A DNS name is not usable in a certificate.
     #[error("invalid DNS name {0:?}: {1}")]
-    InvalidName(String, String),
+    InvalidName(String, #[source] DnsNameError),
     /// A validity of zero.
     #[error("the validity of the {0} must be at least one day")]
     Validity(&'static str),
@@ -116,7 +116,7 @@ pub fn generate(
         let ia5 = dns_name
             .clone()
             .try_into()
-            .map_err(|_| CertError::InvalidName(dns_name.clone(), "not ASCII".into()))?;
+            .map_err(|_| CertError::InvalidName(dns_name.clone(), DnsNameError::NotAscii))?;
         sans.push(SanType::DnsName(ia5));
     }
     sans.extend(ips.iter().copied().map(SanType::IpAddress));
@@ -142,34 +142,58 @@ pub fn generate(
 
 /// Whether `name` is a DNS name a client can verify (RFC 1123, with an optional leading `*.` wildcard label): labels
 /// of 1 to 63 letters, digits and hyphens, not starting or ending with a hyphen, 253 characters at most.
-pub fn check_dns_name(name: &str) -> Result<(), String> {
+pub fn check_dns_name(name: &str) -> Result<(), DnsNameError> {
     let host = name.strip_prefix("*.").unwrap_or(name);
     if host.is_empty() {
-        return Err("empty".into());
+        return Err(DnsNameError::Empty);
     }
     if name.len() > 253 {
-        return Err("longer than 253 characters".into());
+        return Err(DnsNameError::TooLong);
     }
     for label in host.split('.') {
         if label.is_empty() {
-            return Err("empty label (two dots, or a leading or trailing dot)".into());
+            return Err(DnsNameError::EmptyLabel);
         }
         if label.len() > 63 {
-            return Err(format!("label {label:?} is longer than 63 characters"));
+            return Err(DnsNameError::LabelTooLong(label.to_string()));
         }
         if let Some(c) = label
             .chars()
             .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
         {
-            return Err(format!(
-                "label {label:?} has the character {c:?} (letters, digits and '-' only)"
-            ));
+            return Err(DnsNameError::Character(label.to_string(), c));
         }
         if label.starts_with('-') || label.ends_with('-') {
-            return Err(format!("label {label:?} starts or ends with '-'"));
+            return Err(DnsNameError::HyphenAtEdge(label.to_string()));
         }
     }
     Ok(())
+}
+
+/// Why a name is not a DNS name a client can verify.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DnsNameError {
+    /// Nothing (or only the `*.` wildcard).
+    #[error("empty")]
+    Empty,
+    /// More than 253 characters.
+    #[error("longer than 253 characters")]
+    TooLong,
+    /// Two dots, or a leading or trailing dot.
+    #[error("empty label (two dots, or a leading or trailing dot)")]
+    EmptyLabel,
+    /// A label of more than 63 characters.
+    #[error("label {0:?} is longer than 63 characters")]
+    LabelTooLong(String),
+    /// A label with a character other than letters, digits and `-`.
+    #[error("label {0:?} has the character {1:?} (letters, digits and '-' only)")]
+    Character(String, char),
+    /// A label that starts or ends with `-`.
+    #[error("label {0:?} starts or ends with '-'")]
+    HyphenAtEdge(String),
+    /// The certificate library does not take the name as an ASCII string.
+    #[error("not ASCII")]
+    NotAscii,
 }
 
 fn name(common_name: &str) -> DistinguishedName {
@@ -243,16 +267,50 @@ mod tests {
         ] {
             assert_eq!(check_dns_name(good), Ok(()), "{good}");
         }
-        for bad in [
-            "",
-            "a..b",
-            "-a.b",
-            "a_b.svc",
-            "exa mple.com",
-            "a.",
-            &"x".repeat(64),
+        let long_label = "x".repeat(64);
+        for (bad, error, text) in [
+            ("", DnsNameError::Empty, "empty".to_string()),
+            ("*.", DnsNameError::Empty, "empty".to_string()),
+            (
+                "a..b",
+                DnsNameError::EmptyLabel,
+                "empty label (two dots, or a leading or trailing dot)".to_string(),
+            ),
+            (
+                "-a.b",
+                DnsNameError::HyphenAtEdge("-a".into()),
+                r#"label "-a" starts or ends with '-'"#.to_string(),
+            ),
+            (
+                "a_b.svc",
+                DnsNameError::Character("a_b".into(), '_'),
+                r#"label "a_b" has the character '_' (letters, digits and '-' only)"#.to_string(),
+            ),
+            (
+                "exa mple.com",
+                DnsNameError::Character("exa mple".into(), ' '),
+                r#"label "exa mple" has the character ' ' (letters, digits and '-' only)"#
+                    .to_string(),
+            ),
+            (
+                "a.",
+                DnsNameError::EmptyLabel,
+                "empty label (two dots, or a leading or trailing dot)".to_string(),
+            ),
+            (
+                long_label.as_str(),
+                DnsNameError::LabelTooLong(long_label.clone()),
+                format!("label {long_label:?} is longer than 63 characters"),
+            ),
+            (
+                &format!("{}.a", ["abc"; 64].join(".")),
+                DnsNameError::TooLong,
+                "longer than 253 characters".to_string(),
+            ),
         ] {
-            assert!(check_dns_name(bad).is_err(), "{bad}");
+            let got = check_dns_name(bad);
+            assert_eq!(got, Err(error), "{bad}");
+            assert_eq!(got.map_err(|e| e.to_string()), Err(text), "{bad}");
         }
         let day = Duration::from_secs(86400);
         assert!(matches!(

@@ -40,7 +40,7 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 
 use crate::policy::kinds::KnownKinds;
-use crate::policy::ClusterContext;
+use crate::policy::{ApiReadError, ClusterContext, PathRule};
 use health::{Resource, SyncHealth};
 use inventory::{Inventory, SyncKind};
 
@@ -193,7 +193,7 @@ impl ClusterContext for KubeCluster {
             .ok()
     }
 
-    fn api_get(&self, path: &str) -> Result<Value, String> {
+    fn api_get(&self, path: &str) -> Result<Value, ApiReadError> {
         self.api.get(path)
     }
 
@@ -245,31 +245,32 @@ impl KubeCluster {
 }
 
 /// Check that `path` is a read of the Kubernetes API that policies may make.
-pub fn check_path(path: &str) -> Result<(), String> {
+pub fn check_path(path: &str) -> Result<(), ApiReadError> {
     let (route, query) = path.split_once('?').unwrap_or((path, ""));
-    if !(route.starts_with("/api/") || route.starts_with("/apis/")) {
-        return Err(format!(
-            "{path}: only Kubernetes API paths (/api/..., /apis/...) can be read"
-        ));
-    }
-    if route
+    let broken = if !(route.starts_with("/api/") || route.starts_with("/apis/")) {
+        Some(PathRule::NotApi)
+    } else if route
         .split('/')
         .any(|segment| segment == ".." || segment == ".")
     {
-        return Err(format!(
-            "{path}: the path must not contain . or .. segments"
-        ));
-    }
-    if route.split('/').any(|segment| segment == "secrets") {
-        return Err(format!("{path}: policies cannot read Secrets"));
-    }
-    if query
+        Some(PathRule::DotSegment)
+    } else if route.split('/').any(|segment| segment == "secrets") {
+        Some(PathRule::Secrets)
+    } else if query
         .split('&')
         .any(|param| param.starts_with("watch=") || param == "watch")
     {
-        return Err(format!("{path}: watches are not allowed, only reads"));
+        Some(PathRule::Watch)
+    } else {
+        None
+    };
+    match broken {
+        Some(rule) => Err(ApiReadError::NotAllowed {
+            path: path.to_string(),
+            rule,
+        }),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// The answer of one GET: a value, or an error that is either definite (the object does not exist, access is
@@ -277,15 +278,15 @@ pub fn check_path(path: &str) -> Result<(), String> {
 #[derive(Debug, Clone)]
 enum Fetched {
     Value(Value, usize),
-    Definite(String),
-    Transient(String),
+    Definite(ApiReadError),
+    Transient(ApiReadError),
 }
 
 #[derive(Debug)]
 struct Entry {
     at: Instant,
     size: usize,
-    value: Result<Value, String>,
+    value: Result<Value, ApiReadError>,
 }
 
 /// A TTL cache bounded in bytes and in entries; the oldest entries go first.
@@ -309,7 +310,7 @@ impl Cache {
         }
     }
 
-    fn lookup(&self, path: &str) -> Option<Result<Value, String>> {
+    fn lookup(&self, path: &str) -> Option<Result<Value, ApiReadError>> {
         self.entries
             .get(path)
             .filter(|e| e.at.elapsed() < self.ttl)
@@ -322,7 +323,7 @@ impl Cache {
         }
     }
 
-    fn insert(&mut self, path: &str, value: Result<Value, String>, size: usize) {
+    fn insert(&mut self, path: &str, value: Result<Value, ApiReadError>, size: usize) {
         let size = size.max(path.len());
         self.remove(path);
         // One entry may take at most an eighth of the budget: a huge answer is not worth evicting everything for.
@@ -392,7 +393,7 @@ impl ApiCache {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn get(&self, path: &str) -> Result<Value, String> {
+    fn get(&self, path: &str) -> Result<Value, ApiReadError> {
         check_path(path)?;
         if let Some(hit) = self.lock().lookup(path) {
             return hit;
@@ -400,9 +401,9 @@ impl ApiCache {
         // A review tried on an async worker must not wait for the network there: it goes to an evaluation thread,
         // which reads (see `server::inline`).
         if crate::server::inline::refuse_blocking_read() {
-            return Err(format!(
-                "{path}: not read on an async worker (the review is handed to an evaluation thread)"
-            ));
+            return Err(ApiReadError::NotOnWorker {
+                path: path.to_string(),
+            });
         }
         match self.fetch(path) {
             Fetched::Value(value, size) => {
@@ -410,7 +411,9 @@ impl ApiCache {
                 Ok(value)
             }
             Fetched::Definite(err) => {
-                self.lock().insert(path, Err(err.clone()), err.len());
+                // The entry's size: about what the error holds.
+                let size = err.path().len() + 64;
+                self.lock().insert(path, Err(err.clone()), size);
                 Err(err)
             }
             Fetched::Transient(err) => Err(err),
@@ -427,28 +430,31 @@ impl ApiCache {
         let max = self.max_response_bytes;
         self.handle.spawn(async move {
             let fetched = match tokio::time::timeout(limit, get_text(client, &request_path)).await {
-                Ok(Ok(text)) if text.len() > max => Fetched::Definite(format!(
-                    "{request_path}: the response exceeds the limit of {max} bytes"
-                )),
+                Ok(Ok(text)) if text.len() > max => Fetched::Definite(ApiReadError::TooLarge {
+                    path: request_path,
+                    max,
+                }),
                 Ok(Ok(text)) => match serde_json::from_str::<Value>(&text) {
                     Ok(value) => Fetched::Value(value, text.len()),
-                    Err(err) => Fetched::Transient(format!(
-                        "{request_path}: the response is not JSON: {err}"
-                    )),
+                    Err(err) => Fetched::Transient(ApiReadError::NotJson {
+                        path: request_path,
+                        source: Arc::new(err),
+                    }),
                 },
                 Ok(Err(fetched)) => fetched,
-                Err(_) => Fetched::Transient(format!(
-                    "{request_path}: the API server did not answer within {limit:?}"
-                )),
+                Err(_) => Fetched::Transient(ApiReadError::Timeout {
+                    path: request_path,
+                    limit,
+                }),
             };
             let _ = tx.send(fetched);
         });
         rx.recv_timeout(self.timeout + Duration::from_millis(250))
             .unwrap_or_else(|_| {
-                Fetched::Transient(format!(
-                    "{path}: the API server did not answer within {:?}",
-                    self.timeout
-                ))
+                Fetched::Transient(ApiReadError::Timeout {
+                    path: path.to_string(),
+                    limit: self.timeout,
+                })
             })
     }
 }
@@ -459,15 +465,30 @@ const MAX_CACHE_ENTRIES: usize = 4096;
 async fn get_text(client: Client, path: &str) -> Result<String, Fetched> {
     let request = axum::http::Request::get(path)
         .body(Vec::new())
-        .map_err(|err| Fetched::Definite(format!("{path}: {err}")))?;
+        .map_err(|err| {
+            Fetched::Definite(ApiReadError::Transport {
+                path: path.to_string(),
+                source: Arc::new(err),
+            })
+        })?;
     client.request_text(request).await.map_err(|err| match err {
-        kube::Error::Api(status) if matches!(status.code, 400 | 401 | 403 | 404 | 405 | 410) => {
-            Fetched::Definite(format!("{path}: {} ({})", status.message, status.code))
-        }
         kube::Error::Api(status) => {
-            Fetched::Transient(format!("{path}: {} ({})", status.message, status.code))
+            let definite = matches!(status.code, 400 | 401 | 403 | 404 | 405 | 410);
+            let error = ApiReadError::Status {
+                path: path.to_string(),
+                code: status.code,
+                message: status.message,
+            };
+            if definite {
+                Fetched::Definite(error)
+            } else {
+                Fetched::Transient(error)
+            }
         }
-        other => Fetched::Transient(format!("{path}: {other}")),
+        other => Fetched::Transient(ApiReadError::Transport {
+            path: path.to_string(),
+            source: Arc::new(other),
+        }),
     })
 }
 
@@ -480,8 +501,24 @@ mod tests {
         let mut cache = Cache::new(Duration::from_secs(60), 1000, 3);
         cache.insert("/api/a", Ok(Value::from(1)), 100);
         cache.insert("/api/b", Ok(Value::from(2)), 100);
-        cache.insert("/api/c", Err("gone".into()), 10);
-        assert_eq!(cache.lookup("/api/a"), Some(Ok(Value::from(1))));
+        cache.insert(
+            "/api/c",
+            Err(ApiReadError::NotInContext {
+                path: "/api/c".into(),
+            }),
+            10,
+        );
+        assert!(
+            matches!(cache.lookup("/api/a"), Some(Ok(v)) if v == Value::from(1)),
+            "a cached value"
+        );
+        assert!(
+            matches!(
+                cache.lookup("/api/c"),
+                Some(Err(ApiReadError::NotInContext { .. }))
+            ),
+            "a cached error, as it was"
+        );
         cache.insert("/api/d", Ok(Value::from(4)), 100);
         assert_eq!(cache.entries.len(), 3, "the entry bound holds");
         assert!(cache.lookup("/api/a").is_none(), "the oldest went first");
@@ -504,11 +541,25 @@ mod tests {
     fn only_reads_of_the_api_outside_secrets() {
         assert!(check_path("/api/v1/namespaces/default/pods").is_ok());
         assert!(check_path("/apis/apps/v1/namespaces/a/deployments?labelSelector=app%3Dx").is_ok());
-        assert!(check_path("https://example.com/").is_err());
-        assert!(check_path("/healthz").is_err());
-        assert!(check_path("/api/v1/namespaces/default/secrets/token").is_err());
-        assert!(check_path("/api/v1/secrets").is_err());
-        assert!(check_path("/api/v1/namespaces/../secrets").is_err());
-        assert!(check_path("/api/v1/pods?watch=true").is_err());
+        let broken = |path: &str| match check_path(path) {
+            Err(ApiReadError::NotAllowed { path: named, rule }) => {
+                assert_eq!(named, path);
+                Some(rule)
+            }
+            Err(other) => panic!("{path}: {other:?}"),
+            Ok(()) => None,
+        };
+        assert_eq!(broken("https://example.com/"), Some(PathRule::NotApi));
+        assert_eq!(broken("/healthz"), Some(PathRule::NotApi));
+        assert_eq!(
+            broken("/api/v1/namespaces/default/secrets/token"),
+            Some(PathRule::Secrets)
+        );
+        assert_eq!(broken("/api/v1/secrets"), Some(PathRule::Secrets));
+        assert_eq!(
+            broken("/api/v1/namespaces/../secrets"),
+            Some(PathRule::DotSegment)
+        );
+        assert_eq!(broken("/api/v1/pods?watch=true"), Some(PathRule::Watch));
     }
 }

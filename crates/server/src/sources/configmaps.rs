@@ -28,7 +28,7 @@ use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::mpsc;
 
-use super::{snapshot_key, Snapshot, SourcesStatus, Update};
+use super::{snapshot_key, Snapshot, SnapshotKey, SourcesStatus, Update};
 use crate::cluster::health::{FailureKind, SyncReporter};
 use crate::policy::loader::is_policy_file;
 use crate::policy::{LoadError, SourceFile, SourceRef};
@@ -129,7 +129,7 @@ pub(crate) async fn run(
     let mut current: BTreeMap<String, ConfigMapFiles> = BTreeMap::new();
     let mut listing: Option<BTreeMap<String, ConfigMapFiles>> = None;
     let mut synced = false;
-    let mut last_sent: Option<Result<String, String>> = None;
+    let mut last_sent: Option<SnapshotKey> = None;
     while let Some(event) = events.next().await {
         let changed = match event {
             Ok(Event::Init) => {

@@ -562,15 +562,26 @@ fn union(latest: &[Option<Snapshot>]) -> (Vec<SourceFile>, Vec<LoadError>) {
     (files, errors)
 }
 
-/// A key that tells whether a snapshot changed: the content hash of its files, or the text of its errors.
-pub(crate) fn snapshot_key(snapshot: &Snapshot) -> Result<String, String> {
+/// What tells whether a snapshot changed: the content hash of its files, or the text of its errors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SnapshotKey {
+    /// The content hash of the snapshot's files.
+    Files(String),
+    /// The snapshot's errors, one per line.
+    Errors(String),
+}
+
+/// The key of `snapshot` (see [`SnapshotKey`]).
+pub(crate) fn snapshot_key(snapshot: &Snapshot) -> SnapshotKey {
     match snapshot {
-        Ok(files) => Ok(crate::policy::content_hash(files)),
-        Err(errors) => Err(errors
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("\n")),
+        Ok(files) => SnapshotKey::Files(crate::policy::content_hash(files)),
+        Err(errors) => SnapshotKey::Errors(
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ),
     }
 }
 
