@@ -258,43 +258,16 @@ pub fn decide(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::time::Duration;
 
     use super::*;
-    use crate::admission::Review;
     use crate::pipeline::Outcome;
-    use crate::policy::{
-        EvalContext, EvalError, Evaluation, Policy, PolicyInfo, SourceRef, Violation,
-    };
-    use crate::select::Scope;
-
-    #[derive(Debug)]
-    struct Fixed(PolicyInfo);
-
-    impl Policy for Fixed {
-        fn info(&self) -> &PolicyInfo {
-            &self.0
-        }
-        fn scope(&self) -> Scope {
-            Scope::any()
-        }
-        fn validate(&self, _: &Review, _: &EvalContext) -> Evaluation {
-            Evaluation::skip()
-        }
-    }
+    use crate::policy::inert::Inert;
+    use crate::policy::{EvalError, Evaluation, Violation};
 
     fn run(name: &str, failure_policy: Option<FailurePolicy>, outcome: Outcome) -> PolicyRun {
-        let info = PolicyInfo {
-            name: name.into(),
-            kind: "Test".into(),
-            engine: "test",
-            source: SourceRef::file("t"),
-            failure_policy,
-            annotations: Default::default(),
-        };
         PolicyRun {
-            policy: Arc::new(Fixed(info)),
+            policy: Inert::policy(name, failure_policy),
             outcome,
             duration: Duration::ZERO,
         }

@@ -2,6 +2,8 @@
 //! immutable [`PolicySet`].
 
 mod api;
+#[cfg(any(test, feature = "test-util"))]
+pub mod inert;
 pub mod kinds;
 pub mod loader;
 mod set;

@@ -125,36 +125,12 @@ impl PolicyStore {
 mod tests {
     use super::*;
     use crate::engine::Built;
-    use crate::policy::{EvalContext, Evaluation, Policy, PolicyInfo};
-    use crate::select::Scope;
-
-    #[derive(Debug)]
-    struct Nothing(PolicyInfo);
-
-    impl Policy for Nothing {
-        fn info(&self) -> &PolicyInfo {
-            &self.0
-        }
-        fn scope(&self) -> Scope {
-            Scope::any()
-        }
-        fn validate(&self, _: &crate::admission::Review, _: &EvalContext) -> Evaluation {
-            Evaluation::skip()
-        }
-    }
+    use crate::policy::inert::Inert;
 
     fn one_policy() -> Compiled {
-        let info = PolicyInfo {
-            name: "p".into(),
-            kind: "Test".into(),
-            engine: "test",
-            source: SourceRef::file("p.yaml"),
-            failure_policy: None,
-            annotations: Default::default(),
-        };
         Compiled {
             built: Built {
-                policies: vec![Arc::new(Nothing(info))],
+                policies: vec![Inert::policy("p", None)],
                 ..Built::default()
             },
             ..Compiled::default()

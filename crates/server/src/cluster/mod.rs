@@ -509,7 +509,7 @@ mod tests {
             10,
         );
         assert!(
-            matches!(cache.lookup("/api/a"), Some(Ok(v)) if v == Value::from(1)),
+            matches!(cache.lookup("/api/a"), Some(Ok(v)) if v == 1),
             "a cached value"
         );
         assert!(

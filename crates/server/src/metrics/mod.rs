@@ -672,35 +672,12 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::admission::Review;
     use crate::pipeline::{Outcome, PolicyRun};
-    use crate::policy::{EvalContext, EvalError, Evaluation, PolicyInfo, SourceRef, Violation};
-    use policyctl_engines::select::Scope;
-
-    #[derive(Debug)]
-    struct Named(PolicyInfo);
-
-    impl Policy for Named {
-        fn info(&self) -> &PolicyInfo {
-            &self.0
-        }
-        fn scope(&self) -> Scope {
-            Scope::any()
-        }
-        fn validate(&self, _: &Review, _: &EvalContext) -> Evaluation {
-            Evaluation::skip()
-        }
-    }
+    use crate::policy::inert::Inert;
+    use crate::policy::{EvalError, Evaluation, Violation};
 
     fn policy(name: &str) -> Arc<dyn Policy> {
-        Arc::new(Named(PolicyInfo {
-            name: name.into(),
-            kind: "Test".into(),
-            engine: "test",
-            source: SourceRef::file("t"),
-            failure_policy: None,
-            annotations: Default::default(),
-        }))
+        Inert::policy(name, None)
     }
 
     fn run(policy: &Arc<dyn Policy>, outcome: Outcome) -> PolicyRun {
