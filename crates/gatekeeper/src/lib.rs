@@ -56,7 +56,7 @@ use crate::policy::{
 };
 use crate::select::Scope;
 pub use constraint::{Constraint, ConstraintError, Finding};
-pub use review::gator_request;
+pub use review::{gator_request, ReviewError};
 pub use template::Template;
 
 /// API group of templates.

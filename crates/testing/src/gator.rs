@@ -35,12 +35,14 @@ use super::report::{CaseResult, Outcome};
 use super::{SuiteRunner, TestOptions};
 use crate::admission::Review;
 use crate::engine::gatekeeper::{
-    gator_request, is_template, Constraint, ConstraintError, ConstraintPolicy, Template,
+    gator_request, is_template, Constraint, ConstraintError, ConstraintPolicy, ReviewError,
+    Template,
 };
 use crate::pipeline;
 use crate::policy::source::{documents, parse_value, yaml_documents};
 use crate::policy::{
-    ClusterContext, Deadline, EnforcementPoint, EvalContext, Policy, SourceFile, SourceRef,
+    ClusterContext, Deadline, EnforcementPoint, EvalContext, LoadError, Policy, SourceFile,
+    SourceRef,
 };
 
 /// Time limit of one case's evaluation.
@@ -106,32 +108,113 @@ enum Want {
     Exactly(u64),
 }
 
-fn want(value: Option<&Value>) -> Result<Want, String> {
+fn want(value: Option<&Value>) -> Result<Want, CaseError> {
     match value {
         None | Some(Value::Null) => Ok(Want::AtLeastOne),
         Some(Value::String(s)) if s == "yes" => Ok(Want::AtLeastOne),
         Some(Value::String(s)) if s == "no" => Ok(Want::None),
-        Some(Value::String(s)) => s.parse::<u64>().map(Want::Exactly).map_err(|_| {
-            format!("invalid violations value {s:?}: use yes, no or a non-negative number")
-        }),
-        Some(Value::Number(n)) => n.as_u64().map(Want::Exactly).ok_or_else(|| {
-            format!("invalid violations value {n}: use yes, no or a non-negative number")
-        }),
-        Some(other) => Err(format!(
-            "invalid violations value {other}: use yes, no or a non-negative number"
-        )),
+        // A string is shown quoted, other values as JSON.
+        Some(Value::String(s)) => s
+            .parse::<u64>()
+            .map(Want::Exactly)
+            .map_err(|_| CaseError::Violations(format!("{s:?}"))),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .map(Want::Exactly)
+            .ok_or_else(|| CaseError::Violations(n.to_string())),
+        Some(other) => Err(CaseError::Violations(other.to_string())),
     }
+}
+
+/// Why a gator test or case cannot run: the case's error text.
+#[derive(Debug, Clone, thiserror::Error)]
+enum CaseError {
+    /// An assertion's `violations` is not yes, no or a count (the value as written).
+    #[error("invalid violations value {0}: use yes, no or a non-negative number")]
+    Violations(String),
+    /// An assertion's `message` is not a regular expression.
+    #[error("invalid message regex {pattern:?}: {source}")]
+    MessageRegex {
+        pattern: String,
+        #[source]
+        source: regex::Error,
+    },
+    /// A file of the suite cannot be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    /// A file of the suite does not load (every problem, `; `-separated).
+    #[error("{}", join(.0))]
+    Load(Vec<LoadError>),
+    /// The template file holds no ConstraintTemplate.
+    #[error("{}: no ConstraintTemplate in the file", .0.display())]
+    NoTemplate(PathBuf),
+    /// The test names no file of this role (`template`, `constraint`, `object`, `inventory`).
+    #[error("the test has no {0}")]
+    Missing(&'static str),
+    /// A file of the suite is named by an absolute path.
+    #[error("{what} path {path:?} must be relative to the suite")]
+    Absolute { what: &'static str, path: String },
+    /// The constraint file does not hold exactly one document.
+    #[error("{}: a constraint file must hold exactly one document, found {count}", path.display())]
+    ConstraintDocuments { path: PathBuf, count: usize },
+    /// The constraint is not of the template's kind.
+    #[error("{}: constraint kind {found:?} does not match the template's kind {expected:?}", path.display())]
+    ConstraintKind {
+        path: PathBuf,
+        found: String,
+        expected: String,
+    },
+    /// A case without assertions proves nothing.
+    #[error("the case has no assertions")]
+    NoAssertions,
+    /// The object file does not hold exactly one document.
+    #[error("{}: object must hold exactly one document, found {count}", path.display())]
+    ObjectDocuments { path: PathBuf, count: usize },
+    /// An AdmissionReview object without a request.
+    #[error("AdmissionReview has no request")]
+    NoRequest,
+    /// An AdmissionReview request with neither object.
+    #[error("AdmissionReview request has neither object nor oldObject")]
+    NoObject,
+    /// The object cannot be reviewed.
+    #[error(transparent)]
+    Review(#[from] ReviewError),
+    /// An inventory object without its identity.
+    #[error("{}: inventory objects need apiVersion, kind and metadata.name", .0.display())]
+    InventoryIdentity(PathBuf),
+}
+
+impl From<LoadError> for CaseError {
+    fn from(error: LoadError) -> Self {
+        CaseError::Load(vec![error])
+    }
+}
+
+/// Load errors, `; `-separated.
+fn join(errors: &[LoadError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Check one assertion against the messages; `Err` is the failure text.
 fn check_assertion(
     assertion: &AssertionSpec,
     messages: &[String],
-) -> Result<Result<(), String>, String> {
+) -> Result<Result<(), String>, CaseError> {
     let wanted = want(assertion.violations.as_ref())?;
     let pattern = assertion.message.as_deref().filter(|m| !m.is_empty());
     let regex = match pattern {
-        Some(p) => Some(Regex::new(p).map_err(|e| format!("invalid message regex {p:?}: {e}"))?),
+        Some(p) => Some(Regex::new(p).map_err(|source| CaseError::MessageRegex {
+            pattern: p.to_string(),
+            source,
+        })?),
         None => None,
     };
     let count = messages
@@ -213,13 +296,13 @@ fn is_suite(document: &Value) -> bool {
 /// Templates compiled once per suite file, by path.
 #[derive(Default)]
 struct TemplateCache {
-    templates: HashMap<PathBuf, Result<Arc<Template>, String>>,
+    templates: HashMap<PathBuf, Result<Arc<Template>, CaseError>>,
     /// Run the Rego of templates that also carry CEL.
     prefer_rego: bool,
 }
 
 impl TemplateCache {
-    fn get(&mut self, path: &Path) -> Result<Arc<Template>, String> {
+    fn get(&mut self, path: &Path) -> Result<Arc<Template>, CaseError> {
         self.templates
             .entry(path.to_path_buf())
             .or_insert_with(|| load_template(path, self.prefer_rego))
@@ -227,47 +310,41 @@ impl TemplateCache {
     }
 }
 
-fn read(path: &Path) -> Result<SourceFile, String> {
-    let content = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+fn read(path: &Path) -> Result<SourceFile, CaseError> {
+    let content = std::fs::read_to_string(path).map_err(|source| CaseError::Read {
+        path: path.to_path_buf(),
+        source: Arc::new(source),
+    })?;
     Ok(SourceFile {
         origin: path.display().to_string(),
         content,
     })
 }
 
-fn load_template(path: &Path, prefer_rego: bool) -> Result<Arc<Template>, String> {
+fn load_template(path: &Path, prefer_rego: bool) -> Result<Arc<Template>, CaseError> {
     let file = read(path)?;
     let (docs, errors) = documents(&file);
     if let Some(err) = errors.into_iter().next() {
-        return Err(err.to_string());
+        return Err(err.into());
     }
     let Some(doc) = docs.iter().find(|d| is_template(&d.api_version, &d.kind)) else {
-        return Err(format!(
-            "{}: no ConstraintTemplate in the file",
-            path.display()
-        ));
+        return Err(CaseError::NoTemplate(path.to_path_buf()));
     };
     Template::load_with(doc, CASE_TIMEOUT, prefer_rego)
         .map(|(t, _)| Arc::new(t))
-        .map_err(|errors| {
-            errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ")
-        })
+        .map_err(CaseError::Load)
 }
 
 /// A path of the suite, relative to its directory.
-fn relative(dir: &Path, path: &str, what: &str) -> Result<PathBuf, String> {
+fn relative(dir: &Path, path: &str, what: &'static str) -> Result<PathBuf, CaseError> {
     if path.is_empty() {
-        return Err(format!("the test has no {what}"));
+        return Err(CaseError::Missing(what));
     }
     if Path::new(path).is_absolute() {
-        return Err(format!(
-            "{what} path {path:?} must be relative to the suite"
-        ));
+        return Err(CaseError::Absolute {
+            what,
+            path: path.to_string(),
+        });
     }
     Ok(dir.join(path))
 }
@@ -276,28 +353,26 @@ fn load_constraint(
     dir: &Path,
     test: &TestSpec,
     cache: &mut TemplateCache,
-) -> Result<Result<Constraint, ConstraintError>, String> {
+) -> Result<Result<Constraint, ConstraintError>, CaseError> {
     let template = cache.get(&relative(dir, &test.template, "template")?)?;
     let path = relative(dir, &test.constraint, "constraint")?;
     let file = read(&path)?;
     let (docs, errors) = documents(&file);
     if let Some(err) = errors.into_iter().next() {
-        return Err(err.to_string());
+        return Err(err.into());
     }
     let [doc] = docs.as_slice() else {
-        return Err(format!(
-            "{}: a constraint file must hold exactly one document, found {}",
-            path.display(),
-            docs.len()
-        ));
+        return Err(CaseError::ConstraintDocuments {
+            path,
+            count: docs.len(),
+        });
     };
     if doc.kind != template.kind {
-        return Err(format!(
-            "{}: constraint kind {:?} does not match the template's kind {:?}",
-            path.display(),
-            doc.kind,
-            template.kind
-        ));
+        return Err(CaseError::ConstraintKind {
+            path,
+            found: doc.kind.clone(),
+            expected: template.kind.clone(),
+        });
     }
     let templates = HashMap::from([(template.kind.clone(), template)]);
     Ok(Constraint::load(doc, &templates))
@@ -346,7 +421,7 @@ fn run_test(
     }
     let constraint = match load_constraint(dir, test, cache) {
         Ok(c) => c,
-        Err(err) => return all(Outcome::Error, &err),
+        Err(err) => return all(Outcome::Error, &err.to_string()),
     };
     if test.invalid {
         return match constraint {
@@ -401,7 +476,7 @@ fn run_test(
             match run_case(dir, case, &policy) {
                 Ok(Ok(())) => row(&case.name, Outcome::Pass, String::new()),
                 Ok(Err(failure)) => row(&case.name, Outcome::Fail, failure),
-                Err(error) => row(&case.name, Outcome::Error, error),
+                Err(error) => row(&case.name, Outcome::Error, error.to_string()),
             }
         })
         .collect()
@@ -412,19 +487,18 @@ fn run_case(
     dir: &Path,
     case: &CaseSpec,
     policy: &Arc<dyn Policy>,
-) -> Result<Result<(), String>, String> {
+) -> Result<Result<(), String>, CaseError> {
     if case.assertions.is_empty() {
-        return Err("the case has no assertions".into());
+        return Err(CaseError::NoAssertions);
     }
     let object_path = relative(dir, &case.object, "object")?;
     let file = read(&object_path)?;
-    let values = yaml_documents(&file).map_err(|e| e.to_string())?;
+    let values = yaml_documents(&file)?;
     let [(_, object)] = values.as_slice() else {
-        return Err(format!(
-            "{}: object must hold exactly one document, found {}",
-            object_path.display(),
-            values.len()
-        ));
+        return Err(CaseError::ObjectDocuments {
+            path: object_path,
+            count: values.len(),
+        });
     };
     let inventory = inventory(dir, &case.inventory)?;
     let review = review_for(object)?;
@@ -485,7 +559,7 @@ impl ClusterContext for GatorCluster {
 
 /// The review of a case's object: an AdmissionReview's request as written, or the request gator synthesizes for a
 /// plain object.
-fn review_for(object: &Value) -> Result<Review, String> {
+fn review_for(object: &Value) -> Result<Review, CaseError> {
     let api_version = object
         .get("apiVersion")
         .and_then(Value::as_str)
@@ -493,28 +567,26 @@ fn review_for(object: &Value) -> Result<Review, String> {
     let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
     if api_version.starts_with("admission.k8s.io/") && kind == "AdmissionReview" {
         let Some(request) = object.get("request").filter(|r| r.is_object()) else {
-            return Err("AdmissionReview has no request".into());
+            return Err(CaseError::NoRequest);
         };
         let present = |field: &str| request.get(field).is_some_and(|v| !v.is_null());
         if !present("object") && !present("oldObject") {
-            return Err("AdmissionReview request has neither object nor oldObject".into());
+            return Err(CaseError::NoObject);
         }
         return Ok(Review::synthesized(request.clone()));
     }
-    Ok(Review::synthesized(
-        gator_request(object.clone()).map_err(|e| e.to_string())?,
-    ))
+    Ok(Review::synthesized(gator_request(object.clone())?))
 }
 
 /// `data.inventory` from inventory files, or `None` when the case has none.
-fn inventory(dir: &Path, files: &[String]) -> Result<Option<Value>, String> {
+fn inventory(dir: &Path, files: &[String]) -> Result<Option<Value>, CaseError> {
     if files.is_empty() {
         return Ok(None);
     }
     let mut inventory = serde_json::json!({"cluster": {}, "namespace": {}});
     for file in files {
         let path = relative(dir, file, "inventory")?;
-        let values = yaml_documents(&read(&path)?).map_err(|e| e.to_string())?;
+        let values = yaml_documents(&read(&path)?)?;
         for (_, object) in values {
             let field = |f: &str| {
                 object
@@ -538,10 +610,7 @@ fn inventory(dir: &Path, files: &[String]) -> Result<Option<Value>, String> {
                 meta("namespace"),
             );
             if api_version.is_empty() || kind.is_empty() || name.is_empty() {
-                return Err(format!(
-                    "{}: inventory objects need apiVersion, kind and metadata.name",
-                    path.display()
-                ));
+                return Err(CaseError::InventoryIdentity(path));
             }
             let slot = if namespace.is_empty() {
                 &mut inventory["cluster"]
@@ -573,19 +642,11 @@ mod tests {
         ];
         let yes = Some(Value::String("yes".into()));
         let no = Some(Value::String("no".into()));
-        assert_eq!(check_assertion(&assertion(None, None), &msgs), Ok(Ok(())));
-        assert_eq!(
-            check_assertion(&assertion(yes.clone(), Some("owner")), &msgs),
-            Ok(Ok(()))
-        );
-        assert_eq!(
-            check_assertion(&assertion(Some(serde_json::json!(2)), None), &msgs),
-            Ok(Ok(()))
-        );
-        assert_eq!(
-            check_assertion(&assertion(Some(serde_json::json!(1)), Some("^bad")), &msgs),
-            Ok(Ok(()))
-        );
+        let holds = |a: AssertionSpec| matches!(check_assertion(&a, &msgs), Ok(Ok(())));
+        assert!(holds(assertion(None, None)));
+        assert!(holds(assertion(yes.clone(), Some("owner"))));
+        assert!(holds(assertion(Some(serde_json::json!(2)), None)));
+        assert!(holds(assertion(Some(serde_json::json!(1)), Some("^bad"))));
         let failure = check_assertion(&assertion(no, None), &msgs).expect("valid");
         assert!(
             failure
@@ -602,19 +663,36 @@ mod tests {
                 .starts_with("got 0 violations containing \"Owner\" but want at least 1"),
             "{failure:?}"
         );
-        assert!(check_assertion(&assertion(Some(serde_json::json!(-1)), None), &msgs).is_err());
-        assert!(
-            check_assertion(&assertion(Some(Value::String("maybe".into())), None), &msgs).is_err()
+        let invalid = |a: AssertionSpec| match check_assertion(&a, &msgs) {
+            Err(error) => error.to_string(),
+            Ok(result) => panic!("{result:?}"),
+        };
+        assert_eq!(
+            invalid(assertion(Some(serde_json::json!(-1)), None)),
+            "invalid violations value -1: use yes, no or a non-negative number"
         );
+        assert_eq!(
+            invalid(assertion(Some(Value::String("maybe".into())), None)),
+            "invalid violations value \"maybe\": use yes, no or a non-negative number"
+        );
+        assert_eq!(
+            invalid(assertion(Some(serde_json::json!([1])), None)),
+            "invalid violations value [1]: use yes, no or a non-negative number"
+        );
+        assert!(invalid(assertion(None, Some("("))).starts_with("invalid message regex \"(\": "));
     }
 
     #[test]
     fn admission_reviews_are_converted_strictly() {
         let no_request =
             serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"});
-        assert!(review_for(&no_request).is_err());
+        assert!(matches!(review_for(&no_request), Err(CaseError::NoRequest)));
         let no_object = serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"operation": "CREATE"}});
-        assert!(review_for(&no_object).is_err());
+        assert!(matches!(review_for(&no_object), Err(CaseError::NoObject)));
+        assert!(matches!(
+            review_for(&serde_json::json!("not a mapping")),
+            Err(CaseError::Review(ReviewError::NotAMapping))
+        ));
         let ok = serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
             "operation": "UPDATE", "kind": {"group": "", "version": "v1", "kind": "Pod"},
             "userInfo": {"username": "alice"}, "object": {"metadata": {"name": "p"}}}});
