@@ -16,7 +16,7 @@ fn main() -> ExitCode {
     match policyctl::commands::run(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", policyctl::commands::error_text(&err));
             ExitCode::FAILURE
         }
     }

@@ -81,3 +81,47 @@ pub(crate) mod stdout {
         FAILED.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
+
+/// The text of a command's error for the terminal: the error and its causes, `: `-separated. A cause whose text is
+/// already in the message before it is left out: library errors often name their source in their own message, and
+/// it would otherwise be printed twice (`cannot write x: Not a directory: Not a directory`).
+pub fn error_text(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot write x: {source}")]
+    struct Write {
+        #[source]
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn a_cause_the_message_already_names_is_printed_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotADirectory, "Not a directory");
+        let err = anyhow::Error::from(Write { source: io }).context("writing certificates to x");
+        assert_eq!(
+            error_text(&err),
+            "writing certificates to x: cannot write x: Not a directory"
+        );
+        // Causes the message does not name are all printed, as `{:#}` would.
+        let plain = anyhow::anyhow!("inner").context("middle").context("outer");
+        assert_eq!(error_text(&plain), "outer: middle: inner");
+        assert_eq!(error_text(&plain), format!("{plain:#}"));
+    }
+}

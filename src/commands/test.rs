@@ -23,7 +23,7 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
         .map(|re| Regex::new(&re).with_context(|| format!("invalid --run expression {re:?}")))
         .transpose()?;
     let known = known_failures
-        .map(|path| KnownFailures::load(&path).map_err(anyhow::Error::msg))
+        .map(|path| KnownFailures::load(&path).map_err(anyhow::Error::from))
         .transpose()?;
     let options = TestOptions {
         filter,

@@ -10,7 +10,7 @@
 //! A failing or erroring case that an entry covers becomes a known failure. A passing case that an entry names
 //! exactly (suite, test and case) becomes a failure, so the list cannot go stale silently.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -56,6 +56,37 @@ fn path_ends_with(path: &str, suffix: &str) -> bool {
     !suffix.is_empty() && path.ends_with(&suffix)
 }
 
+/// Why a known-failures list cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KnownFailuresError {
+    /// The file cannot be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a YAML list of entries.
+    #[error("{}: {source}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the YAML reader found.
+        #[source]
+        source: serde_yaml::Error,
+    },
+    /// An entry gives no reason: every known failure must say why it is accepted.
+    #[error("{}: entry for {suite} has no reason", path.display())]
+    NoReason {
+        /// The file.
+        path: PathBuf,
+        /// The entry's suite.
+        suite: String,
+    },
+}
+
 /// A known-failures list.
 #[derive(Debug, Clone, Default)]
 pub struct KnownFailures {
@@ -65,17 +96,21 @@ pub struct KnownFailures {
 
 impl KnownFailures {
     /// Read a list from a YAML file.
-    pub fn load(path: &Path) -> Result<KnownFailures, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    pub fn load(path: &Path) -> Result<KnownFailures, KnownFailuresError> {
+        let text = std::fs::read_to_string(path).map_err(|source| KnownFailuresError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let entries: Vec<KnownFailure> =
-            serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+            serde_yaml::from_str(&text).map_err(|source| KnownFailuresError::Parse {
+                path: path.to_path_buf(),
+                source,
+            })?;
         if let Some(empty) = entries.iter().find(|e| e.reason.trim().is_empty()) {
-            return Err(format!(
-                "{}: entry for {} has no reason",
-                path.display(),
-                empty.suite
-            ));
+            return Err(KnownFailuresError::NoReason {
+                path: path.to_path_buf(),
+                suite: empty.suite.clone(),
+            });
         }
         Ok(KnownFailures {
             entries,
@@ -188,12 +223,26 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("k.yaml");
         std::fs::write(&path, "- suite: a.yaml\n  reason: ''\n").expect("write");
-        assert!(KnownFailures::load(&path).is_err());
+        let error = KnownFailures::load(&path).expect_err("no reason");
+        assert!(
+            matches!(error, KnownFailuresError::NoReason { ref suite, .. } if suite == "a.yaml")
+        );
+        assert_eq!(
+            error.to_string(),
+            format!("{}: entry for a.yaml has no reason", path.display())
+        );
         std::fs::write(&path, "- suite: a.yaml\n  reason: because\n  cas: typo\n").expect("write");
         assert!(
-            KnownFailures::load(&path).is_err(),
+            matches!(
+                KnownFailures::load(&path),
+                Err(KnownFailuresError::Parse { .. })
+            ),
             "unknown fields are rejected"
         );
+        assert!(matches!(
+            KnownFailures::load(&dir.path().join("missing.yaml")),
+            Err(KnownFailuresError::Read { .. })
+        ));
         std::fs::write(&path, "- suite: a.yaml\n  reason: because\n").expect("write");
         assert!(KnownFailures::load(&path).is_ok());
     }

@@ -44,8 +44,8 @@ use crate::pipeline;
 use crate::policy::loader::compile;
 use crate::policy::source::{yaml_documents, Document};
 use crate::policy::{
-    ApiReadError, ClusterContext, Deadline, EnforcementPoint, EvalContext, Overrides, PayloadMode,
-    Policy, PolicySet, RuleResult, RuleStatus, SourceFile, SourceRef,
+    ApiReadError, ClusterContext, Deadline, EnforcementPoint, EvalContext, LoadError, Overrides,
+    PayloadMode, Policy, PolicySet, RuleResult, RuleStatus, SourceFile, SourceRef,
 };
 
 /// The `kyverno test` runner.
@@ -78,17 +78,68 @@ fn strings(value: Option<&Value>) -> Vec<String> {
     }
 }
 
-fn read_source(path: &Path) -> Result<SourceFile, String> {
-    let content = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+fn read_source(path: &Path) -> Result<SourceFile, FileError> {
+    let content = std::fs::read_to_string(path).map_err(|source| FileError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     Ok(SourceFile {
         origin: path.display().to_string(),
         content,
     })
 }
 
-fn read_documents(path: &Path) -> Result<Vec<(SourceRef, Value)>, String> {
-    yaml_documents(&read_source(path)?).map_err(|e| e.to_string())
+fn read_documents(path: &Path) -> Result<Vec<(SourceRef, Value)>, FileError> {
+    Ok(yaml_documents(&read_source(path)?)?)
+}
+
+/// A file of a test that cannot be read or parsed.
+#[derive(Debug, thiserror::Error)]
+enum FileError {
+    /// The file cannot be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not YAML documents.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+}
+
+/// Why a Kyverno test cannot run (the error of each of its cases).
+#[derive(Debug, thiserror::Error)]
+enum SuiteError {
+    /// A file the test names, in the role `role` (`policy`, `resource`, `values`, ...), cannot be read or parsed.
+    #[error("{role} file {file}: {source}")]
+    File {
+        role: &'static str,
+        file: String,
+        #[source]
+        source: Box<FileError>,
+    },
+    /// A document of an exception file that is not a PolicyException.
+    #[error("exception file {file}: {api_version} {kind} is not a Kyverno PolicyException")]
+    NotAnException {
+        file: String,
+        api_version: String,
+        kind: String,
+    },
+    /// An exception file does not load.
+    #[error("exception does not load: {0}")]
+    Exception(#[source] Box<LoadError>),
+}
+
+impl SuiteError {
+    /// A `map_err` for a file of the test in the role `role`.
+    fn file<'a>(role: &'static str, file: &'a str) -> impl FnOnce(FileError) -> SuiteError + 'a {
+        move |source| SuiteError::File {
+            role,
+            file: file.to_string(),
+            source: Box::new(source),
+        }
+    }
 }
 
 /// What a policy name stands for in a test.
@@ -530,7 +581,7 @@ impl Suite {
 
 /// The payload files of a test (`jsonPayloads`/`jsonPayload`, `httpPayloads`, `envoyPayloads`), each document a
 /// payload named by its file as written (without a leading `./`).
-fn load_payloads(dir: &Path, test: &Value) -> Result<Vec<Resource>, String> {
+fn load_payloads(dir: &Path, test: &Value) -> Result<Vec<Resource>, SuiteError> {
     let mut out = Vec::new();
     for (key, mode) in [
         ("jsonPayloads", PayloadMode::Json),
@@ -539,8 +590,7 @@ fn load_payloads(dir: &Path, test: &Value) -> Result<Vec<Resource>, String> {
         ("envoyPayloads", PayloadMode::Envoy),
     ] {
         for file in strings(field(test, key)) {
-            let docs =
-                read_documents(&dir.join(&file)).map_err(|e| format!("{key} file {file}: {e}"))?;
+            let docs = read_documents(&dir.join(&file)).map_err(SuiteError::file(key, &file))?;
             for (_, value) in docs {
                 out.push(Resource {
                     value,
@@ -621,16 +671,16 @@ fn operation_of(values: &Value) -> Operation {
         .unwrap_or(Operation::Create)
 }
 
-fn load_suite(path: &Path, test: &Value, options: &LoadOptions) -> Result<Suite, String> {
+fn load_suite(path: &Path, test: &Value, options: &LoadOptions) -> Result<Suite, SuiteError> {
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     // Policy files and PolicyExceptions go through the policy loader together, exactly as the webhook loads them.
     let mut files = Vec::new();
     let mut kyverno_docs: Vec<(String, SourceRef)> = Vec::new();
     let mut policies = BTreeMap::new();
     for file in strings(field(test, "policies")) {
-        let source =
-            read_source(&dir.join(&file)).map_err(|e| format!("policy file {file}: {e}"))?;
-        let docs = yaml_documents(&source).map_err(|e| format!("policy file {file}: {e}"))?;
+        let source = read_source(&dir.join(&file)).map_err(SuiteError::file("policy", &file))?;
+        let docs =
+            yaml_documents(&source).map_err(|e| SuiteError::file("policy", &file)(e.into()))?;
         for (origin, value) in docs {
             let doc = Document::from_value(origin.clone(), value);
             let name = doc.name().to_string();
@@ -658,24 +708,24 @@ fn load_suite(path: &Path, test: &Value, options: &LoadOptions) -> Result<Suite,
     // policy directory do.
     for file in strings(field(test, "paramResources")) {
         files.push(
-            read_source(&dir.join(&file))
-                .map_err(|e| format!("param resource file {file}: {e}"))?,
+            read_source(&dir.join(&file)).map_err(SuiteError::file("param resource", &file))?,
         );
     }
     let mut exception_files = Vec::new();
     for file in strings(field(test, "exceptions")) {
-        let source =
-            read_source(&dir.join(&file)).map_err(|e| format!("exception file {file}: {e}"))?;
-        let docs = yaml_documents(&source).map_err(|e| format!("exception file {file}: {e}"))?;
+        let source = read_source(&dir.join(&file)).map_err(SuiteError::file("exception", &file))?;
+        let docs =
+            yaml_documents(&source).map_err(|e| SuiteError::file("exception", &file)(e.into()))?;
         for (_, value) in docs {
             let doc = Document::from_value(SourceRef::file(&file), value);
             if !is_policy_exception(&doc.api_version, &doc.kind)
                 && !is_cel_policy_exception(&doc.api_version, &doc.kind)
             {
-                return Err(format!(
-                    "exception file {file}: {} {} is not a Kyverno PolicyException",
-                    doc.api_version, doc.kind
-                ));
+                return Err(SuiteError::NotAnException {
+                    file,
+                    api_version: doc.api_version,
+                    kind: doc.kind,
+                });
             }
         }
         exception_files.push(source.origin.clone());
@@ -694,7 +744,7 @@ fn load_suite(path: &Path, test: &Value, options: &LoadOptions) -> Result<Suite,
         .iter()
         .find(|e| exception_files.iter().any(|f| *e.location.origin == **f))
     {
-        return Err(format!("exception does not load: {e}"));
+        return Err(SuiteError::Exception(Box::new(e.clone())));
     }
     for (name, origin) in kyverno_docs {
         let loaded = match compiled
@@ -723,8 +773,7 @@ fn load_suite(path: &Path, test: &Value, options: &LoadOptions) -> Result<Suite,
     }
     let mut resources = Vec::new();
     for file in strings(field(test, "resources")) {
-        let docs =
-            read_documents(&dir.join(&file)).map_err(|e| format!("resource file {file}: {e}"))?;
+        let docs = read_documents(&dir.join(&file)).map_err(SuiteError::file("resource", &file))?;
         for (_, mut value) in docs {
             default_namespace(&mut value);
             let name = value
@@ -748,8 +797,7 @@ fn load_suite(path: &Path, test: &Value, options: &LoadOptions) -> Result<Suite,
     resources.extend(load_payloads(&dir, test)?);
     let values = match (field_str(test, "variables"), field(test, "values")) {
         (Some(file), _) => {
-            let docs =
-                read_documents(&dir.join(file)).map_err(|e| format!("values file {file}: {e}"))?;
+            let docs = read_documents(&dir.join(file)).map_err(SuiteError::file("values", file))?;
             docs.into_iter()
                 .next()
                 .map(|(_, v)| v)
@@ -760,8 +808,7 @@ fn load_suite(path: &Path, test: &Value, options: &LoadOptions) -> Result<Suite,
     };
     let mut user = TestUser::default();
     if let Some(file) = field_str(test, "userinfo") {
-        let docs =
-            read_documents(&dir.join(file)).map_err(|e| format!("userinfo file {file}: {e}"))?;
+        let docs = read_documents(&dir.join(file)).map_err(SuiteError::file("userinfo", file))?;
         if let Some((_, u)) = docs.into_iter().next() {
             user.roles = strings(field(&u, "roles"));
             user.cluster_roles = strings(field(&u, "clusterRoles"));
@@ -774,8 +821,7 @@ fn load_suite(path: &Path, test: &Value, options: &LoadOptions) -> Result<Suite,
     let operation = operation_of(&values);
     let mut context = TestContext::default();
     if let Some(file) = field_str(test, "context") {
-        let docs =
-            read_documents(&dir.join(file)).map_err(|e| format!("context file {file}: {e}"))?;
+        let docs = read_documents(&dir.join(file)).map_err(SuiteError::file("context", file))?;
         for (_, doc) in docs {
             let spec = field(&doc, "spec");
             context.resources.extend(
@@ -944,7 +990,7 @@ fn run_test(path: &Path, test: &Value, options: &TestOptions) -> Vec<CaseResult>
         .unwrap_or_default();
     let mut suite = match load_suite(path, test, &options.load) {
         Ok(s) => s,
-        Err(e) => return vec![CaseResult::error(&suite_name, e)],
+        Err(e) => return vec![CaseResult::error(&suite_name, e.to_string())],
     };
     for result in &results {
         let policy_name = field_str(result, "policy").unwrap_or("");
@@ -1105,7 +1151,7 @@ fn run_test(path: &Path, test: &Value, options: &TestOptions) -> Vec<CaseResult>
             if let Some(file) = &patched_file {
                 match check_patched(&suite, file, &found) {
                     Ok(()) => out.push(case(Outcome::Pass, String::new())),
-                    Err(reason) => out.push(case(Outcome::Fail, reason)),
+                    Err(reason) => out.push(case(Outcome::Fail, reason.to_string())),
                 }
                 continue;
             }
@@ -1119,9 +1165,12 @@ fn check_patched(
     suite: &Suite,
     file: &str,
     found: &[(usize, RuleStatus, String, Option<Value>)],
-) -> Result<(), String> {
-    let mut docs = read_documents(&suite.dir.join(file))
-        .map_err(|e| format!("patchedResources {file}: {e}"))?;
+) -> Result<(), PatchedFailure> {
+    let mut docs =
+        read_documents(&suite.dir.join(file)).map_err(|source| PatchedFailure::File {
+            file: file.to_string(),
+            source,
+        })?;
     for (_, d) in &mut docs {
         default_namespace(d);
     }
@@ -1140,16 +1189,31 @@ fn check_patched(
             tidy(actual).unwrap_or(Value::Null),
         );
         if e != a {
-            return Err(format!(
-                "patched resource does not match {file}: {}",
-                diff(&e, &a)
-            ));
+            return Err(PatchedFailure::Differs {
+                file: file.to_string(),
+                diff: diff(&e, &a),
+            });
         }
     }
     if !checked {
         return Ok(());
     }
     Ok(())
+}
+
+/// Why a test's patched resources do not check out (the case's failure).
+#[derive(Debug, thiserror::Error)]
+enum PatchedFailure {
+    /// The patchedResources file cannot be read or parsed.
+    #[error("patchedResources {file}: {source}")]
+    File {
+        file: String,
+        #[source]
+        source: FileError,
+    },
+    /// The mutated resource differs from the expected one.
+    #[error("patched resource does not match {file}: {diff}")]
+    Differs { file: String, diff: String },
 }
 
 impl SuiteRunner for KyvernoRunner {
