@@ -38,9 +38,6 @@ pub enum DataError {
     /// The evaluation has no data source (no cluster and no test context).
     #[error("no cluster or test context to read from")]
     NoSource,
-    /// A data source's own answer (test doubles).
-    #[error("{0}")]
-    Other(String),
 }
 
 /// Where Kyverno's CEL libraries read from.

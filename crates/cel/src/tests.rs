@@ -262,9 +262,13 @@ impl kyverno::KyvernoData for FakeData {
         if (api_version, resource, namespace, name) == ("v1", "configmaps", "default", "regs") {
             Ok(json!({"data": {"registries": "ghcr.io, quay.io"}}))
         } else {
-            Err(kyverno::DataError::Other(format!(
-                "{resource}/{name} not found"
-            )))
+            Err(kyverno::DataError::Api(
+                policyctl_core::policy::ApiReadError::Status {
+                    path: format!("/api/{api_version}/namespaces/{namespace}/{resource}/{name}"),
+                    code: 404,
+                    message: format!("{resource} {name:?} not found"),
+                },
+            ))
         }
     }
     fn list(&self, _: &str, _: &str, _: &str) -> Result<serde_json::Value, kyverno::DataError> {
