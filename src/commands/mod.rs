@@ -32,7 +32,8 @@ use crate::telemetry;
 
 /// Run a parsed command line; the exit code is 0 on success and 1 on failures (denials, failing tests, errors).
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    telemetry::init(cli.log.log_format, &cli.log.log_level);
+    // Held until the command ends: the log lines still buffered are then written out.
+    let log = telemetry::init(cli.log.log_format, &cli.log.log_level);
     let code = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Certs(args) => certs::run(args),
@@ -41,7 +42,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Lint(args) => lint::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Audit(args) => audit::run(args),
-    }?;
+    };
+    let dropped = log.dropped_lines();
+    drop(log);
+    if dropped > 0 {
+        eprintln!(
+            "warning: {dropped} log lines were dropped because stderr was not read fast enough"
+        );
+    }
+    let code = code?;
     stdout::finish().context("writing the output")?;
     Ok(code)
 }
