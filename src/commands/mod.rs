@@ -35,7 +35,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // Held until the command ends: the log lines still buffered are then written out.
     let log = telemetry::init(cli.log.log_format, &cli.log.log_level);
     let code = match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(args, log.drops()),
         Command::Certs(args) => certs::run(args),
         Command::Test(args) => test::run(args),
         Command::Eval(args) => eval::run(args),

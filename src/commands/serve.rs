@@ -12,7 +12,7 @@ use crate::cluster::ClusterOptions;
 use crate::server::{ConnectionLimits, ServeConfig, Server};
 use crate::sources::{ConfigMapSelector, Sources, SourcesConfig};
 
-pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: ServeArgs, log_drops: crate::metrics::LogDrops) -> anyhow::Result<ExitCode> {
     let ServeArgs {
         addr,
         tls_cert,
@@ -88,6 +88,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
         },
         ready_after_syncs,
+        log_drops: Some(log_drops),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

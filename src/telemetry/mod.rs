@@ -32,6 +32,14 @@ impl LogGuard {
     pub fn dropped_lines(&self) -> usize {
         self.dropped.dropped_lines()
     }
+
+    /// The same count, for the server's `policyctl_log_lines_dropped_total`.
+    pub fn drops(&self) -> crate::metrics::LogDrops {
+        let counter = self.dropped.clone();
+        crate::metrics::LogDrops(std::sync::Arc::new(move || {
+            u64::try_from(counter.dropped_lines()).unwrap_or(u64::MAX)
+        }))
+    }
 }
 
 /// Install the global subscriber. `filter` is an `EnvFilter` directive such as `info` or

@@ -76,6 +76,7 @@ impl TestServer {
             drain_timeout: Duration::from_secs(5),
             connections: ConnectionLimits::default(),
             ready_after_syncs: false,
+            log_drops: None,
         };
         adjust(&mut config);
         let server = Server::bind(config).expect("bind");

@@ -24,6 +24,7 @@
 //! | `policyctl_audit_results` | gauge | `result` (`pass`, `fail`, `warn`, `error`, `skip`) of the last complete audit |
 //! | `policyctl_audit_violations` | gauge | `policy`, `engine`: failed results of the last complete audit |
 //! | `policyctl_audit_errors_total` | counter | `stage` (`discovery`, `list`, `write`, `cleanup`) |
+//! | `policyctl_log_lines_dropped_total` | counter | log lines dropped because stderr was not read fast enough |
 //!
 //! `decision` is `allow`, `warn`, `deny`, `invalid` (a 4xx answer: unreadable or malformed review, wrong media type,
 //! body over the limit) or `unavailable` (no policy set yet).
@@ -276,6 +277,18 @@ pub struct Metrics {
     audit_results: Family<ResultLabels, Gauge>,
     audit_violations: Family<PolicyLabels, Gauge>,
     audit_errors: Family<StageLabels, Counter>,
+    log_lines_dropped: Counter,
+    log_drops: std::sync::OnceLock<LogDrops>,
+}
+
+/// Reads how many log lines the process has dropped so far (the log writer's own count).
+#[derive(Clone)]
+pub struct LogDrops(pub Arc<dyn Fn() -> u64 + Send + Sync>);
+
+impl std::fmt::Debug for LogDrops {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("LogDrops").field(&(self.0)()).finish()
+    }
 }
 
 impl Default for Metrics {
@@ -418,6 +431,12 @@ impl Metrics {
             "Cluster audit errors: discovery, a kind that could not be listed, a report that could not be written or deleted",
             audit_errors.clone(),
         );
+        let log_lines_dropped: Counter = Counter::default();
+        registry.register(
+            "log_lines_dropped",
+            "Log lines dropped because stderr was not read fast enough",
+            log_lines_dropped.clone(),
+        );
         // Every connection series exists from the start (at 0), so rates and alerts see them before the first event.
         for listener in ["webhook", "admin"] {
             let _ = connections.get_or_create(&ListenerLabels { listener });
@@ -454,6 +473,8 @@ impl Metrics {
             audit_results,
             audit_violations,
             audit_errors,
+            log_lines_dropped,
+            log_drops: std::sync::OnceLock::new(),
         }
     }
 
@@ -657,8 +678,19 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
+    /// Count the log lines `drops` says were dropped (read at every encoding). The first source set stays.
+    pub fn watch_log_drops(&self, drops: LogDrops) {
+        let _ = self.log_drops.set(drops);
+    }
+
     /// The metrics in the Prometheus/OpenMetrics text format.
     pub fn encode(&self) -> String {
+        if let Some(drops) = self.log_drops.get() {
+            let (total, seen) = ((drops.0)(), self.log_lines_dropped.get());
+            if total > seen {
+                self.log_lines_dropped.inc_by(total - seen);
+            }
+        }
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
@@ -675,6 +707,30 @@ mod tests {
     use crate::pipeline::{Outcome, PolicyRun};
     use crate::policy::inert::Inert;
     use crate::policy::{EvalError, Evaluation, Violation};
+
+    #[test]
+    fn dropped_log_lines_are_read_from_the_log_writer_at_every_encoding() {
+        let metrics = Metrics::new();
+        let line = |n: u64| format!("policyctl_log_lines_dropped_total {n}");
+        assert!(
+            metrics.encode().lines().any(|l| l == line(0)),
+            "present at 0"
+        );
+        let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let source = dropped.clone();
+        metrics.watch_log_drops(LogDrops(Arc::new(move || {
+            source.load(std::sync::atomic::Ordering::Relaxed)
+        })));
+        dropped.store(5, std::sync::atomic::Ordering::Relaxed);
+        assert!(metrics.encode().lines().any(|l| l == line(5)));
+        dropped.store(12, std::sync::atomic::Ordering::Relaxed);
+        let text = metrics.encode();
+        assert!(text.lines().any(|l| l == line(12)), "{text}");
+        assert!(
+            metrics.encode().lines().any(|l| l == line(12)),
+            "not counted twice"
+        );
+    }
 
     fn policy(name: &str) -> Arc<dyn Policy> {
         Inert::policy(name, None)

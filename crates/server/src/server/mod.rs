@@ -66,6 +66,8 @@ pub struct ServeConfig {
     pub connections: ConnectionLimits,
     /// Whether `/readyz` also waits for every cluster context sync to have listed (and none to be failing).
     pub ready_after_syncs: bool,
+    /// Where `policyctl_log_lines_dropped_total` reads the log writer's count of dropped lines (`None`: stays 0).
+    pub log_drops: Option<crate::metrics::LogDrops>,
 }
 
 /// Why the server could not start or run.
@@ -142,9 +144,13 @@ impl Server {
         let cert = tls::ReloadingCert::load(&config.tls_cert, &config.tls_key)?;
         let webhook_listener = bind(config.addr)?;
         let admin_listener = bind(config.admin_addr)?;
+        let metrics = Metrics::new();
+        if let Some(drops) = &config.log_drops {
+            metrics.watch_log_drops(drops.clone());
+        }
         let state = AppState {
             store: Arc::new(PolicyStore::new()),
-            metrics: Arc::new(Metrics::new()),
+            metrics: Arc::new(metrics),
             limiter: Arc::new(Semaphore::new(config.max_concurrency.max(1))),
             settings: Settings {
                 request_timeout: config.request_timeout,
