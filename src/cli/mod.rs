@@ -119,7 +119,7 @@ pub struct AuditArgs {
 impl AuditArgs {
     /// Check what clap cannot: the cluster-only options are not given without `--cluster` (clap's `requires` is
     /// satisfied by a flag's default value).
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> anyhow::Result<()> {
         if self.cluster {
             return Ok(());
         }
@@ -133,7 +133,7 @@ impl AuditArgs {
         if given.is_empty() {
             Ok(())
         } else {
-            Err(format!("{} only apply with --cluster", given.join(", ")))
+            anyhow::bail!("{} only apply with --cluster", given.join(", "))
         }
     }
 }
@@ -625,7 +625,7 @@ mod tests {
             let mut all = vec!["policyctl", "audit"];
             all.extend_from_slice(args);
             match Cli::try_parse_from(all).map(|cli| cli.command) {
-                Ok(Command::Audit(args)) => args.check().map(|()| args),
+                Ok(Command::Audit(args)) => args.check().map(|()| args).map_err(|e| e.to_string()),
                 Ok(_) => panic!("audit"),
                 Err(err) => Err(err.to_string()),
             }

@@ -23,7 +23,7 @@ use crate::server::{Admin, AppState, ConnectionLimits};
 use crate::sources::{Publisher, Sources, SourcesConfig, SourcesStatus};
 
 pub fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
-    args.check().map_err(anyhow::Error::msg)?;
+    args.check()?;
     if args.cluster {
         return cluster(args);
     }
