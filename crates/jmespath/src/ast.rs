@@ -233,7 +233,7 @@ pub(crate) fn convert(ast: &jmespath::ast::Ast, text: &str) -> Result<Node, Jmes
                 .ok_or_else(|| parse_error(text, &format!("unknown function {name}()")))?;
             function
                 .check_arity(args.len())
-                .map_err(|m| parse_error(text, &m))?;
+                .map_err(|e| parse_error(text, &e.to_string()))?;
             Node::Call(
                 function,
                 args.iter()

@@ -1278,3 +1278,36 @@ spec:
     assert_eq!(r.rules[2].status, RuleStatus::Error, "{:?}", r.rules);
     assert_eq!(r.rules[2].message, "anyPattern must be a list");
 }
+
+/// Load errors name the expression that does not compile: the texts are pinned.
+#[test]
+fn expression_error_messages_are_kept() {
+    let jmes = crate::compile_expression("to_upper(").expect_err("JMESPath");
+    assert!(matches!(jmes, crate::ExpressionError::JmesPath { .. }));
+    let inner = crate::jmespath::Expression::compile("to_upper(").expect_err("inner");
+    assert_eq!(
+        jmes.to_string(),
+        format!("expression \"to_upper(\" does not compile: {inner}")
+    );
+    let e = crate::ExpressionError::JmesPath {
+        expression: "a.".to_string(),
+        source: crate::jmespath::JmesError::Parse {
+            expression: "a.".to_string(),
+            message: "bad".to_string(),
+        },
+    };
+    assert_eq!(
+        e.to_string(),
+        "expression \"a.\" does not compile: invalid JMESPath expression \"a.\": bad"
+    );
+    let json = crate::compile_expression("$[").expect_err("JSONPath");
+    let crate::ExpressionError::JsonPath { source, .. } = &json else {
+        panic!("a JSONPath error: {json:?}")
+    };
+    assert_eq!(
+        json.to_string(),
+        format!("JSONPath \"$[\" does not compile: {source}")
+    );
+    assert!(std::error::Error::source(&json).is_some());
+    assert_eq!(crate::compile_expression("a.b"), Ok(()));
+}

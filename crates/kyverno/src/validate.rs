@@ -213,20 +213,32 @@ fn run_body(
     None
 }
 
+/// A rule's `message` whose variables could not be substituted (the rule's message then reports this).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("validation error: variables substitution error in rule {rule} execution error: {source}")]
+pub struct MessageError {
+    /// The rule's name.
+    pub rule: String,
+    /// The substitution's error.
+    #[source]
+    pub source: VarError,
+}
+
 fn render_message(
     rule: &str,
     message: Option<&str>,
     ctx: &Context<'_>,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, MessageError> {
     let Some(m) = message.filter(|m| !m.is_empty()) else {
         return Ok(None);
     };
     match substitute_str(m, ctx, Mode::Strict) {
         Ok(Value::String(s)) => Ok(Some(s)),
         Ok(other) => Ok(Some(other.to_string())),
-        Err(e) => Err(format!(
-            "validation error: variables substitution error in rule {rule} execution error: {e}"
-        )),
+        Err(source) => Err(MessageError {
+            rule: rule.to_string(),
+            source,
+        }),
     }
 }
 
@@ -238,7 +250,7 @@ fn error_message(
     path: &str,
 ) -> String {
     match render_message(rule, message, ctx) {
-        Err(e) => e,
+        Err(e) => e.to_string(),
         Ok(None) if !path.is_empty() => {
             format!("validation error: rule {rule} failed at path {path}")
         }
@@ -294,7 +306,7 @@ fn validate_deny(
                 Ok(Some(m)) => format!("{m}; {}", outcome.messages),
                 Ok(None) if !outcome.messages.is_empty() => outcome.messages,
                 Ok(None) => format!("validation error: rule {rule} failed"),
-                Err(e) => e,
+                Err(e) => e.to_string(),
             };
             response(rule, RuleStatus::Fail, text)
         }
@@ -411,7 +423,7 @@ fn validate_patterns(
                 format!("validation error: {m} {}", failed.join(" "))
             }
             Ok(None) => format!("validation error: {}", failed.join(" ")),
-            Err(e) => e,
+            Err(e) => e.to_string(),
         };
         return response(rule, RuleStatus::Fail, text);
     }
@@ -428,10 +440,9 @@ fn validate_patterns(
 /// The elements of a foreach `list` expression: a list, or a single value wrapped in one. Elements of a list the
 /// context already holds (`request.object.spec.containers`) are borrowed from it; computed ones are shared
 /// ([`Arc`]), so putting one into a context copies nothing.
-pub fn elements<'c>(ctx: &'c Context<'_>, list: &str) -> Result<Vec<Shared<'c>>, String> {
+pub fn elements<'c>(ctx: &'c Context<'_>, list: &str) -> Result<Vec<Shared<'c>>, VarError> {
     ctx.query_parts(super::variables::list_expression(list))
         .map(super::variables::elements_of)
-        .map_err(|e| e.to_string())
 }
 
 /// `element<n>` and `elementIndex<n>` of the usual nesting depths, without formatting them per element.
@@ -622,6 +633,25 @@ fn validate_elements<'c>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The message reaches rule responses and PolicyReports: its text is pinned.
+    #[test]
+    fn message_error_text_is_kept() {
+        let e = MessageError {
+            rule: "check-labels".to_string(),
+            source: VarError {
+                expression: "request.x".to_string(),
+                message: "boom".to_string(),
+                not_found: false,
+                bound: false,
+            },
+        };
+        assert_eq!(
+            e.to_string(),
+            "validation error: variables substitution error in rule check-labels execution error: \
+             failed to substitute variable \"request.x\": boom"
+        );
+    }
 
     #[test]
     fn element_indexes_are_shared_values_of_the_index() {

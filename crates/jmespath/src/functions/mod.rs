@@ -10,6 +10,8 @@ use super::JmesError;
 
 mod arithmetic;
 mod encoding;
+#[cfg(test)]
+mod error_tests;
 mod misc;
 mod standard;
 pub(crate) mod strings;
@@ -51,7 +53,7 @@ impl Function {
     }
 
     /// Check a call's argument count.
-    pub(crate) fn check_arity(&self, given: usize) -> Result<(), String> {
+    pub(crate) fn check_arity(&self, given: usize) -> Result<(), ArityError> {
         let ok = given >= self.min && self.max.is_none_or(|m| given <= m);
         if ok {
             return Ok(());
@@ -61,11 +63,32 @@ impl Function {
             Some(m) => format!("{} to {m}", self.min),
             None => format!("at least {}", self.min),
         };
-        let plural = if expected == "1" { "" } else { "s" };
-        Err(format!(
-            "function {}() expects {expected} argument{plural}, got {given}",
-            self.name
-        ))
+        Err(ArityError {
+            name: self.name,
+            expected,
+            given,
+        })
+    }
+}
+
+/// A function called with a number of arguments it does not take (reported when the expression is compiled).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("function {name}() expects {expected} argument{s}, got {given}", s = plural(.expected))]
+pub(crate) struct ArityError {
+    /// The function's name.
+    pub(crate) name: &'static str,
+    /// What it takes: `1`, `1 to 2`, `at least 1`.
+    pub(crate) expected: String,
+    /// How many it was given.
+    pub(crate) given: usize,
+}
+
+/// The plural ending of "argument" after `expected`.
+fn plural(expected: &str) -> &'static str {
+    if expected == "1" {
+        ""
+    } else {
+        "s"
     }
 }
 
