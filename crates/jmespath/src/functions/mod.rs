@@ -136,6 +136,8 @@ pub(crate) enum Arg<'a> {
 pub(crate) struct Args<'x, 'a> {
     pub(crate) name: &'static str,
     args: &'x [Arg<'a>],
+    /// The first argument's regular expression, compiled with the expression (a literal pattern).
+    pub(crate) regex: Option<&'x std::sync::Arc<regex::Regex>>,
 }
 
 /// The JMESPath type name of a value.
@@ -152,7 +154,16 @@ pub(crate) fn type_name(value: &Value) -> &'static str {
 
 impl<'x, 'a> Args<'x, 'a> {
     pub(crate) fn new(name: &'static str, args: &'x [Arg<'a>]) -> Self {
-        Args { name, args }
+        Args {
+            name,
+            args,
+            regex: None,
+        }
+    }
+
+    /// The arguments of a call whose first argument's regular expression was compiled with the expression.
+    pub(crate) fn with_regex(self, regex: Option<&'x std::sync::Arc<regex::Regex>>) -> Self {
+        Args { regex, ..self }
     }
 
     /// Number of arguments.
