@@ -9,8 +9,8 @@ use super::pattern::{Pattern, PatternError};
 use super::result::{RuleResponse, RuleStatus, RuleType};
 use super::spec::{Deny, ForEachValidation, Validation};
 use super::variables::{
-    resolve_references, substitute_pattern, substitute_str, value_has_variables, Context, Mode,
-    Shared, VarError,
+    resolve_references, substitute_pattern, substitute_str, value_has_variables, CompiledList,
+    Context, Mode, Shared, VarError,
 };
 
 fn response(rule: &str, status: RuleStatus, message: impl Into<String>) -> RuleResponse {
@@ -42,6 +42,8 @@ pub struct CompiledBody {
     pub(crate) preconditions: Option<Conditions>,
     /// A rule-level body's pass message, rendered once for the rule it was compiled for (see [`passed`]).
     pub(crate) passed: Option<Passed>,
+    /// The foreach entry's `list`, when it is JMESPath that compiles.
+    pub(crate) list: Option<CompiledList>,
 }
 
 /// The message of a rule whose body passed (`validation rule '<rule>' passed.`), rendered at load.
@@ -109,6 +111,7 @@ impl CompiledBody {
             deny: deny.map(|d| Conditions::new(d.conditions.as_ref().unwrap_or(&Value::Null))),
             preconditions: preconditions.map(Conditions::new),
             passed: None,
+            list: None,
         }
     }
 
@@ -121,12 +124,15 @@ impl CompiledBody {
     /// Compile a foreach list's entries (and their nested lists) in place.
     pub fn compile_foreach(list: &mut [ForEachValidation]) {
         for fe in list {
-            fe.compiled = Some(Arc::new(CompiledBody::new(
-                fe.pattern.as_ref(),
-                fe.any_pattern.as_ref(),
-                fe.deny.as_ref(),
-                fe.preconditions.as_ref(),
-            )));
+            fe.compiled = Some(Arc::new(CompiledBody {
+                list: CompiledList::new(&fe.list),
+                ..CompiledBody::new(
+                    fe.pattern.as_ref(),
+                    fe.any_pattern.as_ref(),
+                    fe.deny.as_ref(),
+                    fe.preconditions.as_ref(),
+                )
+            }));
             if let Some(nested) = fe.foreach.as_mut() {
                 CompiledBody::compile_foreach(nested);
             }
@@ -495,7 +501,8 @@ fn validate_foreach(
 ) -> Option<RuleResponse> {
     let mut applied = 0;
     for fe in list {
-        let Some(items) = ctx.elements(&fe.list) else {
+        let compiled = fe.compiled.as_deref().and_then(|c| c.list.as_ref());
+        let Some(items) = ctx.elements_compiled(&fe.list, compiled) else {
             continue;
         };
         let (resp, count) =
