@@ -351,7 +351,12 @@ pub struct Conditions {
 struct Block {
     any: Vec<Condition>,
     all: Vec<Condition>,
+    /// How many memo slots the block's repeated terms share (see [`Term::slot`]).
+    slots: usize,
 }
+
+/// The values of a block's repeated terms, resolved once per evaluation of the block.
+type Memo<'a> = Vec<Option<Cow<'a, Value>>>;
 
 #[derive(Debug, Clone)]
 struct Condition {
@@ -369,6 +374,11 @@ struct Term {
     variables: bool,
     /// The expression of a string that is exactly one variable, compiled at load.
     query: Option<CompiledQuery>,
+    /// For a variable string that other keys or values of the block repeat (Kyverno's foreach checks often test
+    /// several keys against one `{{ element... }}` value), the memo slot its resolved value shares with them: it is
+    /// resolved once per evaluation of the block. Only for expressions that call no function whose answer changes
+    /// between calls (`random`, `time_*`).
+    slot: Option<usize>,
 }
 
 impl Term {
@@ -377,7 +387,50 @@ impl Term {
             variables: value_has_braces(&value),
             query: value.as_str().and_then(CompiledQuery::new),
             value,
+            slot: None,
         }
+    }
+
+    /// The resolved value of the term, from its memo slot when it has one (resolved and kept there on first use).
+    /// `Ok(None)`: the value is in `memo`, read it with [`Term::memoized`].
+    fn resolve_memo<'a>(
+        &'a self,
+        ctx: &'a Context<'_>,
+        mode: Mode,
+        memo: &mut Memo<'a>,
+    ) -> Result<Option<Cow<'a, Value>>, VarError> {
+        match self.slot.and_then(|s| memo.get_mut(s)) {
+            Some(slot) => {
+                if slot.is_none() {
+                    *slot = Some(self.resolve(ctx, mode)?);
+                }
+                Ok(None)
+            }
+            None => self.resolve(ctx, mode).map(Some),
+        }
+    }
+
+    /// The value [`Term::resolve_memo`] resolved: `own` when it gave one, else the term's memo slot.
+    fn memoized<'m>(&'m self, own: &'m Option<Cow<'_, Value>>, memo: &'m Memo<'_>) -> &'m Value {
+        match own {
+            Some(v) => v,
+            None => self
+                .slot
+                .and_then(|s| memo.get(s))
+                .and_then(Option::as_deref)
+                // Not reached: a slot is filled before it is read.
+                .unwrap_or(&self.value),
+        }
+    }
+
+    /// Whether the term may share a memo slot: a variable string whose expression's answer is the same each time
+    /// it is evaluated in one context.
+    fn memoizable(&self) -> bool {
+        self.variables
+            && self
+                .value
+                .as_str()
+                .is_some_and(|t| !t.contains("random") && !t.contains("time_"))
     }
 
     /// The value with its variables substituted; borrowed when it has none, and when it is one variable whose
@@ -415,14 +468,19 @@ impl Condition {
         }
     }
 
-    fn check(
-        &self,
-        ctx: &Context<'_>,
+    fn check<'a>(
+        &'a self,
+        ctx: &'a Context<'_>,
         mode: Mode,
+        memo: &mut Memo<'a>,
     ) -> Result<(bool, Option<String>), ConditionError> {
         let op = self.operator.clone()?;
-        let key = self.key.resolve(ctx, mode)?;
-        let value = self.value.resolve(ctx, mode)?;
+        let key = self.key.resolve_memo(ctx, mode, memo)?;
+        let value = self.value.resolve_memo(ctx, mode, memo)?;
+        let (key, value) = (
+            self.key.memoized(&key, memo),
+            self.value.memoized(&value, memo),
+        );
         let message = self.message.as_ref().map(|m| match &m.value {
             Value::String(text) if m.variables => match substitute_str(text, ctx, Mode::Lenient) {
                 Ok(Value::String(s)) => s,
@@ -432,7 +490,46 @@ impl Condition {
             Value::String(text) => text.clone(),
             other => other.to_string(),
         });
-        Ok((evaluate(op, &key, &value), message))
+        Ok((evaluate(op, key, value), message))
+    }
+}
+
+impl Block {
+    /// Give every group of identical memoizable terms (keys and values of any condition) one memo slot.
+    fn share_repeated_terms(mut self) -> Block {
+        let mut texts: Vec<(&str, usize)> = Vec::new();
+        let terms = || {
+            self.any
+                .iter()
+                .chain(&self.all)
+                .flat_map(|c| [&c.key, &c.value])
+        };
+        let mut repeated: Vec<String> = Vec::new();
+        for term in terms().filter(|t| t.memoizable()) {
+            let text = term.value.as_str().unwrap_or_default();
+            match texts.iter_mut().find(|(t, _)| *t == text) {
+                Some((_, n)) => {
+                    *n += 1;
+                    if *n == 2 {
+                        repeated.push(text.to_string());
+                    }
+                }
+                None => texts.push((text, 1)),
+            }
+        }
+        self.slots = repeated.len();
+        if repeated.is_empty() {
+            return self;
+        }
+        for c in self.any.iter_mut().chain(self.all.iter_mut()) {
+            for term in [&mut c.key, &mut c.value] {
+                if term.memoizable() {
+                    let text = term.value.as_str().unwrap_or_default();
+                    term.slot = repeated.iter().position(|r| r == text);
+                }
+            }
+        }
+        self
     }
 }
 
@@ -448,15 +545,19 @@ impl Conditions {
             Value::Array(items) => Ok(Block {
                 any: Vec::new(),
                 all: items.iter().map(Condition::new).collect(),
+                slots: 0,
             }),
             Value::Object(map) => Ok(Block {
                 any: list(map.get("any")),
                 all: list(map.get("all")),
+                slots: 0,
             }),
             Value::Null => Ok(Block::default()),
             _ => Err(ConditionError::Shape),
         };
-        Conditions { block }
+        Conditions {
+            block: block.map(Block::share_repeated_terms),
+        }
     }
 
     /// Evaluate the block. Variables are resolved with `mode`.
@@ -466,11 +567,13 @@ impl Conditions {
         mode: Mode,
     ) -> Result<ConditionsOutcome, ConditionError> {
         let block = self.block.as_ref().map_err(Clone::clone)?;
+        let mut memo: Memo<'_> = Vec::new();
+        memo.resize_with(block.slots, || None);
         let mut true_messages = Vec::new();
         let mut false_messages = Vec::new();
         let mut any_result = block.any.is_empty();
         for c in &block.any {
-            let (ok, msg) = c.check(ctx, mode)?;
+            let (ok, msg) = c.check(ctx, mode, &mut memo)?;
             if ok {
                 any_result = true;
                 if let Some(m) = msg {
@@ -483,7 +586,7 @@ impl Conditions {
         }
         let mut all_result = true;
         for c in &block.all {
-            let (ok, msg) = c.check(ctx, mode)?;
+            let (ok, msg) = c.check(ctx, mode, &mut memo)?;
             if ok {
                 if let Some(m) = msg {
                     true_messages.push(m);
@@ -765,6 +868,83 @@ mod tests {
             load_context(&entries, &mut c, &env, "r").map_err(|e| e.to_string()),
             Err("context entry v: a variable needs a value or a jmesPath".to_string())
         );
+    }
+
+    /// The same block without memo slots: every term resolved on its own (the general path).
+    fn without_memo(c: &Conditions) -> Conditions {
+        let mut c = c.clone();
+        if let Ok(b) = &mut c.block {
+            b.slots = 0;
+            for cond in b.any.iter_mut().chain(b.all.iter_mut()) {
+                cond.key.slot = None;
+                cond.value.slot = None;
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn repeated_terms_resolved_once_answer_as_each_resolved_alone() {
+        let drop = "{{ request.object.spec.drop[].to_upper(@) || `[]` }}";
+        let keys = "{{ request.object.spec.keys(@)[] }}";
+        let missing = "{{ request.nothing }}";
+        let blocks = [
+            json!({"all": [
+                {"key": "CAP_NET_RAW", "operator": "AnyNotIn", "value": drop},
+                {"key": "NET_RAW", "operator": "AnyNotIn", "value": drop}
+            ]}),
+            json!({"any": [
+                {"key": "livenessProbe", "operator": "AllNotIn", "value": keys},
+                {"key": "readinessProbe", "operator": "AllNotIn", "value": keys}
+            ], "all": [
+                {"key": keys, "operator": "AnyIn", "value": ["drop", "x"], "message": "has {{ request.object.spec.keys(@) }}"},
+                {"key": "startupProbe", "operator": "AllNotIn", "value": keys}
+            ]}),
+            json!([
+                {"key": missing, "operator": "Equals", "value": ""},
+                {"key": missing, "operator": "NotEquals", "value": "x"},
+                {"key": drop, "operator": "Equals", "value": missing}
+            ]),
+            json!({"any": [
+                {"key": "{{ request.object.spec.drop[0] }}", "operator": "Equals", "value": "all"},
+                {"key": "{{ request.object.spec.drop[0] }}", "operator": "Equals", "value": "ALL"}
+            ]}),
+        ];
+        let docs = [
+            json!({"request": {"operation": "CREATE", "object": {"spec": {"drop": ["all", "net_raw"]}}}}),
+            json!({"request": {"operation": "CREATE", "object": {"spec": {"drop": ["chown"], "livenessProbe": {}}}}}),
+            json!({"request": {"operation": "CREATE", "object": {"spec": {}}}}),
+            json!({"request": {"operation": "DELETE", "object": null,
+                "oldObject": {"spec": {"drop": ["ALL"]}}}}),
+        ];
+        for (i, block) in blocks.iter().enumerate() {
+            let memoized = Conditions::new(block);
+            let Ok(b) = &memoized.block else {
+                panic!("a valid block")
+            };
+            assert!(b.slots >= 1, "block {i} shares a term");
+            let general = without_memo(&memoized);
+            for doc in &docs {
+                let delete = doc["request"]["operation"] == "DELETE";
+                let c = Context::new(Arc::new(doc.clone()), delete);
+                for mode in [Mode::Lenient, Mode::Strict] {
+                    assert_eq!(
+                        memoized.check(&c, mode),
+                        general.check(&c, mode),
+                        "block {i} on {doc} {mode:?}"
+                    );
+                }
+            }
+        }
+        // Terms whose answer may change between calls are never shared.
+        let block = json!([
+            {"key": "{{ random('[a-z]{8}') }}", "operator": "NotEquals", "value": "{{ random('[a-z]{8}') }}"},
+            {"key": "{{ time_now_utc() }}", "operator": "NotEquals", "value": "{{ time_now_utc() }}"}
+        ]);
+        let Ok(b) = &Conditions::new(&block).block else {
+            panic!("a valid block")
+        };
+        assert_eq!(b.slots, 0);
     }
 
     #[test]
