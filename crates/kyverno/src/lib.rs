@@ -707,6 +707,9 @@ impl KyvernoPolicy {
                     validate::CompiledBody::compile_foreach(list);
                 }
             }
+            if let Some(list) = rule.mutate.as_mut().and_then(|m| m.foreach.as_mut()) {
+                mutate::compile_foreach(list);
+            }
             rule.preconditions_compiled = rule
                 .preconditions
                 .as_ref()
