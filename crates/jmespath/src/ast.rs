@@ -1,6 +1,9 @@
 //! The expression tree the interpreter runs: a `Send + Sync` copy of the parser's AST, with literals converted to
 //! `serde_json::Value` and function names resolved (and their arity checked) when the expression is compiled.
 
+use std::sync::Arc;
+
+use regex::Regex;
 use serde_json::Value;
 
 use super::functions::{self, Function};
@@ -56,8 +59,9 @@ pub(crate) enum Node {
     MultiList(Vec<Node>),
     /// `{k: a, l: b}`
     MultiHash(Vec<(String, Node)>),
-    /// `name(args...)`
-    Call(&'static Function, Vec<Node>),
+    /// `name(args...)`, with the regular expression of a regex function whose pattern is a literal, compiled when
+    /// the expression is (`None` otherwise, and for a literal that does not compile: the call reports it).
+    Call(&'static Function, Vec<Node>, Option<Arc<Regex>>),
     /// `&expr`
     Expref(Box<Node>),
 }
@@ -161,7 +165,7 @@ pub(crate) fn root_reads(node: &Node, at_root: bool, out: &mut Vec<RootRead>) {
         }
         Node::MultiList(items) => items.iter().for_each(|n| root_reads(n, true, out)),
         Node::MultiHash(pairs) => pairs.iter().for_each(|(_, n)| root_reads(n, true, out)),
-        Node::Call(_, args) => args.iter().for_each(|n| root_reads(n, true, out)),
+        Node::Call(_, args, _) => args.iter().for_each(|n| root_reads(n, true, out)),
     }
 }
 
@@ -233,13 +237,20 @@ pub(crate) fn convert(ast: &jmespath::ast::Ast, text: &str) -> Result<Node, Jmes
                 .ok_or_else(|| parse_error(text, &format!("unknown function {name}()")))?;
             function
                 .check_arity(args.len())
-                .map_err(|m| parse_error(text, &m))?;
-            Node::Call(
-                function,
-                args.iter()
-                    .map(|a| convert(a, text))
-                    .collect::<Result<_, _>>()?,
-            )
+                .map_err(|e| parse_error(text, &e.to_string()))?;
+            let args: Vec<Node> = args
+                .iter()
+                .map(|a| convert(a, text))
+                .collect::<Result<_, _>>()?;
+            let regex = match args.first() {
+                Some(Node::Literal(Value::String(pattern)))
+                    if functions::strings::REGEX_FUNCTIONS.contains(&function.name) =>
+                {
+                    functions::strings::build_regex(pattern).ok().map(Arc::new)
+                }
+                _ => None,
+            };
+            Node::Call(function, args, regex)
         }
         Ast::Expref { ast, .. } => Node::Expref(boxed(ast)?),
     })

@@ -294,7 +294,9 @@ impl<'o> Interp<'o> {
             }
             Node::MultiList(elements) => self.multi_list(elements, data),
             Node::MultiHash(pairs) => self.multi_hash(pairs, data),
-            Node::Call(function, arg_nodes) => self.call(function, arg_nodes, data),
+            Node::Call(function, arg_nodes, regex) => {
+                self.call(function, arg_nodes, regex.as_ref(), data)
+            }
             Node::Expref(_) => Err(JmesError::Type {
                 message: "an expression reference (&expr) can only be a function argument"
                     .to_string(),
@@ -409,6 +411,7 @@ impl<'o> Interp<'o> {
         &mut self,
         function: &'static Function,
         arg_nodes: &'a [Node],
+        regex: Option<&'a std::sync::Arc<regex::Regex>>,
         data: &'a Value,
     ) -> Res<'a>
     where
@@ -438,7 +441,7 @@ impl<'o> Interp<'o> {
         } else {
             stack.get(..arg_nodes.len()).unwrap_or_default()
         };
-        let result = (function.call)(self, &Args::new(function.name, args))?;
+        let result = (function.call)(self, &Args::new(function.name, args).with_regex(regex))?;
         self.charge_value(&result)?;
         Ok(Cow::Owned(result))
     }

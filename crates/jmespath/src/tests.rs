@@ -1592,3 +1592,44 @@ fn root_reads_name_what_an_expression_may_read_of_the_root() {
     assert!(reads("map(&request.roles, [@])").contains(&read("request", Some("roles"))));
     assert_eq!(reads("`1`"), []);
 }
+
+/// A literal pattern of a regex function is compiled with the expression; the call answers exactly as with the same
+/// pattern read from the data (the cache's path), errors included.
+#[test]
+fn literal_regex_patterns_compiled_with_the_expression_answer_as_the_cache() {
+    let patterns = ["^web-.*$", "(?i)WEB", "", "a{2,}", "[", "x|y", "^$"];
+    let texts = ["web-1", "WEB", "", "aaa", "nope", "xy"];
+    for pattern in patterns {
+        for text in texts {
+            let data = json!({"p": pattern, "t": text});
+            for (literal, general) in [
+                (
+                    format!("regex_match('{pattern}', t)"),
+                    "regex_match(p, t)".to_string(),
+                ),
+                (
+                    format!("regex_replace_all('{pattern}', t, 'Z$0')"),
+                    "regex_replace_all(p, t, 'Z$0')".to_string(),
+                ),
+                (
+                    format!("regex_replace_all_literal('{pattern}', t, 'Z$0')"),
+                    "regex_replace_all_literal(p, t, 'Z$0')".to_string(),
+                ),
+            ] {
+                let compiled = Expression::compile(&literal).expect("compiles");
+                let prepared = matches!(&*compiled.root, ast::Node::Call(_, _, Some(_)));
+                assert_eq!(prepared, pattern != "[", "{literal}");
+                assert_eq!(
+                    compiled.search(&data),
+                    eval(&general, &data),
+                    "{literal} on {text:?}"
+                );
+            }
+        }
+    }
+    // Only a literal first argument of a regex function is compiled.
+    let e = Expression::compile("regex_match(p, 'x')").expect("compiles");
+    assert!(matches!(&*e.root, ast::Node::Call(_, _, None)));
+    let e = Expression::compile("pattern_match('a*', 'x')").expect("compiles");
+    assert!(matches!(&*e.root, ast::Node::Call(_, _, None)));
+}

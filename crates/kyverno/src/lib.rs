@@ -340,8 +340,8 @@ fn expression_errors(path: &str, value: &Value, out: &mut Vec<(String, String)>)
                     && !variables::has_variables(v.as_str().unwrap_or(""))
                 {
                     if let Some(text) = v.as_str() {
-                        if let Err(message) = compile_expression(text.trim()) {
-                            out.push((inner.clone(), message));
+                        if let Err(e) = compile_expression(text.trim()) {
+                            out.push((inner.clone(), e.to_string()));
                         }
                     }
                     continue;
@@ -471,14 +471,37 @@ fn check_text(path: &str, text: &str, out: &mut Vec<(String, String)>) {
         return;
     }
     for e in variables::expressions_in(text) {
-        if let Err(message) = compile_expression(&e) {
-            out.push((path.to_string(), message));
+        if let Err(e) = compile_expression(&e) {
+            out.push((path.to_string(), e.to_string()));
         }
     }
 }
 
+/// An expression of a policy that does not compile (reported at load with the field that holds it).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ExpressionError {
+    /// A JSONPath (`$...`) expression.
+    #[error("JSONPath {expression:?} does not compile: {source}")]
+    JsonPath {
+        /// The expression text.
+        expression: String,
+        /// The parser's error.
+        #[source]
+        source: jsonpath_rust::parser::errors::JsonPathError,
+    },
+    /// A JMESPath expression.
+    #[error("expression {expression:?} does not compile: {source}")]
+    JmesPath {
+        /// The expression text.
+        expression: String,
+        /// The compiler's error.
+        #[source]
+        source: crate::jmespath::JmesError,
+    },
+}
+
 /// Compile one expression: JMESPath, or JSONPath when it starts with `$`.
-fn compile_expression(expr: &str) -> Result<(), String> {
+fn compile_expression(expr: &str) -> Result<(), ExpressionError> {
     if expr.is_empty() || expr == "@" {
         return Ok(());
     }
@@ -486,12 +509,18 @@ fn compile_expression(expr: &str) -> Result<(), String> {
         use jsonpath_rust::JsonPath;
         return match Value::Null.query(expr) {
             Ok(_) => Ok(()),
-            Err(e) => Err(format!("JSONPath {expr:?} does not compile: {e}")),
+            Err(source) => Err(ExpressionError::JsonPath {
+                expression: expr.to_string(),
+                source,
+            }),
         };
     }
     crate::jmespath::Expression::compile(expr)
         .map(|_| ())
-        .map_err(|e| format!("expression {expr:?} does not compile: {e}"))
+        .map_err(|source| ExpressionError::JmesPath {
+            expression: expr.to_string(),
+            source,
+        })
 }
 
 /// Strict field validation of a policy document against Kyverno's schema ([`strict`]): the document without its
@@ -677,6 +706,9 @@ impl KyvernoPolicy {
                 if let Some(list) = v.foreach.as_mut() {
                     validate::CompiledBody::compile_foreach(list);
                 }
+            }
+            if let Some(list) = rule.mutate.as_mut().and_then(|m| m.foreach.as_mut()) {
+                mutate::compile_foreach(list);
             }
             rule.preconditions_compiled = rule
                 .preconditions

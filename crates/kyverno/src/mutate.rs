@@ -7,12 +7,106 @@
 
 use serde_json::{Map, Value};
 
-use super::eval::{check_conditions, load_context, Env};
+use super::eval::{check_conditions, load_context, ConditionError, ContextError, Env};
 use super::pattern::{match_pattern, parse_anchor, Anchor};
 use super::result::{RuleResponse, RuleStatus, RuleType};
 use super::spec::{ForEachMutation, Mutation};
 use super::validate::set_element;
-use super::variables::{substitute, substitute_str, Context, Mode, Shared};
+use super::variables::{substitute, substitute_str, Context, Mode, Shared, VarError};
+
+/// Why a `mutate` rule could not be applied; the message of its `error` response.
+#[derive(Debug, thiserror::Error)]
+pub enum MutateError {
+    /// A variable of a patch could not be substituted.
+    #[error("variable substitution failed: {source}")]
+    Substitution {
+        /// The substitution's error.
+        #[source]
+        source: VarError,
+    },
+    /// `patchesJson6902` (after substitution) is not YAML.
+    #[error("patchesJson6902 is not valid YAML: {source}")]
+    Yaml {
+        /// The YAML parser's error.
+        #[source]
+        source: serde_yaml::Error,
+    },
+    /// `patchesJson6902` is not a list.
+    #[error("patchesJson6902 must be a list of operations")]
+    NotAList,
+    /// An operation of `patchesJson6902` failed.
+    #[error(transparent)]
+    Patch(#[from] PatchError),
+    /// A foreach element's context entries could not be loaded.
+    #[error("failed to load context: {0}")]
+    Context(#[source] ContextError),
+    /// A foreach element's preconditions could not be evaluated.
+    #[error("failed to evaluate preconditions: {0}")]
+    Preconditions(#[source] ConditionError),
+    /// The request's deadline passed while the elements were patched.
+    #[error("{}", super::eval::DEADLINE_MESSAGE)]
+    Deadline,
+}
+
+impl From<VarError> for MutateError {
+    fn from(source: VarError) -> MutateError {
+        MutateError::Substitution { source }
+    }
+}
+
+/// Why a JSON patch (RFC 6902) operation failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PatchError {
+    /// A path that is not a JSON pointer.
+    #[error("invalid JSON pointer {0:?}")]
+    Pointer(String),
+    /// A list index that is not a number (nor `-` where allowed).
+    #[error("invalid array index {0:?}")]
+    Index(String),
+    /// A list index past the list.
+    #[error("array index {0} out of bounds")]
+    OutOfBounds(String),
+    /// `add` would create a path below a scalar.
+    #[error("cannot create a path through a scalar at {0:?}")]
+    ThroughScalar(String),
+    /// The path does not exist.
+    #[error("path {0} not found")]
+    NotFound(String),
+    /// `add` found no parent to add to.
+    #[error("cannot add at {0}")]
+    CannotAdd(String),
+    /// `add` found a scalar parent.
+    #[error("cannot add at {0}: parent is not a map or a list")]
+    ScalarParent(String),
+    /// `remove` or `move` of the root.
+    #[error("cannot remove the whole document")]
+    RemoveRoot,
+    /// An operation without `path`.
+    #[error("operation {0:?} has no path")]
+    NoPath(String),
+    /// An `add`, `replace` or `test` without `value`.
+    #[error("operation {op} {path} has no value")]
+    NoValue {
+        /// The operation.
+        op: String,
+        /// Its path.
+        path: String,
+    },
+    /// A `move` or `copy` without `from`.
+    #[error("operation {op} {path} has no from")]
+    NoFrom {
+        /// The operation.
+        op: String,
+        /// Its path.
+        path: String,
+    },
+    /// A `test` operation whose value differs.
+    #[error("test operation at {0} failed")]
+    TestFailed(String),
+    /// An operation RFC 6902 does not have.
+    #[error("unknown patch operation {0:?}")]
+    UnknownOperation(String),
+}
 
 fn response(rule: &str, status: RuleStatus, message: impl Into<String>) -> RuleResponse {
     RuleResponse::new(rule, RuleType::Mutation, status, message)
@@ -37,7 +131,7 @@ pub fn mutate(
         )
     };
     match result {
-        Err(e) => (response(rule, RuleStatus::Error, e), None),
+        Err(e) => (response(rule, RuleStatus::Error, e.to_string()), None),
         Ok(Some(patched)) if patched != *resource => (
             response(rule, RuleStatus::Pass, "resource patched"),
             Some(patched),
@@ -51,30 +145,26 @@ fn apply_patches(
     json6902: Option<&str>,
     ctx: &Context<'_>,
     resource: &Value,
-) -> Result<Option<Value>, String> {
+) -> Result<Option<Value>, MutateError> {
     let mut current = resource.clone();
     let mut changed = false;
     if let Some(overlay) = psm {
-        let overlay = substitute(overlay, ctx, Mode::Strict)
-            .map_err(|e| format!("variable substitution failed: {e}"))?;
-        if let Some(patched) = strategic_merge_with_anchors(&current, &overlay)? {
+        let overlay = substitute(overlay, ctx, Mode::Strict)?;
+        if let Some(patched) = strategic_merge_with_anchors(&current, &overlay) {
             changed |= patched != current;
             current = patched;
         }
     }
     if let Some(text) = json6902 {
-        let text = match substitute_str(text, ctx, Mode::Strict)
-            .map_err(|e| format!("variable substitution failed: {e}"))?
-        {
+        let text = match substitute_str(text, ctx, Mode::Strict)? {
             Value::String(s) => s,
             other => other.to_string(),
         };
-        let ops: Value = serde_yaml::from_str(&text)
-            .map_err(|e| format!("patchesJson6902 is not valid YAML: {e}"))?;
-        let ops = substitute(&ops, ctx, Mode::Strict)
-            .map_err(|e| format!("variable substitution failed: {e}"))?;
+        let ops: Value =
+            serde_yaml::from_str(&text).map_err(|source| MutateError::Yaml { source })?;
+        let ops = substitute(&ops, ctx, Mode::Strict)?;
         let Value::Array(ops) = ops else {
-            return Err("patchesJson6902 must be a list of operations".into());
+            return Err(MutateError::NotAList);
         };
         apply_json6902(&mut current, &ops)?;
         changed = true;
@@ -89,7 +179,7 @@ fn foreach(
     resource: &Value,
     nesting: usize,
     env: &Env<'_>,
-) -> Result<Option<Value>, String> {
+) -> Result<Option<Value>, MutateError> {
     let mut current = resource.clone();
     let mut changed = false;
     // The context with `request.object` = `current`, updated only when an element changed it (never per element:
@@ -99,12 +189,15 @@ fn foreach(
     for fe in list {
         // The list is evaluated against the resource as patched so far.
         // Owned: the context changes (`set_object`) while the elements are in use.
-        let Some(items) = lctx.elements(&fe.list).map(|items| {
-            items
-                .into_iter()
-                .map(Shared::into_owned)
-                .collect::<Vec<_>>()
-        }) else {
+        let Some(items) = lctx
+            .elements_compiled(&fe.list, fe.compiled_list.as_ref())
+            .map(|items| {
+                items
+                    .into_iter()
+                    .map(Shared::into_owned)
+                    .collect::<Vec<_>>()
+            })
+        else {
             continue;
         };
         let descending = match fe.order.as_deref() {
@@ -123,16 +216,15 @@ fn foreach(
                 continue;
             }
             if env.expired() {
-                return Err(super::eval::DEADLINE_MESSAGE.to_string());
+                return Err(MutateError::Deadline);
             }
             let mut ectx = lctx.clone();
             set_element(&mut ectx, element, index, nesting);
             env.apply_foreach_values(rule, index, &mut ectx);
-            load_context(&fe.context, &mut ectx, env, rule)
-                .map_err(|e| format!("failed to load context: {e}"))?;
+            load_context(&fe.context, &mut ectx, env, rule).map_err(MutateError::Context)?;
             if let Some(p) = &fe.preconditions {
                 let outcome = check_conditions(p, &ectx, Mode::Lenient)
-                    .map_err(|e| format!("failed to evaluate preconditions: {e}"))?;
+                    .map_err(MutateError::Preconditions)?;
                 if !outcome.holds {
                     continue;
                 }
@@ -157,6 +249,16 @@ fn foreach(
         }
     }
     Ok(changed.then_some(current))
+}
+
+/// Compile the `list` of foreach entries (and of their nested entries) in place.
+pub fn compile_foreach(list: &mut [ForEachMutation]) {
+    for fe in list {
+        fe.compiled_list = super::variables::CompiledList::new(&fe.list);
+        if let Some(nested) = fe.foreach.as_mut() {
+            compile_foreach(nested);
+        }
+    }
 }
 
 /// Make `request.object` the given object in a context (a copy of the object: call it when the object changes, not
@@ -196,18 +298,16 @@ fn has_global(v: &Value) -> bool {
     }
 }
 
-/// Resolve the anchors of an overlay against the resource. `Ok(None)`: a condition failed, nothing to apply.
-pub fn strategic_merge_with_anchors(
-    resource: &Value,
-    overlay: &Value,
-) -> Result<Option<Value>, String> {
+/// Resolve the anchors of an overlay against the resource and merge it. `None`: a condition failed, nothing to
+/// apply.
+pub fn strategic_merge_with_anchors(resource: &Value, overlay: &Value) -> Option<Value> {
     let processed = match preprocess(overlay, resource) {
         Ok(p) => p,
-        Err(AnchorFail::Condition | AnchorFail::Global) => return Ok(None),
+        Err(AnchorFail::Condition | AnchorFail::Global) => return None,
     };
     let mut out = resource.clone();
     merge(&mut out, &processed);
-    Ok(Some(out))
+    Some(out)
 }
 
 fn preprocess(overlay: &Value, resource: &Value) -> Result<Value, AnchorFail> {
@@ -426,12 +526,12 @@ pub fn merge(target: &mut Value, patch: &Value) {
 
 // ---------------------------------------------------------------- JSON 6902
 
-fn pointer_tokens(path: &str) -> Result<Vec<String>, String> {
+fn pointer_tokens(path: &str) -> Result<Vec<String>, PatchError> {
     if path.is_empty() {
         return Ok(Vec::new());
     }
     let Some(rest) = path.strip_prefix('/') else {
-        return Err(format!("invalid JSON pointer {path:?}"));
+        return Err(PatchError::Pointer(path.to_string()));
     };
     Ok(rest
         .split('/')
@@ -439,13 +539,13 @@ fn pointer_tokens(path: &str) -> Result<Vec<String>, String> {
         .collect())
 }
 
-fn index_of(token: &str, len: usize, allow_end: bool) -> Result<usize, String> {
+fn index_of(token: &str, len: usize, allow_end: bool) -> Result<usize, PatchError> {
     if token == "-" && allow_end {
         return Ok(len);
     }
     let i: i64 = token
         .parse()
-        .map_err(|_| format!("invalid array index {token:?}"))?;
+        .map_err(|_| PatchError::Index(token.to_string()))?;
     let i = if i < 0 { i + len as i64 } else { i };
     let max = if allow_end {
         len
@@ -453,7 +553,7 @@ fn index_of(token: &str, len: usize, allow_end: bool) -> Result<usize, String> {
         len.saturating_sub(1)
     };
     if i < 0 || i as usize > max || (!allow_end && len == 0) {
-        return Err(format!("array index {token} out of bounds"));
+        return Err(PatchError::OutOfBounds(token.to_string()));
     }
     Ok(i as usize)
 }
@@ -464,16 +564,16 @@ const MAX_PADDING: usize = 1024;
 /// Where `add` puts a value at `token` in a list of `len` (evanphx/json-patch with negative indices): `-` and -1 append,
 /// a negative index counts from one past the end, a positive one is the position (beyond `len` only when a path is
 /// being created, within [`MAX_PADDING`]).
-fn add_index(token: &str, len: usize) -> Result<usize, String> {
+fn add_index(token: &str, len: usize) -> Result<usize, PatchError> {
     if token == "-" {
         return Ok(len);
     }
     let i: i64 = token
         .parse()
-        .map_err(|_| format!("invalid array index {token:?}"))?;
+        .map_err(|_| PatchError::Index(token.to_string()))?;
     let at = if i < 0 { i + len as i64 + 1 } else { i };
     if at < 0 || at as usize > len.saturating_add(MAX_PADDING) {
-        return Err(format!("array index {token} out of bounds"));
+        return Err(PatchError::OutOfBounds(token.to_string()));
     }
     Ok(at as usize)
 }
@@ -483,7 +583,7 @@ fn parent_mut<'v>(
     tokens: &[String],
     create: bool,
     leaf: &str,
-) -> Result<Option<&'v mut Value>, String> {
+) -> Result<Option<&'v mut Value>, PatchError> {
     let mut current = doc;
     for (position, t) in tokens.iter().enumerate() {
         let next_is_index = tokens.get(position + 1).map(String::as_str).unwrap_or(leaf);
@@ -532,7 +632,7 @@ fn parent_mut<'v>(
                     }
                 }
             }
-            _ if create => return Err(format!("cannot create a path through a scalar at {t:?}")),
+            _ if create => return Err(PatchError::ThroughScalar(t.clone())),
             _ => return Ok(None),
         };
         match next {
@@ -543,29 +643,31 @@ fn parent_mut<'v>(
     Ok(Some(current))
 }
 
-fn get_at(doc: &Value, path: &str) -> Result<Value, String> {
+fn get_at(doc: &Value, path: &str) -> Result<Value, PatchError> {
     let tokens = pointer_tokens(path)?;
     let mut current = doc;
     for t in &tokens {
         current = match current {
-            Value::Object(m) => m.get(t).ok_or_else(|| format!("path {path} not found"))?,
+            Value::Object(m) => m
+                .get(t)
+                .ok_or_else(|| PatchError::NotFound(path.to_string()))?,
             Value::Array(a) => a
                 .get(index_of(t, a.len(), false)?)
-                .ok_or_else(|| format!("path {path} not found"))?,
-            _ => return Err(format!("path {path} not found")),
+                .ok_or_else(|| PatchError::NotFound(path.to_string()))?,
+            _ => return Err(PatchError::NotFound(path.to_string())),
         };
     }
     Ok(current.clone())
 }
 
-fn add_at(doc: &mut Value, path: &str, value: Value) -> Result<(), String> {
+fn add_at(doc: &mut Value, path: &str, value: Value) -> Result<(), PatchError> {
     let tokens = pointer_tokens(path)?;
     let Some((last, parents)) = tokens.split_last() else {
         *doc = value;
         return Ok(());
     };
-    let parent =
-        parent_mut(doc, parents, true, last)?.ok_or_else(|| format!("cannot add at {path}"))?;
+    let parent = parent_mut(doc, parents, true, last)?
+        .ok_or_else(|| PatchError::CannotAdd(path.to_string()))?;
     match parent {
         Value::Object(m) => {
             m.insert(last.clone(), value);
@@ -573,27 +675,23 @@ fn add_at(doc: &mut Value, path: &str, value: Value) -> Result<(), String> {
         Value::Array(a) => {
             let i = add_index(last, a.len())?;
             if i > a.len() {
-                return Err(format!("array index {last} out of bounds"));
+                return Err(PatchError::OutOfBounds(last.clone()));
             }
             a.insert(i, value);
         }
-        _ => {
-            return Err(format!(
-                "cannot add at {path}: parent is not a map or a list"
-            ))
-        }
+        _ => return Err(PatchError::ScalarParent(path.to_string())),
     }
     Ok(())
 }
 
-fn remove_at(doc: &mut Value, path: &str, must_exist: bool) -> Result<Option<Value>, String> {
+fn remove_at(doc: &mut Value, path: &str, must_exist: bool) -> Result<Option<Value>, PatchError> {
     let tokens = pointer_tokens(path)?;
     let Some((last, parents)) = tokens.split_last() else {
-        return Err("cannot remove the whole document".into());
+        return Err(PatchError::RemoveRoot);
     };
     let Some(parent) = parent_mut(doc, parents, false, last)? else {
         return if must_exist {
-            Err(format!("path {path} not found"))
+            Err(PatchError::NotFound(path.to_string()))
         } else {
             Ok(None)
         };
@@ -607,19 +705,19 @@ fn remove_at(doc: &mut Value, path: &str, must_exist: bool) -> Result<Option<Val
         _ => None,
     };
     if removed.is_none() && must_exist {
-        return Err(format!("path {path} not found"));
+        return Err(PatchError::NotFound(path.to_string()));
     }
     Ok(removed)
 }
 
-fn replace_at(doc: &mut Value, path: &str, value: Value) -> Result<(), String> {
+fn replace_at(doc: &mut Value, path: &str, value: Value) -> Result<(), PatchError> {
     let tokens = pointer_tokens(path)?;
     let Some((last, parents)) = tokens.split_last() else {
         *doc = value;
         return Ok(());
     };
-    let parent =
-        parent_mut(doc, parents, false, last)?.ok_or_else(|| format!("path {path} not found"))?;
+    let parent = parent_mut(doc, parents, false, last)?
+        .ok_or_else(|| PatchError::NotFound(path.to_string()))?;
     let slot = match parent {
         Value::Object(m) => m.get_mut(last),
         Value::Array(a) => {
@@ -628,29 +726,33 @@ fn replace_at(doc: &mut Value, path: &str, value: Value) -> Result<(), String> {
         }
         _ => None,
     };
-    let slot = slot.ok_or_else(|| format!("path {path} not found"))?;
+    let slot = slot.ok_or_else(|| PatchError::NotFound(path.to_string()))?;
     *slot = value;
     Ok(())
 }
 
 /// Apply RFC 6902 operations with Kyverno's options: negative indices, `add` creates missing parents, removing a
 /// missing path is a no-op.
-pub fn apply_json6902(doc: &mut Value, ops: &[Value]) -> Result<(), String> {
+pub fn apply_json6902(doc: &mut Value, ops: &[Value]) -> Result<(), PatchError> {
     for op in ops {
         let name = op.get("op").and_then(Value::as_str).unwrap_or("");
         let path = op
             .get("path")
             .and_then(Value::as_str)
-            .ok_or_else(|| format!("operation {name:?} has no path"))?;
+            .ok_or_else(|| PatchError::NoPath(name.to_string()))?;
         let value = || {
-            op.get("value")
-                .cloned()
-                .ok_or_else(|| format!("operation {name} {path} has no value"))
+            op.get("value").cloned().ok_or_else(|| PatchError::NoValue {
+                op: name.to_string(),
+                path: path.to_string(),
+            })
         };
         let from = || {
             op.get("from")
                 .and_then(Value::as_str)
-                .ok_or_else(|| format!("operation {name} {path} has no from"))
+                .ok_or_else(|| PatchError::NoFrom {
+                    op: name.to_string(),
+                    path: path.to_string(),
+                })
         };
         match name {
             "add" => add_at(doc, path, value()?)?,
@@ -669,10 +771,10 @@ pub fn apply_json6902(doc: &mut Value, ops: &[Value]) -> Result<(), String> {
             }
             "test" => {
                 if get_at(doc, path)? != value()? {
-                    return Err(format!("test operation at {path} failed"));
+                    return Err(PatchError::TestFailed(path.to_string()));
                 }
             }
-            other => return Err(format!("unknown patch operation {other:?}")),
+            other => return Err(PatchError::UnknownOperation(other.to_string())),
         }
     }
     Ok(())
@@ -683,8 +785,211 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// A mutate foreach whose lists are compiled at load patches exactly as one whose lists are read as text.
+    #[test]
+    fn compiled_foreach_lists_patch_as_the_text_path() {
+        use crate::eval::{Lookups, Mocks};
+        use crate::matching::UserContext;
+        let mutation: Mutation = serde_json::from_value(json!({"foreach": [
+            {
+                "list": "request.object.spec.containers",
+                "patchStrategicMerge": {"spec": {"containers": [
+                    {"name": "{{ element.name }}", "imagePullPolicy": "Always"}
+                ]}}
+            },
+            {
+                "list": "{{ request.object.spec.[initContainers, containers][] }}",
+                "preconditions": {"all": [{"key": "{{ element.name }}", "operator": "NotEquals", "value": "b"}]},
+                "patchesJson6902": "- op: add\n  path: /metadata/labels/{{ element.name }}\n  value: seen"
+            },
+            {
+                "list": "request.object.spec.containers[?name == 'a']",
+                "foreach": [{
+                    "list": "element.ports || `[]`",
+                    "patchesJson6902": "- op: add\n  path: /metadata/annotations/port-{{ elementIndex1 }}\n  value: '{{ element.containerPort }}'"
+                }]
+            },
+            {"list": "request.object.spec.nothing", "patchesJson6902": "- op: remove\n  path: /spec"}
+        ]}))
+        .expect("mutation");
+        let mut compiled = mutation.clone();
+        if let Some(list) = compiled.foreach.as_mut() {
+            compile_foreach(list);
+        }
+        let lists = compiled.foreach.as_deref().unwrap_or_default();
+        assert!(lists.iter().all(|fe| fe.compiled_list.is_some()));
+        assert!(lists[2].foreach.as_deref().unwrap_or_default()[0]
+            .compiled_list
+            .is_some());
+        let user = UserContext::default();
+        let mocks = Mocks::default();
+        let env = Env {
+            user: &user,
+            namespace_labels: None,
+            lookups: Lookups::Mocks(&mocks),
+            deadline: None,
+        };
+        let pods = [
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "labels": {}, "annotations": {}},
+            "spec": {"initContainers": [{"name": "i"}], "containers": [
+                {"name": "a", "ports": [{"containerPort": 80}, {"containerPort": 443}]}, {"name": "b"}
+            ]}}),
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": []}}),
+        ];
+        let mut patched_pods = Vec::new();
+        for pod in pods {
+            for delete in [false, true] {
+                let ctx = Context::new(
+                    std::sync::Arc::new(
+                        json!({"request": {"object": pod.clone(), "oldObject": pod.clone(),
+                        "operation": if delete { "DELETE" } else { "CREATE" }}}),
+                    ),
+                    delete,
+                );
+                let fast = mutate("r", &compiled, &ctx, &pod, &env);
+                let general = mutate("r", &mutation, &ctx, &pod, &env);
+                assert_eq!(fast.1, general.1, "{pod} delete={delete}");
+                if let Some(patched) = &fast.1 {
+                    patched_pods.push(patched.clone());
+                }
+                assert_eq!(
+                    (fast.0.status, &fast.0.message),
+                    (general.0.status, &general.0.message)
+                );
+            }
+        }
+        // The lists really were walked: the first pod, on CREATE, got every patch.
+        let first = patched_pods.first().expect("a patched pod");
+        assert_eq!(
+            first["metadata"]["labels"],
+            json!({"a": "seen", "i": "seen"})
+        );
+        assert_eq!(
+            first["metadata"]["annotations"],
+            json!({"port-0": "80", "port-1": "443"})
+        );
+        assert_eq!(first["spec"]["containers"][1]["imagePullPolicy"], "Always");
+    }
+
+    /// The messages reach rule responses and PolicyReports: each variant's text is pinned.
+    #[test]
+    fn patch_error_messages_are_kept() {
+        let p = || "/a/b".to_string();
+        let cases = [
+            (
+                PatchError::Pointer("a".into()),
+                "invalid JSON pointer \"a\"",
+            ),
+            (PatchError::Index("x".into()), "invalid array index \"x\""),
+            (
+                PatchError::OutOfBounds("7".into()),
+                "array index 7 out of bounds",
+            ),
+            (
+                PatchError::ThroughScalar("b".into()),
+                "cannot create a path through a scalar at \"b\"",
+            ),
+            (PatchError::NotFound(p()), "path /a/b not found"),
+            (PatchError::CannotAdd(p()), "cannot add at /a/b"),
+            (
+                PatchError::ScalarParent(p()),
+                "cannot add at /a/b: parent is not a map or a list",
+            ),
+            (PatchError::RemoveRoot, "cannot remove the whole document"),
+            (
+                PatchError::NoPath("add".into()),
+                "operation \"add\" has no path",
+            ),
+            (
+                PatchError::NoValue {
+                    op: "add".into(),
+                    path: p(),
+                },
+                "operation add /a/b has no value",
+            ),
+            (
+                PatchError::NoFrom {
+                    op: "move".into(),
+                    path: p(),
+                },
+                "operation move /a/b has no from",
+            ),
+            (PatchError::TestFailed(p()), "test operation at /a/b failed"),
+            (
+                PatchError::UnknownOperation("bogus".into()),
+                "unknown patch operation \"bogus\"",
+            ),
+        ];
+        for (error, text) in cases {
+            assert_eq!(error.to_string(), text);
+        }
+        // Through apply_json6902, as before.
+        let mut doc = json!({"a": [1]});
+        let run =
+            |doc: &mut Value, op: Value| apply_json6902(doc, &[op]).map_err(|e| e.to_string());
+        assert_eq!(
+            run(&mut doc, json!({"op": "bogus", "path": "/a"})),
+            Err("unknown patch operation \"bogus\"".to_string())
+        );
+        assert_eq!(
+            run(
+                &mut doc,
+                json!({"op": "replace", "path": "/a/x", "value": 1})
+            ),
+            Err("invalid array index \"x\"".to_string())
+        );
+        assert_eq!(
+            run(&mut doc, json!({"op": "test", "path": "/a/0", "value": 2})),
+            Err("test operation at /a/0 failed".to_string())
+        );
+        assert_eq!(
+            run(&mut doc, json!({"op": "add", "path": "a"})),
+            Err("operation add a has no value".to_string())
+        );
+    }
+
+    #[test]
+    fn mutate_error_messages_are_kept() {
+        let var = VarError {
+            expression: "request.x".to_string(),
+            message: "boom".to_string(),
+            not_found: false,
+            bound: false,
+        };
+        assert_eq!(
+            MutateError::from(var.clone()).to_string(),
+            "variable substitution failed: failed to substitute variable \"request.x\": boom"
+        );
+        let yaml = serde_yaml::from_str::<Value>("[").expect_err("not YAML");
+        let expected = format!("patchesJson6902 is not valid YAML: {yaml}");
+        assert_eq!(MutateError::Yaml { source: yaml }.to_string(), expected);
+        assert_eq!(
+            MutateError::NotAList.to_string(),
+            "patchesJson6902 must be a list of operations"
+        );
+        assert_eq!(
+            MutateError::from(PatchError::RemoveRoot).to_string(),
+            "cannot remove the whole document"
+        );
+        assert_eq!(
+            MutateError::Context(ContextError::NoValue {
+                entry: "e".to_string()
+            })
+            .to_string(),
+            "failed to load context: context entry e: a variable needs a value or a jmesPath"
+        );
+        assert_eq!(
+            MutateError::Preconditions(ConditionError::Shape).to_string(),
+            "failed to evaluate preconditions: conditions must be a list or {any, all}"
+        );
+        assert_eq!(
+            MutateError::Deadline.to_string(),
+            "evaluation stopped: the request deadline passed"
+        );
+    }
+
     fn psm(resource: Value, overlay: Value) -> Option<Value> {
-        strategic_merge_with_anchors(&resource, &overlay).expect("merge")
+        strategic_merge_with_anchors(&resource, &overlay)
     }
 
     #[test]

@@ -515,4 +515,7 @@ pub struct ForEachMutation {
     /// Nested foreach.
     #[serde(default)]
     pub foreach: Option<Vec<ForEachMutation>>,
+    /// `list`, compiled at load when it is JMESPath that compiles.
+    #[serde(skip)]
+    pub compiled_list: Option<crate::variables::CompiledList>,
 }

@@ -1278,3 +1278,109 @@ spec:
     assert_eq!(r.rules[2].status, RuleStatus::Error, "{:?}", r.rules);
     assert_eq!(r.rules[2].message, "anyPattern must be a list");
 }
+
+/// Load errors name the expression that does not compile: the texts are pinned.
+#[test]
+fn expression_error_messages_are_kept() {
+    let jmes = crate::compile_expression("to_upper(").expect_err("JMESPath");
+    assert!(matches!(jmes, crate::ExpressionError::JmesPath { .. }));
+    let inner = crate::jmespath::Expression::compile("to_upper(").expect_err("inner");
+    assert_eq!(
+        jmes.to_string(),
+        format!("expression \"to_upper(\" does not compile: {inner}")
+    );
+    let e = crate::ExpressionError::JmesPath {
+        expression: "a.".to_string(),
+        source: crate::jmespath::JmesError::Parse {
+            expression: "a.".to_string(),
+            message: "bad".to_string(),
+        },
+    };
+    assert_eq!(
+        e.to_string(),
+        "expression \"a.\" does not compile: invalid JMESPath expression \"a.\": bad"
+    );
+    let json = crate::compile_expression("$[").expect_err("JSONPath");
+    let crate::ExpressionError::JsonPath { source, .. } = &json else {
+        panic!("a JSONPath error: {json:?}")
+    };
+    assert_eq!(
+        json.to_string(),
+        format!("JSONPath \"$[\" does not compile: {source}")
+    );
+    assert!(std::error::Error::source(&json).is_some());
+    assert_eq!(crate::compile_expression("a.b"), Ok(()));
+}
+
+/// A foreach `list` compiled at load gives the elements the text path gives (values and borrowing alike), on a
+/// served review, on a built document and on DELETE (where `request.object` reads `request.oldObject`).
+#[test]
+fn compiled_foreach_lists_answer_as_the_text_path() {
+    use crate::variables::{CompiledList, Context};
+    let review = Review::for_object(
+        json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "labels": {"a": "1"}}, "spec": {
+            "initContainers": [{"name": "i", "image": "busybox"}],
+            "containers": [{"name": "a", "image": "nginx:1"}, {"name": "b", "image": "redis"}]
+        }}),
+        Some(
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "old"},
+            "spec": {"containers": [{"name": "old"}]}}),
+        ),
+        Operation::Update,
+    );
+    let lists = [
+        "request.object.spec.containers",
+        "{{ request.object.spec.containers }}",
+        "  request.object.spec.[ephemeralContainers, initContainers, containers][]  ",
+        "request.object.spec.containers[?name == 'b']",
+        "request.object.metadata.labels",
+        "request.object.metadata.name",
+        "request.object.spec.volumes",
+        "request.object.spec.nothing || `[]`",
+        "images.containers.*",
+        "request.oldObject.spec.containers",
+        "request.object.spec.containers[].image",
+        "@",
+        "$.request.object.spec.containers",
+        "request.(",
+        "",
+    ];
+    let (served, ready) = served_and_built(&review);
+    let deleted = Context::new(
+        std::sync::Arc::new(crate::base_document(
+            &review,
+            &crate::matching::UserContext::default(),
+            None,
+        )),
+        true,
+    );
+    let values = |items: Option<Vec<crate::variables::Shared<'_>>>| {
+        items.map(|l| l.iter().map(|s| (**s).clone()).collect::<Vec<Value>>())
+    };
+    for list in lists {
+        let compiled = CompiledList::new(list);
+        let jmespath = !matches!(list.trim(), "@" | "" | "request.(") && !list.starts_with('$');
+        assert_eq!(compiled.is_some(), jmespath, "{list:?}");
+        for ctx in [&served, &ready, &deleted] {
+            let general = ctx.elements(list);
+            let fast = ctx.elements_compiled(list, compiled.as_ref());
+            // The same elements, borrowed from the same values when the text path borrows.
+            for (g, f) in general.iter().flatten().zip(fast.iter().flatten()) {
+                assert_eq!(
+                    matches!(g, crate::variables::Shared::Ref(r) if matches!(f, crate::variables::Shared::Ref(s) if std::ptr::eq(*r, *s))),
+                    matches!(g, crate::variables::Shared::Ref(_)),
+                    "{list:?}"
+                );
+            }
+            assert_eq!(values(fast), values(general), "{list:?}");
+        }
+    }
+    // On DELETE a list that mentions request.object reads the old object, as the text path does.
+    let list = "request.object.spec.containers";
+    let compiled = CompiledList::new(list);
+    assert_eq!(
+        values(deleted.elements_compiled(list, compiled.as_ref())),
+        Some(vec![json!({"name": "old"})])
+    );
+}

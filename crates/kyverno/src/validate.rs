@@ -9,8 +9,8 @@ use super::pattern::{Pattern, PatternError};
 use super::result::{RuleResponse, RuleStatus, RuleType};
 use super::spec::{Deny, ForEachValidation, Validation};
 use super::variables::{
-    resolve_references, substitute_pattern, substitute_str, value_has_variables, Context, Mode,
-    Shared, VarError,
+    resolve_references, substitute_pattern, substitute_str, value_has_variables, CompiledList,
+    Context, Mode, Shared, VarError,
 };
 
 fn response(rule: &str, status: RuleStatus, message: impl Into<String>) -> RuleResponse {
@@ -42,6 +42,8 @@ pub struct CompiledBody {
     pub(crate) preconditions: Option<Conditions>,
     /// A rule-level body's pass message, rendered once for the rule it was compiled for (see [`passed`]).
     pub(crate) passed: Option<Passed>,
+    /// The foreach entry's `list`, when it is JMESPath that compiles.
+    pub(crate) list: Option<CompiledList>,
 }
 
 /// The message of a rule whose body passed (`validation rule '<rule>' passed.`), rendered at load.
@@ -109,6 +111,7 @@ impl CompiledBody {
             deny: deny.map(|d| Conditions::new(d.conditions.as_ref().unwrap_or(&Value::Null))),
             preconditions: preconditions.map(Conditions::new),
             passed: None,
+            list: None,
         }
     }
 
@@ -121,12 +124,15 @@ impl CompiledBody {
     /// Compile a foreach list's entries (and their nested lists) in place.
     pub fn compile_foreach(list: &mut [ForEachValidation]) {
         for fe in list {
-            fe.compiled = Some(Arc::new(CompiledBody::new(
-                fe.pattern.as_ref(),
-                fe.any_pattern.as_ref(),
-                fe.deny.as_ref(),
-                fe.preconditions.as_ref(),
-            )));
+            fe.compiled = Some(Arc::new(CompiledBody {
+                list: CompiledList::new(&fe.list),
+                ..CompiledBody::new(
+                    fe.pattern.as_ref(),
+                    fe.any_pattern.as_ref(),
+                    fe.deny.as_ref(),
+                    fe.preconditions.as_ref(),
+                )
+            }));
             if let Some(nested) = fe.foreach.as_mut() {
                 CompiledBody::compile_foreach(nested);
             }
@@ -213,20 +219,32 @@ fn run_body(
     None
 }
 
+/// A rule's `message` whose variables could not be substituted (the rule's message then reports this).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("validation error: variables substitution error in rule {rule} execution error: {source}")]
+pub struct MessageError {
+    /// The rule's name.
+    pub rule: String,
+    /// The substitution's error.
+    #[source]
+    pub source: VarError,
+}
+
 fn render_message(
     rule: &str,
     message: Option<&str>,
     ctx: &Context<'_>,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, MessageError> {
     let Some(m) = message.filter(|m| !m.is_empty()) else {
         return Ok(None);
     };
     match substitute_str(m, ctx, Mode::Strict) {
         Ok(Value::String(s)) => Ok(Some(s)),
         Ok(other) => Ok(Some(other.to_string())),
-        Err(e) => Err(format!(
-            "validation error: variables substitution error in rule {rule} execution error: {e}"
-        )),
+        Err(source) => Err(MessageError {
+            rule: rule.to_string(),
+            source,
+        }),
     }
 }
 
@@ -238,7 +256,7 @@ fn error_message(
     path: &str,
 ) -> String {
     match render_message(rule, message, ctx) {
-        Err(e) => e,
+        Err(e) => e.to_string(),
         Ok(None) if !path.is_empty() => {
             format!("validation error: rule {rule} failed at path {path}")
         }
@@ -294,7 +312,7 @@ fn validate_deny(
                 Ok(Some(m)) => format!("{m}; {}", outcome.messages),
                 Ok(None) if !outcome.messages.is_empty() => outcome.messages,
                 Ok(None) => format!("validation error: rule {rule} failed"),
-                Err(e) => e,
+                Err(e) => e.to_string(),
             };
             response(rule, RuleStatus::Fail, text)
         }
@@ -411,7 +429,7 @@ fn validate_patterns(
                 format!("validation error: {m} {}", failed.join(" "))
             }
             Ok(None) => format!("validation error: {}", failed.join(" ")),
-            Err(e) => e,
+            Err(e) => e.to_string(),
         };
         return response(rule, RuleStatus::Fail, text);
     }
@@ -428,10 +446,9 @@ fn validate_patterns(
 /// The elements of a foreach `list` expression: a list, or a single value wrapped in one. Elements of a list the
 /// context already holds (`request.object.spec.containers`) are borrowed from it; computed ones are shared
 /// ([`Arc`]), so putting one into a context copies nothing.
-pub fn elements<'c>(ctx: &'c Context<'_>, list: &str) -> Result<Vec<Shared<'c>>, String> {
+pub fn elements<'c>(ctx: &'c Context<'_>, list: &str) -> Result<Vec<Shared<'c>>, VarError> {
     ctx.query_parts(super::variables::list_expression(list))
         .map(super::variables::elements_of)
-        .map_err(|e| e.to_string())
 }
 
 /// `element<n>` and `elementIndex<n>` of the usual nesting depths, without formatting them per element.
@@ -484,7 +501,8 @@ fn validate_foreach(
 ) -> Option<RuleResponse> {
     let mut applied = 0;
     for fe in list {
-        let Some(items) = ctx.elements(&fe.list) else {
+        let compiled = fe.compiled.as_deref().and_then(|c| c.list.as_ref());
+        let Some(items) = ctx.elements_compiled(&fe.list, compiled) else {
             continue;
         };
         let (resp, count) =
@@ -622,6 +640,25 @@ fn validate_elements<'c>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The message reaches rule responses and PolicyReports: its text is pinned.
+    #[test]
+    fn message_error_text_is_kept() {
+        let e = MessageError {
+            rule: "check-labels".to_string(),
+            source: VarError {
+                expression: "request.x".to_string(),
+                message: "boom".to_string(),
+                not_found: false,
+                bound: false,
+            },
+        };
+        assert_eq!(
+            e.to_string(),
+            "validation error: variables substitution error in rule check-labels execution error: \
+             failed to substitute variable \"request.x\": boom"
+        );
+    }
 
     #[test]
     fn element_indexes_are_shared_values_of_the_index() {

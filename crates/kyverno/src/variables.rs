@@ -152,6 +152,35 @@ impl CompiledQuery {
     }
 }
 
+/// A foreach `list` expression compiled once (at load): [`Context::elements_compiled`] answers it as
+/// [`Context::elements`] answers the text, without looking the expression up by its text per evaluation.
+#[derive(Debug, Clone)]
+pub struct CompiledList {
+    expr: crate::jmespath::Expression,
+    /// Whether the text mentions `request.object` (rewritten to `request.oldObject` on DELETE: the text path
+    /// answers those).
+    mentions_object: bool,
+    /// What the expression reads of the root, found once.
+    reads: Reads,
+}
+
+impl CompiledList {
+    /// The compiled expression of a foreach `list` (with or without `{{ }}`) that is JMESPath and compiles (not
+    /// `@`, not JSONPath); `None` otherwise (the text path answers).
+    pub fn new(list: &str) -> Option<CompiledList> {
+        let text = list_expression(list).trim();
+        if text == "@" || text.starts_with('$') {
+            return None;
+        }
+        let expr = crate::jmespath::Expression::compile(text).ok()?;
+        Some(CompiledList {
+            reads: Reads::of(&expr),
+            expr,
+            mentions_object: text.contains("request.object"),
+        })
+    }
+}
+
 /// The name of a variable the context sets: a constant (`element`, `elementIndex0`, set per foreach element, costs no
 /// allocation) or a shared name.
 #[derive(Debug, Clone)]
@@ -505,6 +534,20 @@ impl<'r> Context<'r> {
             }
             Err(e) => Err(QueryError::Jmes(e).into_var(&query.expression)),
         })
+    }
+
+    /// [`Context::elements`] of a list compiled at load (`compiled`, of the text `list`): the same answer.
+    pub(crate) fn elements_compiled(
+        &self,
+        list: &str,
+        compiled: Option<&CompiledList>,
+    ) -> Option<Vec<Shared<'_>>> {
+        match compiled {
+            Some(c) if !(self.delete && c.mentions_object) => {
+                self.search(&c.expr, Some(c.reads)).ok().map(elements_of)
+            }
+            _ => self.elements(list),
+        }
     }
 
     /// The elements of a foreach `list` expression, or `None` when it has no value (an error nobody reads is not

@@ -54,11 +54,22 @@ fn parse_json(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> 
 fn parse_yaml(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     let yaml: serde_yaml::Value =
         serde_yaml::from_str(a.string(0)?).map_err(|e| a.error(format!("invalid YAML: {e}")))?;
-    yaml_to_json(&yaml).map_err(|m| a.error(m))
+    yaml_to_json(&yaml).map_err(|e| a.error(e.to_string()))
+}
+
+/// YAML that has no JSON form.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub(crate) enum YamlToJsonError {
+    /// A number JSON cannot hold (NaN, infinity).
+    #[error("{0} is not a JSON number")]
+    Number(String),
+    /// A mapping key that is a list or a map.
+    #[error("mapping keys must be scalars")]
+    Key,
 }
 
 /// Convert YAML to JSON the way Kubernetes' YAML-to-JSON does: mapping keys become strings.
-pub(crate) fn yaml_to_json(yaml: &serde_yaml::Value) -> Result<Value, String> {
+pub(crate) fn yaml_to_json(yaml: &serde_yaml::Value) -> Result<Value, YamlToJsonError> {
     use serde_yaml::Value as Y;
     Ok(match yaml {
         Y::Null => Value::Null,
@@ -72,7 +83,7 @@ pub(crate) fn yaml_to_json(yaml: &serde_yaml::Value) -> Result<Value, String> {
                 let f = n.as_f64().unwrap_or(f64::NAN);
                 serde_json::Number::from_f64(f)
                     .map(Value::Number)
-                    .ok_or_else(|| format!("{n} is not a JSON number"))?
+                    .ok_or_else(|| YamlToJsonError::Number(n.to_string()))?
             }
         }
         Y::String(s) => Value::String(s.clone()),
@@ -87,7 +98,7 @@ pub(crate) fn yaml_to_json(yaml: &serde_yaml::Value) -> Result<Value, String> {
                     Y::Bool(b) => b.to_string(),
                     Y::Number(n) => n.to_string(),
                     Y::Null => "null".to_string(),
-                    _ => return Err("mapping keys must be scalars".to_string()),
+                    _ => return Err(YamlToJsonError::Key),
                 };
                 out.insert(key, yaml_to_json(v)?);
             }

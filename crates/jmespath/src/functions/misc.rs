@@ -269,6 +269,17 @@ fn semver_compare(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesErr
 // ---------------------------------------------------------------------------------------------------------------
 // image_normalize
 
+/// Why `image_normalize` failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub(crate) enum ImageError {
+    /// The built-in reference grammar did not compile (never expected).
+    #[error("internal error: reference patterns")]
+    Patterns,
+    /// The text is not an image reference.
+    #[error("invalid image reference {0:?}")]
+    Invalid(String),
+}
+
 fn reference_patterns() -> Option<&'static (Regex, Regex, Regex, Regex)> {
     static PATTERNS: OnceLock<Option<(Regex, Regex, Regex, Regex)>> = OnceLock::new();
     PATTERNS
@@ -285,10 +296,10 @@ fn reference_patterns() -> Option<&'static (Regex, Regex, Regex, Regex)> {
 
 /// Normalize an image reference as Kyverno does: default registry `docker.io`, default tag `latest`; with a digest
 /// the result is `registry/path@digest`.
-pub(crate) fn normalize_image(image: &str) -> Result<String, String> {
+pub(crate) fn normalize_image(image: &str) -> Result<String, ImageError> {
     let (domain_re, component_re, tag_re, digest_re) =
-        reference_patterns().ok_or_else(|| "internal error: reference patterns".to_string())?;
-    let invalid = || format!("invalid image reference {image:?}");
+        reference_patterns().ok_or(ImageError::Patterns)?;
+    let invalid = || ImageError::Invalid(image.to_string());
     let (rest, digest) = match image.split_once('@') {
         Some((r, d)) => (r, Some(d)),
         None => (image, None),
@@ -337,7 +348,7 @@ pub(crate) fn normalize_image(image: &str) -> Result<String, String> {
 fn image_normalize(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     normalize_image(a.string(0)?)
         .map(Value::String)
-        .map_err(|m| a.error(m))
+        .map_err(|e| a.error(e.to_string()))
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -461,9 +472,9 @@ fn object_from_lists(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, Jmes
 // random
 
 /// Longest pattern `random` accepts.
-const MAX_RANDOM_PATTERN: usize = 1024;
+pub(crate) const MAX_RANDOM_PATTERN: usize = 1024;
 /// Longest string `random` generates.
-const MAX_RANDOM_OUTPUT: usize = 4096;
+pub(crate) const MAX_RANDOM_OUTPUT: usize = 4096;
 /// Repetitions generated for an unbounded `*` / `+` / `{n,}` beyond its minimum.
 const UNBOUNDED_EXTRA: u32 = 10;
 
@@ -505,38 +516,73 @@ impl Rng {
 
 fn random(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     let pattern = a.string(0)?;
-    generate(pattern).map(Value::String).map_err(|m| a.error(m))
+    generate(pattern)
+        .map(Value::String)
+        .map_err(|e| a.error(e.to_string()))
+}
+
+/// Why `random` could not generate a string.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub(crate) enum RandomError {
+    /// An empty pattern.
+    #[error("no pattern provided")]
+    Empty,
+    /// A pattern longer than the limit.
+    #[error("pattern longer than {} bytes", MAX_RANDOM_PATTERN)]
+    TooLong,
+    /// A pattern that is not a regular expression.
+    #[error("invalid pattern {pattern:?}: {source}")]
+    Invalid {
+        /// The pattern.
+        pattern: String,
+        /// The parser's error.
+        #[source]
+        source: Box<regex_syntax::Error>,
+    },
+    /// Generating would take too many steps.
+    #[error("pattern too expensive to generate")]
+    TooExpensive,
+    /// The output would be longer than the limit.
+    #[error("pattern generates more than {} bytes", MAX_RANDOM_OUTPUT)]
+    TooLongOutput,
+    /// A character class that matches nothing.
+    #[error("pattern has an empty character class")]
+    EmptyClass,
+    /// A repetition whose minimum alone is past the output limit.
+    #[error("repetition {{{0}}} too large")]
+    Repetition(u32),
 }
 
 /// Generate a random string matching a regular expression.
-pub(crate) fn generate(pattern: &str) -> Result<String, String> {
+pub(crate) fn generate(pattern: &str) -> Result<String, RandomError> {
     if pattern.is_empty() {
-        return Err("no pattern provided".to_string());
+        return Err(RandomError::Empty);
     }
     if pattern.len() > MAX_RANDOM_PATTERN {
-        return Err(format!("pattern longer than {MAX_RANDOM_PATTERN} bytes"));
+        return Err(RandomError::TooLong);
     }
     let hir = regex_syntax::ParserBuilder::new()
         .nest_limit(32)
         .build()
         .parse(pattern)
-        .map_err(|e| format!("invalid pattern {pattern:?}: {e}"))?;
+        .map_err(|e| RandomError::Invalid {
+            pattern: pattern.to_string(),
+            source: Box::new(e),
+        })?;
     let mut out = String::new();
     let mut rng = Rng::new();
     emit(&hir, &mut rng, &mut out)?;
     Ok(out)
 }
 
-fn emit(hir: &regex_syntax::hir::Hir, rng: &mut Rng, out: &mut String) -> Result<(), String> {
+fn emit(hir: &regex_syntax::hir::Hir, rng: &mut Rng, out: &mut String) -> Result<(), RandomError> {
     use regex_syntax::hir::{Class, HirKind};
     rng.1 += 1;
     if rng.1 > MAX_RANDOM_STEPS {
-        return Err("pattern too expensive to generate".to_string());
+        return Err(RandomError::TooExpensive);
     }
     if out.len() > MAX_RANDOM_OUTPUT {
-        return Err(format!(
-            "pattern generates more than {MAX_RANDOM_OUTPUT} bytes"
-        ));
+        return Err(RandomError::TooLongOutput);
     }
     match hir.kind() {
         HirKind::Empty | HirKind::Look(_) => {}
@@ -558,7 +604,7 @@ fn emit(hir: &regex_syntax::hir::Hir, rng: &mut Rng, out: &mut String) -> Result
                 .map(|r| u64::from(r.end()) - u64::from(r.start()) + 1)
                 .sum();
             if total == 0 {
-                return Err("pattern has an empty character class".to_string());
+                return Err(RandomError::EmptyClass);
             }
             let mut pick = rng.below(total);
             for r in ranges {
@@ -594,16 +640,14 @@ fn emit(hir: &regex_syntax::hir::Hir, rng: &mut Rng, out: &mut String) -> Result
                 .max
                 .unwrap_or_else(|| rep.min.saturating_add(UNBOUNDED_EXTRA));
             if rep.min as usize > MAX_RANDOM_OUTPUT {
-                return Err(format!("repetition {{{}}} too large", rep.min));
+                return Err(RandomError::Repetition(rep.min));
             }
             let count = rep.min
                 + u32::try_from(rng.below(u64::from(max.saturating_sub(rep.min)) + 1)).unwrap_or(0);
             for _ in 0..count {
                 emit(&rep.sub, rng, out)?;
                 if out.len() > MAX_RANDOM_OUTPUT {
-                    return Err(format!(
-                        "pattern generates more than {MAX_RANDOM_OUTPUT} bytes"
-                    ));
+                    return Err(RandomError::TooLongOutput);
                 }
             }
         }

@@ -10,6 +10,8 @@ use super::JmesError;
 
 mod arithmetic;
 mod encoding;
+#[cfg(test)]
+mod error_tests;
 mod misc;
 mod standard;
 pub(crate) mod strings;
@@ -51,7 +53,7 @@ impl Function {
     }
 
     /// Check a call's argument count.
-    pub(crate) fn check_arity(&self, given: usize) -> Result<(), String> {
+    pub(crate) fn check_arity(&self, given: usize) -> Result<(), ArityError> {
         let ok = given >= self.min && self.max.is_none_or(|m| given <= m);
         if ok {
             return Ok(());
@@ -61,11 +63,32 @@ impl Function {
             Some(m) => format!("{} to {m}", self.min),
             None => format!("at least {}", self.min),
         };
-        let plural = if expected == "1" { "" } else { "s" };
-        Err(format!(
-            "function {}() expects {expected} argument{plural}, got {given}",
-            self.name
-        ))
+        Err(ArityError {
+            name: self.name,
+            expected,
+            given,
+        })
+    }
+}
+
+/// A function called with a number of arguments it does not take (reported when the expression is compiled).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("function {name}() expects {expected} argument{s}, got {given}", s = plural(.expected))]
+pub(crate) struct ArityError {
+    /// The function's name.
+    pub(crate) name: &'static str,
+    /// What it takes: `1`, `1 to 2`, `at least 1`.
+    pub(crate) expected: String,
+    /// How many it was given.
+    pub(crate) given: usize,
+}
+
+/// The plural ending of "argument" after `expected`.
+fn plural(expected: &str) -> &'static str {
+    if expected == "1" {
+        ""
+    } else {
+        "s"
     }
 }
 
@@ -113,6 +136,8 @@ pub(crate) enum Arg<'a> {
 pub(crate) struct Args<'x, 'a> {
     pub(crate) name: &'static str,
     args: &'x [Arg<'a>],
+    /// The first argument's regular expression, compiled with the expression (a literal pattern).
+    pub(crate) regex: Option<&'x std::sync::Arc<regex::Regex>>,
 }
 
 /// The JMESPath type name of a value.
@@ -129,7 +154,16 @@ pub(crate) fn type_name(value: &Value) -> &'static str {
 
 impl<'x, 'a> Args<'x, 'a> {
     pub(crate) fn new(name: &'static str, args: &'x [Arg<'a>]) -> Self {
-        Args { name, args }
+        Args {
+            name,
+            args,
+            regex: None,
+        }
+    }
+
+    /// The arguments of a call whose first argument's regular expression was compiled with the expression.
+    pub(crate) fn with_regex(self, regex: Option<&'x std::sync::Arc<regex::Regex>>) -> Self {
+        Args { regex, ..self }
     }
 
     /// Number of arguments.

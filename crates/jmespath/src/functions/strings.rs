@@ -152,10 +152,28 @@ pub(crate) fn text_arg<'v>(
     }
 }
 
-/// Compile a regular expression (Go RE2 syntax is close to Rust's), through a small cache.
-/// The compiled form of `pattern`, shared through a small cache. Shared, not cloned: a cloned `Regex` starts with an
-/// empty matching cache that its first match must allocate and fill, which cost more than the match itself.
+/// The functions whose first argument is a regular expression: a literal one is compiled with the expression.
+pub(crate) const REGEX_FUNCTIONS: [&str; 3] = [
+    "regex_match",
+    "regex_replace_all",
+    "regex_replace_all_literal",
+];
+
+/// Compile a regular expression (Go RE2 syntax is close to Rust's) with the size limits of every regex function.
+pub(crate) fn build_regex(pattern: &str) -> Result<Regex, regex::Error> {
+    regex::RegexBuilder::new(pattern)
+        .size_limit(1 << 20)
+        .dfa_size_limit(1 << 20)
+        .build()
+}
+
+/// The compiled form of `pattern`: the one compiled with the expression when the pattern is a literal, else
+/// shared through a small cache. Shared, not cloned: a cloned `Regex` starts with an empty matching cache that its
+/// first match must allocate and fill, which cost more than the match itself.
 pub(crate) fn regex(a: &Args<'_, '_>, pattern: &str) -> Result<Arc<Regex>, JmesError> {
+    if let Some(re) = a.regex {
+        return Ok(Arc::clone(re));
+    }
     // foldhash (seeded per process): the lookup runs for every regex_match.
     type RegexCache = HashMap<String, Arc<Regex>, foldhash::fast::RandomState>;
     static CACHE: OnceLock<Mutex<RegexCache>> = OnceLock::new();
@@ -166,10 +184,7 @@ pub(crate) fn regex(a: &Args<'_, '_>, pattern: &str) -> Result<Arc<Regex>, JmesE
         }
     }
     let re = Arc::new(
-        regex::RegexBuilder::new(pattern)
-            .size_limit(1 << 20)
-            .dfa_size_limit(1 << 20)
-            .build()
+        build_regex(pattern)
             .map_err(|e| a.error(format!("invalid regular expression {pattern:?}: {e}")))?,
     );
     if let Ok(mut map) = cache.lock() {

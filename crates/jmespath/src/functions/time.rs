@@ -79,7 +79,7 @@ fn time_add(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
 fn time_parse(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
     let layout = a.string(0)?;
     let text = a.string(1)?;
-    let t = parse_layout(layout, text).map_err(|m| a.error(m))?;
+    let t = parse_layout(layout, text).map_err(|e| a.error(e.to_string()))?;
     Ok(Value::String(rfc3339(&t)))
 }
 
@@ -89,7 +89,7 @@ fn time_since(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> 
         if layout.is_empty() {
             time_arg(a, i)
         } else {
-            parse_layout(layout, a.string(i)?).map_err(|m| a.error(m))
+            parse_layout(layout, a.string(i)?).map_err(|e| a.error(e.to_string()))
         }
     };
     let t1 = parse(1)?;
@@ -198,10 +198,57 @@ enum Chunk {
     },
 }
 
+/// A piece of a Go layout.
+#[derive(Debug, Clone, PartialEq)]
+enum Token {
+    /// Text matched as written.
+    Literal(String),
+    /// A layout element.
+    Chunk(Chunk),
+}
+
+/// Why a time did not parse with a Go layout (`time_parse`, `time_since`).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub(crate) enum LayoutError {
+    /// The text does not have the layout's shape.
+    #[error("cannot parse {text:?} as {layout:?}")]
+    Mismatch {
+        /// The time text.
+        text: String,
+        /// The layout.
+        layout: String,
+    },
+    /// The text goes on after the layout ends.
+    #[error("cannot parse {text:?} as {layout:?}: extra text {rest:?}")]
+    ExtraText {
+        /// The time text.
+        text: String,
+        /// The layout.
+        layout: String,
+        /// What is left over.
+        rest: String,
+    },
+    /// A 12-hour clock hour past 12.
+    #[error("hour out of range in {0:?}")]
+    Hour(String),
+    /// A day the month (or year) does not have.
+    #[error("day out of range in {0:?}")]
+    Day(String),
+    /// A time of day that does not exist.
+    #[error("time out of range in {0:?}")]
+    Time(String),
+    /// A zone offset out of range.
+    #[error("invalid zone offset in {0:?}")]
+    Offset(String),
+    /// A local time the zone does not have.
+    #[error("invalid time {0:?}")]
+    Invalid(String),
+}
+
 /// Split a Go layout into literal text and layout elements, following Go's `nextStdChunk`.
-fn tokenize(layout: &str) -> Vec<Result<Chunk, String>> {
+fn tokenize(layout: &str) -> Vec<Token> {
     let b = layout.as_bytes();
-    let mut out: Vec<Result<Chunk, String>> = Vec::new();
+    let mut out: Vec<Token> = Vec::new();
     let mut literal = String::new();
     let mut i = 0;
     let starts = |i: usize, s: &str| layout.get(i..).is_some_and(|rest| rest.starts_with(s));
@@ -285,9 +332,9 @@ fn tokenize(layout: &str) -> Vec<Result<Chunk, String>> {
         match chunk {
             Some(chunk) => {
                 if !literal.is_empty() {
-                    out.push(Err(std::mem::take(&mut literal)));
+                    out.push(Token::Literal(std::mem::take(&mut literal)));
                 }
-                out.push(Ok(chunk));
+                out.push(Token::Chunk(chunk));
                 i += len;
             }
             None => {
@@ -301,7 +348,7 @@ fn tokenize(layout: &str) -> Vec<Result<Chunk, String>> {
         }
     }
     if !literal.is_empty() {
-        out.push(Err(literal));
+        out.push(Token::Literal(literal));
     }
     out
 }
@@ -331,8 +378,11 @@ const DAYS: [&str; 7] = [
 ];
 
 /// Parse `text` with a Go layout (`time.Parse`): no zone in the text means UTC.
-pub(crate) fn parse_layout(layout: &str, text: &str) -> Result<Time, String> {
-    let bad = || format!("cannot parse {text:?} as {layout:?}");
+pub(crate) fn parse_layout(layout: &str, text: &str) -> Result<Time, LayoutError> {
+    let bad = || LayoutError::Mismatch {
+        text: text.to_string(),
+        layout: layout.to_string(),
+    };
     let mut rest = text;
     let (mut year, mut month, mut day, mut yday) = (0i32, 1u32, 1u32, 0u32);
     let (mut hour, mut minute, mut second, mut nanos) = (0u32, 0u32, 0u32, 0u32);
@@ -372,12 +422,15 @@ pub(crate) fn parse_layout(layout: &str, text: &str) -> Result<Time, String> {
     }
     let chunks = tokenize(layout);
     for (index, chunk) in chunks.iter().enumerate() {
-        let next_is_fraction = matches!(chunks.get(index + 1), Some(Ok(Chunk::Frac { .. })));
+        let next_is_fraction = matches!(
+            chunks.get(index + 1),
+            Some(Token::Chunk(Chunk::Frac { .. }))
+        );
         match chunk.clone() {
-            Err(lit) => {
+            Token::Literal(lit) => {
                 rest = skip_literal(rest, &lit).ok_or_else(bad)?;
             }
-            Ok(c) => match c {
+            Token::Chunk(c) => match c {
                 Chunk::LongMonth => month = name(&mut rest, &MONTHS, false).ok_or_else(bad)? + 1,
                 Chunk::Month => month = name(&mut rest, &MONTHS, true).ok_or_else(bad)? + 1,
                 Chunk::LongWeekDay => {
@@ -501,13 +554,15 @@ pub(crate) fn parse_layout(layout: &str, text: &str) -> Result<Time, String> {
         }
     }
     if !rest.is_empty() {
-        return Err(format!(
-            "cannot parse {text:?} as {layout:?}: extra text {rest:?}"
-        ));
+        return Err(LayoutError::ExtraText {
+            text: text.to_string(),
+            layout: layout.to_string(),
+            rest: rest.to_string(),
+        });
     }
     if let Some(pm) = pm {
         if hour > 12 {
-            return Err(format!("hour out of range in {text:?}"));
+            return Err(LayoutError::Hour(text.to_string()));
         }
         hour = match (pm, hour) {
             (true, h) if h < 12 => h + 12,
@@ -520,15 +575,15 @@ pub(crate) fn parse_layout(layout: &str, text: &str) -> Result<Time, String> {
     } else {
         NaiveDate::from_ymd_opt(year, month, day)
     }
-    .ok_or_else(|| format!("day out of range in {text:?}"))?;
+    .ok_or_else(|| LayoutError::Day(text.to_string()))?;
     let naive = date
         .and_hms_nano_opt(hour, minute, second, nanos)
-        .ok_or_else(|| format!("time out of range in {text:?}"))?;
+        .ok_or_else(|| LayoutError::Time(text.to_string()))?;
     let zone =
-        FixedOffset::east_opt(offset).ok_or_else(|| format!("invalid zone offset in {text:?}"))?;
+        FixedOffset::east_opt(offset).ok_or_else(|| LayoutError::Offset(text.to_string()))?;
     zone.from_local_datetime(&naive)
         .single()
-        .ok_or_else(|| format!("invalid time {text:?}"))
+        .ok_or_else(|| LayoutError::Invalid(text.to_string()))
 }
 
 /// Match layout literal text: a run of spaces in the layout matches a run of spaces in the value (Go's `skip`).

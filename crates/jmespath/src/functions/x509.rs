@@ -17,7 +17,24 @@ use crate::JmesError;
 pub(crate) static FUNCTIONS: &[Function] = &[Function::new("x509_decode", 1, Some(1), x509_decode)];
 
 fn x509_decode(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError> {
-    decode(a.string(0)?).map_err(|m| a.error(m))
+    decode(a.string(0)?).map_err(|e| a.error(e.to_string()))
+}
+
+/// Why `x509_decode` failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub(crate) enum DecodeError {
+    /// The text has no PEM block.
+    #[error("invalid certificate: no PEM block")]
+    NoPem,
+    /// The CERTIFICATE block is not a certificate.
+    #[error("invalid certificate: {0}")]
+    Certificate(#[source] x509_parser::nom::Err<x509_parser::error::X509Error>),
+    /// The CERTIFICATE REQUEST block is not a certificate request.
+    #[error("invalid certificate request: {0}")]
+    Request(#[source] x509_parser::nom::Err<x509_parser::error::X509Error>),
+    /// A PEM block of another kind.
+    #[error("invalid certificate: PEM block {0:?} is neither CERTIFICATE nor CERTIFICATE REQUEST")]
+    Label(String),
 }
 
 /// Decode the first PEM block of `text`: `CERTIFICATE` or `CERTIFICATE REQUEST`. The object has Go's field names:
@@ -26,23 +43,21 @@ fn x509_decode(_: &mut Interp<'_>, a: &Args<'_, '_>) -> Result<Value, JmesError>
 /// `SignatureAlgorithm` and `PublicKeyAlgorithm` (Go's enum numbers); certificates also `SerialNumber` (a number, or
 /// a decimal string past 2^64), `NotBefore`/`NotAfter` (RFC 3339), `KeyUsage`, `ExtKeyUsage`,
 /// `BasicConstraintsValid`, `IsCA`, `MaxPathLen`.
-pub(crate) fn decode(text: &str) -> Result<Value, String> {
-    let (_, pem) = x509_parser::pem::parse_x509_pem(text.as_bytes())
-        .map_err(|_| "invalid certificate: no PEM block".to_string())?;
+pub(crate) fn decode(text: &str) -> Result<Value, DecodeError> {
+    let (_, pem) =
+        x509_parser::pem::parse_x509_pem(text.as_bytes()).map_err(|_| DecodeError::NoPem)?;
     match pem.label.as_str() {
         "CERTIFICATE" => {
-            let (_, cert) = X509Certificate::from_der(&pem.contents)
-                .map_err(|e| format!("invalid certificate: {e}"))?;
+            let (_, cert) =
+                X509Certificate::from_der(&pem.contents).map_err(DecodeError::Certificate)?;
             Ok(certificate(&cert, &pem.contents))
         }
         "CERTIFICATE REQUEST" | "NEW CERTIFICATE REQUEST" => {
-            let (_, csr) = X509CertificationRequest::from_der(&pem.contents)
-                .map_err(|e| format!("invalid certificate request: {e}"))?;
+            let (_, csr) =
+                X509CertificationRequest::from_der(&pem.contents).map_err(DecodeError::Request)?;
             Ok(request(&csr, &pem.contents))
         }
-        other => Err(format!(
-            "invalid certificate: PEM block {other:?} is neither CERTIFICATE nor CERTIFICATE REQUEST"
-        )),
+        other => Err(DecodeError::Label(other.to_string())),
     }
 }
 
