@@ -85,7 +85,7 @@ impl Env<'_> {
 }
 
 /// Why a rule's context entries could not be loaded. Every message starts with `context entry <name>: `.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ContextError {
     /// A variable (`{{ }}`) of the entry could not be substituted.
     #[error("context entry {entry}: {source}")]
@@ -145,14 +145,15 @@ pub enum ContextError {
         entry: String,
     },
     /// The API call failed.
-    #[error("context entry {entry}: API call {path} needs cluster context: {message}")]
+    #[error("context entry {entry}: API call {path} needs cluster context: {source}")]
     ApiCall {
         /// The entry's name.
         entry: String,
         /// The URL path called.
         path: String,
-        /// The cluster context's answer.
-        message: String,
+        /// Why the read failed.
+        #[source]
+        source: policyctl_core::policy::ApiReadError,
     },
     /// An entry kind policyctl does not load (`imageRegistry`, `globalReference`, ...).
     #[error("context entry {entry}: this kind of context entry is not supported")]
@@ -280,10 +281,10 @@ pub fn load_context(
                     let path = text(path, ctx, &entry.name)?;
                     let response = match cluster.api_get(&path) {
                         Ok(v) => Ok(v),
-                        Err(message) => Err(ContextError::ApiCall {
+                        Err(source) => Err(ContextError::ApiCall {
                             entry: entry.name.clone(),
                             path: path.clone(),
-                            message,
+                            source,
                         }),
                     };
                     let value = match (response, &call.jmes_path) {
@@ -804,9 +805,12 @@ mod tests {
                 ContextError::ApiCall {
                     entry: entry(),
                     path: "/api/v1/pods".to_string(),
-                    message: "down".to_string(),
+                    source: policyctl_core::policy::ApiReadError::NoCluster {
+                        path: "/api/v1/pods".to_string(),
+                    },
                 },
-                "context entry cfg: API call /api/v1/pods needs cluster context: down",
+                "context entry cfg: API call /api/v1/pods needs cluster context: /api/v1/pods: this evaluation has \
+                 no cluster context (the Kubernetes API is not available)",
             ),
             (
                 ContextError::Unsupported { entry: entry() },
