@@ -176,6 +176,17 @@ impl RegoVM {
 
     pub(super) fn jump_to(&mut self, target: u32) -> Result<Value> {
         let program = self.program.clone();
+        match self.run_segment(&program, target)? {
+            Some(value) => Ok(value),
+            None => Ok(self.registers.first().cloned().unwrap_or(Value::Undefined)),
+        }
+    }
+
+    /// Run the dispatch loop from `target` until an instruction returns (`Some` of its value), breaks (the end of a
+    /// rule body or destructuring block) or the program ends (both `None`). [`RegoVM::jump_to`] answers `None` with
+    /// the first register; a rule body's caller does not look at it, so it calls this directly and neither clones
+    /// that register nor the program handle (policyctl patch 9).
+    pub(super) fn run_segment(&mut self, program: &Program, target: u32) -> Result<Option<Value>> {
         let target = self.convert_pc(target, "jump target")?;
         self.pc = target;
         // policyctl patch 8: the instruction is fetched by the loop condition (it is `Copy`), the
@@ -197,7 +208,7 @@ impl RegoVM {
             // executed_instructions < max_instructions <= usize::MAX.
             self.executed_instructions += 1;
 
-            let outcome = self.execute_instruction(&program, instruction);
+            let outcome = self.execute_instruction(program, instruction);
             // The common case is tested in place, before the outcome is moved anywhere.
             if matches!(outcome, Ok(InstructionOutcome::Continue)) {
                 // pc < instructions.len() <= isize::MAX.
@@ -209,10 +220,10 @@ impl RegoVM {
                     self.pc += 1;
                 }
                 InstructionOutcome::Return(value) => {
-                    return Ok(value);
+                    return Ok(Some(value));
                 }
                 InstructionOutcome::Break => {
-                    return Ok(self.registers.first().cloned().unwrap_or(Value::Undefined));
+                    return Ok(None);
                 }
                 InstructionOutcome::Suspend { reason } => {
                     return Err(VmError::UnsupportedSuspendInRunToCompletion {
@@ -223,7 +234,7 @@ impl RegoVM {
             }
         }
 
-        Ok(self.registers.first().cloned().unwrap_or(Value::Undefined))
+        Ok(None)
     }
 
     #[cold]
