@@ -30,6 +30,16 @@ pub(super) struct FunctionMemo {
     disabled: bool,
 }
 
+/// What the function memo knows about a call.
+enum MemoLookup {
+    /// The value remembered for these arguments.
+    Hit(Value),
+    /// Not remembered yet: the call's value is to be remembered.
+    Miss,
+    /// The function stopped remembering in this execution.
+    Off,
+}
+
 impl RegoVM {
     /// Returns true if the error must never be silently absorbed by rule
     /// evaluation: resource-limit violations, and conflicting values of a
@@ -166,7 +176,7 @@ impl RegoVM {
                 self.reset_rule_registers(num_retained_registers, num_registers);
 
                 if let Some(destructuring_entry_point) = destructuring {
-                    match self.run_segment(program, destructuring_entry_point) {
+                    match self.run_parameter_block(program, destructuring_entry_point) {
                         Ok(_) => {}
                         // The common way for a body or a destructuring block to fail: matched first, so no drop code
                         // runs for it.
@@ -307,13 +317,14 @@ impl RegoVM {
 
         // A function called again with the same arguments: its remembered value.
         let memo_params = match function_call_params {
-            Some(params) if is_function_rule => {
-                if let Some(value) = self.function_memo_lookup(rule_idx, params) {
+            Some(params) if is_function_rule => match self.function_memo_lookup(rule_idx, params) {
+                MemoLookup::Hit(value) => {
                     self.set_register(dest, value)?;
                     return Ok(());
                 }
-                Some(params)
-            }
+                MemoLookup::Miss => Some(params),
+                MemoLookup::Off => None,
+            },
             _ => None,
         };
 
@@ -409,9 +420,14 @@ impl RegoVM {
         Ok(())
     }
 
-    /// The remembered value of a function called with the arguments in `params`' registers.
-    fn function_memo_lookup(&self, rule_idx: usize, params: &FunctionCallParams) -> Option<Value> {
-        let memo = self.function_memo.get(rule_idx)?;
+    /// The remembered value of a function called with the arguments in `params`' registers, compared in place.
+    fn function_memo_lookup(&self, rule_idx: usize, params: &FunctionCallParams) -> MemoLookup {
+        let Some(memo) = self.function_memo.get(rule_idx) else {
+            return MemoLookup::Miss;
+        };
+        if memo.disabled {
+            return MemoLookup::Off;
+        }
         let registers = params.arg_registers();
         memo.entries
             .iter()
@@ -421,7 +437,7 @@ impl RegoVM {
                         self.registers.get(usize::from(register)) == Some(arg)
                     })
             })
-            .map(|(_, value)| value.clone())
+            .map_or(MemoLookup::Miss, |(_, value)| MemoLookup::Hit(value.clone()))
     }
 
     /// Remember a function's value for the arguments in `params`' registers, up to [`FUNCTION_MEMO_ENTRIES`]
