@@ -838,7 +838,8 @@ const CALLS9_RULES: [&str; 15] = [
 ];
 
 #[test]
-fn function_and_rule_calls_give_the_interpreters_answers_through_else_chains_patterns_and_partial_rules() {
+fn function_and_rule_calls_give_the_interpreters_answers_through_else_chains_patterns_and_partial_rules(
+) {
     let inputs = [
         serde_json::json!({"nums": [1, 6, 12, -3, 7], "strs": ["x", "y", "x"]}),
         serde_json::json!({"nums": [], "strs": []}),
@@ -912,7 +913,10 @@ fn errors_inside_callees_surface_and_the_machine_is_whole_afterwards() {
                 matches!(got, Err(VmError::ConflictingFunctionValues { ref function, .. }) if function == "data.t.pick"),
                 "{mode:?} {rule}: {got:?}"
             );
-            assert!(interpreter(CALLEE_ERRORS, rule, conflict.clone()).is_err(), "{rule}");
+            assert!(
+                interpreter(CALLEE_ERRORS, rule, conflict.clone()).is_err(),
+                "{rule}"
+            );
             // The same machine then evaluates another input correctly: the failed call left no registers, loops or
             // call contexts behind.
             machine.set_input(policyctl_regorus::to_rego(&fine));
@@ -930,7 +934,10 @@ fn errors_inside_callees_surface_and_the_machine_is_whole_afterwards() {
             machine.set_execution_mode(mode);
             machine.set_max_instructions(limit);
             assert!(
-                matches!(machine.execute(), Err(VmError::InstructionLimitExceeded { .. })),
+                matches!(
+                    machine.execute(),
+                    Err(VmError::InstructionLimitExceeded { .. })
+                ),
                 "{mode:?} {limit}"
             );
             machine.set_max_instructions(needed);
@@ -976,13 +983,17 @@ rounds := [heavy(n) | some _ in input.rounds; some n in input.args]
 #[test]
 fn the_memo_remembers_eight_argument_lists_and_stops_at_the_ninth() {
     let nums: Vec<u32> = (0..40).collect();
-    let input = |args: u32| {
-        serde_json::json!({"nums": nums, "rounds": [0, 1, 2, 3, 4, 5], "args": (0..args).collect::<Vec<_>>()})
-    };
+    let input = |args: u32| serde_json::json!({"nums": nums, "rounds": [0, 1, 2, 3, 4, 5], "args": (0..args).collect::<Vec<_>>()});
     let run = |args: u32| instructions_needed(MEMO9, "data.t.rounds", &input(args));
     for args in [8, 9] {
         assert_eq!(
-            vm(MEMO9, "data.t.rounds", input(args), ExecutionMode::RunToCompletion).map_err(|e| e.to_string()),
+            vm(
+                MEMO9,
+                "data.t.rounds",
+                input(args),
+                ExecutionMode::RunToCompletion
+            )
+            .map_err(|e| e.to_string()),
             interpreter(MEMO9, "data.t.rounds", input(args)),
             "{args} argument lists"
         );

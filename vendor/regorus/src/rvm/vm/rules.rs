@@ -177,10 +177,7 @@ impl RegoVM {
 
                 if let Some(destructuring_entry_point) = destructuring {
                     match self.run_parameter_block(program, destructuring_entry_point) {
-                        Ok(_) => {}
-                        // The common way for a body or a destructuring block to fail: matched first, so no drop code
-                        // runs for it.
-                        Err(VmError::AssertionFailed { .. }) => continue 'outer,
+                        Ok(()) => {}
                         Err(e) if Self::is_fatal_vm_error(&e) => return Err(e),
                         Err(_) => continue 'outer,
                     }
@@ -244,7 +241,6 @@ impl RegoVM {
                             break;
                         }
                     }
-                    Err(VmError::AssertionFailed { .. }) => {}
                     Err(e) if Self::is_fatal_vm_error(&e) => return Err(e),
                     Err(_) => {}
                 }
@@ -444,7 +440,12 @@ impl RegoVM {
     /// argument lists per function; the next distinct list stops the remembering for the rest of the execution.
     /// The argument list is built only here, for a call that is remembered (policyctl patch 9): the lookup compares
     /// the remembered lists with the registers in place.
-    fn function_memo_remember(&mut self, rule_idx: usize, params: &FunctionCallParams, value: &Value) {
+    fn function_memo_remember(
+        &mut self,
+        rule_idx: usize,
+        params: &FunctionCallParams,
+        value: &Value,
+    ) {
         if self.function_memo.len() <= rule_idx {
             let len = self
                 .program
