@@ -1010,3 +1010,29 @@ fn the_memo_remembers_eight_argument_lists_and_stops_at_the_ninth() {
     let four = run(4);
     assert!(eight < four * 3, "four lists took {four}, eight {eight}");
 }
+
+#[test]
+fn recursive_function_calls_nest_their_windows_and_give_the_interpreters_answers() {
+    // regorus (interpreter and VM alike) does not refuse a recursive function as OPA does; each level is a nested
+    // call with its own register window, restored on the way back. Shallow depths only: run-to-completion recurses
+    // on the native stack, so a deep chain overflows it on both sides (as before this patch).
+    let module = r#"package t
+import rego.v1
+down(n) := 0 if n <= 0
+down(n) := down(n - 1) + 1 if n > 0
+sum_to(n) := 0 if n <= 0
+sum_to(n) := n + sum_to(n - 1) if n > 0
+pair_down(n) := [down(n), sum_to(n)]
+r := [pair_down(n) | some n in input.ns]
+"#;
+    let input = serde_json::json!({"ns": [0, 1, 3, 20, 3, -2]});
+    let want = interpreter(module, "data.t.r", input.clone());
+    assert!(want.is_ok(), "{want:?}");
+    for mode in MODES {
+        assert_eq!(
+            vm(module, "data.t.r", input.clone(), mode).map_err(|e| e.to_string()),
+            want,
+            "{mode:?}"
+        );
+    }
+}
