@@ -85,6 +85,7 @@ impl Vm {
             }
         }
         machine.set_input(regorus::Value::Null);
+        machine.release_execution();
         self.give_back(machine);
         results
     }
@@ -110,11 +111,13 @@ impl Vm {
             Some(name) => machine.execute_entry_point_by_name(name),
             None => machine.execute(),
         };
-        // A machine that failed is dropped rather than reused; a reused one drops the input (and data) first.
+        // A machine that failed is dropped rather than reused; a reused one drops the input (and data) and what
+        // the run kept (rule values, function memo, registers) first.
         if result.is_err() {
             return result_of(result, limit);
         }
         machine.set_input(regorus::Value::Null);
+        machine.release_execution();
         if data.is_some() && machine.set_data(regorus::Value::new_object()).is_err() {
             return result_of(result, limit);
         }
@@ -140,7 +143,8 @@ impl Vm {
         })
     }
 
-    /// Return a machine that evaluated successfully (its input and data already reset) to the pool.
+    /// Return a machine that evaluated successfully (its input, data and execution state already released) to the
+    /// pool.
     fn give_back(&self, machine: regorus::rvm::RegoVM) {
         let mut pool = self
             .pool
@@ -176,4 +180,86 @@ fn result_of(
             EvalError::Engine(text)
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MODULE: &str = r#"package t
+import rego.v1
+names contains n if some n in input.names
+label(n) := concat("-", [n, "x"])
+deny contains label(n) if some n in names
+warn contains n if {
+    some n in names
+    startswith(n, "w")
+}
+"#;
+
+    fn vm() -> Vm {
+        let mut engine = regorus::Engine::new();
+        engine
+            .add_policy("t.rego".into(), MODULE.into())
+            .expect("parses");
+        let compiled = engine
+            .compile_with_entrypoint(&"data.t.deny".into())
+            .expect("compiles");
+        let (vm, reason) = Vm::compile(&compiled, &["data.t.deny", "data.t.warn"], "package");
+        assert_eq!(reason, None);
+        vm.expect("the VM compiler accepts the module")
+    }
+
+    fn input(names: &[&str]) -> regorus::Value {
+        crate::to_rego(&serde_json::json!({ "names": names }))
+    }
+
+    fn strings(items: &[&str]) -> regorus::Value {
+        regorus::Value::from(
+            items
+                .iter()
+                .map(|i| regorus::Value::from(*i))
+                .collect::<std::collections::BTreeSet<_>>(),
+        )
+    }
+
+    /// The machines in the pool hold no register (and so none of the last run's values) between evaluations.
+    fn pooled_machines_are_empty(vm: &Vm) {
+        let pool = vm.pool.lock().expect("pool");
+        assert_eq!(pool.len(), 1);
+        for machine in pool.iter() {
+            assert!(
+                machine.get_registers().is_empty(),
+                "a pooled machine keeps {:?}",
+                machine.get_registers()
+            );
+        }
+    }
+
+    #[test]
+    fn a_pooled_machine_keeps_nothing_of_the_last_run_and_the_next_run_starts_afresh() {
+        let vm = vm();
+        let limit = Duration::from_secs(10);
+        assert_eq!(
+            vm.eval(Some("data.t.deny"), input(&["a", "wb"]), None, limit),
+            Ok(strings(&["a-x", "wb-x"]))
+        );
+        pooled_machines_are_empty(&vm);
+        // The reused machine evaluates the next input, not the last run's rule values.
+        assert_eq!(
+            vm.eval(Some("data.t.deny"), input(&["c"]), None, limit),
+            Ok(strings(&["c-x"]))
+        );
+        pooled_machines_are_empty(&vm);
+
+        let results = vm.eval_all(&["data.t.deny", "data.t.warn"], input(&["wd", "e"]), limit);
+        assert_eq!(
+            results,
+            vec![Ok(strings(&["e-x", "wd-x"])), Ok(strings(&["wd"]))]
+        );
+        pooled_machines_are_empty(&vm);
+        let results = vm.eval_all(&["data.t.warn", "data.t.deny"], input(&["f"]), limit);
+        assert_eq!(results, vec![Ok(strings(&[])), Ok(strings(&["f-x"]))]);
+        pooled_machines_are_empty(&vm);
+    }
 }

@@ -769,3 +769,270 @@ fn a_second_entry_point_in_the_same_execution_reuses_shared_rules_and_gives_the_
         Value::new_set()
     );
 }
+
+// ---- Patch 9 (cheaper rule and function calls): parameter blocks of plain variables run without the general
+// dispatch, a body's value is moved out of its window, the caller's state is restored on every way out, memo
+// argument lists are built only for remembered calls, and a pooled machine releases its execution state.
+
+const CALLS9: &str = r#"package t
+import rego.v1
+
+# Plain-variable parameters (the parameter block's fast path), a pattern and a constant (the general loop), else
+# chains, two-argument functions, undefined arguments and nested calls. (Not a default function: the VM of 0.14.1
+# leaves such a call undefined where the interpreter gives the default, with or without this patch.)
+size(x) := "big" if { x > 10 } else := "mid" if { x > 5 } else := "small"
+pick(a, b) := a if a > b
+pick(a, b) := b if a <= b
+first([a, _]) := a
+only("x") := "was x"
+only(y) := "other" if y != "x"
+label(x) := "none" if x < 0
+label(x) := concat("-", [size(x), "n"]) if x >= 0
+deep(x) := label(pick(x, 3))
+undefined_arg := size(input.missing)
+undefined_nested := deep(input.missing)
+
+sizes := [size(n) | some n in input.nums]
+picks := [pick(n, 7) | some n in input.nums]
+firsts := [first([n, "y"]) | some n in input.nums]
+onlys := [only(s) | some s in input.strs]
+labels := {n: label(n) | some n in input.nums}
+deeps := [deep(n) | some n in input.nums]
+every_small if { every n in input.nums { size(n) != "big" } }
+some_big if { some n in input.nums; size(n) == "big" }
+nested_loops := [[size(a), pick(a, b)] | some a in input.nums; some b in input.nums; a < b]
+
+# Partial rules over several bodies, with else, calling functions.
+kinds contains size(n) if some n in input.nums
+kinds contains "extra" if count(input.nums) > 2
+kinds contains k if { some s in input.strs; k := only(s) }
+by_size[n] := size(n) if some n in input.nums
+by_size[s] := pick(count(input.nums), 1) if some s in input.strs
+graded := g if {
+    some n in input.nums
+    n > 100
+    g := size(n)
+} else := pick(count(input.strs), 0)
+
+summary := {"sizes": sizes, "picks": picks, "firsts": firsts, "onlys": onlys, "labels": labels,
+  "deeps": deeps, "kinds": kinds, "by_size": by_size, "every_small": every_small, "some_big": some_big,
+  "nested": nested_loops}
+"#;
+
+const CALLS9_RULES: [&str; 15] = [
+    "data.t.undefined_arg",
+    "data.t.undefined_nested",
+    "data.t.sizes",
+    "data.t.picks",
+    "data.t.firsts",
+    "data.t.onlys",
+    "data.t.labels",
+    "data.t.deeps",
+    "data.t.every_small",
+    "data.t.some_big",
+    "data.t.nested_loops",
+    "data.t.kinds",
+    "data.t.by_size",
+    "data.t.graded",
+    "data.t.summary",
+];
+
+#[test]
+fn function_and_rule_calls_give_the_interpreters_answers_through_else_chains_patterns_and_partial_rules(
+) {
+    let inputs = [
+        serde_json::json!({"nums": [1, 6, 12, -3, 7], "strs": ["x", "y", "x"]}),
+        serde_json::json!({"nums": [], "strs": []}),
+        serde_json::json!({"nums": [200, 3], "strs": ["z"]}),
+    ];
+    for input in &inputs {
+        for rule in CALLS9_RULES {
+            let want = interpreter(CALLS9, rule, input.clone());
+            for mode in MODES {
+                let got = vm(CALLS9, rule, input.clone(), mode).map_err(|e| e.to_string());
+                assert_eq!(got, want, "{mode:?} {rule} {input}");
+            }
+        }
+    }
+}
+
+const CALLEE_ERRORS: &str = r#"package t
+import rego.v1
+
+pick(x) := "m" if startswith(x, "m")
+pick(x) := "i" if endswith(x, "i")
+outer(x, y) := [pick(x), y]
+picks := [outer(q, n) | some n, q in input.qs]
+in_every if { every q in input.qs { pick(q) != "z" } }
+under_not if { some q in input.qs; not pick(q) == "z" }
+busy(x) := count([1 | some a in input.nums; some b in input.nums; a + b > x])
+busy_all := [busy(n) | some n in input.nums]
+"#;
+
+/// The fewest instructions `rule` of `module` completes in, in `mode`.
+fn instructions_needed_in(
+    module: &str,
+    rule: &str,
+    input: &serde_json::Value,
+    mode: ExecutionMode,
+) -> usize {
+    let completes = |limit: usize| {
+        let mut machine = machine(module, rule, input);
+        machine.set_execution_mode(mode);
+        machine.set_max_instructions(limit);
+        match machine.execute() {
+            Ok(_) => true,
+            Err(VmError::InstructionLimitExceeded { .. }) => false,
+            Err(other) => panic!("unexpected error: {other}"),
+        }
+    };
+    let (mut low, mut high) = (1, 1 << 22);
+    assert!(completes(high));
+    while low < high {
+        let mid = low + (high - low) / 2;
+        if completes(mid) {
+            high = mid;
+        } else {
+            low = mid + 1;
+        }
+    }
+    low
+}
+
+#[test]
+fn errors_inside_callees_surface_and_the_machine_is_whole_afterwards() {
+    let conflict = serde_json::json!({"qs": ["mi", "mx"], "nums": [1, 2, 3]});
+    let fine = serde_json::json!({"qs": ["mx", "xi", "mm"], "nums": [1, 2, 3]});
+    for mode in MODES {
+        for rule in ["data.t.picks", "data.t.in_every", "data.t.under_not"] {
+            // A conflict two calls deep, inside loops, `every` and `not`: an error, as on the interpreter.
+            let mut machine = machine(CALLEE_ERRORS, rule, &conflict);
+            machine.set_execution_mode(mode);
+            let got = machine.execute();
+            assert!(
+                matches!(got, Err(VmError::ConflictingFunctionValues { ref function, .. }) if function == "data.t.pick"),
+                "{mode:?} {rule}: {got:?}"
+            );
+            assert!(
+                interpreter(CALLEE_ERRORS, rule, conflict.clone()).is_err(),
+                "{rule}"
+            );
+            // The same machine then evaluates another input correctly: the failed call left no registers, loops or
+            // call contexts behind.
+            machine.set_input(policyctl_regorus::to_rego(&fine));
+            assert_eq!(
+                machine.execute().map_err(|e| e.to_string()),
+                interpreter(CALLEE_ERRORS, rule, fine.clone()),
+                "{mode:?} {rule}"
+            );
+        }
+        // The instruction limit reached inside a callee's parameter block or body ends the evaluation at every
+        // limit below what it needs, and the machine runs again afterwards.
+        let needed = instructions_needed_in(CALLEE_ERRORS, "data.t.busy_all", &fine, mode);
+        for limit in [needed - 1, needed / 2, 40, 12] {
+            let mut machine = machine(CALLEE_ERRORS, "data.t.busy_all", &fine);
+            machine.set_execution_mode(mode);
+            machine.set_max_instructions(limit);
+            assert!(
+                matches!(
+                    machine.execute(),
+                    Err(VmError::InstructionLimitExceeded { .. })
+                ),
+                "{mode:?} {limit}"
+            );
+            machine.set_max_instructions(needed);
+            assert_eq!(
+                machine.execute().map_err(|e| e.to_string()),
+                interpreter(CALLEE_ERRORS, "data.t.busy_all", fine.clone()),
+                "{mode:?} {limit}"
+            );
+        }
+    }
+}
+
+#[test]
+fn parameter_blocks_count_their_instructions_as_the_general_loop_does() {
+    // Run-to-completion executes plain-variable parameter blocks without the general dispatch; the suspendable mode
+    // does not. Both count every instruction, so the smallest instruction limit that lets an evaluation finish is
+    // the same in both modes. (No call repeats its arguments here: only run-to-completion remembers function values.)
+    let input = serde_json::json!({"nums": [1, 6, 12, -3, 7], "strs": ["x", "y", "z"]});
+    for rule in [
+        "data.t.sizes",
+        "data.t.picks",
+        "data.t.firsts",
+        "data.t.onlys",
+        "data.t.labels",
+        "data.t.kinds",
+        "data.t.undefined_nested",
+    ] {
+        assert_eq!(
+            instructions_needed_in(CALLS9, rule, &input, ExecutionMode::RunToCompletion),
+            instructions_needed_in(CALLS9, rule, &input, ExecutionMode::Suspendable),
+            "{rule}"
+        );
+    }
+}
+
+const MEMO9: &str = r#"package t
+import rego.v1
+
+heavy(x) := count([y | some y in input.nums; y > x])
+rounds := [heavy(n) | some _ in input.rounds; some n in input.args]
+"#;
+
+#[test]
+fn the_memo_remembers_eight_argument_lists_and_stops_at_the_ninth() {
+    let nums: Vec<u32> = (0..40).collect();
+    let input = |args: u32| serde_json::json!({"nums": nums, "rounds": [0, 1, 2, 3, 4, 5], "args": (0..args).collect::<Vec<_>>()});
+    let run = |args: u32| instructions_needed(MEMO9, "data.t.rounds", &input(args));
+    for args in [8, 9] {
+        assert_eq!(
+            vm(
+                MEMO9,
+                "data.t.rounds",
+                input(args),
+                ExecutionMode::RunToCompletion
+            )
+            .map_err(|e| e.to_string()),
+            interpreter(MEMO9, "data.t.rounds", input(args)),
+            "{args} argument lists"
+        );
+    }
+    // Eight distinct lists over six rounds: each evaluated once, then remembered. A ninth list stops the
+    // remembering for the rest of the execution, so every later call is evaluated: far more than 9/8 of the work.
+    let eight = run(8);
+    let nine = run(9);
+    assert!(
+        nine > eight * 3,
+        "eight lists took {eight} instructions, nine lists {nine}"
+    );
+    // With fewer lists than the memo holds the work grows with the lists, not with the calls.
+    let four = run(4);
+    assert!(eight < four * 3, "four lists took {four}, eight {eight}");
+}
+
+#[test]
+fn recursive_function_calls_nest_their_windows_and_give_the_interpreters_answers() {
+    // regorus (interpreter and VM alike) does not refuse a recursive function as OPA does; each level is a nested
+    // call with its own register window, restored on the way back. Shallow depths only: run-to-completion recurses
+    // on the native stack, so a deep chain overflows it on both sides (as before this patch).
+    let module = r#"package t
+import rego.v1
+down(n) := 0 if n <= 0
+down(n) := down(n - 1) + 1 if n > 0
+sum_to(n) := 0 if n <= 0
+sum_to(n) := n + sum_to(n - 1) if n > 0
+pair_down(n) := [down(n), sum_to(n)]
+r := [pair_down(n) | some n in input.ns]
+"#;
+    let input = serde_json::json!({"ns": [0, 1, 3, 20, 3, -2]});
+    let want = interpreter(module, "data.t.r", input.clone());
+    assert!(want.is_ok(), "{want:?}");
+    for mode in MODES {
+        assert_eq!(
+            vm(module, "data.t.r", input.clone(), mode).map_err(|e| e.to_string()),
+            want,
+            "{mode:?}"
+        );
+    }
+}

@@ -1,6 +1,6 @@
 // Copyright (c) Microsoft Corporation.
 // Licensed under the MIT License.
-use crate::rvm::instructions::Instruction;
+use crate::rvm::instructions::{GuardMode, Instruction};
 use crate::rvm::program::Program;
 use crate::value::Value;
 use alloc::string::String;
@@ -176,6 +176,17 @@ impl RegoVM {
 
     pub(super) fn jump_to(&mut self, target: u32) -> Result<Value> {
         let program = self.program.clone();
+        match self.run_segment(&program, target)? {
+            Some(value) => Ok(value),
+            None => Ok(self.registers.first().cloned().unwrap_or(Value::Undefined)),
+        }
+    }
+
+    /// Run the dispatch loop from `target` until an instruction returns (`Some` of its value), breaks (the end of a
+    /// rule body or destructuring block) or the program ends (both `None`). [`RegoVM::jump_to`] answers `None` with
+    /// the first register; a rule body's caller does not look at it, so it calls this directly and neither clones
+    /// that register nor the program handle (policyctl patch 9).
+    pub(super) fn run_segment(&mut self, program: &Program, target: u32) -> Result<Option<Value>> {
         let target = self.convert_pc(target, "jump target")?;
         self.pc = target;
         // policyctl patch 8: the instruction is fetched by the loop condition (it is `Copy`), the
@@ -197,7 +208,7 @@ impl RegoVM {
             // executed_instructions < max_instructions <= usize::MAX.
             self.executed_instructions += 1;
 
-            let outcome = self.execute_instruction(&program, instruction);
+            let outcome = self.execute_instruction(program, instruction);
             // The common case is tested in place, before the outcome is moved anywhere.
             if matches!(outcome, Ok(InstructionOutcome::Continue)) {
                 // pc < instructions.len() <= isize::MAX.
@@ -209,10 +220,10 @@ impl RegoVM {
                     self.pc += 1;
                 }
                 InstructionOutcome::Return(value) => {
-                    return Ok(value);
+                    return Ok(Some(value));
                 }
                 InstructionOutcome::Break => {
-                    return Ok(self.registers.first().cloned().unwrap_or(Value::Undefined));
+                    return Ok(None);
                 }
                 InstructionOutcome::Suspend { reason } => {
                     return Err(VmError::UnsupportedSuspendInRunToCompletion {
@@ -223,7 +234,64 @@ impl RegoVM {
             }
         }
 
-        Ok(self.registers.first().cloned().unwrap_or(Value::Undefined))
+        Ok(None)
+    }
+
+    /// Run a function definition's parameter block from `target` (run-to-completion mode). For a parameter that is
+    /// a plain variable the block copies the argument into the parameter's register and checks that it is defined
+    /// (`Move`, `Guard NotUndefined`, then `DestructuringSuccess`); those three instructions run here, without the
+    /// dispatch of the general loop, each after the same memory, instruction-limit and timer checks and counted
+    /// the same way, with the same effects and errors. At any other instruction (a parameter that is a pattern or
+    /// a constant) the general loop takes over from there (policyctl patch 9).
+    pub(super) fn run_parameter_block(&mut self, program: &Program, target: u32) -> Result<()> {
+        let mut pc = self.convert_pc(target, "jump target")?;
+        let instructions = program.instructions.as_slice();
+        loop {
+            self.pc = pc;
+            let Some(&instruction) = instructions.get(pc) else {
+                // The program ended: as in the general loop.
+                return Ok(());
+            };
+            if !matches!(
+                instruction,
+                Instruction::Move { .. }
+                    | Instruction::Guard {
+                        mode: GuardMode::NotUndefined,
+                        ..
+                    }
+                    | Instruction::DestructuringSuccess {}
+            ) {
+                let resume = u32::try_from(pc).map_err(|_| VmError::ArithmeticError {
+                    message: String::from("jump target exceeds addressable range"),
+                    pc,
+                })?;
+                return self.run_segment(program, resume).map(|_| ());
+            }
+            #[cfg(debug_assertions)]
+            self.assert_vm_invariants();
+            self.memory_check()?;
+            if self.executed_instructions >= self.max_instructions {
+                return Err(self.instruction_limit_error());
+            }
+            self.execution_timer_tick(1)?;
+            // executed_instructions < max_instructions <= usize::MAX.
+            self.executed_instructions += 1;
+
+            match instruction {
+                Instruction::Move { dest, src } => {
+                    let value = self.get_register(src)?.clone();
+                    self.set_register(dest, value)?;
+                }
+                Instruction::Guard { register, .. } => {
+                    let passed = !matches!(self.get_register(register)?, Value::Undefined);
+                    // May move the program counter, as in the general loop.
+                    self.handle_condition(passed)?;
+                }
+                _ => return Ok(()),
+            }
+            // pc < instructions.len() <= isize::MAX.
+            pc = self.pc + 1;
+        }
     }
 
     #[cold]

@@ -2,7 +2,7 @@
 // Licensed under the MIT License.
 
 use crate::rvm::instructions::FunctionCallParams;
-use crate::rvm::program::{RuleInfo, RuleType};
+use crate::rvm::program::{Program, RuleInfo, RuleType};
 use crate::value::Value;
 use alloc::format;
 use alloc::sync::Arc;
@@ -28,6 +28,16 @@ pub(super) struct FunctionMemo {
     entries: Vec<(Vec<Value>, Value)>,
     /// Set once the function was called with more than [`FUNCTION_MEMO_ENTRIES`] distinct argument lists.
     disabled: bool,
+}
+
+/// What the function memo knows about a call.
+enum MemoLookup {
+    /// The value remembered for these arguments.
+    Hit(Value),
+    /// Not remembered yet: the call's value is to be remembered.
+    Miss,
+    /// The function stopped remembering in this execution.
+    Off,
 }
 
 impl RegoVM {
@@ -87,34 +97,15 @@ impl RegoVM {
         registers.resize_with(total, || Value::Undefined);
     }
 
-    /// Restore VM state that was swapped out for rule execution.
-    /// Must be called before returning an error from `execute_rule_definitions_common`
-    /// to avoid leaving the VM in an inconsistent state.
-    fn restore_rule_state(
-        &mut self,
-        previous_loop_stack: &mut Vec<super::context::LoopContext>,
-        previous_comprehension_stack: &mut Vec<super::context::ComprehensionContext>,
-    ) {
-        if let Some(restored_registers) = self.register_stack.pop() {
-            let mut current_register_window = Vec::default();
-            mem::swap(&mut current_register_window, &mut self.registers);
-            self.return_register_window(current_register_window);
-            self.registers = restored_registers;
-        }
-        mem::swap(&mut self.loop_stack, previous_loop_stack);
-        mem::swap(&mut self.comprehension_stack, previous_comprehension_stack);
-    }
-
+    /// Run a rule's definitions in a register window of its own and give its value (run-to-completion mode):
+    /// the caller's registers, loops and comprehensions are set aside for the call and restored afterwards, also
+    /// when a body fails with an error that ends the evaluation.
     pub(super) fn execute_rule_definitions_common(
         &mut self,
-        rule_definitions: &[Vec<u32>],
+        program: &Program,
         rule_info: &RuleInfo,
         function_call_params: Option<&FunctionCallParams>,
     ) -> Result<Value> {
-        let mut first_successful_result: Option<Value> = None;
-        let is_function_call = rule_info.function_info.is_some();
-        let result_reg = rule_info.result_reg;
-
         let num_registers = usize::from(rule_info.num_registers);
         let mut register_window = self.new_register_window();
         register_window.clear();
@@ -135,23 +126,48 @@ impl RegoVM {
             },
         };
 
-        let mut previous_registers = Vec::default();
-        mem::swap(&mut previous_registers, &mut self.registers);
+        // policyctl patch 9: one move each way for the caller's state (it was swapped through temporaries), and the
+        // restore below runs on every way out of the bodies.
+        let caller_registers = mem::replace(&mut self.registers, register_window);
+        self.register_stack.push(caller_registers);
+        let caller_loops = mem::take(&mut self.loop_stack);
+        let caller_comprehensions = mem::take(&mut self.comprehension_stack);
 
-        let mut previous_loop_stack = Vec::default();
-        mem::swap(&mut previous_loop_stack, &mut self.loop_stack);
-
-        let mut previous_comprehension_stack = Vec::default();
-        mem::swap(
-            &mut previous_comprehension_stack,
-            &mut self.comprehension_stack,
+        let outcome = self.run_rule_bodies(
+            program,
+            rule_info,
+            num_retained_registers,
+            num_registers,
         );
 
-        self.register_stack.push(previous_registers);
-        self.registers = register_window;
+        if let Some(caller_registers) = self.register_stack.pop() {
+            let rule_window = mem::replace(&mut self.registers, caller_registers);
+            self.return_register_window(rule_window);
+        }
+        self.loop_stack = caller_loops;
+        self.comprehension_stack = caller_comprehensions;
 
-        'outer: for (def_idx, definition_bodies) in rule_definitions.iter().enumerate() {
-            for (body_entry_point_idx, body_entry_point) in definition_bodies.iter().enumerate() {
+        outcome
+    }
+
+    /// Run the bodies of a rule's definitions in the current register window, in order, and give the rule's value:
+    /// the first successful value of a complete rule or function (every later successful definition must agree),
+    /// or the result register of a partial rule, into which every successful body has added its contributions.
+    fn run_rule_bodies(
+        &mut self,
+        program: &Program,
+        rule_info: &RuleInfo,
+        num_retained_registers: usize,
+        num_registers: usize,
+    ) -> Result<Value> {
+        let mut first_successful_result: Option<Value> = None;
+        let single_valued =
+            matches!(rule_info.rule_type, RuleType::Complete) || rule_info.function_info.is_some();
+        let result_reg = rule_info.result_reg;
+
+        'outer: for (def_idx, definition_bodies) in rule_info.definitions.iter().enumerate() {
+            let destructuring = rule_info.destructuring_blocks.get(def_idx).copied().flatten();
+            for (body_entry_point_idx, &body_entry_point) in definition_bodies.iter().enumerate() {
                 if let Some(ctx) = self.call_rule_stack.last_mut() {
                     ctx.current_body_index = body_entry_point_idx;
                     ctx.current_definition_index = def_idx;
@@ -159,47 +175,43 @@ impl RegoVM {
 
                 self.reset_rule_registers(num_retained_registers, num_registers);
 
-                if let Some(destructuring_entry_point) =
-                    rule_info.destructuring_blocks.get(def_idx).and_then(|x| *x)
-                {
-                    match self.jump_to(destructuring_entry_point) {
-                        Ok(_result) => {}
-                        Err(e) if Self::is_fatal_vm_error(&e) => {
-                            self.restore_rule_state(
-                                &mut previous_loop_stack,
-                                &mut previous_comprehension_stack,
-                            );
-                            return Err(e);
-                        }
-                        Err(_e) => {
-                            continue 'outer;
-                        }
+                if let Some(destructuring_entry_point) = destructuring {
+                    match self.run_parameter_block(program, destructuring_entry_point) {
+                        Ok(()) => {}
+                        Err(e) if Self::is_fatal_vm_error(&e) => return Err(e),
+                        Err(_) => continue 'outer,
                     }
                 }
 
-                match self.jump_to(*body_entry_point) {
+                match self.run_segment(program, body_entry_point) {
                     Ok(_) => {
-                        if matches!(rule_info.rule_type, RuleType::Complete) || is_function_call {
-                            let current_result = self.get_register(result_reg)?.clone();
-                            if matches!(current_result, Value::Undefined) {
+                        if single_valued {
+                            let register_count = self.registers.len();
+                            let slot = self
+                                .registers
+                                .get_mut(usize::from(result_reg))
+                                .ok_or_else(|| VmError::RegisterIndexOutOfBounds {
+                                    index: result_reg,
+                                    pc: self.pc,
+                                    register_count,
+                                })?;
+                            if matches!(*slot, Value::Undefined) {
                                 // The body ran to its end but its value is undefined
                                 // (e.g. `t := c.a.b` with `c.a` missing): the body
                                 // failed, so the next `else` is tried, as in OPA.
                                 continue;
                             }
+                            // The value is moved out of the window: the next body starts with its result
+                            // register reset (`RuleInit`), and the window is dropped after the call.
+                            let current_result = mem::replace(slot, Value::Undefined);
                             if let Some(ref expected) = first_successful_result {
                                 if *expected != current_result {
                                     // A conflict is an evaluation error (OPA's
                                     // eval_conflict_error), not an undefined rule.
-                                    let err = self.conflict_error(rule_info);
-                                    self.restore_rule_state(
-                                        &mut previous_loop_stack,
-                                        &mut previous_comprehension_stack,
-                                    );
-                                    return Err(err);
+                                    return Err(self.conflict_error(rule_info));
                                 }
                             } else {
-                                first_successful_result = Some(current_result.clone());
+                                first_successful_result = Some(current_result);
                                 // All definitions produce the same static value;
                                 // no need to verify consistency with the rest.
                                 if rule_info.early_exit_on_first_success {
@@ -229,36 +241,27 @@ impl RegoVM {
                             break;
                         }
                     }
-                    Err(e) if Self::is_fatal_vm_error(&e) => {
-                        self.restore_rule_state(
-                            &mut previous_loop_stack,
-                            &mut previous_comprehension_stack,
-                        );
-                        return Err(e);
-                    }
-                    Err(_e) => {}
+                    Err(e) if Self::is_fatal_vm_error(&e) => return Err(e),
+                    Err(_) => {}
                 }
             }
         }
 
-        let final_result = if let Some(successful_result) = first_successful_result {
-            successful_result
-        } else {
-            self.get_register(result_reg)?.clone()
-        };
-
-        if let Some(restored_registers) = self.register_stack.pop() {
-            let mut current_register_window = Vec::default();
-            mem::swap(&mut current_register_window, &mut self.registers);
-            self.return_register_window(current_register_window);
-
-            self.registers = restored_registers;
+        if let Some(successful_result) = first_successful_result {
+            return Ok(successful_result);
         }
-
-        self.loop_stack = previous_loop_stack;
-        self.comprehension_stack = previous_comprehension_stack;
-
-        Ok(final_result)
+        // A partial rule's accumulated value, or an undefined complete rule: moved out of the window, which is
+        // dropped after the call.
+        let register_count = self.registers.len();
+        let slot = self
+            .registers
+            .get_mut(usize::from(result_reg))
+            .ok_or_else(|| VmError::RegisterIndexOutOfBounds {
+                index: result_reg,
+                pc: self.pc,
+                register_count,
+            })?;
+        Ok(mem::replace(slot, Value::Undefined))
     }
 
     pub(super) fn execute_call_rule_common(
@@ -309,27 +312,25 @@ impl RegoVM {
         }
 
         // A function called again with the same arguments: its remembered value.
-        let memo_args = match function_call_params {
-            Some(params) if is_function_rule => {
-                if let Some(value) = self.function_memo_lookup(rule_idx, params) {
+        let memo_params = match function_call_params {
+            Some(params) if is_function_rule => match self.function_memo_lookup(rule_idx, params) {
+                MemoLookup::Hit(value) => {
                     self.set_register(dest, value)?;
                     return Ok(());
                 }
-                self.function_memo_arguments(rule_idx, params)
-            }
+                MemoLookup::Miss => Some(params),
+                MemoLookup::Off => None,
+            },
             _ => None,
         };
 
-        let rule_type = rule_info.rule_type.clone();
-        let rule_definitions = &rule_info.definitions;
-
-        if rule_definitions.is_empty() {
+        if rule_info.definitions.is_empty() {
             // No compiled definitions — check for a default value before returning Undefined.
             // Default-only rules (e.g., `default deny := true`) have no body definitions
             // but their default value was evaluated at compile time and stored as a literal.
             let result = rule_info
                 .default_literal_index
-                .and_then(|idx| self.program.literals.get(usize::from(idx)).cloned())
+                .and_then(|idx| program.literals.get(usize::from(idx)).cloned())
                 .unwrap_or(Value::Undefined);
             if !is_function_rule {
                 let available = self.rule_cache.len();
@@ -352,18 +353,13 @@ impl RegoVM {
             dest_reg: dest,
             result_reg: rule_info.result_reg,
             rule_index,
-            rule_type: rule_type.clone(),
+            rule_type: rule_info.rule_type.clone(),
             current_definition_index: 0,
             current_body_index: 0,
         });
 
-        let final_result = self.execute_rule_definitions_common(
-            rule_definitions,
-            rule_info,
-            function_call_params,
-        )?;
-
-        self.set_register(dest, Value::Undefined)?;
+        let result =
+            self.execute_rule_definitions_common(&program, rule_info, function_call_params)?;
 
         let call_context = self
             .call_rule_stack
@@ -384,39 +380,28 @@ impl RegoVM {
         }
         self.pc = call_context.return_pc;
 
-        self.set_register(dest, final_result)?;
-
-        if matches!(self.get_register(dest)?, Value::Undefined) {
+        // An undefined value becomes the empty set or object of a partial rule, or a complete rule's default.
+        let final_value = if matches!(result, Value::Undefined) {
             match call_context.rule_type {
-                RuleType::PartialSet => {
-                    self.set_register(dest, Value::new_set())?;
-                }
-                RuleType::PartialObject => {
-                    self.set_register(dest, Value::new_object())?;
-                }
-                RuleType::Complete => {
-                    if let Some(rule_metadata) = self
-                        .program
-                        .rule_infos
-                        .get(usize::from(call_context.rule_index))
-                    {
-                        if let Some(default_literal_index) = rule_metadata.default_literal_index {
-                            if let Some(default_value) = self
-                                .program
-                                .literals
-                                .get(usize::from(default_literal_index))
-                                .cloned()
-                            {
-                                self.set_register(dest, default_value)?;
-                            }
-                        }
-                    }
-                }
+                RuleType::PartialSet => Value::new_set(),
+                RuleType::PartialObject => Value::new_object(),
+                RuleType::Complete => rule_info
+                    .default_literal_index
+                    .and_then(|idx| program.literals.get(usize::from(idx)).cloned())
+                    .unwrap_or(Value::Undefined),
             }
-        }
+        } else {
+            result
+        };
 
-        let final_value = self.get_register(dest)?.clone();
-        if !is_function_rule {
+        // Remembered before the destination is written: it may be one of the argument registers.
+        if let Some(params) = memo_params {
+            self.function_memo_remember(rule_idx, params, &final_value);
+        }
+        if is_function_rule {
+            self.set_register(dest, final_value)?;
+        } else {
+            self.set_register(dest, final_value.clone())?;
             let available = self.rule_cache.len();
             let entry = self
                 .rule_cache
@@ -426,16 +411,19 @@ impl RegoVM {
                     pc: self.pc,
                     available,
                 })?;
-            *entry = (true, final_value.clone());
-        } else if let Some(args) = memo_args {
-            self.function_memo_remember(rule_idx, args, final_value);
+            *entry = (true, final_value);
         }
         Ok(())
     }
 
-    /// The remembered value of a function called with the arguments in `params`' registers.
-    fn function_memo_lookup(&self, rule_idx: usize, params: &FunctionCallParams) -> Option<Value> {
-        let memo = self.function_memo.get(rule_idx)?;
+    /// The remembered value of a function called with the arguments in `params`' registers, compared in place.
+    fn function_memo_lookup(&self, rule_idx: usize, params: &FunctionCallParams) -> MemoLookup {
+        let Some(memo) = self.function_memo.get(rule_idx) else {
+            return MemoLookup::Miss;
+        };
+        if memo.disabled {
+            return MemoLookup::Off;
+        }
         let registers = params.arg_registers();
         memo.entries
             .iter()
@@ -445,44 +433,57 @@ impl RegoVM {
                         self.registers.get(usize::from(register)) == Some(arg)
                     })
             })
-            .map(|(_, value)| value.clone())
+            .map_or(MemoLookup::Miss, |(_, value)| MemoLookup::Hit(value.clone()))
     }
 
-    /// The arguments to remember a call by, unless the function stopped remembering in this execution.
-    fn function_memo_arguments(
-        &self,
+    /// Remember a function's value for the arguments in `params`' registers, up to [`FUNCTION_MEMO_ENTRIES`]
+    /// argument lists per function; the next distinct list stops the remembering for the rest of the execution.
+    /// The argument list is built only here, for a call that is remembered (policyctl patch 9): the lookup compares
+    /// the remembered lists with the registers in place.
+    fn function_memo_remember(
+        &mut self,
         rule_idx: usize,
         params: &FunctionCallParams,
-    ) -> Option<Vec<Value>> {
-        if self.function_memo.get(rule_idx).is_some_and(|memo| memo.disabled) {
-            return None;
-        }
-        params
-            .arg_registers()
-            .iter()
-            .map(|&register| self.registers.get(usize::from(register)).cloned())
-            .collect()
-    }
-
-    /// Remember a function's value for `args`, up to [`FUNCTION_MEMO_ENTRIES`] argument lists per function.
-    fn function_memo_remember(&mut self, rule_idx: usize, args: Vec<Value>, value: Value) {
+        value: &Value,
+    ) {
         if self.function_memo.len() <= rule_idx {
-            self.function_memo
-                .resize_with(self.program.rule_infos.len().max(rule_idx.saturating_add(1)), FunctionMemo::default);
+            let len = self
+                .program
+                .rule_infos
+                .len()
+                .max(rule_idx.saturating_add(1));
+            self.function_memo.resize_with(len, FunctionMemo::default);
         }
-        let Some(memo) = self.function_memo.get_mut(rule_idx) else {
+        let Some(memo) = self.function_memo.get(rule_idx) else {
             return;
         };
         if memo.disabled {
             return;
         }
-        if memo.entries.len() >= FUNCTION_MEMO_ENTRIES {
-            memo.disabled = true;
-            memo.entries = Vec::new();
+        let full = memo.entries.len() >= FUNCTION_MEMO_ENTRIES;
+        let args: Option<Vec<Value>> = if full {
+            None
+        } else {
+            params
+                .arg_registers()
+                .iter()
+                .map(|&register| self.registers.get(usize::from(register)).cloned())
+                .collect()
+        };
+        let Some(memo) = self.function_memo.get_mut(rule_idx) else {
             return;
+        };
+        match args {
+            Some(args) => memo.entries.push((args, value.clone())),
+            None if full => {
+                memo.disabled = true;
+                memo.entries = Vec::new();
+            }
+            // An argument register out of range: the call is not remembered.
+            None => {}
         }
-        memo.entries.push((args, value));
     }
+
     pub(super) fn execute_call_rule(&mut self, dest: u8, rule_index: u16) -> Result<()> {
         match self.execution_mode {
             ExecutionMode::RunToCompletion => self.execute_call_rule_common(dest, rule_index, None),

@@ -28,6 +28,19 @@ impl RegoVM {
         Ok(())
     }
 
+    /// Drop every value the last execution keeps (its result, rule cache, function memo, registers, builtin cache;
+    /// a suspended execution is abandoned), so a machine kept for reuse does not hold on to them until its next
+    /// execution. The loaded program, input, data and settings stay; the next execution starts afresh, and
+    /// [`RegoVM::execute_entry_point_continuing`] then starts a new one (policyctl patch 9).
+    pub fn release_execution(&mut self) {
+        self.release_previous_execution_state();
+        // An abandoned suspended execution no longer counts against a memory budget.
+        #[cfg(all(feature = "allocator-memory-limits", not(miri)))]
+        {
+            self.finish_active_memory_budget_execution();
+        }
+    }
+
     pub(super) fn release_previous_execution_state(&mut self) {
         self.continuable = false;
         self.evaluated = Value::Undefined;
