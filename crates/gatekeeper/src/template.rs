@@ -492,7 +492,11 @@ impl Template {
             }
         };
         let (vm, interpreter_reason) =
-            support::vm::Vm::compile(&compiled, &[rule.as_str()], "template");
+            support::vm::Vm::compile(&compiled, &[rule.as_str()], "template").map_err(
+                |recursive| {
+                    vec![doc.error_at(&field, format!("Rego does not compile: {recursive}"))]
+                },
+            )?;
         let template = Template {
             name: parsed.metadata.name,
             kind,

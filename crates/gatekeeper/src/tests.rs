@@ -385,6 +385,16 @@ fn template_problems_are_load_errors() {
     );
     let errs = errors(&with_rego("package x\nviolation[{\"msg\": m}] { m := }"));
     assert!(errs[0].contains("Rego does not compile"), "{errs:?}");
+    // A recursive function (OPA refuses it; on regorus its depth is the input's choice and overflows the stack).
+    let errs = errors(&with_rego(
+        "package x\ndown(n) = 0 { n <= 0 }\ndown(n) = d { n > 0; d := down(n - 1) + 1 }\nviolation[{\"msg\": m}] { down(input.review.object.spec.replicas) > 3; m := \"x\" }",
+    ));
+    assert!(
+        errs[0].contains(
+            "Rego does not compile: the template is recursive: data.x.down -> data.x.down"
+        ),
+        "{errs:?}"
+    );
     let errs = errors(
         &with_rego("package x\nviolation[{\"msg\": m}] { m := \"x\" }")
             .replace("name: k8sx", "name: other"),

@@ -266,7 +266,16 @@ fn build_packages(input: EngineInput, options: &LoadOptions) -> (Built, Vec<Arc<
             .map(String::as_str)
             .collect();
         let (vm, interpreter_reason) =
-            support::vm::Vm::compile(&compiled, &entry_points, "package");
+            match support::vm::Vm::compile(&compiled, &entry_points, "package") {
+                Ok(compiled) => compiled,
+                Err(recursive) => {
+                    built.errors.push(LoadError::new(
+                        source.clone(),
+                        format!("Rego does not compile: {recursive}"),
+                    ));
+                    continue;
+                }
+            };
         policies.push(Arc::new(RegoPolicy {
             info: PolicyInfo {
                 name,

@@ -136,6 +136,18 @@ fn v0_modules_opt_in_with_a_directive() {
 }
 
 #[test]
+fn a_recursive_package_is_a_load_error() {
+    let module = "package deep\n\nimport rego.v1\n\ndown(n) := 0 if n <= 0\n\ndown(n) := down(n - 1) + 1 if n > 0\n\ndeny contains \"deep\" if down(count(input.request.object.spec.containers)) > 3\n";
+    let errors = load_errors(&[src("deep.rego", module)]);
+    assert_eq!(
+        errors,
+        vec!["deep.rego: Rego does not compile: the package is recursive: data.deep.down -> data.deep.down (rules and \
+              functions may not call themselves, as in OPA)"
+            .to_string()]
+    );
+}
+
+#[test]
 fn directives_set_the_failure_policy_and_reject_typos() {
     let ignore = "# policyctl: failure-policy=Ignore\npackage p\n\ndeny contains \"x\" if false\n";
     let policies = load(&[src("p.rego", ignore)]);

@@ -16,6 +16,32 @@ const TIMER_CHECK_INTERVAL: u32 = 256;
 /// Machines kept per program for reuse.
 const POOL_SIZE: usize = 16;
 
+/// A policy whose rules or functions call themselves (directly or through others).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the {what} is recursive: {chain} (rules and functions may not call themselves, as in OPA)"
+)]
+pub struct Recursive {
+    /// What was compiled (`template`, `package`).
+    pub what: String,
+    /// The cycle, `data.pkg.f -> data.pkg.g -> data.pkg.f`.
+    pub chain: String,
+}
+
+/// The call chain of a recursion the VM compiler reports (policyctl patch 10 and regorus's own rule check), if the
+/// error is one.
+fn recursion_chain(error: &str) -> Option<String> {
+    const PATCHED: &str = "recursion: ";
+    const OWN: &str = "Compile-time recursion detected in rule call chain: ";
+    if let Some(at) = error.find(PATCHED) {
+        let rest = error.get(at + PATCHED.len()..)?;
+        let chain = rest.split(" (rules and functions").next().unwrap_or(rest);
+        return Some(chain.trim().to_string());
+    }
+    let at = error.find(OWN)?;
+    Some(error.get(at + OWN.len()..)?.trim().to_string())
+}
+
 /// A VM program compiled from a prepared regorus policy, and its pool of machines.
 pub struct Vm {
     program: Arc<regorus::rvm::Program>,
@@ -34,28 +60,39 @@ impl std::fmt::Debug for Vm {
 impl Vm {
     /// Compile the rules `entry_points` (full paths, `data.pkg.rule`) of a prepared policy. When the VM compiler
     /// rejects them (e.g. `with`), there is no VM and the reason, worded for `what` (`template`, `package`), says why:
-    /// the caller then runs the policy on the interpreter.
+    /// the caller then runs the policy on the interpreter. A policy whose rules or functions call themselves is
+    /// refused ([`Recursive`]): it runs on neither (both would recurse on the native stack, as deep as the input
+    /// makes them), as OPA refuses it.
     pub fn compile(
         policy: &regorus::CompiledPolicy,
         entry_points: &[&str],
         what: &str,
-    ) -> (Option<Vm>, Option<String>) {
+    ) -> Result<(Option<Vm>, Option<String>), Recursive> {
         match regorus::languages::rego::compiler::Compiler::compile_from_policy(
             policy,
             entry_points,
         ) {
-            Ok(program) => (
+            Ok(program) => Ok((
                 Some(Vm {
                     program,
                     policy: policy.clone(),
                     pool: Mutex::new(Vec::new()),
                 }),
                 None,
-            ),
-            Err(err) => (
-                None,
-                Some(format!("the VM compiler rejects the {what}: {err}")),
-            ),
+            )),
+            Err(err) => {
+                let text = err.to_string();
+                match recursion_chain(&text) {
+                    Some(chain) => Err(Recursive {
+                        what: what.to_string(),
+                        chain,
+                    }),
+                    None => Ok((
+                        None,
+                        Some(format!("the VM compiler rejects the {what}: {text}")),
+                    )),
+                }
+            }
         }
     }
 
@@ -205,7 +242,8 @@ warn contains n if {
         let compiled = engine
             .compile_with_entrypoint(&"data.t.deny".into())
             .expect("compiles");
-        let (vm, reason) = Vm::compile(&compiled, &["data.t.deny", "data.t.warn"], "package");
+        let (vm, reason) = Vm::compile(&compiled, &["data.t.deny", "data.t.warn"], "package")
+            .expect("not recursive");
         assert_eq!(reason, None);
         vm.expect("the VM compiler accepts the module")
     }
@@ -261,5 +299,53 @@ warn contains n if {
         let results = vm.eval_all(&["data.t.warn", "data.t.deny"], input(&["f"]), limit);
         assert_eq!(results, vec![Ok(strings(&[])), Ok(strings(&["f-x"]))]);
         pooled_machines_are_empty(&vm);
+    }
+
+    fn compile_module(
+        module: &str,
+        entry: &str,
+    ) -> Result<(Option<Vm>, Option<String>), Recursive> {
+        let mut engine = regorus::Engine::new();
+        engine
+            .add_policy("r.rego".into(), module.into())
+            .expect("parses");
+        let compiled = engine
+            .compile_with_entrypoint(&entry.into())
+            .expect("compiles");
+        Vm::compile(&compiled, &[entry], "package")
+    }
+
+    #[test]
+    fn recursive_functions_and_rules_are_refused_at_load() {
+        // Direct recursion with a depth the input chooses: on either engine it would overflow the native stack.
+        let direct = "package r\nimport rego.v1\ndown(n) := 0 if n <= 0\ndown(n) := down(n - 1) + 1 if n > 0\ndeny contains x if { x := down(input.n) }\n";
+        assert_eq!(
+            compile_module(direct, "data.r.deny").map(|_| ()),
+            Err(Recursive {
+                what: "package".into(),
+                chain: "data.r.down -> data.r.down".into(),
+            })
+        );
+        // Through another function, reached from a rule compiled earlier by another path.
+        let mutual = "package r\nimport rego.v1\nf(n) := g(n)\ng(n) := f(n - 1) if n > 0\ng(n) := 0 if n <= 0\nuses_g := g(1)\ndeny contains x if { uses_g; x := f(input.n) }\n";
+        let error = compile_module(mutual, "data.r.deny")
+            .map(|_| ())
+            .expect_err("recursive");
+        assert!(
+            error.chain == "data.r.g -> data.r.f -> data.r.g"
+                || error.chain == "data.r.f -> data.r.g -> data.r.f",
+            "{error}"
+        );
+        assert!(
+            error.to_string().starts_with("the package is recursive: "),
+            "{error}"
+        );
+        // A rule that reads itself.
+        let rule = "package r\nimport rego.v1\na := b\nb := a\ndeny contains 1 if a\n";
+        assert!(compile_module(rule, "data.r.deny").is_err());
+        // Calls that only look alike are fine: the same function called twice, a function calling another.
+        let fine = "package r\nimport rego.v1\nh(n) := n + 1\nk(n) := h(h(n))\ndeny contains x if { x := k(input.n); h(1) == 2 }\n";
+        let (vm, reason) = compile_module(fine, "data.r.deny").expect("not recursive");
+        assert!(vm.is_some() && reason.is_none(), "{reason:?}");
     }
 }

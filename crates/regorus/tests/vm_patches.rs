@@ -1012,27 +1012,32 @@ fn the_memo_remembers_eight_argument_lists_and_stops_at_the_ninth() {
 }
 
 #[test]
-fn recursive_function_calls_nest_their_windows_and_give_the_interpreters_answers() {
-    // regorus (interpreter and VM alike) does not refuse a recursive function as OPA does; each level is a nested
-    // call with its own register window, restored on the way back. Shallow depths only: run-to-completion recurses
-    // on the native stack, so a deep chain overflows it on both sides (as before this patch).
+fn recursive_functions_are_refused_by_the_vm_compiler() {
+    // Patch 10: regorus (interpreter and VM alike) ran a recursive function, one native stack frame per level, so an
+    // input-chosen depth overflowed the stack and aborted the process. The VM compiler now refuses the program, as
+    // OPA refuses it (rego_recursion_error); policyctl refuses the policy at load (crates/regorus/src/vm.rs).
     let module = r#"package t
 import rego.v1
 down(n) := 0 if n <= 0
 down(n) := down(n - 1) + 1 if n > 0
-sum_to(n) := 0 if n <= 0
-sum_to(n) := n + sum_to(n - 1) if n > 0
-pair_down(n) := [down(n), sum_to(n)]
+pair_down(n) := [down(n), n]
 r := [pair_down(n) | some n in input.ns]
 "#;
-    let input = serde_json::json!({"ns": [0, 1, 3, 20, 3, -2]});
-    let want = interpreter(module, "data.t.r", input.clone());
-    assert!(want.is_ok(), "{want:?}");
-    for mode in MODES {
-        assert_eq!(
-            vm(module, "data.t.r", input.clone(), mode).map_err(|e| e.to_string()),
-            want,
-            "{mode:?}"
-        );
-    }
+    let mut engine = regorus::Engine::new();
+    engine
+        .add_policy("m.rego".into(), module.into())
+        .expect("parses");
+    let compiled = engine
+        .compile_with_entrypoint(&"data.t.r".into())
+        .expect("the interpreter's compiler accepts it");
+    let error =
+        regorus::languages::rego::compiler::Compiler::compile_from_policy(&compiled, &["data.t.r"])
+            .map(|_| ())
+            .expect_err("refused");
+    assert!(
+        error
+            .to_string()
+            .contains("recursion: data.t.down -> data.t.down"),
+        "{error}"
+    );
 }

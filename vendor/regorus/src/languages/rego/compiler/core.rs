@@ -275,6 +275,20 @@ impl<'a> Compiler<'a> {
         if matches!(instruction, Instruction::HostAwait { .. }) {
             self.program.has_host_await = true;
         }
+        // policyctl patch 10: every call from the rule being compiled is an edge of the call graph, checked for
+        // cycles once every rule is compiled (see `check_recursion`).
+        let callee = match instruction {
+            Instruction::CallRule { rule_index, .. } => Some(rule_index),
+            Instruction::FunctionCall { params_index } => self
+                .program
+                .instruction_data
+                .get_function_call_params(params_index)
+                .map(|params| params.func_rule_index),
+            _ => None,
+        };
+        if let (Some(&caller), Some(callee)) = (self.current_call_stack.last(), callee) {
+            self.call_edges.insert((caller, callee));
+        }
         self.program.instructions.push(instruction);
 
         let source_path = span.source.get_path().to_string();

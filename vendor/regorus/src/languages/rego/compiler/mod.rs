@@ -141,6 +141,8 @@ pub struct Compiler<'a> {
     current_data_register: Option<Register>,
     current_rule_path: String,
     current_call_stack: Vec<u16>,
+    /// policyctl patch 10: `(caller, callee)` rule indexes of every call compiled inside a rule.
+    call_edges: BTreeSet<(u16, u16)>,
     entry_points: IndexMap<String, usize>,
     soft_assert_mode: bool,
     /// Registered host-awaitable builtins: name → expected arg count.
@@ -180,6 +182,7 @@ impl<'a> Compiler<'a> {
             current_data_register: None,
             current_rule_path: String::new(),
             current_call_stack: Vec::new(),
+            call_edges: BTreeSet::new(),
             entry_points: IndexMap::new(),
             soft_assert_mode: false,
             host_await_builtins: BTreeMap::new(),

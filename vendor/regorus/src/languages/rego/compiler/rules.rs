@@ -20,7 +20,7 @@ use crate::rvm::Instruction;
 use crate::utils::{format_string_path, get_path_string};
 use crate::Map;
 use crate::{CompiledPolicy, Value};
-use alloc::collections::BTreeSet;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::sync::Arc;
@@ -310,9 +310,66 @@ impl<'a> Compiler<'a> {
         }
 
         compiler.compile_worklist_rules(rules)?;
+        compiler.check_recursion()?;
 
         let program = Arc::new(compiler.finish()?);
         Ok(program)
+    }
+
+    /// policyctl patch 10: refuse a program whose rules or functions call themselves, directly or through others
+    /// (OPA refuses such policies with `rego_recursion_error`). The VM would recurse on the native stack with a depth
+    /// the input can choose, and overflow it.
+    fn check_recursion(&self) -> Result<()> {
+        let mut callees: BTreeMap<u16, Vec<u16>> = BTreeMap::new();
+        for &(caller, callee) in &self.call_edges {
+            callees.entry(caller).or_default().push(callee);
+        }
+        // Depth-first search with an explicit stack: 0 unvisited, 1 on the current path, 2 done.
+        let mut state: BTreeMap<u16, u8> = BTreeMap::new();
+        for &start in callees.keys() {
+            if state.get(&start).copied().unwrap_or(0) != 0 {
+                continue;
+            }
+            let mut path: Vec<(u16, usize)> = alloc::vec![(start, 0)];
+            state.insert(start, 1);
+            while let Some(&mut (node, ref mut next)) = path.last_mut() {
+                let edges = callees.get(&node).map(Vec::as_slice).unwrap_or(&[]);
+                if let Some(&callee) = edges.get(*next) {
+                    *next += 1;
+                    match state.get(&callee).copied().unwrap_or(0) {
+                        0 => {
+                            state.insert(callee, 1);
+                            path.push((callee, 0));
+                        }
+                        1 => {
+                            let name = |index: u16| {
+                                self.rule_index_map
+                                    .iter()
+                                    .find(|(_, &i)| i == index)
+                                    .map(|(path, _)| path.clone())
+                                    .unwrap_or_default()
+                            };
+                            let from = path.iter().position(|&(n, _)| n == callee).unwrap_or(0);
+                            let mut chain: Vec<String> =
+                                path.iter().skip(from).map(|&(n, _)| name(n)).collect();
+                            chain.push(name(callee));
+                            return Err(CompilerError::General {
+                                message: format!(
+                                    "recursion: {} (rules and functions may not call themselves)",
+                                    chain.join(" -> ")
+                                ),
+                            }
+                            .into());
+                        }
+                        _ => {}
+                    }
+                } else {
+                    state.insert(node, 2);
+                    path.pop();
+                }
+            }
+        }
+        Ok(())
     }
 
     fn compile_worklist_rules(
