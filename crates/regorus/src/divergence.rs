@@ -30,6 +30,10 @@
 //!   comprehension leaves an undefined element instead of dropping it (`[to_number(s) | some s in ["1", "abc"]]` is
 //!   `[1, undefined]` on the VM, `[1]` on the interpreter and in OPA), which can change a `count`; and in strict mode a
 //!   builtin error inside a rule body makes the rule undefined instead of an error (policyctl runs non-strict).
+//! - found while testing patch 9, present in the unpatched 0.14.1 VM too: a default function
+//!   (`default label(_) := "none"`) is undefined on the VM when no definition applies, where the interpreter and OPA
+//!   give the default (`[label(1), label(20)]` is undefined instead of `["none", "big"]`). No library template uses
+//!   default functions; a default rule (not a function) is right on both.
 
 use crate::lexer::{lex, one_line, structure, Kind, Token};
 
