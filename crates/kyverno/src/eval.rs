@@ -40,6 +40,27 @@ pub struct Env<'a> {
     pub deadline: Option<Instant>,
 }
 
+/// What a test's [`Env`] borrows: no requester, mocked lookups (none), no namespace labels, no deadline.
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct TestEnv {
+    user: UserContext,
+    mocks: Mocks,
+}
+
+#[cfg(test)]
+impl TestEnv {
+    /// The environment.
+    pub(crate) fn env(&self) -> Env<'_> {
+        Env {
+            user: &self.user,
+            namespace_labels: None,
+            lookups: Lookups::Mocks(&self.mocks),
+            deadline: None,
+        }
+    }
+}
+
 /// The message of a rule stopped by the request's deadline.
 pub const DEADLINE_MESSAGE: &str = "evaluation stopped: the request deadline passed";
 
@@ -847,14 +868,8 @@ mod tests {
     #[test]
     fn load_context_reports_the_entry_and_its_error() {
         use crate::spec::ContextEntry;
-        let user = UserContext::default();
-        let mocks = Mocks::default();
-        let env = Env {
-            user: &user,
-            namespace_labels: None,
-            lookups: Lookups::Mocks(&mocks),
-            deadline: None,
-        };
+        let test_env = TestEnv::default();
+        let env = test_env.env();
         let entries: Vec<ContextEntry> = serde_json::from_value(json!([
             {"name": "v", "variable": {"jmesPath": "request.nothing"}}
         ]))

@@ -788,8 +788,6 @@ mod tests {
     /// A mutate foreach whose lists are compiled at load patches exactly as one whose lists are read as text.
     #[test]
     fn compiled_foreach_lists_patch_as_the_text_path() {
-        use crate::eval::{Lookups, Mocks};
-        use crate::matching::UserContext;
         let mutation: Mutation = serde_json::from_value(json!({"foreach": [
             {
                 "list": "request.object.spec.containers",
@@ -821,14 +819,8 @@ mod tests {
         assert!(lists[2].foreach.as_deref().unwrap_or_default()[0]
             .compiled_list
             .is_some());
-        let user = UserContext::default();
-        let mocks = Mocks::default();
-        let env = Env {
-            user: &user,
-            namespace_labels: None,
-            lookups: Lookups::Mocks(&mocks),
-            deadline: None,
-        };
+        let test_env = crate::eval::TestEnv::default();
+        let env = test_env.env();
         let pods = [
             json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "labels": {}, "annotations": {}},
             "spec": {"initContainers": [{"name": "i"}], "containers": [
