@@ -28,6 +28,20 @@ fn interpreter(module: &str, rule: &str, input: serde_json::Value) -> Result<Val
 
 const MODES: [ExecutionMode; 2] = [ExecutionMode::RunToCompletion, ExecutionMode::Suspendable];
 
+/// Every rule of `module` gives the interpreter's answer (value or error text) on the VM, in both modes, for every
+/// input.
+fn vm_agrees_with_the_interpreter(module: &str, rules: &[&str], inputs: &[serde_json::Value]) {
+    for input in inputs {
+        for rule in rules {
+            let want = interpreter(module, rule, input.clone());
+            for mode in MODES {
+                let got = vm(module, rule, input.clone(), mode).map_err(|e| e.to_string());
+                assert_eq!(got, want, "{mode:?} {rule} {input}");
+            }
+        }
+    }
+}
+
 const FUNCTIONS: &str = r#"package t
 suffix(q) := "m" if startswith(q, "m")
 suffix(q) := "i" if endswith(q, "i")
@@ -233,15 +247,7 @@ fn rule_and_function_calls_give_the_interpreters_answers_in_both_modes() {
         "data.t.has_big",
         "data.t.summary",
     ];
-    for input in &inputs {
-        for rule in rules {
-            let want = interpreter(CALLS, rule, input.clone());
-            for mode in MODES {
-                let got = vm(CALLS, rule, input.clone(), mode).map_err(|e| e.to_string());
-                assert_eq!(got, want, "{mode:?} {rule} {input}");
-            }
-        }
-    }
+    vm_agrees_with_the_interpreter(CALLS, &rules, &inputs);
 }
 
 const NESTED_ERRORS: &str = r#"package t
@@ -845,15 +851,7 @@ fn function_and_rule_calls_give_the_interpreters_answers_through_else_chains_pat
         serde_json::json!({"nums": [], "strs": []}),
         serde_json::json!({"nums": [200, 3], "strs": ["z"]}),
     ];
-    for input in &inputs {
-        for rule in CALLS9_RULES {
-            let want = interpreter(CALLS9, rule, input.clone());
-            for mode in MODES {
-                let got = vm(CALLS9, rule, input.clone(), mode).map_err(|e| e.to_string());
-                assert_eq!(got, want, "{mode:?} {rule} {input}");
-            }
-        }
-    }
+    vm_agrees_with_the_interpreter(CALLS9, &CALLS9_RULES, &inputs);
 }
 
 const CALLEE_ERRORS: &str = r#"package t
