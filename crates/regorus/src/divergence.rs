@@ -13,6 +13,7 @@
 //! | D5 | body-less definitions `f("a", _)` are undefined in the VM | rewrite: give them an explicit `{ true }` body (`if { true }` in v1) |
 //! | D6 | conflicting values of a rule or function are an error in OPA (a denial in Gatekeeper), undefined in regorus 0.14.1's VM | fixed in the vendored regorus (vendor/regorus/POLICYCTL-PATCHES.md): the VM ends the evaluation with `eval_conflict_error`, as the interpreter and OPA do |
 //! | D7 | in the VM, an `else` was not tried when the body before it ran to its end with an undefined value (`f(c) = t { t := c.a.b } else = t { t := "default" }` with `c.a` missing was undefined; OPA gives `"default"`) | fixed in the vendored regorus (same file) |
+//! | D8 | in the VM, a default function (`default label(_) := "none"`) was undefined when no definition applied (the interpreter and OPA give the default), and a default computed by a comprehension over the input was fixed at compile time with no input | fixed in the vendored regorus (patch 11): constant defaults of functions are kept; a non-constant default sends the program to the interpreter |
 //!
 //! Templates and plain Rego packages run on the regorus VM (about 2.5 times faster than the interpreter on the
 //! benchmark); one the VM compiler rejects (e.g. `with`) runs on the interpreter.
@@ -30,10 +31,6 @@
 //!   comprehension leaves an undefined element instead of dropping it (`[to_number(s) | some s in ["1", "abc"]]` is
 //!   `[1, undefined]` on the VM, `[1]` on the interpreter and in OPA), which can change a `count`; and in strict mode a
 //!   builtin error inside a rule body makes the rule undefined instead of an error (policyctl runs non-strict).
-//! - found while testing patch 9, present in the unpatched 0.14.1 VM too: a default function
-//!   (`default label(_) := "none"`) is undefined on the VM when no definition applies, where the interpreter and OPA
-//!   give the default (`[label(1), label(20)]` is undefined instead of `["none", "big"]`). No library template uses
-//!   default functions; a default rule (not a function) is right on both.
 
 use crate::lexer::{lex, one_line, structure, Kind, Token};
 

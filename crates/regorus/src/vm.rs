@@ -348,4 +348,27 @@ warn contains n if {
         let (vm, reason) = compile_module(fine, "data.r.deny").expect("not recursive");
         assert!(vm.is_some() && reason.is_none(), "{reason:?}");
     }
+
+    #[test]
+    fn a_default_function_runs_on_the_vm_with_a_constant_value_and_otherwise_on_the_interpreter() {
+        let constant = "package r\nimport rego.v1\ndefault label(_) := \"none\"\nlabel(x) := \"big\" if x > 10\ndeny contains x if { some n in input.ns; x := label(n) }\n";
+        let (vm, reason) = compile_module(constant, "data.r.deny").expect("not recursive");
+        let vm = vm.expect("the VM compiles it");
+        assert_eq!(reason, None);
+        let input = crate::to_rego(&serde_json::json!({"ns": [1, 20]}));
+        assert_eq!(
+            vm.eval(Some("data.r.deny"), input, None, Duration::from_secs(5)),
+            Ok(strings(&["big", "none"]))
+        );
+        // A value the compiler cannot fix at load (a comprehension): no VM, and the reason names the function.
+        let computed = "package r\nimport rego.v1\ndefault label(_) := [x | some x in [1]]\nlabel(x) := [x] if x > 10\ndeny contains x if { some n in input.ns; x := label(n) }\n";
+        let (vm, reason) = compile_module(computed, "data.r.deny").expect("not recursive");
+        assert!(vm.is_none());
+        assert!(
+            reason.as_deref().is_some_and(
+                |r| r.contains("the default value of 'data.r.label' is not a constant")
+            ),
+            "{reason:?}"
+        );
+    }
 }

@@ -1039,3 +1039,137 @@ r := [pair_down(n) | some n in input.ns]
         "{error}"
     );
 }
+
+#[test]
+fn default_functions_give_their_default_when_no_definition_applies() {
+    // Found while testing patch 9, present in the unpatched 0.14.1 VM: a default function was undefined on the VM when
+    // no definition applied, where the interpreter and OPA give the default. A template that compared the result
+    // (`label(c) == "none"`) silently lost its violation.
+    let module = r#"package t
+import rego.v1
+default label(_) := "none"
+label(x) := "big" if x > 10
+labels := [label(n) | some n in input.ns]
+none_count := count([n | some n in input.ns; label(n) == "none"])
+default pair(_, _) := false
+pair(a, b) if a == b
+pairs := [pair(a, b) | some a in input.ns; some b in input.ns]
+"#;
+    vm_agrees_with_the_interpreter(
+        module,
+        &["data.t.labels", "data.t.none_count", "data.t.pairs"],
+        &[
+            serde_json::json!({"ns": [1, 20]}),
+            serde_json::json!({"ns": []}),
+            serde_json::json!({"ns": [30, 40, 3]}),
+        ],
+    );
+    // And the answer is the default, not just whatever the interpreter says.
+    for mode in MODES {
+        let got = vm(
+            module,
+            "data.t.labels",
+            serde_json::json!({"ns": [1, 20]}),
+            mode,
+        );
+        assert_eq!(
+            got,
+            Ok(Value::from(serde_json::json!(["none", "big"]))),
+            "{mode:?}"
+        );
+    }
+}
+
+#[test]
+fn default_values_computed_from_the_input_are_refused_by_the_vm_compiler() {
+    // The VM fixes a default value at compile time, with no input: this one came out `[]` whatever the input, where
+    // the interpreter gives `[1, 20]`. Refused, so the program runs on the interpreter (crates/regorus/src/vm.rs).
+    let module = r#"package t
+import rego.v1
+default names := [n | some n in input.ns]
+names := ["x"] if input.flag
+"#;
+    let mut engine = regorus::Engine::new();
+    engine
+        .add_policy("m.rego".into(), module.into())
+        .expect("parses");
+    let compiled = engine
+        .compile_with_entrypoint(&"data.t.names".into())
+        .expect("the interpreter's compiler accepts it");
+    let error = regorus::languages::rego::compiler::Compiler::compile_from_policy(
+        &compiled,
+        &["data.t.names"],
+    )
+    .map(|_| ())
+    .expect_err("refused");
+    assert!(
+        error
+            .to_string()
+            .contains("the default value of 'data.t.names' is not a constant"),
+        "{error}"
+    );
+    assert_eq!(
+        interpreter(module, "data.t.names", serde_json::json!({"ns": [1, 20]})),
+        Ok(Value::from(serde_json::json!([1, 20])))
+    );
+    // Constant defaults of every shape still compile and agree.
+    let constants = r#"package t
+import rego.v1
+default a := -1
+default b := {"k": [1, "x", null, true]}
+default c := {1, 2}
+a := 5 if input.flag
+b := {} if input.flag
+c := set() if input.flag
+"#;
+    vm_agrees_with_the_interpreter(
+        constants,
+        &["data.t.a", "data.t.b", "data.t.c"],
+        &[serde_json::json!({}), serde_json::json!({"flag": true})],
+    );
+}
+
+#[test]
+fn a_recursive_function_is_an_error_on_the_interpreter_not_a_stack_overflow() {
+    // Patch 11: programs the VM compiler refuses for another reason run on the interpreter, which patch 10's load
+    // check does not reach. A recursive function there used to run one native stack frame per level (this test
+    // aborted the process with a stack overflow); now the call of a function already being evaluated is an error,
+    // which no other definition's value can hide.
+    let module = r#"package t
+import rego.v1
+down(n) := 0 if n <= 0
+down(n) := down(n - 1) + 1 if n > 0
+ping(n) := pong(n)
+pong(n) := ping(n - 1) if n > 0
+pong(n) := 7
+r := down(input.n)
+s := ping(input.n)
+ok := [f(x) | some x in [1, 2]]
+f(x) := g(g(x))
+g(x) := x + 1
+"#;
+    let deep = interpreter(module, "data.t.r", serde_json::json!({"n": 1_000_000}));
+    let text = deep.expect_err("recursion is an error");
+    assert!(
+        text.contains(
+            "recursion: data.t.down -> data.t.down (rules and functions may not call themselves)"
+        ),
+        "{text}"
+    );
+    let mutual = interpreter(module, "data.t.s", serde_json::json!({"n": 3}));
+    let text = mutual.expect_err("recursion is an error");
+    assert!(
+        text.contains("recursion: data.t.ping -> data.t.pong -> data.t.ping"),
+        "{text}"
+    );
+    // No recursion at depth zero: the definitions that apply give their values.
+    assert_eq!(
+        interpreter(module, "data.t.r", serde_json::json!({"n": 0})),
+        Ok(Value::from(0u64))
+    );
+    // A function used twice, nested in an argument, is not recursion.
+    assert_eq!(
+        interpreter(module, "data.t.ok", serde_json::json!({})),
+        Ok(Value::from(serde_json::json!([3, 4])))
+    );
+}

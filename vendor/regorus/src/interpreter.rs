@@ -37,6 +37,16 @@ use alloc::collections::{BTreeMap, BTreeSet};
 use anyhow::{anyhow, bail, Result};
 use core::ops::Bound::*;
 
+/// policyctl patch 11: a function called while it is already being evaluated.
+#[derive(Debug)]
+struct FunctionRecursion(String);
+
+impl core::fmt::Display for FunctionRecursion {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 type Scope = BTreeMap<SourceStr, Value>;
 type ExprLookup = Lookup<Value>;
 
@@ -120,6 +130,8 @@ pub struct Interpreter {
     processed_paths: Value,
     rule_values: RuleValues,
     active_rules: Vec<Ref<Rule>>,
+    // policyctl patch 11: the functions being evaluated (each by its first definition), innermost last.
+    active_functions: Vec<Ref<Rule>>,
     builtins_cache: BTreeMap<(&'static str, Vec<Value>), Value>,
     no_rules_lookup: bool,
     execution_timer: ExecutionTimer,
@@ -163,6 +175,7 @@ impl Clone for Interpreter {
 
             builtins_cache: BTreeMap::default(),
             active_rules: Vec::default(),
+            active_functions: Vec::default(),
             contexts: Vec::default(),
             current_module_path: String::default(),
             current_module_index: 0,
@@ -241,6 +254,7 @@ impl Interpreter {
             processed_paths: Value::new_object(),
             rule_values: BTreeMap::default(),
             active_rules: Vec::default(),
+            active_functions: Vec::default(),
             builtins_cache: BTreeMap::default(),
             no_rules_lookup: false,
             traces: None,
@@ -280,6 +294,7 @@ impl Interpreter {
             processed_paths: Value::new_object(),
             rule_values: BTreeMap::default(),
             active_rules: Vec::default(),
+            active_functions: Vec::default(),
             builtins_cache: BTreeMap::default(),
             no_rules_lookup: false,
             traces: None,
@@ -2774,6 +2789,50 @@ impl Interpreter {
         Ok(Value::Bool(true))
     }
 
+    /// policyctl patch 11: evaluate a function's bodies, refusing a call of a function that is already being
+    /// evaluated. A recursive function used to run one native stack frame per level, so a depth taken from the
+    /// input overflowed the stack and aborted the process; OPA refuses recursion at compile time. The VM compiler
+    /// refuses it at load (patch 10); this catches it in programs that run on the interpreter.
+    fn eval_function_bodies(
+        &mut self,
+        function: &Ref<Rule>,
+        ctx: Context,
+        span: &Span,
+        bodies: &[RuleBody],
+    ) -> Result<Value> {
+        if self.active_functions.iter().any(|f| f == function) {
+            let mut chain = String::new();
+            for f in self.active_functions.iter().skip_while(|f| *f != function) {
+                chain.push_str(&self.function_name(f));
+                chain.push_str(" -> ");
+            }
+            chain.push_str(&self.function_name(function));
+            let refr = Self::get_rule_refr(function).span();
+            return Err(anyhow::Error::msg(FunctionRecursion(format!(
+                "{}:{}: recursion: {chain} (rules and functions may not call themselves)",
+                refr.source.get_path(),
+                refr.line
+            ))));
+        }
+        self.active_functions.push(function.clone());
+        let result = self.eval_rule_bodies(ctx, span, bodies);
+        self.active_functions.pop();
+        result
+    }
+
+    /// A function's full path (`data.pkg.f`) for a message; its name as written if its module is not found.
+    fn function_name(&self, function: &Ref<Rule>) -> String {
+        let refr = Self::get_rule_refr(function);
+        let name = refr.span().text().to_string();
+        self.compiled_policy
+            .modules
+            .iter()
+            .find(|m| m.policy.contains(function))
+            .and_then(|m| get_path_string(&m.package.refr, Some("data")).ok())
+            .map(|package| format!("{package}.{name}"))
+            .unwrap_or(name)
+    }
+
     fn eval_call_impl(
         &mut self,
         span: &Span,
@@ -2897,6 +2956,8 @@ impl Interpreter {
         let mut results: Vec<Value> = Vec::new();
         let mut errors: Vec<anyhow::Error> = Vec::new();
 
+        // The function's identity for the recursion check (patch 11): its first definition.
+        let function = fcns.first().cloned();
         'outer: for fcn_rule in fcns {
             let (args, output_expr, bodies) = match fcn_rule.as_ref() {
                 Rule::Spec {
@@ -2976,8 +3037,21 @@ impl Interpreter {
             };
 
             let prev_module = self.set_current_module(fcn_module.clone())?;
-            let value = match self.eval_rule_bodies(ctx, span, bodies) {
+            let evaluated = match &function {
+                Some(function) => self.eval_function_bodies(function, ctx, span, bodies),
+                None => self.eval_rule_bodies(ctx, span, bodies),
+            };
+            let value = match evaluated {
                 Ok(v) => v,
+                Err(e) if e.downcast_ref::<FunctionRecursion>().is_some() => {
+                    // Never swallowed by another definition's value: the program is wrong, not this input.
+                    self.set_current_module(prev_module)?;
+                    self.scopes = scopes;
+                    if let Some(with_functions) = with_functions_saved {
+                        self.with_functions = with_functions;
+                    }
+                    return Err(e);
+                }
                 Err(e) => {
                     // If the rule produces an error, save the error. Restore
                     // the caller's module even so: leaving the callee's module

@@ -159,7 +159,7 @@ impl<'a> Compiler<'a> {
             .collect();
 
         for (rule_path, rule_index) in rule_paths_to_evaluate {
-            if let Some(default_literal_index) = self.evaluate_default_rule(&rule_path) {
+            if let Some(default_literal_index) = self.evaluate_default_rule(&rule_path)? {
                 if let Some(rule_info) = rule_infos_map.get_mut(&rule_index) {
                     rule_info.set_default_literal_index(default_literal_index);
                 }
@@ -191,9 +191,33 @@ impl<'a> Compiler<'a> {
         Ok(self.program)
     }
 
-    fn evaluate_default_rule(&mut self, rule_path: &str) -> Option<u16> {
-        if !self.policy.inner.default_rules.contains_key(rule_path) {
-            return None;
+    fn evaluate_default_rule(&mut self, rule_path: &str) -> Result<Option<u16>> {
+        let Some(defaults) = self.policy.inner.default_rules.get(rule_path) else {
+            return Ok(None);
+        };
+
+        // policyctl patch 11. The default value is fixed here, at compile time, with no input: a value computed by
+        // a comprehension (`default names := [n | some n in input.ns]`) came out empty whatever the input, so such a
+        // program is refused and runs on the interpreter. And a default function (`default f(_) := v`) gives `v`
+        // when no definition applies: the interpreter evaluates function defaults at the call, not here, so the
+        // value used to be left out and the function was undefined on the VM; it is now stored as the rule's
+        // default literal, which the call path already falls back to.
+        let mut function_default = None;
+        for (rule, _) in defaults.iter() {
+            if let crate::ast::Rule::Default { args, value, .. } = rule.as_ref() {
+                let Some(constant) = super::expressions::try_eval_const(value.as_ref()) else {
+                    return Err(CompilerError::General {
+                        message: format!("the default value of '{rule_path}' is not a constant"),
+                    }
+                    .into());
+                };
+                if !args.is_empty() && function_default.is_none() {
+                    function_default = Some(constant);
+                }
+            }
+        }
+        if let Some(constant) = function_default {
+            return Ok(Some(self.add_literal(constant)));
         }
 
         let mut interpreter = Interpreter::new_from_compiled_policy(self.policy.inner.clone());
@@ -202,13 +226,13 @@ impl<'a> Compiler<'a> {
             Ok(computed_value) => {
                 if computed_value != Value::Undefined {
                     let literal_index = self.add_literal(computed_value);
-                    return Some(literal_index);
+                    return Ok(Some(literal_index));
                 }
             }
             Err(_e) => {}
         }
 
-        None
+        Ok(None)
     }
 
     fn extract_destructuring_blocks(&self, rule_index: u16) -> Vec<Option<u32>> {
