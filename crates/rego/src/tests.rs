@@ -148,6 +148,23 @@ fn a_recursive_package_is_a_load_error() {
 }
 
 #[test]
+fn a_recursive_package_on_the_interpreter_fails_its_evaluation() {
+    // `with` keeps the package off the VM, so the load-time check does not see it; on the interpreter the recursion
+    // is an evaluation error (under the failure policy) instead of a native stack as deep as the request makes it.
+    let module = "package deep\n\nimport rego.v1\n\ndown(n) := 0 if n <= 0\n\ndown(n) := down(n - 1) + 1 if n > 0\n\ndeny contains \"deep\" if {\n  d := down(count(input.request.object.spec.containers)) with input.flag as true\n  d > 3\n}\n";
+    let policies = load(&[src("deep.rego", module)]);
+    let error = policies[0]
+        .check(&pod(json!({})), &EvalContext::default())
+        .expect_err("recursion is an error");
+    assert!(
+        error
+            .to_string()
+            .contains("recursion: data.deep.down -> data.deep.down (rules and functions may not call themselves)"),
+        "{error}"
+    );
+}
+
+#[test]
 fn directives_set_the_failure_policy_and_reject_typos() {
     let ignore = "# policyctl: failure-policy=Ignore\npackage p\n\ndeny contains \"x\" if false\n";
     let policies = load(&[src("p.rego", ignore)]);
