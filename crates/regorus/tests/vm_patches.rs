@@ -162,18 +162,32 @@ fn vm_strict(
     machine.execute()
 }
 
-/// A VM loaded with `rule` of a Rego v1 module and `input`, ready to execute.
-fn machine(module: &str, rule: &str, input: &serde_json::Value) -> RegoVM {
+/// A Rego v1 module prepared by the interpreter's compiler for the first of `entry_points`, and the VM compiler's
+/// answer for all of them.
+fn vm_compile(
+    module: &str,
+    entry_points: &[&str],
+) -> (
+    regorus::CompiledPolicy,
+    Result<std::sync::Arc<regorus::rvm::program::Program>, String>,
+) {
     let mut engine = regorus::Engine::new();
     engine
         .add_policy("m.rego".into(), module.into())
         .expect("parses");
     let compiled = engine
-        .compile_with_entrypoint(&rule.into())
-        .expect("compiles");
+        .compile_with_entrypoint(&entry_points[0].into())
+        .expect("the interpreter's compiler accepts it");
     let program =
-        regorus::languages::rego::compiler::Compiler::compile_from_policy(&compiled, &[rule])
-            .expect("the VM compiler accepts the module");
+        regorus::languages::rego::compiler::Compiler::compile_from_policy(&compiled, entry_points)
+            .map_err(|e| e.to_string());
+    (compiled, program)
+}
+
+/// A VM loaded with `rule` of a Rego v1 module and `input`, ready to execute.
+fn machine(module: &str, rule: &str, input: &serde_json::Value) -> RegoVM {
+    let (compiled, program) = vm_compile(module, &[rule]);
+    let program = program.expect("the VM compiler accepts the module");
     let mut machine = RegoVM::new_with_policy(compiled);
     machine.load_program(program);
     machine.set_input(policyctl_regorus::to_rego(input));
@@ -673,23 +687,16 @@ draws_too := rand.intn("policyctl", 1000000000)
 
 /// A machine compiled for `deny` and `warn` of [`SHARED`].
 fn shared_machine(input: &serde_json::Value) -> RegoVM {
-    let mut engine = regorus::Engine::new();
-    engine
-        .add_policy("m.rego".into(), SHARED.into())
-        .expect("parses");
-    let compiled = engine
-        .compile_with_entrypoint(&"data.t.deny".into())
-        .expect("compiles");
-    let program = regorus::languages::rego::compiler::Compiler::compile_from_policy(
-        &compiled,
+    let (compiled, program) = vm_compile(
+        SHARED,
         &[
             "data.t.deny",
             "data.t.warn",
             "data.t.draws",
             "data.t.draws_too",
         ],
-    )
-    .expect("the VM compiler accepts the module");
+    );
+    let program = program.expect("the VM compiler accepts the module");
     let mut machine = RegoVM::new_with_policy(compiled);
     machine.load_program(program);
     machine.set_input(policyctl_regorus::to_rego(input));
@@ -1021,21 +1028,9 @@ down(n) := down(n - 1) + 1 if n > 0
 pair_down(n) := [down(n), n]
 r := [pair_down(n) | some n in input.ns]
 "#;
-    let mut engine = regorus::Engine::new();
-    engine
-        .add_policy("m.rego".into(), module.into())
-        .expect("parses");
-    let compiled = engine
-        .compile_with_entrypoint(&"data.t.r".into())
-        .expect("the interpreter's compiler accepts it");
-    let error =
-        regorus::languages::rego::compiler::Compiler::compile_from_policy(&compiled, &["data.t.r"])
-            .map(|_| ())
-            .expect_err("refused");
+    let error = vm_compile(module, &["data.t.r"]).1.expect_err("refused");
     assert!(
-        error
-            .to_string()
-            .contains("recursion: data.t.down -> data.t.down"),
+        error.contains("recursion: data.t.down -> data.t.down"),
         "{error}"
     );
 }
@@ -1089,23 +1084,11 @@ import rego.v1
 default names := [n | some n in input.ns]
 names := ["x"] if input.flag
 "#;
-    let mut engine = regorus::Engine::new();
-    engine
-        .add_policy("m.rego".into(), module.into())
-        .expect("parses");
-    let compiled = engine
-        .compile_with_entrypoint(&"data.t.names".into())
-        .expect("the interpreter's compiler accepts it");
-    let error = regorus::languages::rego::compiler::Compiler::compile_from_policy(
-        &compiled,
-        &["data.t.names"],
-    )
-    .map(|_| ())
-    .expect_err("refused");
+    let error = vm_compile(module, &["data.t.names"])
+        .1
+        .expect_err("refused");
     assert!(
-        error
-            .to_string()
-            .contains("the default value of 'data.t.names' is not a constant"),
+        error.contains("the default value of 'data.t.names' is not a constant"),
         "{error}"
     );
     assert_eq!(
