@@ -923,3 +923,73 @@ fn conflicting_helper_values_are_an_error_on_the_vm_as_on_the_interpreter() {
         }
     }
 }
+
+#[test]
+fn an_undefined_assignment_fails_the_violation_on_the_vm_as_on_the_interpreter() {
+    // Regorus patch 12: on the VM `limits := c.resources.limits` bound `limits` to undefined for a container without
+    // limits and the body went on, so `not limits.cpu` reported a violation that OPA and Gatekeeper do not.
+    for (with_interpreter, evaluator) in [(false, Evaluator::Vm), (true, Evaluator::Interpreter)] {
+        let extra = if with_interpreter {
+            "\n        violation[{\"msg\": \"never\"}] { input.never with input.never as false }"
+        } else {
+            ""
+        };
+        let source = format!(
+            r#"apiVersion: templates.gatekeeper.sh/v1
+kind: ConstraintTemplate
+metadata:
+  name: k8scpulimit
+spec:
+  crd:
+    spec:
+      names:
+        kind: K8sCpuLimit
+  targets:
+    - target: admission.k8s.gatekeeper.sh
+      rego: |
+        package cpulimit{extra}
+        violation[{{"msg": msg}}] {{
+          c := input.review.object.spec.containers[_]
+          limits := c.resources.limits
+          not limits.cpu
+          msg := sprintf("container %v has no cpu limit", [c.name])
+        }}
+        violation[{{"msg": msg}}] {{
+          names := [c.resources.limits.memory | c := input.review.object.spec.containers[_]]
+          count(names) != count(input.review.object.spec.containers)
+          msg := sprintf("%v of %v containers have a memory limit", [count(names), count(input.review.object.spec.containers)])
+        }}
+---
+apiVersion: constraints.gatekeeper.sh/v1beta1
+kind: K8sCpuLimit
+metadata:
+  name: cpu
+"#
+        );
+        let (docs, _) = documents(&src("c.yaml", &source));
+        let (template, _) = Template::load(&docs[0], Duration::from_secs(1)).expect("compiles");
+        assert_eq!(template.evaluator(), evaluator);
+        let policies = load(&source);
+        let review = Review::for_object(
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "ns"},
+            "spec": {"containers": [
+                {"name": "none", "image": "x"},
+                {"name": "memory", "image": "x", "resources": {"limits": {"memory": "1Gi"}}}
+            ]}}),
+            None,
+            Operation::Create,
+        );
+        let mut got = policies[0]
+            .check(&review, &EvalContext::default())
+            .expect("evaluates");
+        got.sort_by(|a, b| a.message.cmp(&b.message));
+        assert_eq!(
+            got,
+            vec![
+                Violation::deny("1 of 2 containers have a memory limit"),
+                Violation::deny("container memory has no cpu limit"),
+            ],
+            "{evaluator:?}"
+        );
+    }
+}

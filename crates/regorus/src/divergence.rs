@@ -14,6 +14,7 @@
 //! | D6 | conflicting values of a rule or function are an error in OPA (a denial in Gatekeeper), undefined in regorus 0.14.1's VM | fixed in the vendored regorus (vendor/regorus/POLICYCTL-PATCHES.md): the VM ends the evaluation with `eval_conflict_error`, as the interpreter and OPA do |
 //! | D7 | in the VM, an `else` was not tried when the body before it ran to its end with an undefined value (`f(c) = t { t := c.a.b } else = t { t := "default" }` with `c.a` missing was undefined; OPA gives `"default"`) | fixed in the vendored regorus (same file) |
 //! | D8 | in the VM, a default function (`default label(_) := "none"`) was undefined when no definition applied (the interpreter and OPA give the default), and a default computed by a comprehension over the input was fixed at compile time with no input | fixed in the vendored regorus (patch 11): constant defaults of functions are kept; a non-constant default sends the program to the interpreter |
+//! | D9 | in the VM, `x := expr` with `expr` undefined bound `x` to undefined and the body went on (`limits := c.resources.limits; not limits.cpu` held for a container without limits), and array and object comprehensions kept undefined elements (`count([c.a \| c := cs[_]])` counted the containers without `a`) | fixed in the vendored regorus (patch 12): the assignment fails the body, the element is dropped, as in OPA |
 //!
 //! Templates and plain Rego packages run on the regorus VM (about 2.5 times faster than the interpreter on the
 //! benchmark); one the VM compiler rejects (e.g. `with`) runs on the interpreter.
@@ -27,10 +28,9 @@
 //! - D4 is only handled for dotted refs as call arguments (a ref with brackets is left alone, because hoisting `a[_]`
 //!   would change iteration); D1 and D4 are only handled directly in rule bodies, not inside comprehensions;
 //! - a multi-body rule that also uses `else` is left as it is and reported.
-//! - found while testing patch 3, present in the unpatched 0.14.1 VM too: in non-strict mode a builtin error inside a
-//!   comprehension leaves an undefined element instead of dropping it (`[to_number(s) | some s in ["1", "abc"]]` is
-//!   `[1, undefined]` on the VM, `[1]` on the interpreter and in OPA), which can change a `count`; and in strict mode a
-//!   builtin error inside a rule body makes the rule undefined instead of an error (policyctl runs non-strict).
+//! - found while testing patch 3, present in the unpatched 0.14.1 VM too: in strict mode a builtin error inside a
+//!   rule body makes the rule undefined instead of an error (policyctl runs non-strict). (The non-strict comprehension
+//!   case, an undefined element, is D9.)
 
 use crate::lexer::{lex, one_line, structure, Kind, Token};
 

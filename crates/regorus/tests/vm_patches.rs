@@ -1156,3 +1156,88 @@ g(x) := x + 1
         Ok(Value::from(serde_json::json!([3, 4])))
     );
 }
+
+#[test]
+fn an_undefined_assignment_fails_the_body_and_an_undefined_element_is_no_element() {
+    // Patch 12. On the VM `y := input.missing` bound `y` to undefined and the body went on (`r2`: `not y.cpu` then
+    // held, a violation OPA does not report), and comprehensions kept undefined elements (`d`: `[1, undefined]`, so
+    // `count` was 2). Both as in the interpreter and OPA now.
+    let module = r#"package t
+import rego.v1
+r1 if { y := input.missing }
+r2 if { y := input.missing; not y.cpu }
+r3 if { y := input.xs[1].a }
+r4 if { y := {"a": input.missing} }
+r5 if { y := [input.missing] }
+r7 if { y := input.missing; y == y }
+r8 if { [a, b] := [1, input.missing] }
+r9 if { y = input.missing }
+r10 contains c if { some c in input.xs; y := c.a; not y.b }
+r11 if { y := []; z := {"k": [1, "x"]}; w := [x | some x in input.missing] }
+d := [x.a | some x in input.xs]
+e := {x.a | some x in input.xs}
+f := {k: x.a | some k, x in input.xs}
+g := [y | some x in input.xs; y := x.a]
+n := count([x.a | some x in input.xs])
+every_a if { every x in input.xs { y := x.a; y > 0 } }
+v := y if { y := input.missing } else := "fallback"
+"#;
+    let rules = [
+        "data.t.r1",
+        "data.t.r2",
+        "data.t.r3",
+        "data.t.r4",
+        "data.t.r5",
+        "data.t.r7",
+        "data.t.r8",
+        "data.t.r9",
+        "data.t.r10",
+        "data.t.r11",
+        "data.t.d",
+        "data.t.e",
+        "data.t.f",
+        "data.t.g",
+        "data.t.n",
+        "data.t.every_a",
+        "data.t.v",
+    ];
+    let inputs = [
+        serde_json::json!({"xs": [{"a": 1}, {}]}),
+        serde_json::json!({"xs": [{"a": 1}, {"a": 2}], "missing": {"cpu": 1}}),
+        serde_json::json!({}),
+    ];
+    vm_agrees_with_the_interpreter(module, &rules, &inputs);
+    for mode in MODES {
+        let input = serde_json::json!({"xs": [{"a": 1}, {}]});
+        assert_eq!(
+            vm(module, "data.t.r2", input.clone(), mode),
+            Ok(Value::Undefined),
+            "{mode:?}"
+        );
+        assert_eq!(
+            vm(module, "data.t.n", input.clone(), mode),
+            Ok(Value::from(1u64)),
+            "{mode:?}"
+        );
+        assert_eq!(
+            vm(module, "data.t.r11", input, mode),
+            Ok(Value::Bool(true)),
+            "{mode:?}"
+        );
+    }
+    // A builtin error (non-strict, as policyctl runs) is no element either.
+    let errors = "package t\nimport rego.v1\nc := [to_number(s) | some s in input.ss]\nr if { y := to_number(\"abc\") }\n";
+    for mode in MODES {
+        let input = serde_json::json!({"ss": ["1", "abc"]});
+        assert_eq!(
+            vm(errors, "data.t.c", input.clone(), mode),
+            Ok(Value::from(serde_json::json!([1]))),
+            "{mode:?}"
+        );
+        assert_eq!(
+            vm(errors, "data.t.r", input, mode),
+            Ok(Value::Undefined),
+            "{mode:?}"
+        );
+    }
+}

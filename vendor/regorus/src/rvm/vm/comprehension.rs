@@ -252,12 +252,18 @@ impl RegoVM {
                     crate::Rc::make_mut(set).insert(value_to_add);
                 }
             }
+            // policyctl patch 12: an undefined element (`[x.a | some x in xs]` with an `x` lacking `a`, or a builtin
+            // error in non-strict mode) is no element, as in OPA and the interpreter; it used to be added.
             (&ComprehensionMode::Array, &mut Value::Array(ref mut arr)) => {
-                crate::Rc::make_mut(arr).push(value_to_add);
+                if !matches!(value_to_add, Value::Undefined) {
+                    crate::Rc::make_mut(arr).push(value_to_add);
+                }
             }
             (&ComprehensionMode::Object, &mut Value::Object(ref mut obj)) => {
                 if let Some(key) = key_value {
-                    crate::Rc::make_mut(obj).insert(key, value_to_add);
+                    if !matches!(value_to_add, Value::Undefined) && !matches!(key, Value::Undefined) {
+                        crate::Rc::make_mut(obj).insert(key, value_to_add);
+                    }
                 } else {
                     self.set_register(result_reg, current_result)?;
                     self.comprehension_stack.push(comprehension_context);
@@ -366,12 +372,18 @@ impl RegoVM {
                     crate::Rc::make_mut(set).insert(value_to_add);
                 }
             }
+            // policyctl patch 12: an undefined element (`[x.a | some x in xs]` with an `x` lacking `a`, or a builtin
+            // error in non-strict mode) is no element, as in OPA and the interpreter; it used to be added.
             (&ComprehensionMode::Array, &mut Value::Array(ref mut arr)) => {
-                crate::Rc::make_mut(arr).push(value_to_add);
+                if !matches!(value_to_add, Value::Undefined) {
+                    crate::Rc::make_mut(arr).push(value_to_add);
+                }
             }
             (&ComprehensionMode::Object, &mut Value::Object(ref mut obj)) => {
                 if let Some(key) = key_value {
-                    crate::Rc::make_mut(obj).insert(key, value_to_add);
+                    if !matches!(value_to_add, Value::Undefined) && !matches!(key, Value::Undefined) {
+                        crate::Rc::make_mut(obj).insert(key, value_to_add);
+                    }
                 } else {
                     self.set_register(result_reg_idx, current_result)?;
                     return Err(VmError::InvalidIteration {

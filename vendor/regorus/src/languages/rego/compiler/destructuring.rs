@@ -11,6 +11,28 @@ use crate::rvm::instructions::{GuardMode, Instruction};
 use crate::value::Value;
 use anyhow::{bail, Result};
 
+/// policyctl patch 12: an expression whose value is never undefined (no guard needed when it is assigned).
+fn never_undefined(expr: &crate::ast::Expr) -> bool {
+    use crate::ast::Expr;
+    match expr {
+        Expr::String { .. }
+        | Expr::RawString { .. }
+        | Expr::Number { .. }
+        | Expr::Bool { .. }
+        | Expr::Null { .. }
+        | Expr::ArrayCompr { .. }
+        | Expr::SetCompr { .. }
+        | Expr::ObjectCompr { .. } => true,
+        Expr::Array { items, .. } | Expr::Set { items, .. } => {
+            items.iter().all(|i| never_undefined(i.as_ref()))
+        }
+        Expr::Object { fields, .. } => fields
+            .iter()
+            .all(|(_, k, v)| never_undefined(k.as_ref()) && never_undefined(v.as_ref())),
+        _ => false,
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 pub enum PlanContext {
     ColonAssignment,
@@ -43,6 +65,19 @@ impl<'a> Compiler<'a> {
                 rhs_expr, lhs_plan, ..
             } => {
                 let rhs_reg = self.compile_rego_expr_with_span(rhs_expr, rhs_expr.span(), false)?;
+                // policyctl patch 12: `x := expr` with `expr` undefined fails the query, as in OPA and the
+                // interpreter. Without the guard `x` was bound to undefined and the body went on: `limits :=
+                // c.resources.limits; not limits.cpu` held for a container without limits (a false violation).
+                // Comprehensions and literals without references are never undefined.
+                if !self.soft_assert_mode && !never_undefined(rhs_expr) {
+                    self.emit_instruction(
+                        Instruction::Guard {
+                            register: rhs_reg,
+                            mode: GuardMode::NotUndefined,
+                        },
+                        span,
+                    );
+                }
                 let _ = self.apply_destructuring_plan(
                     lhs_plan,
                     rhs_reg,
