@@ -480,3 +480,6 @@ mod tests;
 
 #[cfg(test)]
 mod cel_tests;
+
+#[cfg(test)]
+mod cross_check_tests;

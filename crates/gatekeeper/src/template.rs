@@ -535,7 +535,30 @@ impl Template {
         data: Option<&regorus::Value>,
         timeout: Duration,
     ) -> Result<Vec<TemplateResult>, EvalError> {
-        let value = match &self.vm {
+        self.evaluate_on(self.evaluator(), input, data, timeout)
+    }
+
+    /// [`Template::evaluate`] on a chosen evaluator, to cross-check the VM against the interpreter (the VM's answers
+    /// must be the interpreter's). The interpreter can always run a template; asking for the VM of a template the VM
+    /// compiler rejected is an error.
+    pub fn evaluate_on(
+        &self,
+        evaluator: Evaluator,
+        input: regorus::Value,
+        data: Option<&regorus::Value>,
+        timeout: Duration,
+    ) -> Result<Vec<TemplateResult>, EvalError> {
+        let vm = match evaluator {
+            Evaluator::Vm => Some(self.vm.as_ref().ok_or_else(|| {
+                EvalError::Engine(format!(
+                    "template {} does not run on the VM: {}",
+                    self.name,
+                    self.interpreter_reason.as_deref().unwrap_or("no VM")
+                ))
+            })?),
+            Evaluator::Interpreter => None,
+        };
+        let value = match vm {
             Some(vm) => vm.eval(None, input, data, timeout)?,
             None => {
                 let mut engine = self.engine.clone();

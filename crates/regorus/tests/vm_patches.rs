@@ -1241,3 +1241,47 @@ v := y if { y := input.missing } else := "fallback"
         );
     }
 }
+
+#[test]
+fn an_operator_on_a_wrong_type_is_undefined_outside_strict_mode_on_both_engines() {
+    // Patch 13: the interpreter failed the whole evaluation on `null - 3` even outside strict mode, where OPA and the
+    // VM make the expression undefined (the gatekeeper-library HPA template with `maxReplicas: null` was an error on
+    // the interpreter and a set of violations on the VM). Found by crates/gatekeeper's cross-check.
+    let module = r#"package t
+import rego.v1
+spread := input.max - input.min
+wide if { (input.max - input.min) >= 2 }
+rest := input.a % input.b
+halves := input.max / 2
+"#;
+    let input = serde_json::json!({"max": null, "min": 3, "a": 1.5, "b": 1});
+    for rule in [
+        "data.t.spread",
+        "data.t.wide",
+        "data.t.rest",
+        "data.t.halves",
+    ] {
+        let want = interpreter_strict(module, rule, input.clone(), false);
+        assert_eq!(want, Ok(Value::Undefined), "{rule}");
+        for mode in MODES {
+            assert_eq!(
+                vm(module, rule, input.clone(), mode),
+                Ok(Value::Undefined),
+                "{mode:?} {rule}"
+            );
+        }
+    }
+    // Strict mode keeps the error.
+    let strict = interpreter_strict(module, "data.t.spread", input, true);
+    assert!(strict.is_err(), "{strict:?}");
+    // Numbers still compute.
+    let numbers = serde_json::json!({"max": 6, "min": 3, "a": 7, "b": 4});
+    assert_eq!(
+        interpreter_strict(module, "data.t.spread", numbers.clone(), false),
+        Ok(Value::from(3u64))
+    );
+    assert_eq!(
+        interpreter_strict(module, "data.t.rest", numbers, false),
+        Ok(Value::from(3u64))
+    );
+}

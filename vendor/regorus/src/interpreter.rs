@@ -754,7 +754,7 @@ impl Interpreter {
             (ArithOp::Sub, Value::Set(_), _) | (ArithOp::Sub, _, Value::Set(_)) => {
                 builtins::sets::difference(lhs, rhs, lhs_value, rhs_value)
             }
-            _ => builtins::numbers::arithmetic_operation(
+            _ => match builtins::numbers::arithmetic_operation(
                 span,
                 op,
                 lhs,
@@ -762,7 +762,18 @@ impl Interpreter {
                 lhs_value,
                 rhs_value,
                 self.compiled_policy.strict_builtin_errors,
-            ),
+            ) {
+                // policyctl patch 13: an operator is a builtin call (`minus`, ...): outside strict mode its error
+                // (`null - 3`, a modulo of floats) makes the expression undefined, as in OPA and on the VM, instead
+                // of failing the whole evaluation. Resource limits still end it.
+                Err(e)
+                    if !self.compiled_policy.strict_builtin_errors
+                        && e.downcast_ref::<crate::LimitError>().is_none() =>
+                {
+                    Ok(Value::Undefined)
+                }
+                result => result,
+            },
         }
     }
 
