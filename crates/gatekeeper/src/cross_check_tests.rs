@@ -1,10 +1,10 @@
-//! The regorus VM against the interpreter on real templates: every template under the repository's `policies/gatekeeper`
-//! and `benches/fixtures/gatekeeper`, with its constraints' parameters, over its sample objects and variants of them
-//! with one field removed or set to `null` (the paths where Rego meets undefined values, where the VM diverged:
-//! regorus patches 11 and 12). The VM's answer must be the interpreter's, result for result.
+//! The regorus VM against the interpreter on real templates: every template under the repository's
+//! `policies/gatekeeper` and `benches/fixtures/gatekeeper`, with its constraints' parameters, over its sample objects
+//! and variants of them with one field removed or set to `null` (the paths where Rego meets undefined values, where
+//! the VM diverged: regorus patches 12 and 13). The VM's answer must be the interpreter's, result for result.
 //!
-//! `POLICYCTL_CROSS_CHECK_DIRS` (paths separated by `:`) adds directories, e.g. the shared gatekeeper-library in the
-//! conformance step of `.ci/run`.
+//! `POLICYCTL_CROSS_CHECK_DIRS` (absolute paths separated by `:`; tests run in the crate's directory) adds
+//! directories, e.g. the shared gatekeeper-library in the conformance step of `.ci/run`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -16,14 +16,13 @@
 //! | D8 | in the VM, a default function (`default label(_) := "none"`) was undefined when no definition applied (the interpreter and OPA give the default), and a default computed by a comprehension over the input was fixed at compile time with no input | fixed in the vendored regorus (patch 11): constant defaults of functions are kept; a non-constant default sends the program to the interpreter |
 //! | D9 | in the VM, `x := expr` with `expr` undefined bound `x` to undefined and the body went on (`limits := c.resources.limits; not limits.cpu` held for a container without limits), and array and object comprehensions kept undefined elements (`count([c.a \| c := cs[_]])` counted the containers without `a`) | fixed in the vendored regorus (patch 12): the assignment fails the body, the element is dropped, as in OPA |
 //! | D10 | in the interpreter, an operator on a wrong type (`null - 3`) failed the evaluation outside strict mode, where OPA and the VM make it undefined | fixed in the vendored regorus (patch 13) |
+//! | D11 | in the VM, one body of a complete rule or function that gives several different values (`v := x if { some x in xs }`) kept the last one, where OPA and the interpreter fail with a conflict | fixed in the vendored regorus (patch 14): the same conflict error as D6 |
 //!
 //! Templates and plain Rego packages run on the regorus VM (about 2.5 times faster than the interpreter on the
 //! benchmark); one the VM compiler rejects (e.g. `with`) runs on the interpreter. crates/gatekeeper's cross-check
 //! holds the two to the same answers on real templates and variants of their samples (D9 and D10 were found so).
 //!
 //! What remains:
-//! - a single valued definition that produces several values (`v = x { x := xs[_] }`) is a conflict error in OPA but
-//!   undefined in the VM;
 //! - `%d` and the other typed verbs with a value of the wrong type render as `""` in regorus instead of Go's
 //!   `%!d(string=…)`; the `EXTRA` rendering has no Go type names; a dynamic mismatch renders `%!(BADARGS …)`, not Go's
 //!   text;

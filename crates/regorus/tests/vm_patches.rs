@@ -1285,3 +1285,49 @@ halves := input.max / 2
         Ok(Value::from(3u64))
     );
 }
+
+#[test]
+fn one_definition_with_several_values_is_a_conflict_on_the_vm_as_on_the_interpreter() {
+    // Patch 14: a complete rule or function whose one body gives two different values (`some x in xs`) is an
+    // error in OPA and the interpreter; the VM kept the last value, so the answer depended on iteration order.
+    let module = r#"package t
+import rego.v1
+v := x if { some x in input.xs }
+f(a) := x if { some x in a }
+w := f(input.xs)
+big := x if { some x in input.xs; x > 5 } else := 0
+ok if { some x in input.xs; x > 0 }
+"#;
+    let two = serde_json::json!({"xs": [1, 2]});
+    for mode in MODES {
+        match vm(module, "data.t.v", two.clone(), mode) {
+            Err(VmError::ConflictingRuleValues { rule, .. }) => {
+                assert_eq!(rule, "data.t.v", "{mode:?}")
+            }
+            other => panic!("{mode:?}: {other:?}"),
+        }
+        match vm(module, "data.t.w", two.clone(), mode) {
+            Err(VmError::ConflictingFunctionValues { function, .. }) => {
+                assert_eq!(function, "data.t.f", "{mode:?}")
+            }
+            other => panic!("{mode:?}: {other:?}"),
+        }
+    }
+    assert!(interpreter(module, "data.t.v", two.clone()).is_err());
+    assert!(interpreter(module, "data.t.w", two).is_err());
+    // One value however many solutions, a guard that leaves one, an else, and a boolean rule: as before.
+    vm_agrees_with_the_interpreter(
+        module,
+        &["data.t.v", "data.t.w", "data.t.big", "data.t.ok"],
+        &[
+            serde_json::json!({"xs": [1, 1]}),
+            serde_json::json!({"xs": []}),
+            serde_json::json!({"xs": [7]}),
+        ],
+    );
+    vm_agrees_with_the_interpreter(
+        module,
+        &["data.t.big", "data.t.ok"],
+        &[serde_json::json!({"xs": [1, 2, 7]})],
+    );
+}

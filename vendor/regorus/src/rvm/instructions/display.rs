@@ -283,6 +283,7 @@ impl core::fmt::Display for Instruction {
                 format!("RULE_INIT R({}) {}", result_reg, rule_index)
             }
             Instruction::Halt {} => String::from("HALT"),
+            Instruction::RuleYield { dest, src } => format!("RULE_YIELD R({}) R({})", dest, src),
             Instruction::ComprehensionBegin { params_index } => {
                 format!("COMPREHENSION_BEGIN P({})", params_index)
             }

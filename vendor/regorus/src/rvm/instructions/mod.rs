@@ -416,6 +416,14 @@ pub enum Instruction {
         /// Register that accumulates the result.
         result: u8,
     },
+
+    /// policyctl patch 14: a value of a complete rule or function body. Like `Move` into the rule's result register
+    /// when that is still undefined; a different value in the same body (`v := x if { some x in xs }` with two
+    /// distinct `x`) is a conflict error, as in OPA and the interpreter, where the VM used to keep the last one.
+    RuleYield {
+        dest: u8,
+        src: u8,
+    },
 }
 
 impl Instruction {

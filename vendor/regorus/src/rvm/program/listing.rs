@@ -848,6 +848,11 @@ fn format_instruction_readable(
                 config.comment_column,
             )
         }
+        Instruction::RuleYield { dest, src } => {
+            let base = format!("{}RuleYield    r{} ← r{}", indent, dest, src);
+            let comment = format!("Rule value r{} into r{} (a different one conflicts)", src, dest);
+            align_comment(&base, &comment, config.comment_column)
+        }
         Instruction::Halt {} => {
             let base = format!("{}Halt         halt", indent);
             align_comment(&base, "Stop execution", config.comment_column)
@@ -1051,6 +1056,7 @@ const fn get_instruction_name(instruction: &Instruction) -> &'static str {
         Instruction::ChainedIndex { .. } => "CHAINED_INDEX",
         Instruction::VirtualDataDocumentLookup { .. } => "VIRTUAL_DATA_DOC_LOOKUP",
         Instruction::Halt {} => "HALT",
+        Instruction::RuleYield { .. } => "RULE_YIELD",
         Instruction::ComprehensionBegin { .. } => "COMP_BEGIN",
         Instruction::ComprehensionYield { .. } => "COMP_YIELD",
         Instruction::ComprehensionEnd {} => "COMP_END",
@@ -1092,7 +1098,7 @@ fn format_operation_compact(
         Instruction::LoadData { dest } => {
             format!("{}r{} ← data", indent, dest)
         }
-        Instruction::Move { dest, src } => {
+        Instruction::Move { dest, src } | Instruction::RuleYield { dest, src } => {
             format!("{}r{} ← r{}", indent, dest, src)
         }
         Instruction::Add { dest, left, right } => {

@@ -138,6 +138,17 @@ impl RegoVM {
                 self.set_register(dest, value)?;
                 Ok(InstructionOutcome::Continue)
             }
+            RuleYield { dest, src } => {
+                let value = self.get_register(src)?;
+                let current = self.get_register(dest)?;
+                if matches!(current, Value::Undefined) {
+                    let value = value.clone();
+                    self.set_register(dest, value)?;
+                } else if !matches!(value, Value::Undefined) && current != value {
+                    return Err(self.current_rule_conflict(program));
+                }
+                Ok(InstructionOutcome::Continue)
+            }
             other => self.execute_arithmetic_instruction(program, other),
         }
     }

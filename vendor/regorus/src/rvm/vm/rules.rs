@@ -5,6 +5,7 @@ use crate::rvm::instructions::FunctionCallParams;
 use crate::rvm::program::{Program, RuleInfo, RuleType};
 use crate::value::Value;
 use alloc::format;
+use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::convert::TryFrom as _;
@@ -72,6 +73,31 @@ impl RegoVM {
                 rule: rule_info.name.clone(),
                 pc: self.pc,
             }
+        }
+    }
+
+    /// policyctl patch 14: the conflict error of the rule or function whose body is running (`RuleYield`).
+    #[cold]
+    #[inline(never)]
+    pub(super) fn current_rule_conflict(&self, program: &Program) -> VmError {
+        let rule_index = self
+            .call_rule_stack
+            .last()
+            .map(|ctx| ctx.rule_index)
+            .or_else(|| {
+                (0..self.execution_stack.len()).rev().find_map(|i| {
+                    match self.execution_stack.get(i).map(|frame| &frame.kind) {
+                        Some(FrameKind::Rule(data)) => Some(data.rule_index),
+                        _ => None,
+                    }
+                })
+            });
+        match rule_index.and_then(|i| program.rule_infos.get(usize::from(i))) {
+            Some(rule_info) => self.conflict_error(rule_info),
+            None => VmError::ConflictingRuleValues {
+                rule: String::from("(unknown rule)"),
+                pc: self.pc,
+            },
         }
     }
 

@@ -217,8 +217,9 @@ impl<'a> Compiler<'a> {
                     );
                 }
                 ContextType::Rule(RuleType::Complete) => {
+                    // policyctl patch 14: a second, different value of the same body is a conflict.
                     self.emit_instruction(
-                        Instruction::Move {
+                        Instruction::RuleYield {
                             dest: dest_register,
                             src: value_register,
                         },
