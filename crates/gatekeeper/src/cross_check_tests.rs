@@ -1,7 +1,8 @@
 //! The regorus VM against the interpreter on real templates: every template under the repository's
 //! `policies/gatekeeper` and `benches/fixtures/gatekeeper`, with its constraints' parameters, over its sample objects
-//! and variants of them with one field removed or set to `null` (the paths where Rego meets undefined values, where
-//! the VM diverged: regorus patches 12 and 13). The VM's answer must be the interpreter's, result for result.
+//! and variants of them with one field removed, set to `null` or given another type (the paths where Rego meets
+//! undefined values and wrong types, where the engines diverged: regorus patches 12 and 13). The VM's answer must be
+//! the interpreter's, result for result.
 //!
 //! `POLICYCTL_CROSS_CHECK_DIRS` (absolute paths separated by `:`; tests run in the crate's directory) adds
 //! directories, e.g. the shared gatekeeper-library in the conformance step of `.ci/run`.
@@ -137,8 +138,32 @@ fn paths(value: &Value, prefix: &mut Vec<Value>, out: &mut Vec<Vec<Value>>) {
     }
 }
 
-/// `value` with the node at `path` removed (`null` = false) or set to `null` (`null` = true).
-fn edited(value: &Value, path: &[Value], null: bool) -> Value {
+/// What a variant does to one node.
+#[derive(Clone, Copy)]
+enum Edit {
+    Remove,
+    Null,
+    /// Another type: a string becomes a number (`"1"` → `1`, else `1`), a number or a boolean a string, an object an
+    /// empty array, an array an empty object.
+    Retype,
+}
+
+fn retyped(value: &Value) -> Value {
+    match value {
+        Value::String(s) => s
+            .parse::<serde_json::Number>()
+            .map(Value::Number)
+            .unwrap_or(Value::from(1)),
+        Value::Number(n) => Value::from(n.to_string()),
+        Value::Bool(b) => Value::from(b.to_string()),
+        Value::Object(_) => Value::Array(Vec::new()),
+        Value::Array(_) => Value::Object(Default::default()),
+        Value::Null => Value::from(0),
+    }
+}
+
+/// `value` with `edit` applied to the node at `path`.
+fn edited(value: &Value, path: &[Value], edit: Edit) -> Value {
     let mut copy = value.clone();
     let mut node = &mut copy;
     let Some((last, parents)) = path.split_last() else {
@@ -151,19 +176,27 @@ fn edited(value: &Value, path: &[Value], null: bool) -> Value {
         };
     }
     match (node, last) {
-        (Value::Object(map), Value::String(k)) => {
-            if null {
-                map.insert(k.clone(), Value::Null);
-            } else {
+        (Value::Object(map), Value::String(k)) => match edit {
+            Edit::Remove => {
                 map.remove(k);
             }
-        }
+            Edit::Null => {
+                map.insert(k.clone(), Value::Null);
+            }
+            Edit::Retype => {
+                if let Some(v) = map.get_mut(k) {
+                    *v = retyped(v);
+                }
+            }
+        },
         (Value::Array(items), Value::Number(i)) => {
             let i = i.as_u64().unwrap_or_default() as usize;
-            if null {
-                items[i] = Value::Null;
-            } else {
-                items.remove(i);
+            match edit {
+                Edit::Remove => {
+                    items.remove(i);
+                }
+                Edit::Null => items[i] = Value::Null,
+                Edit::Retype => items[i] = retyped(&items[i]),
             }
         }
         _ => {}
@@ -171,7 +204,8 @@ fn edited(value: &Value, path: &[Value], null: bool) -> Value {
     copy
 }
 
-/// The object and its variants: every node removed, every node set to `null` (metadata's bookkeeping left out).
+/// The object and its variants: every node removed, set to `null`, and given another type (`apiVersion` and
+/// `kind` left alone: they decide what the template sees at all).
 fn variants(object: &Value) -> Vec<Value> {
     let mut all = Vec::new();
     paths(object, &mut Vec::new(), &mut all);
@@ -182,13 +216,13 @@ fn variants(object: &Value) -> Vec<Value> {
         {
             continue;
         }
-        out.push(edited(object, &path, false));
-        out.push(edited(object, &path, true));
+        for edit in [Edit::Remove, Edit::Null, Edit::Retype] {
+            out.push(edited(object, &path, edit));
+        }
     }
     out
 }
 
-/// The results, sorted, or the error's text (two errors agree whatever their texts: the engines word them apart).
 type Answer = Result<Vec<(String, String)>, String>;
 
 fn answer(result: Result<Vec<TemplateResult>, EvalError>) -> Answer {
