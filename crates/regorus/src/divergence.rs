@@ -17,6 +17,7 @@
 //! | D9 | in the VM, `x := expr` with `expr` undefined bound `x` to undefined and the body went on (`limits := c.resources.limits; not limits.cpu` held for a container without limits), and array and object comprehensions kept undefined elements (`count([c.a \| c := cs[_]])` counted the containers without `a`) | fixed in the vendored regorus (patch 12): the assignment fails the body, the element is dropped, as in OPA |
 //! | D10 | in the interpreter, an operator on a wrong type (`null - 3`) failed the evaluation outside strict mode, where OPA and the VM make it undefined | fixed in the vendored regorus (patch 13) |
 //! | D11 | in the VM, one body of a complete rule or function that gives several different values (`v := x if { some x in xs }`) kept the last one, where OPA and the interpreter fail with a conflict | fixed in the vendored regorus (patch 14): the same conflict error as D6 |
+//! | D12 | in the interpreter, `some x in v` with `v` not a collection failed the evaluation, where OPA and the VM find no solutions | fixed in the vendored regorus (patch 15) |
 //!
 //! Templates and plain Rego packages run on the regorus VM (about 2.5 times faster than the interpreter on the
 //! benchmark); one the VM compiler rejects (e.g. `with`) runs on the interpreter. crates/gatekeeper's cross-check

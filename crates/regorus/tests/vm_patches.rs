@@ -1331,3 +1331,103 @@ ok if { some x in input.xs; x > 0 }
         &[serde_json::json!({"xs": [1, 2, 7]})],
     );
 }
+
+/// Whether the VM (both modes) gives the interpreter's answer for `rule`: the same value, or an error on both (the
+/// engines word errors apart). The interpreter runs outside strict mode, as policyctl runs it.
+fn agrees(module: &str, rule: &str, input: &serde_json::Value) -> Option<String> {
+    let want = interpreter_strict(module, rule, input.clone(), false);
+    for mode in MODES {
+        let got = vm(module, rule, input.clone(), mode).map_err(|e| e.to_string());
+        let same = match (&got, &want) {
+            (Ok(a), Ok(b)) => a == b,
+            (Err(_), Err(_)) => true,
+            _ => false,
+        };
+        if !same {
+            return Some(format!(
+                "{mode:?} {rule} on {input}\n{module}\n  VM          {got:?}\n  interpreter {want:?}"
+            ));
+        }
+    }
+    None
+}
+
+#[test]
+fn pairs_of_statements_give_the_interpreters_answers_on_awkward_inputs() {
+    // A systematic cross-check: every pair of a statement that binds `a` (from the input, which may be missing,
+    // null or of another type) and a statement that uses it, as a partial set rule, a complete rule and under `not`.
+    let binds = [
+        "a := input.x",
+        "a := input.obj.k",
+        "some a in input.arr",
+        "a := [e | some e in input.arr]",
+        "a := {k: v | some k, v in input.obj}",
+        "a := count(input.arr)",
+        "a := object.get(input, \"x\", \"d\")",
+        "a := input.arr[_]",
+        "a := sprintf(\"%v\", [input.x])",
+        "a := to_number(input.x)",
+        "a := input.x + 1",
+        "a := input.obj[input.x]",
+        "a = input.x",
+        "[a, _] := input.arr",
+        "a := {x | some x in input.arr}",
+        "a := input.arr[0]",
+    ];
+    let uses = [
+        "a == 1",
+        "not a",
+        "a != \"q\"",
+        "b := a.k; b != 0",
+        "startswith(a, \"v\")",
+        "count(a) > 1",
+        "b := [z | some z in a]; count(b) >= 0",
+        "not a.k",
+        "a[_] == 1",
+        "is_string(a)",
+        "every z in a { z != 2 }",
+        "b := a; b == b",
+        "a > 0",
+        "lower(a) == \"v1\"",
+        "object.get(a, \"k\", 0) == 1",
+        "contains(a, \"v\")",
+        "a[0] == 1",
+        "sum(a) > 0",
+        "a == []",
+        "x := a; y := x; y == a",
+    ];
+    let inputs = [
+        serde_json::json!({}),
+        serde_json::json!({"x": 1, "arr": [1, 2, "v"], "obj": {"k": 1, "j": "v"}}),
+        serde_json::json!({"x": "v1", "arr": ["v1", "v2"], "obj": {"k": "v1", "v1": null}}),
+        serde_json::json!({"x": null, "arr": null, "obj": null}),
+        serde_json::json!({"x": [1], "arr": {"k": 1}, "obj": [1, 2]}),
+        serde_json::json!({"x": "k", "arr": [], "obj": {}}),
+    ];
+    let mut disagreements = Vec::new();
+    for bind in binds {
+        for use_ in uses {
+            let module = format!(
+                "package t\nimport rego.v1\nset contains [a] if {{ {bind}; {use_} }}\ncomplete := a if {{ {bind}; {use_} }}\nneg if {{ {bind}; not neg_use(a) }}\nneg_use(a) if {{ {use_} }}\n"
+            );
+            for input in &inputs {
+                for rule in ["data.t.set", "data.t.complete", "data.t.neg"] {
+                    if let Some(d) = agrees(&module, rule, input) {
+                        disagreements.push(d);
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        disagreements.is_empty(),
+        "{} disagreements; the first ones:\n{}",
+        disagreements.len(),
+        disagreements
+            .iter()
+            .take(8)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}

@@ -1175,12 +1175,9 @@ impl Interpreter {
                     }
                 }
             }
-            Value::Undefined => (),
-            v => {
-                bail!(collection.span().error(
-                    format!("`some .. in collection` expects array/set/object. Got `{v}`").as_str()
-                ))
-            }
+            // policyctl patch 15: a value that is not a collection has no members (OPA's `internal.member_2`
+            // answers false for it): no solutions, as on the VM, where this failed the whole evaluation.
+            _ => (),
         }
 
         Ok(count > 0)
