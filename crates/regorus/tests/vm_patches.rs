@@ -1431,3 +1431,71 @@ fn pairs_of_statements_give_the_interpreters_answers_on_awkward_inputs() {
             .join("\n")
     );
 }
+
+#[test]
+fn function_shapes_give_the_interpreters_answers_on_awkward_inputs() {
+    // The shapes helper functions take in templates (several definitions, else chains, defaults, partial
+    // definitions, object.get fallbacks), called with missing, null and mistyped arguments, directly, under `not`, in
+    // comprehensions and in complete rules.
+    let functions = [
+        "f(x) := \"big\" if { x > 10 } else := \"small\" if { x <= 10 } else := \"other\"",
+        "f(x) := y if { y := x.k } else := \"none\"",
+        "f(x) := \"a\" if { startswith(x, \"a\") }\nf(x) := \"b\" if { startswith(x, \"b\") }",
+        "default f(_) := \"d\"\nf(x) := upper(x) if { is_string(x) }",
+        "f(x) := object.get(x, \"k\", \"fallback\")",
+        "f(x) if { x == true }",
+        "f(x) := count(x)",
+        "f(x) := [y | some y in x; y != 1]",
+        "f(x) := x[0]",
+        "f(\"v1\") := 1\nf(\"v2\") := 2",
+        "f(x) := sprintf(\"%v-%v\", [x, x])",
+        "f(x) := y if { some y in x; y == \"v2\" }",
+    ];
+    let calls = [
+        "r := f(input.x)",
+        "r := f(input.arr)",
+        "r := f(input.obj)",
+        "n if { not f(input.x) }",
+        "c := [f(el) | some el in input.arr]",
+        "s := {f(vv) | some vv in input.obj}",
+        "e if { f(input.x) == f(input.x) }",
+        "m := f(input.missing)",
+    ];
+    let inputs = [
+        serde_json::json!({}),
+        serde_json::json!({"x": 1, "arr": [1, 2, "v"], "obj": {"k": 1, "j": "v"}}),
+        serde_json::json!({"x": "v1", "arr": ["v1", "v2"], "obj": {"k": "a1", "v1": null}}),
+        serde_json::json!({"x": null, "arr": null, "obj": null}),
+        serde_json::json!({"x": [1], "arr": {"k": 1}, "obj": [1, 2]}),
+        serde_json::json!({"x": 20, "arr": [], "obj": {}}),
+        serde_json::json!({"x": true, "arr": [true, false], "obj": {"k": {"k": 1}}}),
+    ];
+    let rules = [
+        "data.t.r", "data.t.n", "data.t.c", "data.t.s", "data.t.e", "data.t.m",
+    ];
+    let mut disagreements = Vec::new();
+    for function in functions {
+        let module = format!(
+            "package t\nimport rego.v1\n{function}\n{}\n",
+            calls.join("\n")
+        );
+        for input in &inputs {
+            for rule in rules {
+                if let Some(d) = agrees(&module, rule, input) {
+                    disagreements.push(d);
+                }
+            }
+        }
+    }
+    assert!(
+        disagreements.is_empty(),
+        "{} disagreements; the first ones:\n{}",
+        disagreements.len(),
+        disagreements
+            .iter()
+            .take(8)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
