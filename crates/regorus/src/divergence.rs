@@ -18,6 +18,7 @@
 //! | D10 | in the interpreter, an operator on a wrong type (`null - 3`) failed the evaluation outside strict mode, where OPA and the VM make it undefined | fixed in the vendored regorus (patch 13) |
 //! | D11 | in the VM, one body of a complete rule or function that gives several different values (`v := x if { some x in xs }`) kept the last one, where OPA and the interpreter fail with a conflict | fixed in the vendored regorus (patch 14): the same conflict error as D6 |
 //! | D12 | in the interpreter, `some x in v` with `v` not a collection failed the evaluation, where OPA and the VM find no solutions | fixed in the vendored regorus (patch 15) |
+//! | D13 | in the VM, a partial object rule that gave one key two different values kept the last one, and a function with a default applied the default to an undefined argument, where OPA and the interpreter fail (conflict) and are undefined | fixed in the vendored regorus (patches 16 and 11) |
 //!
 //! Templates and plain Rego packages run on the regorus VM (about 2.5 times faster than the interpreter on the
 //! benchmark); one the VM compiler rejects (e.g. `with`) runs on the interpreter. crates/gatekeeper's cross-check

@@ -1499,3 +1499,78 @@ fn function_shapes_give_the_interpreters_answers_on_awkward_inputs() {
             .join("\n")
     );
 }
+
+#[test]
+fn rule_shapes_give_the_interpreters_answers_on_awkward_inputs() {
+    // Partial objects (conflicting keys too), every, membership, set and object operations, negation and else on
+    // missing, null and mistyped inputs.
+    let module = r#"package t
+import rego.v1
+obj[k] := v if { some k, v in input.obj }
+keys contains k if { some k, _ in input.obj }
+clash[k] := v if { some v in input.arr; k := "same" }
+all_small if { every v in input.arr { v < 5 } }
+none_big if { every v in input.arr { not v > 5 } }
+member if { input.x in input.arr }
+member_kv if { some "k", 1 in input.obj }
+union := keys | {1}
+diff := {v | some v in input.arr} - {1}
+inter := {v | some v in input.arr} & {1, "v1"}
+neg if { not input.obj.k }
+neg2 if { not input.arr[0] == 1 }
+chain := "a" if { input.x == 1 } else := "b" if { input.x == "v1" } else := "c"
+nested := [[y | some y in x] | some x in input.arr]
+counted := count({k | some k, _ in input.obj})
+anyof if { some v in input.arr; v == input.x }
+objget := object.get(input.obj, ["k", "k"], "deep-default")
+idx := input.arr[input.x]
+"#;
+    let rules = [
+        "data.t.obj",
+        "data.t.keys",
+        "data.t.clash",
+        "data.t.all_small",
+        "data.t.none_big",
+        "data.t.member",
+        "data.t.member_kv",
+        "data.t.union",
+        "data.t.diff",
+        "data.t.inter",
+        "data.t.neg",
+        "data.t.neg2",
+        "data.t.chain",
+        "data.t.nested",
+        "data.t.counted",
+        "data.t.anyof",
+        "data.t.objget",
+        "data.t.idx",
+    ];
+    let inputs = [
+        serde_json::json!({}),
+        serde_json::json!({"x": 1, "arr": [1, 2, "v"], "obj": {"k": 1, "j": "v"}}),
+        serde_json::json!({"x": "v1", "arr": ["v1", "v2"], "obj": {"k": "a1", "v1": null}}),
+        serde_json::json!({"x": null, "arr": null, "obj": null}),
+        serde_json::json!({"x": [1], "arr": {"k": 1}, "obj": [1, 2]}),
+        serde_json::json!({"x": 0, "arr": [[1, 2], [3]], "obj": {}}),
+        serde_json::json!({"x": true, "arr": [true, 9], "obj": {"k": {"k": 1}}}),
+    ];
+    let mut disagreements = Vec::new();
+    for input in &inputs {
+        for rule in rules {
+            if let Some(d) = agrees(module, rule, input) {
+                disagreements.push(d);
+            }
+        }
+    }
+    assert!(
+        disagreements.is_empty(),
+        "{} disagreements; the first ones:\n{}",
+        disagreements.len(),
+        disagreements
+            .iter()
+            .take(8)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}

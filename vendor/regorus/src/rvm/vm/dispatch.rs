@@ -525,6 +525,20 @@ impl RegoVM {
                 let mut obj_value = self.take_register(obj)?;
 
                 if let Ok(obj_mut) = obj_value.as_object_mut() {
+                    // policyctl patch 16: `ObjectSet` adds a partial object rule's entry. A key the rule already
+                    // has with another value is a conflict (OPA's eval_conflict_error, the interpreter's "rules must
+                    // not produce multiple outputs"); the VM used to keep the last value. An undefined key or value
+                    // adds nothing.
+                    if matches!(key_value, Value::Undefined) || matches!(value_value, Value::Undefined) {
+                        self.set_register(obj, obj_value)?;
+                        return Ok(InstructionOutcome::Continue);
+                    }
+                    if let Some(existing) = obj_mut.get(&key_value) {
+                        if *existing != value_value {
+                            self.set_register(obj, obj_value)?;
+                            return Err(self.current_rule_conflict(program));
+                        }
+                    }
                     obj_mut.insert(key_value, value_value);
                     self.set_register(obj, obj_value)?;
                 } else {
