@@ -14,7 +14,7 @@ cd "$(dirname "$0")"
 export CARGO_TERM_COLOR=never
 export RUSTC_BOOTSTRAP=1
 
-all=(admission_decode policy_loader rego_loader kyverno_pattern kyverno_variables jmespath)
+all=(admission_decode policy_loader rego_loader kyverno_pattern kyverno_variables jmespath template_agreement)
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=("${all[@]}")
 seconds="${FUZZ_SECONDS:-60}"

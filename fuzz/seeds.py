@@ -120,6 +120,7 @@ def main():
                     if isinstance(value, str) and "{{" in value:
                         write("kyverno_variables", value)
             elif kind and "metadata" in doc:
+                write("template_agreement", json.dumps(doc))
                 reviews += 1
                 operations = ("CREATE", "UPDATE", "DELETE") if reviews <= 10 else ("CREATE",)
                 for operation in operations:

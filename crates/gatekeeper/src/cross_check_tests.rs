@@ -14,9 +14,9 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::review;
-use super::template::{Evaluator, Template, TemplateResult};
+use super::template::{Evaluator, Template};
 use crate::policy::source::{documents, Document};
-use crate::policy::{EvalError, SourceFile};
+use crate::policy::SourceFile;
 
 /// Every `*.yaml`/`*.yml` under `dir`, hidden directories included (gator suites live in `.gator-test`).
 fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -223,29 +223,6 @@ fn variants(object: &Value) -> Vec<Value> {
     out
 }
 
-type Answer = Result<Vec<(String, String)>, String>;
-
-fn answer(result: Result<Vec<TemplateResult>, EvalError>) -> Answer {
-    result
-        .map(|results| {
-            let mut v: Vec<(String, String)> = results
-                .into_iter()
-                .map(|r| (r.msg, r.details.to_string()))
-                .collect();
-            v.sort();
-            v
-        })
-        .map_err(|e| e.to_string())
-}
-
-fn agree(a: &Answer, b: &Answer) -> bool {
-    match (a, b) {
-        (Ok(a), Ok(b)) => a == b,
-        (Err(_), Err(_)) => true,
-        _ => false,
-    }
-}
-
 /// Cross-check every case under `root`; the disagreements, described.
 fn cross_check(root: &Path, fallback: &[Value]) -> (usize, usize, Vec<String>) {
     let timeout = Duration::from_secs(10);
@@ -271,16 +248,14 @@ fn cross_check(root: &Path, fallback: &[Value]) -> (usize, usize, Vec<String>) {
                 };
                 for parameters in &case.parameters {
                     let input = review::input(&served, &crate::support::to_rego(parameters));
-                    let vm =
-                        answer(template.evaluate_on(Evaluator::Vm, input.clone(), None, timeout));
-                    let interpreter =
-                        answer(template.evaluate_on(Evaluator::Interpreter, input, None, timeout));
                     evaluations += 1;
-                    if !agree(&vm, &interpreter) && disagreements.len() < 20 {
-                        disagreements.push(format!(
-                            "{}: parameters {parameters}\n  object {variant}\n  VM          {vm:?}\n  interpreter {interpreter:?}",
-                            case.template.source
-                        ));
+                    if let Err(disagreement) = template.cross_check(&input, None, timeout) {
+                        if disagreements.len() < 20 {
+                            disagreements.push(format!(
+                                "{}: parameters {parameters}\n  object {variant}\n{disagreement}",
+                                case.template.source
+                            ));
+                        }
                     }
                 }
             }

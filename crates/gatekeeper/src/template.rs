@@ -578,6 +578,68 @@ impl Template {
     }
 }
 
+/// The VM and the interpreter answered one input differently ([`Template::cross_check`]).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the VM and the interpreter disagree:\n  VM          {vm:?}\n  interpreter {interpreter:?}"
+)]
+pub struct Disagreement {
+    /// The VM's results (sorted by message and details) or error text.
+    pub vm: Result<Vec<(String, String)>, String>,
+    /// The interpreter's.
+    pub interpreter: Result<Vec<(String, String)>, String>,
+}
+
+/// Results sorted by message and details, or the error's text.
+fn comparable(
+    result: Result<Vec<TemplateResult>, EvalError>,
+) -> Result<Vec<(String, String)>, String> {
+    result
+        .map(|results| {
+            let mut v: Vec<(String, String)> = results
+                .into_iter()
+                .map(|r| (r.msg, r.details.to_string()))
+                .collect();
+            v.sort();
+            v
+        })
+        .map_err(|e| e.to_string())
+}
+
+impl Template {
+    /// Evaluate `input` on the VM and on the interpreter and compare, result for result. Two errors agree whatever
+    /// their texts (the engines word them apart), and a time-out on either side proves nothing. For the
+    /// cross-checks of the VM against the interpreter (tests, fuzzing); a template without a VM agrees trivially.
+    pub fn cross_check(
+        &self,
+        input: &regorus::Value,
+        data: Option<&regorus::Value>,
+        timeout: Duration,
+    ) -> Result<(), Disagreement> {
+        if self.vm.is_none() {
+            return Ok(());
+        }
+        let vm = self.evaluate_on(Evaluator::Vm, input.clone(), data, timeout);
+        let interpreter = self.evaluate_on(Evaluator::Interpreter, input.clone(), data, timeout);
+        if matches!(vm, Err(EvalError::Timeout(_)))
+            || matches!(interpreter, Err(EvalError::Timeout(_)))
+        {
+            return Ok(());
+        }
+        let (vm, interpreter) = (comparable(vm), comparable(interpreter));
+        let agree = match (&vm, &interpreter) {
+            (Ok(a), Ok(b)) => a == b,
+            (Err(_), Err(_)) => true,
+            _ => false,
+        };
+        if agree {
+            Ok(())
+        } else {
+            Err(Disagreement { vm, interpreter })
+        }
+    }
+}
+
 /// Gatekeeper's post-processing: drop elements without `msg`, default `details` to `{}`, collapse duplicates.
 pub fn results(value: &regorus::Value) -> Vec<TemplateResult> {
     let elements: Vec<&regorus::Value> = match value {
