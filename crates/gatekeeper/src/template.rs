@@ -497,6 +497,9 @@ impl Template {
                     vec![doc.error_at(&field, format!("Rego does not compile: {recursive}"))]
                 },
             )?;
+        if let Some(reason) = &interpreter_reason {
+            warnings.push(doc.error_at(&field, support::vm::interpreter_warning(reason)));
+        }
         let template = Template {
             name: parsed.metadata.name,
             kind,

@@ -891,8 +891,16 @@ fn conflicting_helper_values_are_an_error_on_the_vm_as_on_the_interpreter() {
     for (with_interpreter, evaluator) in [(false, Evaluator::Vm), (true, Evaluator::Interpreter)] {
         let source = suffix_template(with_interpreter);
         let (docs, _) = documents(&src("s.yaml", &source));
-        let (template, _) = Template::load(&docs[0], Duration::from_secs(1)).expect("compiles");
+        let (template, warnings) =
+            Template::load(&docs[0], Duration::from_secs(1)).expect("compiles");
         assert_eq!(template.evaluator(), evaluator);
+        // A template on the interpreter says so, and why, in a load warning.
+        let slower: Vec<String> = warnings
+            .iter()
+            .map(ToString::to_string)
+            .filter(|w| w.contains("runs on the regorus interpreter, 3-5x slower than its VM"))
+            .collect();
+        assert_eq!(slower.len(), usize::from(with_interpreter), "{warnings:?}");
         let policies = load(&source);
         let check = |size: &str| {
             policies[0].check(

@@ -276,6 +276,12 @@ fn build_packages(input: EngineInput, options: &LoadOptions) -> (Built, Vec<Arc<
                     continue;
                 }
             };
+        if let Some(reason) = &interpreter_reason {
+            built.warnings.push(LoadError::new(
+                source.clone(),
+                support::vm::interpreter_warning(reason),
+            ));
+        }
         policies.push(Arc::new(RegoPolicy {
             info: PolicyInfo {
                 name,

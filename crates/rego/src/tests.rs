@@ -321,6 +321,14 @@ fn packages_run_on_the_vm_and_with_falls_back_to_the_interpreter() {
     assert_eq!(policies[0].interpreter_reason(), None);
     let reason = policies[1].interpreter_reason().expect("interpreter");
     assert!(reason.contains("with"), "{reason}");
+    // The author is told, once, by a load warning (`policyctl lint`, the server's log).
+    let warnings: Vec<String> = built.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        warnings,
+        vec![format!(
+            "p/with.rego: runs on the regorus interpreter, 3-5x slower than its VM: {reason}"
+        )]
+    );
     let ctx = EvalContext::default();
     for review in [pod(json!({})), pod(json!({"team": "a", "managed": "x"}))] {
         let vm = policies[0].check(&review, &ctx);

@@ -57,6 +57,12 @@ impl std::fmt::Debug for Vm {
     }
 }
 
+/// The load warning for Rego that runs on the interpreter (`reason`: the second half of [`Vm::compile`]'s answer): the
+/// author should know that it is slower, and why.
+pub fn interpreter_warning(reason: &str) -> String {
+    format!("runs on the regorus interpreter, 3-5x slower than its VM: {reason}")
+}
+
 impl Vm {
     /// Compile the rules `entry_points` (full paths, `data.pkg.rule`) of a prepared policy. When the VM compiler
     /// rejects them (e.g. `with`), there is no VM and the reason, worded for `what` (`template`, `package`), says why:
