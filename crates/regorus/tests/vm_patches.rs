@@ -1332,6 +1332,43 @@ ok if { some x in input.xs; x > 0 }
     );
 }
 
+/// Inputs where Rego meets missing values, `null`s and other types than the policy expects: `x`, `arr` and `obj`
+/// absent, as expected, as strings, `null`, swapped, empty, booleans and nesting.
+fn awkward_inputs() -> Vec<serde_json::Value> {
+    vec![
+        serde_json::json!({}),
+        serde_json::json!({"x": 1, "arr": [1, 2, "v"], "obj": {"k": 1, "j": "v"}}),
+        serde_json::json!({"x": "v1", "arr": ["v1", "v2"], "obj": {"k": "a1", "v1": null}}),
+        serde_json::json!({"x": null, "arr": null, "obj": null}),
+        serde_json::json!({"x": [1], "arr": {"k": 1}, "obj": [1, 2]}),
+        serde_json::json!({"x": 20, "arr": [[1, 2], [3]], "obj": {}}),
+        serde_json::json!({"x": true, "arr": [true, 9], "obj": {"k": {"k": 1}}}),
+    ]
+}
+
+/// Every disagreement of the VM with the interpreter over `modules` x `inputs` x `rules`.
+fn disagreements(modules: &[String], rules: &[&str], inputs: &[serde_json::Value]) -> Vec<String> {
+    let mut out = Vec::new();
+    for module in modules {
+        for input in inputs {
+            for rule in rules {
+                out.extend(agrees(module, rule, input));
+            }
+        }
+    }
+    out
+}
+
+/// No disagreement, or the first few of them.
+fn assert_agreement(disagreements: &[String]) {
+    assert!(
+        disagreements.is_empty(),
+        "{} disagreements; the first ones:\n{}",
+        disagreements.len(),
+        disagreements[..disagreements.len().min(8)].join("\n")
+    );
+}
+
 /// The same value, or an error on both sides (the engines word errors apart).
 fn same_answer(got: &Result<Value, String>, want: &Result<Value, String>) -> bool {
     match (got, want) {
@@ -1400,40 +1437,23 @@ fn pairs_of_statements_give_the_interpreters_answers_on_awkward_inputs() {
         "a == []",
         "x := a; y := x; y == a",
     ];
-    let inputs = [
-        serde_json::json!({}),
-        serde_json::json!({"x": 1, "arr": [1, 2, "v"], "obj": {"k": 1, "j": "v"}}),
-        serde_json::json!({"x": "v1", "arr": ["v1", "v2"], "obj": {"k": "v1", "v1": null}}),
-        serde_json::json!({"x": null, "arr": null, "obj": null}),
-        serde_json::json!({"x": [1], "arr": {"k": 1}, "obj": [1, 2]}),
-        serde_json::json!({"x": "k", "arr": [], "obj": {}}),
-    ];
-    let mut disagreements = Vec::new();
-    for bind in binds {
-        for use_ in uses {
-            let module = format!(
-                "package t\nimport rego.v1\nset contains [a] if {{ {bind}; {use_} }}\ncomplete := a if {{ {bind}; {use_} }}\nneg if {{ {bind}; not neg_use(a) }}\nneg_use(a) if {{ {use_} }}\n"
-            );
-            for input in &inputs {
-                for rule in ["data.t.set", "data.t.complete", "data.t.neg"] {
-                    if let Some(d) = agrees(&module, rule, input) {
-                        disagreements.push(d);
-                    }
-                }
-            }
-        }
-    }
-    assert!(
-        disagreements.is_empty(),
-        "{} disagreements; the first ones:\n{}",
-        disagreements.len(),
-        disagreements
-            .iter()
-            .take(8)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
+    let inputs = awkward_inputs();
+    let modules: Vec<String> = binds
+        .iter()
+        .flat_map(|bind| {
+            uses.iter().map(move |use_| {
+                format!(
+                    "package t\nimport rego.v1\nset contains [a] if {{ {bind}; {use_} }}\ncomplete := a if {{ {bind}; {use_} }}\nneg if {{ {bind}; not neg_use(a) }}\nneg_use(a) if {{ {use_} }}\n"
+                )
+            })
+        })
+        .collect();
+    let disagreements = disagreements(
+        &modules,
+        &["data.t.set", "data.t.complete", "data.t.neg"],
+        &inputs,
     );
+    assert_agreement(&disagreements);
 }
 
 #[test]
@@ -1465,43 +1485,21 @@ fn function_shapes_give_the_interpreters_answers_on_awkward_inputs() {
         "e if { f(input.x) == f(input.x) }",
         "m := f(input.missing)",
     ];
-    let inputs = [
-        serde_json::json!({}),
-        serde_json::json!({"x": 1, "arr": [1, 2, "v"], "obj": {"k": 1, "j": "v"}}),
-        serde_json::json!({"x": "v1", "arr": ["v1", "v2"], "obj": {"k": "a1", "v1": null}}),
-        serde_json::json!({"x": null, "arr": null, "obj": null}),
-        serde_json::json!({"x": [1], "arr": {"k": 1}, "obj": [1, 2]}),
-        serde_json::json!({"x": 20, "arr": [], "obj": {}}),
-        serde_json::json!({"x": true, "arr": [true, false], "obj": {"k": {"k": 1}}}),
-    ];
+    let inputs = awkward_inputs();
     let rules = [
         "data.t.r", "data.t.n", "data.t.c", "data.t.s", "data.t.e", "data.t.m",
     ];
-    let mut disagreements = Vec::new();
-    for function in functions {
-        let module = format!(
-            "package t\nimport rego.v1\n{function}\n{}\n",
-            calls.join("\n")
-        );
-        for input in &inputs {
-            for rule in rules {
-                if let Some(d) = agrees(&module, rule, input) {
-                    disagreements.push(d);
-                }
-            }
-        }
-    }
-    assert!(
-        disagreements.is_empty(),
-        "{} disagreements; the first ones:\n{}",
-        disagreements.len(),
-        disagreements
-            .iter()
-            .take(8)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    let modules: Vec<String> = functions
+        .iter()
+        .map(|function| {
+            format!(
+                "package t\nimport rego.v1\n{function}\n{}\n",
+                calls.join("\n")
+            )
+        })
+        .collect();
+    let disagreements = disagreements(&modules, &rules, &inputs);
+    assert_agreement(&disagreements);
 }
 
 #[test]
@@ -1549,34 +1547,9 @@ idx := input.arr[input.x]
         "data.t.objget",
         "data.t.idx",
     ];
-    let inputs = [
-        serde_json::json!({}),
-        serde_json::json!({"x": 1, "arr": [1, 2, "v"], "obj": {"k": 1, "j": "v"}}),
-        serde_json::json!({"x": "v1", "arr": ["v1", "v2"], "obj": {"k": "a1", "v1": null}}),
-        serde_json::json!({"x": null, "arr": null, "obj": null}),
-        serde_json::json!({"x": [1], "arr": {"k": 1}, "obj": [1, 2]}),
-        serde_json::json!({"x": 0, "arr": [[1, 2], [3]], "obj": {}}),
-        serde_json::json!({"x": true, "arr": [true, 9], "obj": {"k": {"k": 1}}}),
-    ];
-    let mut disagreements = Vec::new();
-    for input in &inputs {
-        for rule in rules {
-            if let Some(d) = agrees(module, rule, input) {
-                disagreements.push(d);
-            }
-        }
-    }
-    assert!(
-        disagreements.is_empty(),
-        "{} disagreements; the first ones:\n{}",
-        disagreements.len(),
-        disagreements
-            .iter()
-            .take(8)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    let inputs = awkward_inputs();
+    let disagreements = disagreements(&[module.to_string()], &rules, &inputs);
+    assert_agreement(&disagreements);
 }
 
 /// Like [`agrees`], for a program of several modules, in the run-to-completion mode policyctl uses: the suspendable
@@ -1653,24 +1626,13 @@ i := data.lib.p.names[input.x]
         serde_json::json!({"x": "b", "cs": {"k": {"name": "b"}}}),
         serde_json::json!({"x": "a", "cs": ["a", 1, null, {"image": 2}]}),
     ];
-    let mut disagreements = Vec::new();
-    for input in &inputs {
-        for rule in rules {
-            if let Some(d) = agrees_modules(&[("lib.rego", lib), ("main.rego", main)], rule, input)
-            {
-                disagreements.push(d);
-            }
-        }
-    }
-    assert!(
-        disagreements.is_empty(),
-        "{} disagreements; the first ones:\n{}",
-        disagreements.len(),
-        disagreements
-            .iter()
-            .take(8)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    let disagreements: Vec<String> = inputs
+        .iter()
+        .flat_map(|input| {
+            rules.iter().filter_map(move |rule| {
+                agrees_modules(&[("lib.rego", lib), ("main.rego", main)], rule, input)
+            })
+        })
+        .collect();
+    assert_agreement(&disagreements);
 }
