@@ -148,20 +148,32 @@ fn a_recursive_package_is_a_load_error() {
 }
 
 #[test]
-fn a_recursive_package_on_the_interpreter_fails_its_evaluation() {
-    // `with` keeps the package off the VM, so the load-time check does not see it; on the interpreter the recursion
-    // is an evaluation error (under the failure policy) instead of a native stack as deep as the request makes it.
+fn a_recursive_package_kept_off_the_vm_is_a_load_error_too() {
+    // `with` keeps the package off the VM, whose compiler finds recursion; its functions are searched for a cycle all
+    // the same (on the interpreter a recursive function would run as deep as the request makes it).
     let module = "package deep\n\nimport rego.v1\n\ndown(n) := 0 if n <= 0\n\ndown(n) := down(n - 1) + 1 if n > 0\n\ndeny contains \"deep\" if {\n  d := down(count(input.request.object.spec.containers)) with input.flag as true\n  d > 3\n}\n";
-    let policies = load(&[src("deep.rego", module)]);
-    let error = policies[0]
-        .check(&pod(json!({})), &EvalContext::default())
-        .expect_err("recursion is an error");
-    assert!(
-        error
-            .to_string()
-            .contains("recursion: data.deep.down -> data.deep.down (rules and functions may not call themselves)"),
-        "{error}"
+    assert_eq!(
+        load_errors(&[src("deep.rego", module)]),
+        vec!["deep.rego: Rego does not compile: the package is recursive: data.deep.down -> data.deep.down (rules and \
+              functions may not call themselves, as in OPA)"
+            .to_string()]
     );
+    // Through another function and a lib package, the same.
+    let lib = "package lib.walk\n\nimport rego.v1\n\nup(n) := data.deep2.down(n + 1)\n";
+    let main = "package deep2\n\nimport rego.v1\nimport data.lib.walk\n\ndown(n) := walk.up(n - 1) if n > 0\n\ndeny contains \"deep\" if {\n  down(1) with input.flag as true\n}\n";
+    let errors = load_errors(&[src("lib.rego", lib), src("deep2.rego", main)]);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains(
+            "the package is recursive: data.deep2.down -> data.lib.walk.up -> data.deep2.down"
+        ) || errors[0].contains(
+            "the package is recursive: data.lib.walk.up -> data.deep2.down -> data.lib.walk.up"
+        ),
+        "{errors:?}"
+    );
+    // Functions that call each other without a cycle still load, on the interpreter.
+    let fine = "package fine\n\nimport rego.v1\n\nh(n) := n + 1\n\nk(n) := h(h(n))\n\ndeny contains \"x\" if {\n  k(1) == 3 with input.flag as true\n}\n";
+    assert_eq!(load_errors(&[src("fine.rego", fine)]), Vec::<String>::new());
 }
 
 #[test]

@@ -53,12 +53,8 @@ impl Defined {
     }
 }
 
-/// Check every module: undefined functions, missing imports, `data` references that resolve to nothing. `external`
-/// lists `data` roots that come from outside the modules (Gatekeeper's `data.inventory`).
-pub fn unresolved(
-    modules: &[regorus::unstable::Ref<Module>],
-    external: &[&str],
-) -> Vec<Unresolved> {
+/// What `modules` define.
+fn defined(modules: &[regorus::unstable::Ref<Module>]) -> Defined {
     let mut defined = Defined::default();
     for module in modules {
         let Ok(package) = get_path_string(&module.package.refr, Some("data")) else {
@@ -82,6 +78,16 @@ pub fn unresolved(
         }
         defined.packages.insert(package);
     }
+    defined
+}
+
+/// Check every module: undefined functions, missing imports, `data` references that resolve to nothing. `external`
+/// lists `data` roots that come from outside the modules (Gatekeeper's `data.inventory`).
+pub fn unresolved(
+    modules: &[regorus::unstable::Ref<Module>],
+    external: &[&str],
+) -> Vec<Unresolved> {
+    let defined = defined(modules);
     let mut out = BTreeSet::new();
     for module in modules {
         let Ok(package) = get_path_string(&module.package.refr, Some("data")) else {
@@ -93,14 +99,12 @@ pub fn unresolved(
             package,
             imports: BTreeMap::new(),
             out: &mut out,
+            function: None,
+            calls: None,
         };
         for import in &module.imports {
-            let Ok(path) = get_path_string(&import.refr, None) else {
+            let Some((alias, path)) = import_alias(import) else {
                 continue;
-            };
-            let alias = match &import.r#as {
-                Some(span) => span.text().to_string(),
-                None => path.rsplit('.').next().unwrap_or(&path).to_string(),
             };
             if path.starts_with("data.") && !defined.resolves(&path, external) {
                 checker.report(
@@ -117,12 +121,96 @@ pub fn unresolved(
     out.into_iter().collect()
 }
 
+/// A chain of functions that call themselves (`data.p.f -> data.p.g -> data.p.f`), if the modules have one. The VM
+/// compiler refuses such programs (regorus patch 10); this finds them in programs that run on the interpreter, which
+/// would evaluate them one native stack frame per level, as deep as the input makes it. (Rules that read themselves
+/// the interpreter reports at once; a cycle through functions is the unbounded one.)
+pub fn recursive_functions(modules: &[regorus::unstable::Ref<Module>]) -> Option<String> {
+    let defined = defined(modules);
+    let mut calls: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut ignored = BTreeSet::new();
+    for module in modules {
+        let Ok(package) = get_path_string(&module.package.refr, Some("data")) else {
+            continue;
+        };
+        let mut checker = Checker {
+            defined: &defined,
+            external: &[],
+            package,
+            imports: BTreeMap::new(),
+            out: &mut ignored,
+            function: None,
+            calls: Some(&mut calls),
+        };
+        for import in &module.imports {
+            if let Some((alias, path)) = import_alias(import) {
+                checker.imports.insert(alias, path);
+            }
+        }
+        for rule in &module.policy {
+            checker.rule(rule);
+        }
+    }
+    // Depth-first search with an explicit stack; `on_path` holds the current chain.
+    let mut done: BTreeSet<&str> = BTreeSet::new();
+    for start in calls.keys() {
+        if done.contains(start.as_str()) {
+            continue;
+        }
+        let mut path: Vec<&str> = vec![start.as_str()];
+        let mut stack: Vec<Vec<&str>> = vec![callees(&calls, start)];
+        while let Some(next) = stack.last_mut() {
+            match next.pop() {
+                Some(callee) => {
+                    if let Some(at) = path.iter().position(|f| *f == callee) {
+                        let mut chain: Vec<&str> = path[at..].to_vec();
+                        chain.push(callee);
+                        return Some(chain.join(" -> "));
+                    }
+                    if !done.contains(callee) {
+                        path.push(callee);
+                        stack.push(callees(&calls, callee));
+                    }
+                }
+                None => {
+                    stack.pop();
+                    if let Some(finished) = path.pop() {
+                        done.insert(finished);
+                    }
+                }
+            }
+        }
+    }
+    None
+}
+
+/// An import's alias (its `as`, else the last part of its path) and its path.
+fn import_alias(import: &regorus::unstable::Import) -> Option<(String, String)> {
+    let path = get_path_string(&import.refr, None).ok()?;
+    let alias = match &import.r#as {
+        Some(span) => span.text().to_string(),
+        None => path.rsplit('.').next().unwrap_or(&path).to_string(),
+    };
+    Some((alias, path))
+}
+
+fn callees<'c>(calls: &'c BTreeMap<String, BTreeSet<String>>, function: &str) -> Vec<&'c str> {
+    calls
+        .get(function)
+        .map(|c| c.iter().map(String::as_str).collect())
+        .unwrap_or_default()
+}
+
 struct Checker<'a> {
     defined: &'a Defined,
     external: &'a [&'a str],
     package: String,
     imports: BTreeMap<String, String>,
     out: &'a mut BTreeSet<Unresolved>,
+    /// The function whose definition is being walked (`data.…`), if any.
+    function: Option<String>,
+    /// When collecting them: the functions each function calls.
+    calls: Option<&'a mut BTreeMap<String, BTreeSet<String>>>,
 }
 
 impl Checker<'_> {
@@ -135,6 +223,15 @@ impl Checker<'_> {
     }
 
     fn rule(&mut self, rule: &Rule) {
+        self.function = match rule {
+            Rule::Spec {
+                head: RuleHead::Func { refr, .. },
+                ..
+            } => get_path_string(refr, None)
+                .ok()
+                .map(|name| format!("{}.{name}", self.package)),
+            _ => None,
+        };
         match rule {
             Rule::Spec { head, bodies, .. } => {
                 match head {
@@ -241,6 +338,10 @@ impl Checker<'_> {
                 span,
                 format!("undefined function {path}: no builtin and no function of the policy set has this name"),
             );
+            return;
+        }
+        if let (Some(function), Some(calls)) = (&self.function, self.calls.as_deref_mut()) {
+            calls.entry(function.clone()).or_default().insert(target);
         }
     }
 

@@ -88,7 +88,12 @@ impl Vm {
             )),
             Err(err) => {
                 let text = err.to_string();
-                match recursion_chain(&text) {
+                // A program the VM compiler rejects for another reason first (e.g. `with`) would run on the
+                // interpreter: its functions are searched for a cycle here (the interpreter also fails such a call
+                // at run time, regorus patch 11, but a load error is what OPA gives).
+                match recursion_chain(&text)
+                    .or_else(|| crate::check::recursive_functions(policy.get_modules()))
+                {
                     Some(chain) => Err(Recursive {
                         what: what.to_string(),
                         chain,
@@ -353,6 +358,25 @@ warn contains n if {
         let fine = "package r\nimport rego.v1\nh(n) := n + 1\nk(n) := h(h(n))\ndeny contains x if { x := k(input.n); h(1) == 2 }\n";
         let (vm, reason) = compile_module(fine, "data.r.deny").expect("not recursive");
         assert!(vm.is_some() && reason.is_none(), "{reason:?}");
+        // A program the VM compiler rejects first (`with`) is searched for recursive functions all the same: on the
+        // interpreter its depth would be the input's choice.
+        let with = direct.replace(
+            "x := down(input.n) }",
+            "x := down(input.n) with input.flag as true }",
+        );
+        assert_eq!(
+            compile_module(&with, "data.r.deny").map(|_| ()),
+            Err(Recursive {
+                what: "package".into(),
+                chain: "data.r.down -> data.r.down".into(),
+            })
+        );
+        let (vm, reason) = compile_module(
+            &fine.replace("h(1) == 2 }", "h(1) == 2 with input.flag as true }"),
+            "data.r.deny",
+        )
+        .expect("not recursive");
+        assert!(vm.is_none() && reason.is_some(), "{reason:?}");
     }
 
     #[test]
