@@ -87,6 +87,16 @@ pub fn unresolved(
     modules: &[regorus::unstable::Ref<Module>],
     external: &[&str],
 ) -> Vec<Unresolved> {
+    walk(modules, external, None).into_iter().collect()
+}
+
+/// Walk every module of the set: the problems [`unresolved`] reports, and, when `calls` is given, the functions each
+/// function calls (for [`recursive_functions`]).
+fn walk(
+    modules: &[regorus::unstable::Ref<Module>],
+    external: &[&str],
+    mut calls: Option<&mut BTreeMap<String, BTreeSet<String>>>,
+) -> BTreeSet<Unresolved> {
     let defined = defined(modules);
     let mut out = BTreeSet::new();
     for module in modules {
@@ -100,7 +110,7 @@ pub fn unresolved(
             imports: BTreeMap::new(),
             out: &mut out,
             function: None,
-            calls: None,
+            calls: calls.as_deref_mut(),
         };
         for import in &module.imports {
             let Some((alias, path)) = import_alias(import) else {
@@ -118,7 +128,7 @@ pub fn unresolved(
             checker.rule(rule);
         }
     }
-    out.into_iter().collect()
+    out
 }
 
 /// A chain of functions that call themselves (`data.p.f -> data.p.g -> data.p.f`), if the modules have one. The VM
@@ -126,31 +136,8 @@ pub fn unresolved(
 /// would evaluate them one native stack frame per level, as deep as the input makes it. (Rules that read themselves
 /// the interpreter reports at once; a cycle through functions is the unbounded one.)
 pub fn recursive_functions(modules: &[regorus::unstable::Ref<Module>]) -> Option<String> {
-    let defined = defined(modules);
     let mut calls: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut ignored = BTreeSet::new();
-    for module in modules {
-        let Ok(package) = get_path_string(&module.package.refr, Some("data")) else {
-            continue;
-        };
-        let mut checker = Checker {
-            defined: &defined,
-            external: &[],
-            package,
-            imports: BTreeMap::new(),
-            out: &mut ignored,
-            function: None,
-            calls: Some(&mut calls),
-        };
-        for import in &module.imports {
-            if let Some((alias, path)) = import_alias(import) {
-                checker.imports.insert(alias, path);
-            }
-        }
-        for rule in &module.policy {
-            checker.rule(rule);
-        }
-    }
+    walk(modules, &[], Some(&mut calls));
     // Depth-first search with an explicit stack; `on_path` holds the current chain.
     let mut done: BTreeSet<&str> = BTreeSet::new();
     for start in calls.keys() {

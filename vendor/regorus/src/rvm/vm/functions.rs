@@ -19,6 +19,16 @@ impl RegoVM {
                 pc: self.pc,
                 available: self.program.instruction_data.function_call_params.len(),
             })?;
+        // policyctl patch 11: a function called with an undefined argument is undefined, its default too (as in OPA
+        // and the interpreter); its bodies are not run. Checked here, the one entry of function calls, for both
+        // execution modes.
+        if params
+            .arg_registers()
+            .iter()
+            .any(|&r| matches!(self.get_register(r), Ok(Value::Undefined)))
+        {
+            return self.set_register(params.dest, Value::Undefined);
+        }
         let call_result = match self.execution_mode {
             ExecutionMode::RunToCompletion => {
                 self.execute_call_rule_common(params.dest, params.func_rule_index, Some(&params))

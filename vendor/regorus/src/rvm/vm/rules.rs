@@ -76,16 +76,6 @@ impl RegoVM {
         }
     }
 
-    /// Whether one of a function call's arguments is undefined.
-    fn undefined_argument(&self, params: Option<&FunctionCallParams>) -> bool {
-        params.is_some_and(|params| {
-            params
-                .arg_registers()
-                .iter()
-                .any(|&r| matches!(self.get_register(r), Ok(Value::Undefined)))
-        })
-    }
-
     /// policyctl patch 14: the conflict error of the rule or function whose body is running (`RuleYield`).
     #[cold]
     #[inline(never)]
@@ -331,19 +321,6 @@ impl RegoVM {
 
         let is_function_rule = rule_info.function_info.is_some();
 
-        // policyctl patch 11: a function called with an undefined argument is undefined, its default too (as in OPA
-        // and the interpreter); its bodies are not run.
-        if is_function_rule && self.undefined_argument(function_call_params) {
-            let dest_index = usize::from(dest);
-            if self.registers.len() <= dest_index {
-                let new_len =
-                    self.checked_add_one(dest_index, "register capacity for destination")?;
-                self.registers.resize(new_len, Value::Undefined);
-            }
-            self.set_register(dest, Value::Undefined)?;
-            return Ok(());
-        }
-
         if !is_function_rule {
             let (ref computed, ref cached_result) =
                 *self
@@ -572,19 +549,6 @@ impl RegoVM {
             })?;
 
         let is_function_rule = rule_info.function_info.is_some();
-
-        // policyctl patch 11: a function called with an undefined argument is undefined, its default too (as in OPA
-        // and the interpreter); its bodies are not run.
-        if is_function_rule && self.undefined_argument(function_call_params) {
-            let dest_index = usize::from(dest);
-            if self.registers.len() <= dest_index {
-                let new_len =
-                    self.checked_add_one(dest_index, "register capacity for destination")?;
-                self.registers.resize(new_len, Value::Undefined);
-            }
-            self.set_register(dest, Value::Undefined)?;
-            return Ok(());
-        }
 
         if !is_function_rule {
             let (ref computed, ref cached_result) =
